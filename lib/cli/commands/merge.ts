@@ -1,0 +1,69 @@
+/** `tensormerge merge`: one merge (or a multiplier sweep) from the command line. */
+import { merge, type MergeOptions } from "../../merge";
+import { METHODS } from "../../methods/registry";
+import { formatBytes } from "../../outputs";
+import { defineCommand, flagArg, stringArg, type CliIo } from "../command";
+import { createProgressPrinter } from "../progress";
+import type { MergeReport } from "../../merge";
+
+const methodHelp = METHODS.map((m) => `${m.name} (${m.formula})`).join("; ");
+
+export function printMergeReport(report: MergeReport, io: CliIo): void {
+  const s = report.stats;
+  for (const o of report.outputs) io.out.write(`wrote ${o.path} (${formatBytes(o.bytes)}${report.outputs.length > 1 ? `, M=${o.multiplier}` : ""})\n`);
+  const missing = Object.entries(s.missing).map(([slot, n]) => `${n} missing in ${slot.toUpperCase()}`).join(", ");
+  io.out.write(
+    `${report.method}: ${s.merged} tensors merged, ${s.copiedAsIs} copied as is` +
+      (missing ? `, ${missing} (kept from A)` : "") +
+      (s.partial.length ? `, ${s.partial.length} merged on shared channels (${s.partial.join(", ")})` : "") +
+      (s.discarded ? `, ${s.discarded} discarded` : "") +
+      (s.replaced ? `, ${s.replaced} replaced` : "") +
+      `\n${report.engine} engine (${report.isa}, ${report.threads} thread${report.threads > 1 ? "s" : ""}): ` +
+      `read ${formatBytes(report.bytesRead)}, wrote ${formatBytes(report.bytesWritten)} in ${report.seconds.toFixed(2)} s\n`,
+  );
+}
+
+export const mergeCommand = defineCommand({
+  name: "merge",
+  summary: "merge two or three models into a new one",
+  usage: "merge --a A --b B [--c C] --method METHOD --multiplier M --out OUT [options]",
+  options: {
+    a: { type: "string", value: "FILE", description: "model A, the base" },
+    b: { type: "string", value: "FILE", description: "model B" },
+    c: { type: "string", value: "FILE", description: "model C (add-difference)" },
+    method: { type: "string", short: "m", value: "METHOD", description: `merge method: ${methodHelp}` },
+    multiplier: { type: "string", short: "M", value: "M", description: "multiplier; a list (0.1,0.2) or range (0.1:0.5:0.1) writes one file per value in one pass (default 0.5)" },
+    dtype: { type: "string", value: "TYPE", description: "float output type: same (as A, default), fp16, bf16, fp32" },
+    out: { type: "string", short: "o", value: "FILE", description: "output file (.safetensors or .ckpt); for sweeps <M> is replaced by each value" },
+    overwrite: { type: "boolean", description: "replace an existing output file" },
+    engine: { type: "string", value: "NAME", description: "auto (default), native or js" },
+    threads: { type: "string", value: "N", description: "native engine threads (default: all cores)" },
+    isa: { type: "string", value: "NAME", description: "force a kernel set: auto, scalar, avx2, avx512" },
+    quiet: { type: "boolean", short: "q", description: "no progress output" },
+    verbose: { type: "boolean", description: "stack traces on errors" },
+  },
+  async run(args, io, signal) {
+    const threads = stringArg(args, "threads");
+    const options: MergeOptions = {
+      a: stringArg(args, "a") as string,
+      method: (stringArg(args, "method") ?? (stringArg(args, "c") ? "add-difference" : "weighted-sum")) as MergeOptions["method"],
+      out: stringArg(args, "out") as string,
+      overwrite: flagArg(args, "overwrite"),
+      signal,
+    };
+    for (const key of ["b", "c", "multiplier", "dtype", "engine", "isa"] as const) {
+      const v = stringArg(args, key);
+      if (v !== undefined) (options as unknown as Record<string, unknown>)[key] = v;
+    }
+    if (threads !== undefined) options.threads = Number(threads);
+    if (!flagArg(args, "quiet")) {
+      const printer = createProgressPrinter(io.err, io.isTTY, "merging");
+      options.onProgress = (p) => printer.update(p);
+      const report = await merge(options).finally(() => printer.done());
+      printMergeReport(report, io);
+    } else {
+      await merge(options);
+    }
+    return 0;
+  },
+});

@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+/** The `tensormerge` command line: dispatch to a subcommand, one clear line per error. */
+import { MergeError } from "../errors";
+import { commandHelp, parseCommandArgs, type CliIo } from "./command";
+import { COMMANDS } from "./commands";
+
+function mainHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
+  return [
+    "Usage: tensormerge <command> [options]",
+    "",
+    "Merge model checkpoints (safetensors, .ckpt) at disk speed.",
+    "",
+    "Commands:",
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
+    "",
+    "Run `tensormerge <command> --help` for a command's options.",
+    "",
+  ].join("\n");
+}
+
+export async function runCli(argv: string[], io: CliIo, signal: AbortSignal): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    io.out.write(mainHelp());
+    return name ? 0 : 1;
+  }
+  if (name === "--version" || name === "-v") {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    io.out.write(`${require("../../../package.json").version}\n`);
+    return 0;
+  }
+  const command = COMMANDS.find((c) => c.name === name);
+  if (!command) {
+    io.err.write(`tensormerge: unknown command "${name}"\n\n${mainHelp()}`);
+    return 2;
+  }
+  const verbose = rest.includes("--verbose");
+  try {
+    const args = parseCommandArgs(command, rest);
+    if (args.values.help) {
+      io.out.write(commandHelp(command));
+      return 0;
+    }
+    return await command.run(args, io, signal);
+  } catch (e) {
+    const code = e instanceof MergeError ? e.code : "INTERNAL";
+    const message = e instanceof Error ? e.message : String(e);
+    io.err.write(`tensormerge: error [${code}]: ${message}\n`);
+    if (verbose && e instanceof Error && e.stack) io.err.write(`${e.stack}\n`);
+    return code === "INVALID_ARGUMENT" ? 2 : 1;
+  }
+}
+
+if (require.main === module) {
+  const controller = new AbortController();
+  let interrupts = 0;
+  process.on("SIGINT", () => {
+    // First Ctrl-C cancels cleanly (temp files removed); a second one exits at once.
+    if (++interrupts > 1) process.exit(130);
+    controller.abort();
+  });
+  process.on("SIGTERM", () => controller.abort());
+  runCli(process.argv.slice(2), { out: process.stdout, err: process.stderr, isTTY: Boolean(process.stderr.isTTY) }, controller.signal).then(
+    (code) => { process.exitCode = code; },
+    (e) => { process.stderr.write(`tensormerge: ${String(e)}\n`); process.exitCode = 1; },
+  );
+}

@@ -1,0 +1,18 @@
+/**
+ * tensormerge: merge model checkpoints at disk speed.
+ *
+ * @example
+ * import { merge } from "tensormerge";
+ * const report = await merge({ a, b, c, method: "add-difference", multiplier: 0.3, dtype: "fp16", out });
+ */
+export { merge, sweepOutputPath, type MergeOptions, type MergeReport, type MergeProgress } from "./merge";
+export { MergeError, ERROR_CODES, isMergeError, type ErrorCode } from "./errors";
+export { METHODS, resolveMethod, type MethodName } from "./methods/registry";
+export type { MergeMethod } from "./methods/define";
+export { openModel } from "./formats";
+export { readSafetensors, layoutSafetensors, parseSafetensorsHeader } from "./formats/safetensors";
+export { nativeAvailable, resolveEngine, type EngineName } from "./engine";
+export { planMerge, type MergePlan, type PlanStats } from "./plan";
+export { DTYPES, OUTPUT_DTYPES, type Dtype, type OutputDtype } from "./dtypes";
+export type { ModelFile, TensorInfo } from "./model";
+export { parseMultipliers } from "./validate";

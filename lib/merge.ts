@@ -1,0 +1,206 @@
+/**
+ * `merge()`: the library's main entry point. Validates options, reads the models' headers,
+ * plans the job, runs it on the native engine (or the TS one), and commits the outputs.
+ */
+import { basename, extname } from "node:path";
+import { OUTPUT_DTYPES, type OutputDtype } from "./dtypes";
+import { defaultThreads, newControl, resolveEngine, runJob, type EngineName } from "./engine";
+import { MergeError } from "./errors";
+import { openModel } from "./formats";
+import { outputFormatForPath, type OutputFormat } from "./formats/output";
+import { resolveMethod, type MethodName } from "./methods/registry";
+import type { ModelSlot } from "./methods/define";
+import type { ModelFile } from "./model";
+import { checkFreeSpace, checkTargets, commitFile, patchFile, removeQuietly, tempPathFor } from "./outputs";
+import { planMerge, type PlanStats } from "./plan";
+import { formatMultiplier, optionalString, parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString } from "./validate";
+
+export interface MergeProgress {
+  bytesDone: number;
+  bytesTotal: number;
+  /** 0..1 */
+  fraction: number;
+  elapsedSeconds: number;
+}
+
+export interface MergeOptions {
+  /** Model A: the base (path). */
+  a: string;
+  /** Model B (path), for every method but no-interpolation. */
+  b?: string;
+  /** Model C (path), for add-difference. */
+  c?: string;
+  method: MethodName;
+  /**
+   * M. A list (or a string such as "0.1:0.5:0.1" or "0.144,0.148") makes a sweep: one output
+   * per value, all written in one pass over the inputs.
+   */
+  multiplier?: number | number[] | string;
+  /** Float output type; "same" (default) keeps each tensor's type from A. */
+  dtype?: OutputDtype | "same";
+  /**
+   * Output path. For a sweep, `<M>` in the path is replaced by each multiplier; without it,
+   * `-<M>` is added before the extension.
+   */
+  out: string;
+  /** Output format; default from the extension (.ckpt/.pt → ckpt, else safetensors). */
+  format?: OutputFormat;
+  /** Replace existing outputs (default false: an existing file is an error). */
+  overwrite?: boolean;
+  engine?: EngineName;
+  /** Worker threads of the native engine (default: all cores). */
+  threads?: number;
+  /** Force a kernel set of the native engine ("auto" by default). */
+  isa?: "auto" | "scalar" | "avx2" | "avx512";
+  /** Extra safetensors metadata for the outputs. */
+  metadata?: Record<string, string>;
+  onProgress?: (progress: MergeProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface MergeReport {
+  outputs: { path: string; multiplier: number; bytes: number }[];
+  method: MethodName;
+  engine: "native" | "js";
+  isa: string;
+  threads: number;
+  seconds: number;
+  bytesRead: number;
+  bytesWritten: number;
+  stats: PlanStats;
+}
+
+const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "onProgress", "signal"] as const;
+
+/** Output path for one multiplier of a sweep. */
+export function sweepOutputPath(out: string, multiplier: number, count: number): string {
+  if (out.includes("<M>")) return out.replaceAll("<M>", formatMultiplier(multiplier));
+  if (count === 1) return out;
+  const ext = extname(out);
+  return `${out.slice(0, out.length - ext.length)}-${formatMultiplier(multiplier)}${ext}`;
+}
+
+function normaliseMultipliers(value: MergeOptions["multiplier"]): number[] {
+  if (value === undefined) return [0.5];
+  if (typeof value === "string") return parseMultipliers(value);
+  const list = Array.isArray(value) ? value : [value];
+  if (list.length === 0) throw new MergeError("INVALID_ARGUMENT", "Expected at least one multiplier");
+  return list.map((m, i) => requireNumberInRange(list.length > 1 ? `multiplier[${i}]` : "multiplier", m, -1e6, 1e6));
+}
+
+/**
+ * Merges checkpoints tensor by tensor and writes the result(s).
+ *
+ * @example
+ * const report = await merge({ a: "base.safetensors", b: "style.safetensors", c: "sd15.safetensors",
+ *   method: "add-difference", multiplier: 0.3, dtype: "fp16", out: "mix.safetensors" });
+ */
+export async function merge(options: MergeOptions): Promise<MergeReport> {
+  const started = Date.now();
+  const stack = new Error().stack; // the caller's stack, restored on async failures
+  try {
+    return await mergeInner(options, started);
+  } catch (e) {
+    if (e instanceof MergeError && stack) e.stack = `${e.name} [${e.code}]: ${e.message}\n${stack.split("\n").slice(1).join("\n")}`;
+    throw e;
+  }
+}
+
+async function mergeInner(options: MergeOptions, started: number): Promise<MergeReport> {
+  if (options === null || typeof options !== "object") throw new MergeError("INVALID_ARGUMENT", "merge() expects an options object");
+  rejectUnknownKeys("options", options, OPTION_KEYS);
+  const method = resolveMethod(requireString("method", options.method));
+  const paths: Partial<Record<ModelSlot, string>> = { a: requireString("a", options.a) };
+  const b = optionalString("b", options.b);
+  const c = optionalString("c", options.c);
+  if (b !== undefined) paths.b = b;
+  if (c !== undefined) paths.c = c;
+  for (const slot of method.inputs) {
+    if (!paths[slot]) throw new MergeError("INVALID_ARGUMENT", `${method.name} needs model ${slot.toUpperCase()} (option ${slot})`);
+  }
+  const multipliers = method.usesMultiplier ? normaliseMultipliers(options.multiplier) : [0];
+  const [lo, hi] = method.multiplierRange;
+  multipliers.forEach((m) => requireNumberInRange("multiplier", m, lo, hi));
+  const dtype = options.dtype === undefined || options.dtype === "same" ? undefined : requireOneOf("dtype", options.dtype, OUTPUT_DTYPES);
+  const out = requireString("out", options.out);
+  const engine = resolveEngine(options.engine === undefined ? "auto" : requireOneOf("engine", options.engine, ["auto", "native", "js"] as const));
+  const threads = options.threads === undefined ? defaultThreads() : requireInteger("threads", options.threads, 1, 1024);
+  const isa = options.isa === undefined ? "auto" : requireOneOf("isa", options.isa, ["auto", "scalar", "avx2", "avx512"] as const);
+  const format = options.format === undefined ? undefined : requireOneOf("format", options.format, ["safetensors", "ckpt"] as const);
+  if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled before it started");
+
+  const targets = multipliers.map((m) => sweepOutputPath(out, m, multipliers.length));
+  const inputPaths = method.inputs.map((s) => paths[s]!);
+  await checkTargets(targets, inputPaths, options.overwrite === true);
+
+  const models: Partial<Record<ModelSlot, ModelFile>> = {};
+  for (const slot of method.inputs) models[slot] = await openModel(paths[slot]!);
+
+  const plan = planMerge({
+    models,
+    method,
+    dtype,
+    outputs: targets.map((path, i) => ({
+      path,
+      format: format ?? outputFormatForPath(path),
+      multiplier: multipliers[i]!,
+      metadata: { format: "pt", ...(options.metadata ?? {}) },
+    })),
+  });
+  await checkFreeSpace(targets.map((path, i) => ({ path, size: plan.layouts[i]!.size })));
+
+  const temps = targets.map(tempPathFor);
+  const control = newControl(plan.bytesToWrite);
+  const onAbort = () => { control[0] = 1; };
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  const progress = options.onProgress;
+  const report = () => progress?.({ bytesDone: control[1]!, bytesTotal: plan.bytesToWrite, fraction: plan.bytesToWrite ? control[1]! / plan.bytesToWrite : 1, elapsedSeconds: (Date.now() - started) / 1000 });
+  const timer = progress ? setInterval(report, 200) : undefined;
+  timer?.unref();
+  try {
+    const result = await runJob(
+      {
+        inputs: plan.inputs.map((m) => ({ path: m.path, size: m.size })),
+        outputs: plan.layouts.map((l, i) => ({ path: temps[i]!, size: l.size, literals: l.literals, ...(l.crc32Ranges ? { crc32Ranges: l.crc32Ranges } : {}) })),
+        pieces: plan.pieces,
+        threads,
+        isa,
+        control,
+      },
+      engine,
+    );
+    if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled");
+    for (let i = 0; i < targets.length; i++) {
+      const finish = plan.layouts[i]!.finish;
+      if (finish) await patchFile(temps[i]!, finish(result.crc32[i] ?? []));
+    }
+    for (let i = 0; i < targets.length; i++) await commitFile(temps[i]!, targets[i]!, options.overwrite === true);
+    control[1] = plan.bytesToWrite;
+    report();
+    return {
+      outputs: targets.map((path, i) => ({ path, multiplier: multipliers[i]!, bytes: plan.layouts[i]!.size })),
+      method: method.name as MethodName,
+      engine,
+      isa: result.isa,
+      threads: result.threads,
+      seconds: (Date.now() - started) / 1000,
+      bytesRead: plan.bytesToRead,
+      bytesWritten: plan.bytesToWrite,
+      stats: plan.stats,
+    };
+  } catch (e) {
+    if (options.signal?.aborted && !(e instanceof MergeError && e.code === "ABORTED")) {
+      throw new MergeError("ABORTED", "the merge was cancelled", { cause: e });
+    }
+    throw e;
+  } finally {
+    if (timer) clearInterval(timer);
+    options.signal?.removeEventListener("abort", onAbort);
+    for (const t of temps) await removeQuietly(t);
+  }
+}
+
+/** The output file name stem for reports: "mix-0.3" for "/x/mix-0.3.safetensors". */
+export function stemOf(path: string): string {
+  return basename(path, extname(path));
+}

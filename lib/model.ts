@@ -1,0 +1,46 @@
+import type { Dtype } from "./dtypes";
+
+/** Where one tensor's bytes sit in its file: contiguous, little-endian, row-major. */
+export interface TensorInfo {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+  /** Absolute byte offset of the first element in the file. */
+  offset: number;
+  /** Byte length (= numel × dtype size). */
+  byteLength: number;
+}
+
+export type ModelFormat = "safetensors" | "ckpt";
+
+/**
+ * A model file opened for reading: its tensor table and metadata, no tensor data.
+ * Both formats produce this; the engines only ever need `path`, `size` and the table, because
+ * tensor data is read in place (memory-mapped by the native engine, read in chunks by the TS one).
+ */
+export interface ModelFile {
+  path: string;
+  format: ModelFormat;
+  /** File size in bytes when it was opened; engines re-check it. */
+  size: number;
+  /** Tensors in file order (data offset order for safetensors, key order as stored for ckpt). */
+  tensors: TensorInfo[];
+  /** Lookup by name. */
+  byName: Map<string, TensorInfo>;
+  /** safetensors `__metadata__` (empty for ckpt). */
+  metadata: Record<string, string>;
+  /** Byte length of the header (safetensors: 8 + JSON length). */
+  headerLength: number;
+  /** Notes about what was ignored while reading (for example ckpt top-level entries). */
+  notes: string[];
+}
+
+export function numelOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function shapeToString(shape: readonly number[]): string {
+  return `[${shape.join(", ")}]`;
+}

@@ -1,0 +1,102 @@
+/**
+ * The contract between the TypeScript planner and the native engine (and the TS engine, which
+ * executes exactly the same job). A job is plain data: the binding copies it into C++ structs
+ * (native/core/job.h) and the core re-checks every offset against the mapped file sizes before
+ * any pointer arithmetic.
+ *
+ * Semantics of one piece, for every element i in [0, n):
+ *   - an `input` operand reads element i at `offset + i × size(dtype)` of input file `file`,
+ *     widened to fp32 (F16, BF16, F32, F64 only);
+ *   - ops run in order; op k's result is fp32, then, if `round` is F16 or BF16, rounded through
+ *     that type and widened back (so a chained recipe row sees exactly what a saved file holds);
+ *     an `op` operand reads the result of an earlier op of the same piece;
+ *   - each write stores its source at `offset + i × size(dtype)` of output file `output`.
+ *     When the source is an input with the same dtype as the write, the bytes are copied as is
+ *     (the only way non-float tensors are written); otherwise the fp32 value is converted.
+ * All fp32 arithmetic is IEEE single precision with one rounding per operation, never fused:
+ * that is what makes the native and TS engines bit-identical.
+ */
+
+/** Kernel ids shared with C++ (`enum merge_kernel` in native/core/kernels.h). Never reorder. */
+export const KERNELS = ["copy", "weighted-sum", "add-difference", "lerp"] as const;
+export type KernelName = (typeof KERNELS)[number];
+export const KERNEL_ID: Record<KernelName, number> = { copy: 0, "weighted-sum": 1, "add-difference": 2, lerp: 3 };
+/**
+ * copy:           r = a
+ * weighted-sum:   r = a·p0 + b·p1          (p0 = 1−M, p1 = M, each rounded to fp32 first)
+ * add-difference: r = a + (b − c)·p0
+ * lerp:           r = a + (b − a)·p0
+ */
+export const KERNEL_ARITY: Record<KernelName, number> = { copy: 1, "weighted-sum": 2, "add-difference": 3, lerp: 2 };
+
+export type Operand =
+  | { kind: "input"; file: number; offset: number; dtype: number }
+  | { kind: "op"; index: number };
+
+export interface JobOp {
+  kernel: number;
+  args: Operand[];
+  /** Up to 4 parameters, used as fp32 (Math.fround applied by the planner). */
+  params: number[];
+  /** Dtype id to round the result through (F32 = none). */
+  round: number;
+}
+
+export interface JobWrite {
+  output: number;
+  /** Absolute byte offset in the output file. */
+  offset: number;
+  dtype: number;
+  source: Operand;
+}
+
+export interface JobPiece {
+  /** Tensor name, for error messages. */
+  name: string;
+  /** Element count. */
+  n: number;
+  ops: JobOp[];
+  writes: JobWrite[];
+}
+
+export interface JobOutput {
+  /** Temporary path to create (exclusively); the TS layer renames it when the job succeeds. */
+  path: string;
+  /** Final size of the file in bytes. */
+  size: number;
+  /** Literal byte ranges (headers, zip records), written at their offsets. */
+  literals: { offset: number; data: Uint8Array }[];
+  /**
+   * Byte ranges whose CRC-32 (zip polynomial) the engine computes as it writes them, for zip
+   * (.ckpt) outputs; returned in `JobResult.crc32[output][range]`. The TS layer then patches
+   * the zip records before renaming the file.
+   */
+  crc32Ranges?: { offset: number; length: number }[];
+}
+
+export interface Job {
+  inputs: { path: string; size: number }[];
+  outputs: JobOutput[];
+  /** Pieces in output order: each output's writes are at increasing offsets. */
+  pieces: JobPiece[];
+  /** Worker threads for the merge loop (>= 1). */
+  threads: number;
+  /** Kernel set: "auto" picks the best the CPU supports. */
+  isa: "auto" | "scalar" | "avx2" | "avx512";
+  /**
+   * Shared control block: [0] cancel flag (JS sets 1), [1] output bytes done (native writes),
+   * [2] total output bytes (set by JS).
+   */
+  control: Float64Array;
+}
+
+export interface JobResult {
+  bytesWritten: number;
+  /** Kernel set actually used. */
+  isa: string;
+  threads: number;
+  /** Per output, the CRC-32 of each requested range (empty arrays when none were asked). */
+  crc32: number[][];
+  /** Engine-internal timings and counters, for benchmarks. */
+  stats?: Record<string, number>;
+}
