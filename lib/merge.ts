@@ -153,6 +153,7 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
   const control = newControl(plan.bytesToWrite);
   const onAbort = () => { control[0] = 1; };
   options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) onAbort(); // aborted while the headers were read: no event will come
   const progress = options.onProgress;
   const report = () => progress?.({ bytesDone: control[1]!, bytesTotal: plan.bytesToWrite, fraction: plan.bytesToWrite ? control[1]! / plan.bytesToWrite : 1, elapsedSeconds: (Date.now() - started) / 1000 });
   const timer = progress ? setInterval(report, 200) : undefined;

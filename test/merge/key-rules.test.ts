@@ -1,0 +1,106 @@
+/** The README's key rules, end to end on both engines. */
+import { strict as assert } from "node:assert";
+import { join } from "node:path";
+import { MergeError } from "../../lib/errors";
+import { merge } from "../../lib/merge";
+import { ENGINES } from "../helpers/engines";
+import { readModel, tempDir, writeModel } from "../helpers/models";
+
+const f = Math.fround;
+const CONV = "model.diffusion_model.input_blocks.0.0.weight";
+
+describe("key rules", () => {
+  const dir = tempDir();
+  after(() => dir.cleanup());
+  const a = join(dir.path, "a.safetensors"), b = join(dir.path, "b.safetensors");
+  // A inpainting-like: conv [2, 9, 1, 1]; B normal: [2, 4, 1, 1]
+  const convA = Array.from({ length: 18 }, (_, i) => i + 1);
+  const convB = Array.from({ length: 8 }, (_, i) => 100 + i);
+  before(() => {
+    writeModel(a, {
+      "z.last": { dtype: "F32", shape: [2], values: [1, 2] },
+      "cond_stage_model.transformer.text_model.embeddings.position_ids": { dtype: "I64", shape: [1, 3], values: [0, 1, 2] },
+      "cond_stage_model.transformer.text_model.embeddings.position_ids_float": { dtype: "F32", shape: [1], values: [5] },
+      "other.position_ids": { dtype: "F32", shape: [3], values: [0, 1, 2] },
+      betas: { dtype: "F32", shape: [2], values: [0.1, 0.2] },
+      "model_ema.num_updates": { dtype: "I32", shape: [], values: [7] },
+      "only.in.a": { dtype: "F16", shape: [2], values: [3, 4] },
+      [CONV]: { dtype: "F32", shape: [2, 9, 1, 1], values: convA },
+      "a.weight": { dtype: "F32", shape: [2], values: [10, 20] },
+    });
+    writeModel(b, {
+      "a.weight": { dtype: "F32", shape: [2], values: [30, 40] },
+      [CONV]: { dtype: "F32", shape: [2, 4, 1, 1], values: convB },
+      "cond_stage_model.transformer.text_model.embeddings.position_ids": { dtype: "I64", shape: [1, 3], values: [9, 9, 9] },
+      "other.position_ids": { dtype: "F32", shape: [3], values: [9, 9, 9] },
+      betas: { dtype: "F32", shape: [2], values: [0.9, 0.9] },
+      "model_ema.num_updates": { dtype: "I32", shape: [], values: [99] },
+      "z.last": { dtype: "F32", shape: [2], values: [3, 4] },
+      "only.in.b": { dtype: "F32", shape: [1], values: [1] },
+      "cond_stage_model.transformer.text_model.embeddings.position_ids_float": { dtype: "F32", shape: [1], values: [7] },
+    });
+  });
+
+  for (const engine of ENGINES) {
+    it(`keeps A's order, copies buffers, keeps A for missing keys, merges shared channels (${engine})`, async () => {
+      const out = join(dir.path, `out-${engine}.safetensors`);
+      const report = await merge({ a, b, method: "weighted-sum", multiplier: 0.5, dtype: "fp32", out, engine });
+      const r = readModel(out);
+      assert.deepEqual(r.order, [
+        "z.last",
+        "cond_stage_model.transformer.text_model.embeddings.position_ids",
+        "cond_stage_model.transformer.text_model.embeddings.position_ids_float",
+        "other.position_ids",
+        "betas",
+        "model_ema.num_updates",
+        "only.in.a",
+        CONV,
+        "a.weight",
+      ]);
+      const v = (k: string) => r.tensors.get(k)!;
+      assert.deepEqual(v("z.last").values, [2, 3]);
+      assert.deepEqual(v("a.weight").values, [20, 30]);
+      // buffers: copied from A as they are, in their own dtype
+      assert.equal(v("cond_stage_model.transformer.text_model.embeddings.position_ids").dtype, "I64");
+      assert.deepEqual(v("cond_stage_model.transformer.text_model.embeddings.position_ids").values, [0, 1, 2]);
+      assert.deepEqual(v("other.position_ids").values, [0, 1, 2]);
+      assert.deepEqual(v("betas").values, [f(0.1), f(0.2)]);
+      assert.deepEqual(v("model_ema.num_updates").values, [7]);
+      // a name that merely contains position_ids is an ordinary weight
+      assert.deepEqual(v("cond_stage_model.transformer.text_model.embeddings.position_ids_float").values, [6]);
+      // missing in B: A's values in the output dtype, counted
+      assert.equal(v("only.in.a").dtype, "F32");
+      assert.deepEqual(v("only.in.a").values, [3, 4]);
+      assert.equal(report.stats.missing.b, 1);
+      assert.equal(report.stats.extraKeys, 1);
+      assert.equal(r.tensors.has("only.in.b"), false);
+      // inpainting conv: per output channel, first 4 input channels merged, the other 5 from A
+      const expected = convA.map((x, i) => {
+        const o = Math.floor(i / 9), ch = i % 9;
+        return ch < 4 ? f(f(x * 0.5) + f(convB[o * 4 + ch]! * 0.5)) : x;
+      });
+      assert.deepEqual(v(CONV).values, expected);
+      assert.deepEqual(report.stats.partial, [CONV]);
+    });
+  }
+
+  it("refuses a float key whose shape differs, naming the key and both shapes, before creating the output", async () => {
+    const c = join(dir.path, "c.safetensors");
+    writeModel(c, { "a.weight": { dtype: "F32", shape: [1, 2], values: [1, 2] } });
+    const out = join(dir.path, "never.safetensors");
+    await assert.rejects(merge({ a, b: c, method: "weighted-sum", out }), (e: unknown) => {
+      assert.ok(e instanceof MergeError);
+      assert.equal(e.code, "SHAPE_MISMATCH");
+      assert.equal(e.tensor, "a.weight");
+      assert.match(e.message, /\[2\].*\[1, 2\]/);
+      return true;
+    });
+    const { existsSync, readdirSync } = await import("node:fs");
+    assert.equal(existsSync(out), false);
+    assert.deepEqual(readdirSync(dir.path).filter((n) => n.includes("tensormerge")), []);
+  });
+
+  it("refuses B as the inpainting model (A must have the extra channels)", async () => {
+    await assert.rejects(merge({ a: b, b: a, method: "weighted-sum", out: join(dir.path, "x.safetensors") }), (e: unknown) => e instanceof MergeError && e.code === "SHAPE_MISMATCH" && e.tensor === CONV);
+  });
+});
