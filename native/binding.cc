@@ -1,0 +1,311 @@
+// The N-API binding: converts a JS job (lib/native/job.ts) into a merge_job, runs it on a
+// libuv worker thread, and converts the result or the failure back. No merge logic here.
+//
+// V8 values are only touched on the JS thread: the job is copied into plain C++ structs
+// before queueing. The one exception is the control Float64Array, whose memory the engine
+// reads (cancel flag) and writes (progress) with relaxed atomics while JS polls it; the worker
+// holds a reference to it so it stays alive for the whole job.
+#include <napi.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "core/cpu.h"
+#include "core/dtype.h"
+#include "core/engine.h"
+#include "core/kernels.h"
+
+namespace {
+
+Napi::Error make_error(Napi::Env env, const char * code, const std::string & message, const std::string & path = {}, const std::string & tensor = {}) {
+    Napi::Error e = Napi::Error::New(env, message);
+    e.Set("code", Napi::String::New(env, code));
+    if (!path.empty()) e.Set("path", Napi::String::New(env, path));
+    if (!tensor.empty()) e.Set("tensor", Napi::String::New(env, tensor));
+    return e;
+}
+
+/** Reads the JS job; throws a Napi::Error with code INVALID_ARGUMENT naming the bad field. */
+class job_reader {
+public:
+    explicit job_reader(Napi::Env env) : env_(env) {}
+
+    void read(Napi::Object js, merge_job * job) {
+        Napi::Array inputs = array(js, "inputs", "job");
+        job->inputs.resize(inputs.Length());
+        for (uint32_t i = 0; i < inputs.Length(); i++) {
+            const std::string where = "job.inputs[" + std::to_string(i) + "]";
+            Napi::Object o = object(inputs.Get(i), where);
+            job->inputs[i].path = string(o, "path", where);
+            job->inputs[i].size = u64(o, "size", where);
+        }
+        Napi::Array outputs = array(js, "outputs", "job");
+        job->outputs.resize(outputs.Length());
+        for (uint32_t i = 0; i < outputs.Length(); i++) read_output(outputs.Get(i), "job.outputs[" + std::to_string(i) + "]", &job->outputs[i]);
+        Napi::Array pieces = array(js, "pieces", "job");
+        job->pieces.resize(pieces.Length());
+        for (uint32_t i = 0; i < pieces.Length(); i++) read_piece(pieces.Get(i), "job.pieces[" + std::to_string(i) + "]", &job->pieces[i]);
+
+        const uint64_t threads = u64(js, "threads", "job");
+        job->threads = threads > 1u << 20 ? 1u << 20 : (uint32_t) threads; // the core caps it with a clear error
+        const std::string isa = string(js, "isa", "job");
+        if (isa == "auto") job->isa = MERGE_ISA_AUTO;
+        else if (isa == "scalar") job->isa = MERGE_ISA_SCALAR;
+        else if (isa == "avx2") job->isa = MERGE_ISA_AVX2;
+        else if (isa == "avx512") job->isa = MERGE_ISA_AVX512;
+        else fail("job.isa must be \"auto\", \"scalar\", \"avx2\" or \"avx512\", got \"" + isa + "\"");
+    }
+
+private:
+    Napi::Env env_;
+    std::string tensor_;
+
+    [[noreturn]] void fail(const std::string & what) { throw make_error(env_, "INVALID_ARGUMENT", "invalid job: " + what, {}, tensor_); }
+
+    Napi::Object object(Napi::Value v, const std::string & where) {
+        if (!v.IsObject()) fail(where + " must be an object");
+        return v.As<Napi::Object>();
+    }
+    Napi::Array array(Napi::Object o, const char * key, const std::string & where) {
+        Napi::Value v = o.Get(key);
+        if (!v.IsArray()) fail(where + "." + key + " must be an array");
+        return v.As<Napi::Array>();
+    }
+    std::string string(Napi::Object o, const char * key, const std::string & where) {
+        Napi::Value v = o.Get(key);
+        if (!v.IsString()) fail(where + "." + key + " must be a string");
+        return v.As<Napi::String>().Utf8Value();
+    }
+    uint64_t u64_value(Napi::Value v, const std::string & what) {
+        if (!v.IsNumber()) fail(what + " must be a number");
+        const double d = v.As<Napi::Number>().DoubleValue();
+        if (!(d >= 0) || d > 9007199254740991.0 || std::floor(d) != d) fail(what + " must be a non-negative safe integer");
+        return (uint64_t) d;
+    }
+    uint64_t u64(Napi::Object o, const char * key, const std::string & where) { return u64_value(o.Get(key), where + "." + key); }
+    // Ids beyond 32 bits saturate: the core then rejects them with its own code.
+    uint32_t id(Napi::Object o, const char * key, const std::string & where) {
+        const uint64_t v = u64(o, key, where);
+        return v > 0xffffffffu ? 0xffffffffu : (uint32_t) v;
+    }
+
+    void read_output(Napi::Value v, const std::string & where, merge_output * out) {
+        Napi::Object o = object(v, where);
+        out->path = string(o, "path", where);
+        out->size = u64(o, "size", where);
+        Napi::Value lits = o.Get("literals");
+        if (!lits.IsUndefined()) {
+            if (!lits.IsArray()) fail(where + ".literals must be an array");
+            Napi::Array a = lits.As<Napi::Array>();
+            out->literals.resize(a.Length());
+            for (uint32_t i = 0; i < a.Length(); i++) {
+                const std::string w = where + ".literals[" + std::to_string(i) + "]";
+                Napi::Object l = object(a.Get(i), w);
+                out->literals[i].offset = u64(l, "offset", w);
+                Napi::Value data = l.Get("data");
+                if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) fail(w + ".data must be a Uint8Array");
+                Napi::Uint8Array bytes = data.As<Napi::Uint8Array>();
+                out->literals[i].data.assign(bytes.Data(), bytes.Data() + bytes.ByteLength());
+            }
+        }
+        Napi::Value ranges = o.Get("crc32Ranges");
+        if (!ranges.IsUndefined() && !ranges.IsNull()) {
+            if (!ranges.IsArray()) fail(where + ".crc32Ranges must be an array");
+            Napi::Array a = ranges.As<Napi::Array>();
+            out->crc32_ranges.resize(a.Length());
+            for (uint32_t i = 0; i < a.Length(); i++) {
+                const std::string w = where + ".crc32Ranges[" + std::to_string(i) + "]";
+                Napi::Object r = object(a.Get(i), w);
+                out->crc32_ranges[i].offset = u64(r, "offset", w);
+                out->crc32_ranges[i].length = u64(r, "length", w);
+            }
+        }
+    }
+
+    void read_operand(Napi::Value v, const std::string & where, merge_operand * op) {
+        Napi::Object o = object(v, where);
+        const std::string kind = string(o, "kind", where);
+        if (kind == "input") {
+            op->kind = MERGE_OPERAND_INPUT;
+            op->file = id(o, "file", where);
+            op->offset = u64(o, "offset", where);
+            op->dtype = id(o, "dtype", where);
+        } else if (kind == "op") {
+            op->kind = MERGE_OPERAND_OP;
+            op->index = id(o, "index", where);
+        } else {
+            fail(where + ".kind must be \"input\" or \"op\"");
+        }
+    }
+
+    void read_piece(Napi::Value v, const std::string & where, merge_piece * piece) {
+        tensor_.clear();
+        Napi::Object o = object(v, where);
+        piece->name = string(o, "name", where);
+        tensor_ = piece->name;
+        piece->n = u64(o, "n", where);
+        Napi::Array ops = array(o, "ops", where);
+        piece->ops.resize(ops.Length());
+        for (uint32_t k = 0; k < ops.Length(); k++) {
+            const std::string w = where + ".ops[" + std::to_string(k) + "]";
+            Napi::Object op = object(ops.Get(k), w);
+            merge_op & dst = piece->ops[k];
+            dst.kernel = id(op, "kernel", w);
+            Napi::Array args = array(op, "args", w);
+            dst.args.resize(args.Length());
+            for (uint32_t j = 0; j < args.Length(); j++) read_operand(args.Get(j), w + ".args[" + std::to_string(j) + "]", &dst.args[j]);
+            Napi::Array params = array(op, "params", w);
+            dst.params.resize(params.Length());
+            for (uint32_t j = 0; j < params.Length(); j++) {
+                Napi::Value p = params.Get(j);
+                if (!p.IsNumber()) fail(w + ".params[" + std::to_string(j) + "] must be a number");
+                dst.params[j] = (float) p.As<Napi::Number>().DoubleValue(); // round to nearest even, as Math.fround
+            }
+            dst.round = id(op, "round", w);
+        }
+        Napi::Array writes = array(o, "writes", where);
+        piece->writes.resize(writes.Length());
+        for (uint32_t k = 0; k < writes.Length(); k++) {
+            const std::string w = where + ".writes[" + std::to_string(k) + "]";
+            Napi::Object wr = object(writes.Get(k), w);
+            merge_write & dst = piece->writes[k];
+            dst.output = id(wr, "output", w);
+            dst.offset = u64(wr, "offset", w);
+            dst.dtype = id(wr, "dtype", w);
+            read_operand(wr.Get("source"), w + ".source", &dst.source);
+        }
+        tensor_.clear();
+    }
+};
+
+/** Benchmark knobs, outside the job contract. */
+void read_tuning(merge_tuning * t) {
+    if (const char * v = std::getenv("TENSORMERGE_WINDOW_MIB")) {
+        const long mib = std::atol(v);
+        if (mib > 0 && mib <= 4096) t->window_bytes = (uint64_t) mib << 20;
+    }
+    if (const char * v = std::getenv("TENSORMERGE_DIRECT_IO")) t->direct_io = std::atoi(v);
+    if (const char * v = std::getenv("TENSORMERGE_PREFETCH")) t->prefetch = std::atoi(v);
+    if (const char * v = std::getenv("TENSORMERGE_RELEASE_INPUTS")) t->release_inputs = std::atoi(v);
+}
+
+class run_job_worker : public Napi::AsyncWorker {
+public:
+    run_job_worker(Napi::Env env, std::unique_ptr<merge_job> job, Napi::Float64Array control)
+        : Napi::AsyncWorker(env, "tensormerge.runJob"), deferred_(Napi::Promise::Deferred::New(env)), job_(std::move(job)) {
+        control_ = Napi::Persistent(control);
+    }
+
+    Napi::Promise promise() const { return deferred_.Promise(); }
+
+    void Execute() override {
+        try {
+            status_ = merge_engine_run(*job_, &result_);
+        } catch (...) {
+            status_ = merge_status::fail(merge_error::INTERNAL, "unexpected exception in the native engine");
+        }
+    }
+
+    void OnOK() override {
+        Napi::Env env = Env();
+        Napi::HandleScope scope(env);
+        if (!status_.ok()) {
+            deferred_.Reject(make_error(env, merge_error_name(status_.code), status_.message, status_.path, status_.tensor).Value());
+            return;
+        }
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("bytesWritten", Napi::Number::New(env, (double) result_.bytes_written));
+        r.Set("isa", Napi::String::New(env, result_.isa));
+        r.Set("threads", Napi::Number::New(env, result_.threads));
+        Napi::Array crc = Napi::Array::New(env, result_.crc32.size());
+        for (uint32_t o = 0; o < result_.crc32.size(); o++) {
+            Napi::Array per = Napi::Array::New(env, result_.crc32[o].size());
+            for (uint32_t i = 0; i < result_.crc32[o].size(); i++) per.Set(i, Napi::Number::New(env, result_.crc32[o][i]));
+            crc.Set(o, per);
+        }
+        r.Set("crc32", crc);
+        Napi::Object stats = Napi::Object::New(env);
+        for (const auto & kv : result_.stats) stats.Set(kv.first, Napi::Number::New(env, kv.second));
+        r.Set("stats", stats);
+        deferred_.Resolve(r);
+    }
+
+    void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
+
+private:
+    Napi::Promise::Deferred deferred_;
+    std::unique_ptr<merge_job> job_;
+    Napi::Reference<Napi::Float64Array> control_;
+    merge_status status_;
+    merge_result result_;
+};
+
+/** runJob(job) -> Promise<JobResult>; throws synchronously (code INVALID_ARGUMENT) on a malformed job. */
+Napi::Value run_job(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw make_error(env, "INVALID_ARGUMENT", "runJob expects a job object");
+    Napi::Object js = info[0].As<Napi::Object>();
+    Napi::Value control = js.Get("control");
+    if (!control.IsTypedArray() || control.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+        throw make_error(env, "INVALID_ARGUMENT", "invalid job: job.control must be a Float64Array");
+    Napi::Float64Array cells = control.As<Napi::Float64Array>();
+    if (cells.ElementLength() < 2) throw make_error(env, "INVALID_ARGUMENT", "invalid job: job.control must have at least 2 elements");
+
+    auto job = std::make_unique<merge_job>();
+    job_reader(env).read(js, job.get());
+    job->control.cells = cells.Data();
+    job->control.n_cells = cells.ElementLength();
+    read_tuning(&job->tuning);
+
+    auto * worker = new run_job_worker(env, std::move(job), cells);
+    Napi::Promise promise = worker->promise();
+    worker->Queue(); // the worker deletes itself after OnOK/OnError
+    return promise;
+}
+
+/** capabilities() -> { isas, best, cpu, kernels, dtypes, errorCodes } */
+Napi::Value capabilities(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Napi::Object r = Napi::Object::New(env);
+    Napi::Array isas = Napi::Array::New(env);
+    for (merge_isa isa : {MERGE_ISA_SCALAR, MERGE_ISA_AVX2, MERGE_ISA_AVX512})
+        if (merge_isa_supported(isa)) isas.Set(isas.Length(), Napi::String::New(env, merge_isa_name(isa)));
+    r.Set("isas", isas);
+    r.Set("best", Napi::String::New(env, merge_isa_name(merge_isa_best())));
+    const merge_cpu_features & f = merge_cpu_detect();
+    Napi::Object cpu = Napi::Object::New(env);
+    cpu.Set("sse2", f.sse2);
+    cpu.Set("avx", f.avx);
+    cpu.Set("avx2", f.avx2);
+    cpu.Set("f16c", f.f16c);
+    cpu.Set("fma", f.fma);
+    cpu.Set("avx512f", f.avx512f);
+    cpu.Set("avx512bw", f.avx512bw);
+    cpu.Set("avx512vl", f.avx512vl);
+    cpu.Set("avx512dq", f.avx512dq);
+    cpu.Set("osYmm", f.os_ymm);
+    cpu.Set("osZmm", f.os_zmm);
+    r.Set("cpu", cpu);
+    Napi::Array kernels = Napi::Array::New(env, MERGE_KERNEL_COUNT);
+    for (uint32_t k = 0; k < MERGE_KERNEL_COUNT; k++) kernels.Set(k, Napi::String::New(env, merge_kernel_name(k)));
+    r.Set("kernels", kernels);
+    Napi::Array dtypes = Napi::Array::New(env, ST_DTYPE_COUNT);
+    for (uint32_t d = 0; d < ST_DTYPE_COUNT; d++) dtypes.Set(d, Napi::String::New(env, st_dtype_name(d)));
+    r.Set("dtypes", dtypes);
+    Napi::Array codes = Napi::Array::New(env, merge_error_count);
+    for (int c = 0; c < merge_error_count; c++) codes.Set((uint32_t) c, Napi::String::New(env, merge_error_name((merge_error) c)));
+    r.Set("errorCodes", codes);
+    return r;
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+    exports.Set("runJob", Napi::Function::New(env, run_job, "runJob"));
+    exports.Set("capabilities", Napi::Function::New(env, capabilities, "capabilities"));
+    return exports;
+}
+
+} // namespace
+
+NODE_API_MODULE(tensormerge, init)

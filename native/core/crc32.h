@@ -1,0 +1,10 @@
+// CRC-32 with the zip polynomial (0xEDB88320 reflected), as zlib's crc32(): slice-by-8.
+// Pure functions over caller-owned bytes; thread-safe (the tables are built on first use
+// under a function-local static).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+/** Continues `crc` (0 to start) over [data, data + n). Same results as zlib.crc32(data, crc). */
+uint32_t merge_crc32_update(uint32_t crc, const void * data, size_t n);

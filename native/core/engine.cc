@@ -1,0 +1,276 @@
+#include "engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <sys/mman.h>
+
+#include "cpu.h"
+#include "exec.h"
+#include "file_io.h"
+#include "plan.h"
+#include "thread_pool.h"
+#include "writer.h"
+
+namespace {
+
+constexpr uint64_t page = 4096;
+constexpr uint64_t slack = 64;          // > the largest element (8 bytes): room for the element that straddles a window's end
+constexpr uint64_t chunk_bytes = 1u << 20; // output bytes per work item (cancel granularity)
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+struct aligned_buffer {
+    uint8_t * data = nullptr;
+    explicit aligned_buffer(uint64_t size) {
+        void * p = nullptr;
+        if (posix_memalign(&p, page, (size_t) size) != 0) throw std::bad_alloc();
+        data = (uint8_t *) p;
+    }
+    ~aligned_buffer() { free(data); }
+    aligned_buffer(const aligned_buffer &) = delete;
+    aligned_buffer & operator=(const aligned_buffer &) = delete;
+};
+
+/** First failure wins; workers poll `stop` between chunks. */
+struct run_state {
+    std::atomic<bool> stop{false};
+    std::mutex mutex;
+    merge_status status;
+
+    void fail(merge_status s) {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (status.ok()) status = std::move(s);
+        stop.store(true, std::memory_order_relaxed);
+    }
+};
+
+class engine {
+public:
+    engine(const merge_job & job, merge_result * result) : job_(job), result_(result) {}
+
+    merge_status run() {
+        const double t_start = now();
+        merge_status s = merge_job_validate(job_);
+        if (!s.ok()) return s;
+        const merge_kernels * kernels = merge_kernels_for(job_.isa);
+        if (!kernels)
+            return merge_status::fail(merge_error::INVALID_ARGUMENT, std::string("this CPU (or build) cannot run the ") + merge_isa_name(job_.isa) + " kernels");
+        merge_plan_build(job_, &plan_);
+
+        inputs_.resize(job_.inputs.size());
+        for (size_t i = 0; i < job_.inputs.size(); i++) {
+            inputs_[i].reset(new merge_input_map());
+            s = inputs_[i]->open(job_.inputs[i].path, job_.inputs[i].size);
+            if (!s.ok()) return s;
+        }
+        const bool direct = job_.tuning.direct_io > 0;
+        outputs_.resize(job_.outputs.size());
+        for (size_t o = 0; o < job_.outputs.size(); o++) {
+            outputs_[o].reset(new merge_output_file());
+            s = outputs_[o]->create(job_.outputs[o].path, job_.outputs[o].size, direct);
+            if (!s.ok()) return s;
+        }
+        const double t_opened = now();
+
+        uint64_t max_size = 0;
+        for (const merge_output & out : job_.outputs) max_size = std::max(max_size, out.size);
+        window_ = std::max<uint64_t>(page, job_.tuning.window_bytes & ~(page - 1));
+        window_ = std::min(window_, (max_size + page - 1) & ~(page - 1));
+        if (window_ == 0) window_ = page;
+        buffers_[0].reset(new aligned_buffer(window_ + slack));
+        buffers_[1].reset(new aligned_buffer(window_ + slack));
+
+        const unsigned n_threads = job_.threads;
+        const size_t block = exec_block_size(plan_.max_ops);
+        for (unsigned t = 0; t < n_threads; t++) scratch_.emplace_back(new exec_scratch(plan_.max_ops, block));
+        ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs != 0};
+
+        merge_thread_pool pool(n_threads);
+        merge_writer writer(job_, outputs_);
+        writer.start();
+        s = stream(pool, writer);
+        if (s.ok()) {
+            writer.drain();
+            if (writer.failed()) s = writer.status();
+        } else {
+            writer.stop();
+        }
+        if (s.ok() && job_.control.cancelled()) s = aborted();
+        if (!s.ok()) return s; // outputs_ unlink their files when destroyed
+
+        for (auto & out : outputs_) out->keep();
+        result_->crc32 = writer.crc32();
+        result_->isa = kernels->isa;
+        result_->threads = n_threads;
+        uint64_t total = 0;
+        for (const merge_output & out : job_.outputs) total += out.size;
+        result_->bytes_written = total;
+        job_.control.set_done((double) total);
+        const double t_end = now();
+        result_->stats = {
+            {"seconds", t_end - t_start},
+            {"secondsOpen", t_opened - t_start},
+            {"secondsCompute", t_compute_},
+            {"secondsFill", t_fill_},
+            {"secondsWaitWriter", t_wait_},
+            {"secondsWrite", writer.seconds_writing()},
+            {"secondsCrc32", writer.seconds_crc()},
+            {"secondsSync", writer.seconds_sync()},
+            {"windows", (double) n_windows_},
+            {"windowBytes", (double) window_},
+            {"blockElements", (double) block},
+            {"directIo", direct && !outputs_.empty() ? 1.0 : 0.0},
+        };
+        return {};
+    }
+
+private:
+    const merge_job & job_;
+    merge_result * result_;
+    merge_plan plan_;
+    std::vector<std::unique_ptr<merge_input_map>> inputs_;
+    std::vector<std::unique_ptr<merge_output_file>> outputs_;
+    std::unique_ptr<aligned_buffer> buffers_[2];
+    std::vector<std::unique_ptr<exec_scratch>> scratch_;
+    exec_context ctx_{};
+    uint64_t window_ = 0;
+    uint64_t n_windows_ = 0;
+    double t_compute_ = 0, t_fill_ = 0, t_wait_ = 0;
+
+    static merge_status aborted() { return merge_status::fail(merge_error::ABORTED, "the merge was cancelled"); }
+
+    merge_status stream(merge_thread_pool & pool, merge_writer & writer) {
+        uint64_t submitted = 0;
+        for (size_t o = 0; o < job_.outputs.size(); o++) {
+            const uint64_t size = job_.outputs[o].size;
+            const std::vector<plan_span> & spans = plan_.spans[o];
+            if (size == 0) {
+                writer.submit({o, nullptr, 0, 0, true});
+                submitted++;
+                continue;
+            }
+            size_t first = 0; // first span that ends after the window's start
+            const uint8_t * prev = nullptr;
+            for (uint64_t w0 = 0; w0 < size; w0 += window_) {
+                const uint64_t w1 = std::min(size, w0 + window_);
+                uint8_t * buf = buffers_[submitted % 2]->data;
+                double t0 = now();
+                // The buffer was used by window `submitted - 2`: wait until it is on disk.
+                if (submitted >= 2 && !writer.wait_completed(submitted - 1)) return writer.status();
+                t_wait_ += now() - t0;
+                if (job_.control.cancelled()) return aborted();
+
+                t0 = now();
+                // Bytes of an element that started in the previous window and spilled past it.
+                if (prev) std::memcpy(buf, prev + window_, slack);
+                while (first < spans.size() && spans[first].end <= w0) first++;
+                size_t last = first;
+                while (last < spans.size() && spans[last].begin < w1) last++;
+                fill(o, w0, w1, buf, first, last);
+                if (job_.tuning.prefetch) prefetch(o, w1, std::min(size, w1 + window_), last);
+                t_fill_ += now() - t0;
+
+                t0 = now();
+                merge_status s = compute(pool, w0, w1, buf, spans, first, last);
+                t_compute_ += now() - t0;
+                if (!s.ok()) return s;
+
+                writer.submit({o, buf, w0, w1 - w0, w1 == size});
+                submitted++;
+                n_windows_++;
+                prev = buf;
+            }
+        }
+        return {};
+    }
+
+    /** Zeroes the bytes no span covers and copies the literals (single-threaded: both are small). */
+    void fill(size_t o, uint64_t w0, uint64_t w1, uint8_t * buf, size_t first, size_t last) {
+        const std::vector<plan_span> & spans = plan_.spans[o];
+        uint64_t pos = w0;
+        for (size_t i = first; i < last; i++) {
+            const plan_span & sp = spans[i];
+            if (sp.begin > pos) std::memset(buf + (pos - w0), 0, (size_t) (sp.begin - pos));
+            if (sp.piece == plan_literal) {
+                const uint64_t lo = std::max(sp.begin, w0), hi = std::min(sp.end, w1);
+                std::memcpy(buf + (lo - w0), job_.outputs[o].literals[sp.index].data.data() + (lo - sp.begin), (size_t) (hi - lo));
+            }
+            pos = std::max(pos, sp.end);
+        }
+        if (pos < w1) std::memset(buf + (pos - w0), 0, (size_t) (w1 - pos));
+    }
+
+    /** Asks the kernel to start reading what the next window will need. */
+    void prefetch(size_t o, uint64_t w0, uint64_t w1, size_t first) {
+        const std::vector<plan_span> & spans = plan_.spans[o];
+        for (size_t i = first; i < spans.size() && spans[i].begin < w1; i++) {
+            const plan_span & sp = spans[i];
+            if (sp.piece == plan_literal) continue;
+            const merge_piece & piece = job_.pieces[sp.piece];
+            uint64_t i0, i1;
+            plan_elements_starting_in(sp.begin, plan_.writes[sp.piece][sp.index].out_size, piece.n, w0, w1, &i0, &i1);
+            exec_advise_inputs(ctx_, sp.piece, sp.index, i0, i1, MADV_WILLNEED);
+        }
+    }
+
+    merge_status compute(merge_thread_pool & pool, uint64_t w0, uint64_t w1, uint8_t * buf, const std::vector<plan_span> & spans, size_t first, size_t last) {
+        run_state state;
+        std::atomic<uint64_t> next_chunk{0};
+        const uint64_t n_chunks = (w1 - w0 + chunk_bytes - 1) / chunk_bytes;
+        const std::function<void(unsigned)> fn = [&](unsigned ith) {
+            try {
+                exec_scratch & scratch = *scratch_[ith];
+                size_t span = first;
+                for (;;) {
+                    if (state.stop.load(std::memory_order_relaxed)) return;
+                    if (job_.control.cancelled()) {
+                        state.fail(aborted());
+                        return;
+                    }
+                    const uint64_t c = next_chunk.fetch_add(1, std::memory_order_relaxed);
+                    if (c >= n_chunks) return;
+                    const uint64_t c0 = w0 + c * chunk_bytes, c1 = std::min(w1, c0 + chunk_bytes);
+                    // Chunks come in increasing order per thread, so the span cursor only moves forward.
+                    while (span < last && spans[span].end <= c0) span++;
+                    for (size_t i = span; i < last && spans[i].begin < c1; i++) {
+                        const plan_span & sp = spans[i];
+                        if (sp.piece == plan_literal) continue;
+                        const plan_write & pw = plan_.writes[sp.piece][sp.index];
+                        uint64_t i0, i1;
+                        plan_elements_starting_in(sp.begin, pw.out_size, job_.pieces[sp.piece].n, c0, c1, &i0, &i1);
+                        if (i0 < i1) exec_write_range(ctx_, scratch, sp.piece, sp.index, i0, i1, buf + (sp.begin + i0 * pw.out_size - w0));
+                    }
+                }
+            } catch (const std::bad_alloc &) {
+                state.fail(merge_status::fail(merge_error::INTERNAL, "out of memory in a merge thread"));
+            } catch (...) {
+                state.fail(merge_status::fail(merge_error::INTERNAL, "unexpected exception in a merge thread"));
+            }
+        };
+        pool.run(fn);
+        return state.status;
+    }
+};
+
+} // namespace
+
+merge_status merge_engine_run(const merge_job & job, merge_result * result) {
+    try {
+        merge_result r;
+        merge_status s = engine(job, &r).run();
+        if (s.ok()) *result = std::move(r);
+        return s;
+    } catch (const std::bad_alloc &) {
+        return merge_status::fail(merge_error::INTERNAL, "out of memory");
+    } catch (const std::exception & e) {
+        return merge_status::fail(merge_error::INTERNAL, std::string("internal error: ") + e.what());
+    } catch (...) {
+        return merge_status::fail(merge_error::INTERNAL, "internal error");
+    }
+}
+

@@ -1,0 +1,100 @@
+#include "exec.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <sys/mman.h>
+
+#include "dtype.h"
+
+exec_scratch::exec_scratch(size_t max_ops, size_t block) : n_slots_(max_ops + 4), block_(block) {
+    void * p = nullptr;
+    if (posix_memalign(&p, 64, n_slots_ * block_ * sizeof(float)) != 0) throw std::bad_alloc();
+    data_ = (float *) p;
+}
+
+exec_scratch::~exec_scratch() { free(data_); }
+
+size_t exec_block_size(size_t max_ops) {
+    // ~256 KiB of scratch per thread for small recipes; long recipes get shorter blocks.
+    const size_t budget = (256u << 10) / sizeof(float);
+    size_t block = budget / (max_ops + 4);
+    if (block > 4096) block = 4096;
+    block &= ~(size_t) 63;
+    return block < 64 ? 64 : block;
+}
+
+namespace {
+
+/** Slot layout: [0, n_ops) op results, then 3 operand slots, then one conversion slot. */
+struct block_eval {
+    const exec_context & ctx;
+    exec_scratch & scratch;
+    const merge_piece & piece;
+    size_t n_ops;
+
+    const uint8_t * input_ptr(const merge_operand & a, uint64_t i) const {
+        return (*ctx.inputs)[a.file]->data() + a.offset + i * st_dtype_size(a.dtype);
+    }
+
+    // F32 inputs at 4-byte aligned addresses are read in place; everything else is widened
+    // into `slot` (a plain copy for unaligned F32: same bits either way).
+    const float * operand(const merge_operand & a, uint64_t i, size_t m, float * slot) const {
+        if (a.kind == MERGE_OPERAND_OP) return scratch.slot(a.index);
+        const uint8_t * src = input_ptr(a, i);
+        if (a.dtype == ST_DTYPE_F32 && ((uintptr_t) src & 3) == 0) return (const float *) src;
+        merge_kernels_load(ctx.kernels, a.dtype)(slot, src, m);
+        return slot;
+    }
+
+    void run_op(uint32_t k, uint64_t i, size_t m) const {
+        const merge_op & op = piece.ops[k];
+        const float * x[3] = {nullptr, nullptr, nullptr};
+        for (size_t j = 0; j < op.args.size(); j++) x[j] = operand(op.args[j], i, m, scratch.slot(n_ops + j));
+        float * r = scratch.slot(k);
+        const merge_kernels * kt = ctx.kernels;
+        switch (op.kernel) {
+            case MERGE_KERNEL_COPY: std::memcpy(r, x[0], m * sizeof(float)); break;
+            case MERGE_KERNEL_WEIGHTED_SUM: kt->weighted_sum(r, x[0], x[1], op.params[0], op.params[1], m); break;
+            case MERGE_KERNEL_ADD_DIFFERENCE: kt->add_difference(r, x[0], x[1], x[2], op.params[0], m); break;
+            case MERGE_KERNEL_LERP: kt->lerp(r, x[0], x[1], op.params[0], m); break;
+            default: break; // rejected by validation
+        }
+        if (op.round == ST_DTYPE_F16) kt->round_f16(r, m);
+        else if (op.round == ST_DTYPE_BF16) kt->round_bf16(r, m);
+    }
+};
+
+} // namespace
+
+void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p, size_t w, uint64_t i0, uint64_t i1, uint8_t * dst) {
+    if (i1 <= i0) return;
+    const merge_piece & piece = ctx.job->pieces[p];
+    const merge_write & wr = piece.writes[w];
+    const plan_write & pw = ctx.plan->writes[p][w];
+    block_eval ev{ctx, scratch, piece, piece.ops.size()};
+    if (pw.raw) {
+        std::memcpy(dst, ev.input_ptr(wr.source, i0), (size_t) ((i1 - i0) * pw.out_size));
+    } else {
+        const merge_store_fn store = merge_kernels_store(ctx.kernels, wr.dtype);
+        const size_t block = scratch.block();
+        for (uint64_t i = i0; i < i1; i += block) {
+            const size_t m = (size_t) (i1 - i < block ? i1 - i : block);
+            const float * v;
+            if (wr.source.kind == MERGE_OPERAND_INPUT) {
+                v = ev.operand(wr.source, i, m, scratch.slot(ev.n_ops + 3));
+            } else {
+                for (uint32_t k : pw.ops) ev.run_op(k, i, m);
+                v = scratch.slot(wr.source.index);
+            }
+            store(dst + (i - i0) * pw.out_size, v, m);
+        }
+    }
+    if (ctx.release_inputs) exec_advise_inputs(ctx, p, w, i0, i1, MADV_DONTNEED);
+}
+
+void exec_advise_inputs(const exec_context & ctx, size_t p, size_t w, uint64_t i0, uint64_t i1, int advice) {
+    if (i1 <= i0) return;
+    for (const plan_input_ref & r : ctx.plan->writes[p][w].inputs)
+        (*ctx.inputs)[r.file]->advise(r.offset + i0 * r.elem_size, (i1 - i0) * r.elem_size, advice);
+}

@@ -1,0 +1,53 @@
+// Evaluation of one write over an element range, block by block in per-thread fp32 scratch.
+// A block is small enough that its operand slots stay in L1/L2; the ops of the piece run one
+// after another on the block, exactly in job order, so results do not depend on block size,
+// chunking or thread count.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "file_io.h"
+#include "job.h"
+#include "kernels.h"
+#include "plan.h"
+
+/** Read-only state shared by all threads of one run. */
+struct exec_context {
+    const merge_job * job;
+    const merge_plan * plan;
+    const merge_kernels * kernels;
+    const std::vector<std::unique_ptr<merge_input_map>> * inputs;
+    bool release_inputs; // MADV_DONTNEED input pages once a range is consumed
+};
+
+/** One thread's scratch: max_ops + 4 slots of `block` floats, 64-byte aligned. */
+class exec_scratch {
+public:
+    /** Throws std::bad_alloc. */
+    exec_scratch(size_t max_ops, size_t block);
+    ~exec_scratch();
+    exec_scratch(const exec_scratch &) = delete;
+    exec_scratch & operator=(const exec_scratch &) = delete;
+
+    size_t block() const { return block_; }
+    float * slot(size_t i) const { return data_ + i * block_; }
+    size_t n_slots() const { return n_slots_; }
+
+private:
+    float * data_ = nullptr;
+    size_t n_slots_, block_;
+};
+
+/** Scratch block size for a job whose largest piece has max_ops ops (a multiple of 64). */
+size_t exec_block_size(size_t max_ops);
+
+/**
+ * Computes elements [i0, i1) of write `w` of piece `p` and stores them at dst, which points at
+ * element i0's first byte in the output window. Reads inputs through the maps.
+ */
+void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p, size_t w, uint64_t i0, uint64_t i1, uint8_t * dst);
+
+/** Advises (e.g. MADV_WILLNEED / MADV_DONTNEED) the input bytes of elements [i0, i1) of a write. */
+void exec_advise_inputs(const exec_context & ctx, size_t p, size_t w, uint64_t i0, uint64_t i1, int advice);

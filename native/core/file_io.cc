@@ -1,0 +1,132 @@
+#include "file_io.h"
+
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace {
+
+constexpr uint64_t page = 4096;
+
+int open_retry(const char * path, int flags, mode_t mode = 0) {
+    int fd;
+    do fd = ::open(path, flags | O_CLOEXEC, mode);
+    while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+} // namespace
+
+merge_status merge_input_map::open(const std::string & path, uint64_t expected_size) {
+    close();
+    fd_ = open_retry(path.c_str(), O_RDONLY);
+    if (fd_ < 0) return merge_status_from_errno(errno, path, "opening an input");
+    struct stat st;
+    if (fstat(fd_, &st) != 0) return merge_status_from_errno(errno, path, "fstat of an input");
+    if (!S_ISREG(st.st_mode)) return merge_status::fail(merge_error::IO_ERROR, path + ": not a regular file", path);
+    if ((uint64_t) st.st_size != expected_size)
+        return merge_status::fail(merge_error::SIZE_MISMATCH, path + ": file is " + std::to_string((uint64_t) st.st_size) +
+                " bytes, the job expects " + std::to_string(expected_size) + " (changed since it was read?)", path);
+    size_ = expected_size;
+    if (size_ == 0) return {};
+    if (size_ > (uint64_t) SIZE_MAX) return merge_status::fail(merge_error::IO_ERROR, path + ": too large to map", path);
+    void * p = mmap(nullptr, (size_t) size_, PROT_READ, MAP_SHARED, fd_, 0);
+    if (p == MAP_FAILED) return merge_status_from_errno(errno, path, "mapping an input");
+    data_ = (const uint8_t *) p;
+    madvise(p, (size_t) size_, MADV_SEQUENTIAL);
+    return {};
+}
+
+void merge_input_map::close() {
+    if (data_) munmap((void *) data_, (size_t) size_);
+    if (fd_ >= 0) ::close(fd_);
+    data_ = nullptr;
+    fd_ = -1;
+    size_ = 0;
+}
+
+void merge_input_map::advise(uint64_t offset, uint64_t length, int advice) const {
+    if (!data_ || length == 0 || offset >= size_) return;
+    uint64_t end = offset + length < offset || offset + length > size_ ? size_ : offset + length;
+    const uint64_t begin = offset & ~(page - 1);
+    end = (end + page - 1) & ~(page - 1); // the map's last page may extend past size_: still ours
+    madvise((void *) (data_ + begin), (size_t) (end - begin), advice);
+}
+
+merge_status merge_output_file::create(const std::string & path, uint64_t size, bool direct) {
+    path_ = path;
+    fd_ = open_retry(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd_ < 0) return merge_status_from_errno(errno, path, "creating an output");
+    created_ = true;
+    // Reserve the space now so a full disk fails before the merge rather than at the end.
+    if (size > 0 && fallocate(fd_, 0, 0, (off_t) size) != 0) {
+        const int err = errno;
+        if (err == ENOSPC || err == EDQUOT) return merge_status_from_errno(err, path, "reserving space for an output");
+        // EOPNOTSUPP and friends: the filesystem does not preallocate; writes will tell.
+    }
+#ifdef O_DIRECT
+    if (direct) fd_direct_ = open_retry(path.c_str(), O_WRONLY | O_DIRECT);
+#else
+    (void) direct;
+#endif
+    return {};
+}
+
+merge_status merge_output_file::write_fd(int fd, const uint8_t * buf, uint64_t offset, uint64_t length) {
+    while (length > 0) {
+        const size_t n = length > (1u << 30) ? (1u << 30) : (size_t) length;
+        const ssize_t w = pwrite(fd, buf, n, (off_t) offset);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return merge_status_from_errno(errno, path_, "writing an output");
+        }
+        if (w == 0) return merge_status::fail(merge_error::IO_ERROR, path_ + ": write returned 0", path_);
+        buf += w;
+        offset += (uint64_t) w;
+        length -= (uint64_t) w;
+    }
+    return {};
+}
+
+merge_status merge_output_file::write(const uint8_t * buf, uint64_t offset, uint64_t length) {
+    if (fd_direct_ >= 0 && (offset & (page - 1)) == 0 && ((uintptr_t) buf & (page - 1)) == 0) {
+        const uint64_t aligned = length & ~(page - 1);
+        if (aligned > 0) {
+            merge_status s = write_fd(fd_direct_, buf, offset, aligned);
+            if (s.ok()) {
+                buf += aligned;
+                offset += aligned;
+                length -= aligned;
+            } else if (s.code == merge_error::IO_ERROR) {
+                // EINVAL from a filesystem that opened O_DIRECT but will not do it: go buffered.
+                ::close(fd_direct_);
+                fd_direct_ = -1;
+            } else {
+                return s;
+            }
+        }
+    }
+    return write_fd(fd_, buf, offset, length);
+}
+
+merge_status merge_output_file::finish(bool sync) {
+    if (fd_direct_ >= 0) {
+        ::close(fd_direct_);
+        fd_direct_ = -1;
+    }
+    if (sync && fsync(fd_) != 0) return merge_status_from_errno(errno, path_, "fsync of an output");
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) return merge_status_from_errno(errno, path_, "closing an output");
+    return {};
+}
+
+void merge_output_file::discard() {
+    if (fd_direct_ >= 0) ::close(fd_direct_);
+    if (fd_ >= 0) ::close(fd_);
+    fd_direct_ = fd_ = -1;
+    if (created_ && !keep_) unlink(path_.c_str());
+    created_ = false;
+}

@@ -1,0 +1,75 @@
+// File access for the engine: read-only maps of the inputs, exclusive creation and positioned
+// writes of the outputs. POSIX only. Objects are owned by one engine run; the map is read by
+// every pool thread (reads and madvise only), an output is written by the writer thread only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "errors.h"
+
+/** A whole input file mapped PROT_READ, after checking that fstat() matches the job's size. */
+class merge_input_map {
+public:
+    merge_input_map() = default;
+    ~merge_input_map() { close(); }
+    merge_input_map(const merge_input_map &) = delete;
+    merge_input_map & operator=(const merge_input_map &) = delete;
+
+    /** FILE_NOT_FOUND / IO_ERROR on open, SIZE_MISMATCH if the file changed since planning. */
+    merge_status open(const std::string & path, uint64_t expected_size);
+    void close();
+
+    const uint8_t * data() const { return data_; }
+    uint64_t size() const { return size_; }
+
+    /** madvise() over [offset, offset+length), rounded out to pages and clamped to the map. */
+    void advise(uint64_t offset, uint64_t length, int advice) const;
+
+private:
+    int fd_ = -1;
+    const uint8_t * data_ = nullptr;
+    uint64_t size_ = 0;
+};
+
+/**
+ * An output created with O_WRONLY|O_CREAT|O_EXCL, 0644. With `direct`, a second descriptor
+ * opened with O_DIRECT takes the 4096-aligned full blocks (buffers must be 4096-aligned);
+ * if O_DIRECT is refused (tmpfs...) everything goes through the buffered descriptor.
+ * Unless keep() was called, the destructor (or discard()) closes and unlinks the file: a failed
+ * job leaves none of its outputs behind, even those already finished.
+ */
+class merge_output_file {
+public:
+    merge_output_file() = default;
+    ~merge_output_file() { discard(); }
+    merge_output_file(const merge_output_file &) = delete;
+    merge_output_file & operator=(const merge_output_file &) = delete;
+
+    /** OUTPUT_EXISTS if the path exists; DISK_FULL if space for `size` cannot be reserved. */
+    merge_status create(const std::string & path, uint64_t size, bool direct);
+
+    /** Writes all of [buf, buf+length) at `offset`; retries short writes and EINTR. */
+    merge_status write(const uint8_t * buf, uint64_t offset, uint64_t length);
+
+    /** fsync (optional) and close. */
+    merge_status finish(bool sync);
+
+    /** The job succeeded: leave the file in place. */
+    void keep() { keep_ = true; }
+
+    /** Closes, and unlinks the file if it was created and not kept. Idempotent. */
+    void discard();
+
+    bool direct() const { return fd_direct_ >= 0; }
+    const std::string & path() const { return path_; }
+
+private:
+    merge_status write_fd(int fd, const uint8_t * buf, uint64_t offset, uint64_t length);
+
+    int fd_ = -1;
+    int fd_direct_ = -1;
+    std::string path_;
+    bool created_ = false;
+    bool keep_ = false;
+};

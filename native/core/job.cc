@@ -1,0 +1,178 @@
+#include "job.h"
+
+#include <algorithm>
+#include <string>
+
+#include "dtype.h"
+#include "kernels.h"
+
+namespace {
+
+constexpr size_t max_threads = 1024;
+constexpr size_t max_params = 4;
+
+bool add_overflows(uint64_t a, uint64_t b, uint64_t * out) { return __builtin_add_overflow(a, b, out); }
+bool mul_overflows(uint64_t a, uint64_t b, uint64_t * out) { return __builtin_mul_overflow(a, b, out); }
+
+/** [offset, offset + n*size) inside [0, limit)? Checked arithmetic; false on overflow. */
+bool range_inside(uint64_t offset, uint64_t n, uint64_t size, uint64_t limit, uint64_t * end) {
+    uint64_t bytes;
+    if (mul_overflows(n, size, &bytes)) return false;
+    if (add_overflows(offset, bytes, end)) return false;
+    return *end <= limit;
+}
+
+struct span {
+    uint64_t begin, end;
+    size_t piece; // SIZE_MAX for a literal
+};
+
+class validator {
+public:
+    explicit validator(const merge_job & job) : job_(job) {}
+
+    merge_status run() {
+        if (job_.threads < 1 || job_.threads > max_threads)
+            return fail(merge_error::INVALID_ARGUMENT, "threads must be between 1 and " + std::to_string(max_threads));
+        if (job_.isa > MERGE_ISA_AVX512) return fail(merge_error::INVALID_ARGUMENT, "unknown isa");
+        for (size_t i = 0; i < job_.inputs.size(); i++)
+            if (job_.inputs[i].path.empty()) return fail(merge_error::INVALID_ARGUMENT, "input " + std::to_string(i) + " has an empty path");
+        spans_.resize(job_.outputs.size());
+        for (size_t o = 0; o < job_.outputs.size(); o++) {
+            merge_status s = check_output(o);
+            if (!s.ok()) return s;
+        }
+        for (size_t p = 0; p < job_.pieces.size(); p++) {
+            merge_status s = check_piece(p);
+            if (!s.ok()) return s;
+        }
+        for (size_t o = 0; o < job_.outputs.size(); o++) {
+            merge_status s = check_overlaps(o);
+            if (!s.ok()) return s;
+        }
+        return {};
+    }
+
+private:
+    const merge_job & job_;
+    std::vector<std::vector<span>> spans_;
+
+    static merge_status fail(merge_error code, std::string msg, std::string path = {}, std::string tensor = {}) {
+        return merge_status::fail(code, std::move(msg), std::move(path), std::move(tensor));
+    }
+
+    merge_status check_output(size_t o) {
+        const merge_output & out = job_.outputs[o];
+        if (out.path.empty()) return fail(merge_error::INVALID_ARGUMENT, "output " + std::to_string(o) + " has an empty path");
+        for (const merge_literal & lit : out.literals) {
+            uint64_t end;
+            if (!range_inside(lit.offset, lit.data.size(), 1, out.size, &end))
+                return fail(merge_error::INVALID_OFFSET, "literal at offset " + std::to_string(lit.offset) + " (" +
+                        std::to_string(lit.data.size()) + " bytes) is outside the output (" + std::to_string(out.size) + " bytes)", out.path);
+            spans_[o].push_back({lit.offset, end, SIZE_MAX});
+        }
+        for (const merge_range & r : out.crc32_ranges) {
+            uint64_t end;
+            if (!range_inside(r.offset, r.length, 1, out.size, &end))
+                return fail(merge_error::INVALID_OFFSET, "crc32 range at offset " + std::to_string(r.offset) + " is outside the output", out.path);
+        }
+        return {};
+    }
+
+    merge_status check_input_operand(const merge_piece & piece, const merge_operand & a, bool math) {
+        if (a.file >= job_.inputs.size())
+            return fail(merge_error::INVALID_ARGUMENT, "operand refers to input " + std::to_string(a.file) + " of " + std::to_string(job_.inputs.size()), {}, piece.name);
+        const merge_input & in = job_.inputs[a.file];
+        if (!st_dtype_valid(a.dtype)) return fail(merge_error::DTYPE_UNSUPPORTED, "invalid dtype id " + std::to_string(a.dtype), in.path, piece.name);
+        if (math && !st_dtype_is_math(a.dtype))
+            return fail(merge_error::DTYPE_UNSUPPORTED, std::string("cannot compute with dtype ") + st_dtype_name(a.dtype), in.path, piece.name);
+        uint64_t end;
+        if (!range_inside(a.offset, piece.n, st_dtype_size(a.dtype), in.size, &end))
+            return fail(merge_error::INVALID_OFFSET, "input range at offset " + std::to_string(a.offset) + " (" + std::to_string(piece.n) + " x " +
+                    st_dtype_name(a.dtype) + ") is outside the file (" + std::to_string(in.size) + " bytes)", in.path, piece.name);
+        return {};
+    }
+
+    merge_status check_piece(size_t p) {
+        const merge_piece & piece = job_.pieces[p];
+        for (size_t k = 0; k < piece.ops.size(); k++) {
+            const merge_op & op = piece.ops[k];
+            const std::string where = "op " + std::to_string(k);
+            if (op.kernel >= MERGE_KERNEL_COUNT) return fail(merge_error::INVALID_ARGUMENT, where + ": unknown kernel id " + std::to_string(op.kernel), {}, piece.name);
+            if (op.args.size() != merge_kernel_arity(op.kernel))
+                return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " takes " + std::to_string(merge_kernel_arity(op.kernel)) +
+                        " operands, got " + std::to_string(op.args.size()), {}, piece.name);
+            if (op.params.size() > max_params || op.params.size() < merge_kernel_n_params(op.kernel))
+                return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " needs " + std::to_string(merge_kernel_n_params(op.kernel)) +
+                        " to " + std::to_string(max_params) + " params, got " + std::to_string(op.params.size()), {}, piece.name);
+            if (!st_dtype_valid(op.round) || !st_dtype_is_math(op.round))
+                return fail(merge_error::DTYPE_UNSUPPORTED, where + ": cannot round through dtype id " + std::to_string(op.round), {}, piece.name);
+            for (const merge_operand & a : op.args) {
+                if (a.kind == MERGE_OPERAND_OP) {
+                    if (a.index >= k) return fail(merge_error::INVALID_ARGUMENT, where + ": operand refers to op " + std::to_string(a.index) + ", not an earlier op", {}, piece.name);
+                } else if (a.kind == MERGE_OPERAND_INPUT) {
+                    merge_status s = check_input_operand(piece, a, true);
+                    if (!s.ok()) return s;
+                } else {
+                    return fail(merge_error::INVALID_ARGUMENT, where + ": unknown operand kind", {}, piece.name);
+                }
+            }
+        }
+        for (size_t w = 0; w < piece.writes.size(); w++) {
+            const merge_write & wr = piece.writes[w];
+            const std::string where = "write " + std::to_string(w);
+            if (wr.output >= job_.outputs.size())
+                return fail(merge_error::INVALID_ARGUMENT, where + ": refers to output " + std::to_string(wr.output) + " of " + std::to_string(job_.outputs.size()), {}, piece.name);
+            const merge_output & out = job_.outputs[wr.output];
+            if (!st_dtype_valid(wr.dtype)) return fail(merge_error::DTYPE_UNSUPPORTED, where + ": invalid dtype id " + std::to_string(wr.dtype), out.path, piece.name);
+            const merge_operand & src = wr.source;
+            if (src.kind == MERGE_OPERAND_OP) {
+                if (src.index >= piece.ops.size())
+                    return fail(merge_error::INVALID_ARGUMENT, where + ": source refers to op " + std::to_string(src.index) + " of " + std::to_string(piece.ops.size()), {}, piece.name);
+                if (!st_dtype_is_math(wr.dtype))
+                    return fail(merge_error::DTYPE_UNSUPPORTED, where + std::string(": cannot store a computed value as ") + st_dtype_name(wr.dtype), out.path, piece.name);
+            } else if (src.kind == MERGE_OPERAND_INPUT) {
+                const bool raw = src.dtype == wr.dtype;
+                if (!raw && !st_dtype_is_math(wr.dtype))
+                    return fail(merge_error::DTYPE_UNSUPPORTED, where + std::string(": cannot convert to ") + st_dtype_name(wr.dtype), out.path, piece.name);
+                merge_status s = check_input_operand(piece, src, !raw);
+                if (!s.ok()) return s;
+            } else {
+                return fail(merge_error::INVALID_ARGUMENT, where + ": unknown source kind", {}, piece.name);
+            }
+            uint64_t end;
+            if (!range_inside(wr.offset, piece.n, st_dtype_size(wr.dtype), out.size, &end))
+                return fail(merge_error::INVALID_OFFSET, where + ": range at offset " + std::to_string(wr.offset) + " (" + std::to_string(piece.n) + " x " +
+                        st_dtype_name(wr.dtype) + ") is outside the output (" + std::to_string(out.size) + " bytes)", out.path, piece.name);
+            spans_[wr.output].push_back({wr.offset, end, p});
+        }
+        return {};
+    }
+
+    // Overlapping writes would make the bytes depend on thread timing: refuse them.
+    merge_status check_overlaps(size_t o) {
+        std::vector<span> & v = spans_[o];
+        std::sort(v.begin(), v.end(), [](const span & a, const span & b) { return a.begin < b.begin || (a.begin == b.begin && a.end < b.end); });
+        const span * prev = nullptr;
+        for (const span & s : v) {
+            if (s.begin == s.end) continue;
+            if (prev && s.begin < prev->end) {
+                const size_t p = s.piece != SIZE_MAX ? s.piece : prev->piece;
+                return fail(merge_error::INVALID_OFFSET, "byte ranges overlap in the output at offset " + std::to_string(s.begin), job_.outputs[o].path,
+                        p != SIZE_MAX ? job_.pieces[p].name : std::string());
+            }
+            prev = &s;
+        }
+        return {};
+    }
+};
+
+} // namespace
+
+merge_status merge_job_validate(const merge_job & job) {
+    try {
+        return validator(job).run();
+    } catch (const std::bad_alloc &) {
+        return merge_status::fail(merge_error::INTERNAL, "out of memory while validating the job");
+    }
+}

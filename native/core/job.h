@@ -1,0 +1,129 @@
+// Plain structs mirroring lib/native/job.ts, and the validation the engine runs before any
+// pointer arithmetic. Nothing here trusts the TypeScript planner: every byte range is
+// re-checked with overflow-checked arithmetic.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "errors.h"
+
+enum merge_operand_kind : uint32_t {
+    MERGE_OPERAND_INPUT = 0,
+    MERGE_OPERAND_OP = 1,
+};
+
+/** `{kind:"input", file, offset, dtype}` or `{kind:"op", index}`. */
+struct merge_operand {
+    merge_operand_kind kind = MERGE_OPERAND_INPUT;
+    uint32_t file = 0;   // input: index into merge_job::inputs
+    uint64_t offset = 0; // input: absolute byte offset of element 0
+    uint32_t dtype = 0;  // input: st_dtype id
+    uint32_t index = 0;  // op: index of an earlier op of the same piece
+};
+
+struct merge_op {
+    uint32_t kernel = 0; // merge_kernel id
+    std::vector<merge_operand> args;
+    std::vector<float> params; // at most 4, already fp32
+    uint32_t round = 11;       // st_dtype id: F16/BF16 round the result, F32 (or F64) do not
+};
+
+struct merge_write {
+    uint32_t output = 0;
+    uint64_t offset = 0; // absolute byte offset in the output file
+    uint32_t dtype = 0;
+    merge_operand source;
+};
+
+struct merge_piece {
+    std::string name; // tensor name, for errors
+    uint64_t n = 0;   // element count
+    std::vector<merge_op> ops;
+    std::vector<merge_write> writes;
+};
+
+struct merge_literal {
+    uint64_t offset = 0;
+    std::vector<uint8_t> data; // a copy: the JS buffer may change while the job runs
+};
+
+struct merge_range {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+};
+
+struct merge_input {
+    std::string path;
+    uint64_t size = 0; // the engine re-checks fstat() against it
+};
+
+struct merge_output {
+    std::string path; // created with O_EXCL
+    uint64_t size = 0;
+    std::vector<merge_literal> literals;
+    std::vector<merge_range> crc32_ranges;
+};
+
+enum merge_isa : uint32_t {
+    MERGE_ISA_AUTO = 0,
+    MERGE_ISA_SCALAR = 1,
+    MERGE_ISA_AVX2 = 2,
+    MERGE_ISA_AVX512 = 3,
+};
+
+/**
+ * The shared control block (a JS Float64Array): [0] cancel flag, [1] output bytes done.
+ * The memory belongs to JS (the binding keeps it alive); C++ threads only touch it through
+ * relaxed atomic loads/stores. `cells` may be null (no cancel, no progress).
+ */
+struct merge_control {
+    double * cells = nullptr;
+    size_t n_cells = 0;
+
+    bool cancelled() const {
+        if (!cells || n_cells < 1) return false;
+        double v;
+        __atomic_load(&cells[0], &v, __ATOMIC_RELAXED);
+        return v != 0.0;
+    }
+    void set_done(double bytes) const {
+        if (cells && n_cells >= 2) __atomic_store(&cells[1], &bytes, __ATOMIC_RELAXED);
+    }
+};
+
+/** Engine tuning, not part of the contract (benchmarks set it from env in the binding). */
+struct merge_tuning {
+    uint64_t window_bytes = 32ull << 20; // output bytes per window, rounded to 4096
+    int direct_io = -1;                  // -1 auto, 0 buffered, 1 try O_DIRECT
+    int prefetch = 1;                    // MADV_WILLNEED the next window's inputs
+    int release_inputs = 1;              // MADV_DONTNEED input pages once consumed (bounded RSS)
+    int fsync = 1;                       // fsync outputs before returning
+};
+
+struct merge_job {
+    std::vector<merge_input> inputs;
+    std::vector<merge_output> outputs;
+    std::vector<merge_piece> pieces;
+    uint32_t threads = 1;
+    merge_isa isa = MERGE_ISA_AUTO;
+    merge_control control;
+    merge_tuning tuning;
+};
+
+struct merge_result {
+    uint64_t bytes_written = 0;
+    std::string isa;
+    uint32_t threads = 0;
+    std::vector<std::vector<uint32_t>> crc32; // per output, per requested range
+    std::vector<std::pair<std::string, double>> stats;
+};
+
+/**
+ * Checks everything that can be checked without opening files: ids, arities, operand
+ * references, and that every input/output byte range lies inside the declared sizes (no
+ * overflow), and that the byte ranges written in one output (writes and literals) do not
+ * overlap. The engine re-checks file sizes with fstat before mapping.
+ */
+merge_status merge_job_validate(const merge_job & job);

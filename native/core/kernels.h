@@ -1,0 +1,72 @@
+// Element kernels: one table of function pointers per ISA, filled at load time.
+//
+// Every table computes bit-identical results: the math is IEEE fp32 with one rounding per
+// operation and never fused (the build uses -ffp-contract=off and no -mfma), in this order:
+//   weighted-sum:   r = a*p0 + b*p1        (two products, then one add)
+//   add-difference: t = b - c; t = t*p0; r = a + t
+//   lerp:           t = b - a; t = t*p0; r = a + t
+// Conversions follow convert.h (the SIMD f16 loads re-signal sNaNs that vcvtph2ps quiets).
+//
+// Pointers: fp32 buffers (`float *`) are scratch owned by the caller, any alignment; `void *`
+// element buffers may be at any byte address (unaligned offsets in files are legal).
+// All functions are thread-safe (no state) and accept n == 0.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+enum merge_kernel : uint32_t {
+    MERGE_KERNEL_COPY = 0,
+    MERGE_KERNEL_WEIGHTED_SUM = 1,
+    MERGE_KERNEL_ADD_DIFFERENCE = 2,
+    MERGE_KERNEL_LERP = 3,
+    MERGE_KERNEL_COUNT = 4,
+};
+
+/** Operand count of a kernel (KERNEL_ARITY in job.ts); 0 for an invalid id. */
+inline uint32_t merge_kernel_arity(uint32_t kernel) {
+    static const uint32_t arity[MERGE_KERNEL_COUNT] = {1, 2, 3, 2};
+    return kernel < MERGE_KERNEL_COUNT ? arity[kernel] : 0;
+}
+
+/** Parameters a kernel reads (p0, p1...). */
+inline uint32_t merge_kernel_n_params(uint32_t kernel) {
+    static const uint32_t n[MERGE_KERNEL_COUNT] = {0, 2, 1, 1};
+    return kernel < MERGE_KERNEL_COUNT ? n[kernel] : 0;
+}
+
+/** The name used in TypeScript (KERNELS in job.ts). */
+inline const char * merge_kernel_name(uint32_t kernel) {
+    static const char * names[MERGE_KERNEL_COUNT] = {"copy", "weighted-sum", "add-difference", "lerp"};
+    return kernel < MERGE_KERNEL_COUNT ? names[kernel] : "?";
+}
+
+typedef void (*merge_load_fn)(float * dst, const void * src, size_t n);
+typedef void (*merge_store_fn)(void * dst, const float * src, size_t n);
+typedef void (*merge_round_fn)(float * x, size_t n);
+
+struct merge_kernels {
+    const char * isa; // "scalar", "avx2", "avx512"
+
+    // element i of src (dtype) -> dst[i] as fp32
+    merge_load_fn load_f16, load_bf16, load_f32, load_f64;
+    // src[i] -> element i of dst (dtype)
+    merge_store_fn store_f16, store_bf16, store_f32, store_f64;
+    // x[i] = widen(narrow(x[i])), in place
+    merge_round_fn round_f16, round_bf16;
+
+    void (*weighted_sum)(float * r, const float * a, const float * b, float p0, float p1, size_t n);
+    void (*add_difference)(float * r, const float * a, const float * b, const float * c, float p0, size_t n);
+    void (*lerp)(float * r, const float * a, const float * b, float p0, size_t n);
+};
+
+/** The scalar reference, always available. */
+const merge_kernels * merge_kernels_scalar();
+/** AVX2 + F16C, or nullptr when not compiled in (non-x86 builds). Check the CPU first. */
+const merge_kernels * merge_kernels_avx2();
+/** AVX-512 F/BW/VL + F16C, or nullptr when not compiled in. Check the CPU first. */
+const merge_kernels * merge_kernels_avx512();
+
+/** The load/store for a math dtype id (F16, BF16, F32, F64), nullptr otherwise. */
+merge_load_fn merge_kernels_load(const merge_kernels * k, uint32_t dtype);
+merge_store_fn merge_kernels_store(const merge_kernels * k, uint32_t dtype);

@@ -1,0 +1,77 @@
+// AVX-512 (F, BW, VL) + F16C kernels. AVX-512F has FMA instructions, so bit-identity with the
+// scalar reference relies on -ffp-contract=off: mul and add stay separate instructions.
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+
+#include "kernels_simd.h"
+
+namespace {
+
+struct v_avx512 {
+    static constexpr size_t W = 16;
+    typedef __m512 vf;
+
+    static vf loadu(const float * p) { return _mm512_loadu_ps(p); }
+    static void storeu(float * p, vf x) { _mm512_storeu_ps(p, x); }
+    static vf add(vf a, vf b) { return _mm512_add_ps(a, b); }
+    static vf sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+    static vf mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+    static vf set1(float x) { return _mm512_set1_ps(x); }
+
+    // See v_avx2::load_f16: re-signal the NaNs that vcvtph2ps quiets.
+    static vf load_f16(const void * p) {
+        const __m256i h = _mm256_loadu_si256((const __m256i *) p);
+        const __m512 f = _mm512_cvtph_ps(h);
+        const __m256i is_nan = _mm256_cmpgt_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7fff)), _mm256_set1_epi16(0x7c00));
+        const __m256i is_quiet = _mm256_cmpeq_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x0200)), _mm256_set1_epi16(0x0200));
+        const __m256i snan = _mm256_andnot_si256(is_quiet, is_nan);
+        if (_mm256_testz_si256(snan, snan)) return f;
+        const __m512i fix = _mm512_and_si512(_mm512_cvtepi16_epi32(snan), _mm512_set1_epi32(0x00400000));
+        return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(f), fix));
+    }
+    static void store_f16(void * p, vf x) { _mm256_storeu_si256((__m256i *) p, _mm512_cvtps_ph(x, 0)); }
+
+    static __m512i to_bf16_bits(vf x) {
+        const __m512i bits = _mm512_castps_si512(x);
+        const __mmask16 is_nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+        const __m512i hi = _mm512_srli_epi32(bits, 16);
+        const __m512i nan = _mm512_or_si512(hi, _mm512_set1_epi32(0x40));
+        const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+        const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16);
+        return _mm512_mask_blend_epi32(is_nan, rounded, nan);
+    }
+    static vf load_bf16(const void * p) {
+        const __m256i h = _mm256_loadu_si256((const __m256i *) p);
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    static void store_bf16(void * p, vf x) { _mm256_storeu_si256((__m256i *) p, _mm512_cvtepi32_epi16(to_bf16_bits(x))); }
+
+    static vf load_f64(const void * p) {
+        const double * d = (const double *) p;
+        const __m256 lo = _mm512_cvtpd_ps(_mm512_loadu_pd(d));
+        const __m256 hi = _mm512_cvtpd_ps(_mm512_loadu_pd(d + 8));
+        return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+    }
+    static void store_f64(void * p, vf x) {
+        double * d = (double *) p;
+        _mm512_storeu_pd(d, _mm512_cvtps_pd(_mm512_castps512_ps256(x)));
+        _mm512_storeu_pd(d + 8, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1))));
+    }
+
+    static vf round_f16(vf x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, 0)); }
+    static vf round_bf16(vf x) { return _mm512_castsi512_ps(_mm512_slli_epi32(to_bf16_bits(x), 16)); }
+};
+
+constexpr merge_kernels table = simd_kernels<v_avx512>::table("avx512");
+
+} // namespace
+
+const merge_kernels * merge_kernels_avx512() { return &table; }
+
+#else
+
+#include "kernels.h"
+const merge_kernels * merge_kernels_avx512() { return nullptr; }
+
+#endif

@@ -1,0 +1,117 @@
+// The scalar reference kernels: plain C++, compiled without ISA flags. The SIMD tables must
+// produce the same bytes (test/native/kernels.test.ts checks every ISA against a reference
+// computed independently in JS).
+#include <cstring>
+
+#include "convert.h"
+#include "dtype.h"
+#include "kernels.h"
+
+namespace {
+
+inline uint16_t read_u16(const void * src, size_t i) {
+    uint16_t h;
+    std::memcpy(&h, (const char *) src + 2 * i, 2);
+    return h;
+}
+
+inline void write_u16(void * dst, size_t i, uint16_t h) { std::memcpy((char *) dst + 2 * i, &h, 2); }
+
+void load_f16(float * dst, const void * src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = st_f16_to_f32(read_u16(src, i));
+}
+
+void load_bf16(float * dst, const void * src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = st_bf16_to_f32(read_u16(src, i));
+}
+
+void load_f32(float * dst, const void * src, size_t n) { std::memcpy(dst, src, n * 4); }
+
+void load_f64(float * dst, const void * src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        double d;
+        std::memcpy(&d, (const char *) src + 8 * i, 8);
+        dst[i] = (float) d;
+    }
+}
+
+void store_f16(void * dst, const float * src, size_t n) {
+    for (size_t i = 0; i < n; i++) write_u16(dst, i, st_f32_to_f16(src[i]));
+}
+
+void store_bf16(void * dst, const float * src, size_t n) {
+    for (size_t i = 0; i < n; i++) write_u16(dst, i, st_f32_to_bf16(src[i]));
+}
+
+void store_f32(void * dst, const float * src, size_t n) { std::memcpy(dst, src, n * 4); }
+
+void store_f64(void * dst, const float * src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const double d = (double) src[i];
+        std::memcpy((char *) dst + 8 * i, &d, 8);
+    }
+}
+
+void round_f16(float * x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = st_f16_to_f32(st_f32_to_f16(x[i]));
+}
+
+void round_bf16(float * x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = st_bf16_to_f32(st_f32_to_bf16(x[i]));
+}
+
+void weighted_sum(float * r, const float * a, const float * b, float p0, float p1, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float x = a[i] * p0;
+        const float y = b[i] * p1;
+        r[i] = x + y;
+    }
+}
+
+void add_difference(float * r, const float * a, const float * b, const float * c, float p0, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float t = b[i] - c[i];
+        t = t * p0;
+        r[i] = a[i] + t;
+    }
+}
+
+void lerp(float * r, const float * a, const float * b, float p0, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float t = b[i] - a[i];
+        t = t * p0;
+        r[i] = a[i] + t;
+    }
+}
+
+const merge_kernels table = {
+    "scalar",
+    load_f16, load_bf16, load_f32, load_f64,
+    store_f16, store_bf16, store_f32, store_f64,
+    round_f16, round_bf16,
+    weighted_sum, add_difference, lerp,
+};
+
+} // namespace
+
+const merge_kernels * merge_kernels_scalar() { return &table; }
+
+merge_load_fn merge_kernels_load(const merge_kernels * k, uint32_t dtype) {
+    switch (dtype) {
+        case ST_DTYPE_F16: return k->load_f16;
+        case ST_DTYPE_BF16: return k->load_bf16;
+        case ST_DTYPE_F32: return k->load_f32;
+        case ST_DTYPE_F64: return k->load_f64;
+        default: return nullptr;
+    }
+}
+
+merge_store_fn merge_kernels_store(const merge_kernels * k, uint32_t dtype) {
+    switch (dtype) {
+        case ST_DTYPE_F16: return k->store_f16;
+        case ST_DTYPE_BF16: return k->store_bf16;
+        case ST_DTYPE_F32: return k->store_f32;
+        case ST_DTYPE_F64: return k->store_f64;
+        default: return nullptr;
+    }
+}

@@ -1,0 +1,170 @@
+// The SIMD kernels, written once over a vector traits type V (ggml's simd-mappings idea).
+// Included by kernels_avx2.cc and kernels_avx512.cc, each compiled with its own -m flags and
+// each defining V. Everything is in an anonymous namespace so no symbol compiled with
+// AVX-512 flags can be shared with (and picked by the linker for) another object.
+//
+// V provides: W (lanes), vf, loadu/storeu (fp32), add/sub/mul/set1, load_f16/store_f16,
+// load_bf16/store_bf16, load_f64/store_f64 (W elements at any byte address), and
+// round_f16/round_bf16 (narrow then widen). Leftover elements use the scalar conversions of
+// convert.h, which V's conversions must match bit for bit.
+#pragma once
+
+#include <cstring>
+
+#include "convert.h"
+#include "kernels.h"
+
+namespace {
+
+template <class V>
+struct simd_kernels {
+    typedef typename V::vf vf;
+    static constexpr size_t W = V::W;
+
+    static void load_f16(float * dst, const void * src, size_t n) {
+        const char * s = (const char *) src;
+        size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            V::storeu(dst + i, V::load_f16(s + 2 * i));
+            V::storeu(dst + i + W, V::load_f16(s + 2 * (i + W)));
+        }
+        for (; i + W <= n; i += W) V::storeu(dst + i, V::load_f16(s + 2 * i));
+        for (; i < n; i++) {
+            uint16_t h;
+            std::memcpy(&h, s + 2 * i, 2);
+            dst[i] = st_f16_to_f32(h);
+        }
+    }
+
+    static void load_bf16(float * dst, const void * src, size_t n) {
+        const char * s = (const char *) src;
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::storeu(dst + i, V::load_bf16(s + 2 * i));
+        for (; i < n; i++) {
+            uint16_t h;
+            std::memcpy(&h, s + 2 * i, 2);
+            dst[i] = st_bf16_to_f32(h);
+        }
+    }
+
+    static void load_f32(float * dst, const void * src, size_t n) { std::memcpy(dst, src, n * 4); }
+
+    static void load_f64(float * dst, const void * src, size_t n) {
+        const char * s = (const char *) src;
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::storeu(dst + i, V::load_f64(s + 8 * i));
+        for (; i < n; i++) {
+            double d;
+            std::memcpy(&d, s + 8 * i, 8);
+            dst[i] = (float) d;
+        }
+    }
+
+    static void store_f16(void * dst, const float * src, size_t n) {
+        char * d = (char *) dst;
+        size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            V::store_f16(d + 2 * i, V::loadu(src + i));
+            V::store_f16(d + 2 * (i + W), V::loadu(src + i + W));
+        }
+        for (; i + W <= n; i += W) V::store_f16(d + 2 * i, V::loadu(src + i));
+        for (; i < n; i++) {
+            const uint16_t h = st_f32_to_f16(src[i]);
+            std::memcpy(d + 2 * i, &h, 2);
+        }
+    }
+
+    static void store_bf16(void * dst, const float * src, size_t n) {
+        char * d = (char *) dst;
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::store_bf16(d + 2 * i, V::loadu(src + i));
+        for (; i < n; i++) {
+            const uint16_t h = st_f32_to_bf16(src[i]);
+            std::memcpy(d + 2 * i, &h, 2);
+        }
+    }
+
+    static void store_f32(void * dst, const float * src, size_t n) { std::memcpy(dst, src, n * 4); }
+
+    static void store_f64(void * dst, const float * src, size_t n) {
+        char * d = (char *) dst;
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::store_f64(d + 8 * i, V::loadu(src + i));
+        for (; i < n; i++) {
+            const double v = (double) src[i];
+            std::memcpy(d + 8 * i, &v, 8);
+        }
+    }
+
+    static void round_f16(float * x, size_t n) {
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::storeu(x + i, V::round_f16(V::loadu(x + i)));
+        for (; i < n; i++) x[i] = st_f16_to_f32(st_f32_to_f16(x[i]));
+    }
+
+    static void round_bf16(float * x, size_t n) {
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::storeu(x + i, V::round_bf16(V::loadu(x + i)));
+        for (; i < n; i++) x[i] = st_bf16_to_f32(st_f32_to_bf16(x[i]));
+    }
+
+    static void weighted_sum(float * r, const float * a, const float * b, float p0, float p1, size_t n) {
+        const vf v0 = V::set1(p0), v1 = V::set1(p1);
+        size_t i = 0;
+        for (; i + W <= n; i += W) {
+            const vf x = V::mul(V::loadu(a + i), v0);
+            const vf y = V::mul(V::loadu(b + i), v1);
+            V::storeu(r + i, V::add(x, y));
+        }
+        for (; i < n; i++) {
+            const float x = a[i] * p0;
+            const float y = b[i] * p1;
+            r[i] = x + y;
+        }
+    }
+
+    static void add_difference(float * r, const float * a, const float * b, const float * c, float p0, size_t n) {
+        const vf v0 = V::set1(p0);
+        size_t i = 0;
+        for (; i + W <= n; i += W) {
+            vf t = V::sub(V::loadu(b + i), V::loadu(c + i));
+            t = V::mul(t, v0);
+            V::storeu(r + i, V::add(V::loadu(a + i), t));
+        }
+        for (; i < n; i++) {
+            float t = b[i] - c[i];
+            t = t * p0;
+            r[i] = a[i] + t;
+        }
+    }
+
+    static void lerp(float * r, const float * a, const float * b, float p0, size_t n) {
+        const vf v0 = V::set1(p0);
+        size_t i = 0;
+        for (; i + W <= n; i += W) {
+            const vf va = V::loadu(a + i);
+            vf t = V::sub(V::loadu(b + i), va);
+            t = V::mul(t, v0);
+            V::storeu(r + i, V::add(va, t));
+        }
+        for (; i < n; i++) {
+            float t = b[i] - a[i];
+            t = t * p0;
+            r[i] = a[i] + t;
+        }
+    }
+
+    // constexpr: the tables must be constant-initialized, since dynamic initialization would
+    // run code compiled with AVX flags when the addon loads, before any CPU check.
+    static constexpr merge_kernels table(const char * isa) {
+        return merge_kernels{
+            isa,
+            load_f16, load_bf16, load_f32, load_f64,
+            store_f16, store_bf16, store_f32, store_f64,
+            round_f16, round_bf16,
+            weighted_sum, add_difference, lerp,
+        };
+    }
+};
+
+} // namespace

@@ -1,0 +1,119 @@
+#include "writer.h"
+
+#include <chrono>
+
+#include "crc32.h"
+
+namespace {
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+} // namespace
+
+merge_writer::merge_writer(const merge_job & job, std::vector<std::unique_ptr<merge_output_file>> & outputs) : job_(job), outputs_(outputs) {
+    crc_.resize(job.outputs.size());
+    for (size_t o = 0; o < job.outputs.size(); o++) crc_[o].assign(job.outputs[o].crc32_ranges.size(), 0);
+}
+
+void merge_writer::start() { thread_ = std::thread(&merge_writer::loop, this); }
+
+void merge_writer::submit(const writer_task & task) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        queue_.push_back(task);
+    }
+    cv_task_.notify_one();
+}
+
+bool merge_writer::wait_completed(uint64_t count) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_done_.wait(lock, [&] { return completed_ >= count || failed_ || !thread_.joinable(); });
+    return !failed_;
+}
+
+void merge_writer::drain() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        draining_ = true;
+    }
+    cv_task_.notify_one();
+    if (thread_.joinable()) thread_.join();
+}
+
+void merge_writer::stop() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stop_ = true;
+        queue_.clear();
+    }
+    cv_task_.notify_one();
+    if (thread_.joinable()) thread_.join();
+}
+
+bool merge_writer::failed() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return failed_;
+}
+
+merge_status merge_writer::status() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return status_;
+}
+
+merge_status merge_writer::process(const writer_task & t) {
+    const merge_output & out = job_.outputs[t.output];
+    if (t.length > 0) {
+        const double t0 = now();
+        for (size_t r = 0; r < out.crc32_ranges.size(); r++) {
+            const merge_range & range = out.crc32_ranges[r];
+            const uint64_t lo = range.offset > t.offset ? range.offset : t.offset;
+            const uint64_t hi_range = range.offset + range.length, hi_task = t.offset + t.length;
+            const uint64_t hi = hi_range < hi_task ? hi_range : hi_task;
+            if (lo < hi) crc_[t.output][r] = merge_crc32_update(crc_[t.output][r], t.buf + (lo - t.offset), (size_t) (hi - lo));
+        }
+        const double t1 = now();
+        merge_status s = outputs_[t.output]->write(t.buf, t.offset, t.length);
+        t_crc_ += t1 - t0;
+        t_write_ += now() - t1;
+        if (!s.ok()) return s;
+        bytes_done_ += (double) t.length;
+        job_.control.set_done(bytes_done_);
+    }
+    if (t.last) {
+        const double t0 = now();
+        merge_status s = outputs_[t.output]->finish(job_.tuning.fsync != 0);
+        t_sync_ += now() - t0;
+        if (!s.ok()) return s;
+    }
+    return {};
+}
+
+void merge_writer::loop() {
+    for (;;) {
+        writer_task task;
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            cv_task_.wait(lock, [&] { return stop_ || !queue_.empty() || draining_; });
+            if (stop_ || (queue_.empty() && draining_)) break;
+            task = queue_.front();
+        }
+        merge_status s;
+        try {
+            s = process(task);
+        } catch (...) {
+            s = merge_status::fail(merge_error::INTERNAL, "unexpected exception in the writer thread");
+        }
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!queue_.empty()) queue_.pop_front();
+            completed_++;
+            if (!s.ok() && !failed_) {
+                failed_ = true;
+                status_ = s;
+                queue_.clear();
+            }
+        }
+        cv_done_.notify_all();
+        if (!s.ok()) break;
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    cv_done_.notify_all();
+}
