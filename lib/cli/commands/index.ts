@@ -2,8 +2,12 @@
 import type { Command } from "../command";
 import { mergeCommand } from "./merge";
 import { demoCommand } from "./demo";
+import { listCommand } from "./list";
+import { inspectCommand } from "./inspect";
 
 export const COMMANDS: Command[] = [
   mergeCommand,
   demoCommand,
+  listCommand,
+  inspectCommand,
 ];
