@@ -4,6 +4,7 @@
  */
 import type { Dtype } from "../dtypes";
 import { MergeError } from "../errors";
+import { layoutCkpt } from "./ckpt/writer";
 import { layoutSafetensors } from "./safetensors";
 
 export type OutputFormat = "safetensors" | "ckpt";
@@ -35,6 +36,7 @@ const layouts = new Map<OutputFormat, OutputLayoutFn>([
     const l = layoutSafetensors(entries, metadata);
     return { format: "safetensors", size: l.size, offsets: l.offsets, literals: [{ offset: 0, data: l.header }] };
   }],
+  ["ckpt", (entries, metadata) => layoutCkpt(entries, metadata)],
 ]);
 
 /** Lets a format module (ckpt) register its writer without a dependency cycle. */
