@@ -4,15 +4,16 @@
  */
 import { basename, extname } from "node:path";
 import { OUTPUT_DTYPES, type OutputDtype } from "./dtypes";
-import { defaultThreads, newControl, resolveEngine, runJob, type EngineName } from "./engine";
+import { defaultThreads, resolveEngine, type EngineName } from "./engine";
 import { MergeError } from "./errors";
 import { openModel } from "./formats";
 import { outputFormatForPath, type OutputFormat } from "./formats/output";
 import { resolveMethod, type MethodName } from "./methods/registry";
 import type { ModelSlot } from "./methods/define";
 import type { ModelFile } from "./model";
-import { checkFreeSpace, checkTargets, commitFile, patchFile, removeQuietly, tempPathFor } from "./outputs";
-import { planMerge, type PlanStats } from "./plan";
+import { executePlan, preflight } from "./board";
+import { checkTargets } from "./outputs";
+import { planBoard, type PlanStats } from "./plan";
 import { formatMultiplier, optionalString, parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString } from "./validate";
 
 export interface MergeProgress {
@@ -133,72 +134,36 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
   const inputPaths = method.inputs.map((s) => paths[s]!);
   await checkTargets(targets, inputPaths, options.overwrite === true);
 
-  const models: Partial<Record<ModelSlot, ModelFile>> = {};
-  for (const slot of method.inputs) models[slot] = await openModel(paths[slot]!);
-
-  const plan = planMerge({
-    models,
-    method,
-    dtype,
-    outputs: targets.map((path, i) => ({
-      path,
-      format: format ?? outputFormatForPath(path),
-      multiplier: multipliers[i]!,
-      metadata: { format: "pt", ...(options.metadata ?? {}) },
-    })),
+  const inputs: Partial<Record<ModelSlot, { model: ModelFile }>> = {};
+  for (const slot of method.inputs) inputs[slot] = { model: await openModel(paths[slot]!) };
+  const plan = planBoard({
+    rows: [{
+      name: stemOf(out),
+      method,
+      inputs,
+      multipliers,
+      ...(dtype ? { dtype } : {}),
+      outputs: targets.map((path) => ({ path, format: format ?? outputFormatForPath(path), metadata: { format: "pt", ...(options.metadata ?? {}) } })),
+    }],
   });
-  await checkFreeSpace(targets.map((path, i) => ({ path, size: plan.layouts[i]!.size })));
-
-  const temps = targets.map(tempPathFor);
-  const control = newControl(plan.bytesToWrite);
-  const onAbort = () => { control[0] = 1; };
-  options.signal?.addEventListener("abort", onAbort, { once: true });
-  if (options.signal?.aborted) onAbort(); // aborted while the headers were read: no event will come
-  const progress = options.onProgress;
-  const report = () => progress?.({ bytesDone: control[1]!, bytesTotal: plan.bytesToWrite, fraction: plan.bytesToWrite ? control[1]! / plan.bytesToWrite : 1, elapsedSeconds: (Date.now() - started) / 1000 });
-  const timer = progress ? setInterval(report, 200) : undefined;
-  timer?.unref();
-  try {
-    const result = await runJob(
-      {
-        inputs: plan.inputs.map((m) => ({ path: m.path, size: m.size })),
-        outputs: plan.layouts.map((l, i) => ({ path: temps[i]!, size: l.size, literals: l.literals, ...(l.crc32Ranges ? { crc32Ranges: l.crc32Ranges } : {}) })),
-        pieces: plan.pieces,
-        threads,
-        isa,
-        control,
-      },
-      engine,
-    );
-    if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled");
-    for (let i = 0; i < targets.length; i++) {
-      const finish = plan.layouts[i]!.finish;
-      if (finish) await patchFile(temps[i]!, finish(result.crc32[i] ?? []));
-    }
-    for (let i = 0; i < targets.length; i++) await commitFile(temps[i]!, targets[i]!, options.overwrite === true);
-    control[1] = plan.bytesToWrite;
-    report();
-    return {
-      outputs: targets.map((path, i) => ({ path, multiplier: multipliers[i]!, bytes: plan.layouts[i]!.size })),
-      method: method.name as MethodName,
-      engine,
-      isa: result.isa,
-      threads: result.threads,
-      seconds: (Date.now() - started) / 1000,
-      bytesRead: plan.bytesToRead,
-      bytesWritten: plan.bytesToWrite,
-      stats: plan.stats,
-    };
-  } catch (e) {
-    if (options.signal?.aborted && !(e instanceof MergeError && e.code === "ABORTED")) {
-      throw new MergeError("ABORTED", "the merge was cancelled", { cause: e });
-    }
-    throw e;
-  } finally {
-    if (timer) clearInterval(timer);
-    options.signal?.removeEventListener("abort", onAbort);
-    for (const t of temps) await removeQuietly(t);
-  }
+  await preflight(plan, options.overwrite === true);
+  const run = await executePlan(plan, {
+    engine, threads, isa, overwrite: options.overwrite === true,
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+  }, started);
+  const outputs = plan.passes.flatMap((p) => p.outputs);
+  return {
+    outputs: outputs.map((o) => ({ path: o.path, multiplier: o.multiplier, bytes: o.layout.size })),
+    method: method.name as MethodName,
+    engine,
+    isa: run.isa,
+    threads: run.threads,
+    seconds: (Date.now() - started) / 1000,
+    bytesRead: plan.bytesToRead,
+    bytesWritten: plan.bytesToWrite,
+    stats: plan.stats[0]!,
+  };
 }
 
 /** The output file name stem for reports: "mix-0.3" for "/x/mix-0.3.safetensors". */
