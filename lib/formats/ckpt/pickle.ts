@@ -60,6 +60,8 @@ export interface GlobalImpl {
   isClass: boolean;
   /** Builds the value for REDUCE (function or class call) and class instantiation. */
   call(args: PyValue[], where: () => string): PyValue;
+  /** Instances are recorded as opaque PyObjects (`call` is not used). */
+  opaque?: boolean;
 }
 
 /** An allowed global, as pushed by GLOBAL / STACK_GLOBAL. */
@@ -189,6 +191,18 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Runs a pickle through the restricted machine. Throws MergeError on anything unexpected. */
 export function unpickle(data: Uint8Array, hooks: UnpickleHooks, options: UnpickleOptions): UnpickleResult {
+  try {
+    return run(data, hooks, options);
+  } catch (e) {
+    // Errors raised by the caller's globals and persistent ids do not know the file: add it.
+    if (e instanceof MergeError && e.path === undefined && options.path !== undefined) {
+      throw new MergeError(e.code, e.message, { path: options.path, ...(e.tensor !== undefined ? { tensor: e.tensor } : {}), cause: e });
+    }
+    throw e;
+  }
+}
+
+function run(data: Uint8Array, hooks: UnpickleHooks, options: UnpickleOptions): UnpickleResult {
   const limits = { ...DEFAULT_PICKLE_LIMITS, ...options.limits };
   const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
   let pos = options.start ?? 0;
@@ -294,6 +308,7 @@ export function unpickle(data: Uint8Array, hooks: UnpickleHooks, options: Unpick
   const callGlobal = (callable: PyValue, args: PyValue[], how: string): PyValue => {
     if (!(callable instanceof PyGlobal)) return fail(`${how} applied to a ${pyTypeName(callable)}, not an allowed global`);
     if (how !== "REDUCE" && !callable.impl.isClass) fail(`${how} on ${callable.qualifiedName}, which is not a class`);
+    if (callable.impl.opaque) return new PyObject(callable, args);
     return callable.impl.call(args, where);
   };
   const tupleArgs = (v: PyValue, how: string): PyValue[] => {

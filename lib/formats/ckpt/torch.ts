@@ -113,7 +113,7 @@ const asTensor = (v: PyValue | undefined, name: string, where: () => string): Te
   v instanceof TensorRef ? v : invalid(where, `${name}: expected a tensor, got ${pyTypeName(v)}`);
 
 /** Opaque classes: instances are recorded, never interpreted. */
-const opaque = (): GlobalImpl => ({ isClass: true, call: () => null });
+const opaque = (): GlobalImpl => ({ isClass: true, opaque: true, call: () => null });
 
 function makeGlobals(): Map<string, GlobalImpl> {
   const g = new Map<string, GlobalImpl>();
