@@ -107,10 +107,10 @@ export function formatInspectReport(r: InspectReport): string {
   const lines = rows.map(([k, v]) => `${k.padEnd(width)}${v}`);
   lines.push("components");
   for (const c of id.components) {
-    lines.push(`  ${c.label.padEnd(40)}${formatParams(c.params).padStart(10)}  ${String(c.tensors).padStart(5)} tensors${c.prefix ? `  ${c.prefix}*` : ""}`);
+    lines.push(`  ${c.label.padEnd(40)}${formatParams(c.params).padStart(10)}  ${String(c.tensors).padStart(5)} tensor${c.tensors === 1 ? " " : "s"}${c.prefix ? `  ${c.prefix}*` : ""}`);
   }
   lines.push("dtypes");
-  for (const d of r.dtypes) lines.push(`  ${d.dtype.padEnd(8)}${String(d.tensors).padStart(6)} tensors  ${formatBytes(d.bytes).padStart(10)}`);
+  for (const d of r.dtypes) lines.push(`  ${d.dtype.padEnd(8)}${String(d.tensors).padStart(6)} tensor${d.tensors === 1 ? " " : "s"}  ${formatBytes(d.bytes).padStart(10)}`);
   const meta = Object.entries(r.metadata);
   lines.push(`metadata${meta.length === 0 ? "      (none)" : ""}`);
   for (const [k, v] of meta) {
