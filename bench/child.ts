@@ -1,0 +1,43 @@
+/**
+ * Runs one merge in a fresh process and prints one JSON line: wall time of merge(), its report,
+ * the engine's own timings, and memory (baseline before the merge, peaks during it). A fresh
+ * process per run keeps peaks honest: VmHWM would otherwise remember earlier runs.
+ *
+ * usage: node dist/bench/child.js '<MergeOptions as JSON>'
+ */
+import * as engine from "../lib/engine";
+import { MemorySampler, sampleMemory } from "../lib/bench/memory";
+import { merge, type MergeOptions } from "../lib/merge";
+import type { Job, JobResult } from "../lib/native/job";
+
+async function main(): Promise<void> {
+  const options = JSON.parse(process.argv[2] ?? "{}") as MergeOptions;
+  // Capture the engine's stats (not part of MergeReport): runJob is looked up on the module
+  // object at call time, so wrapping the export is enough.
+  let engineStats: Record<string, number> | undefined;
+  const mod = engine as unknown as { runJob: (job: Job, e: "native" | "js") => Promise<JobResult> };
+  const original = mod.runJob;
+  try {
+    mod.runJob = async (job, e) => {
+      const r = await original(job, e);
+      engineStats = r.stats;
+      return r;
+    };
+  } catch {
+    // A frozen module namespace: run without engine stats.
+  }
+  const baseline = sampleMemory();
+  const sampler = new MemorySampler("self", 10);
+  sampler.start();
+  const t0 = process.hrtime.bigint();
+  const report = await merge(options);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const peak = sampler.stop();
+  process.stdout.write(JSON.stringify({ seconds, report, engineStats, baseline, peak }) + "\n");
+}
+
+main().catch((e: unknown) => {
+  const err = e as { code?: string; message?: string };
+  process.stdout.write(JSON.stringify({ error: { code: err.code ?? "INTERNAL", message: err.message ?? String(e) } }) + "\n");
+  process.exitCode = 1;
+});

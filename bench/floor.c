@@ -1,0 +1,343 @@
+/*
+ * The I/O floor of a merge, and page-cache control for the benchmarks. Built by bench/floor.ts
+ * with the system C compiler (cc -O3 -march=native -pthread); dev tool, not part of the addon.
+ *
+ *   floor run --out PATH --out-bytes N [--read mmap|read] [--write direct|buffered]
+ *             [--readers K] [--chunk-mib M] [--no-fsync] INPUT...
+ *       Reads every byte of the inputs (interleaved chunk by chunk, as a merge reads A, B, C)
+ *       on K threads while one thread writes N bytes to a new file PATH (fallocate'd, like the
+ *       engine's outputs), then fsyncs and unlinks it. No arithmetic. Prints one JSON object.
+ *   floor warm FILE...      read the files into the page cache
+ *   floor evict FILE...     drop the files' pages from the page cache (fdatasync + DONTNEED)
+ *   floor resident FILE...  fraction of each file's pages in the page cache (mincore)
+ *
+ * "mmap" maps each input and loads every 8-byte word (a reduction the compiler vectorises, so
+ * each cache line really crosses the memory bus); "read" preads into a 4096-aligned buffer
+ * (the kernel's copy reads the bytes). "direct" writes 4096-aligned chunks with O_DIRECT (the
+ * unaligned tail through the page cache); "buffered" uses plain pwrite.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096ull
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void die(const char * what, const char * path) {
+    fprintf(stderr, "floor: %s %s: %s\n", what, path ? path : "", strerror(errno));
+    exit(1);
+}
+
+static void * aligned_alloc_or_die(size_t size) {
+    void * p = NULL;
+    if (posix_memalign(&p, PAGE, size) != 0) die("posix_memalign", NULL);
+    return p;
+}
+
+/* ---- inputs ---- */
+
+struct input {
+    const char * path;
+    int fd;
+    uint64_t size;
+    const uint8_t * map;
+};
+
+struct item {
+    int file;
+    uint64_t offset, length;
+};
+
+static struct input * inputs;
+static int n_inputs;
+static struct item * items;
+static size_t n_items;
+static atomic_size_t next_item;
+static int use_mmap = 1;
+static uint64_t chunk = 8ull << 20;
+static atomic_uint_fast64_t sink;
+static double t_read_end;
+static pthread_mutex_t read_end_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+static uint64_t reduce(const uint8_t * p, uint64_t n) {
+    const uint64_t * w = (const uint64_t *) p; /* maps are page aligned, chunks are multiples of 8 */
+    uint64_t acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
+    uint64_t i = 0, words = n / 8;
+    for (; i + 4 <= words; i += 4) {
+        acc0 ^= w[i];
+        acc1 ^= w[i + 1];
+        acc2 ^= w[i + 2];
+        acc3 ^= w[i + 3];
+    }
+    for (; i < words; i++) acc0 ^= w[i];
+    for (uint64_t b = words * 8; b < n; b++) acc1 ^= p[b];
+    return acc0 ^ acc1 ^ acc2 ^ acc3;
+}
+
+static void * reader(void * arg) {
+    (void) arg;
+    uint8_t * buf = use_mmap ? NULL : aligned_alloc_or_die(chunk);
+    uint64_t acc = 0;
+    for (;;) {
+        const size_t k = atomic_fetch_add(&next_item, 1);
+        if (k >= n_items) break;
+        const struct item * it = &items[k];
+        const struct input * in = &inputs[it->file];
+        if (use_mmap) {
+            acc ^= reduce(in->map + it->offset, it->length);
+        } else {
+            uint64_t done = 0;
+            while (done < it->length) {
+                const ssize_t r = pread(in->fd, buf, it->length - done, (off_t) (it->offset + done));
+                if (r < 0 && errno == EINTR) continue;
+                if (r <= 0) die("pread", in->path);
+                done += (uint64_t) r;
+            }
+            acc ^= buf[0];
+        }
+    }
+    atomic_fetch_xor(&sink, acc);
+    free(buf);
+    pthread_mutex_lock(&read_end_mutex);
+    const double t = now();
+    if (t > t_read_end) t_read_end = t;
+    pthread_mutex_unlock(&read_end_mutex);
+    return NULL;
+}
+
+static void open_inputs(char ** paths, int n, int map) {
+    n_inputs = n;
+    inputs = calloc((size_t) n, sizeof *inputs);
+    for (int i = 0; i < n; i++) {
+        struct input * in = &inputs[i];
+        in->path = paths[i];
+        in->fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+        if (in->fd < 0) die("open", paths[i]);
+        struct stat st;
+        if (fstat(in->fd, &st) != 0) die("fstat", paths[i]);
+        in->size = (uint64_t) st.st_size;
+        if (map && in->size > 0) {
+            void * p = mmap(NULL, in->size, PROT_READ, MAP_SHARED, in->fd, 0);
+            if (p == MAP_FAILED) die("mmap", paths[i]);
+            madvise(p, in->size, MADV_SEQUENTIAL);
+            in->map = p;
+        } else {
+            posix_fadvise(in->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        }
+    }
+}
+
+/* Chunks of every input, round robin: A0 B0 C0 A1 B1 C1 ... */
+static void plan_items(void) {
+    size_t cap = 0;
+    for (int i = 0; i < n_inputs; i++) cap += (size_t) ((inputs[i].size + chunk - 1) / chunk);
+    items = calloc(cap ? cap : 1, sizeof *items);
+    n_items = 0;
+    for (uint64_t off = 0;; off += chunk) {
+        int any = 0;
+        for (int i = 0; i < n_inputs; i++) {
+            if (off >= inputs[i].size) continue;
+            any = 1;
+            const uint64_t len = inputs[i].size - off < chunk ? inputs[i].size - off : chunk;
+            items[n_items++] = (struct item) {i, off, len};
+        }
+        if (!any) break;
+    }
+}
+
+/* ---- output ---- */
+
+static const char * out_path;
+static uint64_t out_bytes;
+static int use_direct = 1, do_fsync = 1, direct_fallback = 0;
+static double t_write_end, t_fsync;
+
+static void write_all(int fd, const uint8_t * buf, uint64_t len, uint64_t off) {
+    while (len > 0) {
+        const ssize_t w = pwrite(fd, buf, len, (off_t) off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) die("pwrite", out_path);
+        buf += w;
+        off += (uint64_t) w;
+        len -= (uint64_t) w;
+    }
+}
+
+static void * writer(void * arg) {
+    (void) arg;
+    int fd = open(out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) die("create", out_path);
+    if (out_bytes > 0) fallocate(fd, 0, 0, (off_t) out_bytes);
+    int dfd = -1;
+    if (use_direct) {
+        dfd = open(out_path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+        if (dfd < 0) direct_fallback = 1;
+    }
+    uint8_t * buf = aligned_alloc_or_die(chunk);
+    memset(buf, 0x3c, chunk);
+    uint64_t off = 0;
+    while (off < out_bytes) {
+        uint64_t len = out_bytes - off < chunk ? out_bytes - off : chunk;
+        if (dfd >= 0) {
+            const uint64_t aligned = len & ~(PAGE - 1);
+            if (aligned > 0) {
+                const ssize_t w = pwrite(dfd, buf, aligned, (off_t) off);
+                if (w < 0 && errno == EINVAL) { /* the filesystem refuses O_DIRECT: go buffered */
+                    close(dfd);
+                    dfd = -1;
+                    direct_fallback = 1;
+                    continue;
+                }
+                if (w < 0 && errno == EINTR) continue;
+                if (w <= 0) die("pwrite O_DIRECT", out_path);
+                off += (uint64_t) w;
+                continue;
+            }
+        }
+        write_all(fd, buf, len, off);
+        off += len;
+    }
+    const double t0 = now();
+    if (do_fsync && fsync(fd) != 0) die("fsync", out_path);
+    t_fsync = now() - t0;
+    if (dfd >= 0) close(dfd);
+    close(fd);
+    t_write_end = now();
+    free(buf);
+    return NULL;
+}
+
+/* ---- commands ---- */
+
+static int cmd_run(int argc, char ** argv) {
+    int readers = 1, keep = 0;
+    int i = 0;
+    for (; i < argc; i++) {
+        const char * a = argv[i];
+        if (!strcmp(a, "--out") && i + 1 < argc) out_path = argv[++i];
+        else if (!strcmp(a, "--out-bytes") && i + 1 < argc) out_bytes = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--read") && i + 1 < argc) use_mmap = !strcmp(argv[++i], "mmap");
+        else if (!strcmp(a, "--write") && i + 1 < argc) use_direct = !strcmp(argv[++i], "direct");
+        else if (!strcmp(a, "--readers") && i + 1 < argc) readers = atoi(argv[++i]);
+        else if (!strcmp(a, "--chunk-mib") && i + 1 < argc) chunk = strtoull(argv[++i], NULL, 10) << 20;
+        else if (!strcmp(a, "--no-fsync")) do_fsync = 0;
+        else if (!strcmp(a, "--keep")) keep = 1;
+        else if (!strcmp(a, "--")) { i++; break; }
+        else if (a[0] == '-') { fprintf(stderr, "floor: unknown option %s\n", a); return 2; }
+        else break;
+    }
+    if (!out_path || readers < 1 || chunk == 0) { fprintf(stderr, "floor run: --out PATH --out-bytes N INPUT...\n"); return 2; }
+    open_inputs(argv + i, argc - i, use_mmap);
+    plan_items();
+    pthread_t w, r[64];
+    if (readers > 64) readers = 64;
+    const double t0 = now();
+    t_read_end = t0;
+    if (pthread_create(&w, NULL, writer, NULL) != 0) die("pthread_create", NULL);
+    for (int k = 0; k < readers; k++) if (pthread_create(&r[k], NULL, reader, NULL) != 0) die("pthread_create", NULL);
+    for (int k = 0; k < readers; k++) pthread_join(r[k], NULL);
+    pthread_join(w, NULL);
+    const double t1 = now();
+    uint64_t bytes_read = 0;
+    for (int k = 0; k < n_inputs; k++) bytes_read += inputs[k].size;
+    if (!keep) unlink(out_path);
+    printf("{\"seconds\":%.6f,\"readSeconds\":%.6f,\"writeSeconds\":%.6f,\"fsyncSeconds\":%.6f,"
+           "\"bytesRead\":%llu,\"bytesWritten\":%llu,\"read\":\"%s\",\"write\":\"%s\",\"readers\":%d,"
+           "\"chunkBytes\":%llu,\"directFallback\":%s,\"sink\":%llu}\n",
+           t1 - t0, t_read_end - t0, t_write_end - t0, t_fsync, (unsigned long long) bytes_read,
+           (unsigned long long) out_bytes, use_mmap ? "mmap" : "read", use_direct ? "direct" : "buffered", readers,
+           (unsigned long long) chunk, direct_fallback ? "true" : "false", (unsigned long long) (atomic_load(&sink) & 1));
+    return 0;
+}
+
+static int cmd_warm(int argc, char ** argv) {
+    const double t0 = now();
+    uint8_t * buf = aligned_alloc_or_die(chunk);
+    uint64_t total = 0;
+    for (int i = 0; i < argc; i++) {
+        int fd = open(argv[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) die("open", argv[i]);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        for (;;) {
+            const ssize_t r = read(fd, buf, chunk);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) die("read", argv[i]);
+            if (r == 0) break;
+            total += (uint64_t) r;
+        }
+        close(fd);
+    }
+    printf("{\"seconds\":%.6f,\"bytes\":%llu}\n", now() - t0, (unsigned long long) total);
+    return 0;
+}
+
+static int resident_of(const char * path, uint64_t * resident, uint64_t * pages) {
+    *resident = *pages = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size == 0) { close(fd); return 0; }
+    const uint64_t size = (uint64_t) st.st_size;
+    void * p = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) { close(fd); return -1; }
+    const uint64_t n = (size + PAGE - 1) / PAGE;
+    unsigned char * vec = malloc(n);
+    if (vec && mincore(p, size, vec) == 0) {
+        for (uint64_t k = 0; k < n; k++) *resident += vec[k] & 1;
+        *pages = n;
+    }
+    free(vec);
+    munmap(p, size);
+    close(fd);
+    return 0;
+}
+
+static int cmd_resident(int argc, char ** argv) {
+    printf("{");
+    for (int i = 0; i < argc; i++) {
+        uint64_t r, n;
+        resident_of(argv[i], &r, &n);
+        printf("%s\"%s\":%.6f", i ? "," : "", argv[i], n ? (double) r / (double) n : 0.0);
+    }
+    printf("}\n");
+    return 0;
+}
+
+static int cmd_evict(int argc, char ** argv) {
+    for (int i = 0; i < argc; i++) {
+        int fd = open(argv[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        fdatasync(fd);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        close(fd);
+    }
+    return cmd_resident(argc, argv);
+}
+
+int main(int argc, char ** argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: floor run|warm|evict|resident ...\n");
+        return 2;
+    }
+    if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "warm")) return cmd_warm(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "evict")) return cmd_evict(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "resident")) return cmd_resident(argc - 2, argv + 2);
+    fprintf(stderr, "floor: unknown command %s\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,38 @@
+/** The benchmark scenarios of issue 3, as data. */
+import type { MethodName } from "../lib/methods/registry";
+import type { ModelSpec } from "./models";
+
+export interface Scenario {
+  id: string;
+  title: string;
+  method: MethodName;
+  /** A, B, C in order (as many as the method takes). */
+  models: ModelSpec[];
+  dtype: "fp16" | "fp32" | "bf16" | "same";
+  multiplier?: number;
+  /** Also run the TS engine on this scenario. */
+  js: boolean;
+}
+
+const sd15 = (seed: number): ModelSpec => ({ layout: "sd15", seed });
+const sdxl = (seed: number): ModelSpec => ({ layout: "sdxl", seed });
+const sd21 = (seed: number): ModelSpec => ({ layout: "sd21", seed });
+const sd15h = (seed: number): ModelSpec => ({ layout: "sd15_fp16_pruned", seed });
+
+export const SCENARIOS: Scenario[] = [
+  { id: "ws-sd15", title: "weighted sum, 2 × SD 1.5 fp32 → fp16", method: "weighted-sum", models: [sd15(1), sd15(2)], dtype: "fp16", multiplier: 0.3, js: true },
+  { id: "ad-sd15", title: "add difference, 3 × SD 1.5 fp32 → fp32", method: "add-difference", models: [sd15(1), sd15(2), sd15(3)], dtype: "fp32", multiplier: 0.3, js: true },
+  { id: "noint-sd15", title: "no interpolation, SD 1.5 fp32 → fp16", method: "no-interpolation", models: [sd15(1)], dtype: "fp16", js: false },
+  { id: "ad-sdxl", title: "add difference, 3 × SDXL fp16 → fp16", method: "add-difference", models: [sdxl(1), sdxl(2), sdxl(3)], dtype: "fp16", multiplier: 0.3, js: false },
+  // Not in the default set: other layouts, for spot checks.
+  { id: "ws-sd21", title: "weighted sum, 2 × SD 2.1 fp32 → fp16", method: "weighted-sum", models: [sd21(1), sd21(2)], dtype: "fp16", multiplier: 0.3, js: false },
+  { id: "ws-sd15h", title: "weighted sum, 2 × SD 1.5 pruned fp16 → fp16", method: "weighted-sum", models: [sd15h(1), sd15h(2)], dtype: "fp16", multiplier: 0.3, js: false },
+];
+
+export const DEFAULT_SCENARIOS = ["ws-sd15", "ad-sd15", "noint-sd15", "ad-sdxl"];
+
+export function scenarioById(id: string): Scenario {
+  const s = SCENARIOS.find((x) => x.id === id);
+  if (!s) throw new Error(`unknown scenario "${id}" (known: ${SCENARIOS.map((x) => x.id).join(", ")})`);
+  return s;
+}
