@@ -245,7 +245,7 @@ export async function readZipDirectory(source: ByteSource, limits: ZipLimits = D
 async function resolveLocalHeaders(source: ByteSource, entries: ZipEntry[], cdOffset: number): Promise<void> {
   const sorted = [...entries].sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
   // Independent small reads; issue them in batches so a 2,000-entry checkpoint opens quickly.
-  const BATCH = 64;
+  const BATCH = 256;
   for (let i = 0; i < sorted.length; i += BATCH) {
     await Promise.all(sorted.slice(i, i + BATCH).map((e) => resolveLocalHeader(source, e, cdOffset)));
   }
@@ -261,7 +261,11 @@ async function resolveLocalHeaders(source: ByteSource, entries: ZipEntry[], cdOf
 async function resolveLocalHeader(source: ByteSource, entry: ZipEntry, cdOffset: number): Promise<void> {
   const name = entry.name;
   if (entry.localHeaderOffset + LOCAL_SIZE > cdOffset) fail(source, `entry "${name}" starts at ${entry.localHeaderOffset}, outside the archive data`);
-  const head = view(await source.read(entry.localHeaderOffset, LOCAL_SIZE));
+  // One read usually covers the header, the name and the extra field (torch's padding is < 64
+  // bytes, plus 20 for zip64); a longer extra field costs a second read.
+  const guess = Math.min(cdOffset - entry.localHeaderOffset, LOCAL_SIZE + new TextEncoder().encode(name).length + 128);
+  let block = await source.read(entry.localHeaderOffset, guess);
+  const head = view(block);
   if (head.getUint32(0, true) !== SIG_LOCAL) fail(source, `entry "${name}" has no local header at ${entry.localHeaderOffset}`);
   const flags = head.getUint16(6, true);
   const method = head.getUint16(8, true);
@@ -272,7 +276,8 @@ async function resolveLocalHeader(source: ByteSource, entry: ZipEntry, cdOffset:
   const extraLen = head.getUint16(28, true);
   const varStart = entry.localHeaderOffset + LOCAL_SIZE;
   if (varStart + nameLen + extraLen > cdOffset) fail(source, `entry "${name}" local header runs past the archive data`);
-  const variable = await source.read(varStart, nameLen + extraLen);
+  if (LOCAL_SIZE + nameLen + extraLen > block.length) block = await source.read(entry.localHeaderOffset, LOCAL_SIZE + nameLen + extraLen);
+  const variable = block.subarray(LOCAL_SIZE, LOCAL_SIZE + nameLen + extraLen);
   const localName = variable.subarray(0, nameLen);
   const expected = new TextEncoder().encode(name);
   if (localName.length !== expected.length || !localName.every((b, i) => b === expected[i])) {
