@@ -12,10 +12,12 @@
  *    Files whose hashes are not cached are hashed (and cached) to answer, unless `hash: false`.
  *
  * A name wins over a hash: a reference is tried as a hash only when no file has that name.
- * Ambiguous → MODEL_AMBIGUOUS listing the candidates; no match → MODEL_NOT_FOUND listing close names.
+ * Ambiguous → MODEL_AMBIGUOUS listing the candidates; no match → MODEL_NOT_FOUND listing close
+ * names, or FILE_NOT_FOUND when the reference was clearly meant as a path (it has a folder
+ * separator or a model file extension and no model has that name).
  */
 import { stat } from "node:fs/promises";
-import { basename, extname, resolve as resolvePath } from "node:path";
+import { basename, extname, isAbsolute, resolve as resolvePath, sep } from "node:path";
 import { MergeError } from "../errors";
 import { getFileHashes, type HashCache } from "./hash-cache";
 import { defaultModelDirs, findModelFiles, type FoundModelFile } from "./scan";
@@ -133,5 +135,8 @@ export async function resolveModel(ref: string, options: ResolveOptions = {}): P
   const close = closeNames(nameRef, files.flatMap((f) => [f.name, f.title]));
   const where = existing.length > 0 ? existing.join(", ") : `${dirs.join(", ")} (missing)`;
   const hint = close.length > 0 ? `; close names: ${close.join(", ")}` : "";
+  if (isAbsolute(text) || text.includes("/") || text.includes(sep) || /\.(safetensors|sft|ckpt|pt|pth|bin)$/i.test(text)) {
+    throw new MergeError("FILE_NOT_FOUND", `${direct}: no such file, and no model of that name in ${where}${hint}`, { path: direct });
+  }
   throw new MergeError("MODEL_NOT_FOUND", `no model "${text}": not a file, and no model of that name${HEX_REF.test(text) ? " or hash" : ""} in ${where}${hint}`, { path: direct });
 }

@@ -98,6 +98,11 @@ describe("library: model references", function () {
     await assert.rejects(resolveModel("notes", opts()), expectError("MODEL_NOT_FOUND"));
   });
 
+  it("a reference meant as a path that does not exist is FILE_NOT_FOUND", async () => {
+    await assert.rejects(resolveModel(join(tmp.path, "missing.safetensors"), opts()), expectError("FILE_NOT_FOUND", (e) => assert.equal(e.path, join(tmp.path, "missing.safetensors"))));
+    await assert.rejects(resolveModel("sub/dreamshaper_8", opts()), expectError("FILE_NOT_FOUND", (e) => assert.ok(e.message.includes("dreamshaper_8"))));
+  });
+
   it("with hash: false, only cached hashes answer hash references", async () => {
     const dir = join(tmp.path, "uncached");
     mkdirSync(dir);
