@@ -2,6 +2,7 @@
 import { HashCache } from "../../library/hash-cache";
 import { formatBytes } from "../../library/inspect";
 import { defaultModelDirs, listModels, type ModelEntry } from "../../library/scan";
+import { MergeError, isMergeError } from "../../errors";
 import { defineCommand, flagArg, type CliIo } from "../command";
 
 const COMPONENT_SHORT: Record<string, string> = {
@@ -58,9 +59,16 @@ export const listCommand = defineCommand({
     const dirs = args.positionals.length > 0 ? args.positionals : defaultModelDirs();
     const cache = await HashCache.open();
     const onProgress = progressPrinter(io);
-    const entries = await listModels(dirs, { hash: !flagArg(args, "no-hash"), cache, signal, ...(onProgress ? { onProgress } : {}) }).finally(() => {
-      if (onProgress) io.err.write("\r\x1b[K");
-    });
+    const entries = await listModels(dirs, { hash: !flagArg(args, "no-hash"), cache, signal, ...(onProgress ? { onProgress } : {}) })
+      .catch((e: unknown) => {
+        if (args.positionals.length === 0 && isMergeError(e, "FILE_NOT_FOUND")) {
+          throw new MergeError("FILE_NOT_FOUND", `${e.message}; give a folder (tensormerge list DIR) or set TENSORMERGE_MODELS`, e.path !== undefined ? { path: e.path } : {});
+        }
+        throw e;
+      })
+      .finally(() => {
+        if (onProgress) io.err.write("\r\x1b[K");
+      });
     if (cache.saveError) io.err.write(`tensormerge: warning: could not save the hash cache: ${cache.saveError.message}\n`);
     if (flagArg(args, "json")) {
       io.out.write(JSON.stringify(entries, null, 2) + "\n");
