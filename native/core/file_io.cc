@@ -96,6 +96,7 @@ merge_status merge_output_file::write(const uint8_t * buf, uint64_t offset, uint
         if (aligned > 0) {
             merge_status s = write_fd(fd_direct_, buf, offset, aligned);
             if (s.ok()) {
+                direct_bytes_ += aligned;
                 buf += aligned;
                 offset += aligned;
                 length -= aligned;

@@ -62,6 +62,8 @@ public:
     void discard();
 
     bool direct() const { return fd_direct_ >= 0; }
+    /** Bytes that went through O_DIRECT. */
+    uint64_t direct_bytes() const { return direct_bytes_; }
     const std::string & path() const { return path_; }
 
 private:
@@ -72,4 +74,5 @@ private:
     std::string path_;
     bool created_ = false;
     bool keep_ = false;
+    uint64_t direct_bytes_ = 0;
 };

@@ -96,7 +96,7 @@ struct merge_control {
 /** Engine tuning, not part of the contract (benchmarks set it from env in the binding). */
 struct merge_tuning {
     uint64_t window_bytes = 32ull << 20; // output bytes per window, rounded to 4096
-    int direct_io = -1;                  // -1 auto, 0 buffered, 1 try O_DIRECT
+    int direct_io = -1;                  // 0 buffered; otherwise try O_DIRECT for aligned blocks
     int prefetch = 1;                    // MADV_WILLNEED the next window's inputs
     int release_inputs = 1;              // MADV_DONTNEED input pages once consumed (bounded RSS)
     int fsync = 1;                       // fsync outputs before returning
