@@ -174,8 +174,8 @@ describe("ckpt interop with PyTorch", function () {
       const plain = join(tmp.dir, "ours.ckpt");
       const z64 = join(tmp.dir, "ours-zip64.ckpt");
       const meta = join(tmp.dir, "ours-meta.ckpt");
-      const metadata = { "tensormerge.recipe": "weighted-sum 0.35", format: "pt" };
-      writeCkpt(plain, tensors);
+      const metadata = { "tensormerge.recipe": "weighted-sum 0.35" };
+      writeCkpt(plain, tensors, { format: "pt" }); // safetensors' format key is not written to a .ckpt
       writeCkpt(z64, tensors, {}, { forceZip64: true });
       writeCkpt(meta, tensors, metadata);
       runPython(PY_LOAD, [plain, z64, meta]);

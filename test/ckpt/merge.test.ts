@@ -94,6 +94,8 @@ import os, sys
 obj = torch.load(sys.argv[1], weights_only=True)
 os.mkdir(sys.argv[1] + ".ref")
 dump(obj["state_dict"], sys.argv[1] + ".ref")
+with open(sys.argv[1] + ".ref/top.json", "w") as f:
+    json.dump(list(obj.keys()), f)
 `;
 
     before(function () {
@@ -115,6 +117,7 @@ dump(obj["state_dict"], sys.argv[1] + ".ref")
         const ref = JSON.parse(readFileSync(`${src}.ref/manifest.json`, "utf8")) as PyManifestEntry[];
         const got = JSON.parse(readFileSync(`${back}.ref/manifest.json`, "utf8")) as PyManifestEntry[];
         assert.deepEqual(got.map((g) => [g.name, g.dtype, g.shape]), ref.map((r) => [r.name, r.dtype, r.shape]));
+        assert.deepEqual(JSON.parse(readFileSync(`${back}.ref/top.json`, "utf8")), ["state_dict"], "the classic layout: only state_dict");
         for (const [i, r] of ref.entries()) {
           assert.ok(readFileSync(`${back}.ref/${got[i]!.file}`).equals(readFileSync(`${src}.ref/${r.file}`)), `${r.name} differs after the round trip`);
           assert.ok(TORCH_DTYPE[r.dtype]);

@@ -11,8 +11,10 @@
  *   archive/data/0 … N-1 tensor bytes, in entry order (written by the engine)
  *   archive/version      "3\n"
  *
- * Metadata (the recipe) goes in a top-level "__metadata__" dict of strings next to
+ * String metadata, when there is any, goes in a top-level "__metadata__" dict next to
  * "state_dict"; loaders that take `ckpt["state_dict"]` ignore it, and our reader returns it.
+ * safetensors' `format: "pt"` key says nothing in a .ckpt and is left out, so a merge without
+ * user metadata writes exactly the classic `{"state_dict": {...}}`.
  *
  * The engine writes the literals and the tensor data, computes the CRC-32 of each tensor record
  * (`crc32Ranges`), and `finish()` turns those into the patches for the local headers and the
@@ -82,7 +84,7 @@ export function pickleCheckpoint(entries: readonly OutputEntry[], metadata: Reco
     });
     w.op(OP.SETITEMS);
   }
-  const meta = Object.entries(metadata);
+  const meta = Object.entries(metadata).filter(([k, v]) => !(k === "format" && v === "pt"));
   if (meta.length > 0) {
     w.str(CKPT_METADATA_KEY).op(OP.EMPTY_DICT).op(OP.MARK);
     for (const [k, v] of meta) w.str(k).str(v);

@@ -36,7 +36,7 @@ export interface ZipLimits {
   maxEntries: number;
 }
 
-export const DEFAULT_ZIP_LIMITS: ZipLimits = { maxCentralDirectory: 256 * 1024 * 1024, maxEntries: 4_000_000 };
+export const DEFAULT_ZIP_LIMITS: ZipLimits = { maxCentralDirectory: 256 * 1024 * 1024, maxEntries: 1_000_000 };
 
 export interface ZipEntry {
   name: string;
