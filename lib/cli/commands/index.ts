@@ -4,10 +4,12 @@ import { mergeCommand } from "./merge";
 import { demoCommand } from "./demo";
 import { listCommand } from "./list";
 import { inspectCommand } from "./inspect";
+import { benchCommand } from "./bench";
 
 export const COMMANDS: Command[] = [
   mergeCommand,
   demoCommand,
   listCommand,
   inspectCommand,
+  benchCommand,
 ];
