@@ -1,0 +1,243 @@
+/**
+ * Our own recipe file: JSON that can say everything a board can (every method, variables,
+ * per-row options, sweeps, output templates, pinned hashes). `recipe.schema.json` describes it
+ * for editors; this module checks it by hand so every message names the row and the key.
+ *
+ * @example
+ * {
+ *   "format": "tensormerge-recipe", "version": 1,
+ *   "variables": { "SD15": "Stable Diffusion 1.5" },
+ *   "rows": [
+ *     { "name": "base", "a": "__SD15__", "b": "anything-v3", "multiplier": 0.3, "save": false },
+ *     { "name": "mix", "method": "add-difference", "a": "base", "b": "__STYLE__", "c": "__SD15__",
+ *       "multiplier": "0.1:0.5:0.1", "dtype": "fp16" }
+ *   ]
+ * }
+ */
+import { OUTPUT_DTYPES, type OutputDtype } from "../dtypes";
+import { MergeError } from "../errors";
+import type { ModelSlot } from "../methods/define";
+import { parseMultipliers } from "../validate";
+import { inputToken, parseInputToken } from "./inputs";
+import schema from "./recipe.schema.json";
+import { SLOTS, type Recipe, type RecipeInput, type RecipeRow } from "./types";
+import { validateRecipe } from "./validate";
+
+/** The JSON schema of recipe files. */
+export const RECIPE_SCHEMA: unknown = schema;
+export const RECIPE_FORMAT = "tensormerge-recipe";
+
+const TOP_KEYS = ["$schema", "format", "version", "name", "description", "variables", "rows"];
+const ROW_KEYS = ["name", "method", "a", "b", "c", "multiplier", "dtype", "format", "save", "output", "discard", "prune", "vae", "metadata", "produces"];
+
+function bad(where: string, message: string): MergeError {
+  return new MergeError("RECIPE_INVALID", `${where}: ${message}`);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function unknownKeys(where: string, value: Record<string, unknown>, known: string[]): void {
+  for (const k of Object.keys(value)) if (!known.includes(k)) throw bad(where, `unknown key "${k}" (known: ${known.join(", ")})`);
+}
+
+function str(where: string, v: unknown): string {
+  if (typeof v !== "string") throw bad(where, `expected a string, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/**
+ * Parses a JSON recipe (text or an already parsed value) and validates it.
+ *
+ * @example
+ * const recipe = parseJsonRecipe(readFileSync("board.json", "utf8"));
+ */
+export function parseJsonRecipe(input: string | unknown): Recipe {
+  const recipe = readJson(input);
+  validateRecipe(recipe);
+  return recipe;
+}
+
+/** Parses without validating the whole (validation is the caller's next step). */
+export function readJson(input: string | unknown): Recipe {
+  let value: unknown = input;
+  if (typeof input === "string") {
+    try {
+      value = JSON.parse(input);
+    } catch (e) {
+      throw new MergeError("RECIPE_INVALID", `recipe is not valid JSON: ${(e as Error).message}`);
+    }
+  }
+  if (!isObject(value)) throw new MergeError("RECIPE_INVALID", "a JSON recipe is an object with a \"rows\" array");
+  unknownKeys("recipe", value, TOP_KEYS);
+  if (value.format !== undefined && value.format !== RECIPE_FORMAT) throw bad("recipe", `format must be "${RECIPE_FORMAT}"`);
+  if (value.version !== undefined && value.version !== 1) throw bad("recipe", `version ${JSON.stringify(value.version)} is not supported (this tensormerge reads version 1)`);
+  if (!Array.isArray(value.rows)) throw bad("recipe", "\"rows\" must be an array");
+  const variables: Recipe["variables"] = [];
+  if (value.variables !== undefined) {
+    if (!isObject(value.variables)) throw bad("recipe.variables", "expected an object of name → description");
+    for (const [name, v] of Object.entries(value.variables)) {
+      const where = `variable ${name}`;
+      const description = typeof v === "string" ? v : isObject(v) ? (unknownKeys(where, v, ["description"]), v.description === undefined ? "" : str(where, v.description)) : str(where, v);
+      variables.push({ name, ...(description ? { description } : {}) });
+    }
+  }
+  const rawRows = value.rows as unknown[];
+  const names = rawRows.map((r) => (isObject(r) && typeof r.name === "string" ? r.name : ""));
+  const rows = rawRows.map((r, i) => readRow(r, i, names));
+  return {
+    ...(value.name !== undefined ? { name: str("recipe.name", value.name) } : {}),
+    ...(value.description !== undefined ? { description: str("recipe.description", value.description) } : {}),
+    variables,
+    rows,
+  };
+}
+
+function readInput(where: string, v: unknown, names: string[]): RecipeInput {
+  if (typeof v === "string") {
+    if (v.trim() === "") throw bad(where, "empty input");
+    return parseInputToken(v, names);
+  }
+  if (!isObject(v)) throw bad(where, `expected a string or an object ({"var"}, {"row"}, {"model"}), got ${JSON.stringify(v)}`);
+  if ("var" in v) {
+    unknownKeys(where, v, ["var"]);
+    return { kind: "var", name: str(where, v.var) };
+  }
+  if ("row" in v) {
+    unknownKeys(where, v, ["row"]);
+    if (typeof v.row === "number") {
+      if (!Number.isInteger(v.row) || v.row < 1) throw bad(where, "row numbers start at 1 (as in __O1__)");
+      return { kind: "row", row: v.row - 1 };
+    }
+    const name = str(where, v.row);
+    const index = names.indexOf(name);
+    if (index < 0) throw bad(where, `no row is named "${name}"`);
+    return { kind: "row", row: index };
+  }
+  if ("model" in v) {
+    unknownKeys(where, v, ["model", "sha256", "legacy"]);
+    return {
+      kind: "model",
+      ref: str(where, v.model),
+      ...(v.sha256 !== undefined ? { sha256: str(where, v.sha256) } : {}),
+      ...(v.legacy !== undefined ? { legacy: str(where, v.legacy) } : {}),
+    };
+  }
+  throw bad(where, `an input object has "var", "row" or "model"`);
+}
+
+function readRow(r: unknown, i: number, names: string[]): RecipeRow {
+  const where = `row ${i + 1}`;
+  if (!isObject(r)) throw bad(where, "expected an object");
+  unknownKeys(where, r, ROW_KEYS);
+  const label = `row ${i + 1}${typeof r.name === "string" ? ` (${r.name})` : ""}`;
+  const name = str(`${label} name`, r.name);
+  const inputs: Partial<Record<ModelSlot, RecipeInput>> = {};
+  for (const slot of SLOTS) if (r[slot] !== undefined) inputs[slot] = readInput(`${label} ${slot}`, r[slot], names);
+  const method = r.method === undefined ? (inputs.c ? "add-difference" : inputs.b ? "weighted-sum" : "no-interpolation") : str(`${label} method`, r.method);
+  let multipliers: number[];
+  if (r.multiplier === undefined) {
+    if (method !== "no-interpolation") throw bad(label, `"multiplier" is missing`);
+    multipliers = [0];
+  } else if (typeof r.multiplier === "number") multipliers = [r.multiplier];
+  else if (Array.isArray(r.multiplier)) {
+    multipliers = r.multiplier.map((m, k) => {
+      if (typeof m !== "number") throw bad(`${label} multiplier[${k}]`, `expected a number, got ${JSON.stringify(m)}`);
+      return m;
+    });
+  } else {
+    try {
+      multipliers = parseMultipliers(str(`${label} multiplier`, r.multiplier));
+    } catch (e) {
+      throw bad(label, (e as Error).message);
+    }
+  }
+  let dtype: OutputDtype | undefined;
+  if (r.dtype !== undefined && r.dtype !== "same") {
+    const d = str(`${label} dtype`, r.dtype);
+    if (!(OUTPUT_DTYPES as readonly string[]).includes(d)) throw bad(label, `dtype "${d}" is not one of same, ${OUTPUT_DTYPES.join(", ")}`);
+    dtype = d as OutputDtype;
+  }
+  const format = r.format === undefined ? "safetensors" : str(`${label} format`, r.format);
+  if (format !== "safetensors" && format !== "ckpt") throw bad(label, `format "${format}" is not safetensors or ckpt`);
+  if (r.save !== undefined && typeof r.save !== "boolean") throw bad(label, "\"save\" must be true or false");
+  if (r.prune !== undefined && typeof r.prune !== "boolean") throw bad(label, "\"prune\" must be true or false");
+  let discard: string[] | undefined;
+  if (r.discard !== undefined) {
+    if (!Array.isArray(r.discard)) throw bad(label, "\"discard\" must be an array of regular expressions");
+    discard = r.discard.map((p, k) => str(`${label} discard[${k}]`, p));
+  }
+  let metadata: Record<string, string> | undefined;
+  if (r.metadata !== undefined) {
+    if (!isObject(r.metadata)) throw bad(label, "\"metadata\" must be an object of strings");
+    metadata = Object.fromEntries(Object.entries(r.metadata).map(([k, v]) => [k, str(`${label} metadata.${k}`, v)]));
+  }
+  let produces: RecipeRow["produces"];
+  if (r.produces !== undefined) {
+    if (!isObject(r.produces)) throw bad(label, "\"produces\" must be an object");
+    unknownKeys(`${label} produces`, r.produces, ["sha256", "legacy", "name"]);
+    produces = { sha256: str(`${label} produces.sha256`, r.produces.sha256), legacy: str(`${label} produces.legacy`, r.produces.legacy), name: str(`${label} produces.name`, r.produces.name) };
+    if (!/^[0-9a-f]{64}$/.test(produces.sha256)) throw bad(label, "produces.sha256 must be 64 lower-case hex digits");
+  }
+  return {
+    name,
+    method: method as RecipeRow["method"],
+    inputs,
+    multipliers,
+    ...(dtype ? { dtype } : {}),
+    format,
+    save: r.save !== false,
+    ...(r.output !== undefined ? { output: str(`${label} output`, r.output) } : {}),
+    ...(discard ? { discard } : {}),
+    ...(r.prune === true ? { prune: true } : {}),
+    ...(r.vae !== undefined ? { vae: readInput(`${label} vae`, r.vae, names) } : {}),
+    ...(metadata ? { metadata } : {}),
+    ...(produces ? { produces } : {}),
+  };
+}
+
+function writeInput(input: RecipeInput, recipe: Recipe): unknown {
+  const token = inputToken(input, recipe, "name");
+  if (token !== undefined) return token;
+  if (input.kind !== "model") throw new MergeError("INTERNAL", "only model references need the object form");
+  return { model: input.ref, ...(input.sha256 !== undefined ? { sha256: input.sha256 } : {}), ...(input.legacy !== undefined ? { legacy: input.legacy } : {}) };
+}
+
+/** The recipe as a plain JSON value (key order fixed, so the text is deterministic). */
+export function recipeToJson(recipe: Recipe): Record<string, unknown> {
+  const rows = recipe.rows.map((row) => {
+    const out: Record<string, unknown> = { name: row.name, method: row.method };
+    for (const slot of SLOTS) if (row.inputs[slot]) out[slot] = writeInput(row.inputs[slot]!, recipe);
+    out.multiplier = row.multipliers.length === 1 ? row.multipliers[0] : [...row.multipliers];
+    if (row.dtype) out.dtype = row.dtype;
+    out.format = row.format;
+    if (!row.save) out.save = false;
+    if (row.output !== undefined) out.output = row.output;
+    if (row.discard?.length) out.discard = [...row.discard];
+    if (row.prune) out.prune = true;
+    if (row.vae) out.vae = writeInput(row.vae, recipe);
+    if (row.metadata && Object.keys(row.metadata).length) out.metadata = { ...row.metadata };
+    if (row.produces) out.produces = { sha256: row.produces.sha256, legacy: row.produces.legacy, name: row.produces.name };
+    return out;
+  });
+  return {
+    format: RECIPE_FORMAT,
+    version: 1,
+    ...(recipe.name !== undefined ? { name: recipe.name } : {}),
+    ...(recipe.description !== undefined ? { description: recipe.description } : {}),
+    ...(recipe.variables.length ? { variables: Object.fromEntries(recipe.variables.map((v) => [v.name, v.description ?? ""])) } : {}),
+    rows,
+  };
+}
+
+/**
+ * Writes a recipe as JSON text (two-space indented, final newline).
+ *
+ * @example
+ * writeFileSync("board.json", formatJsonRecipe(parseClassicRecipe(text)));
+ */
+export function formatJsonRecipe(recipe: Recipe): string {
+  validateRecipe(recipe);
+  return JSON.stringify(recipeToJson(recipe), null, 2) + "\n";
+}

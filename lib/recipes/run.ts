@@ -1,0 +1,381 @@
+/**
+ * Runs a recipe as one streaming pass: every input read once, unsaved rows never written, every
+ * saved output (and every value of a sweep) written together, then given its final name.
+ *
+ * The order of work, and why:
+ * 1. compile: find and open every model once, decide every output path, refuse what cannot work
+ *    (nothing written yet);
+ * 2. hash the inputs (from the hash cache when it knows them): the metadata names them by sha256;
+ * 3. plan the board and write every output to a hidden staging name in its folder. An output's
+ *    header is laid out before any data is written, but when a saved row feeds a later one, the
+ *    later header must name the earlier file's sha256, which does not exist yet; it is laid out
+ *    with a placeholder of the same length;
+ * 4. in row order: put the real hashes in the header (same length, so in place), hash the file
+ *    when a later header or the history needs it;
+ * 5. rename every staged file to its final name, copy the model config (`<name>.yaml`) of the
+ *    first input that has one, append the history.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { open, stat, statfs } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
+import { executePlan, preflight } from "../board";
+import { defaultThreads, resolveEngine, type EngineName } from "../engine";
+import { MergeError, fsError } from "../errors";
+import { computeFileHashes, type FileHashes } from "../library/hash";
+import { copyModelConfig } from "../library/config";
+import type { MergeProgress } from "../merge";
+import type { ModelSlot } from "../methods/define";
+import { commitFile, removeQuietly } from "../outputs";
+import { planBoard, type BoardPlan, type BoardRow, type PlanStats, type RowInput } from "../plan";
+import { compileRecipe, type CompileOptions, type CompiledFile, type CompiledRecipe, type CompiledSource } from "./compile";
+import { appendHistory, type HistoryEntry } from "./history";
+import { outputMetadata, virtualIdentity, type InputIdentity, type OutputStep } from "./metadata";
+import { SLOTS, type Recipe } from "./types";
+
+export interface RunRecipeOptions extends CompileOptions {
+  engine?: EngineName;
+  threads?: number;
+  isa?: "auto" | "scalar" | "avx2" | "avx512";
+  /** Write sd_merge_recipe, sd_merge_models and tensormerge_recipe (default true). */
+  recipeMetadata?: boolean;
+  /** Append one JSON line per output to this file (default: no history). */
+  history?: string;
+  /** What the history records as the recipe (its path, usually). */
+  recipeSource?: string;
+  /** Copy the model config (`<name>.yaml`) of the first input that has one (default true). */
+  copyConfig?: boolean;
+  /** Plan only: report inputs, outputs, bytes and disk space; write nothing. */
+  dryRun?: boolean;
+  onProgress?: (event: RecipeProgress) => void;
+}
+
+export type RecipeProgress =
+  | { phase: "hash"; path: string; bytesDone: number; bytesTotal: number }
+  | { phase: "merge"; passes: number; progress: MergeProgress }
+  | { phase: "output"; path: string; state: "writing" | "finishing" | "done" | "skipped" };
+
+export interface RecipeOutputReport {
+  /** 1-based recipe row. */
+  row: number;
+  name: string;
+  path: string;
+  multiplier: number;
+  format: "safetensors" | "ckpt";
+  bytes: number;
+  state: "planned" | "written" | "skipped";
+  sha256?: string;
+  legacy?: string;
+}
+
+export interface RecipeRunReport {
+  dryRun: boolean;
+  inputs: { path: string; name: string; bytes: number; opens: number }[];
+  outputs: RecipeOutputReport[];
+  bytesRead: number;
+  bytesWritten: number;
+  passes: number;
+  /** Space each output folder needs and has (free is null when unknown). */
+  disk: { dir: string; needed: number; free: number | null }[];
+  engine: "native" | "js";
+  isa: string;
+  threads: number;
+  seconds: number;
+  warnings: string[];
+  /** Planner statistics per computed row. */
+  stats: PlanStats[];
+  /** The plan, for tools that want the detail (pieces, layouts). */
+  plan: BoardPlan | null;
+  compiled: CompiledRecipe;
+}
+
+const CONV_IN = "model.diffusion_model.input_blocks.0.0.weight";
+const STAGED = ".tensormerge-staged-";
+
+function stagingPath(final: string): string {
+  return join(dirname(final), `.${basename(final)}${STAGED}${process.pid}-${randomBytes(4).toString("hex")}`);
+}
+
+/** Same-length stand-ins for hashes not known yet (distinct per row, so dict keys stay distinct). */
+function placeholder(nonce: string, what: string): { sha256: string; legacy: string } {
+  const sha256 = createHash("sha256").update(`tensormerge placeholder ${nonce} ${what}`).digest("hex");
+  return { sha256, legacy: sha256.slice(0, 8) };
+}
+
+/**
+ * Runs (or with `dryRun`, plans) a recipe.
+ *
+ * @example
+ * const report = await runRecipe(parseRecipe(readFileSync("board.txt", "utf8")), {
+ *   bindings: { SD15: "v1-5-pruned-emaonly", F222: "f222" }, modelDirs: ["models"], outDir: "out",
+ *   history: "out/tensormerge-history.jsonl",
+ * });
+ * report.outputs.map((o) => `${o.path} ${o.sha256}`);
+ */
+export async function runRecipe(recipe: Recipe, options: RunRecipeOptions = {}): Promise<RecipeRunReport> {
+  const started = Date.now();
+  const stack = new Error().stack;
+  try {
+    return await runInner(recipe, options, started);
+  } catch (e) {
+    if (e instanceof MergeError && stack) e.stack = `${e.name} [${e.code}]: ${e.message}\n${stack.split("\n").slice(1).join("\n")}`;
+    throw e;
+  }
+}
+
+async function runInner(recipe: Recipe, options: RunRecipeOptions, started: number): Promise<RecipeRunReport> {
+  const onProgress = options.onProgress;
+  const compiled = await compileRecipe(recipe, {
+    ...options,
+    ...(onProgress ? { onHash: (path: string, bytesDone: number, bytesTotal: number) => onProgress({ phase: "hash", path, bytesDone, bytesTotal }) } : {}),
+  });
+  const dryRun = options.dryRun === true;
+  const wantMeta = options.recipeMetadata !== false;
+  const wantHistory = options.history !== undefined && !dryRun;
+  const engine = resolveEngine(options.engine ?? "auto");
+  const { rows } = compiled;
+
+  // Which saved rows feed later rows (their hash goes into a later header).
+  const feedsLater = rows.map((_, i) => rows.some((r) => SLOTS.some((s) => r.inputs[s]?.kind === "row" && (r.inputs[s] as { row: number }).row === i)));
+
+  // Input identities: real hashes, except in a dry run (same-length placeholders: sizes are exact).
+  const nonce = randomBytes(8).toString("hex");
+  const fileHashes = new Map<string, { sha256: string; legacy: string }>();
+  for (const f of compiled.files) {
+    if ((wantMeta || wantHistory) && !dryRun) {
+      const h = await compiled.finder.hashes(f.path);
+      fileHashes.set(f.path, { sha256: h.sha256, legacy: h.legacy });
+    } else fileHashes.set(f.path, placeholder(nonce, `file ${f.path}`));
+  }
+  const fileIdentity = (f: CompiledFile): InputIdentity => ({ ...fileHashes.get(f.path)!, name: f.name, metadata: f.model.metadata, virtual: false });
+
+  // Row identities, for the rows after them; recomputed once real hashes are known.
+  const rowIds: InputIdentity[] = [];
+  const outputHashes = new Map<string, FileHashes>();
+  const identityOf = (s: CompiledSource): InputIdentity => (s.kind === "file" ? fileIdentity(s.file) : rowIds[s.row]!);
+  const channels = (s: CompiledSource): number | undefined => (s.kind === "file" ? s.file.model.byName.get(CONV_IN)?.shape[1] : channels(rows[s.row]!.inputs.a!));
+  const stepOf = (ci: number, multiplier: number, format: "safetensors" | "ckpt"): OutputStep => {
+    const c = rows[ci]!;
+    const inputs: Partial<Record<ModelSlot, InputIdentity>> = {};
+    for (const s of SLOTS) if (c.inputs[s]) inputs[s] = identityOf(c.inputs[s]!);
+    const a = channels(c.inputs.a!), b = c.inputs.b ? channels(c.inputs.b) : undefined;
+    return {
+      row: c.row, multiplier, format, inputs,
+      ...(c.vae ? { vae: fileIdentity(c.vae) } : {}),
+      isInpainting: a === 9 && b === 4,
+      isInstructPix2Pix: a === 8 && b === 4,
+    };
+  };
+  const identify = (ci: number): void => {
+    const c = rows[ci]!;
+    if (!wantMeta) {
+      rowIds[ci] = { ...placeholder(nonce, `row ${ci}`), name: c.row.name, metadata: {}, virtual: true };
+      return;
+    }
+    if (c.outputs.length === 0) {
+      const step = stepOf(ci, c.multipliers[0]!, "safetensors");
+      // A recorded file recomputed (reproduce): it stands for that file.
+      const p = c.row.produces;
+      rowIds[ci] = p ? { sha256: p.sha256, legacy: p.legacy, name: p.name, metadata: outputMetadata(step, { recipe: true }), virtual: false } : virtualIdentity(step);
+      return;
+    }
+    const o = c.outputs[0]!;
+    const known = outputHashes.get(o.path);
+    rowIds[ci] = { ...(known ?? placeholder(nonce, `row ${ci}`)), name: basename(o.path), metadata: outputMetadata(stepOf(ci, o.multiplier, o.format), { recipe: true }), virtual: false };
+  };
+  rows.forEach((_, ci) => identify(ci));
+
+  // The board, outputs at staging names with placeholder metadata.
+  const staging = new Map<string, string>();
+  const boardRows: BoardRow[] = rows.map((c, ci) => {
+    const inputs: Partial<Record<ModelSlot, RowInput>> = {};
+    for (const s of SLOTS) {
+      const src = c.inputs[s];
+      if (src) inputs[s] = src.kind === "file" ? { model: src.file.model } : { row: src.row };
+    }
+    return {
+      name: c.row.name,
+      method: c.method,
+      inputs,
+      multipliers: c.multipliers,
+      ...(c.row.dtype ? { dtype: c.row.dtype } : {}),
+      ...(c.outputs.length ? {
+        outputs: c.outputs.map((o) => {
+          const path = stagingPath(o.path);
+          staging.set(o.path, path);
+          return { path, format: o.format, metadata: outputMetadata(stepOf(ci, o.multiplier, o.format), { recipe: wantMeta }) };
+        }),
+      } : {}),
+      ...(c.discard ? { discard: c.discard } : {}),
+      ...(c.replace ? { replace: c.replace } : {}),
+    };
+  });
+  const hasWork = rows.some((c) => c.outputs.length > 0);
+  const plan = hasWork ? planBoard({ rows: boardRows }) : null;
+  const planned = plan ? plan.passes.flatMap((p) => p.outputs) : [];
+  const sizeOf = new Map(planned.map((o) => [o.path, o.layout.size]));
+
+  const outputs: RecipeOutputReport[] = [];
+  for (const c of rows) {
+    for (const o of c.outputs) {
+      outputs.push({ row: c.index + 1, name: c.row.name, path: o.path, multiplier: o.multiplier, format: o.format, bytes: sizeOf.get(staging.get(o.path)!) ?? 0, state: "planned" });
+    }
+  }
+  for (const { index, output } of compiled.skipped) {
+    const size = (await stat(output.path).catch(() => undefined))?.size ?? 0;
+    outputs.push({ row: index + 1, name: recipe.rows[index]!.name, path: output.path, multiplier: output.multiplier, format: output.format, bytes: size, state: "skipped" });
+  }
+  const disk = await diskNeeds(outputs.filter((o) => o.state === "planned"));
+  const report: RecipeRunReport = {
+    dryRun,
+    inputs: compiled.files.map((f) => ({ path: f.path, name: f.name, bytes: f.model.size, opens: compiled.opens.get(f.path) ?? 0 })),
+    outputs,
+    bytesRead: plan?.bytesToRead ?? 0,
+    bytesWritten: plan?.bytesToWrite ?? 0,
+    passes: plan?.passes.length ?? 0,
+    disk,
+    engine,
+    isa: "",
+    threads: options.threads ?? defaultThreads(),
+    seconds: 0,
+    warnings: compiled.warnings,
+    stats: plan?.stats ?? [],
+    plan,
+    compiled,
+  };
+  if (dryRun || !plan) {
+    if (!dryRun && wantHistory) await appendHistory(options.history!, historyEntries(report, compiled, rowIds, options, fileHashes));
+    report.seconds = (Date.now() - started) / 1000;
+    return report;
+  }
+
+  await preflight(plan, false);
+  for (const o of outputs) if (o.state === "planned") onProgress?.({ phase: "output", path: o.path, state: "writing" });
+  const passes = plan.passes.length;
+  const run = await executePlan(plan, {
+    engine,
+    threads: report.threads,
+    isa: options.isa ?? "auto",
+    overwrite: false,
+    ...(onProgress ? { onProgress: (progress: MergeProgress) => onProgress({ phase: "merge", passes, progress }) } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+  }, started);
+  report.isa = run.isa;
+  report.threads = run.threads;
+
+  try {
+    // Row by row: real hashes into the headers, then hash what later headers or the history need.
+    for (const [ci, c] of rows.entries()) {
+      for (const o of c.outputs) {
+        if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled");
+        const staged = staging.get(o.path)!;
+        onProgress?.({ phase: "output", path: o.path, state: "finishing" });
+        const layoutMeta = boardRows[ci]!.outputs!.find((x) => x.path === staged)!.metadata;
+        const realMeta = outputMetadata(stepOf(ci, o.multiplier, o.format), { recipe: wantMeta });
+        if (o.format === "safetensors" && JSON.stringify(realMeta) !== JSON.stringify(layoutMeta)) await rewriteMetadata(staged, layoutMeta, realMeta);
+        if (wantHistory || (wantMeta && feedsLater[ci])) outputHashes.set(o.path, await computeFileHashes(staged, options.signal ? { signal: options.signal } : {}));
+      }
+      identify(ci);
+    }
+    for (const o of outputs) {
+      if (o.state !== "planned") continue;
+      await commitFile(staging.get(o.path)!, o.path, options.overwrite === true);
+      staging.delete(o.path);
+      o.state = "written";
+      const h = outputHashes.get(o.path);
+      if (h) {
+        o.sha256 = h.sha256;
+        o.legacy = h.legacy;
+        if (options.hashCache) {
+          const s = await stat(o.path);
+          options.hashCache.set(resolve(o.path), s.size, s.mtimeMs, h);
+        }
+      }
+      onProgress?.({ phase: "output", path: o.path, state: "done" });
+    }
+  } finally {
+    for (const path of staging.values()) await removeQuietly(path);
+  }
+  await options.hashCache?.save().catch(() => undefined);
+  if (options.copyConfig !== false) {
+    const sources = (s: CompiledSource): string[] => (s.kind === "file" ? [s.file.path] : SLOTS.flatMap((k) => (rows[s.row]!.inputs[k] ? sources(rows[s.row]!.inputs[k]!) : [])));
+    for (const c of rows) {
+      const from = [...new Set(SLOTS.flatMap((k) => (c.inputs[k] ? sources(c.inputs[k]!) : [])))];
+      for (const o of c.outputs) await copyModelConfig(from, o.path);
+    }
+  }
+  if (wantHistory) await appendHistory(options.history!, historyEntries(report, compiled, rowIds, options, fileHashes));
+  report.seconds = (Date.now() - started) / 1000;
+  return report;
+}
+
+/**
+ * Replaces a safetensors file's `__metadata__` in place. Only hex digits change (placeholders of
+ * the same length), so the header keeps its length; should it shrink (two rows wrote identical
+ * files, so two placeholder keys became one), the padding absorbs it.
+ */
+async function rewriteMetadata(path: string, from: Record<string, string>, to: Record<string, string>): Promise<void> {
+  const handle = await open(path, "r+").catch((e) => { throw fsError(e, path, "finishing the output"); });
+  try {
+    const len = Buffer.alloc(8);
+    await handle.read(len, 0, 8, 0);
+    const n = Number(len.readBigUInt64LE(0));
+    const header = Buffer.alloc(n);
+    await handle.read(header, 0, n, 8);
+    const oldPrefix = Buffer.from(`{"__metadata__":${JSON.stringify(from)}`);
+    const newPrefix = Buffer.from(`{"__metadata__":${JSON.stringify(to)}`);
+    if (!header.subarray(0, oldPrefix.length).equals(oldPrefix)) throw new MergeError("INTERNAL", `${path}: the header is not the one planned`, { path });
+    let end = n;
+    while (end > oldPrefix.length && header[end - 1] === 0x20) end--;
+    const body = Buffer.concat([newPrefix, header.subarray(oldPrefix.length, end)]);
+    if (body.length > n) throw new MergeError("INTERNAL", `${path}: the final metadata is longer than planned`, { path });
+    const padded = Buffer.concat([body, Buffer.alloc(n - body.length, 0x20)]);
+    await handle.write(padded, 0, n, 8);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function diskNeeds(outputs: { path: string; bytes: number }[]): Promise<RecipeRunReport["disk"]> {
+  const byDir = new Map<string, number>();
+  for (const o of outputs) byDir.set(dirname(resolve(o.path)), (byDir.get(dirname(resolve(o.path))) ?? 0) + o.bytes);
+  const out: RecipeRunReport["disk"] = [];
+  for (const [dir, needed] of byDir) {
+    const s = await statfs(dir).catch(() => undefined);
+    out.push({ dir, needed, free: s ? Number(s.bavail) * Number(s.bsize) : null });
+  }
+  return out;
+}
+
+function historyEntries(report: RecipeRunReport, compiled: CompiledRecipe, rowIds: InputIdentity[], options: RunRecipeOptions, fileHashes: Map<string, { sha256: string; legacy: string }>): HistoryEntry[] {
+  const time = new Date().toISOString();
+  const byPath = new Map<string, number>();
+  compiled.rows.forEach((c, ci) => c.outputs.forEach((o) => byPath.set(o.path, ci)));
+  const describe = (s: CompiledSource): HistoryEntry["inputs"][string] => {
+    if (s.kind === "file") return { name: s.file.name, path: s.file.path, ...fileHashes.get(s.file.path)! };
+    const c = compiled.rows[s.row]!;
+    const id = rowIds[s.row]!;
+    return { row: c.index + 1, name: c.row.name, ...(c.outputs[0] ? { path: c.outputs[0].path } : {}), ...(options.recipeMetadata !== false || !id.virtual ? { sha256: id.sha256 } : {}), ...(id.legacy ? { legacy: id.legacy } : {}), saved: c.outputs.length > 0 };
+  };
+  return report.outputs.map((o) => {
+    const ci = byPath.get(o.path);
+    const c = ci === undefined ? undefined : compiled.rows[ci]!;
+    const row = compiled.recipe.rows[o.row - 1]!;
+    const inputs: HistoryEntry["inputs"] = {};
+    if (c) for (const s of SLOTS) if (c.inputs[s]) inputs[s] = describe(c.inputs[s]!);
+    return {
+      time,
+      recipe: options.recipeSource ?? compiled.recipe.name ?? null,
+      row: o.row,
+      name: row.name,
+      method: row.method,
+      multiplier: o.multiplier,
+      dtype: row.dtype ?? "same",
+      format: o.format,
+      state: o.state === "skipped" ? "skipped" : "written",
+      output: { path: o.path, name: basename(o.path), bytes: o.bytes, ...(o.sha256 ? { sha256: o.sha256, legacy: o.legacy! } : {}) },
+      inputs,
+      ...(c?.vae ? { vae: { name: c.vae.name, path: c.vae.path, ...fileHashes.get(c.vae.path)! } } : {}),
+    };
+  });
+}

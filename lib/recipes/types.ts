@@ -1,0 +1,86 @@
+/**
+ * A recipe: the board as data, independent of its text form (classic Merge Board text or our
+ * JSON) and of the files it will be bound to. `compileRecipe()` turns it into planner rows.
+ */
+import type { OutputDtype } from "../dtypes";
+import type { OutputFormat } from "../formats/output";
+import type { MethodName } from "../methods/registry";
+import type { ModelSlot } from "../methods/define";
+
+/** Where a row input comes from. */
+export type RecipeInput =
+  /** A user variable (`__SD15__`), bound to a model when the recipe runs. */
+  | { kind: "var"; name: string }
+  /** An earlier row's output (`__O1__` or the row's name); 0-based index. */
+  | { kind: "row"; row: number }
+  /**
+   * A model reference (path, name or hash prefix), optionally pinned to a file by its hashes:
+   * a pinned reference only accepts a file with that sha256 (recipes embedded in models pin
+   * every ingredient, so `reproduce` finds them by hash).
+   */
+  | { kind: "model"; ref: string; sha256?: string; legacy?: string };
+
+/** The file a row stands for, in recipes embedded in a model (see metadata.ts). */
+export interface RowProduces {
+  sha256: string;
+  /** 8-hex legacy A1111 hash. */
+  legacy: string;
+  /** The file's name as the model that used it recorded it. */
+  name: string;
+}
+
+export interface RecipeRow {
+  /** Output name: file name stem, and how later rows may refer to the result. */
+  name: string;
+  method: MethodName;
+  inputs: Partial<Record<ModelSlot, RecipeInput>>;
+  /** One value, or several for a sweep (one output each, same pass). */
+  multipliers: number[];
+  /** Float output type; undefined keeps A's types. */
+  dtype?: OutputDtype;
+  format: OutputFormat;
+  /** False: the row only feeds later rows and is never written. */
+  save: boolean;
+  /** Output file name template without extension; `<name>` and `<M>` are replaced. */
+  output?: string;
+  /** Regular expressions; matching keys are left out of this row's result. */
+  discard?: string[];
+  /** Drop EMA, scheduler buffers and VAE training keys. */
+  prune?: boolean;
+  /** A VAE to bake in (a variable or a model). */
+  vae?: RecipeInput;
+  /** Extra safetensors metadata for this row's outputs. */
+  metadata?: Record<string, string>;
+  /** Only in recipes embedded in a model: the file this row produced, if it was saved. */
+  produces?: RowProduces;
+}
+
+export interface RecipeVariable {
+  name: string;
+  description?: string;
+}
+
+export interface Recipe {
+  name?: string;
+  description?: string;
+  /** Declared variables, in order (a recipe may also use undeclared ones, as the classic text does). */
+  variables: RecipeVariable[];
+  rows: RecipeRow[];
+}
+
+export const SLOTS: readonly ModelSlot[] = ["a", "b", "c"];
+
+/** Variable names used by the rows (inputs and VAEs), in first-use order. */
+export function usedVariables(recipe: Recipe): string[] {
+  const seen = new Set<string>();
+  for (const row of recipe.rows) {
+    for (const input of [...SLOTS.map((s) => row.inputs[s]), row.vae]) if (input?.kind === "var") seen.add(input.name);
+  }
+  return [...seen];
+}
+
+/** "row 2 (mix15)" for messages. */
+export function rowLabel(recipe: Recipe, index: number): string {
+  const row = recipe.rows[index];
+  return row ? `row ${index + 1} (${row.name})` : `row ${index + 1}`;
+}

@@ -1,0 +1,165 @@
+/**
+ * Checks a recipe as a whole, before any model is opened or any file written: names, methods and
+ * their inputs (add-difference without C), multipliers, row references (a later row, a cycle, a
+ * sweep feeding another row), output templates and discard patterns. Every problem is a
+ * RECIPE_INVALID error that names the row.
+ */
+import { OUTPUT_DTYPES } from "../dtypes";
+import { MergeError } from "../errors";
+import { compileDiscardPatterns } from "../library/edits";
+import { METHODS, resolveMethod } from "../methods/registry";
+import { SLOTS, rowLabel, type Recipe, type RecipeInput } from "./types";
+
+export const VARIABLE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+/** Characters the classic tool replaces in output names, plus path separators and controls. */
+const NAME_UNSAFE = /[\\/|:?"<>*\u0000-\u001f]/g;
+
+function invalid(message: string): MergeError {
+  return new MergeError("RECIPE_INVALID", message);
+}
+
+/** An output name made safe for a file name, as the classic tool does (`re.sub(r'[\\|:|?|"|<|>|\|\*]', '-', O)`). */
+export function sanitizeOutputName(name: string): string {
+  return name.trim().replace(NAME_UNSAFE, "-");
+}
+
+/** Row indices a row reads (inputs only; a VAE is always a file). */
+export function rowDependencies(recipe: Recipe, index: number): number[] {
+  const row = recipe.rows[index]!;
+  return SLOTS.map((s) => row.inputs[s]).filter((i): i is Extract<RecipeInput, { kind: "row" }> => i?.kind === "row").map((i) => i.row);
+}
+
+/** A cycle through `start`, as row indices, or null. */
+function findCycle(recipe: Recipe): number[] | null {
+  const state = new Array<0 | 1 | 2>(recipe.rows.length).fill(0);
+  const stack: number[] = [];
+  const visit = (i: number): number[] | null => {
+    if (state[i] === 2) return null;
+    if (state[i] === 1) return [...stack.slice(stack.indexOf(i)), i];
+    state[i] = 1;
+    stack.push(i);
+    for (const d of rowDependencies(recipe, i)) {
+      if (d < 0 || d >= recipe.rows.length) continue;
+      const c = visit(d);
+      if (c) return c;
+    }
+    stack.pop();
+    state[i] = 2;
+    return null;
+  };
+  for (let i = 0; i < recipe.rows.length; i++) {
+    const c = visit(i);
+    if (c) return c;
+  }
+  return null;
+}
+
+export interface RecipeCheck {
+  /** Not errors, but worth telling: unsaved rows nothing uses, for example. */
+  warnings: string[];
+}
+
+/**
+ * Validates a recipe; throws RECIPE_INVALID on the first problem.
+ *
+ * @example
+ * validateRecipe(parseRecipe(text)); // { warnings: [] }
+ */
+export function validateRecipe(recipe: Recipe): RecipeCheck {
+  const warnings: string[] = [];
+  if (recipe.rows.length === 0) throw invalid("the recipe has no rows");
+  const names = new Map<string, number>();
+  recipe.rows.forEach((row, i) => {
+    const label = rowLabel(recipe, i);
+    if (!row.name || row.name !== sanitizeOutputName(row.name) || row.name === "." || row.name === "..") {
+      throw invalid(`row ${i + 1}: output name ${JSON.stringify(row.name)} is empty or not usable as a file name`);
+    }
+    if (/^__.*__$/.test(row.name)) throw invalid(`${label}: an output name cannot look like a variable`);
+    const lower = row.name.toLowerCase();
+    if (names.has(lower)) throw invalid(`${label}: output name "${row.name}" is already used by ${rowLabel(recipe, names.get(lower)!)}`);
+    names.set(lower, i);
+  });
+
+  const cycle = findCycle(recipe);
+  if (cycle) throw invalid(`the rows form a cycle: ${cycle.map((i) => recipe.rows[i]!.name).join(" → ")}`);
+
+  recipe.rows.forEach((row, i) => {
+    const label = rowLabel(recipe, i);
+    const method = resolveMethodFor(row.method, label);
+    for (const slot of SLOTS) {
+      const input = row.inputs[slot];
+      const needed = method.inputs.includes(slot);
+      if (needed && !input) throw invalid(`${label}: ${method.name} needs model ${slot.toUpperCase()}${slot === "c" ? " (R = A + (B − C)·M)" : ""}`);
+      if (!needed && input) throw invalid(`${label}: ${method.name} does not use model ${slot.toUpperCase()}`);
+      if (input) checkInput(recipe, i, slot.toUpperCase(), input);
+    }
+    if (row.vae) {
+      if (row.vae.kind === "row") throw invalid(`${label}: the VAE must be a model file or a variable, not a row`);
+      checkInput(recipe, i, "VAE", row.vae);
+    }
+    if (row.multipliers.length === 0) throw invalid(`${label}: no multiplier`);
+    if (!method.usesMultiplier && row.multipliers.length > 1) throw invalid(`${label}: ${method.name} takes no multiplier, so it cannot sweep`);
+    const [lo, hi] = method.multiplierRange;
+    for (const m of row.multipliers) {
+      if (typeof m !== "number" || !Number.isFinite(m) || m < lo || m > hi) throw invalid(`${label}: multiplier ${m} is outside ${lo}…${hi} for ${method.name}`);
+    }
+    if (new Set(row.multipliers).size !== row.multipliers.length) throw invalid(`${label}: the sweep lists a multiplier twice`);
+    if (row.dtype !== undefined && !(OUTPUT_DTYPES as readonly string[]).includes(row.dtype)) throw invalid(`${label}: dtype "${row.dtype}" is not one of ${OUTPUT_DTYPES.join(", ")}`);
+    if (row.format !== "safetensors" && row.format !== "ckpt") throw invalid(`${label}: format "${row.format}" is not safetensors or ckpt`);
+    if (row.output !== undefined) {
+      const rest = row.output.replaceAll("<name>", "").replaceAll("<M>", "");
+      if (/[<>]/.test(rest)) throw invalid(`${label}: output template "${row.output}" has an unknown placeholder (known: <name>, <M>)`);
+      if (row.output.trim() === "" || sanitizeOutputName(rest) !== rest) throw invalid(`${label}: output template "${row.output}" is not usable as a file name`);
+      if (row.multipliers.length > 1 && !row.output.includes("<M>")) throw invalid(`${label}: a sweep's output template must contain <M>, or every value would get the same file name`);
+    }
+    try {
+      compileDiscardPatterns(row.discard);
+    } catch (e) {
+      throw invalid(`${label}: ${(e as Error).message}`);
+    }
+  });
+
+  // Rows that feed others must come first and be single-valued; unsaved rows should be used.
+  const usedBy = recipe.rows.map(() => [] as number[]);
+  recipe.rows.forEach((row, i) => {
+    for (const slot of SLOTS) {
+      const input = row.inputs[slot];
+      if (input?.kind !== "row") continue;
+      if (input.row >= i) {
+        throw invalid(`${rowLabel(recipe, i)}: input ${slot.toUpperCase()} is ${rowLabel(recipe, input.row)}, which comes later; rows run in order, so an input can only be an earlier row's output`);
+      }
+      usedBy[input.row]!.push(i);
+    }
+  });
+  recipe.rows.forEach((row, i) => {
+    if (usedBy[i]!.length > 0 && row.multipliers.length > 1) {
+      throw invalid(`${rowLabel(recipe, usedBy[i]![0]!)} takes ${rowLabel(recipe, i)}, a sweep of ${row.multipliers.length} values; only a single-valued row can feed another`);
+    }
+    if (!row.save && usedBy[i]!.length === 0) warnings.push(`${rowLabel(recipe, i)} is not saved and no row uses it: it is skipped`);
+  });
+  return { warnings };
+}
+
+function resolveMethodFor(name: string, label: string) {
+  try {
+    return resolveMethod(name);
+  } catch (e) {
+    throw invalid(`${label}: ${(e as Error).message}`);
+  }
+}
+
+function checkInput(recipe: Recipe, index: number, slot: string, input: RecipeInput): void {
+  const label = rowLabel(recipe, index);
+  if (input.kind === "var" && !VARIABLE_NAME.test(input.name)) throw invalid(`${label}: input ${slot}: "${input.name}" is not a valid variable name`);
+  if (input.kind === "row" && !(Number.isInteger(input.row) && input.row >= 0 && input.row < recipe.rows.length)) {
+    throw invalid(`${label}: input ${slot} refers to row ${input.row + 1}, but the recipe has ${recipe.rows.length} row${recipe.rows.length === 1 ? "" : "s"}`);
+  }
+  if (input.kind === "model") {
+    if (input.ref.trim() === "") throw invalid(`${label}: input ${slot} is empty`);
+    if (input.sha256 !== undefined && !/^[0-9a-f]{64}$/.test(input.sha256)) throw invalid(`${label}: input ${slot}: sha256 must be 64 lower-case hex digits`);
+    if (input.legacy !== undefined && !/^[0-9a-f]{8}$/.test(input.legacy)) throw invalid(`${label}: input ${slot}: legacy hash must be 8 lower-case hex digits`);
+  }
+}
+
+/** Method names, for messages and help. */
+export const METHOD_NAMES = METHODS.map((m) => m.name);
