@@ -8,7 +8,7 @@
  * deletes models that no remaining scenario needs.
  */
 import { readFileSync, statfsSync } from "node:fs";
-import { readdir, rename, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { layoutSafetensors } from "../lib/formats/safetensors";
 import { parseLayout, shrinkLayout, writeSyntheticModel, type LayoutEntry } from "../lib/synthetic";
@@ -110,6 +110,7 @@ export async function listModels(dir: string): Promise<{ path: string; size: num
  */
 export async function ensureModels(specs: ModelSpec[], options: EnsureOptions): Promise<string[]> {
   const { dir, layoutsDir, log } = options;
+  await mkdir(dir, { recursive: true });
   const wanted = new Set([...specs, ...options.keep].map((s) => modelPath(dir, s)));
   const paths: string[] = [];
   for (const spec of specs) {
