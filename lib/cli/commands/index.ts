@@ -4,6 +4,8 @@ import { mergeCommand } from "./merge";
 import { demoCommand } from "./demo";
 import { listCommand } from "./list";
 import { inspectCommand } from "./inspect";
+import { runCommand } from "./run";
+import { reproduceCommand } from "./reproduce";
 import { benchCommand } from "./bench";
 
 export const COMMANDS: Command[] = [
@@ -12,4 +14,6 @@ export const COMMANDS: Command[] = [
   listCommand,
   inspectCommand,
   benchCommand,
+  runCommand,
+  reproduceCommand,
 ];

@@ -1,0 +1,63 @@
+/** `tensormerge reproduce`: rebuild a model from the recipe in its metadata and compare the bytes. */
+import { basename, resolve } from "node:path";
+import { MergeError } from "../../errors";
+import { HashCache } from "../../library/hash-cache";
+import { formatBytes } from "../../outputs";
+import { formatJsonRecipe } from "../../recipes/json";
+import { readEmbeddedRecipe, reproduce } from "../../recipes/reproduce";
+import { defineCommand, flagArg, listArg, stringArg } from "../command";
+import { createProgressPrinter } from "../progress";
+import { engineOptions, printPlan } from "./run";
+
+export const reproduceCommand = defineCommand({
+  name: "reproduce",
+  summary: "rebuild a model from the recipe in its metadata, finding the ingredients by hash",
+  usage: "reproduce MODEL --models DIR [--out FILE] [options]",
+  positionals: true,
+  options: {
+    models: { type: "string", multiple: true, value: "DIR", description: "folder with the ingredients, found by sha256 (default: $TENSORMERGE_MODELS or ./models)" },
+    out: { type: "string", short: "o", value: "FILE", description: "rebuilt model (default: ./<name>.reproduced.safetensors)" },
+    overwrite: { type: "boolean", description: "replace an existing output" },
+    "dry-run": { type: "boolean", short: "n", description: "find the ingredients and print the plan; write nothing" },
+    "print-recipe": { type: "boolean", description: "print the model's recipe (JSON) and exit" },
+    engine: { type: "string", value: "NAME", description: "auto (default), native or js" },
+    threads: { type: "string", value: "N", description: "native engine threads (default: all cores)" },
+    isa: { type: "string", value: "NAME", description: "force a kernel set: auto, scalar, avx2, avx512" },
+    quiet: { type: "boolean", short: "q", description: "no progress output" },
+    verbose: { type: "boolean", description: "stack traces on errors" },
+  },
+  async run(args, io, signal) {
+    if (args.positionals.length !== 1) throw new MergeError("INVALID_ARGUMENT", "reproduce expects one model file (see: tensormerge reproduce --help)");
+    const model = resolve(args.positionals[0]!);
+    if (flagArg(args, "print-recipe")) {
+      io.out.write(formatJsonRecipe(await readEmbeddedRecipe(model)));
+      return 0;
+    }
+    const models = listArg(args, "models");
+    const out = stringArg(args, "out");
+    const dryRun = flagArg(args, "dry-run");
+    const quiet = flagArg(args, "quiet") || dryRun;
+    const bar = quiet ? undefined : createProgressPrinter(io.err, io.isTTY, "rebuilding");
+    const report = await reproduce(model, {
+      ...(models.length ? { modelDirs: models.map((m) => resolve(m)) } : {}),
+      ...(out !== undefined ? { out } : {}),
+      overwrite: flagArg(args, "overwrite"),
+      hashCache: await HashCache.open(),
+      dryRun,
+      ...engineOptions(args),
+      ...(bar ? { onProgress: (e) => { if (e.phase === "merge") bar.update(e.progress); } } : {}),
+      signal,
+    }).finally(() => bar?.done());
+    if (dryRun) {
+      printPlan(report.run, io, `rebuilding ${basename(model)}`);
+      return 0;
+    }
+    const size = report.run.outputs[0]?.bytes ?? 0;
+    if (report.identical) {
+      io.out.write(`rebuilt ${report.out} (${formatBytes(size)}): identical to ${basename(model)}, sha256 ${report.outSha256}\n`);
+      return 0;
+    }
+    io.out.write(`rebuilt ${report.out} (${formatBytes(size)}) but it differs from ${basename(model)}: sha256 ${report.outSha256} vs ${report.sourceSha256}\n`);
+    return 1;
+  },
+});

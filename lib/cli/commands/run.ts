@@ -1,0 +1,188 @@
+/** `tensormerge run`: a whole recipe (classic Merge Board text or JSON) in one pass. */
+import { readFile, writeFile } from "node:fs/promises";
+import { basename, dirname, extname, join, relative, resolve } from "node:path";
+import { MergeError, fsError } from "../../errors";
+import { HashCache } from "../../library/hash-cache";
+import { formatBytes } from "../../outputs";
+import { parseBindingsText, parseVarArgs, type Bindings } from "../../recipes/bindings";
+import { formatRecipe, parseRecipe } from "../../recipes";
+import { runRecipe, type RecipeProgress, type RecipeRunReport } from "../../recipes/run";
+import { defineCommand, flagArg, listArg, stringArg, type CliIo } from "../command";
+import { createProgressPrinter } from "../progress";
+
+export const HISTORY_FILE = "tensormerge-history.jsonl";
+
+export async function readText(path: string, what: string): Promise<string> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (e) {
+    throw fsError(e, path, `reading the ${what}`);
+  }
+}
+
+export function engineOptions(args: Parameters<typeof stringArg>[0]): { engine?: "auto" | "native" | "js"; threads?: number; isa?: "auto" | "scalar" | "avx2" | "avx512" } {
+  const out: ReturnType<typeof engineOptions> = {};
+  const engine = stringArg(args, "engine");
+  if (engine !== undefined) {
+    if (!["auto", "native", "js"].includes(engine)) throw new MergeError("INVALID_ARGUMENT", `Expected one of auto, native, js for --engine but received "${engine}"`);
+    out.engine = engine as "auto" | "native" | "js";
+  }
+  const threads = stringArg(args, "threads");
+  if (threads !== undefined) {
+    const n = Number(threads);
+    if (!Number.isInteger(n) || n < 1 || n > 1024) throw new MergeError("INVALID_ARGUMENT", `Expected an integer between 1 and 1024 for --threads but received "${threads}"`);
+    out.threads = n;
+  }
+  const isa = stringArg(args, "isa");
+  if (isa !== undefined) {
+    if (!["auto", "scalar", "avx2", "avx512"].includes(isa)) throw new MergeError("INVALID_ARGUMENT", `Expected one of auto, scalar, avx2, avx512 for --isa but received "${isa}"`);
+    out.isa = isa as "auto" | "scalar" | "avx2" | "avx512";
+  }
+  return out;
+}
+
+const show = (path: string) => {
+  const r = relative(process.cwd(), path);
+  return r && !r.startsWith("..") ? r : path;
+};
+
+/** The plan, as `--dry-run` prints it. */
+export function printPlan(report: RecipeRunReport, io: CliIo, title: string): void {
+  const w = (s: string) => io.out.write(`${s}\n`);
+  w(`${title}: ${report.compiled.recipe.rows.length} row${report.compiled.recipe.rows.length === 1 ? "" : "s"}, ${report.passes} pass${report.passes === 1 ? "" : "es"}`);
+  w("inputs (each read once):");
+  const nameWidth = Math.max(4, ...report.inputs.map((i) => i.name.length));
+  for (const i of report.inputs) w(`  ${i.name.padEnd(nameWidth)}  ${formatBytes(i.bytes).padStart(10)}  ${show(i.path)}`);
+  w("outputs:");
+  const outWidth = Math.max(4, ...report.outputs.map((o) => basename(o.path).length));
+  for (const o of report.outputs) {
+    const state = o.state === "skipped" ? "exists, skipped" : o.state === "planned" ? "write" : o.state;
+    w(`  row ${String(o.row).padEnd(3)} ${basename(o.path).padEnd(outWidth)}  ${formatBytes(o.bytes).padStart(10)}  M=${o.multiplier}  ${state}`);
+  }
+  const unsaved = report.compiled.rows.filter((r) => r.outputs.length === 0);
+  if (unsaved.length) w(`  (not saved, computed in the pass: ${unsaved.map((r) => r.row.name).join(", ")})`);
+  w(`read ${formatBytes(report.bytesRead)}, write ${formatBytes(report.bytesWritten)}`);
+  for (const d of report.disk) w(`disk: ${show(d.dir) || "."} needs ${formatBytes(d.needed)}, ${d.free === null ? "free space unknown" : `${formatBytes(d.free)} free`}`);
+  for (const warning of report.warnings) w(`warning: ${warning}`);
+}
+
+function progressPrinter(io: CliIo, quiet: boolean): { onProgress?: (e: RecipeProgress) => void; done(): void } {
+  if (quiet) return { done() {} };
+  let bar: ReturnType<typeof createProgressPrinter> | undefined;
+  let hashing: ReturnType<typeof createProgressPrinter> | undefined;
+  let hashingPath = "";
+  const finish = () => {
+    bar?.done();
+    bar = undefined;
+    hashing?.done();
+    hashing = undefined;
+  };
+  return {
+    onProgress(e) {
+      if (e.phase === "hash") {
+        if (e.path !== hashingPath) {
+          hashing?.done();
+          hashingPath = e.path;
+          hashing = createProgressPrinter(io.err, io.isTTY, `hashing ${basename(e.path)}`);
+        }
+        hashing!.update({ bytesDone: e.bytesDone, bytesTotal: e.bytesTotal, fraction: e.bytesTotal ? e.bytesDone / e.bytesTotal : 1, elapsedSeconds: 0 });
+      } else if (e.phase === "merge") {
+        hashing?.done();
+        hashing = undefined;
+        bar ??= createProgressPrinter(io.err, io.isTTY, e.passes > 1 ? `merging (${e.passes} passes)` : "merging (1 pass)");
+        bar.update(e.progress);
+      } else {
+        if (e.state === "writing" || e.state === "finishing") return;
+        finish();
+        io.err.write(`  ${e.state.padEnd(7)} ${basename(e.path)}\n`);
+      }
+    },
+    done: finish,
+  };
+}
+
+export const runCommand = defineCommand({
+  name: "run",
+  summary: "run a recipe (classic Merge Board text or JSON): all rows in one pass",
+  usage: "run RECIPE [--var NAME=MODEL …] [--out-dir DIR] [--models DIR] [--dry-run] [options]",
+  positionals: true,
+  options: {
+    var: { type: "string", multiple: true, value: "NAME=MODEL", description: "bind a recipe variable __NAME__ to a model (path, name in --models, or hash)" },
+    vars: { type: "string", value: "FILE", description: "bindings file: JSON {\"NAME\": \"MODEL\"} or NAME = MODEL lines" },
+    "out-dir": { type: "string", short: "o", value: "DIR", description: "folder for the outputs, named <OUT>.safetensors / <OUT>.ckpt (default: .)" },
+    models: { type: "string", multiple: true, value: "DIR", description: "model folder for names and hashes (default: $TENSORMERGE_MODELS or ./models)" },
+    "dry-run": { type: "boolean", short: "n", description: "print the plan (inputs, outputs, bytes, disk space) and write nothing" },
+    "skip-existing": { type: "boolean", description: "leave existing outputs alone; later rows read them" },
+    overwrite: { type: "boolean", description: "replace existing outputs" },
+    "no-metadata": { type: "boolean", description: "leave the recipe out of the outputs' metadata (sd_merge_recipe, sd_merge_models, tensormerge_recipe)" },
+    history: { type: "string", value: "FILE", description: `append one JSON line per output here (default: OUT-DIR/${HISTORY_FILE})` },
+    "no-history": { type: "boolean", description: "keep no history" },
+    export: { type: "string", value: "FILE", description: "write the recipe to FILE (.json: JSON, else classic text) and exit" },
+    engine: { type: "string", value: "NAME", description: "auto (default), native or js" },
+    threads: { type: "string", value: "N", description: "native engine threads (default: all cores)" },
+    isa: { type: "string", value: "NAME", description: "force a kernel set: auto, scalar, avx2, avx512" },
+    quiet: { type: "boolean", short: "q", description: "no progress output" },
+    verbose: { type: "boolean", description: "stack traces on errors" },
+  },
+  async run(args, io, signal) {
+    if (args.positionals.length !== 1) throw new MergeError("INVALID_ARGUMENT", "run expects one recipe file (see: tensormerge run --help)");
+    const recipePath = resolve(args.positionals[0]!);
+    const recipe = parseRecipe(await readText(recipePath, "recipe"));
+    const exportTo = stringArg(args, "export");
+    if (exportTo !== undefined) {
+      const text = formatRecipe(recipe, extname(exportTo).toLowerCase() === ".json" ? "json" : "classic");
+      await writeFile(exportTo, text).catch((e) => { throw fsError(e, exportTo, "writing the recipe"); });
+      io.out.write(`wrote ${exportTo}\n`);
+      return 0;
+    }
+    const bindings: Bindings = {};
+    const varsFile = stringArg(args, "vars");
+    if (varsFile !== undefined) {
+      const fromFile = parseBindingsText(await readText(varsFile, "bindings file"), varsFile);
+      // Paths in a bindings file are relative to the file, as a user writing it expects.
+      for (const [k, v] of Object.entries(fromFile)) bindings[k] = /[\\/]/.test(v) ? resolve(dirname(resolve(varsFile)), v) : v;
+    }
+    Object.assign(bindings, parseVarArgs(listArg(args, "var")));
+    const outDir = resolve(stringArg(args, "out-dir") ?? ".");
+    const models = listArg(args, "models");
+    const dryRun = flagArg(args, "dry-run");
+    const history = flagArg(args, "no-history") ? undefined : resolve(stringArg(args, "history") ?? join(outDir, HISTORY_FILE));
+    const hashCache = await HashCache.open();
+    const printer = progressPrinter(io, flagArg(args, "quiet") || dryRun);
+    const report = await runRecipe(recipe, {
+      bindings,
+      // Bindings from the command line and a bindings file may cover several recipes: only the
+      // command line is strict about variables the recipe lacks.
+      strictBindings: varsFile === undefined,
+      ...(models.length ? { modelDirs: models.map((m) => resolve(m)) } : {}),
+      outDir,
+      hashCache,
+      skipExisting: flagArg(args, "skip-existing"),
+      overwrite: flagArg(args, "overwrite"),
+      recipeMetadata: !flagArg(args, "no-metadata"),
+      ...(history ? { history } : {}),
+      recipeSource: recipePath,
+      dryRun,
+      ...engineOptions(args),
+      ...(printer.onProgress ? { onProgress: printer.onProgress } : {}),
+      signal,
+    }).finally(() => printer.done());
+    if (dryRun) {
+      printPlan(report, io, `plan for ${show(recipePath)}`);
+      for (const d of report.disk) {
+        if (d.free !== null && d.free < d.needed * 1.01) {
+          throw new MergeError("DISK_FULL", `${d.dir}: ${formatBytes(d.needed)} needed for the outputs but only ${formatBytes(d.free)} free`, { path: d.dir });
+        }
+      }
+      return 0;
+    }
+    for (const warning of report.warnings) io.err.write(`warning: ${warning}\n`);
+    for (const o of report.outputs) {
+      io.out.write(o.state === "skipped" ? `skipped ${show(o.path)} (exists)\n` : `wrote ${show(o.path)} (${formatBytes(o.bytes)}${o.sha256 ? `, sha256 ${o.sha256.slice(0, 10)}` : ""})\n`);
+    }
+    if (report.passes > 0) {
+      io.out.write(`${report.engine} engine (${report.isa}, ${report.threads} thread${report.threads > 1 ? "s" : ""}): read ${formatBytes(report.bytesRead)} once, wrote ${formatBytes(report.bytesWritten)} in ${report.passes} pass${report.passes > 1 ? "es" : ""}, ${report.seconds.toFixed(2)} s\n`);
+    }
+    return 0;
+  },
+});
