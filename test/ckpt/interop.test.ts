@@ -4,7 +4,7 @@
  * with identical tensors.
  */
 import { strict as assert } from "node:assert";
-import { mkdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { isMergeError } from "../../lib/errors";
 import { openModel } from "../../lib/formats";

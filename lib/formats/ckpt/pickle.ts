@@ -185,7 +185,6 @@ export interface UnpickleResult {
   end: number;
 }
 
-const MARK_OBJ = Symbol("mark");
 const latin1 = new TextDecoder("latin1");
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 

@@ -12,7 +12,7 @@
  */
 import type { Dtype } from "../../dtypes";
 import { MergeError } from "../../errors";
-import { PyDict, PyExternal, PyGlobal, PyObject, PySet, PyTuple, pyTypeName, type GlobalImpl, type PyValue, type UnpickleHooks } from "./pickle";
+import { PyDict, PyExternal, PyGlobal, PySet, PyTuple, pyTypeName, type GlobalImpl, type PyValue, type UnpickleHooks } from "./pickle";
 
 /** torch storage class names → our dtype (null: a torch dtype we do not support). */
 export const STORAGE_DTYPES: Readonly<Record<string, Dtype | null>> = {
@@ -203,11 +203,6 @@ let globals: Map<string, GlobalImpl> | undefined;
 export function findTorchGlobal(module: string, name: string): GlobalImpl | undefined {
   globals ??= makeGlobals();
   return globals.get(`${module}.${name}`);
-}
-
-/** True when an opaque (inert, recorded-only) object came from this global. */
-export function isOpaque(v: PyValue): boolean {
-  return v instanceof PyObject;
 }
 
 const asString = (v: PyValue | undefined): string | undefined =>
