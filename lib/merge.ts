@@ -12,6 +12,10 @@ import { resolveMethod, type MethodName } from "./methods/registry";
 import type { ModelSlot } from "./methods/define";
 import type { ModelFile } from "./model";
 import { executePlan, preflight } from "./board";
+import { assertCompatible } from "./library/compat";
+import { configCandidates, copyModelConfig, type ConfigSource } from "./library/config";
+import { planKeyEdits, type VaeBakeReport } from "./library/edits";
+import { resolveModel } from "./library/resolve";
 import { checkTargets } from "./outputs";
 import { planBoard, type PlanStats } from "./plan";
 import { formatMultiplier, optionalString, parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString } from "./validate";
@@ -55,6 +59,16 @@ export interface MergeOptions {
   isa?: "auto" | "scalar" | "avx2" | "avx512";
   /** Extra safetensors metadata for the outputs. */
   metadata?: Record<string, string>;
+  /** Folders where models given by name or hash (not by path) are looked up. */
+  models?: string[];
+  /** A VAE file to bake in: replaces A's `first_stage_model.*` tensors. */
+  vae?: string;
+  /** Regular expressions: matching keys are left out of the output. */
+  discard?: string | string[];
+  /** Leave out EMA weights, scheduler buffers and training-only keys. */
+  prune?: boolean;
+  /** Copy `<model>.yaml` beside the output from the first of these inputs that has one (default "abc"). */
+  config?: ConfigSource;
   onProgress?: (progress: MergeProgress) => void;
   signal?: AbortSignal;
 }
@@ -69,9 +83,13 @@ export interface MergeReport {
   bytesRead: number;
   bytesWritten: number;
   stats: PlanStats;
+  /** Model configs (`.yaml`) copied beside the outputs. */
+  configs: string[];
+  /** What baking in the VAE did. */
+  vae?: VaeBakeReport;
 }
 
-const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "onProgress", "signal"] as const;
+const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "models", "vae", "discard", "prune", "config", "onProgress", "signal"] as const;
 
 /** Output path for one multiplier of a sweep. */
 export function sweepOutputPath(out: string, multiplier: number, count: number): string {
@@ -130,12 +148,25 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
   const format = options.format === undefined ? undefined : requireOneOf("format", options.format, ["safetensors", "ckpt"] as const);
   if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled before it started");
 
+  const configSource = options.config === undefined ? "abc" : requireOneOf("config", options.config, ["abc", "a", "b", "c", "none"] as const);
+  const resolveOptions = options.models ? { dirs: options.models } : {};
+  for (const slot of method.inputs) paths[slot] = await resolveModel(paths[slot]!, resolveOptions);
+  const vaePath = options.vae === undefined ? undefined : await resolveModel(requireString("vae", options.vae), resolveOptions);
+
   const targets = multipliers.map((m) => sweepOutputPath(out, m, multipliers.length));
   const inputPaths = method.inputs.map((s) => paths[s]!);
   await checkTargets(targets, inputPaths, options.overwrite === true);
 
   const inputs: Partial<Record<ModelSlot, { model: ModelFile }>> = {};
   for (const slot of method.inputs) inputs[slot] = { model: await openModel(paths[slot]!) };
+  const opened = method.inputs.map((s) => inputs[s]!.model);
+  assertCompatible(opened, { labels: method.inputs.map((s) => s.toUpperCase()) });
+  const edits = planKeyEdits({
+    a: opened[0]!,
+    ...(vaePath ? { vae: await openModel(vaePath) } : {}),
+    ...(options.discard !== undefined ? { discard: options.discard } : {}),
+    ...(options.prune ? { prune: true } : {}),
+  });
   const plan = planBoard({
     rows: [{
       name: stemOf(out),
@@ -143,6 +174,8 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
       inputs,
       multipliers,
       ...(dtype ? { dtype } : {}),
+      discard: edits.discard,
+      replace: edits.replace,
       outputs: targets.map((path) => ({ path, format: format ?? outputFormatForPath(path), metadata: { format: "pt", ...(options.metadata ?? {}) } })),
     }],
   });
@@ -153,6 +186,12 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
     ...(options.signal ? { signal: options.signal } : {}),
   }, started);
   const outputs = plan.passes.flatMap((p) => p.outputs);
+  const configs: string[] = [];
+  const candidates = configCandidates(configSource, { a: paths.a!, ...(paths.b ? { b: paths.b } : {}), ...(paths.c ? { c: paths.c } : {}) });
+  for (const o of outputs) {
+    const copied = candidates.length ? await copyModelConfig(candidates, o.path) : null;
+    if (copied) configs.push(copied.destination);
+  }
   return {
     outputs: outputs.map((o) => ({ path: o.path, multiplier: o.multiplier, bytes: o.layout.size })),
     method: method.name as MethodName,
@@ -163,6 +202,8 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
     bytesRead: plan.bytesToRead,
     bytesWritten: plan.bytesToWrite,
     stats: plan.stats[0]!,
+    configs,
+    ...(edits.vae ? { vae: edits.vae } : {}),
   };
 }
 

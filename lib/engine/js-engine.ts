@@ -123,7 +123,8 @@ export async function runJsJob(job: Job): Promise<JobResult> {
       if (size !== input.size) throw new MergeError("SIZE_MISMATCH", `${input.path}: the file changed size (${input.size} → ${size} bytes) since it was read`, { path: input.path });
     }
     for (const output of job.outputs) {
-      const handle = await open(output.path, "wx").catch((e) => { throw fsError(e, output.path, "creating the output"); });
+      // "wx+": CRC ranges are read back from the output
+      const handle = await open(output.path, "wx+").catch((e) => { throw fsError(e, output.path, "creating the output"); });
       created.push(output.path);
       outputs.push(handle);
       await handle.truncate(output.size);

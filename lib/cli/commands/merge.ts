@@ -2,7 +2,7 @@
 import { merge, type MergeOptions } from "../../merge";
 import { METHODS } from "../../methods/registry";
 import { formatBytes } from "../../outputs";
-import { defineCommand, flagArg, stringArg, type CliIo } from "../command";
+import { defineCommand, flagArg, listArg, stringArg, type CliIo } from "../command";
 import { createProgressPrinter } from "../progress";
 import type { MergeReport } from "../../merge";
 
@@ -10,6 +10,7 @@ const methodHelp = METHODS.map((m) => `${m.name} (${m.formula})`).join("; ");
 
 export function printMergeReport(report: MergeReport, io: CliIo): void {
   const s = report.stats;
+  for (const c of report.configs) io.out.write(`copied model config to ${c}\n`);
   for (const o of report.outputs) io.out.write(`wrote ${o.path} (${formatBytes(o.bytes)}${report.outputs.length > 1 ? `, M=${o.multiplier}` : ""})\n`);
   const missing = Object.entries(s.missing).map(([slot, n]) => `${n} missing in ${slot.toUpperCase()}`).join(", ");
   io.out.write(
@@ -36,6 +37,11 @@ export const mergeCommand = defineCommand({
     dtype: { type: "string", value: "TYPE", description: "float output type: same (as A, default), fp16, bf16, fp32" },
     out: { type: "string", short: "o", value: "FILE", description: "output file (.safetensors or .ckpt); for sweeps <M> is replaced by each value" },
     overwrite: { type: "boolean", description: "replace an existing output file" },
+    models: { type: "string", multiple: true, value: "DIR", description: "folder to find models given by name or hash (repeatable; default $TENSORMERGE_MODELS or ./models)" },
+    vae: { type: "string", value: "FILE", description: "bake in this VAE (replaces first_stage_model.*)" },
+    discard: { type: "string", multiple: true, value: "REGEX", description: "leave out keys matching this regular expression (repeatable)" },
+    prune: { type: "boolean", description: "leave out EMA weights and training-only keys" },
+    config: { type: "string", value: "FROM", description: "copy <model>.yaml beside the output from: abc (first found, default), a, b, c, none" },
     engine: { type: "string", value: "NAME", description: "auto (default), native or js" },
     threads: { type: "string", value: "N", description: "native engine threads (default: all cores)" },
     isa: { type: "string", value: "NAME", description: "force a kernel set: auto, scalar, avx2, avx512" },
@@ -56,6 +62,13 @@ export const mergeCommand = defineCommand({
       if (v !== undefined) (options as unknown as Record<string, unknown>)[key] = v;
     }
     if (threads !== undefined) options.threads = Number(threads);
+    const vae = stringArg(args, "vae");
+    if (vae !== undefined) options.vae = vae;
+    const config = stringArg(args, "config");
+    if (config !== undefined) options.config = config as MergeOptions["config"] & string;
+    if (listArg(args, "models").length) options.models = listArg(args, "models");
+    if (listArg(args, "discard").length) options.discard = listArg(args, "discard");
+    if (flagArg(args, "prune")) options.prune = true;
     if (!flagArg(args, "quiet")) {
       const printer = createProgressPrinter(io.err, io.isTTY, "merging");
       options.onProgress = (p) => printer.update(p);
