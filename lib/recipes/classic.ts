@@ -110,7 +110,8 @@ function readRow(r: RawRow, rowNames: string[], index: number): RecipeRow {
   let multipliers: number[] | undefined;
   r.rest.forEach((part, k) => {
     const token = part.toLowerCase();
-    if (k === 0 && /^[-+.\d]/.test(token)) {
+    const isOption = (OUTPUT_DTYPES as readonly string[]).includes(token) || token === "safetensors" || token === "ckpt" || token === "nosave" || METHOD_TOKENS.has(token);
+    if (k === 0 && !isOption) {
       multipliers = readMultiplier(part, r.line);
       return;
     }
