@@ -17,3 +17,11 @@ export { executePlan, preflight } from "./board";
 export { DTYPES, OUTPUT_DTYPES, type Dtype, type OutputDtype } from "./dtypes";
 export type { ModelFile, TensorInfo } from "./model";
 export { parseMultipliers } from "./validate";
+export { readCkptModel, layoutCkpt } from "./formats/ckpt";
+export { layoutOutput, outputFormatForPath, type OutputFormat } from "./formats/output";
+export {
+  identifyModel, describeArchitecture, computeFileHashes, getFileHashes, legacyModelHash, HashCache,
+  listModels, findModelFiles, resolveModel, inspectModel, checkCompatibility, assertCompatible,
+  type Identification, type ArchitectureId, type FileHashes, type CompatibilityReport,
+} from "./library";
+export { planKeyEdits } from "./library/edits";
