@@ -42,8 +42,10 @@ export const hashCounters = { files: 0, bytes: 0 };
 
 const LEGACY_OFFSET = 0x100000;
 const LEGACY_LENGTH = 0x10000;
-const SLOT_SIZE = 4 * 1024 * 1024;
+/** 1 MiB slots: small enough that both workers hash a chunk while it is still in the CPU cache. */
+const SLOT_SIZE = 1024 * 1024;
 const SLOTS = 8;
+const READS_IN_FLIGHT = 2;
 
 /**
  * Old A1111 model hash: SHA-256 of the 64 KiB at offset 1 MiB (fewer bytes, or none, if the
@@ -204,33 +206,48 @@ class HashPool {
       w.onError = (e) => { failed = e; reject(e); };
     }));
     digests.forEach((d) => d.catch(() => undefined));
+    const reads: { slot: number; position: number; length: number; done: Promise<void> }[] = [];
     try {
       const size = (await handle.stat()).size;
       whole.worker.postMessage({ t: "begin" });
       if (dataOffset !== null) tensors.worker.postMessage({ t: "begin" });
       const ring = new Uint8Array(this.ring!);
-      let position = 0;
-      while (position < size) {
-        if (failed) throw failed;
-        const slot = await this.freeSlot(signal);
-        const start = slot * SLOT_SIZE;
-        const want = Math.min(SLOT_SIZE, size - position);
+      // Two reads in flight keep the disk busy while the previous chunk is handed over.
+      const readChunk = async (slot: number, position: number, length: number) => {
         let got = 0;
-        while (got < want) {
-          const { bytesRead } = await handle.read(ring, start + got, want - got, position + got);
+        while (got < length) {
+          const { bytesRead } = await handle.read(ring, slot * SLOT_SIZE + got, length - got, position + got);
           if (bytesRead === 0) throw new MergeError("IO_ERROR", `${path}: file shrank while it was being hashed`, { path });
           got += bytesRead;
         }
-        this.pending[slot] = 1;
-        whole.worker.postMessage({ t: "chunk", slot, start, length: got });
-        if (dataOffset !== null && position + got > dataOffset) {
-          const skip = Math.max(0, dataOffset - position);
-          this.pending[slot]!++;
-          tensors.worker.postMessage({ t: "chunk", slot, start: start + skip, length: got - skip });
+      };
+      let next = 0;
+      let posted = 0;
+      while (posted < size) {
+        if (failed) throw failed;
+        if (signal?.aborted) throw new MergeError("ABORTED", "hashing was cancelled");
+        while (reads.length < READS_IN_FLIGHT && next < size) {
+          const slot = await this.freeSlot(signal);
+          this.pending[slot] = 1; // held by the reader until posted
+          const length = Math.min(SLOT_SIZE, size - next);
+          const done = readChunk(slot, next, length);
+          done.catch(() => undefined); // awaited in order below; an earlier failure may come first
+          reads.push({ slot, position: next, length, done });
+          next += length;
         }
-        position += got;
-        hashCounters.bytes += got;
-        onProgress?.(position, size);
+        const r = reads.shift()!;
+        await r.done;
+        const start = r.slot * SLOT_SIZE;
+        this.pending[r.slot] = 1;
+        whole.worker.postMessage({ t: "chunk", slot: r.slot, start, length: r.length });
+        if (dataOffset !== null && r.position + r.length > dataOffset) {
+          const skip = Math.max(0, dataOffset - r.position);
+          this.pending[r.slot]!++;
+          tensors.worker.postMessage({ t: "chunk", slot: r.slot, start: start + skip, length: r.length - skip });
+        }
+        posted += r.length;
+        hashCounters.bytes += r.length;
+        onProgress?.(posted, size);
       }
       whole.worker.postMessage({ t: "end" });
       if (dataOffset !== null) tensors.worker.postMessage({ t: "end" });
@@ -239,6 +256,8 @@ class HashPool {
       hashCounters.files++;
       return { sha256, tensorSha256 };
     } catch (e) {
+      // Reads still in flight write into the ring: let them land before the next job uses it.
+      await Promise.allSettled(reads.map((r) => r.done));
       // Workers may still hold slots of this job: start clean next time.
       this.reset();
       if (e instanceof MergeError) throw e;
