@@ -1,5 +1,6 @@
 /**
- * Recipes that travel with the model. Every safetensors output gets, in `__metadata__`:
+ * Recipes that travel with the model. Every output gets, in its `__metadata__` (the safetensors
+ * header's, or for a .ckpt the archive's top-level dict, where the ckpt writer drops `format`):
  *
  * - `format`: "pt", as the classic tool writes;
  * - `sd_merge_recipe` and `sd_merge_models`, exactly as A1111's merger (modules/extras.py,
@@ -178,7 +179,9 @@ export function lineageRecipe(step: OutputStep): Recipe {
 
 /**
  * The `__metadata__` of one output. `recipe: false` leaves the recipe keys out (for people who
- * keep recipes private); `.ckpt` outputs never carry them (the classic tool writes none there).
+ * keep recipes private). `.ckpt` outputs carry the same keys in the archive's top-level
+ * `__metadata__` dict (next to `state_dict`, which loaders take and which is all they use), so a
+ * recipe that goes through a `.ckpt` row can still be reproduced; the classic tool writes none.
  *
  * @example
  * outputMetadata(step, { recipe: true }); // { format: "pt", sd_merge_recipe: "{\"type\": …}", … }
@@ -186,7 +189,7 @@ export function lineageRecipe(step: OutputStep): Recipe {
 export function outputMetadata(step: OutputStep, options: { recipe: boolean }): Record<string, string> {
   const metadata: Record<string, string> = { ...(step.row.metadata ?? {}) };
   metadata.format = "pt";
-  if (!options.recipe || step.format !== "safetensors") return metadata;
+  if (!options.recipe) return metadata;
   metadata.sd_merge_recipe = pyDumps(a1111Recipe(step));
   metadata.sd_merge_models = pyDumps(a1111Models(step));
   metadata[RECIPE_METADATA_KEY] = JSON.stringify(recipeToJson(lineageRecipe(step)));

@@ -21,6 +21,8 @@ import { basename, dirname, join, resolve } from "node:path";
 import { executePlan, preflight } from "../board";
 import { defaultThreads, resolveEngine, type EngineName } from "../engine";
 import { MergeError, fsError } from "../errors";
+import { openModel } from "../formats";
+import { layoutOutput } from "../formats/output";
 import { computeFileHashes, type FileHashes } from "../library/hash";
 import { copyModelConfig } from "../library/config";
 import type { MergeProgress } from "../merge";
@@ -271,7 +273,10 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
         onProgress?.({ phase: "output", path: o.path, state: "finishing" });
         const layoutMeta = boardRows[ci]!.outputs!.find((x) => x.path === staged)!.metadata;
         const realMeta = outputMetadata(stepOf(ci, o.multiplier, o.format), { recipe: wantMeta });
-        if (o.format === "safetensors" && JSON.stringify(realMeta) !== JSON.stringify(layoutMeta)) await rewriteMetadata(staged, layoutMeta, realMeta);
+        if (JSON.stringify(realMeta) !== JSON.stringify(layoutMeta)) {
+          if (o.format === "safetensors") await rewriteMetadata(staged, layoutMeta, realMeta);
+          else await rewriteCkptMetadata(staged, layoutMeta, realMeta);
+        }
         if (wantHistory || (wantMeta && feedsLater[ci])) outputHashes.set(o.path, await computeFileHashes(staged, options.signal ? { signal: options.signal } : {}));
       }
       identify(ci);
@@ -330,6 +335,37 @@ async function rewriteMetadata(path: string, from: Record<string, string>, to: R
     if (body.length > n) throw new MergeError("INTERNAL", `${path}: the final metadata is longer than planned`, { path });
     const padded = Buffer.concat([body, Buffer.alloc(n - body.length, 0x20)]);
     await handle.write(padded, 0, n, 8);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * The same for a .ckpt: the metadata is in the pickle (data.pkl), whose CRC is in two zip
+ * records. Both layouts are computed from the file's own tensor table; only the bytes that differ
+ * between them are written, so the tensor records' CRCs, patched after the pass (zero in both
+ * layouts), are left as they are.
+ */
+async function rewriteCkptMetadata(path: string, from: Record<string, string>, to: Record<string, string>): Promise<void> {
+  const model = await openModel(path);
+  const entries = model.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
+  const before = layoutOutput("ckpt", entries, from), after = layoutOutput("ckpt", entries, to);
+  const sameShape = before.size === after.size && before.literals.length === after.literals.length
+    && before.literals.every((l, i) => l.offset === after.literals[i]!.offset && l.data.length === after.literals[i]!.data.length);
+  if (!sameShape) throw new MergeError("INTERNAL", `${path}: the final metadata does not fit the planned archive (two rows wrote identical files?)`, { path });
+  const handle = await open(path, "r+").catch((e) => { throw fsError(e, path, "finishing the output"); });
+  try {
+    for (const [i, l] of before.literals.entries()) {
+      const next = after.literals[i]!.data;
+      for (let k = 0; k < next.length; ) {
+        if (next[k] === l.data[k]) { k++; continue; }
+        let end = k;
+        while (end < next.length && next[end] !== l.data[end]) end++;
+        await handle.write(next, k, end - k, l.offset + k);
+        k = end;
+      }
+    }
     await handle.sync();
   } finally {
     await handle.close();

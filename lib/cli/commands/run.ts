@@ -1,5 +1,5 @@
 /** `tensormerge run`: a whole recipe (classic Merge Board text or JSON) in one pass. */
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { basename, dirname, extname, join, relative, resolve } from "node:path";
 import { MergeError, fsError } from "../../errors";
 import { HashCache } from "../../library/hash-cache";
@@ -147,6 +147,7 @@ export const runCommand = defineCommand({
     const models = listArg(args, "models");
     const dryRun = flagArg(args, "dry-run");
     const history = flagArg(args, "no-history") ? undefined : resolve(stringArg(args, "history") ?? join(outDir, HISTORY_FILE));
+    if (!dryRun) await mkdir(outDir, { recursive: true }).catch((e) => { throw fsError(e, outDir, "creating the output folder"); });
     const hashCache = await HashCache.open();
     const printer = progressPrinter(io, flagArg(args, "quiet") || dryRun);
     const report = await runRecipe(recipe, {
