@@ -17,6 +17,41 @@ struct crc_tables {
     }
 };
 
+// Multiplication modulo the CRC polynomial, reflected (zlib's multmodp).
+uint32_t multmodp(uint32_t a, uint32_t b) {
+    uint32_t m = 1u << 31, p = 0;
+    for (;;) {
+        if (a & m) {
+            p ^= b;
+            if ((a & (m - 1)) == 0) break;
+        }
+        m >>= 1;
+        b = (b & 1) ? (b >> 1) ^ 0xedb88320u : b >> 1;
+    }
+    return p;
+}
+
+struct x2n_table {
+    uint32_t t[32]; // x^(2^k) mod p(x)
+    x2n_table() {
+        uint32_t p = 1u << 30; // x^1
+        t[0] = p;
+        for (int k = 1; k < 32; k++) t[k] = p = multmodp(p, p);
+    }
+};
+
+// x^(n * 2^k) mod p(x)
+uint32_t x2nmodp(uint64_t n, unsigned k) {
+    static const x2n_table table;
+    uint32_t p = 1u << 31; // x^0
+    while (n) {
+        if (n & 1) p = multmodp(table.t[k & 31], p);
+        n >>= 1;
+        k++;
+    }
+    return p;
+}
+
 const crc_tables & tables() {
     static const crc_tables tabs;
     return tabs;
@@ -40,4 +75,8 @@ uint32_t merge_crc32_update(uint32_t crc, const void * data, size_t n) {
     }
     while (n--) c = t[0][(c ^ *p++) & 0xff] ^ (c >> 8);
     return ~c;
+}
+
+uint32_t merge_crc32_combine(uint32_t crc_a, uint32_t crc_b, uint64_t length_b) {
+    return multmodp(x2nmodp(length_b, 3), crc_a) ^ crc_b;
 }

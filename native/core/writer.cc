@@ -2,16 +2,12 @@
 
 #include <chrono>
 
-#include "crc32.h"
 
 namespace {
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 } // namespace
 
-merge_writer::merge_writer(const merge_job & job, std::vector<std::unique_ptr<merge_output_file>> & outputs) : job_(job), outputs_(outputs) {
-    crc_.resize(job.outputs.size());
-    for (size_t o = 0; o < job.outputs.size(); o++) crc_[o].assign(job.outputs[o].crc32_ranges.size(), 0);
-}
+merge_writer::merge_writer(const merge_job & job, std::vector<std::unique_ptr<merge_output_file>> & outputs) : job_(job), outputs_(outputs) {}
 
 void merge_writer::start() { thread_ = std::thread(&merge_writer::loop, this); }
 
@@ -59,20 +55,10 @@ merge_status merge_writer::status() {
 }
 
 merge_status merge_writer::process(const writer_task & t) {
-    const merge_output & out = job_.outputs[t.output];
     if (t.length > 0) {
         const double t0 = now();
-        for (size_t r = 0; r < out.crc32_ranges.size(); r++) {
-            const merge_range & range = out.crc32_ranges[r];
-            const uint64_t lo = range.offset > t.offset ? range.offset : t.offset;
-            const uint64_t hi_range = range.offset + range.length, hi_task = t.offset + t.length;
-            const uint64_t hi = hi_range < hi_task ? hi_range : hi_task;
-            if (lo < hi) crc_[t.output][r] = merge_crc32_update(crc_[t.output][r], t.buf + (lo - t.offset), (size_t) (hi - lo));
-        }
-        const double t1 = now();
         merge_status s = outputs_[t.output]->write(t.buf, t.offset, t.length);
-        t_crc_ += t1 - t0;
-        t_write_ += now() - t1;
+        t_write_ += now() - t0;
         if (!s.ok()) return s;
         bytes_done_ += (double) t.length;
         job_.control.set_done(bytes_done_);

@@ -1,6 +1,5 @@
-// The engine's I/O thread: takes finished windows in order, updates the CRC-32 ranges that
-// intersect them, writes them with pwrite, reports progress in the control block, and
-// fsyncs/closes each output after its last window. The compute threads meanwhile fill the
+// The engine's I/O thread: takes finished windows in order, writes them with pwrite, reports
+// progress in the control block, and fsyncs/closes each output after its last window. The compute threads meanwhile fill the
 // other window buffer (double buffering). The first error stops it; later tasks are dropped.
 #pragma once
 
@@ -42,9 +41,7 @@ public:
 
     bool failed();
     merge_status status();
-    const std::vector<std::vector<uint32_t>> & crc32() const { return crc_; }
     double seconds_writing() const { return t_write_; }
-    double seconds_crc() const { return t_crc_; }
     double seconds_sync() const { return t_sync_; }
 
 private:
@@ -53,7 +50,6 @@ private:
 
     const merge_job & job_;
     std::vector<std::unique_ptr<merge_output_file>> & outputs_;
-    std::vector<std::vector<uint32_t>> crc_;
     std::thread thread_;
     std::mutex mutex_;
     std::condition_variable cv_task_, cv_done_;
@@ -62,5 +58,5 @@ private:
     bool stop_ = false, draining_ = false, failed_ = false;
     merge_status status_;
     double bytes_done_ = 0;
-    double t_write_ = 0, t_crc_ = 0, t_sync_ = 0;
+    double t_write_ = 0, t_sync_ = 0;
 };

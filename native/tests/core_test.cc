@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "core/cpu.h"
+#include "core/crc32.h"
 #include "core/dtype.h"
 #include "core/engine.h"
 #include "core/job.h"
@@ -365,9 +366,24 @@ void test_engine() {
     std::printf("engine: runs, thread/ISA identity, OUTPUT_EXISTS and cancel ok\n");
 }
 
+void test_crc32() {
+    CHECK(merge_crc32_update(0, "123456789", 9) == 0xcbf43926u, "crc32 check value");
+    std::mt19937 rng(5);
+    std::vector<uint8_t> data(50000);
+    for (uint8_t & b : data) b = (uint8_t) rng();
+    for (int t = 0; t < 500; t++) {
+        const size_t n = rng() % data.size(), k = n ? rng() % (n + 1) : 0;
+        const uint32_t whole = merge_crc32_update(0, data.data(), n);
+        const uint32_t a = merge_crc32_update(0, data.data(), k), b = merge_crc32_update(0, data.data() + k, n - k);
+        CHECK(merge_crc32_combine(a, b, n - k) == whole, "combine at %zu/%zu", k, n);
+        CHECK(merge_crc32_update(a, data.data() + k, n - k) == whole, "update continuation");
+    }
+}
+
 } // namespace
 
 int main() {
+    test_crc32();
     test_engine();
     test_validate_cases();
     test_validate_fuzz();
