@@ -1,5 +1,5 @@
 /**
- * Runs one merge in a fresh process and prints one JSON line: wall time of merge(), its report,
+ * Runs one merge in a fresh process and prints one JSON line: wall and CPU time of merge(), its report,
  * the engine's own timings, and memory (baseline before the merge, peaks during it). A fresh
  * process per run keeps peaks honest: VmHWM would otherwise remember earlier runs.
  *
@@ -29,11 +29,14 @@ async function main(): Promise<void> {
   const baseline = sampleMemory();
   const sampler = new MemorySampler("self", 10);
   sampler.start();
+  const cpu0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const report = await merge(options);
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = process.cpuUsage(cpu0); // every thread of the process: less sensitive to other load than wall time
   const peak = sampler.stop();
-  process.stdout.write(JSON.stringify({ seconds, report, engineStats, baseline, peak }) + "\n");
+  const cpuSeconds = { user: cpu.user / 1e6, system: cpu.system / 1e6 };
+  process.stdout.write(JSON.stringify({ seconds, cpuSeconds, report, engineStats, baseline, peak }) + "\n");
 }
 
 main().catch((e: unknown) => {

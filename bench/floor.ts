@@ -17,10 +17,14 @@ export interface FloorTechnique {
   read: ReadTechnique;
   write: WriteTechnique;
   readers: number;
+  /** Chunks requested ahead with POSIX_FADV_WILLNEED (0: the kernel's own readahead only). */
+  ahead: number;
 }
 
 export interface FloorResult extends FloorTechnique {
   seconds: number;
+  /** CPU time of the floor process (user + system). */
+  cpuSeconds: number;
   readSeconds: number;
   writeSeconds: number;
   fsyncSeconds: number;
@@ -59,7 +63,7 @@ export interface FloorJob {
 
 export function runFloor(job: FloorJob): FloorResult {
   const t = job.technique;
-  const args = ["run", "--out", job.outPath, "--out-bytes", String(job.outBytes), "--read", t.read, "--write", t.write, "--readers", String(t.readers)];
+  const args = ["run", "--out", job.outPath, "--out-bytes", String(job.outBytes), "--read", t.read, "--write", t.write, "--readers", String(t.readers), "--ahead", String(t.ahead)];
   if (job.chunkMiB) args.push("--chunk-mib", String(job.chunkMiB));
   if (job.fsync === false) args.push("--no-fsync");
   args.push("--", ...job.inputs);
@@ -85,7 +89,9 @@ export function residency(paths: string[]): Record<string, number> {
 export function floorTechniques(cores: number): FloorTechnique[] {
   const out: FloorTechnique[] = [];
   for (const read of ["mmap", "read"] as const) {
-    for (const write of ["direct", "buffered"] as const) out.push({ read, write, readers: Math.max(1, cores) });
+    for (const write of ["direct", "buffered"] as const) {
+      for (const ahead of [0, 32]) out.push({ read, write, readers: Math.max(1, cores), ahead });
+    }
   }
   return out;
 }

@@ -64,6 +64,8 @@ export interface Measurement {
   cache: CacheState;
   rep: number;
   seconds: number;
+  /** CPU time of the whole merge process (user + system, all threads). */
+  cpuSeconds: { user: number; system: number };
   floorSeconds: number;
   ratio: number;
   load1: number;
@@ -93,6 +95,8 @@ export interface RowResult {
   bytesRead: number;
   bytesWritten: number;
   merge: Summary;
+  /** CPU seconds (user + system) of the merge process. */
+  cpu: Summary;
   floor: Summary;
   ratio: Summary;
   load: Summary;
@@ -151,12 +155,16 @@ export function machineInfo(dir: string): MachineInfo {
   return { cpu: cpus()[0]?.model ?? "?", cores: availableParallelism(), memoryBytes: totalmem(), flags, kernel: release(), node: process.version, disk };
 }
 
+export function techniqueName(t: FloorTechnique): string {
+  return `${t.read}×${t.readers}${t.ahead ? ` ahead ${t.ahead}` : ""} + ${t.write}`;
+}
+
 function scaled(spec: ModelSpec, shrink: number): ModelSpec {
   return shrink > 1 ? { ...spec, shrink } : spec;
 }
 
 /** Runs one merge in a child process. */
-function runMergeChild(options: MergeOptions, env: Record<string, string>): Promise<{ seconds: number; report: MergeReport; engineStats?: Record<string, number>; baseline: MemorySample; peak: MemorySample }> {
+function runMergeChild(options: MergeOptions, env: Record<string, string>): Promise<{ seconds: number; cpuSeconds: { user: number; system: number }; report: MergeReport; engineStats?: Record<string, number>; baseline: MemorySample; peak: MemorySample }> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [join(__dirname, "child.js"), JSON.stringify(options)], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
     let out = "", err = "";
@@ -282,6 +290,7 @@ function summarizeRows(options: BenchOptions, scenarios: Scenario[], floors: Flo
           bytesRead: ms[0]!.report?.bytesRead ?? 0,
           bytesWritten: ms[0]!.report?.bytesWritten ?? 0,
           merge: summarize(ms.map((m) => m.seconds)),
+          cpu: summarize(ms.map((m) => m.cpuSeconds.user + m.cpuSeconds.system)),
           floor: summarize(ms.map((m) => m.floorSeconds)),
           ratio: summarize(ms.map((m) => m.ratio)),
           load: summarize(ms.map((m) => m.load1)),
@@ -290,7 +299,7 @@ function summarizeRows(options: BenchOptions, scenarios: Scenario[], floors: Flo
           peakAnon: Math.max(...ms.map((m) => m.peak.anon ?? NaN)),
           baselineAnon: Math.max(...ms.map((m) => m.baseline.anon ?? NaN)),
           isa: ms[0]!.report?.isa ?? "",
-          floorTechnique: chosen ? `${chosen.read}×${chosen.readers} + ${chosen.write}` : "",
+          floorTechnique: chosen ? techniqueName(chosen) : "",
           floorLimit: (chosen && chosen.readSeconds > chosen.writeSeconds ? "read" : "write") as "read" | "write",
           stats,
         };
@@ -302,13 +311,14 @@ function summarizeRows(options: BenchOptions, scenarios: Scenario[], floors: Flo
 }
 
 export function formatRows(rows: RowResult[]): string {
-  const table: string[][] = [["scenario", "engine", "cache", "merge", "floor", "merge/floor", "GB/s", "peak RSS", "peak anon", "limit"]];
+  const table: string[][] = [["scenario", "engine", "cache", "merge", "cpu", "floor", "merge/floor", "GB/s", "peak RSS", "peak anon", "limit"]];
   for (const r of rows) {
     table.push([
       r.scenario,
       r.engine === "js" ? "ts" : `native ${r.threads}t`,
       r.cache,
       `${r.merge.median.toFixed(2)} s ±${(r.merge.spread * 50).toFixed(0)}%`,
+      `${r.cpu.median.toFixed(2)} s`,
       `${r.floor.median.toFixed(2)} s`,
       r.ratio.median.toFixed(2),
       gbPerSecond(r.bytesRead + r.bytesWritten, r.merge.median).toFixed(2),
@@ -317,7 +327,7 @@ export function formatRows(rows: RowResult[]): string {
       r.limit,
     ]);
   }
-  return textTable(table, [false, false, false, true, true, true, true, true, true, false]);
+  return textTable(table, [false, false, false, true, true, true, true, true, true, true, false]);
 }
 
 async function removeOutputs(dir: string): Promise<void> {
@@ -341,7 +351,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
   const probeBytes = Math.min(2e9, Math.max(...scenarios.map((s) => outputBytesOf(s, options.layoutsDir, options.shrink))));
   const writeCalibration: FloorResult[] = [];
   for (const write of ["direct", "buffered"] as const) {
-    writeCalibration.push(runFloor({ inputs: [], outPath: join(options.dir, "floor-probe"), outBytes: probeBytes, technique: { read: "read", write, readers: 1 } }));
+    writeCalibration.push(runFloor({ inputs: [], outPath: join(options.dir, "floor-probe"), outBytes: probeBytes, technique: { read: "read", write, readers: 1, ahead: 0 } }));
   }
   const bestWrite = [...writeCalibration].sort((x, y) => x.seconds - y.seconds)[0]!.write;
   log(`write probe (${(probeBytes / GB).toFixed(2)} GB): ${writeCalibration.map((w) => `${w.write} ${gbPerSecond(w.bytesWritten, w.seconds).toFixed(2)} GB/s`).join(", ")} → ${bestWrite}`);
@@ -373,7 +383,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
           await rm(out, { force: true });
           exactOut ??= r.report.bytesWritten;
           const m: Measurement = {
-            scenario: scenario.id, variant: variant.id, cache, rep, seconds: r.seconds, floorSeconds: NaN, ratio: NaN, load1, residency: res,
+            scenario: scenario.id, variant: variant.id, cache, rep, seconds: r.seconds, cpuSeconds: r.cpuSeconds, floorSeconds: NaN, ratio: NaN, load1, residency: res,
             baseline: r.baseline, peak: r.peak,
             ...(r.engineStats ? { engineStats: r.engineStats } : {}),
             report: { isa: r.report.isa, threads: r.report.threads, bytesRead: r.report.bytesRead, bytesWritten: r.report.bytesWritten, engine: r.report.engine },
@@ -393,16 +403,16 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
           if (!best || m.seconds < best.seconds) best = m;
         }
         if (!technique) {
-          technique = { read: best!.read, write: best!.write, readers: best!.readers };
+          technique = { read: best!.read, write: best!.write, readers: best!.readers, ahead: best!.ahead };
           if (candidates.length > 1) {
             floors.push({ ...best!, calibration: false });
-            log(`  floor (${cache}) calibration: ${floors.filter((f) => f.scenario === scenario.id && f.cache === cache && f.calibration).map((f) => `${f.read}×${f.readers}+${f.write} ${f.seconds.toFixed(2)} s`).join(", ")} → ${technique.read}×${technique.readers}`);
+            log(`  floor (${cache}) calibration: ${floors.filter((f) => f.scenario === scenario.id && f.cache === cache && f.calibration).map((f) => `${techniqueName(f)} ${f.seconds.toFixed(2)} s`).join(", ")} → ${techniqueName(technique)}`);
           }
         }
         for (const m of repMeasurements) {
           m.floorSeconds = best!.seconds;
           m.ratio = m.seconds / best!.seconds;
-          log(`  ${cache} #${rep + 1} ${m.variant.padEnd(10)} ${m.seconds.toFixed(2).padStart(7)} s  floor ${m.floorSeconds.toFixed(2)} s  ratio ${m.ratio.toFixed(2)}  anon ${formatMiB(m.peak.anon)}  load ${m.load1.toFixed(1)}  cached ${(m.residency * 100).toFixed(0)}%`);
+          log(`  ${cache} #${rep + 1} ${m.variant.padEnd(10)} ${m.seconds.toFixed(2).padStart(7)} s  cpu ${(m.cpuSeconds.user + m.cpuSeconds.system).toFixed(2)} s  floor ${m.floorSeconds.toFixed(2)} s  ratio ${m.ratio.toFixed(2)}  anon ${formatMiB(m.peak.anon)}  load ${m.load1.toFixed(1)}  cached ${(m.residency * 100).toFixed(0)}%`);
         }
       }
     }
