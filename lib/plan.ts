@@ -164,7 +164,8 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
       if (!sameShape(r.shape, t.shape)) {
         throw new MergeError("SHAPE_MISMATCH", `${t.name}: replacement from ${replacement.model.path} has shape ${shapeToString(r.shape)}, A has ${shapeToString(t.shape)}`, { tensor: t.name, path: replacement.model.path });
       }
-      const source = fileModel(replacement.model).byName.get(r.name)!;
+      // The replacement's values under A's key name (a standalone VAE's keys lack the prefix).
+      const source = { ...fileModel(replacement.model).byName.get(r.name)!, name: t.name };
       pushAll(isMathDtype(r.dtype) ? withDtype(source, outFloat ?? t.dtype) : source);
       stats.replaced++;
       continue;
