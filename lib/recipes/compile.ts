@@ -6,7 +6,7 @@
  * Errors come here, before any output exists: an unbound or unknown variable, a model that
  * cannot be found, an output that exists, models of different architectures.
  */
-import { basename, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { MergeError } from "../errors";
 import { openModel as defaultOpenModel } from "../formats";
 import type { OutputFormat } from "../formats/output";
@@ -45,6 +45,8 @@ export interface CompileOptions {
   /** Base for relative paths (default: process.cwd()). */
   cwd?: string;
   signal?: AbortSignal;
+  /** Planning only: output folders that do not exist yet are not an error. */
+  dryRun?: boolean;
   /** Progress of hashing files to find pinned ingredients. */
   onHash?: (path: string, bytesDone: number, bytesTotal: number) => void;
 }
@@ -264,7 +266,14 @@ export async function compileRecipe(recipe: Recipe, options: CompileOptions = {}
 
   const allFiles = [...new Map([...files.values()].map((f) => [f.path, f])).values()];
   const skipped = recipe.rows.flatMap((_, i) => outputs[i]!.filter((o) => o.state === "skip").map((output) => ({ index: i, output })));
-  const written = rows.flatMap((r) => r.outputs.map((o) => o.path));
+  let written = rows.flatMap((r) => r.outputs.map((o) => o.path));
+  if (options.dryRun) {
+    // A dry run may plan into a folder that the real run will create.
+    const missing = new Set<string>();
+    for (const w of written) if (!(await exists(dirname(w)))) missing.add(dirname(w));
+    for (const m of missing) warnings.push(`${m} does not exist yet: it will be created`);
+    written = written.filter((w) => !missing.has(dirname(w)));
+  }
   await checkTargets(written, allFiles.map((f) => f.path), options.overwrite === true);
 
   // Structure checks and key edits need the file each row's A comes from.

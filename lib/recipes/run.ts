@@ -377,7 +377,10 @@ async function diskNeeds(outputs: { path: string; bytes: number }[]): Promise<Re
   for (const o of outputs) byDir.set(dirname(resolve(o.path)), (byDir.get(dirname(resolve(o.path))) ?? 0) + o.bytes);
   const out: RecipeRunReport["disk"] = [];
   for (const [dir, needed] of byDir) {
-    const s = await statfs(dir).catch(() => undefined);
+    // A folder that does not exist yet (dry run) gets the space of the nearest one that does.
+    let probe = dir;
+    while (!(await statfs(probe).then(() => true, () => false)) && dirname(probe) !== probe) probe = dirname(probe);
+    const s = await statfs(probe).catch(() => undefined);
     out.push({ dir, needed, free: s ? Number(s.bavail) * Number(s.bsize) : null });
   }
   return out;
