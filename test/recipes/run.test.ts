@@ -205,6 +205,18 @@ describe("recipes: running a board", function () {
     assert.deepEqual(lines.slice(4).map((l) => l.state), ["skipped", "skipped", "skipped", "skipped"]);
   });
 
+  it("copies the model config of the first input that has one beside each output, as the classic tool does", async () => {
+    const cfgDir = fresh("cfg-models");
+    const [a, b] = [join(cfgDir, "v2base.safetensors"), join(cfgDir, "other.safetensors")];
+    writeTinyModel(a, 21);
+    writeTinyModel(b, 22);
+    writeFileSync(join(cfgDir, "other.yaml"), "model: {params: {parameterization: v}}\n");
+    const out = fresh("cfg-out");
+    await runRecipe(parseRecipe(`x = ${a} + ${b}, 0.5, safetensors\ny = __O1__ + ${a}, 0.5\n`), { outDir: out });
+    assert.equal(readFileSync(join(out, "x.yaml"), "utf8"), "model: {params: {parameterization: v}}\n");
+    assert.equal(readFileSync(join(out, "y.yaml"), "utf8"), "model: {params: {parameterization: v}}\n", "through the earlier row to the file that has one");
+  });
+
   it("keeps an inpainting A's extra channels and says so in the metadata", async () => {
     const inpaint = join(dir.path, "inpaint.safetensors");
     writeTinyModel(inpaint, 9, { inpaint: true });
