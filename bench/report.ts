@@ -26,6 +26,10 @@ export function resultsMarkdown(res: BenchResults): string {
   lines.push(`Run ${res.date}${res.label ? ` (${res.label})` : ""}, ${(res.seconds / 60).toFixed(0)} min; 1-minute load average during the run ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}.`);
   lines.push("");
   lines.push(`Command: \`${res.command}\``);
+  if (res.engine) {
+    lines.push("");
+    lines.push(`Engine: native/ at \`${res.engine.nativeCommit}\`${res.engine.nativeDirty ? " plus uncommitted changes" : ""} (addon sha256 ${res.engine.sha256}, snapshotted for the whole run).`);
+  }
   lines.push("");
   lines.push(`Machine: ${m.cpu}, ${m.cores} cores, ${(m.memoryBytes / 2 ** 30).toFixed(1)} GiB RAM, Linux ${m.kernel}, Node ${m.node}; disk ${m.disk}.`);
   lines.push(`CPU flags: ${m.flags.join(" ")}.`);

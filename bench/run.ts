@@ -9,8 +9,9 @@
  * with the floor of its own repetition. See bench/README.md for the options.
  */
 import { execSync, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { copyFile, mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, loadavg, release, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -121,8 +122,18 @@ export interface MachineInfo {
   disk: string;
 }
 
+/** Which native engine ran: a snapshot of the addon, so a rebuild during the run changes nothing. */
+export interface EngineInfo {
+  addon: string;
+  sha256: string;
+  /** `git log -1 -- native` and whether native/ had uncommitted changes when the snapshot was taken. */
+  nativeCommit: string;
+  nativeDirty: boolean;
+}
+
 export interface BenchResults {
   label?: string;
+  engine?: EngineInfo;
   command: string;
   date: string;
   machine: MachineInfo;
@@ -157,6 +168,31 @@ export function machineInfo(dir: string): MachineInfo {
 
 export function techniqueName(t: FloorTechnique): string {
   return `${t.read}×${t.readers}${t.ahead ? ` ahead ${t.ahead}` : ""} + ${t.write}`;
+}
+
+const REPO = join(__dirname, "..", "..");
+
+/** Copies the addon the merges would load into the bench folder and points the children at it. */
+async function snapshotAddon(dir: string, env: Record<string, string>): Promise<EngineInfo | undefined> {
+  const source = env.TENSORMERGE_NATIVE ?? process.env.TENSORMERGE_NATIVE ?? join(REPO, "build", "Release", "tensormerge.node");
+  if (!existsSync(source)) return undefined;
+  const addon = join(dir, "tensormerge-snapshot.node");
+  await rm(addon, { force: true });
+  await copyFile(source, addon);
+  env.TENSORMERGE_NATIVE = addon;
+  const git = (args: string) => {
+    try {
+      return execSync(`git ${args}`, { cwd: REPO, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    } catch {
+      return "";
+    }
+  };
+  return {
+    addon: source,
+    sha256: createHash("sha256").update(readFileSync(addon)).digest("hex").slice(0, 16),
+    nativeCommit: git("log -1 --format=%h%x20%s -- native"),
+    nativeDirty: git("status --porcelain -- native CMakeLists.txt").length > 0,
+  };
 }
 
 function scaled(spec: ModelSpec, shrink: number): ModelSpec {
@@ -332,7 +368,7 @@ export function formatRows(rows: RowResult[]): string {
 
 async function removeOutputs(dir: string): Promise<void> {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
-    if (name.startsWith("out-") || name.startsWith("floor-") || name.includes(".tensormerge-")) await rm(join(dir, name), { force: true });
+    if (name.startsWith("out-") || name.startsWith("floor-") || name.includes(".tensormerge-") || name === "tensormerge-snapshot.node") await rm(join(dir, name), { force: true });
   }
 }
 
@@ -343,6 +379,9 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
   await removeOutputs(options.dir);
   buildFloorTool();
   const machine = machineInfo(options.dir);
+  const engineEnv = { ...options.engineEnv };
+  const engine = await snapshotAddon(options.dir, engineEnv);
+  if (engine) log(`engine: ${engine.addon} (sha256 ${engine.sha256}), native/ at ${engine.nativeCommit}${engine.nativeDirty ? " + uncommitted changes" : ""}`);
   const scenarios = options.scenarios.map(scenarioById);
   log(`tensormerge bench: ${scenarios.length} scenario(s), ${options.runs} run(s) each, caches ${options.caches.join("+")}, folder ${options.dir}`);
   log(`machine: ${machine.cpu}, ${machine.cores} cores, ${(machine.memoryBytes / 2 ** 30).toFixed(1)} GiB, ${machine.flags.join(" ")}`);
@@ -379,7 +418,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
           await rm(out, { force: true });
           const res = prepareCache(inputs, cache, options.coldMethod);
           const load1 = loadavg()[0]!;
-          const r = await runMergeChild(mergeOptionsFor(scenario, inputs, out, variant), options.engineEnv);
+          const r = await runMergeChild(mergeOptionsFor(scenario, inputs, out, variant), engineEnv);
           await rm(out, { force: true });
           exactOut ??= r.report.bytesWritten;
           const m: Measurement = {
@@ -423,6 +462,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
   const { log: _log, command, ...rest } = options;
   const results: BenchResults = {
     ...(options.label ? { label: options.label } : {}),
+    ...(engine ? { engine } : {}),
     command,
     date: new Date().toISOString(),
     machine,
