@@ -170,7 +170,10 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
   const identify = (ci: number): void => {
     const c = rows[ci]!;
     if (!wantMeta) {
-      rowIds[ci] = { ...placeholder(nonce, `row ${ci}`), name: c.row.name, metadata: {}, virtual: true };
+      // No metadata: identities only serve the history, which names saved rows by their hashes.
+      const o = c.outputs[0];
+      const known = o ? outputHashes.get(o.path) : undefined;
+      rowIds[ci] = { ...(known ?? placeholder(nonce, `row ${ci}`)), name: o ? basename(o.path) : c.row.name, metadata: {}, virtual: !o };
       return;
     }
     if (c.outputs.length === 0) {
