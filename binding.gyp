@@ -48,6 +48,7 @@
         "native/core/job.cc",
         "native/core/kernels_scalar.cc",
         "native/core/plan.cc",
+        "native/core/prefetch.cc",
         "native/core/thread_pool.cc",
         "native/core/writer.cc"
       ],

@@ -14,6 +14,7 @@
 #include "exec.h"
 #include "file_io.h"
 #include "plan.h"
+#include "prefetch.h"
 #include "thread_pool.h"
 #include "writer.h"
 
@@ -98,9 +99,12 @@ public:
         for (size_t o = 0; o < job_.outputs.size(); o++) crc_[o].assign(job_.outputs[o].crc32_ranges.size(), 0);
 
         merge_thread_pool pool(n_threads);
+        merge_prefetcher prefetcher(inputs_);
+        if (job_.tuning.prefetch) prefetcher.start();
         merge_writer writer(job_, outputs_);
         writer.start();
-        s = stream(pool, writer);
+        s = stream(pool, writer, prefetcher);
+        prefetcher.stop();
         if (s.ok()) {
             writer.drain();
             if (writer.failed()) s = writer.status();
@@ -158,7 +162,7 @@ private:
 
     static merge_status aborted() { return merge_status::fail(merge_error::ABORTED, "the merge was cancelled"); }
 
-    merge_status stream(merge_thread_pool & pool, merge_writer & writer) {
+    merge_status stream(merge_thread_pool & pool, merge_writer & writer, merge_prefetcher & prefetcher) {
         uint64_t submitted = 0;
         for (size_t o = 0; o < job_.outputs.size(); o++) {
             const uint64_t size = job_.outputs[o].size;
@@ -186,7 +190,11 @@ private:
                 size_t last = first;
                 while (last < spans.size() && spans[last].begin < w1) last++;
                 fill(o, w0, w1, buf, first, last);
-                if (job_.tuning.prefetch) advise_window(o, w1, std::min(size, w1 + window_), first, MADV_WILLNEED);
+                if (job_.tuning.prefetch) {
+                    // The first window's reads are queued too: they start while it is computed.
+                    if (w0 == 0) prefetcher.submit(window_inputs(o, w0, w1, first));
+                    prefetcher.submit(window_inputs(o, w1, std::min(size, w1 + window_), first));
+                }
                 t_fill_ += now() - t0;
 
                 t0 = now();
@@ -223,6 +231,20 @@ private:
             pos = std::max(pos, sp.end);
         }
         if (pos < w1) std::memset(buf + (pos - w0), 0, (size_t) (w1 - pos));
+    }
+
+    /** The input byte ranges read by the elements that start in [w0, w1) of output o. */
+    std::vector<prefetch_range> window_inputs(size_t o, uint64_t w0, uint64_t w1, size_t first) {
+        std::vector<prefetch_range> ranges;
+        const std::vector<plan_span> & spans = plan_.spans[o];
+        for (size_t i = first; i < spans.size() && spans[i].begin < w1; i++) {
+            const plan_span & sp = spans[i];
+            if (sp.piece == plan_literal || sp.end <= w0) continue;
+            uint64_t i0, i1;
+            plan_elements_starting_in(sp.begin, plan_.writes[sp.piece][sp.index].out_size, job_.pieces[sp.piece].n, w0, w1, &i0, &i1);
+            exec_collect_inputs(ctx_, sp.piece, sp.index, i0, i1, &ranges);
+        }
+        return ranges;
     }
 
     /** madvise()s the input bytes read by the elements that start in [w0, w1) of output o. */

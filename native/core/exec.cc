@@ -98,3 +98,8 @@ void exec_advise_inputs(const exec_context & ctx, size_t p, size_t w, uint64_t i
     for (const plan_input_ref & r : ctx.plan->writes[p][w].inputs)
         (*ctx.inputs)[r.file]->advise(r.offset + i0 * r.elem_size, (i1 - i0) * r.elem_size, advice);
 }
+
+void exec_collect_inputs(const exec_context & ctx, size_t p, size_t w, uint64_t i0, uint64_t i1, std::vector<prefetch_range> * out) {
+    if (i1 <= i0) return;
+    for (const plan_input_ref & r : ctx.plan->writes[p][w].inputs) out->push_back({r.file, r.offset + i0 * r.elem_size, (i1 - i0) * r.elem_size});
+}

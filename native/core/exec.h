@@ -12,6 +12,7 @@
 #include "job.h"
 #include "kernels.h"
 #include "plan.h"
+#include "prefetch.h"
 
 /** Read-only state shared by all threads of one run. */
 struct exec_context {
@@ -49,5 +50,8 @@ size_t exec_block_size(size_t max_ops);
  */
 void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p, size_t w, uint64_t i0, uint64_t i1, uint8_t * dst);
 
-/** Advises (e.g. MADV_WILLNEED / MADV_DONTNEED) the input bytes of elements [i0, i1) of a write. */
+/** Advises (e.g. MADV_DONTNEED) the input bytes of elements [i0, i1) of a write. */
 void exec_advise_inputs(const exec_context & ctx, size_t p, size_t w, uint64_t i0, uint64_t i1, int advice);
+
+/** Appends the input byte ranges read by elements [i0, i1) of a write. */
+void exec_collect_inputs(const exec_context & ctx, size_t p, size_t w, uint64_t i0, uint64_t i1, std::vector<prefetch_range> * out);
