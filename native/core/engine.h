@@ -3,9 +3,18 @@
 // uses a Napi::AsyncWorker). Never throws and never aborts: every failure, including
 // std::bad_alloc, comes back as a merge_status, and then no output file is left behind.
 //
-// Memory: two window buffers (tuning.window_bytes each, 32 MiB by default) plus ~256 KiB of
-// scratch per thread; input pages are released (MADV_DONTNEED) once consumed, so private
-// memory does not grow with the model size.
+// Pipeline, per output in order: the output is cut into windows (32 MiB by default); the
+// caller's thread plus `threads - 1` pool threads compute window k in 1 MiB chunks while a
+// writer thread pwrite()s window k-1 (O_DIRECT when the filesystem allows it) and a read-ahead
+// thread asks the kernel for the inputs of window k+1. CRC-32 ranges are checksummed per
+// window, in parallel, once its bytes are final.
+//
+// Memory: two window buffers plus ~256 KiB of scratch per thread; input pages are unmapped
+// (MADV_DONTNEED) once consumed, so neither private memory nor mapped page cache grows with
+// the model size (about 70 MiB of RssAnon for the whole process in the 3 x 2 GiB benchmark).
+//
+// Inputs are mapped, not copied: if another process truncates an input during the job, the
+// process gets SIGBUS (as any mmap reader would). The size is re-checked when the job starts.
 #pragma once
 
 #include "job.h"
