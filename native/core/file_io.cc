@@ -60,12 +60,14 @@ merge_status merge_output_file::create(const std::string & path, uint64_t size, 
     fd_ = open_retry(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
     if (fd_ < 0) return merge_status_from_errno(errno, path, "creating an output");
     created_ = true;
+#ifdef __linux__
     // Reserve the space now so a full disk fails before the merge rather than at the end.
     if (size > 0 && fallocate(fd_, 0, 0, (off_t) size) != 0) {
         const int err = errno;
         if (err == ENOSPC || err == EDQUOT) return merge_status_from_errno(err, path, "reserving space for an output");
         // EOPNOTSUPP and friends: the filesystem does not preallocate; writes will tell.
     }
+#endif
 #ifdef O_DIRECT
     if (direct) fd_direct_ = open_retry(path.c_str(), O_WRONLY | O_DIRECT);
 #else
