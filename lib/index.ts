@@ -25,3 +25,7 @@ export {
   type Identification, type ArchitectureId, type FileHashes, type CompatibilityReport,
 } from "./library";
 export { planKeyEdits } from "./library/edits";
+export {
+  parseRecipe, formatRecipe, compileRecipe, runRecipe, reproduce, readEmbeddedRecipe, RECIPE_SCHEMA,
+  type Recipe, type RecipeRow, type RecipeInput, type RunRecipeOptions, type RecipeRunReport, type ReproduceOptions, type ReproduceReport,
+} from "./recipes";

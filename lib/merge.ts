@@ -16,6 +16,9 @@ import { assertCompatible } from "./library/compat";
 import { configCandidates, copyModelConfig, type ConfigSource } from "./library/config";
 import { planKeyEdits, type VaeBakeReport } from "./library/edits";
 import { resolveModel } from "./library/resolve";
+import { HashCache, getFileHashes } from "./library/hash-cache";
+import { outputMetadata, type InputIdentity } from "./recipes/metadata";
+import type { RecipeRow } from "./recipes/types";
 import { checkTargets } from "./outputs";
 import { planBoard, type PlanStats } from "./plan";
 import { formatMultiplier, optionalString, parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString } from "./validate";
@@ -59,6 +62,12 @@ export interface MergeOptions {
   isa?: "auto" | "scalar" | "avx2" | "avx512";
   /** Extra safetensors metadata for the outputs. */
   metadata?: Record<string, string>;
+  /**
+   * Write the recipe into each output (A1111's `sd_merge_recipe` / `sd_merge_models`, keyed by
+   * the inputs' sha256, plus tensormerge's own complete recipe); default true. Inputs not in the
+   * hash cache are hashed first. False keeps recipes private.
+   */
+  recipeMetadata?: boolean;
   /** Folders where models given by name or hash (not by path) are looked up. */
   models?: string[];
   /** A VAE file to bake in: replaces A's `first_stage_model.*` tensors. */
@@ -89,7 +98,7 @@ export interface MergeReport {
   vae?: VaeBakeReport;
 }
 
-const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "models", "vae", "discard", "prune", "config", "onProgress", "signal"] as const;
+const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "onProgress", "signal"] as const;
 
 /** Output path for one multiplier of a sweep. */
 export function sweepOutputPath(out: string, multiplier: number, count: number): string {
@@ -167,16 +176,21 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
     ...(options.discard !== undefined ? { discard: options.discard } : {}),
     ...(options.prune ? { prune: true } : {}),
   });
+  const rowName = stemOf(out);
+  const metadataFor = await recipeMetadataFor(options, { rowName, method: method.name as MethodName, paths, models: inputs, multipliers, dtype, vaePath });
   const plan = planBoard({
     rows: [{
-      name: stemOf(out),
+      name: rowName,
       method,
       inputs,
       multipliers,
       ...(dtype ? { dtype } : {}),
       discard: edits.discard,
       replace: edits.replace,
-      outputs: targets.map((path) => ({ path, format: format ?? outputFormatForPath(path), metadata: { format: "pt", ...(options.metadata ?? {}) } })),
+      outputs: targets.map((path, i) => {
+        const f = format ?? outputFormatForPath(path);
+        return { path, format: f, metadata: metadataFor(multipliers[i]!, f) };
+      }),
     }],
   });
   await preflight(plan, options.overwrite === true);
@@ -205,6 +219,41 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
     configs,
     ...(edits.vae ? { vae: edits.vae } : {}),
   };
+}
+
+/** Builds each output's metadata: the user's, plus the recipe (unless turned off). */
+async function recipeMetadataFor(
+  options: MergeOptions,
+  row: { rowName: string; method: MethodName; paths: Partial<Record<ModelSlot, string>>; models: Partial<Record<ModelSlot, { model: ModelFile }>>; multipliers: number[]; dtype: OutputDtype | undefined; vaePath: string | undefined },
+): Promise<(multiplier: number, format: OutputFormat) => Record<string, string>> {
+  const user = options.metadata ?? {};
+  if (options.recipeMetadata === false) return (_, format) => (format === "ckpt" ? { ...user } : { format: "pt", ...user });
+  const cache = await HashCache.open();
+  const identity = async (path: string, metadata: Record<string, string>): Promise<InputIdentity> => {
+    const h = await getFileHashes(path, { cache, ...(options.signal ? { signal: options.signal } : {}) });
+    return { sha256: h.sha256, legacy: h.legacy, name: basename(path), metadata, virtual: false };
+  };
+  const inputs: Partial<Record<ModelSlot, InputIdentity>> = {};
+  const recipeInputs: RecipeRow["inputs"] = {};
+  for (const [slot, entry] of Object.entries(row.models) as [ModelSlot, { model: ModelFile }][]) {
+    inputs[slot] = await identity(row.paths[slot]!, entry.model.metadata);
+    recipeInputs[slot] = { kind: "model", ref: basename(row.paths[slot]!), sha256: inputs[slot]!.sha256, legacy: inputs[slot]!.legacy! };
+  }
+  const vae = row.vaePath ? await identity(row.vaePath, {}) : undefined;
+  const conv = (slot: ModelSlot) => row.models[slot]?.model.byName.get("model.diffusion_model.input_blocks.0.0.weight")?.shape[1];
+  const recipeRow: RecipeRow = {
+    name: row.rowName, method: row.method, inputs: recipeInputs, multipliers: row.multipliers,
+    ...(row.dtype ? { dtype: row.dtype } : {}), format: "safetensors", save: true,
+    ...(options.discard !== undefined ? { discard: typeof options.discard === "string" ? [options.discard] : options.discard } : {}),
+    ...(options.prune ? { prune: true } : {}),
+    ...(vae ? { vae: { kind: "model", ref: basename(row.vaePath!), sha256: vae.sha256, legacy: vae.legacy! } } : {}),
+    ...(options.metadata ? { metadata: options.metadata } : {}),
+  };
+  // .ckpt outputs stay exactly `{"state_dict": …}`, as the classic tool writes them.
+  return (multiplier, format) => format === "ckpt" ? { ...user } : outputMetadata(
+    { row: { ...recipeRow, format }, multiplier, format, inputs, ...(vae ? { vae } : {}), isInpainting: conv("a") === 9 && conv("b") === 4, isInstructPix2Pix: conv("a") === 8 && conv("b") === 4 },
+    { recipe: true },
+  );
 }
 
 /** The output file name stem for reports: "mix-0.3" for "/x/mix-0.3.safetensors". */

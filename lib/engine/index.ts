@@ -38,7 +38,7 @@ function runInWorker(job: Job): Promise<JobResult> {
 /** What this module needs of lib/native/binding.ts (loaded lazily: the addon may be absent). */
 interface NativeModule {
   nativeAvailable(): boolean;
-  loadNative(): unknown;
+  requireNative(): unknown;
   runNativeJob(job: Job): Promise<JobResult>;
 }
 let nativeModule: NativeModule | null | undefined;
@@ -65,7 +65,7 @@ export function resolveEngine(engine: EngineName): "native" | "js" {
   if (engine === "js") return "js";
   if (engine === "native") {
     if (!nativeAvailable()) {
-      native()?.loadNative(); // throws NATIVE_UNAVAILABLE with what was tried
+      native()?.requireNative(); // throws NATIVE_UNAVAILABLE listing what was tried and the fix
       throw new MergeError("NATIVE_UNAVAILABLE", "the native addon is not available (run `npm run build:native`)");
     }
     return "native";

@@ -44,8 +44,8 @@ describe("engines: native and TS outputs are bit-identical", function () {
       it(`${method.name} → ${dtype}`, async () => {
         const js = join(dir.path, `${method.name}-${dtype}-js.safetensors`);
         const nat = join(dir.path, `${method.name}-${dtype}-native.safetensors`);
-        await merge({ a, b, c, method: method.name as never, multiplier: 0.3, dtype, out: js, engine: "js" });
-        await merge({ a, b, c, method: method.name as never, multiplier: 0.3, dtype, out: nat, engine: "native" });
+        await merge({ recipeMetadata: false, a, b, c, method: method.name as never, multiplier: 0.3, dtype, out: js, engine: "js" });
+        await merge({ recipeMetadata: false, a, b, c, method: method.name as never, multiplier: 0.3, dtype, out: nat, engine: "native" });
         const x = readFileSync(js), y = readFileSync(nat);
         assert.equal(x.length, y.length);
         const at = x.findIndex((v, i) => v !== y[i]);
@@ -61,8 +61,8 @@ describe("engines: native and TS outputs are bit-identical", function () {
         if (!capabilities().isas.includes(isa)) this.skip(); // the CPU lacks it: nothing to compare
         const js = join(dir.path, "ref-js.safetensors");
         const nat = join(dir.path, `ref-${isa}-${threads}.safetensors`);
-        await merge({ a, b, c, method: "add-difference", multiplier: 0.7, dtype: "fp16", out: js, engine: "js", overwrite: true });
-        await merge({ a, b, c, method: "add-difference", multiplier: 0.7, dtype: "fp16", out: nat, engine: "native", isa, threads });
+        await merge({ recipeMetadata: false, a, b, c, method: "add-difference", multiplier: 0.7, dtype: "fp16", out: js, engine: "js", overwrite: true });
+        await merge({ recipeMetadata: false, a, b, c, method: "add-difference", multiplier: 0.7, dtype: "fp16", out: nat, engine: "native", isa, threads });
         assert.ok(readFileSync(js).equals(readFileSync(nat)));
       });
     }

@@ -44,9 +44,9 @@ describe("board: chained rows in one pass", function () {
     it(`three chained rows (fp16 → unsaved → bf16) equal row-by-row merges (${engine})`, async () => {
       // row by row, saving every intermediate
       const r1 = join(dir.path, `r1-${engine}.safetensors`), r2 = join(dir.path, `r2-${engine}.safetensors`), r3 = join(dir.path, `r3-${engine}.safetensors`);
-      await merge({ a: A, b: B, method: "weighted-sum", multiplier: 0.3, dtype: "fp16", out: r1, engine });
-      await merge({ a: r1, b: B, c: C, method: "add-difference", multiplier: 0.5, out: r2, engine });
-      await merge({ a: r2, b: A, method: "sigmoid", multiplier: 0.4, dtype: "bf16", out: r3, engine });
+      await merge({ recipeMetadata: false, a: A, b: B, method: "weighted-sum", multiplier: 0.3, dtype: "fp16", out: r1, engine });
+      await merge({ recipeMetadata: false, a: r1, b: B, c: C, method: "add-difference", multiplier: 0.5, out: r2, engine });
+      await merge({ recipeMetadata: false, a: r2, b: A, method: "sigmoid", multiplier: 0.4, dtype: "bf16", out: r3, engine });
 
       const [ma, mb, mc] = [await openModel(A), await openModel(B), await openModel(C)];
       const o1 = join(dir.path, `o1-${engine}.safetensors`), o3 = join(dir.path, `o3-${engine}.safetensors`);

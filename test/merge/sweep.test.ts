@@ -28,11 +28,11 @@ describe("multiplier sweeps", () => {
   for (const engine of ENGINES) {
     it(`a sweep equals single merges (${engine})`, async () => {
       const values = [0.1, 0.12, 0.144];
-      const report = await merge({ a, b, c, method: "add-difference", multiplier: values, dtype: "bf16", out: join(dir.path, `sweep-${engine}.safetensors`), engine });
+      const report = await merge({ recipeMetadata: false, a, b, c, method: "add-difference", multiplier: values, dtype: "bf16", out: join(dir.path, `sweep-${engine}.safetensors`), engine });
       assert.deepEqual(report.outputs.map((o) => o.path), values.map((m) => join(dir.path, `sweep-${engine}-${m}.safetensors`)));
       for (const m of values) {
         const single = join(dir.path, `single-${engine}-${m}.safetensors`);
-        await merge({ a, b, c, method: "add-difference", multiplier: m, dtype: "bf16", out: single, engine });
+        await merge({ recipeMetadata: false, a, b, c, method: "add-difference", multiplier: m, dtype: "bf16", out: single, engine });
         assert.ok(readFileSync(single).equals(readFileSync(join(dir.path, `sweep-${engine}-${m}.safetensors`))), `M=${m}`);
       }
     });

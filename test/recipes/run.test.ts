@@ -43,10 +43,10 @@ describe("recipes: running a board", function () {
       // Row by row with merge(), each row reading the file the previous one saved.
       const rbr = fresh("sample-rbr");
       const o = (f: string) => join(rbr, f);
-      await merge({ a: models.SD14, b: models.F222, method: "weighted-sum", multiplier: 0.5, out: o("a14.ckpt"), engine });
-      await merge({ a: models.SD15, b: models.F222, method: "weighted-sum", multiplier: 0.5, dtype: "fp16", out: o("a15.ckpt"), engine });
-      await merge({ a: o("a14.ckpt"), b: models.WD13, c: models.SD14, method: "add-difference", multiplier: 1, out: o("mix14.safetensors"), engine });
-      await merge({ a: o("a15.ckpt"), b: models.WD13, c: models.SD14, method: "add-difference", multiplier: 1, dtype: "fp16", out: o("mix15.safetensors"), engine });
+      await merge({ recipeMetadata: false, a: models.SD14, b: models.F222, method: "weighted-sum", multiplier: 0.5, out: o("a14.ckpt"), engine });
+      await merge({ recipeMetadata: false, a: models.SD15, b: models.F222, method: "weighted-sum", multiplier: 0.5, dtype: "fp16", out: o("a15.ckpt"), engine });
+      await merge({ recipeMetadata: false, a: o("a14.ckpt"), b: models.WD13, c: models.SD14, method: "add-difference", multiplier: 1, out: o("mix14.safetensors"), engine });
+      await merge({ recipeMetadata: false, a: o("a15.ckpt"), b: models.WD13, c: models.SD14, method: "add-difference", multiplier: 1, dtype: "fp16", out: o("mix15.safetensors"), engine });
       for (const f of filesIn(out)) assert.ok(sameBytes(join(out, f), o(f)), f);
       // And the values are what the formulas say (independent reader, one tensor checked by hand).
       const w = "model.diffusion_model.out.weight";
@@ -73,10 +73,10 @@ describe("recipes: running a board", function () {
       assert.deepEqual(filesIn(out), ["r1.safetensors", "r3.safetensors", "r4.ckpt"]);
       const rbr = fresh("chain-rbr");
       const o = (f: string) => join(rbr, f);
-      await merge({ a: models.SD14, b: models.F222, method: "weighted-sum", multiplier: 0.3, dtype: "fp16", out: o("r1.safetensors"), engine });
-      await merge({ a: o("r1.safetensors"), b: models.WD13, c: models.SD15, method: "add-difference", multiplier: 0.5, out: o("r2.safetensors"), engine });
-      await merge({ a: o("r2.safetensors"), b: models.SD14, method: "sigmoid", multiplier: 0.4, dtype: "bf16", out: o("r3.safetensors"), engine });
-      await merge({ a: o("r3.safetensors"), b: o("r1.safetensors"), method: "inverse-sigmoid", multiplier: 0.7, out: o("r4.ckpt"), engine });
+      await merge({ recipeMetadata: false, a: models.SD14, b: models.F222, method: "weighted-sum", multiplier: 0.3, dtype: "fp16", out: o("r1.safetensors"), engine });
+      await merge({ recipeMetadata: false, a: o("r1.safetensors"), b: models.WD13, c: models.SD15, method: "add-difference", multiplier: 0.5, out: o("r2.safetensors"), engine });
+      await merge({ recipeMetadata: false, a: o("r2.safetensors"), b: models.SD14, method: "sigmoid", multiplier: 0.4, dtype: "bf16", out: o("r3.safetensors"), engine });
+      await merge({ recipeMetadata: false, a: o("r3.safetensors"), b: o("r1.safetensors"), method: "inverse-sigmoid", multiplier: 0.7, out: o("r4.ckpt"), engine });
       for (const f of filesIn(out)) assert.ok(sameBytes(join(out, f), o(f)), f);
     });
 
@@ -88,7 +88,7 @@ describe("recipes: running a board", function () {
       assert.equal(report.passes, 1);
       for (const m of [0.1, 0.2, 0.3]) {
         const single = join(dir.path, `single-${engine}-${m}.safetensors`);
-        await merge({ a: models.SD15, b: models.WD13, c: models.SD14, method: "add-difference", multiplier: m, dtype: "bf16", out: single, engine });
+        await merge({ recipeMetadata: false, a: models.SD15, b: models.WD13, c: models.SD14, method: "add-difference", multiplier: m, dtype: "bf16", out: single, engine });
         assert.ok(sameBytes(single, join(out, `sw-${m}.safetensors`)), `M=${m}`);
       }
     });

@@ -45,6 +45,7 @@ export const mergeCommand = defineCommand({
     engine: { type: "string", value: "NAME", description: "auto (default), native or js" },
     threads: { type: "string", value: "N", description: "native engine threads (default: all cores)" },
     isa: { type: "string", value: "NAME", description: "force a kernel set: auto, scalar, avx2, avx512" },
+    "no-metadata": { type: "boolean", description: "leave the recipe out of the output's metadata" },
     quiet: { type: "boolean", short: "q", description: "no progress output" },
     verbose: { type: "boolean", description: "stack traces on errors" },
   },
@@ -69,6 +70,7 @@ export const mergeCommand = defineCommand({
     if (listArg(args, "models").length) options.models = listArg(args, "models");
     if (listArg(args, "discard").length) options.discard = listArg(args, "discard");
     if (flagArg(args, "prune")) options.prune = true;
+    if (flagArg(args, "no-metadata")) options.recipeMetadata = false;
     if (!flagArg(args, "quiet")) {
       const printer = createProgressPrinter(io.err, io.isTTY, "merging");
       options.onProgress = (p) => printer.update(p);
