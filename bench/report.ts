@@ -37,11 +37,12 @@ export function resultsMarkdown(res: BenchResults): string {
   const w = res.writeCalibration.map((x) => `${x.write} ${gbPerSecond(x.bytesWritten, x.seconds).toFixed(2)} GB/s`).join(", ");
   lines.push(`Floor write probe (${(res.writeCalibration[0]!.bytesWritten / 1e9).toFixed(2)} GB to a new file, fsync): ${w}.`);
   lines.push("");
-  const table: string[][] = [["scenario", "engine", "cache", "merge (median ±½range)", "CPU", "floor", "merge/floor", "GB/s in+out", "peak RSS", "peak anon (before)", "floor technique", "load", "limit"]];
+  const table: string[][] = [["scenario", "engine", "cache", "merge (median ±½range)", "in engine", "CPU", "floor", "merge/floor", "GB/s in+out", "peak RSS", "peak anon (before)", "floor technique", "load", "limit"]];
   for (const r of res.rows) {
     table.push([
       r.title, engineName(r), `${r.cache}${r.cache === "warm" && r.residency < 0.98 ? ` (${(r.residency * 100).toFixed(0)}% cached)` : ""}`,
       `${r.merge.median.toFixed(2)} s ±${(r.merge.spread * 50).toFixed(0)}% (n=${r.merge.n})`,
+      r.stats.seconds !== undefined ? `${r.stats.seconds.toFixed(2)} s` : "–",
       `${r.cpu.median.toFixed(2)} s`,
       `${r.floor.median.toFixed(2)} s`,
       `**${r.ratio.median.toFixed(2)}**`,
