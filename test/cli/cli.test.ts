@@ -68,4 +68,11 @@ describe("CLI", function () {
       assert.ok(Math.abs(got[0]! - v[0]) < 1e-5);
     }
   });
+
+  it("runs the demo: a merge checked against the formula, engines bit-identical", () => {
+    const r = run(["demo"]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /in mix \(fp16\) = \S+ ok/);
+    assert.match(r.out, /bit-identical/);
+  });
 });

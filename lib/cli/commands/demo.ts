@@ -4,7 +4,7 @@
  * checks one tensor against the formula, and compares the native and TS engines.
  */
 import { createHash } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nativeAvailable } from "../../engine";
@@ -56,7 +56,9 @@ export const demoCommand = defineCommand({
       say(`  A + (B-C)*0.3 = ${expected.toPrecision(6)}, in mix (fp16) = ${vr.toPrecision(6)} ${Math.abs(vr - expected) <= Math.abs(expected) * 1e-3 + 1e-7 ? "ok" : "MISMATCH"}`);
 
       if (nativeAvailable()) {
-        const outJs = join(dir, "mix-js.safetensors");
+        // Same file name in another folder: the recipe in the metadata names the output.
+        await mkdir(join(dir, "js"));
+        const outJs = join(dir, "js", "mix.safetensors");
         const js = await merge({ a, b, c, method: "add-difference", multiplier: 0.3, dtype: "fp16", out: outJs, engine: "js" });
         const digest = async (p: string) => createHash("sha256").update(await readFile(p)).digest("hex");
         const same = (await digest(out)) === (await digest(outJs));
