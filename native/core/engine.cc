@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "cpu.h"
 #include "crc32.h"
@@ -94,6 +95,7 @@ public:
         const size_t block = exec_block_size(plan_.max_ops);
         for (unsigned t = 0; t < n_threads; t++) scratch_.emplace_back(new exec_scratch(plan_.max_ops, block));
         ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 1};
+        drop_behind_ = wants_drop_behind();
 
         crc_.resize(job_.outputs.size());
         for (size_t o = 0; o < job_.outputs.size(); o++) crc_[o].assign(job_.outputs[o].crc32_ranges.size(), 0);
@@ -136,6 +138,7 @@ public:
             {"windowBytes", (double) window_},
             {"blockElements", (double) block},
             {"bytesDirectIo", (double) direct_bytes()},
+            {"dropBehind", drop_behind_ ? 1.0 : 0.0},
         };
         return {};
     }
@@ -151,6 +154,7 @@ private:
     exec_context ctx_{};
     uint64_t window_ = 0;
     uint64_t n_windows_ = 0;
+    bool drop_behind_ = false;
     double t_compute_ = 0, t_fill_ = 0, t_wait_ = 0, t_crc_ = 0;
     std::vector<std::vector<uint32_t>> crc_; // running CRC per output and range
 
@@ -201,7 +205,8 @@ private:
                 merge_status s = compute(pool, w0, w1, buf, spans, first, last);
                 t_compute_ += now() - t0;
                 if (!s.ok()) return s;
-                if (job_.tuning.release_inputs == 2) advise_window(o, w0, w1, first, MADV_DONTNEED);
+                if (job_.tuning.release_inputs == 2 || job_.tuning.release_inputs == 3) advise_window(o, w0, w1, first, MADV_DONTNEED);
+                if (drop_behind_) drop_window(o, w0, w1, first);
                 if (!job_.outputs[o].crc32_ranges.empty()) {
                     t0 = now();
                     crc_window(pool, o, w0, w1, buf);
@@ -245,6 +250,53 @@ private:
             exec_collect_inputs(ctx_, sp.piece, sp.index, i0, i1, &ranges);
         }
         return ranges;
+    }
+
+    /**
+     * Drop-behind: whether consumed input pages also leave the page cache (see drop_window).
+     * release_inputs: 3 always, 1 (the default) when the job has one output (so no input byte
+     * is read twice) and its inputs are more than half the RAM (so they could not stay cached
+     * anyway: growing the cache only evicts everything else, and on VMs whose free memory goes
+     * back to the host each fresh page-cache page costs a host fault: 3-4x the CPU of the
+     * merge itself in cold runs). Smaller inputs stay cached for the next merge.
+     */
+    bool wants_drop_behind() const {
+        const int release = job_.tuning.release_inputs;
+        if (release == 3) return true;
+        if (release != 1 || job_.outputs.size() != 1) return false;
+        uint64_t total = 0;
+        for (const merge_input & in : job_.inputs) total += in.size;
+        const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+        if (pages <= 0 || page_size <= 0) return false;
+        return total / 2 > (uint64_t) pages / 4 * (uint64_t) page_size; // total > RAM / 2, without overflow
+    }
+
+    /**
+     * Unmaps and drops from the page cache the input pages of the elements that start in
+     * [w0, w1) of output o, once the window is computed. Ranges are coalesced per file first:
+     * each POSIX_FADV_DONTNEED drains every CPU's LRU batches (an IPI per CPU), so one call per
+     * contiguous run, not per tensor. Pages only partly inside a range (shared with the next
+     * window) stay cached.
+     */
+    void drop_window(size_t o, uint64_t w0, uint64_t w1, size_t first) {
+        std::vector<prefetch_range> ranges = window_inputs(o, w0, w1, first);
+        std::sort(ranges.begin(), ranges.end(), [](const prefetch_range & x, const prefetch_range & y) {
+            return x.file != y.file ? x.file < y.file : x.offset < y.offset;
+        });
+        size_t n = 0;
+        for (const prefetch_range & r : ranges) {
+            if (r.length == 0) continue;
+            if (n > 0 && ranges[n - 1].file == r.file && r.offset <= ranges[n - 1].offset + ranges[n - 1].length) {
+                prefetch_range & last = ranges[n - 1];
+                last.length = std::max(last.offset + last.length, r.offset + r.length) - last.offset;
+            } else {
+                ranges[n++] = r;
+            }
+        }
+        for (size_t i = 0; i < n; i++) {
+            inputs_[ranges[i].file]->advise(ranges[i].offset, ranges[i].length, MADV_DONTNEED);
+            inputs_[ranges[i].file]->drop_cached(ranges[i].offset, ranges[i].length);
+        }
     }
 
     /** madvise()s the input bytes read by the elements that start in [w0, w1) of output o. */

@@ -55,6 +55,14 @@ void merge_input_map::advise(uint64_t offset, uint64_t length, int advice) const
     madvise((void *) (data_ + begin), (size_t) (end - begin), advice);
 }
 
+void merge_input_map::drop_cached(uint64_t offset, uint64_t length) const {
+    if (fd_ < 0 || length == 0 || offset >= size_) return;
+    if (offset + length < offset || offset + length > size_) length = size_ - offset;
+#ifdef POSIX_FADV_DONTNEED
+    posix_fadvise(fd_, (off_t) offset, (off_t) length, POSIX_FADV_DONTNEED);
+#endif
+}
+
 merge_status merge_output_file::create(const std::string & path, uint64_t size, bool direct) {
     path_ = path;
     fd_ = open_retry(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);

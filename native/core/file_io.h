@@ -26,6 +26,13 @@ public:
     /** madvise() over [offset, offset+length), rounded out to pages and clamped to the map. */
     void advise(uint64_t offset, uint64_t length, int advice) const;
 
+    /**
+     * Drops the whole pages inside [offset, offset+length) from the page cache
+     * (POSIX_FADV_DONTNEED; pages still mapped anywhere, or only partly inside, stay). Unmap
+     * them first (advise MADV_DONTNEED). Advice only: errors are ignored.
+     */
+    void drop_cached(uint64_t offset, uint64_t length) const;
+
 private:
     int fd_ = -1;
     const uint8_t * data_ = nullptr;

@@ -1,0 +1,68 @@
+/**
+ * The engine knobs the benchmarks turn (`npm run bench -- --env KEY=VALUE`) must never change
+ * a merge's bytes: every input-release mode, drop-behind included, and small windows (so a run
+ * spans several windows and window boundaries cut through tensors), against the TS engine.
+ */
+import { strict as assert } from "node:assert";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { nativeAvailable } from "../../lib/engine";
+import { merge } from "../../lib/merge";
+import { randomValues, tempDir, writeModel, type TestTensor } from "../helpers/models";
+
+const KNOBS: Record<string, string>[] = [
+  { TENSORMERGE_RELEASE_INPUTS: "0" },
+  { TENSORMERGE_RELEASE_INPUTS: "1" },
+  { TENSORMERGE_RELEASE_INPUTS: "2" },
+  { TENSORMERGE_RELEASE_INPUTS: "3" },
+  { TENSORMERGE_RELEASE_INPUTS: "3", TENSORMERGE_PREFETCH: "0" },
+  { TENSORMERGE_DIRECT_IO: "0", TENSORMERGE_RELEASE_INPUTS: "3" },
+];
+
+function buildModel(path: string, seed: number, half: boolean): void {
+  const tensors: Record<string, TestTensor> = { "a.u8": { dtype: "U8", shape: [3], raw: new Uint8Array([1, 2, 3]) } };
+  // Odd lengths and a 1-byte tensor in front: offsets are not aligned to anything.
+  [300_001, 262_144, 77_777, 400_003].forEach((n, i) => {
+    tensors[`t${i}.weight`] = { dtype: half && i % 2 ? "F16" : "F32", shape: [n], values: randomValues(n, seed * 10 + i) };
+  });
+  writeModel(path, tensors);
+}
+
+describe("engine tuning knobs keep outputs bit-identical", function () {
+  this.timeout(120000);
+  const saved = { ...process.env };
+  let dir: ReturnType<typeof tempDir>;
+  before(function () {
+    if (!nativeAvailable()) this.skip();
+    dir = tempDir("tm-knobs-");
+    buildModel(join(dir.path, "a.safetensors"), 1, false);
+    buildModel(join(dir.path, "b.safetensors"), 2, true);
+    buildModel(join(dir.path, "c.safetensors"), 3, false);
+  });
+  after(() => {
+    process.env = saved;
+    dir?.cleanup();
+  });
+
+  for (const [method, dtype] of [["weighted-sum", "fp16"], ["add-difference", "fp32"]] as const) {
+    it(`${method} → ${dtype}`, async () => {
+      const p = (n: string) => join(dir.path, n);
+      const base = { a: p("a.safetensors"), b: p("b.safetensors"), ...(method === "add-difference" ? { c: p("c.safetensors") } : {}), method, multiplier: 0.3, dtype };
+      // Same file name everywhere: the name is part of the recipe metadata in the header.
+      const outIn = (sub: string) => {
+        mkdirSync(p(sub), { recursive: true });
+        return join(p(sub), `${method}.safetensors`);
+      };
+      await merge({ ...base, out: outIn("js"), engine: "js" });
+      const expected = readFileSync(outIn("js"));
+      for (const [k, knobs] of KNOBS.entries()) {
+        process.env = { ...saved, TENSORMERGE_WINDOW_MIB: "1", ...knobs };
+        for (const threads of [1, 2]) {
+          const out = outIn(`native-${k}-${threads}`);
+          await merge({ ...base, out, engine: "native", threads });
+          assert.ok(readFileSync(out).equals(expected), `${JSON.stringify(knobs)}, ${threads} thread(s)`);
+        }
+      }
+    });
+  }
+});
