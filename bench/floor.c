@@ -2,8 +2,8 @@
  * The I/O floor of a merge, and page-cache control for the benchmarks. Built by bench/floor.ts
  * with the system C compiler (cc -O3 -march=native -pthread); dev tool, not part of the addon.
  *
- *   floor run --out PATH --out-bytes N [--read mmap|read] [--write direct|buffered]
- *             [--readers K] [--ahead N] [--chunk-mib M] [--no-fsync] INPUT...
+ *   floor run --out PATH --out-bytes N [--read mmap|read|direct] [--write direct|buffered]
+ *             [--readers K] [--ahead N] [--drop-behind] [--chunk-mib M] [--no-fsync] INPUT...
  *       Reads every byte of the inputs (interleaved chunk by chunk, as a merge reads A, B, C)
  *       on K threads while one thread writes N bytes to a new file PATH (fallocate'd, like the
  *       engine's outputs), then fsyncs and unlinks it. No arithmetic. Prints one JSON object.
@@ -13,8 +13,10 @@
  *
  * "mmap" maps each input and loads every 8-byte word (a reduction the compiler vectorises, so
  * each cache line really crosses the memory bus); "read" preads into a 4096-aligned buffer
- * (the kernel's copy reads the bytes). --ahead N asks for the chunk N places ahead with
- * POSIX_FADV_WILLNEED (asynchronous readahead: more requests in flight on a cold cache). "direct" writes 4096-aligned chunks with O_DIRECT (the
+ * (the kernel's copy reads the bytes); "direct" preads with O_DIRECT (no page cache: on a VM
+ * whose free memory goes back to the host, every fresh page-cache page costs a host fault). --ahead N asks for the chunk N places ahead with
+ * POSIX_FADV_WILLNEED (asynchronous readahead: more requests in flight on a cold cache);
+ * --drop-behind drops each chunk from the page cache once read (POSIX_FADV_DONTNEED). "direct" writes 4096-aligned chunks with O_DIRECT (the
  * unaligned tail through the page cache); "buffered" uses plain pwrite.
  */
 #define _GNU_SOURCE
@@ -56,6 +58,7 @@ static void * aligned_alloc_or_die(size_t size) {
 struct input {
     const char * path;
     int fd;
+    int dfd; /* O_DIRECT descriptor, or -1 */
     uint64_t size;
     const uint8_t * map;
 };
@@ -71,6 +74,8 @@ static struct item * items;
 static size_t n_items;
 static atomic_size_t next_item;
 static int use_mmap = 1;
+static int use_odirect_read = 0; /* "direct": O_DIRECT preads into aligned buffers, bypassing the page cache */
+static int drop_behind = 0; /* POSIX_FADV_DONTNEED each chunk once read (the page cache stays small) */
 static size_t ahead = 0; /* items to POSIX_FADV_WILLNEED ahead of the one being read (0: rely on the kernel's readahead) */
 static uint64_t chunk = 8ull << 20;
 static atomic_uint_fast64_t sink;
@@ -100,7 +105,7 @@ static uint64_t reduce(const uint8_t * p, uint64_t n) {
 
 static void * reader(void * arg) {
     (void) arg;
-    uint8_t * buf = use_mmap ? NULL : aligned_alloc_or_die(chunk);
+    uint8_t * buf = use_mmap ? NULL : aligned_alloc_or_die(chunk + PAGE);
     uint64_t acc = 0;
     for (;;) {
         const size_t k = atomic_fetch_add(&next_item, 1);
@@ -112,14 +117,18 @@ static void * reader(void * arg) {
             acc ^= reduce(in->map + it->offset, it->length);
         } else {
             uint64_t done = 0;
+            /* O_DIRECT: offsets are chunk multiples (4096-aligned); round the length up (the read stops at EOF). */
+            const int fd = in->dfd >= 0 ? in->dfd : in->fd;
+            const uint64_t want = in->dfd >= 0 ? (it->length + PAGE - 1) & ~(PAGE - 1) : it->length;
             while (done < it->length) {
-                const ssize_t r = pread(in->fd, buf, it->length - done, (off_t) (it->offset + done));
+                const ssize_t r = pread(fd, buf + done, want - done, (off_t) (it->offset + done));
                 if (r < 0 && errno == EINTR) continue;
                 if (r <= 0) die("pread", in->path);
                 done += (uint64_t) r;
             }
             acc ^= buf[0];
         }
+        if (drop_behind) posix_fadvise(in->fd, (off_t) it->offset, (off_t) it->length, POSIX_FADV_DONTNEED);
     }
     atomic_fetch_xor(&sink, acc);
     free(buf);
@@ -138,6 +147,8 @@ static void open_inputs(char ** paths, int n, int map) {
         in->path = paths[i];
         in->fd = open(paths[i], O_RDONLY | O_CLOEXEC);
         if (in->fd < 0) die("open", paths[i]);
+        in->dfd = use_odirect_read ? open(paths[i], O_RDONLY | O_DIRECT | O_CLOEXEC) : -1;
+        if (use_odirect_read && in->dfd < 0) die("open O_DIRECT", paths[i]);
         struct stat st;
         if (fstat(in->fd, &st) != 0) die("fstat", paths[i]);
         in->size = (uint64_t) st.st_size;
@@ -241,12 +252,17 @@ static int cmd_run(int argc, char ** argv) {
         const char * a = argv[i];
         if (!strcmp(a, "--out") && i + 1 < argc) out_path = argv[++i];
         else if (!strcmp(a, "--out-bytes") && i + 1 < argc) out_bytes = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(a, "--read") && i + 1 < argc) use_mmap = !strcmp(argv[++i], "mmap");
+        else if (!strcmp(a, "--read") && i + 1 < argc) {
+            const char * r = argv[++i];
+            use_mmap = !strcmp(r, "mmap");
+            use_odirect_read = !strcmp(r, "direct");
+        }
         else if (!strcmp(a, "--write") && i + 1 < argc) use_direct = !strcmp(argv[++i], "direct");
         else if (!strcmp(a, "--readers") && i + 1 < argc) readers = atoi(argv[++i]);
         else if (!strcmp(a, "--ahead") && i + 1 < argc) ahead = (size_t) atoi(argv[++i]);
         else if (!strcmp(a, "--chunk-mib") && i + 1 < argc) chunk = strtoull(argv[++i], NULL, 10) << 20;
         else if (!strcmp(a, "--no-fsync")) do_fsync = 0;
+        else if (!strcmp(a, "--drop-behind")) drop_behind = 1;
         else if (!strcmp(a, "--keep")) keep = 1;
         else if (!strcmp(a, "--")) { i++; break; }
         else if (a[0] == '-') { fprintf(stderr, "floor: unknown option %s\n", a); return 2; }
@@ -273,9 +289,9 @@ static int cmd_run(int argc, char ** argv) {
     if (!keep) unlink(out_path);
     printf("{\"seconds\":%.6f,\"cpuSeconds\":%.6f,\"readSeconds\":%.6f,\"writeSeconds\":%.6f,\"fsyncSeconds\":%.6f,"
            "\"bytesRead\":%llu,\"bytesWritten\":%llu,\"read\":\"%s\",\"write\":\"%s\",\"readers\":%d,"
-           "\"ahead\":%zu,\"chunkBytes\":%llu,\"directFallback\":%s,\"sink\":%llu}\n",
+           "\"ahead\":%zu,\"dropBehind\":%s,\"chunkBytes\":%llu,\"directFallback\":%s,\"sink\":%llu}\n",
            t1 - t0, cpu, t_read_end - t0, t_write_end - t0, t_fsync, (unsigned long long) bytes_read,
-           (unsigned long long) out_bytes, use_mmap ? "mmap" : "read", use_direct ? "direct" : "buffered", readers, ahead,
+           (unsigned long long) out_bytes, use_mmap ? "mmap" : use_odirect_read ? "direct" : "read", use_direct ? "direct" : "buffered", readers, ahead, drop_behind ? "true" : "false",
            (unsigned long long) chunk, direct_fallback ? "true" : "false", (unsigned long long) (atomic_load(&sink) & 1));
     return 0;
 }

@@ -10,7 +10,7 @@ import { join } from "node:path";
 const SOURCE = join(__dirname, "..", "..", "bench", "floor.c");
 const BINARY = join(__dirname, "floor-bin");
 
-export type ReadTechnique = "mmap" | "read";
+export type ReadTechnique = "mmap" | "read" | "direct";
 export type WriteTechnique = "direct" | "buffered";
 
 export interface FloorTechnique {
@@ -19,6 +19,8 @@ export interface FloorTechnique {
   readers: number;
   /** Chunks requested ahead with POSIX_FADV_WILLNEED (0: the kernel's own readahead only). */
   ahead: number;
+  /** Drop each chunk from the page cache once read (the cache does not grow). */
+  dropBehind?: boolean;
 }
 
 export interface FloorResult extends FloorTechnique {
@@ -64,6 +66,7 @@ export interface FloorJob {
 export function runFloor(job: FloorJob): FloorResult {
   const t = job.technique;
   const args = ["run", "--out", job.outPath, "--out-bytes", String(job.outBytes), "--read", t.read, "--write", t.write, "--readers", String(t.readers), "--ahead", String(t.ahead)];
+  if (t.dropBehind) args.push("--drop-behind");
   if (job.chunkMiB) args.push("--chunk-mib", String(job.chunkMiB));
   if (job.fsync === false) args.push("--no-fsync");
   args.push("--", ...job.inputs);
@@ -85,13 +88,27 @@ export function residency(paths: string[]): Record<string, number> {
   return JSON.parse(runTool(["resident", ...paths])) as Record<string, number>;
 }
 
-/** Every combination the floor tries on its first run of a scenario. */
-export function floorTechniques(cores: number): FloorTechnique[] {
-  const out: FloorTechnique[] = [];
-  for (const read of ["mmap", "read"] as const) {
-    for (const write of ["direct", "buffered"] as const) {
-      for (const ahead of [0, 32]) out.push({ read, write, readers: Math.max(1, cores), ahead });
-    }
+/**
+ * The read techniques the floor tries on its first run of a scenario, per cache state (the
+ * write technique is probed once per run). Warm: mmap or read(), with or without explicit
+ * readahead. Cold: also drop-behind and O_DIRECT, which keep the page cache from growing (on
+ * this VM every fresh page-cache page costs a host fault: 10x the CPU of the read itself).
+ */
+export function floorTechniques(cores: number, cache: "warm" | "cold", write: WriteTechnique): FloorTechnique[] {
+  const readers = Math.max(1, cores);
+  if (cache === "warm") {
+    return [
+      { read: "mmap", write, readers, ahead: 0 },
+      { read: "mmap", write, readers, ahead: 32 },
+      { read: "read", write, readers, ahead: 0 },
+      { read: "read", write, readers, ahead: 32 },
+    ];
   }
-  return out;
+  return [
+    { read: "mmap", write, readers, ahead: 32 },
+    { read: "read", write, readers, ahead: 32 },
+    { read: "read", write, readers, ahead: 0, dropBehind: true },
+    { read: "read", write, readers, ahead: 32, dropBehind: true },
+    { read: "direct", write, readers: Math.max(4, readers), ahead: 0 },
+  ];
 }

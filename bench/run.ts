@@ -167,7 +167,7 @@ export function machineInfo(dir: string): MachineInfo {
 }
 
 export function techniqueName(t: FloorTechnique): string {
-  return `${t.read}×${t.readers}${t.ahead ? ` ahead ${t.ahead}` : ""} + ${t.write}`;
+  return `${t.read}×${t.readers}${t.ahead ? ` ahead ${t.ahead}` : ""}${t.dropBehind ? " drop-behind" : ""} + ${t.write}`;
 }
 
 const REPO = join(__dirname, "..", "..");
@@ -431,7 +431,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
           measurements.push(m);
         }
         // The floor of this repetition, for the same output size (the first one calibrates the read technique).
-        const candidates = technique ? [technique] : (options.floorTechniques ?? floorTechniques(machine.cores).filter((t) => t.write === bestWrite));
+        const candidates = technique ? [technique] : (options.floorTechniques ?? floorTechniques(machine.cores, cache, bestWrite));
         let best: FloorMeasurement | undefined;
         for (const t of candidates) {
           const res = prepareCache(inputs, cache, options.coldMethod);
@@ -442,7 +442,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
           if (!best || m.seconds < best.seconds) best = m;
         }
         if (!technique) {
-          technique = { read: best!.read, write: best!.write, readers: best!.readers, ahead: best!.ahead };
+          technique = { read: best!.read, write: best!.write, readers: best!.readers, ahead: best!.ahead, ...(best!.dropBehind ? { dropBehind: true } : {}) };
           if (candidates.length > 1) {
             floors.push({ ...best!, calibration: false });
             log(`  floor (${cache}) calibration: ${floors.filter((f) => f.scenario === scenario.id && f.cache === cache && f.calibration).map((f) => `${techniqueName(f)} ${f.seconds.toFixed(2)} s`).join(", ")} → ${techniqueName(technique)}`);
