@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <sys/mman.h>
@@ -155,6 +156,11 @@ private:
     uint64_t window_ = 0;
     uint64_t n_windows_ = 0;
     bool drop_behind_ = false;
+    struct window_drop {
+        uint64_t w0;
+        std::vector<prefetch_range> cold;
+    };
+    std::deque<window_drop> pending_drops_; // windows noted, not yet computed
     double t_compute_ = 0, t_fill_ = 0, t_wait_ = 0, t_crc_ = 0;
     std::vector<std::vector<uint32_t>> crc_; // running CRC per output and range
 
@@ -194,9 +200,11 @@ private:
                 size_t last = first;
                 while (last < spans.size() && spans[last].begin < w1) last++;
                 fill(o, w0, w1, buf, first, last);
+                if (w0 == 0 || !job_.tuning.prefetch) note_window(o, w0, w1, first);
                 if (job_.tuning.prefetch) {
                     // The first window's reads are queued too: they start while it is computed.
                     if (w0 == 0) prefetcher.submit(window_inputs(o, w0, w1, first));
+                    if (w1 < size) note_window(o, w1, std::min(size, w1 + window_), first);
                     prefetcher.submit(window_inputs(o, w1, std::min(size, w1 + window_), first));
                 }
                 t_fill_ += now() - t0;
@@ -206,7 +214,7 @@ private:
                 t_compute_ += now() - t0;
                 if (!s.ok()) return s;
                 if (job_.tuning.release_inputs == 2 || job_.tuning.release_inputs == 3) advise_window(o, w0, w1, first, MADV_DONTNEED);
-                if (drop_behind_) drop_window(o, w0, w1, first);
+                if (drop_behind_) drop_window(w0);
                 if (!job_.outputs[o].crc32_ranges.empty()) {
                     t0 = now();
                     crc_window(pool, o, w0, w1, buf);
@@ -253,12 +261,13 @@ private:
     }
 
     /**
-     * Drop-behind: whether consumed input pages also leave the page cache (see drop_window).
-     * release_inputs: 3 always, 1 (the default) when the job has one output (so no input byte
-     * is read twice) and its inputs are more than half the RAM (so they could not stay cached
-     * anyway: growing the cache only evicts everything else, and on VMs whose free memory goes
-     * back to the host each fresh page-cache page costs a host fault: 3-4x the CPU of the
-     * merge itself in cold runs). Smaller inputs stay cached for the next merge.
+     * Drop-behind: whether consumed input pages that were not in the page cache before the
+     * merge asked for them leave it again (see note_window / drop_window). release_inputs: 3
+     * always, 1 (the default) when the job has one output (so no input byte is read twice) and
+     * its inputs are more than half the RAM (so they could not stay cached anyway: growing the
+     * cache only evicts everything else, and on VMs whose free memory goes back to the host
+     * each fresh page-cache page costs a host fault, 3-4x the CPU of the merge itself in cold
+     * runs). Pages that were already cached stay cached, whatever the size.
      */
     bool wants_drop_behind() const {
         const int release = job_.tuning.release_inputs;
@@ -271,14 +280,8 @@ private:
         return total / 2 > (uint64_t) pages / 4 * (uint64_t) page_size; // total > RAM / 2, without overflow
     }
 
-    /**
-     * Unmaps and drops from the page cache the input pages of the elements that start in
-     * [w0, w1) of output o, once the window is computed. Ranges are coalesced per file first:
-     * each POSIX_FADV_DONTNEED drains every CPU's LRU batches (an IPI per CPU), so one call per
-     * contiguous run, not per tensor. Pages only partly inside a range (shared with the next
-     * window) stay cached.
-     */
-    void drop_window(size_t o, uint64_t w0, uint64_t w1, size_t first) {
+    /** The window's input ranges, sorted and coalesced per file (one syscall per contiguous run). */
+    std::vector<prefetch_range> window_runs(size_t o, uint64_t w0, uint64_t w1, size_t first) {
         std::vector<prefetch_range> ranges = window_inputs(o, w0, w1, first);
         std::sort(ranges.begin(), ranges.end(), [](const prefetch_range & x, const prefetch_range & y) {
             return x.file != y.file ? x.file < y.file : x.offset < y.offset;
@@ -293,10 +296,35 @@ private:
                 ranges[n++] = r;
             }
         }
-        for (size_t i = 0; i < n; i++) {
-            inputs_[ranges[i].file]->advise(ranges[i].offset, ranges[i].length, MADV_DONTNEED);
-            inputs_[ranges[i].file]->drop_cached(ranges[i].offset, ranges[i].length);
+        ranges.resize(n);
+        return ranges;
+    }
+
+    /**
+     * Records which input runs of a window are (mostly) not cached, before anything asks the
+     * kernel for them (called just before the window's read-ahead is queued).
+     */
+    void note_window(size_t o, uint64_t w0, uint64_t w1, size_t first) {
+        if (!drop_behind_) return;
+        window_drop d{w0, {}};
+        for (const prefetch_range & r : window_runs(o, w0, w1, first))
+            if (inputs_[r.file]->resident_fraction(r.offset, r.length) < 0.5) d.cold.push_back(r);
+        pending_drops_.push_back(std::move(d));
+    }
+
+    /**
+     * Once window w0 is computed, unmaps its cold runs and drops them from the page cache.
+     * Each POSIX_FADV_DONTNEED drains every CPU's LRU batches (an IPI per CPU), hence runs, not
+     * tensors. Pages only partly inside a run (shared with the next window) stay cached.
+     */
+    void drop_window(uint64_t w0) {
+        while (!pending_drops_.empty() && pending_drops_.front().w0 < w0) pending_drops_.pop_front();
+        if (pending_drops_.empty() || pending_drops_.front().w0 != w0) return;
+        for (const prefetch_range & r : pending_drops_.front().cold) {
+            inputs_[r.file]->advise(r.offset, r.length, MADV_DONTNEED);
+            inputs_[r.file]->drop_cached(r.offset, r.length);
         }
+        pending_drops_.pop_front();
     }
 
     /** madvise()s the input bytes read by the elements that start in [w0, w1) of output o. */

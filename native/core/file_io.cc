@@ -1,6 +1,7 @@
 #include "file_io.h"
 
 #include <cerrno>
+#include <vector>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -61,6 +62,18 @@ void merge_input_map::drop_cached(uint64_t offset, uint64_t length) const {
 #ifdef POSIX_FADV_DONTNEED
     posix_fadvise(fd_, (off_t) offset, (off_t) length, POSIX_FADV_DONTNEED);
 #endif
+}
+
+double merge_input_map::resident_fraction(uint64_t offset, uint64_t length) const {
+    if (!data_ || length == 0 || offset >= size_) return 1.0;
+    uint64_t end = offset + length < offset || offset + length > size_ ? size_ : offset + length;
+    const uint64_t begin = offset & ~(page - 1);
+    end = (end + page - 1) & ~(page - 1);
+    std::vector<unsigned char> vec((size_t) ((end - begin) / page));
+    if (mincore((void *) (data_ + begin), (size_t) (end - begin), vec.data()) != 0) return 1.0;
+    size_t resident = 0;
+    for (unsigned char v : vec) resident += v & 1;
+    return (double) resident / (double) vec.size();
 }
 
 merge_status merge_output_file::create(const std::string & path, uint64_t size, bool direct) {

@@ -33,6 +33,9 @@ public:
      */
     void drop_cached(uint64_t offset, uint64_t length) const;
 
+    /** Fraction of the pages of [offset, offset+length) in the page cache (mincore); 1 if unknown. */
+    double resident_fraction(uint64_t offset, uint64_t length) const;
+
 private:
     int fd_ = -1;
     const uint8_t * data_ = nullptr;
