@@ -13,8 +13,9 @@
 // (MADV_DONTNEED) once consumed, so neither private memory nor mapped page cache grows with
 // the model size (about 70 MiB of RssAnon for the whole process in the 3 x 2 GiB benchmark).
 // When the inputs are bigger than half the RAM (and the job has one output), consumed pages
-// are also dropped from the page cache at the end of each window (drop-behind), so a cold
-// merge does not grow the cache: see wants_drop_behind() in engine.cc.
+// that were not cached before the merge asked for them are also dropped from the page cache
+// at the end of each window (drop-behind), so a cold merge does not grow the cache and warm
+// inputs stay warm: see wants_drop_behind() in engine.cc.
 //
 // Inputs are mapped, not copied: if another process truncates an input during the job, the
 // process gets SIGBUS (as any mmap reader would). The size is re-checked when the job starts.
