@@ -3,7 +3,7 @@
  * with the system C compiler (cc -O3 -march=native -pthread); dev tool, not part of the addon.
  *
  *   floor run --out PATH --out-bytes N [--read mmap|read|direct] [--write direct|buffered]
- *             [--readers K] [--ahead N] [--drop-behind] [--chunk-mib M] [--no-fsync] INPUT...
+ *             [--readers K] [--ahead N] [--drop-behind] [--writers W] [--chunk-mib M] [--no-fsync] INPUT...
  *       Reads every byte of the inputs (interleaved chunk by chunk, as a merge reads A, B, C)
  *       on K threads while one thread writes N bytes to a new file PATH (fallocate'd, like the
  *       engine's outputs), then fsyncs and unlinks it. No arithmetic. Prints one JSON object.
@@ -199,47 +199,55 @@ static void write_all(int fd, const uint8_t * buf, uint64_t len, uint64_t off) {
     }
 }
 
-static void * writer(void * arg) {
+static int out_fd = -1, out_dfd = -1, n_writers = 1;
+static atomic_uint_fast64_t next_out_chunk;
+
+/* One writer: takes output chunks in order from a shared counter (several writers keep that
+ * many requests in flight). */
+static void * write_loop(void * arg) {
     (void) arg;
-    int fd = open(out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) die("create", out_path);
-    if (out_bytes > 0) fallocate(fd, 0, 0, (off_t) out_bytes);
-    int dfd = -1;
-    if (use_direct) {
-        dfd = open(out_path, O_WRONLY | O_DIRECT | O_CLOEXEC);
-        if (dfd < 0) direct_fallback = 1;
-    }
     uint8_t * buf = aligned_alloc_or_die(chunk);
     memset(buf, 0x3c, chunk);
-    uint64_t off = 0;
-    while (off < out_bytes) {
-        uint64_t len = out_bytes - off < chunk ? out_bytes - off : chunk;
-        if (dfd >= 0) {
-            const uint64_t aligned = len & ~(PAGE - 1);
-            if (aligned > 0) {
-                const ssize_t w = pwrite(dfd, buf, aligned, (off_t) off);
-                if (w < 0 && errno == EINVAL) { /* the filesystem refuses O_DIRECT: go buffered */
-                    close(dfd);
-                    dfd = -1;
-                    direct_fallback = 1;
-                    continue;
-                }
-                if (w < 0 && errno == EINTR) continue;
-                if (w <= 0) die("pwrite O_DIRECT", out_path);
-                off += (uint64_t) w;
+    for (;;) {
+        const uint64_t off = atomic_fetch_add(&next_out_chunk, 1) * chunk;
+        if (off >= out_bytes) break;
+        const uint64_t len = out_bytes - off < chunk ? out_bytes - off : chunk;
+        const uint64_t aligned = out_dfd >= 0 ? len & ~(PAGE - 1) : 0;
+        if (aligned > 0) {
+            const ssize_t w = pwrite(out_dfd, buf, aligned, (off_t) off);
+            if (w == (ssize_t) aligned) {
+                if (aligned < len) write_all(out_fd, buf, len - aligned, off + aligned);
                 continue;
             }
+            if (!(w < 0 && errno == EINVAL)) die("pwrite O_DIRECT", out_path);
+            direct_fallback = 1; /* the filesystem refuses O_DIRECT: this chunk goes buffered */
         }
-        write_all(fd, buf, len, off);
-        off += len;
+        write_all(out_fd, buf, len, off);
     }
-    const double t0 = now();
-    if (do_fsync && fsync(fd) != 0) die("fsync", out_path);
-    t_fsync = now() - t0;
-    if (dfd >= 0) close(dfd);
-    close(fd);
-    t_write_end = now();
     free(buf);
+    return NULL;
+}
+
+static void * writer(void * arg) {
+    (void) arg;
+    out_fd = open(out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (out_fd < 0) die("create", out_path);
+    if (out_bytes > 0) fallocate(out_fd, 0, 0, (off_t) out_bytes);
+    if (use_direct) {
+        out_dfd = open(out_path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+        if (out_dfd < 0) direct_fallback = 1;
+    }
+    pthread_t extra[16];
+    const int n_extra = n_writers - 1 > 16 ? 16 : n_writers - 1;
+    for (int k = 0; k < n_extra; k++) if (pthread_create(&extra[k], NULL, write_loop, NULL) != 0) die("pthread_create", NULL);
+    write_loop(NULL);
+    for (int k = 0; k < n_extra; k++) pthread_join(extra[k], NULL);
+    const double t0 = now();
+    if (do_fsync && fsync(out_fd) != 0) die("fsync", out_path);
+    t_fsync = now() - t0;
+    if (out_dfd >= 0) close(out_dfd);
+    close(out_fd);
+    t_write_end = now();
     return NULL;
 }
 
@@ -263,6 +271,10 @@ static int cmd_run(int argc, char ** argv) {
         else if (!strcmp(a, "--chunk-mib") && i + 1 < argc) chunk = strtoull(argv[++i], NULL, 10) << 20;
         else if (!strcmp(a, "--no-fsync")) do_fsync = 0;
         else if (!strcmp(a, "--drop-behind")) drop_behind = 1;
+        else if (!strcmp(a, "--writers") && i + 1 < argc) {
+            n_writers = atoi(argv[++i]);
+            if (n_writers < 1) n_writers = 1;
+        }
         else if (!strcmp(a, "--keep")) keep = 1;
         else if (!strcmp(a, "--")) { i++; break; }
         else if (a[0] == '-') { fprintf(stderr, "floor: unknown option %s\n", a); return 2; }
@@ -289,9 +301,9 @@ static int cmd_run(int argc, char ** argv) {
     if (!keep) unlink(out_path);
     printf("{\"seconds\":%.6f,\"cpuSeconds\":%.6f,\"readSeconds\":%.6f,\"writeSeconds\":%.6f,\"fsyncSeconds\":%.6f,"
            "\"bytesRead\":%llu,\"bytesWritten\":%llu,\"read\":\"%s\",\"write\":\"%s\",\"readers\":%d,"
-           "\"ahead\":%zu,\"dropBehind\":%s,\"chunkBytes\":%llu,\"directFallback\":%s,\"sink\":%llu}\n",
+           "\"ahead\":%zu,\"dropBehind\":%s,\"writers\":%d,\"chunkBytes\":%llu,\"directFallback\":%s,\"sink\":%llu}\n",
            t1 - t0, cpu, t_read_end - t0, t_write_end - t0, t_fsync, (unsigned long long) bytes_read,
-           (unsigned long long) out_bytes, use_mmap ? "mmap" : use_odirect_read ? "direct" : "read", use_direct ? "direct" : "buffered", readers, ahead, drop_behind ? "true" : "false",
+           (unsigned long long) out_bytes, use_mmap ? "mmap" : use_odirect_read ? "direct" : "read", use_direct ? "direct" : "buffered", readers, ahead, drop_behind ? "true" : "false", n_writers,
            (unsigned long long) chunk, direct_fallback ? "true" : "false", (unsigned long long) (atomic_load(&sink) & 1));
     return 0;
 }
