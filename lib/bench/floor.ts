@@ -15,11 +15,24 @@ import { open, unlink, type FileHandle } from "node:fs/promises";
 
 export interface FloorOptions {
   inputs: string[];
-  /** A new file (created exclusively, removed afterwards). */
+  /** A new file (created exclusively), removed afterwards. */
   outPath: string;
+  /**
+   * Write over `outPath`, an existing file at least `outBytes` long (for example the output
+   * of the merge just measured), instead of creating it. Node cannot preallocate (the engine
+   * fallocates its outputs), and allocating blocks during the writes costs a third of the
+   * write speed here; an existing file gives the floor the same already-reserved space.
+   */
+  overwrite?: boolean;
   outBytes: number;
-  /** Bytes per read and per write (default 8 MiB; a multiple of 4096). */
+  /** Bytes per write (default 8 MiB; a multiple of 4096). */
   chunkBytes?: number;
+  /**
+   * Bytes per read (default 4 MiB). The inputs are read side by side, one read in flight per
+   * input; smaller reads than writes leave the concurrent O_DIRECT writes more memory
+   * bandwidth (2 x SD 1.5 here: 1.6 s with 8 MiB reads one at a time, 1.3 s this way).
+   */
+  readChunkBytes?: number;
   /** Stop after this many seconds and extrapolate (default: run to the end). */
   maxSeconds?: number;
   signal?: AbortSignal;
@@ -71,11 +84,13 @@ function probeDirect(path: string, buf: Buffer): { fd: number; offset: number } 
  */
 export async function ioFloor(options: FloorOptions): Promise<FloorResult> {
   const chunk = options.chunkBytes ?? 8 << 20;
-  if (chunk % ALIGN !== 0) throw new RangeError("chunkBytes must be a multiple of 4096");
+  const readChunk = options.readChunkBytes ?? 4 << 20;
+  if (chunk % ALIGN !== 0 || readChunk % ALIGN !== 0) throw new RangeError("chunkBytes and readChunkBytes must be multiples of 4096");
   // One allocation for the write and the read buffers, so one probe aligns both.
-  const arena = Buffer.allocUnsafeSlow(2 * chunk + ALIGN);
+  const nReads = Math.max(1, options.inputs.length);
+  const arena = Buffer.allocUnsafeSlow(chunk + nReads * readChunk + ALIGN);
   arena.fill(0x3c);
-  const out = await open(options.outPath, "wx");
+  const out = await open(options.outPath, options.overwrite ? "r+" : "wx");
   let direct: { fd: number; offset: number } | undefined;
   const handles: FileHandle[] = [];
   const t0 = process.hrtime.bigint();
@@ -86,23 +101,18 @@ export async function ioFloor(options: FloorOptions): Promise<FloorResult> {
     direct = options.outBytes >= ALIGN ? probeDirect(options.outPath, arena) : undefined;
     const base = direct?.offset ?? 0;
     const writeBuf = arena.subarray(base, base + chunk);
-    const readBuf = arena.subarray(base + chunk, base + 2 * chunk);
+    // One read buffer per input: the inputs' reads at a position run concurrently.
+    const readBufs = Array.from({ length: nReads }, (_, i) => arena.subarray(base + chunk + i * readChunk, base + chunk + (i + 1) * readChunk));
     for (const p of options.inputs) handles.push(await open(p, "r"));
     const sizes = await Promise.all(handles.map(async (h) => (await h.stat()).size));
     const totalRead = sizes.reduce((s, x) => s + x, 0);
 
     const reader = async () => {
-      for (let pos = 0; ; pos += chunk) {
-        let any = false;
-        for (let i = 0; i < handles.length; i++) {
-          if (pos >= sizes[i]!) continue;
-          any = true;
-          if (stop()) return;
-          const { bytesRead: n } = await handles[i]!.read(readBuf, 0, Math.min(chunk, sizes[i]! - pos), pos);
-          if (n === 0) break;
-          bytesRead += n;
-        }
-        if (!any) break;
+      for (let pos = 0; ; pos += readChunk) {
+        if (stop()) return;
+        const reads = handles.map((h, i) => (pos < sizes[i]! ? h.read(readBufs[i]!, 0, Math.min(readChunk, sizes[i]! - pos), pos) : undefined));
+        if (reads.every((r) => r === undefined)) break;
+        for (const r of await Promise.all(reads)) bytesRead += r?.bytesRead ?? 0;
       }
       readDoneAt = elapsed();
     };

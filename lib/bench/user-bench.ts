@@ -147,12 +147,14 @@ export async function runUserBench(options: UserBenchOptions): Promise<UserBench
     };
     const merges: { name: "native" | "ts"; run: TimedMerge }[] = [];
     let bytesWritten: number | undefined, bytesRead: number | undefined;
+    let preallocated: string | undefined; // a finished output the floor may write over
     const runEngine = async (engine: "native" | "js") => {
       await prepare();
       log(`running the ${engine === "js" ? "TS" : "native"} engine...`);
       const out = join(dir, `${engine}.safetensors`);
       const run = await timedMerge({ ...base, engine, out }, budget, options.signal);
-      await rm(out, { force: true });
+      if (run.complete && !preallocated) preallocated = out;
+      else await rm(out, { force: true });
       if (run.report) {
         bytesWritten ??= run.report.bytesWritten;
         bytesRead ??= run.report.bytesRead;
@@ -164,7 +166,11 @@ export async function runUserBench(options: UserBenchOptions): Promise<UserBench
     bytesWritten ??= await estimateOutputBytes(options.a, dtype);
     await prepare();
     log("measuring the I/O floor (same bytes read and written, no math)...");
-    const floor = await ioFloor({ inputs, outPath: join(dir, "floor.bin"), outBytes: bytesWritten, maxSeconds: budget, ...(options.signal ? { signal: options.signal } : {}) });
+    const floor = await ioFloor({
+      inputs, outPath: preallocated ?? join(dir, "floor.bin"), outBytes: bytesWritten, maxSeconds: budget,
+      ...(preallocated ? { overwrite: true } : {}), ...(options.signal ? { signal: options.signal } : {}),
+    });
+    preallocated = undefined;
     if (engines.includes("js")) await runEngine("js");
     bytesRead ??= bytesInput;
 
