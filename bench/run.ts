@@ -290,17 +290,22 @@ function outputBytesOf(scenario: Scenario, layoutsDir: string, shrink: number): 
   return Math.round((size * outElem) / inElem);
 }
 
-/** What bounds a row, from the floor's own read/write split and the engine's timings. */
-function limitOf(row: Omit<RowResult, "limit">): string {
+/**
+ * What bounds a row, from the floor's own read/write split and the engine's timings: the
+ * writer busy nearly all the run means the disk's writes; compute threads busy means CPU
+ * (warm) or waiting on input page faults (cold).
+ */
+export function limitOf(row: Omit<RowResult, "limit">): string {
   const floorPart = row.floorLimit === "write" ? "disk write" : row.cache === "cold" ? "disk read" : "page-cache read";
   if (row.engine === "js") return "TS compute";
   if (row.ratio.median <= 1.15) return `at the floor (${floorPart})`;
   const s = row.stats;
   const total = s.seconds ?? row.merge.median;
   const compute = s.secondsCompute ?? 0;
+  const write = s.secondsWrite ?? 0;
   const wait = s.secondsWaitWriter ?? 0;
-  if (wait > 0.5 * total) return "output writes (writer thread)";
-  if (compute > 0.5 * total) return row.cache === "cold" ? "input page faults in the compute loop (disk read)" : row.threads === 1 ? "compute + page faults (1 thread)" : "compute + page faults";
+  if (write > 0.85 * total || wait > 0.5 * total) return row.cache === "cold" ? "disk (writes share it with the reads)" : "output writes";
+  if (compute > 0.5 * total) return row.cache === "cold" ? "input reads (page faults wait on the disk)" : row.threads === 1 ? "compute (1 thread)" : "compute (CPU)";
   return "mixed";
 }
 
