@@ -18,19 +18,12 @@ import { torchHooks } from "../../lib/formats/ckpt/torch";
 import { layoutCkpt, pickleCheckpoint } from "../../lib/formats/ckpt/writer";
 import { buildZip } from "../fixtures/ckpt/zip-builder";
 import { testBytes } from "./helpers";
+import { seededRandom } from "../../lib/synthetic";
 
 const SCALE = Math.max(1, Number(process.env.TM_FUZZ_ITERATIONS ?? "1"));
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The project's seeded generator (mulberry32): reproducible mutations. */
+const rng = seededRandom;
 
 const OPCODES = Object.values(OP);
 const INTERESTING32 = [0, 1, 0x7f, 0x80, 0xff, 0xffff, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];

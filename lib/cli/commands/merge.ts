@@ -2,7 +2,7 @@
 import { merge, type MergeOptions } from "../../merge";
 import { METHODS } from "../../methods/registry";
 import { formatBytes } from "../../outputs";
-import { defineCommand, flagArg, listArg, stringArg, type CliIo } from "../command";
+import { defineCommand, ENGINE_OPTIONS, flagArg, listArg, stringArg, type CliIo } from "../command";
 import { createProgressPrinter } from "../progress";
 import type { MergeReport } from "../../merge";
 
@@ -42,9 +42,7 @@ export const mergeCommand = defineCommand({
     discard: { type: "string", multiple: true, value: "REGEX", description: "leave out keys matching this regular expression (repeatable)" },
     prune: { type: "boolean", description: "leave out EMA weights and training-only keys" },
     config: { type: "string", value: "FROM", description: "copy <model>.yaml beside the output from: abc (first found, default), a, b, c, none" },
-    engine: { type: "string", value: "NAME", description: "auto (default), native or js" },
-    threads: { type: "string", value: "N", description: "native engine threads (default: all cores)" },
-    isa: { type: "string", value: "NAME", description: "force a kernel set: auto, scalar, avx2, avx512" },
+    ...ENGINE_OPTIONS,
     "no-metadata": { type: "boolean", description: "leave the recipe out of the output's metadata" },
     quiet: { type: "boolean", short: "q", description: "no progress output" },
     verbose: { type: "boolean", description: "stack traces on errors" },

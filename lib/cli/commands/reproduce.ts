@@ -5,7 +5,7 @@ import { HashCache } from "../../library/hash-cache";
 import { formatBytes } from "../../outputs";
 import { formatJsonRecipe } from "../../recipes/json";
 import { readEmbeddedRecipe, reproduce } from "../../recipes/reproduce";
-import { defineCommand, flagArg, listArg, stringArg } from "../command";
+import { defineCommand, ENGINE_OPTIONS, flagArg, listArg, stringArg } from "../command";
 import { createProgressPrinter } from "../progress";
 import { engineOptions, printPlan } from "./run";
 
@@ -20,9 +20,7 @@ export const reproduceCommand = defineCommand({
     overwrite: { type: "boolean", description: "replace an existing output" },
     "dry-run": { type: "boolean", short: "n", description: "find the ingredients and print the plan; write nothing" },
     "print-recipe": { type: "boolean", description: "print the model's recipe (JSON) and exit" },
-    engine: { type: "string", value: "NAME", description: "auto (default), native or js" },
-    threads: { type: "string", value: "N", description: "native engine threads (default: all cores)" },
-    isa: { type: "string", value: "NAME", description: "force a kernel set: auto, scalar, avx2, avx512" },
+    ...ENGINE_OPTIONS,
     quiet: { type: "boolean", short: "q", description: "no progress output" },
     verbose: { type: "boolean", description: "stack traces on errors" },
   },

@@ -7,7 +7,7 @@ import { formatBytes } from "../../outputs";
 import { parseBindingsText, parseVarArgs, type Bindings } from "../../recipes/bindings";
 import { formatRecipe, parseRecipe } from "../../recipes";
 import { runRecipe, type RecipeProgress, type RecipeRunReport } from "../../recipes/run";
-import { defineCommand, flagArg, listArg, stringArg, type CliIo } from "../command";
+import { defineCommand, ENGINE_OPTIONS, flagArg, listArg, stringArg, type CliIo } from "../command";
 import { createProgressPrinter } from "../progress";
 
 export const HISTORY_FILE = "tensormerge-history.jsonl";
@@ -118,9 +118,7 @@ export const runCommand = defineCommand({
     history: { type: "string", value: "FILE", description: `append one JSON line per output here (default: OUT-DIR/${HISTORY_FILE})` },
     "no-history": { type: "boolean", description: "keep no history" },
     export: { type: "string", value: "FILE", description: "write the recipe to FILE (.json: JSON, else classic text) and exit" },
-    engine: { type: "string", value: "NAME", description: "auto (default), native or js" },
-    threads: { type: "string", value: "N", description: "native engine threads (default: all cores)" },
-    isa: { type: "string", value: "NAME", description: "force a kernel set: auto, scalar, avx2, avx512" },
+    ...ENGINE_OPTIONS,
     quiet: { type: "boolean", short: "q", description: "no progress output" },
     verbose: { type: "boolean", description: "stack traces on errors" },
   },
