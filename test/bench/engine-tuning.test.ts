@@ -4,12 +4,16 @@
  * spans several windows and window boundaries cut through tensors), against the TS engine.
  */
 import { strict as assert } from "node:assert";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { nativeAvailable } from "../../lib/engine";
 import { merge } from "../../lib/merge";
+import { runNativeJob } from "../../lib/native/binding";
+import { setEngineKnobs } from "../helpers/engines";
+import { DT, makeJob } from "../native/helpers";
 import { randomValues, tempDir, writeModel, type TestTensor } from "../helpers/models";
 
+const KNOB_NAMES = ["TENSORMERGE_WINDOW_MIB", "TENSORMERGE_RELEASE_INPUTS", "TENSORMERGE_PREFETCH", "TENSORMERGE_DIRECT_IO"];
 const KNOBS: Record<string, string>[] = [
   { TENSORMERGE_RELEASE_INPUTS: "0" },
   { TENSORMERGE_RELEASE_INPUTS: "1" },
@@ -28,9 +32,28 @@ function buildModel(path: string, seed: number, half: boolean): void {
   writeModel(path, tensors);
 }
 
+/** A small copy job whose stats show the knobs as the addon read them. */
+async function assertKnobsReachEngine(folder: string, knobs: Record<string, string>): Promise<void> {
+  const inPath = join(folder, "probe.in");
+  const n = 1 << 20; // 4 MiB copied: 4 windows of 1 MiB
+  writeFileSync(inPath, Buffer.alloc(n * 4));
+  const out = join(folder, `probe-${Date.now()}-${Math.random()}.out`);
+  const result = await runNativeJob(makeJob({
+    inputs: [{ path: inPath, size: n * 4 }],
+    outputs: [{ path: out, size: n * 4, literals: [] }],
+    pieces: [{ name: "probe", n, ops: [], writes: [{ output: 0, offset: 0, dtype: DT.F32, source: { kind: "input", file: 0, offset: 0, dtype: DT.F32 } }] }],
+  }));
+  rmSync(out);
+  const stats = result.stats!;
+  assert.equal(stats.windowBytes, 1 << 20, "TENSORMERGE_WINDOW_MIB did not reach the addon");
+  // One way only: a file system without O_DIRECT (tmpfs) writes buffered whatever the knob says.
+  if (knobs.TENSORMERGE_DIRECT_IO === "0") assert.equal(stats.bytesDirectIo, 0, "TENSORMERGE_DIRECT_IO did not reach the addon");
+  assert.equal(stats.dropBehind, knobs.TENSORMERGE_RELEASE_INPUTS === "3" ? 1 : 0, "TENSORMERGE_RELEASE_INPUTS did not reach the addon");
+}
+
 describe("engine tuning knobs keep outputs bit-identical", function () {
   this.timeout(120000);
-  const saved = { ...process.env };
+  let restore = () => {};
   let dir: ReturnType<typeof tempDir>;
   before(function () {
     if (!nativeAvailable()) this.skip();
@@ -40,7 +63,7 @@ describe("engine tuning knobs keep outputs bit-identical", function () {
     buildModel(join(dir.path, "c.safetensors"), 3, false);
   });
   after(() => {
-    process.env = saved;
+    restore();
     dir?.cleanup();
   });
 
@@ -56,7 +79,9 @@ describe("engine tuning knobs keep outputs bit-identical", function () {
       await merge({ ...base, out: outIn("js"), engine: "js" });
       const expected = readFileSync(outIn("js"));
       for (const [k, knobs] of KNOBS.entries()) {
-        process.env = { ...saved, TENSORMERGE_WINDOW_MIB: "1", ...knobs };
+        restore();
+        restore = setEngineKnobs({ ...Object.fromEntries(KNOB_NAMES.map((k) => [k, undefined])), TENSORMERGE_WINDOW_MIB: "1", ...knobs });
+        await assertKnobsReachEngine(dir.path, knobs);
         for (const threads of [1, 2]) {
           const out = outIn(`native-${k}-${threads}`);
           await merge({ ...base, out, engine: "native", threads });

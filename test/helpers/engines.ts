@@ -1,2 +1,20 @@
 /** The engines every end-to-end test runs on. Both are required: a missing addon fails the tests. */
 export const ENGINES: ("native" | "js")[] = (process.env.TENSORMERGE_TEST_ENGINES?.split(",") as ("native" | "js")[] | undefined) ?? ["native", "js"];
+
+/**
+ * Sets the native engine's benchmark knobs (TENSORMERGE_WINDOW_MIB and friends) for the addon,
+ * which reads them with getenv(): only property writes on Node's own `process.env` reach the C
+ * environment (a replaced `process.env = {...}` object does not), so set and delete keys one by
+ * one. Returns a function that puts every touched key back as it was.
+ */
+export function setEngineKnobs(knobs: Record<string, string | undefined>): () => void {
+  const saved = Object.keys(knobs).map((k) => [k, process.env[k]] as const);
+  const apply = (entries: readonly (readonly [string, string | undefined])[]) => {
+    for (const [k, v] of entries) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  };
+  apply(Object.entries(knobs));
+  return () => apply(saved);
+}

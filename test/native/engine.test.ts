@@ -223,6 +223,7 @@ describe("native engine", function () {
       };
       for (const window of ["1", undefined]) {
         if (window) process.env.TENSORMERGE_WINDOW_MIB = window;
+        else delete process.env.TENSORMERGE_WINDOW_MIB;
         const out = dir.file(`crc-out-${window}.bin`);
         const other = dir.file(`crc-other-${window}.bin`);
         const result = await runNativeJob(makeJob({
