@@ -189,6 +189,7 @@ void read_tuning(merge_tuning * t) {
     if (const char * v = std::getenv("TENSORMERGE_DIRECT_IO")) t->direct_io = std::atoi(v);
     if (const char * v = std::getenv("TENSORMERGE_PREFETCH")) t->prefetch = std::atoi(v);
     if (const char * v = std::getenv("TENSORMERGE_RELEASE_INPUTS")) t->release_inputs = std::atoi(v);
+    if (const char * v = std::getenv("TENSORMERGE_INTERLEAVE")) t->interleave = std::atoi(v);
 }
 
 class run_job_worker : public Napi::AsyncWorker {

@@ -145,6 +145,8 @@ public:
             {"blockElements", (double) block},
             {"bytesDirectIo", (double) direct_bytes()},
             {"dropBehind", drop_behind_ ? 1.0 : 0.0},
+            {"interleave", job_.tuning.interleave ? 1.0 : 0.0},
+            {"outputSwitches", (double) n_switches_},
         };
         return {};
     }
@@ -160,6 +162,7 @@ private:
     exec_context ctx_{};
     uint64_t window_ = 0;
     uint64_t n_windows_ = 0;
+    uint64_t n_switches_ = 0; // consecutive windows of different outputs
     bool drop_behind_ = false;
     struct window_drop {
         uint64_t w0;
@@ -177,61 +180,99 @@ private:
 
     static merge_status aborted() { return merge_status::fail(merge_error::ABORTED, "the merge was cancelled"); }
 
+    /** Where one output's stream stands: its next window, and the bytes carried into it. */
+    struct output_cursor {
+        uint64_t w0 = 0;
+        size_t first = 0;      // first span that ends after w0
+        uint8_t carry[slack];  // bytes of an element that started in the previous window and spilled past it
+    };
+
+    /**
+     * The piece the output's next window starts with. Outputs of one pass list the same pieces
+     * in the same order (A's key order), so this is where the output stands in the inputs.
+     */
+    size_t position(size_t o, output_cursor & cur) const {
+        const std::vector<plan_span> & spans = plan_.spans[o];
+        while (cur.first < spans.size() && spans[cur.first].end <= cur.w0) cur.first++;
+        for (size_t i = cur.first; i < spans.size(); i++)
+            if (spans[i].piece != plan_literal) return spans[i].piece;
+        return SIZE_MAX; // only literals and zeros left
+    }
+
+    /**
+     * Which output's window comes next. Interleaved (the default): the output furthest behind in
+     * the inputs, so all outputs of a pass (a sweep, a board's saved rows) move through the
+     * inputs in step and each input page is fetched once and used by every output while cached,
+     * even when the inputs are far bigger than the page cache. TENSORMERGE_INTERLEAVE=0: one
+     * output after another (the inputs are walked once per output).
+     */
+    size_t next_output(std::vector<output_cursor> & cursors) const {
+        size_t best = SIZE_MAX, best_pos = 0;
+        for (size_t o = 0; o < cursors.size(); o++) {
+            if (cursors[o].w0 >= job_.outputs[o].size) continue;
+            if (!job_.tuning.interleave) return o;
+            const size_t pos = position(o, cursors[o]);
+            if (best == SIZE_MAX || pos < best_pos) best = o, best_pos = pos;
+        }
+        return best;
+    }
+
     merge_status stream(merge_thread_pool & pool, merge_writer & writer, merge_prefetcher & prefetcher) {
         uint64_t submitted = 0;
         for (size_t o = 0; o < job_.outputs.size(); o++) {
+            if (job_.outputs[o].size > 0) continue;
+            writer.submit({o, nullptr, 0, 0, true});
+            submitted++;
+        }
+        std::vector<output_cursor> cursors(job_.outputs.size());
+        size_t previous = SIZE_MAX;
+        for (size_t o; (o = next_output(cursors)) != SIZE_MAX; previous = o) {
+            if (previous != SIZE_MAX && previous != o) n_switches_++;
+            output_cursor & cur = cursors[o];
             const uint64_t size = job_.outputs[o].size;
             const std::vector<plan_span> & spans = plan_.spans[o];
-            if (size == 0) {
-                writer.submit({o, nullptr, 0, 0, true});
-                submitted++;
-                continue;
+            const uint64_t w0 = cur.w0, w1 = std::min(size, w0 + window_);
+            uint8_t * buf = buffers_[submitted % 2]->data;
+            double t0 = now();
+            // The buffer was used by window `submitted - 2`: wait until it is on disk.
+            if (submitted >= 2 && !writer.wait_completed(submitted - 1)) return writer.status();
+            t_wait_ += now() - t0;
+            if (job_.control.cancelled()) return aborted();
+
+            t0 = now();
+            if (w0 > 0) std::memcpy(buf, cur.carry, slack);
+            while (cur.first < spans.size() && spans[cur.first].end <= w0) cur.first++;
+            const size_t first = cur.first;
+            size_t last = first;
+            while (last < spans.size() && spans[last].begin < w1) last++;
+            fill(o, w0, w1, buf, first, last);
+            if (w0 == 0 || !job_.tuning.prefetch) note_window(o, w0, w1, first);
+            if (job_.tuning.prefetch) {
+                // The first window's reads are queued too: they start while it is computed.
+                if (w0 == 0) prefetcher.submit(window_inputs(o, w0, w1, first));
+                if (w1 < size) note_window(o, w1, std::min(size, w1 + window_), first);
+                prefetcher.submit(window_inputs(o, w1, std::min(size, w1 + window_), first));
             }
-            size_t first = 0; // first span that ends after the window's start
-            const uint8_t * prev = nullptr;
-            for (uint64_t w0 = 0; w0 < size; w0 += window_) {
-                const uint64_t w1 = std::min(size, w0 + window_);
-                uint8_t * buf = buffers_[submitted % 2]->data;
-                double t0 = now();
-                // The buffer was used by window `submitted - 2`: wait until it is on disk.
-                if (submitted >= 2 && !writer.wait_completed(submitted - 1)) return writer.status();
-                t_wait_ += now() - t0;
-                if (job_.control.cancelled()) return aborted();
+            t_fill_ += now() - t0;
 
+            t0 = now();
+            merge_status s = compute(pool, w0, w1, buf, spans, first, last);
+            t_compute_ += now() - t0;
+            if (!s.ok()) return s;
+            const int release = job_.tuning.release_inputs;
+            if (release >= 1 && release <= 3) release_window(o, w0, w1, first);
+            if (drop_behind_) drop_window(w0);
+            if (!job_.outputs[o].crc32_ranges.empty()) {
                 t0 = now();
-                // Bytes of an element that started in the previous window and spilled past it.
-                if (prev) std::memcpy(buf, prev + window_, slack);
-                while (first < spans.size() && spans[first].end <= w0) first++;
-                size_t last = first;
-                while (last < spans.size() && spans[last].begin < w1) last++;
-                fill(o, w0, w1, buf, first, last);
-                if (w0 == 0 || !job_.tuning.prefetch) note_window(o, w0, w1, first);
-                if (job_.tuning.prefetch) {
-                    // The first window's reads are queued too: they start while it is computed.
-                    if (w0 == 0) prefetcher.submit(window_inputs(o, w0, w1, first));
-                    if (w1 < size) note_window(o, w1, std::min(size, w1 + window_), first);
-                    prefetcher.submit(window_inputs(o, w1, std::min(size, w1 + window_), first));
-                }
-                t_fill_ += now() - t0;
-
-                t0 = now();
-                merge_status s = compute(pool, w0, w1, buf, spans, first, last);
-                t_compute_ += now() - t0;
-                if (!s.ok()) return s;
-                const int release = job_.tuning.release_inputs;
-                if (release >= 1 && release <= 3) release_window(o, w0, w1, first);
-                if (drop_behind_) drop_window(w0);
-                if (!job_.outputs[o].crc32_ranges.empty()) {
-                    t0 = now();
-                    crc_window(pool, o, w0, w1, buf);
-                    t_crc_ += now() - t0;
-                }
-
-                writer.submit({o, buf, w0, w1 - w0, w1 == size});
-                submitted++;
-                n_windows_++;
-                prev = buf;
+                crc_window(pool, o, w0, w1, buf);
+                t_crc_ += now() - t0;
             }
+            if (w1 < size) std::memcpy(cur.carry, buf + window_, slack);
+
+            writer.submit({o, buf, w0, w1 - w0, w1 == size});
+            submitted++;
+            n_windows_++;
+            cur.w0 = w1;
         }
         return {};
     }

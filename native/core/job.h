@@ -99,6 +99,7 @@ struct merge_tuning {
     int direct_io = -1;                  // 0 buffered; otherwise try O_DIRECT for aligned blocks
     int prefetch = 1;                    // MADV_WILLNEED the next window's inputs
     int release_inputs = 1;              // MADV_DONTNEED input pages once consumed (bounded RSS)
+    int interleave = 1;                  // several outputs move through the inputs in step (engine.cc next_output)
     int fsync = 1;                       // fsync outputs before returning
 };
 

@@ -13,7 +13,7 @@ import { setEngineKnobs } from "../helpers/engines";
 import { DT, makeJob } from "../native/helpers";
 import { randomValues, tempDir, writeModel, type TestTensor } from "../helpers/models";
 
-const KNOB_NAMES = ["TENSORMERGE_WINDOW_MIB", "TENSORMERGE_RELEASE_INPUTS", "TENSORMERGE_PREFETCH", "TENSORMERGE_DIRECT_IO"];
+const KNOB_NAMES = ["TENSORMERGE_WINDOW_MIB", "TENSORMERGE_RELEASE_INPUTS", "TENSORMERGE_PREFETCH", "TENSORMERGE_DIRECT_IO", "TENSORMERGE_INTERLEAVE"];
 const KNOBS: Record<string, string>[] = [
   { TENSORMERGE_RELEASE_INPUTS: "0" },
   { TENSORMERGE_RELEASE_INPUTS: "1" },
@@ -21,6 +21,7 @@ const KNOBS: Record<string, string>[] = [
   { TENSORMERGE_RELEASE_INPUTS: "3" },
   { TENSORMERGE_RELEASE_INPUTS: "3", TENSORMERGE_PREFETCH: "0" },
   { TENSORMERGE_DIRECT_IO: "0", TENSORMERGE_RELEASE_INPUTS: "3" },
+  { TENSORMERGE_INTERLEAVE: "0" },
 ];
 
 function buildModel(path: string, seed: number, half: boolean): void {
@@ -48,6 +49,7 @@ async function assertKnobsReachEngine(folder: string, knobs: Record<string, stri
   assert.equal(stats.windowBytes, 1 << 20, "TENSORMERGE_WINDOW_MIB did not reach the addon");
   // One way only: a file system without O_DIRECT (tmpfs) writes buffered whatever the knob says.
   if (knobs.TENSORMERGE_DIRECT_IO === "0") assert.equal(stats.bytesDirectIo, 0, "TENSORMERGE_DIRECT_IO did not reach the addon");
+  assert.equal(stats.interleave, knobs.TENSORMERGE_INTERLEAVE === "0" ? 0 : 1, "TENSORMERGE_INTERLEAVE did not reach the addon");
   assert.equal(stats.dropBehind, knobs.TENSORMERGE_RELEASE_INPUTS === "3" ? 1 : 0, "TENSORMERGE_RELEASE_INPUTS did not reach the addon");
 }
 

@@ -128,10 +128,14 @@ function checkMixed(m: Mixed, files: Buffer[]): void {
   assert.deepEqual(errors, []);
 }
 
+/** The engine stats of the last runMixed. */
+let lastStats: Record<string, number> = {};
+
 async function runMixed(m: Mixed, suffix: string, threads: number, extra: Partial<Job> = {}): Promise<Buffer[]> {
   const outputs = m.outputs.map((o) => ({ ...o, path: `${o.path}.${suffix}` }));
   const job = { ...makeJob({ inputs: [{ path: m.inPath, size: m.inSize }], outputs, pieces: m.pieces, threads }), ...extra };
   const result = await runNativeJob(job);
+  lastStats = result.stats ?? {};
   assert.equal(result.threads, threads);
   assert.equal(result.bytesWritten, outputs[0]!.size + outputs[1]!.size);
   assert.equal(job.control[1], result.bytesWritten, "progress ends at the total");
@@ -182,15 +186,25 @@ describe("native engine", function () {
     afterEach(() => {
       delete process.env.TENSORMERGE_WINDOW_MIB;
       delete process.env.TENSORMERGE_DIRECT_IO;
+      delete process.env.TENSORMERGE_INTERLEAVE;
     });
 
-    it("is byte-identical with 1 MiB windows, default windows, and buffered writes instead of O_DIRECT, all matching the reference", async () => {
+    it("is byte-identical with 1 MiB windows, default windows, outputs interleaved or one after another, and buffered writes instead of O_DIRECT, all matching the reference", async () => {
       assert.ok(m.outputs[0]!.size > 3 << 20, `output is only ${m.outputs[0]!.size} bytes`);
       const big = await runMixed(m, "w32", 2);
       checkMixed(m, big);
       process.env.TENSORMERGE_WINDOW_MIB = "1";
       const small = await runMixed(m, "w1", 2);
       small.forEach((f, o) => assert.ok(f.equals(big[o]!), `output ${o} differs with 1 MiB windows`));
+      // Both outputs span several windows: interleaved, the engine alternates between them
+      // (each output's straddling element carried across the other's windows); sequential, it
+      // switches once.
+      assert.ok(lastStats.windows! > 4 && lastStats.outputSwitches! >= 3, JSON.stringify(lastStats));
+      process.env.TENSORMERGE_INTERLEAVE = "0";
+      const sequential = await runMixed(m, "w1s", 2);
+      sequential.forEach((f, o) => assert.ok(f.equals(big[o]!), `output ${o} differs with one output after another`));
+      assert.equal(lastStats.outputSwitches, 1);
+      delete process.env.TENSORMERGE_INTERLEAVE;
       process.env.TENSORMERGE_DIRECT_IO = "0";
       const buffered = await runMixed(m, "w1b", 1);
       buffered.forEach((f, o) => assert.ok(f.equals(big[o]!), `output ${o} differs with buffered writes`));
