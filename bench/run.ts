@@ -200,7 +200,7 @@ function scaled(spec: ModelSpec, shrink: number): ModelSpec {
 }
 
 /** Runs one merge in a child process. */
-function runMergeChild(options: MergeOptions, env: Record<string, string>): Promise<{ seconds: number; cpuSeconds: { user: number; system: number }; report: MergeReport; engineStats?: Record<string, number>; baseline: MemorySample; peak: MemorySample }> {
+export function runMergeChild(options: MergeOptions, env: Record<string, string>): Promise<{ seconds: number; cpuSeconds: { user: number; system: number }; report: MergeReport; engineStats?: Record<string, number>; baseline: MemorySample; peak: MemorySample; io: { readBytes: number; writeBytes: number } }> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [join(__dirname, "child.js"), JSON.stringify(options)], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
     let out = "", err = "";
@@ -228,7 +228,7 @@ function meanResidency(paths: string[]): number {
   return values.reduce((s, v) => s + v, 0) / Math.max(1, values.length);
 }
 
-function dropAllCaches(): void {
+export function dropAllCaches(): void {
   execSync("sync; echo 3 > /proc/sys/vm/drop_caches", { stdio: "ignore" });
 }
 

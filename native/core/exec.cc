@@ -47,7 +47,12 @@ struct block_eval {
         return slot;
     }
 
-    void run_op(uint32_t k, uint64_t i, size_t m) const {
+    /**
+     * `round` false skips the op's fp16/bf16 rounding: only for the op a write stores in that
+     * same dtype, where the store rounds identically (narrowing to fp16 or bf16 is idempotent,
+     * NaN payloads included) and no later op of this evaluation reads the result.
+     */
+    void run_op(uint32_t k, uint64_t i, size_t m, bool round = true) const {
         const merge_op & op = piece.ops[k];
         const float * x[3] = {nullptr, nullptr, nullptr};
         for (size_t j = 0; j < op.args.size(); j++) x[j] = operand(op.args[j], i, m, scratch.slot(n_ops + j));
@@ -60,6 +65,7 @@ struct block_eval {
             case MERGE_KERNEL_LERP: kt->lerp(r, x[0], x[1], op.params[0], m); break;
             default: break; // rejected by validation
         }
+        if (!round) return;
         if (op.round == ST_DTYPE_F16) kt->round_f16(r, m);
         else if (op.round == ST_DTYPE_BF16) kt->round_bf16(r, m);
     }
@@ -84,7 +90,10 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
             if (wr.source.kind == MERGE_OPERAND_INPUT) {
                 v = ev.operand(wr.source, i, m, scratch.slot(ev.n_ops + 3));
             } else {
-                for (uint32_t k : pw.ops) ev.run_op(k, i, m);
+                // pw.ops ascend and ops read only earlier ops: the source is the last one run.
+                const uint32_t last = wr.source.index;
+                const bool store_rounds = piece.ops[last].round == wr.dtype;
+                for (uint32_t k : pw.ops) ev.run_op(k, i, m, !(k == last && store_rounds));
                 v = scratch.slot(wr.source.index);
             }
             store(dst + (i - i0) * pw.out_size, v, m);
