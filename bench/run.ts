@@ -233,7 +233,7 @@ export function dropAllCaches(): void {
 }
 
 /** Puts the inputs in the wanted cache state; returns the mean fraction resident afterwards. */
-function prepareCache(paths: string[], cache: CacheState, method: "evict" | "drop"): number {
+export function prepareCache(paths: string[], cache: CacheState, method: "evict" | "drop"): number {
   if (cache === "warm") {
     warmFiles(paths);
     return meanResidency(paths);

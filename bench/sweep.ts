@@ -11,17 +11,23 @@
  * machine merging SDXL fp32 models (3 × 13 GB) in 16–32 GB of RAM. Without a writable memory
  * cgroup (not root), it runs uncapped and says so; --cache-limit-gib 0 runs uncapped on purpose.
  *
- * usage: node dist/bench/sweep.js [--dir DIR] [--values 0.2,0.4,0.6] [--runs 3] [--cache-limit-gib 3]
+ * usage: see USAGE below.
  */
 import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { formatMiB, formatSummary, summarize, textTable } from "../lib/bench/stats";
-import { evictFiles, residency } from "./floor";
+import { formatMiB, formatSummary, summarize, textTable, type Summary } from "../lib/bench/stats";
 import { defaultLayoutsDir, ensureModels, GB, GiB, type ModelSpec } from "./models";
-import { dropAllCaches, runMergeChild } from "./run";
+import { prepareCache, runMergeChild } from "./run";
+
+const USAGE = `usage: node dist/bench/sweep.js [--dir DIR] [--layouts DIR] [--values 0.2,0.4,0.6] [--runs 3]
+                                [--cache-limit-gib 3] [--cold evict|drop]
+  --cache-limit-gib N  memory cgroup cap of each merge process, page cache included (0: uncapped)
+  --cold evict|drop    before each run, evict the inputs from the page cache (posix_fadvise; the
+                       default, dropping every cache as root where that is not enough) or drop it all
+`;
 
 interface Mode {
   label: string;
@@ -54,34 +60,31 @@ function makeMemoryCgroup(limit: number): { path: string; remove: () => void } |
   return undefined;
 }
 
-function coldStart(paths: string[]): number {
-  try {
-    dropAllCaches();
-  } catch {
-    evictFiles(paths);
-  }
-  const r = residency(paths);
-  return paths.reduce((s, p) => s + (r[p] ?? 0), 0) / paths.length;
+export interface SweepBenchOptions {
+  dir: string;
+  layoutsDir: string;
+  /** The multipliers of the sweep (the single merge uses the first). */
+  values: number[];
+  runs: number;
+  /** Cap of the merge process's memory cgroup, bytes (0: uncapped). */
+  cacheLimitBytes: number;
+  coldMethod: "evict" | "drop";
+  log: (line: string) => void;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: { dir: { type: "string" }, values: { type: "string" }, runs: { type: "string" }, "cache-limit-gib": { type: "string" }, help: { type: "boolean", short: "h" } },
-    strict: true,
-  });
-  if (values.help) {
-    process.stdout.write("usage: node dist/bench/sweep.js [--dir DIR] [--values 0.2,0.4,0.6] [--runs 3] [--cache-limit-gib 3]\n");
-    return 0;
-  }
-  const dir = resolve(values.dir ?? join(tmpdir(), "tensormerge-bench"));
-  const sweep = (values.values ?? "0.2,0.4,0.6").split(",").map(Number);
-  const runs = Number(values.runs ?? 3);
-  const limit = Number(values["cache-limit-gib"] ?? 3) * GiB;
-  const log = (line: string) => process.stdout.write(`${line}\n`);
+export interface SweepBenchRow {
+  label: string;
+  outputs: number;
+  seconds: Summary;
+  /** Storage bytes read by the merge process ÷ input bytes, median. */
+  readRatio: number;
+  peakAnon: number;
+}
 
+export async function runSweepBench(options: SweepBenchOptions): Promise<{ capped: boolean; rows: SweepBenchRow[] }> {
+  const { dir, values: sweep, runs, cacheLimitBytes: limit, log } = options;
   const specs: ModelSpec[] = [{ layout: "sd15", seed: 1 }, { layout: "sd15", seed: 2 }];
-  const inputs = await ensureModels(specs, { dir, layoutsDir: defaultLayoutsDir(), keep: specs, budgetBytes: 35 * GB, reserveBytes: sweep.length * 2.2 * GB, minFreeBytes: 10 * GB, log });
+  const inputs = await ensureModels(specs, { dir, layoutsDir: options.layoutsDir, keep: specs, budgetBytes: 35 * GB, reserveBytes: sweep.length * 2.2 * GB, minFreeBytes: 0, log });
   const inputBytes = inputs.reduce((s, p) => s + statSync(p).size, 0);
   const cgroup = limit > 0 ? makeMemoryCgroup(limit) : undefined;
   if (cgroup) log(`merge processes run in ${cgroup.path}, capped at ${(limit / GiB).toFixed(1)} GiB (page cache included)`);
@@ -99,7 +102,7 @@ export async function main(argv: string[]): Promise<number> {
       for (const [i, mode] of modes.entries()) {
         await rm(outDir, { recursive: true, force: true });
         mkdirSync(outDir, { recursive: true });
-        const resident = coldStart(inputs);
+        const resident = prepareCache(inputs, "cold", options.coldMethod);
         const env = { ...mode.env, ...(cgroup ? { TENSORMERGE_BENCH_CGROUP: cgroup.path } : {}) };
         const run = await runMergeChild(
           { a: inputs[0]!, b: inputs[1]!, method: "weighted-sum", multiplier: mode.multipliers, dtype: "fp16", out: join(outDir, "sweep.safetensors"), engine: "native", recipeMetadata: false },
@@ -116,13 +119,44 @@ export async function main(argv: string[]): Promise<number> {
     await rm(outDir, { recursive: true, force: true });
     cgroup?.remove();
   }
-  const rows = [[`merge (2 × SD 1.5 fp32 → fp16, cold, ${cgroup ? `cache capped at ${(limit / GiB).toFixed(1)} GiB` : "uncapped"})`, "time (median, spread)", "read from disk ÷ inputs", "peak private"]];
-  modes.forEach((m, i) => {
-    const r = results[i]!;
-    rows.push([m.label, formatSummary(summarize(r.seconds)), `${summarize(r.readRatio).median.toFixed(2)}×`, formatMiB(Math.max(...r.anon))]);
+  const rows = modes.map((m, i) => ({
+    label: m.label,
+    outputs: m.multipliers.length,
+    seconds: summarize(results[i]!.seconds),
+    readRatio: summarize(results[i]!.readRatio).median,
+    peakAnon: Math.max(...results[i]!.anon),
+  }));
+  return { capped: cgroup !== undefined, rows };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      dir: { type: "string" }, layouts: { type: "string" }, values: { type: "string" }, runs: { type: "string" }, "cache-limit-gib": { type: "string" },
+      cold: { type: "string" }, help: { type: "boolean", short: "h" },
+    },
+    strict: true,
   });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const limit = Number(values["cache-limit-gib"] ?? 3) * GiB;
+  const log = (line: string) => process.stdout.write(`${line}\n`);
+  const { capped, rows } = await runSweepBench({
+    dir: resolve(values.dir ?? join(tmpdir(), "tensormerge-bench")),
+    layoutsDir: values.layouts ?? defaultLayoutsDir(),
+    values: (values.values ?? "0.2,0.4,0.6").split(",").map(Number),
+    runs: Number(values.runs ?? 3),
+    cacheLimitBytes: limit,
+    coldMethod: values.cold === "drop" ? "drop" : "evict",
+    log,
+  });
+  const table = [[`merge (2 × SD 1.5 fp32 → fp16, cold, ${capped ? `cache capped at ${(limit / GiB).toFixed(1)} GiB` : "uncapped"})`, "time (median, spread)", "read from disk ÷ inputs", "peak private"]];
+  for (const r of rows) table.push([r.label, formatSummary(r.seconds), `${r.readRatio.toFixed(2)}×`, formatMiB(r.peakAnon)]);
   log("");
-  log(textTable(rows, [false, true, true, true]));
+  log(textTable(table, [false, true, true, true]));
   return 0;
 }
 

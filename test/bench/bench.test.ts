@@ -17,6 +17,7 @@ import { summarize } from "../../lib/bench/stats";
 import { formatUserBench, runUserBench } from "../../lib/bench/user-bench";
 import { nativeAvailable } from "../../lib/engine";
 import { loadBuiltinLayout, shrinkLayout, withFloatDtype } from "../../lib/synthetic";
+import { runSweepBench } from "../../bench/sweep";
 
 function haveCompiler(): boolean {
   try {
@@ -96,6 +97,17 @@ describe("bench (smoke, tiny models)", function () {
     await ensureModels([{ layout: "sd15", seed: 8 }], { dir, layoutsDir: layouts, keep: [spec], budgetBytes: 2.5 * size, reserveBytes: 0, minFreeBytes: 0, log });
     assert.ok(existsSync(p!), "kept");
     assert.ok(!existsSync(modelPath(dir, { layout: "sd15", seed: 1 })), "evicted");
+  });
+
+  it("the sweep bench runs a single merge and a sweep both ways, and counts the bytes read", async function () {
+    if (!haveCompiler()) this.skip();
+    const lines: string[] = [];
+    const { capped, rows } = await runSweepBench({ dir, layoutsDir: layouts, values: [0.2, 0.4], runs: 1, cacheLimitBytes: 0, coldMethod: "evict", log: (l) => lines.push(l) });
+    assert.equal(capped, false);
+    assert.deepEqual(rows.map((r) => [r.label, r.outputs]), [["1 value", 1], ["2 values, interleaved", 2], ["2 values, one after another", 2]]);
+    for (const r of rows) assert.ok(r.seconds.median > 0 && Number.isFinite(r.readRatio) && r.readRatio >= 0, JSON.stringify(r));
+    assert.equal(lines.filter((l) => /^run 1\/1 .*output\(s\)$/.test(l)).length, 3, lines.join("\n"));
+    assert.ok(!existsSync(join(dir, "sweep-out")), "outputs removed");
   });
 
   it("--clean removes the models and the folder", async () => {
