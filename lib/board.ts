@@ -6,7 +6,7 @@
 import { defaultThreads, newControl, runJob } from "./engine";
 import { MergeError } from "./errors";
 import type { MergeProgress } from "./merge";
-import { checkFreeSpace, checkTargets, commitFile, patchFile, removeQuietly, tempPathFor } from "./outputs";
+import { checkFreeSpace, checkTargets, commitFile, patchFile, removeQuietly, removeStaleTemps, tempPathFor } from "./outputs";
 import type { BoardPlan } from "./plan";
 
 export interface RunOptions {
@@ -26,11 +26,16 @@ export interface RunResult {
   passes: number;
 }
 
-/** Checks what can be checked before anything is written. */
-export async function preflight(plan: BoardPlan, overwrite: boolean): Promise<void> {
+/**
+ * Checks what can be checked before anything is written, after removing the temporary files
+ * killed merges left beside the targets. Returns the paths of those removed.
+ */
+export async function preflight(plan: BoardPlan, overwrite: boolean): Promise<string[]> {
   const outputs = plan.passes.flatMap((p) => p.outputs);
   await checkTargets(outputs.map((o) => o.path), plan.inputs.map((m) => m.path), overwrite);
+  const removed = await removeStaleTemps(outputs.map((o) => o.path));
   await checkFreeSpace(outputs.map((o) => ({ path: o.path, size: o.layout.size })));
+  return removed;
 }
 
 export async function executePlan(plan: BoardPlan, options: RunOptions, started = Date.now()): Promise<RunResult> {

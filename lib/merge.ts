@@ -96,6 +96,8 @@ export interface MergeReport {
   configs: string[];
   /** What baking in the VAE did. */
   vae?: VaeBakeReport;
+  /** Temporary files of killed merges into the same targets, removed before this one. */
+  removedTemps?: string[];
 }
 
 const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "onProgress", "signal"] as const;
@@ -193,7 +195,7 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
       }),
     }],
   });
-  await preflight(plan, options.overwrite === true);
+  const removedTemps = await preflight(plan, options.overwrite === true);
   const run = await executePlan(plan, {
     engine, threads, isa, overwrite: options.overwrite === true,
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
@@ -218,6 +220,7 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
     stats: plan.stats[0]!,
     configs,
     ...(edits.vae ? { vae: edits.vae } : {}),
+    ...(removedTemps.length ? { removedTemps } : {}),
   };
 }
 

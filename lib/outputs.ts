@@ -4,7 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { access, link, open, rename, statfs, unlink } from "node:fs/promises";
+import { access, link, open, readdir, rename, stat, statfs, unlink } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { MergeError, fsError } from "./errors";
 
@@ -13,6 +13,48 @@ export const TEMP_MARKER = ".tensormerge-";
 /** A unique hidden temporary path in the target's folder (same filesystem, so rename is atomic). */
 export function tempPathFor(target: string): string {
   return join(dirname(target), `.${basename(target)}${TEMP_MARKER}${process.pid}-${randomBytes(4).toString("hex")}.tmp`);
+}
+
+/** A temp file older than this with a dead owner is stale (a live writer touches it far more often). */
+const STALE_TEMP_SECONDS = 10;
+
+/**
+ * Removes the temporary files that killed merges left beside these targets (a kill cannot clean
+ * up): `.<name>.tensormerge-<pid>-<random>.tmp` whose process no longer runs on this machine and
+ * that nothing has written for a while (so a merge from another machine on a shared folder is
+ * left alone). Returns the paths removed. Called before the free-space check: a killed SDXL merge
+ * may have left gigabytes.
+ */
+export async function removeStaleTemps(targets: string[], now = Date.now()): Promise<string[]> {
+  const removed: string[] = [];
+  const byDir = new Map<string, Set<string>>();
+  for (const t of targets) {
+    const dir = dirname(resolve(t));
+    if (!byDir.has(dir)) byDir.set(dir, new Set());
+    byDir.get(dir)!.add(basename(t));
+  }
+  for (const [dir, names] of byDir) {
+    const entries = await readdir(dir).catch(() => [] as string[]);
+    for (const entry of entries) {
+      const m = /^\.(.+)\.tensormerge-(\d+)-[0-9a-f]+\.tmp$/.exec(entry);
+      if (!m || !names.has(m[1]!) || processRuns(Number(m[2]))) continue;
+      const path = join(dir, entry);
+      const info = await stat(path).catch(() => undefined);
+      if (!info?.isFile() || now - info.mtimeMs < STALE_TEMP_SECONDS * 1000) continue;
+      if (await unlink(path).then(() => true, () => false)) removed.push(path);
+    }
+  }
+  return removed;
+}
+
+function processRuns(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM"; // alive, another user's
+  }
 }
 
 export async function exists(path: string): Promise<boolean> {

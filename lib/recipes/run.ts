@@ -242,7 +242,7 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
     isa: "",
     threads: options.threads ?? defaultThreads(),
     seconds: 0,
-    warnings: compiled.warnings,
+    warnings: [...compiled.warnings],
     stats: plan?.stats ?? [],
     plan,
     compiled,
@@ -253,7 +253,7 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
     return report;
   }
 
-  await preflight(plan, false);
+  for (const t of await preflight(plan, false)) report.warnings.push(`removed ${t}, left by a merge that was killed`);
   for (const o of outputs) if (o.state === "planned") onProgress?.({ phase: "output", path: o.path, state: "writing" });
   const passes = plan.passes.length;
   const run = await executePlan(plan, {

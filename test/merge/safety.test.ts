@@ -2,7 +2,7 @@
 import { strict as assert } from "node:assert";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MergeError } from "../../lib/errors";
 import { merge } from "../../lib/merge";
@@ -68,7 +68,7 @@ describe("safety: nothing lost", function () {
     assert.equal(readFileSync(join(out, "keep"), "utf8"), "x");
   });
 
-  it("a killed CLI leaves no file under the final name", async () => {
+  it("a killed CLI leaves no file under the final name; the next merge removes its temporary file", async () => {
     const out = join(dir.path, "killed.safetensors");
     const child = spawn(process.execPath, [join(__dirname, "../../lib/cli/main.js"), "merge", "--a", bigA, "--b", bigB, "--out", out, "--engine", "js", "--quiet"], { stdio: "ignore" });
     const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
@@ -78,7 +78,26 @@ describe("safety: nothing lost", function () {
     child.kill("SIGKILL");
     assert.equal(await exited, null);
     assert.equal(existsSync(out), false);
-    for (const t of leftovers(dir.path)) (await import("node:fs")).unlinkSync(join(dir.path, t)); // a kill cannot clean up
+    // A kill cannot clean up; the next merge into the same target does, once the file is a few
+    // seconds old (backdated here) and its process is gone. Other temporary files stay: a
+    // fresh one, one whose process runs (this one), one for another target.
+    const [killed] = leftovers(dir.path);
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(join(dir.path, killed!), old, old);
+    const deadPid = child.pid!;
+    const keep = [
+      `.killed.safetensors.tensormerge-${deadPid}-0f4e5400.tmp`,
+      `.killed.safetensors.tensormerge-${process.pid}-0a11fe00.tmp`,
+      `.other.safetensors.tensormerge-${deadPid}-0beef000.tmp`,
+    ];
+    for (const k of keep) {
+      writeFileSync(join(dir.path, k), "x");
+      if (!k.includes("0f4e5400")) utimesSync(join(dir.path, k), old, old);
+    }
+    const report = await merge({ a, b, method: "weighted-sum", out });
+    assert.deepEqual(report.removedTemps, [join(dir.path, killed!)]);
+    assert.deepEqual(leftovers(dir.path).sort(), [...keep].sort());
+    for (const k of keep) unlinkSync(join(dir.path, k));
   });
 
   it("refuses to overwrite an existing output unless asked, and leaves it untouched", async () => {

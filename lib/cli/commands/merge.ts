@@ -10,6 +10,7 @@ const methodHelp = METHODS.map((m) => `${m.name} (${m.formula})`).join("; ");
 
 export function printMergeReport(report: MergeReport, io: CliIo): void {
   const s = report.stats;
+  for (const t of report.removedTemps ?? []) io.out.write(`removed ${t}, left by a merge that was killed\n`);
   for (const c of report.configs) io.out.write(`copied model config to ${c}\n`);
   for (const o of report.outputs) io.out.write(`wrote ${o.path} (${formatBytes(o.bytes)}${report.outputs.length > 1 ? `, M=${o.multiplier}` : ""})\n`);
   const missing = Object.entries(s.missing).map(([slot, n]) => `${n} missing in ${slot.toUpperCase()}`).join(", ");
