@@ -160,7 +160,9 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
   if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled before it started");
 
   const configSource = options.config === undefined ? "abc" : requireOneOf("config", options.config, ["abc", "a", "b", "c", "none"] as const);
-  const resolveOptions = options.models ? { dirs: options.models } : {};
+  // One hash cache for the whole merge: hash references resolve from it, recipe metadata reads it.
+  const cache = await HashCache.open();
+  const resolveOptions = { cache, ...(options.models ? { dirs: options.models } : {}), ...(options.signal ? { signal: options.signal } : {}) };
   for (const slot of method.inputs) paths[slot] = await resolveModel(paths[slot]!, resolveOptions);
   const vaePath = options.vae === undefined ? undefined : await resolveModel(requireString("vae", options.vae), resolveOptions);
 
@@ -179,7 +181,7 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
     ...(options.prune ? { prune: true } : {}),
   });
   const rowName = stemOf(out);
-  const metadataFor = await recipeMetadataFor(options, { rowName, method: method.name as MethodName, paths, models: inputs, multipliers, dtype, vaePath });
+  const metadataFor = await recipeMetadataFor(options, cache, { rowName, method: method.name as MethodName, paths, models: inputs, multipliers, dtype, vaePath });
   const plan = planBoard({
     rows: [{
       name: rowName,
@@ -227,11 +229,11 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
 /** Builds each output's metadata: the user's, plus the recipe (unless turned off). */
 async function recipeMetadataFor(
   options: MergeOptions,
+  cache: HashCache,
   row: { rowName: string; method: MethodName; paths: Partial<Record<ModelSlot, string>>; models: Partial<Record<ModelSlot, { model: ModelFile }>>; multipliers: number[]; dtype: OutputDtype | undefined; vaePath: string | undefined },
 ): Promise<(multiplier: number, format: OutputFormat) => Record<string, string>> {
   const user = options.metadata ?? {};
   if (options.recipeMetadata === false) return (_, format) => (format === "ckpt" ? { ...user } : { format: "pt", ...user });
-  const cache = await HashCache.open();
   const identity = async (path: string, metadata: Record<string, string>): Promise<InputIdentity> => {
     const h = await getFileHashes(path, { cache, ...(options.signal ? { signal: options.signal } : {}) });
     return { sha256: h.sha256, legacy: h.legacy, name: basename(path), metadata, virtual: false };

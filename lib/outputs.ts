@@ -66,8 +66,11 @@ export async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Refuses targets that exist (unless `overwrite`) or that are one of the inputs. */
-export async function checkTargets(targets: string[], inputs: string[], overwrite: boolean): Promise<void> {
+/**
+ * Refuses targets that exist (unless `overwrite`) or that are one of the inputs, and targets
+ * whose folder is missing (unless the caller will create it: `folderMayBeMissing`).
+ */
+export async function checkTargets(targets: string[], inputs: string[], overwrite: boolean, folderMayBeMissing = false): Promise<void> {
   const inputSet = new Set(inputs.map((p) => resolve(p)));
   const seen = new Set<string>();
   for (const target of targets) {
@@ -78,7 +81,7 @@ export async function checkTargets(targets: string[], inputs: string[], overwrit
     if (!overwrite && (await exists(target))) {
       throw new MergeError("OUTPUT_EXISTS", `${target} already exists (use --overwrite to replace it)`, { path: target });
     }
-    if (!(await exists(dirname(full)))) throw new MergeError("FILE_NOT_FOUND", `${dirname(full)}: the output folder does not exist`, { path: target });
+    if (!folderMayBeMissing && !(await exists(dirname(full)))) throw new MergeError("FILE_NOT_FOUND", `${dirname(full)}: the output folder does not exist`, { path: target });
   }
 }
 

@@ -32,6 +32,8 @@ export interface CompileOptions {
   modelDirs?: readonly string[];
   /** Folder for the outputs (default: the working directory). */
   outDir?: string;
+  /** Create the output folders once the recipe has passed every check (default false: they must exist). */
+  createOutDirs?: boolean;
   /** Explicit output paths for some rows (recipe row index → one path per multiplier). */
   outputPaths?: Record<number, string[]>;
   /** Hash cache for hash references and metadata (default: none). */
@@ -274,7 +276,7 @@ export async function compileRecipe(recipe: Recipe, options: CompileOptions = {}
     for (const m of missing) warnings.push(`${m} does not exist yet: it will be created`);
     written = written.filter((w) => !missing.has(dirname(w)));
   }
-  await checkTargets(written, allFiles.map((f) => f.path), options.overwrite === true);
+  await checkTargets(written, allFiles.map((f) => f.path), options.overwrite === true, options.createOutDirs === true);
 
   // Structure checks and key edits need the file each row's A comes from.
   const rootOf = (source: CompiledSource): ModelFile => (source.kind === "file" ? source.file.model : rootOf(rows[source.row]!.inputs.a!));

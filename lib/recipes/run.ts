@@ -16,7 +16,7 @@
  *    first input that has one, append the history.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { open, stat, statfs } from "node:fs/promises";
+import { mkdir, open, stat, statfs } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { executePlan, preflight } from "../board";
 import { defaultThreads, resolveEngine, type EngineName } from "../engine";
@@ -253,6 +253,11 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
     return report;
   }
 
+  if (options.createOutDirs) {
+    for (const dir of new Set(plan.passes.flatMap((p) => p.outputs.map((o) => dirname(o.path))))) {
+      await mkdir(dir, { recursive: true }).catch((e) => { throw fsError(e, dir, "creating the output folder"); });
+    }
+  }
   for (const t of await preflight(plan, false)) report.warnings.push(`removed ${t}, left by a merge that was killed`);
   for (const o of outputs) if (o.state === "planned") onProgress?.({ phase: "output", path: o.path, state: "writing" });
   const passes = plan.passes.length;

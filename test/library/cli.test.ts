@@ -69,13 +69,13 @@ describe("CLI: list and inspect", function () {
     assert.deepEqual(noHash.map((e) => e.sha256), first.map((e) => e.sha256));
   });
 
-  it("list prints a table with names, architectures and short hashes", () => {
+  it("list prints a table with names, formats, architectures, dtypes and short hashes", () => {
     const r = run(["list"]);
     assert.equal(r.code, 0);
     const lines = r.out.trim().split("\n");
-    assert.match(lines[0]!, /^NAME\s+ARCH\s+DTYPE\s+SIZE\s+SHA256\s+HASH\s+COMPONENTS$/);
-    assert.match(r.out, /mix15\s+sd1\s+fp32/);
-    assert.match(r.out, /xl\/base_xl\s+sdxl\s+fp16/);
+    assert.match(lines[0]!, /^NAME\s+FORMAT\s+ARCH\s+DTYPES\s+SIZE\s+SHA256\s+HASH\s+COMPONENTS$/);
+    assert.match(r.out, /mix15\s+safetensors\s+sd1\s+F32(\+I\d+)*\s/);
+    assert.match(r.out, /xl\/base_xl\s+safetensors\s+sdxl\s+F16(\+I\d+)*\s/);
     assert.match(r.out, /broken .*error \[HEADER_NOT_JSON\]/);
   });
 

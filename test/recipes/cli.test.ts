@@ -1,7 +1,7 @@
 /** `tensormerge run` and `tensormerge reproduce` as a user meets them. */
 import { strict as assert } from "node:assert";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseHistory } from "../../lib/recipes/history";
 import { tempDir } from "../helpers/models";
@@ -79,6 +79,13 @@ describe("recipes: CLI", function () {
     const unbound = run(["run", recipe, "--var", "SD14=sd14", "--models", models, "--out-dir", out]);
     assert.match(unbound.err, /RECIPE_INVALID.*unbound variables __F222__ .*__SD15__ .*__WD13__/);
     assert.deepEqual(filesIn(out), []);
+    // An output folder that does not exist yet is created only once the recipe passed its checks.
+    const fresh = join(dir.path, "not-yet");
+    const refused = run(["run", recipe, "--var", "SD14=sd14", "--models", models, "--out-dir", fresh]);
+    assert.match(refused.err, /RECIPE_INVALID/);
+    assert.equal(existsSync(fresh), false, "a refused recipe created its output folder");
+    assert.equal(run(["run", "--out-dir", join(fresh, "deeper"), recipe, ...vars, "--models", models, "-q"]).code, 0);
+    assert.ok(filesIn(join(fresh, "deeper")).includes("mix15.safetensors"));
     assert.equal(run(["run"]).code, 2);
   });
 

@@ -31,14 +31,17 @@ export const inspectCommand = defineCommand({
       io.err.write("tensormerge inspect: give a model (path, name or hash); see --help\n");
       return 2;
     }
-    const cache = flagArg(args, "hash") ? await HashCache.open() : null;
+    // The cache answers hash references (a file hashed once is never read again for that);
+    // hashes are shown only with --hash.
+    const cache = await HashCache.open();
+    const showHashes = flagArg(args, "hash");
     const models = [];
     const reports: InspectReport[] = [];
     for (const ref of args.positionals) {
       const path = await resolveModel(ref, { cache, signal });
       const model = await openModel(path);
       const report = inspectOpenedModel(model);
-      if (cache) {
+      if (showHashes) {
         const { cached: _cached, ...hashes } = await getFileHashes(path, { cache, signal });
         report.hashes = hashes;
       }

@@ -23,12 +23,12 @@ export function renderTable(header: string[], rows: string[][]): string {
 export function formatModelTable(entries: ModelEntry[]): string {
   const rows = entries.map((e) => {
     if (e.error && e.architecture === null) {
-      return [e.title, "-", "-", e.size ? formatBytes(e.size) : "-", e.autov2 ?? "-", e.legacyHash ?? "-", `error [${e.error.code}]: ${e.error.message}`];
+      return [e.title, e.format, "-", "-", e.size ? formatBytes(e.size) : "-", e.autov2 ?? "-", e.legacyHash ?? "-", `error [${e.error.code}]: ${e.error.message}`];
     }
     const arch = e.architecture === "unknown" && e.kind && e.kind !== "checkpoint" ? `unknown (${e.kind})` : e.architecture ?? "-";
-    return [e.title, arch, e.precision ?? "-", formatBytes(e.size), e.autov2 ?? "-", e.legacyHash ?? "-", componentsShort(e) + (e.error ? `  error [${e.error.code}]: ${e.error.message}` : "")];
+    return [e.title, e.format, arch, e.dtypes.length ? e.dtypes.join("+") : "-", formatBytes(e.size), e.autov2 ?? "-", e.legacyHash ?? "-", componentsShort(e) + (e.error ? `  error [${e.error.code}]: ${e.error.message}` : "")];
   });
-  return renderTable(["NAME", "ARCH", "DTYPE", "SIZE", "SHA256", "HASH", "COMPONENTS"], rows);
+  return renderTable(["NAME", "FORMAT", "ARCH", "DTYPES", "SIZE", "SHA256", "HASH", "COMPONENTS"], rows);
 }
 
 function progressPrinter(io: CliIo): ((p: { phase: string; index: number; count: number; path: string; bytesDone?: number; bytesTotal?: number }) => void) | undefined {

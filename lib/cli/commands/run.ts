@@ -145,7 +145,6 @@ export const runCommand = defineCommand({
     const models = listArg(args, "models");
     const dryRun = flagArg(args, "dry-run");
     const history = flagArg(args, "no-history") ? undefined : resolve(stringArg(args, "history") ?? join(outDir, HISTORY_FILE));
-    if (!dryRun) await mkdir(outDir, { recursive: true }).catch((e) => { throw fsError(e, outDir, "creating the output folder"); });
     const hashCache = await HashCache.open();
     const printer = progressPrinter(io, flagArg(args, "quiet") || dryRun);
     const report = await runRecipe(recipe, {
@@ -162,6 +161,8 @@ export const runCommand = defineCommand({
       ...(history ? { history } : {}),
       recipeSource: recipePath,
       dryRun,
+      // Created only once every check passed: a refused recipe leaves no empty folder behind.
+      createOutDirs: true,
       ...engineOptions(args),
       ...(printer.onProgress ? { onProgress: printer.onProgress } : {}),
       signal,
