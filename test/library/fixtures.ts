@@ -6,6 +6,7 @@
  */
 import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { gunzipSync } from "node:zlib";
 import type { Dtype } from "../../lib/dtypes";
 import { layoutSafetensors } from "../../lib/formats/safetensors";
 import type { ModelFile, TensorInfo } from "../../lib/model";
@@ -14,20 +15,32 @@ import { shrinkLayout, writeSyntheticModel, type LayoutEntry } from "../../lib/s
 export const LAYOUT_NAMES = ["sd15", "sd15_full_ema", "sd15_inpainting", "sd15_fp16_pruned", "sd21", "sdxl"] as const;
 export type LayoutName = (typeof LAYOUT_NAMES)[number];
 
-/** The shared layouts folder: $TENSORMERGE_LAYOUTS, else ../shared/layouts beside the repository. */
+/**
+ * The layouts folder: $TENSORMERGE_LAYOUTS, else ../shared/layouts beside the repository, else
+ * the gzipped copies in test/fixtures/layouts (a fresh clone without ../shared).
+ */
 export function layoutsDir(): string {
   const candidates = [
     process.env.TENSORMERGE_LAYOUTS,
     resolve(__dirname, "..", "..", "..", "..", "shared", "layouts"), // from dist/test/library
     resolve(__dirname, "..", "..", "..", "shared", "layouts"), // from test/library (ts-node)
+    resolve(__dirname, "..", "..", "..", "test", "fixtures", "layouts"), // from dist/test/library
+    resolve(__dirname, "..", "fixtures", "layouts"), // from test/library (ts-node)
   ].filter((p): p is string => !!p);
-  const found = candidates.find((p) => existsSync(join(p, "summary.json")));
-  if (!found) throw new Error(`the shared layouts are missing (looked in ${candidates.join(", ")}); set TENSORMERGE_LAYOUTS`);
+  const found = candidates.find((p) => existsSync(join(p, "summary.json")) || existsSync(join(p, "summary.json.gz")));
+  if (!found) throw new Error(`the layouts are missing (looked in ${candidates.join(", ")}); set TENSORMERGE_LAYOUTS`);
   return found;
 }
 
+/** A layouts file by name, plain or gzipped. */
+function readLayoutsFile(name: string): string {
+  const dir = layoutsDir();
+  const plain = join(dir, name);
+  return existsSync(plain) ? readFileSync(plain, "utf8") : gunzipSync(readFileSync(`${plain}.gz`)).toString("utf8");
+}
+
 export function loadLayout(name: LayoutName): LayoutEntry[] {
-  return JSON.parse(readFileSync(join(layoutsDir(), `${name}.json`), "utf8")) as LayoutEntry[];
+  return JSON.parse(readLayoutsFile(`${name}.json`)) as LayoutEntry[];
 }
 
 export interface LayoutSummary {
@@ -38,7 +51,7 @@ export interface LayoutSummary {
 }
 
 export function loadSummary(): Record<LayoutName, LayoutSummary> {
-  return JSON.parse(readFileSync(join(layoutsDir(), "summary.json"), "utf8")) as Record<LayoutName, LayoutSummary>;
+  return JSON.parse(readLayoutsFile("summary.json")) as Record<LayoutName, LayoutSummary>;
 }
 
 /**
