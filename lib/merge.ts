@@ -173,7 +173,7 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
   const inputs: Partial<Record<ModelSlot, { model: ModelFile }>> = {};
   for (const slot of method.inputs) inputs[slot] = { model: await openModel(paths[slot]!) };
   const opened = method.inputs.map((s) => inputs[s]!.model);
-  assertCompatible(opened, { labels: method.inputs.map((s) => s.toUpperCase()) });
+  assertCompatible(opened); // labelled A, B, C (method.inputs are in that order) with file names
   const edits = planKeyEdits({
     a: opened[0]!,
     ...(vaePath ? { vae: await openModel(vaePath) } : {}),

@@ -16,6 +16,7 @@
  * - Keys only in some models are not an error: they are counted and sampled in the report. The
  *   planner keeps A's value for a key another model lacks and ignores keys A lacks.
  */
+import { basename } from "node:path";
 import { MergeError, type ErrorCode } from "../errors";
 import { isCopiedAsIs, isInputChannelExtension, sameShape } from "../keys";
 import { shapeToString, type ModelFile } from "../model";
@@ -119,6 +120,10 @@ export function checkCompatibility(models: readonly ModelFile[], options: Compat
   const a = models[0]!;
   const idA = ids[0]!;
   const labelA = summaries[0]!.label;
+  // Messages name each model by its slot and its file, "B (style.safetensors)", unless the
+  // caller's labels already say what it is (recipes: "A (O1)").
+  const nameOf = (i: number) => (options.labels?.[i] !== undefined ? summaries[i]!.label : `${summaries[i]!.label} (${basename(models[i]!.path)})`);
+  const nameA = nameOf(0);
   const problems: CompatProblem[] = [];
   const warnings: string[] = [];
   const keyDifferences: KeyDifference[] = [];
@@ -128,6 +133,7 @@ export function checkCompatibility(models: readonly ModelFile[], options: Compat
     const m = models[i]!;
     const id = ids[i]!;
     const label = summaries[i]!.label;
+    const name = nameOf(i);
     const problem = (c: CompatProblem["code"], message: string, tensor?: string) =>
       problems.push({ code: c, label, path: m.path, message, ...(tensor !== undefined ? { tensor } : {}) });
     const missing = a.tensors.filter((t) => !m.byName.has(t.name)).map((t) => t.name);
@@ -137,11 +143,11 @@ export function checkCompatibility(models: readonly ModelFile[], options: Compat
 
     const known = idA.architecture !== "unknown" && id.architecture !== "unknown";
     if (known && idA.family !== id.family) {
-      problem("ARCHITECTURE_MISMATCH", `${labelA} is ${describeArchitecture(idA)}, ${label} is ${describeArchitecture(id)}: models of different architectures cannot be merged`);
+      problem("ARCHITECTURE_MISMATCH", `${nameA} is ${describeArchitecture(idA)}, ${name} is ${describeArchitecture(id)}: models of different architectures cannot be merged`);
       continue;
     }
     if (!known && shared < Math.min(a.tensors.length, m.tensors.length) / 2) {
-      problem("ARCHITECTURE_MISMATCH", `${labelA} (${describeArchitecture(idA)}) and ${label} (${describeArchitecture(id)}) share only ${shared} of their ${a.tensors.length} and ${m.tensors.length} tensors: they do not have the same structure and cannot be merged`);
+      problem("ARCHITECTURE_MISMATCH", `${nameA} (${describeArchitecture(idA)}) and ${name} (${describeArchitecture(id)}) share only ${shared} of their ${a.tensors.length} and ${m.tensors.length} tensors: they do not have the same structure and cannot be merged`);
       continue;
     }
 
@@ -156,18 +162,18 @@ export function checkCompatibility(models: readonly ModelFile[], options: Compat
       const fatal = kind === "mismatch" || kind === "input-channels-reversed";
       shapeMismatches.push({ tensor: t.name, label, a: [...ta.shape], other: [...t.shape], kind, fatal });
       if (kind === "input-channels-reversed") {
-        problem("SHAPE_MISMATCH", `${label} has ${t.shape[1]} input channels and ${labelA} ${ta.shape[1]} (${t.name}): when merging an inpainting or instruct-pix2pix model with a normal one, ${labelA} must be the one with more input channels`, t.name);
+        problem("SHAPE_MISMATCH", `${name} has ${t.shape[1]} input channels and ${nameA} ${ta.shape[1]} (${t.name}): when merging an inpainting or instruct-pix2pix model with a normal one, ${labelA} must be the one with more input channels`, t.name);
       } else if (kind === "buffer") {
-        warnings.push(`${t.name}: ${labelA} ${shapeToString(ta.shape)}, ${label} ${shapeToString(t.shape)}; a buffer, copied from ${labelA}`);
+        warnings.push(`${t.name}: ${nameA} ${shapeToString(ta.shape)}, ${name} ${shapeToString(t.shape)}; a buffer, copied from ${nameA}`);
       }
     }
     const fatal = shapeMismatches.filter((s) => s.label === label && s.kind === "mismatch");
     if (fatal.length > 0) {
       const first = fatal[0]!;
-      problem("SHAPE_MISMATCH", `${label} does not fit ${labelA}: ${fatal.length} tensor${fatal.length === 1 ? " has a" : "s have"} different shape${fatal.length === 1 ? "" : "s"}, e.g. ${first.tensor}: ${labelA} ${shapeToString(first.a)}, ${label} ${shapeToString(first.other)}`, first.tensor);
+      problem("SHAPE_MISMATCH", `${name} does not fit ${nameA}: ${fatal.length} tensor${fatal.length === 1 ? " has a" : "s have"} different shape${fatal.length === 1 ? "" : "s"}, e.g. ${first.tensor}: ${nameA} ${shapeToString(first.a)}, ${name} ${shapeToString(first.other)}`, first.tensor);
     }
-    if (missing.length > 0) warnings.push(`${label} lacks ${missing.length} tensor${missing.length === 1 ? "" : "s"} that ${labelA} has (e.g. ${missing[0]}): ${labelA}'s values are kept`);
-    if (extra.length > 0) warnings.push(`${label} has ${extra.length} tensor${extra.length === 1 ? "" : "s"} that ${labelA} lacks (e.g. ${extra[0]}): not in the output`);
+    if (missing.length > 0) warnings.push(`${name} lacks ${missing.length} tensor${missing.length === 1 ? "" : "s"} that ${nameA} has (e.g. ${missing[0]}): ${nameA}'s values are kept`);
+    if (extra.length > 0) warnings.push(`${name} has ${extra.length} tensor${extra.length === 1 ? "" : "s"} that ${nameA} lacks (e.g. ${extra[0]}): not in the output`);
   }
 
   let sharedKeys = 0;

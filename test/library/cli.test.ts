@@ -109,7 +109,7 @@ describe("CLI: list and inspect", function () {
     const r = run(["inspect", "mix15", "base_xl"]);
     assert.equal(r.code, 1);
     assert.match(r.out, /CANNOT be merged/);
-    assert.match(r.out, /A is SD 1\.x \(sd1\), B is SDXL \(sdxl\): models of different architectures cannot be merged/);
+    assert.match(r.out, /A \(mix15\.safetensors\) is SD 1\.x \(sd1\), B \(base_xl\.safetensors\) is SDXL \(sdxl\): models of different architectures cannot be merged/);
   });
 
   it("inspect of an unknown name is MODEL_NOT_FOUND with close names", () => {

@@ -1,3 +1,4 @@
+import { basename } from "node:path";
 import { strict as assert } from "node:assert";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
@@ -38,7 +39,7 @@ describe("library: compatibility", function () {
     assert.deepEqual(report.models.map((m) => m.architecture), ["sd1", "sdxl"]);
     assert.throws(() => assertCompatible([a, b]), (e: unknown) => {
       assert.ok(isMergeError(e, "ARCHITECTURE_MISMATCH"));
-      assert.equal(e.message, "A is SD 1.x (sd1), B is SDXL (sdxl): models of different architectures cannot be merged");
+      assert.equal(e.message, `A (${basename(a.path)}) is SD 1.x (sd1), B (${basename(b.path)}) is SDXL (sdxl): models of different architectures cannot be merged`);
       assert.equal(e.path, b.path);
       return true;
     });
@@ -49,7 +50,7 @@ describe("library: compatibility", function () {
     const sd2 = await real("sd21");
     const sd1 = await real("sd15");
     const xl = await real("sdxl");
-    assert.throws(() => assertCompatible([sd2, sd1]), /A is SD 2\.x \(sd2\), B is SD 1\.x \(sd1\)/);
+    assert.throws(() => assertCompatible([sd2, sd1]), /A \(sd21\.safetensors\) is SD 2\.x \(sd2\), B \(sd15\.safetensors\) is SD 1\.x \(sd1\)/);
     const refiner = mem("refiner", refinerLayout());
     assert.throws(() => assertCompatible([xl, xl, refiner], { labels: ["O1", "B", "C"] }), (e: unknown) => {
       assert.ok(isMergeError(e, "ARCHITECTURE_MISMATCH"));
