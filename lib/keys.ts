@@ -34,7 +34,8 @@ export const INPUT_CONV_KEYS = new Set(["model.diffusion_model.input_blocks.0.0.
  */
 export function isInputChannelExtension(name: string, a: readonly number[], other: readonly number[]): boolean {
   if (!INPUT_CONV_KEYS.has(name) || a.length !== 4 || other.length !== 4) return false;
-  return a[0] === other[0] && a[2] === other[2] && a[3] === other[3] && other[1]! < a[1]!;
+  // Exactly the classic tool's two cases: inpainting (9) or instruct-pix2pix (8) vs a normal 4.
+  return a[0] === other[0] && a[2] === other[2] && a[3] === other[3] && other[1] === 4 && (a[1] === 9 || a[1] === 8);
 }
 
 export function sameShape(x: readonly number[], y: readonly number[]): boolean {

@@ -201,6 +201,17 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
       }
       tensors[s] = other;
     }
+    // The input-conv exception merges the first 4 channels of every other input: all of them
+    // must have those 4 (an A=9, B=9, C=4 add difference would subtract mismatched tensors).
+    const fullFrom = others.filter((s) => tensors[s] && !partialFrom.includes(s));
+    if (partialFrom.length > 0 && fullFrom.length > 0) {
+      const [p, f] = [partialFrom[0]!, fullFrom[0]!];
+      throw new MergeError(
+        "SHAPE_MISMATCH",
+        `${t.name}: ${shapeToString(tensors[f]!.shape)} in ${f.toUpperCase()} (${models[f]!.label}) but ${shapeToString(tensors[p]!.shape)} in ${p.toUpperCase()} (${models[p]!.label}); with an inpainting or instruct-pix2pix A, the other models must all be normal ones (4 input channels)`,
+        { tensor: t.name, path: models[p]!.label },
+      );
+    }
     if (lacking || others.length === 0) {
       if (lacking && stats.missingExamples.length < 5) stats.missingExamples.push(t.name);
       pushAll(withDtype(t, dtype));

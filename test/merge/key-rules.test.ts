@@ -1,5 +1,6 @@
 /** The README's key rules, end to end on both engines. */
 import { strict as assert } from "node:assert";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { MergeError } from "../../lib/errors";
 import { merge } from "../../lib/merge";
@@ -98,6 +99,42 @@ describe("key rules", () => {
     const { existsSync, readdirSync } = await import("node:fs");
     assert.equal(existsSync(out), false);
     assert.deepEqual(readdirSync(dir.path).filter((n) => n.includes("tensormerge")), []);
+  });
+
+  for (const engine of ENGINES) {
+    it(`add difference: a key C lacks keeps A's values and is counted; F8 tensors are copied from A byte for byte (${engine})`, async () => {
+      const f8A = new Uint8Array([0x38, 0xb8, 0x7e, 0x01]), f8B = new Uint8Array([0x40, 0x40, 0x40, 0x40]);
+      const a2 = join(dir.path, `a2-${engine}.safetensors`), b2 = join(dir.path, `b2-${engine}.safetensors`), c2 = join(dir.path, `c2-${engine}.safetensors`);
+      writeModel(a2, { "w.x": { dtype: "F32", shape: [2], values: [1, 2] }, "w.y": { dtype: "F32", shape: [2], values: [3, 4] }, "q.f8": { dtype: "F8_E4M3", shape: [4], raw: f8A } });
+      writeModel(b2, { "w.x": { dtype: "F32", shape: [2], values: [5, 6] }, "w.y": { dtype: "F32", shape: [2], values: [7, 8] }, "q.f8": { dtype: "F8_E4M3", shape: [4], raw: f8B } });
+      writeModel(c2, { "w.x": { dtype: "F32", shape: [2], values: [1, 1] }, "q.f8": { dtype: "F8_E4M3", shape: [4], raw: f8B } });
+      const out = join(dir.path, `ad-missing-c-${engine}.safetensors`);
+      const report = await merge({ a: a2, b: b2, c: c2, method: "add-difference", multiplier: 0.5, out, engine });
+      const r = readModel(out);
+      // w.x: A + (B − C)·0.5 = [1 + 2, 2 + 2.5]; w.y: C lacks it, so A's values.
+      assert.deepEqual(r.tensors.get("w.x")!.values, [3, 4.5]);
+      assert.deepEqual(r.tensors.get("w.y")!.values, [3, 4]);
+      assert.equal(report.stats.missing.c, 1);
+      assert.equal(report.stats.missing.b ?? 0, 0);
+      assert.equal(r.tensors.get("q.f8")!.dtype, "F8_E4M3");
+      assert.deepEqual([...r.tensors.get("q.f8")!.bytes], [...f8A]);
+    });
+  }
+
+  it("refuses an inpainting add difference whose B keeps 9 channels while C has 4, and channel counts other than 9 or 8 vs 4", async () => {
+    const c4 = join(dir.path, "c4.safetensors");
+    writeModel(c4, { [CONV]: { dtype: "F32", shape: [2, 4, 1, 1], values: convB } });
+    const out = join(dir.path, "never-ad.safetensors");
+    await assert.rejects(merge({ a, b: a, c: c4, method: "add-difference", out }), (e: unknown) => {
+      assert.ok(e instanceof MergeError && e.code === "SHAPE_MISMATCH", String(e));
+      assert.equal(e.tensor, CONV);
+      assert.match(e.message, /\[2, 9, 1, 1\] in B .* but \[2, 4, 1, 1\] in C/);
+      return true;
+    });
+    const six = join(dir.path, "six.safetensors");
+    writeModel(six, { [CONV]: { dtype: "F32", shape: [2, 6, 1, 1], values: Array.from({ length: 12 }, (_, i) => i) } });
+    await assert.rejects(merge({ a: six, b: c4, method: "weighted-sum", out }), (e: unknown) => e instanceof MergeError && e.code === "SHAPE_MISMATCH" && e.tensor === CONV);
+    assert.equal(existsSync(out), false);
   });
 
   it("refuses B as the inpainting model (A must have the extra channels)", async () => {
