@@ -276,6 +276,9 @@ function mergeOptionsFor(scenario: Scenario, inputs: string[], out: string, vari
     out,
     engine: variant.engine,
     threads: variant.threads,
+    // The recipe metadata would hash every input on its first run (cached afterwards): a
+    // one-off cost of the library, not of the merge being measured.
+    recipeMetadata: false,
   };
 }
 

@@ -18,6 +18,8 @@ export const ERROR_CODES = [
   "INVALID_OFFSET",
   "SIZE_MISMATCH",
   "TRAILING_BYTES",
+  "FILE_TRUNCATED",
+  "SIZE_OVERFLOW",
   "DUPLICATE_TENSOR",
   // ckpt / pickle / zip
   "ZIP_INVALID",

@@ -144,6 +144,8 @@ export async function runUserBench(options: UserBenchOptions): Promise<UserBench
       ...(options.multiplier !== undefined ? { multiplier: options.multiplier } : {}),
       ...(options.threads !== undefined ? { threads: options.threads } : {}),
       out: "",
+      // No recipe metadata: it would hash uncached inputs inside the first timed merge.
+      recipeMetadata: false,
     };
     const merges: { name: "native" | "ts"; run: TimedMerge }[] = [];
     let bytesWritten: number | undefined, bytesRead: number | undefined;

@@ -103,7 +103,7 @@ async function readExact(handle: FileHandle, buffer: Buffer, length: number, pos
   let done = 0;
   while (done < length) {
     const { bytesRead } = await handle.read(buffer, done, length - done, position + done);
-    if (bytesRead === 0) throw new MergeError("INVALID_OFFSET", `${path}: unexpected end of file at byte ${position + done}`, { path });
+    if (bytesRead === 0) throw new MergeError("FILE_TRUNCATED", `${path}: unexpected end of file at byte ${position + done}`, { path });
     done += bytesRead;
   }
 }

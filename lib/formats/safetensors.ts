@@ -75,7 +75,7 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number, path:
     let bytes = DTYPE_SIZE[dtype as Dtype];
     for (const d of shape as number[]) {
       bytes *= d;
-      if (!Number.isSafeInteger(bytes)) fail("SIZE_MISMATCH", `tensor "${name}" shape ${JSON.stringify(shape)} overflows`, name);
+      if (!Number.isSafeInteger(bytes)) fail("SIZE_OVERFLOW", `tensor "${name}" shape ${JSON.stringify(shape)} overflows: more than 2^53 bytes`, name);
     }
     if (end - begin !== bytes) {
       fail("SIZE_MISMATCH", `tensor "${name}" has ${end - begin} bytes but ${dtype} ${JSON.stringify(shape)} needs ${bytes}`, name);
@@ -91,7 +91,7 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number, path:
     }
     expected += t.byteLength;
   }
-  if (expected > fileSize) fail("INVALID_OFFSET", `tensor data ends at byte ${expected} but the file has ${fileSize} bytes (truncated?)`);
+  if (expected > fileSize) fail("FILE_TRUNCATED", `tensor data ends at byte ${expected} but the file has ${fileSize} bytes (truncated: an interrupted download or copy?)`);
   if (expected < fileSize) fail("TRAILING_BYTES", `${fileSize - expected} bytes after the last tensor`);
   return { tensors, metadata, headerLength: dataStart };
 }

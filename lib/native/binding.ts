@@ -104,10 +104,10 @@ function load(): LoadState {
       }
     }
   }
+  // One line, as every CLI error: what was tried, then the fix.
   const message =
-    "the native engine is not available.\n  tried:\n" +
-    tried.map((t) => `    - ${t}`).join("\n") +
-    "\n  fix: run `npm run build:native` (needs cmake and a C++17 compiler), or set TENSORMERGE_NATIVE to a built tensormerge.node";
+    `the native engine is not available (tried: ${tried.join("; ")}); ` +
+    "run `npm run build:native` (needs cmake and a C++17 compiler), or set TENSORMERGE_NATIVE to a built tensormerge.node";
   return { error: new MergeError("NATIVE_UNAVAILABLE", message) };
 }
 

@@ -40,5 +40,6 @@ describe("native: loading and capabilities", () => {
     assert.equal(out.code, "NATIVE_UNAVAILABLE");
     assert.ok(out.same);
     assert.ok(out.message.includes(bogus) && out.message.includes("npm run build:native"), out.message);
+    assert.ok(!out.message.includes("\n"), "one line, as every CLI error");
   });
 });

@@ -53,7 +53,9 @@ export const demoCommand = defineCommand({
       const f = Math.fround;
       const expected = f(va + f(f(vb - vc) * f(0.3)));
       say(`\ncheck ${key}[5]: A=${va.toPrecision(6)} B=${vb.toPrecision(6)} C=${vc.toPrecision(6)}`);
-      say(`  A + (B-C)*0.3 = ${expected.toPrecision(6)}, in mix (fp16) = ${vr.toPrecision(6)} ${Math.abs(vr - expected) <= Math.abs(expected) * 1e-3 + 1e-7 ? "ok" : "MISMATCH"}`);
+      const agrees = Math.abs(vr - expected) <= Math.abs(expected) * 1e-3 + 1e-7;
+      say(`  A + (B-C)*0.3 = ${expected.toPrecision(6)}, in mix (fp16) = ${vr.toPrecision(6)} ${agrees ? "ok" : "MISMATCH"}`);
+      if (!agrees) return 1;
 
       if (nativeAvailable()) {
         // Same file name in another folder: the recipe in the metadata names the output.

@@ -150,7 +150,7 @@ async function parseLegacy(source: ByteSource, head: Uint8Array): Promise<{ sd: 
     const elementSize = storage.dtype ? DTYPE_SIZE[storage.dtype] : UNSUPPORTED_STORAGE_SIZE[storage.storageType] ?? 1;
     const bytes = storage.numel * elementSize;
     if (!Number.isSafeInteger(cursor + 8 + bytes) || cursor + 8 + bytes > source.size) {
-      throw new MergeError("INVALID_OFFSET", `${where}: storage "${key}" (${bytes} bytes) runs past the end of the file`, { path: source.path });
+      throw new MergeError("FILE_TRUNCATED", `${where}: storage "${key}" (${bytes} bytes) runs past the end of the file (truncated?)`, { path: source.path });
     }
     located.set(key, { offset: cursor + 8, byteLength: bytes });
     cursor += 8 + bytes;
