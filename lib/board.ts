@@ -43,19 +43,21 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
   const temps = new Map(outputs.map((o) => [o, tempPathFor(o.path)]));
   const total = plan.bytesToWrite;
   let doneBefore = 0;
+  let passNumber = 1;
   let control = newControl(total);
   const onAbort = () => { control[0] = 1; };
   options.signal?.addEventListener("abort", onAbort, { once: true });
   const report = () => {
     const bytesDone = Math.min(total, doneBefore + control[1]!);
-    options.onProgress?.({ bytesDone, bytesTotal: total, fraction: total ? bytesDone / total : 1, elapsedSeconds: (Date.now() - started) / 1000 });
+    options.onProgress?.({ bytesDone, bytesTotal: total, fraction: total ? bytesDone / total : 1, elapsedSeconds: (Date.now() - started) / 1000, pass: passNumber, passes: plan.passes.length });
   };
   const timer = options.onProgress ? setInterval(report, 200) : undefined;
   timer?.unref();
   let isa = "";
   let threads = options.threads ?? defaultThreads();
   try {
-    for (const pass of plan.passes) {
+    for (const [index, pass] of plan.passes.entries()) {
+      passNumber = index + 1;
       control = newControl(total);
       if (options.signal?.aborted) onAbort(); // aborted before this pass: no event will come
       const result = await runJob(

@@ -29,6 +29,9 @@ export interface MergeProgress {
   /** 0..1 */
   fraction: number;
   elapsedSeconds: number;
+  /** The pass running (1-based) and how many there are (a board's rows may need several). */
+  pass?: number;
+  passes?: number;
 }
 
 export interface MergeOptions {

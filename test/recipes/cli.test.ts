@@ -32,8 +32,9 @@ describe("recipes: CLI", function () {
     const r = run(["run", recipe, ...vars, "--models", models, "--out-dir", out]);
     assert.equal(r.code, 0, r.err);
     assert.deepEqual(filesIn(out), ["a14.ckpt", "a15.ckpt", "mix14.safetensors", "mix15.safetensors", "tensormerge-history.jsonl"]);
-    assert.match(r.err, /merging \(1 pass\): 100%/);
-    assert.match(r.err, /done\s+mix15\.safetensors/);
+    assert.match(r.err, /merging, pass 1\/1: 100%/);
+    // Each output's state: writing before the pass, done after it.
+    assert.match(r.err, /writing\s+mix15\.safetensors[\s\S]*merging, pass 1\/1[\s\S]*done\s+mix15\.safetensors/);
     assert.match(r.out, /wrote .*mix15\.safetensors .*sha256 [0-9a-f]{10}/);
     assert.match(r.out, /read .* once, wrote .* in 1 pass/);
     const history = parseHistory(readFileSync(join(out, "tensormerge-history.jsonl"), "utf8"));

@@ -69,6 +69,7 @@ export function printPlan(report: RecipeRunReport, io: CliIo, title: string): vo
 function progressPrinter(io: CliIo, quiet: boolean): { onProgress?: (e: RecipeProgress) => void; done(): void } {
   if (quiet) return { done() {} };
   let bar: ReturnType<typeof createProgressPrinter> | undefined;
+  let barPass = 0;
   let hashing: ReturnType<typeof createProgressPrinter> | undefined;
   let hashingPath = "";
   const finish = () => {
@@ -89,12 +90,17 @@ function progressPrinter(io: CliIo, quiet: boolean): { onProgress?: (e: RecipePr
       } else if (e.phase === "merge") {
         hashing?.done();
         hashing = undefined;
-        bar ??= createProgressPrinter(io.err, io.isTTY, e.passes > 1 ? `merging (${e.passes} passes)` : "merging (1 pass)");
-        bar.update(e.progress);
+        // One bar per pass: a board whose rows cannot share a pass runs several.
+        const pass = e.progress.pass ?? 1;
+        if (pass !== barPass || !bar) {
+          bar?.done();
+          barPass = pass;
+          bar = createProgressPrinter(io.err, io.isTTY, `merging, pass ${pass}/${e.passes}`);
+        }
+        bar!.update(e.progress);
       } else {
-        if (e.state === "writing" || e.state === "finishing") return;
         finish();
-        io.err.write(`  ${e.state.padEnd(7)} ${basename(e.path)}\n`);
+        io.err.write(`  ${e.state.padEnd(9)} ${basename(e.path)}\n`);
       }
     },
     done: finish,
