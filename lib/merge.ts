@@ -254,6 +254,7 @@ async function recipeMetadataFor(
     ...(row.dtype ? { dtype: row.dtype } : {}), format: "safetensors", save: true,
     ...(options.discard !== undefined ? { discard: typeof options.discard === "string" ? [options.discard] : options.discard } : {}),
     ...(options.prune ? { prune: true } : {}),
+    ...(options.config !== undefined && options.config !== "abc" ? { config: options.config } : {}),
     ...(vae ? { vae: { kind: "model", ref: basename(row.vaePath!), sha256: vae.sha256, legacy: vae.legacy! } } : {}),
     ...(options.metadata ? { metadata: options.metadata } : {}),
   };

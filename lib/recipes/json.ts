@@ -14,6 +14,7 @@
  *   ]
  * }
  */
+import type { ConfigSource } from "../library/config";
 import { OUTPUT_DTYPES, type OutputDtype } from "../dtypes";
 import { MergeError } from "../errors";
 import type { ModelSlot } from "../methods/define";
@@ -28,7 +29,8 @@ export const RECIPE_SCHEMA: unknown = schema;
 export const RECIPE_FORMAT = "tensormerge-recipe";
 
 const TOP_KEYS = ["$schema", "format", "version", "name", "description", "variables", "rows"];
-const ROW_KEYS = ["name", "method", "a", "b", "c", "multiplier", "dtype", "format", "save", "output", "discard", "prune", "vae", "metadata", "produces"];
+const ROW_KEYS = ["name", "method", "a", "b", "c", "multiplier", "dtype", "format", "save", "output", "discard", "prune", "vae", "config", "metadata", "produces"];
+const CONFIG_SOURCES: readonly ConfigSource[] = ["abc", "a", "b", "c", "none"];
 
 function bad(where: string, message: string): MergeError {
   return new MergeError("RECIPE_INVALID", `${where}: ${message}`);
@@ -163,6 +165,7 @@ function readRow(r: unknown, i: number, names: string[]): RecipeRow {
   if (format !== "safetensors" && format !== "ckpt") throw bad(label, `format "${format}" is not safetensors or ckpt`);
   if (r.save !== undefined && typeof r.save !== "boolean") throw bad(label, "\"save\" must be true or false");
   if (r.prune !== undefined && typeof r.prune !== "boolean") throw bad(label, "\"prune\" must be true or false");
+  if (r.config !== undefined && !(CONFIG_SOURCES as readonly unknown[]).includes(r.config)) throw bad(label, `"config" must be one of ${CONFIG_SOURCES.join(", ")}`);
   let discard: string[] | undefined;
   if (r.discard !== undefined) {
     if (!Array.isArray(r.discard)) throw bad(label, "\"discard\" must be an array of regular expressions");
@@ -192,6 +195,7 @@ function readRow(r: unknown, i: number, names: string[]): RecipeRow {
     ...(discard ? { discard } : {}),
     ...(r.prune === true ? { prune: true } : {}),
     ...(r.vae !== undefined ? { vae: readInput(`${label} vae`, r.vae, names) } : {}),
+    ...(r.config !== undefined && r.config !== "abc" ? { config: r.config as ConfigSource } : {}),
     ...(metadata ? { metadata } : {}),
     ...(produces ? { produces } : {}),
   };
@@ -217,6 +221,7 @@ export function recipeToJson(recipe: Recipe): Record<string, unknown> {
     if (row.discard?.length) out.discard = [...row.discard];
     if (row.prune) out.prune = true;
     if (row.vae) out.vae = writeInput(row.vae, recipe);
+    if (row.config && row.config !== "abc") out.config = row.config;
     if (row.metadata && Object.keys(row.metadata).length) out.metadata = { ...row.metadata };
     if (row.produces) out.produces = { sha256: row.produces.sha256, legacy: row.produces.legacy, name: row.produces.name };
     return out;

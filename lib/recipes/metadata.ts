@@ -65,6 +65,12 @@ const INTERP_METHOD: Record<string, string> = {
   "inverse-sigmoid": "Inverse sigmoid",
 };
 
+/**
+ * A1111's config_source radio: 0 "A, B or C", 1 "B", 2 "C", 3 "Don't". It has no "A only";
+ * "A, B or C" tries A first, the closest.
+ */
+const A1111_CONFIG_SOURCE: Record<string, number> = { abc: 0, a: 0, b: 1, c: 2, none: 3 };
+
 /** A1111's `sd_merge_recipe` object for one output. */
 function a1111Recipe(step: OutputStep): PyJson {
   const hash = (s: ModelSlot) => step.inputs[s]?.sha256 ?? null;
@@ -77,7 +83,7 @@ function a1111Recipe(step: OutputStep): PyJson {
     ["multiplier", pyFloat(step.multiplier)],
     ["save_as_half", step.row.dtype === "fp16"],
     ["custom_name", step.row.name],
-    ["config_source", { int: "0" }],
+    ["config_source", { int: String(A1111_CONFIG_SOURCE[step.row.config ?? "abc"]) }],
     ["bake_in_vae", step.vae ? step.vae.name : "None"],
     ["discard_weights", (step.row.discard ?? []).join("|")],
     ["is_inpainting", step.isInpainting],

@@ -24,7 +24,7 @@ import { MergeError, fsError } from "../errors";
 import { openModel } from "../formats";
 import { layoutOutput } from "../formats/output";
 import { computeFileHashes, type FileHashes } from "../library/hash";
-import { copyModelConfig } from "../library/config";
+import { copyModelConfig, type ConfigSource } from "../library/config";
 import type { MergeProgress } from "../merge";
 import type { ModelSlot } from "../methods/define";
 import { commitFile, removeQuietly } from "../outputs";
@@ -46,6 +46,8 @@ export interface RunRecipeOptions extends CompileOptions {
   recipeSource?: string;
   /** Copy the model config (`<name>.yaml`) of the first input that has one (default true). */
   copyConfig?: boolean;
+  /** Where rows without their own `config` take the model config from (default "abc"). */
+  config?: ConfigSource;
   /** Plan only: report inputs, outputs, bytes and disk space; write nothing. */
   dryRun?: boolean;
   onProgress?: (event: RecipeProgress) => void;
@@ -310,10 +312,13 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
   }
   await options.hashCache?.save().catch(() => undefined);
   if (options.copyConfig !== false) {
+    // A row's input that is an earlier row stands for that row's own inputs, A first.
     const sources = (s: CompiledSource): string[] => (s.kind === "file" ? [s.file.path] : SLOTS.flatMap((k) => (rows[s.row]!.inputs[k] ? sources(rows[s.row]!.inputs[k]!) : [])));
     for (const c of rows) {
-      const from = [...new Set(SLOTS.flatMap((k) => (c.inputs[k] ? sources(c.inputs[k]!) : [])))];
-      for (const o of c.outputs) await copyModelConfig(from, o.path);
+      const source = c.row.config ?? options.config ?? "abc";
+      const slots = source === "none" ? [] : source === "abc" ? SLOTS : [source];
+      const from = [...new Set(slots.flatMap((k) => (c.inputs[k] ? sources(c.inputs[k]!) : [])))];
+      if (from.length) for (const o of c.outputs) await copyModelConfig(from, o.path);
     }
   }
   if (wantHistory) await appendHistory(options.history!, historyEntries(report, compiled, rowIds, options, fileHashes));

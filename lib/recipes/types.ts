@@ -2,6 +2,7 @@
  * A recipe: the board as data, independent of its text form (classic Merge Board text or our
  * JSON) and of the files it will be bound to. `compileRecipe()` turns it into planner rows.
  */
+import type { ConfigSource } from "../library/config";
 import type { OutputDtype } from "../dtypes";
 import type { OutputFormat } from "../formats/output";
 import type { MethodName } from "../methods/registry";
@@ -49,6 +50,11 @@ export interface RecipeRow {
   prune?: boolean;
   /** A VAE to bake in (a variable or a model). */
   vae?: RecipeInput;
+  /**
+   * Which input's model config (`<name>.yaml`) is copied beside the outputs: the first of A, B,
+   * C that has one (`abc`, the default), only `a`, `b` or `c`, or `none`.
+   */
+  config?: ConfigSource;
   /** Extra safetensors metadata for this row's outputs. */
   metadata?: Record<string, string>;
   /** Only in recipes embedded in a model: the file this row produced, if it was saved. */

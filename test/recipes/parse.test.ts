@@ -104,7 +104,7 @@ describe("recipes: JSON format", () => {
     rows: [
       { name: "t", method: "inverse-sigmoid", a: "__BASE__", b: { model: "__odd__" }, multiplier: 0.3, dtype: "bf16", save: false },
       { name: "s", a: "t", b: "__STYLE__", c: { var: "BASE" }, multiplier: [0.144, 0.148], output: "sweep-<M>-<name>", format: "ckpt" },
-      { name: "p", method: "no-interpolation", a: { model: "base.safetensors", sha256: "b".repeat(64), legacy: "0123abcd" }, discard: ["^model_ema\\."], prune: true, vae: "vae-ft-mse", metadata: { author: "me" } },
+      { name: "p", method: "no-interpolation", a: { model: "base.safetensors", sha256: "b".repeat(64), legacy: "0123abcd" }, discard: ["^model_ema\\."], prune: true, vae: "vae-ft-mse", config: "none", metadata: { author: "me" } },
       { name: "w", a: { row: 1 }, b: { row: "p" }, multiplier: "0.1:0.3:0.1", dtype: "same" },
     ],
   };
@@ -117,6 +117,8 @@ describe("recipes: JSON format", () => {
     assert.deepEqual(r.rows[1]!.inputs.a, { kind: "row", row: 0 });
     assert.deepEqual(r.rows[1]!.multipliers, [0.144, 0.148]);
     assert.equal(r.rows[2]!.prune, true);
+    assert.equal(r.rows[2]!.config, "none");
+    assert.equal(r.rows[0]!.config, undefined);
     assert.deepEqual(r.rows[2]!.vae, { kind: "model", ref: "vae-ft-mse" });
     assert.deepEqual(r.rows[3]!.inputs, { a: { kind: "row", row: 0 }, b: { kind: "row", row: 2 } });
     assert.deepEqual(r.rows[3]!.multipliers, [0.1, 0.2, 0.3]);
@@ -140,6 +142,7 @@ describe("recipes: JSON format", () => {
       [{ rows: [{ name: "x", a: { row: "nope" }, b: "n", multiplier: 1 }] }, /no row is named "nope"/],
       [{ rows: [{ name: "x", a: "m", b: "n", multiplier: "0.1:0.5" }] }, /start:stop:step/],
       [{ rows: [{ name: "x", a: "m", b: "n", multiplier: 0.5, dtype: "fp8" }] }, /dtype "fp8"/],
+      [{ rows: [{ name: "x", a: "m", b: "n", multiplier: 0.5, config: "d" }] }, /row 1 \(x\): "config" must be one of abc, a, b, c, none/],
       [{ rows: [{ name: "x", method: "weighted-summ", a: "m", b: "n", multiplier: 0.5 }] }, /did you mean "weighted-sum"/],
       [{ rows: [{ name: "x", a: "m", b: "n", multiplier: [0.1, 0.2], output: "fixed" }] }, /must contain <M>/],
       [{ rows: [{ name: "x", a: "m", b: "n", multiplier: 0.5, discard: ["(unclosed"] }] }, /not a valid regular expression/],

@@ -215,6 +215,17 @@ describe("recipes: running a board", function () {
     await runRecipe(parseRecipe(`x = ${a} + ${b}, 0.5, safetensors\ny = __O1__ + ${a}, 0.5\n`), { outDir: out });
     assert.equal(readFileSync(join(out, "x.yaml"), "utf8"), "model: {params: {parameterization: v}}\n");
     assert.equal(readFileSync(join(out, "y.yaml"), "utf8"), "model: {params: {parameterization: v}}\n", "through the earlier row to the file that has one");
+    // A row's own source: only A (which has none), only B, or none; A1111's config_source index.
+    const out2 = fresh("cfg-out2");
+    const rows = [
+      { name: "only-a", a: a, b: b, multiplier: 0.5, config: "a" },
+      { name: "only-b", a: a, b: b, multiplier: 0.5, config: "b" },
+      { name: "nothing", a: b, b: a, multiplier: 0.5, config: "none" },
+    ];
+    await runRecipe(parseRecipe(JSON.stringify({ rows })), { outDir: out2 });
+    assert.deepEqual(filesIn(out2).filter((f) => f.endsWith(".yaml")), ["only-b.yaml"]);
+    const source = (name: string) => (JSON.parse(readModel(join(out2, `${name}.safetensors`)).metadata.sd_merge_recipe!) as { config_source: number }).config_source;
+    assert.deepEqual(["only-a", "only-b", "nothing"].map(source), [0, 1, 3]);
   });
 
   it("keeps an inpainting A's extra channels and says so in the metadata", async () => {

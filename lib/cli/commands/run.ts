@@ -1,4 +1,5 @@
 /** `tensormerge run`: a whole recipe (classic Merge Board text or JSON) in one pass. */
+import type { ConfigSource } from "../../library/config";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { basename, dirname, extname, join, relative, resolve } from "node:path";
 import { MergeError, fsError } from "../../errors";
@@ -120,6 +121,7 @@ export const runCommand = defineCommand({
     "dry-run": { type: "boolean", short: "n", description: "print the plan (inputs, outputs, bytes, disk space) and write nothing" },
     "skip-existing": { type: "boolean", description: "leave existing outputs alone; later rows read them" },
     overwrite: { type: "boolean", description: "replace existing outputs" },
+    config: { type: "string", value: "FROM", description: "copy <model>.yaml beside each output from: abc (first found, default), a, b, c, none; a row's own \"config\" wins" },
     "no-metadata": { type: "boolean", description: "leave the recipe out of the outputs' metadata (sd_merge_recipe, sd_merge_models, tensormerge_recipe)" },
     history: { type: "string", value: "FILE", description: `append one JSON line per output here (default: OUT-DIR/${HISTORY_FILE})` },
     "no-history": { type: "boolean", description: "keep no history" },
@@ -150,6 +152,10 @@ export const runCommand = defineCommand({
     const outDir = resolve(stringArg(args, "out-dir") ?? ".");
     const models = listArg(args, "models");
     const dryRun = flagArg(args, "dry-run");
+    const config = stringArg(args, "config");
+    if (config !== undefined && !["abc", "a", "b", "c", "none"].includes(config)) {
+      throw new MergeError("INVALID_ARGUMENT", `--config must be one of abc, a, b, c, none (got "${config}")`);
+    }
     const history = flagArg(args, "no-history") ? undefined : resolve(stringArg(args, "history") ?? join(outDir, HISTORY_FILE));
     const hashCache = await HashCache.open();
     const printer = progressPrinter(io, flagArg(args, "quiet") || dryRun);
@@ -164,6 +170,7 @@ export const runCommand = defineCommand({
       skipExisting: flagArg(args, "skip-existing"),
       overwrite: flagArg(args, "overwrite"),
       recipeMetadata: !flagArg(args, "no-metadata"),
+      ...(config !== undefined ? { config: config as ConfigSource } : {}),
       ...(history ? { history } : {}),
       recipeSource: recipePath,
       dryRun,
