@@ -15,6 +15,14 @@ export function tempPathFor(target: string): string {
   return join(dirname(target), `.${basename(target)}${TEMP_MARKER}${process.pid}-${randomBytes(4).toString("hex")}.tmp`);
 }
 
+const TEMP_NAME = new RegExp(`^\\.(.+)${TEMP_MARKER.replace(/[.]/g, "\\.")}(\\d+)-[0-9a-f]+\\.tmp$`);
+
+/** The target name and writer pid of a file name made by tempPathFor, or null for any other name. */
+function parseTempName(name: string): { target: string; pid: number } | null {
+  const m = TEMP_NAME.exec(name);
+  return m ? { target: m[1]!, pid: Number(m[2]) } : null;
+}
+
 /** A temp file older than this with a dead owner is stale (a live writer touches it far more often). */
 const STALE_TEMP_SECONDS = 10;
 
@@ -36,8 +44,8 @@ export async function removeStaleTemps(targets: string[], now = Date.now()): Pro
   for (const [dir, names] of byDir) {
     const entries = await readdir(dir).catch(() => [] as string[]);
     for (const entry of entries) {
-      const m = /^\.(.+)\.tensormerge-(\d+)-[0-9a-f]+\.tmp$/.exec(entry);
-      if (!m || !names.has(m[1]!) || processRuns(Number(m[2]))) continue;
+      const temp = parseTempName(entry);
+      if (!temp || !names.has(temp.target) || processRuns(temp.pid)) continue;
       const path = join(dir, entry);
       const info = await stat(path).catch(() => undefined);
       if (!info?.isFile() || now - info.mtimeMs < STALE_TEMP_SECONDS * 1000) continue;

@@ -27,7 +27,7 @@ import { computeFileHashes, type FileHashes } from "../library/hash";
 import { copyModelConfig, type ConfigSource } from "../library/config";
 import type { MergeProgress } from "../merge";
 import type { ModelSlot } from "../methods/define";
-import { commitFile, removeQuietly } from "../outputs";
+import { commitFile, patchFile, removeQuietly } from "../outputs";
 import { planBoard, type BoardPlan, type BoardRow, type PlanStats, type RowInput } from "../plan";
 import { compileRecipe, type CompileOptions, type CompiledFile, type CompiledRecipe, type CompiledSource } from "./compile";
 import { appendHistory, type HistoryEntry } from "./history";
@@ -367,22 +367,18 @@ async function rewriteCkptMetadata(path: string, from: Record<string, string>, t
   const sameShape = before.size === after.size && before.literals.length === after.literals.length
     && before.literals.every((l, i) => l.offset === after.literals[i]!.offset && l.data.length === after.literals[i]!.data.length);
   if (!sameShape) throw new MergeError("INTERNAL", `${path}: the final metadata does not fit the planned archive (two rows wrote identical files?)`, { path });
-  const handle = await open(path, "r+").catch((e) => { throw fsError(e, path, "finishing the output"); });
-  try {
-    for (const [i, l] of before.literals.entries()) {
-      const next = after.literals[i]!.data;
-      for (let k = 0; k < next.length; ) {
-        if (next[k] === l.data[k]) { k++; continue; }
-        let end = k;
-        while (end < next.length && next[end] !== l.data[end]) end++;
-        await handle.write(next, k, end - k, l.offset + k);
-        k = end;
-      }
+  const patches: { offset: number; data: Uint8Array }[] = [];
+  for (const [i, l] of before.literals.entries()) {
+    const next = after.literals[i]!.data;
+    for (let k = 0; k < next.length; ) {
+      if (next[k] === l.data[k]) { k++; continue; }
+      let end = k;
+      while (end < next.length && next[end] !== l.data[end]) end++;
+      patches.push({ offset: l.offset + k, data: next.subarray(k, end) });
+      k = end;
     }
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
+  await patchFile(path, patches);
 }
 
 async function diskNeeds(outputs: { path: string; bytes: number }[]): Promise<RecipeRunReport["disk"]> {

@@ -4,7 +4,7 @@
  * (@petamoriken/float16 for fp16, a bit shift for bf16).
  */
 import { getFloat16, setFloat16 } from "@petamoriken/float16";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -123,9 +123,19 @@ export function readModel(path: string): { tensors: Map<string, ReadTensor>; ord
 }
 
 /** A temporary folder removed after the test file. */
-export function tempDir(prefix = "tm-test-"): { path: string; cleanup(): void } {
+export function tempDir(prefix = "tm-test-"): { path: string; cleanup(): void; fresh(name: string): string } {
   const path = mkdtempSync(join(tmpdir(), prefix));
-  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+  let n = 0;
+  return {
+    path,
+    cleanup: () => rmSync(path, { recursive: true, force: true }),
+    /** A new empty subfolder, `<name>-<n>`: each test writes where nothing else has. */
+    fresh: (name: string) => {
+      const p = join(path, `${name}-${++n}`);
+      mkdirSync(p);
+      return p;
+    },
+  };
 }
 
 /** Seeded values with a realistic spread plus the occasional special value. */

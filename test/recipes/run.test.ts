@@ -22,12 +22,7 @@ describe("recipes: running a board", function () {
   const dir = tempDir("tm-recipes-");
   after(() => dir.cleanup());
   let models: ReturnType<typeof writeSampleModels>;
-  let n = 0;
-  const fresh = (name: string) => {
-    const p = join(dir.path, `${name}-${++n}`);
-    mkdirSync(p);
-    return p;
-  };
+  const fresh = dir.fresh;
   before(() => {
     models = writeSampleModels(dir.path);
   });
