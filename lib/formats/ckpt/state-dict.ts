@@ -47,14 +47,15 @@ function intList(v: PyValue): number[] | undefined {
   return out;
 }
 
+/** A dict of str → str as a plain object whose keys are all own properties ("__proto__" too). */
 function stringMap(v: PyValue): Record<string, string> | undefined {
   if (!(v instanceof PyDict)) return undefined;
-  const out: Record<string, string> = {};
+  const pairs: [string, string][] = [];
   for (const [k, x] of v.entries()) {
     if (typeof k !== "string" || typeof x !== "string") return undefined;
-    out[k] = x;
+    pairs.push([k, x]);
   }
-  return out;
+  return Object.fromEntries(pairs);
 }
 
 /** Describes one tensor's bytes, or throws a MergeError naming it. */
