@@ -145,6 +145,26 @@ describe("recipes: metadata in the outputs", function () {
     ]);
   });
 
+  it("row metadata keys and variables named like Object.prototype members reach the outputs, and reproduce", async () => {
+    const out = fresh("proto-names");
+    const pairs: [string, string][] = [["__proto__", "p"], ["constructor", "c"], ["toString", "t"], ["valueOf", "v"]];
+    const metadata = Object.fromEntries(pairs);
+    const text = JSON.stringify({ rows: [
+      { name: "s", a: "__constructor__", b: "__toString__", multiplier: 0.3, metadata },
+      { name: "k", a: "__constructor__", b: "__toString__", multiplier: 0.3, format: "ckpt", metadata },
+    ] });
+    await runRecipe(parseRecipe(text), { outDir: out, bindings: Object.fromEntries([["constructor", X], ["toString", Y]]) });
+    const meta = readModel(join(out, "s.safetensors")).metadata; // the test's own reader: JSON.parse, own keys
+    for (const [k, v] of pairs) assert.ok(Object.hasOwn(meta, k) && meta[k] === v, k);
+    const embedded = embeddedRecipe(meta)!;
+    assert.deepEqual(Object.entries(embedded.rows.at(-1)!.metadata!), pairs);
+    const ckptMeta = (await openModel(join(out, "k.ckpt"))).metadata;
+    for (const [k, v] of pairs) assert.ok(Object.hasOwn(ckptMeta, k) && ckptMeta[k] === v, k);
+    const rebuilt = join(dir.path, `rebuilt-${++n}.safetensors`);
+    const r = await reproduce(join(out, "s.safetensors"), { modelDirs: [ing], out: rebuilt });
+    assert.equal(r.identical, true);
+  });
+
   it("reproduce rebuilds a model bit for bit from its ingredients, an unsaved row recomputed", async () => {
     const out = fresh("unsaved");
     await runRecipe(parseRecipe(chain(false)), { outDir: out });
