@@ -165,6 +165,18 @@ describe("recipes: metadata in the outputs", function () {
     assert.equal(r.identical, true);
   });
 
+  it("ancestors keyed __proto__ or constructor in an input's sd_merge_models are carried into the output's", async () => {
+    const out = fresh("proto-ancestors");
+    const q = join(out, "q.safetensors");
+    writeModel(q, { "model.diffusion_model.out.weight": { dtype: "F32", shape: [5, 7], values: randomValues(35, 9) }, "model.diffusion_model.big.weight": { dtype: "F32", shape: [300000], values: randomValues(300000, 10) } }, {
+      sd_merge_models: '{"__proto__": {"name": "p.ckpt", "legacy_hash": "11111111", "sd_merge_recipe": null}, "constructor": {"name": "c.ckpt", "legacy_hash": "22222222", "sd_merge_recipe": null}}',
+    });
+    await runRecipe(parseRecipe(`m = ${q} + ${X}, 0.5, safetensors\n`), { outDir: out });
+    const models = readModel(join(out, "m.safetensors")).metadata.sd_merge_models!;
+    assert.ok(models.includes('"__proto__": {"name": "p.ckpt", "legacy_hash": "11111111", "sd_merge_recipe": null}'), models);
+    assert.ok(models.includes('"constructor": {"name": "c.ckpt", "legacy_hash": "22222222", "sd_merge_recipe": null}'), models);
+  });
+
   it("reproduce rebuilds a model bit for bit from its ingredients, an unsaved row recomputed", async () => {
     const out = fresh("unsaved");
     await runRecipe(parseRecipe(chain(false)), { outDir: out });
