@@ -111,7 +111,7 @@ describe("safety: nothing lost", function () {
 
   it("never writes to an input: refuses an input as the output, even with overwrite; inputs keep bytes and mtime", async () => {
     const before = [digest(a), digest(b), statSync(a).mtimeMs];
-    await assert.rejects(merge({ a, b, method: "weighted-sum", out: a, overwrite: true }), isCode("OUTPUT_EXISTS"));
+    await assert.rejects(merge({ a, b, method: "weighted-sum", out: a, overwrite: true }), isCode("INPUT_IS_TARGET"));
     for (const engine of ENGINES) await merge({ a, b, method: "add-difference", c: b, out: join(dir.path, `ok-${engine}.safetensors`), engine });
     assert.deepEqual([digest(a), digest(b), statSync(a).mtimeMs], before);
   });
