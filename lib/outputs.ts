@@ -126,13 +126,13 @@ export class ProtectedFiles {
   }
 
   /** Refuses (INPUT_IS_TARGET) when writing `target` would replace or change a protected file. */
-  async check(target: string | FileIdentity, role = "the output"): Promise<void> {
+  async check(target: string | FileIdentity, role = "the output", hint = ""): Promise<void> {
     const t = typeof target === "string" ? await identityOf(target) : target;
     for (const f of this.files) {
       if (!sameFile(t, f.identity)) continue;
       const direct = resolve(t.path) === resolve(f.identity.path);
       const why = direct ? `${role} would replace ${f.what}` : `${role} is ${f.what} (${f.identity.path}) under another name (a symlink, a hard link or a symlinked folder): writing it would replace that file`;
-      throw new MergeError("INPUT_IS_TARGET", `${t.path}: ${why}`, { path: t.path });
+      throw new MergeError("INPUT_IS_TARGET", `${t.path}: ${why}${hint ? `; ${hint}` : ""}`, { path: t.path });
     }
   }
 }
@@ -221,7 +221,7 @@ export async function planConfigCopies(groups: readonly { from: readonly string[
       const destination = configPathFor(output);
       const id = await identityOf(destination);
       if (sameFile(id, sourceId)) continue;
-      await keep.check(id, "the model config copied beside the output (use config \"none\" to copy none)");
+      await keep.check(id, "the model config copied beside the output", "choose another output name, or copy no config (config \"none\")");
       copies.push({ ...chosen, output, destination });
     }
   }

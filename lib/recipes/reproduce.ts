@@ -86,7 +86,7 @@ export async function reproduce(path: string, options: ReproduceOptions = {}): P
   const out = resolve(options.out ?? `${basename(source, extname(source))}.reproduced.${format === "ckpt" ? "ckpt" : "safetensors"}`);
   const run = await runRecipe(recipe, {
     outputPaths: { [last]: [out] },
-    keep: [source], // the original, compared at the end: never replaced, by any name
+    keep: [{ path: source, what: "the model being rebuilt" }], // compared at the end: never replaced, by any name
     ...(options.modelDirs ? { modelDirs: options.modelDirs } : {}),
     hashCache: options.hashCache ?? null,
     overwrite: options.overwrite === true,

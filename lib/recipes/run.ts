@@ -53,8 +53,11 @@ export interface RunRecipeOptions extends CompileOptions {
   config?: ConfigSource;
   /** Plan only: report inputs, outputs, bytes and disk space; write nothing. */
   dryRun?: boolean;
-  /** Files besides the inputs that nothing written may replace, by any name (reproduce: the original). */
-  keep?: readonly string[];
+  /**
+   * Files besides the inputs that nothing written may replace, by any name (reproduce: the
+   * original), with how an error names them.
+   */
+  keep?: readonly { path: string; what: string }[];
   /**
    * Progress: hashing, merging, and each output's state. Every event comes before the outputs get
    * their final names; if it throws, the run is cancelled and rejects with that error, leaving nothing.
@@ -75,7 +78,9 @@ function validateRunOptions(options: RunRecipeOptions): void {
   for (const k of ["strictBindings", "createOutDirs", "skipExisting", "overwrite", "dryRun", "recipeMetadata", "copyConfig"] as const) optionalBoolean(k, options[k]);
   for (const k of ["outDir", "cwd", "history", "recipeSource"] as const) optionalString(k, options[k]);
   optionalStringList("modelDirs", options.modelDirs);
-  optionalStringList("keep", options.keep);
+  if (options.keep !== undefined && (!Array.isArray(options.keep) || !options.keep.every((k) => typeof k?.path === "string" && typeof k.what === "string"))) {
+    throw invalid("keep", "an array of { path, what }", options.keep);
+  }
   if (options.outputPaths !== undefined) {
     if (typeof options.outputPaths !== "object" || options.outputPaths === null) throw invalid("outputPaths", "an object of path lists", options.outputPaths);
     for (const [row, paths] of Object.entries(options.outputPaths)) optionalStringList(`outputPaths[${row}]`, paths);
@@ -444,7 +449,7 @@ async function checkWrites(compiled: CompiledRecipe, options: RunRecipeOptions):
   const { rows } = compiled;
   const written = rows.flatMap((c) => c.outputs.map((o) => o.path));
   const inputs = compiled.files.map((f) => f.path);
-  const keep = (options.keep ?? []).map((path) => ({ path, what: `${basename(path)}, which must be kept` }));
+  const keep = options.keep ?? [];
   const kept = await ProtectedFiles.of(keep);
   for (const w of written) await kept.check(w);
   let copies: ConfigCopy[] = [];
@@ -456,7 +461,7 @@ async function checkWrites(compiled: CompiledRecipe, options: RunRecipeOptions):
       const slots = source === "none" ? [] : source === "abc" ? SLOTS : [source];
       return { from: [...new Set(slots.flatMap((k) => (c.inputs[k] ? sources(c.inputs[k]!) : [])))], outputs: c.outputs.map((o) => o.path) };
     });
-    copies = await planConfigCopies(groups.filter((g) => g.from.length && g.outputs.length), [...inputs, ...(options.keep ?? [])]);
+    copies = await planConfigCopies(groups.filter((g) => g.from.length && g.outputs.length), [...inputs, ...keep.map((k) => k.path)]);
   }
   if (options.history !== undefined) {
     const notHistory = await ProtectedFiles.of([
