@@ -467,6 +467,7 @@ async function checkWrites(compiled: CompiledRecipe, options: RunRecipeOptions):
     const notHistory = await ProtectedFiles.of([
       ...inputs.map((path) => ({ path, what: "one of the inputs" })),
       ...keep,
+      ...(options.recipeSource !== undefined ? [{ path: resolve(options.cwd ?? ".", options.recipeSource), what: "the recipe" }] : []),
       ...written.map((path) => ({ path, what: "one of the outputs" })),
       ...copies.map((c) => ({ path: c.destination, what: "a model config written beside an output" })),
     ]);

@@ -59,7 +59,7 @@ describe("safety: nothing lost", function () {
     assert.deepEqual(leftovers(dir.path), []);
   });
 
-  it("a failure at the end (target is a folder) leaves no temp file and names the target", async () => {
+  it("a target that is a folder is refused, naming it, with no temp file and the folder untouched", async () => {
     const out = join(dir.path, "a-folder.safetensors");
     mkdirSync(out);
     writeFileSync(join(out, "keep"), "x");
