@@ -164,6 +164,9 @@ export async function runRecipe(recipe: Recipe, options: RunRecipeOptions = {}):
   const guards: GuardedCallback<never>[] = [];
   const callbacksOk = () => guards.forEach((g) => g.check());
   try {
+    if (recipe === null || typeof recipe !== "object" || !Array.isArray(recipe.rows)) throw invalid("recipe", "a recipe (from parseRecipe)", recipe);
+    // A recipe built by hand rather than parsed: its metadata goes into the files as is.
+    recipe.rows.forEach((row, i) => optionalStringRecord(`rows[${i}].metadata`, row?.metadata));
     validateRunOptions(options);
     if (options.signal?.aborted) throw new MergeError("ABORTED", "the run was cancelled before it started");
     // From here on, callbacks never throw: a throw cancels the run through `signal` and becomes its error.

@@ -183,6 +183,9 @@ describe("merge(): a library caller's mistakes", function () {
     for (const [option, extra] of bad) {
       await assert.rejects(runRecipe(recipe, { outDir: out, ...extra } as never), invalidNaming(option), option);
     }
+    const handMade = parseRecipe(JSON.stringify({ rows: [{ name: "r", a, b, multiplier: 0.5 }] }));
+    (handMade.rows[0] as { metadata?: unknown }).metadata = { steps: 20 };
+    await assert.rejects(runRecipe(handMade, { outDir: out }), invalidNaming("rows[0].metadata"));
     assert.deepEqual(readdirSync(out), []);
     const made = join(out, "..", "made.safetensors");
     await merge({ a, b, method: "weighted-sum", out: made });
