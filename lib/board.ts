@@ -3,6 +3,7 @@
  * temporary files, patches zip records, and gives every output its final name only when all
  * passes succeeded. `merge()` is a board of one row.
  */
+import { GuardedCallback } from "./callback";
 import { defaultThreads, newControl, runJob } from "./engine";
 import { MergeError } from "./errors";
 import type { MergeProgress } from "./merge";
@@ -47,9 +48,11 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
   let control = newControl(total);
   const onAbort = () => { control[0] = 1; };
   options.signal?.addEventListener("abort", onAbort, { once: true });
+  // A throwing onProgress cancels the job and becomes its error (never an uncaught exception).
+  const progress = options.onProgress ? new GuardedCallback(options.onProgress, onAbort) : undefined;
   const report = () => {
     const bytesDone = Math.min(total, doneBefore + control[1]!);
-    options.onProgress?.({ bytesDone, bytesTotal: total, fraction: total ? bytesDone / total : 1, elapsedSeconds: (Date.now() - started) / 1000, pass: passNumber, passes: plan.passes.length });
+    progress?.call({ bytesDone, bytesTotal: total, fraction: total ? bytesDone / total : 1, elapsedSeconds: (Date.now() - started) / 1000, pass: passNumber, passes: plan.passes.length });
   };
   const timer = options.onProgress ? setInterval(report, 200) : undefined;
   timer?.unref();
@@ -59,7 +62,7 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
     for (const [index, pass] of plan.passes.entries()) {
       passNumber = index + 1;
       control = newControl(total);
-      if (options.signal?.aborted) onAbort(); // aborted before this pass: no event will come
+      if (options.signal?.aborted || progress?.failed) onAbort(); // aborted before this pass: no event will come
       const result = await runJob(
         {
           inputs: plan.inputs.map((m) => ({ path: m.path, size: m.size })),
@@ -79,13 +82,17 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
       }
       doneBefore += pass.outputs.reduce((s, o) => s + o.layout.size, 0);
     }
-    if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled");
-    for (const o of outputs) await commitFile(temps.get(o)!, o.path, options.overwrite === true);
+    // The last event comes before the outputs get their names: a callback that throws there still
+    // leaves nothing behind.
     control[1] = 0;
     doneBefore = total;
     report();
+    progress?.check();
+    if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled");
+    for (const o of outputs) await commitFile(temps.get(o)!, o.path, options.overwrite === true);
     return { isa, threads, seconds: (Date.now() - started) / 1000, passes: plan.passes.length };
   } catch (e) {
+    progress?.check();
     if (options.signal?.aborted && !(e instanceof MergeError && e.code === "ABORTED")) {
       throw new MergeError("ABORTED", "the merge was cancelled", { cause: e });
     }
