@@ -20,6 +20,7 @@ import { HashCache, getFileHashes } from "./library/hash-cache";
 import { outputMetadata, type InputIdentity } from "./recipes/metadata";
 import type { RecipeRow } from "./recipes/types";
 import { checkTargets } from "./outputs";
+import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
 import { planBoard, type PlanStats } from "./plan";
 import { formatMultiplier, optionalString, parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString } from "./validate";
 
@@ -101,6 +102,12 @@ export interface MergeReport {
   vae?: VaeBakeReport;
   /** Temporary files of killed merges into the same targets, removed before this one. */
   removedTemps?: string[];
+  /** Inputs whose 2022-era SD 1.x key names were normalised on load, as the classic tool does. */
+  renamedKeys: { slot: ModelSlot; path: string; keys: number }[];
+  /** B or C lacking a large share of A's float keys or a whole component (lib/keys.ts). */
+  missingKeys: MissingKeysWarning[];
+  /** For people: one line per problem worth a look (the CLI prints them on stderr). */
+  warnings: string[];
 }
 
 const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "onProgress", "signal"] as const;
@@ -200,6 +207,12 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
       }),
     }],
   });
+  const renamedKeys = method.inputs.flatMap((slot, i) => (opened[i]!.renamedKeys ? [{ slot, path: opened[i]!.path, keys: opened[i]!.renamedKeys! }] : []));
+  const missingKeys = missingKeyWarnings(
+    opened[0]!,
+    method.inputs.slice(1).map((slot, i) => ({ slot: slot as "b" | "c", path: opened[i + 1]!.path, has: (n: string) => opened[i + 1]!.byName.has(n) })),
+    (n) => edits.discard(n) || edits.replace.has(n),
+  );
   const removedTemps = await preflight(plan, options.overwrite === true);
   const run = await executePlan(plan, {
     engine, threads, isa, overwrite: options.overwrite === true,
@@ -226,6 +239,9 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
     configs,
     ...(edits.vae ? { vae: edits.vae } : {}),
     ...(removedTemps.length ? { removedTemps } : {}),
+    renamedKeys,
+    missingKeys,
+    warnings: missingKeys.map((w) => w.message),
   };
 }
 

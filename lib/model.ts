@@ -33,6 +33,8 @@ export interface ModelFile {
   headerLength: number;
   /** Notes about what was ignored while reading (for example ckpt top-level entries). */
   notes: string[];
+  /** 2022-era SD 1.x keys given their modern names when the file was opened (lib/keys.ts). */
+  renamedKeys?: number;
 }
 
 export function numelOf(shape: readonly number[]): number {
