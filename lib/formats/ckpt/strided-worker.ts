@@ -1,0 +1,155 @@
+/**
+ * Worker thread of strided.ts: copies non-contiguous tensors of a .ckpt into a side file,
+ * contiguously, with bounded memory. For each block of output elements: compute each element's
+ * storage index (row-major odometer over the view's strides), then read the storage span the
+ * block touches in windows and pick the elements each window holds. A transpose touches the
+ * whole storage from every block, so it reads the storage (block count) times, from the page
+ * cache after the first; a slice or an expand touches a short span, read once.
+ */
+import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
+import { parentPort, workerData } from "node:worker_threads";
+import { MergeError, fsError } from "../../errors";
+import type { StridedCopy, StridedJob } from "./strided";
+
+type Copier = (dst: number, src: number) => void;
+
+/** Element copy by size, through integer views (float views could canonicalise NaN payloads). */
+function copierFor(size: number, out: Uint8Array, window: Uint8Array): Copier {
+  switch (size) {
+    case 1: return (d, s) => { out[d] = window[s]!; };
+    case 2: {
+      const o = new Uint16Array(out.buffer), w = new Uint16Array(window.buffer);
+      return (d, s) => { o[d] = w[s]!; };
+    }
+    case 4: {
+      const o = new Uint32Array(out.buffer), w = new Uint32Array(window.buffer);
+      return (d, s) => { o[d] = w[s]!; };
+    }
+    default: {
+      const o = new Uint32Array(out.buffer), w = new Uint32Array(window.buffer);
+      return (d, s) => { o[2 * d] = w[2 * s]!; o[2 * d + 1] = w[2 * s + 1]!; };
+    }
+  }
+}
+
+function readFully(fd: number, path: string, buffer: Uint8Array, length: number, position: number, tensor: string): void {
+  let done = 0;
+  while (done < length) {
+    let n: number;
+    try {
+      n = readSync(fd, buffer, done, length - done, position + done);
+    } catch (e) {
+      throw fsError(e, path, "reading");
+    }
+    if (n === 0) throw new MergeError("FILE_TRUNCATED", `${path}: ends at byte ${position + done} while reading tensor "${tensor}" (did it change during the merge?)`, { path, tensor });
+    done += n;
+  }
+}
+
+function writeFully(fd: number, path: string, buffer: Uint8Array, length: number, position: number): void {
+  let done = 0;
+  while (done < length) {
+    try {
+      done += writeSync(fd, buffer, done, length - done, position + done);
+    } catch (e) {
+      throw fsError(e, path, "writing");
+    }
+  }
+}
+
+/** Storage indices of output elements [start, start + count) into `index`; returns [min, max]. */
+function storageIndices(c: StridedCopy, start: number, count: number, index: Float64Array): [number, number] {
+  const rank = c.shape.length;
+  const k = new Array<number>(rank).fill(0);
+  let rest = start;
+  for (let d = rank - 1; d >= 0; d--) {
+    k[d] = rest % c.shape[d]!;
+    rest = Math.floor(rest / c.shape[d]!);
+  }
+  let src = c.elementOffset;
+  for (let d = 0; d < rank; d++) src += k[d]! * c.stride[d]!;
+  let lo = src, hi = src;
+  const last = rank - 1, innerStride = c.stride[last] ?? 0, innerSize = c.shape[last] ?? 1;
+  for (let i = 0; i < count; i++) {
+    index[i] = src;
+    if (src < lo) lo = src;
+    if (src > hi) hi = src;
+    if (rank === 0) break;
+    // Odometer step: the last dim first, carrying into earlier ones.
+    if (++k[last]! < innerSize) {
+      src += innerStride;
+      continue;
+    }
+    k[last] = 0;
+    src -= (innerSize - 1) * innerStride;
+    for (let d = last - 1; d >= 0; d--) {
+      if (++k[d]! < c.shape[d]!) {
+        src += c.stride[d]!;
+        break;
+      }
+      k[d] = 0;
+      src -= (c.shape[d]! - 1) * c.stride[d]!;
+    }
+  }
+  return [lo, hi];
+}
+
+function run(job: StridedJob): void {
+  const src = (() => {
+    try {
+      return openSync(job.source.path, "r");
+    } catch (e) {
+      throw fsError(e, job.source.path, "opening");
+    }
+  })();
+  let dst: number | undefined;
+  try {
+    if (fstatSync(src).size !== job.source.size) {
+      throw new MergeError("FILE_TRUNCATED", `${job.source.path}: its size changed since it was opened (${job.source.size} → ${fstatSync(src).size} bytes)`, { path: job.source.path });
+    }
+    try {
+      dst = openSync(job.side, "wx");
+    } catch (e) {
+      throw fsError(e, job.side, "creating");
+    }
+    const out = new Uint8Array(job.blockBytes);
+    const window = new Uint8Array(job.windowBytes);
+    for (const c of job.copies) {
+      const n = c.shape.reduce((p, d) => p * d, 1);
+      const es = c.elementSize;
+      const blockElems = job.blockBytes / es, windowElems = job.windowBytes / es;
+      const index = new Float64Array(Math.min(blockElems, n));
+      const copy = copierFor(es, out, window);
+      for (let start = 0; start < n; start += blockElems) {
+        const count = Math.min(blockElems, n - start);
+        const [lo, hi] = storageIndices(c, start, count, index);
+        if (hi >= c.storageElements) throw new MergeError("INVALID_OFFSET", `${job.source.path}: tensor "${c.name}" reads past its storage`, { path: job.source.path, tensor: c.name });
+        // Each window starts at the lowest index not yet copied: windows holding none are never read.
+        for (let w = lo; w <= hi;) {
+          const end = Math.min(hi + 1, w + windowElems);
+          readFully(src, job.source.path, window, (end - w) * es, c.storageOffset + w * es, c.name);
+          let next = Infinity;
+          for (let i = 0; i < count; i++) {
+            const s = index[i]!;
+            if (s >= w && s < end) copy(i, s - w);
+            else if (s >= end && s < next) next = s;
+          }
+          w = next;
+        }
+        writeFully(dst, job.side, out, count * es, c.sideOffset + start * es);
+      }
+    }
+    if (fstatSync(dst).size !== job.sideSize) throw new MergeError("INTERNAL", `${job.side}: wrote ${fstatSync(dst).size} bytes, expected ${job.sideSize}`);
+  } finally {
+    closeSync(src);
+    if (dst !== undefined) closeSync(dst);
+  }
+}
+
+try {
+  run(workerData as StridedJob);
+  parentPort!.postMessage({ ok: true });
+} catch (e) {
+  const err = e instanceof MergeError ? e : new MergeError("INTERNAL", `copying non-contiguous tensors: ${(e as Error).message}`);
+  parentPort!.postMessage({ ok: false, error: { code: err.code, message: err.message, path: err.path, tensor: err.tensor } });
+}
