@@ -9,6 +9,9 @@ import { join } from "node:path";
 import { openModel } from "../../lib/formats";
 import { materialiseSideFile, sideModelOf } from "../../lib/formats/ckpt/strided";
 import { merge } from "../../lib/merge";
+import { parseRecipe } from "../../lib/recipes";
+import { inputReadReport } from "../../lib/recipes/reads";
+import { runRecipe } from "../../lib/recipes/run";
 import { ENGINES } from "../helpers/engines";
 import { readModel } from "../helpers/models";
 import { PY_DUMP, requireTorch, runPython, tempDir, type PyManifestEntry } from "./helpers";
@@ -115,6 +118,17 @@ describe("ckpt: non-contiguous tensors (real torch.save)", function () {
   it("both engines write identical bytes", function () {
     if (outputs.length < 2) this.skip();
     assert.ok(outputs[0]!.equals(outputs[1]!));
+  });
+
+  it("a recipe run reads them too; the read counter counts only the input files", async () => {
+    const outDir = join(tmp.dir, "run");
+    const report = await runRecipe(parseRecipe(`x = ${join(tmp.dir, "a.ckpt")} + ${join(tmp.dir, "b.ckpt")}, ${M}, safetensors\n`), { outDir, createOutDirs: true, recipeMetadata: false });
+    const result = readModel(report.outputs[0]!.path);
+    for (const r of manifest(join(tmp.dir, "ref"))) {
+      assert.ok(Buffer.from(result.tensors.get(r.name)!.bytes).equals(readFileSync(join(tmp.dir, "ref", r.file))), `${r.name} differs from torch's merge`);
+    }
+    assert.deepEqual(inputReadReport(report.plan!).map((r) => r.path), [join(tmp.dir, "a.ckpt"), join(tmp.dir, "b.ckpt")]);
+    assert.deepEqual(readdirSync(outDir).filter((n) => n.startsWith(".")), []);
   });
 
   it("a .ckpt output of them loads in torch with the merged values", async () => {

@@ -8,6 +8,8 @@ import { strict as assert } from "node:assert";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { merge } from "../../lib/merge";
+import { parseRecipe } from "../../lib/recipes";
+import { runRecipe } from "../../lib/recipes/run";
 import { identifyModel } from "../../lib/library/identify";
 import { openModel } from "../../lib/formats";
 import { loadBuiltinLayout, shrinkLayout } from "../../lib/synthetic";
@@ -100,6 +102,14 @@ describe("2022-era key names and missing components", function () {
     writeModel(vae, Object.fromEntries(Object.entries(A).filter(([n]) => n.startsWith("first_stage_model.")).map(([n, t]) => [n.slice("first_stage_model.".length), t])));
     const report = await merge({ a: modern, b: noVae, vae, method: "weighted-sum", multiplier: 0.5, out: join(dir.path, "baked.safetensors"), recipeMetadata: false });
     assert.deepEqual(report.missingKeys, []);
+  });
+
+  it("a recipe row whose B lacks a whole component gets the warning in the run report", async () => {
+    const recipe = parseRecipe(`x = ${modern} + ${noVae}, 0.5, safetensors\ny = ${modern} + ${old}, 0.5, safetensors\n`);
+    const report = await runRecipe(recipe, { outDir: join(dir.path, "run"), dryRun: true, recipeMetadata: false });
+    const lacking = report.warnings.filter((w) => w.includes(" lacks "));
+    assert.equal(lacking.length, 1, report.warnings.join("\n"));
+    assert.match(lacking[0]!, /^row 1 \(x\): B \(.*no-vae\.safetensors\) lacks .*whole VAE/);
   });
 
   it("the CLI prints the warning on stderr, also with --quiet, and exits 0", () => {
