@@ -6,6 +6,7 @@
 import { strict as assert } from "node:assert";
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import { isMergeError } from "../../lib/errors";
 import { openModel } from "../../lib/formats";
 import { materialiseSideFile, sideModelOf } from "../../lib/formats/ckpt/strided";
 import { merge } from "../../lib/merge";
@@ -84,6 +85,7 @@ describe("ckpt: non-contiguous tensors (real torch.save)", function () {
     const side = sideModelOf(model)!;
     assert.deepEqual(side.tensors.map((t) => t.name), ["t32", "slice", "perm", "expand", "t16", "bf", "ints", "big", "shareT"]);
     assert.ok(!model.byName.get("share")!.strided && !model.byName.get("plain")!.strided);
+    assert.ok(model.notes.some((n) => n.startsWith("9 tensor(s) are non-contiguous")), model.notes.join("; "));
     const path = join(tmp.dir, "side.bin");
     // Blocks and windows far smaller than the tensors: every path of the gather runs.
     await materialiseSideFile(side, path, undefined, { blockBytes: 256, windowBytes: 40 });
@@ -95,6 +97,17 @@ describe("ckpt: non-contiguous tensors (real torch.save)", function () {
       const expected = readFileSync(join(tmp.dir, "a.ref", r.file));
       assert.ok(bytes.subarray(t.offset, t.offset + t.byteLength).equals(expected), `${r.name} differs from torch's contiguous copy`);
     }
+  });
+
+  it("a cancelled copy stops with ABORTED and closes its files", async () => {
+    const side = sideModelOf(await openModel(join(tmp.dir, "a.ckpt")))!;
+    const fds = () => readdirSync("/proc/self/fd").length;
+    const before = fds();
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 30);
+    // Tiny blocks make the copy take about a second, so the abort lands mid-copy.
+    await assert.rejects(materialiseSideFile(side, join(tmp.dir, "cancelled.bin"), controller.signal, { blockBytes: 64, windowBytes: 64 }), (e: unknown) => isMergeError(e, "ABORTED"));
+    assert.equal(fds(), before);
   });
 
   const outputs: Buffer[] = [];

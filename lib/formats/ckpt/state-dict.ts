@@ -153,6 +153,8 @@ export function extractStateDict(root: PyValue, locate: (storage: StorageRef, te
   if (skipped.length > 0) notes.push(`ignored non-tensor entries of the state dict: ${listNames(skipped)}`);
   const shared = [...byStorage.values()].filter((n) => n > 1).length;
   if (shared > 0) notes.push(`${shared} storage(s) are shared by several tensors`);
+  const strided = tensors.filter((t) => t.strided).length;
+  if (strided > 0) notes.push(`${strided} tensor(s) are non-contiguous views (transposed, sliced or expanded); a merge copies them contiguously first`);
   if (tensors.length === 0) {
     throw new MergeError("CKPT_UNSUPPORTED", `${path}: no tensors found (top-level keys: ${listNames([...root.entries()].map(([k]) => String(k)))})`, { path });
   }

@@ -121,6 +121,7 @@ function run(job: StridedJob): void {
       const index = new Float64Array(Math.min(blockElems, n));
       const copy = copierFor(es, out, window);
       for (let start = 0; start < n; start += blockElems) {
+        if (Atomics.load(job.cancel, 0) !== 0) throw new MergeError("ABORTED", "the merge was cancelled");
         const count = Math.min(blockElems, n - start);
         const [lo, hi] = storageIndices(c, start, count, index);
         if (hi >= c.storageElements) throw new MergeError("INVALID_OFFSET", `${job.source.path}: tensor "${c.name}" reads past its storage`, { path: job.source.path, tensor: c.name });

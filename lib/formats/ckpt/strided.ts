@@ -45,6 +45,8 @@ export interface StridedJob {
   /** Memory bounds (multiples of 8): BLOCK_BYTES and WINDOW_BYTES unless a test asks for smaller. */
   blockBytes: number;
   windowBytes: number;
+  /** [0] = 1 asks the worker to stop (checked between blocks, so its files are closed properly). */
+  cancel: Int32Array;
 }
 
 interface SideSpec {
@@ -105,28 +107,28 @@ export function materialiseSideFile(side: ModelFile, path: string, signal?: Abor
   const spec = specs.get(side);
   if (!spec) return Promise.reject(new MergeError("INTERNAL", `${side.path} is not a side file`));
   if (bounds.blockBytes % 8 || bounds.windowBytes % 8 || bounds.blockBytes <= 0 || bounds.windowBytes <= 0) return Promise.reject(new MergeError("INTERNAL", "side file bounds must be positive multiples of 8 bytes"));
-  const job: StridedJob = { source: { path: spec.source.path, size: spec.source.size }, side: path, sideSize: side.size, copies: spec.copies, ...bounds };
+  if (signal?.aborted) return Promise.reject(new MergeError("ABORTED", "the merge was cancelled"));
+  const cancel = new Int32Array(new SharedArrayBuffer(4));
+  const job: StridedJob = { source: { path: spec.source.path, size: spec.source.size }, side: path, sideSize: side.size, copies: spec.copies, ...bounds, cancel };
   return new Promise((resolve, reject) => {
     const worker = new Worker(join(__dirname, "strided-worker.js"), { workerData: job });
-    let settled = false;
-    const settle = (fn: () => void) => {
-      if (settled) return;
-      settled = true;
-      signal?.removeEventListener("abort", onAbort);
-      fn();
-    };
-    const onAbort = () => settle(() => {
-      void worker.terminate();
-      reject(new MergeError("ABORTED", "the merge was cancelled"));
-    });
-    if (signal?.aborted) return onAbort();
+    // The worker answers ABORTED within one block (milliseconds), after closing its files.
+    const onAbort = () => Atomics.store(cancel, 0, 1);
     signal?.addEventListener("abort", onAbort, { once: true });
-    worker.once("message", (m: { ok: boolean; error?: { code: ErrorCode; message: string; path?: string; tensor?: string } }) => settle(() => {
-      if (m.ok) return resolve();
-      const { code, message, ...context } = m.error!;
-      reject(new MergeError(code, message, Object.fromEntries(Object.entries(context).filter(([, v]) => v !== undefined))));
-    }));
-    worker.once("error", (e) => settle(() => reject(new MergeError("INTERNAL", `copying the non-contiguous tensors of ${spec.source.path} failed: ${e.message}`, { cause: e }))));
-    worker.once("exit", (code) => settle(() => reject(new MergeError("INTERNAL", `the worker copying non-contiguous tensors exited with code ${code}`))));
+    let outcome: MergeError | null | undefined; // null: done; undefined: no answer yet
+    worker.once("message", (m: { ok: boolean; error?: { code: ErrorCode; message: string; path?: string; tensor?: string } }) => {
+      if (m.ok) outcome = null;
+      else {
+        const { code, message, ...context } = m.error!;
+        outcome = new MergeError(code, message, Object.fromEntries(Object.entries(context).filter(([, v]) => v !== undefined)));
+      }
+    });
+    worker.once("error", (e) => { outcome ??= new MergeError("INTERNAL", `copying the non-contiguous tensors of ${spec.source.path} failed: ${e.message}`, { cause: e }); });
+    // Settle only once the thread is gone, so nothing of it outlives the promise.
+    worker.once("exit", (code) => {
+      signal?.removeEventListener("abort", onAbort);
+      if (outcome === null) resolve();
+      else reject(outcome ?? new MergeError("INTERNAL", `the worker copying non-contiguous tensors exited with code ${code}`));
+    });
   });
 }
