@@ -7,6 +7,7 @@
 import { strict as assert } from "node:assert";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
+import { normaliseKeyName, normaliseModelKeys } from "../../lib/keys";
 import { merge } from "../../lib/merge";
 import { parseRecipe } from "../../lib/recipes";
 import { runRecipe } from "../../lib/recipes/run";
@@ -49,6 +50,16 @@ describe("2022-era key names and missing components", function () {
     writeModel(modern, A);
     writeModel(old, B);
     writeModel(noVae, sd15(3, (n) => (n.startsWith("first_stage_model.") ? null : n)));
+  });
+
+  it("renames exactly the classic tool's three prefixes; a key whose modern name also exists keeps its old name", () => {
+    assert.equal(normaliseKeyName(`${OLD}embeddings.token_embedding.weight`), `${MODERN}embeddings.token_embedding.weight`);
+    assert.equal(normaliseKeyName(`${OLD}encoder.layers.3.self_attn.q_proj.bias`), `${MODERN}encoder.layers.3.self_attn.q_proj.bias`);
+    assert.equal(normaliseKeyName(`${OLD}final_layer_norm.weight`), `${MODERN}final_layer_norm.weight`);
+    for (const k of [`${MODERN}encoder.layers.0.mlp.fc1.weight`, `${OLD}pooler.weight`, "cond_stage_model.model.ln_final.weight", "model.diffusion_model.encoder.x"]) assert.equal(normaliseKeyName(k), k);
+    const { tensors, renames } = normaliseModelKeys([{ name: `${OLD}final_layer_norm.weight` }, { name: `${MODERN}final_layer_norm.weight` }, { name: `${OLD}final_layer_norm.bias` }]);
+    assert.deepEqual(tensors.map((t) => t.name), [`${OLD}final_layer_norm.weight`, `${MODERN}final_layer_norm.weight`, `${MODERN}final_layer_norm.bias`]);
+    assert.deepEqual(renames, { renamed: 1, collisions: [`${OLD}final_layer_norm.weight`] });
   });
 
   it("opens an old-layout model under the modern names (text_model.), and identify calls it SD 1.x", async () => {

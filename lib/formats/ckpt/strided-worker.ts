@@ -120,19 +120,26 @@ function run(job: StridedJob): void {
       const blockElems = job.blockBytes / es, windowElems = job.windowBytes / es;
       const index = new Float64Array(Math.min(blockElems, n));
       const copy = copierFor(es, out, window);
+      let loadedStart = 0, loadedEnd = 0; // storage elements held by `window`
       for (let start = 0; start < n; start += blockElems) {
         if (Atomics.load(job.cancel, 0) !== 0) throw new MergeError("ABORTED", "the merge was cancelled");
         const count = Math.min(blockElems, n - start);
         const [lo, hi] = storageIndices(c, start, count, index);
         if (hi >= c.storageElements) throw new MergeError("INVALID_OFFSET", `${job.source.path}: tensor "${c.name}" reads past its storage`, { path: job.source.path, tensor: c.name });
-        // Each window starts at the lowest index not yet copied: windows holding none are never read.
+        // Each window starts at the lowest index not yet copied (windows holding none are never
+        // read) and is kept for the next block when it covers that block's span too, so a
+        // storage that fits in one window is read once.
         for (let w = lo; w <= hi;) {
-          const end = Math.min(hi + 1, w + windowElems);
-          readFully(src, job.source.path, window, (end - w) * es, c.storageOffset + w * es, c.name);
+          if (w < loadedStart || Math.min(hi + 1, w + windowElems) > loadedEnd) {
+            loadedStart = w;
+            loadedEnd = Math.min(c.storageElements, w + windowElems);
+            readFully(src, job.source.path, window, (loadedEnd - loadedStart) * es, c.storageOffset + loadedStart * es, c.name);
+          }
+          const end = loadedEnd;
           let next = Infinity;
           for (let i = 0; i < count; i++) {
             const s = index[i]!;
-            if (s >= w && s < end) copy(i, s - w);
+            if (s >= w && s < end) copy(i, s - loadedStart);
             else if (s >= end && s < next) next = s;
           }
           w = next;
