@@ -8,6 +8,7 @@ import { defaultThreads, newControl, runJob } from "./engine";
 import { MergeError } from "./errors";
 import type { MergeProgress } from "./merge";
 import { checkFreeSpace, checkTargets, commitFile, patchFile, removeQuietly, removeStaleTemps, tempPathFor } from "./outputs";
+import { materialiseSideFile } from "./formats/ckpt/strided";
 import type { BoardPlan } from "./plan";
 
 export interface RunOptions {
@@ -35,7 +36,9 @@ export async function preflight(plan: BoardPlan, overwrite: boolean): Promise<st
   const outputs = plan.passes.flatMap((p) => p.outputs);
   await checkTargets(outputs.map((o) => o.path), plan.inputs.map((m) => m.path), overwrite);
   const removed = await removeStaleTemps(outputs.map((o) => o.path));
-  await checkFreeSpace(outputs.map((o) => ({ path: o.path, size: o.layout.size })));
+  // Contiguous copies of non-contiguous .ckpt tensors go beside the first output (executePlan).
+  const sides = plan.sideInputs.map((s) => ({ path: outputs[0]!.path, size: s.size }));
+  await checkFreeSpace([...outputs.map((o) => ({ path: o.path, size: o.layout.size })), ...sides]);
   return removed;
 }
 
@@ -58,14 +61,16 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
   timer?.unref();
   let isa = "";
   let threads = options.threads ?? defaultThreads();
+  const sidePaths = new Map(plan.sideInputs.map((s) => [s, tempPathFor(outputs[0]!.path)]));
   try {
+    for (const [side, path] of sidePaths) await materialiseSideFile(side, path, options.signal);
     for (const [index, pass] of plan.passes.entries()) {
       passNumber = index + 1;
       control = newControl(total);
       if (options.signal?.aborted || progress?.failed) onAbort(); // aborted before this pass: no event will come
       const result = await runJob(
         {
-          inputs: plan.inputs.map((m) => ({ path: m.path, size: m.size })),
+          inputs: [...plan.inputs, ...plan.sideInputs].map((m) => ({ path: sidePaths.get(m) ?? m.path, size: m.size })),
           outputs: pass.outputs.map((o) => ({ path: temps.get(o)!, size: o.layout.size, literals: o.layout.literals, ...(o.layout.crc32Ranges ? { crc32Ranges: o.layout.crc32Ranges } : {}) })),
           pieces: pass.pieces,
           threads,
@@ -100,6 +105,6 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
   } finally {
     if (timer) clearInterval(timer);
     options.signal?.removeEventListener("abort", onAbort);
-    for (const t of temps.values()) await removeQuietly(t);
+    for (const t of [...temps.values(), ...sidePaths.values()]) await removeQuietly(t);
   }
 }

@@ -22,6 +22,7 @@ import { HashCache, getFileHashes } from "./library/hash-cache";
 import { outputMetadata, type InputIdentity } from "./recipes/metadata";
 import type { RecipeRow } from "./recipes/types";
 import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies } from "./outputs";
+import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
 import { planBoard, type PlanStats } from "./plan";
 import {
   formatMultiplier, optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, optionalStringRecord,
@@ -120,6 +121,12 @@ export interface MergeReport {
   vae?: VaeBakeReport;
   /** Temporary files of killed merges into the same targets, removed before this one. */
   removedTemps?: string[];
+  /** Inputs whose 2022-era SD 1.x key names were normalised on load, as the classic tool does. */
+  renamedKeys: { slot: ModelSlot; path: string; keys: number }[];
+  /** B or C lacking a large share of A's float keys or a whole component (lib/keys.ts). */
+  missingKeys: MissingKeysWarning[];
+  /** For people: one line per problem worth a look (the CLI prints them on stderr). */
+  warnings: string[];
 }
 
 const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
@@ -261,6 +268,12 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
       }),
     }],
   });
+  const renamedKeys = method.inputs.flatMap((slot, i) => (opened[i]!.renamedKeys ? [{ slot, path: opened[i]!.path, keys: opened[i]!.renamedKeys! }] : []));
+  const missingKeys = missingKeyWarnings(
+    opened[0]!,
+    method.inputs.slice(1).map((slot, i) => ({ slot: slot as "b" | "c", path: opened[i + 1]!.path, has: (n: string) => opened[i + 1]!.byName.has(n) })),
+    (n) => edits.discard(n) || edits.replace.has(n),
+  );
   const outputs = plan.passes.flatMap((p) => p.outputs);
   const base = {
     dryRun,
@@ -272,6 +285,9 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
     bytesWritten: plan.bytesToWrite,
     stats: plan.stats[0]!,
     ...(edits.vae ? { vae: edits.vae } : {}),
+    renamedKeys,
+    missingKeys,
+    warnings: missingKeys.map((w) => w.message),
   };
   if (dryRun) {
     const disk = await diskNeeds(outputs.map((o) => ({ path: o.path, bytes: o.layout.size })));

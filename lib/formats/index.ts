@@ -17,6 +17,7 @@
 import { open } from "node:fs/promises";
 import { MergeError, fsError } from "../errors";
 import type { ModelFile, ModelFormat } from "../model";
+import { normaliseModelKeys } from "../keys";
 import { readSafetensors } from "./safetensors";
 
 const ZIP_MAGIC = 0x04034b50; // "PK\x03\x04", little-endian
@@ -58,8 +59,24 @@ export async function detectFormat(path: string): Promise<DetectedFormat> {
   }
 }
 
-/** Reads the tensor table of a model file. No tensor data is read. */
+/**
+ * Reads the tensor table of a model file, with 2022-era SD 1.x key names normalised as the
+ * classic tool does on load (lib/keys.ts). No tensor data is read.
+ */
 export async function openModel(path: string): Promise<ModelFile> {
+  return withModernKeyNames(await openModelAsStored(path));
+}
+
+function withModernKeyNames(model: ModelFile): ModelFile {
+  const { tensors, renames } = normaliseModelKeys(model.tensors);
+  if (renames.renamed === 0 && renames.collisions.length === 0) return model;
+  const notes = [...model.notes];
+  if (renames.renamed) notes.push(`${renames.renamed} keys of the 2022 text-encoder layout (cond_stage_model.transformer.* without text_model.) renamed to the modern names, as the classic tool does`);
+  if (renames.collisions.length) notes.push(`${renames.collisions.length} old-layout keys kept their names because the file also has the modern ones (for example ${renames.collisions[0]})`);
+  return { ...model, tensors, byName: new Map(tensors.map((t) => [t.name, t])), notes, ...(renames.renamed ? { renamedKeys: renames.renamed } : {}) };
+}
+
+async function openModelAsStored(path: string): Promise<ModelFile> {
   const format = await detectFormat(path);
   switch (format) {
     case "safetensors":

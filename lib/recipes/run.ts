@@ -31,8 +31,9 @@ import { GuardedCallback, cancellable } from "../callback";
 import { HashCache } from "../library/hash-cache";
 import { ProtectedFiles, commitFile, diskNeeds, patchFile, planConfigCopies, removeQuietly, type ConfigCopy } from "../outputs";
 import { invalid, optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, optionalStringRecord, rejectUnknownKeys, requireInteger, requireOneOf } from "../validate";
+import { missingKeyWarnings } from "../keys";
 import { planBoard, type BoardPlan, type BoardRow, type PlanStats, type RowInput } from "../plan";
-import { compileRecipe, type CompileOptions, type CompiledFile, type CompiledRecipe, type CompiledSource } from "./compile";
+import { compileRecipe, type CompileOptions, type CompiledFile, type CompiledRecipe, type CompiledRow, type CompiledSource } from "./compile";
 import { appendHistory, type HistoryEntry } from "./history";
 import { outputMetadata, virtualIdentity, type InputIdentity, type OutputStep } from "./metadata";
 import { SLOTS, type Recipe } from "./types";
@@ -310,7 +311,7 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
     isa: "",
     threads: options.threads ?? defaultThreads(),
     seconds: 0,
-    warnings: [...compiled.warnings],
+    warnings: [...compiled.warnings, ...rows.flatMap(rowKeyWarnings)],
     stats: plan?.stats ?? [],
     plan,
     compiled,
@@ -510,4 +511,16 @@ function historyEntries(report: RecipeRunReport, compiled: CompiledRecipe, rowId
       ...(c?.vae ? { vae: { name: c.vae.name, path: c.vae.path, ...fileHashes.get(c.vae.path)! } } : {}),
     };
   });
+}
+
+/** Missing-key warnings (lib/keys.ts) for a row whose inputs are files; a row fed by another row inherits A's keys. */
+function rowKeyWarnings(c: CompiledRow): string[] {
+  const a = c.inputs.a;
+  if (a?.kind !== "file") return [];
+  const others = (["b", "c"] as const).flatMap((slot) => {
+    const src = c.inputs[slot];
+    return src?.kind === "file" && c.method.inputs.includes(slot) ? [{ slot, path: src.file.path, has: (n: string) => src.file.model.byName.has(n) }] : [];
+  });
+  const skip = (n: string) => (c.discard?.(n) ?? false) || (c.replace?.has(n) ?? false);
+  return missingKeyWarnings(a.file.model, others, skip).map((w) => `row ${c.index + 1} (${c.row.name}): ${w.message}`);
 }

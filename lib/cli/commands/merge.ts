@@ -9,8 +9,14 @@ import type { MergeReport } from "../../merge";
 
 const methodHelp = METHODS.map((m) => `${m.name} (${m.formula})`).join("; ");
 
+/** Warnings go to stderr, even with --quiet: a merge that kept most of A is not a quiet success. */
+export function printMergeWarnings(report: MergeReport, io: CliIo): void {
+  for (const w of report.warnings) io.err.write(`warning: ${w}\n`);
+}
+
 export function printMergeReport(report: MergeReport, io: CliIo): void {
   const s = report.stats;
+  for (const r of report.renamedKeys) io.out.write(`renamed ${r.keys} keys of ${r.slot.toUpperCase()} (${r.path}) from the 2022 text-encoder layout to the modern names, as the classic tool does\n`);
   for (const t of report.removedTemps ?? []) io.out.write(`removed ${t}, left by a merge that was killed\n`);
   for (const c of report.configs) io.out.write(`copied model config to ${c}\n`);
   for (const o of report.outputs) io.out.write(`wrote ${o.path} (${formatBytes(o.bytes)}${report.outputs.length > 1 ? `, M=${o.multiplier}` : ""})\n`);
@@ -101,8 +107,9 @@ export const mergeCommand = defineCommand({
       options.onProgress = (p) => printer.update(p);
       const report = await merge(options).finally(() => printer.done());
       printMergeReport(report, io);
+      printMergeWarnings(report, io);
     } else {
-      await merge(options);
+      printMergeWarnings(await merge(options), io);
     }
     return 0;
   },
