@@ -4,6 +4,7 @@
  * passes succeeded. `merge()` is a board of one row.
  */
 import { defaultThreads, newControl, runJob } from "./engine";
+import { assertInputsUnchanged, stampInputs } from "./engine/input-stamps";
 import { MergeError } from "./errors";
 import type { MergeProgress } from "./merge";
 import { checkFreeSpace, checkTargets, commitFile, patchFile, removeQuietly, removeStaleTemps, tempPathFor } from "./outputs";
@@ -56,6 +57,7 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
   let isa = "";
   let threads = options.threads ?? defaultThreads();
   try {
+    const stamps = await stampInputs(plan.inputs); // an input changed mid-merge fails it, before commit
     for (const [index, pass] of plan.passes.entries()) {
       passNumber = index + 1;
       control = newControl(total);
@@ -78,6 +80,7 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
         if (finish) await patchFile(temps.get(pass.outputs[i]!)!, finish(result.crc32[i] ?? []));
       }
       doneBefore += pass.outputs.reduce((s, o) => s + o.layout.size, 0);
+      await assertInputsUnchanged(stamps);
     }
     if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled");
     for (const o of outputs) await commitFile(temps.get(o)!, o.path, options.overwrite === true);
