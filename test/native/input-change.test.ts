@@ -93,6 +93,23 @@ describe("an input changed during a merge", function () {
     });
   }
 
+  it("native: a SIGBUS that is not the engine's still ends the process as before (the handler chains)", function () {
+    if (!nativeAvailable()) this.skip();
+    const dir = tmp.fresh("foreign");
+    // After a merge has installed the handler, a SIGBUS sent to the process is not the
+    // engine's: the default action must still apply (death by SIGBUS), not be swallowed.
+    const script = `
+      const { merge } = require(${JSON.stringify(join(__dirname, "..", "..", "lib"))});
+      const { model } = require(${JSON.stringify(CHILD)});
+      const dir = ${JSON.stringify(dir)};
+      model(dir + "/a.safetensors", 1); model(dir + "/b.safetensors", 2);
+      merge({ a: dir + "/a.safetensors", b: dir + "/b.safetensors", method: "weighted-sum", out: dir + "/o.safetensors", engine: "native" })
+        .then(() => { process.stdout.write("merged\\n"); process.kill(process.pid, "SIGBUS"); setTimeout(() => process.stdout.write("survived\\n"), 500); });`;
+    const r = spawnSync(process.execPath, ["-e", script], { encoding: "utf8", timeout: 60_000 });
+    assert.equal(r.stdout.trim(), "merged", r.stderr);
+    assert.equal(r.signal, "SIGBUS", `exit ${r.status}, signal ${r.signal}`);
+  });
+
   it("CLI on the native engine: an input truncated mid-merge exits 1 with one error line, not 135", async function () {
     if (!nativeAvailable()) this.skip();
     const dir = tmp.fresh("cli");
