@@ -2,14 +2,14 @@
  * Child process of input-change.test.ts: runs merges whose input is changed mid-merge, in its
  * own process, so an engine that dies of SIGBUS shows as a failed test, not a dead mocha.
  *
- * argv[2]: JSON { dir, engine: "native" | "js", change: "truncate" | "rewrite", trigger }.
+ * argv[2]: JSON { dir, engine: "native" | "js", change: "truncate" | "rewrite" | "replace", trigger }.
  * The parent sets TENSORMERGE_WINDOW_MIB=1 and TENSORMERGE_WINDOW_PAUSE_MS so the job runs
  * long enough for the first progress report to arrive mid-merge; the input is changed from
  * that report (trigger "progress"), or as soon as the engine has created its temporary output
  * (trigger "start": does not need the pause, so it also lands mid-merge on an engine without it). Prints one JSON line: the first merge's failure (or success), what the change
  * saw, the folder's files after it, and whether a second merge in the same process worked.
  */
-import { closeSync, openSync, readdirSync, truncateSync, utimesSync, watch, writeSync } from "node:fs";
+import { closeSync, copyFileSync, openSync, readdirSync, renameSync, truncateSync, utimesSync, watch, writeSync } from "node:fs";
 import { join } from "node:path";
 import { merge, type MergeProgress } from "../../lib";
 import { MergeError } from "../../lib/errors";
@@ -26,10 +26,20 @@ export function model(path: string, seed: number): void {
   writeModel(path, tensors);
 }
 
-/** Changes `path` as another process would: shrinks it, or rewrites bytes in place (same size). */
-export function change(path: string, how: "truncate" | "rewrite"): void {
+export type Change = "truncate" | "rewrite" | "replace";
+
+/**
+ * Changes `path` as another process would: shrinks it, rewrites bytes in place (same size), or
+ * renames an identical copy over it (the engines keep reading the old file: only its name changed).
+ */
+export function change(path: string, how: Change): void {
   if (how === "truncate") {
     truncateSync(path, 1_000_000);
+    return;
+  }
+  if (how === "replace") {
+    copyFileSync(path, `${path}.new`);
+    renameSync(`${path}.new`, path);
     return;
   }
   const fd = openSync(path, "r+");
@@ -43,7 +53,7 @@ export function change(path: string, how: "truncate" | "rewrite"): void {
 }
 
 async function main(): Promise<void> {
-  const { dir, engine, change: how, trigger } = JSON.parse(process.argv[2]!) as { dir: string; engine: "native" | "js"; change: "truncate" | "rewrite"; trigger: "progress" | "start" };
+  const { dir, engine, change: how, trigger } = JSON.parse(process.argv[2]!) as { dir: string; engine: "native" | "js"; change: Change; trigger: "progress" | "start" };
   const a = join(dir, "a.safetensors"), b = join(dir, "b.safetensors");
   model(a, 1);
   model(b, 2);

@@ -18,7 +18,7 @@ import { readdirSync, truncateSync, watch } from "node:fs";
 import { join } from "node:path";
 import { nativeAvailable } from "../../lib/engine";
 import { tempDir } from "../helpers/models";
-import { model } from "./input-change-child";
+import { model, type Change } from "./input-change-child";
 
 const CHILD = join(__dirname, "input-change-child.js");
 const CLI = join(__dirname, "..", "..", "lib", "cli", "main.js");
@@ -31,7 +31,7 @@ interface ChildReport {
   second: string;
 }
 
-function runChild(dir: string, engine: "native" | "js", change: "truncate" | "rewrite", trigger: "progress" | "start" = "progress"): ChildReport {
+function runChild(dir: string, engine: "native" | "js", change: Change, trigger: "progress" | "start" = "progress"): ChildReport {
   const r = spawnSync(process.execPath, [CHILD, JSON.stringify({ dir, engine, change, trigger })], {
     encoding: "utf8",
     env: { ...process.env, ...PAUSE_ENV },
@@ -88,6 +88,17 @@ describe("an input changed during a merge", function () {
         assert.equal(report.first.path, join(dir, "a.safetensors"));
         assert.match(report.first.message!, /changed during the merge/);
         assert.deepEqual(report.filesAfter, ["a.safetensors", "b.safetensors"], "no output and no temporary file may remain");
+        assert.equal(report.second, "ok");
+      });
+
+      it("input replaced by another file (renamed over it) mid-merge: INPUT_CHANGED, nothing committed", () => {
+        const dir = tmp.fresh(`replace-${engine}`);
+        const report = runChild(dir, engine, "replace");
+        assert.ok(report.changedAt && report.changedAt.bytesDone < report.changedAt.bytesTotal, "the replacement did not happen mid-merge");
+        assert.equal(report.first.code, "INPUT_CHANGED", report.first.message);
+        assert.equal(report.first.path, join(dir, "a.safetensors"));
+        assert.match(report.first.message!, /replaced by another file/);
+        assert.deepEqual(report.filesAfter, ["a.safetensors", "b.safetensors"]);
         assert.equal(report.second, "ok");
       });
     });
