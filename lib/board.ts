@@ -5,6 +5,7 @@
  */
 import { GuardedCallback } from "./callback";
 import { defaultThreads, newControl, runJob } from "./engine";
+import { assertInputsUnchanged, stampInputs } from "./engine/input-stamps";
 import { MergeError } from "./errors";
 import type { MergeProgress } from "./merge";
 import { checkFreeSpace, checkTargets, commitFile, patchFile, removeQuietly, removeStaleTemps, tempPathFor } from "./outputs";
@@ -63,6 +64,7 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
   let threads = options.threads ?? defaultThreads();
   const sidePaths = new Map(plan.sideInputs.map((s) => [s, tempPathFor(outputs[0]!.path)]));
   try {
+    const stamps = await stampInputs(plan.inputs); // an input changed mid-merge fails it, before commit
     for (const [side, path] of sidePaths) await materialiseSideFile(side, path, options.signal);
     for (const [index, pass] of plan.passes.entries()) {
       passNumber = index + 1;
@@ -86,6 +88,7 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
         if (finish) await patchFile(temps.get(pass.outputs[i]!)!, finish(result.crc32[i] ?? []));
       }
       doneBefore += pass.outputs.reduce((s, o) => s + o.layout.size, 0);
+      await assertInputsUnchanged(stamps);
     }
     // The last event comes before the outputs get their names: a callback that throws there still
     // leaves nothing behind.
