@@ -24,6 +24,13 @@ import { planBoard, type PlanStats } from "./plan";
 import { formatMultiplier, optionalString, parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString } from "./validate";
 
 export interface MergeProgress {
+  /**
+   * "hashing": an input (`path`) is being hashed for the recipe metadata, bytes are of that
+   * file; "merging": bytes are those written to all outputs.
+   */
+  phase?: "hashing" | "merging";
+  /** The input being hashed. */
+  path?: string;
   bytesDone: number;
   bytesTotal: number;
   /** 0..1 */
@@ -203,7 +210,7 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
   const removedTemps = await preflight(plan, options.overwrite === true);
   const run = await executePlan(plan, {
     engine, threads, isa, overwrite: options.overwrite === true,
-    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.onProgress ? { onProgress: (p: MergeProgress) => options.onProgress!({ phase: "merging", ...p }) } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   }, started);
   const outputs = plan.passes.flatMap((p) => p.outputs);
@@ -238,7 +245,11 @@ async function recipeMetadataFor(
   const user = options.metadata ?? {};
   if (options.recipeMetadata === false) return (_, format) => (format === "ckpt" ? { ...user } : { format: "pt", ...user });
   const identity = async (path: string, metadata: Record<string, string>): Promise<InputIdentity> => {
-    const h = await getFileHashes(path, { cache, ...(options.signal ? { signal: options.signal } : {}) });
+    const started = Date.now();
+    const onProgress = options.onProgress && ((bytesDone: number, bytesTotal: number) => options.onProgress!({
+      phase: "hashing", path, bytesDone, bytesTotal, fraction: bytesTotal ? bytesDone / bytesTotal : 1, elapsedSeconds: (Date.now() - started) / 1000,
+    }));
+    const h = await getFileHashes(path, { cache, ...(options.signal ? { signal: options.signal } : {}), ...(onProgress ? { onProgress } : {}) });
     return { sha256: h.sha256, legacy: h.legacy, name: basename(path), metadata, virtual: false };
   };
   const inputs: Partial<Record<ModelSlot, InputIdentity>> = {};

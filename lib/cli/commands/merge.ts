@@ -3,7 +3,7 @@ import { merge, type MergeOptions } from "../../merge";
 import { METHODS } from "../../methods/registry";
 import { formatBytes } from "../../outputs";
 import { defineCommand, ENGINE_OPTIONS, flagArg, listArg, stringArg, type CliIo } from "../command";
-import { createProgressPrinter } from "../progress";
+import { createMergeProgressPrinter } from "../progress";
 import type { MergeReport } from "../../merge";
 
 const methodHelp = METHODS.map((m) => `${m.name} (${m.formula})`).join("; ");
@@ -71,7 +71,7 @@ export const mergeCommand = defineCommand({
     if (flagArg(args, "prune")) options.prune = true;
     if (flagArg(args, "no-metadata")) options.recipeMetadata = false;
     if (!flagArg(args, "quiet")) {
-      const printer = createProgressPrinter(io.err, io.isTTY, "merging");
+      const printer = createMergeProgressPrinter(io.err, io.isTTY);
       options.onProgress = (p) => printer.update(p);
       const report = await merge(options).finally(() => printer.done());
       printMergeReport(report, io);
