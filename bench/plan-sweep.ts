@@ -49,6 +49,9 @@ async function main(): Promise<void> {
         const pieces = pass.pieces;
         for (const p of pieces) writes += p.writes.length;
         for (const o of pass.outputs) void o.layout.literals.length;
+        // As executePlan awaits each pass's job: headers built for a pass (held by WeakRefs
+        // until the current job ends) become collectable.
+        await new Promise((resolve) => setImmediate(resolve));
       }
     }
     const jobSeconds = Number(process.hrtime.bigint() - t1) / 1e9;
