@@ -1,7 +1,7 @@
 /**
  * Stopping the CLI mid-job: SIGHUP (terminal closed), SIGINT (Ctrl-C) and SIGTERM (kill, service
  * stop) each cancel the job, remove every temporary file, write no output and exit with
- * 128 + the signal's number, on both engines, for `merge` and `run`.
+ * 128 + the signal's number, on both engines, for `merge` and `run`; `demo` stops too.
  */
 import { strict as assert } from "node:assert";
 import { spawn } from "node:child_process";
@@ -16,23 +16,27 @@ const SIGNALS = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 } as const;
 /** 128 outputs of 16 MiB: seconds of work, stopped at the first 10% (about 200 MiB written). */
 const VALUES = 128;
 
-/** Runs the CLI, sends `signal` once it reports merge progress; resolves with the exit code. */
-function runAndStop(args: string[], signal: NodeJS.Signals): Promise<{ code: number | null; sent: boolean; err: string }> {
+/**
+ * Runs the CLI, sends `signal` once its output matches `when` (default: merge progress past 0%);
+ * resolves with the exit code and what it printed.
+ */
+function runAndStop(args: string[], signal: NodeJS.Signals, options: { when?: RegExp; env?: Record<string, string> } = {}): Promise<{ code: number | null; sent: boolean; out: string; err: string }> {
+  // Non-TTY progress: "merging: 10% (…)" or "merging, pass 1/1: 10% (…)".
+  const when = options.when ?? /^merging[^:\n]*: [1-9]\d*% \(/m;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let err = "";
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } });
+    let out = "", err = "";
     let sent = false;
-    child.stdout.resume();
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-      err += chunk;
-      // Non-TTY progress: "merging: 10% (…)" or "merging, pass 1/1: 10% (…)".
-      if (!sent && /^merging[^:\n]*: [1-9]\d*% \(/m.test(err)) {
+    const watch = () => {
+      if (!sent && (when.test(err) || when.test(out))) {
         sent = true;
         child.kill(signal);
       }
-    });
+    };
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => { out += chunk; watch(); });
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => { err += chunk; watch(); });
     child.on("error", reject);
-    child.on("close", (code) => resolve({ code, sent, err }));
+    child.on("close", (code) => resolve({ code, sent, out, err }));
   });
 }
 
@@ -71,5 +75,15 @@ describe("CLI: stopped by a signal", function () {
         });
       }
     }
+  }
+
+  for (const [signal, expected] of Object.entries(SIGNALS) as [NodeJS.Signals, number][]) {
+    it(`demo: ${signal} stops it, removes its folder and exits ${expected}`, async () => {
+      const tmp = dir.fresh(`demo-${signal}`);
+      const r = await runAndStop(["demo"], signal, { when: /^demo folder: /m, env: { TMPDIR: tmp } });
+      assert.ok(r.sent);
+      assert.equal(r.code, expected, r.out + r.err);
+      assert.deepEqual(readdirSync(tmp), []);
+    });
   }
 });
