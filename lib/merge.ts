@@ -30,6 +30,13 @@ import {
 } from "./validate";
 
 export interface MergeProgress {
+  /**
+   * "hashing": an input (`path`) is being hashed for the recipe metadata, bytes are of that
+   * file; "merging": bytes are those written to all outputs.
+   */
+  phase?: "hashing" | "merging";
+  /** The input being hashed. */
+  path?: string;
   bytesDone: number;
   bytesTotal: number;
   /** 0..1 */
@@ -296,7 +303,7 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
   const removedTemps = await preflight(plan, overwrite);
   const run = await executePlan(plan, {
     engine, threads, isa, overwrite,
-    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.onProgress ? { onProgress: (p: MergeProgress) => options.onProgress!({ phase: "merging", ...p }) } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   }, started);
   const copied: string[] = [];
@@ -324,7 +331,11 @@ async function recipeMetadataFor(
   if (options.recipeMetadata === false) return (_, format) => (format === "ckpt" ? { ...user } : { format: "pt", ...user });
   const identity = async (path: string, metadata: Record<string, string>): Promise<InputIdentity> => {
     // A dry run hashes nothing: stand-ins of the same length (one per file) give the same sizes.
-    const h = row.dryRun ? placeholderHashes(path) : await getFileHashes(path, { cache, ...(options.signal ? { signal: options.signal } : {}) });
+    const started = Date.now();
+    const onProgress = options.onProgress && ((bytesDone: number, bytesTotal: number) => options.onProgress!({
+      phase: "hashing", path, bytesDone, bytesTotal, fraction: bytesTotal ? bytesDone / bytesTotal : 1, elapsedSeconds: (Date.now() - started) / 1000,
+    }));
+    const h = row.dryRun ? placeholderHashes(path) : await getFileHashes(path, { cache, ...(options.signal ? { signal: options.signal } : {}), ...(onProgress ? { onProgress } : {}) });
     return { sha256: h.sha256, legacy: h.legacy, name: basename(path), metadata, virtual: false };
   };
   const inputs: Partial<Record<ModelSlot, InputIdentity>> = {};

@@ -209,6 +209,7 @@ class HashPool {
     const reads: { slot: number; position: number; length: number; done: Promise<void> }[] = [];
     try {
       const size = (await handle.stat()).size;
+      onProgress?.(0, size); // a bar (and its clock) can start before the first chunk
       whole.worker.postMessage({ t: "begin" });
       if (dataOffset !== null) tensors.worker.postMessage({ t: "begin" });
       const ring = new Uint8Array(this.ring!);

@@ -4,7 +4,7 @@ import { METHODS, resolveMethod } from "../../methods/registry";
 import { formatBytes } from "../../outputs";
 import { defineCommand, ENGINE_OPTIONS, flagArg, listArg, requiredArg, stringArg, type CliIo } from "../command";
 import { printPlan, refuseShortDisk, type PlanView } from "./run";
-import { createProgressPrinter } from "../progress";
+import { createMergeProgressPrinter } from "../progress";
 import type { MergeReport } from "../../merge";
 
 const methodHelp = METHODS.map((m) => `${m.name} (${m.formula})`).join("; ");
@@ -103,7 +103,7 @@ export const mergeCommand = defineCommand({
       return 0;
     }
     if (!flagArg(args, "quiet")) {
-      const printer = createProgressPrinter(io.err, io.isTTY, "merging");
+      const printer = createMergeProgressPrinter(io.err, io.isTTY);
       options.onProgress = (p) => printer.update(p);
       const report = await merge(options).finally(() => printer.done());
       printMergeReport(report, io);
