@@ -218,7 +218,7 @@ class HashPool {
         let got = 0;
         while (got < length) {
           const { bytesRead } = await handle.read(ring, slot * SLOT_SIZE + got, length - got, position + got);
-          if (bytesRead === 0) throw new MergeError("IO_ERROR", `${path}: file shrank while it was being hashed`, { path });
+          if (bytesRead === 0) throw new MergeError("INPUT_CHANGED", `${path}: the file shrank while it was being hashed; nothing was saved`, { path });
           got += bytesRead;
         }
       };
