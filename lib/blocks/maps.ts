@@ -46,8 +46,16 @@ export interface BlockMap {
   names: readonly string[];
   /** The block of a tensor, or null for a tensor that is not merged (copied from A). */
   blockOf(key: string): string | null;
-  /** What each block holds, for `tensormerge blocks` and the README. */
+  /** What each block holds, for `tensormerge blocks` and the README ("none": the tensors in no block). */
   legend: readonly (readonly [string, string])[];
+  /** The key patterns of one block, e.g. "input_blocks.0, time_embed" for IN00. */
+  keysOf(block: string): string;
+}
+
+/** keysOf from a block → patterns function over a map's names. */
+function keysFrom(names: readonly string[], patterns: (block: string) => string): (block: string) => string {
+  const table = new Map(names.map((b) => [b, patterns(b)]));
+  return (block) => table.get(block) ?? "";
 }
 
 const pad2 = (i: number) => String(i).padStart(2, "0");
@@ -96,7 +104,14 @@ function ldmMap(o: LdmOptions): BlockMap {
     ["none", `${o.timeEmbed ? "" : "`time_embed`, `label_emb`, "}\`position_ids\`, \`model_ema.decay\`/\`num_updates\`, scheduler buffers: copied from A`],
   ];
   if (o.labelEmb === "BASE") legend[0] = ["BASE", `${legend[0]![1]}; \`label_emb\` (refiner)`];
-  return { id: o.id, label: o.label, names, blockOf, legend };
+  const keysOf = keysFrom(names, (b) => {
+    if (b === "BASE") return `text encoders, VAE${o.labelEmb === "BASE" ? ", label_emb" : ""}`;
+    if (b === "M00") return "middle_block";
+    const n = Number(b.replace(/\D/g, ""));
+    if (b.startsWith("IN")) return `input_blocks.${n}${n === 0 && o.timeEmbed ? ", time_embed" : ""}`;
+    return `output_blocks.${n}${b === last ? ", out" : ""}`;
+  });
+  return { id: o.id, label: o.label, names, blockOf, legend, keysOf };
 }
 
 /** SD 1.x, SD 2.x (and their inpainting / pix2pix variants) and the SDXL refiner (4 levels: 12 input blocks). */
@@ -136,7 +151,14 @@ function flux(): BlockMap {
     ["OUT", "`final_layer`"],
     ["none", "VAE (`vae.*`), `position_ids`, markers such as `scaled_fp8`: copied from A"],
   ];
-  return { id: "flux", label: "FLUX.1 (61 blocks)", names, blockOf, legend };
+  const keysOf = keysFrom(names, (b) => {
+    if (b === "CLIP") return "text_encoders.clip_l";
+    if (b === "T5") return "text_encoders.t5xxl";
+    if (b === "IN") return "img_in, txt_in, time_in, vector_in, guidance_in";
+    if (b === "OUT") return "final_layer";
+    return `${b.startsWith("D") ? "double" : "single"}_blocks.${Number(b.slice(1))}`;
+  });
+  return { id: "flux", label: "FLUX.1 (61 blocks)", names, blockOf, legend, keysOf };
 }
 export const FLUX_BLOCKS: BlockMap = flux();
 
@@ -163,7 +185,14 @@ export function sd3Blocks(depth = 24): BlockMap {
     ["OUT", "`final_layer`"],
     ["none", "VAE (`first_stage_model.*`), `position_ids`: copied from A"],
   ];
-  return { id: "sd3", label: `SD 3.x (${names.length} blocks)`, names, blockOf, legend };
+  const keysOf = keysFrom(names, (b) => {
+    if (b === "CLIP") return "text_encoders.clip_l, text_encoders.clip_g";
+    if (b === "T5") return "text_encoders.t5xxl";
+    if (b === "IN") return "pos_embed, x_embedder, context_embedder, y_embedder, t_embedder";
+    if (b === "OUT") return "final_layer";
+    return `joint_blocks.${Number(b.slice(1))}`;
+  });
+  return { id: "sd3", label: `SD 3.x (${names.length} blocks)`, names, blockOf, legend, keysOf };
 }
 
 /** Joint blocks in a model's tensor names (highest `joint_blocks.N` + 1), 24 when there are none. */

@@ -16,15 +16,14 @@ export function formatBlockSummary(path: string, s: BlockSummary, all = false): 
     return `${path}: ${arch}: no block map for this architecture; set values per key pattern instead\n`;
   }
   const lines = [`${path}: ${arch}, ${s.map.label}: ${s.map.names.join(",")}`, ""];
-  const legend = new Map(s.map.legend);
-  const rows = s.blocks.map((b) => [b.block, String(b.tensors), formatParams(b.params), legend.get(b.block) ?? ""]);
+  const map = s.map;
+  const rows = s.blocks.map((b) => [b.block, String(b.tensors), formatParams(b.params), map.keysOf(b.block)]);
   lines.push(renderTable(["BLOCK", "TENSORS", "PARAMS", "KEYS"], rows).trimEnd());
   const params = s.unassigned.reduce((p, u) => p + u.params, 0);
   lines.push("", `no block (copied from A): ${s.unassigned.length} tensors, ${formatParams(params)} params`);
   const shown = all ? s.unassigned : s.unassigned.slice(0, UNASSIGNED_SHOWN);
   for (const u of shown) lines.push(`  ${u.name}`);
   if (shown.length < s.unassigned.length) lines.push(`  … ${s.unassigned.length - shown.length} more (--all lists them)`);
-  lines.push("", "legend:", ...s.map.legend.map(([b, keys]) => `  ${b}: ${keys.replace(/`/g, "")}`));
   return lines.join("\n") + "\n";
 }
 
