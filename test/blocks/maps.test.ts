@@ -97,6 +97,10 @@ describe("block maps", () => {
     assert.equal(FLUX_BLOCKS.blockOf("text_encoders.t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight"), "T5");
     assert.equal(FLUX_BLOCKS.blockOf("vae.decoder.conv_in.weight"), null);
     assert.equal(FLUX_BLOCKS.blockOf("text_encoders.clip_l.transformer.text_model.embeddings.position_ids"), null);
+    // Scaled fp8: a Linear's scales go with it; the file's marker has no block.
+    assert.equal(FLUX_BLOCKS.blockOf("model.diffusion_model.double_blocks.3.img_attn.qkv.scale_weight"), "D03");
+    assert.equal(FLUX_BLOCKS.blockOf("single_blocks.37.linear2.scale_input"), "S37");
+    assert.equal(FLUX_BLOCKS.blockOf("scaled_fp8"), null);
   });
 
   it("SD 3.5 Medium: 24 joint blocks (13 with a second attention), IN, OUT; the VAE has no block", () => {
@@ -130,5 +134,12 @@ describe("block maps", () => {
     // Bare UNet files (no checkpoint prefix).
     assert.equal(SD_BLOCKS.blockOf("input_blocks.4.1.proj_in.weight"), "IN04");
     assert.equal(SD_BLOCKS.blockOf("diffusion_model.out.0.bias"), "OUT11");
+    // 2022-era CLIP names (renamed on load, but the map does not depend on it).
+    assert.equal(SD_BLOCKS.blockOf("cond_stage_model.transformer.embeddings.position_ids"), null);
+    assert.equal(SD_BLOCKS.blockOf("cond_stage_model.transformer.encoder.layers.0.mlp.fc1.weight"), "BASE");
+    // SD 3.5 large: 38 joint blocks from the model's names.
+    const large = blockMapFor("sd3", Array.from({ length: 38 }, (_, i) => `model.diffusion_model.joint_blocks.${i}.x_block.attn.qkv.weight`))!;
+    assert.equal(large.names.length, 42);
+    assert.equal(large.blockOf("model.diffusion_model.joint_blocks.37.x_block.attn.qkv.weight"), "J37");
   });
 });
