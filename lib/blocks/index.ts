@@ -11,7 +11,7 @@ import { numelOf } from "../model";
 import { blockMapFor, type BlockMap } from "./maps";
 
 export { blockMapFor, sd3Blocks, SD_BLOCKS, SDXL_BLOCKS, FLUX_BLOCKS, type BlockMap, type BlockMapId } from "./maps";
-export { parseBlockValues, blockValue, type BlockValues, type BlockValuesForm, type ParseBlockOptions } from "./parse";
+export { parseBlockValues, blockValue, valueForKey, type BlockValues, type BlockValuesForm, type ParseBlockOptions } from "./parse";
 export { BLOCK_PRESETS, PRESET_ALIASES, presetName, presetValues, nearestPresetNames } from "./presets";
 
 export interface BlockCount {

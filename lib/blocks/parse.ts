@@ -129,3 +129,15 @@ export function blockValue(values: BlockValues, block: string): number {
   if (i < 0) throw invalid(`no block ${block} in ${values.map} (blocks: ${values.names.join(", ")})`);
   return values.values[i]!;
 }
+
+/**
+ * The value for a tensor: its block's value, or undefined for a tensor in no block (not merged,
+ * copied from A). `values` must have been parsed for `map`.
+ */
+export function valueForKey(values: BlockValues, map: BlockMap, key: string): number | undefined {
+  if (values.map !== map.id || values.names.length !== map.names.length) {
+    throw invalid(`block values for ${values.map} (${values.names.length} blocks) used with the ${map.label} map`);
+  }
+  const block = map.blockOf(key);
+  return block === null ? undefined : values.values[map.names.indexOf(block)];
+}

@@ -1,6 +1,6 @@
 /** The block value forms: SuperMerger's full lists, sd-meh's list + base, presets, SD lists on SDXL; and the refusals. */
 import { strict as assert } from "node:assert";
-import { blockValue, FLUX_BLOCKS, parseBlockValues, sd3Blocks, SD_BLOCKS, SDXL_BLOCKS, type BlockMap } from "../../lib/blocks";
+import { blockValue, FLUX_BLOCKS, parseBlockValues, sd3Blocks, SD_BLOCKS, SDXL_BLOCKS, valueForKey, type BlockMap } from "../../lib/blocks";
 import { isMergeError } from "../../lib/errors";
 
 const seq = (n: number, start = 0) => Array.from({ length: n }, (_, i) => (start + i) / 100);
@@ -71,6 +71,15 @@ describe("block values: the forms users type", () => {
     const map = sd3Blocks(24);
     assert.equal(parseBlockValues(text(seq(28)), map).values.length, 28);
     refused(() => parseBlockValues(text(seq(26)), map));
+  });
+
+  it("a tensor's value: its block's, none for a tensor in no block; values of another map are refused", () => {
+    const v = parseBlockValues("GRAD_V", SD_BLOCKS);
+    assert.equal(valueForKey(v, SD_BLOCKS, "model.diffusion_model.output_blocks.11.1.proj_out.weight"), 1);
+    assert.equal(valueForKey(v, SD_BLOCKS, "model.diffusion_model.time_embed.0.weight"), 1); // IN00
+    assert.equal(valueForKey(v, SD_BLOCKS, "first_stage_model.decoder.conv_in.weight"), 0); // BASE
+    assert.equal(valueForKey(v, SD_BLOCKS, "betas"), undefined);
+    refused(() => valueForKey(v, SDXL_BLOCKS, "model.diffusion_model.out.0.weight"));
   });
 
   it("numbers given as an array", () => {
