@@ -15,7 +15,8 @@
  * libFuzzer corpus grows in build/fuzz/corpus/<target> (the committed seeds in
  * native/fuzz/corpus/<target> are read, never written, except by --minimize-corpus); crashes
  * land in build/fuzz/findings/<target>/. The engine target's scratch files go to $TMPDIR, else
- * /dev/shm when it exists, else the system temp folder. Needs a built dist/ (`npm run build:ts`).
+ * /dev/shm when it exists (then some outputs go to the disk temp folder, for O_DIRECT), else the
+ * system temp folder. Needs a built dist/ (`npm run build:ts`).
  */
 "use strict";
 const { spawnSync } = require("node:child_process");
@@ -55,7 +56,7 @@ function which(cmd) {
 }
 
 /** Configures and builds build/fuzz with clang++ (CMake option TENSORMERGE_BUILD_FUZZERS). */
-function buildNative() {
+function buildNative(targets) {
   const clang = process.env.TM_FUZZ_CXX || which("clang++");
   if (!clang) throw new Error("clang++ not found: install clang and libclang-rt-14-dev (apt-get install -y clang libclang-rt-14-dev)");
   if (!fs.existsSync(path.join(buildDir, "CMakeCache.txt"))) {
@@ -64,10 +65,11 @@ function buildNative() {
     if (cfg.status !== 0) throw new Error(`cmake configure failed:\n${cfg.stdout}\n${cfg.stderr}`);
   }
   const jobs = String(Math.min(2, os.availableParallelism()));
-  const built = spawnSync("cmake", ["--build", buildDir, "-j", jobs, "--target", ...NATIVE_TARGETS.map((t) => `fuzz_${t}`)], { encoding: "utf8" });
+  const built = spawnSync("cmake", ["--build", buildDir, "-j", jobs, "--target", ...targets.map((t) => `fuzz_${t}`)], { encoding: "utf8" });
   if (built.status !== 0) throw new Error(`building the fuzzers failed (a missing libclang-rt-14-dev gives "cannot find libclang_rt.fuzzer"):\n${built.stdout.slice(-4000)}\n${built.stderr.slice(-4000)}`);
 }
 
+/** Scratch files: $TMPDIR, else /dev/shm (fast), else the system temp folder. */
 function scratchDir() {
   if (process.env.TMPDIR) return process.env.TMPDIR;
   try {
@@ -96,7 +98,10 @@ function runNative(target, opts, work) {
   if (fs.existsSync(seeds)) args.push(seeds);
   const bin = path.join(buildDir, `fuzz_${target}`);
   const started = Date.now();
-  const r = spawnSync(bin, args, { encoding: "utf8", env: { ...process.env, TMPDIR: scratchDir() }, maxBuffer: 1 << 30 });
+  const scratch = scratchDir();
+  // tmpfs refuses O_DIRECT: then some runs write their outputs to the (disk) temp folder.
+  const disk = scratch === "/dev/shm" ? { TM_FUZZ_DISK_DIR: os.tmpdir() } : {};
+  const r = spawnSync(bin, args, { encoding: "utf8", env: { ...process.env, TMPDIR: scratch, ...disk }, maxBuffer: 1 << 30 });
   const log = `${r.stdout ?? ""}${r.stderr ?? ""}`;
   const logFile = path.join(work, `${target}.log`);
   fs.writeFileSync(logFile, log);
@@ -114,7 +119,7 @@ function runNative(target, opts, work) {
  * few smallest per outcome (accepted, and each refusal code), which keeps the corpus at a few
  * KB while every check stays one mutation away.
  */
-function minimizeCorpus(target, work, perOutcome = 6) {
+function minimizeCorpus(target, work, perOutcome = 10) {
   const bin = path.join(buildDir, `fuzz_${target}`);
   const seeds = path.join(root, "native", "fuzz", "corpus", target);
   const merged = path.join(work, "minimized", target);
@@ -164,7 +169,7 @@ async function runTs(name, opts, work) {
     throw new Error(`dist/test/fuzz is missing: run \`npm run build:ts\` first (${e.message})`);
   }
   const target = targets.TS_TARGETS.find((t) => t.name === name);
-  const r = await runner.runFuzzTarget(target, { runs: opts.runs, seconds: opts.seconds, seed: 1 });
+  const r = await runner.runFuzzTarget(target, { runs: opts.runs, seconds: opts.seconds, seed: 1, keepGoing: true });
   const findingsDir = path.join(work, "findings", name);
   const findings = r.findings.map((f) => {
     fs.mkdirSync(findingsDir, { recursive: true });
@@ -172,6 +177,7 @@ async function runTs(name, opts, work) {
     fs.writeFileSync(file, f.input);
     return `${file}: ${f.message.split("\n")[0].slice(0, 300)}`;
   });
+  // findings: the first input of each distinct finding; outcomes.finding counts every hit.
   return { target: name, kind: "TS mutation", executions: r.executions, seconds: r.seconds, outcomes: r.outcomes, findings };
 }
 
@@ -183,7 +189,7 @@ async function main() {
   const selected = opts.targets ?? all;
   for (const t of selected) if (!all.includes(t)) throw new Error(`unknown target ${t} (targets: ${all.join(", ")})`);
   const natives = selected.filter((t) => NATIVE_TARGETS.includes(t));
-  if (natives.length > 0) buildNative();
+  if (natives.length > 0) buildNative(natives);
   if (opts.minimize) {
     for (const t of natives) minimizeCorpus(t, work);
     return;

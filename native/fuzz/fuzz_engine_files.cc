@@ -7,6 +7,9 @@
 //     leaves existing files (inputs, a file in the way) untouched;
 //   - a success writes each output at its declared size, literals and raw copies byte for byte,
 //     zeros where nothing is written, and CRC-32s equal to a bitwise reference.
+// Scratch files go to a folder under $TMPDIR; with TM_FUZZ_DISK_DIR set (scripts/fuzz.js sets
+// it when $TMPDIR is a tmpfs, which refuses O_DIRECT), outputs of some runs go to a folder
+// there, so the O_DIRECT write path is fuzzed too.
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -28,12 +31,22 @@
 
 namespace {
 
-std::string g_dir;
+std::string g_dir;      // inputs, and outputs by default
+std::string g_disk_dir; // outputs of the runs that pick it (same as g_dir without TM_FUZZ_DISK_DIR)
 
 int remove_entry(const char * path, const struct stat *, int, struct FTW *) { return ::remove(path); }
 
-void remove_dir() {
+void remove_dirs() {
     if (!g_dir.empty()) nftw(g_dir.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (g_disk_dir != g_dir) nftw(g_disk_dir.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+std::string make_temp_dir(const char * parent) {
+    std::string pattern = std::string(parent && *parent ? parent : "/tmp") + "/tm-fuzz-engine-XXXXXX";
+    std::vector<char> buf(pattern.begin(), pattern.end());
+    buf.push_back('\0');
+    FUZZ_CHECK(mkdtemp(buf.data()) != nullptr, "mkdtemp in %s: %s", parent, std::strerror(errno));
+    return buf.data();
 }
 
 bool read_file(const std::string & path, std::vector<uint8_t> * out) {
@@ -82,13 +95,10 @@ constexpr uint64_t max_output_bytes = 1u << 18; // bigger accepted jobs are skip
 } // namespace
 
 extern "C" int LLVMFuzzerInitialize(int *, char ***) {
-    const char * tmp = std::getenv("TMPDIR");
-    std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/tm-fuzz-engine-XXXXXX";
-    std::vector<char> buf(pattern.begin(), pattern.end());
-    buf.push_back('\0');
-    FUZZ_CHECK(mkdtemp(buf.data()) != nullptr, "mkdtemp: %s", std::strerror(errno));
-    g_dir = buf.data();
-    std::atexit(remove_dir);
+    g_dir = make_temp_dir(std::getenv("TMPDIR"));
+    const char * disk = std::getenv("TM_FUZZ_DISK_DIR");
+    g_disk_dir = disk && *disk ? make_temp_dir(disk) : g_dir;
+    std::atexit(remove_dirs);
     return 0;
 }
 
@@ -103,13 +113,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
         inputs[i].kind = k == 0 ? INPUT_MISSING : k == 1 ? INPUT_DIRECTORY : INPUT_REGULAR;
         if (inputs[i].kind == INPUT_REGULAR) inputs[i].bytes = d.ConsumeBytes<uint8_t>(d.ConsumeIntegralInRange<size_t>(0, 2048));
     }
+    const std::string & out_dir = d.ConsumeBool() ? g_disk_dir : g_dir;
     std::vector<output_kind> out_kinds;
     for (size_t o = 0; o < 3; o++) {
         const int k = d.ConsumeIntegralInRange<int>(0, 63);
         const output_kind kind = k == 0 ? OUTPUT_IN_THE_WAY : k == 1 ? OUTPUT_NO_FOLDER : k == 2 && o > 0 ? OUTPUT_SAME_AS_PREVIOUS : k == 3 ? OUTPUT_AN_INPUT : OUTPUT_FRESH;
         out_kinds.push_back(kind);
-        std::string path = g_dir + "/out" + std::to_string(o);
-        if (kind == OUTPUT_NO_FOLDER) path = g_dir + "/missing-folder/out" + std::to_string(o);
+        std::string path = out_dir + "/out" + std::to_string(o);
+        if (kind == OUTPUT_NO_FOLDER) path = out_dir + "/missing-folder/out" + std::to_string(o);
         if (kind == OUTPUT_SAME_AS_PREVIOUS) path = out_paths.back();
         if (kind == OUTPUT_AN_INPUT) path = in_paths[o];
         out_paths.push_back(path);
@@ -146,7 +157,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
         if (inputs[i].kind == INPUT_DIRECTORY) FUZZ_CHECK(::mkdir(in_paths[i].c_str(), 0755) == 0, "mkdir");
     }
     const std::vector<uint8_t> in_the_way = {'k', 'e', 'e', 'p'};
-    for (size_t o = 0; o < 3; o++) ::remove((g_dir + "/out" + std::to_string(o)).c_str());
+    for (size_t o = 0; o < 3; o++) ::remove((out_dir + "/out" + std::to_string(o)).c_str());
     for (size_t o = 0; o < out_kinds.size(); o++)
         if (out_kinds[o] == OUTPUT_IN_THE_WAY) write_file(out_paths[o], in_the_way);
 

@@ -22,7 +22,7 @@ export interface FuzzRunResult {
   seed: number;
   executions: number;
   seconds: number;
-  /** How many runs ended in each outcome: "ok" or a MergeError code. */
+  /** How many runs ended in each outcome: "ok", a MergeError code, or "finding". */
   outcomes: Record<string, number>;
   findings: FuzzFindingRecord[];
   pool: number;
@@ -33,8 +33,12 @@ export interface FuzzRunOptions {
   /** Stop early after this many seconds (the run stays a replayable prefix). */
   seconds?: number;
   seed?: number;
-  /** Stop after this many findings (default 5). */
+  /**
+   * Stop after this many findings (default 5). With keepGoing the run continues to the end and
+   * keeps the first input of each distinct finding (by message shape), counting all of them.
+   */
   maxFindings?: number;
+  keepGoing?: boolean;
 }
 
 const POOL_LIMIT = 256;
@@ -74,9 +78,13 @@ export async function runFuzzTarget(target: FuzzTarget, options: FuzzRunOptions)
       key = bar < 0 ? code : `${code}|${shapeOf(outcome.slice(bar + 1))}`;
     } catch (e) {
       if (!(e instanceof FuzzFinding)) throw e;
-      findings.push({ iteration: i, message: e.message, input });
       outcomes.finding = (outcomes.finding ?? 0) + 1;
-      if (findings.length >= (options.maxFindings ?? 5)) { i++; break; }
+      if (!options.keepGoing) {
+        findings.push({ iteration: i, message: e.message, input });
+        if (findings.length >= (options.maxFindings ?? 5)) { i++; break; }
+      } else if (!findings.some((f) => shapeOf(f.message) === shapeOf(e.message))) {
+        findings.push({ iteration: i, message: e.message, input });
+      }
       continue;
     }
     if (!seen.has(key)) {
