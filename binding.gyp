@@ -44,6 +44,7 @@
         "native/core/engine.cc",
         "native/core/errors.cc",
         "native/core/exec.cc",
+        "native/core/fault_guard.cc",
         "native/core/file_io.cc",
         "native/core/job.cc",
         "native/core/kernels_scalar.cc",

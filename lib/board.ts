@@ -3,10 +3,13 @@
  * temporary files, patches zip records, and gives every output its final name only when all
  * passes succeeded. `merge()` is a board of one row.
  */
+import { GuardedCallback } from "./callback";
 import { defaultThreads, newControl, runJob } from "./engine";
+import { assertInputsUnchanged, stampInputs } from "./engine/input-stamps";
 import { MergeError } from "./errors";
 import type { MergeProgress } from "./merge";
 import { checkFreeSpace, checkTargets, commitFile, patchFile, removeQuietly, removeStaleTemps, tempPathFor } from "./outputs";
+import { materialiseSideFile } from "./formats/ckpt/strided";
 import type { BoardPlan } from "./plan";
 
 export interface RunOptions {
@@ -34,7 +37,9 @@ export async function preflight(plan: BoardPlan, overwrite: boolean): Promise<st
   const outputs = plan.passes.flatMap((p) => p.outputs);
   await checkTargets(outputs.map((o) => o.path), plan.inputs.map((m) => m.path), overwrite);
   const removed = await removeStaleTemps(outputs.map((o) => o.path));
-  await checkFreeSpace(outputs.map((o) => ({ path: o.path, size: o.layout.size })));
+  // Contiguous copies of non-contiguous .ckpt tensors go beside the first output (executePlan).
+  const sides = plan.sideInputs.map((s) => ({ path: outputs[0]!.path, size: s.size }));
+  await checkFreeSpace([...outputs.map((o) => ({ path: o.path, size: o.layout.size })), ...sides]);
   return removed;
 }
 
@@ -47,22 +52,27 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
   let control = newControl(total);
   const onAbort = () => { control[0] = 1; };
   options.signal?.addEventListener("abort", onAbort, { once: true });
+  // A throwing onProgress cancels the job and becomes its error (never an uncaught exception).
+  const progress = options.onProgress ? new GuardedCallback(options.onProgress, onAbort) : undefined;
   const report = () => {
     const bytesDone = Math.min(total, doneBefore + control[1]!);
-    options.onProgress?.({ bytesDone, bytesTotal: total, fraction: total ? bytesDone / total : 1, elapsedSeconds: (Date.now() - started) / 1000, pass: passNumber, passes: plan.passes.length });
+    progress?.call({ bytesDone, bytesTotal: total, fraction: total ? bytesDone / total : 1, elapsedSeconds: (Date.now() - started) / 1000, pass: passNumber, passes: plan.passes.length });
   };
   const timer = options.onProgress ? setInterval(report, 200) : undefined;
   timer?.unref();
   let isa = "";
   let threads = options.threads ?? defaultThreads();
+  const sidePaths = new Map(plan.sideInputs.map((s) => [s, tempPathFor(outputs[0]!.path)]));
   try {
+    const stamps = await stampInputs(plan.inputs); // an input changed mid-merge fails it, before commit
+    for (const [side, path] of sidePaths) await materialiseSideFile(side, path, options.signal);
     for (const [index, pass] of plan.passes.entries()) {
       passNumber = index + 1;
       control = newControl(total);
-      if (options.signal?.aborted) onAbort(); // aborted before this pass: no event will come
+      if (options.signal?.aborted || progress?.failed) onAbort(); // aborted before this pass: no event will come
       const result = await runJob(
         {
-          inputs: plan.inputs.map((m) => ({ path: m.path, size: m.size })),
+          inputs: [...plan.inputs, ...plan.sideInputs].map((m) => ({ path: sidePaths.get(m) ?? m.path, size: m.size })),
           outputs: pass.outputs.map((o) => ({ path: temps.get(o)!, size: o.layout.size, literals: o.layout.literals, ...(o.layout.crc32Ranges ? { crc32Ranges: o.layout.crc32Ranges } : {}) })),
           pieces: pass.pieces,
           threads,
@@ -78,14 +88,19 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
         if (finish) await patchFile(temps.get(pass.outputs[i]!)!, finish(result.crc32[i] ?? []));
       }
       doneBefore += pass.outputs.reduce((s, o) => s + o.layout.size, 0);
+      await assertInputsUnchanged(stamps);
     }
-    if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled");
-    for (const o of outputs) await commitFile(temps.get(o)!, o.path, options.overwrite === true);
+    // The last event comes before the outputs get their names: a callback that throws there still
+    // leaves nothing behind.
     control[1] = 0;
     doneBefore = total;
     report();
+    progress?.check();
+    if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled");
+    for (const o of outputs) await commitFile(temps.get(o)!, o.path, options.overwrite === true);
     return { isa, threads, seconds: (Date.now() - started) / 1000, passes: plan.passes.length };
   } catch (e) {
+    progress?.check();
     if (options.signal?.aborted && !(e instanceof MergeError && e.code === "ABORTED")) {
       throw new MergeError("ABORTED", "the merge was cancelled", { cause: e });
     }
@@ -93,6 +108,6 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
   } finally {
     if (timer) clearInterval(timer);
     options.signal?.removeEventListener("abort", onAbort);
-    for (const t of temps.values()) await removeQuietly(t);
+    for (const t of [...temps.values(), ...sidePaths.values()]) await removeQuietly(t);
   }
 }

@@ -2,7 +2,9 @@
  * `merge()`: the library's main entry point. Validates options, reads the models' headers,
  * plans the job, runs it on the native engine (or the TS one), and commits the outputs.
  */
+import { createHash } from "node:crypto";
 import { basename, extname } from "node:path";
+import { GuardedCallback, cancellable } from "./callback";
 import { OUTPUT_DTYPES, type OutputDtype } from "./dtypes";
 import { defaultThreads, resolveEngine, type EngineName } from "./engine";
 import { MergeError } from "./errors";
@@ -19,9 +21,13 @@ import { resolveModel } from "./library/resolve";
 import { HashCache, getFileHashes } from "./library/hash-cache";
 import { outputMetadata, type InputIdentity } from "./recipes/metadata";
 import type { RecipeRow } from "./recipes/types";
-import { checkTargets } from "./outputs";
+import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies } from "./outputs";
+import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
 import { planBoard, type PlanStats } from "./plan";
-import { formatMultiplier, optionalString, parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString } from "./validate";
+import {
+  formatMultiplier, optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, optionalStringRecord,
+  parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString,
+} from "./validate";
 
 export interface MergeProgress {
   bytesDone: number;
@@ -81,11 +87,23 @@ export interface MergeOptions {
   prune?: boolean;
   /** Copy `<model>.yaml` beside the output from the first of these inputs that has one (default "abc"). */
   config?: ConfigSource;
+  /**
+   * Plan only: check everything, report inputs, outputs, bytes and disk space (`disk`); read no
+   * tensor, hash nothing, write nothing.
+   */
+  dryRun?: boolean;
+  /**
+   * Progress, a few times a second and once at the end (before the outputs get their names). If
+   * it throws, the merge is cancelled and rejects with that error; nothing is left behind.
+   */
   onProgress?: (progress: MergeProgress) => void;
   signal?: AbortSignal;
 }
 
 export interface MergeReport {
+  /** True for a plan (`dryRun`): nothing was written, `isa` is empty. */
+  dryRun: boolean;
+  inputs: { slot: ModelSlot; path: string; bytes: number }[];
   outputs: { path: string; multiplier: number; bytes: number }[];
   method: MethodName;
   engine: "native" | "js";
@@ -95,15 +113,23 @@ export interface MergeReport {
   bytesRead: number;
   bytesWritten: number;
   stats: PlanStats;
-  /** Model configs (`.yaml`) copied beside the outputs. */
+  /** Model configs (`.yaml`) copied beside the outputs (in a dry run: that would be). */
   configs: string[];
+  /** Dry run: space each output folder needs and has (free is null when unknown). */
+  disk?: { dir: string; needed: number; free: number | null }[];
   /** What baking in the VAE did. */
   vae?: VaeBakeReport;
   /** Temporary files of killed merges into the same targets, removed before this one. */
   removedTemps?: string[];
+  /** Inputs whose 2022-era SD 1.x key names were normalised on load, as the classic tool does. */
+  renamedKeys: { slot: ModelSlot; path: string; keys: number }[];
+  /** B or C lacking a large share of A's float keys or a whole component (lib/keys.ts). */
+  missingKeys: MissingKeysWarning[];
+  /** For people: one line per problem worth a look (the CLI prints them on stderr). */
+  warnings: string[];
 }
 
-const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "onProgress", "signal"] as const;
+const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
 
 /** Output path for one multiplier of a sweep. */
 export function sweepOutputPath(out: string, multiplier: number, count: number): string {
@@ -139,7 +165,8 @@ export async function merge(options: MergeOptions): Promise<MergeReport> {
   }
 }
 
-async function mergeInner(options: MergeOptions, started: number): Promise<MergeReport> {
+/** The options, checked and normalised before any work (every mistake names its option). */
+function validateOptions(options: MergeOptions) {
   if (options === null || typeof options !== "object") throw new MergeError("INVALID_ARGUMENT", "merge() expects an options object");
   rejectUnknownKeys("options", options, OPTION_KEYS);
   const method = resolveMethod(requireString("method", options.method));
@@ -149,29 +176,70 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
   if (b !== undefined) paths.b = b;
   if (c !== undefined) paths.c = c;
   for (const slot of method.inputs) {
-    if (!paths[slot]) throw new MergeError("INVALID_ARGUMENT", `${method.name} needs model ${slot.toUpperCase()} (option ${slot})`);
+    if (!paths[slot]) throw new MergeError("INVALID_ARGUMENT", `${slot} is required: ${method.name} needs model ${slot.toUpperCase()}`);
   }
   const multipliers = method.usesMultiplier ? normaliseMultipliers(options.multiplier) : [0];
   const [lo, hi] = method.multiplierRange;
   multipliers.forEach((m) => requireNumberInRange("multiplier", m, lo, hi));
-  const dtype = options.dtype === undefined || options.dtype === "same" ? undefined : requireOneOf("dtype", options.dtype, OUTPUT_DTYPES);
-  const out = requireString("out", options.out);
-  const engine = resolveEngine(options.engine === undefined ? "auto" : requireOneOf("engine", options.engine, ["auto", "native", "js"] as const));
-  const threads = options.threads === undefined ? defaultThreads() : requireInteger("threads", options.threads, 1, 1024);
-  const isa = options.isa === undefined ? "auto" : requireOneOf("isa", options.isa, ["auto", "scalar", "avx2", "avx512"] as const);
-  const format = options.format === undefined ? undefined : requireOneOf("format", options.format, ["safetensors", "ckpt"] as const);
-  if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled before it started");
+  const checked = {
+    method,
+    paths,
+    multipliers,
+    dtype: options.dtype === undefined || options.dtype === "same" ? undefined : requireOneOf("dtype", options.dtype, OUTPUT_DTYPES),
+    out: requireString("out", options.out),
+    engine: resolveEngine(options.engine === undefined ? "auto" : requireOneOf("engine", options.engine, ["auto", "native", "js"] as const)),
+    threads: options.threads === undefined ? defaultThreads() : requireInteger("threads", options.threads, 1, 1024),
+    isa: options.isa === undefined ? "auto" as const : requireOneOf("isa", options.isa, ["auto", "scalar", "avx2", "avx512"] as const),
+    format: options.format === undefined ? undefined : requireOneOf("format", options.format, ["safetensors", "ckpt"] as const),
+    overwrite: optionalBoolean("overwrite", options.overwrite) === true,
+    dryRun: optionalBoolean("dryRun", options.dryRun) === true,
+    configSource: options.config === undefined ? "abc" as const : requireOneOf("config", options.config, ["abc", "a", "b", "c", "none"] as const),
+    vae: optionalString("vae", options.vae),
+  };
+  optionalStringRecord("metadata", options.metadata);
+  optionalBoolean("recipeMetadata", options.recipeMetadata);
+  optionalBoolean("prune", options.prune);
+  optionalStringList("models", options.models);
+  optionalStringList("discard", options.discard, true);
+  optionalFunction("onProgress", options.onProgress);
+  optionalSignal("signal", options.signal);
+  return checked;
+}
 
-  const configSource = options.config === undefined ? "abc" : requireOneOf("config", options.config, ["abc", "a", "b", "c", "none"] as const);
+async function mergeInner(caller: MergeOptions, started: number): Promise<MergeReport> {
+  const checked = validateOptions(caller);
+  if (caller.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled before it started");
+  // From here on, `options.onProgress` never throws (a throw cancels the merge through `signal`
+  // and becomes its error) and `signal` is the caller's or that cancellation.
+  const { signal, cancel } = cancellable(caller.signal);
+  const progress = caller.onProgress ? new GuardedCallback(caller.onProgress, cancel) : undefined;
+  const options: MergeOptions = { ...caller, signal, ...(progress ? { onProgress: progress.call } : {}) };
+  try {
+    return await mergeChecked(options, checked, started);
+  } catch (e) {
+    progress?.check();
+    throw e;
+  }
+}
+
+async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof validateOptions>, started: number): Promise<MergeReport> {
+  const { method, paths, multipliers, dtype, out, engine, threads, isa, format, overwrite, dryRun, configSource } = checked;
+  const targets = multipliers.map((m) => sweepOutputPath(out, m, multipliers.length));
+  await checkTargets(targets, [], overwrite); // a folder, an existing file: before finding models
   // One hash cache for the whole merge: hash references resolve from it, recipe metadata reads it.
   const cache = await HashCache.open();
   const resolveOptions = { cache, ...(options.models ? { dirs: options.models } : {}), ...(options.signal ? { signal: options.signal } : {}) };
   for (const slot of method.inputs) paths[slot] = await resolveModel(paths[slot]!, resolveOptions);
-  const vaePath = options.vae === undefined ? undefined : await resolveModel(requireString("vae", options.vae), resolveOptions);
+  const vaePath = checked.vae === undefined ? undefined : await resolveModel(checked.vae, resolveOptions);
 
-  const targets = multipliers.map((m) => sweepOutputPath(out, m, multipliers.length));
   const inputPaths = method.inputs.map((s) => paths[s]!);
-  await checkTargets(targets, inputPaths, options.overwrite === true);
+  const readFiles = await ProtectedFiles.of([
+    ...method.inputs.map((s) => ({ path: paths[s]!, what: `input ${s.toUpperCase()}` })),
+    ...(vaePath ? [{ path: vaePath, what: "the VAE" }] : []),
+  ]);
+  await checkTargets(targets, readFiles, overwrite);
+  const candidates = configCandidates(configSource, { a: paths.a!, ...(paths.b ? { b: paths.b } : {}), ...(paths.c ? { c: paths.c } : {}) });
+  const configs = candidates.length ? await planConfigCopies([{ from: candidates, outputs: targets }], [...inputPaths, ...(vaePath ? [vaePath] : [])]) : [];
 
   const inputs: Partial<Record<ModelSlot, { model: ModelFile }>> = {};
   for (const slot of method.inputs) inputs[slot] = { model: await openModel(paths[slot]!) };
@@ -184,7 +252,7 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
     ...(options.prune ? { prune: true } : {}),
   });
   const rowName = stemOf(out);
-  const metadataFor = await recipeMetadataFor(options, cache, { rowName, method: method.name as MethodName, paths, models: inputs, multipliers, dtype, vaePath });
+  const metadataFor = await recipeMetadataFor(options, cache, { rowName, method: method.name as MethodName, paths, models: inputs, multipliers, dtype, vaePath, dryRun });
   const plan = planBoard({
     rows: [{
       name: rowName,
@@ -200,31 +268,48 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
       }),
     }],
   });
-  const removedTemps = await preflight(plan, options.overwrite === true);
-  const run = await executePlan(plan, {
-    engine, threads, isa, overwrite: options.overwrite === true,
-    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-    ...(options.signal ? { signal: options.signal } : {}),
-  }, started);
+  const renamedKeys = method.inputs.flatMap((slot, i) => (opened[i]!.renamedKeys ? [{ slot, path: opened[i]!.path, keys: opened[i]!.renamedKeys! }] : []));
+  const missingKeys = missingKeyWarnings(
+    opened[0]!,
+    method.inputs.slice(1).map((slot, i) => ({ slot: slot as "b" | "c", path: opened[i + 1]!.path, has: (n: string) => opened[i + 1]!.byName.has(n) })),
+    (n) => edits.discard(n) || edits.replace.has(n),
+  );
   const outputs = plan.passes.flatMap((p) => p.outputs);
-  const configs: string[] = [];
-  const candidates = configCandidates(configSource, { a: paths.a!, ...(paths.b ? { b: paths.b } : {}), ...(paths.c ? { c: paths.c } : {}) });
-  for (const o of outputs) {
-    const copied = candidates.length ? await copyModelConfig(candidates, o.path) : null;
-    if (copied) configs.push(copied.destination);
-  }
-  return {
+  const base = {
+    dryRun,
+    inputs: method.inputs.map((s) => ({ slot: s, path: paths[s]!, bytes: inputs[s]!.model.size })),
     outputs: outputs.map((o) => ({ path: o.path, multiplier: o.multiplier, bytes: o.layout.size })),
     method: method.name as MethodName,
     engine,
-    isa: run.isa,
-    threads: run.threads,
-    seconds: (Date.now() - started) / 1000,
     bytesRead: plan.bytesToRead,
     bytesWritten: plan.bytesToWrite,
     stats: plan.stats[0]!,
-    configs,
     ...(edits.vae ? { vae: edits.vae } : {}),
+    renamedKeys,
+    missingKeys,
+    warnings: missingKeys.map((w) => w.message),
+  };
+  if (dryRun) {
+    const disk = await diskNeeds(outputs.map((o) => ({ path: o.path, bytes: o.layout.size })));
+    return { ...base, isa: "", threads, seconds: (Date.now() - started) / 1000, configs: configs.map((c) => c.destination), disk };
+  }
+  const removedTemps = await preflight(plan, overwrite);
+  const run = await executePlan(plan, {
+    engine, threads, isa, overwrite,
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+  }, started);
+  const copied: string[] = [];
+  for (const c of configs) {
+    const done = await copyModelConfig(c.model, c.output);
+    if (done) copied.push(done.destination);
+  }
+  return {
+    ...base,
+    isa: run.isa,
+    threads: run.threads,
+    seconds: (Date.now() - started) / 1000,
+    configs: copied,
     ...(removedTemps.length ? { removedTemps } : {}),
   };
 }
@@ -233,12 +318,13 @@ async function mergeInner(options: MergeOptions, started: number): Promise<Merge
 async function recipeMetadataFor(
   options: MergeOptions,
   cache: HashCache,
-  row: { rowName: string; method: MethodName; paths: Partial<Record<ModelSlot, string>>; models: Partial<Record<ModelSlot, { model: ModelFile }>>; multipliers: number[]; dtype: OutputDtype | undefined; vaePath: string | undefined },
+  row: { rowName: string; method: MethodName; paths: Partial<Record<ModelSlot, string>>; models: Partial<Record<ModelSlot, { model: ModelFile }>>; multipliers: number[]; dtype: OutputDtype | undefined; vaePath: string | undefined; dryRun: boolean },
 ): Promise<(multiplier: number, format: OutputFormat) => Record<string, string>> {
   const user = options.metadata ?? {};
   if (options.recipeMetadata === false) return (_, format) => (format === "ckpt" ? { ...user } : { format: "pt", ...user });
   const identity = async (path: string, metadata: Record<string, string>): Promise<InputIdentity> => {
-    const h = await getFileHashes(path, { cache, ...(options.signal ? { signal: options.signal } : {}) });
+    // A dry run hashes nothing: stand-ins of the same length (one per file) give the same sizes.
+    const h = row.dryRun ? placeholderHashes(path) : await getFileHashes(path, { cache, ...(options.signal ? { signal: options.signal } : {}) });
     return { sha256: h.sha256, legacy: h.legacy, name: basename(path), metadata, virtual: false };
   };
   const inputs: Partial<Record<ModelSlot, InputIdentity>> = {};
@@ -263,6 +349,11 @@ async function recipeMetadataFor(
     { row: { ...recipeRow, format }, multiplier, format, inputs, ...(vae ? { vae } : {}), isInpainting: conv("a") === 9 && conv("b") === 4, isInstructPix2Pix: conv("a") === 8 && conv("b") === 4 },
     { recipe: true },
   );
+}
+
+function placeholderHashes(path: string): { sha256: string; legacy: string } {
+  const sha256 = createHash("sha256").update(`tensormerge dry run ${path}`).digest("hex");
+  return { sha256, legacy: sha256.slice(0, 8) };
 }
 
 /** The output file name stem for reports: "mix-0.3" for "/x/mix-0.3.safetensors". */

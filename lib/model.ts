@@ -1,6 +1,6 @@
 import type { Dtype } from "./dtypes";
 
-/** Where one tensor's bytes sit in its file: contiguous, little-endian, row-major. */
+/** Where one tensor's bytes sit in its file: contiguous, little-endian, row-major (see `strided`). */
 export interface TensorInfo {
   name: string;
   dtype: Dtype;
@@ -9,6 +9,22 @@ export interface TensorInfo {
   offset: number;
   /** Byte length (= numel × dtype size). */
   byteLength: number;
+  /**
+   * Set for a .ckpt tensor stored as a non-contiguous view of its storage: its elements are not
+   * the range [offset, offset + byteLength), and the engines read it from a contiguous copy
+   * (lib/formats/ckpt/strided.ts) instead.
+   */
+  strided?: StridedView;
+}
+
+/** Element i (row-major multi-index k) of a strided tensor is storage element `elementOffset + Σ k[d]·stride[d]`. */
+export interface StridedView {
+  /** Absolute byte offset of the storage's element 0 in the file. */
+  storageOffset: number;
+  /** Elements in the storage. */
+  storageElements: number;
+  elementOffset: number;
+  stride: number[];
 }
 
 export type ModelFormat = "safetensors" | "ckpt";
@@ -33,6 +49,8 @@ export interface ModelFile {
   headerLength: number;
   /** Notes about what was ignored while reading (for example ckpt top-level entries). */
   notes: string[];
+  /** 2022-era SD 1.x keys given their modern names when the file was opened (lib/keys.ts). */
+  renamedKeys?: number;
 }
 
 export function numelOf(shape: readonly number[]): number {

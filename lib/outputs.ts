@@ -4,9 +4,10 @@
  */
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { access, link, open, readdir, rename, stat, statfs, unlink } from "node:fs/promises";
-import { basename, dirname, join, resolve } from "node:path";
+import { access, link, lstat, open, readdir, realpath, rename, stat, statfs, unlink } from "node:fs/promises";
+import { basename, dirname, extname, join, resolve } from "node:path";
 import { MergeError, fsError } from "./errors";
+import { configPathFor, findModelConfig } from "./library/config";
 
 export const TEMP_MARKER = ".tensormerge-";
 
@@ -75,22 +76,156 @@ export async function exists(path: string): Promise<boolean> {
 }
 
 /**
- * Refuses targets that exist (unless `overwrite`) or that are one of the inputs, and targets
- * whose folder is missing (unless the caller will create it: `folderMayBeMissing`).
+ * What a path names on disk, for telling whether two names reach the same file: the real path of
+ * the directory entry (its folder's symlinks resolved, the last component kept), the real path of
+ * the file it leads to (the entry's own symlinks resolved too), and that file's device and inode
+ * (which also catch hard links and bind mounts). A path that does not exist has no device and inode.
  */
-export async function checkTargets(targets: string[], inputs: string[], overwrite: boolean, folderMayBeMissing = false): Promise<void> {
-  const inputSet = new Set(inputs.map((p) => resolve(p)));
-  const seen = new Set<string>();
+export interface FileIdentity {
+  path: string;
+  entry: string;
+  real: string;
+  dev?: number;
+  ino?: number;
+  isFile?: boolean;
+}
+
+/** The real path of a name that may not exist yet: the nearest existing folder resolved, the rest kept. */
+async function realPathOf(full: string): Promise<string> {
+  const real = await realpath(full).catch(() => undefined);
+  if (real !== undefined) return real;
+  const parent = dirname(full);
+  return parent === full ? full : join(await realPathOf(parent), basename(full));
+}
+
+export async function identityOf(path: string): Promise<FileIdentity> {
+  const full = resolve(path);
+  const parent = dirname(full);
+  const entry = parent === full ? full : join(await realPathOf(parent), basename(full));
+  const s = await stat(full).catch(() => undefined); // follows symlinks: the file written through
+  return { path, entry, real: s ? await realPathOf(full) : entry, ...(s ? { dev: s.dev, ino: s.ino, isFile: s.isFile() } : {}) };
+}
+
+/** Whether writing `target` (by a rename onto its name, or through it) could touch `file`. */
+export function sameFile(target: FileIdentity, file: FileIdentity): boolean {
+  if (target.entry === file.entry || target.entry === file.real || target.real === file.real) return true;
+  return target.dev !== undefined && target.dev === file.dev && target.ino === file.ino;
+}
+
+/**
+ * The files a command reads (or must keep): no file it writes may reach one of them by any name,
+ * whether the same path, a symlink to it, a hard link, or a path through a symlinked folder.
+ */
+export class ProtectedFiles {
+  private constructor(private readonly files: { identity: FileIdentity; what: string }[]) {}
+
+  /** `files`: paths, or paths with how a message names them ("input B", "the recipe"). */
+  static async of(files: readonly (string | { path: string; what: string })[]): Promise<ProtectedFiles> {
+    const list = files.map((f) => (typeof f === "string" ? { path: f, what: "one of the inputs" } : f));
+    return new ProtectedFiles(await Promise.all(list.map(async (f) => ({ identity: await identityOf(f.path), what: f.what }))));
+  }
+
+  /** Refuses (INPUT_IS_TARGET) when writing `target` would replace or change a protected file. */
+  async check(target: string | FileIdentity, role = "the output", hint = ""): Promise<void> {
+    const t = typeof target === "string" ? await identityOf(target) : target;
+    for (const f of this.files) {
+      if (!sameFile(t, f.identity)) continue;
+      const direct = resolve(t.path) === resolve(f.identity.path);
+      const why = direct ? `${role} would replace ${f.what}` : `${role} is ${f.what} (${f.identity.path}) under another name (a symlink, a hard link or a symlinked folder): writing it would replace that file`;
+      throw new MergeError("INPUT_IS_TARGET", `${t.path}: ${why}${hint ? `; ${hint}` : ""}`, { path: t.path });
+    }
+  }
+}
+
+/**
+ * Refuses, before anything is written: a target that is one of the inputs under any name
+ * (INPUT_IS_TARGET), two targets that are one file, a target that is a folder or not a regular
+ * file, a target that exists (unless `overwrite`), and a target whose folder is missing (unless
+ * the caller will create it: `folderMayBeMissing`).
+ */
+export async function checkTargets(targets: string[], inputs: string[] | ProtectedFiles, overwrite: boolean, folderMayBeMissing = false): Promise<void> {
+  const protectedFiles = inputs instanceof ProtectedFiles ? inputs : await ProtectedFiles.of(inputs);
+  const seen: FileIdentity[] = [];
   for (const target of targets) {
-    const full = resolve(target);
-    if (inputSet.has(full)) throw new MergeError("OUTPUT_EXISTS", `${target}: the output would replace one of the inputs`, { path: target });
-    if (seen.has(full)) throw new MergeError("INVALID_ARGUMENT", `${target}: two outputs have the same name`, { path: target });
-    seen.add(full);
-    if (!overwrite && (await exists(target))) {
+    const id = await identityOf(target);
+    await protectedFiles.check(id);
+    if (seen.some((s) => sameFile(id, s))) throw new MergeError("INVALID_ARGUMENT", `${target}: two outputs have the same name`, { path: target });
+    seen.push(id);
+    if (id.isFile === false) {
+      throw new MergeError("INVALID_ARGUMENT", `${target} is a folder or a special file, not a model file: an output must be a file name`, { path: target });
+    }
+    if (!overwrite && (await lexists(target))) {
       throw new MergeError("OUTPUT_EXISTS", `${target} already exists (use --overwrite to replace it)`, { path: target });
     }
-    if (!folderMayBeMissing && !(await exists(dirname(full)))) throw new MergeError("FILE_NOT_FOUND", `${dirname(full)}: the output folder does not exist`, { path: target });
+    const folder = dirname(resolve(target));
+    if (!folderMayBeMissing && !(await exists(folder))) throw new MergeError("FILE_NOT_FOUND", `${folder}: the output folder does not exist`, { path: target });
   }
+}
+
+/** Whether a name exists, a dangling symlink included (it too would be replaced). */
+async function lexists(path: string): Promise<boolean> {
+  return (await lstat(path).catch(() => undefined)) !== undefined;
+}
+
+/** Space each output folder needs and has (free is null when unknown). */
+export async function diskNeeds(outputs: readonly { path: string; bytes: number }[]): Promise<{ dir: string; needed: number; free: number | null }[]> {
+  const byDir = new Map<string, number>();
+  for (const o of outputs) byDir.set(dirname(resolve(o.path)), (byDir.get(dirname(resolve(o.path))) ?? 0) + o.bytes);
+  const out: { dir: string; needed: number; free: number | null }[] = [];
+  for (const [dir, needed] of byDir) {
+    // A folder that does not exist yet (dry run) gets the space of the nearest one that does.
+    let probe = dir;
+    while (!(await statfs(probe).then(() => true, () => false)) && dirname(probe) !== probe) probe = dirname(probe);
+    const s = await statfs(probe).catch(() => undefined);
+    out.push({ dir, needed, free: s ? Number(s.bavail) * Number(s.bsize) : null });
+  }
+  return out;
+}
+
+/** One model config to copy: `model`'s `<name>.yaml` to `destination`, beside `output`. */
+export interface ConfigCopy {
+  model: string;
+  source: string;
+  output: string;
+  destination: string;
+}
+
+/**
+ * Decides, before anything is written, which model config (`<name>.yaml`) each output gets: the
+ * first of its `from` models that has one. A destination that already is that config (an output
+ * beside its own input, in another format) needs no copy. Refuses (INPUT_IS_TARGET) a
+ * destination that is, by any name, an input, another input's config or an output.
+ */
+export async function planConfigCopies(groups: readonly { from: readonly string[]; outputs: readonly string[] }[], inputs: readonly string[]): Promise<ConfigCopy[]> {
+  const configOf = new Map<string, string | null>();
+  const findConfig = async (model: string) => {
+    if (!configOf.has(model)) configOf.set(model, await findModelConfig(model));
+    return configOf.get(model)!;
+  };
+  for (const m of inputs) await findConfig(m);
+  const keep = await ProtectedFiles.of([
+    ...inputs.map((path) => ({ path, what: "one of the inputs" })),
+    ...[...configOf.entries()].filter(([, c]) => c !== null).map(([m, c]) => ({ path: c!, what: `the model config of ${basename(m)}` })),
+    ...groups.flatMap((g) => g.outputs).map((path) => ({ path, what: "one of the outputs" })),
+  ]);
+  const copies: ConfigCopy[] = [];
+  for (const g of groups) {
+    let chosen: { model: string; source: string } | undefined;
+    for (const model of g.from) {
+      const source = await findConfig(model);
+      if (source) { chosen = { model, source }; break; }
+    }
+    if (!chosen) continue;
+    const sourceId = await identityOf(chosen.source);
+    for (const output of g.outputs) {
+      const destination = configPathFor(output);
+      const id = await identityOf(destination);
+      if (sameFile(id, sourceId)) continue;
+      await keep.check(id, "the model config copied beside the output", "choose another output name, or copy no config (config \"none\")");
+      copies.push({ ...chosen, output, destination });
+    }
+  }
+  return copies;
 }
 
 /** Refuses to start when the output folders lack space for what will be written (plus 1% slack). */
@@ -124,35 +259,68 @@ export async function patchFile(path: string, patches: { offset: number; data: U
 
 /**
  * Gives a finished temporary file its final name. Without `overwrite`, uses link + unlink so a
- * file that appeared meanwhile is never replaced.
+ * file that appeared meanwhile is never replaced; the finished result is then kept under a
+ * visible name of its own (see keptPathFor), which the error names, so neither file is lost.
  */
 export async function commitFile(temp: string, target: string, overwrite: boolean): Promise<void> {
   try {
     if (overwrite) {
       await rename(temp, target);
     } else {
-      try {
-        await link(temp, target);
-        await unlink(temp);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        // Filesystems without hard links (FAT, some network mounts): check, then rename.
-        if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw e;
-        if (await exists(target)) throw Object.assign(new Error("exists"), { code: "EEXIST" });
-        await rename(temp, target);
-      }
+      await linkNoReplace(temp, target);
     }
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "EEXIST") {
-      throw new MergeError("OUTPUT_EXISTS", `${target} appeared while merging; the result is left in ${temp}`, { path: target });
+      const kept = await keepAside(temp, target);
+      const where = kept ? `this merge's result was saved as ${kept} instead` : "this merge's result could not be kept";
+      throw new MergeError("OUTPUT_EXISTS", `${target} appeared while merging (another merge into the same name?) and was left as it is; ${where}`, { path: target });
     }
     throw fsError(e, target, "renaming the finished output");
   }
-  // Persist the rename itself.
-  const dir = await open(dirname(target), "r").catch(() => undefined);
-  if (dir) {
-    await dir.sync().catch(() => undefined);
-    await dir.close();
+  await syncFolder(dirname(target));
+}
+
+/** Renames `from` to `to` unless `to` exists (EEXIST then). */
+async function linkNoReplace(from: string, to: string): Promise<void> {
+  try {
+    await link(from, to);
+    await unlink(from);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    // Filesystems without hard links (FAT, some network mounts): check, then rename.
+    if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw e;
+    if (await lexists(to)) throw Object.assign(new Error("exists"), { code: "EEXIST" });
+    await rename(from, to);
+  }
+}
+
+/**
+ * Where a finished output goes when its name was taken meanwhile: `<stem>.conflict-<pid>-<hex><ext>`
+ * beside it. Not a temporary name (those are hidden and removed as stale once their process is
+ * gone), so the file stays until the user decides.
+ */
+export function keptPathFor(target: string): string {
+  const ext = extname(target);
+  return join(dirname(target), `${basename(target, ext)}.conflict-${process.pid}-${randomBytes(3).toString("hex")}${ext}`);
+}
+
+async function keepAside(temp: string, target: string): Promise<string | null> {
+  const kept = keptPathFor(target);
+  try {
+    await linkNoReplace(temp, kept);
+    await syncFolder(dirname(kept));
+    return kept;
+  } catch {
+    return null;
+  }
+}
+
+/** Persists a rename itself. */
+async function syncFolder(dir: string): Promise<void> {
+  const handle = await open(dir, "r").catch(() => undefined);
+  if (handle) {
+    await handle.sync().catch(() => undefined);
+    await handle.close();
   }
 }
 

@@ -20,6 +20,7 @@
 import { DTYPE_ID, DTYPE_SIZE, OUTPUT_DTYPE_TO_DTYPE, isMathDtype, type Dtype, type OutputDtype } from "./dtypes";
 import { MergeError } from "./errors";
 import { layoutOutput, type OutputFormat, type OutputLayout } from "./formats/output";
+import { readableTensor, sideModelOf } from "./formats/ckpt/strided";
 import { isCopiedAsIs, isInputChannelExtension, sameShape } from "./keys";
 import type { MergeMethod, ModelSlot } from "./methods/define";
 import { numelOf, shapeToString, type ModelFile, type TensorInfo } from "./model";
@@ -101,6 +102,11 @@ export interface PlannedPass {
 export interface BoardPlan {
   /** Every input file, once. */
   inputs: ModelFile[];
+  /**
+   * Contiguous copies of inputs' non-contiguous .ckpt tensors (lib/formats/ckpt/strided.ts):
+   * job inputs after `inputs`, written by executePlan before the first pass.
+   */
+  sideInputs: ModelFile[];
   passes: PlannedPass[];
   stats: PlanStats[];
   bytesToRead: number;
@@ -108,7 +114,8 @@ export interface BoardPlan {
 }
 
 function fileModel(model: ModelFile): VirtualModel {
-  const tensors = model.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, segments: [{ start: 0, count: numelOf(t.shape), expr: { kind: "file" as const, model, tensor: t, base: 0 } }] }));
+  // A non-contiguous .ckpt tensor is read from its contiguous copy (lib/formats/ckpt/strided.ts).
+  const tensors = model.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, segments: [{ start: 0, count: numelOf(t.shape), expr: { kind: "file" as const, ...readableTensor(model, t), base: 0 } }] }));
   return { label: model.path, tensors, byName: new Map(tensors.map((t) => [t.name, t])) };
 }
 
@@ -297,6 +304,7 @@ export function planBoard(request: BoardRequest): BoardPlan {
   const stats: PlanStats[] = [];
   const fileModels = new Map<string, VirtualModel>();
   const inputs: ModelFile[] = [];
+  const sideInputs: ModelFile[] = [];
   const virtual = (input: RowInput, rowIndex: number, slot: ModelSlot): VirtualModel => {
     if ("row" in input) {
       if (!(input.row >= 0 && input.row < rowIndex)) {
@@ -311,6 +319,8 @@ export function planBoard(request: BoardRequest): BoardPlan {
       m = fileModel(input.model);
       fileModels.set(input.model.path, m);
       inputs.push(input.model);
+      const side = sideModelOf(input.model);
+      if (side) sideInputs.push(side);
     }
     return m;
   };
@@ -340,7 +350,7 @@ export function planBoard(request: BoardRequest): BoardPlan {
     const order = s.tensors.map((t) => `${t.name}${shapeToString(t.shape)}`).join("\n");
     groups.set(order, [...(groups.get(order) ?? []), s]);
   }
-  const indexByPath = new Map(inputs.map((m, i) => [m.path, i]));
+  const indexByPath = new Map([...inputs, ...sideInputs].map((m, i) => [m.path, i]));
   const fileIndex = (m: ModelFile) => indexByPath.get(m.path)!;
   const passes: PlannedPass[] = [...groups.values()].map((group) => {
     const pieces: JobPiece[] = [];
@@ -364,5 +374,5 @@ export function planBoard(request: BoardRequest): BoardPlan {
   });
   const bytesToRead = inputs.reduce((sum, m) => sum + m.size, 0);
   const bytesToWrite = saved.reduce((sum, s) => sum + s.output.layout.size, 0);
-  return { inputs, passes, stats, bytesToRead, bytesToWrite };
+  return { inputs, sideInputs, passes, stats, bytesToRead, bytesToWrite };
 }

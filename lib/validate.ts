@@ -2,17 +2,64 @@
 import { MergeError } from "./errors";
 
 export function invalid(name: string, expected: string, actual: unknown): MergeError {
-  const shown = typeof actual === "string" ? JSON.stringify(actual) : String(actual);
+  const shown = typeof actual === "string" ? JSON.stringify(actual)
+    : Array.isArray(actual) ? "an array"
+    : typeof actual === "function" ? "a function"
+    : typeof actual === "object" && actual !== null ? "an object"
+    : String(actual);
   return new MergeError("INVALID_ARGUMENT", `Expected ${expected} for ${name} but received ${shown} of type ${typeof actual}`);
 }
 
 export function requireString(name: string, value: unknown): string {
+  if (value === undefined) throw new MergeError("INVALID_ARGUMENT", `${name} is required (a non-empty string)`);
   if (typeof value !== "string" || value.length === 0) throw invalid(name, "a non-empty string", value);
   return value;
 }
 
 export function optionalString(name: string, value: unknown): string | undefined {
   return value === undefined ? undefined : requireString(name, value);
+}
+
+export function optionalBoolean(name: string, value: unknown): boolean | undefined {
+  if (value !== undefined && typeof value !== "boolean") throw invalid(name, "true or false", value);
+  return value;
+}
+
+/** A callback option: checked up front, so a wrong type fails before any work, not at the first event. */
+export function optionalFunction<T extends (...args: never[]) => unknown>(name: string, value: unknown): T | undefined {
+  if (value !== undefined && typeof value !== "function") throw invalid(name, "a function", value);
+  return value as T | undefined;
+}
+
+/** An AbortSignal (or one from another realm: anything with `aborted` and `addEventListener`). */
+export function optionalSignal(name: string, value: unknown): AbortSignal | undefined {
+  if (value === undefined || value instanceof AbortSignal) return value;
+  const v = value as { aborted?: unknown; addEventListener?: unknown } | null;
+  if (typeof v === "object" && v !== null && typeof v.aborted === "boolean" && typeof v.addEventListener === "function") return value as AbortSignal;
+  throw invalid(name, "an AbortSignal", value);
+}
+
+/** A list of non-empty strings; `orOne` also takes a single string. */
+export function optionalStringList(name: string, value: unknown, orOne = false): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (orOne && typeof value === "string") return [requireString(name, value)];
+  if (!Array.isArray(value)) throw invalid(name, orOne ? "a string or an array of strings" : "an array of strings", value);
+  return value.map((v, i) => requireString(`${name}[${i}]`, v));
+}
+
+/**
+ * A string-to-string map (safetensors `__metadata__` holds only strings: a number or an object
+ * there makes a file that readers refuse). Own keys only, read as data.
+ */
+export function optionalStringRecord(name: string, value: unknown): Record<string, string> | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "object" || value === null || Array.isArray(value) || (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null)) {
+    throw invalid(name, "an object of strings", value);
+  }
+  for (const [k, v] of Object.entries(value)) {
+    if (typeof v !== "string") throw invalid(`${name}[${JSON.stringify(k)}]`, "a string", v);
+  }
+  return value as Record<string, string>;
 }
 
 export function requireNumberInRange(name: string, value: unknown, min: number, max: number): number {

@@ -190,6 +190,11 @@ void read_tuning(merge_tuning * t) {
     if (const char * v = std::getenv("TENSORMERGE_PREFETCH")) t->prefetch = std::atoi(v);
     if (const char * v = std::getenv("TENSORMERGE_RELEASE_INPUTS")) t->release_inputs = std::atoi(v);
     if (const char * v = std::getenv("TENSORMERGE_INTERLEAVE")) t->interleave = std::atoi(v);
+    // Tests: pause after each window so a test can change an input at a known point of the job.
+    if (const char * v = std::getenv("TENSORMERGE_WINDOW_PAUSE_MS")) {
+        const long ms = std::atol(v);
+        if (ms > 0 && ms <= 10000) t->window_pause_ms = (int) ms;
+    }
 }
 
 class run_job_worker : public Napi::AsyncWorker {

@@ -65,6 +65,13 @@ export function parseCommandArgs(c: Command, argv: string[]): ParsedArgs {
   }
 }
 
+/** A required option, or INVALID_ARGUMENT saying which one is missing, as the user typed options. */
+export function requiredArg(args: ParsedArgs, name: string, command: string, why = ""): string {
+  const v = stringArg(args, name);
+  if (v === undefined || v === "") throw new MergeError("INVALID_ARGUMENT", `--${name} is required${why} (see: tensormerge ${command} --help)`);
+  return v;
+}
+
 export function stringArg(args: ParsedArgs, name: string): string | undefined {
   const v = args.values[name];
   return typeof v === "string" ? v : undefined;

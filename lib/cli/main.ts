@@ -14,6 +14,10 @@ function mainHelp(): string {
     "Commands:",
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
     "",
+    "Options:",
+    "  --version, -v  print the version",
+    "  --help, -h     show this help",
+    "",
     "Run `tensormerge <command> --help` for a command's options.",
     "",
   ].join("\n");

@@ -103,13 +103,27 @@ async function readExact(handle: FileHandle, buffer: Buffer, length: number, pos
   let done = 0;
   while (done < length) {
     const { bytesRead } = await handle.read(buffer, done, length - done, position + done);
-    if (bytesRead === 0) throw new MergeError("FILE_TRUNCATED", `${path}: unexpected end of file at byte ${position + done}`, { path });
+    if (bytesRead === 0) {
+      // The job's sizes were checked when the files were opened: the file shrank since.
+      const now = await handle.stat().then((s) => s.size, () => undefined);
+      const message = now === undefined
+        ? `${path}: unexpected end of file at byte ${position + done}`
+        : `${path}: the file was truncated during the merge (it is now ${now} bytes; byte ${position + done} is gone); nothing was saved`;
+      throw new MergeError("FILE_TRUNCATED", message, { path });
+    }
     done += bytesRead;
   }
 }
 
+/** Tests only (as in the native engine): pause after each chunk so a test can act mid-job. */
+function chunkPauseMs(): number {
+  const ms = Number(process.env.TENSORMERGE_WINDOW_PAUSE_MS);
+  return Number.isInteger(ms) && ms > 0 && ms <= 10_000 ? ms : 0;
+}
+
 /** Executes a job; the same contract as the native `runJob`. */
 export async function runJsJob(job: Job): Promise<JobResult> {
+  const pauseMs = chunkPauseMs();
   const inputs: FileHandle[] = [];
   const outputs: FileHandle[] = [];
   const created: string[] = [];
@@ -175,6 +189,7 @@ export async function runJsJob(job: Job): Promise<JobResult> {
           bytesWritten += n * size;
           control[1] = bytesWritten;
         }
+        if (pauseMs) await new Promise((r) => setTimeout(r, pauseMs));
       }
     }
     const crcs: number[][] = [];

@@ -45,21 +45,23 @@ function isEntry(v: unknown): v is CacheEntry {
     && (e.tensorSha256 === null || typeof e.tensorSha256 === "string");
 }
 
-async function readCacheFile(path: string): Promise<Record<string, CacheEntry>> {
+/** The entries of a cache file, keyed by path in a Map: a key is data, whatever its text. */
+async function readCacheFile(path: string): Promise<Map<string, CacheEntry>> {
+  const out = new Map<string, CacheEntry>();
   let text: string;
   try {
     text = await readFile(path, "utf8");
   } catch {
-    return {};
+    return out;
   }
   try {
     const parsed = JSON.parse(text) as CacheFile;
-    if (parsed?.version !== CACHE_VERSION || typeof parsed.entries !== "object" || parsed.entries === null) return {};
-    const out: Record<string, CacheEntry> = {};
-    for (const [k, v] of Object.entries(parsed.entries)) if (isEntry(v)) out[k] = v;
+    if (parsed?.version !== CACHE_VERSION || typeof parsed.entries !== "object" || parsed.entries === null) return out;
+    // JSON.parse makes every key an own property, so entries() sees "__proto__" too.
+    for (const [k, v] of Object.entries(parsed.entries)) if (isEntry(v)) out.set(k, v);
     return out;
   } catch {
-    return {};
+    return new Map();
   }
 }
 
@@ -74,7 +76,7 @@ export class HashCache {
   readonly path: string;
   /** The last error of an automatic save (a read-only cache folder must not fail a listing). */
   saveError: Error | undefined;
-  private entries: Record<string, CacheEntry> = {};
+  private entries = new Map<string, CacheEntry>();
   private changed = new Map<string, CacheEntry | null>();
 
   constructor(path: string = defaultHashCachePath()) {
@@ -91,32 +93,32 @@ export class HashCache {
   async load(): Promise<void> {
     this.entries = await readCacheFile(this.path);
     for (const [k, v] of this.changed) {
-      if (v) this.entries[k] = v;
-      else delete this.entries[k];
+      if (v) this.entries.set(k, v);
+      else this.entries.delete(k);
     }
   }
 
   /** Hashes of `absPath` if cached for exactly this size and mtime. */
   get(absPath: string, size: number, mtimeMs: number): FileHashes | undefined {
-    const e = this.entries[absPath];
+    const e = this.entries.get(absPath);
     if (!e || e.size !== size || e.mtimeMs !== mtimeMs) return undefined;
     return { sha256: e.sha256, autov2: e.sha256.slice(0, 10), legacy: e.legacy, tensorSha256: e.tensorSha256 };
   }
 
   set(absPath: string, size: number, mtimeMs: number, hashes: FileHashes): void {
     const entry: CacheEntry = { size, mtimeMs, sha256: hashes.sha256, legacy: hashes.legacy, tensorSha256: hashes.tensorSha256 };
-    this.entries[absPath] = entry;
+    this.entries.set(absPath, entry);
     this.changed.set(absPath, entry);
   }
 
   delete(absPath: string): void {
-    delete this.entries[absPath];
+    this.entries.delete(absPath);
     this.changed.set(absPath, null);
   }
 
   /** Every cached (path, hashes), for lookups by hash among known files. */
   *all(): IterableIterator<[string, FileHashes & { size: number; mtimeMs: number }]> {
-    for (const [k, e] of Object.entries(this.entries)) {
+    for (const [k, e] of this.entries) {
       yield [k, { sha256: e.sha256, autov2: e.sha256.slice(0, 10), legacy: e.legacy, tensorSha256: e.tensorSha256, size: e.size, mtimeMs: e.mtimeMs }];
     }
   }
@@ -128,7 +130,8 @@ export class HashCache {
   async save(): Promise<void> {
     if (this.changed.size === 0) return;
     await this.load();
-    const body: CacheFile = { version: CACHE_VERSION, entries: this.entries };
+    // fromEntries defines each key as an own property, so JSON.stringify writes every one.
+    const body: CacheFile = { version: CACHE_VERSION, entries: Object.fromEntries(this.entries) };
     const tmp = `${this.path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
     try {
       await mkdir(dirname(this.path), { recursive: true });

@@ -8,7 +8,8 @@
  * - LDM UNets (`input_blocks.*`): `label_emb` → SDXL family, where the base has 9 input blocks
  *   (3 levels) and the refiner 12 (4 levels); otherwise SD 2.x if the cross-attention context is
  *   1024 wide, the text encoder is OpenCLIP (`cond_stage_model.model.*`) or `proj_in` is linear
- *   (2-D), else SD 1.x;
+ *   (2-D), else SD 1.x (also with the 2022 CLIP key names, `cond_stage_model.transformer.encoder.*`
+ *   without `text_model.`, which lib/keys.ts renames on load);
  * - the UNet's input channels give the variant: 9 inpainting, 8 instruct-pix2pix, 5 depth.
  *
  * @example
@@ -16,6 +17,7 @@
  * identifyModel(model).architecture; // "sd1"
  */
 import type { Dtype } from "../dtypes";
+import { LEGACY_KEY_REPLACEMENTS } from "../keys";
 import { numelOf } from "../model";
 
 export const ARCHITECTURE_IDS = [
@@ -278,6 +280,9 @@ export function identifyModel(model: { tensors: readonly TensorShape[] }): Ident
   if (unet && (guess.architecture === "sd3" || guess.architecture === "flux")) unet.label = guess.architecture === "sd3" ? "diffusion transformer (MMDiT)" : "diffusion transformer (FLUX)";
   const notes = [...guess.notes];
   if (list.some((c) => c.id === "ema")) notes.push("carries an EMA copy of the UNet (model_ema.*); pruning drops it");
+  if (names.some((n) => LEGACY_KEY_REPLACEMENTS.some(([from]) => n.startsWith(from)))) {
+    notes.push("2022-era text encoder key names (cond_stage_model.transformer.* without text_model.): opening the file renames them to the modern names, as the classic tool does");
+  }
   const kind = guessKind(names, list);
   return {
     architecture: guess.architecture,

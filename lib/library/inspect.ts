@@ -27,20 +27,20 @@ export interface InspectReport {
 
 /** Parses metadata values that hold JSON objects or arrays (recipes); leaves the rest as strings. */
 export function parseMetadataValues(metadata: Record<string, string>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(metadata)) {
-    const t = v.trim();
-    if ((t.startsWith("{") && t.endsWith("}")) || (t.startsWith("[") && t.endsWith("]"))) {
-      try {
-        out[k] = JSON.parse(t);
-        continue;
-      } catch {
-        // not JSON after all: keep the text
-      }
+  // Built from pairs: keys are data, and a key named "__proto__" stays an own property.
+  return Object.fromEntries(Object.entries(metadata).map(([k, v]) => [k, parsedValue(v)]));
+}
+
+function parsedValue(v: string): unknown {
+  const t = v.trim();
+  if ((t.startsWith("{") && t.endsWith("}")) || (t.startsWith("[") && t.endsWith("]"))) {
+    try {
+      return JSON.parse(t);
+    } catch {
+      // not JSON after all: keep the text
     }
-    out[k] = v;
   }
-  return out;
+  return v;
 }
 
 /** Builds the report for an opened model. */

@@ -163,7 +163,9 @@ function toMergeError(err: unknown, callerStack: string | undefined): MergeError
  * Runs a job on the native engine. Rejects with a MergeError: NATIVE_UNAVAILABLE if the addon
  * cannot be loaded, INVALID_ARGUMENT / INVALID_OFFSET / DTYPE_UNSUPPORTED / SIZE_MISMATCH for a
  * job the engine refuses, FILE_NOT_FOUND / OUTPUT_EXISTS / DISK_FULL / IO_ERROR for file
- * problems, ABORTED when `control[0]` was set. On failure no output file is left behind.
+ * problems, FILE_TRUNCATED when an input shrank under the engine's reads, INPUT_CHANGED when an
+ * input's size or mtime changed by the end, ABORTED when `control[0]` was set. On failure no
+ * output file is left behind.
  *
  * @example
  * const control = new Float64Array(3);

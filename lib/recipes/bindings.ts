@@ -23,8 +23,9 @@ function bind(out: Bindings, rawName: string, value: string, where: string): voi
   const name = variableName(rawName);
   if (!VARIABLE_NAME.test(name)) throw new MergeError("INVALID_ARGUMENT", `${where}: "${rawName}" is not a variable name`);
   if (value.trim() === "") throw new MergeError("INVALID_ARGUMENT", `${where}: no model given for ${name}`);
-  if (name in out && out[name] !== value.trim()) throw new MergeError("INVALID_ARGUMENT", `${where}: ${name} is bound twice`);
-  out[name] = value.trim();
+  // Own properties only: "constructor" or "toString" is a variable like any other.
+  if (Object.hasOwn(out, name) && out[name] !== value.trim()) throw new MergeError("INVALID_ARGUMENT", `${where}: ${name} is bound twice`);
+  Object.defineProperty(out, name, { value: value.trim(), writable: true, enumerable: true, configurable: true });
 }
 
 /**

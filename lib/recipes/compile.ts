@@ -117,7 +117,7 @@ export function outputPathFor(outDir: string, row: RecipeRow, multiplier: number
 function checkBindings(recipe: Recipe, bindings: Bindings, strict: boolean): void {
   const used = usedVariables(recipe);
   const known = new Set([...used, ...recipe.variables.map((v) => v.name)]);
-  const unbound = used.filter((v) => bindings[v] === undefined);
+  const unbound = used.filter((v) => !Object.hasOwn(bindings, v) || bindings[v] === undefined);
   if (unbound.length > 0) {
     const where = (name: string) => recipe.rows.findIndex((r) => [...SLOTS.map((s) => r.inputs[s]), r.vae].some((i) => i?.kind === "var" && i.name === name));
     const list = unbound.map((v) => `__${v}__ (${rowLabel(recipe, where(v))})`).join(", ");
@@ -210,7 +210,7 @@ export async function compileRecipe(recipe: Recipe, options: CompileOptions = {}
     if (known) return known;
     let result: { path: string; name: string };
     if (input.kind === "var") {
-      const ref = bindings[input.name]!;
+      const ref = bindings[input.name]!; // own: checkBindings saw to it
       result = { path: await withContext(finder.resolve(ref), `${label}: __${input.name}__ = "${ref}"`), name: "" };
     } else if (input.kind === "model" && input.sha256 !== undefined) {
       result = { path: await findPinned(finder, input.ref, input.sha256, label), name: input.ref };

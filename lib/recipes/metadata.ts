@@ -57,19 +57,24 @@ export interface OutputStep {
   isInstructPix2Pix: boolean;
 }
 
-const INTERP_METHOD: Record<string, string> = {
-  "weighted-sum": "Weighted sum",
-  "add-difference": "Add difference",
-  "no-interpolation": "No interpolation",
-  sigmoid: "Sigmoid",
-  "inverse-sigmoid": "Inverse sigmoid",
-};
+const INTERP_METHOD = new Map<string, string>([
+  ["weighted-sum", "Weighted sum"],
+  ["add-difference", "Add difference"],
+  ["no-interpolation", "No interpolation"],
+  ["sigmoid", "Sigmoid"],
+  ["inverse-sigmoid", "Inverse sigmoid"],
+]);
 
 /**
  * A1111's config_source radio: 0 "A, B or C", 1 "B", 2 "C", 3 "Don't". It has no "A only";
  * "A, B or C" tries A first, the closest.
  */
-const A1111_CONFIG_SOURCE: Record<string, number> = { abc: 0, a: 0, b: 1, c: 2, none: 3 };
+const A1111_CONFIG_SOURCE = new Map<string, number>([["abc", 0], ["a", 0], ["b", 1], ["c", 2], ["none", 3]]);
+
+/** A metadata value, looked up among the object's own keys only (metadata comes from files). */
+function ownValue(metadata: Record<string, string>, key: string): string | undefined {
+  return Object.hasOwn(metadata, key) ? metadata[key] : undefined;
+}
 
 /** A1111's `sd_merge_recipe` object for one output. */
 function a1111Recipe(step: OutputStep): PyJson {
@@ -79,11 +84,11 @@ function a1111Recipe(step: OutputStep): PyJson {
     ["primary_model_hash", hash("a")],
     ["secondary_model_hash", hash("b")],
     ["tertiary_model_hash", hash("c")],
-    ["interp_method", INTERP_METHOD[step.row.method] ?? step.row.method],
+    ["interp_method", INTERP_METHOD.get(step.row.method) ?? step.row.method],
     ["multiplier", pyFloat(step.multiplier)],
     ["save_as_half", step.row.dtype === "fp16"],
     ["custom_name", step.row.name],
-    ["config_source", { int: String(A1111_CONFIG_SOURCE[step.row.config ?? "abc"]) }],
+    ["config_source", { int: String(A1111_CONFIG_SOURCE.get(step.row.config ?? "abc") ?? 0) }],
     ["bake_in_vae", step.vae ? step.vae.name : "None"],
     ["discard_weights", (step.row.discard ?? []).join("|")],
     ["is_inpainting", step.isInpainting],
@@ -100,9 +105,9 @@ function a1111Models(step: OutputStep): PyJson {
     models.set(id.sha256, pyDict([
       ["name", id.name],
       ["legacy_hash", id.legacy],
-      ["sd_merge_recipe", a1111MetadataValue(id.metadata.sd_merge_recipe) ?? null],
+      ["sd_merge_recipe", a1111MetadataValue(ownValue(id.metadata, "sd_merge_recipe")) ?? null],
     ]));
-    const theirs = a1111MetadataValue(id.metadata.sd_merge_models);
+    const theirs = a1111MetadataValue(ownValue(id.metadata, "sd_merge_models"));
     if (theirs instanceof Map) for (const [k, v] of theirs) models.set(k, v);
   }
   return models;
@@ -110,7 +115,7 @@ function a1111Models(step: OutputStep): PyJson {
 
 /** The recipe embedded in an input, if it carries a valid one. */
 export function embeddedRecipe(metadata: Record<string, string>): Recipe | undefined {
-  const text = metadata[RECIPE_METADATA_KEY];
+  const text = ownValue(metadata, RECIPE_METADATA_KEY);
   if (text === undefined) return undefined;
   try {
     return parseJsonRecipe(text);

@@ -82,6 +82,8 @@ export function pyDumps(value: PyJson): string {
   return pyFloatRepr(value.float);
 }
 
+const JSON_ESCAPES = new Map<string, string>([['"', '"'], ["\\", "\\"], ["/", "/"], ["b", "\b"], ["f", "\f"], ["n", "\n"], ["r", "\r"], ["t", "\t"]]);
+
 /** `json.loads(text)`: throws on invalid JSON. */
 export function pyLoads(text: string): PyJson {
   let i = 0;
@@ -111,9 +113,9 @@ export function pyLoads(text: string): PyJson {
       }
       if (ch === "\\") {
         const e = text[i + 1];
-        const simple: Record<string, string> = { '"': '"', "\\": "\\", "/": "/", b: "\b", f: "\f", n: "\n", r: "\r", t: "\t" };
-        if (e !== undefined && e in simple) {
-          out += simple[e];
+        const simple = e === undefined ? undefined : JSON_ESCAPES.get(e);
+        if (simple !== undefined) {
+          out += simple;
           i += 2;
         } else if (e === "u" && /^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) {
           out += String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16));

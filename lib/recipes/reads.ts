@@ -33,7 +33,7 @@ export function inputReadReport(plan: BoardPlan): InputReadReport[] {
     for (const piece of pass.pieces) {
       const seen = new Set<string>();
       const visit = (o: { kind: string; file?: number; offset?: number; dtype?: number }) => {
-        if (o.kind !== "input") return;
+        if (o.kind !== "input" || o.file! >= plan.inputs.length) return; // a side input (contiguous copies of a .ckpt's strided tensors)
         const key = `${o.file}:${o.offset}`;
         if (seen.has(key)) return;
         seen.add(key);

@@ -14,6 +14,7 @@ import type { HashCache } from "../library/hash-cache";
 import type { ModelFile } from "../model";
 import { embeddedRecipe, RECIPE_METADATA_KEY } from "./metadata";
 import { runRecipe, type RecipeProgress, type RecipeRunReport } from "./run";
+import { optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, rejectUnknownKeys, requireString } from "../validate";
 import type { Recipe } from "./types";
 
 export interface ReproduceOptions {
@@ -65,15 +66,27 @@ export async function readEmbeddedRecipe(path: string, open: (path: string) => P
  * const r = await reproduce("mix15.safetensors", { modelDirs: ["models"] });
  * r.identical; // true
  */
+const OPTION_KEYS = ["modelDirs", "out", "overwrite", "hashCache", "engine", "threads", "isa", "dryRun", "openModel", "onProgress", "signal"] as const;
+
 export async function reproduce(path: string, options: ReproduceOptions = {}): Promise<ReproduceReport> {
-  const source = resolve(path);
+  // Checked here, before the recipe is read; runRecipe checks what it is passed again.
+  if (options === null || typeof options !== "object") throw new MergeError("INVALID_ARGUMENT", "reproduce() expects an options object");
+  rejectUnknownKeys("options", options, OPTION_KEYS);
+  const source = resolve(requireString("path", path));
+  optionalString("out", options.out);
+  optionalBoolean("overwrite", options.overwrite);
+  optionalBoolean("dryRun", options.dryRun);
+  optionalStringList("modelDirs", options.modelDirs);
+  optionalFunction("openModel", options.openModel);
+  optionalFunction("onProgress", options.onProgress);
+  optionalSignal("signal", options.signal);
   const recipe = await readEmbeddedRecipe(source, options.openModel);
   const last = recipe.rows.length - 1;
   const format = recipe.rows[last]!.format;
   const out = resolve(options.out ?? `${basename(source, extname(source))}.reproduced.${format === "ckpt" ? "ckpt" : "safetensors"}`);
-  if (out === source) throw new MergeError("OUTPUT_EXISTS", `${out}: the rebuilt model would replace the original`, { path: out });
   const run = await runRecipe(recipe, {
     outputPaths: { [last]: [out] },
+    keep: [{ path: source, what: "the model being rebuilt" }], // compared at the end: never replaced, by any name
     ...(options.modelDirs ? { modelDirs: options.modelDirs } : {}),
     hashCache: options.hashCache ?? null,
     overwrite: options.overwrite === true,
@@ -81,7 +94,7 @@ export async function reproduce(path: string, options: ReproduceOptions = {}): P
     copyConfig: false,
     dryRun: options.dryRun === true,
     ...(options.engine ? { engine: options.engine } : {}),
-    ...(options.threads ? { threads: options.threads } : {}),
+    ...(options.threads !== undefined ? { threads: options.threads } : {}),
     ...(options.isa ? { isa: options.isa } : {}),
     ...(options.openModel ? { openModel: options.openModel } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),

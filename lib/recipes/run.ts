@@ -16,7 +16,7 @@
  *    first input that has one, append the history.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, open, stat, statfs } from "node:fs/promises";
+import { mkdir, open, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { executePlan, preflight } from "../board";
 import { defaultThreads, resolveEngine, type EngineName } from "../engine";
@@ -27,9 +27,13 @@ import { computeFileHashes, type FileHashes } from "../library/hash";
 import { copyModelConfig, type ConfigSource } from "../library/config";
 import type { MergeProgress } from "../merge";
 import type { ModelSlot } from "../methods/define";
-import { commitFile, patchFile, removeQuietly } from "../outputs";
+import { GuardedCallback, cancellable } from "../callback";
+import { HashCache } from "../library/hash-cache";
+import { ProtectedFiles, commitFile, diskNeeds, patchFile, planConfigCopies, removeQuietly, type ConfigCopy } from "../outputs";
+import { invalid, optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, optionalStringRecord, rejectUnknownKeys, requireInteger, requireOneOf } from "../validate";
+import { missingKeyWarnings } from "../keys";
 import { planBoard, type BoardPlan, type BoardRow, type PlanStats, type RowInput } from "../plan";
-import { compileRecipe, type CompileOptions, type CompiledFile, type CompiledRecipe, type CompiledSource } from "./compile";
+import { compileRecipe, type CompileOptions, type CompiledFile, type CompiledRecipe, type CompiledRow, type CompiledSource } from "./compile";
 import { appendHistory, type HistoryEntry } from "./history";
 import { outputMetadata, virtualIdentity, type InputIdentity, type OutputStep } from "./metadata";
 import { SLOTS, type Recipe } from "./types";
@@ -50,7 +54,47 @@ export interface RunRecipeOptions extends CompileOptions {
   config?: ConfigSource;
   /** Plan only: report inputs, outputs, bytes and disk space; write nothing. */
   dryRun?: boolean;
+  /**
+   * Files besides the inputs that nothing written may replace, by any name (reproduce: the
+   * original), with how an error names them.
+   */
+  keep?: readonly { path: string; what: string }[];
+  /**
+   * Progress: hashing, merging, and each output's state. Every event comes before the outputs get
+   * their final names; if it throws, the run is cancelled and rejects with that error, leaving nothing.
+   */
   onProgress?: (event: RecipeProgress) => void;
+}
+
+const OPTION_KEYS = [
+  "bindings", "strictBindings", "modelDirs", "outDir", "createOutDirs", "outputPaths", "hashCache", "skipExisting", "overwrite", "openModel",
+  "cwd", "signal", "dryRun", "onHash", "engine", "threads", "isa", "recipeMetadata", "history", "recipeSource", "copyConfig", "config", "keep", "onProgress",
+] as const;
+
+/** Every option checked before any work, each mistake naming its option. */
+function validateRunOptions(options: RunRecipeOptions): void {
+  if (options === null || typeof options !== "object") throw new MergeError("INVALID_ARGUMENT", "runRecipe() expects an options object");
+  rejectUnknownKeys("options", options, OPTION_KEYS);
+  optionalStringRecord("bindings", options.bindings);
+  for (const k of ["strictBindings", "createOutDirs", "skipExisting", "overwrite", "dryRun", "recipeMetadata", "copyConfig"] as const) optionalBoolean(k, options[k]);
+  for (const k of ["outDir", "cwd", "history", "recipeSource"] as const) optionalString(k, options[k]);
+  optionalStringList("modelDirs", options.modelDirs);
+  if (options.keep !== undefined && (!Array.isArray(options.keep) || !options.keep.every((k) => typeof k?.path === "string" && typeof k.what === "string"))) {
+    throw invalid("keep", "an array of { path, what }", options.keep);
+  }
+  if (options.outputPaths !== undefined) {
+    if (typeof options.outputPaths !== "object" || options.outputPaths === null) throw invalid("outputPaths", "an object of path lists", options.outputPaths);
+    for (const [row, paths] of Object.entries(options.outputPaths)) optionalStringList(`outputPaths[${row}]`, paths);
+  }
+  if (options.hashCache !== undefined && options.hashCache !== null && !(options.hashCache instanceof HashCache)) throw invalid("hashCache", "a HashCache or null", options.hashCache);
+  if (options.engine !== undefined) requireOneOf("engine", options.engine, ["auto", "native", "js"] as const);
+  if (options.threads !== undefined) requireInteger("threads", options.threads, 1, 1024);
+  if (options.isa !== undefined) requireOneOf("isa", options.isa, ["auto", "scalar", "avx2", "avx512"] as const);
+  if (options.config !== undefined) requireOneOf("config", options.config, ["abc", "a", "b", "c", "none"] as const);
+  optionalFunction("openModel", options.openModel);
+  optionalFunction("onHash", options.onHash);
+  optionalFunction("onProgress", options.onProgress);
+  optionalSignal("signal", options.signal);
 }
 
 export type RecipeProgress =
@@ -118,15 +162,37 @@ function placeholder(nonce: string, what: string): { sha256: string; legacy: str
 export async function runRecipe(recipe: Recipe, options: RunRecipeOptions = {}): Promise<RecipeRunReport> {
   const started = Date.now();
   const stack = new Error().stack;
+  const guards: GuardedCallback<never>[] = [];
+  const callbacksOk = () => guards.forEach((g) => g.check());
   try {
-    return await runInner(recipe, options, started);
+    if (recipe === null || typeof recipe !== "object" || !Array.isArray(recipe.rows)) throw invalid("recipe", "a recipe (from parseRecipe)", recipe);
+    // A recipe built by hand rather than parsed: its metadata goes into the files as is.
+    recipe.rows.forEach((row, i) => optionalStringRecord(`rows[${i}].metadata`, row?.metadata));
+    validateRunOptions(options);
+    if (options.signal?.aborted) throw new MergeError("ABORTED", "the run was cancelled before it started");
+    // From here on, callbacks never throw: a throw cancels the run through `signal` and becomes its error.
+    const { signal, cancel } = cancellable(options.signal);
+    const guard = <T>(fn: (value: T) => void) => {
+      const g = new GuardedCallback(fn, cancel);
+      guards.push(g as GuardedCallback<never>);
+      return g.call;
+    };
+    const onProgress = options.onProgress ? guard(options.onProgress) : undefined;
+    const onHash = options.onHash ? guard((a: [string, number, number]) => options.onHash!(...a)) : undefined;
+    return await runInner(recipe, {
+      ...options,
+      signal,
+      ...(onProgress ? { onProgress } : {}),
+      ...(onHash ? { onHash: (path: string, done: number, total: number) => onHash([path, done, total]) } : {}),
+    }, started, callbacksOk);
   } catch (e) {
+    callbacksOk();
     if (e instanceof MergeError && stack) e.stack = `${e.name} [${e.code}]: ${e.message}\n${stack.split("\n").slice(1).join("\n")}`;
     throw e;
   }
 }
 
-async function runInner(recipe: Recipe, options: RunRecipeOptions, started: number): Promise<RecipeRunReport> {
+async function runInner(recipe: Recipe, options: RunRecipeOptions, started: number, callbacksOk: () => void): Promise<RecipeRunReport> {
   const onProgress = options.onProgress;
   const compiled = await compileRecipe(recipe, {
     ...options,
@@ -137,6 +203,7 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
   const wantHistory = options.history !== undefined && !dryRun;
   const engine = resolveEngine(options.engine ?? "auto");
   const { rows } = compiled;
+  const configCopies = await checkWrites(compiled, options);
 
   // Which saved rows feed later rows (their hash goes into a later header).
   const feedsLater = rows.map((_, i) => rows.some((r) => SLOTS.some((s) => r.inputs[s]?.kind === "row" && (r.inputs[s] as { row: number }).row === i)));
@@ -244,12 +311,13 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
     isa: "",
     threads: options.threads ?? defaultThreads(),
     seconds: 0,
-    warnings: [...compiled.warnings],
+    warnings: [...compiled.warnings, ...rows.flatMap(rowKeyWarnings)],
     stats: plan?.stats ?? [],
     plan,
     compiled,
   };
   if (dryRun || !plan) {
+    callbacksOk();
     if (!dryRun && wantHistory) await appendHistory(options.history!, historyEntries(report, compiled, rowIds, options, fileHashes));
     report.seconds = (Date.now() - started) / 1000;
     return report;
@@ -291,6 +359,10 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
       }
       identify(ci);
     }
+    // The last events, then the names: a callback that throws still leaves nothing behind.
+    for (const o of outputs) if (o.state === "planned") onProgress?.({ phase: "output", path: o.path, state: "done" });
+    callbacksOk();
+    if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled");
     for (const o of outputs) {
       if (o.state !== "planned") continue;
       await commitFile(staging.get(o.path)!, o.path, options.overwrite === true);
@@ -305,22 +377,12 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
           options.hashCache.set(resolve(o.path), s.size, s.mtimeMs, h);
         }
       }
-      onProgress?.({ phase: "output", path: o.path, state: "done" });
     }
   } finally {
     for (const path of staging.values()) await removeQuietly(path);
   }
   await options.hashCache?.save().catch(() => undefined);
-  if (options.copyConfig !== false) {
-    // A row's input that is an earlier row stands for that row's own inputs, A first.
-    const sources = (s: CompiledSource): string[] => (s.kind === "file" ? [s.file.path] : SLOTS.flatMap((k) => (rows[s.row]!.inputs[k] ? sources(rows[s.row]!.inputs[k]!) : [])));
-    for (const c of rows) {
-      const source = c.row.config ?? options.config ?? "abc";
-      const slots = source === "none" ? [] : source === "abc" ? SLOTS : [source];
-      const from = [...new Set(slots.flatMap((k) => (c.inputs[k] ? sources(c.inputs[k]!) : [])))];
-      if (from.length) for (const o of c.outputs) await copyModelConfig(from, o.path);
-    }
-  }
+  for (const c of configCopies) await copyModelConfig(c.model, c.output);
   if (wantHistory) await appendHistory(options.history!, historyEntries(report, compiled, rowIds, options, fileHashes));
   report.seconds = (Date.now() - started) / 1000;
   return report;
@@ -381,18 +443,41 @@ async function rewriteCkptMetadata(path: string, from: Record<string, string>, t
   await patchFile(path, patches);
 }
 
-async function diskNeeds(outputs: { path: string; bytes: number }[]): Promise<RecipeRunReport["disk"]> {
-  const byDir = new Map<string, number>();
-  for (const o of outputs) byDir.set(dirname(resolve(o.path)), (byDir.get(dirname(resolve(o.path))) ?? 0) + o.bytes);
-  const out: RecipeRunReport["disk"] = [];
-  for (const [dir, needed] of byDir) {
-    // A folder that does not exist yet (dry run) gets the space of the nearest one that does.
-    let probe = dir;
-    while (!(await statfs(probe).then(() => true, () => false)) && dirname(probe) !== probe) probe = dirname(probe);
-    const s = await statfs(probe).catch(() => undefined);
-    out.push({ dir, needed, free: s ? Number(s.bavail) * Number(s.bsize) : null });
+/**
+ * Before anything is written: no output may replace a file the caller keeps (`keep`), no model
+ * config copied beside an output may replace an input, an input's config or an output, and the
+ * history may not be appended to any of those, whatever name reaches them (compile already
+ * refused outputs that are inputs). Returns the config copies to make at the end.
+ */
+async function checkWrites(compiled: CompiledRecipe, options: RunRecipeOptions): Promise<ConfigCopy[]> {
+  const { rows } = compiled;
+  const written = rows.flatMap((c) => c.outputs.map((o) => o.path));
+  const inputs = compiled.files.map((f) => f.path);
+  const keep = options.keep ?? [];
+  const kept = await ProtectedFiles.of(keep);
+  for (const w of written) await kept.check(w);
+  let copies: ConfigCopy[] = [];
+  if (options.copyConfig !== false) {
+    // A row's input that is an earlier row stands for that row's own inputs, A first.
+    const sources = (s: CompiledSource): string[] => (s.kind === "file" ? [s.file.path] : SLOTS.flatMap((k) => (rows[s.row]!.inputs[k] ? sources(rows[s.row]!.inputs[k]!) : [])));
+    const groups = rows.map((c) => {
+      const source = c.row.config ?? options.config ?? "abc";
+      const slots = source === "none" ? [] : source === "abc" ? SLOTS : [source];
+      return { from: [...new Set(slots.flatMap((k) => (c.inputs[k] ? sources(c.inputs[k]!) : [])))], outputs: c.outputs.map((o) => o.path) };
+    });
+    copies = await planConfigCopies(groups.filter((g) => g.from.length && g.outputs.length), [...inputs, ...keep.map((k) => k.path)]);
   }
-  return out;
+  if (options.history !== undefined) {
+    const notHistory = await ProtectedFiles.of([
+      ...inputs.map((path) => ({ path, what: "one of the inputs" })),
+      ...keep,
+      ...(options.recipeSource !== undefined ? [{ path: resolve(options.cwd ?? ".", options.recipeSource), what: "the recipe" }] : []),
+      ...written.map((path) => ({ path, what: "one of the outputs" })),
+      ...copies.map((c) => ({ path: c.destination, what: "a model config written beside an output" })),
+    ]);
+    await notHistory.check(options.history, "the history file");
+  }
+  return copies;
 }
 
 function historyEntries(report: RecipeRunReport, compiled: CompiledRecipe, rowIds: InputIdentity[], options: RunRecipeOptions, fileHashes: Map<string, { sha256: string; legacy: string }>): HistoryEntry[] {
@@ -426,4 +511,16 @@ function historyEntries(report: RecipeRunReport, compiled: CompiledRecipe, rowId
       ...(c?.vae ? { vae: { name: c.vae.name, path: c.vae.path, ...fileHashes.get(c.vae.path)! } } : {}),
     };
   });
+}
+
+/** Missing-key warnings (lib/keys.ts) for a row whose inputs are files; a row fed by another row inherits A's keys. */
+function rowKeyWarnings(c: CompiledRow): string[] {
+  const a = c.inputs.a;
+  if (a?.kind !== "file") return [];
+  const others = (["b", "c"] as const).flatMap((slot) => {
+    const src = c.inputs[slot];
+    return src?.kind === "file" && c.method.inputs.includes(slot) ? [{ slot, path: src.file.path, has: (n: string) => src.file.model.byName.has(n) }] : [];
+  });
+  const skip = (n: string) => (c.discard?.(n) ?? false) || (c.replace?.has(n) ?? false);
+  return missingKeyWarnings(a.file.model, others, skip).map((w) => `row ${c.index + 1} (${c.row.name}): ${w.message}`);
 }

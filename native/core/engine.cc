@@ -8,12 +8,14 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "cpu.h"
 #include "crc32.h"
 #include "exec.h"
+#include "fault_guard.h"
 #include "file_io.h"
 #include "plan.h"
 #include "prefetch.h"
@@ -65,12 +67,18 @@ public:
         if (!kernels)
             return merge_status::fail(merge_error::INVALID_ARGUMENT, std::string("this CPU (or build) cannot run the ") + merge_isa_name(job_.isa) + " kernels");
         merge_plan_build(job_, &plan_);
+        // A SIGBUS on an input map (the file was truncated, or its disk failed) becomes an
+        // error of this job (see fault_guard.h). The pool threads inherit the unblocked mask.
+        merge_fault_handler_install();
+        merge_fault_thread_scope sigbus_unblocked;
 
         inputs_.resize(job_.inputs.size());
         for (size_t i = 0; i < job_.inputs.size(); i++) {
             inputs_[i].reset(new merge_input_map());
             s = inputs_[i]->open(job_.inputs[i].path, job_.inputs[i].size);
             if (!s.ok()) return s;
+            if (inputs_[i]->data())
+                fault_ranges_.push_back({(uintptr_t) inputs_[i]->data(), (uintptr_t) inputs_[i]->data() + inputs_[i]->mapped_length()});
         }
         // O_DIRECT by default: the writes then cost no page-cache copy (a third of the CPU time
         // of a buffered run) and the final fsync has little left to flush. Falls back to
@@ -120,6 +128,8 @@ public:
             writer.stop();
         }
         if (s.ok() && job_.control.cancelled()) s = aborted();
+        // An input rewritten in place (same size) reads without a fault but mixes two versions.
+        for (size_t i = 0; s.ok() && i < inputs_.size(); i++) s = inputs_[i]->check_unchanged(job_.inputs[i].path);
         if (!s.ok()) return s; // outputs_ unlink their files when destroyed
 
         for (auto & out : outputs_) out->keep();
@@ -156,6 +166,7 @@ private:
     merge_result * result_;
     merge_plan plan_;
     std::vector<std::unique_ptr<merge_input_map>> inputs_;
+    std::vector<merge_fault_range> fault_ranges_; // the input maps, for the SIGBUS guard
     std::vector<std::unique_ptr<merge_output_file>> outputs_;
     std::unique_ptr<aligned_buffer> buffers_[2];
     std::vector<std::unique_ptr<exec_scratch>> scratch_;
@@ -179,6 +190,16 @@ private:
     }
 
     static merge_status aborted() { return merge_status::fail(merge_error::ABORTED, "the merge was cancelled"); }
+
+    /** The error for a SIGBUS at `address`, which lies in one of the input maps. */
+    merge_status fault_status(uintptr_t address) const {
+        for (size_t i = 0; i < inputs_.size(); i++) {
+            const uintptr_t base = (uintptr_t) inputs_[i]->data();
+            if (base != 0 && address >= base && address - base < inputs_[i]->mapped_length())
+                return inputs_[i]->fault_status(job_.inputs[i].path, address - base);
+        }
+        return merge_status::fail(merge_error::IO_ERROR, "a read of an input failed (SIGBUS)");
+    }
 
     /** Where one output's stream stands: its next window, and the bytes carried into it. */
     struct output_cursor {
@@ -273,6 +294,8 @@ private:
             submitted++;
             n_windows_++;
             cur.w0 = w1;
+            // Test knob: lets a test act on the inputs at a known point of the job.
+            if (job_.tuning.window_pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(job_.tuning.window_pause_ms));
         }
         return {};
     }
@@ -428,13 +451,25 @@ private:
                     const uint64_t c0 = w0 + c * chunk_bytes, c1 = std::min(w1, c0 + chunk_bytes);
                     // Chunks come in increasing order per thread, so the span cursor only moves forward.
                     while (span < last && spans[span].end <= c0) span++;
-                    for (size_t i = span; i < last && spans[i].begin < c1; i++) {
-                        const plan_span & sp = spans[i];
-                        if (sp.piece == plan_literal) continue;
-                        const plan_write & pw = plan_.writes[sp.piece][sp.index];
-                        uint64_t i0, i1;
-                        plan_elements_starting_in(sp.begin, pw.out_size, job_.pieces[sp.piece].n, c0, c1, &i0, &i1);
-                        if (i0 < i1) exec_write_range(ctx_, scratch, sp.piece, sp.index, i0, i1, buf + (sp.begin + i0 * pw.out_size - w0));
+                    // The only reads of the input maps: guarded, nothing with a destructor inside.
+                    uintptr_t fault = 0;
+                    const merge_fault_outcome outcome = merge_fault_run(fault_ranges_.data(), fault_ranges_.size(), &fault, [&] {
+                        for (size_t i = span; i < last && spans[i].begin < c1; i++) {
+                            const plan_span & sp = spans[i];
+                            if (sp.piece == plan_literal) continue;
+                            const plan_write & pw = plan_.writes[sp.piece][sp.index];
+                            uint64_t i0, i1;
+                            plan_elements_starting_in(sp.begin, pw.out_size, job_.pieces[sp.piece].n, c0, c1, &i0, &i1);
+                            if (i0 < i1) exec_write_range(ctx_, scratch, sp.piece, sp.index, i0, i1, buf + (sp.begin + i0 * pw.out_size - w0));
+                        }
+                    });
+                    if (outcome == merge_fault_outcome::faulted) {
+                        state.fail(fault_status(fault));
+                        return;
+                    }
+                    if (outcome == merge_fault_outcome::no_slot) {
+                        state.fail(merge_status::fail(merge_error::INTERNAL, "too many merge threads running at once in this process"));
+                        return;
                     }
                 }
             } catch (const std::bad_alloc &) {

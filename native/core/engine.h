@@ -17,8 +17,11 @@
 // at the end of each window (drop-behind), so a cold merge does not grow the cache and warm
 // inputs stay warm: see wants_drop_behind() in engine.cc.
 //
-// Inputs are mapped, not copied: if another process truncates an input during the job, the
-// process gets SIGBUS (as any mmap reader would). The size is re-checked when the job starts.
+// Inputs are mapped, not copied. The size is re-checked when the job starts. If another
+// process truncates an input during the job, the read faults (SIGBUS); the fault guard
+// (fault_guard.h) turns that into FILE_TRUNCATED naming the file, the job stops, its outputs
+// are unlinked and the process can run the next job. At the end, each input's size and mtime
+// are compared (fstat) with what they were when it was opened: a change is INPUT_CHANGED.
 #pragma once
 
 #include "job.h"

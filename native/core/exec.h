@@ -46,7 +46,9 @@ size_t exec_block_size(size_t max_ops);
 
 /**
  * Computes elements [i0, i1) of write `w` of piece `p` and stores them at dst, which points at
- * element i0's first byte in the output window. Reads inputs through the maps.
+ * element i0's first byte in the output window. Reads inputs through the maps: call it inside
+ * merge_fault_run (fault_guard.h), as engine.cc does, since a truncated input faults here. It
+ * allocates nothing, takes no lock and keeps nothing with a destructor on the stack.
  */
 void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p, size_t w, uint64_t i0, uint64_t i1, uint8_t * dst);
 

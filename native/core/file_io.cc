@@ -31,6 +31,7 @@ merge_status merge_input_map::open(const std::string & path, uint64_t expected_s
         return merge_status::fail(merge_error::SIZE_MISMATCH, path + ": file is " + std::to_string((uint64_t) st.st_size) +
                 " bytes, the job expects " + std::to_string(expected_size) + " (changed since it was read?)", path);
     size_ = expected_size;
+    mtime_ = st.st_mtim;
     if (size_ == 0) return {};
     if (size_ > (uint64_t) SIZE_MAX) return merge_status::fail(merge_error::IO_ERROR, path + ": too large to map", path);
     void * p = mmap(nullptr, (size_t) size_, PROT_READ, MAP_SHARED, fd_, 0);
@@ -74,6 +75,31 @@ double merge_input_map::resident_fraction(uint64_t offset, uint64_t length) cons
     size_t resident = 0;
     for (unsigned char v : vec) resident += v & 1;
     return (double) resident / (double) vec.size();
+}
+
+merge_status merge_input_map::check_unchanged(const std::string & path) const {
+    if (fd_ < 0) return {};
+    struct stat st;
+    if (fstat(fd_, &st) != 0) return merge_status_from_errno(errno, path, "fstat of an input");
+    const bool same_mtime = st.st_mtim.tv_sec == mtime_.tv_sec && st.st_mtim.tv_nsec == mtime_.tv_nsec;
+    if ((uint64_t) st.st_size == size_ && same_mtime) return {};
+    std::string what = (uint64_t) st.st_size != size_
+            ? "its size went from " + std::to_string(size_) + " to " + std::to_string((uint64_t) st.st_size) + " bytes"
+            : "it was rewritten in place: same size, new modification time";
+    return merge_status::fail(merge_error::INPUT_CHANGED, path + ": the file changed during the merge (" + what +
+            "); the merged bytes and the recipe's hash of this input would not match, so nothing was saved", path);
+}
+
+merge_status merge_input_map::fault_status(const std::string & path, uint64_t offset) const {
+    struct stat st;
+    if (fd_ >= 0 && fstat(fd_, &st) == 0 && (uint64_t) st.st_size <= offset)
+        return merge_status::fail(merge_error::FILE_TRUNCATED, path + ": the file was truncated during the merge (it is now " +
+                std::to_string((uint64_t) st.st_size) + " bytes, was " + std::to_string(size_) + "; byte " + std::to_string(offset) +
+                " is gone); nothing was saved", path);
+    merge_status changed = check_unchanged(path);
+    if (!changed.ok()) return changed;
+    return merge_status::fail(merge_error::IO_ERROR, path + ": reading byte " + std::to_string(offset) +
+            " of the file failed (I/O error on a mapped read); nothing was saved", path);
 }
 
 merge_status merge_output_file::create(const std::string & path, uint64_t size, bool direct) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <ctime>
 
 #include "errors.h"
 
@@ -36,10 +37,26 @@ public:
     /** Fraction of the pages of [offset, offset+length) in the page cache (mincore); 1 if unknown. */
     double resident_fraction(uint64_t offset, uint64_t length) const;
 
+    /** The mapped bytes, rounded up to whole pages (a fault anywhere in it is about this file). */
+    uint64_t mapped_length() const { return (size_ + 4095) & ~(uint64_t) 4095; }
+
+    /**
+     * INPUT_CHANGED if the file's size or mtime (fstat of the open descriptor) differs from
+     * when it was opened: the bytes read may be a mix of two versions.
+     */
+    merge_status check_unchanged(const std::string & path) const;
+
+    /**
+     * The error for a SIGBUS at `offset` of the map: FILE_TRUNCATED if the file is now shorter
+     * than that, INPUT_CHANGED if it otherwise changed, else IO_ERROR (the read failed).
+     */
+    merge_status fault_status(const std::string & path, uint64_t offset) const;
+
 private:
     int fd_ = -1;
     const uint8_t * data_ = nullptr;
     uint64_t size_ = 0;
+    struct timespec mtime_ = {};
 };
 
 /**

@@ -101,6 +101,7 @@ struct merge_tuning {
     int release_inputs = 1;              // MADV_DONTNEED input pages once consumed (bounded RSS)
     int interleave = 1;                  // several outputs move through the inputs in step (engine.cc next_output)
     int fsync = 1;                       // fsync outputs before returning
+    int window_pause_ms = 0;             // tests only: sleep after each window (act on the inputs mid-job)
 };
 
 struct merge_job {

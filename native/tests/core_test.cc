@@ -9,7 +9,10 @@
 #include <cstring>
 #include <random>
 #include <vector>
+#include <csetjmp>
+#include <csignal>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <chrono>
@@ -19,6 +22,7 @@
 #include "core/crc32.h"
 #include "core/dtype.h"
 #include "core/engine.h"
+#include "core/fault_guard.h"
 #include "core/job.h"
 #include "core/kernels.h"
 
@@ -366,6 +370,162 @@ void test_engine() {
     std::printf("engine: runs, thread/ISA identity, OUTPUT_EXISTS and cancel ok\n");
 }
 
+// ---- SIGBUS on a mapped input ------------------------------------------------------------
+
+// The "host" handler (standing for Node's or an embedder's) repairs its own faults: it gives
+// the files their page back and returns, so the faulting read runs again and succeeds.
+volatile sig_atomic_t host_calls = 0;
+int host_fds[2] = {-1, -1};
+void host_handler(int, siginfo_t *, void *) {
+    host_calls = host_calls + 1;
+    if (host_fds[0] < 0) { // after this test: a fault the guard missed must kill the test
+        signal(SIGBUS, SIG_DFL);
+        return;
+    }
+    for (int fd : host_fds) (void) !ftruncate(fd, 4096);
+}
+
+/** A one-page file, mapped, then truncated to 0: reading the page raises SIGBUS. */
+const uint8_t * truncated_page(const std::string & path, int * fd_out) {
+    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
+    std::vector<uint8_t> page(4096, 7);
+    CHECK(write(fd, page.data(), page.size()) == 4096, "write");
+    void * p = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd, 0);
+    CHECK(ftruncate(fd, 0) == 0, "ftruncate");
+    *fd_out = fd;
+    return (const uint8_t *) p;
+}
+
+/**
+ * The guard catches exactly its own faults: in a guarded body on a declared range -> faulted;
+ * outside a body, or on an address it did not declare -> the handler installed before ours
+ * (standing for Node's or the host's) is called as if ours did not exist. Runs first, so that
+ * "before" is this test's handler.
+ */
+void test_fault_guard() {
+    struct sigaction host = {};
+    host.sa_sigaction = host_handler;
+    host.sa_flags = SA_SIGINFO;
+    sigemptyset(&host.sa_mask);
+    sigaction(SIGBUS, &host, nullptr);
+    CHECK(merge_fault_handler_install(), "install");
+    char tmpl[] = "/tmp/tm-core-fault-XXXXXX";
+    const std::string dir = mkdtemp(tmpl);
+    const uint8_t * p = truncated_page(dir + "/f", &host_fds[0]);
+    const uint8_t * q = truncated_page(dir + "/g", &host_fds[1]);
+    const merge_fault_range ranges[] = {{(uintptr_t) p, (uintptr_t) p + 4096}};
+    volatile uint8_t sink = 0;
+
+    uintptr_t address = 0;
+    merge_fault_outcome o = merge_fault_run(ranges, 1, &address, [&] { sink = sink + p[100]; });
+    CHECK(o == merge_fault_outcome::faulted && address == (uintptr_t) p + 100, "guarded fault: outcome %d", (int) o);
+    CHECK(host_calls == 0, "the host handler saw our fault");
+    // Again: the jump restored the signal mask, so a second fault is caught too.
+    o = merge_fault_run(ranges, 1, &address, [&] { sink = sink + p[200]; });
+    CHECK(o == merge_fault_outcome::faulted && address == (uintptr_t) p + 200, "second guarded fault");
+
+    // Not a declared range: the host's handler gets it, repairs it, and the body goes on.
+    o = merge_fault_run(ranges, 1, &address, [&] { sink = sink + q[0]; });
+    CHECK(o == merge_fault_outcome::ok && host_calls == 1, "undeclared address: outcome %d, host handler calls %d", (int) o, (int) host_calls);
+    // Declared by no running guard: the host's too.
+    CHECK(ftruncate(host_fds[0], 0) == 0 && ftruncate(host_fds[1], 0) == 0, "ftruncate");
+    sink = sink + p[0];
+    CHECK(host_calls == 2, "unguarded fault: host handler calls %d", (int) host_calls);
+    o = merge_fault_run(ranges, 1, &address, [&] { sink = sink + p[1]; });
+    CHECK(o == merge_fault_outcome::ok, "a body without fault");
+
+    munmap((void *) p, 4096);
+    munmap((void *) q, 4096);
+    close(host_fds[0]);
+    close(host_fds[1]);
+    host_fds[0] = host_fds[1] = -1;
+    unlink((dir + "/f").c_str());
+    unlink((dir + "/g").c_str());
+    rmdir(dir.c_str());
+    std::printf("fault guard: own faults caught, others chained to the previous handler\n");
+}
+
+/** The engine on an input truncated, then rewritten in place, while it runs. */
+void test_engine_input_changes() {
+    char tmpl[] = "/tmp/tm-core-change-XXXXXX";
+    const std::string dir = mkdtemp(tmpl);
+    const std::string in = dir + "/in.bin";
+    const uint64_t n = 4u << 20; // 16 MiB of F32: 16 windows of 1 MiB
+    auto write_input = [&] {
+        std::vector<float> values(n, 0.5f);
+        FILE * f = std::fopen(in.c_str(), "wb");
+        std::fwrite(values.data(), 4, n, f);
+        std::fclose(f);
+    };
+    auto run = [&](const std::string & out, int change) {
+        merge_job job;
+        job.inputs = {{in, n * 4}};
+        merge_output o;
+        o.path = out;
+        o.size = n * 4;
+        job.outputs.push_back(o);
+        merge_piece p;
+        p.name = "w";
+        p.n = n;
+        merge_op op;
+        op.kernel = MERGE_KERNEL_LERP;
+        op.args = {input(0, 0, ST_DTYPE_F32), input(0, 0, ST_DTYPE_F32)};
+        op.params = {0.25f};
+        op.round = ST_DTYPE_F32;
+        p.ops.push_back(op);
+        merge_write w;
+        w.output = 0;
+        w.offset = 0;
+        w.dtype = ST_DTYPE_F32;
+        w.source = op_ref(0);
+        p.writes.push_back(w);
+        job.pieces.push_back(p);
+        job.threads = 2;
+        job.tuning.window_bytes = 1u << 20;
+        job.tuning.window_pause_ms = change ? 20 : 0;
+        double control[3] = {0, 0, (double) (n * 4)};
+        job.control.cells = control;
+        job.control.n_cells = 3;
+        std::thread changer([&] {
+            if (!change) return;
+            for (int i = 0; i < 5000; i++) {
+                double done;
+                __atomic_load(&control[1], &done, __ATOMIC_RELAXED);
+                if (done > 0) break;
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            }
+            if (change == 1) {
+                CHECK(truncate(in.c_str(), 1000000) == 0, "truncate");
+            } else {
+                const int fd = open(in.c_str(), O_WRONLY);
+                const float x = 2.0f;
+                CHECK(pwrite(fd, &x, 4, (off_t) (n * 2)) == 4, "pwrite");
+                const struct timespec later[2] = {{time(nullptr) + 60, 0}, {time(nullptr) + 60, 0}};
+                futimens(fd, later);
+                close(fd);
+            }
+        });
+        merge_result r;
+        merge_status s = merge_engine_run(job, &r);
+        changer.join();
+        return s;
+    };
+    write_input();
+    merge_status s = run(dir + "/o1", 1);
+    CHECK(s.code == merge_error::FILE_TRUNCATED && s.path == in, "truncated input: %s %s", merge_error_name(s.code), s.message.c_str());
+    CHECK(!file_exists(dir + "/o1"), "output of a failed job left behind");
+    write_input();
+    s = run(dir + "/o2", 0);
+    CHECK(s.ok(), "the next job failed: %s", s.message.c_str());
+    s = run(dir + "/o3", 2);
+    CHECK(s.code == merge_error::INPUT_CHANGED && s.path == in, "rewritten input: %s %s", merge_error_name(s.code), s.message.c_str());
+    CHECK(!file_exists(dir + "/o3"), "output of a changed input left behind");
+    unlink((dir + "/o2").c_str());
+    unlink(in.c_str());
+    rmdir(dir.c_str());
+    std::printf("engine: truncated input FILE_TRUNCATED, rewritten input INPUT_CHANGED, next job ok\n");
+}
+
 void test_crc32() {
     CHECK(merge_crc32_update(0, "123456789", 9) == 0xcbf43926u, "crc32 check value");
     std::mt19937 rng(5);
@@ -383,8 +543,10 @@ void test_crc32() {
 } // namespace
 
 int main() {
+    test_fault_guard(); // first: it installs the "host" handler the guard must chain to
     test_crc32();
     test_engine();
+    test_engine_input_changes();
     test_validate_cases();
     test_validate_fuzz();
     for (merge_isa isa : {MERGE_ISA_AVX2, MERGE_ISA_AVX512}) {

@@ -1,7 +1,7 @@
 /** The command line as a user meets it: help, one-line errors with exit codes, progress, sweeps. */
 import { strict as assert } from "node:assert";
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { readModel, tempDir, writeModel } from "../helpers/models";
 
@@ -67,6 +67,67 @@ describe("CLI", function () {
       assert.deepEqual(got, [0, 10].map((x, i) => f(f(x * f(1 - Number(m))) + f([10, 20][i]! * f(Number(m))))));
       assert.ok(Math.abs(got[0]! - v[0]) < 1e-5);
     }
+  });
+
+  it("says which option is missing as the user typed it", () => {
+    const noA = run(["merge", "--b", b, "--out", join(dir.path, "x.safetensors")]);
+    assert.equal(noA.code, 2);
+    assert.match(noA.err, /\[INVALID_ARGUMENT\]: --a is required/);
+    const noB = run(["merge", "--a", a, "--out", join(dir.path, "x.safetensors")]);
+    assert.match(noB.err, /--b is required for weighted-sum/);
+    const noOut = run(["merge", "--a", a, "--b", b]);
+    assert.match(noOut.err, /--out is required/);
+  });
+
+  it("prints the version, and says so in the help", () => {
+    const version = (JSON.parse(readFileSync(join(__dirname, "../../../package.json"), "utf8")) as { version: string }).version;
+    for (const flag of ["--version", "-v"]) {
+      const r = run([flag]);
+      assert.equal(r.code, 0);
+      assert.equal(r.out, `${version}\n`);
+    }
+    assert.match(run(["--help"]).out, /--version/);
+  });
+
+  it("merge --dry-run prints the plan (inputs, outputs, bytes, disk) and writes nothing", () => {
+    const sub = join(dir.path, "dry");
+    mkdirSync(sub);
+    const args = ["merge", "--a", a, "--b", b, "--multiplier", "0.1,0.2", "--out", join(sub, "mix-<M>.safetensors")];
+    const r = run([...args, "--dry-run"]);
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(readdirSync(sub), []);
+    assert.match(r.out, /2 outputs, 1 pass/);
+    assert.match(r.out, /inputs \(each read once\):\n\s+A\s+.*a\.safetensors\n\s+B\s+.*b\.safetensors\n/);
+    assert.match(r.out, /mix-0\.1\.safetensors .* M=0\.1\s+write/);
+    assert.match(r.out, /disk: .* needs [\d.]+ \w+, [\d.]+ \w+ free/);
+    // The planned sizes are the sizes the merge then writes.
+    assert.equal(run([...args, "--quiet"]).code, 0);
+    const size = statSync(join(sub, "mix-0.1.safetensors")).size;
+    const read = statSync(a).size + statSync(b).size;
+    assert.match(r.out, new RegExp(`read ${read} B, write ${(2 * size / 1024).toFixed(1)} KiB`));
+    // A dry run refuses what the merge would refuse.
+    const again = run([...args, "--dry-run"]);
+    assert.equal(again.code, 1);
+    assert.match(again.err, /OUTPUT_EXISTS/);
+  });
+
+  it("run --out-dir through a symlinked folder onto an input, and run --export onto the recipe, are refused", () => {
+    const real = join(dir.path, "models-real");
+    mkdirSync(real);
+    const base = join(real, "mix.safetensors");
+    writeModel(base, { w: { dtype: "F32", shape: [2], values: [1, 2] } });
+    symlinkSync(real, join(dir.path, "models-view"));
+    const recipe = join(dir.path, "recipe.txt");
+    writeFileSync(recipe, `mix = ${base} + ${b}, 0.5, safetensors\n`);
+    const before = readFileSync(base);
+    const r = run(["run", recipe, "--out-dir", join(dir.path, "models-view"), "--overwrite", "--no-history"]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /\[INPUT_IS_TARGET\]/);
+    assert.ok(readFileSync(base).equals(before));
+    assert.deepEqual(readdirSync(real), ["mix.safetensors"]);
+    const e = run(["run", recipe, "--export", recipe, "--overwrite"]);
+    assert.match(e.err, /\[INPUT_IS_TARGET\]/);
+    assert.equal(readFileSync(recipe, "utf8"), `mix = ${base} + ${b}, 0.5, safetensors\n`);
   });
 
   it("runs the demo: a merge checked against the formula, engines bit-identical", () => {

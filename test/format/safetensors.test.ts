@@ -38,6 +38,20 @@ describe("safetensors reader: every malformed-file code", () => {
     craft(p("short"), ok, 8, { declaredLength: 10_000n });
     await expectCode(p("short"), "FILE_TOO_SMALL");
   });
+  it("FILE_TOO_SMALL says how many bytes the header length needs (8 + N) and how many the file has", async () => {
+    // The file is exactly N bytes long: "claims N bytes but the file has N" would be no explanation.
+    const json = Buffer.from(JSON.stringify(ok));
+    const n = json.length + 8 + 4;
+    craft(p("exact"), ok, 0, { declaredLength: BigInt(n), trailing: 4 });
+    assert.equal(readFileSync(p("exact")).length, n);
+    await assert.rejects(readSafetensors(p("exact")), (e: unknown) => {
+      assert.ok(e instanceof MergeError && e.code === "FILE_TOO_SMALL", String(e));
+      const numbers = (e.message.slice(p("exact").length).match(/\d+/g) ?? []).map(Number);
+      assert.ok(numbers.includes(n + 8), `${e.message}: names the ${n + 8} bytes needed`);
+      assert.ok(numbers.includes(n), `${e.message}: names the file's ${n} bytes`);
+      return true;
+    });
+  });
   it("HEADER_TOO_LARGE: declared length above the cap, even as a huge u64", async () => {
     craft(p("big"), ok, 8, { declaredLength: BigInt(MAX_HEADER_LENGTH) + 1n });
     await expectCode(p("big"), "HEADER_TOO_LARGE");

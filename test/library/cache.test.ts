@@ -97,6 +97,28 @@ describe("library: hash cache", function () {
     assert.equal((await getFileHashes(model, { cache: await HashCache.open(join(dir, "hashes.json")) })).cached, true);
   });
 
+  it("keys are data: entries keyed __proto__ or constructor survive load and save, and pollute nothing", async () => {
+    const dir = join(tmp.path, "c-proto");
+    mkdirSync(dir);
+    const cachePath = join(dir, "hashes.json");
+    const entry = (k: number) => ({ size: k, mtimeMs: k, sha256: String(k).repeat(64).slice(0, 64), legacy: "0000000" + k, tensorSha256: null });
+    const keys = ["__proto__", "constructor", "toString", "/models/a.safetensors"];
+    // Written as text: a JSON object built with `x["__proto__"] = …` would not hold that key.
+    writeFileSync(cachePath, `{"version":1,"entries":{${keys.map((k, i) => `${JSON.stringify(k)}:${JSON.stringify(entry(i + 1))}`).join(",")}}}`);
+    const cache = await HashCache.open(cachePath);
+    assert.deepEqual([...cache.all()].map(([k]) => k), keys);
+    keys.forEach((k, i) => assert.equal(cache.get(k, i + 1, i + 1)?.sha256, entry(i + 1).sha256, k));
+    assert.equal(cache.get("hasOwnProperty", 0, 0), undefined);
+    assert.equal(cache.get("/models/b.safetensors", 1, 1), undefined, "the __proto__ entry is not every path's entry");
+    // A save (after a change) rewrites the file with every key still there.
+    const model = join(dir, "m.safetensors");
+    writeSmall(model, 9);
+    await getFileHashes(model, { cache });
+    const saved = JSON.parse(readFileSync(cachePath, "utf8")) as { entries: Record<string, { sha256: string }> };
+    assert.deepEqual(Object.keys(saved.entries), [...keys, model]);
+    assert.equal(saved.entries["__proto__"]!.sha256, entry(1).sha256);
+  });
+
   it("a second listing of a folder reads no tensor data (hash read counter unchanged)", async () => {
     const dir = join(tmp.path, "lib");
     mkdirSync(dir);

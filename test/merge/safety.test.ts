@@ -8,7 +8,7 @@ import { MergeError } from "../../lib/errors";
 import { merge } from "../../lib/merge";
 import { checkFreeSpace } from "../../lib/outputs";
 import { ENGINES } from "../helpers/engines";
-import { randomValues, tempDir, writeModel } from "../helpers/models";
+import { randomValues, readModel, tempDir, writeModel } from "../helpers/models";
 
 const isCode = (code: string) => (e: unknown) => e instanceof MergeError && e.code === code;
 const leftovers = (dir: string) => readdirSync(dir).filter((n) => n.includes(".tensormerge-"));
@@ -59,7 +59,7 @@ describe("safety: nothing lost", function () {
     assert.deepEqual(leftovers(dir.path), []);
   });
 
-  it("a failure at the end (target is a folder) leaves no temp file and names the target", async () => {
+  it("a target that is a folder is refused, naming it, with no temp file and the folder untouched", async () => {
     const out = join(dir.path, "a-folder.safetensors");
     mkdirSync(out);
     writeFileSync(join(out, "keep"), "x");
@@ -109,9 +109,30 @@ describe("safety: nothing lost", function () {
     assert.notEqual(readFileSync(out, "utf8"), "precious");
   });
 
+  for (const engine of ENGINES) {
+    it(`a target that appears while merging is left as it is, and the result is kept where the error says (${engine})`, async () => {
+      const sub = dir.fresh(`race-${engine}`);
+      const out = join(sub, "race.safetensors");
+      // Another writer takes the name at the last moment: the last progress event comes just
+      // before the output is given its name.
+      const onProgress = (p: { fraction: number }) => { if (p.fraction === 1 && !existsSync(out)) writeFileSync(out, "the other merge's file"); };
+      let error: unknown;
+      await merge({ a, b, method: "weighted-sum", multiplier: 0.25, out, engine, onProgress }).catch((e: unknown) => { error = e; });
+      assert.ok(isCode("OUTPUT_EXISTS")(error), `expected OUTPUT_EXISTS, got ${String(error)}`);
+      assert.equal(readFileSync(out, "utf8"), "the other merge's file");
+      // The one other file is this merge's result, complete, and the message names it.
+      const others = readdirSync(sub).filter((n) => n !== "race.safetensors");
+      assert.equal(others.length, 1, `files: ${others.join(", ")}`);
+      const kept = join(sub, others[0]!);
+      assert.ok((error as Error).message.includes(kept), (error as Error).message);
+      const expected = randomValues(64, 1).map((x, i) => Math.fround(Math.fround(Math.fround(x) * Math.fround(0.75)) + Math.fround(Math.fround(randomValues(64, 2)[i]!) * Math.fround(0.25))));
+      assert.deepEqual(readModel(kept).tensors.get("w")!.values, expected);
+    });
+  }
+
   it("never writes to an input: refuses an input as the output, even with overwrite; inputs keep bytes and mtime", async () => {
     const before = [digest(a), digest(b), statSync(a).mtimeMs];
-    await assert.rejects(merge({ a, b, method: "weighted-sum", out: a, overwrite: true }), isCode("OUTPUT_EXISTS"));
+    await assert.rejects(merge({ a, b, method: "weighted-sum", out: a, overwrite: true }), isCode("INPUT_IS_TARGET"));
     for (const engine of ENGINES) await merge({ a, b, method: "add-difference", c: b, out: join(dir.path, `ok-${engine}.safetensors`), engine });
     assert.deepEqual([digest(a), digest(b), statSync(a).mtimeMs], before);
   });

@@ -145,6 +145,38 @@ describe("recipes: metadata in the outputs", function () {
     ]);
   });
 
+  it("row metadata keys and variables named like Object.prototype members reach the outputs, and reproduce", async () => {
+    const out = fresh("proto-names");
+    const pairs: [string, string][] = [["__proto__", "p"], ["constructor", "c"], ["toString", "t"], ["valueOf", "v"]];
+    const metadata = Object.fromEntries(pairs);
+    const text = JSON.stringify({ rows: [
+      { name: "s", a: "__constructor__", b: "__toString__", multiplier: 0.3, metadata },
+      { name: "k", a: "__constructor__", b: "__toString__", multiplier: 0.3, format: "ckpt", metadata },
+    ] });
+    await runRecipe(parseRecipe(text), { outDir: out, bindings: Object.fromEntries([["constructor", X], ["toString", Y]]) });
+    const meta = readModel(join(out, "s.safetensors")).metadata; // the test's own reader: JSON.parse, own keys
+    for (const [k, v] of pairs) assert.ok(Object.hasOwn(meta, k) && meta[k] === v, k);
+    const embedded = embeddedRecipe(meta)!;
+    assert.deepEqual(Object.entries(embedded.rows.at(-1)!.metadata!), pairs);
+    const ckptMeta = (await openModel(join(out, "k.ckpt"))).metadata;
+    for (const [k, v] of pairs) assert.ok(Object.hasOwn(ckptMeta, k) && ckptMeta[k] === v, k);
+    const rebuilt = join(dir.path, `rebuilt-${++n}.safetensors`);
+    const r = await reproduce(join(out, "s.safetensors"), { modelDirs: [ing], out: rebuilt });
+    assert.equal(r.identical, true);
+  });
+
+  it("ancestors keyed __proto__ or constructor in an input's sd_merge_models are carried into the output's", async () => {
+    const out = fresh("proto-ancestors");
+    const q = join(out, "q.safetensors");
+    writeModel(q, { "model.diffusion_model.out.weight": { dtype: "F32", shape: [5, 7], values: randomValues(35, 9) }, "model.diffusion_model.big.weight": { dtype: "F32", shape: [300000], values: randomValues(300000, 10) } }, {
+      sd_merge_models: '{"__proto__": {"name": "p.ckpt", "legacy_hash": "11111111", "sd_merge_recipe": null}, "constructor": {"name": "c.ckpt", "legacy_hash": "22222222", "sd_merge_recipe": null}}',
+    });
+    await runRecipe(parseRecipe(`m = ${q} + ${X}, 0.5, safetensors\n`), { outDir: out });
+    const models = readModel(join(out, "m.safetensors")).metadata.sd_merge_models!;
+    assert.ok(models.includes('"__proto__": {"name": "p.ckpt", "legacy_hash": "11111111", "sd_merge_recipe": null}'), models);
+    assert.ok(models.includes('"constructor": {"name": "c.ckpt", "legacy_hash": "22222222", "sd_merge_recipe": null}'), models);
+  });
+
   it("reproduce rebuilds a model bit for bit from its ingredients, an unsaved row recomputed", async () => {
     const out = fresh("unsaved");
     await runRecipe(parseRecipe(chain(false)), { outDir: out });

@@ -4,6 +4,7 @@ import { formatClassicRecipe, parseClassicRecipe } from "../../lib/recipes/class
 import { formatJsonRecipe, parseJsonRecipe, recipeToJson, RECIPE_SCHEMA } from "../../lib/recipes/json";
 import { formatRecipe, parseRecipe } from "../../lib/recipes";
 import { parseBindingsText, parseVarArgs } from "../../lib/recipes/bindings";
+import { compileRecipe } from "../../lib/recipes/compile";
 import { usedVariables, type Recipe } from "../../lib/recipes/types";
 import { isCode, SAMPLE } from "./helpers";
 
@@ -177,6 +178,52 @@ describe("recipes: bindings", () => {
     assert.deepEqual(parseBindingsText("# bindings\nSD15 = a  # base\n__WD13__=b c\n"), { SD15: "a", WD13: "b c" });
     assert.throws(() => parseVarArgs(["SD15"]), isCode("INVALID_ARGUMENT"));
     assert.throws(() => parseVarArgs(["SD15=a", "SD15=b"]), isCode("INVALID_ARGUMENT"));
+  });
+});
+
+describe("recipes: names like Object.prototype members are data", () => {
+  const PROTO_NAMES = ["constructor", "toString", "valueOf", "hasOwnProperty", "isPrototypeOf"];
+
+  it("binds variables called constructor, toString, … from --var and from both bindings file forms", () => {
+    const expected = PROTO_NAMES.map((n, i) => [n, `m${i}`]);
+    for (const got of [
+      parseVarArgs(PROTO_NAMES.map((n, i) => `${n}=m${i}`)),
+      parseVarArgs(PROTO_NAMES.map((n, i) => `__${n}__=m${i}`)),
+      parseBindingsText(JSON.stringify(Object.fromEntries(expected))),
+      parseBindingsText(PROTO_NAMES.map((n, i) => `${n} = m${i}`).join("\n")),
+    ]) {
+      assert.deepEqual(Object.entries(got), expected);
+      for (const [n] of expected) assert.ok(Object.hasOwn(got, n!), n);
+    }
+    assert.throws(() => parseVarArgs(["constructor=a", "constructor=b"]), isCode("INVALID_ARGUMENT"));
+  });
+
+  it("a variable called constructor or toString that is not bound is reported unbound", async () => {
+    for (const text of ["x = __constructor__ + __toString__, 0.5, safetensors\n", '{"rows": [{"name": "x", "a": "__valueOf__", "b": "__hasOwnProperty__", "multiplier": 0.5}]}']) {
+      await assert.rejects(compileRecipe(parseRecipe(text), { bindings: {} }), (e: unknown) => invalid(e) && /unbound variables/.test((e as Error).message));
+      await assert.rejects(compileRecipe(parseRecipe(text)), invalid);
+    }
+  });
+
+  it("JSON recipes keep row metadata keys and variables named like prototype members, also written and read again", () => {
+    const metadata = Object.fromEntries([["__proto__", "p"], ["constructor", "c"], ["toString", "t"]]);
+    const text = JSON.stringify({
+      variables: Object.fromEntries(PROTO_NAMES.map((n) => [n, `the ${n} model`])),
+      rows: [{ name: "x", a: "__constructor__", b: "__toString__", multiplier: 0.5, metadata }],
+    });
+    const check = (r: Recipe) => {
+      assert.deepEqual(r.variables.map((v) => v.name), PROTO_NAMES);
+      assert.deepEqual(r.rows[0]!.inputs, { a: { kind: "var", name: "constructor" }, b: { kind: "var", name: "toString" } });
+      assert.deepEqual(Object.entries(r.rows[0]!.metadata!), [["__proto__", "p"], ["constructor", "c"], ["toString", "t"]]);
+      assert.equal(Object.getPrototypeOf(r.rows[0]!.metadata), Object.prototype);
+    };
+    const r = parseJsonRecipe(text);
+    check(r);
+    const written = formatJsonRecipe(r);
+    const raw = JSON.parse(written) as { rows: { metadata: object }[]; variables: object };
+    assert.deepEqual(Object.keys(raw.rows[0]!.metadata), ["__proto__", "constructor", "toString"]);
+    assert.deepEqual(Object.keys(raw.variables), PROTO_NAMES);
+    check(parseJsonRecipe(written));
   });
 });
 

@@ -1,15 +1,22 @@
 /** `tensormerge merge`: one merge (or a multiplier sweep) from the command line. */
 import { merge, type MergeOptions } from "../../merge";
-import { METHODS } from "../../methods/registry";
+import { METHODS, resolveMethod } from "../../methods/registry";
 import { formatBytes } from "../../outputs";
-import { defineCommand, ENGINE_OPTIONS, flagArg, listArg, stringArg, type CliIo } from "../command";
+import { defineCommand, ENGINE_OPTIONS, flagArg, listArg, requiredArg, stringArg, type CliIo } from "../command";
+import { printPlan, refuseShortDisk, type PlanView } from "./run";
 import { createProgressPrinter } from "../progress";
 import type { MergeReport } from "../../merge";
 
 const methodHelp = METHODS.map((m) => `${m.name} (${m.formula})`).join("; ");
 
+/** Warnings go to stderr, even with --quiet: a merge that kept most of A is not a quiet success. */
+export function printMergeWarnings(report: MergeReport, io: CliIo): void {
+  for (const w of report.warnings) io.err.write(`warning: ${w}\n`);
+}
+
 export function printMergeReport(report: MergeReport, io: CliIo): void {
   const s = report.stats;
+  for (const r of report.renamedKeys) io.out.write(`renamed ${r.keys} keys of ${r.slot.toUpperCase()} (${r.path}) from the 2022 text-encoder layout to the modern names, as the classic tool does\n`);
   for (const t of report.removedTemps ?? []) io.out.write(`removed ${t}, left by a merge that was killed\n`);
   for (const c of report.configs) io.out.write(`copied model config to ${c}\n`);
   for (const o of report.outputs) io.out.write(`wrote ${o.path} (${formatBytes(o.bytes)}${report.outputs.length > 1 ? `, M=${o.multiplier}` : ""})\n`);
@@ -25,6 +32,22 @@ export function printMergeReport(report: MergeReport, io: CliIo): void {
   );
 }
 
+/** A merge's plan, printed as `run --dry-run` prints a recipe's. */
+export function mergePlanView(report: MergeReport): PlanView {
+  const n = report.outputs.length;
+  return {
+    heading: `plan for ${report.method}: ${n} output${n === 1 ? "" : "s"}, 1 pass`,
+    inputs: report.inputs.map((i) => ({ name: i.slot.toUpperCase(), bytes: i.bytes, path: i.path })),
+    outputs: report.outputs.map((o) => ({ ...o, state: "planned" as const })),
+    unsaved: [],
+    bytesRead: report.bytesRead,
+    bytesWritten: report.bytesWritten,
+    disk: report.disk ?? [],
+    warnings: [],
+    notes: report.configs.map((c) => `  ${c}: model config, copied from the input`),
+  };
+}
+
 export const mergeCommand = defineCommand({
   name: "merge",
   summary: "merge two or three models into a new one",
@@ -38,6 +61,7 @@ export const mergeCommand = defineCommand({
     dtype: { type: "string", value: "TYPE", description: "float output type: same (as A, default), fp16, bf16, fp32" },
     out: { type: "string", short: "o", value: "FILE", description: "output file (.safetensors or .ckpt); for sweeps <M> is replaced by each value" },
     overwrite: { type: "boolean", description: "replace an existing output file" },
+    "dry-run": { type: "boolean", short: "n", description: "print the plan (inputs, outputs, bytes, disk space) and write nothing" },
     models: { type: "string", multiple: true, value: "DIR", description: "folder to find models given by name or hash (repeatable; default $TENSORMERGE_MODELS or ./models)" },
     vae: { type: "string", value: "FILE", description: "bake in this VAE (replaces first_stage_model.*)" },
     discard: { type: "string", multiple: true, value: "REGEX", description: "leave out keys matching this regular expression (repeatable)" },
@@ -50,13 +74,15 @@ export const mergeCommand = defineCommand({
   },
   async run(args, io, signal) {
     const threads = stringArg(args, "threads");
+    const method = resolveMethod(stringArg(args, "method") ?? (stringArg(args, "c") ? "add-difference" : "weighted-sum"));
     const options: MergeOptions = {
-      a: stringArg(args, "a") as string,
-      method: (stringArg(args, "method") ?? (stringArg(args, "c") ? "add-difference" : "weighted-sum")) as MergeOptions["method"],
-      out: stringArg(args, "out") as string,
+      a: requiredArg(args, "a", "merge"),
+      method: method.name as MergeOptions["method"],
+      out: requiredArg(args, "out", "merge"),
       overwrite: flagArg(args, "overwrite"),
       signal,
     };
+    for (const slot of method.inputs) requiredArg(args, slot, "merge", ` for ${method.name} (model ${slot.toUpperCase()})`);
     for (const key of ["b", "c", "multiplier", "dtype", "engine", "isa"] as const) {
       const v = stringArg(args, key);
       if (v !== undefined) (options as unknown as Record<string, unknown>)[key] = v;
@@ -70,13 +96,20 @@ export const mergeCommand = defineCommand({
     if (listArg(args, "discard").length) options.discard = listArg(args, "discard");
     if (flagArg(args, "prune")) options.prune = true;
     if (flagArg(args, "no-metadata")) options.recipeMetadata = false;
+    if (flagArg(args, "dry-run")) {
+      const plan = await merge({ ...options, dryRun: true });
+      printPlan(mergePlanView(plan), io);
+      refuseShortDisk(plan.disk ?? []);
+      return 0;
+    }
     if (!flagArg(args, "quiet")) {
       const printer = createProgressPrinter(io.err, io.isTTY, "merging");
       options.onProgress = (p) => printer.update(p);
       const report = await merge(options).finally(() => printer.done());
       printMergeReport(report, io);
+      printMergeWarnings(report, io);
     } else {
-      await merge(options);
+      printMergeWarnings(await merge(options), io);
     }
     return 0;
   },

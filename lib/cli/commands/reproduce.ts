@@ -7,7 +7,7 @@ import { formatJsonRecipe } from "../../recipes/json";
 import { readEmbeddedRecipe, reproduce } from "../../recipes/reproduce";
 import { defineCommand, ENGINE_OPTIONS, flagArg, listArg, stringArg } from "../command";
 import { createProgressPrinter } from "../progress";
-import { engineOptions, printPlan } from "./run";
+import { engineOptions, printPlan, recipePlanView, refuseShortDisk } from "./run";
 
 export const reproduceCommand = defineCommand({
   name: "reproduce",
@@ -47,7 +47,8 @@ export const reproduceCommand = defineCommand({
       signal,
     }).finally(() => bar?.done());
     if (dryRun) {
-      printPlan(report.run, io, `rebuilding ${basename(model)}`);
+      printPlan(recipePlanView(report.run, `rebuilding ${basename(model)}`), io);
+      refuseShortDisk(report.run.disk);
       return 0;
     }
     const size = report.run.outputs[0]?.bytes ?? 0;

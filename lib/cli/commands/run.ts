@@ -4,7 +4,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { basename, dirname, extname, join, relative, resolve } from "node:path";
 import { MergeError, fsError } from "../../errors";
 import { HashCache } from "../../library/hash-cache";
-import { formatBytes } from "../../outputs";
+import { checkTargets, formatBytes } from "../../outputs";
 import { parseBindingsText, parseVarArgs, type Bindings } from "../../recipes/bindings";
 import { formatRecipe, parseRecipe } from "../../recipes";
 import { runRecipe, type RecipeProgress, type RecipeRunReport } from "../../recipes/run";
@@ -47,24 +47,66 @@ const show = (path: string) => {
   return r && !r.startsWith("..") ? r : path;
 };
 
+/** What `--dry-run` prints, for any command that plans (run, reproduce, merge). */
+export interface PlanView {
+  /** "plan for board.txt: 4 rows, 1 pass". */
+  heading: string;
+  inputs: { name: string; bytes: number; path: string }[];
+  outputs: { row?: number; path: string; bytes: number; multiplier: number; state: "planned" | "skipped" | "written" }[];
+  /** Rows computed in the pass but not saved. */
+  unsaved: string[];
+  bytesRead: number;
+  bytesWritten: number;
+  disk: { dir: string; needed: number; free: number | null }[];
+  warnings: string[];
+  /** Lines printed after the outputs (files written beside them). */
+  notes?: string[];
+}
+
+const plural = (n: number, word: string, suffix = "s") => `${n} ${word}${n === 1 ? "" : suffix}`;
+
+/** A recipe run's plan (run and reproduce). */
+export function recipePlanView(report: RecipeRunReport, title: string): PlanView {
+  return {
+    heading: `${title}: ${plural(report.compiled.recipe.rows.length, "row")}, ${plural(report.passes, "pass", "es")}`,
+    inputs: report.inputs,
+    outputs: report.outputs,
+    unsaved: report.compiled.rows.filter((r) => r.outputs.length === 0).map((r) => r.row.name),
+    bytesRead: report.bytesRead,
+    bytesWritten: report.bytesWritten,
+    disk: report.disk,
+    warnings: report.warnings,
+  };
+}
+
 /** The plan, as `--dry-run` prints it. */
-export function printPlan(report: RecipeRunReport, io: CliIo, title: string): void {
+export function printPlan(plan: PlanView, io: CliIo): void {
   const w = (s: string) => io.out.write(`${s}\n`);
-  w(`${title}: ${report.compiled.recipe.rows.length} row${report.compiled.recipe.rows.length === 1 ? "" : "s"}, ${report.passes} pass${report.passes === 1 ? "" : "es"}`);
+  w(plan.heading);
   w("inputs (each read once):");
-  const nameWidth = Math.max(4, ...report.inputs.map((i) => i.name.length));
-  for (const i of report.inputs) w(`  ${i.name.padEnd(nameWidth)}  ${formatBytes(i.bytes).padStart(10)}  ${show(i.path)}`);
+  const nameWidth = Math.max(4, ...plan.inputs.map((i) => i.name.length));
+  for (const i of plan.inputs) w(`  ${i.name.padEnd(nameWidth)}  ${formatBytes(i.bytes).padStart(10)}  ${show(i.path)}`);
   w("outputs:");
-  const outWidth = Math.max(4, ...report.outputs.map((o) => basename(o.path).length));
-  for (const o of report.outputs) {
+  const outWidth = Math.max(4, ...plan.outputs.map((o) => basename(o.path).length));
+  for (const o of plan.outputs) {
     const state = o.state === "skipped" ? "exists, skipped" : o.state === "planned" ? "write" : o.state;
-    w(`  row ${String(o.row).padEnd(3)} ${basename(o.path).padEnd(outWidth)}  ${formatBytes(o.bytes).padStart(10)}  M=${o.multiplier}  ${state}`);
+    const row = o.row === undefined ? "" : `row ${String(o.row).padEnd(3)} `;
+    w(`  ${row}${basename(o.path).padEnd(outWidth)}  ${formatBytes(o.bytes).padStart(10)}  M=${o.multiplier}  ${state}`);
   }
-  const unsaved = report.compiled.rows.filter((r) => r.outputs.length === 0);
-  if (unsaved.length) w(`  (not saved, computed in the pass: ${unsaved.map((r) => r.row.name).join(", ")})`);
-  w(`read ${formatBytes(report.bytesRead)}, write ${formatBytes(report.bytesWritten)}`);
-  for (const d of report.disk) w(`disk: ${show(d.dir) || "."} needs ${formatBytes(d.needed)}, ${d.free === null ? "free space unknown" : `${formatBytes(d.free)} free`}`);
-  for (const warning of report.warnings) w(`warning: ${warning}`);
+  if (plan.unsaved.length) w(`  (not saved, computed in the pass: ${plan.unsaved.join(", ")})`);
+  for (const n of plan.notes ?? []) w(n);
+  w(`read ${formatBytes(plan.bytesRead)}, write ${formatBytes(plan.bytesWritten)}`);
+  for (const d of plan.disk) w(`disk: ${show(d.dir) || "."} needs ${formatBytes(d.needed)}, ${d.free === null ? "free space unknown" : `${formatBytes(d.free)} free`}`);
+  for (const warning of plan.warnings) w(`warning: ${warning}`);
+}
+
+/** After printing a plan: a folder without the space for it fails the dry run, as the run would. */
+export function refuseShortDisk(disk: PlanView["disk"]): void {
+  for (const d of disk) {
+    if (d.free !== null && d.free < d.needed * 1.01) {
+      throw new MergeError("DISK_FULL", `${d.dir}: ${formatBytes(d.needed)} needed for the outputs but only ${formatBytes(d.free)} free`, { path: d.dir });
+    }
+  }
 }
 
 function progressPrinter(io: CliIo, quiet: boolean): { onProgress?: (e: RecipeProgress) => void; done(): void } {
@@ -136,6 +178,8 @@ export const runCommand = defineCommand({
     const recipe = parseRecipe(await readText(recipePath, "recipe"));
     const exportTo = stringArg(args, "export");
     if (exportTo !== undefined) {
+      // Never over the recipe or the bindings file it was given, nor over any file unless asked.
+      await checkTargets([exportTo], [recipePath, ...(stringArg(args, "vars") ? [stringArg(args, "vars")!] : [])], flagArg(args, "overwrite"));
       const text = formatRecipe(recipe, extname(exportTo).toLowerCase() === ".json" ? "json" : "classic");
       await writeFile(exportTo, text).catch((e) => { throw fsError(e, exportTo, "writing the recipe"); });
       io.out.write(`wrote ${exportTo}\n`);
@@ -181,12 +225,8 @@ export const runCommand = defineCommand({
       signal,
     }).finally(() => printer.done());
     if (dryRun) {
-      printPlan(report, io, `plan for ${show(recipePath)}`);
-      for (const d of report.disk) {
-        if (d.free !== null && d.free < d.needed * 1.01) {
-          throw new MergeError("DISK_FULL", `${d.dir}: ${formatBytes(d.needed)} needed for the outputs but only ${formatBytes(d.free)} free`, { path: d.dir });
-        }
-      }
+      printPlan(recipePlanView(report, `plan for ${show(recipePath)}`), io);
+      refuseShortDisk(report.disk);
       return 0;
     }
     for (const warning of report.warnings) io.err.write(`warning: ${warning}\n`);

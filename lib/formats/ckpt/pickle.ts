@@ -551,10 +551,11 @@ function quoted(text: string, fail: (m: string) => never): string {
   return text.slice(1, -1);
 }
 
+const PY_ESCAPES = new Map<string, number>([["\\", 0x5c], ["'", 0x27], ['"', 0x22], ["a", 7], ["b", 8], ["f", 12], ["n", 10], ["r", 13], ["t", 9], ["v", 11]]);
+
 /** Python's codecs.escape_decode for a latin-1 string; returns the bytes. */
 function escapeDecode(text: string, fail: (m: string) => never): Uint8Array {
   const out: number[] = [];
-  const simple: Record<string, number> = { "\\": 0x5c, "'": 0x27, '"': 0x22, a: 7, b: 8, f: 12, n: 10, r: 13, t: 9, v: 11 };
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c !== 0x5c || i + 1 >= text.length) {
@@ -563,7 +564,8 @@ function escapeDecode(text: string, fail: (m: string) => never): Uint8Array {
       continue;
     }
     const e = text[++i]!;
-    if (e in simple) out.push(simple[e]!);
+    const simple = PY_ESCAPES.get(e);
+    if (simple !== undefined) out.push(simple);
     else if (e === "\n") continue;
     else if (e === "x") {
       const hex = text.slice(i + 1, i + 3);

@@ -143,14 +143,14 @@ async function parseLegacy(source: ByteSource, head: Uint8Array): Promise<{ sd: 
     const storage = hooks.storages.get(key);
     if (!storage) throw new MergeError("PICKLE_INVALID", `${where}: storage "${key}" is listed but never used`, { path: source.path });
     if (located.has(key)) throw new MergeError("PICKLE_INVALID", `${where}: storage "${key}" is listed twice`, { path: source.path });
-    if (cursor + 8 > source.size) throw new MergeError("INVALID_OFFSET", `${where}: storage "${key}" starts past the end of the file`, { path: source.path });
+    if (cursor + 8 > source.size) throw new MergeError("INVALID_OFFSET", `${where}: storage "${key}" starts at byte ${cursor} with an 8-byte element count, but the file has ${source.size} bytes`, { path: source.path });
     const countBytes = await source.read(cursor, 8);
     const count = new DataView(countBytes.buffer, countBytes.byteOffset, 8).getBigInt64(0, true);
     if (count !== BigInt(storage.numel)) throw new MergeError("SIZE_MISMATCH", `${where}: storage "${key}" has ${count} elements on disk but the pickle says ${storage.numel}`, { path: source.path });
     const elementSize = storage.dtype ? DTYPE_SIZE[storage.dtype] : UNSUPPORTED_STORAGE_SIZE[storage.storageType] ?? 1;
     const bytes = storage.numel * elementSize;
     if (!Number.isSafeInteger(cursor + 8 + bytes) || cursor + 8 + bytes > source.size) {
-      throw new MergeError("FILE_TRUNCATED", `${where}: storage "${key}" (${bytes} bytes) runs past the end of the file (truncated?)`, { path: source.path });
+      throw new MergeError("FILE_TRUNCATED", `${where}: storage "${key}" needs bytes ${cursor + 8} to ${cursor + 8 + bytes}, but the file has ${source.size} (truncated?)`, { path: source.path });
     }
     located.set(key, { offset: cursor + 8, byteLength: bytes });
     cursor += 8 + bytes;

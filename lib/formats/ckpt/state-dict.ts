@@ -2,9 +2,11 @@
  * From the unpickled object to the tensor table: find the state dict (top level or under
  * "state_dict"), and turn each tensor description into the file range of its bytes.
  *
- * A tensor is a view (offset, shape, strides) of a storage. We can describe only contiguous
- * row-major views without copying, so any other stride pattern is refused with the tensor's
- * name; several tensors may share one storage (their ranges then overlap, which readers allow).
+ * A tensor is a view (offset, shape, strides) of a storage. A contiguous row-major view is a
+ * file range the engines read in place; several tensors may share one storage (their ranges then
+ * overlap, which readers allow). Any other view (a transpose, a slice with a step, a permute, an
+ * expand) is described by its strides (`TensorInfo.strided`) and materialised contiguously
+ * before a merge (strided.ts).
  */
 import { DTYPE_SIZE } from "../../dtypes";
 import { MergeError } from "../../errors";
@@ -47,14 +49,15 @@ function intList(v: PyValue): number[] | undefined {
   return out;
 }
 
+/** A dict of str → str as a plain object whose keys are all own properties ("__proto__" too). */
 function stringMap(v: PyValue): Record<string, string> | undefined {
   if (!(v instanceof PyDict)) return undefined;
-  const out: Record<string, string> = {};
+  const pairs: [string, string][] = [];
   for (const [k, x] of v.entries()) {
     if (typeof k !== "string" || typeof x !== "string") return undefined;
-    out[k] = x;
+    pairs.push([k, x]);
   }
-  return out;
+  return Object.fromEntries(pairs);
 }
 
 /** Describes one tensor's bytes, or throws a MergeError naming it. */
@@ -77,15 +80,18 @@ export function tensorInfo(name: string, t: TensorRef, locate: (storage: Storage
     numel *= d;
     if (!Number.isSafeInteger(numel * size)) fail("SIZE_MISMATCH", `size [${shape.join(", ")}] overflows`);
   }
-  if (numel > 0) {
-    // Row-major contiguous: each stride is the product of the later sizes (any stride is fine for a size-1 dim).
-    let expected = 1;
-    for (let i = shape.length - 1; i >= 0; i--) {
-      if (shape[i] !== 1 && stride[i] !== expected) {
-        fail("CKPT_UNSUPPORTED", `is a non-contiguous view (size [${shape.join(", ")}], stride [${stride.join(", ")}]); re-save it with .contiguous() or as safetensors`);
-      }
-      expected *= shape[i]!;
+  if (stride.some((x) => x < 0)) fail("SHAPE_INVALID", `has a negative stride [${stride.join(", ")}]`);
+  if (numel > 0 && !isContiguous(shape, stride)) {
+    // A view torch.load reads (a transpose, a slice, a permute, an expand): described here,
+    // materialised contiguously before a merge (strided.ts).
+    let last = offset;
+    for (let i = 0; i < shape.length; i++) last += (shape[i]! - 1) * stride[i]!;
+    if (!Number.isSafeInteger(last) || last >= storage.numel) {
+      fail("INVALID_OFFSET", `(size [${shape.join(", ")}], stride [${stride.join(", ")}], offset ${offset}) reaches element ${last} of storage "${storage.key}", which has ${storage.numel}`);
     }
+    const loc = locate(storage, name);
+    if (!Number.isSafeInteger(loc.offset + storage.numel * size) || storage.numel * size > loc.byteLength) fail("INVALID_OFFSET", "lies outside its storage's bytes");
+    return { name, dtype, shape, offset: loc.offset + offset * size, byteLength: numel * size, strided: { storageOffset: loc.offset, storageElements: storage.numel, elementOffset: offset, stride } };
   }
   if (offset + numel > storage.numel) {
     fail("INVALID_OFFSET", `needs elements [${offset}, ${offset + numel}) of storage "${storage.key}", which has ${storage.numel}`);
@@ -97,6 +103,16 @@ export function tensorInfo(name: string, t: TensorRef, locate: (storage: Storage
     fail("INVALID_OFFSET", `lies outside its storage's bytes`);
   }
   return { name, dtype, shape, offset: loc.offset + begin, byteLength };
+}
+
+/** Row-major contiguous: each stride is the product of the later sizes (any stride is fine for a size-1 dim). */
+function isContiguous(shape: readonly number[], stride: readonly number[]): boolean {
+  let expected = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    if (shape[i] !== 1 && stride[i] !== expected) return false;
+    expected *= shape[i]!;
+  }
+  return true;
 }
 
 /** Picks the state dict out of a checkpoint object and locates every tensor. */
@@ -138,6 +154,8 @@ export function extractStateDict(root: PyValue, locate: (storage: StorageRef, te
   if (skipped.length > 0) notes.push(`ignored non-tensor entries of the state dict: ${listNames(skipped)}`);
   const shared = [...byStorage.values()].filter((n) => n > 1).length;
   if (shared > 0) notes.push(`${shared} storage(s) are shared by several tensors`);
+  const strided = tensors.filter((t) => t.strided).length;
+  if (strided > 0) notes.push(`${strided} tensor(s) are non-contiguous views (transposed, sliced or expanded); a merge copies them contiguously first`);
   if (tensors.length === 0) {
     throw new MergeError("CKPT_UNSUPPORTED", `${path}: no tensors found (top-level keys: ${listNames([...root.entries()].map(([k]) => String(k)))})`, { path });
   }
