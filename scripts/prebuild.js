@@ -10,7 +10,7 @@
  * musl systems, which then build from source). The glibc and libstdc++ versions it needs are
  * printed (and are in the README). libstdc++ stays a shared library: Node itself links it, and
  * linking it statically would pull in newer glibc symbols (GCC 12's libstdc++.a needs glibc
- * 2.36 for arc4random, 2.35 for _dl_find_object, against 2.33 for the shared link).
+ * 2.36 for arc4random, 2.35 for _dl_find_object, against 2.34 for the shared link).
  *
  * Built in build/prebuild, a Release configuration of its own: a developer's `build/` may be
  * configured with sanitizers or tests (TENSORMERGE_SANITIZE applies to the core library).
