@@ -17,7 +17,7 @@
  * - a float key whose shape differs is an error, except the inpainting / instruct-pix2pix input
  *   convolution (A has 9 or 8 input channels, the other 4): shared channels merged, rest from A.
  */
-import { DTYPE_ID, DTYPE_SIZE, OUTPUT_DTYPE_TO_DTYPE, isMathDtype, type Dtype, type OutputDtype } from "./dtypes";
+import { DTYPE_ID, DTYPE_SIZE, OUTPUT_DTYPE_TO_DTYPE, isMathDtype, isNarrowFloat, type Dtype, type OutputDtype } from "./dtypes";
 import { MergeError } from "./errors";
 import { layoutOutput, type OutputFormat, type OutputLayout } from "./formats/output";
 import { readableTensor, sideModelOf } from "./formats/ckpt/strided";
@@ -132,12 +132,12 @@ function exprAt(segments: Segment[], start: number, count: number): Expr {
   return shiftExpr(s.expr, start - s.start);
 }
 
-/** Values as a file of type `dtype` would hold them: rounding needed only into F16/BF16. */
+/** Values as a file of type `dtype` would hold them: rounding needed only into F16/BF16/fp8. */
 function exprDtype(expr: Expr): Dtype {
   return expr.kind === "file" ? (expr.tensor.dtype === "F64" ? "F32" : expr.tensor.dtype) : expr.round;
 }
 function convertedTo(expr: Expr, dtype: Dtype): Expr {
-  if ((dtype !== "F16" && dtype !== "BF16") || exprDtype(expr) === dtype || !isMathDtype(dtype)) return expr;
+  if (!isNarrowFloat(dtype) || exprDtype(expr) === dtype) return expr;
   return { kind: "op", kernel: "copy", args: [expr], params: [], round: dtype };
 }
 function withDtype(t: VirtualTensor, dtype: Dtype): VirtualTensor {
@@ -257,7 +257,7 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
         for (let i = 0; i + 1 < points.length; i++) {
           const start = points[i]!, count = points[i + 1]! - start;
           const expr: Expr = r.merged
-            ? { kind: "op", kernel: calls[k]!.kernel, args: calls[k]!.args.map((s) => exprAt(tensors[s]!.segments, offsetIn(s, r, start), count)), params: calls[k]!.params.map(Math.fround), round: dtype === "F16" || dtype === "BF16" ? dtype : "F32" }
+            ? { kind: "op", kernel: calls[k]!.kernel, args: calls[k]!.args.map((s) => exprAt(tensors[s]!.segments, offsetIn(s, r, start), count)), params: calls[k]!.params.map(Math.fround), round: isNarrowFloat(dtype) ? dtype : "F32" }
             : convertedTo(exprAt(t.segments, start, count), dtype);
           segments.push({ start, count, expr });
         }

@@ -96,6 +96,31 @@ struct simd_kernels {
         }
     }
 
+    // fp8: a 256-entry table widens exactly; narrowing is the scalar rule of convert.h (the
+    // same code in every table, so every ISA gives the scalar reference's bytes).
+    static void load_f8_e4m3(float * dst, const void * src, size_t n) {
+        const uint8_t * s = (const uint8_t *) src;
+        for (size_t i = 0; i < n; i++) std::memcpy(dst + i, &st_f8_table.e4m3[s[i]], 4);
+    }
+    static void load_f8_e5m2(float * dst, const void * src, size_t n) {
+        const uint8_t * s = (const uint8_t *) src;
+        for (size_t i = 0; i < n; i++) std::memcpy(dst + i, &st_f8_table.e5m2[s[i]], 4);
+    }
+    static void store_f8_e4m3(void * dst, const float * src, size_t n) {
+        uint8_t * d = (uint8_t *) dst;
+        for (size_t i = 0; i < n; i++) d[i] = st_f32_to_f8_e4m3(src[i]);
+    }
+    static void store_f8_e5m2(void * dst, const float * src, size_t n) {
+        uint8_t * d = (uint8_t *) dst;
+        for (size_t i = 0; i < n; i++) d[i] = st_f32_to_f8_e5m2(src[i]);
+    }
+    static void round_f8_e4m3(float * x, size_t n) {
+        for (size_t i = 0; i < n; i++) x[i] = st_f8_e4m3_to_f32(st_f32_to_f8_e4m3(x[i]));
+    }
+    static void round_f8_e5m2(float * x, size_t n) {
+        for (size_t i = 0; i < n; i++) x[i] = st_f8_e5m2_to_f32(st_f32_to_f8_e5m2(x[i]));
+    }
+
     static void round_f16(float * x, size_t n) {
         size_t i = 0;
         for (; i + W <= n; i += W) V::storeu(x + i, V::round_f16(V::loadu(x + i)));
@@ -159,6 +184,7 @@ struct simd_kernels {
     static constexpr merge_kernels table(const char * isa) {
         return merge_kernels{
             isa,
+            load_f8_e4m3, load_f8_e5m2, store_f8_e4m3, store_f8_e5m2, round_f8_e4m3, round_f8_e5m2,
             load_f16, load_bf16, load_f32, load_f64,
             store_f16, store_bf16, store_f32, store_f64,
             round_f16, round_bf16,
