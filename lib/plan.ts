@@ -22,6 +22,7 @@ import { MergeError } from "./errors";
 import { layoutOutput, type OutputFormat, type OutputLayout } from "./formats/output";
 import { readableTensor, sideModelOf } from "./formats/ckpt/strided";
 import { isCopiedAsIs, isInputChannelExtension, sameShape } from "./keys";
+import { refuseScaledFp8 } from "./scaled-fp8";
 import type { MergeMethod, ModelSlot } from "./methods/define";
 import { numelOf, shapeToString, type ModelFile, type TensorInfo } from "./model";
 import { KERNEL_ID, type JobOp, type JobPiece, type KernelName, type Operand } from "./native/job";
@@ -219,6 +220,10 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
         { tensor: t.name, path: models[p]!.label },
       );
     }
+    const hasIn = (m: VirtualModel) => (key: string) => m.byName.has(key);
+    const merging = !lacking && others.length > 0;
+    if (merging || dtype !== t.dtype) refuseScaledFp8(t.name, t.dtype, hasIn(a), a.label, merging ? "merging" : `converting to ${dtype}`);
+    if (merging) for (const s of others) refuseScaledFp8(t.name, tensors[s]!.dtype, hasIn(models[s]!), models[s]!.label, "merging");
     if (lacking || others.length === 0) {
       if (lacking && stats.missingExamples.length < 5) stats.missingExamples.push(t.name);
       pushAll(withDtype(t, dtype));
