@@ -7,7 +7,8 @@
  * rounding are torch's) for fp16 outputs. Scaled fp8 weights are refused, naming the tensor.
  */
 import { strict as assert } from "node:assert";
-import { existsSync, readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { isMergeError } from "../../lib/errors";
@@ -132,6 +133,31 @@ describe("fp8 models: Flux identification and merges", function () {
       assert.equal(at, expected.length);
     });
   }
+
+  it("the CLI takes --dtype fp8-e4m3 and a JSON recipe takes \"dtype\": \"fp8-e4m3\"; an unsaved fp8 row feeds the next one rounded to fp8", () => {
+    const cli = (args: string[]) => spawnSync(process.execPath, [join(__dirname, "../../lib/cli/main.js"), ...args], { encoding: "utf8" });
+    const direct = join(tmp.path, "cli-fp8.safetensors");
+    const r1 = cli(["merge", "--a", bf, "--b", b, "--multiplier", "0.25", "--dtype", "fp8-e4m3", "--out", direct, "--quiet", "--no-metadata"]);
+    assert.equal(r1.status, 0, r1.stderr);
+    assert.ok([...readModel(direct).tensors.values()].every((t) => t.dtype === "F8_E4M3"));
+    // the same row unsaved, feeding a second row; and the second row run from the saved file
+    const recipe = (first: string, save: boolean) => ({
+      format: "tensormerge-recipe", version: 1,
+      rows: [
+        { name: "first", method: "weighted-sum", a: first, b, multiplier: 0.25, dtype: "fp8-e4m3", save, format: "safetensors" },
+        { name: "second", method: "weighted-sum", a: "first", b: a, multiplier: 0.5, dtype: "fp16", format: "safetensors" },
+      ],
+    });
+    const chained = join(tmp.path, "chained"), split = join(tmp.path, "split");
+    writeFileSync(join(tmp.path, "chained.json"), JSON.stringify(recipe(bf, false)));
+    writeFileSync(join(tmp.path, "second.json"), JSON.stringify({ ...recipe(bf, false), rows: [{ ...recipe(bf, false).rows[1], a: direct }] }));
+    const r2 = cli(["run", join(tmp.path, "chained.json"), "--out-dir", chained, "--quiet", "--no-metadata", "--no-history"]);
+    assert.equal(r2.status, 0, r2.stderr);
+    const r3 = cli(["run", join(tmp.path, "second.json"), "--out-dir", split, "--quiet", "--no-metadata", "--no-history"]);
+    assert.equal(r3.status, 0, r3.stderr);
+    assert.ok(readFileSync(join(chained, "second.safetensors")).equals(readFileSync(join(split, "second.safetensors"))));
+    assert.ok(!existsSync(join(chained, "first.safetensors")));
+  });
 
   describe("scaled fp8 (a weight with a companion scale tensor)", () => {
     const scaled = join(tmp.path, "scaled.safetensors"), plain = join(tmp.path, "plain.safetensors");
