@@ -29,7 +29,7 @@ export const SCENARIOS: Scenario[] = [
   { id: "ws-sd21", title: "weighted sum, 2 × SD 2.1 fp32 → fp16", method: "weighted-sum", models: [sd21(1), sd21(2)], dtype: "fp16", multiplier: 0.3, js: false },
   { id: "ws-sd15h", title: "weighted sum, 2 × SD 1.5 pruned fp16 → fp16", method: "weighted-sum", models: [sd15h(1), sd15h(2)], dtype: "fp16", multiplier: 0.3, js: false },
   // FLUX.1 dev in ComfyUI's fp8 layout: 2 × 11.9 GB in, 11.9 GB out (fp8 kept: --dtype same).
-  { id: "ws-flux-fp8", title: "weighted sum, 2 × FLUX.1 dev fp8 e4m3 → fp8", method: "weighted-sum", models: [flux8(1), flux8(2)], dtype: "same", multiplier: 0.4, js: false },
+  { id: "ws-flux-fp8", title: "weighted sum, 2 × FLUX.1 dev fp8 e4m3 → fp8", method: "weighted-sum", models: [flux8(1), flux8(2)], dtype: "same", multiplier: 0.4, js: true },
 ];
 
 export const DEFAULT_SCENARIOS = ["ws-sd15", "ad-sd15", "noint-sd15", "ad-sdxl"];

@@ -109,6 +109,32 @@ struct v_avx2 {
         store_codes(p, _mm256_or_si256(c, sign));
     }
 
+    // fp8 codes -> fp32, the table's values computed in lanes: normal codes by shifting the
+    // exponent and mantissa into place and rebiasing; subnormal codes (mantissa × 2^(1-bias-MAN),
+    // exact in fp32); NaN (and e5m2's Inf) codes by blending in the table's bit patterns.
+    static vf load_f8_e4m3(const void * p) {
+        const __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) p));
+        const __m256i mag = _mm256_and_si256(x, _mm256_set1_epi32(0x7f));
+        const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x80)), 24);
+        const __m256i normal = _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23));
+        const __m256i sub = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(mag), _mm256_set1_ps(1.0f / 512)));
+        __m256i r = _mm256_blendv_epi8(normal, sub, _mm256_cmpgt_epi32(_mm256_set1_epi32(8), mag));
+        r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7ff00000), _mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7f)));
+        return _mm256_castsi256_ps(_mm256_or_si256(r, sign));
+    }
+    static vf load_f8_e5m2(const void * p) {
+        const __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) p));
+        const __m256i mag = _mm256_and_si256(x, _mm256_set1_epi32(0x7f));
+        const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x80)), 24);
+        const __m256i normal = _mm256_add_epi32(_mm256_slli_epi32(mag, 21), _mm256_set1_epi32(112 << 23));
+        const __m256i sub = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(mag), _mm256_set1_ps(1.0f / 65536)));
+        const __m256i quiet = _mm256_and_si256(_mm256_cmpgt_epi32(mag, _mm256_set1_epi32(0x7c)), _mm256_set1_epi32(0x400000));
+        const __m256i special = _mm256_or_si256(_mm256_or_si256(_mm256_set1_epi32(0x7f800000), _mm256_slli_epi32(_mm256_and_si256(mag, _mm256_set1_epi32(3)), 21)), quiet);
+        __m256i r = _mm256_blendv_epi8(normal, sub, _mm256_cmpgt_epi32(_mm256_set1_epi32(4), mag));
+        r = _mm256_blendv_epi8(r, special, _mm256_cmpgt_epi32(mag, _mm256_set1_epi32(0x7b)));
+        return _mm256_castsi256_ps(_mm256_or_si256(r, sign));
+    }
+
     static vf round_f16(vf x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, 0)); }
     static vf round_bf16(vf x) { return _mm256_castsi256_ps(_mm256_slli_epi32(to_bf16_bits(x), 16)); }
 };

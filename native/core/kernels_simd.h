@@ -4,7 +4,7 @@
 // AVX-512 flags can be shared with (and picked by the linker for) another object.
 //
 // V provides: W (lanes), vf, loadu/storeu (fp32), add/sub/mul/set1, load_f16/store_f16,
-// load_bf16/store_bf16, load_f64/store_f64, store_f8_e4m3/store_f8_e5m2 (W elements at any
+// load_bf16/store_bf16, load_f64/store_f64, load/store_f8_e4m3 and _e5m2 (W elements at any
 // byte address), and round_f16/round_bf16 (narrow then widen). Leftover elements use the
 // scalar conversions of convert.h, which V's conversions must match bit for bit.
 #pragma once
@@ -96,15 +96,19 @@ struct simd_kernels {
         }
     }
 
-    // fp8: a 256-entry table widens exactly (no vector gather: a table load per element is as
-    // fast); V::store_f8_* narrow W lanes with convert.h's rules, the tail uses convert.h.
+    // fp8: V::load_f8_* widen W codes to the values of convert.h's 256-entry tables (which the
+    // tails use), V::store_f8_* narrow W lanes with convert.h's rules.
     static void load_f8_e4m3(float * dst, const void * src, size_t n) {
         const uint8_t * s = (const uint8_t *) src;
-        for (size_t i = 0; i < n; i++) std::memcpy(dst + i, &st_f8_table.e4m3[s[i]], 4);
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::storeu(dst + i, V::load_f8_e4m3(s + i));
+        for (; i < n; i++) std::memcpy(dst + i, &st_f8_table.e4m3[s[i]], 4);
     }
     static void load_f8_e5m2(float * dst, const void * src, size_t n) {
         const uint8_t * s = (const uint8_t *) src;
-        for (size_t i = 0; i < n; i++) std::memcpy(dst + i, &st_f8_table.e5m2[s[i]], 4);
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::storeu(dst + i, V::load_f8_e5m2(s + i));
+        for (; i < n; i++) std::memcpy(dst + i, &st_f8_table.e5m2[s[i]], 4);
     }
     static void store_f8_e4m3(void * dst, const float * src, size_t n) {
         uint8_t * d = (uint8_t *) dst;
@@ -123,7 +127,7 @@ struct simd_kernels {
         size_t i = 0;
         for (; i + W <= n; i += W) {
             V::store_f8_e4m3(codes, V::loadu(x + i));
-            for (size_t k = 0; k < W; k++) std::memcpy(x + i + k, &st_f8_table.e4m3[codes[k]], 4);
+            V::storeu(x + i, V::load_f8_e4m3(codes));
         }
         for (; i < n; i++) x[i] = st_f8_e4m3_to_f32(st_f32_to_f8_e4m3(x[i]));
     }
@@ -132,7 +136,7 @@ struct simd_kernels {
         size_t i = 0;
         for (; i + W <= n; i += W) {
             V::store_f8_e5m2(codes, V::loadu(x + i));
-            for (size_t k = 0; k < W; k++) std::memcpy(x + i + k, &st_f8_table.e5m2[codes[k]], 4);
+            V::storeu(x + i, V::load_f8_e5m2(codes));
         }
         for (; i < n; i++) x[i] = st_f8_e5m2_to_f32(st_f32_to_f8_e5m2(x[i]));
     }
