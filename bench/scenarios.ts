@@ -18,6 +18,7 @@ const sd15 = (seed: number): ModelSpec => ({ layout: "sd15", seed });
 const sdxl = (seed: number): ModelSpec => ({ layout: "sdxl", seed });
 const sd21 = (seed: number): ModelSpec => ({ layout: "sd21", seed });
 const sd15h = (seed: number): ModelSpec => ({ layout: "sd15_fp16_pruned", seed });
+const flux8 = (seed: number): ModelSpec => ({ layout: "flux1_dev_comfy_fp8", seed });
 
 export const SCENARIOS: Scenario[] = [
   { id: "ws-sd15", title: "weighted sum, 2 × SD 1.5 fp32 → fp16", method: "weighted-sum", models: [sd15(1), sd15(2)], dtype: "fp16", multiplier: 0.3, js: true },
@@ -27,6 +28,8 @@ export const SCENARIOS: Scenario[] = [
   // Not in the default set: other layouts, for spot checks.
   { id: "ws-sd21", title: "weighted sum, 2 × SD 2.1 fp32 → fp16", method: "weighted-sum", models: [sd21(1), sd21(2)], dtype: "fp16", multiplier: 0.3, js: false },
   { id: "ws-sd15h", title: "weighted sum, 2 × SD 1.5 pruned fp16 → fp16", method: "weighted-sum", models: [sd15h(1), sd15h(2)], dtype: "fp16", multiplier: 0.3, js: false },
+  // FLUX.1 dev in ComfyUI's fp8 layout: 2 × 11.9 GB in, 11.9 GB out (fp8 kept: --dtype same).
+  { id: "ws-flux-fp8", title: "weighted sum, 2 × FLUX.1 dev fp8 e4m3 → fp8", method: "weighted-sum", models: [flux8(1), flux8(2)], dtype: "same", multiplier: 0.4, js: true },
 ];
 
 export const DEFAULT_SCENARIOS = ["ws-sd15", "ad-sd15", "noint-sd15", "ad-sdxl"];

@@ -23,11 +23,12 @@
  * writes (outputs × pieces), so a 10,001-value sweep is planned and refused (or run, in several
  * passes over the inputs) without holding 10,001 copies of the model's key table.
  */
-import { DTYPE_ID, DTYPE_SIZE, OUTPUT_DTYPE_TO_DTYPE, isMathDtype, type Dtype, type OutputDtype } from "./dtypes";
+import { DTYPE_ID, DTYPE_SIZE, OUTPUT_DTYPE_TO_DTYPE, isMathDtype, isNarrowFloat, type Dtype, type OutputDtype } from "./dtypes";
 import { MergeError } from "./errors";
 import type { OutputFormat, OutputLayout } from "./formats/output";
 import { readableTensor, sideModelOf } from "./formats/ckpt/strided";
 import { isCopiedAsIs, isInputChannelExtension, sameShape } from "./keys";
+import { refuseScaledFp8 } from "./scaled-fp8";
 import type { MergeMethod, ModelSlot } from "./methods/define";
 import { numelOf, shapeToString, type ModelFile, type TensorInfo } from "./model";
 import { KERNEL_ID, type JobOp, type JobPiece, type KernelName, type Operand } from "./native/job";
@@ -140,12 +141,12 @@ function exprAt(segments: Segment[], start: number, count: number): Expr {
   return shiftExpr(s.expr, start - s.start);
 }
 
-/** Values as a file of type `dtype` would hold them: rounding needed only into F16/BF16. */
+/** Values as a file of type `dtype` would hold them: rounding needed only into F16/BF16/fp8. */
 function exprDtype(expr: Expr): Dtype {
   return expr.kind === "file" ? (expr.tensor.dtype === "F64" ? "F32" : expr.tensor.dtype) : expr.round;
 }
 function convertedTo(expr: Expr, dtype: Dtype): Expr {
-  if ((dtype !== "F16" && dtype !== "BF16") || exprDtype(expr) === dtype || !isMathDtype(dtype)) return expr;
+  if (!isNarrowFloat(dtype) || exprDtype(expr) === dtype) return expr;
   return { kind: "op", kernel: "copy", args: [expr], params: [], round: dtype };
 }
 function withDtype(t: VirtualTensor, dtype: Dtype): VirtualTensor {
@@ -262,6 +263,10 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
         { tensor: t.name, path: models[p]!.label },
       );
     }
+    const hasIn = (m: VirtualModel) => (key: string) => m.byName.has(key);
+    const merging = !lacking && others.length > 0;
+    if (merging || dtype !== t.dtype) refuseScaledFp8(t.name, t.dtype, hasIn(a), a.label, merging ? "merging" : `converting to ${dtype}`);
+    if (merging) for (const s of others) refuseScaledFp8(t.name, tensors[s]!.dtype, hasIn(models[s]!), models[s]!.label, "merging");
     if (lacking || others.length === 0) {
       if (lacking && stats.missingExamples.length < 5) stats.missingExamples.push(t.name);
       result.push(fixedTensor(withDtype(t, dtype)));
@@ -299,7 +304,7 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
       const points = [...cuts].sort((p, q) => p - q);
       for (let i = 0; i + 1 < points.length; i++) cutsOf.push({ start: points[i]!, count: points[i + 1]! - points[i]!, range: r });
     }
-    const round = dtype === "F16" || dtype === "BF16" ? dtype : "F32";
+    const round = isNarrowFloat(dtype) ? dtype : "F32";
     const at = (k: number): Segment[] => cutsOf.map(({ start, count, range }) => ({
       start,
       count,

@@ -8,7 +8,7 @@ import { open } from "node:fs/promises";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { DTYPE_SIZE, f32BitsToBf16, f32BitsToF16, f32ToBits, isDtype, type Dtype } from "./dtypes";
+import { DTYPE_SIZE, f32BitsToBf16, f32BitsToF16, f32BitsToF8E4m3, f32BitsToF8E5m2, f32ToBits, isDtype, type Dtype } from "./dtypes";
 import { layoutSafetensors } from "./formats/safetensors";
 import { numelOf } from "./model";
 import { MergeError } from "./errors";
@@ -81,6 +81,8 @@ export function encodeFloats(values: Float32Array, dtype: Dtype): Buffer {
     case "F64": values.forEach((v, i) => out.writeDoubleLE(v, i * 8)); break;
     case "F16": values.forEach((v, i) => out.writeUInt16LE(f32BitsToF16(f32ToBits(v)), i * 2)); break;
     case "BF16": values.forEach((v, i) => out.writeUInt16LE(f32BitsToBf16(f32ToBits(v)), i * 2)); break;
+    case "F8_E4M3": values.forEach((v, i) => (out[i] = f32BitsToF8E4m3(f32ToBits(v)))); break;
+    case "F8_E5M2": values.forEach((v, i) => (out[i] = f32BitsToF8E5m2(f32ToBits(v)))); break;
     default: throw new MergeError("INTERNAL", `encodeFloats: ${dtype} is not a float type`);
   }
   return out;
@@ -100,7 +102,7 @@ function tensorBytes(name: string, shape: number[], dtype: Dtype, random: () => 
     }
     return out;
   }
-  if (!(dtype === "F32" || dtype === "F16" || dtype === "BF16" || dtype === "F64")) {
+  if (!(dtype === "F32" || dtype === "F16" || dtype === "BF16" || dtype === "F64" || dtype === "F8_E4M3" || dtype === "F8_E5M2")) {
     const out = Buffer.alloc(n * DTYPE_SIZE[dtype]);
     for (let i = 0; i < out.length; i++) out[i] = Math.floor(random() * 256);
     return out;

@@ -6,7 +6,9 @@
  */
 import { open, unlink, type FileHandle } from "node:fs/promises";
 import { crc32 } from "node:zlib";
-import { DTYPES, DTYPE_SIZE, bf16BitsToF32Bits, f32BitsToBf16, f32BitsToF16, f16ToF32Table, type Dtype } from "../dtypes";
+import {
+  DTYPES, DTYPE_SIZE, bf16BitsToF32Bits, f32BitsToBf16, f32BitsToF16, f32BitsToF8E4m3, f32BitsToF8E5m2, f16ToF32Table, f8ToF32BitsTable, type Dtype,
+} from "../dtypes";
 import { MergeError, fsError } from "../errors";
 import { KERNELS, type Job, type JobResult, type Operand } from "../native/job";
 
@@ -35,6 +37,14 @@ function decode(bytes: Buffer, dtype: Dtype, out: Float32Array, n: number): void
     case "F64":
       for (let i = 0; i < n; i++) out[i] = bytes.readDoubleLE(i * 8); // Float32Array store rounds to nearest even
       return;
+    case "F8_E4M3":
+    case "F8_E5M2": {
+      // through the bits: a NaN read into a JS number could have its payload changed
+      const table = f8ToF32BitsTable(dtype);
+      const bits = new Uint32Array(out.buffer, out.byteOffset, n);
+      for (let i = 0; i < n; i++) bits[i] = table[bytes[i]!]!;
+      return;
+    }
     default:
       throw new MergeError("DTYPE_UNSUPPORTED", `cannot compute with ${dtype}`);
   }
@@ -59,15 +69,22 @@ function encode(values: Float32Array, n: number, dtype: Dtype, out: Buffer): voi
       }
       return;
     }
+    case "F8_E4M3":
+    case "F8_E5M2": {
+      const bits = new Uint32Array(values.buffer, values.byteOffset, n);
+      const convert = dtype === "F8_E4M3" ? f32BitsToF8E4m3 : f32BitsToF8E5m2;
+      for (let i = 0; i < n; i++) out[i] = convert(bits[i]!);
+      return;
+    }
     default:
       throw new MergeError("DTYPE_UNSUPPORTED", `cannot store floats as ${dtype}`);
   }
 }
 
-/** Rounds fp32 values through F16/BF16 and back, as a saved and re-read file would hold them. */
+/** Rounds fp32 values through F16/BF16/fp8 and back, as a saved and re-read file would hold them. */
 function roundThrough(values: Float32Array, n: number, dtype: Dtype): void {
   if (dtype === "F32") return;
-  const scratch = Buffer.alloc(n * 2);
+  const scratch = Buffer.alloc(n * DTYPE_SIZE[dtype]);
   encode(values, n, dtype, scratch);
   decode(scratch, dtype, values, n);
 }

@@ -6,8 +6,8 @@
  *
  * Semantics of one piece, for every element i in [0, n):
  *   - an `input` operand reads element i at `offset + i × size(dtype)` of input file `file`,
- *     widened to fp32 (F16, BF16, F32, F64 only);
- *   - ops run in order; op k's result is fp32, then, if `round` is F16 or BF16, rounded through
+ *     widened to fp32 (F16, BF16, F32, F64, F8_E4M3, F8_E5M2 only);
+ *   - ops run in order; op k's result is fp32, then, if `round` is F16, BF16 or fp8, rounded through
  *     that type and widened back (so a chained recipe row sees exactly what a saved file holds);
  *     an `op` operand reads the result of an earlier op of the same piece;
  *   - each write stores its source at `offset + i × size(dtype)` of output file `output`.

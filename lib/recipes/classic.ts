@@ -28,7 +28,7 @@ import { sanitizeOutputName, validateRecipe } from "./validate";
 
 const METHOD_BY_COUNT: Record<number, MethodName> = { 1: "no-interpolation", 2: "weighted-sum", 3: "add-difference" };
 const METHOD_TOKENS = new Map<string, MethodName>(METHODS.map((m) => [m.name, m.name as MethodName]));
-const OPTION_HELP = `fp16, bf16, fp32, safetensors, ckpt, nosave, ${[...METHOD_TOKENS.keys()].join(", ")}`;
+const OPTION_HELP = `${OUTPUT_DTYPES.join(", ")}, safetensors, ckpt, nosave, ${[...METHOD_TOKENS.keys()].join(", ")}`;
 
 function lineError(line: number, message: string): MergeError {
   return new MergeError("RECIPE_INVALID", `line ${line}: ${message}`);

@@ -41,7 +41,8 @@ inline const char * st_dtype_name(uint32_t id) {
     return id < ST_DTYPE_COUNT ? names[id] : "?";
 }
 
-/** Types the engines compute with (widened to fp32): F16, BF16, F32, F64. */
+/** Types the engines compute with (widened to fp32): F16, BF16, F32, F64, F8_E4M3, F8_E5M2. */
 inline bool st_dtype_is_math(uint32_t id) {
-    return id == ST_DTYPE_F16 || id == ST_DTYPE_BF16 || id == ST_DTYPE_F32 || id == ST_DTYPE_F64;
+    return id == ST_DTYPE_F16 || id == ST_DTYPE_BF16 || id == ST_DTYPE_F32 || id == ST_DTYPE_F64 ||
+           id == ST_DTYPE_F8_E4M3 || id == ST_DTYPE_F8_E5M2;
 }

@@ -49,7 +49,7 @@ struct block_eval {
 
     /**
      * `round` false skips the op's fp16/bf16 rounding: only for the op a write stores in that
-     * same dtype, where the store rounds identically (narrowing to fp16 or bf16 is idempotent,
+     * same dtype, where the store rounds identically (narrowing to fp16, bf16 or fp8 is idempotent,
      * NaN payloads included) and no later op of this evaluation reads the result.
      */
     void run_op(uint32_t k, uint64_t i, size_t m, bool round = true) const {
@@ -66,8 +66,7 @@ struct block_eval {
             default: break; // rejected by validation
         }
         if (!round) return;
-        if (op.round == ST_DTYPE_F16) kt->round_f16(r, m);
-        else if (op.round == ST_DTYPE_BF16) kt->round_bf16(r, m);
+        if (const merge_round_fn rnd = merge_kernels_round(kt, op.round)) rnd(r, m);
     }
 };
 

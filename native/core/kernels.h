@@ -5,7 +5,8 @@
 //   weighted-sum:   r = a*p0 + b*p1        (two products, then one add)
 //   add-difference: t = b - c; t = t*p0; r = a + t
 //   lerp:           t = b - a; t = t*p0; r = a + t
-// Conversions follow convert.h (the SIMD f16 loads re-signal sNaNs that vcvtph2ps quiets).
+// Conversions follow convert.h (the SIMD f16 loads re-signal sNaNs that vcvtph2ps quiets;
+// fp8 follows PyTorch's rules, see convert.h).
 //
 // Pointers: fp32 buffers (`float *`) are scratch owned by the caller, any alignment; `void *`
 // element buffers may be at any byte address (unaligned offsets in files are legal).
@@ -48,6 +49,11 @@ typedef void (*merge_round_fn)(float * x, size_t n);
 struct merge_kernels {
     const char * isa; // "scalar", "avx2", "avx512"
 
+    // fp8 (F8_E4M3 is e4m3fn): load widens, store narrows, round narrows then widens in place
+    merge_load_fn load_f8_e4m3, load_f8_e5m2;
+    merge_store_fn store_f8_e4m3, store_f8_e5m2;
+    merge_round_fn round_f8_e4m3, round_f8_e5m2;
+
     // element i of src (dtype) -> dst[i] as fp32
     merge_load_fn load_f16, load_bf16, load_f32, load_f64;
     // src[i] -> element i of dst (dtype)
@@ -67,6 +73,8 @@ const merge_kernels * merge_kernels_avx2();
 /** AVX-512 F/BW/VL + F16C, or nullptr when not compiled in. Check the CPU first. */
 const merge_kernels * merge_kernels_avx512();
 
-/** The load/store for a math dtype id (F16, BF16, F32, F64), nullptr otherwise. */
+/** The load/store for a math dtype id (F16, BF16, F32, F64, F8_E4M3, F8_E5M2), nullptr otherwise. */
 merge_load_fn merge_kernels_load(const merge_kernels * k, uint32_t dtype);
 merge_store_fn merge_kernels_store(const merge_kernels * k, uint32_t dtype);
+/** The in-place rounding through a narrow dtype (F16, BF16, F8_*); nullptr for F32 and F64. */
+merge_round_fn merge_kernels_round(const merge_kernels * k, uint32_t dtype);

@@ -1,4 +1,4 @@
-// AVX2 + F16C kernels. Compiled with -mavx2 -mf16c and without -mfma (and with
+// AVX2 + F16C kernels (fp8 narrowing in integer lanes). Compiled with -mavx2 -mf16c and without -mfma (and with
 // -ffp-contract=off), so every mul and add rounds separately, like the scalar reference.
 #if defined(__x86_64__) || defined(_M_X64)
 
@@ -61,6 +61,78 @@ struct v_avx2 {
         double * d = (double *) p;
         _mm256_storeu_pd(d, _mm256_cvtps_pd(_mm256_castps256_ps128(x)));
         _mm256_storeu_pd(d + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+    }
+
+    // fp32 -> fp8 codes (convert.h's rules) in 32-bit lanes. Normal results: rebias, then round
+    // to nearest even by adding 0.5 ulp - 1 plus the kept lsb. Subnormal results: adding
+    // 2^(bias-1+mantissa) in fp32 rounds |x| to the subnormal quantum (nearest even, the
+    // default MXCSR mode), and the code is the low bits of the sum; this equals convert.h's
+    // integer rule (with DAZ set, fp32 subnormals read as 0, which rounds to 0 as well).
+    template <uint32_t MAN, uint32_t BIAS>
+    static __m256i f8_codes(vf x, __m256i * sign, __m256i * abs) {
+        const __m256i bits = _mm256_castps_si256(x);
+        *sign = _mm256_and_si256(_mm256_srli_epi32(bits, 24), _mm256_set1_epi32(0x80));
+        *abs = _mm256_and_si256(bits, _mm256_set1_epi32(0x7fffffff));
+        constexpr uint32_t shift = 23 - MAN;
+        const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(*abs, shift), _mm256_set1_epi32(1));
+        __m256i n = _mm256_sub_epi32(*abs, _mm256_set1_epi32((int) ((127u - BIAS) << 23)));
+        n = _mm256_add_epi32(_mm256_add_epi32(n, _mm256_set1_epi32((int) ((1u << (shift - 1)) - 1))), odd);
+        n = _mm256_srli_epi32(n, shift);
+        constexpr uint32_t magic = (127u - BIAS + 1 + (23 - MAN)) << 23; // 2^(1-bias+23-MAN): its ulp is the quantum
+        const __m256 sum = _mm256_add_ps(_mm256_castsi256_ps(*abs), _mm256_castsi256_ps(_mm256_set1_epi32((int) magic)));
+        const __m256i s = _mm256_sub_epi32(_mm256_castps_si256(sum), _mm256_set1_epi32((int) magic));
+        const __m256i is_sub = _mm256_cmpgt_epi32(_mm256_set1_epi32((int) ((128u - BIAS) << 23)), *abs);
+        return _mm256_blendv_epi8(n, s, is_sub);
+    }
+    static void store_codes(void * p, __m256i c) {
+        const __m256i w = _mm256_packus_epi32(c, c);
+        const __m256i b = _mm256_packus_epi16(w, w);
+        const uint32_t lo = (uint32_t) _mm_cvtsi128_si32(_mm256_castsi256_si128(b));
+        const uint32_t hi = (uint32_t) _mm_cvtsi128_si32(_mm256_extracti128_si256(b, 1));
+        const uint64_t v = (uint64_t) lo | ((uint64_t) hi << 32);
+        std::memcpy(p, &v, 8);
+    }
+    static void store_f8_e4m3(void * p, vf x) {
+        __m256i sign, abs;
+        __m256i c = f8_codes<3, 7>(x, &sign, &abs);
+        const __m256i big = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x43efffff)); // >= 480, Inf, NaN
+        c = _mm256_blendv_epi8(c, _mm256_set1_epi32(0x7f), big);
+        store_codes(p, _mm256_or_si256(c, sign));
+    }
+    static void store_f8_e5m2(void * p, vf x) {
+        __m256i sign, abs;
+        __m256i c = f8_codes<2, 15>(x, &sign, &abs);
+        const __m256i inf = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x477fffff)); // >= 65536
+        const __m256i nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f800000));
+        c = _mm256_blendv_epi8(c, _mm256_set1_epi32(0x7c), inf);
+        c = _mm256_blendv_epi8(c, _mm256_set1_epi32(0x7f), nan);
+        store_codes(p, _mm256_or_si256(c, sign));
+    }
+
+    // fp8 codes -> fp32, the table's values computed in lanes: normal codes by shifting the
+    // exponent and mantissa into place and rebiasing; subnormal codes (mantissa × 2^(1-bias-MAN),
+    // exact in fp32); NaN (and e5m2's Inf) codes by blending in the table's bit patterns.
+    static vf load_f8_e4m3(const void * p) {
+        const __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) p));
+        const __m256i mag = _mm256_and_si256(x, _mm256_set1_epi32(0x7f));
+        const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x80)), 24);
+        const __m256i normal = _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23));
+        const __m256i sub = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(mag), _mm256_set1_ps(1.0f / 512)));
+        __m256i r = _mm256_blendv_epi8(normal, sub, _mm256_cmpgt_epi32(_mm256_set1_epi32(8), mag));
+        r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7ff00000), _mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7f)));
+        return _mm256_castsi256_ps(_mm256_or_si256(r, sign));
+    }
+    static vf load_f8_e5m2(const void * p) {
+        const __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) p));
+        const __m256i mag = _mm256_and_si256(x, _mm256_set1_epi32(0x7f));
+        const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x80)), 24);
+        const __m256i normal = _mm256_add_epi32(_mm256_slli_epi32(mag, 21), _mm256_set1_epi32(112 << 23));
+        const __m256i sub = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(mag), _mm256_set1_ps(1.0f / 65536)));
+        const __m256i quiet = _mm256_and_si256(_mm256_cmpgt_epi32(mag, _mm256_set1_epi32(0x7c)), _mm256_set1_epi32(0x400000));
+        const __m256i special = _mm256_or_si256(_mm256_or_si256(_mm256_set1_epi32(0x7f800000), _mm256_slli_epi32(_mm256_and_si256(mag, _mm256_set1_epi32(3)), 21)), quiet);
+        __m256i r = _mm256_blendv_epi8(normal, sub, _mm256_cmpgt_epi32(_mm256_set1_epi32(4), mag));
+        r = _mm256_blendv_epi8(r, special, _mm256_cmpgt_epi32(mag, _mm256_set1_epi32(0x7b)));
+        return _mm256_castsi256_ps(_mm256_or_si256(r, sign));
     }
 
     static vf round_f16(vf x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, 0)); }

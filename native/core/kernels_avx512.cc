@@ -59,6 +59,61 @@ struct v_avx512 {
         _mm512_storeu_pd(d + 8, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1))));
     }
 
+    // See v_avx2::f8_codes: the same rule with mask registers.
+    template <uint32_t MAN, uint32_t BIAS>
+    static __m512i f8_codes(vf x, __m512i * sign, __m512i * abs) {
+        const __m512i bits = _mm512_castps_si512(x);
+        *sign = _mm512_and_si512(_mm512_srli_epi32(bits, 24), _mm512_set1_epi32(0x80));
+        *abs = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
+        constexpr uint32_t shift = 23 - MAN;
+        const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(*abs, shift), _mm512_set1_epi32(1));
+        __m512i n = _mm512_sub_epi32(*abs, _mm512_set1_epi32((int) ((127u - BIAS) << 23)));
+        n = _mm512_add_epi32(_mm512_add_epi32(n, _mm512_set1_epi32((int) ((1u << (shift - 1)) - 1))), odd);
+        n = _mm512_srli_epi32(n, shift);
+        constexpr uint32_t magic = (127u - BIAS + 1 + (23 - MAN)) << 23;
+        const __m512 sum = _mm512_add_ps(_mm512_castsi512_ps(*abs), _mm512_castsi512_ps(_mm512_set1_epi32((int) magic)));
+        const __m512i s = _mm512_sub_epi32(_mm512_castps_si512(sum), _mm512_set1_epi32((int) magic));
+        const __mmask16 is_sub = _mm512_cmplt_epi32_mask(*abs, _mm512_set1_epi32((int) ((128u - BIAS) << 23)));
+        return _mm512_mask_blend_epi32(is_sub, n, s);
+    }
+    static void store_f8_e4m3(void * p, vf x) {
+        __m512i sign, abs;
+        __m512i c = f8_codes<3, 7>(x, &sign, &abs);
+        c = _mm512_mask_blend_epi32(_mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x43efffff)), c, _mm512_set1_epi32(0x7f));
+        _mm_storeu_si128((__m128i *) p, _mm512_cvtepi32_epi8(_mm512_or_si512(c, sign)));
+    }
+    static void store_f8_e5m2(void * p, vf x) {
+        __m512i sign, abs;
+        __m512i c = f8_codes<2, 15>(x, &sign, &abs);
+        c = _mm512_mask_blend_epi32(_mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x477fffff)), c, _mm512_set1_epi32(0x7c));
+        c = _mm512_mask_blend_epi32(_mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f800000)), c, _mm512_set1_epi32(0x7f));
+        _mm_storeu_si128((__m128i *) p, _mm512_cvtepi32_epi8(_mm512_or_si512(c, sign)));
+    }
+
+    // See v_avx2::load_f8_e4m3.
+    static vf load_f8_e4m3(const void * p) {
+        const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *) p));
+        const __m512i mag = _mm512_and_si512(x, _mm512_set1_epi32(0x7f));
+        const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x80)), 24);
+        const __m512i normal = _mm512_add_epi32(_mm512_slli_epi32(mag, 20), _mm512_set1_epi32(120 << 23));
+        const __m512i sub = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(mag), _mm512_set1_ps(1.0f / 512)));
+        __m512i r = _mm512_mask_blend_epi32(_mm512_cmplt_epi32_mask(mag, _mm512_set1_epi32(8)), normal, sub);
+        r = _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7f)), r, _mm512_set1_epi32(0x7ff00000));
+        return _mm512_castsi512_ps(_mm512_or_si512(r, sign));
+    }
+    static vf load_f8_e5m2(const void * p) {
+        const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *) p));
+        const __m512i mag = _mm512_and_si512(x, _mm512_set1_epi32(0x7f));
+        const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x80)), 24);
+        const __m512i normal = _mm512_add_epi32(_mm512_slli_epi32(mag, 21), _mm512_set1_epi32(112 << 23));
+        const __m512i sub = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(mag), _mm512_set1_ps(1.0f / 65536)));
+        const __m512i quiet = _mm512_maskz_mov_epi32(_mm512_cmpgt_epi32_mask(mag, _mm512_set1_epi32(0x7c)), _mm512_set1_epi32(0x400000));
+        const __m512i special = _mm512_or_si512(_mm512_or_si512(_mm512_set1_epi32(0x7f800000), _mm512_slli_epi32(_mm512_and_si512(mag, _mm512_set1_epi32(3)), 21)), quiet);
+        __m512i r = _mm512_mask_blend_epi32(_mm512_cmplt_epi32_mask(mag, _mm512_set1_epi32(4)), normal, sub);
+        r = _mm512_mask_blend_epi32(_mm512_cmpgt_epi32_mask(mag, _mm512_set1_epi32(0x7b)), r, special);
+        return _mm512_castsi512_ps(_mm512_or_si512(r, sign));
+    }
+
     static vf round_f16(vf x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, 0)); }
     static vf round_bf16(vf x) { return _mm512_castsi512_ps(_mm512_slli_epi32(to_bf16_bits(x), 16)); }
 };

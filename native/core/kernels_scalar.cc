@@ -52,6 +52,34 @@ void store_f64(void * dst, const float * src, size_t n) {
     }
 }
 
+void load_f8_e4m3(float * dst, const void * src, size_t n) {
+    const uint8_t * s = (const uint8_t *) src;
+    for (size_t i = 0; i < n; i++) std::memcpy(dst + i, &st_f8_table.e4m3[s[i]], 4);
+}
+
+void load_f8_e5m2(float * dst, const void * src, size_t n) {
+    const uint8_t * s = (const uint8_t *) src;
+    for (size_t i = 0; i < n; i++) std::memcpy(dst + i, &st_f8_table.e5m2[s[i]], 4);
+}
+
+void store_f8_e4m3(void * dst, const float * src, size_t n) {
+    uint8_t * d = (uint8_t *) dst;
+    for (size_t i = 0; i < n; i++) d[i] = st_f32_to_f8_e4m3(src[i]);
+}
+
+void store_f8_e5m2(void * dst, const float * src, size_t n) {
+    uint8_t * d = (uint8_t *) dst;
+    for (size_t i = 0; i < n; i++) d[i] = st_f32_to_f8_e5m2(src[i]);
+}
+
+void round_f8_e4m3(float * x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = st_f8_e4m3_to_f32(st_f32_to_f8_e4m3(x[i]));
+}
+
+void round_f8_e5m2(float * x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = st_f8_e5m2_to_f32(st_f32_to_f8_e5m2(x[i]));
+}
+
 void round_f16(float * x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = st_f16_to_f32(st_f32_to_f16(x[i]));
 }
@@ -86,6 +114,7 @@ void lerp(float * r, const float * a, const float * b, float p0, size_t n) {
 
 const merge_kernels table = {
     "scalar",
+    load_f8_e4m3, load_f8_e5m2, store_f8_e4m3, store_f8_e5m2, round_f8_e4m3, round_f8_e5m2,
     load_f16, load_bf16, load_f32, load_f64,
     store_f16, store_bf16, store_f32, store_f64,
     round_f16, round_bf16,
@@ -102,6 +131,8 @@ merge_load_fn merge_kernels_load(const merge_kernels * k, uint32_t dtype) {
         case ST_DTYPE_BF16: return k->load_bf16;
         case ST_DTYPE_F32: return k->load_f32;
         case ST_DTYPE_F64: return k->load_f64;
+        case ST_DTYPE_F8_E4M3: return k->load_f8_e4m3;
+        case ST_DTYPE_F8_E5M2: return k->load_f8_e5m2;
         default: return nullptr;
     }
 }
@@ -112,6 +143,18 @@ merge_store_fn merge_kernels_store(const merge_kernels * k, uint32_t dtype) {
         case ST_DTYPE_BF16: return k->store_bf16;
         case ST_DTYPE_F32: return k->store_f32;
         case ST_DTYPE_F64: return k->store_f64;
+        case ST_DTYPE_F8_E4M3: return k->store_f8_e4m3;
+        case ST_DTYPE_F8_E5M2: return k->store_f8_e5m2;
+        default: return nullptr;
+    }
+}
+
+merge_round_fn merge_kernels_round(const merge_kernels * k, uint32_t dtype) {
+    switch (dtype) {
+        case ST_DTYPE_F16: return k->round_f16;
+        case ST_DTYPE_BF16: return k->round_bf16;
+        case ST_DTYPE_F8_E4M3: return k->round_f8_e4m3;
+        case ST_DTYPE_F8_E5M2: return k->round_f8_e5m2;
         default: return nullptr;
     }
 }

@@ -4,9 +4,9 @@
 // AVX-512 flags can be shared with (and picked by the linker for) another object.
 //
 // V provides: W (lanes), vf, loadu/storeu (fp32), add/sub/mul/set1, load_f16/store_f16,
-// load_bf16/store_bf16, load_f64/store_f64 (W elements at any byte address), and
-// round_f16/round_bf16 (narrow then widen). Leftover elements use the scalar conversions of
-// convert.h, which V's conversions must match bit for bit.
+// load_bf16/store_bf16, load_f64/store_f64, load/store_f8_e4m3 and _e5m2 (W elements at any
+// byte address), and round_f16/round_bf16 (narrow then widen). Leftover elements use the
+// scalar conversions of convert.h, which V's conversions must match bit for bit.
 #pragma once
 
 #include <cstring>
@@ -96,6 +96,51 @@ struct simd_kernels {
         }
     }
 
+    // fp8: V::load_f8_* widen W codes to the values of convert.h's 256-entry tables (which the
+    // tails use), V::store_f8_* narrow W lanes with convert.h's rules.
+    static void load_f8_e4m3(float * dst, const void * src, size_t n) {
+        const uint8_t * s = (const uint8_t *) src;
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::storeu(dst + i, V::load_f8_e4m3(s + i));
+        for (; i < n; i++) std::memcpy(dst + i, &st_f8_table.e4m3[s[i]], 4);
+    }
+    static void load_f8_e5m2(float * dst, const void * src, size_t n) {
+        const uint8_t * s = (const uint8_t *) src;
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::storeu(dst + i, V::load_f8_e5m2(s + i));
+        for (; i < n; i++) std::memcpy(dst + i, &st_f8_table.e5m2[s[i]], 4);
+    }
+    static void store_f8_e4m3(void * dst, const float * src, size_t n) {
+        uint8_t * d = (uint8_t *) dst;
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::store_f8_e4m3(d + i, V::loadu(src + i));
+        for (; i < n; i++) d[i] = st_f32_to_f8_e4m3(src[i]);
+    }
+    static void store_f8_e5m2(void * dst, const float * src, size_t n) {
+        uint8_t * d = (uint8_t *) dst;
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::store_f8_e5m2(d + i, V::loadu(src + i));
+        for (; i < n; i++) d[i] = st_f32_to_f8_e5m2(src[i]);
+    }
+    static void round_f8_e4m3(float * x, size_t n) {
+        uint8_t codes[W];
+        size_t i = 0;
+        for (; i + W <= n; i += W) {
+            V::store_f8_e4m3(codes, V::loadu(x + i));
+            V::storeu(x + i, V::load_f8_e4m3(codes));
+        }
+        for (; i < n; i++) x[i] = st_f8_e4m3_to_f32(st_f32_to_f8_e4m3(x[i]));
+    }
+    static void round_f8_e5m2(float * x, size_t n) {
+        uint8_t codes[W];
+        size_t i = 0;
+        for (; i + W <= n; i += W) {
+            V::store_f8_e5m2(codes, V::loadu(x + i));
+            V::storeu(x + i, V::load_f8_e5m2(codes));
+        }
+        for (; i < n; i++) x[i] = st_f8_e5m2_to_f32(st_f32_to_f8_e5m2(x[i]));
+    }
+
     static void round_f16(float * x, size_t n) {
         size_t i = 0;
         for (; i + W <= n; i += W) V::storeu(x + i, V::round_f16(V::loadu(x + i)));
@@ -159,6 +204,7 @@ struct simd_kernels {
     static constexpr merge_kernels table(const char * isa) {
         return merge_kernels{
             isa,
+            load_f8_e4m3, load_f8_e5m2, store_f8_e4m3, store_f8_e5m2, round_f8_e4m3, round_f8_e5m2,
             load_f16, load_bf16, load_f32, load_f64,
             store_f16, store_bf16, store_f32, store_f64,
             round_f16, round_bf16,

@@ -214,7 +214,8 @@ void test_kernels_against_scalar(const merge_kernels * k) {
         const char * name;
         merge_store_fn kf, rf;
         size_t size;
-    } stores[] = {{"f16", k->store_f16, ref->store_f16, 2}, {"bf16", k->store_bf16, ref->store_bf16, 2}, {"f64", k->store_f64, ref->store_f64, 8}};
+    } stores[] = {{"f16", k->store_f16, ref->store_f16, 2}, {"bf16", k->store_bf16, ref->store_bf16, 2}, {"f64", k->store_f64, ref->store_f64, 8},
+                  {"f8_e4m3", k->store_f8_e4m3, ref->store_f8_e4m3, 1}, {"f8_e5m2", k->store_f8_e5m2, ref->store_f8_e5m2, 1}};
     for (const store_case & s : stores) {
         s.kf(&out_k[1], a.data(), m);
         s.rf(&out_r[1], a.data(), m);
@@ -256,6 +257,19 @@ void test_kernels_against_scalar(const merge_kernels * k) {
     rk = a, rr = a;
     k->round_bf16(rk.data(), m), ref->round_bf16(rr.data(), m);
     CHECK(same_bits(rk.data(), rr.data(), m * 4), "%s round_bf16 differs", k->isa);
+    rk = a, rr = a;
+    k->round_f8_e4m3(rk.data(), m), ref->round_f8_e4m3(rr.data(), m);
+    CHECK(same_bits(rk.data(), rr.data(), m * 4), "%s round_f8_e4m3 differs", k->isa);
+    rk = a, rr = a;
+    k->round_f8_e5m2(rk.data(), m), ref->round_f8_e5m2(rr.data(), m);
+    CHECK(same_bits(rk.data(), rr.data(), m * 4), "%s round_f8_e5m2 differs", k->isa);
+    // fp8 loads: every code, at an odd address
+    std::vector<uint8_t> codes(4096 + 1);
+    for (size_t i = 0; i < codes.size(); i++) codes[i] = (uint8_t) (i * 37 + 11);
+    k->load_f8_e4m3(rk.data(), &codes[1], 4096 - 3), ref->load_f8_e4m3(rr.data(), &codes[1], 4096 - 3);
+    CHECK(same_bits(rk.data(), rr.data(), (4096 - 3) * 4), "%s load f8_e4m3 differs", k->isa);
+    k->load_f8_e5m2(rk.data(), &codes[1], 4096 - 3), ref->load_f8_e5m2(rr.data(), &codes[1], 4096 - 3);
+    CHECK(same_bits(rk.data(), rr.data(), (4096 - 3) * 4), "%s load f8_e5m2 differs", k->isa);
 }
 
 bool file_exists(const std::string & path) {

@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-export type TestDtype = "F32" | "F16" | "BF16" | "F64" | "I64" | "I32" | "U8" | "BOOL" | "I8" | "I16" | "F8_E4M3";
+export type TestDtype = "F32" | "F16" | "BF16" | "F64" | "I64" | "I32" | "U8" | "BOOL" | "I8" | "I16" | "F8_E4M3" | "F8_E5M2";
 
 export interface TestTensor {
   dtype: TestDtype;
@@ -18,7 +18,7 @@ export interface TestTensor {
   raw?: Uint8Array;
 }
 
-const SIZE: Record<TestDtype, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, I32: 4, U8: 1, BOOL: 1, I8: 1, I16: 2, F8_E4M3: 1 };
+const SIZE: Record<TestDtype, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, I32: 4, U8: 1, BOOL: 1, I8: 1, I16: 2, F8_E4M3: 1, F8_E5M2: 1 };
 
 export function numel(shape: number[]): number {
   return shape.reduce((p, d) => p * d, 1);

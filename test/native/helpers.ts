@@ -8,8 +8,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getFloat16, setFloat16 } from "@petamoriken/float16";
 import type { Job, JobOutput, JobPiece } from "../../lib/native/job";
+import { E4M3, E5M2, refF32BitsToFp8, refFp8ToF32Bits } from "../dtypes/fp8-reference";
 
-export const DT = { BOOL: 0, U8: 1, I8: 2, I16: 5, F16: 7, BF16: 8, I32: 9, F32: 11, F64: 12, I64: 13 } as const;
+export const DT = { BOOL: 0, U8: 1, I8: 2, F8_E5M2: 3, F8_E4M3: 4, I16: 5, F16: 7, BF16: 8, I32: 9, F32: 11, F64: 12, I64: 13 } as const;
+const FP8 = { [DT.F8_E5M2]: E5M2, [DT.F8_E4M3]: E4M3 } as Record<number, typeof E4M3>;
 export const SIZE: Record<number, number> = { 0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 2, 6: 2, 7: 2, 8: 2, 9: 4, 10: 4, 11: 4, 12: 8, 13: 8, 14: 8 };
 export const KERNEL = { copy: 0, weightedSum: 1, addDifference: 2, lerp: 3 } as const;
 
@@ -88,6 +90,9 @@ export function refLoad(bytes: Uint8Array, offset: number, dtype: number): Ref {
       const d = view.getFloat64(offset, true);
       return Number.isNaN(d) ? { bits: 0x7fc00000, looseNaN: true } : { bits: bitsOf(Math.fround(d)), looseNaN: false };
     }
+    case DT.F8_E4M3:
+    case DT.F8_E5M2:
+      return { bits: refFp8ToF32Bits(FP8[dtype]!, bytes[offset]!), looseNaN: false };
   }
   throw new Error(`refLoad: dtype ${dtype}`);
 }
@@ -118,6 +123,8 @@ export function refRound(r: Ref, dtype: number): Ref {
       : { bits: bitsOf(getFloat16(dv, 0, true)), looseNaN: false };
   }
   if (dtype === DT.BF16) return { bits: (refBf16Bits(r) << 16) >>> 0, looseNaN: r.looseNaN };
+  const f8 = FP8[dtype];
+  if (f8) return { bits: refFp8ToF32Bits(f8, refF32BitsToFp8(f8, r.bits)), looseNaN: r.looseNaN };
   return r;
 }
 
@@ -168,6 +175,9 @@ export function refStore(r: Ref, dtype: number): RefBytes {
       // produce, so NaNs are compared by NaN-ness.
       out.setFloat64(0, valueOf(r.bits), true);
       return { bytes: [...new Uint8Array(out.buffer, 0, 8)], looseNaN: isNaN32(r.bits) };
+    case DT.F8_E4M3:
+    case DT.F8_E5M2:
+      return { bytes: [refF32BitsToFp8(FP8[dtype]!, r.bits)], looseNaN: r.looseNaN };
   }
   throw new Error(`refStore: ${dtype}`);
 }
@@ -188,6 +198,10 @@ export function isNaNAt(buf: Uint8Array, offset: number, dtype: number): boolean
       return isNaN32(v.getUint32(offset, true));
     case DT.F64:
       return Number.isNaN(v.getFloat64(offset, true));
+    case DT.F8_E4M3:
+      return (buf[offset]! & 0x7f) === 0x7f;
+    case DT.F8_E5M2:
+      return (buf[offset]! & 0x7f) > 0x7c;
   }
   return false;
 }

@@ -14,11 +14,12 @@ import {
 } from "./helpers";
 
 const LENGTHS = [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 1000];
-const FLOATS = [DT.F16, DT.BF16, DT.F32, DT.F64];
-const ROUNDS = [DT.F32, DT.F16, DT.BF16];
+const FLOATS = [DT.F16, DT.BF16, DT.F32, DT.F64, DT.F8_E4M3, DT.F8_E5M2];
+const ROUNDS = [DT.F32, DT.F16, DT.BF16, DT.F8_E4M3, DT.F8_E5M2];
 const ARG_DTYPES: number[][] = [
   [DT.F16, DT.F16, DT.F16], [DT.BF16, DT.BF16, DT.BF16], [DT.F32, DT.F32, DT.F32], [DT.F64, DT.F64, DT.F64],
   [DT.F16, DT.F32, DT.BF16], [DT.F64, DT.F16, DT.F32],
+  [DT.F8_E4M3, DT.F8_E4M3, DT.F8_E4M3], [DT.F8_E5M2, DT.F8_E5M2, DT.F8_E5M2], [DT.F8_E4M3, DT.F16, DT.F8_E5M2],
 ];
 const KERNELS: [string, number, number, number[]][] = [
   ["copy", KERNEL.copy, 1, []],
@@ -170,7 +171,7 @@ describe("native kernels vs an independent JS reference", function () {
 
   describe("conversions (write from an input of another float dtype)", () => {
     for (const isa of isas) {
-      it(`${isa}: f16/bf16/f32/f64 to each other`, async function () {
+      it(`${isa}: every float dtype (f16, bf16, f32, f64, fp8) to each other`, async function () {
         if (!capabilities().isas.includes(isa)) this.skip();
         const built = buildConversions(input);
         const out = dir.file(`conv.${isa}.bin`);

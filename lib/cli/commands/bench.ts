@@ -15,7 +15,7 @@ export const benchCommand = defineCommand({
     c: { type: "string", value: "FILE", description: "model C (add-difference by default)" },
     method: { type: "string", short: "m", value: "METHOD", description: "merge method (default from the models given)" },
     multiplier: { type: "string", short: "M", value: "M", description: "multiplier (default 0.5)" },
-    dtype: { type: "string", value: "TYPE", description: "output type: fp16 (default), bf16, fp32, same" },
+    dtype: { type: "string", value: "TYPE", description: "output type: fp16 (default), bf16, fp32, fp8-e4m3, fp8-e5m2, same" },
     engines: { type: "string", value: "LIST", description: "native,js (default: both when the addon loads)" },
     seconds: { type: "string", value: "S", description: "time budget per run; longer runs are stopped and extrapolated (default 20)" },
     threads: { type: "string", value: "N", description: "native engine threads (default: all cores)" },

@@ -58,7 +58,7 @@ export const mergeCommand = defineCommand({
     c: { type: "string", value: "FILE", description: "model C (add-difference)" },
     method: { type: "string", short: "m", value: "METHOD", description: `merge method: ${methodHelp}` },
     multiplier: { type: "string", short: "M", value: "M", description: "multiplier; a list (0.1,0.2) or range (0.1:0.5:0.1) writes one file per value in one pass (default 0.5)" },
-    dtype: { type: "string", value: "TYPE", description: "float output type: same (as A, default), fp16, bf16, fp32" },
+    dtype: { type: "string", value: "TYPE", description: "float output type: same (as A, default), fp16, bf16, fp32, fp8-e4m3, fp8-e5m2" },
     out: { type: "string", short: "o", value: "FILE", description: "output file (.safetensors or .ckpt); for sweeps <M> is replaced by each value" },
     overwrite: { type: "boolean", description: "replace an existing output file" },
     "dry-run": { type: "boolean", short: "n", description: "print the plan (inputs, outputs, bytes, disk space) and write nothing" },
