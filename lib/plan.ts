@@ -22,7 +22,8 @@ import { MergeError } from "./errors";
 import { layoutOutput, type OutputFormat, type OutputLayout } from "./formats/output";
 import { readableTensor, sideModelOf } from "./formats/ckpt/strided";
 import { isCopiedAsIs, isInputChannelExtension, sameShape } from "./keys";
-import type { MergeMethod, ModelSlot } from "./methods/define";
+import type { KernelCall, MergeMethod, ModelSlot } from "./methods/define";
+import { paramResolver, type RowParams } from "./methods/params";
 import { numelOf, shapeToString, type ModelFile, type TensorInfo } from "./model";
 import { KERNEL_ID, type JobOp, type JobPiece, type KernelName, type Operand } from "./native/job";
 
@@ -60,6 +61,13 @@ export interface BoardRow {
   inputs: Partial<Record<ModelSlot, RowInput>>;
   /** One result per multiplier (a sweep); a row that feeds later rows must have exactly one. */
   multipliers: number[];
+  /**
+   * The method's other parameters and per-key / per-block values (lib/methods/params.ts),
+   * resolved for each tensor; a sweep varies α's row value, overrides apply on top.
+   */
+  params?: RowParams;
+  /** Clamp each merged value to [min(A,B), max(A,B)] (methods with A and B). */
+  clamp?: boolean;
   /** Float output type; default: the same as A's tensor. */
   dtype?: OutputDtype;
   /** Saved outputs: one per multiplier, or none when the row only feeds later rows. */
@@ -156,7 +164,8 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
   const others = slots.filter((s) => s !== "a");
   for (const s of others) stats.extraKeys += models[s]!.tensors.filter((t) => !a.byName.has(t.name)).length;
   const outFloat = row.dtype ? OUTPUT_DTYPE_TO_DTYPE[row.dtype] : undefined;
-  const calls = row.multipliers.map((m) => method.kernelFor(m));
+  const resolve = paramResolver(method, row.params);
+  const clamp = row.clamp === true && method.clampable === true;
   const results: VirtualTensor[][] = row.multipliers.map(() => []);
   const pushAll = (t: VirtualTensor) => results.forEach((r) => r.push(t));
 
@@ -242,7 +251,15 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
       }
     }
     const offsetIn = (s: ModelSlot, r: { start: number; other: number }, x: number) => (partialFrom.includes(s) ? r.other + (x - r.start) : x);
+    const round: Dtype = dtype === "F16" || dtype === "BF16" ? dtype : "F32";
     results.forEach((result, k) => {
+      // This tensor's parameter values, its kernel call, and any rows another call computes.
+      const values = resolve(t.name, row.multipliers[k]!);
+      const call = method.kernelFor(values);
+      const rows = t.shape.length > 0 ? t.shape[0]! : 0;
+      const rowSize = rows > 0 ? n / rows : 0;
+      const spans = method.rowSpans && rows > 0 ? method.rowSpans(values, rows).map((sp) => ({ start: sp.from * rowSize, end: sp.to * rowSize, call: sp.call })) : [];
+      const callAt = (x: number): KernelCall => spans.find((sp) => sp.start <= x && x < sp.end)?.call ?? call;
       const segments: Segment[] = [];
       for (const r of ranges) {
         // Cut where any input's own segments change, so each piece reads one expression per input.
@@ -253,12 +270,19 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
             if (x > r.start && x < r.start + r.count) cuts.add(x);
           }
         }
+        if (r.merged) for (const sp of spans) for (const x of [sp.start, sp.end]) if (x > r.start && x < r.start + r.count) cuts.add(x);
         const points = [...cuts].sort((p, q) => p - q);
         for (let i = 0; i + 1 < points.length; i++) {
           const start = points[i]!, count = points[i + 1]! - start;
-          const expr: Expr = r.merged
-            ? { kind: "op", kernel: calls[k]!.kernel, args: calls[k]!.args.map((s) => exprAt(tensors[s]!.segments, offsetIn(s, r, start), count)), params: calls[k]!.params.map(Math.fround), round: dtype === "F16" || dtype === "BF16" ? dtype : "F32" }
-            : convertedTo(exprAt(t.segments, start, count), dtype);
+          const input = (s: ModelSlot) => exprAt(tensors[s]!.segments, offsetIn(s, r, start), count);
+          let expr: Expr;
+          if (!r.merged) expr = convertedTo(exprAt(t.segments, start, count), dtype);
+          else {
+            const c = callAt(start);
+            const value: Expr = { kind: "op", kernel: c.kernel, args: c.args.map(input), params: c.params.map(Math.fround), round: clamp ? "F32" : round };
+            // The clamp bounds are A's and B's values as read; the result is rounded once, after it.
+            expr = clamp ? { kind: "op", kernel: "clamp", args: [value, input("a"), input("b")], params: [], round } : value;
+          }
           segments.push({ start, count, expr });
         }
       }

@@ -89,7 +89,7 @@ describe("merge methods: independent fp32 formula over random values", () => {
 describe("method registry", () => {
   it("maps every method onto a known kernel with the right number of inputs", () => {
     for (const m of METHODS) {
-      const call = m.kernelFor(0.5);
+      const call = m.kernelFor(m.defaults);
       assert.ok(KERNELS.includes(call.kernel), m.name);
       assert.ok(call.args.every((s) => m.inputs.includes(s)), m.name);
     }
