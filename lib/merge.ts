@@ -20,7 +20,8 @@ import { planKeyEdits, type VaeBakeReport } from "./library/edits";
 import { resolveModel } from "./library/resolve";
 import { HashCache, getFileHashes } from "./library/hash-cache";
 import { outputMetadata, type InputIdentity } from "./recipes/metadata";
-import type { RecipeRow } from "./recipes/types";
+import { rowParamsOf, type RecipeRow } from "./recipes/types";
+import { checkRowParams } from "./methods/params";
 import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies } from "./outputs";
 import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
 import { planBoard, type PlanStats } from "./plan";
@@ -53,6 +54,20 @@ export interface MergeOptions {
    * per value, all written in one pass over the inputs.
    */
   multiplier?: number | number[] | string;
+  /** Another name for `multiplier` (the method's α); give one or the other. */
+  alpha?: number | number[] | string;
+  /** The method's β (triple-sum, sum-twice, multiply-difference, ...); default: the method's. */
+  beta?: number;
+  /**
+   * Per-key α: for each tensor, the first pattern (a regular expression searched in the key)
+   * that matches sets α, over the block value and the multiplier. A sweep varies the
+   * multiplier only: keys a pattern matches keep its value in every output.
+   */
+  weights?: { pattern: string; value: number }[];
+  /** Per-key β, as `weights`. */
+  betaWeights?: { pattern: string; value: number }[];
+  /** Clamp every merged value to [min(A,B), max(A,B)] (methods that read A and B). */
+  clamp?: boolean;
   /** Float output type; "same" (default) keeps each tensor's type from A. */
   dtype?: OutputDtype | "same";
   /**
@@ -129,7 +144,7 @@ export interface MergeReport {
   warnings: string[];
 }
 
-const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
+const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
 
 /** Output path for one multiplier of a sweep. */
 export function sweepOutputPath(out: string, multiplier: number, count: number): string {
@@ -178,13 +193,18 @@ function validateOptions(options: MergeOptions) {
   for (const slot of method.inputs) {
     if (!paths[slot]) throw new MergeError("INVALID_ARGUMENT", `${slot} is required: ${method.name} needs model ${slot.toUpperCase()}`);
   }
-  const multipliers = method.usesMultiplier ? normaliseMultipliers(options.multiplier) : [0];
+  if (options.alpha !== undefined && options.multiplier !== undefined) throw new MergeError("INVALID_ARGUMENT", "alpha and multiplier are the same option: give one");
+  const multipliers = method.usesMultiplier ? normaliseMultipliers(options.alpha ?? options.multiplier) : [0];
   const [lo, hi] = method.multiplierRange;
   multipliers.forEach((m) => requireNumberInRange("multiplier", m, lo, hi));
+  const rowParams = rowParamsFromOptions(options);
+  checkRowParams(method, rowParamsOf(rowParams as RecipeRow));
+  if (optionalBoolean("clamp", options.clamp) && !method.clampable) throw new MergeError("INVALID_ARGUMENT", `clamp needs models A and B; ${method.name} does not read B`);
   const checked = {
     method,
     paths,
     multipliers,
+    rowParams,
     dtype: options.dtype === undefined || options.dtype === "same" ? undefined : requireOneOf("dtype", options.dtype, OUTPUT_DTYPES),
     out: requireString("out", options.out),
     engine: resolveEngine(options.engine === undefined ? "auto" : requireOneOf("engine", options.engine, ["auto", "native", "js"] as const)),
@@ -206,6 +226,24 @@ function validateOptions(options: MergeOptions) {
   return checked;
 }
 
+/** `beta`, `weights`, `betaWeights` as recipe-row fields (also what the metadata records). */
+function rowParamsFromOptions(options: MergeOptions): Pick<RecipeRow, "params" | "weights" | "clamp"> {
+  const list = (name: string, v: unknown) => {
+    if (v === undefined) return [];
+    if (!Array.isArray(v)) throw new MergeError("INVALID_ARGUMENT", `${name} must be a list of { pattern, value }`);
+    return v.map((w: { pattern?: unknown; value?: unknown }, i) => {
+      if (w === null || typeof w !== "object") throw new MergeError("INVALID_ARGUMENT", `${name}[${i}] must be { pattern, value }`);
+      return { pattern: requireString(`${name}[${i}].pattern`, w.pattern), value: requireNumberInRange(`${name}[${i}].value`, w.value, -1e6, 1e6) };
+    });
+  };
+  const alpha = list("weights", options.weights), beta = list("betaWeights", options.betaWeights);
+  return {
+    ...(options.beta !== undefined ? { params: { beta: requireNumberInRange("beta", options.beta, -1e6, 1e6) } } : {}),
+    ...(alpha.length || beta.length ? { weights: { ...(alpha.length ? { alpha } : {}), ...(beta.length ? { beta } : {}) } } : {}),
+    ...(options.clamp === true ? { clamp: true } : {}),
+  };
+}
+
 async function mergeInner(caller: MergeOptions, started: number): Promise<MergeReport> {
   const checked = validateOptions(caller);
   if (caller.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled before it started");
@@ -223,7 +261,7 @@ async function mergeInner(caller: MergeOptions, started: number): Promise<MergeR
 }
 
 async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof validateOptions>, started: number): Promise<MergeReport> {
-  const { method, paths, multipliers, dtype, out, engine, threads, isa, format, overwrite, dryRun, configSource } = checked;
+  const { method, paths, multipliers, rowParams, dtype, out, engine, threads, isa, format, overwrite, dryRun, configSource } = checked;
   const targets = multipliers.map((m) => sweepOutputPath(out, m, multipliers.length));
   await checkTargets(targets, [], overwrite); // a folder, an existing file: before finding models
   // One hash cache for the whole merge: hash references resolve from it, recipe metadata reads it.
@@ -252,13 +290,16 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
     ...(options.prune ? { prune: true } : {}),
   });
   const rowName = stemOf(out);
-  const metadataFor = await recipeMetadataFor(options, cache, { rowName, method: method.name as MethodName, paths, models: inputs, multipliers, dtype, vaePath, dryRun });
+  const metadataFor = await recipeMetadataFor(options, cache, { rowName, method: method.name as MethodName, paths, models: inputs, multipliers, rowParams, dtype, vaePath, dryRun });
+  const planParams = rowParamsOf(rowParams as RecipeRow);
   const plan = planBoard({
     rows: [{
       name: rowName,
       method,
       inputs,
       multipliers,
+      ...(planParams ? { params: planParams } : {}),
+      ...(rowParams.clamp ? { clamp: true } : {}),
       ...(dtype ? { dtype } : {}),
       discard: edits.discard,
       replace: edits.replace,
@@ -318,7 +359,7 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
 async function recipeMetadataFor(
   options: MergeOptions,
   cache: HashCache,
-  row: { rowName: string; method: MethodName; paths: Partial<Record<ModelSlot, string>>; models: Partial<Record<ModelSlot, { model: ModelFile }>>; multipliers: number[]; dtype: OutputDtype | undefined; vaePath: string | undefined; dryRun: boolean },
+  row: { rowName: string; method: MethodName; paths: Partial<Record<ModelSlot, string>>; models: Partial<Record<ModelSlot, { model: ModelFile }>>; multipliers: number[]; rowParams: Pick<RecipeRow, "params" | "weights" | "clamp">; dtype: OutputDtype | undefined; vaePath: string | undefined; dryRun: boolean },
 ): Promise<(multiplier: number, format: OutputFormat) => Record<string, string>> {
   const user = options.metadata ?? {};
   if (options.recipeMetadata === false) return (_, format) => (format === "ckpt" ? { ...user } : { format: "pt", ...user });
@@ -336,7 +377,7 @@ async function recipeMetadataFor(
   const vae = row.vaePath ? await identity(row.vaePath, {}) : undefined;
   const conv = (slot: ModelSlot) => row.models[slot]?.model.byName.get("model.diffusion_model.input_blocks.0.0.weight")?.shape[1];
   const recipeRow: RecipeRow = {
-    name: row.rowName, method: row.method, inputs: recipeInputs, multipliers: row.multipliers,
+    name: row.rowName, method: row.method, inputs: recipeInputs, multipliers: row.multipliers, ...row.rowParams,
     ...(row.dtype ? { dtype: row.dtype } : {}), format: "safetensors", save: true,
     ...(options.discard !== undefined ? { discard: typeof options.discard === "string" ? [options.discard] : options.discard } : {}),
     ...(options.prune ? { prune: true } : {}),

@@ -71,6 +71,9 @@ export function powF32(x: number, y: number): number {
   return f(w * POW2[k - POW2_MIN]!);
 }
 
+/** |x| leaving a NaN as it is (Math.abs may or may not clear its sign bit); ±0 give +0. */
+const absf = (x: number): number => (x < 0 ? -x : x === 0 ? 0 : x);
+
 type Kernel = (out: Float32Array, x: Float32Array[], p: number[], n: number) => void;
 
 export const METHOD_KERNELS: Record<string, Kernel> = {
@@ -78,12 +81,11 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
     const p0 = f(p[0]!);
     for (let i = 0; i < n; i++) {
       const t0 = f(b![i]! - c![i]!);
-      const d0 = Math.abs(t0);
-      const d1 = Math.abs(f(b![i]! - a![i]!));
+      const d0 = absf(t0);
+      const d1 = absf(f(b![i]! - a![i]!));
       const s = f(d0 + d1);
       const q = s !== 0 ? f(d1 / s) : 0;
-      const sg = t0 > 0 ? 1 : t0 < 0 ? -1 : 0;
-      const sc = f(sg * Math.abs(q));
+      const sc = t0 > 0 ? q : t0 < 0 ? (q === q ? -q : q) : f(0 * q);
       const nd = f(sc * d0);
       const v = f(nd * p0);
       r[i] = f(a![i]! + v);
@@ -109,12 +111,12 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
     const p0 = f(p[0]!), p1 = f(p[1]!), p2 = f(p[2]!), p3 = f(p[3]!);
     for (let i = 0; i < n; i++) {
       const ci = c![i]!;
-      const da = Math.abs(f(a![i]! - ci));
-      const db = Math.abs(f(b![i]! - ci));
+      const da = absf(f(a![i]! - ci));
+      const db = absf(f(b![i]! - ci));
       const m = f(powF32(da, p0) * powF32(db, p1));
       const w = f(f(a![i]! * p2) + f(b![i]! * p3));
       const sg = f(w - ci);
-      r[i] = f(ci + (sg < 0 ? -m : m));
+      r[i] = f(ci + (sg < 0 && m === m ? -m : m));
     }
   },
   "similarity-add-difference": (r, [a, b, c], p, n) => {
@@ -122,7 +124,7 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
     for (let i = 0; i < n; i++) {
       const ai = a![i]!, bi = b![i]!;
       const prod = f(ai * bi);
-      const aa = Math.abs(ai), bb = Math.abs(bi);
+      const aa = absf(ai), bb = absf(bi);
       const th = aa > bb ? aa : bb;
       const th2 = f(th * th);
       let q = f(prod / th2);

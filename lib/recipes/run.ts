@@ -36,7 +36,7 @@ import { planBoard, type BoardPlan, type BoardRow, type PlanStats, type RowInput
 import { compileRecipe, type CompileOptions, type CompiledFile, type CompiledRecipe, type CompiledRow, type CompiledSource } from "./compile";
 import { appendHistory, type HistoryEntry } from "./history";
 import { outputMetadata, virtualIdentity, type InputIdentity, type OutputStep } from "./metadata";
-import { SLOTS, type Recipe } from "./types";
+import { SLOTS, rowParamsOf, type Recipe } from "./types";
 
 export interface RunRecipeOptions extends CompileOptions {
   engine?: EngineName;
@@ -271,6 +271,8 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
       method: c.method,
       inputs,
       multipliers: c.multipliers,
+      ...(rowParamsOf(c.row) ? { params: rowParamsOf(c.row)! } : {}),
+      ...(c.row.clamp ? { clamp: true } : {}),
       ...(c.row.dtype ? { dtype: c.row.dtype } : {}),
       ...(c.outputs.length ? {
         outputs: c.outputs.map((o) => {

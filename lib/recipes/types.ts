@@ -7,6 +7,7 @@ import type { OutputDtype } from "../dtypes";
 import type { OutputFormat } from "../formats/output";
 import type { MethodName } from "../methods/registry";
 import type { ModelSlot } from "../methods/define";
+import type { KeyValue, RowParams } from "../methods/params";
 
 /** Where a row input comes from. */
 export type RecipeInput =
@@ -35,8 +36,17 @@ export interface RecipeRow {
   name: string;
   method: MethodName;
   inputs: Partial<Record<ModelSlot, RecipeInput>>;
-  /** One value, or several for a sweep (one output each, same pass). */
+  /** One value, or several for a sweep (one output each, same pass): the method's α. */
   multipliers: number[];
+  /** The method's other parameters by name (`{ beta: 0.3 }`); defaults otherwise. */
+  params?: Record<string, number>;
+  /**
+   * Per-key values by parameter name (`{ alpha: [{ pattern, value }] }`): for a key, the first
+   * matching pattern wins over the block and row values (lib/methods/params.ts).
+   */
+  weights?: Record<string, KeyValue[]>;
+  /** Clamp merged values to [min(A,B), max(A,B)]. */
+  clamp?: boolean;
   /** Float output type; undefined keeps A's types. */
   dtype?: OutputDtype;
   format: OutputFormat;
@@ -89,4 +99,23 @@ export function usedVariables(recipe: Recipe): string[] {
 export function rowLabel(recipe: Recipe, index: number): string {
   const row = recipe.rows[index];
   return row ? `row ${index + 1} (${row.name})` : `row ${index + 1}`;
+}
+
+/** The planner's view of a row's parameters (undefined when the row only has its multiplier). */
+export function rowParamsOf(row: RecipeRow): RowParams | undefined {
+  const values = row.params && Object.keys(row.params).length ? row.params : undefined;
+  const weights = row.weights && Object.values(row.weights).some((l) => l.length) ? row.weights : undefined;
+  if (!values && !weights) return undefined;
+  return { ...(values ? { values } : {}), ...(weights ? { weights } : {}) };
+}
+
+/** The row fields that carry parameters, copied (for metadata rows built from another row). */
+export function rowParamFields(row: Pick<RecipeRow, "params" | "weights" | "clamp">): Pick<RecipeRow, "params" | "weights" | "clamp"> {
+  return {
+    ...(row.params && Object.keys(row.params).length ? { params: { ...row.params } } : {}),
+    ...(row.weights && Object.values(row.weights).some((l) => l.length)
+      ? { weights: Object.fromEntries(Object.entries(row.weights).filter(([, l]) => l.length).map(([k, l]) => [k, l.map((w) => ({ pattern: w.pattern, value: w.value }))])) }
+      : {}),
+    ...(row.clamp ? { clamp: true } : {}),
+  };
 }

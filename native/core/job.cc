@@ -103,9 +103,9 @@ private:
             if (op.args.size() != merge_kernel_arity(op.kernel))
                 return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " takes " + std::to_string(merge_kernel_arity(op.kernel)) +
                         " operands, got " + std::to_string(op.args.size()), {}, piece.name);
-            if (op.params.size() > max_params || op.params.size() < merge_kernel_n_params(op.kernel))
-                return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " needs " + std::to_string(merge_kernel_n_params(op.kernel)) +
-                        " to " + std::to_string(max_params) + " params, got " + std::to_string(op.params.size()), {}, piece.name);
+            if (op.params.size() > max_params || op.params.size() != merge_kernel_n_params(op.kernel))
+                return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " takes " + std::to_string(merge_kernel_n_params(op.kernel)) +
+                        " params, got " + std::to_string(op.params.size()), {}, piece.name);
             if (op.args.size() > MERGE_MAX_ARGS) return fail(merge_error::INVALID_ARGUMENT, where + ": too many operands", {}, piece.name);
             for (size_t j = 0; j < op.params.size(); j++)
                 if (!std::isfinite(op.params[j]))

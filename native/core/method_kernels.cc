@@ -82,18 +82,26 @@ float merge_powf(float x, float y) {
 
 namespace {
 
+// |x| without touching a NaN's sign bit (fabs clears it; the TypeScript engine cannot, portably):
+// both engines then carry the same NaN bits. ±0 give +0.
+inline float absf(float x) { return x < 0.0f ? -x : (x == 0.0f ? 0.0f : x); }
+
+// -m for a number, a NaN unchanged (for the same reason).
+inline float negf(float x) { return x == x ? -x : x; }
+
 // SuperMerger "TD" (scripts/mergers/mergers.py): A + sign(B−C)·|B−A|/(|B−C|+|B−A|)·|B−C| · (α·1.8);
 // p0 = α·1.8 (rounded to fp32 once, as torch does with the Python scalar).
 void train_difference(float * r, const float * const * x, const float * p, size_t n) {
     const float * a = x[0], * b = x[1], * c = x[2];
     for (size_t i = 0; i < n; i++) {
         const float t0 = b[i] - c[i];
-        const float d0 = std::fabs(t0);
-        const float d1 = std::fabs(b[i] - a[i]);
+        const float d0 = absf(t0);
+        const float d1 = absf(b[i] - a[i]);
         const float s = d0 + d1;
         const float q = s != 0.0f ? d1 / s : 0.0f;
-        const float sg = t0 > 0.0f ? 1.0f : (t0 < 0.0f ? -1.0f : 0.0f);
-        const float sc = sg * std::fabs(q);
+        // sign(B−C)·|q| (q is >= 0 or NaN), written without a product by ±1, which compilers
+        // and JITs may turn into a negation with another NaN sign bit.
+        const float sc = t0 > 0.0f ? q : (t0 < 0.0f ? negf(q) : 0.0f * q);
         const float nd = sc * d0;
         const float v = nd * p[0];
         r[i] = a[i] + v;
@@ -131,8 +139,8 @@ void sum_twice(float * r, const float * const * x, const float * p, size_t n) {
 void multiply_difference(float * r, const float * const * x, const float * p, size_t n) {
     const float * a = x[0], * b = x[1], * c = x[2];
     for (size_t i = 0; i < n; i++) {
-        const float da = std::fabs(a[i] - c[i]);
-        const float db = std::fabs(b[i] - c[i]);
+        const float da = absf(a[i] - c[i]);
+        const float db = absf(b[i] - c[i]);
         const float pa = merge_powf(da, p[0]);
         const float pb = merge_powf(db, p[1]);
         const float m = pa * pb;
@@ -140,7 +148,7 @@ void multiply_difference(float * r, const float * const * x, const float * p, si
         const float v = b[i] * p[3];
         const float w = u + v;
         const float sg = w - c[i];
-        const float d = sg < 0.0f ? -m : m;
+        const float d = sg < 0.0f ? negf(m) : m;
         r[i] = c[i] + d;
     }
 }
@@ -151,8 +159,8 @@ void similarity_add_difference(float * r, const float * const * x, const float *
     const float * a = x[0], * b = x[1], * c = x[2];
     for (size_t i = 0; i < n; i++) {
         const float prod = a[i] * b[i];
-        const float aa = std::fabs(a[i]);
-        const float bb = std::fabs(b[i]);
+        const float aa = absf(a[i]);
+        const float bb = absf(b[i]);
         const float th = aa > bb ? aa : bb;
         const float th2 = th * th;
         float q = prod / th2;

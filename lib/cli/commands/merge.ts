@@ -1,4 +1,5 @@
 /** `tensormerge merge`: one merge (or a multiplier sweep) from the command line. */
+import { MergeError } from "../../errors";
 import { merge, type MergeOptions } from "../../merge";
 import { METHODS, resolveMethod } from "../../methods/registry";
 import { formatBytes } from "../../outputs";
@@ -48,6 +49,19 @@ export function mergePlanView(report: MergeReport): PlanView {
   };
 }
 
+function numberArg(flag: string, text: string): number {
+  const v = Number(text);
+  if (text.trim() === "" || !Number.isFinite(v)) throw new MergeError("INVALID_ARGUMENT", `${flag} ${JSON.stringify(text)}: expected a number`);
+  return v;
+}
+
+/** `REGEX=VALUE`, split at the last "=" (a pattern may contain "=", a number cannot). */
+export function keyValueArg(flag: string, text: string): { pattern: string; value: number } {
+  const at = text.lastIndexOf("=");
+  if (at <= 0) throw new MergeError("INVALID_ARGUMENT", `${flag} ${JSON.stringify(text)}: expected REGEX=VALUE, such as "cond_stage_model\\.=0.3"`);
+  return { pattern: text.slice(0, at), value: numberArg(flag, text.slice(at + 1)) };
+}
+
 export const mergeCommand = defineCommand({
   name: "merge",
   summary: "merge two or three models into a new one",
@@ -58,6 +72,11 @@ export const mergeCommand = defineCommand({
     c: { type: "string", value: "FILE", description: "model C (add-difference)" },
     method: { type: "string", short: "m", value: "METHOD", description: `merge method: ${methodHelp}` },
     multiplier: { type: "string", short: "M", value: "M", description: "multiplier; a list (0.1,0.2) or range (0.1:0.5:0.1) writes one file per value in one pass (default 0.5)" },
+    alpha: { type: "string", value: "M", description: "another name for --multiplier (the method's α)" },
+    beta: { type: "string", value: "B", description: "the method's β (triple-sum, sum-twice, multiply-difference, similarity-add-difference, tensor-sum)" },
+    weight: { type: "string", multiple: true, value: "REGEX=VALUE", description: "α for keys matching REGEX (repeatable; the first matching pattern wins over the block value and the multiplier)" },
+    "beta-weight": { type: "string", multiple: true, value: "REGEX=VALUE", description: "β for keys matching REGEX (repeatable, as --weight)" },
+    clamp: { type: "boolean", description: "clamp every merged value to [min(A,B), max(A,B)]" },
     dtype: { type: "string", value: "TYPE", description: "float output type: same (as A, default), fp16, bf16, fp32" },
     out: { type: "string", short: "o", value: "FILE", description: "output file (.safetensors or .ckpt); for sweeps <M> is replaced by each value" },
     overwrite: { type: "boolean", description: "replace an existing output file" },
@@ -88,6 +107,13 @@ export const mergeCommand = defineCommand({
       if (v !== undefined) (options as unknown as Record<string, unknown>)[key] = v;
     }
     if (threads !== undefined) options.threads = Number(threads);
+    const alpha = stringArg(args, "alpha");
+    if (alpha !== undefined) options.alpha = alpha;
+    const beta = stringArg(args, "beta");
+    if (beta !== undefined) options.beta = numberArg("--beta", beta);
+    if (listArg(args, "weight").length) options.weights = listArg(args, "weight").map((w) => keyValueArg("--weight", w));
+    if (listArg(args, "beta-weight").length) options.betaWeights = listArg(args, "beta-weight").map((w) => keyValueArg("--beta-weight", w));
+    if (flagArg(args, "clamp")) options.clamp = true;
     const vae = stringArg(args, "vae");
     if (vae !== undefined) options.vae = vae;
     const config = stringArg(args, "config");
