@@ -74,6 +74,23 @@ export function powF32(x: number, y: number): number {
 /** |x| leaving a NaN as it is (Math.abs may or may not clear its sign bit); ±0 give +0. */
 const absf = (x: number): number => (x < 0 ? -x : x === 0 ? 0 : x);
 
+const signbit = (x: number): boolean => x < 0 || (x === 0 && 1 / x < 0);
+/** IEEE 754-2019 minimum/maximum as minf/maxf in C++: a NaN operand is the result, −0 < +0. */
+function minf(x: number, y: number): number {
+  if (x !== x) return x;
+  if (y !== y) return y;
+  if (x < y) return x;
+  if (y < x) return y;
+  return signbit(x) ? x : y;
+}
+function maxf(x: number, y: number): number {
+  if (x !== x) return x;
+  if (y !== y) return y;
+  if (x > y) return x;
+  if (y > x) return y;
+  return signbit(x) ? y : x;
+}
+
 type Kernel = (out: Float32Array, x: Float32Array[], p: number[], n: number) => void;
 
 export const METHOD_KERNELS: Record<string, Kernel> = {
@@ -138,14 +155,6 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
     }
   },
   clamp: (r, [v, a, b], _p, n) => {
-    for (let i = 0; i < n; i++) {
-      const ai = a![i]!, bi = b![i]!;
-      const lo = ai < bi ? ai : bi;
-      const hi = ai < bi ? bi : ai;
-      let y = v![i]!;
-      y = y < lo ? lo : y;
-      y = y > hi ? hi : y;
-      r[i] = y;
-    }
+    for (let i = 0; i < n; i++) r[i] = minf(maxf(v![i]!, minf(a![i]!, b![i]!)), maxf(a![i]!, b![i]!));
   },
 };

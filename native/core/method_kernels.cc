@@ -181,17 +181,28 @@ void similarity_add_difference(float * r, const float * const * x, const float *
     }
 }
 
-// sd-mecha's clip to A and B: r = min(max(x, min(A,B)), max(A,B)); NaN stays NaN.
+// IEEE 754-2019 minimum/maximum (as torch.minimum/maximum and Math.min/max): a NaN operand is
+// the result, and −0 < +0.
+inline float minf(float x, float y) {
+    if (x != x) return x;
+    if (y != y) return y;
+    if (x < y) return x;
+    if (y < x) return y;
+    return std::signbit(x) ? x : y;
+}
+
+inline float maxf(float x, float y) {
+    if (x != x) return x;
+    if (y != y) return y;
+    if (x > y) return x;
+    if (y > x) return y;
+    return std::signbit(x) ? y : x;
+}
+
+// sd-mecha's clip to A and B, torch.clamp(x, minimum(A,B), maximum(A,B)).
 void clamp(float * r, const float * const * x, const float *, size_t n) {
     const float * v = x[0], * a = x[1], * b = x[2];
-    for (size_t i = 0; i < n; i++) {
-        const float lo = a[i] < b[i] ? a[i] : b[i];
-        const float hi = a[i] < b[i] ? b[i] : a[i];
-        float y = v[i];
-        y = y < lo ? lo : y;
-        y = y > hi ? hi : y;
-        r[i] = y;
-    }
+    for (size_t i = 0; i < n; i++) r[i] = minf(maxf(v[i], minf(a[i], b[i])), maxf(a[i], b[i]));
 }
 
 } // namespace
