@@ -54,17 +54,20 @@ describe("engines: native and TS outputs are bit-identical", function () {
     }
   }
 
-  for (const isa of ["scalar", "avx2", "avx512"] as const) {
-    for (const threads of [1, 2]) {
-      it(`add-difference → fp16 with isa=${isa}, threads=${threads} equals the TS engine`, async function () {
-        const { capabilities } = await import("../../lib/native/binding");
-        if (!capabilities().isas.includes(isa)) this.skip(); // the CPU lacks it: nothing to compare
-        const js = join(dir.path, "ref-js.safetensors");
-        const nat = join(dir.path, `ref-${isa}-${threads}.safetensors`);
-        await merge({ recipeMetadata: false, a, b, c, method: "add-difference", multiplier: 0.7, dtype: "fp16", out: js, engine: "js", overwrite: true });
-        await merge({ recipeMetadata: false, a, b, c, method: "add-difference", multiplier: 0.7, dtype: "fp16", out: nat, engine: "native", isa, threads });
-        assert.ok(readFileSync(js).equals(readFileSync(nat)));
-      });
+  for (const method of ["add-difference", "train-difference", "multiply-difference", "similarity-add-difference", "sum-twice"] as const) {
+    for (const isa of ["scalar", "avx2", "avx512"] as const) {
+      for (const threads of [1, 2]) {
+        it(`${method} → fp16 with isa=${isa}, threads=${threads} equals the TS engine`, async function () {
+          const { capabilities } = await import("../../lib/native/binding");
+          if (!capabilities().isas.includes(isa)) this.skip(); // the CPU lacks it: nothing to compare
+          const js = join(dir.path, `ref-js-${method}.safetensors`);
+          const nat = join(dir.path, `ref-${method}-${isa}-${threads}.safetensors`);
+          const params = method === "add-difference" || method === "train-difference" ? {} : { beta: 0.4 };
+          await merge({ recipeMetadata: false, a, b, c, method, multiplier: 0.7, ...params, dtype: "fp16", out: js, engine: "js", overwrite: true });
+          await merge({ recipeMetadata: false, a, b, c, method, multiplier: 0.7, ...params, dtype: "fp16", out: nat, engine: "native", isa, threads });
+          assert.ok(readFileSync(js).equals(readFileSync(nat)));
+        });
+      }
     }
   }
 });
