@@ -29,3 +29,8 @@ export {
   parseRecipe, formatRecipe, compileRecipe, runRecipe, reproduce, readEmbeddedRecipe, RECIPE_SCHEMA,
   type Recipe, type RecipeRow, type RecipeInput, type RunRecipeOptions, type RecipeRunReport, type ReproduceOptions, type ReproduceReport,
 } from "./recipes";
+export {
+  blockMapFor, sd3Blocks, SD_BLOCKS, SDXL_BLOCKS, FLUX_BLOCKS, parseBlockValues, blockValue, valueForKey, summarizeBlocks,
+  BLOCK_PRESETS, PRESET_ALIASES, presetName, presetValues, nearestPresetNames,
+  type BlockMap, type BlockMapId, type BlockValues, type BlockValuesForm, type ParseBlockOptions, type BlockSummary, type BlockCount,
+} from "./blocks";

@@ -20,7 +20,7 @@ import { planKeyEdits, type VaeBakeReport } from "./library/edits";
 import { resolveModel } from "./library/resolve";
 import { HashCache, getFileHashes } from "./library/hash-cache";
 import { outputMetadata, type InputIdentity } from "./recipes/metadata";
-import { rowParamsOf, type RecipeRow } from "./recipes/types";
+import { blockMapOf, rowParamsOf, type RecipeRow } from "./recipes/types";
 import { checkRowParams } from "./methods/params";
 import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies } from "./outputs";
 import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
@@ -31,6 +31,13 @@ import {
 } from "./validate";
 
 export interface MergeProgress {
+  /**
+   * "hashing": an input (`path`) is being hashed for the recipe metadata, bytes are of that
+   * file; "merging": bytes are those written to all outputs.
+   */
+  phase?: "hashing" | "merging";
+  /** The input being hashed. */
+  path?: string;
   bytesDone: number;
   bytesTotal: number;
   /** 0..1 */
@@ -66,6 +73,14 @@ export interface MergeOptions {
   weights?: { pattern: string; value: number }[];
   /** Per-key β, as `weights`. */
   betaWeights?: { pattern: string; value: number }[];
+  /**
+   * α per block of A's architecture: a SuperMerger list ("0.5,1,…", 26 values for SD, 20 for
+   * SDXL), a preset ("GRAD_V") or the values (lib/blocks, README "Block weights"). Keys in no
+   * block stay A; `weights` patterns win over block values.
+   */
+  blocks?: string | number[];
+  /** β per block, as `blocks`. */
+  betaBlocks?: string | number[];
   /** Clamp every merged value to [min(A,B), max(A,B)] (methods that read A and B). */
   clamp?: boolean;
   /** Float output type; "same" (default) keeps each tensor's type from A. */
@@ -144,7 +159,7 @@ export interface MergeReport {
   warnings: string[];
 }
 
-const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
+const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "blocks", "betaBlocks", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
 
 /** Output path for one multiplier of a sweep. */
 export function sweepOutputPath(out: string, multiplier: number, count: number): string {
@@ -227,7 +242,7 @@ function validateOptions(options: MergeOptions) {
 }
 
 /** `beta`, `weights`, `betaWeights` as recipe-row fields (also what the metadata records). */
-function rowParamsFromOptions(options: MergeOptions): Pick<RecipeRow, "params" | "weights" | "clamp"> {
+function rowParamsFromOptions(options: MergeOptions): Pick<RecipeRow, "params" | "weights" | "blocks" | "clamp"> {
   const list = (name: string, v: unknown) => {
     if (v === undefined) return [];
     if (!Array.isArray(v)) throw new MergeError("INVALID_ARGUMENT", `${name} must be a list of { pattern, value }`);
@@ -240,8 +255,17 @@ function rowParamsFromOptions(options: MergeOptions): Pick<RecipeRow, "params" |
   return {
     ...(options.beta !== undefined ? { params: { beta: requireNumberInRange("beta", options.beta, -1e6, 1e6) } } : {}),
     ...(alpha.length || beta.length ? { weights: { ...(alpha.length ? { alpha } : {}), ...(beta.length ? { beta } : {}) } } : {}),
+    ...(options.blocks !== undefined || options.betaBlocks !== undefined
+      ? { blocks: { ...(options.blocks !== undefined ? { alpha: blockSpec("blocks", options.blocks) } : {}), ...(options.betaBlocks !== undefined ? { beta: blockSpec("betaBlocks", options.betaBlocks) } : {}) } }
+      : {}),
     ...(options.clamp === true ? { clamp: true } : {}),
   };
+}
+
+function blockSpec(name: string, v: unknown): string | number[] {
+  if (typeof v === "string") return v;
+  if (Array.isArray(v) && v.every((x) => typeof x === "number")) return [...v];
+  throw new MergeError("INVALID_ARGUMENT", `${name} must be block values as text ("0.5,1,…" or a preset name) or a list of numbers`);
 }
 
 async function mergeInner(caller: MergeOptions, started: number): Promise<MergeReport> {
@@ -290,8 +314,9 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
     ...(options.prune ? { prune: true } : {}),
   });
   const rowName = stemOf(out);
+  const planParams = rowParamsOf(rowParams, rowParams.blocks ? blockMapOf(opened[0]!) : undefined, "--blocks");
+  checkRowParams(method, planParams);
   const metadataFor = await recipeMetadataFor(options, cache, { rowName, method: method.name as MethodName, paths, models: inputs, multipliers, rowParams, dtype, vaePath, dryRun });
-  const planParams = rowParamsOf(rowParams as RecipeRow);
   const plan = planBoard({
     rows: [{
       name: rowName,
@@ -337,7 +362,7 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
   const removedTemps = await preflight(plan, overwrite);
   const run = await executePlan(plan, {
     engine, threads, isa, overwrite,
-    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.onProgress ? { onProgress: (p: MergeProgress) => options.onProgress!({ phase: "merging", ...p }) } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   }, started);
   const copied: string[] = [];
@@ -359,13 +384,17 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
 async function recipeMetadataFor(
   options: MergeOptions,
   cache: HashCache,
-  row: { rowName: string; method: MethodName; paths: Partial<Record<ModelSlot, string>>; models: Partial<Record<ModelSlot, { model: ModelFile }>>; multipliers: number[]; rowParams: Pick<RecipeRow, "params" | "weights" | "clamp">; dtype: OutputDtype | undefined; vaePath: string | undefined; dryRun: boolean },
+  row: { rowName: string; method: MethodName; paths: Partial<Record<ModelSlot, string>>; models: Partial<Record<ModelSlot, { model: ModelFile }>>; multipliers: number[]; rowParams: Pick<RecipeRow, "params" | "weights" | "blocks" | "clamp">; dtype: OutputDtype | undefined; vaePath: string | undefined; dryRun: boolean },
 ): Promise<(multiplier: number, format: OutputFormat) => Record<string, string>> {
   const user = options.metadata ?? {};
   if (options.recipeMetadata === false) return (_, format) => (format === "ckpt" ? { ...user } : { format: "pt", ...user });
   const identity = async (path: string, metadata: Record<string, string>): Promise<InputIdentity> => {
     // A dry run hashes nothing: stand-ins of the same length (one per file) give the same sizes.
-    const h = row.dryRun ? placeholderHashes(path) : await getFileHashes(path, { cache, ...(options.signal ? { signal: options.signal } : {}) });
+    const started = Date.now();
+    const onProgress = options.onProgress && ((bytesDone: number, bytesTotal: number) => options.onProgress!({
+      phase: "hashing", path, bytesDone, bytesTotal, fraction: bytesTotal ? bytesDone / bytesTotal : 1, elapsedSeconds: (Date.now() - started) / 1000,
+    }));
+    const h = row.dryRun ? placeholderHashes(path) : await getFileHashes(path, { cache, ...(options.signal ? { signal: options.signal } : {}), ...(onProgress ? { onProgress } : {}) });
     return { sha256: h.sha256, legacy: h.legacy, name: basename(path), metadata, virtual: false };
   };
   const inputs: Partial<Record<ModelSlot, InputIdentity>> = {};

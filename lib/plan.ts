@@ -16,16 +16,23 @@
  * - a float key that B (or C) lacks keeps A's values, in the output dtype, and is counted;
  * - a float key whose shape differs is an error, except the inpainting / instruct-pix2pix input
  *   convolution (A has 9 or 8 input channels, the other 4): shared channels merged, rest from A.
+ *
+ * Memory stays proportional to the keys plus the outputs, not to their product: a sweep's
+ * merged keys are built per multiplier only while a pass's job is built, header bytes are built
+ * when their pass runs (lib/plan-layouts.ts), and a pass holds at most `maxWritesPerPass`
+ * writes (outputs × pieces), so a 10,001-value sweep is planned and refused (or run, in several
+ * passes over the inputs) without holding 10,001 copies of the model's key table.
  */
 import { DTYPE_ID, DTYPE_SIZE, OUTPUT_DTYPE_TO_DTYPE, isMathDtype, type Dtype, type OutputDtype } from "./dtypes";
 import { MergeError } from "./errors";
-import { layoutOutput, type OutputFormat, type OutputLayout } from "./formats/output";
+import type { OutputFormat, OutputLayout } from "./formats/output";
 import { readableTensor, sideModelOf } from "./formats/ckpt/strided";
 import { isCopiedAsIs, isInputChannelExtension, sameShape } from "./keys";
 import type { KernelCall, MergeMethod, ModelSlot } from "./methods/define";
 import { paramResolver, type RowParams } from "./methods/params";
 import { numelOf, shapeToString, type ModelFile, type TensorInfo } from "./model";
 import { KERNEL_ID, type JobOp, type JobPiece, type KernelName, type Operand } from "./native/job";
+import { layoutRowOutputs } from "./plan-layouts";
 
 /** A value expression for a run of consecutive elements of one tensor. */
 type Expr =
@@ -104,7 +111,8 @@ export interface PlannedOutput {
 /** One streaming pass: outputs whose tensors come in the same order. */
 export interface PlannedPass {
   outputs: PlannedOutput[];
-  pieces: JobPiece[];
+  /** The job's pieces, built on each access (a pass's job is held only while it runs). */
+  readonly pieces: JobPiece[];
 }
 
 export interface BoardPlan {
@@ -156,18 +164,58 @@ function emptyStats(): PlanStats {
   return { tensors: 0, merged: 0, missing: {}, missingExamples: [], copiedAsIs: 0, replaced: 0, discarded: 0, partial: [], extraKeys: 0 };
 }
 
-/** Evaluates one row symbolically: one virtual model per multiplier. */
-function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>, stats: PlanStats): VirtualModel[] {
+/**
+ * One key of a row's result. Keys that are the same for every multiplier (copied, kept from A,
+ * replaced) have `fixed` segments; a merged key builds its segments for multiplier k on demand,
+ * so a sweep does not hold one copy of the key table per value.
+ */
+interface RowTensor {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+  fixed?: Segment[];
+  at?: (k: number) => Segment[];
+}
+
+interface RowResult {
+  label: string;
+  /** How many results (multipliers). */
+  count: number;
+  tensors: RowTensor[];
+}
+
+function segmentsOf(t: RowTensor, k: number): Segment[] {
+  return t.fixed ?? t.at!(k);
+}
+function fixedTensor(t: VirtualTensor): RowTensor {
+  return { name: t.name, dtype: t.dtype, shape: t.shape, fixed: t.segments };
+}
+/** A single-valued row's result as later rows read it. */
+function materialize(result: RowResult): VirtualModel {
+  const tensors = result.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, segments: segmentsOf(t, 0) }));
+  return { label: result.label, tensors, byName: new Map(tensors.map((t) => [t.name, t])) };
+}
+
+/** Evaluates one row symbolically: its keys, each for any of its multipliers. */
+function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>, stats: PlanStats): RowResult {
   const { method } = row;
   const a = models.a!;
   const slots = method.inputs;
   const others = slots.filter((s) => s !== "a");
   for (const s of others) stats.extraKeys += models[s]!.tensors.filter((t) => !a.byName.has(t.name)).length;
   const outFloat = row.dtype ? OUTPUT_DTYPE_TO_DTYPE[row.dtype] : undefined;
+  // Each tensor's parameter values (per-key patterns, blocks, the row's value), and one kernel
+  // call per distinct set of values, parameters rounded once and shared by every key using it.
   const resolve = paramResolver(method, row.params);
   const clamp = row.clamp === true && method.clampable === true;
-  const results: VirtualTensor[][] = row.multipliers.map(() => []);
-  const pushAll = (t: VirtualTensor) => results.forEach((r) => r.push(t));
+  const callCache = new Map<string, KernelCall>();
+  const shared = (c: KernelCall): KernelCall => {
+    const key = `${c.kernel}(${c.args.join(",")};${c.params.join(",")})`;
+    let known = callCache.get(key);
+    if (!known) callCache.set(key, (known = { ...c, params: c.params.map(Math.fround) }));
+    return known;
+  };
+  const result: RowTensor[] = [];
 
   for (const t of a.tensors) {
     if (row.discard?.(t.name)) {
@@ -182,12 +230,12 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
       }
       // The replacement's values under A's key name (a standalone VAE's keys lack the prefix).
       const source = { ...fileModel(replacement.model).byName.get(r.name)!, name: t.name };
-      pushAll(isMathDtype(r.dtype) ? withDtype(source, outFloat ?? t.dtype) : source);
+      result.push(fixedTensor(isMathDtype(r.dtype) ? withDtype(source, outFloat ?? t.dtype) : source));
       stats.replaced++;
       continue;
     }
     if (isCopiedAsIs(t.name, t.dtype)) {
-      pushAll(t);
+      result.push(fixedTensor(t));
       stats.copiedAsIs++;
       continue;
     }
@@ -228,9 +276,12 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
         { tensor: t.name, path: models[p]!.label },
       );
     }
-    if (lacking || others.length === 0) {
+    // A key in no block, when the row has block values and no pattern names it, stays A (as
+    // SuperMerger leaves such keys alone). Whether it does, does not depend on the multiplier.
+    const outsideBlocks = resolve(t.name, row.multipliers[0]!) === null;
+    if (lacking || others.length === 0 || outsideBlocks) {
       if (lacking && stats.missingExamples.length < 5) stats.missingExamples.push(t.name);
-      pushAll(withDtype(t, dtype));
+      result.push(fixedTensor(withDtype(t, dtype)));
       continue;
     }
     if (partialFrom.length > 0) stats.partial.push(t.name);
@@ -251,62 +302,95 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
       }
     }
     const offsetIn = (s: ModelSlot, r: { start: number; other: number }, x: number) => (partialFrom.includes(s) ? r.other + (x - r.start) : x);
-    const round: Dtype = dtype === "F16" || dtype === "BF16" ? dtype : "F32";
-    results.forEach((result, k) => {
-      // This tensor's parameter values, its kernel call, and any rows another call computes.
-      const values = resolve(t.name, row.multipliers[k]!);
-      const call = method.kernelFor(values);
-      const rows = t.shape.length > 0 ? t.shape[0]! : 0;
-      const rowSize = rows > 0 ? n / rows : 0;
-      const spans = method.rowSpans && rows > 0 ? method.rowSpans(values, rows).map((sp) => ({ start: sp.from * rowSize, end: sp.to * rowSize, call: sp.call })) : [];
-      const callAt = (x: number): KernelCall => spans.find((sp) => sp.start <= x && x < sp.end)?.call ?? call;
-      const segments: Segment[] = [];
-      for (const r of ranges) {
-        // Cut where any input's own segments change, so each piece reads one expression per input.
-        const cuts = new Set([r.start, r.start + r.count]);
-        for (const s of r.merged ? slots : (["a"] as ModelSlot[])) {
-          for (const g of tensors[s]!.segments) {
-            const x = partialFrom.includes(s) ? g.start - r.other + r.start : g.start;
-            if (x > r.start && x < r.start + r.count) cuts.add(x);
-          }
+    // Where the segments start does not depend on the multiplier: cut once, where any input's
+    // own segments change, so each piece reads one expression per input.
+    const cutsOf: { start: number; count: number; range: (typeof ranges)[number] }[] = [];
+    for (const r of ranges) {
+      const cuts = new Set([r.start, r.start + r.count]);
+      for (const s of r.merged ? slots : (["a"] as ModelSlot[])) {
+        for (const g of tensors[s]!.segments) {
+          const x = partialFrom.includes(s) ? g.start - r.other + r.start : g.start;
+          if (x > r.start && x < r.start + r.count) cuts.add(x);
         }
-        if (r.merged) for (const sp of spans) for (const x of [sp.start, sp.end]) if (x > r.start && x < r.start + r.count) cuts.add(x);
-        const points = [...cuts].sort((p, q) => p - q);
+      }
+      const points = [...cuts].sort((p, q) => p - q);
+      for (let i = 0; i + 1 < points.length; i++) cutsOf.push({ start: points[i]!, count: points[i + 1]! - points[i]!, range: r });
+    }
+    const round: Dtype = dtype === "F16" || dtype === "BF16" ? dtype : "F32";
+    const rows = t.shape.length > 0 ? t.shape[0]! : 0;
+    const rowSize = rows > 0 ? n / rows : 0;
+    const at = (k: number): Segment[] => {
+      // This tensor's values for output k, its kernel call, and any rows another call computes.
+      const values = resolve(t.name, row.multipliers[k]!)!;
+      const call = shared(method.kernelFor(values));
+      const spans = method.rowSpans && rows > 0 ? method.rowSpans(values, rows).map((sp) => ({ start: sp.from * rowSize, end: sp.to * rowSize, call: shared(sp.call) })) : [];
+      const segments: Segment[] = [];
+      for (const { start: s0, count: c0, range } of cutsOf) {
+        const points = [s0, s0 + c0];
+        if (range.merged) for (const sp of spans) for (const x of [sp.start, sp.end]) if (x > s0 && x < s0 + c0) points.push(x);
+        points.sort((p, q) => p - q);
         for (let i = 0; i + 1 < points.length; i++) {
           const start = points[i]!, count = points[i + 1]! - start;
-          const input = (s: ModelSlot) => exprAt(tensors[s]!.segments, offsetIn(s, r, start), count);
+          if (count === 0) continue;
+          const input = (s: ModelSlot) => exprAt(tensors[s]!.segments, offsetIn(s, range, start), count);
           let expr: Expr;
-          if (!r.merged) expr = convertedTo(exprAt(t.segments, start, count), dtype);
+          if (!range.merged) expr = convertedTo(exprAt(t.segments, start, count), dtype);
           else {
-            const c = callAt(start);
-            const value: Expr = { kind: "op", kernel: c.kernel, args: c.args.map(input), params: c.params.map(Math.fround), round: clamp ? "F32" : round };
+            const c = spans.find((sp) => sp.start <= start && start < sp.end)?.call ?? call;
+            const value: Expr = { kind: "op", kernel: c.kernel, args: c.args.map(input), params: c.params, round: clamp ? "F32" : round };
             // The clamp bounds are A's and B's values as read; the result is rounded once, after it.
-            expr = clamp ? { kind: "op", kernel: "clamp", args: [value, input("a"), input("b")], params: [], round } : value;
+            expr = clamp ? { kind: "op", kernel: "clamp", args: [value, input("a"), input("b")], params: NO_PARAMS, round } : value;
           }
           segments.push({ start, count, expr });
         }
       }
-      result.push({ name: t.name, dtype, shape: t.shape, segments });
-    });
+      return segments;
+    };
+    result.push({ name: t.name, dtype, shape: t.shape, at });
   }
-  stats.tensors = results[0]?.length ?? 0;
-  return results.map((tensors, k) => ({ label: row.outputs?.[k]?.path ?? `${row.name}`, tensors, byName: new Map(tensors.map((t) => [t.name, t])) }));
+  stats.tensors = result.length;
+  return { label: row.outputs?.[0]?.path ?? row.name, count: row.multipliers.length, tensors: result };
 }
 
-/** Flattens the expressions of one piece into job ops, sharing common subexpressions. */
+const NO_PARAMS: number[] = [];
+
+/** Short keys for parameter lists (a sweep shares one list per multiplier across every key). */
+const paramKeys = new WeakMap<number[], string>();
+function paramsKey(params: number[]): string {
+  let key = paramKeys.get(params);
+  if (key === undefined) paramKeys.set(params, (key = params.join(",")));
+  return key;
+}
+
+/** Flattens the expressions of one piece into job ops, sharing common subexpressions and operands. */
 class PieceBuilder {
   readonly ops: JobOp[] = [];
   private readonly keys = new Map<string, Operand>();
+  /** The same expression object (a file read, an earlier row's result) seen again in this piece. */
+  private readonly seen = new Map<Expr, { operand: Operand; key: string }>();
   constructor(private readonly fileIndex: (m: ModelFile) => number) {}
 
-  operand(expr: Expr, start: number): { operand: Operand; key: string } {
-    if (expr.kind === "file") {
-      const element = expr.base + start;
-      const file = this.fileIndex(expr.model);
-      return { operand: { kind: "input", file, offset: expr.tensor.offset + element * DTYPE_SIZE[expr.tensor.dtype], dtype: DTYPE_ID[expr.tensor.dtype] }, key: `f${file}@${expr.tensor.offset}+${element}` };
+  /** The operand reading `expr` from element 0 of the piece. */
+  operand(expr: Expr): { operand: Operand; key: string } {
+    let found = this.seen.get(expr);
+    if (!found) {
+      found = this.build(expr);
+      this.seen.set(expr, found);
     }
-    const args = expr.args.map((a) => this.operand(a, start));
-    const key = `${expr.kernel}(${args.map((a) => a.key).join(",")};${expr.params.join(",")};${expr.round})`;
+    return found;
+  }
+
+  private build(expr: Expr): { operand: Operand; key: string } {
+    if (expr.kind === "file") {
+      const file = this.fileIndex(expr.model);
+      const offset = expr.tensor.offset + expr.base * DTYPE_SIZE[expr.tensor.dtype];
+      const key = `f${file}@${offset}`;
+      let operand = this.keys.get(key);
+      if (!operand) this.keys.set(key, (operand = { kind: "input", file, offset, dtype: DTYPE_ID[expr.tensor.dtype] }));
+      return { operand, key };
+    }
+    const args = expr.args.map((a) => this.operand(a));
+    const key = `${expr.kernel}(${args.map((a) => a.key).join(",")};${paramsKey(expr.params)};${expr.round})`;
     let operand = this.keys.get(key);
     if (!operand) {
       this.ops.push({ kernel: KERNEL_ID[expr.kernel], args: args.map((a) => a.operand), params: expr.params, round: DTYPE_ID[expr.round] });
@@ -319,12 +403,54 @@ class PieceBuilder {
 
 export interface BoardRequest {
   rows: BoardRow[];
+  /**
+   * Most writes (outputs × pieces) one pass's job may hold; a group of outputs that would need
+   * more is split into several passes, each reading the inputs again. Default MAX_WRITES_PER_PASS.
+   */
+  maxWritesPerPass?: number;
+}
+
+/**
+ * About 150 MiB of job for the engines to hold (each write is an op, an operand and a write in
+ * JS, then in C++): 228 SD 1.5 outputs per pass, so everyday sweeps stay one pass.
+ */
+export const MAX_WRITES_PER_PASS = 1 << 18;
+
+/** A saved output of the plan, with the row result it is written from. */
+interface SavedOutput {
+  output: PlannedOutput;
+  result: RowResult;
+  k: number;
+}
+
+/** Builds the job pieces of a pass: for each key, one write per output of the pass. */
+function buildPieces(saved: SavedOutput[], fileIndex: (m: ModelFile) => number): JobPiece[] {
+  const pieces: JobPiece[] = [];
+  saved[0]!.result.tensors.forEach((first, j) => {
+    const perOutput = saved.map((s) => ({ tensor: s.result.tensors[j]!, segments: segmentsOf(s.result.tensors[j]!, s.k) }));
+    const cuts = new Set<number>([0, numelOf(first.shape)]);
+    for (const t of perOutput) for (const g of t.segments) cuts.add(g.start);
+    const points = [...cuts].sort((p, q) => p - q);
+    for (let i = 0; i + 1 < points.length; i++) {
+      const start = points[i]!, count = points[i + 1]! - start;
+      const builder = new PieceBuilder(fileIndex);
+      const writes = perOutput.map((t, o) => {
+        const size = DTYPE_SIZE[t.tensor.dtype];
+        const { operand } = builder.operand(exprAt(t.segments, start, count));
+        return { output: o, offset: saved[o]!.output.layout.offsets[j]! + start * size, dtype: DTYPE_ID[t.tensor.dtype], source: operand };
+      });
+      pieces.push({ name: first.name, n: count, ops: builder.ops, writes });
+    }
+  });
+  return pieces;
 }
 
 /** Plans a whole board: validates references, evaluates rows, lays out outputs, emits passes. */
 export function planBoard(request: BoardRequest): BoardPlan {
   const { rows } = request;
-  const results: VirtualModel[][] = [];
+  const maxWrites = request.maxWritesPerPass ?? MAX_WRITES_PER_PASS;
+  const results: RowResult[] = [];
+  const materialized = new Map<number, VirtualModel>();
   const stats: PlanStats[] = [];
   const fileModels = new Map<string, VirtualModel>();
   const inputs: ModelFile[] = [];
@@ -335,8 +461,13 @@ export function planBoard(request: BoardRequest): BoardPlan {
         throw new MergeError("RECIPE_INVALID", `row ${rowIndex + 1} (${rows[rowIndex]!.name}): input ${slot.toUpperCase()} refers to row ${input.row + 1}, which does not come before it`);
       }
       const r = results[input.row]!;
-      if (r.length !== 1) throw new MergeError("RECIPE_INVALID", `row ${rowIndex + 1} (${rows[rowIndex]!.name}): input ${slot.toUpperCase()} is row ${rows[input.row]!.name}, a sweep of ${r.length} values; only a single-valued row can feed another`);
-      return r[0]!;
+      if (r.count !== 1) throw new MergeError("RECIPE_INVALID", `row ${rowIndex + 1} (${rows[rowIndex]!.name}): input ${slot.toUpperCase()} is row ${rows[input.row]!.name}, a sweep of ${r.count} values; only a single-valued row can feed another`);
+      let m = materialized.get(input.row);
+      if (!m) {
+        m = materialize(r);
+        materialized.set(input.row, m);
+      }
+      return m;
     }
     let m = fileModels.get(input.model.path);
     if (!m) {
@@ -362,41 +493,34 @@ export function planBoard(request: BoardRequest): BoardPlan {
     stats.push(s);
   });
 
-  // Every saved result, laid out; grouped into passes by key order (usually one pass).
-  const saved: { output: PlannedOutput; tensors: VirtualTensor[] }[] = [];
-  rows.forEach((row, i) => row.outputs?.forEach((o, k) => {
-    const tensors = results[i]![k]!.tensors;
-    const layout = layoutOutput(o.format, tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape })), o.metadata);
-    saved.push({ output: { row: i, multiplier: row.multipliers[k]!, path: o.path, layout }, tensors });
-  }));
-  const groups = new Map<string, typeof saved>();
-  for (const s of saved) {
-    const order = s.tensors.map((t) => `${t.name}${shapeToString(t.shape)}`).join("\n");
-    groups.set(order, [...(groups.get(order) ?? []), s]);
-  }
+  // Every saved result, laid out; grouped into passes by key order (usually one pass). Every
+  // output of a row has the same keys: the order and the tensor table are computed per row.
+  const groups = new Map<string, { saved: SavedOutput[]; piecesPerOutput: number; rows: Set<number> }>();
+  rows.forEach((row, i) => {
+    if (!row.outputs?.length) return;
+    const result = results[i]!;
+    const entries = result.tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape }));
+    const layouts = layoutRowOutputs(entries, row.outputs);
+    const order = result.tensors.map((t) => `${t.name}${shapeToString(t.shape)}`).join("\n");
+    let group = groups.get(order);
+    if (!group) groups.set(order, (group = { saved: [], piecesPerOutput: 0, rows: new Set() }));
+    // Pieces per output: each row's own cuts; rows sharing a pass may add cuts to each other.
+    group.rows.add(i);
+    group.piecesPerOutput += result.tensors.reduce((n, t) => n + segmentsOf(t, 0).length, 0);
+    row.outputs.forEach((o, k) => group!.saved.push({ output: { row: i, multiplier: row.multipliers[k]!, path: o.path, layout: layouts[k]! }, result, k }));
+  });
   const indexByPath = new Map([...inputs, ...sideInputs].map((m, i) => [m.path, i]));
   const fileIndex = (m: ModelFile) => indexByPath.get(m.path)!;
-  const passes: PlannedPass[] = [...groups.values()].map((group) => {
-    const pieces: JobPiece[] = [];
-    group[0]!.tensors.forEach((first, k) => {
-      const perOutput = group.map((g) => g.tensors[k]!);
-      const cuts = new Set<number>([0, numelOf(first.shape)]);
-      for (const t of perOutput) for (const g of t.segments) cuts.add(g.start);
-      const points = [...cuts].sort((p, q) => p - q);
-      for (let i = 0; i + 1 < points.length; i++) {
-        const start = points[i]!, count = points[i + 1]! - start;
-        const builder = new PieceBuilder(fileIndex);
-        const writes = perOutput.map((t, o) => {
-          const size = DTYPE_SIZE[t.dtype];
-          const { operand } = builder.operand(exprAt(t.segments, start, count), 0);
-          return { output: o, offset: group[o]!.output.layout.offsets[k]! + start * size, dtype: DTYPE_ID[t.dtype], source: operand };
-        });
-        pieces.push({ name: first.name, n: count, ops: builder.ops, writes });
-      }
-    });
-    return { outputs: group.map((g) => g.output), pieces };
-  });
+  const passes: PlannedPass[] = [];
+  for (const group of groups.values()) {
+    const perPass = Math.max(1, Math.floor(maxWrites / Math.max(1, group.piecesPerOutput)));
+    for (let first = 0; first < group.saved.length; first += perPass) {
+      const chunk = group.saved.slice(first, first + perPass);
+      // Built when the pass runs (and again on each access): never all passes' jobs at once.
+      passes.push({ outputs: chunk.map((s) => s.output), get pieces() { return buildPieces(chunk, fileIndex); } });
+    }
+  }
   const bytesToRead = inputs.reduce((sum, m) => sum + m.size, 0);
-  const bytesToWrite = saved.reduce((sum, s) => sum + s.output.layout.size, 0);
+  const bytesToWrite = passes.reduce((sum, p) => sum + p.outputs.reduce((s, o) => s + o.layout.size, 0), 0);
   return { inputs, sideInputs, passes, stats, bytesToRead, bytesToWrite };
 }

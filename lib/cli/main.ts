@@ -56,17 +56,29 @@ export async function runCli(argv: string[], io: CliIo, signal: AbortSignal): Pr
   }
 }
 
+/** Signals that stop a command cleanly, with their numbers (the exit code is 128 + the number). */
+export const STOP_SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+
 if (require.main === module) {
   const controller = new AbortController();
-  let interrupts = 0;
-  process.on("SIGINT", () => {
-    // First Ctrl-C cancels cleanly (temp files removed); a second one exits at once.
-    if (++interrupts > 1) process.exit(130);
-    controller.abort();
-  });
-  process.on("SIGTERM", () => controller.abort());
+  let stoppedBy: keyof typeof STOP_SIGNALS | undefined;
+  for (const [name, number] of Object.entries(STOP_SIGNALS) as [keyof typeof STOP_SIGNALS, number][]) {
+    process.on(name, () => {
+      // The first signal cancels cleanly (temp files removed, then exit 128 + its number); a
+      // second Ctrl-C exits at once. A closed terminal (SIGHUP) or a service stop (SIGTERM)
+      // cannot be impatient, so those only cancel.
+      if (stoppedBy && name === "SIGINT") process.exit(128 + number);
+      stoppedBy ??= name;
+      controller.abort();
+    });
+  }
+  // After SIGHUP the terminal is gone and writing to it fails (EIO, EPIPE): progress and the
+  // final message are lost, but the cleanup must still run.
+  for (const stream of [process.stdout, process.stderr]) stream.on("error", () => undefined);
+  // A command that finished anyway (the signal came after its outputs were committed) says so.
+  const exitCode = (code: number) => (stoppedBy && code !== 0 ? 128 + STOP_SIGNALS[stoppedBy] : code);
   runCli(process.argv.slice(2), { out: process.stdout, err: process.stderr, isTTY: Boolean(process.stderr.isTTY) }, controller.signal).then(
-    (code) => { process.exitCode = code; },
-    (e) => { process.stderr.write(`tensormerge: ${String(e)}\n`); process.exitCode = 1; },
+    (code) => { process.exitCode = exitCode(code); },
+    (e) => { process.stderr.write(`tensormerge: ${String(e)}\n`); process.exitCode = exitCode(1); },
   );
 }

@@ -209,6 +209,7 @@ class HashPool {
     const reads: { slot: number; position: number; length: number; done: Promise<void> }[] = [];
     try {
       const size = (await handle.stat()).size;
+      onProgress?.(0, size); // a bar (and its clock) can start before the first chunk
       whole.worker.postMessage({ t: "begin" });
       if (dataOffset !== null) tensors.worker.postMessage({ t: "begin" });
       const ring = new Uint8Array(this.ring!);
@@ -217,7 +218,7 @@ class HashPool {
         let got = 0;
         while (got < length) {
           const { bytesRead } = await handle.read(ring, slot * SLOT_SIZE + got, length - got, position + got);
-          if (bytesRead === 0) throw new MergeError("IO_ERROR", `${path}: file shrank while it was being hashed`, { path });
+          if (bytesRead === 0) throw new MergeError("INPUT_CHANGED", `${path}: the file shrank while it was being hashed; nothing was saved`, { path });
           got += bytesRead;
         }
       };

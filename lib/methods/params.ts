@@ -3,8 +3,9 @@
  * order of precedence:
  *   1. the value of the first `weights` pattern that matches the key (JavaScript RegExp, searched
  *      anywhere in the key, as Python's re.search; anchor with ^ and $);
- *   2. the key's block value (`blockValue(key)`, from --blocks / --beta-blocks), when the key
- *      is in a block;
+ *   2. the key's block value (`blockValue(key)`, from --blocks / --beta-blocks); a key in no
+ *      block (undefined) is not merged at all: it stays A, as SuperMerger leaves such keys
+ *      (the resolver returns null);
  *   3. the row's value: for α the multiplier, which a sweep varies (so overrides and block
  *      values stay fixed across a sweep), for the others `values[name]` or the default.
  * The planner calls the resolver once per tensor and hands the values to the method's kernelFor.
@@ -26,7 +27,7 @@ export interface RowParams {
   weights?: Readonly<Record<string, readonly KeyValue[]>>;
   /**
    * Block values by parameter name: a key's value for its block, undefined/null when the key is
-   * in no block (the hook for lib/blocks: `--blocks` → alpha, `--beta-blocks` → beta).
+   * in no block, which then stays A (lib/blocks: `--blocks` → alpha, `--beta-blocks` → beta).
    */
   blockValue?: Readonly<Record<string, (key: string) => number | null | undefined>>;
 }
@@ -74,22 +75,31 @@ export function checkRowParams(method: MergeMethod, params: RowParams | undefine
 }
 
 /** The value of every parameter of `method` for each key: `resolve(key, alpha)`. */
-export function paramResolver(method: MergeMethod, params: RowParams | undefined): (key: string, alpha: number) => number[] {
+export function paramResolver(method: MergeMethod, params: RowParams | undefined): (key: string, alpha: number) => number[] | null {
   const compiled = method.params.map((p) => ({
     name: p.name,
     base: p.name === "alpha" ? undefined : params?.values?.[p.name] ?? p.default,
     patterns: (params?.weights?.[p.name] ?? []).map((w) => ({ re: new RegExp(w.pattern), value: w.value })),
     block: params?.blockValue?.[p.name],
   }));
-  return (key, alpha) => compiled.map((p) => {
-    for (const w of p.patterns) if (w.re.test(key)) return w.value;
-    const b = p.block?.(key);
-    if (b !== undefined && b !== null) {
-      checkValue(method, p.name, b, `${key}: `, `the block value of ${p.name}`);
-      return b;
+  return (key, alpha) => {
+    const values: number[] = [];
+    for (const p of compiled) {
+      const w = p.patterns.find((q) => q.re.test(key));
+      if (w) {
+        values.push(w.value);
+        continue;
+      }
+      if (p.block) {
+        const b = p.block(key);
+        if (b === undefined || b === null) return null; // in no block: the key stays A
+        values.push(checkValue(method, p.name, b, `${key}: `, `the block value of ${p.name}`));
+        continue;
+      }
+      values.push(p.base ?? alpha);
     }
-    return p.base ?? alpha;
-  });
+    return values;
+  };
 }
 
 /** Whether a row has anything beyond its multiplier (for metadata and messages). */

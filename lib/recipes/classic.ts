@@ -188,6 +188,7 @@ export function formatClassicRecipe(recipe: Recipe): string {
     if (row.params && Object.keys(row.params).length) throw cannot(row, i, `the parameters ${Object.keys(row.params).join(", ")}`);
     if (row.weights && Object.values(row.weights).some((l) => l.length)) throw cannot(row, i, "per-key weights");
     if (row.clamp) throw cannot(row, i, "clamp");
+    if (row.blocks && Object.keys(row.blocks).length) throw cannot(row, i, "block weights");
     if (/[=,+#]/.test(row.name) || row.name.startsWith("_")) throw cannot(row, i, `the output name "${row.name}"`);
     const models = SLOTS.filter((s) => row.inputs[s]).map((s) => {
       const token = inputToken(row.inputs[s]!, recipe, "index");

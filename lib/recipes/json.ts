@@ -29,7 +29,7 @@ export const RECIPE_SCHEMA: unknown = schema;
 export const RECIPE_FORMAT = "tensormerge-recipe";
 
 const TOP_KEYS = ["$schema", "format", "version", "name", "description", "variables", "rows"];
-const ROW_KEYS = ["name", "method", "a", "b", "c", "multiplier", "params", "weights", "clamp", "dtype", "format", "save", "output", "discard", "prune", "vae", "config", "metadata", "produces"];
+const ROW_KEYS = ["name", "method", "a", "b", "c", "multiplier", "params", "weights", "blocks", "clamp", "dtype", "format", "save", "output", "discard", "prune", "vae", "config", "metadata", "produces"];
 const CONFIG_SOURCES: readonly ConfigSource[] = ["abc", "a", "b", "c", "none"];
 
 function bad(where: string, message: string): MergeError {
@@ -198,6 +198,15 @@ function readRow(r: unknown, i: number, names: string[]): RecipeRow {
       })];
     }));
   }
+  let blocks: Record<string, string | number[]> | undefined;
+  if (r.blocks !== undefined) {
+    if (!isObject(r.blocks)) throw bad(label, "\"blocks\" must map parameter names to block values, such as {\"alpha\": \"GRAD_V\"}");
+    blocks = Object.fromEntries(Object.entries(r.blocks).map(([k, v]) => {
+      if (typeof v === "string") return [k, v];
+      if (Array.isArray(v) && v.every((x) => typeof x === "number")) return [k, [...v] as number[]];
+      throw bad(`${label} blocks.${k}`, "expected a string (a list or a preset name) or a list of numbers");
+    }));
+  }
   if (r.clamp !== undefined && typeof r.clamp !== "boolean") throw bad(label, "\"clamp\" must be true or false");
   let produces: RecipeRow["produces"];
   if (r.produces !== undefined) {
@@ -213,6 +222,7 @@ function readRow(r: unknown, i: number, names: string[]): RecipeRow {
     multipliers,
     ...(params ? { params } : {}),
     ...(weights ? { weights } : {}),
+    ...(blocks ? { blocks } : {}),
     ...(r.clamp === true ? { clamp: true } : {}),
     ...(dtype ? { dtype } : {}),
     format,
@@ -243,6 +253,7 @@ export function recipeToJson(recipe: Recipe): Record<string, unknown> {
     const p = rowParamFields(row);
     if (p.params) out.params = p.params;
     if (p.weights) out.weights = p.weights;
+    if (p.blocks) out.blocks = p.blocks;
     if (p.clamp) out.clamp = true;
     if (row.dtype) out.dtype = row.dtype;
     out.format = row.format;

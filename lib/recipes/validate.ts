@@ -107,6 +107,10 @@ export function validateRecipe(recipe: Recipe): RecipeCheck {
     if (new Set(row.multipliers).size !== row.multipliers.length) throw invalid(`${label}: the sweep lists a multiplier twice`);
     try {
       checkRowParams(method, rowParamsOf(row));
+      for (const [name, spec] of Object.entries(row.blocks ?? {})) {
+        if (!method.params.some((p) => p.name === name)) throw new Error(`block values for ${name}: ${method.name} has no parameter "${name}"`);
+        if (typeof spec !== "string" && !(Array.isArray(spec) && spec.every((v) => typeof v === "number"))) throw new Error(`block values for ${name} must be a string or a list of numbers`);
+      }
     } catch (e) {
       throw invalid(`${label}: ${(e as Error).message}`);
     }

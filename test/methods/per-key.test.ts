@@ -16,6 +16,8 @@ import { formatClassicRecipe } from "../../lib/recipes/classic";
 import { reproduce } from "../../lib/recipes/reproduce";
 import { ENGINES } from "../helpers/engines";
 import { readModel, tempDir, writeModel } from "../helpers/models";
+import { loadBuiltinLayout, shrinkLayout, writeSyntheticModel } from "../../lib/synthetic";
+import { getFloat16, setFloat16 } from "@petamoriken/float16";
 
 const f = Math.fround;
 const KEYS = ["first_stage_model.decoder.w", "cond_stage_model.transformer.w", "model.diffusion_model.input_blocks.0.w", "model.diffusion_model.out.w"];
@@ -24,6 +26,12 @@ const CLI = join(__dirname, "../../lib/cli/main.js");
 const runCli = (args: string[]) => {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
   return { code: r.status, stderr: r.stderr };
+};
+/** A value as an fp16 file holds it (round to nearest even), read back. */
+const readBackF16 = (x: number) => {
+  const v = new DataView(new ArrayBuffer(2));
+  setFloat16(v, 0, x);
+  return getFloat16(v, 0);
 };
 const ws = (a: number, b: number, m: number) => f(f(a * f(1 - m)) + f(b * f(m)));
 
@@ -70,15 +78,17 @@ describe("per-key parameters", () => {
     });
   }
 
-  it("the block hook sits between key patterns and the row value", () => {
+  it("the block hook sits between key patterns and the row value; a key in no block stays A", () => {
     const resolve = paramResolver(resolveMethod("triple-sum"), {
       values: { beta: 0.1 },
-      weights: { alpha: [{ pattern: "^x", value: 0.9 }] },
+      weights: { alpha: [{ pattern: "^x", value: 0.9 }], beta: [{ pattern: "^y", value: 0.2 }] },
       blockValue: { alpha: (k) => (k.includes("blk") ? 0.4 : null), beta: (k) => (k.startsWith("x") ? 0.3 : undefined) },
     });
-    assert.deepEqual(resolve("x.blk", 0.5), [0.9, 0.3]); // pattern over block; block over row value
-    assert.deepEqual(resolve("y.blk", 0.5), [0.4, 0.1]);
-    assert.deepEqual(resolve("y", 0.5), [0.5, 0.1]); // no block: multiplier and row β
+    assert.deepEqual(resolve("x.blk", 0.5), [0.9, 0.3]); // pattern over block
+    assert.deepEqual(resolve("y.blk", 0.5), [0.4, 0.2]);
+    assert.equal(resolve("z.blk", 0.5), null); // in no β block, no β pattern: not merged
+    assert.equal(resolve("y", 0.5), null); // in no α block
+    assert.deepEqual(paramResolver(resolveMethod("triple-sum"), { values: { beta: 0.1 } })("y", 0.5), [0.5, 0.1]); // no blocks: multiplier and row β
     assert.throws(() => paramResolver(resolveMethod("multiply-difference"), { blockValue: { alpha: () => 3 } })("k", 0.5), /k: .*block value of alpha = 3 is outside/);
   });
 
@@ -134,4 +144,54 @@ describe("per-key parameters", () => {
       assert.notDeepEqual(values(plain), values(out));
     });
   }
+});
+
+describe("--blocks: α per block of A's architecture (lib/blocks)", function () {
+  this.timeout(120_000);
+  const dir = tempDir();
+  after(() => dir.cleanup());
+  const a = join(dir.path, "a.safetensors"), b = join(dir.path, "b.safetensors");
+  const layout = shrinkLayout(loadBuiltinLayout("sd15"), 64);
+  before(async () => {
+    await writeSyntheticModel(a, layout, { seed: 1 });
+    await writeSyntheticModel(b, layout, { seed: 2 });
+  });
+  // SuperMerger's 26 values: BASE, IN00…IN11, M00, OUT00…OUT11. IN04 = 0.25, OUT11 = 1, M00 = 0.75, BASE 0.5, rest 0.4.
+  const list = Array.from({ length: 26 }, (_, i) => (i === 5 ? 0.25 : i === 25 ? 1 : i === 13 ? 0.75 : i === 0 ? 0.5 : 0.4));
+  const expectedAlpha = (key: string): number | undefined => {
+    // The SD 1.x rules, written out for the keys checked below (README "Block weights").
+    if (key.startsWith("model.diffusion_model.input_blocks.4.")) return 0.25;
+    if (key.startsWith("model.diffusion_model.middle_block.")) return 0.75;
+    if (key.startsWith("model.diffusion_model.output_blocks.11.")) return 1;
+    if (key.startsWith("model.diffusion_model.output_blocks.3.")) return 0.4;
+    if (key.startsWith("first_stage_model.")) return 0.5; // the VAE is in BASE on SD, as SuperMerger has it
+    return NaN; // not checked
+  };
+  for (const engine of ENGINES) {
+    it(`each key takes its block's α; --weight wins; reproduce rebuilds it (${engine})`, async () => {
+      const out = join(dir.path, `blocks-${engine}.safetensors`);
+      await merge({ a, b, method: "weighted-sum", blocks: list.join(","), weights: [{ pattern: "output_blocks\\.3\\.", value: 0 }], out, engine, models: [dir.path] });
+      const A = readModel(a).tensors, B = readModel(b).tensors, O = readModel(out).tensors;
+      let checked = 0;
+      for (const [key, t] of O) {
+        if (t.dtype !== "F32" && t.dtype !== "F16") continue;
+        const want = key.startsWith("model.diffusion_model.output_blocks.3.") ? 0 : expectedAlpha(key);
+        if (want !== undefined && Number.isNaN(want)) continue;
+        const va = A.get(key)!.values, vb = B.get(key)!.values;
+        const rt = t.dtype === "F16" ? (x: number) => readBackF16(x) : f;
+        const exp = want === undefined ? va : va.map((x, i) => rt(ws(x, vb[i]!, want)));
+        assert.deepEqual(t.values, exp, key);
+        checked++;
+      }
+      assert.ok(checked > 10, `${checked} keys checked`);
+      const recorded = JSON.parse(readModel(out).metadata.tensormerge_recipe!);
+      assert.deepEqual(recorded.rows.at(-1).blocks, { alpha: list.join(",") });
+      const rebuilt = join(dir.path, `blocks-rebuilt-${engine}.safetensors`);
+      const r = await reproduce(out, { modelDirs: [dir.path], out: rebuilt, engine });
+      assert.equal(r.identical, true);
+    });
+  }
+  it("is refused, naming the option, for a list of the wrong length", async () => {
+    await assert.rejects(merge({ a, b, method: "weighted-sum", blocks: "0.5,1", out: join(dir.path, "x.safetensors") }), (e: Error & { code?: string }) => e.code === "INVALID_ARGUMENT" && /--blocks/.test(e.message));
+  });
 });

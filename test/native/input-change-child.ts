@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   model(b, 2);
   let changedAt: MergeProgress | undefined;
   const onProgress = (p: MergeProgress) => {
-    if (trigger !== "progress" || changedAt || p.bytesDone <= 0 || p.bytesDone >= p.bytesTotal) return;
+    if (trigger !== "progress" || p.phase === "hashing" || changedAt || p.bytesDone <= 0 || p.bytesDone >= p.bytesTotal) return;
     changedAt = p;
     change(a, how);
   };

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nativeAvailable } from "../../engine";
 import { readSafetensors } from "../../formats/safetensors";
+import { MergeError } from "../../errors";
 import { merge } from "../../merge";
 import { formatBytes } from "../../outputs";
 import { loadBuiltinLayout, shrinkLayout, writeSyntheticModel } from "../../synthetic";
@@ -32,20 +33,22 @@ export const demoCommand = defineCommand({
     keep: { type: "boolean", description: "keep the demo folder and print its path" },
     shrink: { type: "string", value: "N", description: "divide dimensions above 16 by N (default 16)" },
   },
-  async run(args, io) {
+  async run(args, io, signal) {
     const dir = await mkdtemp(join(tmpdir(), "tensormerge-demo-"));
     const say = (s: string) => io.out.write(`${s}\n`);
+    const stopIfAsked = () => { if (signal.aborted) throw new MergeError("ABORTED", "the demo was cancelled"); };
     try {
       const layout = shrinkLayout(loadBuiltinLayout("sd15"), Number(stringArg(args, "shrink") ?? 16));
       say(`demo folder: ${dir}`);
       const a = join(dir, "base.safetensors"), b = join(dir, "style.safetensors"), c = join(dir, "sd15.safetensors");
       for (const [path, seed] of [[a, 1], [b, 2], [c, 3]] as const) {
+        stopIfAsked();
         const size = await writeSyntheticModel(path, layout, { seed, metadata: { format: "pt" } });
         say(`built ${path}: ${layout.length} tensors (SD 1.5 keys, shrunken shapes), fp32, ${formatBytes(size)}`);
       }
       const out = join(dir, "mix.safetensors");
       say(`\nmerging: add-difference, M = 0.3, fp16 output: mix = base + (style - sd15) * 0.3`);
-      const report = await merge({ a, b, c, method: "add-difference", multiplier: 0.3, dtype: "fp16", out });
+      const report = await merge({ a, b, c, method: "add-difference", multiplier: 0.3, dtype: "fp16", out, signal });
       printMergeReport(report, io);
 
       const key = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight";
@@ -61,7 +64,7 @@ export const demoCommand = defineCommand({
         // Same file name in another folder: the recipe in the metadata names the output.
         await mkdir(join(dir, "js"));
         const outJs = join(dir, "js", "mix.safetensors");
-        const js = await merge({ a, b, c, method: "add-difference", multiplier: 0.3, dtype: "fp16", out: outJs, engine: "js" });
+        const js = await merge({ a, b, c, method: "add-difference", multiplier: 0.3, dtype: "fp16", out: outJs, engine: "js", signal });
         const digest = async (p: string) => createHash("sha256").update(await readFile(p)).digest("hex");
         const same = (await digest(out)) === (await digest(outJs));
         say(`\nTS engine: ${js.seconds.toFixed(2)} s vs native ${report.seconds.toFixed(2)} s; outputs ${same ? "bit-identical" : "DIFFER"}`);

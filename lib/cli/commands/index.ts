@@ -4,6 +4,7 @@ import { mergeCommand } from "./merge";
 import { demoCommand } from "./demo";
 import { listCommand } from "./list";
 import { inspectCommand } from "./inspect";
+import { blocksCommand } from "./blocks";
 import { runCommand } from "./run";
 import { reproduceCommand } from "./reproduce";
 import { benchCommand } from "./bench";
@@ -13,6 +14,7 @@ export const COMMANDS: Command[] = [
   demoCommand,
   listCommand,
   inspectCommand,
+  blocksCommand,
   benchCommand,
   runCommand,
   reproduceCommand,

@@ -1,9 +1,11 @@
 /** `tensormerge list`: every model in the model folders, identified and hashed (hashes cached). */
+import { basename } from "node:path";
 import { HashCache } from "../../library/hash-cache";
 import { formatBytes } from "../../library/inspect";
 import { defaultModelDirs, listModels, type ModelEntry } from "../../library/scan";
 import { MergeError, isMergeError } from "../../errors";
 import { defineCommand, flagArg, type CliIo } from "../command";
+import { createProgressPrinter, type ProgressPrinter } from "../progress";
 
 const COMPONENT_SHORT: Record<string, string> = {
   unet: "unet", text_encoder: "te", text_encoder_2: "te2", text_encoder_3: "te3", vae: "vae", ema: "ema",
@@ -31,17 +33,18 @@ export function formatModelTable(entries: ModelEntry[]): string {
   return renderTable(["NAME", "FORMAT", "ARCH", "DTYPES", "SIZE", "SHA256", "HASH", "COMPONENTS"], rows);
 }
 
+/** One transient line, redrawn per file (fitted to the terminal, with rate and ETA), cleared at the end. */
 function progressPrinter(io: CliIo): ((p: { phase: string; index: number; count: number; path: string; bytesDone?: number; bytesTotal?: number }) => void) | undefined {
   if (!io.isTTY) return undefined;
-  let last = 0;
+  let bar: ProgressPrinter | undefined;
+  let current = -1;
   return (p) => {
     if (p.phase !== "hash" || p.bytesTotal === undefined) return;
-    const now = Date.now();
-    if (now - last < 100 && p.bytesDone !== p.bytesTotal) return;
-    last = now;
-    const pct = p.bytesTotal > 0 ? Math.floor(((p.bytesDone ?? 0) / p.bytesTotal) * 100) : 100;
-    const name = p.path.length > 50 ? `…${p.path.slice(-49)}` : p.path;
-    io.err.write(`\r\x1b[Khashing ${p.index + 1}/${p.count} ${name} ${pct}%`);
+    if (p.index !== current || !bar) {
+      current = p.index;
+      bar = createProgressPrinter(io.err, true, `hashing ${p.index + 1}/${p.count} ${basename(p.path)}`);
+    }
+    bar.update({ bytesDone: p.bytesDone ?? 0, bytesTotal: p.bytesTotal });
   };
 }
 

@@ -5,7 +5,7 @@ import { METHODS, resolveMethod } from "../../methods/registry";
 import { formatBytes } from "../../outputs";
 import { defineCommand, ENGINE_OPTIONS, flagArg, listArg, requiredArg, stringArg, type CliIo } from "../command";
 import { printPlan, refuseShortDisk, type PlanView } from "./run";
-import { createProgressPrinter } from "../progress";
+import { createMergeProgressPrinter } from "../progress";
 import type { MergeReport } from "../../merge";
 
 const methodHelp = METHODS.map((m) => `${m.name} (${m.formula})`).join("; ");
@@ -76,6 +76,8 @@ export const mergeCommand = defineCommand({
     beta: { type: "string", value: "B", description: "the method's β (triple-sum, sum-twice, multiply-difference, similarity-add-difference, tensor-sum)" },
     weight: { type: "string", multiple: true, value: "REGEX=VALUE", description: "α for keys matching REGEX (repeatable; the first matching pattern wins over the block value and the multiplier)" },
     "beta-weight": { type: "string", multiple: true, value: "REGEX=VALUE", description: "β for keys matching REGEX (repeatable, as --weight)" },
+    blocks: { type: "string", value: "VALUES", description: "α per block: a SuperMerger list (26 values for SD, 20 for SDXL, first BASE), or a preset such as GRAD_V (tensormerge blocks A lists the blocks); keys in no block stay A" },
+    "beta-blocks": { type: "string", value: "VALUES", description: "β per block, as --blocks" },
     clamp: { type: "boolean", description: "clamp every merged value to [min(A,B), max(A,B)]" },
     dtype: { type: "string", value: "TYPE", description: "float output type: same (as A, default), fp16, bf16, fp32" },
     out: { type: "string", short: "o", value: "FILE", description: "output file (.safetensors or .ckpt); for sweeps <M> is replaced by each value" },
@@ -114,6 +116,9 @@ export const mergeCommand = defineCommand({
     if (listArg(args, "weight").length) options.weights = listArg(args, "weight").map((w) => keyValueArg("--weight", w));
     if (listArg(args, "beta-weight").length) options.betaWeights = listArg(args, "beta-weight").map((w) => keyValueArg("--beta-weight", w));
     if (flagArg(args, "clamp")) options.clamp = true;
+    const blocks = stringArg(args, "blocks"), betaBlocks = stringArg(args, "beta-blocks");
+    if (blocks !== undefined) options.blocks = blocks;
+    if (betaBlocks !== undefined) options.betaBlocks = betaBlocks;
     const vae = stringArg(args, "vae");
     if (vae !== undefined) options.vae = vae;
     const config = stringArg(args, "config");
@@ -129,7 +134,7 @@ export const mergeCommand = defineCommand({
       return 0;
     }
     if (!flagArg(args, "quiet")) {
-      const printer = createProgressPrinter(io.err, io.isTTY, "merging");
+      const printer = createMergeProgressPrinter(io.err, io.isTTY);
       options.onProgress = (p) => printer.update(p);
       const report = await merge(options).finally(() => printer.done());
       printMergeReport(report, io);
