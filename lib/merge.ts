@@ -213,6 +213,7 @@ function validateOptions(options: MergeOptions) {
   const [lo, hi] = method.multiplierRange;
   multipliers.forEach((m) => requireNumberInRange("multiplier", m, lo, hi));
   const rowParams = rowParamsFromOptions(options);
+  if (rowParams.blocks?.alpha !== undefined && multipliers.length > 1) throw new MergeError("INVALID_ARGUMENT", "blocks set α for every block, so a multiplier sweep would write the same model several times: sweep without blocks");
   checkRowParams(method, rowParamsOf(rowParams as RecipeRow));
   if (optionalBoolean("clamp", options.clamp) && !method.clampable) throw new MergeError("INVALID_ARGUMENT", `clamp needs models A and B; ${method.name} does not read B`);
   const checked = {

@@ -107,6 +107,7 @@ export function validateRecipe(recipe: Recipe): RecipeCheck {
     if (new Set(row.multipliers).size !== row.multipliers.length) throw invalid(`${label}: the sweep lists a multiplier twice`);
     try {
       checkRowParams(method, rowParamsOf(row));
+      if (row.blocks?.alpha !== undefined && row.multipliers.length > 1) throw new Error("blocks set alpha for every block, so a multiplier sweep would write the same model several times");
       for (const [name, spec] of Object.entries(row.blocks ?? {})) {
         if (!method.params.some((p) => p.name === name)) throw new Error(`block values for ${name}: ${method.name} has no parameter "${name}"`);
         if (typeof spec !== "string" && !(Array.isArray(spec) && spec.every((v) => typeof v === "number"))) throw new Error(`block values for ${name} must be a string or a list of numbers`);

@@ -191,6 +191,9 @@ describe("--blocks: α per block of A's architecture (lib/blocks)", function () 
       assert.equal(r.identical, true);
     });
   }
+  it("refuses a multiplier sweep with α blocks (every output would be the same)", async () => {
+    await assert.rejects(merge({ a, b, method: "weighted-sum", blocks: "GRAD_V", multiplier: [0.2, 0.4], out: join(dir.path, "x-<M>.safetensors") }), (e: Error & { code?: string }) => e.code === "INVALID_ARGUMENT" && /sweep/.test(e.message));
+  });
   it("is refused, naming the option, for a list of the wrong length", async () => {
     await assert.rejects(merge({ a, b, method: "weighted-sum", blocks: "0.5,1", out: join(dir.path, "x.safetensors") }), (e: Error & { code?: string }) => e.code === "INVALID_ARGUMENT" && /--blocks/.test(e.message));
   });
