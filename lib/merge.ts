@@ -20,7 +20,8 @@ import { planKeyEdits, type VaeBakeReport } from "./library/edits";
 import { resolveModel } from "./library/resolve";
 import { HashCache, getFileHashes } from "./library/hash-cache";
 import { outputMetadata, type InputIdentity } from "./recipes/metadata";
-import type { RecipeRow } from "./recipes/types";
+import { blockMapOf, rowParamsOf, type RecipeRow } from "./recipes/types";
+import { checkRowParams } from "./methods/params";
 import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies } from "./outputs";
 import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
 import { planBoard, type PlanStats } from "./plan";
@@ -60,6 +61,28 @@ export interface MergeOptions {
    * per value, all written in one pass over the inputs.
    */
   multiplier?: number | number[] | string;
+  /** Another name for `multiplier` (the method's α); give one or the other. */
+  alpha?: number | number[] | string;
+  /** The method's β (triple-sum, sum-twice, multiply-difference, ...); default: the method's. */
+  beta?: number;
+  /**
+   * Per-key α: for each tensor, the first pattern (a regular expression searched in the key)
+   * that matches sets α, over the block value and the multiplier. A sweep varies the
+   * multiplier only: keys a pattern matches keep its value in every output.
+   */
+  weights?: { pattern: string; value: number }[];
+  /** Per-key β, as `weights`. */
+  betaWeights?: { pattern: string; value: number }[];
+  /**
+   * α per block of A's architecture: a SuperMerger list ("0.5,1,…", 26 values for SD, 20 for
+   * SDXL), a preset ("GRAD_V") or the values (lib/blocks, README "Block weights"). Keys in no
+   * block stay A; `weights` patterns win over block values.
+   */
+  blocks?: string | number[];
+  /** β per block, as `blocks`. */
+  betaBlocks?: string | number[];
+  /** Clamp every merged value to [min(A,B), max(A,B)] (methods that read A and B). */
+  clamp?: boolean;
   /** Float output type; "same" (default) keeps each tensor's type from A. */
   dtype?: OutputDtype | "same";
   /**
@@ -136,7 +159,7 @@ export interface MergeReport {
   warnings: string[];
 }
 
-const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
+const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "blocks", "betaBlocks", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
 
 /** Output path for one multiplier of a sweep. */
 export function sweepOutputPath(out: string, multiplier: number, count: number): string {
@@ -185,13 +208,19 @@ function validateOptions(options: MergeOptions) {
   for (const slot of method.inputs) {
     if (!paths[slot]) throw new MergeError("INVALID_ARGUMENT", `${slot} is required: ${method.name} needs model ${slot.toUpperCase()}`);
   }
-  const multipliers = method.usesMultiplier ? normaliseMultipliers(options.multiplier) : [0];
+  if (options.alpha !== undefined && options.multiplier !== undefined) throw new MergeError("INVALID_ARGUMENT", "alpha and multiplier are the same option: give one");
+  const multipliers = method.usesMultiplier ? normaliseMultipliers(options.alpha ?? options.multiplier) : [0];
   const [lo, hi] = method.multiplierRange;
   multipliers.forEach((m) => requireNumberInRange("multiplier", m, lo, hi));
+  const rowParams = rowParamsFromOptions(options);
+  if (rowParams.blocks?.alpha !== undefined && multipliers.length > 1) throw new MergeError("INVALID_ARGUMENT", "blocks set α for every block, so a multiplier sweep would write the same model several times: sweep without blocks");
+  checkRowParams(method, rowParamsOf(rowParams as RecipeRow));
+  if (optionalBoolean("clamp", options.clamp) && !method.clampable) throw new MergeError("INVALID_ARGUMENT", `clamp needs models A and B; ${method.name} does not read B`);
   const checked = {
     method,
     paths,
     multipliers,
+    rowParams,
     dtype: options.dtype === undefined || options.dtype === "same" ? undefined : requireOneOf("dtype", options.dtype, OUTPUT_DTYPES),
     out: requireString("out", options.out),
     engine: resolveEngine(options.engine === undefined ? "auto" : requireOneOf("engine", options.engine, ["auto", "native", "js"] as const)),
@@ -213,6 +242,33 @@ function validateOptions(options: MergeOptions) {
   return checked;
 }
 
+/** `beta`, `weights`, `betaWeights` as recipe-row fields (also what the metadata records). */
+function rowParamsFromOptions(options: MergeOptions): Pick<RecipeRow, "params" | "weights" | "blocks" | "clamp"> {
+  const list = (name: string, v: unknown) => {
+    if (v === undefined) return [];
+    if (!Array.isArray(v)) throw new MergeError("INVALID_ARGUMENT", `${name} must be a list of { pattern, value }`);
+    return v.map((w: { pattern?: unknown; value?: unknown }, i) => {
+      if (w === null || typeof w !== "object") throw new MergeError("INVALID_ARGUMENT", `${name}[${i}] must be { pattern, value }`);
+      return { pattern: requireString(`${name}[${i}].pattern`, w.pattern), value: requireNumberInRange(`${name}[${i}].value`, w.value, -1e6, 1e6) };
+    });
+  };
+  const alpha = list("weights", options.weights), beta = list("betaWeights", options.betaWeights);
+  return {
+    ...(options.beta !== undefined ? { params: { beta: requireNumberInRange("beta", options.beta, -1e6, 1e6) } } : {}),
+    ...(alpha.length || beta.length ? { weights: { ...(alpha.length ? { alpha } : {}), ...(beta.length ? { beta } : {}) } } : {}),
+    ...(options.blocks !== undefined || options.betaBlocks !== undefined
+      ? { blocks: { ...(options.blocks !== undefined ? { alpha: blockSpec("blocks", options.blocks) } : {}), ...(options.betaBlocks !== undefined ? { beta: blockSpec("betaBlocks", options.betaBlocks) } : {}) } }
+      : {}),
+    ...(options.clamp === true ? { clamp: true } : {}),
+  };
+}
+
+function blockSpec(name: string, v: unknown): string | number[] {
+  if (typeof v === "string") return v;
+  if (Array.isArray(v) && v.every((x) => typeof x === "number")) return [...v];
+  throw new MergeError("INVALID_ARGUMENT", `${name} must be block values as text ("0.5,1,…" or a preset name) or a list of numbers`);
+}
+
 async function mergeInner(caller: MergeOptions, started: number): Promise<MergeReport> {
   const checked = validateOptions(caller);
   if (caller.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled before it started");
@@ -230,7 +286,7 @@ async function mergeInner(caller: MergeOptions, started: number): Promise<MergeR
 }
 
 async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof validateOptions>, started: number): Promise<MergeReport> {
-  const { method, paths, multipliers, dtype, out, engine, threads, isa, format, overwrite, dryRun, configSource } = checked;
+  const { method, paths, multipliers, rowParams, dtype, out, engine, threads, isa, format, overwrite, dryRun, configSource } = checked;
   const targets = multipliers.map((m) => sweepOutputPath(out, m, multipliers.length));
   await checkTargets(targets, [], overwrite); // a folder, an existing file: before finding models
   // One hash cache for the whole merge: hash references resolve from it, recipe metadata reads it.
@@ -259,13 +315,17 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
     ...(options.prune ? { prune: true } : {}),
   });
   const rowName = stemOf(out);
-  const metadataFor = await recipeMetadataFor(options, cache, { rowName, method: method.name as MethodName, paths, models: inputs, multipliers, dtype, vaePath, dryRun });
+  const planParams = rowParamsOf(rowParams, rowParams.blocks ? blockMapOf(opened[0]!) : undefined, "--blocks");
+  checkRowParams(method, planParams);
+  const metadataFor = await recipeMetadataFor(options, cache, { rowName, method: method.name as MethodName, paths, models: inputs, multipliers, rowParams, dtype, vaePath, dryRun });
   const plan = planBoard({
     rows: [{
       name: rowName,
       method,
       inputs,
       multipliers,
+      ...(planParams ? { params: planParams } : {}),
+      ...(rowParams.clamp ? { clamp: true } : {}),
       ...(dtype ? { dtype } : {}),
       discard: edits.discard,
       replace: edits.replace,
@@ -325,7 +385,7 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
 async function recipeMetadataFor(
   options: MergeOptions,
   cache: HashCache,
-  row: { rowName: string; method: MethodName; paths: Partial<Record<ModelSlot, string>>; models: Partial<Record<ModelSlot, { model: ModelFile }>>; multipliers: number[]; dtype: OutputDtype | undefined; vaePath: string | undefined; dryRun: boolean },
+  row: { rowName: string; method: MethodName; paths: Partial<Record<ModelSlot, string>>; models: Partial<Record<ModelSlot, { model: ModelFile }>>; multipliers: number[]; rowParams: Pick<RecipeRow, "params" | "weights" | "blocks" | "clamp">; dtype: OutputDtype | undefined; vaePath: string | undefined; dryRun: boolean },
 ): Promise<(multiplier: number, format: OutputFormat) => Record<string, string>> {
   const user = options.metadata ?? {};
   if (options.recipeMetadata === false) return (_, format) => (format === "ckpt" ? { ...user } : { format: "pt", ...user });
@@ -347,7 +407,7 @@ async function recipeMetadataFor(
   const vae = row.vaePath ? await identity(row.vaePath, {}) : undefined;
   const conv = (slot: ModelSlot) => row.models[slot]?.model.byName.get("model.diffusion_model.input_blocks.0.0.weight")?.shape[1];
   const recipeRow: RecipeRow = {
-    name: row.rowName, method: row.method, inputs: recipeInputs, multipliers: row.multipliers,
+    name: row.rowName, method: row.method, inputs: recipeInputs, multipliers: row.multipliers, ...row.rowParams,
     ...(row.dtype ? { dtype: row.dtype } : {}), format: "safetensors", save: true,
     ...(options.discard !== undefined ? { discard: typeof options.discard === "string" ? [options.discard] : options.discard } : {}),
     ...(options.prune ? { prune: true } : {}),

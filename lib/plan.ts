@@ -29,7 +29,8 @@ import type { OutputFormat, OutputLayout } from "./formats/output";
 import { readableTensor, sideModelOf } from "./formats/ckpt/strided";
 import { isCopiedAsIs, isInputChannelExtension, sameShape } from "./keys";
 import { refuseScaledFp8 } from "./scaled-fp8";
-import type { MergeMethod, ModelSlot } from "./methods/define";
+import type { KernelCall, MergeMethod, ModelSlot } from "./methods/define";
+import { paramResolver, type RowParams } from "./methods/params";
 import { numelOf, shapeToString, type ModelFile, type TensorInfo } from "./model";
 import { KERNEL_ID, type JobOp, type JobPiece, type KernelName, type Operand } from "./native/job";
 import { layoutRowOutputs } from "./plan-layouts";
@@ -68,6 +69,13 @@ export interface BoardRow {
   inputs: Partial<Record<ModelSlot, RowInput>>;
   /** One result per multiplier (a sweep); a row that feeds later rows must have exactly one. */
   multipliers: number[];
+  /**
+   * The method's other parameters and per-key / per-block values (lib/methods/params.ts),
+   * resolved for each tensor; a sweep varies α's row value, overrides apply on top.
+   */
+  params?: RowParams;
+  /** Clamp each merged value to [min(A,B), max(A,B)] (methods with A and B). */
+  clamp?: boolean;
   /** Float output type; default: the same as A's tensor. */
   dtype?: OutputDtype;
   /** Saved outputs: one per multiplier, or none when the row only feeds later rows. */
@@ -197,11 +205,17 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
   const others = slots.filter((s) => s !== "a");
   for (const s of others) stats.extraKeys += models[s]!.tensors.filter((t) => !a.byName.has(t.name)).length;
   const outFloat = row.dtype ? OUTPUT_DTYPE_TO_DTYPE[row.dtype] : undefined;
-  // One kernel call per multiplier, parameters rounded once and shared by every key.
-  const calls = row.multipliers.map((m) => {
-    const c = method.kernelFor(m);
-    return { ...c, params: c.params.map(Math.fround) };
-  });
+  // Each tensor's parameter values (per-key patterns, blocks, the row's value), and one kernel
+  // call per distinct set of values, parameters rounded once and shared by every key using it.
+  const resolve = paramResolver(method, row.params);
+  const clamp = row.clamp === true && method.clampable === true;
+  const callCache = new Map<string, KernelCall>();
+  const shared = (c: KernelCall): KernelCall => {
+    const key = `${c.kernel}(${c.args.join(",")};${c.params.join(",")})`;
+    let known = callCache.get(key);
+    if (!known) callCache.set(key, (known = { ...c, params: c.params.map(Math.fround) }));
+    return known;
+  };
   const result: RowTensor[] = [];
 
   for (const t of a.tensors) {
@@ -267,7 +281,10 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
     const merging = !lacking && others.length > 0;
     if (merging || dtype !== t.dtype) refuseScaledFp8(t.name, t.dtype, hasIn(a), a.label, merging ? "merging" : `converting to ${dtype}`);
     if (merging) for (const s of others) refuseScaledFp8(t.name, tensors[s]!.dtype, hasIn(models[s]!), models[s]!.label, "merging");
-    if (lacking || others.length === 0) {
+    // A key in no block, when the row has block values and no pattern names it, stays A (as
+    // SuperMerger leaves such keys alone). Whether it does, does not depend on the multiplier.
+    const outsideBlocks = resolve(t.name, row.multipliers[0]!) === null;
+    if (lacking || others.length === 0 || outsideBlocks) {
       if (lacking && stats.missingExamples.length < 5) stats.missingExamples.push(t.name);
       result.push(fixedTensor(withDtype(t, dtype)));
       continue;
@@ -304,19 +321,43 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
       const points = [...cuts].sort((p, q) => p - q);
       for (let i = 0; i + 1 < points.length; i++) cutsOf.push({ start: points[i]!, count: points[i + 1]! - points[i]!, range: r });
     }
-    const round = isNarrowFloat(dtype) ? dtype : "F32";
-    const at = (k: number): Segment[] => cutsOf.map(({ start, count, range }) => ({
-      start,
-      count,
-      expr: range.merged
-        ? { kind: "op", kernel: calls[k]!.kernel, args: calls[k]!.args.map((s) => exprAt(tensors[s]!.segments, offsetIn(s, range, start), count)), params: calls[k]!.params, round }
-        : convertedTo(exprAt(t.segments, start, count), dtype),
-    }));
+    const round: Dtype = isNarrowFloat(dtype) ? dtype : "F32";
+    const rows = t.shape.length > 0 ? t.shape[0]! : 0;
+    const rowSize = rows > 0 ? n / rows : 0;
+    const at = (k: number): Segment[] => {
+      // This tensor's values for output k, its kernel call, and any rows another call computes.
+      const values = resolve(t.name, row.multipliers[k]!)!;
+      const call = shared(method.kernelFor(values));
+      const spans = method.rowSpans && rows > 0 ? method.rowSpans(values, rows).map((sp) => ({ start: sp.from * rowSize, end: sp.to * rowSize, call: shared(sp.call) })) : [];
+      const segments: Segment[] = [];
+      for (const { start: s0, count: c0, range } of cutsOf) {
+        const points = [s0, s0 + c0];
+        if (range.merged) for (const sp of spans) for (const x of [sp.start, sp.end]) if (x > s0 && x < s0 + c0) points.push(x);
+        points.sort((p, q) => p - q);
+        for (let i = 0; i + 1 < points.length; i++) {
+          const start = points[i]!, count = points[i + 1]! - start;
+          if (count === 0) continue;
+          const input = (s: ModelSlot) => exprAt(tensors[s]!.segments, offsetIn(s, range, start), count);
+          let expr: Expr;
+          if (!range.merged) expr = convertedTo(exprAt(t.segments, start, count), dtype);
+          else {
+            const c = spans.find((sp) => sp.start <= start && start < sp.end)?.call ?? call;
+            const value: Expr = { kind: "op", kernel: c.kernel, args: c.args.map(input), params: c.params, round: clamp ? "F32" : round };
+            // The clamp bounds are A's and B's values as read; the result is rounded once, after it.
+            expr = clamp ? { kind: "op", kernel: "clamp", args: [value, input("a"), input("b")], params: NO_PARAMS, round } : value;
+          }
+          segments.push({ start, count, expr });
+        }
+      }
+      return segments;
+    };
     result.push({ name: t.name, dtype, shape: t.shape, at });
   }
   stats.tensors = result.length;
   return { label: row.outputs?.[0]?.path ?? row.name, count: row.multipliers.length, tensors: result };
 }
+
+const NO_PARAMS: number[] = [];
 
 /** Short keys for parameter lists (a sweep shares one list per multiplier across every key). */
 const paramKeys = new WeakMap<number[], string>();

@@ -11,6 +11,7 @@ import {
 } from "../dtypes";
 import { MergeError, fsError } from "../errors";
 import { KERNELS, type Job, type JobResult, type Operand } from "../native/job";
+import { METHOD_KERNELS } from "./method-kernels";
 
 /** Elements per chunk: bounds memory to a few MiB per operand whatever the tensor size. */
 export const JS_CHUNK_ELEMENTS = 1 << 20;
@@ -111,8 +112,11 @@ function runKernel(kernel: number, args: Float32Array[], params: number[], out: 
       for (let i = 0; i < n; i++) out[i] = f(a[i]! + f(f(b![i]! - a[i]!) * p0));
       return;
     }
-    default:
-      throw new MergeError("INVALID_ARGUMENT", `unknown kernel id ${kernel}`);
+    default: {
+      const method = METHOD_KERNELS[KERNELS[kernel] ?? ""];
+      if (!method) throw new MergeError("INVALID_ARGUMENT", `unknown kernel id ${kernel}`);
+      method(out, args, params, n);
+    }
   }
 }
 

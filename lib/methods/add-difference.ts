@@ -1,4 +1,4 @@
-import { defineMethod } from "./define";
+import { alphaParam, defineMethod } from "./define";
 
 /** Adds what B learned over its base C to A. */
 export const addDifference = defineMethod({
@@ -6,7 +6,6 @@ export const addDifference = defineMethod({
   summary: "add B's difference from C to A",
   formula: "A + (B−C)·M",
   inputs: ["a", "b", "c"],
-  usesMultiplier: true,
-  multiplierRange: [-2, 2],
-  kernelFor: (m) => ({ kernel: "add-difference", args: ["a", "b", "c"], params: [m] }),
+  params: [alphaParam("weight of B−C", [-2, 2])],
+  kernelFor: ([m = 0]) => ({ kernel: "add-difference", args: ["a", "b", "c"], params: [m] }),
 });

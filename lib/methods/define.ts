@@ -1,7 +1,12 @@
 /**
  * A merge method is data: its name (the same string in the CLI, recipes, docs and tests), the
- * models it needs, its formula, and how it maps onto one of the native kernels. The registry
- * drives validation, `--help` text and kernel selection.
+ * models it needs, its formula, its parameters, and how it maps onto the engines' kernels. The
+ * registry drives validation, `--help` text and kernel selection.
+ *
+ * Parameters: every method's first parameter is α (`--multiplier`, alias `--alpha`), the second
+ * β (`--beta`); later ones go by their names. The planner resolves each parameter for each
+ * tensor (lib/methods/params.ts: per-key patterns, blocks, the row's value) and calls
+ * `kernelFor` with that tensor's values, so nothing downstream assumes one value per model.
  */
 import type { KernelName } from "../native/job";
 
@@ -15,21 +20,72 @@ export interface KernelCall {
   params: number[];
 }
 
-export interface MergeMethod {
+export interface MethodParam {
+  /** "alpha" for the first parameter, "beta" for the second; later ones by their own names. */
+  name: string;
+  summary: string;
+  default: number;
+  /** Accepted values (extrapolation beyond [0, 1] is a known technique for some methods). */
+  range: readonly [number, number];
+}
+
+/** Rows [from, to) along dim 0 computed by another call than the tensor's (tensor-sum). */
+export interface RowSpan {
+  from: number;
+  to: number;
+  call: KernelCall;
+}
+
+export interface MethodDefinition {
   name: string;
   summary: string;
   /** The formula as users know it, for help text and docs. */
   formula: string;
+  /** Where the formula comes from (README "Merge methods"). */
+  source?: string;
   /** Models the method reads; "a" is always first. */
   inputs: readonly ModelSlot[];
-  /** Whether the multiplier M matters. */
-  usesMultiplier: boolean;
-  /** Accepted multipliers (extrapolation beyond [0, 1] is a known technique for some methods). */
-  multiplierRange: readonly [number, number];
-  /** Maps a multiplier M onto a kernel call. */
-  kernelFor(multiplier: number): KernelCall;
+  /** Parameters in order: α, β, then named ones. Empty for a method without any. */
+  params: readonly MethodParam[];
+  /** One tensor's kernel call, from its parameter values (in `params` order). */
+  kernelFor(values: readonly number[]): KernelCall;
+  /**
+   * Methods that take whole rows from one model or the other: for a tensor of `rows` rows
+   * along dim 0, the spans whose call differs from `kernelFor` (0-dim tensors keep `kernelFor`).
+   */
+  rowSpans?(values: readonly number[], rows: number): RowSpan[];
+  /** Whether `clamp` (to [min(A,B), max(A,B)]) may follow the method (needs A and B). */
+  clampable?: boolean;
 }
 
-export function defineMethod(method: MergeMethod): MergeMethod {
-  return method;
+export interface MergeMethod extends MethodDefinition {
+  /** Whether α matters (a method without parameters cannot sweep). */
+  usesMultiplier: boolean;
+  /** α's accepted values. */
+  multiplierRange: readonly [number, number];
+  /** Default values, in `params` order. */
+  defaults: readonly number[];
+}
+
+export function defineMethod(method: MethodDefinition): MergeMethod {
+  const names = method.params.map((p) => p.name);
+  if (names.length > 0 && names[0] !== "alpha") throw new Error(`${method.name}: the first parameter must be alpha`);
+  if (names.length > 1 && names[1] !== "beta") throw new Error(`${method.name}: the second parameter must be beta`);
+  if (new Set(names).size !== names.length) throw new Error(`${method.name}: duplicate parameter`);
+  return {
+    clampable: method.inputs.includes("b"),
+    ...method,
+    usesMultiplier: method.params.length > 0,
+    multiplierRange: method.params[0]?.range ?? [0, 1],
+    defaults: method.params.map((p) => p.default),
+  };
+}
+
+/** α with a method's own summary, default and range. */
+export function alphaParam(summary: string, range: readonly [number, number], def = 0.5): MethodParam {
+  return { name: "alpha", summary, default: def, range };
+}
+
+export function betaParam(summary: string, range: readonly [number, number], def = 0.5): MethodParam {
+  return { name: "beta", summary, default: def, range };
 }

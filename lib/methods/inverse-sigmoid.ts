@@ -1,4 +1,4 @@
-import { defineMethod } from "./define";
+import { alphaParam, defineMethod } from "./define";
 
 /** The inverse of smoothstep: moves fast near 0 and 1, slowly around 0.5. */
 export function inverseSigmoidWeight(m: number): number {
@@ -10,7 +10,6 @@ export const inverseSigmoid = defineMethod({
   summary: "interpolate with an inverse-smoothstep weight",
   formula: "A + (B−A)·k, k = 0.5 − sin(asin(1−2M)/3)",
   inputs: ["a", "b"],
-  usesMultiplier: true,
-  multiplierRange: [0, 1],
-  kernelFor: (m) => ({ kernel: "lerp", args: ["a", "b"], params: [inverseSigmoidWeight(m)] }),
+  params: [alphaParam("position between A and B", [0, 1])],
+  kernelFor: ([m = 0]) => ({ kernel: "lerp", args: ["a", "b"], params: [inverseSigmoidWeight(m)] }),
 });

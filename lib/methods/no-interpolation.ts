@@ -6,7 +6,6 @@ export const noInterpolation = defineMethod({
   summary: "copy A (format or dtype conversion)",
   formula: "A",
   inputs: ["a"],
-  usesMultiplier: false,
-  multiplierRange: [0, 1],
+  params: [],
   kernelFor: () => ({ kernel: "copy", args: ["a"], params: [] }),
 });

@@ -2,12 +2,16 @@
 import { MergeError } from "../errors";
 import { addDifference } from "./add-difference";
 import type { MergeMethod } from "./define";
+import { multiplyDifference, similarityAddDifference, sumTwice, tensorSum, trainDifference, tripleSum } from "./elementwise";
 import { inverseSigmoid } from "./inverse-sigmoid";
 import { noInterpolation } from "./no-interpolation";
 import { sigmoid } from "./sigmoid";
 import { weightedSum } from "./weighted-sum";
 
-export const METHODS: readonly MergeMethod[] = [weightedSum, addDifference, sigmoid, inverseSigmoid, noInterpolation];
+export const METHODS: readonly MergeMethod[] = [
+  weightedSum, addDifference, sigmoid, inverseSigmoid, noInterpolation,
+  trainDifference, tripleSum, sumTwice, multiplyDifference, similarityAddDifference, tensorSum,
+];
 
 const byName = new Map<string, MergeMethod>();
 for (const m of METHODS) {
@@ -15,7 +19,9 @@ for (const m of METHODS) {
   byName.set(m.name, m);
 }
 
-export type MethodName = "weighted-sum" | "add-difference" | "sigmoid" | "inverse-sigmoid" | "no-interpolation";
+export type MethodName =
+  | "weighted-sum" | "add-difference" | "sigmoid" | "inverse-sigmoid" | "no-interpolation"
+  | "train-difference" | "triple-sum" | "sum-twice" | "multiply-difference" | "similarity-add-difference" | "tensor-sum";
 
 function editDistance(x: string, y: string): number {
   const d = Array.from({ length: x.length + 1 }, (_, i) => [i, ...new Array<number>(y.length).fill(0)]);

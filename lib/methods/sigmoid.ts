@@ -1,4 +1,4 @@
-import { defineMethod } from "./define";
+import { alphaParam, defineMethod } from "./define";
 
 /** Smoothstep on M: changes little near 0 and 1, most around 0.5. */
 export function sigmoidWeight(m: number): number {
@@ -10,7 +10,6 @@ export const sigmoid = defineMethod({
   summary: "interpolate with a smoothstep-shaped weight",
   formula: "A + (B−A)·k, k = M²·(3−2M)",
   inputs: ["a", "b"],
-  usesMultiplier: true,
-  multiplierRange: [0, 1],
-  kernelFor: (m) => ({ kernel: "lerp", args: ["a", "b"], params: [sigmoidWeight(m)] }),
+  params: [alphaParam("position between A and B", [0, 1])],
+  kernelFor: ([m = 0]) => ({ kernel: "lerp", args: ["a", "b"], params: [sigmoidWeight(m)] }),
 });

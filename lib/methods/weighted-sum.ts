@@ -1,4 +1,4 @@
-import { defineMethod } from "./define";
+import { alphaParam, defineMethod } from "./define";
 
 /** The classic tool computes `(1 − M)·A + M·B`, with both weights rounded to fp32 as torch does. */
 export const weightedSum = defineMethod({
@@ -6,7 +6,6 @@ export const weightedSum = defineMethod({
   summary: "interpolate between A and B",
   formula: "A·(1−M) + B·M",
   inputs: ["a", "b"],
-  usesMultiplier: true,
-  multiplierRange: [-1, 2],
-  kernelFor: (m) => ({ kernel: "weighted-sum", args: ["a", "b"], params: [1 - m, m] }),
+  params: [alphaParam("weight of B", [-1, 2])],
+  kernelFor: ([m = 0]) => ({ kernel: "weighted-sum", args: ["a", "b"], params: [1 - m, m] }),
 });

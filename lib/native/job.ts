@@ -18,25 +18,46 @@
  */
 
 /** Kernel ids shared with C++ (`enum merge_kernel` in native/core/kernels.h). Never reorder. */
-export const KERNELS = ["copy", "weighted-sum", "add-difference", "lerp"] as const;
+export const KERNELS = ["copy", "weighted-sum", "add-difference", "lerp", "train-difference", "triple-sum", "sum-twice", "multiply-difference", "similarity-add-difference", "clamp"] as const;
 export type KernelName = (typeof KERNELS)[number];
-export const KERNEL_ID: Record<KernelName, number> = { copy: 0, "weighted-sum": 1, "add-difference": 2, lerp: 3 };
+export const KERNEL_ID = Object.fromEntries(KERNELS.map((k, i) => [k, i])) as Record<KernelName, number>;
 /**
  * copy:           r = a
  * weighted-sum:   r = a·p0 + b·p1          (p0 = 1−M, p1 = M, each rounded to fp32 first)
  * add-difference: r = a + (b − c)·p0
  * lerp:           r = a + (b − a)·p0
+ * The method kernels (train-difference … clamp) are written out, operation by operation, in
+ * native/core/method_kernels.cc and lib/engine/method-kernels.ts.
  */
-export const KERNEL_ARITY: Record<KernelName, number> = { copy: 1, "weighted-sum": 2, "add-difference": 3, lerp: 2 };
+export const KERNEL_ARITY: Record<KernelName, number> = {
+  copy: 1, "weighted-sum": 2, "add-difference": 3, lerp: 2,
+  "train-difference": 3, "triple-sum": 3, "sum-twice": 3, "multiply-difference": 3, "similarity-add-difference": 3, clamp: 3,
+};
+/** Parameters each kernel reads (`merge_kernel_n_params`). */
+export const KERNEL_PARAMS: Record<KernelName, number> = {
+  copy: 0, "weighted-sum": 2, "add-difference": 1, lerp: 1,
+  "train-difference": 1, "triple-sum": 3, "sum-twice": 4, "multiply-difference": 4, "similarity-add-difference": 4, clamp: 0,
+};
+/** Limits the core enforces (MERGE_MAX_ARGS, MERGE_MAX_PARAMS in kernels.h). */
+export const MAX_OP_ARGS = 8;
+export const MAX_OP_PARAMS = 16;
 
 export type Operand =
   | { kind: "input"; file: number; offset: number; dtype: number }
   | { kind: "op"; index: number };
 
+/**
+ * One step of a piece: a kernel id, its operands (inputs or earlier ops, any count the kernel
+ * takes, up to MAX_OP_ARGS) and its parameters. Parameters are per op, so per tensor: the
+ * planner resolves every method parameter for each tensor (per-key weights, blocks) and writes
+ * the kernel's values here. New methods add a kernel id and its arity and parameter count;
+ * the job format does not change. The core rejects unknown ids, wrong counts and non-finite
+ * parameters before running anything.
+ */
 export interface JobOp {
   kernel: number;
   args: Operand[];
-  /** Up to 4 parameters, used as fp32 (Math.fround applied by the planner). */
+  /** Up to MAX_OP_PARAMS finite parameters, used as fp32 (Math.fround applied by the planner). */
   params: number[];
   /** Dtype id to round the result through (F32 = none). */
   round: number;

@@ -185,6 +185,10 @@ export function formatClassicRecipe(recipe: Recipe): string {
     if (row.metadata && Object.keys(row.metadata).length) throw cannot(row, i, "extra metadata");
     if (row.output !== undefined) throw cannot(row, i, "an output file name template");
     if (row.produces) throw cannot(row, i, "the file a row produced");
+    if (row.params && Object.keys(row.params).length) throw cannot(row, i, `the parameters ${Object.keys(row.params).join(", ")}`);
+    if (row.weights && Object.values(row.weights).some((l) => l.length)) throw cannot(row, i, "per-key weights");
+    if (row.clamp) throw cannot(row, i, "clamp");
+    if (row.blocks && Object.keys(row.blocks).length) throw cannot(row, i, "block weights");
     if (/[=,+#]/.test(row.name) || row.name.startsWith("_")) throw cannot(row, i, `the output name "${row.name}"`);
     const models = SLOTS.filter((s) => row.inputs[s]).map((s) => {
       const token = inputToken(row.inputs[s]!, recipe, "index");

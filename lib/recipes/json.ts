@@ -21,7 +21,7 @@ import type { ModelSlot } from "../methods/define";
 import { parseMultipliers } from "../validate";
 import { inputToken, parseInputToken } from "./inputs";
 import schema from "./recipe.schema.json";
-import { SLOTS, type Recipe, type RecipeInput, type RecipeRow } from "./types";
+import { SLOTS, rowParamFields, type Recipe, type RecipeInput, type RecipeRow } from "./types";
 import { validateRecipe } from "./validate";
 
 /** The JSON schema of recipe files. */
@@ -29,7 +29,7 @@ export const RECIPE_SCHEMA: unknown = schema;
 export const RECIPE_FORMAT = "tensormerge-recipe";
 
 const TOP_KEYS = ["$schema", "format", "version", "name", "description", "variables", "rows"];
-const ROW_KEYS = ["name", "method", "a", "b", "c", "multiplier", "dtype", "format", "save", "output", "discard", "prune", "vae", "config", "metadata", "produces"];
+const ROW_KEYS = ["name", "method", "a", "b", "c", "multiplier", "params", "weights", "blocks", "clamp", "dtype", "format", "save", "output", "discard", "prune", "vae", "config", "metadata", "produces"];
 const CONFIG_SOURCES: readonly ConfigSource[] = ["abc", "a", "b", "c", "none"];
 
 function bad(where: string, message: string): MergeError {
@@ -176,6 +176,38 @@ function readRow(r: unknown, i: number, names: string[]): RecipeRow {
     if (!isObject(r.metadata)) throw bad(label, "\"metadata\" must be an object of strings");
     metadata = Object.fromEntries(Object.entries(r.metadata).map(([k, v]) => [k, str(`${label} metadata.${k}`, v)]));
   }
+  let params: Record<string, number> | undefined;
+  if (r.params !== undefined) {
+    if (!isObject(r.params)) throw bad(label, "\"params\" must be an object of numbers, such as {\"beta\": 0.3}");
+    params = Object.fromEntries(Object.entries(r.params).map(([k, v]) => {
+      if (typeof v !== "number") throw bad(`${label} params.${k}`, `expected a number, got ${JSON.stringify(v)}`);
+      return [k, v];
+    }));
+  }
+  let weights: Record<string, { pattern: string; value: number }[]> | undefined;
+  if (r.weights !== undefined) {
+    if (!isObject(r.weights)) throw bad(label, "\"weights\" must map parameter names to lists of {\"pattern\", \"value\"}");
+    weights = Object.fromEntries(Object.entries(r.weights).map(([k, list]) => {
+      if (!Array.isArray(list)) throw bad(`${label} weights.${k}`, "expected a list of {\"pattern\", \"value\"}");
+      return [k, list.map((w: unknown, j) => {
+        const at = `${label} weights.${k}[${j}]`;
+        if (!isObject(w)) throw bad(at, "expected {\"pattern\", \"value\"}");
+        unknownKeys(at, w, ["pattern", "value"]);
+        if (typeof w.value !== "number") throw bad(at, `"value" must be a number, got ${JSON.stringify(w.value)}`);
+        return { pattern: str(`${at} pattern`, w.pattern), value: w.value };
+      })];
+    }));
+  }
+  let blocks: Record<string, string | number[]> | undefined;
+  if (r.blocks !== undefined) {
+    if (!isObject(r.blocks)) throw bad(label, "\"blocks\" must map parameter names to block values, such as {\"alpha\": \"GRAD_V\"}");
+    blocks = Object.fromEntries(Object.entries(r.blocks).map(([k, v]) => {
+      if (typeof v === "string") return [k, v];
+      if (Array.isArray(v) && v.every((x) => typeof x === "number")) return [k, [...v] as number[]];
+      throw bad(`${label} blocks.${k}`, "expected a string (a list or a preset name) or a list of numbers");
+    }));
+  }
+  if (r.clamp !== undefined && typeof r.clamp !== "boolean") throw bad(label, "\"clamp\" must be true or false");
   let produces: RecipeRow["produces"];
   if (r.produces !== undefined) {
     if (!isObject(r.produces)) throw bad(label, "\"produces\" must be an object");
@@ -188,6 +220,10 @@ function readRow(r: unknown, i: number, names: string[]): RecipeRow {
     method: method as RecipeRow["method"],
     inputs,
     multipliers,
+    ...(params ? { params } : {}),
+    ...(weights ? { weights } : {}),
+    ...(blocks ? { blocks } : {}),
+    ...(r.clamp === true ? { clamp: true } : {}),
     ...(dtype ? { dtype } : {}),
     format,
     save: r.save !== false,
@@ -214,6 +250,11 @@ export function recipeToJson(recipe: Recipe): Record<string, unknown> {
     const out: Record<string, unknown> = { name: row.name, method: row.method };
     for (const slot of SLOTS) if (row.inputs[slot]) out[slot] = writeInput(row.inputs[slot]!, recipe);
     out.multiplier = row.multipliers.length === 1 ? row.multipliers[0] : [...row.multipliers];
+    const p = rowParamFields(row);
+    if (p.params) out.params = p.params;
+    if (p.weights) out.weights = p.weights;
+    if (p.blocks) out.blocks = p.blocks;
+    if (p.clamp) out.clamp = true;
     if (row.dtype) out.dtype = row.dtype;
     out.format = row.format;
     if (!row.save) out.save = false;

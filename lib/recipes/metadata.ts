@@ -27,7 +27,7 @@ import type { OutputFormat } from "../formats/output";
 import type { ModelSlot } from "../methods/define";
 import { parseJsonRecipe, recipeToJson } from "./json";
 import { a1111MetadataValue, pyDict, pyDumps, pyFloat, type PyJson } from "./pyjson";
-import { SLOTS, type Recipe, type RecipeInput, type RecipeRow } from "./types";
+import { SLOTS, rowParamFields, type Recipe, type RecipeInput, type RecipeRow } from "./types";
 
 export const RECIPE_METADATA_KEY = "tensormerge_recipe";
 
@@ -177,6 +177,7 @@ export function lineageRecipe(step: OutputStep): Recipe {
     method: row.method,
     inputs,
     multipliers: [step.multiplier],
+    ...rowParamFields(row),
     ...(row.dtype ? { dtype: row.dtype } : {}),
     format: step.format,
     save: true,

@@ -36,7 +36,8 @@ import { planBoard, type BoardPlan, type BoardRow, type PlanStats, type RowInput
 import { compileRecipe, type CompileOptions, type CompiledFile, type CompiledRecipe, type CompiledRow, type CompiledSource } from "./compile";
 import { appendHistory, type HistoryEntry } from "./history";
 import { outputMetadata, virtualIdentity, type InputIdentity, type OutputStep } from "./metadata";
-import { SLOTS, type Recipe } from "./types";
+import type { ModelFile } from "../model";
+import { SLOTS, blockMapOf, rowLabel, rowParamsOf, type Recipe } from "./types";
 
 export interface RunRecipeOptions extends CompileOptions {
   engine?: EngineName;
@@ -260,6 +261,12 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
 
   // The board, outputs at staging names with placeholder metadata.
   const staging = new Map<string, string>();
+  // Block values follow the architecture of the row's A: its file, or the file at the root of the rows it comes from.
+  const modelA = (ci: number): ModelFile => {
+    const src = rows[ci]!.inputs.a!;
+    return src.kind === "file" ? src.file.model : modelA(src.row);
+  };
+  const planParams = rows.map((c, ci) => rowParamsOf(c.row, c.row.blocks ? blockMapOf(modelA(ci)) : undefined, `${rowLabel(recipe, c.index)}: block values`));
   const boardRows: BoardRow[] = rows.map((c, ci) => {
     const inputs: Partial<Record<ModelSlot, RowInput>> = {};
     for (const s of SLOTS) {
@@ -271,6 +278,8 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
       method: c.method,
       inputs,
       multipliers: c.multipliers,
+      ...(planParams[ci] ? { params: planParams[ci] } : {}),
+      ...(c.row.clamp ? { clamp: true } : {}),
       ...(c.row.dtype ? { dtype: c.row.dtype } : {}),
       ...(c.outputs.length ? {
         outputs: c.outputs.map((o) => {

@@ -7,6 +7,11 @@ import type { OutputDtype } from "../dtypes";
 import type { OutputFormat } from "../formats/output";
 import type { MethodName } from "../methods/registry";
 import type { ModelSlot } from "../methods/define";
+import { blockMapFor, parseBlockValues, valueForKey, type BlockMap } from "../blocks";
+import { MergeError } from "../errors";
+import { identifyModel } from "../library/identify";
+import type { KeyValue, RowParams } from "../methods/params";
+import type { ModelFile } from "../model";
 
 /** Where a row input comes from. */
 export type RecipeInput =
@@ -35,8 +40,22 @@ export interface RecipeRow {
   name: string;
   method: MethodName;
   inputs: Partial<Record<ModelSlot, RecipeInput>>;
-  /** One value, or several for a sweep (one output each, same pass). */
+  /** One value, or several for a sweep (one output each, same pass): the method's α. */
   multipliers: number[];
+  /** The method's other parameters by name (`{ beta: 0.3 }`); defaults otherwise. */
+  params?: Record<string, number>;
+  /**
+   * Per-key values by parameter name (`{ alpha: [{ pattern, value }] }`): for a key, the first
+   * matching pattern wins over the block and row values (lib/methods/params.ts).
+   */
+  weights?: Record<string, KeyValue[]>;
+  /**
+   * Block values by parameter name (`{ alpha: "GRAD_V", beta: "0.5,1,…" }`, the forms
+   * lib/blocks/parse.ts reads), for A's architecture; keys in no block stay A.
+   */
+  blocks?: Record<string, string | number[]>;
+  /** Clamp merged values to [min(A,B), max(A,B)]. */
+  clamp?: boolean;
   /** Float output type; undefined keeps A's types. */
   dtype?: OutputDtype;
   format: OutputFormat;
@@ -89,4 +108,42 @@ export function usedVariables(recipe: Recipe): string[] {
 export function rowLabel(recipe: Recipe, index: number): string {
   const row = recipe.rows[index];
   return row ? `row ${index + 1} (${row.name})` : `row ${index + 1}`;
+}
+
+/**
+ * The planner's view of a row's parameters (undefined when the row only has its multiplier).
+ * Block values need the block map of the row's A (`blocks`); without it they are left out
+ * (validation only looks at names, ranges and patterns).
+ */
+export function rowParamsOf(row: Pick<RecipeRow, "params" | "weights" | "blocks">, blocks?: BlockMap | null, label = "block values"): RowParams | undefined {
+  const values = row.params && Object.keys(row.params).length ? row.params : undefined;
+  const weights = row.weights && Object.values(row.weights).some((l) => l.length) ? row.weights : undefined;
+  let blockValue: RowParams["blockValue"];
+  if (row.blocks && Object.keys(row.blocks).length && blocks !== undefined) {
+    if (blocks === null) throw new MergeError("INVALID_ARGUMENT", `${label}: model A's architecture has no block map (tensormerge blocks A shows it); use per-key patterns`);
+    const map = blocks;
+    blockValue = Object.fromEntries(Object.entries(row.blocks).map(([name, spec]) => {
+      const parsed = parseBlockValues(spec, map, { what: `${label} for ${name}` });
+      return [name, (key: string) => valueForKey(parsed, map, key)];
+    }));
+  }
+  if (!values && !weights && !blockValue) return undefined;
+  return { ...(values ? { values } : {}), ...(weights ? { weights } : {}), ...(blockValue ? { blockValue } : {}) };
+}
+
+/** The block map of a model's architecture, or null where there is none. */
+export function blockMapOf(model: ModelFile): BlockMap | null {
+  return blockMapFor(identifyModel(model).architecture, model.tensors.map((t) => t.name)) ?? null;
+}
+
+/** The row fields that carry parameters, copied (for metadata rows built from another row). */
+export function rowParamFields(row: Pick<RecipeRow, "params" | "weights" | "blocks" | "clamp">): Pick<RecipeRow, "params" | "weights" | "blocks" | "clamp"> {
+  return {
+    ...(row.blocks && Object.keys(row.blocks).length ? { blocks: Object.fromEntries(Object.entries(row.blocks).map(([k, v]) => [k, typeof v === "string" ? v : [...v]])) } : {}),
+    ...(row.params && Object.keys(row.params).length ? { params: { ...row.params } } : {}),
+    ...(row.weights && Object.values(row.weights).some((l) => l.length)
+      ? { weights: Object.fromEntries(Object.entries(row.weights).filter(([, l]) => l.length).map(([k, l]) => [k, l.map((w) => ({ pattern: w.pattern, value: w.value }))])) }
+      : {}),
+    ...(row.clamp ? { clamp: true } : {}),
+  };
 }

@@ -8,7 +8,8 @@ import { OUTPUT_DTYPES } from "../dtypes";
 import { MergeError } from "../errors";
 import { compileDiscardPatterns } from "../library/edits";
 import { METHODS, resolveMethod } from "../methods/registry";
-import { SLOTS, rowLabel, type Recipe, type RecipeInput } from "./types";
+import { checkRowParams } from "../methods/params";
+import { SLOTS, rowLabel, rowParamsOf, type Recipe, type RecipeInput } from "./types";
 
 export const VARIABLE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 /** Characters the classic tool replaces in output names, plus path separators and controls. */
@@ -104,6 +105,17 @@ export function validateRecipe(recipe: Recipe): RecipeCheck {
       if (typeof m !== "number" || !Number.isFinite(m) || m < lo || m > hi) throw invalid(`${label}: multiplier ${m} is outside ${lo}…${hi} for ${method.name}`);
     }
     if (new Set(row.multipliers).size !== row.multipliers.length) throw invalid(`${label}: the sweep lists a multiplier twice`);
+    try {
+      checkRowParams(method, rowParamsOf(row));
+      if (row.blocks?.alpha !== undefined && row.multipliers.length > 1) throw new Error("blocks set alpha for every block, so a multiplier sweep would write the same model several times");
+      for (const [name, spec] of Object.entries(row.blocks ?? {})) {
+        if (!method.params.some((p) => p.name === name)) throw new Error(`block values for ${name}: ${method.name} has no parameter "${name}"`);
+        if (typeof spec !== "string" && !(Array.isArray(spec) && spec.every((v) => typeof v === "number"))) throw new Error(`block values for ${name} must be a string or a list of numbers`);
+      }
+    } catch (e) {
+      throw invalid(`${label}: ${(e as Error).message}`);
+    }
+    if (row.clamp && !method.clampable) throw invalid(`${label}: clamp needs models A and B; ${method.name} does not read B`);
     if (row.dtype !== undefined && !(OUTPUT_DTYPES as readonly string[]).includes(row.dtype)) throw invalid(`${label}: dtype "${row.dtype}" is not one of ${OUTPUT_DTYPES.join(", ")}`);
     if (row.format !== "safetensors" && row.format !== "ckpt") throw invalid(`${label}: format "${row.format}" is not safetensors or ckpt`);
     if (row.output !== undefined) {

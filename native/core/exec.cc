@@ -6,8 +6,9 @@
 #include <sys/mman.h>
 
 #include "dtype.h"
+#include "method_kernels.h"
 
-exec_scratch::exec_scratch(size_t max_ops, size_t block) : n_slots_(max_ops + 4), block_(block) {
+exec_scratch::exec_scratch(size_t max_ops, size_t block) : n_slots_(max_ops + MERGE_MAX_ARGS + 1), block_(block) {
     void * p = nullptr;
     if (posix_memalign(&p, 64, n_slots_ * block_ * sizeof(float)) != 0) throw std::bad_alloc();
     data_ = (float *) p;
@@ -18,7 +19,7 @@ exec_scratch::~exec_scratch() { free(data_); }
 size_t exec_block_size(size_t max_ops) {
     // ~256 KiB of scratch per thread for small recipes; long recipes get shorter blocks.
     const size_t budget = (256u << 10) / sizeof(float);
-    size_t block = budget / (max_ops + 4);
+    size_t block = budget / (max_ops + MERGE_MAX_ARGS + 1);
     if (block > 4096) block = 4096;
     block &= ~(size_t) 63;
     return block < 64 ? 64 : block;
@@ -26,7 +27,7 @@ size_t exec_block_size(size_t max_ops) {
 
 namespace {
 
-/** Slot layout: [0, n_ops) op results, then 3 operand slots, then one conversion slot. */
+/** Slot layout: [0, n_ops) op results, then MERGE_MAX_ARGS operand slots, then one conversion slot. */
 struct block_eval {
     const exec_context & ctx;
     exec_scratch & scratch;
@@ -54,7 +55,7 @@ struct block_eval {
      */
     void run_op(uint32_t k, uint64_t i, size_t m, bool round = true) const {
         const merge_op & op = piece.ops[k];
-        const float * x[3] = {nullptr, nullptr, nullptr};
+        const float * x[MERGE_MAX_ARGS] = {};
         for (size_t j = 0; j < op.args.size(); j++) x[j] = operand(op.args[j], i, m, scratch.slot(n_ops + j));
         float * r = scratch.slot(k);
         const merge_kernels * kt = ctx.kernels;
@@ -63,7 +64,11 @@ struct block_eval {
             case MERGE_KERNEL_WEIGHTED_SUM: kt->weighted_sum(r, x[0], x[1], op.params[0], op.params[1], m); break;
             case MERGE_KERNEL_ADD_DIFFERENCE: kt->add_difference(r, x[0], x[1], x[2], op.params[0], m); break;
             case MERGE_KERNEL_LERP: kt->lerp(r, x[0], x[1], op.params[0], m); break;
-            default: break; // rejected by validation
+            default: {
+                const merge_method_fn f = merge_method_kernel(op.kernel);
+                if (f) f(r, x, op.params.data(), m); // ids and counts checked by validation
+                break;
+            }
         }
         if (!round) return;
         if (const merge_round_fn rnd = merge_kernels_round(kt, op.round)) rnd(r, m);
@@ -87,7 +92,7 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
             const size_t m = (size_t) (i1 - i < block ? i1 - i : block);
             const float * v;
             if (wr.source.kind == MERGE_OPERAND_INPUT) {
-                v = ev.operand(wr.source, i, m, scratch.slot(ev.n_ops + 3));
+                v = ev.operand(wr.source, i, m, scratch.slot(ev.n_ops + MERGE_MAX_ARGS));
             } else {
                 // pw.ops ascend and ops read only earlier ops: the source is the last one run.
                 const uint32_t last = wr.source.index;

@@ -23,7 +23,7 @@ struct exec_context {
     bool release_inputs; // MADV_DONTNEED input pages once a range is consumed
 };
 
-/** One thread's scratch: max_ops + 4 slots of `block` floats, 64-byte aligned. */
+/** One thread's scratch: max_ops + MERGE_MAX_ARGS + 1 slots of `block` floats, 64-byte aligned. */
 class exec_scratch {
 public:
     /** Throws std::bad_alloc. */

@@ -1,6 +1,7 @@
 #include "job.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "dtype.h"
@@ -9,7 +10,7 @@
 namespace {
 
 constexpr size_t max_threads = 1024;
-constexpr size_t max_params = 4;
+constexpr size_t max_params = MERGE_MAX_PARAMS;
 
 bool add_overflows(uint64_t a, uint64_t b, uint64_t * out) { return __builtin_add_overflow(a, b, out); }
 bool mul_overflows(uint64_t a, uint64_t b, uint64_t * out) { return __builtin_mul_overflow(a, b, out); }
@@ -102,9 +103,13 @@ private:
             if (op.args.size() != merge_kernel_arity(op.kernel))
                 return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " takes " + std::to_string(merge_kernel_arity(op.kernel)) +
                         " operands, got " + std::to_string(op.args.size()), {}, piece.name);
-            if (op.params.size() > max_params || op.params.size() < merge_kernel_n_params(op.kernel))
-                return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " needs " + std::to_string(merge_kernel_n_params(op.kernel)) +
-                        " to " + std::to_string(max_params) + " params, got " + std::to_string(op.params.size()), {}, piece.name);
+            if (op.params.size() > max_params || op.params.size() != merge_kernel_n_params(op.kernel))
+                return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " takes " + std::to_string(merge_kernel_n_params(op.kernel)) +
+                        " params, got " + std::to_string(op.params.size()), {}, piece.name);
+            if (op.args.size() > MERGE_MAX_ARGS) return fail(merge_error::INVALID_ARGUMENT, where + ": too many operands", {}, piece.name);
+            for (size_t j = 0; j < op.params.size(); j++)
+                if (!std::isfinite(op.params[j]))
+                    return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " parameter " + std::to_string(j) + " is not a finite number", {}, piece.name);
             if (!st_dtype_valid(op.round) || !st_dtype_is_math(op.round))
                 return fail(merge_error::DTYPE_UNSUPPORTED, where + ": cannot round through dtype id " + std::to_string(op.round), {}, piece.name);
             for (const merge_operand & a : op.args) {

@@ -21,24 +21,37 @@ enum merge_kernel : uint32_t {
     MERGE_KERNEL_WEIGHTED_SUM = 1,
     MERGE_KERNEL_ADD_DIFFERENCE = 2,
     MERGE_KERNEL_LERP = 3,
-    MERGE_KERNEL_COUNT = 4,
+    // Element-wise method kernels (method_kernels.cc, scalar whatever the ISA):
+    MERGE_KERNEL_TRAIN_DIFFERENCE = 4,
+    MERGE_KERNEL_TRIPLE_SUM = 5,
+    MERGE_KERNEL_SUM_TWICE = 6,
+    MERGE_KERNEL_MULTIPLY_DIFFERENCE = 7,
+    MERGE_KERNEL_SIMILARITY_ADD_DIFFERENCE = 8,
+    MERGE_KERNEL_CLAMP = 9,
+    MERGE_KERNEL_COUNT = 10,
 };
+
+/** Most operands an op may take (job validation; exec's operand slots). */
+constexpr uint32_t MERGE_MAX_ARGS = 8;
+/** Most parameters an op may carry. */
+constexpr uint32_t MERGE_MAX_PARAMS = 16;
 
 /** Operand count of a kernel (KERNEL_ARITY in job.ts); 0 for an invalid id. */
 inline uint32_t merge_kernel_arity(uint32_t kernel) {
-    static const uint32_t arity[MERGE_KERNEL_COUNT] = {1, 2, 3, 2};
+    static const uint32_t arity[MERGE_KERNEL_COUNT] = {1, 2, 3, 2, 3, 3, 3, 3, 3, 3};
     return kernel < MERGE_KERNEL_COUNT ? arity[kernel] : 0;
 }
 
-/** Parameters a kernel reads (p0, p1...). */
+/** Parameters a kernel reads (p0, p1...); KERNEL_PARAMS in job.ts. */
 inline uint32_t merge_kernel_n_params(uint32_t kernel) {
-    static const uint32_t n[MERGE_KERNEL_COUNT] = {0, 2, 1, 1};
+    static const uint32_t n[MERGE_KERNEL_COUNT] = {0, 2, 1, 1, 1, 3, 4, 4, 4, 0};
     return kernel < MERGE_KERNEL_COUNT ? n[kernel] : 0;
 }
 
 /** The name used in TypeScript (KERNELS in job.ts). */
 inline const char * merge_kernel_name(uint32_t kernel) {
-    static const char * names[MERGE_KERNEL_COUNT] = {"copy", "weighted-sum", "add-difference", "lerp"};
+    static const char * names[MERGE_KERNEL_COUNT] = {"copy", "weighted-sum", "add-difference", "lerp", "train-difference", "triple-sum", "sum-twice",
+                                                     "multiply-difference", "similarity-add-difference", "clamp"};
     return kernel < MERGE_KERNEL_COUNT ? names[kernel] : "?";
 }
 

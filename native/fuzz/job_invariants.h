@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cmath>
 #include <cstdlib>
 #include <vector>
 
@@ -59,7 +60,8 @@ inline void fuzz_check_accepted(const merge_job & job) {
             const merge_op & op = p.ops[k];
             FUZZ_CHECK(op.kernel < MERGE_KERNEL_COUNT, "kernel %u", op.kernel);
             FUZZ_CHECK(op.args.size() == merge_kernel_arity(op.kernel), "arity");
-            FUZZ_CHECK(op.params.size() >= merge_kernel_n_params(op.kernel) && op.params.size() <= 4, "params");
+            FUZZ_CHECK(op.params.size() == merge_kernel_n_params(op.kernel), "params");
+            for (float v : op.params) FUZZ_CHECK(std::isfinite(v), "a non-finite parameter was accepted");
             FUZZ_CHECK(fuzz_is_float(op.round), "round through dtype %u", op.round);
             for (const merge_operand & a : op.args) {
                 if (a.kind == MERGE_OPERAND_OP) {

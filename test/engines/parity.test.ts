@@ -95,18 +95,21 @@ describe("engines: native and TS outputs are bit-identical", function () {
     }
   }
 
-  for (const isa of ["scalar", "avx2", "avx512"] as const) {
-    for (const threads of [1, 2]) {
-      for (const dtype of ["fp16", "fp8-e4m3", "fp8-e5m2"] as const) {
-        it(`add-difference → ${dtype} with isa=${isa}, threads=${threads} equals the TS engine`, async function () {
-          const { capabilities } = await import("../../lib/native/binding");
-          if (!capabilities().isas.includes(isa)) this.skip(); // the CPU lacks it: nothing to compare
-          const js = join(dir.path, "ref-js.safetensors");
-          const nat = join(dir.path, `ref-${isa}-${threads}-${dtype}.safetensors`);
-          await merge({ recipeMetadata: false, a, b, c, method: "add-difference", multiplier: 0.7, dtype, out: js, engine: "js", overwrite: true });
-          await merge({ recipeMetadata: false, a, b, c, method: "add-difference", multiplier: 0.7, dtype, out: nat, engine: "native", isa, threads });
-          assertSameOutputs(js, nat);
-        });
+  for (const method of ["add-difference", "train-difference", "multiply-difference", "similarity-add-difference", "sum-twice"] as const) {
+    for (const isa of ["scalar", "avx2", "avx512"] as const) {
+      for (const threads of [1, 2]) {
+        for (const dtype of method === "add-difference" ? (["fp16", "fp8-e4m3", "fp8-e5m2"] as const) : (["fp16"] as const)) {
+          it(`${method} → ${dtype} with isa=${isa}, threads=${threads} equals the TS engine`, async function () {
+            const { capabilities } = await import("../../lib/native/binding");
+            if (!capabilities().isas.includes(isa)) this.skip(); // the CPU lacks it: nothing to compare
+            const js = join(dir.path, `ref-js-${method}-${dtype}.safetensors`);
+            const nat = join(dir.path, `ref-${method}-${isa}-${threads}-${dtype}.safetensors`);
+            const params = method === "add-difference" || method === "train-difference" ? {} : { beta: 0.4 };
+            await merge({ recipeMetadata: false, a, b, c, method, multiplier: 0.7, ...params, dtype, out: js, engine: "js", overwrite: true });
+            await merge({ recipeMetadata: false, a, b, c, method, multiplier: 0.7, ...params, dtype, out: nat, engine: "native", isa, threads });
+            assertSameOutputs(js, nat);
+          });
+        }
       }
     }
   }

@@ -71,8 +71,10 @@ describe("merge methods: independent fp32 formula over random values", () => {
     "inverse-sigmoid": (x, y) => f(x + f(f(y - x) * f(0.5 - Math.sin(Math.asin(1 - 2 * m) / 3)))),
     "no-interpolation": (x) => f(x),
   };
+  // The element-wise family (α and β, row spans, pow) is tested in elementwise.test.ts.
+  const elsewhere = ["train-difference", "triple-sum", "sum-twice", "multiply-difference", "similarity-add-difference", "tensor-sum"];
   it("covers every registered method", () => {
-    assert.deepEqual(Object.keys(formulas).sort(), METHODS.map((x) => x.name).sort());
+    assert.deepEqual([...Object.keys(formulas), ...elsewhere].sort(), METHODS.map((x) => x.name).sort());
   });
   for (const engine of ENGINES) {
     for (const [method, formula] of Object.entries(formulas)) {
@@ -89,7 +91,7 @@ describe("merge methods: independent fp32 formula over random values", () => {
 describe("method registry", () => {
   it("maps every method onto a known kernel with the right number of inputs", () => {
     for (const m of METHODS) {
-      const call = m.kernelFor(0.5);
+      const call = m.kernelFor(m.defaults);
       assert.ok(KERNELS.includes(call.kernel), m.name);
       assert.ok(call.args.every((s) => m.inputs.includes(s)), m.name);
     }

@@ -13,7 +13,10 @@ import { E4M3, E5M2, refF32BitsToFp8, refFp8ToF32Bits } from "../dtypes/fp8-refe
 export const DT = { BOOL: 0, U8: 1, I8: 2, F8_E5M2: 3, F8_E4M3: 4, I16: 5, F16: 7, BF16: 8, I32: 9, F32: 11, F64: 12, I64: 13 } as const;
 const FP8 = { [DT.F8_E5M2]: E5M2, [DT.F8_E4M3]: E4M3 } as Record<number, typeof E4M3>;
 export const SIZE: Record<number, number> = { 0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 2, 6: 2, 7: 2, 8: 2, 9: 4, 10: 4, 11: 4, 12: 8, 13: 8, 14: 8 };
-export const KERNEL = { copy: 0, weightedSum: 1, addDifference: 2, lerp: 3 } as const;
+export const KERNEL = {
+  copy: 0, weightedSum: 1, addDifference: 2, lerp: 3,
+  trainDifference: 4, tripleSum: 5, sumTwice: 6, multiplyDifference: 7, similarityAddDifference: 8, clamp: 9,
+} as const;
 
 export interface TempDir {
   path: string;
@@ -148,6 +151,46 @@ export function refKernel(kernel: number, args: Ref[], params: number[]): Ref {
       return add(args[0]!, mul(sub(args[1]!, args[2]!), lit(params[0]!)));
     case KERNEL.lerp:
       return add(args[0]!, mul(sub(args[1]!, args[0]!), lit(params[0]!)));
+  }
+  const value = refMethod(kernel, args.map((r) => valueOf(r.bits)), params);
+  return Number.isNaN(value) ? { bits: 0x7fc00000, looseNaN: true } : { bits: bitsOf(value), looseNaN: false };
+}
+
+/**
+ * The method kernels, written from their published formulas (SuperMerger, sd-meh, sd-mecha)
+ * with Math.fround after each operation in the published order; NaN results compare loosely.
+ */
+function refMethod(kernel: number, [a, b, c]: number[], p: number[]): number {
+  const f = Math.fround;
+  const [p0, p1, p2, p3] = p.map(f) as [number, number, number, number];
+  switch (kernel) {
+    case KERNEL.trainDifference: {
+      // SuperMerger TD: diff = b−c; scale = |b−a| / (|b−c| + |b−a|), 0 where that sum is 0;
+      // new_diff = sign(diff)·|scale|·|diff|; a + new_diff·(α·1.8). torch.sign(±0) is +0.
+      const diff = f(b! - c!);
+      const distA0 = Math.abs(diff);
+      const distA1 = Math.abs(f(b! - a!));
+      const sum = f(distA0 + distA1);
+      const scale = sum !== 0 ? f(distA1 / sum) : 0;
+      const sign = diff > 0 ? 1 : diff < 0 ? -1 : 0;
+      const newDiff = f(f(sign * Math.abs(scale)) * distA0);
+      return f(a! + f(newDiff * p0));
+    }
+    case KERNEL.tripleSum:
+      return f(f(f(a! * p0) + f(b! * p1)) + f(c! * p2));
+    case KERNEL.sumTwice:
+      return f(f(f(f(a! * p0) + f(b! * p1)) * p2) + f(c! * p3));
+    case KERNEL.similarityAddDifference: {
+      const threshold = Math.max(Math.abs(a!), Math.abs(b!));
+      let similarity = f(f(f(f(a! * b!) / f(threshold * threshold)) + 1) / 2);
+      similarity = f(similarity * p1);
+      if (Number.isNaN(similarity)) similarity = p1;
+      const abDiff = f(a! + f(p0 * f(b! - c!)));
+      const abSum = f(f(p2 * a!) + f(p3 * b!));
+      return f(f(f(1 - similarity) * abDiff) + f(similarity * abSum));
+    }
+    case KERNEL.clamp: // torch.clamp(x, minimum(A, B), maximum(A, B)): NaN propagates, −0 < +0
+      return Math.min(Math.max(a!, Math.min(b!, c!)), Math.max(b!, c!));
   }
   throw new Error(`refKernel: ${kernel}`);
 }

@@ -26,6 +26,12 @@ const KERNELS: [string, number, number, number[]][] = [
   ["weighted-sum", KERNEL.weightedSum, 2, [0.7, 0.3]],
   ["add-difference", KERNEL.addDifference, 3, [0.6]],
   ["lerp", KERNEL.lerp, 2, [1 / 3]],
+  // The method kernels (one scalar implementation for every ISA table; still checked on each).
+  ["train-difference", KERNEL.trainDifference, 3, [0.7 * 1.8]],
+  ["triple-sum", KERNEL.tripleSum, 3, [1 - 0.3 - 0.45, 0.3, 0.45]],
+  ["sum-twice", KERNEL.sumTwice, 3, [1 - 0.3, 0.3, 1 - 0.45, 0.45]],
+  ["similarity-add-difference", KERNEL.similarityAddDifference, 3, [0.8, 0.6, 1 - 0.4, 0.4]],
+  ["clamp", KERNEL.clamp, 3, []],
 ];
 
 interface Case {

@@ -4,7 +4,7 @@
  */
 import { strict as assert } from "node:assert";
 import { writeFileSync } from "node:fs";
-import type { Job, JobPiece } from "../../lib/native/job";
+import { KERNELS, KERNEL_ID, type Job, type JobPiece } from "../../lib/native/job";
 import { MergeError } from "../../lib/errors";
 import { capabilities, loadNative, runNativeJob } from "../../lib/native/binding";
 import { DT, KERNEL, makeJob, tempDir } from "./helpers";
@@ -161,7 +161,7 @@ describe("native job validation", function () {
     job.pieces[0]!.ops[0]!.params = [0.5];
     await expectCode(job, "INVALID_ARGUMENT");
     const job2 = baseJob();
-    job2.pieces[0]!.ops[0]!.kernel = 4;
+    job2.pieces[0]!.ops[0]!.kernel = KERNELS.length; // the first id past the last kernel
     await expectCode(job2, "INVALID_ARGUMENT");
     const job3 = baseJob();
     const arg = job3.pieces[0]!.ops[0]!.args[0]!;
@@ -170,6 +170,22 @@ describe("native job validation", function () {
     const job4 = baseJob();
     job4.pieces[0]!.ops[0]!.params = [1, 2, 3, 4, 5];
     await expectCode(job4, "INVALID_ARGUMENT");
+  });
+
+  it("INVALID_ARGUMENT: a parameter that is not finite, or a count other than the kernel's", async () => {
+    const arg = baseJob().pieces[0]!.ops[0]!.args[0]!;
+    const withParam = (p: number) => {
+      const job = baseJob();
+      job.pieces[0]!.ops[0] = { kernel: KERNEL_ID["train-difference"], args: [arg, arg, arg], params: [p], round: DT.F32 };
+      return job;
+    };
+    await runNativeJob(withParam(0.5)); // the same job with a finite parameter runs
+    for (const bad of [NaN, Infinity, -Infinity, 1e39 /* finite in JS, Inf as fp32 */]) await expectCode(withParam(bad), "INVALID_ARGUMENT");
+    for (const [kernel, params] of [[KERNEL_ID["train-difference"], []], [KERNEL_ID["sum-twice"], [0.5, 0.5, 0.5]], [KERNEL_ID["add-difference"], [0.5, 0.5]]] as const) {
+      const job = baseJob();
+      job.pieces[0]!.ops[0] = { kernel, args: [arg, arg, arg], params: [...params], round: DT.F32 };
+      await expectCode(job, "INVALID_ARGUMENT");
+    }
   });
 
   it("INVALID_ARGUMENT: input or output index out of range", async () => {

@@ -1,4 +1,5 @@
 /** `tensormerge merge`: one merge (or a multiplier sweep) from the command line. */
+import { MergeError } from "../../errors";
 import { merge, type MergeOptions } from "../../merge";
 import { METHODS, resolveMethod } from "../../methods/registry";
 import { formatBytes } from "../../outputs";
@@ -48,6 +49,19 @@ export function mergePlanView(report: MergeReport): PlanView {
   };
 }
 
+function numberArg(flag: string, text: string): number {
+  const v = Number(text);
+  if (text.trim() === "" || !Number.isFinite(v)) throw new MergeError("INVALID_ARGUMENT", `${flag} ${JSON.stringify(text)}: expected a number`);
+  return v;
+}
+
+/** `REGEX=VALUE`, split at the last "=" (a pattern may contain "=", a number cannot). */
+export function keyValueArg(flag: string, text: string): { pattern: string; value: number } {
+  const at = text.lastIndexOf("=");
+  if (at <= 0) throw new MergeError("INVALID_ARGUMENT", `${flag} ${JSON.stringify(text)}: expected REGEX=VALUE, such as "cond_stage_model\\.=0.3"`);
+  return { pattern: text.slice(0, at), value: numberArg(flag, text.slice(at + 1)) };
+}
+
 export const mergeCommand = defineCommand({
   name: "merge",
   summary: "merge two or three models into a new one",
@@ -59,6 +73,13 @@ export const mergeCommand = defineCommand({
     method: { type: "string", short: "m", value: "METHOD", description: `merge method: ${methodHelp}` },
     multiplier: { type: "string", short: "M", value: "M", description: "multiplier; a list (0.1,0.2) or range (0.1:0.5:0.1) writes one file per value in one pass (default 0.5)" },
     dtype: { type: "string", value: "TYPE", description: "float output type: same (as A, default), fp16, bf16, fp32, fp8-e4m3, fp8-e5m2" },
+    alpha: { type: "string", value: "M", description: "another name for --multiplier (the method's α)" },
+    beta: { type: "string", value: "B", description: "the method's β (triple-sum, sum-twice, multiply-difference, similarity-add-difference, tensor-sum)" },
+    weight: { type: "string", multiple: true, value: "REGEX=VALUE", description: "α for keys matching REGEX (repeatable; the first matching pattern wins over the block value and the multiplier)" },
+    "beta-weight": { type: "string", multiple: true, value: "REGEX=VALUE", description: "β for keys matching REGEX (repeatable, as --weight)" },
+    blocks: { type: "string", value: "VALUES", description: "α per block: a SuperMerger list (26 values for SD, 20 for SDXL, first BASE), or a preset such as GRAD_V (tensormerge blocks A lists the blocks); keys in no block stay A" },
+    "beta-blocks": { type: "string", value: "VALUES", description: "β per block, as --blocks" },
+    clamp: { type: "boolean", description: "clamp every merged value to [min(A,B), max(A,B)]" },
     out: { type: "string", short: "o", value: "FILE", description: "output file (.safetensors or .ckpt); for sweeps <M> is replaced by each value" },
     overwrite: { type: "boolean", description: "replace an existing output file" },
     "dry-run": { type: "boolean", short: "n", description: "print the plan (inputs, outputs, bytes, disk space) and write nothing" },
@@ -88,6 +109,16 @@ export const mergeCommand = defineCommand({
       if (v !== undefined) (options as unknown as Record<string, unknown>)[key] = v;
     }
     if (threads !== undefined) options.threads = Number(threads);
+    const alpha = stringArg(args, "alpha");
+    if (alpha !== undefined) options.alpha = alpha;
+    const beta = stringArg(args, "beta");
+    if (beta !== undefined) options.beta = numberArg("--beta", beta);
+    if (listArg(args, "weight").length) options.weights = listArg(args, "weight").map((w) => keyValueArg("--weight", w));
+    if (listArg(args, "beta-weight").length) options.betaWeights = listArg(args, "beta-weight").map((w) => keyValueArg("--beta-weight", w));
+    if (flagArg(args, "clamp")) options.clamp = true;
+    const blocks = stringArg(args, "blocks"), betaBlocks = stringArg(args, "beta-blocks");
+    if (blocks !== undefined) options.blocks = blocks;
+    if (betaBlocks !== undefined) options.betaBlocks = betaBlocks;
     const vae = stringArg(args, "vae");
     if (vae !== undefined) options.vae = vae;
     const config = stringArg(args, "config");

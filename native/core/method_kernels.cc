@@ -1,0 +1,220 @@
+// See method_kernels.h. Every statement rounds once (fp32 or, inside merge_powf, double); the
+// build forbids contraction (-ffp-contract=off), so the TypeScript twin gets the same bits.
+#include "method_kernels.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "kernels.h"
+
+namespace {
+
+constexpr int LN_TERMS = 12;  // ln(m) = 2s·Σ s^2k/(2k+1), |s| <= 0.1716: error < 1e-20
+constexpr int EXP_TERMS = 17; // e^u = Σ u^j/j!, |u| <= ln2/2: error < 1e-22
+constexpr double LN2 = 0.6931471805599453;
+constexpr double SQRT2 = 1.4142135623730951;
+
+struct pow_series {
+    double inv_odd[LN_TERMS];
+    double inv_fact[EXP_TERMS];
+    pow_series() {
+        // Computed, not typed in: the TypeScript twin divides the same way, so same doubles.
+        for (int k = 0; k < LN_TERMS; k++) inv_odd[k] = 1.0 / (double) (2 * k + 1);
+        inv_fact[0] = 1.0;
+        for (int j = 1; j < EXP_TERMS; j++) inv_fact[j] = inv_fact[j - 1] / (double) j;
+    }
+};
+
+const pow_series series;
+
+} // namespace
+
+float merge_powf(float x, float y) {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const float inf = std::numeric_limits<float>::infinity();
+    if (y == 0.0f) return 1.0f; // pow(x, ±0) = 1 for every x, NaN included
+    if (x != x || y != y || x < 0.0f) return nan;
+    if (x == 0.0f) return y > 0.0f ? 0.0f : inf;
+    if (x == inf) return y > 0.0f ? inf : 0.0f;
+    if (x == 1.0f) return 1.0f;
+    uint32_t bits;
+    std::memcpy(&bits, &x, 4);
+    int e_adjust = 0;
+    if ((bits >> 23) == 0) { // subnormal: scale by 2^64 (exact) to get a normal fp32
+        const float scaled = (float) ((double) x * 18446744073709551616.0);
+        std::memcpy(&bits, &scaled, 4);
+        e_adjust = -64;
+    }
+    int e = (int) (bits >> 23) - 127 + e_adjust;
+    const uint32_t mbits = (bits & 0x7fffffu) | 0x3f800000u;
+    float mf;
+    std::memcpy(&mf, &mbits, 4);
+    double m = (double) mf; // [1, 2)
+    if (m > SQRT2) {
+        m = m * 0.5;
+        e = e + 1;
+    }
+    const double s = (m - 1.0) / (m + 1.0);
+    const double z = s * s;
+    double q = series.inv_odd[LN_TERMS - 1];
+    for (int k = LN_TERMS - 2; k >= 0; k--) {
+        q = q * z;
+        q = q + series.inv_odd[k];
+    }
+    const double two_s = 2.0 * s;
+    const double ln_m = two_s * q;
+    const double log2_m = ln_m / LN2;
+    const double log2_x = (double) e + log2_m;
+    const double t = (double) y * log2_x;
+    if (t >= 129.0) return inf;
+    if (t <= -160.0) return 0.0f;
+    const double k = std::floor(t + 0.5);
+    const double f = t - k; // exact (Sterbenz)
+    const double u = f * LN2;
+    double w = series.inv_fact[EXP_TERMS - 1];
+    for (int j = EXP_TERMS - 2; j >= 0; j--) {
+        w = w * u;
+        w = w + series.inv_fact[j];
+    }
+    return (float) std::ldexp(w, (int) k); // exact scaling, then the one fp32 rounding
+}
+
+namespace {
+
+// |x| without touching a NaN's sign bit (fabs clears it; the TypeScript engine cannot, portably):
+// both engines then carry the same NaN bits. ±0 give +0.
+inline float absf(float x) { return x < 0.0f ? -x : (x == 0.0f ? 0.0f : x); }
+
+// -m for a number, a NaN unchanged (for the same reason).
+inline float negf(float x) { return x == x ? -x : x; }
+
+// SuperMerger "TD" (scripts/mergers/mergers.py): A + sign(B−C)·|B−A|/(|B−C|+|B−A|)·|B−C| · (α·1.8);
+// p0 = α·1.8 (rounded to fp32 once, as torch does with the Python scalar).
+void train_difference(float * r, const float * const * x, const float * p, size_t n) {
+    const float * a = x[0], * b = x[1], * c = x[2];
+    for (size_t i = 0; i < n; i++) {
+        const float t0 = b[i] - c[i];
+        const float d0 = absf(t0);
+        const float d1 = absf(b[i] - a[i]);
+        const float s = d0 + d1;
+        const float q = s != 0.0f ? d1 / s : 0.0f;
+        // sign(B−C)·|q| (q is >= 0 or NaN), written without a product by ±1, which compilers
+        // and JITs may turn into a negation with another NaN sign bit.
+        const float sc = t0 > 0.0f ? q : (t0 < 0.0f ? negf(q) : 0.0f * q);
+        const float nd = sc * d0;
+        const float v = nd * p[0];
+        r[i] = a[i] + v;
+    }
+}
+
+// sd-meh triple_sum: (1−α−β)·A + α·B + β·C, added left to right; p = {1−α−β, α, β}.
+void triple_sum(float * r, const float * const * x, const float * p, size_t n) {
+    const float * a = x[0], * b = x[1], * c = x[2];
+    for (size_t i = 0; i < n; i++) {
+        const float u = a[i] * p[0];
+        const float v = b[i] * p[1];
+        const float w = c[i] * p[2];
+        const float uv = u + v;
+        r[i] = uv + w;
+    }
+}
+
+// sd-meh sum_twice: (1−β)·((1−α)·A + α·B) + β·C; p = {1−α, α, 1−β, β}.
+void sum_twice(float * r, const float * const * x, const float * p, size_t n) {
+    const float * a = x[0], * b = x[1], * c = x[2];
+    for (size_t i = 0; i < n; i++) {
+        const float u = a[i] * p[0];
+        const float v = b[i] * p[1];
+        const float ab = u + v;
+        const float s = ab * p[2];
+        const float t = c[i] * p[3];
+        r[i] = s + t;
+    }
+}
+
+// sd-meh multiply_difference: C + copysign(|A−C|^(1−α)·|B−C|^α, (1−β)·A + β·B − C);
+// p = {1−α, α, 1−β, β}. The sign is negative iff that difference is < 0 (a zero or NaN counts
+// as positive: torch copies the sign bit, which differs only for −0 and NaN).
+void multiply_difference(float * r, const float * const * x, const float * p, size_t n) {
+    const float * a = x[0], * b = x[1], * c = x[2];
+    for (size_t i = 0; i < n; i++) {
+        const float da = absf(a[i] - c[i]);
+        const float db = absf(b[i] - c[i]);
+        const float pa = merge_powf(da, p[0]);
+        const float pb = merge_powf(db, p[1]);
+        const float m = pa * pb;
+        const float u = a[i] * p[2];
+        const float v = b[i] * p[3];
+        const float w = u + v;
+        const float sg = w - c[i];
+        const float d = sg < 0.0f ? negf(m) : m;
+        r[i] = c[i] + d;
+    }
+}
+
+// sd-meh similarity_add_difference: s = β·((A·B/max(|A|,|B|)² + 1)/2), β where that is NaN;
+// (1−s)·(A + α·(B−C)) + s·((1−α/2)·A + (α/2)·B); p = {α, β, 1−α/2, α/2}.
+void similarity_add_difference(float * r, const float * const * x, const float * p, size_t n) {
+    const float * a = x[0], * b = x[1], * c = x[2];
+    for (size_t i = 0; i < n; i++) {
+        const float prod = a[i] * b[i];
+        const float aa = absf(a[i]);
+        const float bb = absf(b[i]);
+        const float th = aa > bb ? aa : bb;
+        const float th2 = th * th;
+        float q = prod / th2;
+        q = q + 1.0f;
+        q = q / 2.0f;
+        float s = q * p[1];
+        if (s != s) s = p[1];
+        float t = b[i] - c[i];
+        t = p[0] * t;
+        const float diff = a[i] + t;
+        const float u = p[2] * a[i];
+        const float v = p[3] * b[i];
+        const float sum = u + v;
+        const float k = 1.0f - s;
+        const float y0 = k * diff;
+        const float y1 = s * sum;
+        r[i] = y0 + y1;
+    }
+}
+
+// IEEE 754-2019 minimum/maximum (as torch.minimum/maximum and Math.min/max): a NaN operand is
+// the result, and −0 < +0.
+inline float minf(float x, float y) {
+    if (x != x) return x;
+    if (y != y) return y;
+    if (x < y) return x;
+    if (y < x) return y;
+    return std::signbit(x) ? x : y;
+}
+
+inline float maxf(float x, float y) {
+    if (x != x) return x;
+    if (y != y) return y;
+    if (x > y) return x;
+    if (y > x) return y;
+    return std::signbit(x) ? y : x;
+}
+
+// sd-mecha's clip to A and B, torch.clamp(x, minimum(A,B), maximum(A,B)).
+void clamp(float * r, const float * const * x, const float *, size_t n) {
+    const float * v = x[0], * a = x[1], * b = x[2];
+    for (size_t i = 0; i < n; i++) r[i] = minf(maxf(v[i], minf(a[i], b[i])), maxf(a[i], b[i]));
+}
+
+} // namespace
+
+merge_method_fn merge_method_kernel(uint32_t kernel) {
+    switch (kernel) {
+        case MERGE_KERNEL_TRAIN_DIFFERENCE: return train_difference;
+        case MERGE_KERNEL_TRIPLE_SUM: return triple_sum;
+        case MERGE_KERNEL_SUM_TWICE: return sum_twice;
+        case MERGE_KERNEL_MULTIPLY_DIFFERENCE: return multiply_difference;
+        case MERGE_KERNEL_SIMILARITY_ADD_DIFFERENCE: return similarity_add_difference;
+        case MERGE_KERNEL_CLAMP: return clamp;
+        default: return nullptr;
+    }
+}
