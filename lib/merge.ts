@@ -13,7 +13,7 @@ import { outputFormatForPath, type OutputFormat } from "./formats/output";
 import { resolveMethod, type MethodName } from "./methods/registry";
 import type { ModelSlot } from "./methods/define";
 import type { ModelFile } from "./model";
-import { executePlan, preflight } from "./board";
+import { executePlan, preflight, sideFileNeeds } from "./board";
 import { assertCompatible } from "./library/compat";
 import { configCandidates, copyModelConfig, type ConfigSource } from "./library/config";
 import { planKeyEdits, type VaeBakeReport } from "./library/edits";
@@ -297,7 +297,7 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
     warnings: missingKeys.map((w) => w.message),
   };
   if (dryRun) {
-    const disk = await diskNeeds(outputs.map((o) => ({ path: o.path, bytes: o.layout.size })));
+    const disk = await diskNeeds([...outputs.map((o) => ({ path: o.path, bytes: o.layout.size })), ...sideFileNeeds(plan)]);
     return { ...base, isa: "", threads, seconds: (Date.now() - started) / 1000, configs: configs.map((c) => c.destination), disk };
   }
   const removedTemps = await preflight(plan, overwrite);

@@ -18,7 +18,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
-import { executePlan, preflight } from "../board";
+import { executePlan, preflight, sideFileNeeds } from "../board";
 import { defaultThreads, resolveEngine, type EngineName } from "../engine";
 import { MergeError, fsError } from "../errors";
 import { openModel } from "../formats";
@@ -298,7 +298,7 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
     const size = (await stat(output.path).catch(() => undefined))?.size ?? 0;
     outputs.push({ row: index + 1, name: recipe.rows[index]!.name, path: output.path, multiplier: output.multiplier, format: output.format, bytes: size, state: "skipped" });
   }
-  const disk = await diskNeeds(outputs.filter((o) => o.state === "planned"));
+  const disk = await diskNeeds([...outputs.filter((o) => o.state === "planned"), ...(plan ? sideFileNeeds(plan) : [])]);
   const report: RecipeRunReport = {
     dryRun,
     inputs: compiled.files.map((f) => ({ path: f.path, name: f.name, bytes: f.model.size, opens: compiled.opens.get(f.path) ?? 0 })),
