@@ -26,7 +26,7 @@ import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
 import { planBoard, type PlanStats } from "./plan";
 import {
   formatMultiplier, optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, optionalStringRecord,
-  parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString,
+  checkSweepSize, parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString,
 } from "./validate";
 
 export interface MergeProgress {
@@ -151,6 +151,7 @@ function normaliseMultipliers(value: MergeOptions["multiplier"]): number[] {
   if (typeof value === "string") return parseMultipliers(value);
   const list = Array.isArray(value) ? value : [value];
   if (list.length === 0) throw new MergeError("INVALID_ARGUMENT", "Expected at least one multiplier");
+  checkSweepSize(list.length, "multiplier");
   return list.map((m, i) => requireNumberInRange(list.length > 1 ? `multiplier[${i}]` : "multiplier", m, -1e6, 1e6));
 }
 
