@@ -247,7 +247,7 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
   ]);
   await checkTargets(targets, readFiles, overwrite);
   const candidates = configCandidates(configSource, { a: paths.a!, ...(paths.b ? { b: paths.b } : {}), ...(paths.c ? { c: paths.c } : {}) });
-  const configs = candidates.length ? await planConfigCopies([{ from: candidates, outputs: targets }], [...inputPaths, ...(vaePath ? [vaePath] : [])]) : [];
+  const configs = candidates.length ? await planConfigCopies([{ from: candidates, outputs: targets }], [...inputPaths, ...(vaePath ? [vaePath] : [])], overwrite) : [];
 
   const inputs: Partial<Record<ModelSlot, { model: ModelFile }>> = {};
   for (const slot of method.inputs) inputs[slot] = { model: await openModel(paths[slot]!) };

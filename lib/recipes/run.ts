@@ -465,7 +465,7 @@ async function checkWrites(compiled: CompiledRecipe, options: RunRecipeOptions):
       const slots = source === "none" ? [] : source === "abc" ? SLOTS : [source];
       return { from: [...new Set(slots.flatMap((k) => (c.inputs[k] ? sources(c.inputs[k]!) : [])))], outputs: c.outputs.map((o) => o.path) };
     });
-    copies = await planConfigCopies(groups.filter((g) => g.from.length && g.outputs.length), [...inputs, ...keep.map((k) => k.path)]);
+    copies = await planConfigCopies(groups.filter((g) => g.from.length && g.outputs.length), [...inputs, ...keep.map((k) => k.path)], options.overwrite === true);
   }
   if (options.history !== undefined) {
     const notHistory = await ProtectedFiles.of([
