@@ -37,10 +37,19 @@ export async function preflight(plan: BoardPlan, overwrite: boolean): Promise<st
   const outputs = plan.passes.flatMap((p) => p.outputs);
   await checkTargets(outputs.map((o) => o.path), plan.inputs.map((m) => m.path), overwrite);
   const removed = await removeStaleTemps(outputs.map((o) => o.path));
-  // Contiguous copies of non-contiguous .ckpt tensors go beside the first output (executePlan).
-  const sides = plan.sideInputs.map((s) => ({ path: outputs[0]!.path, size: s.size }));
+  const sides = sideFileNeeds(plan).map((s) => ({ path: s.path, size: s.bytes }));
   await checkFreeSpace([...outputs.map((o) => ({ path: o.path, size: o.layout.size })), ...sides]);
   return removed;
+}
+
+/**
+ * The disk space the contiguous copies of non-contiguous .ckpt tensors take while the merge
+ * runs: they go beside the first output (executePlan). Counted by the free-space check and by
+ * the dry runs' estimate alike.
+ */
+export function sideFileNeeds(plan: BoardPlan): { path: string; bytes: number }[] {
+  const first = plan.passes[0]?.outputs[0];
+  return first ? plan.sideInputs.map((s) => ({ path: first.path, bytes: s.size })) : [];
 }
 
 export async function executePlan(plan: BoardPlan, options: RunOptions, started = Date.now()): Promise<RunResult> {

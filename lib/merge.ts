@@ -13,7 +13,7 @@ import { outputFormatForPath, type OutputFormat } from "./formats/output";
 import { resolveMethod, type MethodName } from "./methods/registry";
 import type { ModelSlot } from "./methods/define";
 import type { ModelFile } from "./model";
-import { executePlan, preflight } from "./board";
+import { executePlan, preflight, sideFileNeeds } from "./board";
 import { assertCompatible } from "./library/compat";
 import { configCandidates, copyModelConfig, type ConfigSource } from "./library/config";
 import { planKeyEdits, type VaeBakeReport } from "./library/edits";
@@ -27,7 +27,7 @@ import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
 import { planBoard, type PlanStats } from "./plan";
 import {
   formatMultiplier, optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, optionalStringRecord,
-  parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString,
+  checkSweepSize, parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString,
 } from "./validate";
 
 export interface MergeProgress {
@@ -174,6 +174,7 @@ function normaliseMultipliers(value: MergeOptions["multiplier"]): number[] {
   if (typeof value === "string") return parseMultipliers(value);
   const list = Array.isArray(value) ? value : [value];
   if (list.length === 0) throw new MergeError("INVALID_ARGUMENT", "Expected at least one multiplier");
+  checkSweepSize(list.length, "multiplier");
   return list.map((m, i) => requireNumberInRange(list.length > 1 ? `multiplier[${i}]` : "multiplier", m, -1e6, 1e6));
 }
 
@@ -302,7 +303,7 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
   ]);
   await checkTargets(targets, readFiles, overwrite);
   const candidates = configCandidates(configSource, { a: paths.a!, ...(paths.b ? { b: paths.b } : {}), ...(paths.c ? { c: paths.c } : {}) });
-  const configs = candidates.length ? await planConfigCopies([{ from: candidates, outputs: targets }], [...inputPaths, ...(vaePath ? [vaePath] : [])]) : [];
+  const configs = candidates.length ? await planConfigCopies([{ from: candidates, outputs: targets }], [...inputPaths, ...(vaePath ? [vaePath] : [])], overwrite) : [];
 
   const inputs: Partial<Record<ModelSlot, { model: ModelFile }>> = {};
   for (const slot of method.inputs) inputs[slot] = { model: await openModel(paths[slot]!) };
@@ -357,7 +358,7 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
     warnings: missingKeys.map((w) => w.message),
   };
   if (dryRun) {
-    const disk = await diskNeeds(outputs.map((o) => ({ path: o.path, bytes: o.layout.size })));
+    const disk = await diskNeeds([...outputs.map((o) => ({ path: o.path, bytes: o.layout.size })), ...sideFileNeeds(plan)]);
     return { ...base, isa: "", threads, seconds: (Date.now() - started) / 1000, configs: configs.map((c) => c.destination), disk };
   }
   const removedTemps = await preflight(plan, overwrite);

@@ -1,4 +1,5 @@
 import type { Dtype } from "./dtypes";
+import type { InputStamp } from "./engine/input-stamps";
 
 /** Where one tensor's bytes sit in its file: contiguous, little-endian, row-major (see `strided`). */
 export interface TensorInfo {
@@ -51,6 +52,8 @@ export interface ModelFile {
   notes: string[];
   /** 2022-era SD 1.x keys given their modern names when the file was opened (lib/keys.ts). */
   renamedKeys?: number;
+  /** Size, mtime and identity just before the header was read: a change after it fails the merge (INPUT_CHANGED). */
+  stamp?: InputStamp;
 }
 
 export function numelOf(shape: readonly number[]): number {

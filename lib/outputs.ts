@@ -196,7 +196,7 @@ export interface ConfigCopy {
  * beside its own input, in another format) needs no copy. Refuses (INPUT_IS_TARGET) a
  * destination that is, by any name, an input, another input's config or an output.
  */
-export async function planConfigCopies(groups: readonly { from: readonly string[]; outputs: readonly string[] }[], inputs: readonly string[]): Promise<ConfigCopy[]> {
+export async function planConfigCopies(groups: readonly { from: readonly string[]; outputs: readonly string[] }[], inputs: readonly string[], overwrite = true): Promise<ConfigCopy[]> {
   const configOf = new Map<string, string | null>();
   const findConfig = async (model: string) => {
     if (!configOf.has(model)) configOf.set(model, await findModelConfig(model));
@@ -222,6 +222,10 @@ export async function planConfigCopies(groups: readonly { from: readonly string[
       const id = await identityOf(destination);
       if (sameFile(id, sourceId)) continue;
       await keep.check(id, "the model config copied beside the output", "choose another output name, or copy no config (config \"none\")");
+      // A file of the user's under the config's name is replaced only when asked, as outputs are.
+      if (!overwrite && (await lexists(destination))) {
+        throw new MergeError("OUTPUT_EXISTS", `${destination} already exists and would be replaced by the model config of ${basename(chosen.model)} (use --overwrite to replace it, or --config none)`, { path: destination });
+      }
       copies.push({ ...chosen, output, destination });
     }
   }

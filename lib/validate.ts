@@ -88,6 +88,16 @@ export function rejectUnknownKeys(name: string, value: object, known: readonly s
  * Parses a multiplier list: "0.3", "0.1,0.2,0.25" or a range "start:stop:step" (stop included
  * when it falls on a step). Values are rounded to 10 decimals so 0.1 + 2 × 0.1 is 0.3.
  */
+/** The most values one sweep (a merge, or one recipe row) may have: planning is sized for this. */
+export const MAX_SWEEP_VALUES = 10_001;
+
+/** Refuses a sweep of more than MAX_SWEEP_VALUES values, however they were given (ranges, lists). */
+export function checkSweepSize(count: number, what: string): void {
+  if (count > MAX_SWEEP_VALUES) {
+    throw new MergeError("INVALID_ARGUMENT", `${what} has ${count.toLocaleString("en-US")} values; a sweep has at most ${MAX_SWEEP_VALUES.toLocaleString("en-US")}`);
+  }
+}
+
 export function parseMultipliers(text: string): number[] {
   const values: number[] = [];
   for (const part of text.split(",").map((s) => s.trim()).filter(Boolean)) {
@@ -100,9 +110,12 @@ export function parseMultipliers(text: string): number[] {
     const [start, stop, step] = range.map((r) => parseNumber(r, text)) as [number, number, number];
     if (!(step > 0)) throw new MergeError("INVALID_ARGUMENT", `multiplier range "${part}" needs a positive step`);
     const count = Math.floor((stop - start) / step + 1e-9);
-    if (count < 0 || count > 10_000) throw new MergeError("INVALID_ARGUMENT", `multiplier range "${part}" is empty or too long`);
+    if (count < 0) throw new MergeError("INVALID_ARGUMENT", `multiplier range "${part}" is empty (stop is below start)`);
+    // Several ranges add up: the limit is on the whole sweep, checked before any value is built.
+    checkSweepSize(values.length + count + 1, `multiplier "${text.length > 60 ? `${text.slice(0, 57)}...` : text}"`);
     for (let i = 0; i <= count; i++) values.push(Math.round((start + i * step) * 1e10) / 1e10);
   }
+  checkSweepSize(values.length, `multiplier "${text.length > 60 ? `${text.slice(0, 57)}...` : text}"`);
   if (values.length === 0) throw new MergeError("INVALID_ARGUMENT", `no multiplier in "${text}"`);
   return values;
 }

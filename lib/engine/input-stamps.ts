@@ -24,14 +24,18 @@ export interface InputStamp {
   ino: bigint;
 }
 
-async function stampOf(path: string): Promise<InputStamp> {
+export async function stampOf(path: string): Promise<InputStamp> {
   const s = await stat(path, { bigint: true });
   return { path, size: s.size, mtimeNs: s.mtimeNs, dev: s.dev, ino: s.ino };
 }
 
-/** Stamps each input now. Throws FILE_NOT_FOUND / IO_ERROR naming the file if one is gone. */
-export async function stampInputs(inputs: readonly { path: string }[]): Promise<InputStamp[]> {
-  return Promise.all(inputs.map((m) => stampOf(m.path).catch((e) => { throw fsError(e, m.path, "reading an input's size and date"); })));
+/**
+ * Stamps each input: with the stamp taken when it was opened (`ModelFile.stamp`, before its
+ * header was read and before it was hashed for the recipe), else now. Throws FILE_NOT_FOUND /
+ * IO_ERROR naming the file if one is gone.
+ */
+export async function stampInputs(inputs: readonly { path: string; stamp?: InputStamp }[]): Promise<InputStamp[]> {
+  return Promise.all(inputs.map((m) => m.stamp ?? stampOf(m.path).catch((e) => { throw fsError(e, m.path, "reading an input's size and date"); })));
 }
 
 /** What differs between two stamps of one file, in words; undefined when nothing does. */

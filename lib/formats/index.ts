@@ -18,6 +18,7 @@ import { open } from "node:fs/promises";
 import { MergeError, fsError } from "../errors";
 import type { ModelFile, ModelFormat } from "../model";
 import { normaliseModelKeys } from "../keys";
+import { stampOf } from "../engine/input-stamps";
 import { readSafetensors } from "./safetensors";
 
 const ZIP_MAGIC = 0x04034b50; // "PK\x03\x04", little-endian
@@ -64,7 +65,11 @@ export async function detectFormat(path: string): Promise<DetectedFormat> {
  * classic tool does on load (lib/keys.ts). No tensor data is read.
  */
 export async function openModel(path: string): Promise<ModelFile> {
-  return withModernKeyNames(await openModelAsStored(path));
+  // Stamped before the header is read: a rewrite between here and the merge (while inputs are
+  // hashed for the recipe, say) would make both the plan and the pinned hash wrong.
+  const stamp = await stampOf(path).catch(() => undefined); // a missing file gets its error below
+  const model = withModernKeyNames(await openModelAsStored(path));
+  return stamp ? { ...model, stamp } : model;
 }
 
 function withModernKeyNames(model: ModelFile): ModelFile {

@@ -18,7 +18,7 @@ import type { ConfigSource } from "../library/config";
 import { OUTPUT_DTYPES, type OutputDtype } from "../dtypes";
 import { MergeError } from "../errors";
 import type { ModelSlot } from "../methods/define";
-import { parseMultipliers } from "../validate";
+import { MAX_SWEEP_VALUES, parseMultipliers } from "../validate";
 import { inputToken, parseInputToken } from "./inputs";
 import schema from "./recipe.schema.json";
 import { SLOTS, rowParamFields, type Recipe, type RecipeInput, type RecipeRow } from "./types";
@@ -144,6 +144,7 @@ function readRow(r: unknown, i: number, names: string[]): RecipeRow {
     multipliers = [0];
   } else if (typeof r.multiplier === "number") multipliers = [r.multiplier];
   else if (Array.isArray(r.multiplier)) {
+    if (r.multiplier.length > MAX_SWEEP_VALUES) throw bad(`${label} multiplier`, `${r.multiplier.length} values; a sweep has at most ${MAX_SWEEP_VALUES}`);
     multipliers = r.multiplier.map((m, k) => {
       if (typeof m !== "number") throw bad(`${label} multiplier[${k}]`, `expected a number, got ${JSON.stringify(m)}`);
       return m;

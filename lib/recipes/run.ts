@@ -18,7 +18,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
-import { executePlan, preflight } from "../board";
+import { executePlan, preflight, sideFileNeeds } from "../board";
 import { defaultThreads, resolveEngine, type EngineName } from "../engine";
 import { MergeError, fsError } from "../errors";
 import { openModel } from "../formats";
@@ -307,7 +307,7 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
     const size = (await stat(output.path).catch(() => undefined))?.size ?? 0;
     outputs.push({ row: index + 1, name: recipe.rows[index]!.name, path: output.path, multiplier: output.multiplier, format: output.format, bytes: size, state: "skipped" });
   }
-  const disk = await diskNeeds(outputs.filter((o) => o.state === "planned"));
+  const disk = await diskNeeds([...outputs.filter((o) => o.state === "planned"), ...(plan ? sideFileNeeds(plan) : [])]);
   const report: RecipeRunReport = {
     dryRun,
     inputs: compiled.files.map((f) => ({ path: f.path, name: f.name, bytes: f.model.size, opens: compiled.opens.get(f.path) ?? 0 })),
@@ -474,7 +474,7 @@ async function checkWrites(compiled: CompiledRecipe, options: RunRecipeOptions):
       const slots = source === "none" ? [] : source === "abc" ? SLOTS : [source];
       return { from: [...new Set(slots.flatMap((k) => (c.inputs[k] ? sources(c.inputs[k]!) : [])))], outputs: c.outputs.map((o) => o.path) };
     });
-    copies = await planConfigCopies(groups.filter((g) => g.from.length && g.outputs.length), [...inputs, ...keep.map((k) => k.path)]);
+    copies = await planConfigCopies(groups.filter((g) => g.from.length && g.outputs.length), [...inputs, ...keep.map((k) => k.path)], options.overwrite === true);
   }
   if (options.history !== undefined) {
     const notHistory = await ProtectedFiles.of([

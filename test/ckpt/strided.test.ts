@@ -144,6 +144,21 @@ describe("ckpt: non-contiguous tensors (real torch.save)", function () {
     assert.deepEqual(readdirSync(outDir).filter((n) => n.startsWith(".")), []);
   });
 
+  it("a dry run's disk estimate counts their contiguous copies, as the merge's free-space check does (merge and runRecipe)", async () => {
+    // Independent sizes: the merged file written above, and torch's contiguous bytes of A's views.
+    const written = readFileSync(join(tmp.dir, "merged-js.safetensors")).length;
+    // A's views, and B's two (its transposed "plain", and "ints": clone() keeps A's strides);
+    // B's have A's shapes and dtypes, so A's contiguous bytes give their sizes too.
+    const views = ["t32", "slice", "perm", "expand", "t16", "bf", "ints", "big", "shareT", "plain", "ints"];
+    const bytesOf = new Map(manifest(join(tmp.dir, "a.ref")).map((r) => [r.name, readFileSync(join(tmp.dir, "a.ref", r.file)).length]));
+    const sideBytes = views.reduce((s, n) => s + bytesOf.get(n)!, 0);
+    const a = join(tmp.dir, "a.ckpt"), b = join(tmp.dir, "b.ckpt");
+    const planned = await merge({ a, b, method: "weighted-sum", multiplier: M, out: join(tmp.dir, "dry.safetensors"), recipeMetadata: false, dryRun: true });
+    assert.deepEqual(planned.disk!.map((d) => d.needed), [written + sideBytes]);
+    const run = await runRecipe(parseRecipe(`x = ${a} + ${b}, ${M}, safetensors\n`), { outDir: join(tmp.dir, "dry-run"), recipeMetadata: false, dryRun: true });
+    assert.deepEqual(run.disk.map((d) => d.needed), [written + sideBytes]);
+  });
+
   it("a .ckpt output of them loads in torch with the merged values", async () => {
     const out = join(tmp.dir, "merged.ckpt");
     await merge({ a: join(tmp.dir, "a.ckpt"), b: join(tmp.dir, "b.ckpt"), method: "weighted-sum", multiplier: M, out, recipeMetadata: false });

@@ -123,6 +123,24 @@ describe("an input is never a target, under any name", function () {
     assert.equal(readFileSync(join(root, "a.yaml"), "utf8"), "a's config\n");
   });
 
+  it("leaves a file already under the config's name alone without overwrite (merge and runRecipe); replaces it with overwrite", async () => {
+    const root = dir.fresh("config-exists");
+    const a = join(root, "a.safetensors"), b = join(root, "b.safetensors");
+    writeModel(a, tensors(6));
+    writeModel(b, tensors(7));
+    writeFileSync(join(root, "a.yaml"), "a's config\n");
+    writeFileSync(join(root, "mix.yaml"), "the user's own notes\n");
+    const before = snapshot(root);
+    const exists = (e: unknown) => e instanceof MergeError && e.code === "OUTPUT_EXISTS" && e.path === join(root, "mix.yaml");
+    await assert.rejects(merge({ a, b, method: "weighted-sum", out: join(root, "mix.safetensors") }), exists);
+    const recipe = parseRecipe(JSON.stringify({ rows: [{ name: "mix", a, b, multiplier: 0.5 }] }));
+    await assert.rejects(runRecipe(recipe, { outDir: root }), exists);
+    assert.deepEqual(snapshot(root), before);
+    const report = await merge({ a, b, method: "weighted-sum", out: join(root, "mix.safetensors"), overwrite: true });
+    assert.deepEqual(report.configs, [join(root, "mix.yaml")]);
+    assert.equal(readFileSync(join(root, "mix.yaml"), "utf8"), "a's config\n");
+  });
+
   it("refuses a history file that is an input under another name", async () => {
     const root = dir.fresh("history");
     const a = join(root, "a.safetensors");

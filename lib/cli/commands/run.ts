@@ -1,12 +1,14 @@
 /** `tensormerge run`: a whole recipe (classic Merge Board text or JSON) in one pass. */
 import type { ConfigSource } from "../../library/config";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, extname, join, relative, resolve } from "node:path";
 import { MergeError, fsError } from "../../errors";
 import { HashCache } from "../../library/hash-cache";
+import { defaultModelDirs, findModelFiles } from "../../library/scan";
 import { checkTargets, formatBytes } from "../../outputs";
 import { parseBindingsText, parseVarArgs, type Bindings } from "../../recipes/bindings";
 import { formatRecipe, parseRecipe } from "../../recipes";
+import { SLOTS } from "../../recipes/types";
 import { runRecipe, type RecipeProgress, type RecipeRunReport } from "../../recipes/run";
 import { defineCommand, ENGINE_OPTIONS, flagArg, listArg, stringArg, type CliIo } from "../command";
 import { createProgressPrinter } from "../progress";
@@ -176,15 +178,6 @@ export const runCommand = defineCommand({
     if (args.positionals.length !== 1) throw new MergeError("INVALID_ARGUMENT", "run expects one recipe file (see: tensormerge run --help)");
     const recipePath = resolve(args.positionals[0]!);
     const recipe = parseRecipe(await readText(recipePath, "recipe"));
-    const exportTo = stringArg(args, "export");
-    if (exportTo !== undefined) {
-      // Never over the recipe or the bindings file it was given, nor over any file unless asked.
-      await checkTargets([exportTo], [recipePath, ...(stringArg(args, "vars") ? [stringArg(args, "vars")!] : [])], flagArg(args, "overwrite"));
-      const text = formatRecipe(recipe, extname(exportTo).toLowerCase() === ".json" ? "json" : "classic");
-      await writeFile(exportTo, text).catch((e) => { throw fsError(e, exportTo, "writing the recipe"); });
-      io.out.write(`wrote ${exportTo}\n`);
-      return 0;
-    }
     const bindings: Bindings = {};
     const varsFile = stringArg(args, "vars");
     if (varsFile !== undefined) {
@@ -193,8 +186,24 @@ export const runCommand = defineCommand({
       for (const [k, v] of Object.entries(fromFile)) bindings[k] = /[\\/]/.test(v) ? resolve(dirname(resolve(varsFile)), v) : v;
     }
     Object.assign(bindings, parseVarArgs(listArg(args, "var")));
-    const outDir = resolve(stringArg(args, "out-dir") ?? ".");
     const models = listArg(args, "models");
+    const exportTo = stringArg(args, "export");
+    if (exportTo !== undefined) {
+      // Never over the recipe, the bindings file, a model it binds or any model of the model
+      // folders (the recipe's inputs, found by name or hash), nor over any file unless asked.
+      const dirs = models.length ? models.map((m) => resolve(m)) : defaultModelDirs();
+      const exists = (p: string) => stat(p).then(() => true, () => false);
+      const existing = async (paths: string[]) => (await Promise.all(paths.map(async (p) => ((await exists(p)) ? [p] : [])))).flat();
+      const libraryModels = (await findModelFiles(await existing(dirs), { signal })).files.map((f) => f.path);
+      const refs = [...Object.values(bindings), ...recipe.rows.flatMap((r) => [...SLOTS.map((s) => r.inputs[s]), r.vae]).flatMap((i) => (i?.kind === "model" ? [i.ref] : []))];
+      const refFiles = await existing(refs.flatMap((ref) => [resolve(ref), resolve(dirname(recipePath), ref)]));
+      await checkTargets([exportTo], [recipePath, ...(varsFile ? [varsFile] : []), ...refFiles, ...libraryModels], flagArg(args, "overwrite"));
+      const text = formatRecipe(recipe, extname(exportTo).toLowerCase() === ".json" ? "json" : "classic");
+      await writeFile(exportTo, text).catch((e) => { throw fsError(e, exportTo, "writing the recipe"); });
+      io.out.write(`wrote ${exportTo}\n`);
+      return 0;
+    }
+    const outDir = resolve(stringArg(args, "out-dir") ?? ".");
     const dryRun = flagArg(args, "dry-run");
     const config = stringArg(args, "config");
     if (config !== undefined && !["abc", "a", "b", "c", "none"].includes(config)) {
