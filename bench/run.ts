@@ -264,7 +264,7 @@ function variantsFor(scenario: Scenario, options: BenchOptions): Variant[] {
   return out;
 }
 
-function mergeOptionsFor(scenario: Scenario, inputs: string[], out: string, variant: Variant): MergeOptions {
+export function mergeOptionsFor(scenario: Scenario, inputs: string[], out: string, variant: Variant): MergeOptions {
   const [a, b, c] = inputs;
   return {
     a: a!,
@@ -272,6 +272,7 @@ function mergeOptionsFor(scenario: Scenario, inputs: string[], out: string, vari
     ...(c ? { c } : {}),
     method: scenario.method,
     ...(scenario.multiplier !== undefined ? { multiplier: scenario.multiplier } : {}),
+    ...(scenario.beta !== undefined ? { beta: scenario.beta } : {}),
     dtype: scenario.dtype,
     out,
     engine: variant.engine,

@@ -10,6 +10,8 @@ export interface Scenario {
   models: ModelSpec[];
   dtype: "fp16" | "fp32" | "bf16" | "same";
   multiplier?: number;
+  /** The method's second parameter β, where it has one. */
+  beta?: number;
   /** Also run the TS engine on this scenario. */
   js: boolean;
 }
@@ -25,6 +27,9 @@ export const SCENARIOS: Scenario[] = [
   { id: "ad-sd15", title: "add difference, 3 × SD 1.5 fp32 → fp32", method: "add-difference", models: [sd15(1), sd15(2), sd15(3)], dtype: "fp32", multiplier: 0.3, js: true },
   { id: "noint-sd15", title: "no interpolation, SD 1.5 fp32 → fp16", method: "no-interpolation", models: [sd15(1)], dtype: "fp16", js: false },
   { id: "ad-sdxl", title: "add difference, 3 × SDXL fp16 → fp16", method: "add-difference", models: [sdxl(1), sdxl(2), sdxl(3)], dtype: "fp16", multiplier: 0.3, js: false },
+  // The element-wise methods of issue 10 (scalar C++ kernels, native/core/method_kernels.cc).
+  { id: "td-sd15", title: "train difference, 3 × SD 1.5 fp32 → fp16", method: "train-difference", models: [sd15(1), sd15(2), sd15(3)], dtype: "fp16", multiplier: 1, js: true },
+  { id: "md-sd15", title: "multiply difference, 3 × SD 1.5 fp32 → fp16", method: "multiply-difference", models: [sd15(1), sd15(2), sd15(3)], dtype: "fp16", multiplier: 0.3, beta: 0.5, js: true },
   // Not in the default set: other layouts, for spot checks.
   { id: "ws-sd21", title: "weighted sum, 2 × SD 2.1 fp32 → fp16", method: "weighted-sum", models: [sd21(1), sd21(2)], dtype: "fp16", multiplier: 0.3, js: false },
   { id: "ws-sd15h", title: "weighted sum, 2 × SD 1.5 pruned fp16 → fp16", method: "weighted-sum", models: [sd15h(1), sd15h(2)], dtype: "fp16", multiplier: 0.3, js: false },

@@ -8,7 +8,8 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main, runBench, type BenchOptions } from "../../bench/run";
+import { main, mergeOptionsFor, runBench, type BenchOptions } from "../../bench/run";
+import { scenarioById } from "../../bench/scenarios";
 import { ensureModels, modelPath } from "../../bench/models";
 import { BEGIN, END } from "../../bench/report";
 import { ioFloor } from "../../lib/bench/floor";
@@ -16,7 +17,9 @@ import { parseProcStatus, sampleMemory } from "../../lib/bench/memory";
 import { summarize } from "../../lib/bench/stats";
 import { formatUserBench, runUserBench } from "../../lib/bench/user-bench";
 import { nativeAvailable } from "../../lib/engine";
-import { loadBuiltinLayout, shrinkLayout, withFloatDtype } from "../../lib/synthetic";
+import { loadBuiltinLayout, shrinkLayout, withFloatDtype, type LayoutEntry } from "../../lib/synthetic";
+import { gunzipSync } from "node:zlib";
+import { layoutsDir as libraryLayoutsDir } from "../library/fixtures";
 import { runSweepBench } from "../../bench/sweep";
 
 function haveCompiler(): boolean {
@@ -41,6 +44,10 @@ describe("bench (smoke, tiny models)", function () {
     const sd15 = shrinkLayout(loadBuiltinLayout("sd15"), 64);
     writeFileSync(join(layouts, "sd15.json"), JSON.stringify(sd15));
     writeFileSync(join(layouts, "sdxl.json"), JSON.stringify(withFloatDtype(sd15, "F16")));
+    // FLUX.1 dev in ComfyUI's fp8 layout (fp8 e4m3 weights, bf16 norms), every key, shrunk.
+    const plain = join(libraryLayoutsDir(), "flux1_dev_comfy_fp8.json");
+    const text = existsSync(plain) ? readFileSync(plain, "utf8") : gunzipSync(readFileSync(`${plain}.gz`)).toString("utf8");
+    writeFileSync(join(layouts, "flux1_dev_comfy_fp8.json"), JSON.stringify(shrinkLayout(JSON.parse(text) as LayoutEntry[], 64)));
   });
   after(() => rmSync(root, { recursive: true, force: true }));
 
@@ -83,6 +90,29 @@ describe("bench (smoke, tiny models)", function () {
     // Outputs are removed, models stay.
     assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith("out-") || n.startsWith("floor-")), []);
     assert.ok(existsSync(modelPath(dir, { layout: "sd15", seed: 2 })));
+  });
+
+  it("passes each scenario's method and parameters to the merge", () => {
+    const md = mergeOptionsFor(scenarioById("md-sd15"), ["a", "b", "c"], "out", { id: "js", engine: "js", threads: 1 });
+    assert.deepEqual([md.method, md.multiplier, md.beta, md.c, md.dtype], ["multiply-difference", 0.3, 0.5, "c", "fp16"]);
+    const td = mergeOptionsFor(scenarioById("td-sd15"), ["a", "b", "c"], "out", { id: "native-2t", engine: "native", threads: 2 });
+    assert.deepEqual([td.method, td.multiplier, td.beta, td.threads], ["train-difference", 1, undefined, 2]);
+  });
+
+  it("runs the element-wise method and fp8 Flux scenarios, native and TS, warm and cold", async function () {
+    if (!haveCompiler()) this.skip();
+    const res = await runBench({
+      dir, layoutsDir: layouts, scenarios: ["td-sd15", "md-sd15", "ws-flux-fp8"], runs: 1, jsRuns: 1, caches: ["warm", "cold"],
+      threads: [1, 2], js: true, shrink: 1, budgetBytes: 1e9, minFreeBytes: 0, coldMethod: "evict", engineEnv: {}, command: "test", log: () => undefined,
+    });
+    // Each scenario: native 1t, 2t and TS, warm and cold.
+    assert.deepEqual(res.rows.map((r) => `${r.scenario} ${r.variant} ${r.cache}`).sort(), ["td-sd15", "md-sd15", "ws-flux-fp8"].flatMap((s) => ["native-1t", "native-2t", "js"].flatMap((v) => ["warm", "cold"].map((c) => `${s} ${v} ${c}`))).sort());
+    for (const r of res.rows) assert.ok(r.merge.median > 0 && Number.isFinite(r.ratio.median) && r.bytesRead > 0, `${r.scenario} ${r.variant}`);
+    // Every engine writes the same number of bytes; fp8 kept (--dtype same): the Flux output is the size of one input.
+    for (const s of ["td-sd15", "md-sd15", "ws-flux-fp8"]) assert.equal(new Set(res.rows.filter((r) => r.scenario === s).map((r) => r.bytesWritten)).size, 1, s);
+    const flux = res.rows.find((r) => r.scenario === "ws-flux-fp8")!;
+    const input = statSync(modelPath(dir, { layout: "flux1_dev_comfy_fp8", seed: 1 })).size;
+    assert.ok(Math.abs(flux.bytesWritten - input) < 0.01 * input, `${flux.bytesWritten} bytes written for a ${input}-byte input`);
   });
 
   it("reuses models and evicts the ones no scenario needs past the budget", async () => {
