@@ -9,7 +9,10 @@
 import { strict as assert } from "node:assert";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
+import { writeFileSync } from "node:fs";
 import { merge } from "../../lib/merge";
+import { parseRecipe } from "../../lib/recipes";
+import { runRecipe } from "../../lib/recipes/run";
 import { ENGINES } from "../helpers/engines";
 import { bf16FromF32, tempDir, writeModel } from "../helpers/models";
 
@@ -116,5 +119,28 @@ describe("non-finite outputs", function () {
     assert.equal(r.status, 0, r.stderr);
     const e = sum(count(va.map((x, i) => f(f(f(x) * 2) + f(f(vb[i]!) * -1))), "fp16"), copiedCount("fp16"));
     assert.ok(r.stderr.includes(`warning: ${out}: the merge computed ${e.nan} NaN and ${e.inf} infinite values`), r.stderr);
+  });
+
+  const recipeExpected = () => sum(count(va.map((x, i) => f(f(f(x) * -1) + f(f(vb[i]!) * 2))), "fp16"), copiedCount("fp16"));
+
+  for (const engine of ENGINES) {
+    it(`a recipe run reports the counts under the final names (${engine})`, async () => {
+      const outDir = join(dir.path, `recipe-${engine}`);
+      const report = await runRecipe(parseRecipe(`ws = ${a} + ${b}, 2, fp16, safetensors\n`), { outDir, createOutDirs: true, recipeMetadata: false, engine });
+      const e = recipeExpected();
+      assert.deepEqual(report.nonFinite, [{ path: join(outDir, "ws.safetensors"), ...e }]);
+      assert.ok(report.warnings.some((w) => w.startsWith(`${join(outDir, "ws.safetensors")}: the merge computed ${e.nan} NaN and ${e.inf} infinite values`)), report.warnings.join("\n"));
+    });
+  }
+
+  it("`run` warns on stderr too", () => {
+    const cli = join(__dirname, "../../lib/cli/main.js");
+    const recipe = join(dir.path, "r.txt"), outDir = join(dir.path, "run-cli");
+    writeFileSync(recipe, `ws = ${a} + ${b}, 2, fp16, safetensors\n`);
+    const env = { ...process.env, TENSORMERGE_CACHE_DIR: join(dir.path, "cache"), TENSORMERGE_MODELS: "" };
+    const r = spawnSync(process.execPath, [cli, "run", recipe, "--out-dir", outDir, "--no-history", "-q"], { encoding: "utf8", env, cwd: dir.path });
+    assert.equal(r.status, 0, r.stderr);
+    const e = recipeExpected();
+    assert.ok(r.stderr.includes(`warning: ${join(outDir, "ws.safetensors")}: the merge computed ${e.nan} NaN and ${e.inf} infinite values`), r.stderr);
   });
 });
