@@ -27,6 +27,19 @@ export interface RunResult {
   seconds: number;
   /** CRC-32s per output, in plan order (zip outputs only). */
   passes: number;
+  /** Per output, in plan order: NaNs and infinities the merge computed (JobResult.nonFinite). */
+  nonFinite: { path: string; nan: number; inf: number }[];
+}
+
+/**
+ * One warning line per output holding NaNs or infinities the merge computed (none for clean
+ * outputs). `rename` maps a temporary path to the name the user knows.
+ */
+export function nonFiniteWarnings(counts: RunResult["nonFinite"], rename: (path: string) => string = (p) => p): string[] {
+  return counts.filter((c) => c.nan + c.inf > 0).map((c) => {
+    const parts = [c.nan ? `${c.nan} NaN` : "", c.inf ? `${c.inf} infinite` : ""].filter(Boolean).join(" and ");
+    return `${rename(c.path)}: the merge computed ${parts} value${c.nan + c.inf === 1 ? "" : "s"} (the formula overflowed the output dtype or met NaN/Inf); a model with them usually makes black or noise images`;
+  });
 }
 
 /**
@@ -71,6 +84,7 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
   timer?.unref();
   let isa = "";
   let threads = options.threads ?? defaultThreads();
+  const nonFinite: RunResult["nonFinite"] = [];
   const sidePaths = new Map(plan.sideInputs.map((s) => [s, tempPathFor(outputs[0]!.path)]));
   try {
     const stamps = await stampInputs(plan.inputs); // an input changed mid-merge fails it, before commit
@@ -93,6 +107,8 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
       isa = result.isa;
       threads = result.threads;
       for (let i = 0; i < pass.outputs.length; i++) {
+        const count = result.nonFinite[i]!;
+        nonFinite.push({ path: pass.outputs[i]!.path, nan: count.nan, inf: count.inf });
         const finish = pass.outputs[i]!.layout.finish;
         if (finish) await patchFile(temps.get(pass.outputs[i]!)!, finish(result.crc32[i] ?? []));
       }
@@ -107,7 +123,7 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
     progress?.check();
     if (options.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled");
     for (const o of outputs) await commitFile(temps.get(o)!, o.path, options.overwrite === true);
-    return { isa, threads, seconds: (Date.now() - started) / 1000, passes: plan.passes.length };
+    return { isa, threads, seconds: (Date.now() - started) / 1000, passes: plan.passes.length, nonFinite };
   } catch (e) {
     progress?.check();
     if (options.signal?.aborted && !(e instanceof MergeError && e.code === "ABORTED")) {

@@ -13,7 +13,7 @@ import { outputFormatForPath, type OutputFormat } from "./formats/output";
 import { resolveMethod, type MethodName } from "./methods/registry";
 import type { ModelSlot } from "./methods/define";
 import type { ModelFile } from "./model";
-import { executePlan, preflight, sideFileNeeds } from "./board";
+import { executePlan, nonFiniteWarnings, preflight, sideFileNeeds } from "./board";
 import { assertCompatible } from "./library/compat";
 import { configCandidates, copyModelConfig, type ConfigSource } from "./library/config";
 import { planKeyEdits, type VaeBakeReport } from "./library/edits";
@@ -155,6 +155,15 @@ export interface MergeReport {
   renamedKeys: { slot: ModelSlot; path: string; keys: number }[];
   /** B or C lacking a large share of A's float keys or a whole component (lib/keys.ts). */
   missingKeys: MissingKeysWarning[];
+  /**
+   * Per output: the NaNs and infinities the merge produced, counted on the stored bits of the
+   * output dtype: every non-finite value a method computed (an overflow, 0/0, Inf−Inf, or a NaN
+   * of an input passed through the formula: that tensor is the merge's), and in a tensor copied
+   * with a dtype conversion, values finite in the input that the narrower dtype cannot hold
+   * (fp32 70000 as fp16). Tensors copied byte for byte count nothing: a NaN A already holds in a
+   * key left unmerged is not here. Empty in a dry run. A non-zero count adds a line to `warnings`.
+   */
+  nonFinite: { path: string; nan: number; inf: number }[];
   /** For people: one line per problem worth a look (the CLI prints them on stderr). */
   warnings: string[];
 }
@@ -359,7 +368,7 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
   };
   if (dryRun) {
     const disk = await diskNeeds([...outputs.map((o) => ({ path: o.path, bytes: o.layout.size })), ...sideFileNeeds(plan)]);
-    return { ...base, isa: "", threads, seconds: (Date.now() - started) / 1000, configs: configs.map((c) => c.destination), disk };
+    return { ...base, isa: "", threads, seconds: (Date.now() - started) / 1000, configs: configs.map((c) => c.destination), disk, nonFinite: [] };
   }
   const removedTemps = await preflight(plan, overwrite);
   const run = await executePlan(plan, {
@@ -379,6 +388,8 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
     seconds: (Date.now() - started) / 1000,
     configs: copied,
     ...(removedTemps.length ? { removedTemps } : {}),
+    nonFinite: run.nonFinite,
+    warnings: [...base.warnings, ...nonFiniteWarnings(run.nonFinite)],
   };
 }
 

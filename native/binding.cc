@@ -232,6 +232,14 @@ public:
             crc.Set(o, per);
         }
         r.Set("crc32", crc);
+        Napi::Array nonfinite = Napi::Array::New(env, result_.nonfinite.size());
+        for (uint32_t o = 0; o < result_.nonfinite.size(); o++) {
+            Napi::Object c = Napi::Object::New(env);
+            c.Set("nan", Napi::Number::New(env, (double) result_.nonfinite[o].nan));
+            c.Set("inf", Napi::Number::New(env, (double) result_.nonfinite[o].inf));
+            nonfinite.Set(o, c);
+        }
+        r.Set("nonFinite", nonfinite);
         Napi::Object stats = Napi::Object::New(env);
         for (const auto & kv : result_.stats) stats.Set(kv.first, Napi::Number::New(env, kv.second));
         r.Set("stats", stats);

@@ -82,6 +82,52 @@ function encode(values: Float32Array, n: number, dtype: Dtype, out: Buffer): voi
   }
 }
 
+/**
+ * Adds the NaNs and infinities among n stored values (bytes in `dtype`) to `count`, on the
+ * output's own bits as exec.cc counts them (e4m3fn has no infinity: S.1111.111 is its NaN).
+ * With `source` (a converted copy of an input), only elements whose fp32 source is finite count.
+ */
+export function countNonFinite(bytes: Buffer, n: number, dtype: Dtype, count: { nan: number; inf: number }, source?: Float32Array): void {
+  let nan = 0, inf = 0;
+  for (let i = 0; i < n; i++) {
+    if (source && !Number.isFinite(source[i]!)) continue;
+    let kind = 0; // 1 NaN, 2 infinity
+    switch (dtype) {
+      case "F32": {
+        const a = bytes.readUInt32LE(4 * i) & 0x7fffffff;
+        kind = a > 0x7f800000 ? 1 : a === 0x7f800000 ? 2 : 0;
+        break;
+      }
+      case "F64": {
+        const hi = bytes.readUInt32LE(8 * i + 4) & 0x7fffffff, lo = bytes.readUInt32LE(8 * i);
+        kind = hi > 0x7ff00000 || (hi === 0x7ff00000 && lo !== 0) ? 1 : hi === 0x7ff00000 ? 2 : 0;
+        break;
+      }
+      case "F16":
+      case "BF16": {
+        const infBits = dtype === "F16" ? 0x7c00 : 0x7f80;
+        const a = (bytes[2 * i]! | (bytes[2 * i + 1]! << 8)) & 0x7fff;
+        kind = a > infBits ? 1 : a === infBits ? 2 : 0;
+        break;
+      }
+      case "F8_E5M2": {
+        const a = bytes[i]! & 0x7f;
+        kind = a > 0x7c ? 1 : a === 0x7c ? 2 : 0;
+        break;
+      }
+      case "F8_E4M3":
+        kind = (bytes[i]! & 0x7f) === 0x7f ? 1 : 0;
+        break;
+      default:
+        return;
+    }
+    if (kind === 1) nan++;
+    else if (kind === 2) inf++;
+  }
+  count.nan += nan;
+  count.inf += inf;
+}
+
 /** Rounds fp32 values through F16/BF16/fp8 and back, as a saved and re-read file would hold them. */
 function roundThrough(values: Float32Array, n: number, dtype: Dtype): void {
   if (dtype === "F32") return;
@@ -169,6 +215,8 @@ export async function runJsJob(job: Job): Promise<JobResult> {
     const raw = Buffer.alloc(JS_CHUNK_ELEMENTS * 8);
     const outBytes = Buffer.alloc(JS_CHUNK_ELEMENTS * 8);
     const operandValues = new Map<string, Float32Array>();
+    // Per output, by the rule of exec.h (exec_write_range): op results, and converted copies where the input was finite.
+    const nonFinite = job.outputs.map(() => ({ nan: 0, inf: 0 }));
     for (const piece of job.pieces) {
       for (let start = 0; start < piece.n; start += JS_CHUNK_ELEMENTS) {
         if (control[0] !== 0) throw new MergeError("ABORTED", "the merge was cancelled");
@@ -204,7 +252,12 @@ export async function runJsJob(job: Job): Promise<JobResult> {
             await readExact(inputs[w.source.file]!, raw, n * size, w.source.offset + start * size, job.inputs[w.source.file]!.path);
             await outputs[w.output]!.write(raw, 0, n * size, position);
           } else {
-            encode(await load(w.source), n, dtype, outBytes);
+            const computed = await load(w.source);
+            encode(computed, n, dtype, outBytes);
+            // A converted copy (the input, or the planner's copy op of one) counts only where the input was finite.
+            const op = w.source.kind === "op" ? piece.ops[w.source.index]! : undefined;
+            const copied = op && KERNELS[op.kernel] === "copy" && op.args[0]!.kind === "input" ? await load(op.args[0]!) : undefined;
+            countNonFinite(outBytes, n, dtype, nonFinite[w.output]!, w.source.kind === "input" ? computed : copied);
             await outputs[w.output]!.write(outBytes, 0, n * size, position);
           }
           bytesWritten += n * size;
@@ -229,7 +282,7 @@ export async function runJsJob(job: Job): Promise<JobResult> {
       crcs.push(sums);
       await outputs[o]!.sync();
     }
-    return { bytesWritten, isa: "js", threads: 1, crc32: crcs };
+    return { bytesWritten, isa: "js", threads: 1, crc32: crcs, nonFinite };
   } catch (e) {
     for (const path of created) await unlink(path).catch(() => undefined);
     throw e;

@@ -118,6 +118,12 @@ export interface JobResult {
   threads: number;
   /** Per output, the CRC-32 of each requested range (empty arrays when none were asked). */
   crc32: number[][];
+  /**
+   * Per output, the NaNs and infinities of the values the merge computed (writes whose source is
+   * an op), counted in the output dtype; tensors copied from an input, converted or not, are not
+   * counted. Both engines give the same counts.
+   */
+  nonFinite: { nan: number; inf: number }[];
   /** Engine-internal timings and counters, for benchmarks. */
   stats?: Record<string, number>;
 }

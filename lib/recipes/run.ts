@@ -18,7 +18,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
-import { executePlan, preflight, sideFileNeeds } from "../board";
+import { executePlan, nonFiniteWarnings, preflight, sideFileNeeds } from "../board";
 import { defaultThreads, resolveEngine, type EngineName } from "../engine";
 import { MergeError, fsError } from "../errors";
 import { openModel } from "../formats";
@@ -130,6 +130,11 @@ export interface RecipeRunReport {
   threads: number;
   seconds: number;
   warnings: string[];
+  /**
+   * Per written output: the NaNs and infinities the merge computed (as MergeReport.nonFinite;
+   * empty in a dry run). Any non-zero count also adds a line to `warnings`.
+   */
+  nonFinite: { path: string; nan: number; inf: number }[];
   /** Planner statistics per computed row. */
   stats: PlanStats[];
   /** The plan, for tools that want the detail (pieces, layouts). */
@@ -321,6 +326,7 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
     threads: options.threads ?? defaultThreads(),
     seconds: 0,
     warnings: [...compiled.warnings, ...rows.flatMap(rowKeyWarnings)],
+    nonFinite: [],
     stats: plan?.stats ?? [],
     plan,
     compiled,
@@ -350,6 +356,10 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
   }, started);
   report.isa = run.isa;
   report.threads = run.threads;
+  // The board wrote staging names: report the final ones.
+  const finalName = new Map([...staging].map(([final, staged]) => [staged, final]));
+  report.nonFinite = run.nonFinite.map((c) => ({ ...c, path: finalName.get(c.path) ?? c.path }));
+  report.warnings.push(...nonFiniteWarnings(report.nonFinite));
 
   try {
     // Row by row: real hashes into the headers, then hash what later headers or the history need.

@@ -102,7 +102,7 @@ public:
 
         const unsigned n_threads = job_.threads;
         const size_t block = exec_block_size(plan_.max_ops);
-        for (unsigned t = 0; t < n_threads; t++) scratch_.emplace_back(new exec_scratch(plan_.max_ops, block));
+        for (unsigned t = 0; t < n_threads; t++) scratch_.emplace_back(new exec_scratch(plan_.max_ops, block, job_.outputs.size()));
         // release_inputs: 0 never unmap consumed input pages; 1 (default) unmap each window's
         // pages once it is computed, plus drop-behind when wants_drop_behind(); 2 the same
         // without drop-behind; 3 with drop-behind always; 4 unmap per 1 MiB chunk inside the
@@ -134,6 +134,12 @@ public:
 
         for (auto & out : outputs_) out->keep();
         result_->crc32 = crc_;
+        result_->nonfinite.assign(job_.outputs.size(), merge_nonfinite{});
+        for (const auto & sc : scratch_)
+            for (size_t o = 0; o < job_.outputs.size(); o++) {
+                result_->nonfinite[o].nan += sc->nonfinite()[o].nan;
+                result_->nonfinite[o].inf += sc->nonfinite()[o].inf;
+            }
         result_->isa = kernels->isa;
         result_->threads = n_threads;
         uint64_t total = 0;

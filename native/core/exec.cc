@@ -8,7 +8,7 @@
 #include "dtype.h"
 #include "method_kernels.h"
 
-exec_scratch::exec_scratch(size_t max_ops, size_t block) : n_slots_(max_ops + MERGE_MAX_ARGS + 1), block_(block) {
+exec_scratch::exec_scratch(size_t max_ops, size_t block, size_t n_outputs) : nonfinite_(n_outputs), n_slots_(max_ops + MERGE_MAX_ARGS + 1), block_(block) {
     void * p = nullptr;
     if (posix_memalign(&p, 64, n_slots_ * block_ * sizeof(float)) != 0) throw std::bad_alloc();
     data_ = (float *) p;
@@ -26,6 +26,43 @@ size_t exec_block_size(size_t max_ops) {
 }
 
 namespace {
+
+// Counting on the stored bytes, after the store: the SIMD kernels stay as they are, and the
+// pattern is the output dtype's own (an fp32 70000 stored as fp16 counts as the infinity it
+// became). With `src` (a converted input copy), only elements whose fp32 source is finite count.
+// Branch-free loops over the bits, which the compiler vectorises.
+template <typename T>
+void count_pattern(const uint8_t * p, const float * src, size_t m, T abs_mask, T inf_bits, bool has_inf, merge_nonfinite * c) {
+    uint64_t nan = 0, inf = 0;
+    for (size_t i = 0; i < m; i++) {
+        T v;
+        std::memcpy(&v, p + i * sizeof(T), sizeof(T));
+        const T a = (T) (v & abs_mask);
+        uint64_t fresh = 1;
+        if (src) {
+            uint32_t b;
+            std::memcpy(&b, src + i, 4);
+            fresh = (b & 0x7fffffffu) < 0x7f800000u;
+        }
+        // e4m3fn has no infinity: S.1111.111 (inf_bits) is its only NaN.
+        nan += fresh & (has_inf ? a > inf_bits : a == inf_bits);
+        inf += fresh & (has_inf && a == inf_bits);
+    }
+    c->nan += nan;
+    c->inf += inf;
+}
+
+void count_nonfinite(uint32_t dtype, const uint8_t * p, const float * src, size_t m, merge_nonfinite * c) {
+    switch (dtype) {
+        case ST_DTYPE_F32: count_pattern<uint32_t>(p, src, m, 0x7fffffffu, 0x7f800000u, true, c); break;
+        case ST_DTYPE_F64: count_pattern<uint64_t>(p, src, m, 0x7fffffffffffffffull, 0x7ff0000000000000ull, true, c); break;
+        case ST_DTYPE_F16: count_pattern<uint16_t>(p, src, m, 0x7fff, 0x7c00, true, c); break;
+        case ST_DTYPE_BF16: count_pattern<uint16_t>(p, src, m, 0x7fff, 0x7f80, true, c); break;
+        case ST_DTYPE_F8_E5M2: count_pattern<uint8_t>(p, src, m, 0x7f, 0x7c, true, c); break;
+        case ST_DTYPE_F8_E4M3: count_pattern<uint8_t>(p, src, m, 0x7f, 0x7f, false, c); break;
+        default: break;
+    }
+}
 
 /** Slot layout: [0, n_ops) op results, then MERGE_MAX_ARGS operand slots, then one conversion slot. */
 struct block_eval {
@@ -101,6 +138,20 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
                 v = scratch.slot(wr.source.index);
             }
             store(dst + (i - i0) * pw.out_size, v, m);
+            if (wr.output < scratch.nonfinite().size()) {
+                // A converted copy (the input itself, or the planner's copy op of an input, see
+                // convertedTo in plan.ts) counts only where the input was finite: compare with
+                // its widened values (in place for aligned F32, else loaded again: copies only).
+                const float * src = nullptr;
+                if (wr.source.kind == MERGE_OPERAND_INPUT) {
+                    src = v;
+                } else {
+                    const merge_op & op = piece.ops[wr.source.index];
+                    if (op.kernel == MERGE_KERNEL_COPY && op.args[0].kind == MERGE_OPERAND_INPUT)
+                        src = ev.operand(op.args[0], i, m, scratch.slot(ev.n_ops + MERGE_MAX_ARGS));
+                }
+                count_nonfinite(wr.dtype, dst + (i - i0) * pw.out_size, src, m, &scratch.nonfinite()[wr.output]);
+            }
         }
     }
     if (ctx.release_inputs) exec_advise_inputs(ctx, p, w, i0, i1, MADV_DONTNEED);

@@ -23,11 +23,15 @@ struct exec_context {
     bool release_inputs; // MADV_DONTNEED input pages once a range is consumed
 };
 
-/** One thread's scratch: max_ops + MERGE_MAX_ARGS + 1 slots of `block` floats, 64-byte aligned. */
+/**
+ * One thread's scratch: max_ops + MERGE_MAX_ARGS + 1 slots of `block` floats, 64-byte aligned,
+ * and this thread's non-finite counters per output (summed by the engine at the end: no atomics
+ * in the compute loop).
+ */
 class exec_scratch {
 public:
     /** Throws std::bad_alloc. */
-    exec_scratch(size_t max_ops, size_t block);
+    exec_scratch(size_t max_ops, size_t block, size_t n_outputs = 0);
     ~exec_scratch();
     exec_scratch(const exec_scratch &) = delete;
     exec_scratch & operator=(const exec_scratch &) = delete;
@@ -35,8 +39,11 @@ public:
     size_t block() const { return block_; }
     float * slot(size_t i) const { return data_ + i * block_; }
     size_t n_slots() const { return n_slots_; }
+    std::vector<merge_nonfinite> & nonfinite() { return nonfinite_; }
+    const std::vector<merge_nonfinite> & nonfinite() const { return nonfinite_; }
 
 private:
+    std::vector<merge_nonfinite> nonfinite_; // per output
     float * data_ = nullptr;
     size_t n_slots_, block_;
 };
@@ -49,6 +56,13 @@ size_t exec_block_size(size_t max_ops);
  * element i0's first byte in the output window. Reads inputs through the maps: call it inside
  * merge_fault_run (fault_guard.h), as engine.cc does, since a truncated input faults here. It
  * allocates nothing, takes no lock and keeps nothing with a destructor on the stack.
+ *
+ * Non-finite values (the rule of MergeReport.nonFinite, the same in js-engine.ts): the NaNs and
+ * infinities stored, in the output dtype's bits, are added to the scratch's counters of its
+ * output, for every value a method computed (a write whose source is an op: a NaN the formula
+ * passes through from an input counts too, that tensor is the merge's), and for a converted
+ * copy of an input tensor only where the input value was finite (an fp32 70000 stored as fp16).
+ * Byte-for-byte copies count nothing: a NaN an unmerged tensor already holds is the input's.
  */
 void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p, size_t w, uint64_t i0, uint64_t i1, uint8_t * dst);
 

@@ -114,11 +114,17 @@ struct merge_job {
     merge_tuning tuning;
 };
 
+/** NaN and infinity counts of one output (see exec_write_range for which values count). */
+struct merge_nonfinite {
+    uint64_t nan = 0, inf = 0;
+};
+
 struct merge_result {
     uint64_t bytes_written = 0;
     std::string isa;
     uint32_t threads = 0;
     std::vector<std::vector<uint32_t>> crc32; // per output, per requested range
+    std::vector<merge_nonfinite> nonfinite;   // per output: NaNs and infinities the merge computed
     std::vector<std::pair<std::string, double>> stats;
 };
 
