@@ -260,7 +260,8 @@ function variantsFor(scenario: Scenario, options: BenchOptions): Variant[] {
     seen.add(t);
     out.push({ id: `native-${t}t`, engine: "native", threads: t });
   }
-  if (options.js && scenario.js) out.push({ id: "js", engine: "js", threads: 1 });
+  // the TS engine with the most threads asked for (it shares chunks out to worker threads)
+  if (options.js && scenario.js) out.push({ id: "js", engine: "js", threads: Math.max(1, ...options.threads) });
   return out;
 }
 
@@ -360,7 +361,7 @@ export function formatRows(rows: RowResult[]): string {
   for (const r of rows) {
     table.push([
       r.scenario,
-      r.engine === "js" ? "ts" : `native ${r.threads}t`,
+      r.engine === "js" ? `ts ${r.threads}t` : `native ${r.threads}t`,
       r.cache,
       `${r.merge.median.toFixed(2)} s ±${(r.merge.spread * 50).toFixed(0)}%`,
       `${r.cpu.median.toFixed(2)} s`,

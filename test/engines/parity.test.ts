@@ -2,7 +2,8 @@
  * Native vs TS engine: bit-identical outputs over random models whose tensor lengths sit around
  * vector widths, every input dtype pair (fp8 included), every output dtype and every method, with special
  * values (NaN, ±Inf, subnormals, fp16 overflow) and misaligned data offsets. Every SIMD kernel
- * set the CPU supports is compared, plus a forced scalar run and thread counts 1 and 2.
+ * set the CPU supports is compared, plus a forced scalar run and thread counts 1 and 2 (of both
+ * engines: the TS engine shares chunks out to worker threads).
  *
  * One latitude: an operation on two NaNs with different payloads (fp8 NaN codes widen to
  * distinct payloads, and carry a sign) returns one of them, and which one is up to the
@@ -36,8 +37,8 @@ function buildModel(path: string, seed: number, role: "a" | "b"): void {
       }
     }
   }
-  // one long fp8 tensor: many windows and thread splits
-  tensors["t.long.weight"] = { dtype: role === "a" ? "F8_E4M3" : "F8_E5M2", shape: [1_000_003], raw: randomBytes(1_000_003, s++) };
+  // one long fp8 tensor: many windows and thread splits (three TS engine chunks of 2^20)
+  tensors["t.long.weight"] = { dtype: role === "a" ? "F8_E4M3" : "F8_E5M2", shape: [2_100_003], raw: randomBytes(2_100_003, s++) };
   tensors["position_ids"] = { dtype: "I64", shape: [1, 5], values: [0, 1, 2, 3, 4] };
   writeModel(path, tensors);
 }
@@ -88,7 +89,7 @@ describe("engines: native and TS outputs are bit-identical", function () {
       it(`${method.name} → ${dtype}`, async () => {
         const js = join(dir.path, `${method.name}-${dtype}-js.safetensors`);
         const nat = join(dir.path, `${method.name}-${dtype}-native.safetensors`);
-        await merge({ recipeMetadata: false, a, b, c, method: method.name as never, multiplier: 0.3, dtype, out: js, engine: "js" });
+        await merge({ recipeMetadata: false, a, b, c, method: method.name as never, multiplier: 0.3, dtype, out: js, engine: "js", threads: 1 });
         await merge({ recipeMetadata: false, a, b, c, method: method.name as never, multiplier: 0.3, dtype, out: nat, engine: "native" });
         assertSameOutputs(js, nat);
       });
@@ -99,13 +100,13 @@ describe("engines: native and TS outputs are bit-identical", function () {
     for (const isa of ["scalar", "avx2", "avx512"] as const) {
       for (const threads of [1, 2]) {
         for (const dtype of method === "add-difference" ? (["fp16", "fp8-e4m3", "fp8-e5m2"] as const) : (["fp16"] as const)) {
-          it(`${method} → ${dtype} with isa=${isa}, threads=${threads} equals the TS engine`, async function () {
+          it(`${method} → ${dtype} with isa=${isa}, threads=${threads} equals the TS engine with threads=${threads}`, async function () {
             const { capabilities } = await import("../../lib/native/binding");
             if (!capabilities().isas.includes(isa)) this.skip(); // the CPU lacks it: nothing to compare
-            const js = join(dir.path, `ref-js-${method}-${dtype}.safetensors`);
+            const js = join(dir.path, `ref-js-${method}-${threads}-${dtype}.safetensors`);
             const nat = join(dir.path, `ref-${method}-${isa}-${threads}-${dtype}.safetensors`);
             const params = method === "add-difference" || method === "train-difference" ? {} : { beta: 0.4 };
-            await merge({ recipeMetadata: false, a, b, c, method, multiplier: 0.7, ...params, dtype, out: js, engine: "js", overwrite: true });
+            await merge({ recipeMetadata: false, a, b, c, method, multiplier: 0.7, ...params, dtype, out: js, engine: "js", threads, overwrite: true });
             await merge({ recipeMetadata: false, a, b, c, method, multiplier: 0.7, ...params, dtype, out: nat, engine: "native", isa, threads });
             assertSameOutputs(js, nat);
           });
