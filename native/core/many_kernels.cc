@@ -1,5 +1,6 @@
 #include "many_kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -47,7 +48,11 @@ void task_merge(float * r, const merge_many_args & a, size_t n) {
     const bool consensus = flags & TASK_MERGE_CONSENSUS, by_count = flags & TASK_MERGE_BY_COUNT, normalize = flags & TASK_MERGE_NORMALIZE;
     uint32_t trim_key[MERGE_MAX_ARGS] = {};
     if (trim)
-        for (uint32_t j = 0; j < models; j++) trim_key[j] = (uint32_t) a.stats[j];
+        for (uint32_t j = 0; j < models; j++) {
+            // A key in [0, 2^31] (kth-magnitude); anything else (a job giving another statistic) keeps nothing.
+            const double v = a.stats[j];
+            trim_key[j] = v >= 0 && v <= 2147483648.0 ? (uint32_t) v : 2147483648u;
+        }
     float divisor_all = 0;
     for (uint32_t j = 0; j < models; j++) divisor_all = j == 0 ? w[0] : divisor_all + w[j];
     if (std::fabs(divisor_all) < 1e-8f) divisor_all = 1;
@@ -158,6 +163,37 @@ void model_stock(float * r, const merge_many_args & a, size_t n) {
     }
 }
 
+/**
+ * sd-mecha add_cosine_a / add_cosine_b (merge_methods): a similarity per column of dim 0 (torch's
+ * cosine_similarity(·, ·, dim=0): x·y / sqrt(max(‖x‖²‖y‖², 1e-16)), element e in column e mod C),
+ * k = 1 − clamp(similarity − α, 0, 1), r = (1 − k)·a + k·b. Variant 0 (add_cosine_a) takes the
+ * similarity of the columns normalised first (each divided by max(‖column‖, 1e-12)); variant 1
+ * (add_cosine_b) averages the columns' cosine with the whole tensors' a·b / (‖a‖‖b‖).
+ * Similarities and k are computed in double from the statistics, k rounded once to fp32.
+ */
+void add_cosine(float * r, const merge_many_args & a, size_t n) {
+    const double alpha = a.params[0];
+    const uint32_t variant = a.ints[0];
+    const uint64_t columns = a.ints[1];
+    const double * dot = a.columns[0], * aa = a.columns[1], * bb = a.columns[2];
+    const double whole = variant == 1 ? a.stats[3] / (std::sqrt(a.stats[4]) * std::sqrt(a.stats[5])) : 0;
+    uint64_t c = a.index % columns;
+    for (size_t i = 0; i < n; i++) {
+        double sim;
+        if (variant == 0) {
+            const double ma = std::max(std::sqrt(aa[c]), 1e-12), mb = std::max(std::sqrt(bb[c]), 1e-12);
+            const double w12 = dot[c] / (ma * mb), w1 = aa[c] / (ma * ma), w2 = bb[c] / (mb * mb);
+            sim = w12 / std::sqrt(std::max(w1 * w2, 1e-16));
+        } else {
+            sim = (dot[c] / std::sqrt(std::max(aa[c] * bb[c], 1e-16)) + whole) / 2;
+        }
+        const double d = sim - alpha;
+        const float k = (float) (1 - (d < 0 ? 0 : (d > 1 ? 1 : d)));
+        r[i] = canonical((1.0f - k) * a.x[0][i] + k * a.x[1][i]);
+        if (++c == columns) c = 0;
+    }
+}
+
 } // namespace
 
 merge_many_fn merge_many_kernel(uint32_t kernel) {
@@ -165,6 +201,7 @@ merge_many_fn merge_many_kernel(uint32_t kernel) {
         case MERGE_KERNEL_TASK_MERGE: return task_merge;
         case MERGE_KERNEL_SLERP: return slerp;
         case MERGE_KERNEL_MODEL_STOCK: return model_stock;
+        case MERGE_KERNEL_ADD_COSINE: return add_cosine;
         default: return nullptr;
     }
 }
@@ -196,6 +233,10 @@ bool merge_many_check(uint32_t kernel, size_t n_args, size_t n_params, size_t n_
                 return fail("takes stats [|δi|² for each model, then δi·δj for i < j]" + got);
             return true;
         }
+        case MERGE_KERNEL_ADD_COSINE:
+            if (n_args != 2 || n_params != 1 || n_ints != 2 || ints[1] == 0 || ints[0] > 1 || n_stats != (ints[0] == 1 ? 6u : 3u))
+                return fail("takes operands a, b, param α, ints [variant, columns], stats [per-column a·b, a·a, b·b] (+ [a·b, a·a, b·b] for variant 1)" + got);
+            return true;
         default: return fail("not a many-model kernel");
     }
 }
