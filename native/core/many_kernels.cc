@@ -17,6 +17,19 @@ inline uint32_t magnitude_key(float x) {
     return b & 0x7fffffffu;
 }
 
+/** keep ? x : x·0 (what x·1 or x·0 gives, x·1 being x: d is never a signalling NaN), by bit masks: no branch. */
+inline float keep_or_zero(bool keep, float x) {
+    const float z = x * 0.0f;
+    uint32_t bx, bz;
+    std::memcpy(&bx, &x, 4);
+    std::memcpy(&bz, &z, 4);
+    const uint32_t m = 0u - (uint32_t) keep;
+    const uint32_t b = (bx & m) | (bz & ~m);
+    float r;
+    std::memcpy(&r, &b, 4);
+    return r;
+}
+
 inline float sign_of(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
 
 /**
@@ -37,7 +50,7 @@ inline float canonical(float v) { return v != v ? std::numeric_limits<float>::qu
  *   NORMALIZE: mixed = mixed / divisor; r = base + mixed·λ.
  * Sums run j = 1..N in order, starting from the first term.
  */
-void task_merge(float * r, const merge_many_args & a, size_t n) {
+void task_merge(float * r, const merge_many_args & a, size_t n_total) {
     const uint32_t models = a.n_args - 1;
     const float * w = a.params;
     const float lambda = a.params[models];
@@ -59,38 +72,49 @@ void task_merge(float * r, const merge_many_args & a, size_t n) {
     mask_stream masks[MERGE_MAX_ARGS];
     if (drop)
         for (uint32_t j = 0; j < models; j++) masks[j] = mask_stream(a.ints[1], a.ints[2], j, a.ints[3]);
-    float wd[MERGE_MAX_ARGS];
-    for (size_t i = 0; i < n; i++) {
-        const float base = a.x[0][i];
+    // Loops over one model at a time on short runs (vectorisable, no data-dependent branches);
+    // each element still sees exactly the operations, in the order, of the comment above.
+    constexpr size_t run = 256;
+    float wd[MERGE_MAX_ARGS][run], s[run], divisor[run];
+    for (size_t i0 = 0; i0 < n_total; i0 += run) {
+        const size_t n = n_total - i0 < run ? n_total - i0 : run;
+        const float * base = a.x[0] + i0;
+        float * out = r + i0;
         for (uint32_t j = 0; j < models; j++) {
-            float d = a.x[j + 1][i] - base;
-            if (trim) d = d * (magnitude_key(d) >= trim_key[j] ? 1.0f : 0.0f);
+            const float * m = a.x[j + 1] + i0;
+            float * d = wd[j];
+            for (size_t i = 0; i < n; i++) d[i] = m[i] - base[i];
+            if (trim)
+                for (size_t i = 0; i < n; i++) d[i] = keep_or_zero(magnitude_key(d[i]) >= trim_key[j], d[i]);
             if (drop) {
-                d = d * (masks[j].word(a.index + i) >= threshold[j] ? 1.0f : 0.0f);
-                if (rescale) d = d / keep[j];
+                for (size_t i = 0; i < n; i++) d[i] = keep_or_zero(masks[j].word(a.index + i0 + i) >= threshold[j], d[i]);
+                if (rescale)
+                    for (size_t i = 0; i < n; i++) d[i] = d[i] / keep[j];
             }
-            wd[j] = d * w[j];
+            for (size_t i = 0; i < n; i++) d[i] = d[i] * w[j];
         }
-        float mixed, divisor;
         if (consensus) {
-            float s = by_count ? sign_of(wd[0]) : wd[0];
-            for (uint32_t j = 1; j < models; j++) s = s + (by_count ? sign_of(wd[j]) : wd[j]);
-            const float elected = s >= 0.0f ? 1.0f : -1.0f;
-            mixed = 0;
-            divisor = 0;
+            for (size_t i = 0; i < n; i++) s[i] = by_count ? sign_of(wd[0][i]) : wd[0][i];
+            for (uint32_t j = 1; j < models; j++)
+                for (size_t i = 0; i < n; i++) s[i] = s[i] + (by_count ? sign_of(wd[j][i]) : wd[j][i]);
+            for (size_t i = 0; i < n; i++) s[i] = s[i] >= 0.0f ? 1.0f : -1.0f; // the elected sign
             for (uint32_t j = 0; j < models; j++) {
-                const float c = sign_of(wd[j]) == elected ? 1.0f : 0.0f;
-                mixed = j == 0 ? wd[0] * c : mixed + wd[j] * c;
-                divisor = j == 0 ? w[0] * c : divisor + w[j] * c;
+                for (size_t i = 0; i < n; i++) {
+                    const float c = sign_of(wd[j][i]) == s[i] ? 1.0f : 0.0f;
+                    out[i] = j == 0 ? wd[0][i] * c : out[i] + wd[j][i] * c;
+                    divisor[i] = j == 0 ? w[0] * c : divisor[i] + w[j] * c;
+                }
             }
-            if (divisor == 0.0f) divisor = 1;
+            for (size_t i = 0; i < n; i++) divisor[i] = divisor[i] == 0.0f ? 1.0f : divisor[i];
         } else {
-            mixed = wd[0];
-            for (uint32_t j = 1; j < models; j++) mixed = mixed + wd[j];
-            divisor = divisor_all;
+            for (size_t i = 0; i < n; i++) out[i] = wd[0][i];
+            for (uint32_t j = 1; j < models; j++)
+                for (size_t i = 0; i < n; i++) out[i] = out[i] + wd[j][i];
+            for (size_t i = 0; i < n; i++) divisor[i] = divisor_all;
         }
-        if (normalize) mixed = mixed / divisor;
-        r[i] = canonical(base + mixed * lambda);
+        if (normalize)
+            for (size_t i = 0; i < n; i++) out[i] = out[i] / divisor[i];
+        for (size_t i = 0; i < n; i++) out[i] = canonical(base[i] + out[i] * lambda);
     }
 }
 
