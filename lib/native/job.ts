@@ -41,6 +41,12 @@
  * `elementStart` + the element's index in the piece. Limits: MAX_OP_ARGS operands, MAX_OP_PARAMS
  * params, MAX_OP_STATS stats, MAX_OP_INTS ints, MAX_PIECE_REDUCTIONS reductions per piece;
  * the core re-checks them all (job.cc) before running anything.
+ *
+ * The many-model kernels store every NaN result as the positive quiet NaN 0x7fc00000
+ * (many_kernels.cc `canonical`). A reduction's operand ops are evaluated again in each pass
+ * (1 to 3: sums and high histograms; low histograms; per-column sums), on the pages the first
+ * pass brought into the page cache. Room for new operand kinds (a low-rank product): a
+ * reduction's `args` are plain Operands, so any kind exec can evaluate works there too.
  */
 
 /** Kernel ids shared with C++ (`enum merge_kernel` in native/core/kernels.h). Never reorder. */
@@ -53,7 +59,7 @@ export type KernelName = (typeof KERNELS)[number];
 export const KERNEL_ID = Object.fromEntries(KERNELS.map((k, i) => [k, i])) as Record<KernelName, number>;
 /**
  * Kernels whose operand and parameter counts depend on the number of models (N = operands − 1),
- * checked by `manyKernelShape` / many_kernel_check in C++; KERNEL_ARITY and KERNEL_PARAMS give -1.
+ * checked by merge_many_check (native/core/many_kernels.cc); KERNEL_ARITY and KERNEL_PARAMS give -1.
  *   task-merge:  operands [base, M1..MN]; params [w1..wN, λ, keep1..keepN]; ints [flags, seedLo,
  *                seedHi, nameHash, dropThreshold1..N]; stats [t1..tN] (kth-magnitude keys) when
  *                flags & TRIM. Model j's mask is keyed with model index j − 1 (0-based).
