@@ -10,23 +10,11 @@
 
 namespace {
 
-constexpr int LN_TERMS = 12;  // ln(m) = 2s·Σ s^2k/(2k+1), |s| <= 0.1716: error < 1e-20
-constexpr int EXP_TERMS = 17; // e^u = Σ u^j/j!, |u| <= ln2/2: error < 1e-22
-constexpr double LN2 = 0.6931471805599453;
-constexpr double SQRT2 = 1.4142135623730951;
-
-struct pow_series {
-    double inv_odd[LN_TERMS];
-    double inv_fact[EXP_TERMS];
-    pow_series() {
-        // Computed, not typed in: the TypeScript twin divides the same way, so same doubles.
-        for (int k = 0; k < LN_TERMS; k++) inv_odd[k] = 1.0 / (double) (2 * k + 1);
-        inv_fact[0] = 1.0;
-        for (int j = 1; j < EXP_TERMS; j++) inv_fact[j] = inv_fact[j - 1] / (double) j;
-    }
-};
-
-const pow_series series;
+constexpr int LN_TERMS = merge_pow_series::LN_TERMS;
+constexpr int EXP_TERMS = merge_pow_series::EXP_TERMS;
+constexpr double LN2 = MERGE_POW_LN2;
+constexpr double SQRT2 = MERGE_POW_SQRT2;
+constexpr const merge_pow_series & series = MERGE_POW_SERIES;
 
 } // namespace
 
@@ -217,4 +205,10 @@ merge_method_fn merge_method_kernel(uint32_t kernel) {
         case MERGE_KERNEL_CLAMP: return clamp;
         default: return nullptr;
     }
+}
+
+merge_method_fn merge_method_kernel_for(const merge_kernels * kernels, uint32_t kernel) {
+    if (kernels && kernels->method)
+        if (const merge_method_fn f = kernels->method(kernel)) return f;
+    return merge_method_kernel(kernel);
 }
