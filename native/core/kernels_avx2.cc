@@ -43,12 +43,10 @@ struct v_avx2 {
     static vd d_add(vd a, vd b) { return _mm256_add_pd(a, b); }
     static vd d_sub(vd a, vd b) { return _mm256_sub_pd(a, b); }
     static vd d_mul(vd a, vd b) { return _mm256_mul_pd(a, b); }
-    static vd d_div(vd a, vd b) { return _mm256_div_pd(a, b); }
     static vd d_set1(double x) { return _mm256_set1_pd(x); }
     static vd d_min(vd a, vd b) { return _mm256_min_pd(a, b); }
     static vd d_max(vd a, vd b) { return _mm256_max_pd(a, b); }
     static vd d_floor(vd x) { return _mm256_round_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
-    static dm d_gt(vd a, vd b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
     static dm d_ge(vd a, vd b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
     static dm d_le(vd a, vd b) { return _mm256_cmp_pd(a, b, _CMP_LE_OQ); }
     static vd d_blend(dm m, vd a, vd b) { return _mm256_blendv_pd(a, b, m); }
@@ -62,6 +60,16 @@ struct v_avx2 {
         const __m256i m = _mm256_and_si256(_mm256_castpd_si256(x), _mm256_set1_epi64x(0x000fffffffffffff));
         return _mm256_castsi256_pd(_mm256_or_si256(m, _mm256_set1_epi64x(0x3ff0000000000000)));
     }
+    typedef __m256i vix;
+    static vix d_top_bits(vd x, int b) {
+        return _mm256_and_si256(_mm256_srli_epi64(_mm256_castpd_si256(x), 52 - b), _mm256_set1_epi64x((1 << b) - 1));
+    }
+    // k + 1.5·2^52 holds k + 2^51 in its low mantissa bits (exact), and 2^51 is a multiple of 2^b.
+    static vix d_low_bits(vd k, int b) {
+        const __m256d kk = _mm256_add_pd(k, _mm256_set1_pd(6755399441055744.0));
+        return _mm256_and_si256(_mm256_castpd_si256(kk), _mm256_set1_epi64x((1 << b) - 1));
+    }
+    static vd d_gather(const double * table, vix i) { return _mm256_i64gather_pd(table, i, 8); }
     // k + 2^52 + 1023 holds k + 1023 in its low mantissa bits (exact): shifted into the exponent.
     static vd d_pow2(vd k) {
         const __m256d kk = _mm256_add_pd(k, _mm256_set1_pd(4503599627371519.0));

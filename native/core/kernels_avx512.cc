@@ -47,16 +47,24 @@ struct v_avx512 {
     static vd d_add(vd a, vd b) { return _mm512_add_pd(a, b); }
     static vd d_sub(vd a, vd b) { return _mm512_sub_pd(a, b); }
     static vd d_mul(vd a, vd b) { return _mm512_mul_pd(a, b); }
-    static vd d_div(vd a, vd b) { return _mm512_div_pd(a, b); }
     static vd d_set1(double x) { return _mm512_set1_pd(x); }
     static vd d_min(vd a, vd b) { return _mm512_min_pd(a, b); }
     static vd d_max(vd a, vd b) { return _mm512_max_pd(a, b); }
     static vd d_floor(vd x) { return _mm512_roundscale_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
-    static dm d_gt(vd a, vd b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
     static dm d_ge(vd a, vd b) { return _mm512_cmp_pd_mask(a, b, _CMP_GE_OQ); }
     static dm d_le(vd a, vd b) { return _mm512_cmp_pd_mask(a, b, _CMP_LE_OQ); }
     static vd d_blend(dm m, vd a, vd b) { return _mm512_mask_blend_pd(m, a, b); }
-    // See v_avx2::d_exponent and d_pow2.
+    // See v_avx2::d_exponent, d_low_bits and d_pow2.
+    typedef __m512i vix;
+    static vix d_top_bits(vd x, int b) {
+        return _mm512_and_si512(_mm512_srli_epi64(_mm512_castpd_si512(x), 52 - b), _mm512_set1_epi64((1 << b) - 1));
+    }
+    static vix d_low_bits(vd k, int b) {
+        const __m512d kk = _mm512_add_pd(k, _mm512_set1_pd(6755399441055744.0));
+        return _mm512_and_si512(_mm512_castpd_si512(kk), _mm512_set1_epi64((1 << b) - 1));
+    }
+    // 16 entries in two registers, bit 3 of the index picks one (faster than a gather).
+    static vd d_gather(const double * table, vix i) { return _mm512_permutex2var_pd(_mm512_loadu_pd(table), i, _mm512_loadu_pd(table + 8)); }
     static vd d_exponent(vd x) {
         const __m512i e = _mm512_and_si512(_mm512_srli_epi64(_mm512_castpd_si512(x), 52), _mm512_set1_epi64(0x7ff));
         const __m512d biased = _mm512_castsi512_pd(_mm512_or_si512(e, _mm512_set1_epi64(0x4330000000000000)));

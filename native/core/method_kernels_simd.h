@@ -4,19 +4,19 @@
 // branches become masks and blends with the same NaN and zero rules. Leftover elements (n not a
 // multiple of W) run the scalar kernel itself.
 //
-// pow: merge_powf's algorithm in double lanes, step for step (the same series, the same
-// divisions, floor, an exact 2^k scaling and the one rounding to fp32), so the same bits. Each W
-// fp32 lanes are widened to two halves of W/2 doubles. merge_powf extracts the exponent and
-// mantissa from the fp32 bits, scaling subnormals by 2^64 first; here they come from the bits of
-// the widened double, where every fp32 value is normal: the same e and m for every x > 0.
+// pow: merge_powf's algorithm in double lanes, step for step (the same table entries by
+// gathers, the same polynomials, floor, an exact 2^k scaling and the one rounding to fp32), so
+// the same bits. Each W fp32 lanes are widened to two halves of W/2 doubles.
 //
 // Besides kernels_simd.h's members, V provides: div, zero, set1; masks vm (lt, gt, le, eq:
 // ordered compares; unord; signbit), m_or, m_andnot(a, b) = ~a & b, blend(m, a, b) = m ? b : a,
 // clear_sign, flip_sign; and doubles
 // vd with masks dm: d_lo/d_hi (widen half the lanes), d_narrow (round both halves to fp32),
-// d_add, d_sub, d_mul, d_div, d_set1, d_min, d_max, d_floor, d_gt, d_ge, d_le, d_blend,
-// d_exponent (unbiased exponent of a normal double, as a double), d_mantissa (in [1, 2)) and
-// d_pow2 (2^k for an integral k in [-1022, 1023]).
+// d_add, d_sub, d_mul, d_set1, d_min, d_max, d_floor, d_ge, d_le, d_blend, d_exponent (the
+// unbiased exponent of a normal double, as a double), d_mantissa (in [1, 2)), d_pow2 (2^k for
+// an integral k in [-1022, 1023]), and 64-bit lane indices vix: d_top_bits(x, b) (the top b
+// mantissa bits), d_low_bits(k, b) (the low b bits of an integral |k| < 2^51, two's complement)
+// and d_gather(table, i) (entry i of a 16-entry table).
 #pragma once
 
 #include <cstring>
@@ -39,39 +39,38 @@ struct simd_methods {
 
     /** merge_powf on the W/2 doubles of one half: the general path (x > 0 finite, not 1). */
     static vd pow_half(vd x, double y) {
-        const merge_pow_series & S = MERGE_POW_SERIES;
-        vd e = V::d_exponent(x);
-        vd m = V::d_mantissa(x);
-        const typename V::dm big = V::d_gt(m, V::d_set1(MERGE_POW_SQRT2));
-        m = V::d_blend(big, m, V::d_mul(m, V::d_set1(0.5)));
-        e = V::d_blend(big, e, V::d_add(e, V::d_set1(1.0)));
-        const vd one = V::d_set1(1.0);
-        const vd s = V::d_div(V::d_sub(m, one), V::d_add(m, one));
-        const vd z = V::d_mul(s, s);
-        vd q = V::d_set1(S.inv_odd[merge_pow_series::LN_TERMS - 1]);
-        for (int k = merge_pow_series::LN_TERMS - 2; k >= 0; k--) {
-            q = V::d_mul(q, z);
-            q = V::d_add(q, V::d_set1(S.inv_odd[k]));
+        typedef merge_pow_tables P;
+        const P & T = MERGE_POW_TABLES;
+        const typename V::vix i = V::d_top_bits(x, P::LOG_BITS);
+        const vd e = V::d_exponent(x);
+        const vd m = V::d_mantissa(x);
+        const vd r = V::d_sub(V::d_mul(m, V::d_gather(T.invc, i)), V::d_set1(1.0));
+        vd p = V::d_set1(T.logp[P::LOG_TERMS - 1]);
+        for (int n = P::LOG_TERMS - 2; n >= 0; n--) {
+            p = V::d_mul(p, r);
+            p = V::d_add(p, V::d_set1(T.logp[n]));
         }
-        const vd two_s = V::d_mul(V::d_set1(2.0), s);
-        const vd ln_m = V::d_mul(two_s, q);
-        const vd log2_m = V::d_div(ln_m, V::d_set1(MERGE_POW_LN2));
-        const vd log2_x = V::d_add(e, log2_m);
+        const vd lp = V::d_mul(p, r);
+        const vd hi = V::d_add(e, V::d_gather(T.log2c, i));
+        const vd log2_x = V::d_add(hi, lp);
         const vd t = V::d_mul(V::d_set1(y), log2_x);
         // Lanes past the cut-offs are replaced below; clamping keeps their 2^k representable.
         const vd tc = V::d_min(V::d_max(t, V::d_set1(-160.0)), V::d_set1(129.0));
-        const vd k = V::d_floor(V::d_add(tc, V::d_set1(0.5)));
-        const vd f = V::d_sub(tc, k);
+        static_assert(P::EXP_N == 16, "the 0.0625 and 16.0 below");
+        const vd k = V::d_floor(V::d_add(V::d_mul(tc, V::d_set1(16.0)), V::d_set1(0.5)));
+        const vd k16 = V::d_mul(k, V::d_set1(0.0625));
+        const vd k_int = V::d_floor(k16); // (k − (k & 15))/16
+        const vd f = V::d_sub(tc, k16);
         const vd u = V::d_mul(f, V::d_set1(MERGE_POW_LN2));
-        vd w = V::d_set1(S.inv_fact[merge_pow_series::EXP_TERMS - 1]);
-        for (int j = merge_pow_series::EXP_TERMS - 2; j >= 0; j--) {
+        vd w = V::d_set1(T.expp[P::EXP_TERMS - 1]);
+        for (int n = P::EXP_TERMS - 2; n >= 0; n--) {
             w = V::d_mul(w, u);
-            w = V::d_add(w, V::d_set1(S.inv_fact[j]));
+            w = V::d_add(w, V::d_set1(T.expp[n]));
         }
-        vd r = V::d_mul(w, V::d_pow2(k));
-        r = V::d_blend(V::d_ge(t, V::d_set1(129.0)), r, V::d_set1(__builtin_inf()));
-        r = V::d_blend(V::d_le(t, V::d_set1(-160.0)), r, V::d_set1(0.0));
-        return r;
+        const vd v = V::d_mul(w, V::d_gather(T.exp2j, V::d_low_bits(k, P::EXP_BITS)));
+        vd res = V::d_mul(v, V::d_pow2(k_int));
+        res = V::d_blend(V::d_ge(t, V::d_set1(129.0)), res, V::d_set1(__builtin_inf()));
+        return V::d_blend(V::d_le(t, V::d_set1(-160.0)), res, V::d_set1(0.0));
     }
 
     /** merge_powf(x[i], y) in every lane. */
