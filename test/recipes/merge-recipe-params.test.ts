@@ -37,7 +37,7 @@ describe("recipes: sd_merge_recipe of block and per-key merges", function () {
     await merge({
       a, b, c, method: "triple-sum", multiplier: 0.4, beta: 0.3, blocks: "GRAD_V", betaBlocks: betaList,
       weights: [{ pattern: "first_stage_model\\.", value: 0 }, { pattern: "cond_stage_model\\.", value: 0.25 }],
-      betaWeights: [{ pattern: "time_embed", value: 1 }], clamp: true, out, models: [dir.path],
+      betaWeights: [{ pattern: "time_embed", value: 1 }], clamp: true, out,
     });
     const text = recipeOf(out);
     const recipe = JSON.parse(text) as Record<string, unknown>;
