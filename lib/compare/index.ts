@@ -149,7 +149,7 @@ export async function compareModels(paths: readonly string[], options: CompareOp
       return ok ? o! : null;
     }),
   }));
-  const bytesTotal = plan.reduce((s, p) => s + p.t.byteLength + p.with.reduce((q, o) => q + (o ? o.byteLength : 0), 0), 0);
+  const bytesTotal = plan.reduce((s, p) => s + (p.with.some((o) => o) ? p.t.byteLength : 0) + p.with.reduce((q, o) => q + (o ? o.byteLength : 0), 0), 0);
 
   const handles: FileHandle[] = [];
   try {

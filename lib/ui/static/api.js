@@ -87,3 +87,8 @@ export function formatBytes(n) {
 export function baseName(path) {
   return path.split(/[\\/]/).pop();
 }
+
+/** replaceChildren without the null/false placeholders of conditional parts. */
+export function fill(node, ...children) {
+  node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}

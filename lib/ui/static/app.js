@@ -1,5 +1,5 @@
 // Entry point: tabs, shared data (info, methods, blocks, models), the task footer.
-import { connectEvents, el, formatBytes, get, onTask, post, baseName } from "./api.js";
+import { connectEvents, el, fill, formatBytes, get, onTask, post, baseName } from "./api.js";
 import { initBoard } from "./board.js";
 import { initModels } from "./models.js";
 import { initRecipes } from "./recipes.js";
@@ -58,7 +58,7 @@ function initTaskFooter() {
     current = t;
     footer.hidden = false;
     const state = t.state === "running" ? (t.phase ?? "starting") : t.state;
-    document.getElementById("task-title").replaceChildren(el("strong", { text: t.title }), " — ", el("span", { class: `state-${t.state}`, id: "task-state", text: state }),
+    fill(document.getElementById("task-title"),el("strong", { text: t.title }), " — ", el("span", { class: `state-${t.state}`, id: "task-state", text: state }),
       t.error ? el("span", { class: "state-failed", text: ` [${t.error.code}] ${t.error.message}` }) : null);
     const bars = [];
     if (t.hashing && t.state === "running") {

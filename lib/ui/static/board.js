@@ -1,7 +1,7 @@
 // The board: rows A/B/C, method and parameters (from the registry), multiplier or sweep, block
 // weights, dtype, format, output name. Every edit is checked by the library (a dry run through
 // /api/check), with the CLI's messages; Run starts the same library call the CLI makes.
-import { ApiError, baseName, el, formatBytes, onTask, post } from "./api.js";
+import { ApiError, baseName, el, fill, formatBytes, onTask, post } from "./api.js";
 import { blockEditor } from "./blocks.js";
 
 let nextId = 1;
@@ -265,7 +265,7 @@ export function initBoard(shared) {
   }
 
   function renderPlan(plan) {
-    document.getElementById("plan").replaceChildren(
+    fill(document.getElementById("plan"),
       el("p", { text: `${plan.rows} row${plan.rows === 1 ? "" : "s"}, ${plan.passes} pass${plan.passes === 1 ? "" : "es"}: read ${formatBytes(plan.bytesRead)}, write ${formatBytes(plan.bytesWritten)}` }),
       el("table", { class: "grid", id: "plan-inputs" }, el("caption", { text: "Inputs (each read once)" }),
         ...plan.inputs.map((i) => el("tr", {}, el("td", { text: i.name }), el("td", { class: "num", text: formatBytes(i.bytes) })))),
@@ -302,7 +302,7 @@ export function initBoard(shared) {
     if (running) return;
     const results = document.getElementById("results");
     if (t.state === "done") {
-      results.replaceChildren(el("h2", { text: "Results" }), el("table", { class: "grid", id: "result-table" },
+      fill(results, el("h2", { text: "Results" }), el("table", { class: "grid", id: "result-table" },
         el("tr", {}, ...["Row", "Output", "M", "Size", "sha256", "State"].map((h) => el("th", { scope: "col", text: h }))),
         ...t.result.outputs.map((o) => el("tr", {}, el("td", { text: String(o.row) }), el("td", { text: baseName(o.path) }), el("td", { text: String(o.multiplier) }),
           el("td", { class: "num", text: formatBytes(o.bytes) }), el("td", { class: "hash", text: o.sha256 ?? "-" }), el("td", { class: "state-done", text: o.state })))),

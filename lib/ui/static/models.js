@@ -1,7 +1,7 @@
 // Models: every model under the folders with architecture, components, dtypes, size and hashes
 // (hashing shows progress in the footer and is cached); a model's recipe as a tree of ancestors;
 // check whether the picked models can be merged.
-import { baseName, el, formatBytes, get, onTask, post } from "./api.js";
+import { baseName, el, fill, formatBytes, get, onTask, post } from "./api.js";
 
 export function initModels(shared) {
   const tbody = document.querySelector("#models tbody");
@@ -35,7 +35,7 @@ export function initModels(shared) {
     try {
       const d = await get("/api/models/detail", { path });
       const id = d.inspect.identification;
-      detail.replaceChildren(
+      fill(detail,
         el("h2", { text: baseName(path) }),
         el("p", { text: `${id.label ?? id.architecture}, ${d.inspect.tensorCount} tensors, ${formatBytes(d.inspect.size)}, ${d.inspect.format}` }),
         el("p", { class: "hash", text: d.hashes ? `sha256 ${d.hashes.sha256} · legacy ${d.hashes.legacy}` : "not hashed yet" }),
