@@ -73,6 +73,7 @@ export class TaskHub {
         s.state = aborted ? "cancelled" : "failed";
         s.phase = null;
         s.finishedAt = new Date().toISOString();
+        for (const o of s.outputs) if (o.state !== "done" && o.state !== "skipped") o.state = "not written";
         s.error = e instanceof MergeError ? { code: e.code, message: e.message } : { code: "INTERNAL", message: e instanceof Error ? e.message : String(e) };
       }),
     );

@@ -198,15 +198,16 @@ describe("ui API", function () {
 
   it("cancels a run and leaves nothing; stopping the server mid-run does the same", async function () {
     this.timeout(120000);
-    // Big enough that the TS engine, one thread, is still merging when the cancel arrives.
+    // Slow enough that the TS engine, one thread, is still merging when the cancel arrives: multiply difference takes a pow per element.
     const big = await startFixture({ engine: "js", threads: 1 }, (models) => {
-      const n = 24 << 20;
+      const n = 8 << 20;
       for (const [name, fill] of [["x", 1], ["y", 2]] as const) {
         writeModel(join(models, `${name}.safetensors`), { "model.diffusion_model.out.2.weight": { dtype: "F32", shape: [n], raw: new Uint8Array(n * 4).fill(fill) } });
       }
     });
     try {
-      const body = { recipe: { rows: [{ name: "big", a: { model: join(big.models, "x.safetensors") }, b: { model: join(big.models, "y.safetensors") }, multiplier: "0.2,0.4" }] } };
+      const [x, y] = [join(big.models, "x.safetensors"), join(big.models, "y.safetensors")];
+      const body = { recipe: { rows: [{ name: "big", method: "multiply-difference", a: { model: x }, b: { model: y }, c: { model: x }, multiplier: "0.2,0.4" }] } };
       const s = await events(big);
       const r = await call(big, "/api/runs", { body });
       const id = r.json.task.id;
@@ -216,6 +217,8 @@ describe("ui API", function () {
       const end = await s.until((x) => x.id === id && x.state !== "running", 60000);
       assert.equal(end.state, "cancelled");
       assert.equal(end.error!.code, "ABORTED");
+      assert.ok(end.passes[0]!.fraction < 1, "cancelled mid-pass");
+      assert.deepEqual(end.outputs.map((o) => o.state), ["not written", "not written"]);
       assert.deepEqual(entries(big.out), []);
       s.close();
 

@@ -70,7 +70,7 @@ function initTaskFooter() {
       bars.push(bar(label, p.fraction, `${Math.round(p.fraction * 100)}%`));
     }
     document.getElementById("task-bars").replaceChildren(...bars);
-    document.getElementById("task-outputs").replaceChildren(...t.outputs.map((o) => el("li", {}, baseName(o.path), " ", el("span", { class: `state-${o.state}`, text: o.state }))));
+    document.getElementById("task-outputs").replaceChildren(...t.outputs.map((o) => el("li", {}, baseName(o.path), " ", el("span", { class: `state-${o.state.replace(" ", "-")}`, text: o.state }))));
     cancel.disabled = t.state !== "running";
   });
 }
