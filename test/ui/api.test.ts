@@ -212,6 +212,9 @@ describe("ui API", function () {
       const r = await call(big, "/api/runs", { body });
       const id = r.json.task.id;
       await s.until((x) => x.id === id && x.phase === "merging", 60000);
+      const second = await call(big, "/api/runs", { body });
+      assert.equal(second.status, 409);
+      assert.equal(second.json.error.code, "TASK_RUNNING");
       const cancel = await call(big, `/api/tasks/${id}/cancel`, { body: {} });
       assert.equal(cancel.status, 200);
       const end = await s.until((x) => x.id === id && x.state !== "running", 60000);

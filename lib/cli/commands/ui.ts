@@ -29,7 +29,8 @@ export const uiCommand = defineCommand({
     port: { type: "string", value: "N", description: "port (default 7870; 0 picks a free one)" },
     host: { type: "string", value: "ADDR", description: "address to listen on (default 127.0.0.1; anything else exposes your model folders to that network)" },
     open: { type: "boolean", description: "open the page in the default browser" },
-    ...ENGINE_OPTIONS,
+    engine: ENGINE_OPTIONS.engine!,
+    threads: ENGINE_OPTIONS.threads!,
   },
   async run(args, io, signal) {
     const dirs = listArg(args, "model-dir").map((d) => resolve(d));
