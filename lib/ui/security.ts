@@ -6,8 +6,8 @@
  *   `Authorization: Bearer <token>`;
  * - the Host header must name the address the server listens on (a DNS-rebinding page reaches
  *   127.0.0.1 under its own host name, which is refused);
- * - an Origin header, when present, must be the server's own; `Sec-Fetch-Site: cross-site` is
- *   refused; writes must be `application/json`, which a cross-site form cannot send;
+ * - an Origin header, when present, must be the server's own; `Sec-Fetch-Site` other than
+ *   `same-origin` or `none` is refused (another port of 127.0.0.1 is "same-site"); writes must be `application/json`, which a cross-site form cannot send;
  * - no CORS headers, ever;
  * - every path a request names must resolve (realpath, so symlinks count where they lead) under
  *   the model folders or the output folder the user gave.
@@ -73,7 +73,9 @@ export function checkOrigin(req: IncomingMessage, hosts: Set<string>): void {
   if (origin !== undefined && !(origin.toLowerCase().startsWith("http://") && hosts.has(origin.toLowerCase().slice(7)))) {
     throw new HttpError(403, "ORIGIN_REFUSED", `requests from ${origin} are refused: only the page this server serves may call it`);
   }
-  if (req.headers["sec-fetch-site"] === "cross-site") throw new HttpError(403, "ORIGIN_REFUSED", "cross-site requests are refused");
+  // Another port of 127.0.0.1 is "same-site" (and gets SameSite=Strict cookies): only our own page ("same-origin") and a typed address ("none") pass.
+  const site = req.headers["sec-fetch-site"];
+  if (site !== undefined && site !== "same-origin" && site !== "none") throw new HttpError(403, "ORIGIN_REFUSED", `${site} requests are refused`);
 }
 
 /** Reads a JSON object body of at most MAX_BODY_BYTES. */

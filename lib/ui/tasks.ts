@@ -38,6 +38,9 @@ interface Running {
 
 let counter = 0;
 
+/** Least time between two states sent to the pages while a task runs. */
+export const BROADCAST_MS = 100;
+
 export class TaskHub {
   private current: Running | null = null;
   private readonly clients = new Set<ServerResponse>();
@@ -62,9 +65,21 @@ export class TaskHub {
       phase: null, hashing: null, passes: [], outputs: outputs.map((path) => ({ path, state: "planned" })), result: null, error: null,
     };
     const controller = new AbortController();
+    // Progress comes many times a second (hashing: every block read): pages get at most one state
+    // per BROADCAST_MS within one step; a new phase, pass or output state goes out at once.
+    let pending: NodeJS.Timeout | null = null;
+    let shape = "";
     const update = (change: (s: TaskState) => void) => {
       change(state);
-      this.broadcast(state);
+      const now = `${state.phase} ${state.passes.length} ${state.outputs.map((o) => o.state).join()}`;
+      if (state.state !== "running" || now !== shape) {
+        shape = now;
+        if (pending) clearTimeout(pending);
+        pending = null;
+        this.broadcast(state);
+      } else if (!pending) {
+        pending = setTimeout(() => { pending = null; this.broadcast(state); }, BROADCAST_MS);
+      }
     };
     const promise = work(controller.signal, update).then(
       (result) => update((s) => { s.state = "done"; s.result = result; s.phase = null; s.finishedAt = new Date().toISOString(); }),

@@ -68,8 +68,8 @@ describe("ui server: security", function () {
       assert.equal(r.json.error.code, "ORIGIN_REFUSED");
       assert.equal(r.headers["access-control-allow-origin"], undefined);
     }
-    const cross = await call(f, "/api/info", { headers: { "sec-fetch-site": "cross-site" } });
-    assert.equal(cross.status, 403);
+    for (const site of ["cross-site", "same-site"]) assert.equal((await call(f, "/api/info", { headers: { "sec-fetch-site": site } })).status, 403, site);
+    assert.equal((await call(f, "/api/info", { headers: { "sec-fetch-site": "same-origin" } })).status, 200);
     const own = await call(f, "/api/recipes/parse", { body, headers: { origin: `http://127.0.0.1:${f.ui.port}` } });
     assert.equal(own.status, 200);
     for (const h of Object.keys(own.headers)) assert.ok(!h.startsWith("access-control-"), h);
