@@ -166,8 +166,8 @@ export async function compareModels(paths: readonly string[], options: CompareOp
       for (let start = 0; start < n; start += CHUNK_ELEMENTS) {
         if (options.signal?.aborted) throw new MergeError("ABORTED", "the comparison was cancelled");
         const count = Math.min(CHUNK_ELEMENTS, n - start);
-        // Copied: the reader's buffers are reused by the next read.
-        const b = Float64Array.from(await readers[0]!.read(t, start, count));
+        // Each file has its own reader and buffers, so the base chunk stays valid while the others are read.
+        const b = await readers[0]!.read(t, start, count);
         let sq = 0;
         for (let i = 0; i < count; i++) sq += b[i]! * b[i]!;
         baseSq[block]! += sq;

@@ -53,12 +53,12 @@ describe("compareModels", function () {
   });
 
   it("streams tensors larger than a chunk, skips what the other model lacks, and lets timers run", async () => {
-    const n = CHUNK_ELEMENTS * 2 + 5;
+    const n = CHUNK_ELEMENTS + 5;
     const base = join(tmp.path, "big-base.safetensors"), x = join(tmp.path, "big-x.safetensors");
     const big = "model.diffusion_model.output_blocks.3.0.weight"; // OUT03
     const bt = writeBlockModel(base, 1), xt = writeBlockModel(x, 2);
-    writeModel(base, { ...bt, [big]: { dtype: "F16", shape: [n], values: randomValues(n, 5) } });
-    writeModel(x, { ...xt, [big]: { dtype: "F16", shape: [n], values: randomValues(n, 6) }, [BLOCK_KEYS.mid]: { dtype: "F32", shape: [4], values: [1, 2, 3, 4] } });
+    writeModel(base, { ...bt, [big]: { dtype: "F32", shape: [n], values: randomValues(n, 5) } });
+    writeModel(x, { ...xt, [big]: { dtype: "F32", shape: [n], values: randomValues(n, 6) }, [BLOCK_KEYS.mid]: { dtype: "F32", shape: [4], values: [1, 2, 3, 4] } });
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
     const progress: number[] = [];
