@@ -141,6 +141,16 @@ describe("ui in a browser (chromium)", function () {
     assert.deepEqual(await page.locator("#plan-outputs td:nth-child(2)").allTextContents(), ["mix.ckpt", "sweep-0.1.ckpt", "sweep-0.2.ckpt"]);
   });
 
+  it("re-runs an output from the history: its row back in the board", async () => {
+    await page.getByRole("tab", { name: "Recipes" }).click();
+    await page.getByRole("button", { name: "Re-run mix.safetensors" }).click();
+    assert.deepEqual(await page.locator(".row-name").evaluateAll((els) => els.map((e) => (e as unknown as { value: string }).value)), ["mix-again"]);
+    assert.equal(await row(1).locator(".row-a").inputValue(), "base");
+    assert.equal(await row(1).locator(".row-b").inputValue(), "style");
+    assert.equal(await row(1).locator(".row-multiplier").inputValue(), "0.3");
+    await page.locator("#plan-outputs", { hasText: "mix-again.safetensors" }).waitFor();
+  });
+
   it("cancels a run from the page and leaves nothing", async () => {
     const before = entries(f.out);
     await page.getByRole("tab", { name: "Recipes" }).click();
