@@ -10,6 +10,7 @@ import { existsSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { METHODS } from "../../lib/methods/registry";
 import { readModel, writeModel } from "../helpers/models";
+import { loadLayout, writeSparseModel } from "../library/fixtures";
 import { sha256Of } from "../recipes/helpers";
 import { BLOCK_KEYS, call, entries, events, startFixture, writeBlockModel, type Fixture } from "./helpers";
 
@@ -191,6 +192,43 @@ describe("ui API", function () {
       const report = done.result as { blocks: string[]; series: { values: (number | null)[] }[] };
       assert.equal(report.series.length, 2);
       assert.equal(report.blocks.length, 26);
+    } finally {
+      s.close();
+    }
+  });
+
+  it("says why SD 1.x and SDXL cannot be merged, in the check and in the models' compatibility", async () => {
+    const xl = await startFixture({}, (models) => {
+      writeBlockModel(join(models, "sd1.safetensors"), 1);
+      writeSparseModel(join(models, "xl.safetensors"), loadLayout("sdxl")); // headers only: never hashed here
+    });
+    try {
+      const [p1, p2] = [join(xl.models, "sd1.safetensors"), join(xl.models, "xl.safetensors")];
+      const check = (await call(xl, "/api/check", { body: { recipe: { rows: [{ name: "m", a: { model: p1 }, b: { model: p2 }, multiplier: 0.5 }] } } })).json;
+      assert.equal(check.ok, false);
+      assert.equal(check.error.code, "ARCHITECTURE_MISMATCH");
+      assert.match(check.error.message, /SDXL/);
+      const compat = (await call(xl, "/api/compat", { body: { paths: [p1, p2] } })).json;
+      assert.equal(compat.compatible, false);
+      assert.equal(compat.code, "ARCHITECTURE_MISMATCH");
+      assert.deepEqual(entries(xl.out), []);
+    } finally {
+      await xl.close();
+    }
+  });
+
+  it("answers /api/info and hashes every model when no paths are given", async () => {
+    const info = (await call(f, "/api/info")).json;
+    assert.deepEqual(info.modelDirs, [f.models]);
+    assert.equal(info.outDir, f.out);
+    assert.ok(info.dtypes.includes("fp16") && info.dtypes[0] === "same");
+    const s = await events(f);
+    try {
+      const r = await call(f, "/api/hash", { body: {} });
+      const done = await s.until((x) => x.id === r.json.task.id && x.state !== "running");
+      const hashed = (done.result as { models: { path: string; sha256: string }[] }).models;
+      assert.ok(hashed.length >= 3);
+      for (const m of hashed) assert.equal(m.sha256, sha256Of(m.path), m.path);
     } finally {
       s.close();
     }
