@@ -149,6 +149,16 @@ describe("ui in a browser (chromium)", function () {
     assert.equal(await row(1).locator(".row-b").inputValue(), "style");
     assert.equal(await row(1).locator(".row-multiplier").inputValue(), "0.3");
     await page.locator("#plan-outputs", { hasText: "mix-again.safetensors" }).waitFor();
+    // Block weights: a preset fills one value per block of A's architecture (SD 1.x: 26).
+    await page.getByLabel("Block weights (row 1)").check();
+    await row(1).getByLabel("Preset").selectOption("GRAD_V");
+    assert.equal(await row(1).locator(".block-grid input").count(), 26);
+    assert.equal(await row(1).getByLabel("IN00 (row 1)").inputValue(), "1");
+    await page.locator("#check", { hasText: /^OK/ }).waitFor();
+    await row(1).locator(".row-multiplier").fill("0.1,0.2");
+    await page.locator("#check", { hasText: /sweep would write the same model/ }).waitFor();
+    await page.getByLabel("Block weights (row 1)").uncheck();
+    await page.locator("#check", { hasText: /^OK/ }).waitFor();
   });
 
   it("cancels a run from the page and leaves nothing", async () => {
