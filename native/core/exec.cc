@@ -102,7 +102,7 @@ struct block_eval {
             case MERGE_KERNEL_ADD_DIFFERENCE: kt->add_difference(r, x[0], x[1], x[2], op.params[0], m); break;
             case MERGE_KERNEL_LERP: kt->lerp(r, x[0], x[1], op.params[0], m); break;
             default: {
-                const merge_method_fn f = merge_method_kernel(op.kernel);
+                const merge_method_fn f = merge_method_kernel_for(kt, op.kernel);
                 if (f) f(r, x, op.params.data(), m); // ids and counts checked by validation
                 break;
             }
