@@ -1,7 +1,7 @@
 // The board: rows A/B/C, method and parameters (from the registry), multiplier or sweep, block
 // weights, dtype, format, output name. Every edit is checked by the library (a dry run through
 // /api/check), with the CLI's messages; Run starts the same library call the CLI makes.
-import { ApiError, baseName, el, fill, formatBytes, onTask, post } from "./api.js";
+import { ApiError, baseName, currentTask, el, fill, formatBytes, onTask, post } from "./api.js";
 import { blockEditor } from "./blocks.js";
 
 let nextId = 1;
@@ -283,7 +283,9 @@ export function initBoard(shared) {
     try {
       const { task } = await post("/api/runs", { ...board.toJson(), overwrite: document.getElementById("overwrite").checked });
       runId = task.id;
-      document.getElementById("results").replaceChildren(el("p", { class: "muted", text: "Running…" }));
+      // A small run can finish (and its results be shown) before this answer arrives.
+      const now = currentTask();
+      if (!(now?.id === task.id && now.state !== "running")) document.getElementById("results").replaceChildren(el("p", { class: "muted", text: "Running…" }));
     } catch (e) {
       check.className = "check bad";
       check.textContent = `[${e.code}] ${e.message}`;

@@ -1,6 +1,6 @@
 // Compare: one line per model, how far each block moved from the base (relative L2 distance per
 // block, computed by the library's streaming pass), drawn as an SVG chart.
-import { el, onTask, post, baseName } from "./api.js";
+import { currentTask, el, onTask, post, baseName } from "./api.js";
 
 const COLORS = ["#0b61c4", "#d1242f", "#1a7f37", "#8250df", "#bf8700", "#0e7490", "#c2410c", "#6e7781"];
 const NS = "http://www.w3.org/2000/svg";
@@ -36,16 +36,20 @@ export function initCompare(shared) {
       const { task } = await post("/api/compare", { paths });
       taskId = task.id;
       status.className = "check"; status.textContent = "Comparing…";
+      // A small comparison can finish (and its event arrive) before this answer.
+      const now = currentTask();
+      if (now && now.id === taskId) show(now);
     } catch (e) { status.className = "check bad"; status.textContent = `[${e.code}] ${e.message}`; }
   });
 
-  onTask((t) => {
+  onTask((t) => show(t));
+  function show(t) {
     if (t.kind !== "compare" || t.id !== taskId || t.state === "running") return;
     if (t.state !== "done") { status.className = "check bad"; status.textContent = `${t.state}: ${t.error ? `[${t.error.code}] ${t.error.message}` : ""}`; return; }
     status.className = "check ok";
     status.textContent = `${t.result.series.length} model${t.result.series.length === 1 ? "" : "s"} against ${t.result.base.name}, by ${t.result.groupingLabel}`;
     document.getElementById("compare-chart").replaceChildren(...chart(t.result));
-  });
+  }
 }
 
 /** A line chart: x = blocks in order, y = relative L2 distance, one series per model. */

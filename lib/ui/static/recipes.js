@@ -1,6 +1,6 @@
 // Recipes: classic Merge Board text and JSON in and out of the board, saved recipes, the history
 // (load an output's row back into the board), and reproduce from a model's metadata.
-import { baseName, el, get, onTask, post } from "./api.js";
+import { baseName, currentTask, el, get, onTask, post } from "./api.js";
 
 export function initRecipes(shared) {
   const text = document.getElementById("recipe-text");
@@ -73,8 +73,9 @@ export function initRecipes(shared) {
     const m = shared.modelByTitle(document.getElementById("reproduce-model").value.trim());
     if (!m) { out.className = "check bad"; out.textContent = "Pick a model from the list."; return; }
     try {
-      await post("/api/reproduce", { path: m.path });
-      out.className = "check"; out.textContent = `Reproducing ${m.title}…`;
+      const { task } = await post("/api/reproduce", { path: m.path });
+      const now = currentTask();
+      if (!(now?.id === task.id && now.state !== "running")) { out.className = "check"; out.textContent = `Reproducing ${m.title}…`; }
     } catch (e) { out.className = "check bad"; out.textContent = `[${e.code}] ${e.message}`; }
   });
   onTask((t) => {
