@@ -28,7 +28,7 @@
 
 using u128 = unsigned __int128;
 
-inline bool fuzz_is_float(uint32_t dt) { return dt == ST_DTYPE_F16 || dt == ST_DTYPE_BF16 || dt == ST_DTYPE_F32 || dt == ST_DTYPE_F64; }
+inline bool fuzz_is_float(uint32_t dt) { return dt == ST_DTYPE_F16 || dt == ST_DTYPE_BF16 || dt == ST_DTYPE_F32 || dt == ST_DTYPE_F64 || dt == ST_DTYPE_F8_E4M3 || dt == ST_DTYPE_F8_E5M2; } // st_dtype_is_math
 
 struct fuzz_span {
     u128 begin, end;
