@@ -54,6 +54,17 @@ export interface ModelFile {
   renamedKeys?: number;
   /** Size, mtime and identity just before the header was read: a change after it fails the merge (INPUT_CHANGED). */
   stamp?: InputStamp;
+  /**
+   * A logical model whose tensors live in other files (a sharded Hugging Face folder, the layers
+   * of a passthrough merge, lib/hf): `path` names the whole, each tensor's `offset` is in the
+   * file `fileOf` gives for its name, and `files` are what the engines open (job inputs).
+   */
+  parts?: ModelParts;
+}
+
+export interface ModelParts {
+  files: ModelFile[];
+  fileOf: Map<string, ModelFile>;
 }
 
 export function numelOf(shape: readonly number[]): number {

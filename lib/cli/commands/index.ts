@@ -8,9 +8,11 @@ import { blocksCommand } from "./blocks";
 import { runCommand } from "./run";
 import { reproduceCommand } from "./reproduce";
 import { benchCommand } from "./bench";
+import { mergekitCommand } from "./mergekit";
 
 export const COMMANDS: Command[] = [
   mergeCommand,
+  mergekitCommand,
   demoCommand,
   listCommand,
   inspectCommand,
