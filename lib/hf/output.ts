@@ -22,7 +22,7 @@ import type { MergeProgress } from "../merge";
 import { resolveMethod } from "../methods/registry";
 import { numelOf } from "../model";
 import { diskNeeds, tempPathFor } from "../outputs";
-import { planBoard, type BoardPlan, type BoardRow } from "../plan";
+import { planBoard, type BoardPlan, type BoardRow, type PlanStats } from "../plan";
 import type { PlannedLayout } from "../plan-layouts";
 import { CONFIG_FILE, INDEX_FILE, shardFileName } from "./folder";
 
@@ -104,6 +104,8 @@ export interface HfWriteReport {
   threads: number;
   seconds: number;
   disk?: { dir: string; needed: number; free: number | null }[];
+  /** What the last row (the model) did per key. */
+  stats: PlanStats;
   warnings: string[];
 }
 
@@ -209,10 +211,11 @@ export async function writeHfFolder(request: HfWriteRequest): Promise<HfWriteRep
   ];
   const shardReport = (plan: BoardPlan) => plan.passes.flatMap((p) => p.outputs).map((o) => ({ name: basename(o.path), tensors: shards.find((s) => s.name === basename(o.path))!.tensors.length, bytes: o.layout.size }));
   const base = { out, files: extraFiles, engine: request.engine };
+  const statsOf = (plan: BoardPlan) => plan.stats[rows.length - 1]!;
   if (request.dryRun) {
     const plan = shardedBoard(rows, shards, resolve(out), metadata);
     const disk = await diskNeeds(plan.passes.flatMap((p) => p.outputs).map((o) => ({ path: o.path, bytes: o.layout.size })));
-    return { ...base, dryRun: true, shards: shardReport(plan), bytesRead: plan.bytesToRead, bytesWritten: plan.bytesToWrite, isa: "", threads: request.threads ?? 0, seconds: (Date.now() - started) / 1000, disk, warnings: [] };
+    return { ...base, dryRun: true, stats: statsOf(plan), shards: shardReport(plan), bytesRead: plan.bytesToRead, bytesWritten: plan.bytesToWrite, isa: "", threads: request.threads ?? 0, seconds: (Date.now() - started) / 1000, disk, warnings: [] };
   }
   const temp = tempPathFor(resolve(out));
   await mkdir(temp).catch((e) => { throw fsError(e, temp, "creating the temporary output folder"); });
@@ -240,7 +243,7 @@ export async function writeHfFolder(request: HfWriteRequest): Promise<HfWriteRep
     committed = true;
     const names = (p: string) => p.split(temp).join(resolve(out));
     return {
-      ...base, dryRun: false, shards: shardReport(plan), bytesRead: plan.bytesToRead, bytesWritten: plan.bytesToWrite,
+      ...base, dryRun: false, stats: statsOf(plan), shards: shardReport(plan), bytesRead: plan.bytesToRead, bytesWritten: plan.bytesToWrite,
       isa: run.isa, threads: run.threads, seconds: (Date.now() - started) / 1000,
       warnings: nonFiniteWarnings(run.nonFinite, names),
     };

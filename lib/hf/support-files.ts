@@ -24,11 +24,13 @@ export async function supportFiles(folder: string): Promise<{ from: string; name
  * (fields the base lacks are added at the end). `dtype`, the newer transformers' name of
  * `torch_dtype`, is updated too when present.
  */
-export function outputConfig(base: Record<string, unknown>, updates: { torch_dtype: string; num_hidden_layers: number }): Record<string, unknown> {
+export function outputConfig(base: Record<string, unknown>, updates: { torch_dtype?: string; num_hidden_layers?: number }): Record<string, unknown> {
   const out: Record<string, unknown> = Object.fromEntries(Object.entries(base));
-  out.torch_dtype = updates.torch_dtype;
-  if (Object.hasOwn(base, "dtype")) out.dtype = updates.torch_dtype;
-  out.num_hidden_layers = updates.num_hidden_layers;
+  if (updates.torch_dtype !== undefined) {
+    out.torch_dtype = updates.torch_dtype;
+    if (Object.hasOwn(base, "dtype")) out.dtype = updates.torch_dtype;
+  }
+  if (updates.num_hidden_layers !== undefined) out.num_hidden_layers = updates.num_hidden_layers;
   return out;
 }
 
