@@ -185,9 +185,65 @@ function mergeRows(config: MergekitConfig, slices: OutputSlice[], aligned: Align
       if (others.length === 0) return [{ name: "task_arithmetic", method: resolveMethod("no-interpolation"), inputs: { a: file(b) }, multipliers: [0], dtype }];
       return others.map((j, k) => rowOf(`task_arithmetic ${k + 1}`, taskVectorStep, { a: k === 0 ? file(b) : { row: k - 1 }, b: file(j), c: file(b) }, k === others.length - 1 ? dtype : "fp32", { alpha: (key) => weight(key, j) / divisor(key) }));
     }
-    default:
-      throw new MergeError("RECIPE_INVALID", `mergekit config: merge_method: ${config.method} needs the many-model methods (TIES, DARE, SLERP, model stock), not in this build yet`);
+    case "slerp": {
+      const b = basePosition(config, slices);
+      if (b === undefined) throw new MergeError("RECIPE_INVALID", "mergekit config: base_model: slerp needs a base model (t = 0 is the base)");
+      if (n !== 2) throw new MergeError("RECIPE_INVALID", `mergekit config: slerp takes exactly two models, the base and one other (got ${n})`);
+      const t = (key: string) => read.number(read.global("t", key), "t", key);
+      return [rowOf("slerp", resolveMethod("slerp"), { a: file(b), b: file(1 - b) }, dtype, { alpha: t })];
+    }
+    case "ties":
+    case "dare_ties":
+    case "dare_linear":
+      return [taskMergeRow(config, slices, aligned, read, dtype)];
+    case "model_stock": {
+      const b = basePosition(config, slices);
+      if (b === undefined) throw new MergeError("RECIPE_INVALID", "mergekit config: base_model: model_stock needs a base model");
+      for (const key of aligned.context.keys()) {
+        if (read.flag(read.global("filter_wise", key), "filter_wise", key, false)) throw new MergeError("RECIPE_INVALID", "mergekit config: parameters.filter_wise: only the default (false, one t per tensor) is supported");
+      }
+      const others = P.map((_, j) => j).filter((j) => j !== b);
+      return [{ name: "model_stock", method: resolveMethod("model-stock"), inputs: {}, base: file(b), models: others.map((j) => ({ input: file(j) })), multipliers: [0], dtype }];
+    }
   }
+}
+
+/**
+ * ties, dare_ties, dare_linear on the many-model methods (lib/methods/many/task-merge.ts):
+ * per-model weight and density, global normalize and rescale with mergekit's defaults
+ * (registry.py). mergekit's DARE density is the share kept: drop-rate = 1 − density.
+ */
+function taskMergeRow(config: MergekitConfig, slices: OutputSlice[], aligned: AlignedModels, read: ParameterReader, dtype: OutputDtype): BoardRow {
+  const P = aligned.positions;
+  const b = basePosition(config, slices);
+  if (b === undefined) throw new MergeError("RECIPE_INVALID", `mergekit config: base_model: ${config.method} needs a base model`);
+  const others = P.map((_, j) => j).filter((j) => j !== b);
+  const dare = config.method !== "ties";
+  const method = resolveMethod(config.method === "ties" ? "ties" : config.method === "dare_ties" ? "dare-ties" : "dare");
+  const defaults = { normalize: config.method === "ties", rescale: dare };
+  const flag = (name: "normalize" | "rescale") => (key: string) => (read.flag(read.global(name, key), name, key, defaults[name]) ? 1 : 0);
+  if (!dare) {
+    for (const key of aligned.context.keys()) {
+      if (flag("rescale")(key) === 1) throw new MergeError("RECIPE_INVALID", "mergekit config: parameters.rescale: ties with rescale is not supported (magnitude pruning keeps values as they are)");
+    }
+  }
+  const density = (key: string, j: number) => {
+    const d = read.number(read.perModel("density", key, j), "density", key, 1);
+    if (!(d > 0 && d <= 1)) throw new MergeError("RECIPE_INVALID", `mergekit config: density must be in (0, 1], got ${d} for ${key}`, { tensor: key });
+    return d;
+  };
+  const perModel = (j: number) => ({
+    blockValue: {
+      weight: (key: string) => read.number(read.perModel("weight", key, j), "weight", key),
+      ...(dare ? { "drop-rate": (key: string) => Math.min(0.999999, 1 - density(key, j)) } : { density: (key: string) => density(key, j) }),
+    },
+  });
+  return {
+    name: config.method, method, inputs: {}, base: { model: P[b]! },
+    models: others.map((j) => ({ input: { model: P[j]! }, params: perModel(j) })),
+    multipliers: [1], dtype,
+    params: { blockValue: { normalize: flag("normalize"), ...(dare ? { rescale: flag("rescale") } : {}) } },
+  };
 }
 
 const TORCH_DTYPE: Record<OutputDtype, string> = { fp16: "float16", bf16: "bfloat16", fp32: "float32", "fp8-e4m3": "float8_e4m3fn", "fp8-e5m2": "float8_e5m2" };
