@@ -329,7 +329,7 @@ async function mergeInner(caller: MergeOptions, started: number): Promise<MergeR
   const options: MergeOptions = { ...caller, signal, ...(progress ? { onProgress: progress.call } : {}) };
   try {
     // Hugging Face model folders (sharded language models) are written as folders (lib/hf).
-    if (await mergesFolders(checked.paths)) return await mergeHfFolders(options, checked, started);
+    if (await mergesFolders(checked)) return await mergeHfFolders(options, checked, started);
     return await mergeChecked(options, checked, started);
   } catch (e) {
     progress?.check();

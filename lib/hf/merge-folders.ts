@@ -13,7 +13,7 @@ import { OUTPUT_DTYPE_TO_DTYPE, type OutputDtype } from "../dtypes";
 import { MergeError } from "../errors";
 import type { MergeOptions, MergeReport } from "../merge";
 import type { ModelSlot } from "../methods/define";
-import { checkRowParams } from "../methods/params";
+import { checkRowParams, type RowParams } from "../methods/params";
 import type { RowInput } from "../plan";
 import { blockMapOf, rowParamsOf, type RecipeRow } from "../recipes/types";
 import type { MergeMethod } from "../methods/define";
@@ -25,6 +25,8 @@ import { modelCard, outputConfig, supportFiles } from "./support-files";
 export interface FolderMergeInput {
   method: MergeMethod;
   paths: Partial<Record<ModelSlot, string>>;
+  /** Methods over a base and models (ties, dare, model-stock): the folders and each model's values. */
+  many?: { base: string; models: string[]; modelParams: RowParams[] } | undefined;
   multipliers: number[];
   rowParams: Pick<RecipeRow, "params" | "weights" | "blocks" | "clamp">;
   dtype: OutputDtype | undefined;
@@ -38,9 +40,10 @@ export interface FolderMergeInput {
 
 const TORCH_DTYPE: Partial<Record<OutputDtype, string>> = { fp16: "float16", bf16: "bfloat16", fp32: "float32" };
 
-/** Whether a merge's model A is a folder (then every input must be). */
-export async function mergesFolders(paths: Partial<Record<ModelSlot, string>>): Promise<boolean> {
-  return paths.a !== undefined && (await isModelFolder(paths.a));
+/** Whether a merge's model A (or base) is a folder (then every input must be). */
+export async function mergesFolders(input: Pick<FolderMergeInput, "paths" | "many">): Promise<boolean> {
+  const first = input.many?.base ?? input.paths.a;
+  return first !== undefined && (await isModelFolder(first));
 }
 
 function refuseFileOnlyOptions(options: MergeOptions, input: FolderMergeInput): void {
@@ -56,28 +59,32 @@ function refuseFileOnlyOptions(options: MergeOptions, input: FolderMergeInput): 
 export async function mergeHfFolders(options: MergeOptions & { shardSize?: number | string }, input: FolderMergeInput, started: number): Promise<MergeReport> {
   refuseFileOnlyOptions(options, input);
   const shardSize = options.shardSize === undefined ? DEFAULT_SHARD_SIZE : parseShardSize(options.shardSize, "shardSize");
-  const slots = input.method.inputs;
-  const opened: Partial<Record<ModelSlot, HfModel>> = {};
+  // The inputs by name as reports show them: A, B, C, or the base and model 1…n.
+  const many = input.many;
+  const named: { slot: string; path: string }[] = many
+    ? [{ slot: "base", path: many.base }, ...many.models.map((path, i) => ({ slot: `model ${i + 1}`, path }))]
+    : input.method.inputs.map((s) => ({ slot: s, path: input.paths[s]! }));
+  const opened: HfModel[] = [];
   const ids: { label: string; id: LlmIdentification }[] = [];
-  for (const slot of slots) {
-    const path = input.paths[slot]!;
-    if (!(await isModelFolder(path))) throw new MergeError("INVALID_ARGUMENT", `${slot}: ${path} is not a folder; with a Hugging Face folder as A, every model must be one`, { path });
+  for (const { slot, path } of named) {
+    if (!(await isModelFolder(path))) throw new MergeError("INVALID_ARGUMENT", `${slot}: ${path} is not a folder; with a Hugging Face folder as ${many ? "the base" : "A"}, every model must be one`, { path });
     const hf = await openHfFolder(path);
-    opened[slot] = hf;
-    if (isLlmLayout(hf.model)) ids.push({ label: `${slot.toUpperCase()} (${path})`, id: identifyLlm(hf.model, hf.config, path) });
+    opened.push(hf);
+    if (isLlmLayout(hf.model)) ids.push({ label: `${slot.length === 1 ? slot.toUpperCase() : slot} (${path})`, id: identifyLlm(hf.model, hf.config, path) });
   }
   assertLlmCompatible(ids);
-  const a = opened.a!;
+  const a = opened[0]!;
   const params = rowParamsOf(input.rowParams, input.rowParams.blocks ? blockMapOf(a.model) : undefined, "--blocks");
   checkRowParams(input.method, params);
   const inputs: Partial<Record<ModelSlot, RowInput>> = {};
-  for (const slot of slots) inputs[slot] = { model: opened[slot]!.model };
+  if (!many) input.method.inputs.forEach((s, i) => { inputs[s] = { model: opened[i]!.model }; });
   const aId = ids[0]?.id;
   const outDtype = input.dtype ? TORCH_DTYPE[input.dtype] : aId?.torchDtype;
-  const recipe = { method: input.method.name, models: Object.fromEntries(slots.map((s) => [s, basename(input.paths[s]!)])), multiplier: input.multipliers[0], ...input.rowParams, ...(input.dtype ? { dtype: input.dtype } : {}) };
+  const recipe = { method: input.method.name, models: Object.fromEntries(named.map((n) => [n.slot, basename(n.path)])), multiplier: input.multipliers[0], ...input.rowParams, ...(many ? { modelParams: many.modelParams.map((p) => p.values ?? {}) } : {}), ...(input.dtype ? { dtype: input.dtype } : {}) };
   const report = await writeHfFolder({
     rows: [{
       name: basename(input.out), method: input.method, inputs, multipliers: input.multipliers,
+      ...(many ? { base: { model: a.model }, models: opened.slice(1).map((hf, i) => ({ input: { model: hf.model }, params: many.modelParams[i]! })) } : {}),
       ...(params ? { params } : {}), ...(input.rowParams.clamp ? { clamp: true } : {}), ...(input.dtype ? { dtype: input.dtype } : {}),
     }],
     out: input.out,
@@ -85,8 +92,8 @@ export async function mergeHfFolders(options: MergeOptions & { shardSize?: numbe
     metadata: { ...(options.metadata ?? {}), ...(options.recipeMetadata === false ? {} : { tensormerge_merge: JSON.stringify(recipe) }) },
     ...(a.config ? { config: outputConfig(a.config, outDtype ? { torch_dtype: outDtype } : {}) } : {}),
     copies: await supportFiles(a.folder),
-    card: modelCard({ name: basename(input.out), method: input.method.name, models: slots.map((s) => input.paths[s]!), recipe: JSON.stringify(recipe, null, 2), dtype: input.dtype ? OUTPUT_DTYPE_TO_DTYPE[input.dtype] : "A's dtypes" }),
-    inputs: slots.map((s) => input.paths[s]!),
+    card: modelCard({ name: basename(input.out), method: input.method.name, models: named.map((n) => n.path), recipe: JSON.stringify(recipe, null, 2), dtype: input.dtype ? OUTPUT_DTYPE_TO_DTYPE[input.dtype] : "A's dtypes" }),
+    inputs: named.map((n) => n.path),
     overwrite: input.overwrite,
     dryRun: input.dryRun,
     engine: input.engine,
@@ -97,7 +104,10 @@ export async function mergeHfFolders(options: MergeOptions & { shardSize?: numbe
   });
   return {
     dryRun: report.dryRun,
-    inputs: slots.map((s) => ({ slot: s, path: input.paths[s]!, bytes: opened[s]!.model.size })),
+    inputs: named.map((n, i) => ({
+      ...(many ? (i === 0 ? { slot: "base" as const } : { slot: "model" as const, index: i - 1 }) : { slot: input.method.inputs[i]! }),
+      path: n.path, bytes: opened[i]!.model.size,
+    })),
     outputs: [{ path: input.out, multiplier: input.multipliers[0]!, bytes: report.bytesWritten }],
     method: input.method.name as MergeReport["method"],
     engine: input.engine,

@@ -76,3 +76,28 @@ describe("hf: merge() with model folders", () => {
     assert.ok(!existsSync(join(tmp.path, "cli-dry")));
   });
 });
+
+describe("hf: merge() over a base folder and model folders (ties)", () => {
+  const tmp = tempDir("tm-hf-many-merge-");
+  after(() => tmp.cleanup());
+  it("ties with density 1 and two models is base + Σ agreeing w·δ / Σ their w, element by element", async () => {
+    const dirs = ["base", "x", "y"].map((n) => join(tmp.path, n));
+    const [base, x, y] = dirs.map((d, i) => writeLlmFolder(d, { family: "llama", layers: 2, seed: 40 + i, dtype: "F32", shards: 2 }));
+    const out = join(tmp.path, "ties");
+    const report = await merge({ method: "ties", base: dirs[0]!, models: [dirs[1]!, dirs[2]!], modelWeights: [0.5, 1.5], out, shardSize: "3KB" });
+    assert.deepEqual(report.inputs.map((i) => i.slot), ["base", "model", "model"]);
+    for (const [name, t] of readHfFolder(out).tensors) {
+      const b = base!.get(name)!.values, p = x!.get(name)!.values, q = y!.get(name)!.values;
+      t.values.forEach((v, i) => {
+        // TIES (Yadav et al.) with nothing trimmed: elect the sign of Σ w·δ, average the agreeing w·δ.
+        const d = [0.5 * (p[i]! - b[i]!), 1.5 * (q[i]! - b[i]!)];
+        const w = [0.5, 1.5];
+        const sign = d[0]! + d[1]! >= 0 ? 1 : -1;
+        let num = 0, den = 0;
+        d.forEach((dj, j) => { if (Math.sign(dj) === sign) { num += dj; den += w[j]!; } });
+        const expected = b[i]! + (den === 0 ? 0 : num / den);
+        assert.ok(Math.abs(v - expected) <= 1e-6 * (Math.abs(b[i]!) + Math.abs(d[0]!) + Math.abs(d[1]!)), `${name}[${i}]: ${v} vs ${expected}`);
+      });
+    }
+  });
+});
