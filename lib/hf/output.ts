@@ -104,6 +104,8 @@ export interface HfWriteReport {
   threads: number;
   seconds: number;
   disk?: { dir: string; needed: number; free: number | null }[];
+  /** Temporary folders of killed runs into the same target, removed before this one. */
+  removedTemps?: string[];
   /** What the last row (the model) did per key. */
   stats: PlanStats;
   warnings: string[];
@@ -131,6 +133,40 @@ function resultEntries(rows: BoardRow[]): { name: string; bytes: number }[] {
   const plan = planBoard({ rows: probe });
   const layout = plan.passes[0]!.outputs[0]!.layout as PlannedLayout;
   return layout.entries.map((e) => ({ name: e.name, bytes: numelOf(e.shape) * DTYPE_SIZE[e.dtype] }));
+}
+
+/** Older than this, a temporary folder whose writer is gone is stale (as lib/outputs.ts judges temp files). */
+const STALE_SECONDS = 10;
+
+/**
+ * Removes the temporary folders killed runs into `target` left beside it (a kill cannot clean
+ * up): `.<name>.tensormerge-<pid>-<hex>.tmp` (and its `.old`), a folder, whose process no
+ * longer runs and that nothing touched for a while. Returns the paths removed.
+ */
+async function removeStaleTempFolders(target: string): Promise<string[]> {
+  const dir = dirname(target);
+  const name = basename(target).replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const pattern = new RegExp(`^\\.${name}\\.tensormerge-(\\d+)-[0-9a-f]+\\.tmp(?:\\.old)?$`);
+  const removed: string[] = [];
+  for (const entry of await readdir(dir).catch(() => [] as string[])) {
+    const m = pattern.exec(entry);
+    if (!m || processRuns(Number(m[1]))) continue;
+    const path = join(dir, entry);
+    const info = await lstat(path).catch(() => undefined);
+    if (!info?.isDirectory() || Date.now() - info.mtimeMs < STALE_SECONDS * 1000) continue;
+    if (await rm(path, { recursive: true, force: true }).then(() => true, () => false)) removed.push(path);
+  }
+  return removed;
+}
+
+function processRuns(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 async function lexists(path: string): Promise<boolean> {
@@ -217,6 +253,7 @@ export async function writeHfFolder(request: HfWriteRequest): Promise<HfWriteRep
     const disk = await diskNeeds(plan.passes.flatMap((p) => p.outputs).map((o) => ({ path: o.path, bytes: o.layout.size })));
     return { ...base, dryRun: true, stats: statsOf(plan), shards: shardReport(plan), bytesRead: plan.bytesToRead, bytesWritten: plan.bytesToWrite, isa: "", threads: request.threads ?? 0, seconds: (Date.now() - started) / 1000, disk, warnings: [] };
   }
+  const removedTemps = await removeStaleTempFolders(resolve(out));
   const temp = tempPathFor(resolve(out));
   await mkdir(temp).catch((e) => { throw fsError(e, temp, "creating the temporary output folder"); });
   let committed = false;
@@ -246,6 +283,7 @@ export async function writeHfFolder(request: HfWriteRequest): Promise<HfWriteRep
       ...base, dryRun: false, stats: statsOf(plan), shards: shardReport(plan), bytesRead: plan.bytesToRead, bytesWritten: plan.bytesToWrite,
       isa: run.isa, threads: run.threads, seconds: (Date.now() - started) / 1000,
       warnings: nonFiniteWarnings(run.nonFinite, names),
+      ...(removedTemps.length ? { removedTemps } : {}),
     };
   } finally {
     if (!committed) await rm(temp, { recursive: true, force: true }).catch(() => undefined);

@@ -5,7 +5,7 @@
  */
 import { strict as assert } from "node:assert";
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { evaluateSetting } from "../../lib/hf/mergekit-config";
 import { runMergekit } from "../../lib/hf/mergekit";
@@ -278,6 +278,22 @@ describe("hf: mergekit configurations", () => {
       assert.equal(readFileSync(join(notModel, "notes.txt"), "utf8"), "mine");
       await assert.rejects(runMergekit({ config: linear(), out: join(models.qwenA!.dir, "sub") }), (e: { code: string }) => e.code === "INPUT_IS_TARGET");
       assert.deepEqual(temps(), []);
+    });
+
+    it("removes the temporary folder a killed run left (dead writer, untouched for a while), and only that", async () => {
+      const out = join(tmp.path, "after-kill");
+      const stale = join(tmp.path, ".after-kill.tensormerge-4194305-00aa11bb.tmp"); // above Linux's pid_max: no such process
+      const live = join(tmp.path, `.after-kill.tensormerge-${process.pid}-00cc22dd.tmp`);
+      const other = join(tmp.path, ".someone-else.tensormerge-4194305-00aa11bb.tmp");
+      for (const d of [stale, live, other]) {
+        mkdirSync(d);
+        writeFileSync(join(d, "model-00001-of-00002.safetensors"), "partial");
+        utimesSync(d, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+      }
+      const r = await runMergekit({ config: linear(), out });
+      assert.deepEqual(r.removedTemps, [stale]);
+      assert.ok(!existsSync(stale) && existsSync(live) && existsSync(other));
+      for (const d of [live, other]) rmSync(d, { recursive: true });
     });
 
     it("the CLI runs a config and inspects the result", () => {

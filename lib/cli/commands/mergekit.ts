@@ -6,6 +6,7 @@ import { createMergeProgressPrinter } from "../progress";
 import { refuseShortDisk } from "./run";
 
 function printReport(r: MergekitReport, io: CliIo): void {
+  for (const t of r.removedTemps ?? []) io.out.write(`removed ${t}, left by a run that was killed\n`);
   const what = r.dryRun ? "plan" : "wrote";
   io.out.write(`${what} ${r.out}: ${r.method} of ${r.models.join(", ")}; ${r.layers} layers, ${r.dtype}, ${r.shards.length} shard${r.shards.length === 1 ? "" : "s"}\n`);
   for (const s of r.shards) io.out.write(`  ${s.name}  ${s.tensors} tensors  ${formatBytes(s.bytes)}\n`);
