@@ -66,6 +66,12 @@ describe("hf: merge() with model folders", () => {
     assert.ok(!existsSync(out));
   });
 
+  it("tensormerge blocks FOLDER lists EMB, L00…L03, OUT", () => {
+    const r = spawnSync(process.execPath, [CLI, "blocks", A.dir, "--json"], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).map.names, ["EMB", "L00", "L01", "L02", "L03", "OUT"]);
+  });
+
   it("the CLI: tensormerge merge --a FOLDER --b FOLDER --out FOLDER --shard-size", () => {
     const out = join(tmp.path, "cli");
     const r = spawnSync(process.execPath, [CLI, "merge", "--method", "weighted-sum", "--a", A.dir, "--b", B.dir, "--multiplier", "0.5", "--out", out, "--shard-size", "2KB", "-q"], { encoding: "utf8" });
