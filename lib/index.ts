@@ -34,3 +34,7 @@ export {
   BLOCK_PRESETS, PRESET_ALIASES, presetName, presetValues, nearestPresetNames,
   type BlockMap, type BlockMapId, type BlockValues, type BlockValuesForm, type ParseBlockOptions, type BlockSummary, type BlockCount,
 } from "./blocks";
+export {
+  openHfFolder, runMergekit, parseMergekitConfig, evaluateSetting, inspectHfFolder, identifyLlm, assertLlmCompatible, parseShardSize,
+  type HfModel, type MergekitOptions, type MergekitReport, type MergekitConfig, type HfInspectReport, type LlmIdentification,
+} from "./hf";
