@@ -9,7 +9,7 @@
  *   node dist/bench/hf-memory.js [--layers 4] [--method slerp|ties|linear] [--shard-size 1GB] [--dir DIR]
  */
 import { spawn } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { gunzipSync } from "node:zlib";
@@ -25,6 +25,12 @@ function mistralLayout(layers: number): LayoutEntry[] {
 }
 
 async function writeFolder(dir: string, layout: LayoutEntry[], layers: number, seed: number): Promise<number> {
+  // Reused when a finished one is there (the index is written last).
+  const index = join(dir, "model.safetensors.index.json");
+  if (existsSync(index) && (JSON.parse(readFileSync(index, "utf8")) as { weight_map: object }).weight_map && Object.keys(JSON.parse(readFileSync(index, "utf8")).weight_map).length === layout.length) {
+    return JSON.parse(readFileSync(index, "utf8")).metadata.total_size as number;
+  }
+  rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const half = Math.ceil(layout.length / 2);
   const shards = [layout.slice(0, half), layout.slice(half)];
@@ -35,11 +41,11 @@ async function writeFolder(dir: string, layout: LayoutEntry[], layers: number, s
     bytes += await writeSyntheticModel(join(dir, name), shard, { seed: seed * 10 + i, metadata: { format: "pt" } });
     for (const [t] of shard) weightMap[t] = name;
   }
-  writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: bytes }, weight_map: weightMap }));
   writeFileSync(join(dir, "config.json"), JSON.stringify({
     architectures: ["MistralForCausalLM"], model_type: "mistral", hidden_size: 4096, intermediate_size: 14336, num_attention_heads: 32,
     num_hidden_layers: layers, num_key_value_heads: 8, vocab_size: 32000, rms_norm_eps: 1e-5, rope_theta: 10000.0, torch_dtype: "bfloat16",
   }));
+  writeFileSync(index, JSON.stringify({ metadata: { total_size: bytes }, weight_map: weightMap }));
   return bytes;
 }
 
