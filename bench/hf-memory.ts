@@ -4,7 +4,8 @@
  * lm_head included, 2 shards each, random data), merged by `tensormerge mergekit` in a child
  * process whose private anonymous memory (RssAnon) and peak resident set (VmHWM) are sampled.
  * The output shards (`--shard-size`, default 1GB) are larger than the memory the run holds:
- * nothing collects a shard in RAM.
+ * nothing collects a shard in RAM. Then the same merge mergekit's way (bench/hf_mergekit_way.py:
+ * PyTorch, tensor by tensor, each shard collected in RAM), sampled the same way, in the same run.
  *
  *   node dist/bench/hf-memory.js [--layers 4] [--method slerp|ties|linear] [--shard-size 1GB] [--dir DIR]
  */
@@ -78,6 +79,23 @@ async function main(): Promise<void> {
   process.stdout.write(stdout);
   process.stdout.write(`${method}, ${layers} Mistral-7B layers (bf16): inputs ${(sizes[0]! / MiB).toFixed(0)} + ${(sizes[1]! / MiB).toFixed(0)} MiB, ${seconds.toFixed(1)} s\n`);
   process.stdout.write(`peak private memory (RssAnon, sampled every 10 ms) ${((peak.anon ?? 0) / MiB).toFixed(1)} MiB; peak resident set (VmHWM, mapped inputs included) ${((peak.hwm ?? 0) / MiB).toFixed(1)} MiB\n`);
+  if (method === "linear") return;
+  // The same merge mergekit's way (PyTorch, each output shard collected in RAM), in the same run.
+  const way = join(dir, "out-mergekit-way");
+  rmSync(way, { recursive: true, force: true });
+  const script = resolve(__dirname, "..", "..", "bench", "hf_mergekit_way.py");
+  const pyStarted = Date.now();
+  const py = spawn("/usr/bin/python3", [script, method, a, b, way, String(1e9)], { stdio: ["ignore", "inherit", "inherit"] });
+  const pySampler = new MemorySampler(py.pid!, 10);
+  pySampler.start();
+  const pyCode = await new Promise<number>((res) => py.on("exit", (c) => res(c ?? 1)));
+  const pyPeak = pySampler.stop();
+  if (pyCode !== 0) {
+    process.stdout.write(`mergekit's way (PyTorch) did not finish (exit ${pyCode}; python3-torch missing?)\n`);
+    return;
+  }
+  const pySeconds = (Date.now() - pyStarted) / 1000;
+  process.stdout.write(`mergekit's way (PyTorch, shards in RAM): ${pySeconds.toFixed(1)} s, peak private memory ${((pyPeak.anon ?? 0) / MiB).toFixed(1)} MiB; tensormerge took ${(seconds / pySeconds).toFixed(2)}× its time and ${((peak.anon ?? 0) / (pyPeak.anon ?? 1)).toFixed(3)}× its private memory\n`);
 }
 
 main().catch((e) => {
