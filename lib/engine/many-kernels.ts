@@ -15,6 +15,10 @@ function magnitudeKey(x: number): number {
   keyFloat[0] = x;
   return (keyBits[0]! & 0x7fffffff) >>> 0;
 }
+/** The positive quiet NaN for every NaN result (many_kernels.cc `canonical` says why). */
+function canonical(v: number): number {
+  return Number.isNaN(v) ? NaN : v;
+}
 function signOf(x: number): number {
   return x > 0 ? 1 : x < 0 ? -1 : 0;
 }
@@ -26,6 +30,8 @@ export interface ManyArgs {
   ints: number[];
   /** Element index (in the keyed tensor) of element 0 of this call. */
   index: number;
+  /** Per stat: a per-column reduction's values. */
+  columns?: (Float64Array | undefined)[];
 }
 
 function taskMerge(r: Float32Array, a: ManyArgs, n: number): void {
@@ -41,7 +47,8 @@ function taskMerge(r: Float32Array, a: ManyArgs, n: number): void {
   for (let j = 0; j < models; j++) divisorAll = j === 0 ? w[0]! : f(divisorAll + w[j]!);
   if (Math.abs(divisorAll) < f(1e-8)) divisorAll = 1;
   const masks = drop ? Array.from({ length: models }, (_, j) => new MaskStream(a.ints[1]!, a.ints[2]!, j, a.ints[3]!)) : [];
-  const wd = new Array<number>(models);
+  // fp32 values keep their NaN bits in a Float32Array (a JS array of doubles may not).
+  const wd = new Float32Array(models);
   for (let i = 0; i < n; i++) {
     const base = a.x[0]![i]!;
     for (let j = 0; j < models; j++) {
@@ -72,12 +79,12 @@ function taskMerge(r: Float32Array, a: ManyArgs, n: number): void {
       divisor = divisorAll;
     }
     if (normalize) mixed = f(mixed / divisor);
-    r[i] = f(base + f(mixed * lambda));
+    r[i] = canonical(f(base + f(mixed * lambda)));
   }
 }
 
 function combine(r: Float32Array, x: Float32Array, y: Float32Array, ca: number, cb: number, n: number): void {
-  for (let i = 0; i < n; i++) r[i] = f(f(x[i]! * ca) + f(y[i]! * cb));
+  for (let i = 0; i < n; i++) r[i] = canonical(f(f(x[i]! * ca) + f(y[i]! * cb)));
 }
 
 /** The fp32 coefficients of a and b for one tensor (see many_kernels.cc slerp). */
@@ -123,7 +130,8 @@ export function modelStockT(stats: readonly number[], models: number): number {
     }
   }
   const c = cosSum / pairs;
-  return f(models * c / (1 + (models - 1) * c));
+  const t = f(models * c / (1 + (models - 1) * c));
+  return Number.isNaN(t) ? NaN : t; // the positive quiet NaN, as many_kernels.cc
 }
 
 function modelStock(r: Float32Array, a: ManyArgs, n: number): void {
@@ -133,7 +141,30 @@ function modelStock(r: Float32Array, a: ManyArgs, n: number): void {
   for (let i = 0; i < n; i++) {
     let sum = a.x[1]![i]!;
     for (let j = 1; j < models; j++) sum = f(sum + a.x[j + 1]![i]!);
-    r[i] = f(f(t * f(sum / models)) + f(u * a.x[0]![i]!));
+    r[i] = canonical(f(f(t * f(sum / models)) + f(u * a.x[0]![i]!)));
+  }
+}
+
+/** sd-mecha add_cosine_a / add_cosine_b (many_kernels.cc add_cosine). */
+function addCosine(r: Float32Array, a: ManyArgs, n: number): void {
+  const alpha = f(a.params[0]!);
+  const variant = a.ints[0]!, columns = a.ints[1]!;
+  const dot = a.columns![0]!, aa = a.columns![1]!, bb = a.columns![2]!;
+  const whole = variant === 1 ? a.stats[3]! / (Math.sqrt(a.stats[4]!) * Math.sqrt(a.stats[5]!)) : 0;
+  let c = a.index % columns;
+  for (let i = 0; i < n; i++) {
+    let sim: number;
+    if (variant === 0) {
+      const ma = Math.max(Math.sqrt(aa[c]!), 1e-12), mb = Math.max(Math.sqrt(bb[c]!), 1e-12);
+      const w12 = dot[c]! / (ma * mb), w1 = aa[c]! / (ma * ma), w2 = bb[c]! / (mb * mb);
+      sim = w12 / Math.sqrt(Math.max(w1 * w2, 1e-16));
+    } else {
+      sim = (dot[c]! / Math.sqrt(Math.max(aa[c]! * bb[c]!, 1e-16)) + whole) / 2;
+    }
+    const d = sim - alpha;
+    const k = f(1 - (d < 0 ? 0 : d > 1 ? 1 : d));
+    r[i] = canonical(f(f(f(1 - k) * a.x[0]![i]!) + f(k * a.x[1]![i]!)));
+    if (++c === columns) c = 0;
   }
 }
 
@@ -141,4 +172,5 @@ export const MANY_KERNELS: Record<string, (r: Float32Array, a: ManyArgs, n: numb
   "task-merge": taskMerge,
   slerp,
   "model-stock": modelStock,
+  "add-cosine": addCosine,
 };
