@@ -194,7 +194,11 @@ export async function openHfFolder(folder: string): Promise<HfModel> {
   if (totalSize !== undefined && totalSize !== dataBytes) {
     notes.push(`${INDEX_FILE}: metadata.total_size is ${totalSize}, the shards hold ${dataBytes} bytes of tensor data (some published indexes carry the .bin checkpoint's size)`);
   }
-  return { folder, model: combineParts(folder, shards, entries), shards, config, ...(totalSize !== undefined ? { totalSize } : {}), notes };
+  const model = combineParts(folder, shards, entries);
+  // Scaled fp8 scales, read per shard, keep their tensor names in the folder's one model.
+  const scales = shards.flatMap((s) => [...(s.fp8Scales ?? new Map())]);
+  if (scales.length) model.fp8Scales = new Map(scales);
+  return { folder, model, shards, config, ...(totalSize !== undefined ? { totalSize } : {}), notes };
 }
 
 /** "model-00002-of-00003.safetensors". */
