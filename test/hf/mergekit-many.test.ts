@@ -51,7 +51,12 @@ describe("hf: mergekit slerp, ties, model_stock, dare (PyTorch reference)", func
   };
   const m: Record<string, { dir: string; stored: StoredTensors }> = {};
   before(function () {
-    if (!hasTorch()) this.skip();
+    this.timeout(60000);
+    if (!hasTorch()) {
+      // As the .ckpt interop tests: skipped locally without Debian's python3-torch, a failure under CI.
+      if (process.env.CI) throw new Error("python3-torch (/usr/bin/python3 with torch) is required under CI for the mergekit reference");
+      this.skip();
+    }
     for (const [name, seed] of [["base", 31], ["x", 32], ["y", 33]] as const) {
       const dir = join(tmp.path, name);
       m[name] = { dir, stored: writeLlmFolder(dir, { family: "mistral", layers: 5, seed, dtype: "F32", shards: 2 }) };
