@@ -179,10 +179,12 @@ export interface BoardPlan {
 }
 
 export function fileModel(model: ModelFile): VirtualModel {
-  // A non-contiguous .ckpt tensor is read from its contiguous copy (lib/formats/ckpt/strided.ts).
+  // A non-contiguous .ckpt tensor is read from its contiguous copy (lib/formats/ckpt/strided.ts);
+  // a logical model's tensor (a shard's, a renamed layer's) from the file that holds it.
+  const fileOf = (t: TensorInfo) => model.parts?.fileOf.get(t.name) ?? model;
   const tensors = model.tensors.map((t) => {
     const scale = model.fp8Scales?.get(t.name);
-    return { name: t.name, dtype: t.dtype, shape: t.shape, segments: [{ start: 0, count: numelOf(t.shape), expr: { kind: "file" as const, ...readableTensor(model, t), base: 0 } }], ...(scale ? { scale } : {}) };
+    return { name: t.name, dtype: t.dtype, shape: t.shape, segments: [{ start: 0, count: numelOf(t.shape), expr: { kind: "file" as const, ...readableTensor(fileOf(t), t), base: 0 } }], ...(scale ? { scale } : {}) };
   });
   return { label: model.path, tensors, byName: new Map(tensors.map((t) => [t.name, t])) };
 }
@@ -599,6 +601,7 @@ export function planBoard(request: BoardRequest): BoardPlan {
   const stats: PlanStats[] = [];
   const fileModels = new Map<string, VirtualModel>();
   const inputs: ModelFile[] = [];
+  const inputPaths = new Set<string>();
   const sideInputs: ModelFile[] = [];
   const virtual = (input: RowInput, rowIndex: number, slot: ModelSlot | string): VirtualModel => {
     const what = slot.length === 1 ? `input ${slot.toUpperCase()}` : slot;
@@ -619,9 +622,14 @@ export function planBoard(request: BoardRequest): BoardPlan {
     if (!m) {
       m = fileModel(input.model);
       fileModels.set(input.model.path, m);
-      inputs.push(input.model);
-      const side = sideModelOf(input.model);
-      if (side) sideInputs.push(side);
+      // Each file once, whichever logical models (shards, slices of layers) read from it.
+      for (const file of input.model.parts?.files ?? [input.model]) {
+        if (inputPaths.has(file.path)) continue;
+        inputPaths.add(file.path);
+        inputs.push(file);
+        const side = sideModelOf(file);
+        if (side) sideInputs.push(side);
+      }
     }
     return m;
   };
