@@ -62,8 +62,9 @@ inline void fuzz_check_accepted(const merge_job & job) {
         for (size_t k = 0; k < p.ops.size(); k++) {
             const merge_op & op = p.ops[k];
             FUZZ_CHECK(op.kernel < MERGE_KERNEL_COUNT, "kernel %u", op.kernel);
-            if (merge_kernel_arity(op.kernel) == MERGE_VARIABLE) {
-                // Many-model kernels: [base or a, then models]; every count inside the limits.
+            if (op.kernel >= MERGE_KERNEL_TASK_MERGE) {
+                // Many-model and statistics kernels (slerp and add-cosine have a fixed arity but
+                // read stats and ints): [base or a, then models]; every count inside the limits.
                 FUZZ_CHECK(op.args.size() >= 2 && op.args.size() <= MERGE_MAX_ARGS, "many-model arity %zu", op.args.size());
                 FUZZ_CHECK(op.params.size() <= MERGE_MAX_PARAMS, "params %zu", op.params.size());
                 FUZZ_CHECK(op.stats.size() <= MERGE_MAX_STATS && op.ints.size() <= MERGE_MAX_INTS, "stats %zu ints %zu", op.stats.size(), op.ints.size());
