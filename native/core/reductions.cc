@@ -57,7 +57,8 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
                 if (a.kind == MERGE_OPERAND_OP) needed[a.index] = true;
     for (size_t k = 0; k < needed.size(); k++)
         if (needed[k]) ops_.push_back((uint32_t) k);
-    has_kth_pass_ = n_kth > 0;
+    direct_ = p.n <= MERGE_DIRECT_SELECT;
+    has_kth_pass_ = n_kth > 0 && !direct_;
     column_sums_.resize(p.reductions.size());
     bool any_columns = false;
     for (size_t r = 0; r < p.reductions.size(); r++)
@@ -69,7 +70,9 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
     if (has_kth_pass_) kinds_.push_back(pass_kth_low);
     if (any_columns) kinds_.push_back(pass_columns);
     active_ = threads;
-    if (n_kth > 0) {
+    if (n_kth > 0 && direct_) {
+        keys_.assign(n_kth, std::vector<uint32_t>((size_t) p.n));
+    } else if (n_kth > 0) {
         const uint64_t per_thread = n_kth * bins * sizeof(uint32_t);
         active_ = (unsigned) std::max<uint64_t>(1, std::min<uint64_t>(threads, histogram_budget / per_thread));
         hist_.assign(active_, std::vector<std::vector<uint32_t>>(n_kth, std::vector<uint32_t>(bins, 0)));
@@ -125,6 +128,11 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
                 }
                 default: {
                     const size_t q = kth_index_[r];
+                    if (direct_) {
+                        uint32_t * keys = keys_[q].data() + i;
+                        for (size_t e = 0; e < m; e++) keys[e] = key_of(x[e]);
+                        break;
+                    }
                     uint32_t * h = hist_[ith][q].data();
                     if (pass == 0) {
                         for (size_t e = 0; e < m; e++) h[key_of(x[e]) >> 16]++;
@@ -162,6 +170,14 @@ void piece_reducer::end_pass(int pass_index) {
         if (pass == 0 && sum_index_[r] != none) results_[r] = totals_[sum_index_[r]];
         const size_t q = kth_index_[r];
         if (q == none) continue;
+        if (direct_) {
+            std::vector<uint32_t> & keys = keys_[q];
+            const size_t at = keys.size() - (size_t) p.reductions[r].k; // the k-th largest, ascending index n − k
+            std::nth_element(keys.begin(), keys.begin() + (std::ptrdiff_t) at, keys.end());
+            results_[r] = (double) keys[at];
+            std::vector<uint32_t>().swap(keys);
+            continue;
+        }
         std::vector<uint64_t> counts(bins, 0);
         for (auto & per_thread : hist_) {
             for (size_t b = 0; b < bins; b++) counts[b] += per_thread[q][b];

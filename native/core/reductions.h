@@ -11,7 +11,10 @@
 // k-th magnitude: keys = fp32 bits with the sign cleared (order as |x|; NaNs above +∞). Pass 1
 // counts the keys' high 16 bits, the bucket holding the k-th largest is chosen (from the top);
 // pass 2 counts the low 16 bits of the keys in that bucket. Counts are integers: exact whatever
-// the order. k = 0 gives 2^31, a key no element reaches.
+// the order. k = 0 gives 2^31, a key no element reaches. Pieces of at most MERGE_DIRECT_SELECT
+// elements keep their keys instead (each thread writes its blocks' keys at their indices) and
+// select the k-th with std::nth_element after one pass: the same exact key, without 256 KiB
+// histograms to clear and merge for every small tensor.
 //
 // Per-column sums (`columns` > 0: element i adds to column i mod columns, as torch's reductions
 // over dim 0 of a [rows, columns…] tensor): one pass by a single thread in element order, each
@@ -41,6 +44,7 @@ constexpr uint32_t MERGE_REDUCTION_LANES = 8;
 constexpr uint64_t MERGE_REDUCTION_CHUNK_BLOCKS = 256;
 constexpr double MERGE_KEEP_NONE_KEY = 2147483648.0;
 constexpr uint64_t MERGE_MAX_COLUMNS = 1u << 20;
+constexpr uint64_t MERGE_DIRECT_SELECT = 1u << 18;
 
 /** One reduction's result: `value` (a per-column reduction: its first column), and `columns`. */
 struct merge_reduction_result {
@@ -77,6 +81,8 @@ private:
     enum pass_kind { pass_main, pass_kth_low, pass_columns };
     std::vector<pass_kind> kinds_;
     std::vector<std::vector<double>> column_sums_; // per reduction (empty unless per column)
+    bool direct_ = false;                          // small piece: keys kept, selected by nth_element
+    std::vector<std::vector<uint32_t>> keys_;      // [kth reduction][element] when direct_
     const exec_context & ctx_;
     size_t piece_;
     uint64_t n_blocks_ = 0;

@@ -133,6 +133,7 @@ public:
                 const size_t n_red_args = d_.ConsumeIntegralInRange<int>(0, 15) == 0 ? d_.ConsumeIntegralInRange<size_t>(0, 3) : merge_reduction_arity(red.kind);
                 for (size_t a = 0; a < n_red_args; a++) red.args.push_back(operand((uint32_t) n_inputs, (uint32_t) piece.ops.size(), s_.scale));
                 red.k = d_.ConsumeBool() ? d_.ConsumeIntegralInRange<uint64_t>(0, piece.n + 1) : number(s_.scale);
+                red.columns = d_.ConsumeIntegralInRange<int>(0, 3) == 0 ? d_.ConsumeIntegralInRange<uint64_t>(0, 70) : 0; // per-column sums
                 piece.reductions.push_back(std::move(red));
             }
             const size_t n_writes = d_.ConsumeIntegralInRange<size_t>(0, s_.max_writes);
