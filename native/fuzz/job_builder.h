@@ -106,9 +106,12 @@ public:
                 merge_op op;
                 op.kernel = id(MERGE_KERNEL_COUNT);
                 size_t n_args = merge_kernel_arity(op.kernel);
+                // The many-model kernels take a variable count (MERGE_VARIABLE: merge_many_check decides).
+                if (n_args == MERGE_VARIABLE) n_args = d_.ConsumeIntegralInRange<size_t>(0, MERGE_MAX_ARGS);
                 if (d_.ConsumeIntegralInRange<int>(0, 15) == 0) n_args = d_.ConsumeIntegralInRange<size_t>(0, 4);
                 for (size_t a = 0; a < n_args; a++) op.args.push_back(operand((uint32_t) n_inputs, (uint32_t) k, s_.scale));
                 size_t n_params = merge_kernel_n_params(op.kernel);
+                if (n_params == MERGE_VARIABLE) n_params = d_.ConsumeIntegralInRange<size_t>(0, 8);
                 if (d_.ConsumeIntegralInRange<int>(0, 15) == 0) n_params = d_.ConsumeIntegralInRange<size_t>(0, 6);
                 for (size_t q = 0; q < n_params; q++) op.params.push_back(d_.ConsumeFloatingPoint<float>());
                 op.round = d_.ConsumeIntegralInRange<int>(0, 7) == 0 ? id(ST_DTYPE_COUNT) : dtype();

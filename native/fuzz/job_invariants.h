@@ -12,6 +12,7 @@
 #include "core/dtype.h"
 #include "core/job.h"
 #include "core/kernels.h"
+#include "core/many_kernels.h"
 #include "core/plan.h"
 
 #define FUZZ_CHECK(cond, ...)                                                        \
@@ -59,8 +60,13 @@ inline void fuzz_check_accepted(const merge_job & job) {
         for (size_t k = 0; k < p.ops.size(); k++) {
             const merge_op & op = p.ops[k];
             FUZZ_CHECK(op.kernel < MERGE_KERNEL_COUNT, "kernel %u", op.kernel);
-            FUZZ_CHECK(op.args.size() == merge_kernel_arity(op.kernel), "arity");
-            FUZZ_CHECK(op.params.size() == merge_kernel_n_params(op.kernel), "params");
+            if (op.kernel >= MERGE_KERNEL_TASK_MERGE) {
+                std::string why;
+                FUZZ_CHECK(merge_many_check(op.kernel, op.args.size(), op.params.size(), op.stats.size(), op.ints.data(), op.ints.size(), &why), "many-model kernel counts: %s", why.c_str());
+            } else {
+                FUZZ_CHECK(op.args.size() == merge_kernel_arity(op.kernel), "arity");
+                FUZZ_CHECK(op.params.size() == merge_kernel_n_params(op.kernel), "params");
+            }
             for (float v : op.params) FUZZ_CHECK(std::isfinite(v), "a non-finite parameter was accepted");
             FUZZ_CHECK(fuzz_is_float(op.round), "round through dtype %u", op.round);
             for (const merge_operand & a : op.args) {
