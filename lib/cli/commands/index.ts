@@ -8,6 +8,7 @@ import { blocksCommand } from "./blocks";
 import { runCommand } from "./run";
 import { reproduceCommand } from "./reproduce";
 import { benchCommand } from "./bench";
+import { uiCommand } from "./ui";
 
 export const COMMANDS: Command[] = [
   mergeCommand,
@@ -18,4 +19,5 @@ export const COMMANDS: Command[] = [
   benchCommand,
   runCommand,
   reproduceCommand,
+  uiCommand,
 ];
