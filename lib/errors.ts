@@ -45,6 +45,8 @@ export const ERROR_CODES = [
   "ABORTED",
   "NATIVE_UNAVAILABLE",
   "INTERNAL",
+  // Hugging Face model folders (lib/hf)
+  "MODEL_FOLDER_INVALID",
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -9,9 +9,11 @@ import { runCommand } from "./run";
 import { reproduceCommand } from "./reproduce";
 import { benchCommand } from "./bench";
 import { uiCommand } from "./ui";
+import { mergekitCommand } from "./mergekit";
 
 export const COMMANDS: Command[] = [
   mergeCommand,
+  mergekitCommand,
   demoCommand,
   listCommand,
   inspectCommand,
