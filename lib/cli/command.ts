@@ -1,4 +1,5 @@
 /** A CLI subcommand: declared as data so `--help` and dispatch come from one place. */
+import { resolve as resolvePath } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { MergeError } from "../errors";
 
@@ -45,6 +46,31 @@ export const ENGINE_OPTIONS: Record<string, CommandOption> = {
   threads: { type: "string", value: "N", description: "native engine threads (default: all cores)" },
   isa: { type: "string", value: "NAME", description: "force a kernel set: auto, scalar, avx2, avx512" },
 };
+
+/** Where models given by name or hash are looked up; every command that finds models has it. */
+export const MODEL_DIR_OPTION: Record<string, CommandOption> = {
+  "model-dir": { type: "string", multiple: true, value: "DIR", description: "folder to find models given by name or hash in (repeatable; default $TENSORMERGE_MODELS or ./models)" },
+};
+
+/** What `--models` meant before it listed the models to merge. */
+export const MODELS_IS_NOT_A_FOLDER = "--models lists the models to merge; folders to look models up in are --model-dir";
+
+/**
+ * For commands that merge no list of models (run, reproduce): `--models DIR` is refused with
+ * the new spelling rather than as an unknown option.
+ */
+export const OLD_MODELS_OPTION: Record<string, CommandOption> = {
+  models: { type: "string", multiple: true, hidden: true, value: "DIR", description: "renamed --model-dir" },
+};
+
+export function refuseOldModelsOption(args: ParsedArgs): void {
+  if (listArg(args, "models").length) throw new MergeError("INVALID_ARGUMENT", `${MODELS_IS_NOT_A_FOLDER} (this command takes --model-dir DIR)`);
+}
+
+/** The model folders given with --model-dir, absolute; empty for the defaults. */
+export function modelDirArgs(args: ParsedArgs): string[] {
+  return listArg(args, "model-dir").map((d) => resolvePath(d));
+}
 
 export function defineCommand(c: Command): Command {
   return c;

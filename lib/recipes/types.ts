@@ -139,6 +139,17 @@ export function modelsShapeOf(method: MergeMethod): ModelsShape | null {
   return declared ?? null;
 }
 
+/** The row's fields that hold inputs (A, B, C, base, models), each input passed through `f`. */
+export function mapRowInputs(row: Pick<RecipeRow, "inputs" | "base" | "models">, f: (input: RecipeInput) => RecipeInput): Pick<RecipeRow, "inputs" | "base" | "models"> {
+  const inputs: RecipeRow["inputs"] = {};
+  for (const s of SLOTS) if (row.inputs[s]) inputs[s] = f(row.inputs[s]!);
+  return {
+    inputs,
+    ...(row.base ? { base: f(row.base) } : {}),
+    ...(row.models ? { models: row.models.map((m) => ({ ...m, input: f(m.input), ...(m.params ? { params: { ...m.params } } : {}) })) } : {}),
+  };
+}
+
 /** Whether a row is a base + models row rather than an A/B/C one. */
 export function isModelsRow(row: Pick<RecipeRow, "base" | "models">): boolean {
   return row.base !== undefined || row.models !== undefined;

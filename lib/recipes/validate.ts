@@ -173,6 +173,7 @@ function checkModelsRow(recipe: Recipe, index: number, method: MergeMethod): voi
   const models = row.models ?? [];
   if (models.length < shape.minModels) throw invalid(`${label}: ${method.name} needs at least ${shape.minModels} model${shape.minModels === 1 ? "" : "s"}, got ${models.length}`);
   if (row.base) checkInput(recipe, index, "base", row.base);
+  if (row.config === "b" || row.config === "c") throw invalid(`${label}: config "${row.config}" names a model slot ${method.name} does not have: use "a" (the base), "abc" (the first input that has one) or "none"`);
   const seen = new Map<string, string>();
   if (row.base) seen.set(JSON.stringify(row.base), "the base");
   models.forEach((m, k) => {
