@@ -49,8 +49,8 @@ export interface MergeProgress {
 }
 
 export interface MergeOptions {
-  /** Model A: the base (path). */
-  a: string;
+  /** Model A: the base (path), for the classic A/B/C methods. */
+  a?: string;
   /** Model B (path), for every method but no-interpolation. */
   b?: string;
   /** Model C (path), for add-difference. */
@@ -107,8 +107,24 @@ export interface MergeOptions {
    * hash cache are hashed first. False keeps recipes private.
    */
   recipeMetadata?: boolean;
-  /** Folders where models given by name or hash (not by path) are looked up. */
+  /**
+   * Methods over a base and a list of models (ties, dare, dare-ties, model-stock): the base
+   * (path), whose keys, order and dtypes the result has.
+   */
+  base?: string;
+  /** The models merged onto `base` (paths, in order: a model's position keys its DARE mask). */
   models?: string[];
+  /** Per-model weights, one per entry of `models` (mergekit's `weight`); default 1 each. */
+  modelWeights?: number[];
+  /**
+   * The method's named parameters (density, drop-rate, seed, lambda…, see `tensormerge methods`)
+   * for the whole row; per-model values go in `modelParams`.
+   */
+  params?: Record<string, number>;
+  /** Per-model values of per-model parameters (density…), one object per entry of `models`. */
+  modelParams?: Record<string, number>[];
+  /** Folders where models given by name or hash (not by path) are looked up. */
+  modelDirs?: string[];
   /** A VAE file to bake in: replaces A's `first_stage_model.*` tensors. */
   vae?: string;
   /** Regular expressions: matching keys are left out of the output. */
@@ -168,7 +184,7 @@ export interface MergeReport {
   warnings: string[];
 }
 
-const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "blocks", "betaBlocks", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
+const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "blocks", "betaBlocks", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "base", "models", "modelWeights", "params", "modelParams", "modelDirs", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
 
 /** Output path for one multiplier of a sweep. */
 export function sweepOutputPath(out: string, multiplier: number, count: number): string {
@@ -245,7 +261,7 @@ function validateOptions(options: MergeOptions) {
   optionalStringRecord("metadata", options.metadata);
   optionalBoolean("recipeMetadata", options.recipeMetadata);
   optionalBoolean("prune", options.prune);
-  optionalStringList("models", options.models);
+  optionalStringList("modelDirs", options.modelDirs);
   optionalStringList("discard", options.discard, true);
   optionalFunction("onProgress", options.onProgress);
   optionalSignal("signal", options.signal);
@@ -301,7 +317,7 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
   await checkTargets(targets, [], overwrite); // a folder, an existing file: before finding models
   // One hash cache for the whole merge: hash references resolve from it, recipe metadata reads it.
   const cache = await HashCache.open();
-  const resolveOptions = { cache, ...(options.models ? { dirs: options.models } : {}), ...(options.signal ? { signal: options.signal } : {}) };
+  const resolveOptions = { cache, ...(options.modelDirs ? { dirs: options.modelDirs } : {}), ...(options.signal ? { signal: options.signal } : {}) };
   for (const slot of method.inputs) paths[slot] = await resolveModel(paths[slot]!, resolveOptions);
   const vaePath = checked.vae === undefined ? undefined : await resolveModel(checked.vae, resolveOptions);
 

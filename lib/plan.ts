@@ -62,11 +62,26 @@ export interface VirtualModel {
 
 export type RowInput = { model: ModelFile } | { row: number };
 
+/** One model of a base + models row, with its own parameter values (per-model weight, density…). */
+export interface RowModel {
+  input: RowInput;
+  /**
+   * This model's values of the method's per-model parameters (`MethodParam.perModel`), resolved
+   * as the row's (lib/methods/params.ts) and taking precedence over them.
+   */
+  params?: RowParams;
+}
+
 export interface BoardRow {
   /** Output name, for messages and references. */
   name: string;
   method: MergeMethod;
+  /** The classic A/B/C inputs (empty for a base + models method). */
   inputs: Partial<Record<ModelSlot, RowInput>>;
+  /** A base + models method (`method.many`): the base, whose keys, order and dtypes the result has. */
+  base?: RowInput;
+  /** A base + models method: the models, in order (their index keys DARE masks). */
+  models?: RowModel[];
   /** One result per multiplier (a sweep); a row that feeds later rows must have exactly one. */
   multipliers: number[];
   /**
@@ -342,7 +357,7 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
           if (!range.merged) expr = convertedTo(exprAt(t.segments, start, count), dtype);
           else {
             const c = spans.find((sp) => sp.start <= start && start < sp.end)?.call ?? call;
-            const value: Expr = { kind: "op", kernel: c.kernel, args: c.args.map(input), params: c.params, round: clamp ? "F32" : round };
+            const value: Expr = { kind: "op", kernel: c.kernel, args: c.args.map((s) => input(s as ModelSlot)), params: c.params, round: clamp ? "F32" : round };
             // The clamp bounds are A's and B's values as read; the result is rounded once, after it.
             expr = clamp ? { kind: "op", kernel: "clamp", args: [value, input("a"), input("b")], params: NO_PARAMS, round } : value;
           }

@@ -91,9 +91,10 @@ describe("merge methods: independent fp32 formula over random values", () => {
 describe("method registry", () => {
   it("maps every method onto a known kernel with the right number of inputs", () => {
     for (const m of METHODS) {
-      const call = m.kernelFor(m.defaults);
+      const models = m.many ? Array.from({ length: m.many.min }, () => m.defaults) : undefined;
+      const call = m.kernelFor(m.defaults, { name: "k", nameHash: 1, n: 100, ...(models ? { models } : {}) });
       assert.ok(KERNELS.includes(call.kernel), m.name);
-      assert.ok(call.args.every((s) => m.inputs.includes(s)), m.name);
+      assert.ok(call.args.every((s) => (m.many ? s === "base" || typeof s === "number" : m.inputs.includes(s as "a"))), m.name);
     }
   });
   it("suggests the nearest name on a typo", async () => {
