@@ -1,14 +1,14 @@
 /**
  * Command-line flags for the methods' named parameters, made from the method registry: every
- * parameter after α (`--multiplier`) and β (`--beta`) of any method becomes `--<name>` (in
- * kebab case: `drop_rate` → `--drop-rate`), with `--<name>-weight REGEX=VALUE` (per key,
- * repeatable) and `--<name>-blocks VALUES` (per block), as `--beta` has `--beta-weight` and
- * `--beta-blocks`. A method added to the registry gets its flags without a CLI edit.
+ * parameter after α (`--multiplier`) and a classic method's β (`--beta`) becomes `--<name>` (in
+ * kebab case: `drop_rate` → `--drop-rate`). A method added to the registry gets its flags without
+ * a CLI edit. (Per-key and per-block values of these parameters are written in JSON recipes:
+ * a row's "weights" and "blocks" by parameter name.)
  */
 import { MergeError } from "../errors";
 import type { MergeMethod, MethodParam } from "../methods/define";
 import { METHODS } from "../methods/registry";
-import { listArg, stringArg, type CommandOption, type ParsedArgs } from "./command";
+import { stringArg, type CommandOption, type ParsedArgs } from "./command";
 
 /** "drop_rate", "dropRate" → "drop-rate". */
 export function paramFlag(name: string): string {
@@ -28,7 +28,8 @@ export interface NamedParam {
 export function namedParams(methods: readonly MergeMethod[] = METHODS): NamedParam[] {
   const byName = new Map<string, NamedParam>();
   for (const m of methods) {
-    for (const p of m.params.slice(2)) {
+    // α is --multiplier; a classic method's β is --beta; a base + models method names its second.
+    for (const p of m.params.slice(m.many ? 1 : 2)) {
       const known = byName.get(p.name);
       if (known) known.methods.push(m);
       else byName.set(p.name, { name: p.name, flag: paramFlag(p.name), methods: [m], param: p });
@@ -44,15 +45,13 @@ export function namedParams(methods: readonly MergeMethod[] = METHODS): NamedPar
 export function methodParamOptions(taken: readonly string[], methods: readonly MergeMethod[] = METHODS): Record<string, CommandOption> {
   const options: Record<string, CommandOption> = {};
   for (const p of namedParams(methods)) {
-    if ([p.flag, `${p.flag}-weight`, `${p.flag}-blocks`].some((f) => taken.includes(f))) continue;
+    if (taken.includes(p.flag)) continue;
     const [lo, hi] = p.param.range;
     options[p.flag] = {
       type: "string",
-      value: p.flag.replace(/-/g, "_").toUpperCase(),
-      description: `${p.methods.map((m) => m.name).join(", ")}: ${p.param.summary} [${lo}, ${hi}] (default ${p.param.default}; per key --${p.flag}-weight REGEX=VALUE, per block --${p.flag}-blocks VALUES)`,
+      value: p.param.integer ? "N" : "X",
+      description: `${p.methods.map((m) => m.name).join(", ")}: ${p.param.summary} [${lo}, ${hi}] (default ${p.param.default})`,
     };
-    options[`${p.flag}-weight`] = { type: "string", multiple: true, hidden: true, value: "REGEX=VALUE", description: `${p.name} for keys matching REGEX` };
-    options[`${p.flag}-blocks`] = { type: "string", hidden: true, value: "VALUES", description: `${p.name} per block` };
   }
   return options;
 }
@@ -71,36 +70,23 @@ export function keyValueArg(flag: string, text: string): { pattern: string; valu
   return { pattern: text.slice(0, at), value: numberArg(flag, text.slice(at + 1)) };
 }
 
-export interface NamedParamValues {
-  /** Row values by parameter name. */
-  values: Record<string, number>;
-  /** Per-key values by parameter name. */
-  weights: Record<string, { pattern: string; value: number }[]>;
-  /** Block values by parameter name (text, as --blocks). */
-  blocks: Record<string, string>;
-}
-
 /**
- * The named parameters given on the command line for `method`. A flag of a parameter the method
- * lacks is an error naming the flag and the method's parameters (a typo must not be ignored).
+ * The named parameters given on the command line for `method`, by parameter name. A flag of a
+ * parameter the method lacks is an error naming the flag and the method's own flags (a typo in a
+ * method name must not silently drop a parameter).
  */
-export function namedParamArgs(args: ParsedArgs, method: MergeMethod, methods: readonly MergeMethod[] = METHODS): NamedParamValues {
-  const out: NamedParamValues = { values: {}, weights: {}, blocks: {} };
+export function namedParamArgs(args: ParsedArgs, method: MergeMethod, methods: readonly MergeMethod[] = METHODS): Record<string, number> {
+  const values: Record<string, number> = {};
   for (const p of namedParams(methods)) {
     const value = stringArg(args, p.flag);
-    const weights = listArg(args, `${p.flag}-weight`);
-    const blocks = stringArg(args, `${p.flag}-blocks`);
-    if (value === undefined && weights.length === 0 && blocks === undefined) continue;
+    if (value === undefined) continue;
     if (!method.params.some((q) => q.name === p.name)) {
-      const own = method.params.slice(2).map((q) => `--${paramFlag(q.name)}`);
-      const given = value !== undefined ? p.flag : weights.length ? `${p.flag}-weight` : `${p.flag}-blocks`;
-      throw new MergeError("INVALID_ARGUMENT", `--${given}: ${method.name} has no parameter ${p.name} (${p.methods.map((m) => m.name).join(", ")} ${p.methods.length === 1 ? "has" : "have"}; ${method.name}'s own flags: ${own.length ? own.join(", ") : "none beyond --multiplier and --beta"})`);
+      const own = method.params.slice(method.many ? 1 : 2).map((q) => `--${paramFlag(q.name)}`);
+      throw new MergeError("INVALID_ARGUMENT", `--${p.flag}: ${method.name} has no parameter ${p.name} (${p.methods.map((m) => m.name).join(", ")} ${p.methods.length === 1 ? "has" : "have"} it; ${method.name}'s own: ${own.length ? own.join(", ") : "none beyond --multiplier and --beta"})`);
     }
-    if (value !== undefined) out.values[p.name] = numberArg(`--${p.flag}`, value);
-    if (weights.length) out.weights[p.name] = weights.map((w) => keyValueArg(`--${p.flag}-weight`, w));
-    if (blocks !== undefined) out.blocks[p.name] = blocks;
+    values[p.name] = numberArg(`--${p.flag}`, value);
   }
-  return out;
+  return values;
 }
 
 /** `--weights 1,0.8,0.6`: one weight per model, in the order of `--models`. */

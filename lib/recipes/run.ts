@@ -37,7 +37,7 @@ import { compileRecipe, compiledSources, primarySource, type CompileOptions, typ
 import { appendHistory, type HistoryEntry } from "./history";
 import { outputMetadata, virtualIdentity, type InputIdentity, type OutputStep } from "./metadata";
 import type { ModelFile } from "../model";
-import { SLOTS, blockMapOf, rowLabel, rowParamsOf, type Recipe } from "./types";
+import { MODEL_WEIGHT_PARAM, SLOTS, blockMapOf, rowLabel, rowParamsOf, type Recipe } from "./types";
 
 export interface RunRecipeOptions extends CompileOptions {
   engine?: EngineName;
@@ -561,6 +561,11 @@ function rowInputOf(src: CompiledSource): RowInput {
 function manyModelsBoardFields(c: CompiledRow): Pick<BoardRow, "base" | "models"> {
   return {
     ...(c.base ? { base: rowInputOf(c.base) } : {}),
-    ...(c.models ? { models: c.models.map((m) => ({ input: rowInputOf(m.source), ...(m.weight !== undefined ? { weight: m.weight } : {}), ...(m.params ? { params: { values: m.params } } : {}) })) } : {}),
+    ...(c.models ? {
+      models: c.models.map((m) => {
+        const values = { ...(m.params ?? {}), ...(m.weight !== undefined ? { [MODEL_WEIGHT_PARAM]: m.weight } : {}) };
+        return { input: rowInputOf(m.source), ...(Object.keys(values).length ? { params: { values } } : {}) };
+      }),
+    } : {}),
   };
 }

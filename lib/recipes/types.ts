@@ -124,20 +124,24 @@ export function rowInputs(row: Pick<RecipeRow, "inputs" | "base" | "models">): L
   return list;
 }
 
-/** What a base + models method reads: whether the base is required, and the fewest models. */
+/** What a base + models method reads: whether the base is required, and how many models. */
 export interface ModelsShape {
   base: "required" | "optional";
   minModels: number;
+  maxModels: number;
 }
 
 /**
- * A method's base + models inputs, or null for an A/B/C method. The one place that reads the
- * registry's declaration, so rows, CLI and metadata agree.
+ * A method's base + models inputs (`MethodDefinition.many`), or null for an A/B/C method. The one
+ * place that reads the registry's declaration, so rows, CLI and metadata agree.
  */
 export function modelsShapeOf(method: MergeMethod): ModelsShape | null {
-  const declared = (method as MergeMethod & { models?: ModelsShape }).models;
-  return declared ?? null;
+  const many = method.many;
+  return many ? { base: many.base ? "required" : "optional", minModels: many.min, maxModels: many.max } : null;
 }
+
+/** The per-model parameter a model's `weight` sets (mergekit's per-model `weight`). */
+export const MODEL_WEIGHT_PARAM = "weight";
 
 /** The row's fields that hold inputs (A, B, C, base, models), each input passed through `f`. */
 export function mapRowInputs(row: Pick<RecipeRow, "inputs" | "base" | "models">, f: (input: RecipeInput) => RecipeInput): Pick<RecipeRow, "inputs" | "base" | "models"> {

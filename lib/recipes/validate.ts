@@ -10,7 +10,7 @@ import { compileDiscardPatterns } from "../library/edits";
 import { METHODS, resolveMethod } from "../methods/registry";
 import { checkRowParams } from "../methods/params";
 import type { MergeMethod } from "../methods/define";
-import { SLOTS, isModelsRow, modelsShapeOf, rowInputs, rowLabel, rowParamsOf, type Recipe, type RecipeInput, type RecipeRow } from "./types";
+import { MODEL_WEIGHT_PARAM, SLOTS, isModelsRow, modelsShapeOf, rowInputs, rowLabel, rowParamsOf, type Recipe, type RecipeInput, type RecipeRow } from "./types";
 
 export const VARIABLE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 /** Characters the classic tool replaces in output names, plus path separators and controls. */
@@ -172,6 +172,7 @@ function checkModelsRow(recipe: Recipe, index: number, method: MergeMethod): voi
   if (!row.base && shape.base === "required") throw invalid(`${label}: ${method.name} needs a base (task vectors are each model minus the base)`);
   const models = row.models ?? [];
   if (models.length < shape.minModels) throw invalid(`${label}: ${method.name} needs at least ${shape.minModels} model${shape.minModels === 1 ? "" : "s"}, got ${models.length}`);
+  if (models.length > shape.maxModels) throw invalid(`${label}: ${method.name} takes at most ${shape.maxModels} models, got ${models.length}`);
   if (row.base) checkInput(recipe, index, "base", row.base);
   if (row.config === "b" || row.config === "c") throw invalid(`${label}: config "${row.config}" names a model slot ${method.name} does not have: use "a" (the base), "abc" (the first input that has one) or "none"`);
   const seen = new Map<string, string>();
@@ -184,10 +185,15 @@ function checkModelsRow(recipe: Recipe, index: number, method: MergeMethod): voi
     const twin = seen.get(key);
     if (twin) throw invalid(`${label}: ${what} (${describeInput(recipe, m.input)}) is the same as ${twin}: each model is merged once`);
     seen.set(key, what);
+    if (m.weight !== undefined && !method.params.some((p) => p.name === MODEL_WEIGHT_PARAM && p.perModel)) throw invalid(`${label}: ${what}: ${method.name} takes no per-model weight`);
     if (m.weight !== undefined && (typeof m.weight !== "number" || !Number.isFinite(m.weight) || Math.abs(m.weight) > 1e6)) {
       throw invalid(`${label}: ${what}: weight ${JSON.stringify(m.weight)} must be a finite number`);
     }
     try {
+      for (const name of Object.keys(m.params ?? {})) {
+        const p = method.params.find((q) => q.name === name);
+        if (p && !p.perModel) throw new Error(`${name} is the row's parameter, not a model's: set it in the row's "params"`);
+      }
       checkRowParams(method, m.params && Object.keys(m.params).length ? { values: m.params } : undefined);
     } catch (e) {
       throw invalid(`${label}: ${what}: ${(e as Error).message}`);
