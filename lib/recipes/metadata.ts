@@ -27,7 +27,8 @@ import type { OutputFormat } from "../formats/output";
 import type { ModelSlot } from "../methods/define";
 import { parseJsonRecipe, recipeToJson } from "./json";
 import { a1111MetadataValue, pyDict, pyDumps, pyFloat, type PyJson } from "./pyjson";
-import { SLOTS, mapRowInputs, rowParamFields, type Recipe, type RecipeInput, type RecipeRow } from "./types";
+import { METHODS } from "../methods/registry";
+import { MODEL_WEIGHT_PARAM, SLOTS, mapRowInputs, rowParamFields, type Recipe, type RecipeInput, type RecipeRow } from "./types";
 
 export const RECIPE_METADATA_KEY = "tensormerge_recipe";
 
@@ -119,10 +120,12 @@ function a1111Recipe(step: OutputStep): PyJson {
 function manyModelsEntries(step: OutputStep): [string, PyJson][] {
   const entries = step.row.models ?? [];
   const params = Object.entries(step.row.params ?? {}).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0));
+  // The weight each model had: its own, else the method's default (what the merge used).
+  const weightParam = METHODS.find((m) => m.name === step.row.method)?.params.find((p) => p.name === MODEL_WEIGHT_PARAM);
   return [
     ["model_hashes", (step.models ?? []).map((id) => id.sha256)],
     ["model_names", (step.models ?? []).map((id) => id.name)],
-    ["model_weights", entries.map((m) => (m.weight === undefined ? null : pyFloat(m.weight)))],
+    ["model_weights", entries.map((m) => { const w = m.weight ?? weightParam?.default; return w === undefined ? null : pyFloat(w); })],
     ["params", pyDict(params.map(([k, v]) => [k, pyFloat(v)]))],
   ];
 }

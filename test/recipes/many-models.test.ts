@@ -13,6 +13,7 @@ import { METHODS } from "../../lib/methods/registry";
 import { formatClassicRecipe } from "../../lib/recipes/classic";
 import { compileRecipe } from "../../lib/recipes/compile";
 import { formatJsonRecipe, parseJsonRecipe, readJson, recipeToJson } from "../../lib/recipes/json";
+import { outputMetadata } from "../../lib/recipes/metadata";
 import { rowInputs, usedVariables } from "../../lib/recipes/types";
 import { validateRecipe } from "../../lib/recipes/validate";
 import { tempDir, writeModel } from "../helpers/models";
@@ -168,5 +169,58 @@ describe("compatibility of a base and its models", function () {
     if (!haveMany) this.skip();
     const recipe = parseJsonRecipe({ rows: [{ name: "t", method: "ties", base: base, models: [m1, link] }] });
     await assert.rejects(compileRecipe(recipe, { outDir: dir.path, hashCache: null }), (e: unknown) => isCode("INVALID_ARGUMENT")(e) && /row 1 \(t\): model 2 \(.*m1-link.*\) is the same file as model 1/.test((e as Error).message));
+  });
+});
+
+describe("recipes: base + models rows in the output's metadata", () => {
+  const id = (c: string, name: string, metadata: Record<string, string> = {}) => ({ sha256: c.repeat(64), legacy: c.repeat(8), name, metadata, virtual: false });
+  const step = {
+    row: {
+      name: "tied", method: "ties" as never, inputs: {}, multipliers: [1], params: { density: 0.2 }, dtype: "fp16" as const, format: "safetensors" as const, save: true,
+      base: { kind: "model" as const, ref: "base.safetensors" },
+      models: [{ input: { kind: "model" as const, ref: "m1.safetensors" }, weight: 1 }, { input: { kind: "model" as const, ref: "m2.safetensors" }, weight: 0.5, params: { density: 0.3 } }],
+    },
+    multiplier: 1, format: "safetensors" as const, inputs: {},
+    base: id("b", "base.safetensors"),
+    // m2 was itself merged by the classic tool: its own models are flattened in.
+    models: [id("1", "m1.safetensors"), id("2", "m2.safetensors", { sd_merge_models: `{"${"9".repeat(64)}": {"name": "old.ckpt", "legacy_hash": "99999999", "sd_merge_recipe": null}}` })],
+    isInpainting: false, isInstructPix2Pix: false,
+  };
+
+  it("writes sd_merge_recipe and sd_merge_models as Python's json.dumps would, the base as the primary model", () => {
+    const meta = outputMetadata(step, { recipe: true });
+    // Written out by hand, with Python's separators and float reprs.
+    assert.equal(meta.sd_merge_recipe, `{"type": "tensormerge", "primary_model_hash": "${"b".repeat(64)}", "secondary_model_hash": null, "tertiary_model_hash": null, ` +
+      `"interp_method": "TIES", "multiplier": 1.0, "model_hashes": ["${"1".repeat(64)}", "${"2".repeat(64)}"], "model_names": ["m1.safetensors", "m2.safetensors"], ` +
+      `"model_weights": [1.0, 0.5], "params": {"density": 0.2}, "save_as_half": true, "custom_name": "tied", "config_source": 0, "bake_in_vae": "None", ` +
+      `"discard_weights": "", "is_inpainting": false, "is_instruct_pix2pix": false}`);
+    assert.equal(meta.sd_merge_models, `{"${"b".repeat(64)}": {"name": "base.safetensors", "legacy_hash": "bbbbbbbb", "sd_merge_recipe": null}, ` +
+      `"${"1".repeat(64)}": {"name": "m1.safetensors", "legacy_hash": "11111111", "sd_merge_recipe": null}, ` +
+      `"${"2".repeat(64)}": {"name": "m2.safetensors", "legacy_hash": "22222222", "sd_merge_recipe": null}, ` +
+      `"${"9".repeat(64)}": {"name": "old.ckpt", "legacy_hash": "99999999", "sd_merge_recipe": null}}`);
+  });
+
+  it("pins the base and every model by sha256 in tensormerge_recipe, with weights and parameters", () => {
+    const recipe = JSON.parse(outputMetadata(step, { recipe: true }).tensormerge_recipe!) as { rows: Record<string, unknown>[] };
+    assert.equal(recipe.rows.length, 1);
+    assert.deepEqual(recipe.rows[0], {
+      name: "tied", method: "ties",
+      base: { model: "base.safetensors", sha256: "b".repeat(64), legacy: "bbbbbbbb" },
+      models: [
+        { model: "m1.safetensors", sha256: "1".repeat(64), legacy: "11111111", weight: 1 },
+        { model: "m2.safetensors", sha256: "2".repeat(64), legacy: "22222222", weight: 0.5, params: { density: 0.3 } },
+      ],
+      multiplier: 1, params: { density: 0.2 }, dtype: "fp16", format: "safetensors",
+    });
+  });
+
+  it("a model that carries its own recipe becomes an earlier row of the lineage", function () {
+    if (!haveMany) this.skip(); // reading the inner recipe back validates it: needs ties
+    const inner = outputMetadata(step, { recipe: true });
+    const outer = { ...step, row: { ...step.row, name: "outer", base: { kind: "model" as const, ref: "base.safetensors" } }, models: [id("3", "m3.safetensors"), { ...id("4", "tied.safetensors"), metadata: inner }] };
+    const recipe = JSON.parse(outputMetadata(outer, { recipe: true }).tensormerge_recipe!) as { rows: Record<string, unknown>[] };
+    assert.deepEqual(recipe.rows.map((r) => r.name), ["tied", "outer"]);
+    assert.deepEqual((recipe.rows[1]!.models as unknown[])[1], { input: "tied", weight: 0.5, params: { density: 0.3 } });
+    assert.deepEqual(recipe.rows[0]!.produces, { sha256: "4".repeat(64), legacy: "44444444", name: "tied.safetensors" });
   });
 });
