@@ -8,7 +8,7 @@ import { defaultModelDirs, findModelFiles } from "../../library/scan";
 import { checkTargets, formatBytes } from "../../outputs";
 import { parseBindingsText, parseVarArgs, type Bindings } from "../../recipes/bindings";
 import { formatRecipe, parseRecipe } from "../../recipes";
-import { SLOTS } from "../../recipes/types";
+import { rowInputs } from "../../recipes/types";
 import { runRecipe, type RecipeProgress, type RecipeRunReport } from "../../recipes/run";
 import { defineCommand, ENGINE_OPTIONS, MODEL_DIR_OPTION, OLD_MODELS_OPTION, flagArg, listArg, modelDirArgs, refuseOldModelsOption, stringArg, type CliIo } from "../command";
 import { createProgressPrinter } from "../progress";
@@ -197,7 +197,7 @@ export const runCommand = defineCommand({
       const exists = (p: string) => stat(p).then(() => true, () => false);
       const existing = async (paths: string[]) => (await Promise.all(paths.map(async (p) => ((await exists(p)) ? [p] : [])))).flat();
       const libraryModels = (await findModelFiles(await existing(dirs), { signal })).files.map((f) => f.path);
-      const refs = [...Object.values(bindings), ...recipe.rows.flatMap((r) => [...SLOTS.map((s) => r.inputs[s]), r.vae]).flatMap((i) => (i?.kind === "model" ? [i.ref] : []))];
+      const refs = [...Object.values(bindings), ...recipe.rows.flatMap((r) => [...rowInputs(r).map((i) => i.input), r.vae]).flatMap((i) => (i?.kind === "model" ? [i.ref] : []))];
       const refFiles = await existing(refs.flatMap((ref) => [resolve(ref), resolve(dirname(recipePath), ref)]));
       await checkTargets([exportTo], [recipePath, ...(varsFile ? [varsFile] : []), ...refFiles, ...libraryModels], flagArg(args, "overwrite"));
       const text = formatRecipe(recipe, extname(exportTo).toLowerCase() === ".json" ? "json" : "classic");
