@@ -5,7 +5,7 @@
  */
 import { strict as assert } from "node:assert";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readdirSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { expandVariadic, parseCommandArgs, type Command } from "../../lib/cli/command";
 import { mergeCommand } from "../../lib/cli/commands/merge";
@@ -14,7 +14,7 @@ import { reproduceCommand } from "../../lib/cli/commands/reproduce";
 import { methodParamOptions, modelWeightsArg, namedParams, paramFlag } from "../../lib/cli/method-params";
 import { defineMethod, alphaParam } from "../../lib/methods/define";
 import { METHODS } from "../../lib/methods/registry";
-import { tempDir, writeModel } from "../helpers/models";
+import { readModel, tempDir, writeModel } from "../helpers/models";
 
 const CLI = join(__dirname, "../../lib/cli/main.js");
 function run(args: string[], env: Record<string, string> = {}) {
@@ -135,5 +135,105 @@ describe("CLI: --model-dir, and --models no longer a folder", function () {
     const r = run(["merge", "--method", "weighted-sum", "--a", a, "--b", a, "--base", a, "--out", join(dir.path, "z.safetensors")]);
     assert.equal(r.code, 2);
     assert.match(r.err, /--base: weighted-sum merges models A, B/);
+  });
+});
+
+/**
+ * TIES written out (mergekit's `ties`, arXiv 2306.01708): task vectors δᵢ = Mᵢ − base; keep
+ * the k = density·n largest |δᵢ| of each (the values here have no ties at the threshold, and
+ * density·n is a whole number, so every rounding rule agrees); elect the sign of Σ wᵢ·δᵢ
+ * (trimmed); average the agreeing trimmed deltas weighted by wᵢ (Σ wᵢ·δᵢ / Σ wᵢ over those that
+ * agree, 0 where none does); result = base + λ·that.
+ */
+function tiesByHand(base: number[], models: number[][], weights: number[], density: number, lambda: number): number[] {
+  const n = base.length, k = Math.round(density * n);
+  const trimmed = models.map((m) => {
+    const delta = m.map((v, j) => v - base[j]!);
+    const threshold = [...delta].map(Math.abs).sort((x, y) => y - x)[k - 1]!;
+    return delta.map((d) => (Math.abs(d) >= threshold ? d : 0));
+  });
+  return base.map((b, j) => {
+    const sum = trimmed.reduce((s, t, i) => s + weights[i]! * t[j]!, 0);
+    const sign = Math.sign(sum);
+    let num = 0, den = 0;
+    trimmed.forEach((t, i) => {
+      if (t[j] !== 0 && Math.sign(t[j]!) === sign) {
+        num += weights[i]! * t[j]!;
+        den += weights[i]!;
+      }
+    });
+    return b + lambda * (den === 0 ? 0 : num / den);
+  });
+}
+
+describe("CLI: a TIES merge of a base and three models, end to end", function () {
+  this.timeout(120_000);
+  const dir = tempDir();
+  after(() => dir.cleanup());
+  const KEY = "model.diffusion_model.out.weight";
+  const base = [0.5, -1, 2, 0.25, -0.75, 1.5, -2, 0.125, 1, -0.5];
+  // Distinct magnitudes in each task vector, signs that disagree across models.
+  const deltas = [
+    [0.9, -0.1, 0.35, -0.62, 0.05, 0.44, -0.83, 0.27, -0.16, 0.71],
+    [-0.52, 0.33, 0.81, 0.12, -0.94, -0.07, 0.61, -0.38, 0.23, 0.49],
+    [0.15, -0.77, -0.28, 0.66, 0.41, -0.55, 0.09, 0.88, -0.34, -0.19],
+  ];
+  const fp32 = (v: number) => Math.fround(v);
+  const models = deltas.map((d) => d.map((x, j) => fp32(base[j]! + x)));
+  const paths = { base: join(dir.path, "base.safetensors"), m: [1, 2, 3].map((i) => join(dir.path, `m${i}.safetensors`)) };
+  before(function () {
+    if (!METHODS.some((m) => m.name === "ties" && m.many)) this.skip(); // until the ties method is in the registry
+    writeModel(paths.base, { [KEY]: { dtype: "F32", shape: [2, 5], values: base } });
+    paths.m.forEach((p, i) => writeModel(p, { [KEY]: { dtype: "F32", shape: [2, 5], values: models[i]! } }));
+  });
+
+  it("matches the formula, with per-model --weights and --density / --lambda flags", () => {
+    const out = join(dir.path, "ties.safetensors");
+    const r = run(["merge", "--method", "ties", "--base", paths.base, "--models", ...paths.m, "--weights", "1,0.8,0.6", "--density", "0.4", "--lambda", "1", "--out", out, "-q"]);
+    assert.equal(r.code, 0, r.err);
+    const got = readModel(out).tensors.get(KEY)!.values;
+    const want = tiesByHand(base.map(fp32), models, [1, 0.8, 0.6], 0.4, 1);
+    got.forEach((v, j) => assert.ok(Math.abs(v - want[j]!) <= 1e-6 * Math.max(1, Math.abs(want[j]!)), `element ${j}: ${v} vs ${want[j]}`));
+  });
+
+  it("--dry-run lists the base and the models, and writes nothing", () => {
+    const out = join(dir.path, "planned.safetensors");
+    const r = run(["merge", "--method", "ties", "--base", paths.base, "--models", ...paths.m, "--density", "0.4", "--out", out, "--dry-run"]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /base .*base\.safetensors/);
+    for (const i of [1, 2, 3]) assert.match(r.out, new RegExp(`model ${i} .*m${i}\\.safetensors`));
+    assert.ok(!readdirSync(dir.path).includes("planned.safetensors"));
+  });
+
+  it("refuses a missing base, a model twice, a density out of range and a flag ties does not have, before writing", () => {
+    const out = join(dir.path, "bad.safetensors");
+    const cases: [string[], RegExp][] = [
+      [["--models", ...paths.m], /--base is required for ties/],
+      [["--base", paths.base, "--models", paths.m[0]!, paths.m[1]!, paths.m[0]!], /model 3 .*is the same file as model 1|model 3 .*same/],
+      [["--base", paths.base, "--models", ...paths.m, "--density", "1.5"], /density/],
+      [["--base", paths.base, "--models", ...paths.m, "--beta", "0.3"], /beta/],
+      [["--base", paths.base, "--models", ...paths.m, "--weights", "1,2"], /2 weights for 3 models/],
+    ];
+    for (const [args, message] of cases) {
+      const r = run(["merge", "--method", "ties", ...args, "--out", out]);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.err}`);
+      assert.match(r.err, message, args.join(" "));
+    }
+    assert.ok(!readdirSync(dir.path).includes("bad.safetensors"));
+  });
+
+  it("reproduce rebuilds the TIES merge bit for bit from the recipe in its metadata", () => {
+    const out = join(dir.path, "to-reproduce.safetensors");
+    assert.equal(run(["merge", "--method", "ties", "--base", paths.base, "--models", ...paths.m, "--weights", "1,0.8,0.6", "--density", "0.4", "--out", out, "-q"]).code, 0);
+    const recipe = JSON.parse(readModel(out).metadata.tensormerge_recipe!) as { rows: { base: { sha256: string }; models: { sha256: string; weight?: number }[]; params?: Record<string, number> }[] };
+    const row = recipe.rows[recipe.rows.length - 1]!;
+    assert.equal(row.models.length, 3);
+    assert.deepEqual(row.models.map((m) => m.weight ?? 1), [1, 0.8, 0.6]);
+    assert.equal(row.params?.density, 0.4);
+    const rebuilt = join(dir.path, "rebuilt.safetensors");
+    const r = run(["reproduce", out, "--model-dir", dir.path, "--out", rebuilt, "-q"]);
+    assert.equal(r.code, 0, r.err + r.out);
+    assert.match(r.out, /identical/);
+    assert.ok(readFileSync(rebuilt).equals(readFileSync(out)));
   });
 });
