@@ -5,7 +5,7 @@
  * every model against the base.
  */
 import { strict as assert } from "node:assert";
-import { linkSync, mkdirSync } from "node:fs";
+import { linkSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { openModel } from "../../lib/formats";
 import { assertCompatible, assertDistinctModels } from "../../lib/library/compat";
@@ -13,10 +13,13 @@ import { METHODS } from "../../lib/methods/registry";
 import { formatClassicRecipe } from "../../lib/recipes/classic";
 import { compileRecipe } from "../../lib/recipes/compile";
 import { formatJsonRecipe, parseJsonRecipe, readJson, recipeToJson } from "../../lib/recipes/json";
-import { outputMetadata } from "../../lib/recipes/metadata";
+import { embeddedRecipe, outputMetadata } from "../../lib/recipes/metadata";
+import { parseHistory } from "../../lib/recipes/history";
+import { reproduce } from "../../lib/recipes/reproduce";
+import { runRecipe } from "../../lib/recipes/run";
 import { rowInputs, usedVariables } from "../../lib/recipes/types";
 import { validateRecipe } from "../../lib/recipes/validate";
-import { tempDir, writeModel } from "../helpers/models";
+import { readModel, tempDir, writeModel } from "../helpers/models";
 import { isCode } from "./helpers";
 
 const invalid = isCode("RECIPE_INVALID");
@@ -222,5 +225,62 @@ describe("recipes: base + models rows in the output's metadata", () => {
     assert.deepEqual(recipe.rows.map((r) => r.name), ["tied", "outer"]);
     assert.deepEqual((recipe.rows[1]!.models as unknown[])[1], { input: "tied", weight: 0.5, params: { density: 0.3 } });
     assert.deepEqual(recipe.rows[0]!.produces, { sha256: "4".repeat(64), legacy: "44444444", name: "tied.safetensors" });
+  });
+});
+
+describe("recipes: a base + models row run, chained and reproduced", function () {
+  this.timeout(120_000);
+  const dir = tempDir();
+  after(() => dir.cleanup());
+  const KEY = "model.diffusion_model.out.weight";
+  const lib = join(dir.path, "lib");
+  const file = (name: string) => join(lib, `${name}.safetensors`);
+  before(function () {
+    if (!haveMany) this.skip();
+    mkdirSync(lib);
+    const values: Record<string, number[]> = {
+      base: [0.5, -1, 2, 0.25, -0.75, 1.5],
+      m1: [1.4, -1.1, 2.35, -0.37, -0.7, 1.94],
+      m2: [-0.02, -0.67, 2.81, 0.37, -1.69, 1.43],
+      x: [1, 1, 1, 1, 1, 1],
+      y: [3, 3, 3, 3, 3, 3],
+    };
+    for (const [name, v] of Object.entries(values)) writeModel(file(name), { [KEY]: { dtype: "F32", shape: [2, 3], values: v } });
+  });
+
+  it("feeds an unsaved row into a ties row's models and a ties row into a weighted sum; the history and metadata name every model; reproduce rebuilds it", async () => {
+    const out = join(dir.path, "out");
+    mkdirSync(out);
+    const recipe = parseJsonRecipe({
+      rows: [
+        { name: "xy", a: "x", b: "y", multiplier: 0.5, save: false },
+        { name: "tied", method: "ties", base: "__BASE__", models: ["m1", { input: "xy", weight: 0.5 }, { model: "m2", params: { density: 0.5 } }], params: { density: 1 } },
+        { name: "final", a: "tied", b: "x", multiplier: 0.25 },
+      ],
+    });
+    const history = join(out, "history.jsonl");
+    const report = await runRecipe(recipe, { bindings: { BASE: "base" }, modelDirs: [lib], outDir: out, hashCache: null, history });
+    assert.deepEqual(report.outputs.map((o) => o.name), ["tied", "final"]);
+    assert.equal(report.inputs.length, 5); // base, m1, m2, x, y: each opened once
+    for (const i of report.inputs) assert.equal(i.opens, 1, i.path);
+    const lines = parseHistory(readFileSync(history, "utf8"));
+    const tied = lines.find((l) => l.name === "tied")!;
+    assert.equal(tied.inputs.base!.name, "base.safetensors");
+    assert.deepEqual(tied.models!.map((m) => [m.name, m.weight ?? null, m.row ?? null]), [["m1.safetensors", null, null], ["xy", 0.5, 1], ["m2.safetensors", null, null]]);
+    const final = join(out, "final.safetensors");
+    const embedded = embeddedRecipe(readModel(final).metadata)!;
+    assert.deepEqual(embedded.rows.map((r) => r.name), ["xy", "tied", "final"]);
+    assert.equal(embedded.rows[1]!.models!.length, 3);
+    const rebuilt = await reproduce(final, { modelDirs: [lib], out: join(dir.path, "rebuilt.safetensors"), hashCache: null });
+    assert.equal(rebuilt.identical, true);
+  });
+
+  it("refuses a model of another shape than the base before writing, naming the model", async () => {
+    writeModel(file("wide"), { [KEY]: { dtype: "F32", shape: [3, 3], values: new Array(9).fill(0) } });
+    const out = join(dir.path, "refused");
+    mkdirSync(out);
+    const recipe = parseJsonRecipe({ rows: [{ name: "t", method: "ties", base: "base", models: ["m1", "wide"] }] });
+    await assert.rejects(runRecipe(recipe, { modelDirs: [lib], outDir: out, hashCache: null }), (e: unknown) => isCode("SHAPE_MISMATCH")(e) && /row 1 \(t\): model 2 \(wide\.safetensors\) does not fit base/.test((e as Error).message));
+    assert.deepEqual(readdirSync(out), []);
   });
 });
