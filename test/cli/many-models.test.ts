@@ -111,8 +111,14 @@ describe("CLI: --model-dir, and --models no longer a folder", function () {
     assert.ok(!readdirSync(dir.path).includes("y.safetensors"));
   });
 
-  it("run and reproduce refuse --models DIR the same way, and their help shows --model-dir only", () => {
-    for (const command of ["run", "reproduce"]) {
+  it("list takes --model-dir as it takes a DIR argument", () => {
+    const r = run(["list", "--model-dir", lib, "--no-hash"], { TENSORMERGE_MODELS: join(dir.path, "none") });
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^style\b/m);
+  });
+
+  it("run, reproduce and list refuse --models DIR the same way, and their help shows --model-dir only", () => {
+    for (const command of ["run", "reproduce", "list"]) {
       const r = run([command, join(dir.path, "whatever"), "--models", lib]);
       assert.equal(r.code, 2, command);
       assert.match(r.err, /folders to look models up in are --model-dir/, command);
