@@ -25,6 +25,7 @@ import { checkRowParams } from "./methods/params";
 import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies } from "./outputs";
 import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
 import { planBoard, type PlanStats } from "./plan";
+import { manyMethodNames, mergeMany, validateManyInputs } from "./merge-many";
 import {
   formatMultiplier, optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, optionalStringRecord,
   checkSweepSize, parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString,
@@ -149,7 +150,8 @@ export interface MergeOptions {
 export interface MergeReport {
   /** True for a plan (`dryRun`): nothing was written, `isa` is empty. */
   dryRun: boolean;
-  inputs: { slot: ModelSlot; path: string; bytes: number }[];
+  /** The inputs: A, B, C; or, for a base + models method, the base then each model (`index` from 0). */
+  inputs: { slot: ModelSlot | "base" | "model"; index?: number; path: string; bytes: number }[];
   outputs: { path: string; multiplier: number; bytes: number }[];
   method: MethodName;
   engine: "native" | "js";
@@ -168,7 +170,7 @@ export interface MergeReport {
   /** Temporary files of killed merges into the same targets, removed before this one. */
   removedTemps?: string[];
   /** Inputs whose 2022-era SD 1.x key names were normalised on load, as the classic tool does. */
-  renamedKeys: { slot: ModelSlot; path: string; keys: number }[];
+  renamedKeys: { slot: ModelSlot | "base" | "model"; index?: number; path: string; keys: number }[];
   /** B or C lacking a large share of A's float keys or a whole component (lib/keys.ts). */
   missingKeys: MissingKeysWarning[];
   /**
@@ -226,16 +228,24 @@ function validateOptions(options: MergeOptions) {
   if (options === null || typeof options !== "object") throw new MergeError("INVALID_ARGUMENT", "merge() expects an options object");
   rejectUnknownKeys("options", options, OPTION_KEYS);
   const method = resolveMethod(requireString("method", options.method));
-  const paths: Partial<Record<ModelSlot, string>> = { a: requireString("a", options.a) };
-  const b = optionalString("b", options.b);
-  const c = optionalString("c", options.c);
-  if (b !== undefined) paths.b = b;
-  if (c !== undefined) paths.c = c;
-  for (const slot of method.inputs) {
-    if (!paths[slot]) throw new MergeError("INVALID_ARGUMENT", `${slot} is required: ${method.name} needs model ${slot.toUpperCase()}`);
+  const paths: Partial<Record<ModelSlot, string>> = {};
+  const many = method.many ? validateManyInputs(options, method) : undefined;
+  if (!many) {
+    if (options.base !== undefined || options.models !== undefined || options.modelWeights !== undefined || options.modelParams !== undefined) {
+      throw new MergeError("INVALID_ARGUMENT", `${method.name} takes models a, b, c; base, models, modelWeights and modelParams are for methods over a base and several models (${manyMethodNames()})`);
+    }
+    paths.a = requireString("a", options.a);
+    const b = optionalString("b", options.b);
+    const c = optionalString("c", options.c);
+    if (b !== undefined) paths.b = b;
+    if (c !== undefined) paths.c = c;
+    for (const slot of method.inputs) {
+      if (!paths[slot]) throw new MergeError("INVALID_ARGUMENT", `${slot} is required: ${method.name} needs model ${slot.toUpperCase()}`);
+    }
   }
   if (options.alpha !== undefined && options.multiplier !== undefined) throw new MergeError("INVALID_ARGUMENT", "alpha and multiplier are the same option: give one");
-  const multipliers = method.usesMultiplier ? normaliseMultipliers(options.alpha ?? options.multiplier) : [0];
+  const given = options.alpha ?? options.multiplier;
+  const multipliers = method.usesMultiplier ? (given === undefined && many ? [method.defaults[0]!] : normaliseMultipliers(given)) : [0];
   const [lo, hi] = method.multiplierRange;
   multipliers.forEach((m) => requireNumberInRange("multiplier", m, lo, hi));
   const rowParams = rowParamsFromOptions(options);
@@ -245,6 +255,7 @@ function validateOptions(options: MergeOptions) {
   const checked = {
     method,
     paths,
+    many,
     multipliers,
     rowParams,
     dtype: options.dtype === undefined || options.dtype === "same" ? undefined : requireOneOf("dtype", options.dtype, OUTPUT_DTYPES),
@@ -279,8 +290,13 @@ function rowParamsFromOptions(options: MergeOptions): Pick<RecipeRow, "params" |
     });
   };
   const alpha = list("weights", options.weights), beta = list("betaWeights", options.betaWeights);
+  if (options.params !== undefined && (options.params === null || typeof options.params !== "object" || Array.isArray(options.params))) {
+    throw new MergeError("INVALID_ARGUMENT", "params must be an object of parameter values by name, such as { density: 0.2 }");
+  }
+  const named = Object.fromEntries(Object.entries(options.params ?? {}).map(([k, v]) => [k, requireNumberInRange(`params.${k}`, v, -1e16, 1e16)]));
+  const params = { ...named, ...(options.beta !== undefined ? { beta: requireNumberInRange("beta", options.beta, -1e6, 1e6) } : {}) };
   return {
-    ...(options.beta !== undefined ? { params: { beta: requireNumberInRange("beta", options.beta, -1e6, 1e6) } } : {}),
+    ...(Object.keys(params).length ? { params } : {}),
     ...(alpha.length || beta.length ? { weights: { ...(alpha.length ? { alpha } : {}), ...(beta.length ? { beta } : {}) } } : {}),
     ...(options.blocks !== undefined || options.betaBlocks !== undefined
       ? { blocks: { ...(options.blocks !== undefined ? { alpha: blockSpec("blocks", options.blocks) } : {}), ...(options.betaBlocks !== undefined ? { beta: blockSpec("betaBlocks", options.betaBlocks) } : {}) } }
@@ -312,6 +328,7 @@ async function mergeInner(caller: MergeOptions, started: number): Promise<MergeR
 }
 
 async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof validateOptions>, started: number): Promise<MergeReport> {
+  if (checked.many) return mergeMany(options, { ...checked, many: checked.many }, started);
   const { method, paths, multipliers, rowParams, dtype, out, engine, threads, isa, format, overwrite, dryRun, configSource } = checked;
   const targets = multipliers.map((m) => sweepOutputPath(out, m, multipliers.length));
   await checkTargets(targets, [], overwrite); // a folder, an existing file: before finding models

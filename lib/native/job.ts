@@ -53,8 +53,9 @@ export const KERNEL_ID = Object.fromEntries(KERNELS.map((k, i) => [k, i])) as Re
 /**
  * Kernels whose operand and parameter counts depend on the number of models (N = operands − 1),
  * checked by `manyKernelShape` / many_kernel_check in C++; KERNEL_ARITY and KERNEL_PARAMS give -1.
- *   task-merge:  operands [base, M1..MN]; params [w1..wN, λ, keep]; ints [flags, seedLo, seedHi,
- *                nameHash, dropThreshold]; stats [t1..tN] (kth-magnitude keys) when flags & TRIM.
+ *   task-merge:  operands [base, M1..MN]; params [w1..wN, λ, keep1..keepN]; ints [flags, seedLo,
+ *                seedHi, nameHash, dropThreshold1..N]; stats [t1..tN] (kth-magnitude keys) when
+ *                flags & TRIM. Model j's mask is keyed with model index j − 1 (0-based).
  *   slerp:       operands [a, b]; params [t]; stats [a·b, a·a, b·b]; ints [variant].
  *   model-stock: operands [base, M1..MN] (N ≥ 2); params []; stats [δi·δi for i, then δi·δj for
  *                i < j in row order], δi = Mi − base.
