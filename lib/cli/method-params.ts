@@ -8,6 +8,7 @@
 import { MergeError } from "../errors";
 import type { MergeMethod, MethodParam } from "../methods/define";
 import { METHODS } from "../methods/registry";
+import { MODEL_WEIGHT_PARAM } from "../recipes/types";
 import { stringArg, type CommandOption, type ParsedArgs } from "./command";
 
 /** "drop_rate", "dropRate" → "drop-rate". */
@@ -29,7 +30,9 @@ export function namedParams(methods: readonly MergeMethod[] = METHODS): NamedPar
   const byName = new Map<string, NamedParam>();
   for (const m of methods) {
     // α is --multiplier; a classic method's β is --beta; a base + models method names its second.
+    // Its per-model weight is --weights (one value per model), not a flag of its own.
     for (const p of m.params.slice(m.many ? 1 : 2)) {
+      if (m.many && p.name === MODEL_WEIGHT_PARAM) continue;
       const known = byName.get(p.name);
       if (known) known.methods.push(m);
       else byName.set(p.name, { name: p.name, flag: paramFlag(p.name), methods: [m], param: p });
@@ -47,10 +50,13 @@ export function methodParamOptions(taken: readonly string[], methods: readonly M
   for (const p of namedParams(methods)) {
     if (taken.includes(p.flag)) continue;
     const [lo, hi] = p.param.range;
+    // Methods may share a parameter with different defaults (normalize: ties 1, dare 0).
+    const defaults = p.methods.map((m) => m.params.find((q) => q.name === p.name)!.default);
+    const defaultText = defaults.every((d) => d === defaults[0]) ? `default ${defaults[0]}` : `default ${p.methods.map((m, i) => `${defaults[i]} for ${m.name}`).join(", ")}`;
     options[p.flag] = {
       type: "string",
       value: p.param.integer ? "N" : "X",
-      description: `${p.methods.map((m) => m.name).join(", ")}: ${p.param.summary} [${lo}, ${hi}] (default ${p.param.default})`,
+      description: `${p.methods.map((m) => m.name).join(", ")}: ${p.param.summary} [${lo}, ${hi}] (${defaultText})`,
     };
   }
   return options;
@@ -81,7 +87,7 @@ export function namedParamArgs(args: ParsedArgs, method: MergeMethod, methods: r
     const value = stringArg(args, p.flag);
     if (value === undefined) continue;
     if (!method.params.some((q) => q.name === p.name)) {
-      const own = method.params.slice(method.many ? 1 : 2).map((q) => `--${paramFlag(q.name)}`);
+      const own = method.params.slice(method.many ? 1 : 2).filter((q) => !(method.many && q.name === MODEL_WEIGHT_PARAM)).map((q) => `--${paramFlag(q.name)}`);
       throw new MergeError("INVALID_ARGUMENT", `--${p.flag}: ${method.name} has no parameter ${p.name} (${p.methods.map((m) => m.name).join(", ")} ${p.methods.length === 1 ? "has" : "have"} it; ${method.name}'s own: ${own.length ? own.join(", ") : "none beyond --multiplier and --beta"})`);
     }
     values[p.name] = numberArg(`--${p.flag}`, value);

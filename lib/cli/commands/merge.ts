@@ -12,6 +12,12 @@ import type { MergeReport } from "../../merge";
 
 const methodHelp = METHODS.map((m) => `${m.name} (${m.formula})`).join("; ");
 
+/** "A", "B", "C", "base", "model 2": how messages name an input of a report. */
+export function inputLabel(input: { slot: string; index?: number }): string {
+  if (input.slot === "model") return `model ${(input.index ?? 0) + 1}`;
+  return input.slot === "base" ? "base" : input.slot.toUpperCase();
+}
+
 /** Warnings go to stderr, even with --quiet: a merge that kept most of A is not a quiet success. */
 export function printMergeWarnings(report: MergeReport, io: CliIo): void {
   for (const w of report.warnings) io.err.write(`warning: ${w}\n`);
@@ -19,7 +25,7 @@ export function printMergeWarnings(report: MergeReport, io: CliIo): void {
 
 export function printMergeReport(report: MergeReport, io: CliIo): void {
   const s = report.stats;
-  for (const r of report.renamedKeys) io.out.write(`renamed ${r.keys} keys of ${r.slot.toUpperCase()} (${r.path}) from the 2022 text-encoder layout to the modern names, as the classic tool does\n`);
+  for (const r of report.renamedKeys) io.out.write(`renamed ${r.keys} keys of ${inputLabel(r)} (${r.path}) from the 2022 text-encoder layout to the modern names, as the classic tool does\n`);
   for (const t of report.removedTemps ?? []) io.out.write(`removed ${t}, left by a merge that was killed\n`);
   for (const c of report.configs) io.out.write(`copied model config to ${c}\n`);
   for (const o of report.outputs) io.out.write(`wrote ${o.path} (${formatBytes(o.bytes)}${report.outputs.length > 1 ? `, M=${o.multiplier}` : ""})\n`);
@@ -40,7 +46,7 @@ export function mergePlanView(report: MergeReport): PlanView {
   const n = report.outputs.length;
   return {
     heading: `plan for ${report.method}: ${n} output${n === 1 ? "" : "s"}, 1 pass`,
-    inputs: report.inputs.map((i) => ({ name: i.slot.toUpperCase(), bytes: i.bytes, path: i.path })),
+    inputs: report.inputs.map((i) => ({ name: inputLabel(i), bytes: i.bytes, path: i.path })),
     outputs: report.outputs.map((o) => ({ ...o, state: "planned" as const })),
     unsaved: [],
     bytesRead: report.bytesRead,
@@ -75,6 +81,7 @@ const FIXED_OPTIONS: Record<string, CommandOption> = {
     multiplier: { type: "string", short: "M", value: "M", description: "multiplier (α); a list (0.1,0.2) or range (0.1:0.5:0.1) writes one file per value in one pass (default: the method's)" },
     dtype: { type: "string", value: "TYPE", description: "float output type: same (as A or the base, default), fp16, bf16, fp32, fp8-e4m3, fp8-e5m2" },
     alpha: { type: "string", value: "M", description: "another name for --multiplier (the method's α)" },
+    lambda: { type: "string", value: "λ", description: `another name for --multiplier: λ, the scale of the merged task vectors (${METHODS.filter((m) => m.many && m.params[0]).map((m) => m.name).join(", ")})` },
     beta: { type: "string", value: "B", description: "the method's β (triple-sum, sum-twice, multiply-difference, similarity-add-difference, tensor-sum)" },
     weight: { type: "string", multiple: true, value: "REGEX=VALUE", description: "α for keys matching REGEX (repeatable; the first matching pattern wins over the block value and the multiplier)" },
     "beta-weight": { type: "string", multiple: true, value: "REGEX=VALUE", description: "β for keys matching REGEX (repeatable, as --weight)" },
@@ -134,8 +141,9 @@ export const mergeCommand = defineCommand({
       if (v !== undefined) (options as unknown as Record<string, unknown>)[key] = v;
     }
     if (threads !== undefined) options.threads = Number(threads);
-    const alpha = stringArg(args, "alpha");
-    if (alpha !== undefined) options.alpha = alpha;
+    const alpha = stringArg(args, "alpha"), lambda = stringArg(args, "lambda");
+    if (alpha !== undefined && lambda !== undefined) throw new MergeError("INVALID_ARGUMENT", "--alpha and --lambda are the same option (--multiplier): give one");
+    if (alpha !== undefined || lambda !== undefined) options.alpha = (alpha ?? lambda)!;
     const beta = stringArg(args, "beta");
     if (beta !== undefined) options.beta = numberArg("--beta", beta);
     if (listArg(args, "weight").length) options.weights = listArg(args, "weight").map((w) => keyValueArg("--weight", w));
