@@ -229,6 +229,26 @@ describe("CLI: a TIES merge of a base and three models, end to end", function ()
     assert.ok(!readdirSync(dir.path).includes("bad.safetensors"));
   });
 
+  it("dare-ties finds the base and models by name in --model-dir; the same seed gives the same bytes, another seed other bytes", () => {
+    const out = (name: string) => join(dir.path, `${name}.safetensors`);
+    const merge = (name: string, seed: string) => run(["merge", "--method", "dare-ties", "--base", "base", "--models", "m1", "m2", "--drop-rate", "0.5", "--seed", seed, "--model-dir", dir.path, "--out", out(name), "-q"]);
+    for (const [name, seed] of [["dare-1", "42"], ["dare-2", "42"], ["dare-3", "7"]] as const) assert.equal(merge(name, seed).code, 0, name);
+    // (The files differ in their metadata only: each records its own name.)
+    assert.deepEqual(readModel(out("dare-2")).tensors.get(KEY)!.values, readModel(out("dare-1")).tensors.get(KEY)!.values);
+    assert.notDeepEqual(readModel(out("dare-3")).tensors.get(KEY)!.values, readModel(out("dare-1")).tensors.get(KEY)!.values);
+    const recipe = JSON.parse(readModel(out("dare-1")).metadata.tensormerge_recipe!) as { rows: { params?: Record<string, number> }[] };
+    assert.deepEqual(recipe.rows[0]!.params, { "drop-rate": 0.5, seed: 42 });
+    const shown = JSON.parse(readModel(out("dare-1")).metadata.sd_merge_recipe!) as Record<string, unknown>;
+    assert.equal(shown.interp_method, "DARE-TIES");
+    assert.deepEqual(shown.model_names, ["m1.safetensors", "m2.safetensors"]);
+  });
+
+  it("model-stock needs two models at least, said before writing", () => {
+    const r = run(["merge", "--method", "model-stock", "--base", paths.base, "--models", paths.m[0]!, "--out", join(dir.path, "stock.safetensors")]);
+    assert.equal(r.code, 2);
+    assert.match(r.err, /model-stock takes 2 to \d+ models/);
+  });
+
   it("reproduce rebuilds the TIES merge bit for bit from the recipe in its metadata", () => {
     const out = join(dir.path, "to-reproduce.safetensors");
     assert.equal(run(["merge", "--method", "ties", "--base", paths.base, "--models", ...paths.m, "--weights", "1,0.8,0.6", "--density", "0.4", "--out", out, "-q"]).code, 0);

@@ -12,7 +12,7 @@ import { assertCompatible, assertDistinctModels } from "../../lib/library/compat
 import { METHODS } from "../../lib/methods/registry";
 import { formatClassicRecipe } from "../../lib/recipes/classic";
 import { compileRecipe } from "../../lib/recipes/compile";
-import { formatJsonRecipe, parseJsonRecipe, readJson, recipeToJson } from "../../lib/recipes/json";
+import { formatJsonRecipe, parseJsonRecipe, readJson, recipeToJson, RECIPE_SCHEMA } from "../../lib/recipes/json";
 import { embeddedRecipe, outputMetadata } from "../../lib/recipes/metadata";
 import { parseHistory } from "../../lib/recipes/history";
 import { reproduce } from "../../lib/recipes/reproduce";
@@ -282,5 +282,13 @@ describe("recipes: a base + models row run, chained and reproduced", function ()
     const recipe = parseJsonRecipe({ rows: [{ name: "t", method: "ties", base: "base", models: ["m1", "wide"] }] });
     await assert.rejects(runRecipe(recipe, { modelDirs: [lib], outDir: out, hashCache: null }), (e: unknown) => isCode("SHAPE_MISMATCH")(e) && /row 1 \(t\): model 2 \(wide\.safetensors\) does not fit base/.test((e as Error).message));
     assert.deepEqual(readdirSync(out), []);
+  });
+});
+
+describe("recipes: the schema", () => {
+  it("lists exactly the registry's methods, and describes base and models", () => {
+    const schema = RECIPE_SCHEMA as { $defs: { row: { properties: { method: { enum: string[] } } & Record<string, unknown> }; model: unknown } };
+    assert.deepEqual([...schema.$defs.row.properties.method.enum].sort(), METHODS.map((m) => m.name).sort());
+    assert.ok("base" in schema.$defs.row.properties && "models" in schema.$defs.row.properties && schema.$defs.model);
   });
 });
