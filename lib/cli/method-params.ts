@@ -56,7 +56,7 @@ export function methodParamOptions(taken: readonly string[], methods: readonly M
     options[p.flag] = {
       type: "string",
       value: p.param.integer ? "N" : "X",
-      description: `${p.methods.map((m) => m.name).join(", ")}: ${p.param.summary} [${lo}, ${hi}] (${defaultText})`,
+      description: `${p.methods.map((m) => m.name).join(", ")}: ${p.param.summary} [${lo}, ${hi}] (${defaultText}${p.methods.some((m) => m.many && m.params.find((q) => q.name === p.name)!.perModel) ? "; a comma list gives one value per model" : ""})`,
     };
   }
   return options;
@@ -76,23 +76,37 @@ export function keyValueArg(flag: string, text: string): { pattern: string; valu
   return { pattern: text.slice(0, at), value: numberArg(flag, text.slice(at + 1)) };
 }
 
+export interface NamedParamArgs {
+  /** Row values by parameter name. */
+  values: Record<string, number>;
+  /** Per-model values by parameter name, one per model (`--density 0.2,0.3,0.5`). */
+  perModel: Record<string, number[]>;
+}
+
 /**
- * The named parameters given on the command line for `method`, by parameter name. A flag of a
- * parameter the method lacks is an error naming the flag and the method's own flags (a typo in a
- * method name must not silently drop a parameter).
+ * The named parameters given on the command line for `method`. A per-model parameter of a base
+ * + models method takes one value (for every model) or a comma list of one per model, as
+ * `--weights`. A flag of a parameter the method lacks is an error naming the flag and the
+ * method's own flags (a typo in a method name must not silently drop a parameter).
  */
-export function namedParamArgs(args: ParsedArgs, method: MergeMethod, methods: readonly MergeMethod[] = METHODS): Record<string, number> {
-  const values: Record<string, number> = {};
+export function namedParamArgs(args: ParsedArgs, method: MergeMethod, models = 0, methods: readonly MergeMethod[] = METHODS): NamedParamArgs {
+  const out: NamedParamArgs = { values: {}, perModel: {} };
   for (const p of namedParams(methods)) {
     const value = stringArg(args, p.flag);
     if (value === undefined) continue;
-    if (!method.params.some((q) => q.name === p.name)) {
-      const own = method.params.slice(method.many ? 1 : 2).filter((q) => !(method.many && q.name === MODEL_WEIGHT_PARAM)).map((q) => `--${paramFlag(q.name)}`);
-      throw new MergeError("INVALID_ARGUMENT", `--${p.flag}: ${method.name} has no parameter ${p.name} (${p.methods.map((m) => m.name).join(", ")} ${p.methods.length === 1 ? "has" : "have"} it; ${method.name}'s own: ${own.length ? own.join(", ") : "none beyond --multiplier and --beta"})`);
+    const own = method.params.find((q) => q.name === p.name);
+    if (!own) {
+      const flags = method.params.slice(method.many ? 1 : 2).filter((q) => !(method.many && q.name === MODEL_WEIGHT_PARAM)).map((q) => `--${paramFlag(q.name)}`);
+      throw new MergeError("INVALID_ARGUMENT", `--${p.flag}: ${method.name} has no parameter ${p.name} (${p.methods.map((m) => m.name).join(", ")} ${p.methods.length === 1 ? "has" : "have"} it; ${method.name}'s own: ${flags.length ? flags.join(", ") : "none beyond --multiplier and --beta"})`);
     }
-    values[p.name] = numberArg(`--${p.flag}`, value);
+    if (value.includes(",")) {
+      if (!(method.many && own.perModel)) throw new MergeError("INVALID_ARGUMENT", `--${p.flag} ${JSON.stringify(value)}: one number; ${method.name}'s ${p.name} is ${method.many ? "the row's, not each model's" : "one value"}`);
+      const list = value.split(",").map((t) => numberArg(`--${p.flag}`, t.trim()));
+      if (list.length !== models) throw new MergeError("INVALID_ARGUMENT", `--${p.flag} ${JSON.stringify(value)}: ${list.length} values for ${models} model${models === 1 ? "" : "s"} (one for all, or one per --models entry, in order)`);
+      out.perModel[p.name] = list;
+    } else out.values[p.name] = numberArg(`--${p.flag}`, value);
   }
-  return values;
+  return out;
 }
 
 /** `--weights 1,0.8,0.6`: one weight per model, in the order of `--models`. */

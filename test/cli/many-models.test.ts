@@ -63,7 +63,7 @@ describe("CLI: parameter flags from the method registry", () => {
     });
     const options = methodParamOptions(["out", "a", "b"], [probe]);
     assert.deepEqual(Object.keys(options), ["keep-share"]);
-    assert.match(options["keep-share"]!.description, /probe: share kept \[0, 1\] \(default 0\.2\)/);
+    assert.match(options["keep-share"]!.description, /probe: share kept \[0, 1\] \(default 0\.2; a comma list gives one value per model\)/);
   });
 
   it("the registry's own parameters never take a fixed option's name", () => {
@@ -152,9 +152,10 @@ describe("CLI: --model-dir, and --models no longer a folder", function () {
  * (trimmed); average the agreeing trimmed deltas weighted by wᵢ (Σ wᵢ·δᵢ / Σ wᵢ over those that
  * agree, 0 where none does); result = base + λ·that.
  */
-function tiesByHand(base: number[], models: number[][], weights: number[], density: number, lambda: number): number[] {
-  const n = base.length, k = Math.round(density * n);
-  const trimmed = models.map((m) => {
+function tiesByHand(base: number[], models: number[][], weights: number[], density: number | number[], lambda: number): number[] {
+  const n = base.length;
+  const trimmed = models.map((m, i) => {
+    const k = Math.round((typeof density === "number" ? density : density[i]!) * n);
     const delta = m.map((v, j) => v - base[j]!);
     const threshold = [...delta].map(Math.abs).sort((x, y) => y - x)[k - 1]!;
     return delta.map((d) => (Math.abs(d) >= threshold ? d : 0));
@@ -201,6 +202,22 @@ describe("CLI: a TIES merge of a base and three models, end to end", function ()
     const got = readModel(out).tensors.get(KEY)!.values;
     const want = tiesByHand(base.map(fp32), models, [1, 0.8, 0.6], 0.4, 1);
     got.forEach((v, j) => assert.ok(Math.abs(v - want[j]!) <= 1e-6 * Math.max(1, Math.abs(want[j]!)), `element ${j}: ${v} vs ${want[j]}`));
+  });
+
+  it("takes one density per model as a comma list, and refuses a list for a row parameter", () => {
+    const out = join(dir.path, "ties-per-model.safetensors");
+    const r = run(["merge", "--method", "ties", "--base", paths.base, "--models", ...paths.m, "--density", "0.4,0.2,0.6", "--lambda", "0.5", "--out", out, "-q"]);
+    assert.equal(r.code, 0, r.err);
+    const got = readModel(out).tensors.get(KEY)!.values;
+    const want = tiesByHand(base.map(fp32), models, [1, 1, 1], [0.4, 0.2, 0.6], 0.5);
+    got.forEach((v, j) => assert.ok(Math.abs(v - want[j]!) <= 1e-6 * Math.max(1, Math.abs(want[j]!)), `element ${j}: ${v} vs ${want[j]}`));
+    const recipe = JSON.parse(readModel(out).metadata.tensormerge_recipe!) as { rows: { models: { params?: Record<string, number> }[] }[] };
+    assert.deepEqual(recipe.rows[0]!.models.map((m) => m.params?.density), [0.4, 0.2, 0.6]);
+    const seeds = run(["merge", "--method", "dare", "--base", paths.base, "--models", ...paths.m, "--seed", "1,2,3", "--out", join(dir.path, "no.safetensors")]);
+    assert.equal(seeds.code, 2);
+    assert.match(seeds.err, /--seed "1,2,3": one number; dare's seed is the row's/);
+    const short = run(["merge", "--method", "ties", "--base", paths.base, "--models", ...paths.m, "--density", "0.4,0.2", "--out", join(dir.path, "no.safetensors")]);
+    assert.match(short.err, /2 values for 3 models/);
   });
 
   it("--dry-run lists the base and the models, and writes nothing", () => {

@@ -134,8 +134,10 @@ export const mergeCommand = defineCommand({
       options.a = requiredArg(args, "a", "merge");
       for (const slot of method.inputs) requiredArg(args, slot, "merge", ` for ${method.name} (model ${slot.toUpperCase()})`);
     }
-    const named = namedParamArgs(args, method);
-    if (Object.keys(named).length) options.params = named;
+    const named = namedParamArgs(args, method, models.length);
+    if (Object.keys(named.values).length) options.params = named.values;
+    const perModel = Object.entries(named.perModel);
+    if (perModel.length) options.modelParams = models.map((_, i) => Object.fromEntries(perModel.map(([name, list]) => [name, list[i]!])));
     for (const key of ["b", "c", "multiplier", "dtype", "engine", "isa"] as const) {
       const v = stringArg(args, key);
       if (v !== undefined) (options as unknown as Record<string, unknown>)[key] = v;
