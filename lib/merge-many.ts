@@ -4,6 +4,7 @@
  * Everything is checked before any output is created: the count of models, duplicates (by path
  * once resolved), architectures (compat.ts, each model against the base), parameter ranges.
  */
+import { realpath } from "node:fs/promises";
 import { basename } from "node:path";
 import { executePlan, nonFiniteWarnings, preflight, sideFileNeeds } from "./board";
 import type { OutputDtype } from "./dtypes";
@@ -116,12 +117,14 @@ export async function mergeMany(options: MergeOptions, checked: CheckedMany, sta
   const modelPaths: string[] = [];
   for (const m of many.models) modelPaths.push(await resolveModel(m, resolveOptions));
   // Two names for one file (a path and a hash, a symlink) are found here, once resolved.
-  const seen = new Map<string, string>([[basePath, "the base"]]);
-  modelPaths.forEach((p, i) => {
-    const before = seen.get(p);
-    if (before) throw new MergeError("INVALID_ARGUMENT", `models[${i}] (${many.models[i]}) is the same file as ${before} (${p}): give each model once`, { path: p });
-    seen.set(p, `models[${i}]`);
-  });
+  const real = async (p: string) => realpath(p).catch(() => p);
+  const seen = new Map<string, string>([[await real(basePath), "the base"]]);
+  for (const [i, p] of modelPaths.entries()) {
+    const key = await real(p);
+    const before = seen.get(key);
+    if (before) throw new MergeError("INVALID_ARGUMENT", `models[${i}] (${many.models[i]}) is the same file as ${before} (${key}): give each model once`, { path: p });
+    seen.set(key, `models[${i}]`);
+  }
   const vaePath = checked.vae === undefined ? undefined : await resolveModel(checked.vae, resolveOptions);
   const readFiles = await ProtectedFiles.of([
     { path: basePath, what: "the base" },

@@ -15,6 +15,10 @@ function magnitudeKey(x: number): number {
   keyFloat[0] = x;
   return (keyBits[0]! & 0x7fffffff) >>> 0;
 }
+/** The positive quiet NaN for every NaN result (many_kernels.cc `canonical` says why). */
+function canonical(v: number): number {
+  return Number.isNaN(v) ? NaN : v;
+}
 function signOf(x: number): number {
   return x > 0 ? 1 : x < 0 ? -1 : 0;
 }
@@ -41,7 +45,8 @@ function taskMerge(r: Float32Array, a: ManyArgs, n: number): void {
   for (let j = 0; j < models; j++) divisorAll = j === 0 ? w[0]! : f(divisorAll + w[j]!);
   if (Math.abs(divisorAll) < f(1e-8)) divisorAll = 1;
   const masks = drop ? Array.from({ length: models }, (_, j) => new MaskStream(a.ints[1]!, a.ints[2]!, j, a.ints[3]!)) : [];
-  const wd = new Array<number>(models);
+  // fp32 values keep their NaN bits in a Float32Array (a JS array of doubles may not).
+  const wd = new Float32Array(models);
   for (let i = 0; i < n; i++) {
     const base = a.x[0]![i]!;
     for (let j = 0; j < models; j++) {
@@ -72,12 +77,12 @@ function taskMerge(r: Float32Array, a: ManyArgs, n: number): void {
       divisor = divisorAll;
     }
     if (normalize) mixed = f(mixed / divisor);
-    r[i] = f(base + f(mixed * lambda));
+    r[i] = canonical(f(base + f(mixed * lambda)));
   }
 }
 
 function combine(r: Float32Array, x: Float32Array, y: Float32Array, ca: number, cb: number, n: number): void {
-  for (let i = 0; i < n; i++) r[i] = f(f(x[i]! * ca) + f(y[i]! * cb));
+  for (let i = 0; i < n; i++) r[i] = canonical(f(f(x[i]! * ca) + f(y[i]! * cb)));
 }
 
 /** The fp32 coefficients of a and b for one tensor (see many_kernels.cc slerp). */
@@ -123,7 +128,8 @@ export function modelStockT(stats: readonly number[], models: number): number {
     }
   }
   const c = cosSum / pairs;
-  return f(models * c / (1 + (models - 1) * c));
+  const t = f(models * c / (1 + (models - 1) * c));
+  return Number.isNaN(t) ? NaN : t; // the positive quiet NaN, as many_kernels.cc
 }
 
 function modelStock(r: Float32Array, a: ManyArgs, n: number): void {
@@ -133,7 +139,7 @@ function modelStock(r: Float32Array, a: ManyArgs, n: number): void {
   for (let i = 0; i < n; i++) {
     let sum = a.x[1]![i]!;
     for (let j = 1; j < models; j++) sum = f(sum + a.x[j + 1]![i]!);
-    r[i] = f(f(t * f(sum / models)) + f(u * a.x[0]![i]!));
+    r[i] = canonical(f(f(t * f(sum / models)) + f(u * a.x[0]![i]!)));
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "det_math.h"
 #include "kernels.h"
@@ -16,6 +17,14 @@ inline uint32_t magnitude_key(float x) {
 }
 
 inline float sign_of(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
+
+/**
+ * Every NaN these kernels store is the positive quiet NaN (0x7fc00000): with two NaN operands
+ * of different signs (an input's NaN, and the −NaN of inf − inf or 0·inf) which one an addition
+ * returns depends on the operand order the compiler or the JIT picked, so the bits could differ
+ * between engines. NaN counts (MergeReport.nonFinite) are unchanged.
+ */
+inline float canonical(float v) { return v != v ? std::numeric_limits<float>::quiet_NaN() : v; }
 
 /**
  * Generalised task arithmetic (mergekit generalized_task_arithmetic.py), per element:
@@ -76,13 +85,13 @@ void task_merge(float * r, const merge_many_args & a, size_t n) {
             divisor = divisor_all;
         }
         if (normalize) mixed = mixed / divisor;
-        r[i] = base + mixed * lambda;
+        r[i] = canonical(base + mixed * lambda);
     }
 }
 
 /** r = a·ca + b·cb with fp32 coefficients (two products, one add: the weighted-sum order). */
 void combine(float * r, const float * x, const float * y, float ca, float cb, size_t n) {
-    for (size_t i = 0; i < n; i++) r[i] = x[i] * ca + y[i] * cb;
+    for (size_t i = 0; i < n; i++) r[i] = canonical(x[i] * ca + y[i] * cb);
 }
 
 /**
@@ -137,12 +146,15 @@ void model_stock(float * r, const merge_many_args & a, size_t n) {
             pairs++;
         }
     const double c = cos_sum / pairs;
-    const float t = (float) (models * c / (1 + (models - 1) * c));
+    float t = (float) (models * c / (1 + (models - 1) * c));
+    // A NaN coefficient (a NaN or infinite statistic) is the positive quiet NaN in both engines:
+    // the TS engine's doubles pass through JS arrays, which do not keep a NaN's sign.
+    if (t != t) t = std::numeric_limits<float>::quiet_NaN();
     const float u = 1.0f - t, count = (float) models;
     for (size_t i = 0; i < n; i++) {
         float sum = a.x[1][i];
         for (uint32_t j = 1; j < models; j++) sum = sum + a.x[j + 1][i];
-        r[i] = t * (sum / count) + u * a.x[0][i];
+        r[i] = canonical(t * (sum / count) + u * a.x[0][i]);
     }
 }
 
