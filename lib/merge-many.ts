@@ -138,10 +138,9 @@ export async function mergeMany(options: MergeOptions, checked: CheckedMany, sta
   const base = await openModel(basePath);
   const models: ModelFile[] = [];
   for (const p of modelPaths) models.push(await openModel(p));
-  // Each model checked against the base; the same file under two names (a link) refused.
-  const labels = [`the base (${basename(basePath)})`, ...modelPaths.map((p, i) => `model ${i + 1} (${basename(p)})`)];
-  assertDistinctModels([base, ...models], { labels });
-  assertCompatible([base, ...models], { labels });
+  // The same file under two names that resolve apart (a hard link) is refused too.
+  assertDistinctModels([base, ...models], { labels: [`the base (${basename(basePath)})`, ...modelPaths.map((p, i) => `model ${i + 1} (${basename(p)})`)] });
+  assertCompatible([base, ...models], { labels: ["the base", ...models.map((_, i) => `model ${i + 1}`)] });
   const vaeModel = vaePath ? await openModel(vaePath) : undefined;
   const edits = planKeyEdits({
     a: base,
