@@ -281,3 +281,23 @@ describe("CLI: a TIES merge of a base and three models, end to end", function ()
     assert.ok(readFileSync(rebuilt).equals(readFileSync(out)));
   });
 });
+
+describe("CLI: tensormerge methods", () => {
+  it("lists every method of the registry with its inputs and the flags of its parameters", () => {
+    const r = run(["methods"]);
+    assert.equal(r.code, 0, r.err);
+    for (const m of METHODS) assert.match(r.out, new RegExp(`^${m.name}: `, "m"), m.name);
+    const json = JSON.parse(run(["methods", "ties", "--json"]).out) as { name: string; many?: { min: number }; params: { name: string; flags: string }[] }[];
+    assert.equal(json.length, 1);
+    assert.equal(json[0]!.name, "ties");
+    assert.ok(json[0]!.many);
+    const flags = Object.fromEntries(json[0]!.params.map((p) => [p.name, p.flags]));
+    assert.equal(flags.density, "--density");
+    assert.equal(flags.weight, "--weights (one per model)");
+    assert.match(flags.alpha!, /--lambda/);
+    for (const p of json[0]!.params.slice(1)) if (p.name !== "weight") assert.ok(p.flags.slice(2) in mergeCommand.options, p.flags);
+    const typo = run(["methods", "tie"]);
+    assert.equal(typo.code, 1);
+    assert.match(typo.err, /METHOD_UNKNOWN.*did you mean "ties"/);
+  });
+});

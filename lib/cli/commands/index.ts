@@ -8,9 +8,11 @@ import { blocksCommand } from "./blocks";
 import { runCommand } from "./run";
 import { reproduceCommand } from "./reproduce";
 import { benchCommand } from "./bench";
+import { methodsCommand } from "./methods";
 
 export const COMMANDS: Command[] = [
   mergeCommand,
+  methodsCommand,
   demoCommand,
   listCommand,
   inspectCommand,
