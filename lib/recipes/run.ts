@@ -328,7 +328,7 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
     isa: "",
     threads: options.threads ?? defaultThreads(),
     seconds: 0,
-    warnings: [...compiled.warnings, ...rows.flatMap(rowKeyWarnings)],
+    warnings: [...compiled.warnings, ...rows.flatMap(rowKeyWarnings), ...rows.flatMap((c, ci) => modelKeyWarnings(c, plan?.stats[ci], rows))],
     nonFinite: [],
     stats: plan?.stats ?? [],
     plan,
@@ -568,4 +568,15 @@ function manyModelsBoardFields(c: CompiledRow): Pick<BoardRow, "base" | "models"
       }),
     } : {}),
   };
+}
+
+/** A base + models row: each model that lacks float keys of the base (they keep the base's values), as merge() says it. */
+function modelKeyWarnings(c: CompiledRow, stats: PlanStats | undefined, rows: readonly CompiledRow[]): string[] {
+  if (!c.models || !stats?.missingByModel) return [];
+  return stats.missingByModel.flatMap((n, i) => {
+    if (!(n > 0)) return [];
+    const src = c.models![i]!.source;
+    const name = src.kind === "file" ? src.file.name : rows[src.row]!.row.name;
+    return [`row ${c.index + 1} (${c.row.name}): model ${i + 1} (${name}) lacks ${n} float key${n === 1 ? "" : "s"} of the base: those keep the base's values`];
+  });
 }

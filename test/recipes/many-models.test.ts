@@ -275,6 +275,18 @@ describe("recipes: a base + models row run, chained and reproduced", function ()
     assert.equal(rebuilt.identical, true);
   });
 
+  it("warns about a model that lacks keys of the base (they keep the base's values)", async () => {
+    const KEY2 = "model.diffusion_model.in.weight";
+    writeModel(file("base2"), { [KEY]: { dtype: "F32", shape: [2, 3], values: [1, 2, 3, 4, 5, 6] }, [KEY2]: { dtype: "F32", shape: [2], values: [1, 2] } });
+    writeModel(file("full"), { [KEY]: { dtype: "F32", shape: [2, 3], values: [2, 2, 2, 2, 2, 2] }, [KEY2]: { dtype: "F32", shape: [2], values: [3, 3] } });
+    const out = join(dir.path, "partial");
+    mkdirSync(out);
+    const recipe = parseJsonRecipe({ rows: [{ name: "p", method: "ties", base: "base2", models: ["full", "m1"] }] });
+    const report = await runRecipe(recipe, { modelDirs: [lib], outDir: out, hashCache: null, recipeMetadata: false });
+    assert.deepEqual(report.warnings, ["row 1 (p): model 2 (m1.safetensors) lacks 1 float key of the base: those keep the base's values"]);
+    assert.deepEqual(readModel(join(out, "p.safetensors")).tensors.get(KEY2)!.values, [1, 2]); // a key some model lacks stays the base's
+  });
+
   it("refuses a model of another shape than the base before writing, naming the model", async () => {
     writeModel(file("wide"), { [KEY]: { dtype: "F32", shape: [3, 3], values: new Array(9).fill(0) } });
     const out = join(dir.path, "refused");
