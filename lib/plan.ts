@@ -33,6 +33,7 @@ import type { ArgRef, KernelCall, MergeMethod, ModelSlot, StatOperand } from "./
 import { paramResolver, type RowParams } from "./methods/params";
 import { numelOf, shapeToString, type ModelFile, type TensorInfo } from "./model";
 import { KERNEL_ID, REDUCTION_ID, type JobOp, type JobPiece, type JobReduction, type KernelName, type Operand, type ReductionName } from "./native/job";
+import { nameHash } from "./engine/philox";
 import { planManyRow } from "./plan-many";
 import { layoutRowOutputs } from "./plan-layouts";
 
@@ -53,6 +54,7 @@ export interface StatExpr {
   kind: ReductionName;
   args: Expr[];
   k?: number;
+  columns?: number;
 }
 
 const statsCache = new WeakMap<Expr, boolean>();
@@ -369,7 +371,7 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
     const at = (k: number): Segment[] => {
       // This tensor's values for output k, its kernel call, and any rows another call computes.
       const values = resolve(t.name, row.multipliers[k]!)!;
-      const call = shared(method.kernelFor(values));
+      const call = shared(method.kernelFor(values, { name: t.name, nameHash: nameHash(t.name), n, shape: t.shape }));
       const spans = method.rowSpans && rows > 0 ? method.rowSpans(values, rows).map((sp) => ({ start: sp.from * rowSize, end: sp.to * rowSize, call: shared(sp.call) })) : [];
       const segments: Segment[] = [];
       for (const { start: s0, count: c0, range } of cutsOf) {
@@ -413,7 +415,7 @@ export function callExpr(c: KernelCall, ref: (a: ArgRef) => Expr, round: Dtype, 
     : ref(s));
   return {
     kind: "op", kernel: c.kernel, args: c.args.map(ref), params: c.params, round,
-    ...(c.stats?.length ? { stats: c.stats.map((st) => ({ kind: st.kind, args: st.args.map(statOperand), ...(st.k !== undefined ? { k: st.k } : {}) })) } : {}),
+    ...(c.stats?.length ? { stats: c.stats.map((st) => ({ kind: st.kind, args: st.args.map(statOperand), ...(st.k !== undefined ? { k: st.k } : {}), ...(st.columns ? { columns: st.columns } : {}) })) } : {}),
     ...(c.ints?.length ? { ints: c.ints } : {}),
     ...(c.keyed ? { elementStart } : {}),
   };
@@ -475,10 +477,10 @@ class PieceBuilder {
   /** The index of a reduction of the piece, shared when two ops ask for the same one. */
   private reduction(st: StatExpr): number {
     const args = st.args.map((a) => this.operand(a));
-    const key = `${st.kind}(${args.map((a) => a.key).join(",")};${st.k ?? ""})`;
+    const key = `${st.kind}(${args.map((a) => a.key).join(",")};${st.k ?? ""};${st.columns ?? ""})`;
     let index = this.reductionKeys.get(key);
     if (index === undefined) {
-      this.reductions.push({ kind: REDUCTION_ID[st.kind], args: args.map((a) => a.operand), ...(st.k !== undefined ? { k: st.k } : {}) });
+      this.reductions.push({ kind: REDUCTION_ID[st.kind], args: args.map((a) => a.operand), ...(st.k !== undefined ? { k: st.k } : {}), ...(st.columns ? { columns: st.columns } : {}) });
       this.reductionKeys.set(key, (index = this.reductions.length - 1));
     }
     return index;

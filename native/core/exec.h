@@ -14,6 +14,8 @@
 #include "plan.h"
 #include "prefetch.h"
 
+struct merge_reduction_result;
+
 /** Read-only state shared by all threads of one run. */
 struct exec_context {
     const merge_job * job;
@@ -22,7 +24,7 @@ struct exec_context {
     const std::vector<std::unique_ptr<merge_input_map>> * inputs;
     bool release_inputs; // MADV_DONTNEED input pages once a range is consumed
     /** Per piece, its reduction results (reductions.h), filled before the piece is written. */
-    const std::vector<std::vector<double>> * stats;
+    const std::vector<std::vector<merge_reduction_result>> * stats;
 };
 
 /**

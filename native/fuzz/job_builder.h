@@ -106,13 +106,30 @@ public:
                 merge_op op;
                 op.kernel = id(MERGE_KERNEL_COUNT);
                 size_t n_args = merge_kernel_arity(op.kernel);
-                if (d_.ConsumeIntegralInRange<int>(0, 15) == 0) n_args = d_.ConsumeIntegralInRange<size_t>(0, 4);
+                if (n_args == MERGE_VARIABLE || d_.ConsumeIntegralInRange<int>(0, 15) == 0) n_args = d_.ConsumeIntegralInRange<size_t>(0, 5);
                 for (size_t a = 0; a < n_args; a++) op.args.push_back(operand((uint32_t) n_inputs, (uint32_t) k, s_.scale));
                 size_t n_params = merge_kernel_n_params(op.kernel);
-                if (d_.ConsumeIntegralInRange<int>(0, 15) == 0) n_params = d_.ConsumeIntegralInRange<size_t>(0, 6);
+                if (n_params == MERGE_VARIABLE || d_.ConsumeIntegralInRange<int>(0, 15) == 0) n_params = d_.ConsumeIntegralInRange<size_t>(0, 10);
                 for (size_t q = 0; q < n_params; q++) op.params.push_back(d_.ConsumeFloatingPoint<float>());
+                // Many-model kernels: stats (reduction indices, some past the end) and ints (flags, seeds, columns).
+                if (op.kernel >= MERGE_KERNEL_TASK_MERGE || d_.ConsumeIntegralInRange<int>(0, 15) == 0) {
+                    const size_t n_stats = d_.ConsumeIntegralInRange<size_t>(0, 12), n_ints = d_.ConsumeIntegralInRange<size_t>(0, 9);
+                    for (size_t q = 0; q < n_stats; q++) op.stats.push_back(d_.ConsumeIntegralInRange<uint32_t>(0, 7));
+                    for (size_t q = 0; q < n_ints; q++) op.ints.push_back(d_.ConsumeBool() ? d_.ConsumeIntegralInRange<uint32_t>(0, 70) : d_.ConsumeIntegral<uint32_t>());
+                    op.element_start = d_.ConsumeBool() ? 0 : number(UINT64_MAX);
+                }
                 op.round = d_.ConsumeIntegralInRange<int>(0, 7) == 0 ? id(ST_DTYPE_COUNT) : dtype();
                 piece.ops.push_back(std::move(op));
+            }
+            const size_t n_reductions = d_.ConsumeIntegralInRange<size_t>(0, 7);
+            for (size_t r = 0; r < n_reductions; r++) {
+                merge_reduction red;
+                red.kind = d_.ConsumeIntegralInRange<uint32_t>(0, 3);
+                const size_t n_args = d_.ConsumeIntegralInRange<size_t>(0, 2);
+                for (size_t a = 0; a < n_args; a++) red.args.push_back(operand((uint32_t) n_inputs, (uint32_t) piece.ops.size(), s_.scale));
+                red.k = d_.ConsumeBool() ? d_.ConsumeIntegralInRange<uint64_t>(0, piece.n + 1) : number(UINT64_MAX);
+                red.columns = d_.ConsumeBool() ? 0 : d_.ConsumeIntegralInRange<uint64_t>(0, 70);
+                piece.reductions.push_back(red);
             }
             const size_t n_writes = d_.ConsumeIntegralInRange<size_t>(0, s_.max_writes);
             for (size_t w = 0; w < n_writes; w++) {

@@ -12,6 +12,8 @@
 #include "core/dtype.h"
 #include "core/job.h"
 #include "core/kernels.h"
+#include "core/many_kernels.h"
+#include "core/reductions.h"
 #include "core/plan.h"
 
 #define FUZZ_CHECK(cond, ...)                                                        \
@@ -59,8 +61,16 @@ inline void fuzz_check_accepted(const merge_job & job) {
         for (size_t k = 0; k < p.ops.size(); k++) {
             const merge_op & op = p.ops[k];
             FUZZ_CHECK(op.kernel < MERGE_KERNEL_COUNT, "kernel %u", op.kernel);
-            FUZZ_CHECK(op.args.size() == merge_kernel_arity(op.kernel), "arity");
-            FUZZ_CHECK(op.params.size() == merge_kernel_n_params(op.kernel), "params");
+            if (op.kernel >= MERGE_KERNEL_TASK_MERGE) {
+                std::string why;
+                FUZZ_CHECK(merge_many_check(op.kernel, op.args.size(), op.params.size(), op.stats.size(), op.ints.data(), op.ints.size(), &why), "many-kernel layout: %s", why.c_str());
+            } else {
+                FUZZ_CHECK(op.args.size() == merge_kernel_arity(op.kernel), "arity");
+                FUZZ_CHECK(op.params.size() == merge_kernel_n_params(op.kernel), "params");
+                FUZZ_CHECK(op.stats.empty() && op.ints.empty(), "stats or ints on a classic kernel");
+            }
+            for (uint32_t r : op.stats) FUZZ_CHECK(r < p.reductions.size(), "stat %u of %zu", r, p.reductions.size());
+            FUZZ_CHECK((u128) op.element_start + p.n <= (u128) UINT64_MAX, "elementStart overflows");
             for (float v : op.params) FUZZ_CHECK(std::isfinite(v), "a non-finite parameter was accepted");
             FUZZ_CHECK(fuzz_is_float(op.round), "round through dtype %u", op.round);
             for (const merge_operand & a : op.args) {
@@ -70,6 +80,16 @@ inline void fuzz_check_accepted(const merge_job & job) {
                     check_input(p, a);
                     FUZZ_CHECK(fuzz_is_float(a.dtype), "math on dtype %u", a.dtype);
                 }
+            }
+        }
+        for (const merge_reduction & red : p.reductions) {
+            FUZZ_CHECK(red.kind < MERGE_REDUCTION_COUNT, "reduction kind %u", red.kind);
+            FUZZ_CHECK(red.args.size() == merge_reduction_arity(red.kind), "reduction arity");
+            if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE) FUZZ_CHECK(red.k <= p.n && red.columns == 0, "kth k %llu of %llu", (unsigned long long) red.k, (unsigned long long) p.n);
+            if (red.columns > 0) FUZZ_CHECK(p.n % red.columns == 0, "columns");
+            for (const merge_operand & a : red.args) {
+                if (a.kind == MERGE_OPERAND_OP) FUZZ_CHECK(a.index < p.ops.size(), "reduction op %u", a.index);
+                else check_input(p, a);
             }
         }
         for (const merge_write & w : p.writes) {

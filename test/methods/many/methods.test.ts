@@ -5,6 +5,7 @@
  * sd-mecha's, angles from Math.acos/Math.sin, so within fp32 rounding of the coefficients).
  */
 import { strict as assert } from "node:assert";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { merge } from "../../../lib/merge";
 import { ENGINES } from "../../helpers/engines";
@@ -80,6 +81,16 @@ describe("many-model methods match their published formulas", function () {
           }
         });
       }
+
+      it("a λ sweep of ties writes, in one pass sharing the statistics, what single merges write", async () => {
+        const sweep = join(dir.path, `sweep-${engine}-<M>.safetensors`);
+        await merge({ recipeMetadata: false, engine, method: "ties", base: paths[0]!, models: paths.slice(1), params: { density: 0.3 }, multiplier: [0.5, 1.25], out: sweep });
+        for (const m of [0.5, 1.25]) {
+          const single = join(dir.path, `single-${engine}-${m}.safetensors`);
+          await merge({ recipeMetadata: false, engine, method: "ties", base: paths[0]!, models: paths.slice(1), params: { density: 0.3 }, multiplier: m, out: single });
+          assert.ok(readFileSync(sweep.replace("<M>", String(m))).equals(readFileSync(single)), `λ = ${m}`);
+        }
+      });
 
       it("slerp falls back to the weighted sum for (nearly) parallel tensors", async () => {
         const out = join(dir.path, `slerp-same-${engine}.safetensors`);
