@@ -462,7 +462,10 @@ async function recipeMetadataFor(
   };
   // .ckpt outputs stay exactly `{"state_dict": …}`, as the classic tool writes them.
   return (multiplier, format) => format === "ckpt" ? { ...user } : outputMetadata(
-    { row: { ...recipeRow, format }, multiplier, format, inputs, ...(vae ? { vae } : {}), isInpainting: conv("a") === 9 && conv("b") === 4, isInstructPix2Pix: conv("a") === 8 && conv("b") === 4 },
+    {
+      row: { ...recipeRow, format }, multiplier, format, inputs, ...(vae ? { vae } : {}), isInpainting: conv("a") === 9 && conv("b") === 4, isInstructPix2Pix: conv("a") === 8 && conv("b") === 4,
+      ...(recipeRow.blocks && row.models.a ? { blockMap: blockMapOf(row.models.a.model) } : {}),
+    },
     { recipe: true },
   );
 }

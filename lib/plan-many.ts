@@ -15,7 +15,7 @@ import type { ArgRef } from "./methods/define";
 import { paramResolver, type RowParams } from "./methods/params";
 import { numelOf, shapeToString } from "./model";
 import { callExpr, fileModel, fixedTensor, withDtype, type BoardRow, type Expr, type PlanStats, type RowResult, type RowTensor, type VirtualModel } from "./plan";
-import { refuseScaledFp8 } from "./scaled-fp8";
+import { refuseScaledFp8, type Fp8Scale } from "./scaled-fp8";
 
 /** A model's parameters over the row's: its values, patterns (first) and block values win. */
 export function modelRowParams(row: RowParams | undefined, model: RowParams | undefined): RowParams | undefined {
@@ -83,8 +83,10 @@ export function planManyRow(row: BoardRow, base: VirtualModel, models: VirtualMo
       continue;
     }
     const hasIn = (m: VirtualModel) => (key: string) => m.byName.has(key);
-    refuseScaledFp8(t.name, t.dtype, hasIn(base), base.label, "merging");
-    others.forEach((o, i) => refuseScaledFp8(t.name, o!.dtype, hasIn(models[i]!), models[i]!.label, "merging"));
+    // Base + models methods read fp8 codes as they are: a scaled fp8 weight stays refused here.
+    const unscaled = (s: Fp8Scale | undefined): Fp8Scale | undefined => (s ? { tensor: s.tensor, problem: `${method.name} does not merge through fp8 scales` } : undefined);
+    refuseScaledFp8(t.name, t.dtype, hasIn(base), base.label, "merging", unscaled(t.scale));
+    others.forEach((o, i) => refuseScaledFp8(t.name, o!.dtype, hasIn(models[i]!), models[i]!.label, "merging", unscaled(o!.scale)));
     const whole = (segments: { start: number; count: number; expr: Expr }[], label: string): Expr => {
       if (segments.length !== 1) {
         throw new MergeError("RECIPE_INVALID", `${t.name}: ${method.name} needs the whole tensor, but ${label} computes it in parts (an earlier tensor-sum row)`, { tensor: t.name });

@@ -28,7 +28,7 @@ import { MergeError } from "./errors";
 import type { OutputFormat, OutputLayout } from "./formats/output";
 import { readableTensor, sideModelOf } from "./formats/ckpt/strided";
 import { isCopiedAsIs, isInputChannelExtension, sameShape } from "./keys";
-import { refuseScaledFp8 } from "./scaled-fp8";
+import { SCALED_FP8_MARKER, refuseScaledFp8, type Fp8Scale } from "./scaled-fp8";
 import type { ArgRef, KernelCall, MergeMethod, ModelSlot, StatOperand } from "./methods/define";
 import { paramResolver, type RowParams } from "./methods/params";
 import { numelOf, shapeToString, type ModelFile, type TensorInfo } from "./model";
@@ -77,6 +77,11 @@ export interface VirtualTensor {
   dtype: Dtype;
   shape: number[];
   segments: Segment[];
+  /**
+   * A scaled fp8 weight (lib/scaled-fp8.ts): the segments hold fp8 codes whose real values are
+   * `code × scale.scale`, or (no `scale.scale`) a scale that cannot be merged through.
+   */
+  scale?: Fp8Scale;
 }
 
 /** A model as later rows see it: a file's tensors, or an earlier row's result. */
@@ -175,7 +180,10 @@ export interface BoardPlan {
 
 export function fileModel(model: ModelFile): VirtualModel {
   // A non-contiguous .ckpt tensor is read from its contiguous copy (lib/formats/ckpt/strided.ts).
-  const tensors = model.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, segments: [{ start: 0, count: numelOf(t.shape), expr: { kind: "file" as const, ...readableTensor(model, t), base: 0 } }] }));
+  const tensors = model.tensors.map((t) => {
+    const scale = model.fp8Scales?.get(t.name);
+    return { name: t.name, dtype: t.dtype, shape: t.shape, segments: [{ start: 0, count: numelOf(t.shape), expr: { kind: "file" as const, ...readableTensor(model, t), base: 0 } }], ...(scale ? { scale } : {}) };
+  });
   return { label: model.path, tensors, byName: new Map(tensors.map((t) => [t.name, t])) };
 }
 
@@ -205,6 +213,26 @@ export function withDtype(t: VirtualTensor, dtype: Dtype): VirtualTensor {
   return { ...t, dtype, segments: t.segments.map((g) => ({ ...g, expr: convertedTo(g.expr, dtype) })) };
 }
 
+/**
+ * `expr` times `factor`, rounded once to fp32 then to `round`: the weighted sum x·(f/2) + x·(f/2)
+ * (halving is exact and equal halves add exactly, so this is x·f rounded once for the factors
+ * lib/scaled-fp8.ts accepts and their inverses).
+ */
+function scaledBy(expr: Expr, factor: number, round: Dtype): Expr {
+  const half = Math.fround(factor) / 2;
+  return { kind: "op", kernel: "weighted-sum", args: [expr, expr], params: [half, half], round };
+}
+
+/** A scaled fp8 weight's real values (codes × scale); other tensors as they are. */
+function realValues(t: VirtualTensor, expr: Expr): Expr {
+  return t.scale?.scale === undefined ? expr : scaledBy(expr, t.scale.scale, "F32");
+}
+function realTensor(t: VirtualTensor): VirtualTensor {
+  if (t.scale?.scale === undefined) return t;
+  const { scale: _scale, ...rest } = t;
+  return { ...rest, dtype: "F32", segments: t.segments.map((g) => ({ ...g, expr: realValues(t, g.expr) })) };
+}
+
 function emptyStats(): PlanStats {
   return { tensors: 0, merged: 0, missing: {}, missingExamples: [], copiedAsIs: 0, replaced: 0, discarded: 0, partial: [], extraKeys: 0 };
 }
@@ -220,6 +248,8 @@ export interface RowTensor {
   shape: number[];
   fixed?: Segment[];
   at?: (k: number) => Segment[];
+  /** Still a scaled fp8 weight (A's scale, kept with it). */
+  scale?: Fp8Scale;
 }
 
 export interface RowResult {
@@ -233,11 +263,11 @@ function segmentsOf(t: RowTensor, k: number): Segment[] {
   return t.fixed ?? t.at!(k);
 }
 export function fixedTensor(t: VirtualTensor): RowTensor {
-  return { name: t.name, dtype: t.dtype, shape: t.shape, fixed: t.segments };
+  return { name: t.name, dtype: t.dtype, shape: t.shape, fixed: t.segments, ...(t.scale ? { scale: t.scale } : {}) };
 }
 /** A single-valued row's result as later rows read it. */
 function materialize(result: RowResult): VirtualModel {
-  const tensors = result.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, segments: segmentsOf(t, 0) }));
+  const tensors = result.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, segments: segmentsOf(t, 0), ...(t.scale ? { scale: t.scale } : {}) }));
   return { label: result.label, tensors, byName: new Map(tensors.map((t) => [t.name, t])) };
 }
 
@@ -261,10 +291,21 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
     return known;
   };
   const result: RowTensor[] = [];
+  // Scaled fp8 weights of A stay scaled, with A's scale tensors and marker, unless the row sets
+  // an output type: then they become plain weights and those tensors are left out.
+  const keepScaled = outFloat === undefined;
+  const scaleTensors = new Set(a.tensors.flatMap((t) => (t.scale?.scale !== undefined ? [t.scale.tensor] : [])));
 
   for (const t of a.tensors) {
     if (row.discard?.(t.name)) {
       stats.discarded++;
+      continue;
+    }
+    if (scaleTensors.has(t.name) || (t.name === SCALED_FP8_MARKER && scaleTensors.size > 0)) {
+      if (keepScaled) {
+        result.push(fixedTensor(t));
+        stats.copiedAsIs++;
+      } else stats.discarded++;
       continue;
     }
     const replacement = row.replace?.get(t.name);
@@ -323,14 +364,16 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
     }
     const hasIn = (m: VirtualModel) => (key: string) => m.byName.has(key);
     const merging = !lacking && others.length > 0;
-    if (merging || dtype !== t.dtype) refuseScaledFp8(t.name, t.dtype, hasIn(a), a.label, merging ? "merging" : `converting to ${dtype}`);
-    if (merging) for (const s of others) refuseScaledFp8(t.name, tensors[s]!.dtype, hasIn(models[s]!), models[s]!.label, "merging");
+    if (merging || dtype !== t.dtype) refuseScaledFp8(t.name, t.dtype, hasIn(a), a.label, merging ? "merging" : `converting to ${dtype}`, t.scale);
+    if (merging) for (const s of others) refuseScaledFp8(t.name, tensors[s]!.dtype, hasIn(models[s]!), models[s]!.label, "merging", tensors[s]!.scale);
+    // A's scaled weight written scaled again: its codes where it is not merged, r × (1/scale) where it is.
+    const rescale = keepScaled && t.scale?.scale !== undefined ? t.scale.scale : undefined;
     // A key in no block, when the row has block values and no pattern names it, stays A (as
     // SuperMerger leaves such keys alone). Whether it does, does not depend on the multiplier.
     const outsideBlocks = resolve(t.name, row.multipliers[0]!) === null;
     if (lacking || others.length === 0 || outsideBlocks) {
       if (lacking && stats.missingExamples.length < 5) stats.missingExamples.push(t.name);
-      result.push(fixedTensor(withDtype(t, dtype)));
+      result.push(fixedTensor(rescale !== undefined ? t : withDtype(realTensor(t), dtype)));
       continue;
     }
     if (partialFrom.length > 0) stats.partial.push(t.name);
@@ -381,24 +424,29 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
         for (let i = 0; i + 1 < points.length; i++) {
           const start = points[i]!, count = points[i + 1]! - start;
           if (count === 0) continue;
-          const input = (s: ModelSlot) => exprAt(tensors[s]!.segments, offsetIn(s, range, start), count);
+          const input = (s: ModelSlot) => realValues(tensors[s]!, exprAt(tensors[s]!.segments, offsetIn(s, range, start), count));
           let expr: Expr;
-          if (!range.merged) expr = convertedTo(exprAt(t.segments, start, count), dtype);
-          else {
+          if (!range.merged) {
+            const own = exprAt(t.segments, start, count);
+            expr = rescale !== undefined ? own : convertedTo(realValues(t, own), dtype);
+          } else {
             const c = spans.find((sp) => sp.start <= start && start < sp.end)?.call ?? call;
             if (c.stats && (cutsOf.length !== 1 || start !== 0 || count !== n)) {
               throw new MergeError("RECIPE_INVALID", `${t.name}: ${method.name} needs the whole tensor from every model, but an input computes it in parts (an earlier tensor-sum row, an inpainting model's extra channels)`, { tensor: t.name });
             }
-            const value = callExpr(c, (s) => input(s as ModelSlot), clamp ? "F32" : round, 0);
+            // A rescaled (scaled fp8) result is rounded once, after the scaling; a clamped one after the clamp.
+            const last = rescale !== undefined ? "F32" : round;
+            const value = callExpr(c, (s) => input(s as ModelSlot), clamp ? "F32" : last, 0);
             // The clamp bounds are A's and B's values as read; the result is rounded once, after it.
-            expr = clamp ? { kind: "op", kernel: "clamp", args: [value, input("a"), input("b")], params: NO_PARAMS, round } : value;
+            expr = clamp ? { kind: "op", kernel: "clamp", args: [value, input("a"), input("b")], params: NO_PARAMS, round: last } : value;
+            if (rescale !== undefined) expr = scaledBy(expr, 1 / rescale, round);
           }
           segments.push({ start, count, expr });
         }
       }
       return segments;
     };
-    result.push({ name: t.name, dtype, shape: t.shape, at });
+    result.push({ name: t.name, dtype, shape: t.shape, at, ...(rescale !== undefined ? { scale: t.scale! } : {}) });
   }
   stats.tensors = result.length;
   return { label: row.outputs?.[0]?.path ?? row.name, count: row.multipliers.length, tensors: result };

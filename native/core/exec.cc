@@ -118,7 +118,7 @@ struct block_eval {
                     merge_many_kernel(op.kernel)(r, args, m); // ids and counts checked by validation
                     break;
                 }
-                const merge_method_fn f = merge_method_kernel(op.kernel);
+                const merge_method_fn f = merge_method_kernel_for(kt, op.kernel);
                 if (f) f(r, x, op.params.data(), m); // ids and counts checked by validation
                 break;
             }

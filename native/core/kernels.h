@@ -21,7 +21,7 @@ enum merge_kernel : uint32_t {
     MERGE_KERNEL_WEIGHTED_SUM = 1,
     MERGE_KERNEL_ADD_DIFFERENCE = 2,
     MERGE_KERNEL_LERP = 3,
-    // Element-wise method kernels (method_kernels.cc, scalar whatever the ISA):
+    // Element-wise method kernels (method_kernels.cc, SIMD in method_kernels_simd.h):
     MERGE_KERNEL_TRAIN_DIFFERENCE = 4,
     MERGE_KERNEL_TRIPLE_SUM = 5,
     MERGE_KERNEL_SUM_TWICE = 6,
@@ -68,6 +68,12 @@ inline const char * merge_kernel_name(uint32_t kernel) {
 }
 
 typedef void (*merge_load_fn)(float * dst, const void * src, size_t n);
+/**
+ * A method kernel (ids >= MERGE_KERNEL_TRAIN_DIFFERENCE): r[i] = f(x[0][i], x[1][i], ..., p);
+ * `x` holds merge_kernel_arity(kernel) operand pointers, `p` merge_kernel_n_params(kernel)
+ * parameters (checked by merge_job_validate).
+ */
+typedef void (*merge_method_fn)(float * r, const float * const * x, const float * p, size_t n);
 typedef void (*merge_store_fn)(void * dst, const float * src, size_t n);
 typedef void (*merge_round_fn)(float * x, size_t n);
 
@@ -89,6 +95,10 @@ struct merge_kernels {
     void (*weighted_sum)(float * r, const float * a, const float * b, float p0, float p1, size_t n);
     void (*add_difference)(float * r, const float * a, const float * b, const float * c, float p0, size_t n);
     void (*lerp)(float * r, const float * a, const float * b, float p0, size_t n);
+
+    // This ISA's method kernel for an id, nullptr where it has none (merge_method_kernel_for
+    // then falls back to the scalar one).
+    merge_method_fn (*method)(uint32_t kernel);
 };
 
 /** The scalar reference, always available. */

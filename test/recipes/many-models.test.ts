@@ -195,8 +195,8 @@ describe("recipes: base + models rows in the output's metadata", () => {
     // Written out by hand, with Python's separators and float reprs.
     assert.equal(meta.sd_merge_recipe, `{"type": "tensormerge", "primary_model_hash": "${"b".repeat(64)}", "secondary_model_hash": null, "tertiary_model_hash": null, ` +
       `"interp_method": "TIES", "multiplier": 1.0, "model_hashes": ["${"1".repeat(64)}", "${"2".repeat(64)}"], "model_names": ["m1.safetensors", "m2.safetensors"], ` +
-      `"model_weights": [1.0, 0.5], "params": {"density": 0.2}, "save_as_half": true, "custom_name": "tied", "config_source": 0, "bake_in_vae": "None", ` +
-      `"discard_weights": "", "is_inpainting": false, "is_instruct_pix2pix": false}`);
+      `"model_weights": [1.0, 0.5], "save_as_half": true, "custom_name": "tied", "config_source": 0, "bake_in_vae": "None", ` +
+      `"discard_weights": "", "is_inpainting": false, "is_instruct_pix2pix": false, "base_density": 0.2}`);
     assert.equal(meta.sd_merge_models, `{"${"b".repeat(64)}": {"name": "base.safetensors", "legacy_hash": "bbbbbbbb", "sd_merge_recipe": null}, ` +
       `"${"1".repeat(64)}": {"name": "m1.safetensors", "legacy_hash": "11111111", "sd_merge_recipe": null}, ` +
       `"${"2".repeat(64)}": {"name": "m2.safetensors", "legacy_hash": "22222222", "sd_merge_recipe": null}, ` +
