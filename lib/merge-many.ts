@@ -12,7 +12,7 @@ import type { EngineName } from "./engine";
 import { MergeError } from "./errors";
 import { openModel } from "./formats";
 import { outputFormatForPath, type OutputFormat } from "./formats/output";
-import { assertCompatible } from "./library/compat";
+import { assertCompatible, assertDistinctModels } from "./library/compat";
 import { configCandidates, copyModelConfig, type ConfigSource } from "./library/config";
 import { planKeyEdits } from "./library/edits";
 import { HashCache } from "./library/hash-cache";
@@ -25,6 +25,7 @@ import { METHODS, type MethodName } from "./methods/registry";
 import type { ModelFile } from "./model";
 import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies } from "./outputs";
 import { planBoard } from "./plan";
+import { manyMergeMetadata } from "./recipes/merge-metadata";
 import { blockMapOf, rowParamsOf, type RecipeRow } from "./recipes/types";
 import { requireNumberInRange, requireString } from "./validate";
 
@@ -137,16 +138,29 @@ export async function mergeMany(options: MergeOptions, checked: CheckedMany, sta
   const base = await openModel(basePath);
   const models: ModelFile[] = [];
   for (const p of modelPaths) models.push(await openModel(p));
+  // The same file under two names that resolve apart (a hard link) is refused too.
+  assertDistinctModels([base, ...models], { labels: [`the base (${basename(basePath)})`, ...modelPaths.map((p, i) => `model ${i + 1} (${basename(p)})`)] });
   assertCompatible([base, ...models], { labels: ["the base", ...models.map((_, i) => `model ${i + 1}`)] });
+  const vaeModel = vaePath ? await openModel(vaePath) : undefined;
   const edits = planKeyEdits({
     a: base,
-    ...(vaePath ? { vae: await openModel(vaePath) } : {}),
+    ...(vaeModel ? { vae: vaeModel } : {}),
     ...(options.discard !== undefined ? { discard: options.discard } : {}),
     ...(options.prune ? { prune: true } : {}),
   });
   const planParams = rowParamsOf(rowParams, rowParams.blocks ? blockMapOf(base) : undefined, "--blocks");
   checkRowParams(method, planParams);
-  const user = options.metadata ?? {};
+  const metadataFor = await manyMergeMetadata({
+    rowName: stemOf(out), method: method.name as MethodName, base, models, modelValues: many.modelParams.map((p) => p.values ?? {}), multipliers, rowParams, dtype,
+    ...(vaePath && vaeModel ? { vae: { path: vaePath, model: vaeModel } } : {}),
+    ...(options.discard !== undefined ? { discard: options.discard } : {}),
+    ...(options.prune ? { prune: true } : {}),
+    ...(options.metadata ? { metadata: options.metadata } : {}),
+    ...(options.recipeMetadata !== undefined ? { recipeMetadata: options.recipeMetadata } : {}),
+    dryRun, cache,
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
   const plan = planBoard({
     rows: [{
       name: stemOf(out),
@@ -159,9 +173,9 @@ export async function mergeMany(options: MergeOptions, checked: CheckedMany, sta
       ...(dtype ? { dtype } : {}),
       discard: edits.discard,
       replace: edits.replace,
-      outputs: targets.map((path) => {
+      outputs: targets.map((path, i) => {
         const f = format ?? outputFormatForPath(path);
-        return { path, format: f, metadata: f === "ckpt" ? { ...user } : { format: "pt", ...user } };
+        return { path, format: f, metadata: metadataFor(multipliers[i]!, f) };
       }),
     }],
   });

@@ -1,9 +1,10 @@
 /**
  * "Scaled fp8" checkpoints store a weight as fp8 codes plus a companion scale tensor: the real
  * weight is `widen(codes) × scale`. ComfyUI's scaled fp8 files (Flux, SD3.5, Wan…) name the scale
- * `<layer>.scale_weight` (and mark the file with a `scaled_fp8` key; `comfy/ops.py` dequantizes
- * with `weight.to(dtype) * scale_weight`); the newer ComfyUI and llm-compressor files use
- * `<layer>.weight_scale`, DeepSeek-style block-scaled files `<layer>.weight_scale_inv`.
+ * `<layer>.scale_weight` (and mark the file with a `scaled_fp8` key); the newer ComfyUI and
+ * llm-compressor files use `<layer>.weight_scale`, DeepSeek-style block-scaled files
+ * `<layer>.weight_scale_inv` (also multiplied in). ComfyUI's QUANTIZATION.md gives the
+ * de-quantization as `tensor_q.to(fp16) * scale`, in the compute dtype; we compute it in fp32.
  *
  * A scale that is one number (a per-tensor scale, the ComfyUI case) is read when the model is
  * opened (`readFp8Scales`) and the planner merges through it (lib/plan.ts): each such input

@@ -13,6 +13,10 @@
  *   A — `isInputChannelExtension` in lib/keys.ts); the other way round is refused, as in the
  *   classic tool ("A must be the inpainting model"); and (b) buffers copied from A as they are
  *   (`isCopiedAsIs`), which only earn a warning.
+ * - Base + models methods (ties, dare, model-stock, …) pass the base first and then the models
+ *   (labels "base", "model 1", …), so every model is checked against the base; the same file
+ *   twice (by path, or by device and inode through another name) is refused before anything is
+ *   read (`assertDistinctModels`): a model merged twice only weighs double by accident.
  * - Keys only in some models are not an error: they are counted and sampled in the report. The
  *   planner keeps A's value for a key another model lacks and ignores keys A lacks.
  */
@@ -201,4 +205,26 @@ export function assertCompatible(models: readonly ModelFile[], options: Compatib
   const first = report.problems[0]!;
   const more = report.problems.length > 1 ? ` (and ${report.problems.length - 1} more problem${report.problems.length > 2 ? "s" : ""})` : "";
   throw new MergeError(first.code, first.message + more, { path: first.path, ...(first.tensor !== undefined ? { tensor: first.tensor } : {}) });
+}
+
+/**
+ * Refuses the same file given twice among a row's models (its base included): the same path, or
+ * the same device and inode (a hard link or symlink). INVALID_ARGUMENT names both by their labels.
+ *
+ * @example
+ * assertDistinctModels([base, m1, m2], { labels: ["base", "model 1", "model 2"] });
+ */
+export function assertDistinctModels(models: readonly ModelFile[], options: Pick<CompatibilityOptions, "labels"> = {}): void {
+  const seen = new Map<string, number>();
+  const name = (i: number) => (options.labels?.[i] !== undefined ? options.labels[i]! : `${labelFor(options, i)} (${basename(models[i]!.path)})`);
+  models.forEach((m, i) => {
+    const keys = [`path:${m.path}`, ...(m.stamp ? [`inode:${m.stamp.dev}:${m.stamp.ino}`] : [])];
+    for (const key of keys) {
+      const first = seen.get(key);
+      if (first !== undefined && models[first] !== undefined) {
+        throw new MergeError("INVALID_ARGUMENT", `${name(i)} is the same file as ${name(first)}: each model is merged once (give its weight instead)`, { path: m.path });
+      }
+    }
+    for (const key of keys) seen.set(key, i);
+  });
 }

@@ -23,7 +23,7 @@ import { METHODS, type MethodName } from "../methods/registry";
 import type { ModelSlot } from "../methods/define";
 import { formatMultiplier, parseMultipliers } from "../validate";
 import { inputToken, parseInputToken } from "./inputs";
-import { SLOTS, type Recipe, type RecipeInput, type RecipeRow, type RecipeVariable } from "./types";
+import { SLOTS, isModelsRow, type Recipe, type RecipeInput, type RecipeRow, type RecipeVariable } from "./types";
 import { sanitizeOutputName, validateRecipe } from "./validate";
 
 const METHOD_BY_COUNT: Record<number, MethodName> = { 1: "no-interpolation", 2: "weighted-sum", 3: "add-difference" };
@@ -178,6 +178,7 @@ export function formatClassicRecipe(recipe: Recipe): string {
     lines.push(`# ${recipe.name}`);
   }
   recipe.rows.forEach((row, i) => {
+    if (isModelsRow(row)) throw cannot(row, i, `a ${row.method} row's base and list of models (the classic board has only A, B and C)`);
     if (row.discard?.length) throw cannot(row, i, "discarded keys");
     if (row.prune) throw cannot(row, i, "pruning");
     if (row.vae) throw cannot(row, i, "a baked-in VAE");

@@ -10,7 +10,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { MergeError } from "../errors";
 import { openModel as defaultOpenModel } from "../formats";
 import type { OutputFormat } from "../formats/output";
-import { assertCompatible } from "../library/compat";
+import { assertCompatible, assertDistinctModels } from "../library/compat";
 import { planKeyEdits } from "../library/edits";
 import type { HashCache } from "../library/hash-cache";
 import type { MergeMethod, ModelSlot } from "../methods/define";
@@ -20,7 +20,7 @@ import { checkTargets, exists } from "../outputs";
 import { formatMultiplier } from "../validate";
 import type { Bindings } from "./bindings";
 import { ModelFinder } from "./finder";
-import { SLOTS, rowLabel, usedVariables, type Recipe, type RecipeInput, type RecipeRow } from "./types";
+import { SLOTS, rowInputs, rowLabel, usedVariables, type Recipe, type RecipeInput, type RecipeRow } from "./types";
 import { validateRecipe } from "./validate";
 
 export interface CompileOptions {
@@ -64,6 +64,27 @@ export interface CompiledFile {
 
 export type CompiledSource = { kind: "file"; file: CompiledFile } | { kind: "row"; row: number };
 
+/** One model of a base + models row. */
+export interface CompiledModel {
+  source: CompiledSource;
+  weight?: number;
+  params?: Record<string, number>;
+}
+
+/** Every source of a compiled row, labelled as messages name them: A, B, C, base, model 1, … */
+export function compiledSources(c: Pick<CompiledRow, "inputs" | "base" | "models">): { label: string; source: CompiledSource }[] {
+  return [
+    ...SLOTS.flatMap((s) => (c.inputs[s] ? [{ label: s.toUpperCase(), source: c.inputs[s]! }] : [])),
+    ...(c.base ? [{ label: "base", source: c.base }] : []),
+    ...(c.models ?? []).map((m, i) => ({ label: `model ${i + 1}`, source: m.source })),
+  ];
+}
+
+/** The source that defines a row's output (its keys, order, shapes, block map): A, else the base, else the first model. */
+export function primarySource(c: Pick<CompiledRow, "inputs" | "base" | "models">): CompiledSource {
+  return c.inputs.a ?? c.base ?? c.models![0]!.source;
+}
+
 export interface CompiledOutput {
   path: string;
   multiplier: number;
@@ -79,6 +100,10 @@ export interface CompiledRow {
   method: MergeMethod;
   /** Inputs: files, or earlier compiled rows (by index in `CompiledRecipe.rows`). */
   inputs: Partial<Record<ModelSlot, CompiledSource>>;
+  /** A base + models row: its base. */
+  base?: CompiledSource;
+  /** A base + models row: its models, in order, with their weights and own parameters. */
+  models?: CompiledModel[];
   /** Multipliers computed in this run (a sweep minus the outputs skipped). */
   multipliers: number[];
   /** Outputs written, parallel to `multipliers`; empty for a row that only feeds later rows. */
@@ -119,7 +144,7 @@ function checkBindings(recipe: Recipe, bindings: Bindings, strict: boolean): voi
   const known = new Set([...used, ...recipe.variables.map((v) => v.name)]);
   const unbound = used.filter((v) => !Object.hasOwn(bindings, v) || bindings[v] === undefined);
   if (unbound.length > 0) {
-    const where = (name: string) => recipe.rows.findIndex((r) => [...SLOTS.map((s) => r.inputs[s]), r.vae].some((i) => i?.kind === "var" && i.name === name));
+    const where = (name: string) => recipe.rows.findIndex((r) => [...rowInputs(r).map((i) => i.input), r.vae].some((i) => i?.kind === "var" && i.name === name));
     const list = unbound.map((v) => `__${v}__ (${rowLabel(recipe, where(v))})`).join(", ");
     throw invalid(`unbound variable${unbound.length > 1 ? "s" : ""} ${list}: bind ${unbound.length > 1 ? "each" : "it"} with --var ${unbound[0]}=MODEL or a bindings file`);
   }
@@ -197,7 +222,7 @@ export async function compileRecipe(recipe: Recipe, options: CompileOptions = {}
   for (let i = recipe.rows.length - 1; i >= 0; i--) {
     if (replaced.has(i)) continue;
     const writes = outputs[i]!.some((o) => o.state !== "skip");
-    const feeds = recipe.rows.some((r, j) => j > i && needed[j] && SLOTS.some((s) => r.inputs[s]?.kind === "row" && (r.inputs[s] as { row: number }).row === i));
+    const feeds = recipe.rows.some((r, j) => j > i && needed[j] && rowInputs(r).some(({ input }) => input.kind === "row" && input.row === i));
     needed[i] = writes || feeds;
   }
 
@@ -240,16 +265,20 @@ export async function compileRecipe(recipe: Recipe, options: CompileOptions = {}
   for (const [i, row] of recipe.rows.entries()) {
     if (!needed[i]) continue;
     const label = rowLabel(recipe, i);
+    const sourceOf = async (input: RecipeInput, what: string): Promise<CompiledSource> => {
+      if (input.kind !== "row") return { kind: "file", file: await fileFor(await resolveInput(input, `${label} ${what}`)) };
+      const r = replaced.get(input.row);
+      return r ? { kind: "file", file: await fileFor(r) } : { kind: "row", row: compiledIndex.get(input.row)! };
+    };
     const inputs: Partial<Record<ModelSlot, CompiledSource>> = {};
     for (const slot of SLOTS) {
       const input = row.inputs[slot];
-      if (!input) continue;
-      if (input.kind === "row") {
-        const r = replaced.get(input.row);
-        inputs[slot] = r ? { kind: "file", file: await fileFor(r) } : { kind: "row", row: compiledIndex.get(input.row)! };
-      } else {
-        inputs[slot] = { kind: "file", file: await fileFor(await resolveInput(input, `${label} input ${slot.toUpperCase()}`)) };
-      }
+      if (input) inputs[slot] = await sourceOf(input, `input ${slot.toUpperCase()}`);
+    }
+    const base = row.base ? await sourceOf(row.base, "base") : undefined;
+    const models: CompiledModel[] | undefined = row.models ? [] : undefined;
+    for (const [k, m] of (row.models ?? []).entries()) {
+      models!.push({ source: await sourceOf(m.input, `model ${k + 1}`), ...(m.weight !== undefined ? { weight: m.weight } : {}), ...(m.params ? { params: { ...m.params } } : {}) });
     }
     const vae = row.vae ? await fileFor(await resolveInput(row.vae, `${label} VAE`)) : undefined;
     const writes = outputs[i]!.filter((o) => o.state !== "skip");
@@ -259,6 +288,8 @@ export async function compileRecipe(recipe: Recipe, options: CompileOptions = {}
       row,
       method: resolveMethod(row.method),
       inputs,
+      ...(base ? { base } : {}),
+      ...(models ? { models } : {}),
       multipliers: writes.map((o) => o.multiplier),
       outputs: writes,
       ...(vae ? { vae } : {}),
@@ -278,20 +309,23 @@ export async function compileRecipe(recipe: Recipe, options: CompileOptions = {}
   }
   await checkTargets(written, allFiles.map((f) => f.path), options.overwrite === true, options.createOutDirs === true);
 
-  // Structure checks and key edits need the file each row's A comes from.
-  const rootOf = (source: CompiledSource): ModelFile => (source.kind === "file" ? source.file.model : rootOf(rows[source.row]!.inputs.a!));
+  // Structure checks and key edits need the file each row's A (or base) comes from.
+  const rootOf = (source: CompiledSource): ModelFile => (source.kind === "file" ? source.file.model : rootOf(primarySource(rows[source.row]!)));
   for (const c of rows) {
     const label = rowLabel(recipe, c.index);
-    const slots = SLOTS.filter((s) => c.inputs[s]);
+    const sources = compiledSources(c);
+    const labels = sources.map((s) => `${s.label} (${sourceName(rows, s.source)})`);
     try {
-      assertCompatible(slots.map((s) => rootOf(c.inputs[s]!)), { labels: slots.map((s) => `${s.toUpperCase()} (${sourceName(rows, c.inputs[s]!)})`) });
+      // The same file twice among a row's base and models (two names, or a row's output and that file).
+      if (c.base || c.models) assertDistinctModels(sources.map((s) => (s.source.kind === "file" ? s.source.file.model : undefined)).filter((m): m is ModelFile => m !== undefined), { labels: labels.filter((_, k) => sources[k]!.source.kind === "file") });
+      assertCompatible(sources.map((s) => rootOf(s.source)), { labels });
     } catch (e) {
       if (e instanceof MergeError) throw new MergeError(e.code, `${label}: ${e.message}`, { ...(e.path ? { path: e.path } : {}), ...(e.tensor ? { tensor: e.tensor } : {}), cause: e });
       throw e;
     }
     if (c.vae || c.row.discard?.length || c.row.prune) {
       try {
-        const edits = planKeyEdits({ a: rootOf(c.inputs.a!), ...(c.vae ? { vae: c.vae.model } : {}), ...(c.row.discard ? { discard: c.row.discard } : {}), prune: c.row.prune === true });
+        const edits = planKeyEdits({ a: rootOf(primarySource(c)), ...(c.vae ? { vae: c.vae.model } : {}), ...(c.row.discard ? { discard: c.row.discard } : {}), prune: c.row.prune === true });
         c.discard = edits.discard;
         if (edits.replace.size > 0) c.replace = edits.replace;
       } catch (e) {
@@ -328,5 +362,5 @@ async function findPinned(finder: ModelFinder, ref: string, sha256: string, labe
   if (direct && (await finder.hashes(direct)).sha256 === sha256) return direct;
   const found = await finder.byHash(sha256, ref);
   if (found) return found;
-  throw new MergeError("MODEL_NOT_FOUND", `${label}: no model with sha256 ${sha256} (recorded as "${ref}") in ${finder.dirs.join(", ") || "no model folder"}; put the file in a model folder (--models DIR)`);
+  throw new MergeError("MODEL_NOT_FOUND", `${label}: no model with sha256 ${sha256} (recorded as "${ref}") in ${finder.dirs.join(", ") || "no model folder"}; put the file in a model folder (--model-dir DIR)`);
 }

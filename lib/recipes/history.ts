@@ -34,7 +34,10 @@ export interface HistoryEntry {
   /** "skipped": the output existed and was left alone. */
   state: "written" | "skipped";
   output: { path: string; name: string; bytes: number; sha256?: string; legacy?: string };
+  /** By slot: "a", "b", "c", or for a base + models row "base". */
   inputs: Record<string, HistoryInput>;
+  /** A base + models row: its models in order, with their weights. */
+  models?: (HistoryInput & { weight?: number })[];
   vae?: HistoryInput;
 }
 

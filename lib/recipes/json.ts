@@ -18,10 +18,11 @@ import type { ConfigSource } from "../library/config";
 import { OUTPUT_DTYPES, type OutputDtype } from "../dtypes";
 import { MergeError } from "../errors";
 import type { ModelSlot } from "../methods/define";
+import { METHODS } from "../methods/registry";
 import { MAX_SWEEP_VALUES, parseMultipliers } from "../validate";
 import { inputToken, parseInputToken } from "./inputs";
 import schema from "./recipe.schema.json";
-import { SLOTS, rowParamFields, type Recipe, type RecipeInput, type RecipeRow } from "./types";
+import { SLOTS, rowParamFields, type Recipe, type RecipeInput, type RecipeModel, type RecipeRow } from "./types";
 import { validateRecipe } from "./validate";
 
 /** The JSON schema of recipe files. */
@@ -29,7 +30,7 @@ export const RECIPE_SCHEMA: unknown = schema;
 export const RECIPE_FORMAT = "tensormerge-recipe";
 
 const TOP_KEYS = ["$schema", "format", "version", "name", "description", "variables", "rows"];
-const ROW_KEYS = ["name", "method", "a", "b", "c", "multiplier", "params", "weights", "blocks", "clamp", "dtype", "format", "save", "output", "discard", "prune", "vae", "config", "metadata", "produces"];
+const ROW_KEYS = ["name", "method", "a", "b", "c", "base", "models", "multiplier", "params", "weights", "blocks", "clamp", "dtype", "format", "save", "output", "discard", "prune", "vae", "config", "metadata", "produces"];
 const CONFIG_SOURCES: readonly ConfigSource[] = ["abc", "a", "b", "c", "none"];
 
 function bad(where: string, message: string): MergeError {
@@ -129,6 +130,40 @@ function readInput(where: string, v: unknown, names: string[]): RecipeInput {
   throw bad(where, `an input object has "var", "row" or "model"`);
 }
 
+/** Parameter values by name: `{"beta": 0.3}`. */
+function readNumbers(where: string, v: unknown, example: string): Record<string, number> {
+  if (!isObject(v)) throw bad(where, `expected an object of numbers, such as ${example}`);
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => {
+    if (typeof x !== "number") throw bad(`${where}.${k}`, `expected a number, got ${JSON.stringify(x)}`);
+    return [k, x];
+  }));
+}
+
+/**
+ * A base + models row's `models`: each entry an input as a string (`"a.safetensors"`,
+ * `"__STYLE__"`, a row name) or an object: the input (`"input"`, or inline `"var"` / `"row"` /
+ * `"model"` with its hashes) with its `"weight"` and its own `"params"`.
+ */
+function readModels(where: string, v: unknown, names: string[]): RecipeModel[] {
+  if (!Array.isArray(v)) throw bad(where, "expected a list of models (strings, or objects with \"input\" and \"weight\")");
+  return v.map((entry: unknown, k) => {
+    const at = `${where}[${k}]`;
+    if (!isObject(entry)) return { input: readInput(at, entry, names) };
+    const { weight, params, input, ...rest } = entry;
+    let source: RecipeInput;
+    if (input !== undefined) {
+      if (Object.keys(rest).length) throw bad(at, `"input" and ${Object.keys(rest).map((x) => `"${x}"`).join(", ")} both say which model: give one`);
+      source = readInput(`${at} input`, input, names);
+    } else source = readInput(at, rest, names);
+    if (weight !== undefined && typeof weight !== "number") throw bad(`${at} weight`, `expected a number, got ${JSON.stringify(weight)}`);
+    return {
+      input: source,
+      ...(weight !== undefined ? { weight: weight as number } : {}),
+      ...(params !== undefined ? { params: readNumbers(`${at} params`, params, "{\"density\": 0.3}") } : {}),
+    };
+  });
+}
+
 function readRow(r: unknown, i: number, names: string[]): RecipeRow {
   const where = `row ${i + 1}`;
   if (!isObject(r)) throw bad(where, "expected an object");
@@ -137,11 +172,16 @@ function readRow(r: unknown, i: number, names: string[]): RecipeRow {
   const name = str(`${label} name`, r.name);
   const inputs: Partial<Record<ModelSlot, RecipeInput>> = {};
   for (const slot of SLOTS) if (r[slot] !== undefined) inputs[slot] = readInput(`${label} ${slot}`, r[slot], names);
+  const base = r.base === undefined ? undefined : readInput(`${label} base`, r.base, names);
+  const models = r.models === undefined ? undefined : readModels(`${label} models`, r.models, names);
+  if ((base || models) && r.method === undefined) throw bad(label, `a row with "base" or "models" names its "method" (ties, dare, model-stock, …)`);
   const method = r.method === undefined ? (inputs.c ? "add-difference" : inputs.b ? "weighted-sum" : "no-interpolation") : str(`${label} method`, r.method);
   let multipliers: number[];
   if (r.multiplier === undefined) {
-    if (method !== "no-interpolation") throw bad(label, `"multiplier" is missing`);
-    multipliers = [0];
+    // A base + models row's α is a parameter like the others (lambda, t): its default will do.
+    const known = base || models ? METHODS.find((m) => m.name === method) : undefined;
+    if (method !== "no-interpolation" && !known) throw bad(label, `"multiplier" is missing`);
+    multipliers = [known?.params[0]?.default ?? 0];
   } else if (typeof r.multiplier === "number") multipliers = [r.multiplier];
   else if (Array.isArray(r.multiplier)) {
     if (r.multiplier.length > MAX_SWEEP_VALUES) throw bad(`${label} multiplier`, `${r.multiplier.length} values; a sweep has at most ${MAX_SWEEP_VALUES}`);
@@ -180,10 +220,7 @@ function readRow(r: unknown, i: number, names: string[]): RecipeRow {
   let params: Record<string, number> | undefined;
   if (r.params !== undefined) {
     if (!isObject(r.params)) throw bad(label, "\"params\" must be an object of numbers, such as {\"beta\": 0.3}");
-    params = Object.fromEntries(Object.entries(r.params).map(([k, v]) => {
-      if (typeof v !== "number") throw bad(`${label} params.${k}`, `expected a number, got ${JSON.stringify(v)}`);
-      return [k, v];
-    }));
+    params = readNumbers(`${label} params`, r.params, "{\"beta\": 0.3}");
   }
   let weights: Record<string, { pattern: string; value: number }[]> | undefined;
   if (r.weights !== undefined) {
@@ -220,6 +257,8 @@ function readRow(r: unknown, i: number, names: string[]): RecipeRow {
     name,
     method: method as RecipeRow["method"],
     inputs,
+    ...(base ? { base } : {}),
+    ...(models ? { models } : {}),
     multipliers,
     ...(params ? { params } : {}),
     ...(weights ? { weights } : {}),
@@ -245,11 +284,24 @@ function writeInput(input: RecipeInput, recipe: Recipe): unknown {
   return { model: input.ref, ...(input.sha256 !== undefined ? { sha256: input.sha256 } : {}), ...(input.legacy !== undefined ? { legacy: input.legacy } : {}) };
 }
 
+/** A model entry: the bare input when it has nothing else, else an object (the input inline). */
+function writeModel(entry: RecipeModel, recipe: Recipe): unknown {
+  const input = writeInput(entry.input, recipe);
+  const extra = {
+    ...(entry.weight !== undefined ? { weight: entry.weight } : {}),
+    ...(entry.params && Object.keys(entry.params).length ? { params: { ...entry.params } } : {}),
+  };
+  if (Object.keys(extra).length === 0) return input;
+  return typeof input === "string" ? { input, ...extra } : { ...(input as Record<string, unknown>), ...extra };
+}
+
 /** The recipe as a plain JSON value (key order fixed, so the text is deterministic). */
 export function recipeToJson(recipe: Recipe): Record<string, unknown> {
   const rows = recipe.rows.map((row) => {
     const out: Record<string, unknown> = { name: row.name, method: row.method };
     for (const slot of SLOTS) if (row.inputs[slot]) out[slot] = writeInput(row.inputs[slot]!, recipe);
+    if (row.base) out.base = writeInput(row.base, recipe);
+    if (row.models) out.models = row.models.map((m) => writeModel(m, recipe));
     out.multiplier = row.multipliers.length === 1 ? row.multipliers[0] : [...row.multipliers];
     const p = rowParamFields(row);
     if (p.params) out.params = p.params;

@@ -34,7 +34,8 @@ import type { OutputFormat } from "../formats/output";
 import type { ModelSlot } from "../methods/define";
 import { parseJsonRecipe, recipeToJson } from "./json";
 import { a1111MetadataValue, pyDict, pyDumps, pyFloat, type PyJson } from "./pyjson";
-import { SLOTS, rowParamFields, type Recipe, type RecipeInput, type RecipeRow } from "./types";
+import { METHODS } from "../methods/registry";
+import { MODEL_WEIGHT_PARAM, SLOTS, mapRowInputs, rowParamFields, type Recipe, type RecipeInput, type RecipeRow } from "./types";
 
 export const RECIPE_METADATA_KEY = "tensormerge_recipe";
 
@@ -57,6 +58,10 @@ export interface OutputStep {
   multiplier: number;
   format: OutputFormat;
   inputs: Partial<Record<ModelSlot, InputIdentity>>;
+  /** A base + models row: the base's identity. */
+  base?: InputIdentity;
+  /** A base + models row: the models' identities, parallel to `row.models`. */
+  models?: InputIdentity[];
   vae?: InputIdentity;
   /** A has 9 input channels and B 4 (A1111's result_is_inpainting_model). */
   isInpainting: boolean;
@@ -75,7 +80,17 @@ const INTERP_METHOD = new Map<string, string>([
   ["no-interpolation", "No interpolation"],
   ["sigmoid", "Sigmoid"],
   ["inverse-sigmoid", "Inverse sigmoid"],
+  // Base + models methods, named as mergekit and sd-mecha users know them.
+  ["ties", "TIES"],
+  ["dare", "DARE"],
+  ["dare-ties", "DARE-TIES"],
+  ["model-stock", "Model stock"],
 ]);
+
+/** Every input identity of a step, in row order: A, B, C, then the base and the models. */
+function stepIdentities(step: OutputStep): InputIdentity[] {
+  return [...SLOTS.flatMap((s) => (step.inputs[s] ? [step.inputs[s]!] : [])), ...(step.base ? [step.base] : []), ...(step.models ?? [])];
+}
 
 /**
  * A1111's config_source radio: 0 "A, B or C", 1 "B", 2 "C", 3 "Don't". It has no "A only";
@@ -128,13 +143,18 @@ function parameterFields(step: OutputStep): [string, PyJson][] {
 /** A1111's `sd_merge_recipe` object for one output. */
 function a1111Recipe(step: OutputStep): PyJson {
   const hash = (s: ModelSlot) => step.inputs[s]?.sha256 ?? null;
+  // A base + models row: A1111's primary model is the base (what the models' differences are
+  // added to); its secondary and tertiary slots cannot hold a list, so they stay null and the
+  // models follow in keys of their own (A1111 shows the whole dict; sd_merge_models names them).
+  const many = step.models !== undefined;
   return pyDict([
     ["type", "tensormerge"],
-    ["primary_model_hash", hash("a")],
-    ["secondary_model_hash", hash("b")],
-    ["tertiary_model_hash", hash("c")],
+    ["primary_model_hash", many ? step.base?.sha256 ?? null : hash("a")],
+    ["secondary_model_hash", many ? null : hash("b")],
+    ["tertiary_model_hash", many ? null : hash("c")],
     ["interp_method", INTERP_METHOD.get(step.row.method) ?? step.row.method],
     ["multiplier", pyFloat(step.multiplier)],
+    ...(many ? manyModelsEntries(step) : []),
     ["save_as_half", step.row.dtype === "fp16"],
     ["custom_name", step.row.name],
     ["config_source", { int: String(A1111_CONFIG_SOURCE.get(step.row.config ?? "abc") ?? 0) }],
@@ -146,12 +166,22 @@ function a1111Recipe(step: OutputStep): PyJson {
   ]);
 }
 
+/** The models of a base + models row, for `sd_merge_recipe` (the row's parameters follow as `base_<name>`, see parameterFields). */
+function manyModelsEntries(step: OutputStep): [string, PyJson][] {
+  const entries = step.row.models ?? [];
+  // The weight each model had: its own, else the method's default (what the merge used).
+  const weightParam = METHODS.find((m) => m.name === step.row.method)?.params.find((p) => p.name === MODEL_WEIGHT_PARAM);
+  return [
+    ["model_hashes", (step.models ?? []).map((id) => id.sha256)],
+    ["model_names", (step.models ?? []).map((id) => id.name)],
+    ["model_weights", entries.map((m) => { const w = m.weight ?? weightParam?.default; return w === undefined ? null : pyFloat(w); })],
+  ];
+}
+
 /** A1111's `sd_merge_models`: inputs keyed by sha256, each input's own models merged in. */
 function a1111Models(step: OutputStep): PyJson {
   const models = new Map<string, PyJson>();
-  for (const slot of SLOTS) {
-    const id = step.inputs[slot];
-    if (!id) continue;
+  for (const id of stepIdentities(step)) {
     models.set(id.sha256, pyDict([
       ["name", id.name],
       ["legacy_hash", id.legacy],
@@ -204,15 +234,11 @@ export function lineageRecipe(step: OutputStep): Recipe {
     if (!embedded) return pinned(id);
     const map: number[] = [];
     embedded.rows.forEach((r, k) => {
-      const inputs: RecipeRow["inputs"] = {};
-      for (const s of SLOTS) {
-        const input = r.inputs[s];
-        if (input) inputs[s] = input.kind === "row" ? { kind: "row", row: map[input.row]! } : input;
-      }
       const last = k === embedded.rows.length - 1;
       const produces = last && !id.virtual ? { sha256: id.sha256, legacy: id.legacy ?? "", name: id.name } : r.produces;
-      const { output: _output, produces: _produces, ...rest } = r;
-      map.push(add({ ...rest, inputs, format: "safetensors", save: false, ...(produces ? { produces } : {}) }));
+      const { output: _output, produces: _produces, inputs: _inputs, base: _base, models: _models, ...rest } = r;
+      const rewired = mapRowInputs(r, (input) => (input.kind === "row" ? { kind: "row", row: map[input.row]! } : input));
+      map.push(add({ ...rest, ...rewired, format: "safetensors", save: false, ...(produces ? { produces } : {}) }));
     });
     return { kind: "row", row: map[map.length - 1]! };
   };
@@ -222,10 +248,19 @@ export function lineageRecipe(step: OutputStep): Recipe {
     if (id) inputs[slot] = inputOf(id);
   }
   const { row } = step;
+  // A base + models row: each model pinned (or its own lineage), with its weight and parameters.
+  const base = step.base ? inputOf(step.base) : undefined;
+  const models = row.models?.map((m, k) => ({
+    input: inputOf(step.models![k]!),
+    ...(m.weight !== undefined ? { weight: m.weight } : {}),
+    ...(m.params && Object.keys(m.params).length ? { params: { ...m.params } } : {}),
+  }));
   rows.push({
     name: row.name,
     method: row.method,
     inputs,
+    ...(base ? { base } : {}),
+    ...(models ? { models } : {}),
     multipliers: [step.multiplier],
     ...rowParamFields(row),
     ...(row.dtype ? { dtype: row.dtype } : {}),

@@ -33,11 +33,11 @@ import { ProtectedFiles, commitFile, diskNeeds, patchFile, planConfigCopies, rem
 import { invalid, optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, optionalStringRecord, rejectUnknownKeys, requireInteger, requireOneOf } from "../validate";
 import { missingKeyWarnings } from "../keys";
 import { planBoard, type BoardPlan, type BoardRow, type PlanStats, type RowInput } from "../plan";
-import { compileRecipe, type CompileOptions, type CompiledFile, type CompiledRecipe, type CompiledRow, type CompiledSource } from "./compile";
+import { compileRecipe, compiledSources, primarySource, type CompileOptions, type CompiledFile, type CompiledRecipe, type CompiledRow, type CompiledSource } from "./compile";
 import { appendHistory, type HistoryEntry } from "./history";
 import { outputMetadata, virtualIdentity, type InputIdentity, type OutputStep } from "./metadata";
 import type { ModelFile } from "../model";
-import { SLOTS, blockMapOf, rowLabel, rowParamsOf, type Recipe } from "./types";
+import { MODEL_WEIGHT_PARAM, SLOTS, blockMapOf, rowLabel, rowParamsOf, type Recipe } from "./types";
 
 export interface RunRecipeOptions extends CompileOptions {
   engine?: EngineName;
@@ -212,7 +212,7 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
   const configCopies = await checkWrites(compiled, options);
 
   // Which saved rows feed later rows (their hash goes into a later header).
-  const feedsLater = rows.map((_, i) => rows.some((r) => SLOTS.some((s) => r.inputs[s]?.kind === "row" && (r.inputs[s] as { row: number }).row === i)));
+  const feedsLater = rows.map((_, i) => rows.some((r) => compiledSources(r).some(({ source }) => source.kind === "row" && source.row === i)));
 
   // Input identities: real hashes, except in a dry run (same-length placeholders: sizes are exact).
   const nonce = randomBytes(8).toString("hex");
@@ -229,19 +229,21 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
   const rowIds: InputIdentity[] = [];
   const outputHashes = new Map<string, FileHashes>();
   const identityOf = (s: CompiledSource): InputIdentity => (s.kind === "file" ? fileIdentity(s.file) : rowIds[s.row]!);
-  const channels = (s: CompiledSource): number | undefined => (s.kind === "file" ? s.file.model.byName.get(CONV_IN)?.shape[1] : channels(rows[s.row]!.inputs.a!));
-  // Block values follow the architecture of the row's A: its file, or the file at the root of the rows it comes from.
+  const channels = (s: CompiledSource): number | undefined => (s.kind === "file" ? s.file.model.byName.get(CONV_IN)?.shape[1] : channels(primarySource(rows[s.row]!)));
+  // Block values follow the architecture of the row's A (or base): its file, or the file at the root of the rows it comes from.
   const modelA = (ci: number): ModelFile => {
-    const src = rows[ci]!.inputs.a!;
+    const src = primarySource(rows[ci]!);
     return src.kind === "file" ? src.file.model : modelA(src.row);
   };
   const stepOf = (ci: number, multiplier: number, format: "safetensors" | "ckpt"): OutputStep => {
     const c = rows[ci]!;
     const inputs: Partial<Record<ModelSlot, InputIdentity>> = {};
     for (const s of SLOTS) if (c.inputs[s]) inputs[s] = identityOf(c.inputs[s]!);
-    const a = channels(c.inputs.a!), b = c.inputs.b ? channels(c.inputs.b) : undefined;
+    const a = channels(primarySource(c)), b = c.inputs.b ? channels(c.inputs.b) : undefined;
     return {
       row: c.row, multiplier, format, inputs,
+      ...(c.base ? { base: identityOf(c.base) } : {}),
+      ...(c.models ? { models: c.models.map((m) => identityOf(m.source)) } : {}),
       ...(c.vae ? { vae: fileIdentity(c.vae) } : {}),
       isInpainting: a === 9 && b === 4,
       isInstructPix2Pix: a === 8 && b === 4,
@@ -277,12 +279,13 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
     const inputs: Partial<Record<ModelSlot, RowInput>> = {};
     for (const s of SLOTS) {
       const src = c.inputs[s];
-      if (src) inputs[s] = src.kind === "file" ? { model: src.file.model } : { row: src.row };
+      if (src) inputs[s] = rowInputOf(src);
     }
     return {
       name: c.row.name,
       method: c.method,
       inputs,
+      ...manyModelsBoardFields(c),
       multipliers: c.multipliers,
       ...(planParams[ci] ? { params: planParams[ci] } : {}),
       ...(c.row.clamp ? { clamp: true } : {}),
@@ -326,7 +329,7 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
     isa: "",
     threads: options.threads ?? defaultThreads(),
     seconds: 0,
-    warnings: [...compiled.warnings, ...rows.flatMap(rowKeyWarnings)],
+    warnings: [...compiled.warnings, ...rows.flatMap(rowKeyWarnings), ...rows.flatMap((c, ci) => modelKeyWarnings(c, plan?.stats[ci], rows))],
     nonFinite: [],
     stats: plan?.stats ?? [],
     plan,
@@ -479,11 +482,14 @@ async function checkWrites(compiled: CompiledRecipe, options: RunRecipeOptions):
   let copies: ConfigCopy[] = [];
   if (options.copyConfig !== false) {
     // A row's input that is an earlier row stands for that row's own inputs, A first.
-    const sources = (s: CompiledSource): string[] => (s.kind === "file" ? [s.file.path] : SLOTS.flatMap((k) => (rows[s.row]!.inputs[k] ? sources(rows[s.row]!.inputs[k]!) : [])));
+    const sources = (s: CompiledSource): string[] => (s.kind === "file" ? [s.file.path] : compiledSources(rows[s.row]!).flatMap((k) => sources(k.source)));
     const groups = rows.map((c) => {
       const source = c.row.config ?? options.config ?? "abc";
-      const slots = source === "none" ? [] : source === "abc" ? SLOTS : [source];
-      return { from: [...new Set(slots.flatMap((k) => (c.inputs[k] ? sources(c.inputs[k]!) : [])))], outputs: c.outputs.map((o) => o.path) };
+      // A base + models row: "abc" is the base then each model, "a" the base alone.
+      const picked = source === "none" ? [] : c.base || c.models
+        ? (source === "abc" ? compiledSources(c) : source === "a" ? [{ source: primarySource(c) }] : [])
+        : (source === "abc" ? SLOTS : [source]).flatMap((k) => (c.inputs[k] ? [{ source: c.inputs[k]! }] : []));
+      return { from: [...new Set(picked.flatMap((k) => sources(k.source)))], outputs: c.outputs.map((o) => o.path) };
     });
     copies = await planConfigCopies(groups.filter((g) => g.from.length && g.outputs.length), [...inputs, ...keep.map((k) => k.path)], options.overwrite === true);
   }
@@ -516,6 +522,8 @@ function historyEntries(report: RecipeRunReport, compiled: CompiledRecipe, rowId
     const row = compiled.recipe.rows[o.row - 1]!;
     const inputs: HistoryEntry["inputs"] = {};
     if (c) for (const s of SLOTS) if (c.inputs[s]) inputs[s] = describe(c.inputs[s]!);
+    if (c?.base) inputs.base = describe(c.base);
+    const models = c?.models?.map((m) => ({ ...describe(m.source), ...(m.weight !== undefined ? { weight: m.weight } : {}) }));
     return {
       time,
       recipe: options.recipeSource ?? compiled.recipe.name ?? null,
@@ -528,6 +536,7 @@ function historyEntries(report: RecipeRunReport, compiled: CompiledRecipe, rowId
       state: o.state === "skipped" ? "skipped" : "written",
       output: { path: o.path, name: basename(o.path), bytes: o.bytes, ...(o.sha256 ? { sha256: o.sha256, legacy: o.legacy! } : {}) },
       inputs,
+      ...(models ? { models } : {}),
       ...(c?.vae ? { vae: { name: c.vae.name, path: c.vae.path, ...fileHashes.get(c.vae.path)! } } : {}),
     };
   });
@@ -543,4 +552,32 @@ function rowKeyWarnings(c: CompiledRow): string[] {
   });
   const skip = (n: string) => (c.discard?.(n) ?? false) || (c.replace?.has(n) ?? false);
   return missingKeyWarnings(a.file.model, others, skip).map((w) => `row ${c.index + 1} (${c.row.name}): ${w.message}`);
+}
+
+function rowInputOf(src: CompiledSource): RowInput {
+  return src.kind === "file" ? { model: src.file.model } : { row: src.row };
+}
+
+/** A base + models row's base and models as the planner takes them (each model's weight and own parameter values). */
+function manyModelsBoardFields(c: CompiledRow): Pick<BoardRow, "base" | "models"> {
+  return {
+    ...(c.base ? { base: rowInputOf(c.base) } : {}),
+    ...(c.models ? {
+      models: c.models.map((m) => {
+        const values = { ...(m.params ?? {}), ...(m.weight !== undefined ? { [MODEL_WEIGHT_PARAM]: m.weight } : {}) };
+        return { input: rowInputOf(m.source), ...(Object.keys(values).length ? { params: { values } } : {}) };
+      }),
+    } : {}),
+  };
+}
+
+/** A base + models row: each model that lacks float keys of the base (they keep the base's values), as merge() says it. */
+function modelKeyWarnings(c: CompiledRow, stats: PlanStats | undefined, rows: readonly CompiledRow[]): string[] {
+  if (!c.models || !stats?.missingByModel) return [];
+  return stats.missingByModel.flatMap((n, i) => {
+    if (!(n > 0)) return [];
+    const src = c.models![i]!.source;
+    const name = src.kind === "file" ? src.file.name : rows[src.row]!.row.name;
+    return [`row ${c.index + 1} (${c.row.name}): model ${i + 1} (${name}) lacks ${n} float key${n === 1 ? "" : "s"} of the base: those keep the base's values`];
+  });
 }

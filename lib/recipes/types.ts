@@ -6,7 +6,7 @@ import type { ConfigSource } from "../library/config";
 import type { OutputDtype } from "../dtypes";
 import type { OutputFormat } from "../formats/output";
 import type { MethodName } from "../methods/registry";
-import type { ModelSlot } from "../methods/define";
+import type { MergeMethod, ModelSlot } from "../methods/define";
 import { blockMapFor, parseBlockValues, valueForKey, type BlockMap } from "../blocks";
 import { MergeError } from "../errors";
 import { identifyModel } from "../library/identify";
@@ -35,11 +35,25 @@ export interface RowProduces {
   name: string;
 }
 
+/** One of the models a base + models row merges (ties, dare, model-stock, …). */
+export interface RecipeModel {
+  input: RecipeInput;
+  /** The model's weight in the merge (the method's default, 1, when absent). */
+  weight?: number;
+  /** This model's own values of the method's parameters (`{ density: 0.3 }`), over the row's. */
+  params?: Record<string, number>;
+}
+
 export interface RecipeRow {
   /** Output name: file name stem, and how later rows may refer to the result. */
   name: string;
   method: MethodName;
+  /** The classic slots A, B, C (empty for a base + models row). */
   inputs: Partial<Record<ModelSlot, RecipeInput>>;
+  /** A base + models row: the base the models are fine-tunes of (task vectors are model − base). */
+  base?: RecipeInput;
+  /** A base + models row: the models merged, in order (the order seeds DARE's masks). */
+  models?: RecipeModel[];
   /** One value, or several for a sweep (one output each, same pass): the method's α. */
   multipliers: number[];
   /** The method's other parameters by name (`{ beta: 0.3 }`); defaults otherwise. */
@@ -95,11 +109,61 @@ export interface Recipe {
 
 export const SLOTS: readonly ModelSlot[] = ["a", "b", "c"];
 
+/** One input of a row, with how messages name it ("A", "base", "model 2"). */
+export interface LabelledInput {
+  label: string;
+  input: RecipeInput;
+}
+
+/** Every model input of a row, VAE aside: A, B, C, then the base and the models in order. */
+export function rowInputs(row: Pick<RecipeRow, "inputs" | "base" | "models">): LabelledInput[] {
+  const list: LabelledInput[] = [];
+  for (const s of SLOTS) if (row.inputs[s]) list.push({ label: s.toUpperCase(), input: row.inputs[s]! });
+  if (row.base) list.push({ label: "base", input: row.base });
+  (row.models ?? []).forEach((m, i) => list.push({ label: `model ${i + 1}`, input: m.input }));
+  return list;
+}
+
+/** What a base + models method reads: whether the base is required, and how many models. */
+export interface ModelsShape {
+  base: "required" | "optional";
+  minModels: number;
+  maxModels: number;
+}
+
+/**
+ * A method's base + models inputs (`MethodDefinition.many`), or null for an A/B/C method. The one
+ * place that reads the registry's declaration, so rows, CLI and metadata agree.
+ */
+export function modelsShapeOf(method: MergeMethod): ModelsShape | null {
+  const many = method.many;
+  return many ? { base: many.base ? "required" : "optional", minModels: many.min, maxModels: many.max } : null;
+}
+
+/** The per-model parameter a model's `weight` sets (mergekit's per-model `weight`). */
+export const MODEL_WEIGHT_PARAM = "weight";
+
+/** The row's fields that hold inputs (A, B, C, base, models), each input passed through `f`. */
+export function mapRowInputs(row: Pick<RecipeRow, "inputs" | "base" | "models">, f: (input: RecipeInput) => RecipeInput): Pick<RecipeRow, "inputs" | "base" | "models"> {
+  const inputs: RecipeRow["inputs"] = {};
+  for (const s of SLOTS) if (row.inputs[s]) inputs[s] = f(row.inputs[s]!);
+  return {
+    inputs,
+    ...(row.base ? { base: f(row.base) } : {}),
+    ...(row.models ? { models: row.models.map((m) => ({ ...m, input: f(m.input), ...(m.params ? { params: { ...m.params } } : {}) })) } : {}),
+  };
+}
+
+/** Whether a row is a base + models row rather than an A/B/C one. */
+export function isModelsRow(row: Pick<RecipeRow, "base" | "models">): boolean {
+  return row.base !== undefined || row.models !== undefined;
+}
+
 /** Variable names used by the rows (inputs and VAEs), in first-use order. */
 export function usedVariables(recipe: Recipe): string[] {
   const seen = new Set<string>();
   for (const row of recipe.rows) {
-    for (const input of [...SLOTS.map((s) => row.inputs[s]), row.vae]) if (input?.kind === "var") seen.add(input.name);
+    for (const input of [...rowInputs(row).map((i) => i.input), row.vae]) if (input?.kind === "var") seen.add(input.name);
   }
   return [...seen];
 }

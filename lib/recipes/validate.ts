@@ -9,7 +9,8 @@ import { MergeError } from "../errors";
 import { compileDiscardPatterns } from "../library/edits";
 import { METHODS, resolveMethod } from "../methods/registry";
 import { checkRowParams } from "../methods/params";
-import { SLOTS, rowLabel, rowParamsOf, type Recipe, type RecipeInput } from "./types";
+import type { MergeMethod } from "../methods/define";
+import { MODEL_WEIGHT_PARAM, SLOTS, isModelsRow, modelsShapeOf, rowInputs, rowLabel, rowParamsOf, type Recipe, type RecipeInput, type RecipeRow } from "./types";
 
 export const VARIABLE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 /** Characters the classic tool replaces in output names, plus path separators and controls. */
@@ -27,7 +28,7 @@ export function sanitizeOutputName(name: string): string {
 /** Row indices a row reads (inputs only; a VAE is always a file). */
 export function rowDependencies(recipe: Recipe, index: number): number[] {
   const row = recipe.rows[index]!;
-  return SLOTS.map((s) => row.inputs[s]).filter((i): i is Extract<RecipeInput, { kind: "row" }> => i?.kind === "row").map((i) => i.row);
+  return rowInputs(row).map((i) => i.input).filter((i): i is Extract<RecipeInput, { kind: "row" }> => i.kind === "row").map((i) => i.row);
 }
 
 /** A cycle through `start`, as row indices, or null. */
@@ -87,12 +88,15 @@ export function validateRecipe(recipe: Recipe): RecipeCheck {
   recipe.rows.forEach((row, i) => {
     const label = rowLabel(recipe, i);
     const method = resolveMethodFor(row.method, label);
-    for (const slot of SLOTS) {
-      const input = row.inputs[slot];
-      const needed = method.inputs.includes(slot);
-      if (needed && !input) throw invalid(`${label}: ${method.name} needs model ${slot.toUpperCase()}${slot === "c" ? " (R = A + (B − C)·M)" : ""}`);
-      if (!needed && input) throw invalid(`${label}: ${method.name} does not use model ${slot.toUpperCase()}`);
-      if (input) checkInput(recipe, i, slot.toUpperCase(), input);
+    if (modelsShapeOf(method) || isModelsRow(row)) checkModelsRow(recipe, i, method);
+    else {
+      for (const slot of SLOTS) {
+        const input = row.inputs[slot];
+        const needed = method.inputs.includes(slot);
+        if (needed && !input) throw invalid(`${label}: ${method.name} needs model ${slot.toUpperCase()}${slot === "c" ? " (R = A + (B − C)·M)" : ""}`);
+        if (!needed && input) throw invalid(`${label}: ${method.name} does not use model ${slot.toUpperCase()}`);
+        if (input) checkInput(recipe, i, slot.toUpperCase(), input);
+      }
     }
     if (row.vae) {
       if (row.vae.kind === "row") throw invalid(`${label}: the VAE must be a model file or a variable, not a row`);
@@ -115,7 +119,7 @@ export function validateRecipe(recipe: Recipe): RecipeCheck {
     } catch (e) {
       throw invalid(`${label}: ${(e as Error).message}`);
     }
-    if (row.clamp && !method.clampable) throw invalid(`${label}: clamp needs models A and B; ${method.name} does not read B`);
+    if (row.clamp && (!method.clampable || isModelsRow(row))) throw invalid(`${label}: clamp needs models A and B; ${method.name} does not read B`);
     if (row.dtype !== undefined && !(OUTPUT_DTYPES as readonly string[]).includes(row.dtype)) throw invalid(`${label}: dtype "${row.dtype}" is not one of ${OUTPUT_DTYPES.join(", ")}`);
     if (row.format !== "safetensors" && row.format !== "ckpt") throw invalid(`${label}: format "${row.format}" is not safetensors or ckpt`);
     if (row.output !== undefined) {
@@ -134,11 +138,10 @@ export function validateRecipe(recipe: Recipe): RecipeCheck {
   // Rows that feed others must come first and be single-valued; unsaved rows should be used.
   const usedBy = recipe.rows.map(() => [] as number[]);
   recipe.rows.forEach((row, i) => {
-    for (const slot of SLOTS) {
-      const input = row.inputs[slot];
-      if (input?.kind !== "row") continue;
+    for (const { label, input } of rowInputs(row)) {
+      if (input.kind !== "row") continue;
       if (input.row >= i) {
-        throw invalid(`${rowLabel(recipe, i)}: input ${slot.toUpperCase()} is ${rowLabel(recipe, input.row)}, which comes later; rows run in order, so an input can only be an earlier row's output`);
+        throw invalid(`${rowLabel(recipe, i)}: input ${label} is ${rowLabel(recipe, input.row)}, which comes later; rows run in order, so an input can only be an earlier row's output`);
       }
       usedBy[input.row]!.push(i);
     }
@@ -150,6 +153,64 @@ export function validateRecipe(recipe: Recipe): RecipeCheck {
     if (!row.save && usedBy[i]!.length === 0) warnings.push(`${rowLabel(recipe, i)} is not saved and no row uses it: it is skipped`);
   });
   return { warnings };
+}
+
+/**
+ * A base + models row: its method takes a base and models (not A/B/C), the base is there when
+ * the method needs it, there are enough models, none twice (nor the base among them), each
+ * weight a finite number and each model's own parameters the method's, in range.
+ */
+function checkModelsRow(recipe: Recipe, index: number, method: MergeMethod): void {
+  const row: RecipeRow = recipe.rows[index]!;
+  const label = rowLabel(recipe, index);
+  const shape = modelsShapeOf(method);
+  if (!shape) {
+    const slots = method.inputs.map((s) => s.toUpperCase()).join(", ");
+    throw invalid(`${label}: ${method.name} takes models ${slots}, not a base and a list of models; base + models methods: ${METHODS.filter((m) => modelsShapeOf(m)).map((m) => m.name).join(", ") || "none"}`);
+  }
+  for (const slot of SLOTS) if (row.inputs[slot]) throw invalid(`${label}: ${method.name} takes a base and a list of models, not model ${slot.toUpperCase()}`);
+  if (!row.base && shape.base === "required") throw invalid(`${label}: ${method.name} needs a base (task vectors are each model minus the base)`);
+  const models = row.models ?? [];
+  if (models.length < shape.minModels) throw invalid(`${label}: ${method.name} needs at least ${shape.minModels} model${shape.minModels === 1 ? "" : "s"}, got ${models.length}`);
+  if (models.length > shape.maxModels) throw invalid(`${label}: ${method.name} takes at most ${shape.maxModels} models, got ${models.length}`);
+  if (row.base) checkInput(recipe, index, "base", row.base);
+  if (row.config === "b" || row.config === "c") throw invalid(`${label}: config "${row.config}" names a model slot ${method.name} does not have: use "a" (the base), "abc" (the first input that has one) or "none"`);
+  const seen = new Map<string, string>();
+  if (row.base) seen.set(JSON.stringify(row.base), "the base");
+  models.forEach((m, k) => {
+    const what = `model ${k + 1}`;
+    if (m === null || typeof m !== "object" || !m.input) throw invalid(`${label}: ${what} has no input`);
+    checkInput(recipe, index, what, m.input);
+    const key = JSON.stringify(m.input);
+    const twin = seen.get(key);
+    if (twin) throw invalid(`${label}: ${what} (${describeInput(recipe, m.input)}) is the same as ${twin}: each model is merged once`);
+    seen.set(key, what);
+    if (m.weight !== undefined && !method.params.some((p) => p.name === MODEL_WEIGHT_PARAM && p.perModel)) throw invalid(`${label}: ${what}: ${method.name} takes no per-model weight`);
+    if (m.weight !== undefined && (typeof m.weight !== "number" || !Number.isFinite(m.weight) || Math.abs(m.weight) > 1e6)) {
+      throw invalid(`${label}: ${what}: weight ${JSON.stringify(m.weight)} must be a finite number`);
+    }
+    try {
+      for (const name of Object.keys(m.params ?? {})) {
+        const p = method.params.find((q) => q.name === name);
+        if (p && !p.perModel) throw new Error(`${name} is the row's parameter, not a model's: set it in the row's "params"`);
+      }
+      checkRowParams(method, m.params && Object.keys(m.params).length ? { values: m.params } : undefined);
+    } catch (e) {
+      throw invalid(`${label}: ${what}: ${(e as Error).message}`);
+    }
+  });
+}
+
+/** An input as a user wrote it, for messages. */
+export function describeInput(recipe: Recipe, input: RecipeInput): string {
+  switch (input.kind) {
+    case "var":
+      return `__${input.name}__`;
+    case "row":
+      return recipe.rows[input.row]?.name ?? `row ${input.row + 1}`;
+    case "model":
+      return input.ref;
+  }
 }
 
 function resolveMethodFor(name: string, label: string) {

@@ -12,6 +12,7 @@
 #include "core/dtype.h"
 #include "core/job.h"
 #include "core/kernels.h"
+#include "core/many_kernels.h"
 #include "core/reductions.h"
 #include "core/plan.h"
 
@@ -27,9 +28,7 @@
 
 using u128 = unsigned __int128;
 
-inline bool fuzz_is_float(uint32_t dt) {
-    return dt == ST_DTYPE_F16 || dt == ST_DTYPE_BF16 || dt == ST_DTYPE_F32 || dt == ST_DTYPE_F64 || dt == ST_DTYPE_F8_E4M3 || dt == ST_DTYPE_F8_E5M2;
-}
+inline bool fuzz_is_float(uint32_t dt) { return dt == ST_DTYPE_F16 || dt == ST_DTYPE_BF16 || dt == ST_DTYPE_F32 || dt == ST_DTYPE_F64 || dt == ST_DTYPE_F8_E4M3 || dt == ST_DTYPE_F8_E5M2; } // st_dtype_is_math
 
 struct fuzz_span {
     u128 begin, end;
@@ -63,18 +62,15 @@ inline void fuzz_check_accepted(const merge_job & job) {
             const merge_op & op = p.ops[k];
             FUZZ_CHECK(op.kernel < MERGE_KERNEL_COUNT, "kernel %u", op.kernel);
             if (op.kernel >= MERGE_KERNEL_TASK_MERGE) {
-                // Many-model and statistics kernels (slerp and add-cosine have a fixed arity but
-                // read stats and ints): [base or a, then models]; every count inside the limits.
-                FUZZ_CHECK(op.args.size() >= 2 && op.args.size() <= MERGE_MAX_ARGS, "many-model arity %zu", op.args.size());
-                FUZZ_CHECK(op.params.size() <= MERGE_MAX_PARAMS, "params %zu", op.params.size());
-                FUZZ_CHECK(op.stats.size() <= MERGE_MAX_STATS && op.ints.size() <= MERGE_MAX_INTS, "stats %zu ints %zu", op.stats.size(), op.ints.size());
-                FUZZ_CHECK((u128) op.element_start + p.n <= UINT64_MAX, "elementStart overflows");
+                std::string why;
+                FUZZ_CHECK(merge_many_check(op.kernel, op.args.size(), op.params.size(), op.stats.size(), op.ints.data(), op.ints.size(), &why), "many-kernel layout: %s", why.c_str());
             } else {
                 FUZZ_CHECK(op.args.size() == merge_kernel_arity(op.kernel), "arity");
                 FUZZ_CHECK(op.params.size() == merge_kernel_n_params(op.kernel), "params");
-                FUZZ_CHECK(op.stats.empty() && op.ints.empty(), "stats or ints on a fixed-arity kernel");
+                FUZZ_CHECK(op.stats.empty() && op.ints.empty(), "stats or ints on a classic kernel");
             }
-            for (uint32_t r : op.stats) FUZZ_CHECK(r < p.reductions.size(), "op %zu reads reduction %u of %zu", k, r, p.reductions.size());
+            for (uint32_t r : op.stats) FUZZ_CHECK(r < p.reductions.size(), "stat %u of %zu", r, p.reductions.size());
+            FUZZ_CHECK((u128) op.element_start + p.n <= (u128) UINT64_MAX, "elementStart overflows");
             for (float v : op.params) FUZZ_CHECK(std::isfinite(v), "a non-finite parameter was accepted");
             FUZZ_CHECK(fuzz_is_float(op.round), "round through dtype %u", op.round);
             for (const merge_operand & a : op.args) {
@@ -93,7 +89,8 @@ inline void fuzz_check_accepted(const merge_job & job) {
         for (const merge_reduction & red : p.reductions) {
             FUZZ_CHECK(red.kind < MERGE_REDUCTION_COUNT, "reduction kind %u", red.kind);
             FUZZ_CHECK(red.args.size() == (red.kind == MERGE_REDUCTION_DOT ? 2u : 1u), "reduction arity %zu", red.args.size());
-            if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE) FUZZ_CHECK(red.k <= p.n, "k %llu of %llu", (unsigned long long) red.k, (unsigned long long) p.n);
+            if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE) FUZZ_CHECK(red.k <= p.n && red.columns == 0, "kth k %llu of %llu", (unsigned long long) red.k, (unsigned long long) p.n);
+            if (red.columns > 0) FUZZ_CHECK(p.n % red.columns == 0, "columns");
             for (const merge_operand & a : red.args) {
                 if (a.kind == MERGE_OPERAND_OP) {
                     FUZZ_CHECK(a.index < p.ops.size(), "reduction reads op %u of %zu", a.index, p.ops.size());

@@ -130,7 +130,7 @@ describe("CLI", function () {
     assert.equal(readFileSync(recipe, "utf8"), `mix = ${base} + ${b}, 0.5, safetensors\n`);
   });
 
-  it("run --export --overwrite never replaces a model the recipe reads (literal path, --var, a name in --models, via a symlink)", () => {
+  it("run --export --overwrite never replaces a model the recipe reads (literal path, --var, a name in --model-dir, via a symlink)", () => {
     const models = join(dir.path, "export-models");
     mkdirSync(models);
     const named = join(models, "base.safetensors");
@@ -140,12 +140,12 @@ describe("CLI", function () {
     writeFileSync(recipe, `mix = base + __X__, 0.5, safetensors\nmix2 = mix + ${b}, 0.5, safetensors\n`);
     const bytes = [a, b, named].map((p) => readFileSync(p));
     for (const target of [join(dir.path, "export-view", "base.safetensors"), b, a]) {
-      const r = run(["run", recipe, "--var", `X=${a}`, "--models", models, "--export", target, "--overwrite"]);
+      const r = run(["run", recipe, "--var", `X=${a}`, "--model-dir", models, "--export", target, "--overwrite"]);
       assert.equal(r.code, 1, `${target}: ${r.out}`);
       assert.match(r.err, /\[INPUT_IS_TARGET\]/);
     }
     [a, b, named].forEach((p, i) => assert.ok(readFileSync(p).equals(bytes[i]!), `${p} was overwritten by the recipe text`));
-    const ok = run(["run", recipe, "--var", `X=${a}`, "--models", models, "--export", join(dir.path, "export.json")]);
+    const ok = run(["run", recipe, "--var", `X=${a}`, "--model-dir", models, "--export", join(dir.path, "export.json")]);
     assert.equal(ok.code, 0, ok.err);
   });
 

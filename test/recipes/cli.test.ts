@@ -27,9 +27,9 @@ describe("recipes: CLI", function () {
     writeFileSync(recipe, SAMPLE);
   });
 
-  it("runs the sample with --var bindings (names found in --models, or paths), with progress and a history", () => {
+  it("runs the sample with --var bindings (names found in --model-dir, or paths), with progress and a history", () => {
     const out = join(dir.path, "out1");
-    const r = run(["run", recipe, ...vars, "--models", models, "--out-dir", out]);
+    const r = run(["run", recipe, ...vars, "--model-dir", models, "--out-dir", out]);
     assert.equal(r.code, 0, r.err);
     assert.deepEqual(filesIn(out), ["a14.ckpt", "a15.ckpt", "mix14.safetensors", "mix15.safetensors", "tensormerge-history.jsonl"]);
     assert.match(r.err, /merging, pass 1\/1: 100%/);
@@ -45,7 +45,7 @@ describe("recipes: CLI", function () {
   it("prints the plan with --dry-run and writes nothing", () => {
     const out = join(dir.path, "dry");
     mkdirSync(out);
-    const r = run(["run", recipe, ...vars, "--models", models, "--out-dir", out, "--dry-run"]);
+    const r = run(["run", recipe, ...vars, "--model-dir", models, "--out-dir", out, "--dry-run"]);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /4 rows, 1 pass/);
     assert.match(r.out, /inputs \(each read once\):\n(\s+\S+\.safetensors .*\n){4}/);
@@ -59,13 +59,13 @@ describe("recipes: CLI", function () {
     const bindings = join(dir.path, "bindings.txt");
     writeFileSync(bindings, "# where my models are\nSD14 = models/sd14.safetensors\nSD15 = sd15\nF222 = f222\nWD13 = wd13\nUNUSED = anything\n");
     const out = join(dir.path, "out2");
-    assert.equal(run(["run", recipe, "--vars", bindings, "--models", models, "--out-dir", out, "-q"]).code, 0);
+    assert.equal(run(["run", recipe, "--vars", bindings, "--model-dir", models, "--out-dir", out, "-q"]).code, 0);
     const json = join(dir.path, "sample.json");
     const e = run(["run", recipe, "--export", json]);
     assert.equal(e.code, 0, e.err);
     assert.match(readFileSync(json, "utf8"), /"format": "tensormerge-recipe"/);
     const out3 = join(dir.path, "out3");
-    assert.equal(run(["run", json, "--vars", bindings, "--models", models, "--out-dir", out3, "-q", "--no-history"]).code, 0);
+    assert.equal(run(["run", json, "--vars", bindings, "--model-dir", models, "--out-dir", out3, "-q", "--no-history"]).code, 0);
     for (const f of ["a14.ckpt", "a15.ckpt", "mix14.safetensors", "mix15.safetensors"]) assert.ok(sameBytes(join(out, f), join(out3, f)), f);
     assert.deepEqual(filesIn(out3), ["a14.ckpt", "a15.ckpt", "mix14.safetensors", "mix15.safetensors"]);
   });
@@ -73,29 +73,29 @@ describe("recipes: CLI", function () {
   it("reports a mistake as one line with its code, writing nothing", () => {
     const out = join(dir.path, "bad");
     mkdirSync(out);
-    const typo = run(["run", recipe, ...vars, "--var", "SD41=sd14", "--models", models, "--out-dir", out]);
+    const typo = run(["run", recipe, ...vars, "--var", "SD41=sd14", "--model-dir", models, "--out-dir", out]);
     assert.equal(typo.code, 1);
     assert.match(typo.err, /^tensormerge: error \[RECIPE_INVALID\]: unknown variable __SD41__/);
     assert.equal(typo.err.trim().split("\n").length, 1);
-    const unbound = run(["run", recipe, "--var", "SD14=sd14", "--models", models, "--out-dir", out]);
+    const unbound = run(["run", recipe, "--var", "SD14=sd14", "--model-dir", models, "--out-dir", out]);
     assert.match(unbound.err, /RECIPE_INVALID.*unbound variables __F222__ .*__SD15__ .*__WD13__/);
     assert.deepEqual(filesIn(out), []);
     // An output folder that does not exist yet is created only once the recipe passed its checks.
     const fresh = join(dir.path, "not-yet");
-    const refused = run(["run", recipe, "--var", "SD14=sd14", "--models", models, "--out-dir", fresh]);
+    const refused = run(["run", recipe, "--var", "SD14=sd14", "--model-dir", models, "--out-dir", fresh]);
     assert.match(refused.err, /RECIPE_INVALID/);
     assert.equal(existsSync(fresh), false, "a refused recipe created its output folder");
-    assert.equal(run(["run", "--out-dir", join(fresh, "deeper"), recipe, ...vars, "--models", models, "-q"]).code, 0);
+    assert.equal(run(["run", "--out-dir", join(fresh, "deeper"), recipe, ...vars, "--model-dir", models, "-q"]).code, 0);
     assert.ok(filesIn(join(fresh, "deeper")).includes("mix15.safetensors"));
     assert.equal(run(["run"]).code, 2);
   });
 
   it("skips existing outputs with --skip-existing, refuses them without", () => {
     const out = join(dir.path, "out1");
-    const again = run(["run", recipe, ...vars, "--models", models, "--out-dir", out, "-q"]);
+    const again = run(["run", recipe, ...vars, "--model-dir", models, "--out-dir", out, "-q"]);
     assert.equal(again.code, 1);
     assert.match(again.err, /OUTPUT_EXISTS/);
-    const skip = run(["run", recipe, ...vars, "--models", models, "--out-dir", out, "--skip-existing"]);
+    const skip = run(["run", recipe, ...vars, "--model-dir", models, "--out-dir", out, "--skip-existing"]);
     assert.equal(skip.code, 0, skip.err);
     assert.match(skip.out, /skipped .*mix15\.safetensors \(exists\)/);
   });
@@ -103,7 +103,7 @@ describe("recipes: CLI", function () {
   it("reproduce rebuilds a model from its metadata, identical, and prints its recipe", () => {
     const target = join(dir.path, "out1", "mix15.safetensors");
     const rebuilt = join(dir.path, "mix15.again.safetensors");
-    const r = run(["reproduce", target, "--models", models, "--out", rebuilt]);
+    const r = run(["reproduce", target, "--model-dir", models, "--out", rebuilt]);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /identical to mix15\.safetensors/);
     assert.ok(sameBytes(target, rebuilt));

@@ -10,9 +10,11 @@ import { reproduceCommand } from "./reproduce";
 import { benchCommand } from "./bench";
 import { uiCommand } from "./ui";
 import { mergekitCommand } from "./mergekit";
+import { methodsCommand } from "./methods";
 
 export const COMMANDS: Command[] = [
   mergeCommand,
+  methodsCommand,
   mergekitCommand,
   demoCommand,
   listCommand,

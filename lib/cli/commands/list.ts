@@ -4,7 +4,7 @@ import { HashCache } from "../../library/hash-cache";
 import { formatBytes } from "../../library/inspect";
 import { defaultModelDirs, listModels, type ModelEntry } from "../../library/scan";
 import { MergeError, isMergeError } from "../../errors";
-import { defineCommand, flagArg, type CliIo } from "../command";
+import { OLD_MODELS_OPTION, defineCommand, flagArg, listArg, refuseOldModelsOption, type CliIo } from "../command";
 import { createProgressPrinter, type ProgressPrinter } from "../progress";
 
 const COMPONENT_SHORT: Record<string, string> = {
@@ -51,20 +51,24 @@ function progressPrinter(io: CliIo): ((p: { phase: string; index: number; count:
 export const listCommand = defineCommand({
   name: "list",
   summary: "list the models in the model folders: architecture, components, hashes",
-  usage: "list [DIR|FILE…] [--json] [--no-hash]",
+  usage: "list [DIR|FILE…] [--model-dir DIR…] [--json] [--no-hash]",
   positionals: true,
   options: {
+    "model-dir": { type: "string", multiple: true, value: "DIR", description: "a model folder to list, as a DIR argument (repeatable; default $TENSORMERGE_MODELS or ./models)" },
+    ...OLD_MODELS_OPTION,
     json: { type: "boolean", description: "print a JSON array (path, name, format, architecture, sha256, …) instead of a table" },
     "no-hash": { type: "boolean", description: "do not hash files missing from the hash cache (cached hashes are still shown)" },
     verbose: { type: "boolean", description: "stack traces on errors" },
   },
   async run(args, io, signal) {
-    const dirs = args.positionals.length > 0 ? args.positionals : defaultModelDirs();
+    refuseOldModelsOption(args);
+    const given = [...args.positionals, ...listArg(args, "model-dir")];
+    const dirs = given.length > 0 ? given : defaultModelDirs();
     const cache = await HashCache.open();
     const onProgress = progressPrinter(io);
     const entries = await listModels(dirs, { hash: !flagArg(args, "no-hash"), cache, signal, ...(onProgress ? { onProgress } : {}) })
       .catch((e: unknown) => {
-        if (args.positionals.length === 0 && isMergeError(e, "FILE_NOT_FOUND")) {
+        if (given.length === 0 && isMergeError(e, "FILE_NOT_FOUND")) {
           throw new MergeError("FILE_NOT_FOUND", `${e.message}; give a folder (tensormerge list DIR) or set TENSORMERGE_MODELS`, e.path !== undefined ? { path: e.path } : {});
         }
         throw e;

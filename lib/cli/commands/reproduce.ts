@@ -5,17 +5,18 @@ import { HashCache } from "../../library/hash-cache";
 import { formatBytes } from "../../outputs";
 import { formatJsonRecipe } from "../../recipes/json";
 import { readEmbeddedRecipe, reproduce } from "../../recipes/reproduce";
-import { defineCommand, ENGINE_OPTIONS, flagArg, listArg, stringArg } from "../command";
+import { defineCommand, ENGINE_OPTIONS, OLD_MODELS_OPTION, flagArg, modelDirArgs, refuseOldModelsOption, stringArg } from "../command";
 import { createProgressPrinter } from "../progress";
 import { engineOptions, printPlan, recipePlanView, refuseShortDisk } from "./run";
 
 export const reproduceCommand = defineCommand({
   name: "reproduce",
   summary: "rebuild a model from the recipe in its metadata, finding the ingredients by hash",
-  usage: "reproduce MODEL --models DIR [--out FILE] [options]",
+  usage: "reproduce MODEL --model-dir DIR [--out FILE] [options]",
   positionals: true,
   options: {
-    models: { type: "string", multiple: true, value: "DIR", description: "folder with the ingredients, found by sha256 (default: $TENSORMERGE_MODELS or ./models)" },
+    "model-dir": { type: "string", multiple: true, value: "DIR", description: "folder with the ingredients, found by sha256 (repeatable; default: $TENSORMERGE_MODELS or ./models)" },
+    ...OLD_MODELS_OPTION,
     out: { type: "string", short: "o", value: "FILE", description: "rebuilt model (default: ./<name>.reproduced.safetensors)" },
     overwrite: { type: "boolean", description: "replace an existing output" },
     "dry-run": { type: "boolean", short: "n", description: "find the ingredients and print the plan; write nothing" },
@@ -25,19 +26,20 @@ export const reproduceCommand = defineCommand({
     verbose: { type: "boolean", description: "stack traces on errors" },
   },
   async run(args, io, signal) {
+    refuseOldModelsOption(args);
     if (args.positionals.length !== 1) throw new MergeError("INVALID_ARGUMENT", "reproduce expects one model file (see: tensormerge reproduce --help)");
     const model = resolve(args.positionals[0]!);
     if (flagArg(args, "print-recipe")) {
       io.out.write(formatJsonRecipe(await readEmbeddedRecipe(model)));
       return 0;
     }
-    const models = listArg(args, "models");
+    const modelDirs = modelDirArgs(args);
     const out = stringArg(args, "out");
     const dryRun = flagArg(args, "dry-run");
     const quiet = flagArg(args, "quiet") || dryRun;
     const bar = quiet ? undefined : createProgressPrinter(io.err, io.isTTY, "rebuilding");
     const report = await reproduce(model, {
-      ...(models.length ? { modelDirs: models.map((m) => resolve(m)) } : {}),
+      ...(modelDirs.length ? { modelDirs } : {}),
       ...(out !== undefined ? { out } : {}),
       overwrite: flagArg(args, "overwrite"),
       hashCache: await HashCache.open(),

@@ -8,9 +8,9 @@ import { defaultModelDirs, findModelFiles } from "../../library/scan";
 import { checkTargets, formatBytes } from "../../outputs";
 import { parseBindingsText, parseVarArgs, type Bindings } from "../../recipes/bindings";
 import { formatRecipe, parseRecipe } from "../../recipes";
-import { SLOTS } from "../../recipes/types";
+import { rowInputs } from "../../recipes/types";
 import { runRecipe, type RecipeProgress, type RecipeRunReport } from "../../recipes/run";
-import { defineCommand, ENGINE_OPTIONS, flagArg, listArg, stringArg, type CliIo } from "../command";
+import { defineCommand, ENGINE_OPTIONS, MODEL_DIR_OPTION, OLD_MODELS_OPTION, flagArg, listArg, modelDirArgs, refuseOldModelsOption, stringArg, type CliIo } from "../command";
 import { createProgressPrinter } from "../progress";
 
 export const HISTORY_FILE = "tensormerge-history.jsonl";
@@ -155,13 +155,14 @@ function progressPrinter(io: CliIo, quiet: boolean): { onProgress?: (e: RecipePr
 export const runCommand = defineCommand({
   name: "run",
   summary: "run a recipe (classic Merge Board text or JSON): all rows in one pass",
-  usage: "run RECIPE [--var NAME=MODEL …] [--out-dir DIR] [--models DIR] [--dry-run] [options]",
+  usage: "run RECIPE [--var NAME=MODEL …] [--out-dir DIR] [--model-dir DIR] [--dry-run] [options]",
   positionals: true,
   options: {
-    var: { type: "string", multiple: true, value: "NAME=MODEL", description: "bind a recipe variable __NAME__ to a model (path, name in --models, or hash)" },
+    var: { type: "string", multiple: true, value: "NAME=MODEL", description: "bind a recipe variable __NAME__ to a model (path, name in --model-dir, or hash)" },
     vars: { type: "string", value: "FILE", description: "bindings file: JSON {\"NAME\": \"MODEL\"} or NAME = MODEL lines" },
     "out-dir": { type: "string", short: "o", value: "DIR", description: "folder for the outputs, named <OUT>.safetensors / <OUT>.ckpt (default: .)" },
-    models: { type: "string", multiple: true, value: "DIR", description: "model folder for names and hashes (default: $TENSORMERGE_MODELS or ./models)" },
+    ...MODEL_DIR_OPTION,
+    ...OLD_MODELS_OPTION,
     "dry-run": { type: "boolean", short: "n", description: "print the plan (inputs, outputs, bytes, disk space) and write nothing" },
     "skip-existing": { type: "boolean", description: "leave existing outputs alone; later rows read them" },
     overwrite: { type: "boolean", description: "replace existing outputs" },
@@ -175,6 +176,7 @@ export const runCommand = defineCommand({
     verbose: { type: "boolean", description: "stack traces on errors" },
   },
   async run(args, io, signal) {
+    refuseOldModelsOption(args);
     if (args.positionals.length !== 1) throw new MergeError("INVALID_ARGUMENT", "run expects one recipe file (see: tensormerge run --help)");
     const recipePath = resolve(args.positionals[0]!);
     const recipe = parseRecipe(await readText(recipePath, "recipe"));
@@ -186,16 +188,16 @@ export const runCommand = defineCommand({
       for (const [k, v] of Object.entries(fromFile)) bindings[k] = /[\\/]/.test(v) ? resolve(dirname(resolve(varsFile)), v) : v;
     }
     Object.assign(bindings, parseVarArgs(listArg(args, "var")));
-    const models = listArg(args, "models");
+    const modelDirs = modelDirArgs(args);
     const exportTo = stringArg(args, "export");
     if (exportTo !== undefined) {
       // Never over the recipe, the bindings file, a model it binds or any model of the model
       // folders (the recipe's inputs, found by name or hash), nor over any file unless asked.
-      const dirs = models.length ? models.map((m) => resolve(m)) : defaultModelDirs();
+      const dirs = modelDirs.length ? modelDirs : defaultModelDirs();
       const exists = (p: string) => stat(p).then(() => true, () => false);
       const existing = async (paths: string[]) => (await Promise.all(paths.map(async (p) => ((await exists(p)) ? [p] : [])))).flat();
       const libraryModels = (await findModelFiles(await existing(dirs), { signal })).files.map((f) => f.path);
-      const refs = [...Object.values(bindings), ...recipe.rows.flatMap((r) => [...SLOTS.map((s) => r.inputs[s]), r.vae]).flatMap((i) => (i?.kind === "model" ? [i.ref] : []))];
+      const refs = [...Object.values(bindings), ...recipe.rows.flatMap((r) => [...rowInputs(r).map((i) => i.input), r.vae]).flatMap((i) => (i?.kind === "model" ? [i.ref] : []))];
       const refFiles = await existing(refs.flatMap((ref) => [resolve(ref), resolve(dirname(recipePath), ref)]));
       await checkTargets([exportTo], [recipePath, ...(varsFile ? [varsFile] : []), ...refFiles, ...libraryModels], flagArg(args, "overwrite"));
       const text = formatRecipe(recipe, extname(exportTo).toLowerCase() === ".json" ? "json" : "classic");
@@ -217,7 +219,7 @@ export const runCommand = defineCommand({
       // Bindings from the command line and a bindings file may cover several recipes: only the
       // command line is strict about variables the recipe lacks.
       strictBindings: varsFile === undefined,
-      ...(models.length ? { modelDirs: models.map((m) => resolve(m)) } : {}),
+      ...(modelDirs.length ? { modelDirs } : {}),
       outDir,
       hashCache,
       skipExisting: flagArg(args, "skip-existing"),
