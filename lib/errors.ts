@@ -45,6 +45,9 @@ export const ERROR_CODES = [
   "ABORTED",
   "NATIVE_UNAVAILABLE",
   "INTERNAL",
+  // LoRA files (lib/lora)
+  "LORA_INVALID",
+  "LORA_MISMATCH",
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -42,9 +42,42 @@ export const KERNEL_PARAMS: Record<KernelName, number> = {
 export const MAX_OP_ARGS = 8;
 export const MAX_OP_PARAMS = 16;
 
+/** One factor matrix of a low-rank operand: row-major, `dtype` (a float dtype id), in an input file. */
+export interface LowRankFactor {
+  file: number;
+  /** Absolute byte offset of element 0. */
+  offset: number;
+  dtype: number;
+}
+
+/** A product up·down: `up` is [rows, rank], `down` [rank, cols] (rows, cols: the operand's). */
+export interface LowRankProduct {
+  rank: number;
+  up: LowRankFactor;
+  down: LowRankFactor;
+}
+
+/**
+ * A low-rank operand (a LoRA's ΔW, lib/lora), an op argument only, never a write source. It has
+ * `rows × cols` = the piece's n elements; element i (row = ⌊i / cols⌋, col = i mod cols) is
+ *   p_r = fp32(up[row·rank + r] · down[r·cols + col])        (factors widened exactly to fp32)
+ *   P   = p_0, then P = fp32(P + p_r) for r = 1 … rank − 1     (r ascending, one rounding each)
+ * and with `hadamard` (LyCORIS LoHa) fp32(P · Q), Q the second product's P. Both engines compute
+ * it block by block from the factors (native/core/lowrank.cc, lib/engine/lowrank.ts); the
+ * product is never materialised whole. The core checks rows·cols = n, 1 ≤ rank ≤ 65536 and every
+ * factor's byte range before reading it.
+ */
+export interface LowRankOperand extends LowRankProduct {
+  kind: "lowrank";
+  rows: number;
+  cols: number;
+  hadamard?: LowRankProduct;
+}
+
 export type Operand =
   | { kind: "input"; file: number; offset: number; dtype: number }
-  | { kind: "op"; index: number };
+  | { kind: "op"; index: number }
+  | LowRankOperand;
 
 /**
  * One step of a piece: a kernel id, its operands (inputs or earlier ops, any count the kernel

@@ -43,6 +43,8 @@ enum class merge_error {
     ABORTED,
     NATIVE_UNAVAILABLE,
     INTERNAL,
+    LORA_INVALID,
+    LORA_MISMATCH,
     COUNT_,
 };
 

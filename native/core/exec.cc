@@ -6,9 +6,10 @@
 #include <sys/mman.h>
 
 #include "dtype.h"
+#include "lowrank.h"
 #include "method_kernels.h"
 
-exec_scratch::exec_scratch(size_t max_ops, size_t block, size_t n_outputs) : nonfinite_(n_outputs), n_slots_(max_ops + MERGE_MAX_ARGS + 1), block_(block) {
+exec_scratch::exec_scratch(size_t max_ops, size_t block, size_t n_outputs) : nonfinite_(n_outputs), n_slots_(max_ops + MERGE_MAX_ARGS + EXEC_EXTRA_SLOTS), block_(block) {
     void * p = nullptr;
     if (posix_memalign(&p, 64, n_slots_ * block_ * sizeof(float)) != 0) throw std::bad_alloc();
     data_ = (float *) p;
@@ -19,7 +20,7 @@ exec_scratch::~exec_scratch() { free(data_); }
 size_t exec_block_size(size_t max_ops) {
     // ~256 KiB of scratch per thread for small recipes; long recipes get shorter blocks.
     const size_t budget = (256u << 10) / sizeof(float);
-    size_t block = budget / (max_ops + MERGE_MAX_ARGS + 1);
+    size_t block = budget / (max_ops + MERGE_MAX_ARGS + EXEC_EXTRA_SLOTS);
     if (block > 4096) block = 4096;
     block &= ~(size_t) 63;
     return block < 64 ? 64 : block;
@@ -64,7 +65,10 @@ void count_nonfinite(uint32_t dtype, const uint8_t * p, const float * src, size_
     }
 }
 
-/** Slot layout: [0, n_ops) op results, then MERGE_MAX_ARGS operand slots, then one conversion slot. */
+/**
+ * Slot layout: [0, n_ops) op results, then MERGE_MAX_ARGS operand slots, then one conversion
+ * slot, then two low-rank slots (a factor row's widened values; a LoHa's second product).
+ */
 struct block_eval {
     const exec_context & ctx;
     exec_scratch & scratch;
@@ -77,8 +81,29 @@ struct block_eval {
 
     // F32 inputs at 4-byte aligned addresses are read in place; everything else is widened
     // into `slot` (a plain copy for unaligned F32: same bits either way).
+    lowrank_factors factors(const merge_lowrank_product & p) const {
+        const merge_kernels * kt = ctx.kernels;
+        return {(*ctx.inputs)[p.up.file]->data() + p.up.offset, (*ctx.inputs)[p.down.file]->data() + p.down.offset, merge_kernels_load(kt, p.up.dtype),
+                merge_kernels_load(kt, p.down.dtype), (uint32_t) st_dtype_size(p.up.dtype), (uint32_t) st_dtype_size(p.down.dtype), p.rank};
+    }
+
+    // Ranges, shapes and dtypes were checked by merge_job_validate (check_lowrank).
+    const float * lowrank(const merge_lowrank & lr, uint64_t i, size_t m, float * slot) const {
+        float * tmp = scratch.slot(n_ops + MERGE_MAX_ARGS + 1);
+        if (lr.hadamard.rank != 0) {
+            float * second = scratch.slot(n_ops + MERGE_MAX_ARGS + 2);
+            lowrank_product_f32(factors(lr.hadamard), lr.cols, i, m, second, tmp);
+            lowrank_product_f32(factors(lr.product), lr.cols, i, m, slot, tmp);
+            lowrank_hadamard_f32(slot, second, m);
+        } else {
+            lowrank_product_f32(factors(lr.product), lr.cols, i, m, slot, tmp);
+        }
+        return slot;
+    }
+
     const float * operand(const merge_operand & a, uint64_t i, size_t m, float * slot) const {
         if (a.kind == MERGE_OPERAND_OP) return scratch.slot(a.index);
+        if (a.kind == MERGE_OPERAND_LOWRANK) return lowrank(piece.lowranks[a.index], i, m, slot);
         const uint8_t * src = input_ptr(a, i);
         if (a.dtype == ST_DTYPE_F32 && ((uintptr_t) src & 3) == 0) return (const float *) src;
         merge_kernels_load(ctx.kernels, a.dtype)(slot, src, m);

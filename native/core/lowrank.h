@@ -1,0 +1,54 @@
+// Low-rank operands: an operand whose element i is a value of the product up·down of two small
+// factor matrices (a LoRA's ΔW), computed block by block from the factors, never materialised.
+//
+// The fixed summation order (the contract both engines keep, lib/engine/lowrank.ts is the TS
+// twin): for element i, row = i / cols, col = i % cols, and
+//   p_r = fp32(up[row·rank + r] · down[r·cols + col])     one rounding per product
+//   P   = p_0;  P = fp32(P + p_r) for r = 1 … rank−1        one rounding per add, r ascending
+// With a Hadamard factor (LyCORIS LoHa), the value is fp32(P · Q), Q the second product's P.
+// Factors are row-major in an input file, any float dtype, widened exactly to fp32.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels.h"
+
+/** Most rank a low-rank product may have (job validation). */
+constexpr uint32_t MERGE_LOWRANK_MAX_RANK = 65536;
+
+struct merge_lowrank_factor {
+    uint32_t file = 0;   // index into merge_job::inputs
+    uint64_t offset = 0; // absolute byte offset of element 0
+    uint32_t dtype = 0;  // st_dtype id (a math dtype)
+};
+
+/** up is [rows, rank], down [rank, cols]. */
+struct merge_lowrank_product {
+    uint32_t rank = 0; // 0: absent (only for `hadamard`)
+    merge_lowrank_factor up, down;
+};
+
+/** `{kind:"lowrank", rows, cols, rank, up, down, hadamard?}` of lib/native/job.ts. */
+struct merge_lowrank {
+    uint64_t rows = 0, cols = 0;
+    merge_lowrank_product product;
+    merge_lowrank_product hadamard; // rank 0: none
+};
+
+/** A product's factors resolved to mapped bytes (the engine checked the ranges). */
+struct lowrank_factors {
+    const uint8_t * up;
+    const uint8_t * down;
+    merge_load_fn load_up, load_down;
+    uint32_t up_size, down_size; // bytes per element
+    uint32_t rank;
+};
+
+/**
+ * Elements [i0, i0 + m) of the product into out (m floats); tmp holds m floats of scratch.
+ * Allocates nothing; element values do not depend on i0 or m (blocking changes nothing).
+ */
+void lowrank_product_f32(const lowrank_factors & f, uint64_t cols, uint64_t i0, size_t m, float * out, float * tmp);
+
+/** out[k] = fp32(out[k] · other[k]): the Hadamard step of LoHa. */
+void lowrank_hadamard_f32(float * out, const float * other, size_t m);
