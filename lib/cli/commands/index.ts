@@ -1,6 +1,7 @@
 /** Every CLI subcommand, in help order. Add a command by adding its module here. */
 import type { Command } from "../command";
 import { mergeCommand } from "./merge";
+import { bakeCommand } from "./bake";
 import { demoCommand } from "./demo";
 import { listCommand } from "./list";
 import { inspectCommand } from "./inspect";
@@ -11,6 +12,7 @@ import { benchCommand } from "./bench";
 
 export const COMMANDS: Command[] = [
   mergeCommand,
+  bakeCommand,
   demoCommand,
   listCommand,
   inspectCommand,
