@@ -95,6 +95,34 @@ describe("lora: inspect, list, CLI and metadata", function () {
     assert.match(wrong.stderr, /ARCHITECTURE_MISMATCH/);
   });
 
+  it("LoRA block weights (17 values): BASE 0 leaves the text encoder, IN01 1 and OUT11 0.5 scale their blocks, 0 leaves a block", async () => {
+    const dir = tmp.fresh("lbw");
+    const weights = [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.5];
+    const lbw = join(dir, "lbw.safetensors"), full = join(dir, "full.safetensors"), half = join(dir, "half.safetensors");
+    await bake({ model: base, loras: [small], loraBlocks: weights.join(","), out: lbw, recipeMetadata: false });
+    await bake({ model: base, loras: [small], out: full, recipeMetadata: false });
+    await bake({ model: base, loras: [{ path: small, ratio: 0.5 }], out: half, recipeMetadata: false });
+    const [b, l, f, h] = [base, lbw, full, half].map((p) => readModel(p).tensors);
+    let in01 = 0, out11 = 0, untouched = 0;
+    for (const [key, t] of l!) {
+      const same = (m: typeof b) => Buffer.from(t.bytes).equals(Buffer.from(m!.get(key)!.bytes));
+      if (key.startsWith("model.diffusion_model.input_blocks.1.")) {
+        if (!same(b)) in01++;
+        assert.ok(same(f), key);
+      } else if (key.startsWith("model.diffusion_model.output_blocks.11.")) {
+        if (!same(b)) out11++;
+        assert.ok(same(h), key);
+      } else {
+        assert.ok(same(b), key);
+        if (!same(f)) untouched++;
+      }
+    }
+    assert.equal(in01, 12); // one transformer: proj_in, proj_out, attn1 and attn2 q/k/v/out, ff 0 and 2
+    assert.equal(out11, 12);
+    assert.ok(untouched >= 200, `tensors a full bake changes but block weight 0 leaves: ${untouched}`);
+    await assert.rejects(bake({ model: base, loras: [small], loraBlocks: "1,1,1", out: join(dir, "x.safetensors"), recipeMetadata: false }), /17 \(BASE, IN01/);
+  });
+
   it("the output records the model and every LoRA by sha256, with ratios (bake() and the metadata key)", async () => {
     const out = join(tmp.fresh("meta"), "baked.safetensors");
     await bake({ model: base, loras: [{ path: small, ratio: 0.3 }], te: 2, out, metadata: { note: "x" } });
