@@ -7,6 +7,7 @@
  */
 export { merge, sweepOutputPath, type MergeOptions, type MergeReport, type MergeProgress } from "./merge";
 export { bake, BAKE_METADATA_KEY, type BakeOptions, type BakeReport, type BakeLoraSpec } from "./lora/bake";
+export { extractLora, type ExtractOptions, type ExtractReport } from "./lora/extract";
 export { openLora, readLoraModel, looksLikeLora, type LoraFile, type LoraModule, type LoraAlgorithm, type LoraNaming } from "./lora/read";
 export { summarizeLora, loraArchitecture, type LoraSummary } from "./lora/describe";
 export { MergeError, ERROR_CODES, isMergeError, type ErrorCode } from "./errors";

@@ -2,6 +2,7 @@
 import type { Command } from "../command";
 import { mergeCommand } from "./merge";
 import { bakeCommand } from "./bake";
+import { extractLoraCommand } from "./extract-lora";
 import { demoCommand } from "./demo";
 import { listCommand } from "./list";
 import { inspectCommand } from "./inspect";
@@ -13,6 +14,7 @@ import { benchCommand } from "./bench";
 export const COMMANDS: Command[] = [
   mergeCommand,
   bakeCommand,
+  extractLoraCommand,
   demoCommand,
   listCommand,
   inspectCommand,
