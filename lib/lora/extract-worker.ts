@@ -148,7 +148,8 @@ export async function runExtract(job: ExtractJob, post: (m: ExtractMessage) => v
       const all = new Float64Array(up.length + down.length);
       all.set(up);
       all.set(down, up.length);
-      const hi = quantile(all, job.clampQuantile);
+      // clampQuantile 1 turns the clamp off (kohya's formula would still clip at −max, the sign is not symmetric)
+      const hi = job.clampQuantile >= 1 ? Infinity : quantile(all, job.clampQuantile);
       const clamp = (v: Float64Array) => v.map((x) => (x > hi ? hi : x < -hi ? -hi : x));
       const upBytes = encode(clamp(up), job.dtype), downBytes = encode(clamp(down), job.dtype), alpha = encode([r], job.dtype);
       await out.write(upBytes, 0, upBytes.length, m.upOffset);

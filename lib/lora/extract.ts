@@ -36,7 +36,7 @@ export interface ExtractOptions {
   dtype?: "fp32" | "fp16" | "bf16";
   /** Text encoder kept only if some weight differs by more than this (default 0.01). */
   teThreshold?: number;
-  /** Clamp quantile (default 0.99). */
+  /** Clamp quantile (default 0.99, kohya's); 1 turns the clamp off. */
   clampQuantile?: number;
   overwrite?: boolean;
   /** Write kohya's ss_* metadata and the base's hash (default true). */
