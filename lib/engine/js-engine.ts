@@ -12,7 +12,7 @@ import { crc32 } from "node:zlib";
 import { DTYPES, DTYPE_SIZE, type Dtype } from "../dtypes";
 import { MergeError, fsError, type ErrorCode } from "../errors";
 import { KERNELS, type Job, type JobResult, type LowRankFactor, type Operand } from "../native/job";
-import { lowRankValues } from "./lowrank";
+import { kroneckerValues, lowRankValues } from "./lowrank";
 import { narrowBf16, narrowF16, narrowF8, widenBf16, widenF16, widenF8 } from "./conversions";
 import { METHOD_KERNELS } from "./method-kernels";
 
@@ -232,6 +232,7 @@ export async function runChunks(
     const load = async (operand: Operand): Promise<Float32Array> => {
       if (operand.kind === "op") return values[operand.index]!;
       if (operand.kind === "lowrank") return lowRankValues(operand, start, n, readFactor);
+      if (operand.kind === "kronecker") return kroneckerValues(operand, start, n, readFactor);
       const key = `${operand.file}:${operand.offset}:${operand.dtype}`;
       const cached = operandValues.get(key);
       if (cached) return cached;

@@ -4,7 +4,8 @@
  * `networks/merge_lora.py` `merge_to_sd_model`: `weight + ratio * (up @ down) * scale`; convs
  * flattened to [out, in·kh·kw], which is the same product as its `conv2d` of the permuted
  * factors), LoHa ΔW = (w1a·w1b) ⊙ (w2a·w2b) (LyCORIS; AUTOMATIC1111
- * `extensions-builtin/Lora/network_hada.py`).
+ * `extensions-builtin/Lora/network_hada.py`), LoKr ΔW = w1 ⊗ w2 (`network_lokr.py`), a Kronecker
+ * operand of the job.
  *
  * Each ΔW is a low-rank operand (lib/native/job.ts `LowRankOperand`): the engines compute it
  * block by block from the factors in the LoRA file, never materialised. Per tensor (or per row
@@ -17,7 +18,7 @@ import { DTYPES, DTYPE_ID, DTYPE_SIZE, isMathDtype, isNarrowFloat, type Dtype } 
 import { MergeError } from "../errors";
 import { ARCHITECTURES, type ArchitectureId } from "../library/identify";
 import { numelOf, shapeToString, type ModelFile } from "../model";
-import { KERNEL_ID, type JobOp, type JobPiece, type LowRankOperand, type LowRankProduct, type Operand } from "../native/job";
+import { KERNEL_ID, type JobOp, type JobPiece, type KroneckerFactor, type KroneckerOperand, type LowRankOperand, type LowRankProduct, type Operand } from "../native/job";
 import { refuseScaledFp8 } from "../scaled-fp8";
 import { blockOfModule, loraArchitecture } from "./describe";
 import { targetResolver, type LoraTarget } from "./names";
@@ -120,8 +121,22 @@ export function matchLoras(base: ModelFile, arch: ArchitectureId, loras: BakeLor
   return { contributions, loras: matches };
 }
 
-/** Rows [s, e) of a module's ΔW (s, e relative to the module's rows) as a low-rank operand. */
-function lowRankOf(m: LoraModule, file: number, s: number, e: number): LowRankOperand {
+/** A LoKr factor (full, or `_a`·`_b`) as a Kronecker factor of the job. */
+function kronFactorOf(m: LoraModule, file: number, which: "lokr_w1" | "lokr_w2"): KroneckerFactor {
+  const ref = (t: NonNullable<LoraModule["factors"]["lokr_w1"]>) => ({ file, offset: t.offset, dtype: DTYPE_ID[t.dtype] });
+  const full = m.factors[which];
+  if (full) return { rows: full.shape[0]!, cols: numelOf(full.shape) / full.shape[0]!, full: ref(full) };
+  const a = m.factors[`${which}_a`]!, b = m.factors[`${which}_b`]!;
+  return { rows: a.shape[0]!, cols: numelOf(b.shape) / b.shape[0]!, product: { rank: b.shape[0]!, up: ref(a), down: ref(b) } };
+}
+
+/** Rows [s, e) of a module's ΔW (s, e relative to the module's rows) as a low-rank (or, for LoKr, Kronecker) operand. */
+function lowRankOf(m: LoraModule, file: number, s: number, e: number): LowRankOperand | KroneckerOperand {
+  if (m.algorithm === "lokr") {
+    const a = kronFactorOf(m, file, "lokr_w1"), b = kronFactorOf(m, file, "lokr_w2");
+    const kernel = m.factors.lokr_w2 && m.factors.lokr_w2.shape.length === 4 ? m.factors.lokr_w2.shape[2]! * m.factors.lokr_w2.shape[3]! : 1;
+    return { kind: "kronecker", rows: e - s, cols: m.cols, kernel, rowStart: s, a, b };
+  }
   const product = (upName: "up" | "hada_w1_a" | "hada_w2_a", downName: "down" | "hada_w1_b" | "hada_w2_b", rank: number): LowRankProduct => {
     const up = m.factors[upName]!, down = m.factors[downName]!;
     return {

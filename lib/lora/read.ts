@@ -7,7 +7,7 @@
  *   Tucker convs add `<name>.lora_mid.weight` [r, r, kh, kw] (read, not baked yet: reported);
  * - LyCORIS LoHa (`hada_w1_a` [out, r], `hada_w1_b` [r, in·k], `hada_w2_a`, `hada_w2_b`; `hada_t1`/
  *   `hada_t2` for Tucker) and LoKr (`lokr_w1`, `lokr_w1_a`/`_b`, `lokr_w2`, `lokr_w2_a`/`_b`,
- *   `lokr_t2`; read and reported, not baked yet);
+ *   `lokr_t2`, Tucker: read and reported, not baked yet);
  * - PEFT / diffusers: `<name>.lora_A.weight` (= down), `<name>.lora_B.weight` (= up), and the
  *   older diffusers `<name>.lora.down.weight` / `.lora.up.weight`, `.lora_linear_layer.*`, and
  *   attention processors `<block>.processor.to_q_lora.down.weight` (→ `<block>.to_q`).
@@ -161,14 +161,36 @@ function lohaModule(file: string, name: string, f: Partial<Record<Role, TensorIn
   return f.hada_t1 || f.hada_t2 ? { ...base, unsupported: "Tucker LoHa (hada_t1/hada_t2) is not baked yet" } : base;
 }
 
-/** A LyCORIS LoKr module: read for reports; baking the Kronecker product is not done yet. */
-function lokrModule(name: string, f: Partial<Record<Role, TensorInfo>>, alpha: number | undefined): LoraModule {
-  const w1 = f.lokr_w1?.shape ?? (f.lokr_w1_a && f.lokr_w1_b ? [f.lokr_w1_a.shape[0]!, f.lokr_w1_b.shape[1]!] : [0, 0]);
-  const w2 = f.lokr_w2?.shape ?? (f.lokr_w2_a && f.lokr_w2_b ? [f.lokr_w2_a.shape[0]!, f.lokr_w2_b.shape.slice(1).reduce((a, b) => a * b, 1)] : [0, 0]);
-  const rank = f.lokr_w2_b?.shape[0] ?? f.lokr_w1_b?.shape[0] ?? 0;
-  const rows = (w1[0] ?? 0) * (w2[0] ?? 0);
-  const cols = (w1[1] ?? 0) * (w2.slice(1).reduce((a, b) => a * b, 1));
-  return { name, algorithm: "lokr", rank, ...(alpha !== undefined ? { alpha } : {}), scale: alpha !== undefined && rank > 0 ? alpha / rank : 1, rows, cols, kernel: [], factors: f, unsupported: "LoKr (Kronecker product) is not baked yet" };
+/**
+ * A LyCORIS LoKr module: ΔW = w1 ⊗ w2 (AUTOMATIC1111 `extensions-builtin/Lora/network_lokr.py`
+ * `make_kron`), each factor full or a product (`lokr_w1_a`·`lokr_w1_b`); a full 4-D w2 is a conv
+ * kernel (w1 ⊗ w2 over [out, in] with the kernel kept). scale = alpha / rank when a factor is a
+ * product (rank = its inner size, w1's first, as A1111 and LyCORIS), else 1.
+ */
+function lokrModule(file: string, name: string, f: Partial<Record<Role, TensorInfo>>, alpha: number | undefined): LoraModule {
+  const factor = (full: TensorInfo | undefined, a: TensorInfo | undefined, b: TensorInfo | undefined, which: string): { rows: number; cols: number; rank: number; kernel: number; shape: number[] } => {
+    if (full) {
+      checkFloat(file, full);
+      if (full.shape.length !== 2 && full.shape.length !== 4) throw invalid(file, full.name, `${which} must be 2-D or 4-D, got ${shapeToString(full.shape)}`);
+      const kernel = full.shape.length === 4 ? full.shape[2]! * full.shape[3]! : 1;
+      return { rows: full.shape[0]!, cols: full.shape.slice(1).reduce((x, y) => x * y, 1), rank: 0, kernel, shape: full.shape };
+    }
+    if (!a || !b) throw invalid(file, name, `LoKr module lacks ${which} (or its _a/_b pair)`);
+    checkFloat(file, a);
+    checkFloat(file, b);
+    const [rows, rank] = matrixOf(file, a, `${which}_a`);
+    if (b.shape[0] !== rank) throw invalid(file, b.name, `rank mismatch: ${which}_a ${shapeToString(a.shape)} and ${which}_b ${shapeToString(b.shape)}`);
+    return { rows, cols: b.shape.slice(1).reduce((x, y) => x * y, 1), rank, kernel: 1, shape: [rows, ...b.shape.slice(1)] };
+  };
+  const w1 = factor(f.lokr_w1, f.lokr_w1_a, f.lokr_w1_b, "lokr_w1");
+  const w2 = factor(f.lokr_w2, f.lokr_w2_a, f.lokr_w2_b, "lokr_w2");
+  if (w1.kernel !== 1) throw invalid(file, f.lokr_w1!.name, `lokr_w1 must be 2-D, got ${shapeToString(w1.shape)}`);
+  const rank = w1.rank || w2.rank;
+  const base = {
+    name, algorithm: "lokr" as const, rank, ...(alpha !== undefined ? { alpha } : {}), scale: alpha !== undefined && rank > 0 ? alpha / rank : 1,
+    rows: w1.rows * w2.rows, cols: w1.cols * w2.cols, kernel: w2.kernel > 1 ? w2.shape.slice(2) : [], factors: f,
+  };
+  return f.lokr_t2 ? { ...base, unsupported: "Tucker LoKr (lokr_t2) is not baked yet" } : base;
 }
 
 /** Reads the alpha scalars (a few bytes each) of the modules that have one. */
@@ -230,7 +252,7 @@ export async function readLoraModel(model: ModelFile): Promise<LoraFile> {
     const alpha = f.alpha ? alphas.get(f.alpha.name) : undefined;
     let m: LoraModule;
     if (f.hada_w1_a || f.hada_w1_b || f.hada_w2_a || f.hada_w2_b) m = lohaModule(model.path, name, f, alpha);
-    else if (f.lokr_w1 || f.lokr_w1_a || f.lokr_w2 || f.lokr_w2_a) m = lokrModule(name, f, alpha);
+    else if (f.lokr_w1 || f.lokr_w1_a || f.lokr_w2 || f.lokr_w2_a) m = lokrModule(model.path, name, f, alpha);
     else if (f.up || f.down) m = loraModule(model.path, name, f, alpha);
     else if (unsupported.has(name)) m = { name, algorithm: "lora", rank: 0, scale: 1, rows: 0, cols: 0, kernel: [], factors: f, unsupported: unsupported.get(name)! };
     else {

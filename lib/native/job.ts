@@ -74,10 +74,38 @@ export interface LowRankOperand extends LowRankProduct {
   hadamard?: LowRankProduct;
 }
 
+/** One factor of a Kronecker operand: a stored matrix [rows, cols], or a low-rank product of that shape. */
+export interface KroneckerFactor {
+  rows: number;
+  cols: number;
+  full?: LowRankFactor;
+  product?: LowRankProduct;
+}
+
+/**
+ * A Kronecker operand (LyCORIS LoKr), an op argument only: element i is element
+ * (rowStart + ⌊i / cols⌋, i mod cols) of A ⊗ B laid out as LyCORIS does, with `kernel` k > 1 for
+ * a conv whose B is a full [c, d, kh, kw] tensor (k = kh·kw): for column col, with j = ⌊col / k⌋,
+ * s = col mod k, d = b.cols / k, the value is fp32(A[⌊row / b.rows⌋, ⌊j / d⌋] ·
+ * B[row mod b.rows, (j mod d)·k + s]); k = 1 is the plain 2-D Kronecker product. A factor given as
+ * a product takes its value in the low-rank order above. The core checks a.rows·b.rows ≥
+ * rowStart + rows, a.cols·b.cols = cols, rows·cols = n and every factor's byte range.
+ */
+export interface KroneckerOperand {
+  kind: "kronecker";
+  rows: number;
+  cols: number;
+  kernel: number;
+  rowStart: number;
+  a: KroneckerFactor;
+  b: KroneckerFactor;
+}
+
 export type Operand =
   | { kind: "input"; file: number; offset: number; dtype: number }
   | { kind: "op"; index: number }
-  | LowRankOperand;
+  | LowRankOperand
+  | KroneckerOperand;
 
 /**
  * One step of a piece: a kernel id, its operands (inputs or earlier ops, any count the kernel

@@ -101,8 +101,34 @@ struct block_eval {
         return slot;
     }
 
+    kron_factor_view kron_view(const merge_kron_factor & f) const {
+        const merge_kernels * kt = ctx.kernels;
+        kron_factor_view v{};
+        v.cols = f.cols;
+        v.rank = f.product.rank;
+        if (v.rank == 0) {
+            v.full = (*ctx.inputs)[f.full.file]->data() + f.full.offset;
+            v.load_full = merge_kernels_load(kt, f.full.dtype);
+            v.full_size = (uint32_t) st_dtype_size(f.full.dtype);
+        } else {
+            const lowrank_factors p = factors(f.product);
+            v.up = p.up;
+            v.down = p.down;
+            v.load_up = p.load_up;
+            v.load_down = p.load_down;
+            v.up_size = p.up_size;
+            v.down_size = p.down_size;
+        }
+        return v;
+    }
+
     const float * operand(const merge_operand & a, uint64_t i, size_t m, float * slot) const {
         if (a.kind == MERGE_OPERAND_OP) return scratch.slot(a.index);
+        if (a.kind == MERGE_OPERAND_KRONECKER) {
+            const merge_kronecker & k = piece.kroneckers[a.index];
+            kronecker_f32(kron_view(k.a), kron_view(k.b), k.b.rows, k.kernel, k.row_start, k.cols, i, m, slot);
+            return slot;
+        }
         if (a.kind == MERGE_OPERAND_LOWRANK) return lowrank(piece.lowranks[a.index], i, m, slot);
         const uint8_t * src = input_ptr(a, i);
         if (a.dtype == ST_DTYPE_F32 && ((uintptr_t) src & 3) == 0) return (const float *) src;

@@ -129,6 +129,29 @@ private:
         return check_product(piece, lr, lr.hadamard, where + ": low-rank hadamard");
     }
 
+    merge_status check_kron_factor(const merge_piece & piece, const merge_kron_factor & f, const std::string & what) {
+        uint64_t n;
+        if (f.rows < 1 || f.cols < 1 || mul_overflows(f.rows, f.cols, &n)) return fail(merge_error::SHAPE_INVALID, what + ": empty or oversized factor", {}, piece.name);
+        if (f.product.rank == 0) return check_factor(piece, f.full, n, what);
+        merge_lowrank lr;
+        lr.rows = f.rows;
+        lr.cols = f.cols;
+        return check_product(piece, lr, f.product, what);
+    }
+
+    merge_status check_kronecker(const merge_piece & piece, const merge_kronecker & k, const std::string & where) {
+        uint64_t n, module_rows, cols, end;
+        const bool shape_ok = k.rows >= 1 && k.cols >= 1 && k.kernel >= 1 && k.b.cols % k.kernel == 0 && !mul_overflows(k.rows, k.cols, &n) && n == piece.n &&
+                              !mul_overflows(k.a.rows, k.b.rows, &module_rows) && !add_overflows(k.row_start, k.rows, &end) && end <= module_rows &&
+                              !mul_overflows(k.a.cols, k.b.cols, &cols) && cols == k.cols;
+        if (!shape_ok)
+            return fail(merge_error::SHAPE_MISMATCH, where + ": Kronecker operand of [" + std::to_string(k.a.rows) + ", " + std::to_string(k.a.cols) + "] x [" + std::to_string(k.b.rows) + ", " +
+                    std::to_string(k.b.cols) + "] does not give rows " + std::to_string(k.row_start) + "+" + std::to_string(k.rows) + " x " + std::to_string(k.cols) + " for a piece of " + std::to_string(piece.n), {}, piece.name);
+        merge_status s = check_kron_factor(piece, k.a, where + ": Kronecker factor a");
+        if (!s.ok()) return s;
+        return check_kron_factor(piece, k.b, where + ": Kronecker factor b");
+    }
+
     merge_status check_piece(size_t p) {
         const merge_piece & piece = job_.pieces[p];
         for (size_t k = 0; k < piece.ops.size(); k++) {
@@ -152,6 +175,11 @@ private:
                     if (a.index >= k) return fail(merge_error::INVALID_ARGUMENT, where + ": operand refers to op " + std::to_string(a.index) + ", not an earlier op", {}, piece.name);
                 } else if (a.kind == MERGE_OPERAND_INPUT) {
                     merge_status s = check_input_operand(piece, a, true);
+                    if (!s.ok()) return s;
+                } else if (a.kind == MERGE_OPERAND_KRONECKER) {
+                    if (a.index >= piece.kroneckers.size())
+                        return fail(merge_error::INVALID_ARGUMENT, where + ": Kronecker operand " + std::to_string(a.index) + " of " + std::to_string(piece.kroneckers.size()), {}, piece.name);
+                    merge_status s = check_kronecker(piece, piece.kroneckers[a.index], where);
                     if (!s.ok()) return s;
                 } else if (a.kind == MERGE_OPERAND_LOWRANK) {
                     if (a.index >= piece.lowranks.size())

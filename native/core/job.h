@@ -13,7 +13,8 @@
 enum merge_operand_kind : uint32_t {
     MERGE_OPERAND_INPUT = 0,
     MERGE_OPERAND_OP = 1,
-    MERGE_OPERAND_LOWRANK = 2, // an op argument only: index into merge_piece::lowranks
+    MERGE_OPERAND_LOWRANK = 2,   // an op argument only: index into merge_piece::lowranks
+    MERGE_OPERAND_KRONECKER = 3, // an op argument only: index into merge_piece::kroneckers
 };
 
 /** `{kind:"input", file, offset, dtype}`, `{kind:"op", index}` or `{kind:"lowrank", …}` (index). */
@@ -44,7 +45,8 @@ struct merge_piece {
     uint64_t n = 0;   // element count
     std::vector<merge_op> ops;
     std::vector<merge_write> writes;
-    std::vector<merge_lowrank> lowranks; // the low-rank operands of the ops (lowrank.h)
+    std::vector<merge_lowrank> lowranks;     // the low-rank operands of the ops (lowrank.h)
+    std::vector<merge_kronecker> kroneckers; // the Kronecker (LoKr) operands of the ops
 };
 
 struct merge_literal {

@@ -35,6 +35,36 @@ struct merge_lowrank {
     merge_lowrank_product hadamard; // rank 0: none
 };
 
+/**
+ * `{kind:"kronecker", rows, cols, kernel, rowStart, a, b}` (LyCORIS LoKr): element (row, col) of
+ * the operand is module element (rowStart + row, col); with i = col / kernel, s = col % kernel,
+ * d = b.cols / kernel: fp32(A[r / b.rows, i / d] · B[r % b.rows, (i % d)·kernel + s]). A factor
+ * is a full matrix [rows, cols] or a low-rank product (values in the order above).
+ */
+struct merge_kron_factor {
+    uint64_t rows = 0, cols = 0;
+    merge_lowrank_factor full;     // used when product.rank == 0
+    merge_lowrank_product product; // rank > 0: up [rows, rank], down [rank, cols]
+};
+
+struct merge_kronecker {
+    uint64_t rows = 0, cols = 0, kernel = 1, row_start = 0;
+    merge_kron_factor a, b;
+};
+
+/** A Kronecker factor resolved to mapped bytes. */
+struct kron_factor_view {
+    const uint8_t * full;
+    const uint8_t * up;
+    const uint8_t * down;
+    merge_load_fn load_full, load_up, load_down;
+    uint32_t full_size, up_size, down_size, rank; // rank 0: full
+    uint64_t cols;
+};
+
+/** Elements [i0, i0 + m) of a Kronecker operand into out. */
+void kronecker_f32(const kron_factor_view & a, const kron_factor_view & b, uint64_t b_rows, uint64_t kernel, uint64_t row_start, uint64_t cols, uint64_t i0, size_t m, float * out);
+
 /** A product's factors resolved to mapped bytes (the engine checked the ranges). */
 struct lowrank_factors {
     const uint8_t * up;

@@ -222,6 +222,68 @@ describe("lora: bake formats and architectures", function () {
     }
   });
 
+  describe("LyCORIS LoKr: ΔW = w1 ⊗ w2 (torch.kron layout), full or decomposed factors, 3×3 convs", () => {
+    const base = join(tmp.path, "sd15-lokr.safetensors");
+    const lokr = join(tmp.path, "lokr.safetensors");
+    const expected = new Map<string, { rows: number; cols: number; delta: Float32Array; c: number }>();
+    before(async () => {
+      await writeBase(base, "sd15", 32);
+      const shapes = readModel(base).tensors;
+      const t: Record<string, TestTensor> = {};
+      const put = (name: string, shape: number[]) => {
+        const v = values(shape.reduce((a, b) => a * b, 1));
+        t[name] = { dtype: "F16", shape, values: v };
+        return v.map(f16);
+      };
+      /** kron written out by its definition: [i1·c + i2, (j1·d + j2)·K + s] = w1[i1, j1] · w2[i2, (j2·K + s)]. */
+      const kron = (w1: ArrayLike<number>, a: number, b: number, w2: ArrayLike<number>, c: number, d: number, k: number) => {
+        const cols = b * d * k, out = new Float32Array(a * c * cols);
+        for (let i1 = 0; i1 < a; i1++) for (let i2 = 0; i2 < c; i2++) for (let j1 = 0; j1 < b; j1++) for (let j2 = 0; j2 < d; j2++) for (let s = 0; s < k; s++) {
+          out[(i1 * c + i2) * cols + (j1 * d + j2) * k + s] = Math.fround(w1[i1 * b + j1]! * w2[i2 * d * k + j2 * k + s]!);
+        }
+        return out;
+      };
+      // linear, w1 full [2, 4], w2 = w2_a [rows/2, 3] · w2_b [3, cols/4], alpha 1.5 → scale 0.5
+      const k1 = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.ff.net.2.weight";
+      const [r1, c1] = shapes.get(k1)!.shape as [number, number];
+      const n1 = "lora_unet_down_blocks_0_attentions_1_transformer_blocks_0_ff_net_2";
+      const w1 = put(`${n1}.lokr_w1`, [2, 4]);
+      const w2 = deltaF32(put(`${n1}.lokr_w2_a`, [r1 / 2, 3]), put(`${n1}.lokr_w2_b`, [3, c1 / 4]), r1 / 2, 3, c1 / 4);
+      t[`${n1}.alpha`] = { dtype: "F16", shape: [], values: [1.5] };
+      expected.set(k1, { rows: r1, cols: c1, delta: kron(w1, 2, 4, w2, r1 / 2, c1 / 4, 1), c: 0.8 * 1.5 / 3 });
+      // 3×3 conv, w1 = w1_a [2, 2] · w1_b [2, 2], w2 full [out/2, in/2, 3, 3], alpha 4 → scale 2
+      const k2 = "model.diffusion_model.output_blocks.4.0.out_layers.3.weight";
+      const s2 = shapes.get(k2)!.shape as [number, number, number, number];
+      const n2 = "lora_unet_up_blocks_1_resnets_1_conv2";
+      const w1b = deltaF32(put(`${n2}.lokr_w1_a`, [2, 2]), put(`${n2}.lokr_w1_b`, [2, 2]), 2, 2, 2);
+      const w2c = put(`${n2}.lokr_w2`, [s2[0] / 2, s2[1] / 2, 3, 3]);
+      t[`${n2}.alpha`] = { dtype: "F16", shape: [], values: [4] };
+      expected.set(k2, { rows: s2[0], cols: s2[1] * 9, delta: kron(w1b, 2, 2, w2c, s2[0] / 2, s2[1] / 2, 9), c: 0.8 * 4 / 2 });
+      // both full, alpha present: scale 1 (no rank)
+      const k3 = "cond_stage_model.transformer.text_model.encoder.layers.4.self_attn.k_proj.weight";
+      const [r3, c3] = shapes.get(k3)!.shape as [number, number];
+      const n3 = "lora_te_text_model_encoder_layers_4_self_attn_k_proj";
+      const v1 = put(`${n3}.lokr_w1`, [4, 2]), v2 = put(`${n3}.lokr_w2`, [r3 / 4, c3 / 2]);
+      t[`${n3}.alpha`] = { dtype: "F16", shape: [], values: [7] };
+      expected.set(k3, { rows: r3, cols: c3, delta: kron(v1, 4, 2, v2, r3 / 4, c3 / 2, 1), c: 0.8 });
+      writeModel(lokr, t);
+    });
+    for (const engine of ENGINES) {
+      it(`linear and conv LoKr modules, bit for bit in fp32 (${engine})`, async () => {
+        const out = join(tmp.fresh("lokr"), "out.safetensors");
+        const r = await bake({ model: base, loras: [{ path: lokr, ratio: 0.8 }], out, engine, recipeMetadata: false });
+        assert.equal(r.loras[0]!.matched, 3);
+        const b = readModel(base).tensors, o = readModel(out).tensors;
+        for (const [key, e] of expected) {
+          const want = addScaled(b.get(key)!.values, e.delta, e.c);
+          const got = o.get(key)!.values;
+          for (let i = 0; i < want.length; i++) assert.ok(Object.is(got[i], want[i]), `${key}[${i}]: ${got[i]} ≠ ${want[i]}`);
+        }
+        for (const [key, t] of o) if (!expected.has(key)) assert.ok(Buffer.from(t.bytes).equals(Buffer.from(b.get(key)!.bytes)), key);
+      });
+    }
+  });
+
   describe("FLUX.1: kohya BFL names and ai-toolkit diffusers names", () => {
     const base = join(tmp.path, "flux.safetensors");
     const kohya = join(tmp.path, "flux-kohya.safetensors");

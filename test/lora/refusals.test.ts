@@ -108,10 +108,11 @@ describe("lora: defensive reading and refusals", function () {
     assert.match(r.warnings[0]!, /lora_unet_nothing_here/);
   });
 
-  it("LoKr, Tucker (lora_mid) and DoRA modules are read but refused for baking: LORA_INVALID", async () => {
-    const lokr = lora("lokr", { [`${TO_K}.lokr_w1`]: f16([2, 2]), [`${TO_K}.lokr_w2`]: f16([toK[0]! / 2, toK[1]! / 2]) });
+  it("Tucker LoKr (lokr_t2), Tucker LoCon (lora_mid) and DoRA modules are read but refused for baking: LORA_INVALID; a LoKr rank mismatch too", async () => {
+    const lokr = lora("lokr", { [`${TO_K}.lokr_w1`]: f16([2, 2]), [`${TO_K}.lokr_w2_a`]: f16([toK[0]! / 2, 2]), [`${TO_K}.lokr_w2_b`]: f16([2, toK[1]! / 2]), [`${TO_K}.lokr_t2`]: f16([2, 2, 1, 1]) });
     assert.equal((await openLora(lokr)).modules[0]!.algorithm, "lokr");
     await rejects(bake({ model: base, loras: [lokr], out: out(), recipeMetadata: false }), "LORA_INVALID");
+    await rejects(openLora(lora("lokr-rank", { [`${TO_K}.lokr_w1`]: f16([2, 2]), [`${TO_K}.lokr_w2_a`]: f16([toK[0]! / 2, 2]), [`${TO_K}.lokr_w2_b`]: f16([3, toK[1]! / 2]) })), "LORA_INVALID");
     const conv = "lora_unet_down_blocks_0_resnets_0_conv1";
     const w = readModel(base).tensors.get("model.diffusion_model.input_blocks.1.0.in_layers.2.weight")!.shape;
     const tucker = lora("tucker", { [`${conv}.lora_down.weight`]: f16([4, w[1]!, 1, 1]), [`${conv}.lora_mid.weight`]: f16([4, 4, 3, 3]), [`${conv}.lora_up.weight`]: f16([w[0]!, 4, 1, 1]) });
@@ -151,6 +152,41 @@ describe("lora: defensive reading and refusals", function () {
         assert.deepEqual(got, want);
       });
     }
+    const kronJob = (patch: (k: Extract<Operand, { kind: "kronecker" }>) => void = () => undefined): Job => {
+      const j = job();
+      const k: Extract<Operand, { kind: "kronecker" }> = {
+        kind: "kronecker", rows: 2, cols: 3, kernel: 1, rowStart: 0,
+        a: { rows: 1, cols: 1, full: { file: 0, offset: 16, dtype: DTYPE_ID.F32 } }, // 4
+        b: { rows: 2, cols: 3, full: { file: 0, offset: 24, dtype: DTYPE_ID.F32 } }, // down[0..5]
+      };
+      patch(k);
+      j.pieces[0]!.ops[0]!.args[1] = k;
+      return j;
+    };
+    for (const engine of ENGINES) {
+      it(`a Kronecker operand: A ⊗ B element by element, factors full or low-rank (${engine})`, async () => {
+        const j = kronJob();
+        await runJob(j, engine);
+        const bytes = readFileSync(j.outputs[0]!.path);
+        assert.deepEqual(Array.from({ length: 6 }, (_, i) => bytes.readFloatLE(4 * i)), [4, 0, -4, 4, 1, 8]);
+        // a as the product up[0, :] · down (rank 3, [1, 3] · [3, 1] → one value): b's row 1 needs rowStart
+        const k = kronJob((x) => { x.rows = 1; x.rowStart = 1; x.a = { rows: 1, cols: 1, product: { rank: 1, up: { file: 0, offset: 12, dtype: DTYPE_ID.F32 }, down: { file: 0, offset: 12, dtype: DTYPE_ID.F32 } } }; });
+        k.pieces[0]!.n = 3;
+        k.pieces[0]!.ops[0]!.args[0] = { kind: "input", file: 0, offset: 36, dtype: DTYPE_ID.F32 };
+        k.outputs[0]!.size = 12;
+        await runJob(k, engine);
+        const b2 = readFileSync(k.outputs[0]!.path);
+        assert.deepEqual(Array.from({ length: 3 }, (_, i) => b2.readFloatLE(4 * i)), [9, 2.25, 18]); // 3·3 × down[3..5]
+      });
+    }
+    it("the native core re-checks a Kronecker operand's shape and factors", async function () {
+      if (!ENGINES.includes("native")) this.skip();
+      await rejects(runJob(kronJob((k) => { k.b.full!.offset = 48; }), "native"), "INVALID_OFFSET");
+      await rejects(runJob(kronJob((k) => { k.cols = 2; }), "native"), "SHAPE_MISMATCH");
+      await rejects(runJob(kronJob((k) => { k.rowStart = 1; }), "native"), "SHAPE_MISMATCH");
+      await rejects(runJob(kronJob((k) => { k.kernel = 2; }), "native"), "SHAPE_MISMATCH");
+      await rejects(runJob(kronJob((k) => { k.a.full!.dtype = DTYPE_ID.I32; }), "native"), "DTYPE_UNSUPPORTED");
+    });
     it("the native core re-checks every factor before reading it (out of the file, wrong shape, rank 0, as a write source)", async function () {
       if (!ENGINES.includes("native")) this.skip();
       await rejects(runJob(job((lr) => { lr.down.offset = 40; }), "native"), "INVALID_OFFSET");

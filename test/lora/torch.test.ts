@@ -22,7 +22,13 @@ running = {}
 for m in spec["modules"]:
     d = lambda k, shape: torch.tensor(m[k], dtype=torch.float64).reshape(shape)
     w = running.get(m.get("key")) if spec["accumulate"] and m.get("key") in running else d("w", m["w_shape"])
-    if m["kind"] == "loha":
+    if m["kind"] == "lokr":  # AUTOMATIC1111 network_lokr.make_kron
+        w1 = d("w1a", m["w1a_shape"]) @ d("w1b", m["w1b_shape"]) if "w1a" in m else d("w1", m["w1_shape"])
+        w2 = d("w2a", m["w2a_shape"]) @ d("w2b", m["w2b_shape"]) if "w2a" in m else d("w2", m["w2_shape"])
+        if len(w2.shape) == 4:
+            w1 = w1.unsqueeze(2).unsqueeze(2)
+        delta = torch.kron(w1, w2).reshape(m["slice_shape"])
+    elif m["kind"] == "loha":
         delta = (d("w1a", m["w1a_shape"]) @ d("w1b", m["w1b_shape"])) * (d("w2a", m["w2a_shape"]) @ d("w2b", m["w2b_shape"]))
         delta = delta.reshape(m["slice_shape"])
     else:
@@ -93,7 +99,7 @@ describe("lora: bake against PyTorch", function () {
     assert.ok(torchWorst(modules) < 1e-5);
   });
 
-  it("SD 2.x OpenCLIP q/k/v (rows of in_proj_weight), PEFT names, and LoHa equal torch within fp32 rounding", async function () {
+  it("SD 2.x OpenCLIP q/k/v (rows of in_proj_weight), PEFT names, LoHa and LoKr (torch.kron, as A1111's make_kron) equal torch within fp32 rounding", async function () {
     requireTorch(this);
     const base = join(tmp.path, "sd21.safetensors"), out = join(tmp.path, "out21.safetensors");
     await writeBase(base, "sd21", 32);
@@ -121,6 +127,25 @@ describe("lora: bake against PyTorch", function () {
     put("unet.down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_v.lora_B.weight", [ps[0]!, 8]);
     put("unet.down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_v.lora_A.weight", [8, ps[1]!]);
     modules.push({ name: "unet.down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_v", peft: true, kind: "lora", key: pk, up_shape: [ps[0]!, 8], down_shape: [8, ps[1]!], slice_shape: ps, row_start: 0, ratio: 0.7, scale: 1 });
+    // LoKr: a linear with w1 full and w2 decomposed, a 3×3 conv with w1 decomposed and w2 a full 4-D kernel
+    const lk = "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight";
+    const ls = b.get(lk)!.shape;
+    const ln = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q";
+    const lokr1: Record<string, unknown> = { name: ln, kind: "lokr", key: lk, slice_shape: ls, row_start: 0, ratio: 0.7, scale: 2 / 5, w1_shape: [4, 2], w2a_shape: [ls[0]! / 4, 5], w2b_shape: [5, ls[1]! / 2] };
+    lokr1.w1 = put(`${ln}.lokr_w1`, [4, 2]);
+    lokr1.w2a = put(`${ln}.lokr_w2_a`, [ls[0]! / 4, 5]);
+    lokr1.w2b = put(`${ln}.lokr_w2_b`, [5, ls[1]! / 2]);
+    t[`${ln}.alpha`] = { dtype: "F32", shape: [], values: [2] };
+    modules.push(lokr1);
+    const ck = "model.diffusion_model.input_blocks.7.0.out_layers.3.weight";
+    const cs = b.get(ck)!.shape;
+    const cn = "lora_unet_down_blocks_2_resnets_0_conv2";
+    const lokr2: Record<string, unknown> = { name: cn, kind: "lokr", key: ck, slice_shape: cs, row_start: 0, ratio: 0.7, scale: 3 / 2, w1a_shape: [2, 2], w1b_shape: [2, 4], w2_shape: [cs[0]! / 2, cs[1]! / 4, 3, 3] };
+    lokr2.w1a = put(`${cn}.lokr_w1_a`, [2, 2]);
+    lokr2.w1b = put(`${cn}.lokr_w1_b`, [2, 4]);
+    lokr2.w2 = put(`${cn}.lokr_w2`, [cs[0]! / 2, cs[1]! / 4, 3, 3]);
+    t[`${cn}.alpha`] = { dtype: "F32", shape: [], values: [3] };
+    modules.push(lokr2);
     const hk = "model.diffusion_model.output_blocks.4.0.in_layers.2.weight"; // a 3×3 conv
     const hs = b.get(hk)!.shape, hc = hs.slice(1).reduce((a, c) => a * c, 1);
     const hn = "lora_unet_up_blocks_1_resnets_1_conv1";
@@ -135,7 +160,7 @@ describe("lora: bake against PyTorch", function () {
     // in_proj: one module per call (the other thirds stay W), so compare each third on its own
     const full = modules.map((m) => {
       const name = m.name as string;
-      const x = m.kind === "loha" ? {} : m.peft
+      const x = m.kind === "loha" || m.kind === "lokr" ? {} : m.peft
         ? { up: t[`${name}.lora_B.weight`]!.values, down: t[`${name}.lora_A.weight`]!.values }
         : { up: t[`${name}.lora_up.weight`]!.values, down: t[`${name}.lora_down.weight`]!.values };
       return { ...m, ...x, w: b.get(m.key as string)!.values, w_shape: b.get(m.key as string)!.shape, out: o.get(m.key as string)!.values };
