@@ -92,11 +92,11 @@ struct block_eval {
         float * tmp = scratch.slot(n_ops + MERGE_MAX_ARGS + 1);
         if (lr.hadamard.rank != 0) {
             float * second = scratch.slot(n_ops + MERGE_MAX_ARGS + 2);
-            lowrank_product_f32(factors(lr.hadamard), lr.cols, i, m, second, tmp);
-            lowrank_product_f32(factors(lr.product), lr.cols, i, m, slot, tmp);
+            lowrank_product_f32(factors(lr.hadamard), lr.cols, i, m, second, tmp, scratch.block());
+            lowrank_product_f32(factors(lr.product), lr.cols, i, m, slot, tmp, scratch.block());
             lowrank_hadamard_f32(slot, second, m);
         } else {
-            lowrank_product_f32(factors(lr.product), lr.cols, i, m, slot, tmp);
+            lowrank_product_f32(factors(lr.product), lr.cols, i, m, slot, tmp, scratch.block());
         }
         return slot;
     }

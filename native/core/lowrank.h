@@ -75,10 +75,10 @@ struct lowrank_factors {
 };
 
 /**
- * Elements [i0, i0 + m) of the product into out (m floats); tmp holds m floats of scratch.
- * Allocates nothing; element values do not depend on i0 or m (blocking changes nothing).
+ * Elements [i0, i0 + m) of the product into out (m floats); tmp holds tmp_n ≥ 4 floats of
+ * scratch. Allocates nothing; element values do not depend on i0, m or tmp_n.
  */
-void lowrank_product_f32(const lowrank_factors & f, uint64_t cols, uint64_t i0, size_t m, float * out, float * tmp);
+void lowrank_product_f32(const lowrank_factors & f, uint64_t cols, uint64_t i0, size_t m, float * out, float * tmp, size_t tmp_n);
 
 /** out[k] = fp32(out[k] · other[k]): the Hadamard step of LoHa. */
 void lowrank_hadamard_f32(float * out, const float * other, size_t m);

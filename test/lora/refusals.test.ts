@@ -187,6 +187,30 @@ describe("lora: defensive reading and refusals", function () {
       await rejects(runJob(kronJob((k) => { k.kernel = 2; }), "native"), "SHAPE_MISMATCH");
       await rejects(runJob(kronJob((k) => { k.a.full!.dtype = DTYPE_ID.I32; }), "native"), "DTYPE_UNSUPPORTED");
     });
+    it("long rows (3 × 3000, rank 5 and 4 + 1) cut in chunks and blocks: both engines give the fixed-order values", async () => {
+      const rows = 3, cols = 3000, rank = 5;
+      const up = randomValues(rows * rank, 5).map(Math.fround), down = randomValues(rank * cols, 6).map(Math.fround);
+      const file = join(tmp.path, "long.bin");
+      writeFileSync(file, Buffer.from(new Float32Array([...up, ...down]).buffer));
+      const f = Math.fround;
+      const want = Array.from({ length: rows * cols }, (_, i) => {
+        const row = Math.floor(i / cols), col = i % cols;
+        let acc = f(up[row * rank]! * down[col]!);
+        for (let r = 1; r < rank; r++) acc = f(acc + f(up[row * rank + r]! * down[r * cols + col]!));
+        return acc;
+      });
+      for (const engine of ENGINES) {
+        const j: Job = {
+          inputs: [{ path: file, size: 4 * (up.length + down.length) }],
+          outputs: [{ path: join(tmp.fresh("long"), "out.bin"), size: 4 * rows * cols, literals: [] }],
+          pieces: [{ name: "long", n: rows * cols, ops: [{ kernel: KERNEL_ID["weighted-sum"], args: [{ kind: "input", file: 0, offset: 0, dtype: DTYPE_ID.F32 }, { kind: "lowrank", rows, cols, rank, up: { file: 0, offset: 0, dtype: DTYPE_ID.F32 }, down: { file: 0, offset: 4 * up.length, dtype: DTYPE_ID.F32 } }], params: [0, 1], round: DTYPE_ID.F32 }], writes: [{ output: 0, offset: 0, dtype: DTYPE_ID.F32, source: { kind: "op", index: 0 } }] }],
+          threads: 2, isa: "auto", control: newControl(4 * rows * cols),
+        };
+        await runJob(j, engine);
+        const bytes = readFileSync(j.outputs[0]!.path);
+        for (let i = 0; i < want.length; i++) assert.ok(Object.is(bytes.readFloatLE(4 * i), want[i]), `${engine} [${i}]`);
+      }
+    });
     it("the native core re-checks every factor before reading it (out of the file, wrong shape, rank 0, as a write source)", async function () {
       if (!ENGINES.includes("native")) this.skip();
       await rejects(runJob(job((lr) => { lr.down.offset = 40; }), "native"), "INVALID_OFFSET");
