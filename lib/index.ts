@@ -38,3 +38,5 @@ export {
   BLOCK_PRESETS, PRESET_ALIASES, presetName, presetValues, nearestPresetNames,
   type BlockMap, type BlockMapId, type BlockValues, type BlockValuesForm, type ParseBlockOptions, type BlockSummary, type BlockCount,
 } from "./blocks";
+export { compareModels, type CompareReport, type CompareSeries, type CompareOptions, type CompareProgress } from "./compare";
+export { startUiServer, type UiServer, type UiServerOptions } from "./ui/server";

@@ -25,6 +25,7 @@ import { checkRowParams } from "./methods/params";
 import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies } from "./outputs";
 import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
 import { planBoard, type PlanStats } from "./plan";
+import { manyMethodNames, mergeMany, validateManyInputs } from "./merge-many";
 import {
   formatMultiplier, optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, optionalStringRecord,
   checkSweepSize, parseMultipliers, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString,
@@ -49,8 +50,8 @@ export interface MergeProgress {
 }
 
 export interface MergeOptions {
-  /** Model A: the base (path). */
-  a: string;
+  /** Model A: the base (path), for the classic A/B/C methods. */
+  a?: string;
   /** Model B (path), for every method but no-interpolation. */
   b?: string;
   /** Model C (path), for add-difference. */
@@ -107,8 +108,24 @@ export interface MergeOptions {
    * hash cache are hashed first. False keeps recipes private.
    */
   recipeMetadata?: boolean;
-  /** Folders where models given by name or hash (not by path) are looked up. */
+  /**
+   * Methods over a base and a list of models (ties, dare, dare-ties, model-stock): the base
+   * (path), whose keys, order and dtypes the result has.
+   */
+  base?: string;
+  /** The models merged onto `base` (paths, in order: a model's position keys its DARE mask). */
   models?: string[];
+  /** Per-model weights, one per entry of `models` (mergekit's `weight`); default 1 each. */
+  modelWeights?: number[];
+  /**
+   * The method's named parameters (density, drop-rate, seed, lambda…, see `tensormerge methods`)
+   * for the whole row; per-model values go in `modelParams`.
+   */
+  params?: Record<string, number>;
+  /** Per-model values of per-model parameters (density…), one object per entry of `models`. */
+  modelParams?: Record<string, number>[];
+  /** Folders where models given by name or hash (not by path) are looked up. */
+  modelDirs?: string[];
   /** A VAE file to bake in: replaces A's `first_stage_model.*` tensors. */
   vae?: string;
   /** Regular expressions: matching keys are left out of the output. */
@@ -133,7 +150,8 @@ export interface MergeOptions {
 export interface MergeReport {
   /** True for a plan (`dryRun`): nothing was written, `isa` is empty. */
   dryRun: boolean;
-  inputs: { slot: ModelSlot; path: string; bytes: number }[];
+  /** The inputs: A, B, C; or, for a base + models method, the base then each model (`index` from 0). */
+  inputs: { slot: ModelSlot | "base" | "model"; index?: number; path: string; bytes: number }[];
   outputs: { path: string; multiplier: number; bytes: number }[];
   method: MethodName;
   engine: "native" | "js";
@@ -152,7 +170,7 @@ export interface MergeReport {
   /** Temporary files of killed merges into the same targets, removed before this one. */
   removedTemps?: string[];
   /** Inputs whose 2022-era SD 1.x key names were normalised on load, as the classic tool does. */
-  renamedKeys: { slot: ModelSlot; path: string; keys: number }[];
+  renamedKeys: { slot: ModelSlot | "base" | "model"; index?: number; path: string; keys: number }[];
   /** B or C lacking a large share of A's float keys or a whole component (lib/keys.ts). */
   missingKeys: MissingKeysWarning[];
   /**
@@ -168,7 +186,7 @@ export interface MergeReport {
   warnings: string[];
 }
 
-const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "blocks", "betaBlocks", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
+const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "blocks", "betaBlocks", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "base", "models", "modelWeights", "params", "modelParams", "modelDirs", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
 
 /** Output path for one multiplier of a sweep. */
 export function sweepOutputPath(out: string, multiplier: number, count: number): string {
@@ -210,16 +228,24 @@ function validateOptions(options: MergeOptions) {
   if (options === null || typeof options !== "object") throw new MergeError("INVALID_ARGUMENT", "merge() expects an options object");
   rejectUnknownKeys("options", options, OPTION_KEYS);
   const method = resolveMethod(requireString("method", options.method));
-  const paths: Partial<Record<ModelSlot, string>> = { a: requireString("a", options.a) };
-  const b = optionalString("b", options.b);
-  const c = optionalString("c", options.c);
-  if (b !== undefined) paths.b = b;
-  if (c !== undefined) paths.c = c;
-  for (const slot of method.inputs) {
-    if (!paths[slot]) throw new MergeError("INVALID_ARGUMENT", `${slot} is required: ${method.name} needs model ${slot.toUpperCase()}`);
+  const paths: Partial<Record<ModelSlot, string>> = {};
+  const many = method.many ? validateManyInputs(options, method) : undefined;
+  if (!many) {
+    if (options.base !== undefined || options.models !== undefined || options.modelWeights !== undefined || options.modelParams !== undefined) {
+      throw new MergeError("INVALID_ARGUMENT", `${method.name} takes models a, b, c; base, models, modelWeights and modelParams are for methods over a base and several models (${manyMethodNames()})`);
+    }
+    paths.a = requireString("a", options.a);
+    const b = optionalString("b", options.b);
+    const c = optionalString("c", options.c);
+    if (b !== undefined) paths.b = b;
+    if (c !== undefined) paths.c = c;
+    for (const slot of method.inputs) {
+      if (!paths[slot]) throw new MergeError("INVALID_ARGUMENT", `${slot} is required: ${method.name} needs model ${slot.toUpperCase()}`);
+    }
   }
   if (options.alpha !== undefined && options.multiplier !== undefined) throw new MergeError("INVALID_ARGUMENT", "alpha and multiplier are the same option: give one");
-  const multipliers = method.usesMultiplier ? normaliseMultipliers(options.alpha ?? options.multiplier) : [0];
+  const given = options.alpha ?? options.multiplier;
+  const multipliers = method.usesMultiplier ? (given === undefined && many ? [method.defaults[0]!] : normaliseMultipliers(given)) : [0];
   const [lo, hi] = method.multiplierRange;
   multipliers.forEach((m) => requireNumberInRange("multiplier", m, lo, hi));
   const rowParams = rowParamsFromOptions(options);
@@ -229,6 +255,7 @@ function validateOptions(options: MergeOptions) {
   const checked = {
     method,
     paths,
+    many,
     multipliers,
     rowParams,
     dtype: options.dtype === undefined || options.dtype === "same" ? undefined : requireOneOf("dtype", options.dtype, OUTPUT_DTYPES),
@@ -245,7 +272,7 @@ function validateOptions(options: MergeOptions) {
   optionalStringRecord("metadata", options.metadata);
   optionalBoolean("recipeMetadata", options.recipeMetadata);
   optionalBoolean("prune", options.prune);
-  optionalStringList("models", options.models);
+  optionalStringList("modelDirs", options.modelDirs);
   optionalStringList("discard", options.discard, true);
   optionalFunction("onProgress", options.onProgress);
   optionalSignal("signal", options.signal);
@@ -263,8 +290,13 @@ function rowParamsFromOptions(options: MergeOptions): Pick<RecipeRow, "params" |
     });
   };
   const alpha = list("weights", options.weights), beta = list("betaWeights", options.betaWeights);
+  if (options.params !== undefined && (options.params === null || typeof options.params !== "object" || Array.isArray(options.params))) {
+    throw new MergeError("INVALID_ARGUMENT", "params must be an object of parameter values by name, such as { density: 0.2 }");
+  }
+  const named = Object.fromEntries(Object.entries(options.params ?? {}).map(([k, v]) => [k, requireNumberInRange(`params.${k}`, v, -1e16, 1e16)]));
+  const params = { ...named, ...(options.beta !== undefined ? { beta: requireNumberInRange("beta", options.beta, -1e6, 1e6) } : {}) };
   return {
-    ...(options.beta !== undefined ? { params: { beta: requireNumberInRange("beta", options.beta, -1e6, 1e6) } } : {}),
+    ...(Object.keys(params).length ? { params } : {}),
     ...(alpha.length || beta.length ? { weights: { ...(alpha.length ? { alpha } : {}), ...(beta.length ? { beta } : {}) } } : {}),
     ...(options.blocks !== undefined || options.betaBlocks !== undefined
       ? { blocks: { ...(options.blocks !== undefined ? { alpha: blockSpec("blocks", options.blocks) } : {}), ...(options.betaBlocks !== undefined ? { beta: blockSpec("betaBlocks", options.betaBlocks) } : {}) } }
@@ -296,12 +328,13 @@ async function mergeInner(caller: MergeOptions, started: number): Promise<MergeR
 }
 
 async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof validateOptions>, started: number): Promise<MergeReport> {
+  if (checked.many) return mergeMany(options, { ...checked, many: checked.many }, started);
   const { method, paths, multipliers, rowParams, dtype, out, engine, threads, isa, format, overwrite, dryRun, configSource } = checked;
   const targets = multipliers.map((m) => sweepOutputPath(out, m, multipliers.length));
   await checkTargets(targets, [], overwrite); // a folder, an existing file: before finding models
   // One hash cache for the whole merge: hash references resolve from it, recipe metadata reads it.
   const cache = await HashCache.open();
-  const resolveOptions = { cache, ...(options.models ? { dirs: options.models } : {}), ...(options.signal ? { signal: options.signal } : {}) };
+  const resolveOptions = { cache, ...(options.modelDirs ? { dirs: options.modelDirs } : {}), ...(options.signal ? { signal: options.signal } : {}) };
   for (const slot of method.inputs) paths[slot] = await resolveModel(paths[slot]!, resolveOptions);
   const vaePath = checked.vae === undefined ? undefined : await resolveModel(checked.vae, resolveOptions);
 
@@ -429,7 +462,10 @@ async function recipeMetadataFor(
   };
   // .ckpt outputs stay exactly `{"state_dict": …}`, as the classic tool writes them.
   return (multiplier, format) => format === "ckpt" ? { ...user } : outputMetadata(
-    { row: { ...recipeRow, format }, multiplier, format, inputs, ...(vae ? { vae } : {}), isInpainting: conv("a") === 9 && conv("b") === 4, isInstructPix2Pix: conv("a") === 8 && conv("b") === 4 },
+    {
+      row: { ...recipeRow, format }, multiplier, format, inputs, ...(vae ? { vae } : {}), isInpainting: conv("a") === 9 && conv("b") === 4, isInstructPix2Pix: conv("a") === 8 && conv("b") === 4,
+      ...(recipeRow.blocks && row.models.a ? { blockMap: blockMapOf(row.models.a.model) } : {}),
+    },
     { recipe: true },
   );
 }

@@ -1,5 +1,6 @@
 import type { Dtype } from "./dtypes";
 import type { InputStamp } from "./engine/input-stamps";
+import type { Fp8Scale } from "./scaled-fp8";
 
 /** Where one tensor's bytes sit in its file: contiguous, little-endian, row-major (see `strided`). */
 export interface TensorInfo {
@@ -54,6 +55,8 @@ export interface ModelFile {
   renamedKeys?: number;
   /** Size, mtime and identity just before the header was read: a change after it fails the merge (INPUT_CHANGED). */
   stamp?: InputStamp;
+  /** Scaled fp8 weights (by weight name): their per-tensor scales, read by lib/scaled-fp8.ts. */
+  fp8Scales?: ReadonlyMap<string, Fp8Scale>;
 }
 
 export function numelOf(shape: readonly number[]): number {

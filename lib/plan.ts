@@ -28,29 +28,58 @@ import { MergeError } from "./errors";
 import type { OutputFormat, OutputLayout } from "./formats/output";
 import { readableTensor, sideModelOf } from "./formats/ckpt/strided";
 import { isCopiedAsIs, isInputChannelExtension, sameShape } from "./keys";
-import { refuseScaledFp8 } from "./scaled-fp8";
-import type { KernelCall, MergeMethod, ModelSlot } from "./methods/define";
+import { SCALED_FP8_MARKER, refuseScaledFp8, type Fp8Scale } from "./scaled-fp8";
+import type { ArgRef, KernelCall, MergeMethod, ModelSlot, StatOperand } from "./methods/define";
 import { paramResolver, type RowParams } from "./methods/params";
 import { numelOf, shapeToString, type ModelFile, type TensorInfo } from "./model";
-import { KERNEL_ID, type JobOp, type JobPiece, type KernelName, type Operand } from "./native/job";
+import { KERNEL_ID, REDUCTION_ID, type JobOp, type JobPiece, type JobReduction, type KernelName, type Operand, type ReductionName } from "./native/job";
+import { planManyRow } from "./plan-many";
 import { layoutRowOutputs } from "./plan-layouts";
 
 /** A value expression for a run of consecutive elements of one tensor. */
-type Expr =
+export type Expr =
   | { kind: "file"; model: ModelFile; tensor: TensorInfo; base: number }
-  | { kind: "op"; kernel: KernelName; args: Expr[]; params: number[]; round: Dtype };
+  | {
+    kind: "op"; kernel: KernelName; args: Expr[]; params: number[]; round: Dtype;
+    /** Statistics over the whole tensor (piece reductions): such an expression is never cut. */
+    stats?: StatExpr[];
+    ints?: number[];
+    /** Mask kernels: the element index, in the keyed tensor, of this expression's element 0. */
+    elementStart?: number;
+  };
 
-interface Segment {
+/** A per-tensor statistic of expressions (a JobReduction once built). */
+export interface StatExpr {
+  kind: ReductionName;
+  args: Expr[];
+  k?: number;
+}
+
+const statsCache = new WeakMap<Expr, boolean>();
+/** Whether an expression reads per-tensor statistics (then its tensor is one piece). */
+export function exprHasStats(expr: Expr): boolean {
+  if (expr.kind === "file") return false;
+  let known = statsCache.get(expr);
+  if (known === undefined) statsCache.set(expr, (known = (expr.stats?.length ?? 0) > 0 || expr.args.some(exprHasStats)));
+  return known;
+}
+
+export interface Segment {
   start: number;
   count: number;
   expr: Expr;
 }
 
-interface VirtualTensor {
+export interface VirtualTensor {
   name: string;
   dtype: Dtype;
   shape: number[];
   segments: Segment[];
+  /**
+   * A scaled fp8 weight (lib/scaled-fp8.ts): the segments hold fp8 codes whose real values are
+   * `code × scale.scale`, or (no `scale.scale`) a scale that cannot be merged through.
+   */
+  scale?: Fp8Scale;
 }
 
 /** A model as later rows see it: a file's tensors, or an earlier row's result. */
@@ -62,11 +91,26 @@ export interface VirtualModel {
 
 export type RowInput = { model: ModelFile } | { row: number };
 
+/** One model of a base + models row, with its own parameter values (per-model weight, density…). */
+export interface RowModel {
+  input: RowInput;
+  /**
+   * This model's values of the method's per-model parameters (`MethodParam.perModel`), resolved
+   * as the row's (lib/methods/params.ts) and taking precedence over them.
+   */
+  params?: RowParams;
+}
+
 export interface BoardRow {
   /** Output name, for messages and references. */
   name: string;
   method: MergeMethod;
+  /** The classic A/B/C inputs (empty for a base + models method). */
   inputs: Partial<Record<ModelSlot, RowInput>>;
+  /** A base + models method (`method.many`): the base, whose keys, order and dtypes the result has. */
+  base?: RowInput;
+  /** A base + models method: the models, in order (their index keys DARE masks). */
+  models?: RowModel[];
   /** One result per multiplier (a sweep); a row that feeds later rows must have exactly one. */
   multipliers: number[];
   /**
@@ -100,6 +144,8 @@ export interface PlanStats {
   partial: string[];
   /** Keys only present in B or C (ignored). */
   extraKeys: number;
+  /** Base + models rows: float keys kept from the base because that model lacks them, per model. */
+  missingByModel?: number[];
 }
 
 export interface PlannedOutput {
@@ -130,16 +176,20 @@ export interface BoardPlan {
   bytesToWrite: number;
 }
 
-function fileModel(model: ModelFile): VirtualModel {
+export function fileModel(model: ModelFile): VirtualModel {
   // A non-contiguous .ckpt tensor is read from its contiguous copy (lib/formats/ckpt/strided.ts).
-  const tensors = model.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, segments: [{ start: 0, count: numelOf(t.shape), expr: { kind: "file" as const, ...readableTensor(model, t), base: 0 } }] }));
+  const tensors = model.tensors.map((t) => {
+    const scale = model.fp8Scales?.get(t.name);
+    return { name: t.name, dtype: t.dtype, shape: t.shape, segments: [{ start: 0, count: numelOf(t.shape), expr: { kind: "file" as const, ...readableTensor(model, t), base: 0 } }], ...(scale ? { scale } : {}) };
+  });
   return { label: model.path, tensors, byName: new Map(tensors.map((t) => [t.name, t])) };
 }
 
 function shiftExpr(expr: Expr, delta: number): Expr {
   if (delta === 0) return expr;
   if (expr.kind === "file") return { ...expr, base: expr.base + delta };
-  return { ...expr, args: expr.args.map((a) => shiftExpr(a, delta)) };
+  if (exprHasStats(expr)) throw new MergeError("RECIPE_INVALID", "a tensor computed with per-tensor statistics (ties, dare-ties, slerp, model-stock…) cannot be split by a later row (tensor-sum bands, inpainting channels): use it whole");
+  return { ...expr, args: expr.args.map((a) => shiftExpr(a, delta)), ...(expr.elementStart !== undefined ? { elementStart: expr.elementStart + delta } : {}) };
 }
 
 /** The expression covering [start, start + count) of a tensor, which must lie in one segment. */
@@ -157,8 +207,28 @@ function convertedTo(expr: Expr, dtype: Dtype): Expr {
   if (!isNarrowFloat(dtype) || exprDtype(expr) === dtype) return expr;
   return { kind: "op", kernel: "copy", args: [expr], params: [], round: dtype };
 }
-function withDtype(t: VirtualTensor, dtype: Dtype): VirtualTensor {
+export function withDtype(t: VirtualTensor, dtype: Dtype): VirtualTensor {
   return { ...t, dtype, segments: t.segments.map((g) => ({ ...g, expr: convertedTo(g.expr, dtype) })) };
+}
+
+/**
+ * `expr` times `factor`, rounded once to fp32 then to `round`: the weighted sum x·(f/2) + x·(f/2)
+ * (halving is exact and equal halves add exactly, so this is x·f rounded once for the factors
+ * lib/scaled-fp8.ts accepts and their inverses).
+ */
+function scaledBy(expr: Expr, factor: number, round: Dtype): Expr {
+  const half = Math.fround(factor) / 2;
+  return { kind: "op", kernel: "weighted-sum", args: [expr, expr], params: [half, half], round };
+}
+
+/** A scaled fp8 weight's real values (codes × scale); other tensors as they are. */
+function realValues(t: VirtualTensor, expr: Expr): Expr {
+  return t.scale?.scale === undefined ? expr : scaledBy(expr, t.scale.scale, "F32");
+}
+function realTensor(t: VirtualTensor): VirtualTensor {
+  if (t.scale?.scale === undefined) return t;
+  const { scale: _scale, ...rest } = t;
+  return { ...rest, dtype: "F32", segments: t.segments.map((g) => ({ ...g, expr: realValues(t, g.expr) })) };
 }
 
 function emptyStats(): PlanStats {
@@ -170,15 +240,17 @@ function emptyStats(): PlanStats {
  * replaced) have `fixed` segments; a merged key builds its segments for multiplier k on demand,
  * so a sweep does not hold one copy of the key table per value.
  */
-interface RowTensor {
+export interface RowTensor {
   name: string;
   dtype: Dtype;
   shape: number[];
   fixed?: Segment[];
   at?: (k: number) => Segment[];
+  /** Still a scaled fp8 weight (A's scale, kept with it). */
+  scale?: Fp8Scale;
 }
 
-interface RowResult {
+export interface RowResult {
   label: string;
   /** How many results (multipliers). */
   count: number;
@@ -188,12 +260,12 @@ interface RowResult {
 function segmentsOf(t: RowTensor, k: number): Segment[] {
   return t.fixed ?? t.at!(k);
 }
-function fixedTensor(t: VirtualTensor): RowTensor {
-  return { name: t.name, dtype: t.dtype, shape: t.shape, fixed: t.segments };
+export function fixedTensor(t: VirtualTensor): RowTensor {
+  return { name: t.name, dtype: t.dtype, shape: t.shape, fixed: t.segments, ...(t.scale ? { scale: t.scale } : {}) };
 }
 /** A single-valued row's result as later rows read it. */
 function materialize(result: RowResult): VirtualModel {
-  const tensors = result.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, segments: segmentsOf(t, 0) }));
+  const tensors = result.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, segments: segmentsOf(t, 0), ...(t.scale ? { scale: t.scale } : {}) }));
   return { label: result.label, tensors, byName: new Map(tensors.map((t) => [t.name, t])) };
 }
 
@@ -211,16 +283,27 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
   const clamp = row.clamp === true && method.clampable === true;
   const callCache = new Map<string, KernelCall>();
   const shared = (c: KernelCall): KernelCall => {
-    const key = `${c.kernel}(${c.args.join(",")};${c.params.join(",")})`;
+    const key = `${c.kernel}(${c.args.join(",")};${c.params.join(",")}${c.stats ? `;${JSON.stringify(c.stats)}` : ""}${c.ints ? `;${c.ints.join(",")}` : ""})`;
     let known = callCache.get(key);
     if (!known) callCache.set(key, (known = { ...c, params: c.params.map(Math.fround) }));
     return known;
   };
   const result: RowTensor[] = [];
+  // Scaled fp8 weights of A stay scaled, with A's scale tensors and marker, unless the row sets
+  // an output type: then they become plain weights and those tensors are left out.
+  const keepScaled = outFloat === undefined;
+  const scaleTensors = new Set(a.tensors.flatMap((t) => (t.scale?.scale !== undefined ? [t.scale.tensor] : [])));
 
   for (const t of a.tensors) {
     if (row.discard?.(t.name)) {
       stats.discarded++;
+      continue;
+    }
+    if (scaleTensors.has(t.name) || (t.name === SCALED_FP8_MARKER && scaleTensors.size > 0)) {
+      if (keepScaled) {
+        result.push(fixedTensor(t));
+        stats.copiedAsIs++;
+      } else stats.discarded++;
       continue;
     }
     const replacement = row.replace?.get(t.name);
@@ -279,14 +362,16 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
     }
     const hasIn = (m: VirtualModel) => (key: string) => m.byName.has(key);
     const merging = !lacking && others.length > 0;
-    if (merging || dtype !== t.dtype) refuseScaledFp8(t.name, t.dtype, hasIn(a), a.label, merging ? "merging" : `converting to ${dtype}`);
-    if (merging) for (const s of others) refuseScaledFp8(t.name, tensors[s]!.dtype, hasIn(models[s]!), models[s]!.label, "merging");
+    if (merging || dtype !== t.dtype) refuseScaledFp8(t.name, t.dtype, hasIn(a), a.label, merging ? "merging" : `converting to ${dtype}`, t.scale);
+    if (merging) for (const s of others) refuseScaledFp8(t.name, tensors[s]!.dtype, hasIn(models[s]!), models[s]!.label, "merging", tensors[s]!.scale);
+    // A's scaled weight written scaled again: its codes where it is not merged, r × (1/scale) where it is.
+    const rescale = keepScaled && t.scale?.scale !== undefined ? t.scale.scale : undefined;
     // A key in no block, when the row has block values and no pattern names it, stays A (as
     // SuperMerger leaves such keys alone). Whether it does, does not depend on the multiplier.
     const outsideBlocks = resolve(t.name, row.multipliers[0]!) === null;
     if (lacking || others.length === 0 || outsideBlocks) {
       if (lacking && stats.missingExamples.length < 5) stats.missingExamples.push(t.name);
-      result.push(fixedTensor(withDtype(t, dtype)));
+      result.push(fixedTensor(rescale !== undefined ? t : withDtype(realTensor(t), dtype)));
       continue;
     }
     if (partialFrom.length > 0) stats.partial.push(t.name);
@@ -337,27 +422,50 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
         for (let i = 0; i + 1 < points.length; i++) {
           const start = points[i]!, count = points[i + 1]! - start;
           if (count === 0) continue;
-          const input = (s: ModelSlot) => exprAt(tensors[s]!.segments, offsetIn(s, range, start), count);
+          const input = (s: ModelSlot) => realValues(tensors[s]!, exprAt(tensors[s]!.segments, offsetIn(s, range, start), count));
           let expr: Expr;
-          if (!range.merged) expr = convertedTo(exprAt(t.segments, start, count), dtype);
-          else {
+          if (!range.merged) {
+            const own = exprAt(t.segments, start, count);
+            expr = rescale !== undefined ? own : convertedTo(realValues(t, own), dtype);
+          } else {
             const c = spans.find((sp) => sp.start <= start && start < sp.end)?.call ?? call;
-            const value: Expr = { kind: "op", kernel: c.kernel, args: c.args.map(input), params: c.params, round: clamp ? "F32" : round };
+            if (c.stats && (cutsOf.length !== 1 || start !== 0 || count !== n)) {
+              throw new MergeError("RECIPE_INVALID", `${t.name}: ${method.name} needs the whole tensor from every model, but an input computes it in parts (an earlier tensor-sum row, an inpainting model's extra channels)`, { tensor: t.name });
+            }
+            // A rescaled (scaled fp8) result is rounded once, after the scaling; a clamped one after the clamp.
+            const last = rescale !== undefined ? "F32" : round;
+            const value = callExpr(c, (s) => input(s as ModelSlot), clamp ? "F32" : last, 0);
             // The clamp bounds are A's and B's values as read; the result is rounded once, after it.
-            expr = clamp ? { kind: "op", kernel: "clamp", args: [value, input("a"), input("b")], params: NO_PARAMS, round } : value;
+            expr = clamp ? { kind: "op", kernel: "clamp", args: [value, input("a"), input("b")], params: NO_PARAMS, round: last } : value;
+            if (rescale !== undefined) expr = scaledBy(expr, 1 / rescale, round);
           }
           segments.push({ start, count, expr });
         }
       }
       return segments;
     };
-    result.push({ name: t.name, dtype, shape: t.shape, at });
+    result.push({ name: t.name, dtype, shape: t.shape, at, ...(rescale !== undefined ? { scale: t.scale! } : {}) });
   }
   stats.tensors = result.length;
   return { label: row.outputs?.[0]?.path ?? row.name, count: row.multipliers.length, tensors: result };
 }
 
 const NO_PARAMS: number[] = [];
+/** weighted-sum with (1, −1): x·1 + y·(−1) is x − y rounded once, the task vector. */
+const MINUS_PARAMS: number[] = [1, -1];
+
+/** A kernel call as an expression: its models through `ref`, its statistics as piece reductions. */
+export function callExpr(c: KernelCall, ref: (a: ArgRef) => Expr, round: Dtype, elementStart: number): Expr {
+  const statOperand = (s: StatOperand): Expr => (typeof s === "object"
+    ? { kind: "op", kernel: "weighted-sum", args: [ref(s.minus[0]), ref(s.minus[1])], params: MINUS_PARAMS, round: "F32" }
+    : ref(s));
+  return {
+    kind: "op", kernel: c.kernel, args: c.args.map(ref), params: c.params, round,
+    ...(c.stats?.length ? { stats: c.stats.map((st) => ({ kind: st.kind, args: st.args.map(statOperand), ...(st.k !== undefined ? { k: st.k } : {}) })) } : {}),
+    ...(c.ints?.length ? { ints: c.ints } : {}),
+    ...(c.keyed ? { elementStart } : {}),
+  };
+}
 
 /** Short keys for parameter lists (a sweep shares one list per multiplier across every key). */
 const paramKeys = new WeakMap<number[], string>();
@@ -370,6 +478,8 @@ function paramsKey(params: number[]): string {
 /** Flattens the expressions of one piece into job ops, sharing common subexpressions and operands. */
 class PieceBuilder {
   readonly ops: JobOp[] = [];
+  readonly reductions: JobReduction[] = [];
+  private readonly reductionKeys = new Map<string, number>();
   private readonly keys = new Map<string, Operand>();
   /** The same expression object (a file read, an earlier row's result) seen again in this piece. */
   private readonly seen = new Map<Expr, { operand: Operand; key: string }>();
@@ -395,14 +505,31 @@ class PieceBuilder {
       return { operand, key };
     }
     const args = expr.args.map((a) => this.operand(a));
-    const key = `${expr.kernel}(${args.map((a) => a.key).join(",")};${paramsKey(expr.params)};${expr.round})`;
+    const stats = expr.stats?.map((st) => this.reduction(st));
+    const extra = `${stats ? `;s${stats.join(",")}` : ""}${expr.ints ? `;i${expr.ints.join(",")}` : ""}${expr.elementStart !== undefined ? `;e${expr.elementStart}` : ""}`;
+    const key = `${expr.kernel}(${args.map((a) => a.key).join(",")};${paramsKey(expr.params)};${expr.round}${extra})`;
     let operand = this.keys.get(key);
     if (!operand) {
-      this.ops.push({ kernel: KERNEL_ID[expr.kernel], args: args.map((a) => a.operand), params: expr.params, round: DTYPE_ID[expr.round] });
+      this.ops.push({
+        kernel: KERNEL_ID[expr.kernel], args: args.map((a) => a.operand), params: expr.params, round: DTYPE_ID[expr.round],
+        ...(stats ? { stats } : {}), ...(expr.ints ? { ints: expr.ints } : {}), ...(expr.elementStart ? { elementStart: expr.elementStart } : {}),
+      });
       operand = { kind: "op", index: this.ops.length - 1 };
       this.keys.set(key, operand);
     }
     return { operand, key };
+  }
+
+  /** The index of a reduction of the piece, shared when two ops ask for the same one. */
+  private reduction(st: StatExpr): number {
+    const args = st.args.map((a) => this.operand(a));
+    const key = `${st.kind}(${args.map((a) => a.key).join(",")};${st.k ?? ""})`;
+    let index = this.reductionKeys.get(key);
+    if (index === undefined) {
+      this.reductions.push({ kind: REDUCTION_ID[st.kind], args: args.map((a) => a.operand), ...(st.k !== undefined ? { k: st.k } : {}) });
+      this.reductionKeys.set(key, (index = this.reductions.length - 1));
+    }
+    return index;
   }
 }
 
@@ -432,17 +559,28 @@ interface SavedOutput {
 function buildPieces(saved: SavedOutput[], fileIndex: (m: ModelFile) => number): JobPiece[] {
   const pieces: JobPiece[] = [];
   saved[0]!.result.tensors.forEach((first, j) => {
-    const perOutput = saved.map((s) => ({ tensor: s.result.tensors[j]!, segments: segmentsOf(s.result.tensors[j]!, s.k) }));
+    const all = saved.map((s, o) => ({ o, tensor: s.result.tensors[j]!, segments: segmentsOf(s.result.tensors[j]!, s.k) }));
+    // Outputs whose tensor needs per-tensor statistics share one piece over the whole tensor
+    // (its reductions see every element); the others are cut as usual.
+    const whole = all.filter((t) => t.segments.some((g) => exprHasStats(g.expr)));
+    if (whole.length > 0) {
+      const n = numelOf(first.shape);
+      const builder = new PieceBuilder(fileIndex);
+      const writes = whole.map((t) => ({ output: t.o, offset: saved[t.o]!.output.layout.offsets[j]!, dtype: DTYPE_ID[t.tensor.dtype], source: builder.operand(exprAt(t.segments, 0, n)).operand }));
+      pieces.push({ name: first.name, n, ops: builder.ops, writes, ...(builder.reductions.length ? { reductions: builder.reductions } : {}) });
+    }
+    const perOutput = whole.length > 0 ? all.filter((t) => !whole.includes(t)) : all;
+    if (perOutput.length === 0) return;
     const cuts = new Set<number>([0, numelOf(first.shape)]);
     for (const t of perOutput) for (const g of t.segments) cuts.add(g.start);
     const points = [...cuts].sort((p, q) => p - q);
     for (let i = 0; i + 1 < points.length; i++) {
       const start = points[i]!, count = points[i + 1]! - start;
       const builder = new PieceBuilder(fileIndex);
-      const writes = perOutput.map((t, o) => {
+      const writes = perOutput.map((t) => {
         const size = DTYPE_SIZE[t.tensor.dtype];
         const { operand } = builder.operand(exprAt(t.segments, start, count));
-        return { output: o, offset: saved[o]!.output.layout.offsets[j]! + start * size, dtype: DTYPE_ID[t.tensor.dtype], source: operand };
+        return { output: t.o, offset: saved[t.o]!.output.layout.offsets[j]! + start * size, dtype: DTYPE_ID[t.tensor.dtype], source: operand };
       });
       pieces.push({ name: first.name, n: count, ops: builder.ops, writes });
     }
@@ -460,13 +598,14 @@ export function planBoard(request: BoardRequest): BoardPlan {
   const fileModels = new Map<string, VirtualModel>();
   const inputs: ModelFile[] = [];
   const sideInputs: ModelFile[] = [];
-  const virtual = (input: RowInput, rowIndex: number, slot: ModelSlot): VirtualModel => {
+  const virtual = (input: RowInput, rowIndex: number, slot: ModelSlot | string): VirtualModel => {
+    const what = slot.length === 1 ? `input ${slot.toUpperCase()}` : slot;
     if ("row" in input) {
       if (!(input.row >= 0 && input.row < rowIndex)) {
-        throw new MergeError("RECIPE_INVALID", `row ${rowIndex + 1} (${rows[rowIndex]!.name}): input ${slot.toUpperCase()} refers to row ${input.row + 1}, which does not come before it`);
+        throw new MergeError("RECIPE_INVALID", `row ${rowIndex + 1} (${rows[rowIndex]!.name}): ${what} refers to row ${input.row + 1}, which does not come before it`);
       }
       const r = results[input.row]!;
-      if (r.count !== 1) throw new MergeError("RECIPE_INVALID", `row ${rowIndex + 1} (${rows[rowIndex]!.name}): input ${slot.toUpperCase()} is row ${rows[input.row]!.name}, a sweep of ${r.count} values; only a single-valued row can feed another`);
+      if (r.count !== 1) throw new MergeError("RECIPE_INVALID", `row ${rowIndex + 1} (${rows[rowIndex]!.name}): ${what} is row ${rows[input.row]!.name}, a sweep of ${r.count} values; only a single-valued row can feed another`);
       let m = materialized.get(input.row);
       if (!m) {
         m = materialize(r);
@@ -485,6 +624,29 @@ export function planBoard(request: BoardRequest): BoardPlan {
     return m;
   };
   rows.forEach((row, i) => {
+    if (row.method.many) {
+      const where = rows.length > 1 ? `row ${i + 1} (${row.name}): ` : "";
+      const { min, max } = row.method.many;
+      if (!row.base) throw new MergeError("INVALID_ARGUMENT", `${where}${row.method.name} needs a base model (the models' common ancestor)`);
+      const list = row.models ?? [];
+      if (list.length < min || list.length > max) {
+        throw new MergeError("INVALID_ARGUMENT", `${where}${row.method.name} takes ${min === max ? min : `${min} to ${max}`} models besides the base, got ${list.length}`);
+      }
+      const key = (r: RowInput) => ("row" in r ? `row:${r.row}` : `file:${r.model.path}`);
+      const seen = new Map<string, string>([[key(row.base), "the base"]]);
+      list.forEach((m, j) => {
+        const before = seen.get(key(m.input));
+        const name = "row" in m.input ? `row ${m.input.row + 1}` : m.input.model.path;
+        if (before) throw new MergeError("INVALID_ARGUMENT", `${where}model ${j + 1} (${name}) is the same as ${before}: give each model once`);
+        seen.set(key(m.input), `model ${j + 1}`);
+      });
+      for (const r of row.replace?.values() ?? []) virtual({ model: r.model }, i, "a");
+      if (row.outputs && row.outputs.length !== row.multipliers.length) throw new MergeError("INTERNAL", `row ${row.name}: one output per multiplier expected`);
+      const s = emptyStats();
+      results.push(planManyRow(row, virtual(row.base, i, "the base"), list.map((m, j) => virtual(m.input, i, `model ${j + 1}`)), s));
+      stats.push(s);
+      return;
+    }
     const models: Partial<Record<ModelSlot, VirtualModel>> = {};
     for (const slot of row.method.inputs) {
       const input = row.inputs[slot];

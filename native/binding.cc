@@ -93,6 +93,23 @@ private:
         return v > 0xffffffffu ? 0xffffffffu : (uint32_t) v;
     }
 
+    /** An optional list of u32 (JobOp.stats, JobOp.ints); lists past the core's limits are cut there. */
+    std::vector<uint32_t> u32_list(Napi::Object o, const char * key, const std::string & where) {
+        std::vector<uint32_t> out;
+        Napi::Value v = o.Get(key);
+        if (v.IsUndefined()) return out;
+        if (!v.IsArray()) fail(where + "." + key + " must be an array");
+        Napi::Array a = v.As<Napi::Array>();
+        if (a.Length() > 1024) fail(where + "." + key + " is too long");
+        out.resize(a.Length());
+        for (uint32_t j = 0; j < a.Length(); j++) {
+            const uint64_t x = u64_value(a.Get(j), where + "." + key + "[" + std::to_string(j) + "]");
+            if (x > 0xffffffffu) fail(where + "." + key + "[" + std::to_string(j) + "] must be a 32-bit unsigned integer");
+            out[j] = (uint32_t) x;
+        }
+        return out;
+    }
+
     void read_output(Napi::Value v, const std::string & where, merge_output * out) {
         Napi::Object o = object(v, where);
         out->path = string(o, "path", where);
@@ -235,6 +252,27 @@ private:
                 dst.params[j] = (float) p.As<Napi::Number>().DoubleValue(); // round to nearest even, as Math.fround
             }
             dst.round = id(op, "round", w);
+            dst.stats = u32_list(op, "stats", w);
+            dst.ints = u32_list(op, "ints", w);
+            Napi::Value start = op.Get("elementStart");
+            if (!start.IsUndefined()) dst.element_start = u64_value(start, w + ".elementStart");
+        }
+        Napi::Value reductions = o.Get("reductions");
+        if (!reductions.IsUndefined()) {
+            if (!reductions.IsArray()) fail(where + ".reductions must be an array");
+            Napi::Array a = reductions.As<Napi::Array>();
+            piece->reductions.resize(a.Length());
+            for (uint32_t k = 0; k < a.Length(); k++) {
+                const std::string w = where + ".reductions[" + std::to_string(k) + "]";
+                Napi::Object r = object(a.Get(k), w);
+                merge_reduction & dst = piece->reductions[k];
+                dst.kind = id(r, "kind", w);
+                Napi::Array args = array(r, "args", w);
+                dst.args.resize(args.Length());
+                for (uint32_t j = 0; j < args.Length(); j++) read_operand(args.Get(j), w + ".args[" + std::to_string(j) + "]", &dst.args[j]);
+                Napi::Value k_value = r.Get("k");
+                if (!k_value.IsUndefined()) dst.k = u64_value(k_value, w + ".k");
+            }
         }
         Napi::Array writes = array(o, "writes", where);
         piece->writes.resize(writes.Length());

@@ -14,7 +14,9 @@ import { MergeError, fsError, type ErrorCode } from "../errors";
 import { KERNELS, type Job, type JobResult, type LowRankFactor, type Operand } from "../native/job";
 import { kroneckerValues, lowRankValues } from "./lowrank";
 import { narrowBf16, narrowF16, narrowF8, widenBf16, widenF16, widenF8 } from "./conversions";
+import { MANY_KERNELS } from "./many-kernels";
 import { METHOD_KERNELS } from "./method-kernels";
+import { computeReductions, reductionOps } from "./reductions";
 
 /** Elements per chunk: bounds memory to a few MiB per operand whatever the tensor size. */
 export const JS_CHUNK_ELEMENTS = 1 << 20;
@@ -213,46 +215,71 @@ export async function runChunks(
   const raw = alignedBuffer(JS_CHUNK_ELEMENTS * 8);
   const outBytes = alignedBuffer(JS_CHUNK_ELEMENTS * 8);
   const operandValues = new Map<string, Float32Array>();
-  for (let g = claim(); g >= 0 && g < chunks.length; g = claim()) {
-    if (job.control[0] !== 0) throw new MergeError("ABORTED", "the merge was cancelled");
-    if (stop && Atomics.load(stop, 0) !== 0) throw new Error(STOPPED);
-    const [p, start] = chunks[g]!;
-    const piece = job.pieces[p]!;
-    const n = Math.min(JS_CHUNK_ELEMENTS, piece.n - start);
+  // Per piece, its reduction results (each worker computes those of the pieces it writes).
+  const pieceStats = new Map<number, number[]>();
+  let piece = job.pieces[0]!, start = 0, n = 0;
+  const readFactor = async (f: LowRankFactor, first: number, count: number): Promise<Float32Array> => {
+    const dtype = DTYPES[f.dtype]!;
+    const size = DTYPE_SIZE[dtype];
+    const bytes = alignedBuffer(count * size);
+    await readExact(inputs[f.file]!, bytes, count * size, f.offset + first * size, job.inputs[f.file]!.path);
+    const out = new Float32Array(count);
+    decode(bytes, dtype, out, count);
+    return out;
+  };
+  const load = async (operand: Operand): Promise<Float32Array> => {
+    if (operand.kind === "op") return values[operand.index]!;
+    if (operand.kind === "lowrank") return lowRankValues(operand, start, n, readFactor);
+    if (operand.kind === "kronecker") return kroneckerValues(operand, start, n, readFactor);
+    const key = `${operand.file}:${operand.offset}:${operand.dtype}`;
+    const cached = operandValues.get(key);
+    if (cached) return cached;
+    const dtype = DTYPES[operand.dtype]!;
+    const size = DTYPE_SIZE[dtype];
+    await readExact(inputs[operand.file]!, raw, n * size, operand.offset + start * size, job.inputs[operand.file]!.path);
+    const out = new Float32Array(n);
+    decode(raw, dtype, out, n);
+    operandValues.set(key, out);
+    return out;
+  };
+  /** Runs ops `which` (ascending; all when undefined) of `piece` on [start, start + n). */
+  const runOps = async (stats: number[] | undefined, which?: number[]): Promise<void> => {
     operandValues.clear();
-    const readFactor = async (f: LowRankFactor, first: number, count: number): Promise<Float32Array> => {
-      const dtype = DTYPES[f.dtype]!;
-      const size = DTYPE_SIZE[dtype];
-      const bytes = alignedBuffer(count * size);
-      await readExact(inputs[f.file]!, bytes, count * size, f.offset + first * size, job.inputs[f.file]!.path);
-      const out = new Float32Array(count);
-      decode(bytes, dtype, out, count);
-      return out;
-    };
-    const load = async (operand: Operand): Promise<Float32Array> => {
-      if (operand.kind === "op") return values[operand.index]!;
-      if (operand.kind === "lowrank") return lowRankValues(operand, start, n, readFactor);
-      if (operand.kind === "kronecker") return kroneckerValues(operand, start, n, readFactor);
-      const key = `${operand.file}:${operand.offset}:${operand.dtype}`;
-      const cached = operandValues.get(key);
-      if (cached) return cached;
-      const dtype = DTYPES[operand.dtype]!;
-      const size = DTYPE_SIZE[dtype];
-      await readExact(inputs[operand.file]!, raw, n * size, operand.offset + start * size, job.inputs[operand.file]!.path);
-      const out = new Float32Array(n);
-      decode(raw, dtype, out, n);
-      operandValues.set(key, out);
-      return out;
-    };
     values.length = 0;
-    for (const op of piece.ops) {
+    for (const k of which ?? piece.ops.keys()) {
+      const op = piece.ops[k]!;
       const args: Float32Array[] = [];
       for (const arg of op.args) args.push(await load(arg));
       const out = new Float32Array(n);
-      runKernel(op.kernel, args, op.params, out, n);
+      const many = MANY_KERNELS[KERNELS[op.kernel] ?? ""];
+      if (many) many(out, { x: args, params: op.params, stats: (op.stats ?? []).map((r) => stats![r]!), ints: op.ints ?? [], index: (op.elementStart ?? 0) + start }, n);
+      else runKernel(op.kernel, args, op.params, out, n);
       roundThrough(out, n, DTYPES[op.round]!);
-      values.push(out);
+      values[k] = out;
     }
+  };
+  for (let g = claim(); g >= 0 && g < chunks.length; g = claim()) {
+    if (job.control[0] !== 0) throw new MergeError("ABORTED", "the merge was cancelled");
+    if (stop && Atomics.load(stop, 0) !== 0) throw new Error(STOPPED);
+    const [p, chunkStart] = chunks[g]!;
+    piece = job.pieces[p]!;
+    let stats: number[] | undefined;
+    if (piece.reductions?.length) {
+      stats = pieceStats.get(p);
+      if (!stats) {
+        const ops = reductionOps(piece);
+        stats = await computeReductions(piece, JS_CHUNK_ELEMENTS, async (s0, count) => {
+          start = s0;
+          n = count;
+          await runOps(undefined, ops);
+          return load;
+        });
+        pieceStats.set(p, stats);
+      }
+    }
+    start = chunkStart;
+    n = Math.min(JS_CHUNK_ELEMENTS, piece.n - start);
+    await runOps(stats);
     for (const w of piece.writes) {
       const dtype = DTYPES[w.dtype]!;
       const size = DTYPE_SIZE[dtype];

@@ -5,14 +5,37 @@
  */
 const f = Math.fround;
 
-const LN_TERMS = 12;
-const EXP_TERMS = 17;
+// The pow tables of native/core/method_kernels.h (merge_pow_tables), built by the same double
+// operations in the same order, so the same doubles (see there for the algorithm and its error).
 const LN2 = 0.6931471805599453;
-const SQRT2 = 1.4142135623730951;
-// Computed by the same divisions as the C++ table, so the same doubles.
-const INV_ODD = Array.from({ length: LN_TERMS }, (_, k) => 1 / (2 * k + 1));
+const LOG_BITS = 4;
+const LOG_N = 1 << LOG_BITS;
+const EXP_N = 16;
+const LOG_TERMS = 9;
+const EXP_TERMS = 7;
+const INVC: number[] = [];
+const LOG2C: number[] = [];
+for (let i = 0; i < LOG_N; i++) {
+  const mid = 1 + (i + 0.5) / LOG_N;
+  const v = Math.floor(1048576 / mid + 0.5) / 1048576;
+  INVC.push(v);
+  const s = (v - 1) / (v + 1);
+  const z = s * s;
+  let q = 1 / 61;
+  for (let k = 29; k >= 0; k--) q = q * z + 1 / (2 * k + 1);
+  LOG2C.push(-((2 * s * q) / LN2));
+}
 const INV_FACT: number[] = [1];
-for (let j = 1; j < EXP_TERMS; j++) INV_FACT.push(INV_FACT[j - 1]! / j);
+for (let n = 1; n <= 28; n++) INV_FACT.push(INV_FACT[n - 1]! / n);
+const EXP2J: number[] = [];
+for (let j = 0; j < EXP_N; j++) {
+  const u = (j / EXP_N) * LN2;
+  let w = INV_FACT[28]!;
+  for (let n = 27; n >= 0; n--) w = w * u + INV_FACT[n]!;
+  EXP2J.push(w);
+}
+const LOGP = Array.from({ length: LOG_TERMS }, (_, k) => ((k + 1) % 2 ? 1 : -1) / ((k + 1) * LN2));
+const EXPP = INV_FACT.slice(0, EXP_TERMS);
 /** 2^k for k in [-160, 129], by exact doubling and halving (C++ uses ldexp: also exact). */
 const POW2_MIN = -160;
 const POW2: number[] = [];
@@ -21,8 +44,8 @@ const POW2: number[] = [];
   for (let k = 0; k > POW2_MIN; k--) v /= 2;
   for (let k = POW2_MIN; k <= 129; k++, v *= 2) POW2.push(v);
 }
-const F32 = new Float32Array(1);
-const U32 = new Uint32Array(F32.buffer);
+const F64 = new Float64Array(1);
+const U32 = new Uint32Array(F64.buffer); // [low word, high word] (little-endian, as every target)
 
 /** x^y for fp32 x >= 0 and y: the same bits as merge_powf (method_kernels.h). */
 export function powF32(x: number, y: number): number {
@@ -31,44 +54,34 @@ export function powF32(x: number, y: number): number {
   if (x === 0) return y > 0 ? 0 : Infinity;
   if (x === Infinity) return y > 0 ? Infinity : 0;
   if (x === 1) return 1;
-  F32[0] = x;
-  let bits = U32[0]!;
-  let eAdjust = 0;
-  if (bits >>> 23 === 0) {
-    F32[0] = x * 18446744073709551616; // 2^64, exact
-    bits = U32[0]!;
-    eAdjust = -64;
+  F64[0] = x;
+  const hi = U32[1]!;
+  const e = ((hi >>> 20) & 0x7ff) - 1023;
+  const i = (hi >>> (20 - LOG_BITS)) & (LOG_N - 1);
+  U32[1] = (hi & 0xfffff) | 0x3ff00000;
+  const m = F64[0]!;
+  const r = m * INVC[i]! - 1;
+  let p = LOGP[LOG_TERMS - 1]!;
+  for (let n = LOG_TERMS - 2; n >= 0; n--) {
+    p = p * r;
+    p = p + LOGP[n]!;
   }
-  let e = (bits >>> 23) - 127 + eAdjust;
-  U32[0] = (bits & 0x7fffff) | 0x3f800000;
-  let m = F32[0]!;
-  if (m > SQRT2) {
-    m = m * 0.5;
-    e = e + 1;
-  }
-  const s = (m - 1) / (m + 1);
-  const z = s * s;
-  let q = INV_ODD[LN_TERMS - 1]!;
-  for (let k = LN_TERMS - 2; k >= 0; k--) {
-    q = q * z;
-    q = q + INV_ODD[k]!;
-  }
-  const twoS = 2 * s;
-  const lnM = twoS * q;
-  const log2M = lnM / LN2;
-  const log2X = e + log2M;
+  const lp = p * r;
+  const log2X = e + LOG2C[i]! + lp;
   const t = y * log2X;
   if (t >= 129) return Infinity;
   if (t <= -160) return 0;
-  const k = Math.floor(t + 0.5);
-  const fr = t - k;
+  const k = Math.floor(t * 16 + 0.5);
+  const j = k & (EXP_N - 1);
+  const kInt = (k - j) / EXP_N;
+  const fr = t - k * 0.0625;
   const u = fr * LN2;
-  let w = INV_FACT[EXP_TERMS - 1]!;
-  for (let j = EXP_TERMS - 2; j >= 0; j--) {
+  let w = EXPP[EXP_TERMS - 1]!;
+  for (let n = EXP_TERMS - 2; n >= 0; n--) {
     w = w * u;
-    w = w + INV_FACT[j]!;
+    w = w + EXPP[n]!;
   }
-  return f(w * POW2[k - POW2_MIN]!);
+  return f(w * EXP2J[j]! * POW2[kInt - POW2_MIN]!);
 }
 
 /** |x| leaving a NaN as it is (Math.abs may or may not clear its sign bit); ±0 give +0. */

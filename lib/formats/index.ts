@@ -20,6 +20,7 @@ import type { ModelFile, ModelFormat } from "../model";
 import { normaliseModelKeys } from "../keys";
 import { stampOf } from "../engine/input-stamps";
 import { readSafetensors } from "./safetensors";
+import { readFp8Scales } from "../scaled-fp8";
 
 const ZIP_MAGIC = 0x04034b50; // "PK\x03\x04", little-endian
 const PICKLE_PROTO = 0x80;
@@ -68,7 +69,7 @@ export async function openModel(path: string): Promise<ModelFile> {
   // Stamped before the header is read: a rewrite between here and the merge (while inputs are
   // hashed for the recipe, say) would make both the plan and the pinned hash wrong.
   const stamp = await stampOf(path).catch(() => undefined); // a missing file gets its error below
-  const model = withModernKeyNames(await openModelAsStored(path));
+  const model = await readFp8Scales(withModernKeyNames(await openModelAsStored(path)));
   return stamp ? { ...model, stamp } : model;
 }
 

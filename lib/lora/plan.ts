@@ -95,7 +95,7 @@ export function matchLoras(base: ModelFile, arch: ArchitectureId, loras: BakeLor
       }
       const t = target.tensor;
       if (!isMathDtype(t.dtype)) throw fail(lora, m, t.name, `the checkpoint tensor is ${t.dtype}, not a float type`);
-      refuseScaledFp8(t.name, t.dtype, (k) => base.byName.has(k), base.path, "baking a LoRA into");
+      refuseScaledFp8(t.name, t.dtype, (k) => base.byName.has(k), base.path, "baking a LoRA into", undefined); // the bake does not go through fp8 scales
       const cols = numelOf(t.shape) / t.shape[0]!;
       if (m.rows !== target.rowCount || m.cols !== cols) {
         throw fail(lora, m, t.name, `ΔW is [${m.rows}, ${m.cols}]${m.kernel.length ? ` (kernel ${m.kernel.join("×")})` : ""}, the checkpoint ${target.rowCount !== t.shape[0] ? `slice is [${target.rowCount}, ${cols}] of ` : "tensor is "}${shapeToString(t.shape)}`);

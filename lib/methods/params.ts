@@ -40,6 +40,7 @@ function checkValue(method: MergeMethod, name: string, value: unknown, where: st
   const p = method.params.find((q) => q.name === name)!;
   if (typeof value !== "number" || !Number.isFinite(value)) throw invalid(where, `${what} must be a finite number, got ${JSON.stringify(value)}`);
   if (value < p.range[0] || value > p.range[1]) throw invalid(where, `${what} = ${value} is outside ${method.name}'s range for ${name} [${p.range[0]}, ${p.range[1]}]`);
+  if (p.integer && !Number.isInteger(value)) throw invalid(where, `${what} must be a whole number, got ${value}`);
   return value;
 }
 

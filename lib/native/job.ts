@@ -15,13 +15,50 @@
  *     (the only way non-float tensors are written); otherwise the fp32 value is converted.
  * All fp32 arithmetic is IEEE single precision with one rounding per operation, never fused:
  * that is what makes the native and TS engines bit-identical.
+ *
+ * Per-piece statistics (`JobPiece.reductions`, issue 11): before any element of a piece is
+ * written, each reduction is computed over all n elements of its operands (inputs, or ops of
+ * the piece: δ = M − base is an op). Ops a reduction reads (directly or through other ops) must
+ * not read reduction results themselves. Results are doubles:
+ *   - `sum-squares` (1 operand): Σ x², in double;
+ *   - `dot` (2 operands): Σ x·y, in double;
+ *   - `kth-magnitude` (1 operand, `k`): the k-th largest magnitude key, where an element's key is
+ *     its fp32 bits with the sign cleared (an integer in [0, 2^31): keys order as |x|, −0 = +0, and
+ *     NaNs rank above +∞). Exact (radix select on the keys: a histogram of the high 16 bits, then
+ *     one of the low 16 bits inside the chosen bucket). k = 0 gives 2^31 (no key reaches it);
+ *     1 ≤ k ≤ n otherwise. A kernel keeps x when key(x) ≥ the result: every element tied with the
+ *     k-th is kept, so a tensor may keep a few more than k (TIES's rule, documented in README).
+ * Sums use ONE decomposition whatever the threads, windows or engine: blocks of
+ * REDUCTION_BLOCK elements from element 0 of the piece; inside a block, REDUCTION_LANES double
+ * accumulators, element i adding x·x (or x·y, exact in double) to lane i mod REDUCTION_LANES in
+ * index order; a block's value is ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)); the blocks' values are then
+ * added in index order starting from 0.0.
+ *
+ * An op reads reduction results through `stats` (indices into the piece's reductions, handed
+ * to its kernel as doubles) and integer parameters through `ints` (u32: seeds, flags, name
+ * hashes). Mask kernels also see each element's index in the tensor their mask is keyed to:
+ * `elementStart` + the element's index in the piece. Limits: MAX_OP_ARGS operands, MAX_OP_PARAMS
+ * params, MAX_OP_STATS stats, MAX_OP_INTS ints, MAX_PIECE_REDUCTIONS reductions per piece;
+ * the core re-checks them all (job.cc) before running anything.
  */
 
 /** Kernel ids shared with C++ (`enum merge_kernel` in native/core/kernels.h). Never reorder. */
-export const KERNELS = ["copy", "weighted-sum", "add-difference", "lerp", "train-difference", "triple-sum", "sum-twice", "multiply-difference", "similarity-add-difference", "clamp"] as const;
+export const KERNELS = [
+  "copy", "weighted-sum", "add-difference", "lerp", "train-difference", "triple-sum", "sum-twice", "multiply-difference", "similarity-add-difference", "clamp",
+  // Many-model and statistics kernels (native/core/many_kernels.cc, lib/engine/many-kernels.ts):
+  "task-merge", "slerp", "model-stock",
+] as const;
 export type KernelName = (typeof KERNELS)[number];
 export const KERNEL_ID = Object.fromEntries(KERNELS.map((k, i) => [k, i])) as Record<KernelName, number>;
 /**
+ * Kernels whose operand and parameter counts depend on the number of models (N = operands − 1),
+ * checked by `manyKernelShape` / many_kernel_check in C++; KERNEL_ARITY and KERNEL_PARAMS give -1.
+ *   task-merge:  operands [base, M1..MN]; params [w1..wN, λ, keep1..keepN]; ints [flags, seedLo,
+ *                seedHi, nameHash, dropThreshold1..N]; stats [t1..tN] (kth-magnitude keys) when
+ *                flags & TRIM. Model j's mask is keyed with model index j − 1 (0-based).
+ *   slerp:       operands [a, b]; params [t]; stats [a·b, a·a, b·b]; ints [variant].
+ *   model-stock: operands [base, M1..MN] (N ≥ 2); params []; stats [δi·δi for i, then δi·δj for
+ *                i < j in row order], δi = Mi − base.
  * copy:           r = a
  * weighted-sum:   r = a·p0 + b·p1          (p0 = 1−M, p1 = M, each rounded to fp32 first)
  * add-difference: r = a + (b − c)·p0
@@ -32,15 +69,48 @@ export const KERNEL_ID = Object.fromEntries(KERNELS.map((k, i) => [k, i])) as Re
 export const KERNEL_ARITY: Record<KernelName, number> = {
   copy: 1, "weighted-sum": 2, "add-difference": 3, lerp: 2,
   "train-difference": 3, "triple-sum": 3, "sum-twice": 3, "multiply-difference": 3, "similarity-add-difference": 3, clamp: 3,
+  "task-merge": -1, slerp: 2, "model-stock": -1,
 };
 /** Parameters each kernel reads (`merge_kernel_n_params`). */
 export const KERNEL_PARAMS: Record<KernelName, number> = {
   copy: 0, "weighted-sum": 2, "add-difference": 1, lerp: 1,
   "train-difference": 1, "triple-sum": 3, "sum-twice": 4, "multiply-difference": 4, "similarity-add-difference": 4, clamp: 0,
+  "task-merge": -1, slerp: 1, "model-stock": 0,
 };
-/** Limits the core enforces (MERGE_MAX_ARGS, MERGE_MAX_PARAMS in kernels.h). */
-export const MAX_OP_ARGS = 8;
-export const MAX_OP_PARAMS = 16;
+/** Limits the core enforces (MERGE_MAX_ARGS, MERGE_MAX_PARAMS … in kernels.h): a base and 15 models. */
+export const MAX_OP_ARGS = 16;
+export const MAX_OP_PARAMS = 32;
+export const MAX_OP_STATS = 128;
+export const MAX_OP_INTS = 16;
+export const MAX_PIECE_REDUCTIONS = 160;
+
+/** Reduction kinds shared with C++ (`enum merge_reduction_kind` in native/core/reductions.h). Never reorder. */
+export const REDUCTIONS = ["sum-squares", "dot", "kth-magnitude"] as const;
+export type ReductionName = (typeof REDUCTIONS)[number];
+export const REDUCTION_ID = Object.fromEntries(REDUCTIONS.map((k, i) => [k, i])) as Record<ReductionName, number>;
+export const REDUCTION_ARITY: Record<ReductionName, number> = { "sum-squares": 1, dot: 2, "kth-magnitude": 1 };
+/** The fixed decomposition of reduction sums (see the header). */
+export const REDUCTION_BLOCK = 4096;
+export const REDUCTION_LANES = 8;
+/** kth-magnitude with k = 0: a key no element reaches (keys are < 2^31). */
+export const KEEP_NONE_KEY = 2 ** 31;
+
+/** task-merge flags (ints[0]). */
+export const TASK_MERGE_FLAGS = {
+  /** Keep δi only where key(δi) ≥ stats[i] (TIES trim). */
+  TRIM: 1,
+  /** Drop δi where the mask word < dropThreshold (DARE), keep the rest divided by `keep` when RESCALE. */
+  DROP: 2,
+  RESCALE: 4,
+  /** Sign election (TIES): only δ that agree with the elected sign count. */
+  CONSENSUS: 8,
+  /** Elect the sign by count of signs instead of the weighted sum. */
+  BY_COUNT: 16,
+  /** Divide by the sum of the weights that count (mergekit `normalize`). */
+  NORMALIZE: 32,
+} as const;
+/** slerp variants (ints[0]). */
+export const SLERP_VARIANT = { mergekit: 0, mecha: 1 } as const;
 
 /** One factor matrix of a low-rank operand: row-major, `dtype` (a float dtype id), in an input file. */
 export interface LowRankFactor {
@@ -107,6 +177,16 @@ export type Operand =
   | LowRankOperand
   | KroneckerOperand;
 
+/** A statistic over all n elements of a piece (see the header). */
+export interface JobReduction {
+  /** REDUCTION_ID. */
+  kind: number;
+  /** Inputs or ops of the piece (REDUCTION_ARITY operands). */
+  args: Operand[];
+  /** kth-magnitude only: 0 ≤ k ≤ n. */
+  k?: number;
+}
+
 /**
  * One step of a piece: a kernel id, its operands (inputs or earlier ops, any count the kernel
  * takes, up to MAX_OP_ARGS) and its parameters. Parameters are per op, so per tensor: the
@@ -122,6 +202,12 @@ export interface JobOp {
   params: number[];
   /** Dtype id to round the result through (F32 = none). */
   round: number;
+  /** Indices of the piece's reductions the kernel reads, as doubles, in this order. */
+  stats?: number[];
+  /** Integer parameters (u32 each). */
+  ints?: number[];
+  /** Element index of the piece's element 0 in the tensor a mask is keyed to (default 0). */
+  elementStart?: number;
 }
 
 export interface JobWrite {
@@ -139,6 +225,8 @@ export interface JobPiece {
   n: number;
   ops: JobOp[];
   writes: JobWrite[];
+  /** Statistics computed over the whole piece before any of its elements is written. */
+  reductions?: JobReduction[];
 }
 
 export interface JobOutput {

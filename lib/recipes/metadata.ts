@@ -11,7 +11,13 @@
  *   {sha256: {name, legacy_hash, sd_merge_recipe}} for each input, updated with each input's own
  *   `sd_merge_models`, so ancestors are flattened. Nested values are the inputs' values as
  *   A1111 decodes them (a string starting with "{" is parsed), re-encoded the way Python would.
- *   `type` is "tensormerge" rather than "webui": it names the tool that wrote the file;
+ *   `type` is "tensormerge" rather than "webui": it names the tool that wrote the file. A row
+ *   with parameters beyond its multiplier adds, after those keys, what SuperMerger's `sd_merge_recipe`
+ *   shows for its block merges (scripts/mergers/mergers.py: `mbw`, `weights_alpha` the block
+ *   values as comma-separated text, `weights_alpha_orig` what was typed, a preset name or a
+ *   list; `base_beta`; the same for β), and what SuperMerger has no key for: `key_weights_alpha`
+ *   (and `_beta`), the per-key values as the `--weight` arguments read, and `clamp`. See
+ *   `parameterFields`;
  * - `tensormerge_recipe`: our complete recipe for this output, a JSON recipe (json.ts) whose
  *   rows are this output's ancestors and, last, the row that made it, every ingredient pinned by
  *   sha256. A row that produced a saved file records it (`produces`), so `reproduce` can use the
@@ -23,6 +29,7 @@
  * row has no file: it is identified by the sha256 of its own recipe, with no legacy hash.
  */
 import { createHash } from "node:crypto";
+import { parseBlockValues, type BlockMap } from "../blocks";
 import type { OutputFormat } from "../formats/output";
 import type { ModelSlot } from "../methods/define";
 import { parseJsonRecipe, recipeToJson } from "./json";
@@ -55,6 +62,11 @@ export interface OutputStep {
   isInpainting: boolean;
   /** A has 8 input channels and B 4. */
   isInstructPix2Pix: boolean;
+  /**
+   * The block map of A's architecture, to write a row's block values as numbers (a preset's
+   * values depend on it); without one only what was typed is written.
+   */
+  blockMap?: BlockMap | null;
 }
 
 const INTERP_METHOD = new Map<string, string>([
@@ -76,6 +88,43 @@ function ownValue(metadata: Record<string, string>, key: string): string | undef
   return Object.hasOwn(metadata, key) ? metadata[key] : undefined;
 }
 
+/** SuperMerger's name for a parameter's row value: `base_alpha`, `base_beta`. */
+const baseKey = (name: string) => `base_${name}`;
+
+/**
+ * The row's parameters beyond its multiplier, as SuperMerger's `sd_merge_recipe` shows them
+ * where it has a key (block values: `mbw`, `weights_<p>` resolved, `weights_<p>_orig` as
+ * typed; a second parameter's row value: `base_<p>`), then ours: `key_weights_<p>` (the
+ * per-key values, each "REGEX=VALUE" as `--weight` reads it) and `clamp`. Empty for a row with
+ * only a multiplier, so such recipes stay exactly A1111's.
+ */
+function parameterFields(step: OutputStep): [string, PyJson][] {
+  const { row } = step;
+  const fields: [string, PyJson][] = [];
+  const blocks = Object.entries(row.blocks ?? {});
+  if (blocks.length) {
+    fields.push(["mbw", true]);
+    for (const [name, spec] of blocks) {
+      const typed = typeof spec === "string" ? spec : spec.map(String).join(",");
+      let resolved: string | null = null;
+      if (step.blockMap) {
+        try {
+          resolved = parseBlockValues(spec, step.blockMap).values.map(String).join(",");
+        } catch {
+          resolved = null; // the planner refuses such a row before anything is written
+        }
+      }
+      fields.push([`weights_${name}`, resolved], [`weights_${name}_orig`, typed]);
+    }
+  }
+  for (const [name, value] of Object.entries(row.params ?? {})) fields.push([baseKey(name), pyFloat(value)]);
+  for (const [name, list] of Object.entries(row.weights ?? {})) {
+    if (list.length) fields.push([`key_weights_${name}`, list.map((w) => `${w.pattern}=${w.value}`)]);
+  }
+  if (row.clamp) fields.push(["clamp", true]);
+  return fields;
+}
+
 /** A1111's `sd_merge_recipe` object for one output. */
 function a1111Recipe(step: OutputStep): PyJson {
   const hash = (s: ModelSlot) => step.inputs[s]?.sha256 ?? null;
@@ -93,6 +142,7 @@ function a1111Recipe(step: OutputStep): PyJson {
     ["discard_weights", (step.row.discard ?? []).join("|")],
     ["is_inpainting", step.isInpainting],
     ["is_instruct_pix2pix", step.isInstructPix2Pix],
+    ...parameterFields(step),
   ]);
 }
 

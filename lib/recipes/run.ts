@@ -230,6 +230,11 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
   const outputHashes = new Map<string, FileHashes>();
   const identityOf = (s: CompiledSource): InputIdentity => (s.kind === "file" ? fileIdentity(s.file) : rowIds[s.row]!);
   const channels = (s: CompiledSource): number | undefined => (s.kind === "file" ? s.file.model.byName.get(CONV_IN)?.shape[1] : channels(rows[s.row]!.inputs.a!));
+  // Block values follow the architecture of the row's A: its file, or the file at the root of the rows it comes from.
+  const modelA = (ci: number): ModelFile => {
+    const src = rows[ci]!.inputs.a!;
+    return src.kind === "file" ? src.file.model : modelA(src.row);
+  };
   const stepOf = (ci: number, multiplier: number, format: "safetensors" | "ckpt"): OutputStep => {
     const c = rows[ci]!;
     const inputs: Partial<Record<ModelSlot, InputIdentity>> = {};
@@ -240,6 +245,7 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
       ...(c.vae ? { vae: fileIdentity(c.vae) } : {}),
       isInpainting: a === 9 && b === 4,
       isInstructPix2Pix: a === 8 && b === 4,
+      ...(c.row.blocks ? { blockMap: blockMapOf(modelA(ci)) } : {}),
     };
   };
   const identify = (ci: number): void => {
@@ -266,11 +272,6 @@ async function runInner(recipe: Recipe, options: RunRecipeOptions, started: numb
 
   // The board, outputs at staging names with placeholder metadata.
   const staging = new Map<string, string>();
-  // Block values follow the architecture of the row's A: its file, or the file at the root of the rows it comes from.
-  const modelA = (ci: number): ModelFile => {
-    const src = rows[ci]!.inputs.a!;
-    return src.kind === "file" ? src.file.model : modelA(src.row);
-  };
   const planParams = rows.map((c, ci) => rowParamsOf(c.row, c.row.blocks ? blockMapOf(modelA(ci)) : undefined, `${rowLabel(recipe, c.index)}: block values`));
   const boardRows: BoardRow[] = rows.map((c, ci) => {
     const inputs: Partial<Record<ModelSlot, RowInput>> = {};

@@ -19,6 +19,7 @@
 #include "file_io.h"
 #include "plan.h"
 #include "prefetch.h"
+#include "reductions.h"
 #include "thread_pool.h"
 #include "writer.h"
 
@@ -108,7 +109,8 @@ public:
         // without drop-behind; 3 with drop-behind always; 4 unmap per 1 MiB chunk inside the
         // compute threads (the old default: many more munmap TLB shootdowns, which cost an IPI
         // per CPU and, in a VM, a VM exit each: 25% more CPU on warm SDXL).
-        ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4};
+        piece_stats_.assign(job_.pieces.size(), {});
+        ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_};
         drop_behind_ = wants_drop_behind();
 
         crc_.resize(job_.outputs.size());
@@ -163,6 +165,7 @@ public:
             {"dropBehind", drop_behind_ ? 1.0 : 0.0},
             {"interleave", job_.tuning.interleave ? 1.0 : 0.0},
             {"outputSwitches", (double) n_switches_},
+            {"secondsReduce", t_reduce_},
         };
         return {};
     }
@@ -177,6 +180,10 @@ private:
     std::unique_ptr<aligned_buffer> buffers_[2];
     std::vector<std::unique_ptr<exec_scratch>> scratch_;
     exec_context ctx_{};
+    // Per piece, its reduction results once computed (a few doubles each; see reductions.h).
+    std::vector<std::vector<double>> piece_stats_;
+    std::vector<bool> reduced_;
+    double t_reduce_ = 0;
     uint64_t window_ = 0;
     uint64_t n_windows_ = 0;
     uint64_t n_switches_ = 0; // consecutive windows of different outputs
@@ -438,7 +445,65 @@ private:
         for (const segment & sg : segments) crc_[o][sg.range] = merge_crc32_combine(crc_[o][sg.range], sg.crc, sg.hi - sg.lo);
     }
 
+    /**
+     * Computes the reductions of piece p with every pool thread (reductions.h), when the first
+     * window that writes any of its elements starts. Its input pages are not released in between:
+     * the window release only unmaps the pages of elements already written, so the piece's later
+     * windows read from the page cache what this pass faulted in (inputs read from disk once).
+     */
+    merge_status reduce_piece(merge_thread_pool & pool, size_t p) {
+        piece_reducer reducer(ctx_, p, pool.size());
+        const uint64_t n_blocks = reducer.n_blocks();
+        for (int pass = 0; pass < reducer.passes(); pass++) {
+            for (uint64_t c0 = 0; c0 < n_blocks; c0 += MERGE_REDUCTION_CHUNK_BLOCKS) {
+                const uint64_t count = std::min<uint64_t>(MERGE_REDUCTION_CHUNK_BLOCKS, n_blocks - c0);
+                run_state state;
+                std::atomic<uint64_t> next{0};
+                const unsigned active = reducer.active_threads();
+                const std::function<void(unsigned)> fn = [&](unsigned ith) {
+                    if (ith >= active) return;
+                    exec_scratch & scratch = *scratch_[ith];
+                    for (;;) {
+                        if (state.stop.load(std::memory_order_relaxed)) return;
+                        if (job_.control.cancelled()) {
+                            state.fail(aborted());
+                            return;
+                        }
+                        const uint64_t b = next.fetch_add(1, std::memory_order_relaxed);
+                        if (b >= count) return;
+                        uintptr_t fault = 0;
+                        const merge_fault_outcome outcome = merge_fault_run(fault_ranges_.data(), fault_ranges_.size(), &fault, [&] { reducer.run_block(scratch, ith, pass, c0 + b); });
+                        if (outcome == merge_fault_outcome::faulted) {
+                            state.fail(fault_status(fault));
+                            return;
+                        }
+                        if (outcome == merge_fault_outcome::no_slot) {
+                            state.fail(merge_status::fail(merge_error::INTERNAL, "too many merge threads running at once in this process"));
+                            return;
+                        }
+                    }
+                };
+                pool.run(fn);
+                if (!state.status.ok()) return state.status;
+                reducer.end_chunk(pass, c0, count);
+            }
+            reducer.end_pass(pass);
+        }
+        piece_stats_[p] = reducer.results();
+        return {};
+    }
+
     merge_status compute(merge_thread_pool & pool, uint64_t w0, uint64_t w1, uint8_t * buf, const std::vector<plan_span> & spans, size_t first, size_t last) {
+        if (reduced_.empty()) reduced_.assign(job_.pieces.size(), false);
+        for (size_t i = first; i < last; i++) {
+            const size_t p = spans[i].piece;
+            if (p == plan_literal || reduced_[p] || job_.pieces[p].reductions.empty()) continue;
+            const double t0 = now();
+            merge_status s = reduce_piece(pool, p);
+            t_reduce_ += now() - t0;
+            if (!s.ok()) return s;
+            reduced_[p] = true;
+        }
         run_state state;
         std::atomic<uint64_t> next_chunk{0};
         const uint64_t n_chunks = (w1 - w0 + chunk_bytes - 1) / chunk_bytes;

@@ -7,6 +7,7 @@
 
 #include "dtype.h"
 #include "lowrank.h"
+#include "many_kernels.h"
 #include "method_kernels.h"
 
 exec_scratch::exec_scratch(size_t max_ops, size_t block, size_t n_outputs) : nonfinite_(n_outputs), n_slots_(max_ops + MERGE_MAX_ARGS + EXEC_EXTRA_SLOTS), block_(block) {
@@ -74,6 +75,7 @@ struct block_eval {
     exec_scratch & scratch;
     const merge_piece & piece;
     size_t n_ops;
+    size_t p; // piece index (its reduction results)
 
     const uint8_t * input_ptr(const merge_operand & a, uint64_t i) const {
         return (*ctx.inputs)[a.file]->data() + a.offset + i * st_dtype_size(a.dtype);
@@ -153,7 +155,16 @@ struct block_eval {
             case MERGE_KERNEL_ADD_DIFFERENCE: kt->add_difference(r, x[0], x[1], x[2], op.params[0], m); break;
             case MERGE_KERNEL_LERP: kt->lerp(r, x[0], x[1], op.params[0], m); break;
             default: {
-                const merge_method_fn f = merge_method_kernel(op.kernel);
+                if (op.kernel >= MERGE_KERNEL_TASK_MERGE) {
+                    double stats[MERGE_MAX_STATS];
+                    const std::vector<double> & results = (*ctx.stats)[p];
+                    for (size_t j = 0; j < op.stats.size(); j++) stats[j] = results[op.stats[j]];
+                    const merge_many_args args{x, (uint32_t) op.args.size(), op.params.data(), (uint32_t) op.params.size(), stats, (uint32_t) op.stats.size(),
+                                               op.ints.data(), (uint32_t) op.ints.size(), op.element_start + i};
+                    merge_many_kernel(op.kernel)(r, args, m); // ids and counts checked by validation
+                    break;
+                }
+                const merge_method_fn f = merge_method_kernel_for(kt, op.kernel);
                 if (f) f(r, x, op.params.data(), m); // ids and counts checked by validation
                 break;
             }
@@ -170,7 +181,7 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
     const merge_piece & piece = ctx.job->pieces[p];
     const merge_write & wr = piece.writes[w];
     const plan_write & pw = ctx.plan->writes[p][w];
-    block_eval ev{ctx, scratch, piece, piece.ops.size()};
+    block_eval ev{ctx, scratch, piece, piece.ops.size(), p};
     if (pw.raw) {
         std::memcpy(dst, ev.input_ptr(wr.source, i0), (size_t) ((i1 - i0) * pw.out_size));
     } else {
@@ -206,6 +217,18 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
         }
     }
     if (ctx.release_inputs) exec_advise_inputs(ctx, p, w, i0, i1, MADV_DONTNEED);
+}
+
+void exec_run_ops(const exec_context & ctx, exec_scratch & scratch, size_t p, const std::vector<uint32_t> & ops, uint64_t i, size_t m) {
+    const merge_piece & piece = ctx.job->pieces[p];
+    block_eval ev{ctx, scratch, piece, piece.ops.size(), p};
+    for (uint32_t k : ops) ev.run_op(k, i, m);
+}
+
+const float * exec_operand(const exec_context & ctx, exec_scratch & scratch, size_t p, const merge_operand & a, uint64_t i, size_t m, size_t slot) {
+    const merge_piece & piece = ctx.job->pieces[p];
+    block_eval ev{ctx, scratch, piece, piece.ops.size(), p};
+    return ev.operand(a, i, m, scratch.slot(slot));
 }
 
 void exec_advise_inputs(const exec_context & ctx, size_t p, size_t w, uint64_t i0, uint64_t i1, int advice) {

@@ -24,6 +24,8 @@ struct exec_context {
     const merge_kernels * kernels;
     const std::vector<std::unique_ptr<merge_input_map>> * inputs;
     bool release_inputs; // MADV_DONTNEED input pages once a range is consumed
+    /** Per piece, its reduction results (reductions.h), filled before the piece is written. */
+    const std::vector<std::vector<double>> * stats;
 };
 
 /**
@@ -68,6 +70,15 @@ size_t exec_block_size(size_t max_ops);
  * Byte-for-byte copies count nothing: a NaN an unmerged tensor already holds is the input's.
  */
 void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p, size_t w, uint64_t i0, uint64_t i1, uint8_t * dst);
+
+/**
+ * Runs ops `ops` (ascending, each reading only earlier ones) of piece p on elements [i, i + m),
+ * m <= scratch.block(), leaving op k's values in scratch.slot(k) (reductions.cc).
+ */
+void exec_run_ops(const exec_context & ctx, exec_scratch & scratch, size_t p, const std::vector<uint32_t> & ops, uint64_t i, size_t m);
+
+/** Operand a's values on [i, i + m): an op's slot, an aligned F32 input in place, or widened into scratch.slot(slot). */
+const float * exec_operand(const exec_context & ctx, exec_scratch & scratch, size_t p, const merge_operand & a, uint64_t i, size_t m, size_t slot);
 
 /** Advises (e.g. MADV_DONTNEED) the input bytes of elements [i0, i1) of a write. */
 void exec_advise_inputs(const exec_context & ctx, size_t p, size_t w, uint64_t i0, uint64_t i1, int advice);

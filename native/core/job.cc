@@ -6,6 +6,8 @@
 
 #include "dtype.h"
 #include "kernels.h"
+#include "many_kernels.h"
+#include "reductions.h"
 
 namespace {
 
@@ -158,13 +160,29 @@ private:
             const merge_op & op = piece.ops[k];
             const std::string where = "op " + std::to_string(k);
             if (op.kernel >= MERGE_KERNEL_COUNT) return fail(merge_error::INVALID_ARGUMENT, where + ": unknown kernel id " + std::to_string(op.kernel), {}, piece.name);
-            if (op.args.size() != merge_kernel_arity(op.kernel))
-                return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " takes " + std::to_string(merge_kernel_arity(op.kernel)) +
-                        " operands, got " + std::to_string(op.args.size()), {}, piece.name);
-            if (op.params.size() > max_params || op.params.size() != merge_kernel_n_params(op.kernel))
-                return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " takes " + std::to_string(merge_kernel_n_params(op.kernel)) +
-                        " params, got " + std::to_string(op.params.size()), {}, piece.name);
             if (op.args.size() > MERGE_MAX_ARGS) return fail(merge_error::INVALID_ARGUMENT, where + ": too many operands", {}, piece.name);
+            if (op.params.size() > max_params) return fail(merge_error::INVALID_ARGUMENT, where + ": too many params", {}, piece.name);
+            if (op.stats.size() > MERGE_MAX_STATS || op.ints.size() > MERGE_MAX_INTS)
+                return fail(merge_error::INVALID_ARGUMENT, where + ": too many stats or ints", {}, piece.name);
+            if (op.kernel >= MERGE_KERNEL_TASK_MERGE) {
+                std::string why;
+                if (!merge_many_check(op.kernel, op.args.size(), op.params.size(), op.stats.size(), op.ints.data(), op.ints.size(), &why))
+                    return fail(merge_error::INVALID_ARGUMENT, where + ": " + why, {}, piece.name);
+            } else {
+                if (op.args.size() != merge_kernel_arity(op.kernel))
+                    return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " takes " + std::to_string(merge_kernel_arity(op.kernel)) +
+                            " operands, got " + std::to_string(op.args.size()), {}, piece.name);
+                if (op.params.size() != merge_kernel_n_params(op.kernel))
+                    return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " takes " + std::to_string(merge_kernel_n_params(op.kernel)) +
+                            " params, got " + std::to_string(op.params.size()), {}, piece.name);
+                if (!op.stats.empty() || !op.ints.empty())
+                    return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " takes no stats or ints", {}, piece.name);
+            }
+            for (uint32_t r : op.stats)
+                if (r >= piece.reductions.size())
+                    return fail(merge_error::INVALID_ARGUMENT, where + ": reads reduction " + std::to_string(r) + " of " + std::to_string(piece.reductions.size()), {}, piece.name);
+            uint64_t last_index;
+            if (add_overflows(op.element_start, piece.n, &last_index)) return fail(merge_error::INVALID_ARGUMENT, where + ": elementStart overflows", {}, piece.name);
             for (size_t j = 0; j < op.params.size(); j++)
                 if (!std::isfinite(op.params[j]))
                     return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_kernel_name(op.kernel) + " parameter " + std::to_string(j) + " is not a finite number", {}, piece.name);
@@ -191,6 +209,8 @@ private:
                 }
             }
         }
+        merge_status rs = check_reductions(piece);
+        if (!rs.ok()) return rs;
         for (size_t w = 0; w < piece.writes.size(); w++) {
             const merge_write & wr = piece.writes[w];
             const std::string where = "write " + std::to_string(w);
@@ -218,6 +238,44 @@ private:
                 return fail(merge_error::INVALID_OFFSET, where + ": range at offset " + std::to_string(wr.offset) + " (" + std::to_string(piece.n) + " x " +
                         st_dtype_name(wr.dtype) + ") is outside the output (" + std::to_string(out.size) + " bytes)", out.path, piece.name);
             spans_[wr.output].push_back({wr.offset, end, p});
+        }
+        return {};
+    }
+
+    // Reductions read inputs or ops that do not (even through other ops) read reduction results.
+    merge_status check_reductions(const merge_piece & piece) {
+        if (piece.reductions.empty()) return {};
+        if (piece.reductions.size() > MERGE_MAX_REDUCTIONS)
+            return fail(merge_error::INVALID_ARGUMENT, "too many reductions (" + std::to_string(piece.reductions.size()) + ")", {}, piece.name);
+        std::vector<bool> needed(piece.ops.size(), false);
+        for (size_t r = 0; r < piece.reductions.size(); r++) {
+            const merge_reduction & red = piece.reductions[r];
+            const std::string where = "reduction " + std::to_string(r);
+            if (red.kind >= MERGE_REDUCTION_COUNT) return fail(merge_error::INVALID_ARGUMENT, where + ": unknown kind " + std::to_string(red.kind), {}, piece.name);
+            if (red.args.size() != merge_reduction_arity(red.kind))
+                return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_reduction_name(red.kind) + " takes " + std::to_string(merge_reduction_arity(red.kind)) + " operands", {}, piece.name);
+            if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE) {
+                if (red.k > piece.n) return fail(merge_error::INVALID_ARGUMENT, where + ": k = " + std::to_string(red.k) + " is more than the piece's " + std::to_string(piece.n) + " elements", {}, piece.name);
+                if (piece.n >= (1ull << 32)) return fail(merge_error::INVALID_ARGUMENT, where + ": kth-magnitude needs fewer than 2^32 elements", {}, piece.name);
+            }
+            for (const merge_operand & a : red.args) {
+                if (a.kind == MERGE_OPERAND_OP) {
+                    if (a.index >= piece.ops.size()) return fail(merge_error::INVALID_ARGUMENT, where + ": refers to op " + std::to_string(a.index), {}, piece.name);
+                    needed[a.index] = true;
+                } else if (a.kind == MERGE_OPERAND_INPUT) {
+                    merge_status s = check_input_operand(piece, a, true);
+                    if (!s.ok()) return s;
+                } else {
+                    return fail(merge_error::INVALID_ARGUMENT, where + ": unknown operand kind", {}, piece.name);
+                }
+            }
+        }
+        for (size_t k = piece.ops.size(); k-- > 0;) {
+            if (!needed[k]) continue;
+            if (!piece.ops[k].stats.empty())
+                return fail(merge_error::INVALID_ARGUMENT, "op " + std::to_string(k) + " reads reduction results but a reduction reads it", {}, piece.name);
+            for (const merge_operand & a : piece.ops[k].args)
+                if (a.kind == MERGE_OPERAND_OP) needed[a.index] = true;
         }
         return {};
     }

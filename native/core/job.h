@@ -29,8 +29,18 @@ struct merge_operand {
 struct merge_op {
     uint32_t kernel = 0; // merge_kernel id
     std::vector<merge_operand> args;
-    std::vector<float> params; // at most 4, already fp32
+    std::vector<float> params; // at most MERGE_MAX_PARAMS, already fp32
     uint32_t round = 11;       // st_dtype id: F16/BF16 round the result, F32 (or F64) do not
+    std::vector<uint32_t> stats; // indices into merge_piece::reductions, read as doubles
+    std::vector<uint32_t> ints;  // integer parameters
+    uint64_t element_start = 0;  // element index (in the keyed tensor) of the piece's element 0
+};
+
+/** A statistic over the whole piece (lib/native/job.ts JobReduction; reductions.h). */
+struct merge_reduction {
+    uint32_t kind = 0; // merge_reduction_kind
+    std::vector<merge_operand> args;
+    uint64_t k = 0;    // kth-magnitude
 };
 
 struct merge_write {
@@ -47,6 +57,7 @@ struct merge_piece {
     std::vector<merge_write> writes;
     std::vector<merge_lowrank> lowranks;     // the low-rank operands of the ops (lowrank.h)
     std::vector<merge_kronecker> kroneckers; // the Kronecker (LoKr) operands of the ops
+    std::vector<merge_reduction> reductions; // computed before any element is written
 };
 
 struct merge_literal {

@@ -21,41 +21,58 @@ enum merge_kernel : uint32_t {
     MERGE_KERNEL_WEIGHTED_SUM = 1,
     MERGE_KERNEL_ADD_DIFFERENCE = 2,
     MERGE_KERNEL_LERP = 3,
-    // Element-wise method kernels (method_kernels.cc, scalar whatever the ISA):
+    // Element-wise method kernels (method_kernels.cc, SIMD in method_kernels_simd.h):
     MERGE_KERNEL_TRAIN_DIFFERENCE = 4,
     MERGE_KERNEL_TRIPLE_SUM = 5,
     MERGE_KERNEL_SUM_TWICE = 6,
     MERGE_KERNEL_MULTIPLY_DIFFERENCE = 7,
     MERGE_KERNEL_SIMILARITY_ADD_DIFFERENCE = 8,
     MERGE_KERNEL_CLAMP = 9,
-    MERGE_KERNEL_COUNT = 10,
+    // Many-model and statistics kernels (many_kernels.cc, scalar whatever the ISA):
+    MERGE_KERNEL_TASK_MERGE = 10,
+    MERGE_KERNEL_SLERP = 11,
+    MERGE_KERNEL_MODEL_STOCK = 12,
+    MERGE_KERNEL_COUNT = 13,
 };
 
-/** Most operands an op may take (job validation; exec's operand slots). */
-constexpr uint32_t MERGE_MAX_ARGS = 8;
+/** Most operands an op may take (job validation; exec's operand slots): a base and 15 models. */
+constexpr uint32_t MERGE_MAX_ARGS = 16;
 /** Most parameters an op may carry. */
-constexpr uint32_t MERGE_MAX_PARAMS = 16;
+constexpr uint32_t MERGE_MAX_PARAMS = 32;
+/** Most reduction results (JobOp.stats) and integer parameters (JobOp.ints) an op may read. */
+constexpr uint32_t MERGE_MAX_STATS = 128;
+constexpr uint32_t MERGE_MAX_INTS = 16;
+/** Most reductions a piece may have. */
+constexpr uint32_t MERGE_MAX_REDUCTIONS = 160;
+/** Arity or parameter count that depends on the operands (many_kernel_check decides). */
+constexpr uint32_t MERGE_VARIABLE = 0xffffffffu;
 
-/** Operand count of a kernel (KERNEL_ARITY in job.ts); 0 for an invalid id. */
+/** Operand count of a kernel (KERNEL_ARITY in job.ts); 0 for an invalid id, MERGE_VARIABLE. */
 inline uint32_t merge_kernel_arity(uint32_t kernel) {
-    static const uint32_t arity[MERGE_KERNEL_COUNT] = {1, 2, 3, 2, 3, 3, 3, 3, 3, 3};
+    static const uint32_t arity[MERGE_KERNEL_COUNT] = {1, 2, 3, 2, 3, 3, 3, 3, 3, 3, MERGE_VARIABLE, 2, MERGE_VARIABLE};
     return kernel < MERGE_KERNEL_COUNT ? arity[kernel] : 0;
 }
 
 /** Parameters a kernel reads (p0, p1...); KERNEL_PARAMS in job.ts. */
 inline uint32_t merge_kernel_n_params(uint32_t kernel) {
-    static const uint32_t n[MERGE_KERNEL_COUNT] = {0, 2, 1, 1, 1, 3, 4, 4, 4, 0};
+    static const uint32_t n[MERGE_KERNEL_COUNT] = {0, 2, 1, 1, 1, 3, 4, 4, 4, 0, MERGE_VARIABLE, 1, 0};
     return kernel < MERGE_KERNEL_COUNT ? n[kernel] : 0;
 }
 
 /** The name used in TypeScript (KERNELS in job.ts). */
 inline const char * merge_kernel_name(uint32_t kernel) {
     static const char * names[MERGE_KERNEL_COUNT] = {"copy", "weighted-sum", "add-difference", "lerp", "train-difference", "triple-sum", "sum-twice",
-                                                     "multiply-difference", "similarity-add-difference", "clamp"};
+                                                     "multiply-difference", "similarity-add-difference", "clamp", "task-merge", "slerp", "model-stock"};
     return kernel < MERGE_KERNEL_COUNT ? names[kernel] : "?";
 }
 
 typedef void (*merge_load_fn)(float * dst, const void * src, size_t n);
+/**
+ * A method kernel (ids >= MERGE_KERNEL_TRAIN_DIFFERENCE): r[i] = f(x[0][i], x[1][i], ..., p);
+ * `x` holds merge_kernel_arity(kernel) operand pointers, `p` merge_kernel_n_params(kernel)
+ * parameters (checked by merge_job_validate).
+ */
+typedef void (*merge_method_fn)(float * r, const float * const * x, const float * p, size_t n);
 typedef void (*merge_store_fn)(void * dst, const float * src, size_t n);
 typedef void (*merge_round_fn)(float * x, size_t n);
 
@@ -77,6 +94,10 @@ struct merge_kernels {
     void (*weighted_sum)(float * r, const float * a, const float * b, float p0, float p1, size_t n);
     void (*add_difference)(float * r, const float * a, const float * b, const float * c, float p0, size_t n);
     void (*lerp)(float * r, const float * a, const float * b, float p0, size_t n);
+
+    // This ISA's method kernel for an id, nullptr where it has none (merge_method_kernel_for
+    // then falls back to the scalar one).
+    merge_method_fn (*method)(uint32_t kernel);
 };
 
 /** The scalar reference, always available. */

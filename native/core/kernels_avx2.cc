@@ -19,6 +19,63 @@ struct v_avx2 {
     static vf mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
     static vf set1(float x) { return _mm256_set1_ps(x); }
 
+    // For the method kernels (method_kernels_simd.h): masks are all-ones lanes.
+    typedef __m256 vm;
+    static vf div(vf a, vf b) { return _mm256_div_ps(a, b); }
+    static vf zero() { return _mm256_setzero_ps(); }
+    static vm lt(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+    static vm gt(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+    static vm le(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
+    static vm eq(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+    static vm unord(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_UNORD_Q); }
+    static vm signbit(vf x) { return _mm256_castsi256_ps(_mm256_srai_epi32(_mm256_castps_si256(x), 31)); }
+    static vm m_or(vm a, vm b) { return _mm256_or_ps(a, b); }
+    static vm m_andnot(vm a, vm b) { return _mm256_andnot_ps(a, b); }
+    static vf blend(vm m, vf a, vf b) { return _mm256_blendv_ps(a, b, m); }
+    static vf clear_sign(vf x) { return _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fffffff))); }
+    static vf flip_sign(vf x) { return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(x), _mm256_set1_epi32((int) 0x80000000u))); }
+
+    typedef __m256d vd;
+    typedef __m256d dm;
+    static vd d_lo(vf x) { return _mm256_cvtps_pd(_mm256_castps256_ps128(x)); }
+    static vd d_hi(vf x) { return _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)); }
+    static vf d_narrow(vd lo, vd hi) { return _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo)); }
+    static vd d_add(vd a, vd b) { return _mm256_add_pd(a, b); }
+    static vd d_sub(vd a, vd b) { return _mm256_sub_pd(a, b); }
+    static vd d_mul(vd a, vd b) { return _mm256_mul_pd(a, b); }
+    static vd d_set1(double x) { return _mm256_set1_pd(x); }
+    static vd d_min(vd a, vd b) { return _mm256_min_pd(a, b); }
+    static vd d_max(vd a, vd b) { return _mm256_max_pd(a, b); }
+    static vd d_floor(vd x) { return _mm256_round_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+    static dm d_ge(vd a, vd b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
+    static dm d_le(vd a, vd b) { return _mm256_cmp_pd(a, b, _CMP_LE_OQ); }
+    static vd d_blend(dm m, vd a, vd b) { return _mm256_blendv_pd(a, b, m); }
+    // The biased exponent put in the mantissa of 2^52 (exact), minus 2^52 + 1023.
+    static vd d_exponent(vd x) {
+        const __m256i e = _mm256_and_si256(_mm256_srli_epi64(_mm256_castpd_si256(x), 52), _mm256_set1_epi64x(0x7ff));
+        const __m256d biased = _mm256_castsi256_pd(_mm256_or_si256(e, _mm256_set1_epi64x(0x4330000000000000)));
+        return _mm256_sub_pd(biased, _mm256_set1_pd(4503599627371519.0)); // 2^52 + 1023
+    }
+    static vd d_mantissa(vd x) {
+        const __m256i m = _mm256_and_si256(_mm256_castpd_si256(x), _mm256_set1_epi64x(0x000fffffffffffff));
+        return _mm256_castsi256_pd(_mm256_or_si256(m, _mm256_set1_epi64x(0x3ff0000000000000)));
+    }
+    typedef __m256i vix;
+    static vix d_top_bits(vd x, int b) {
+        return _mm256_and_si256(_mm256_srli_epi64(_mm256_castpd_si256(x), 52 - b), _mm256_set1_epi64x((1 << b) - 1));
+    }
+    // k + 1.5·2^52 holds k + 2^51 in its low mantissa bits (exact), and 2^51 is a multiple of 2^b.
+    static vix d_low_bits(vd k, int b) {
+        const __m256d kk = _mm256_add_pd(k, _mm256_set1_pd(6755399441055744.0));
+        return _mm256_and_si256(_mm256_castpd_si256(kk), _mm256_set1_epi64x((1 << b) - 1));
+    }
+    static vd d_gather(const double * table, vix i) { return _mm256_i64gather_pd(table, i, 8); }
+    // k + 2^52 + 1023 holds k + 1023 in its low mantissa bits (exact): shifted into the exponent.
+    static vd d_pow2(vd k) {
+        const __m256d kk = _mm256_add_pd(k, _mm256_set1_pd(4503599627371519.0));
+        return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(kk), 52));
+    }
+
     // vcvtph2ps quiets signalling NaNs; the contract widens exactly, so clear the quiet bit
     // again in lanes whose input was a signalling NaN (rare: tested on the 16-bit lanes first).
     static vf load_f16(const void * p) {

@@ -19,6 +19,66 @@ struct v_avx512 {
     static vf mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
     static vf set1(float x) { return _mm512_set1_ps(x); }
 
+    // For the method kernels (method_kernels_simd.h): masks are mask registers. Only AVX-512F
+    // instructions (no DQ: its float and/xor are done on integer lanes).
+    typedef __mmask16 vm;
+    static vf div(vf a, vf b) { return _mm512_div_ps(a, b); }
+    static vf zero() { return _mm512_setzero_ps(); }
+    static vm lt(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+    static vm gt(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+    static vm le(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
+    static vm eq(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+    static vm unord(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q); }
+    static vm signbit(vf x) { return _mm512_test_epi32_mask(_mm512_castps_si512(x), _mm512_set1_epi32((int) 0x80000000u)); }
+    static vm m_or(vm a, vm b) { return (vm) (a | b); }
+    static vm m_andnot(vm a, vm b) { return (vm) (~a & b); }
+    static vf blend(vm m, vf a, vf b) { return _mm512_mask_blend_ps(m, a, b); }
+    static vf clear_sign(vf x) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff))); }
+    static vf flip_sign(vf x) { return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int) 0x80000000u))); }
+
+    typedef __m512d vd;
+    typedef __mmask8 dm;
+    static vd d_lo(vf x) { return _mm512_cvtps_pd(_mm512_castps512_ps256(x)); }
+    static vd d_hi(vf x) { return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1))); }
+    static vf d_narrow(vd lo, vd hi) {
+        const __m256 l = _mm512_cvtpd_ps(lo), h = _mm512_cvtpd_ps(hi);
+        return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(l)), _mm256_castps_pd(h), 1));
+    }
+    static vd d_add(vd a, vd b) { return _mm512_add_pd(a, b); }
+    static vd d_sub(vd a, vd b) { return _mm512_sub_pd(a, b); }
+    static vd d_mul(vd a, vd b) { return _mm512_mul_pd(a, b); }
+    static vd d_set1(double x) { return _mm512_set1_pd(x); }
+    static vd d_min(vd a, vd b) { return _mm512_min_pd(a, b); }
+    static vd d_max(vd a, vd b) { return _mm512_max_pd(a, b); }
+    static vd d_floor(vd x) { return _mm512_roundscale_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+    static dm d_ge(vd a, vd b) { return _mm512_cmp_pd_mask(a, b, _CMP_GE_OQ); }
+    static dm d_le(vd a, vd b) { return _mm512_cmp_pd_mask(a, b, _CMP_LE_OQ); }
+    static vd d_blend(dm m, vd a, vd b) { return _mm512_mask_blend_pd(m, a, b); }
+    // See v_avx2::d_exponent, d_low_bits and d_pow2.
+    typedef __m512i vix;
+    static vix d_top_bits(vd x, int b) {
+        return _mm512_and_si512(_mm512_srli_epi64(_mm512_castpd_si512(x), 52 - b), _mm512_set1_epi64((1 << b) - 1));
+    }
+    static vix d_low_bits(vd k, int b) {
+        const __m512d kk = _mm512_add_pd(k, _mm512_set1_pd(6755399441055744.0));
+        return _mm512_and_si512(_mm512_castpd_si512(kk), _mm512_set1_epi64((1 << b) - 1));
+    }
+    // 16 entries in two registers, bit 3 of the index picks one (faster than a gather).
+    static vd d_gather(const double * table, vix i) { return _mm512_permutex2var_pd(_mm512_loadu_pd(table), i, _mm512_loadu_pd(table + 8)); }
+    static vd d_exponent(vd x) {
+        const __m512i e = _mm512_and_si512(_mm512_srli_epi64(_mm512_castpd_si512(x), 52), _mm512_set1_epi64(0x7ff));
+        const __m512d biased = _mm512_castsi512_pd(_mm512_or_si512(e, _mm512_set1_epi64(0x4330000000000000)));
+        return _mm512_sub_pd(biased, _mm512_set1_pd(4503599627371519.0));
+    }
+    static vd d_mantissa(vd x) {
+        const __m512i m = _mm512_and_si512(_mm512_castpd_si512(x), _mm512_set1_epi64(0x000fffffffffffff));
+        return _mm512_castsi512_pd(_mm512_or_si512(m, _mm512_set1_epi64(0x3ff0000000000000)));
+    }
+    static vd d_pow2(vd k) {
+        const __m512d kk = _mm512_add_pd(k, _mm512_set1_pd(4503599627371519.0));
+        return _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_castpd_si512(kk), 52));
+    }
+
     // See v_avx2::load_f16: re-signal the NaNs that vcvtph2ps quiets.
     static vf load_f16(const void * p) {
         const __m256i h = _mm256_loadu_si256((const __m256i *) p);

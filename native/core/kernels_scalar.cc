@@ -6,6 +6,7 @@
 #include "convert.h"
 #include "dtype.h"
 #include "kernels.h"
+#include "method_kernels.h"
 
 namespace {
 
@@ -119,6 +120,7 @@ const merge_kernels table = {
     store_f16, store_bf16, store_f32, store_f64,
     round_f16, round_bf16,
     weighted_sum, add_difference, lerp,
+    merge_method_kernel,
 };
 
 } // namespace

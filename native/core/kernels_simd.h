@@ -3,7 +3,8 @@
 // each defining V. Everything is in an anonymous namespace so no symbol compiled with
 // AVX-512 flags can be shared with (and picked by the linker for) another object.
 //
-// V provides: W (lanes), vf, loadu/storeu (fp32), add/sub/mul/set1, load_f16/store_f16,
+// V provides: W (lanes), vf, loadu/storeu (fp32), add/sub/mul/set1 (and what the method kernels
+// need, see method_kernels_simd.h), load_f16/store_f16,
 // load_bf16/store_bf16, load_f64/store_f64, load/store_f8_e4m3 and _e5m2 (W elements at any
 // byte address), and round_f16/round_bf16 (narrow then widen). Leftover elements use the
 // scalar conversions of convert.h, which V's conversions must match bit for bit.
@@ -13,6 +14,7 @@
 
 #include "convert.h"
 #include "kernels.h"
+#include "method_kernels_simd.h"
 
 namespace {
 
@@ -209,6 +211,7 @@ struct simd_kernels {
             store_f16, store_bf16, store_f32, store_f64,
             round_f16, round_bf16,
             weighted_sum, add_difference, lerp,
+            simd_methods<V>::lookup,
         };
     }
 };

@@ -8,28 +8,6 @@
 
 #include "kernels.h"
 
-namespace {
-
-constexpr int LN_TERMS = 12;  // ln(m) = 2s·Σ s^2k/(2k+1), |s| <= 0.1716: error < 1e-20
-constexpr int EXP_TERMS = 17; // e^u = Σ u^j/j!, |u| <= ln2/2: error < 1e-22
-constexpr double LN2 = 0.6931471805599453;
-constexpr double SQRT2 = 1.4142135623730951;
-
-struct pow_series {
-    double inv_odd[LN_TERMS];
-    double inv_fact[EXP_TERMS];
-    pow_series() {
-        // Computed, not typed in: the TypeScript twin divides the same way, so same doubles.
-        for (int k = 0; k < LN_TERMS; k++) inv_odd[k] = 1.0 / (double) (2 * k + 1);
-        inv_fact[0] = 1.0;
-        for (int j = 1; j < EXP_TERMS; j++) inv_fact[j] = inv_fact[j - 1] / (double) j;
-    }
-};
-
-const pow_series series;
-
-} // namespace
-
 float merge_powf(float x, float y) {
     const float nan = std::numeric_limits<float>::quiet_NaN();
     const float inf = std::numeric_limits<float>::infinity();
@@ -38,46 +16,40 @@ float merge_powf(float x, float y) {
     if (x == 0.0f) return y > 0.0f ? 0.0f : inf;
     if (x == inf) return y > 0.0f ? inf : 0.0f;
     if (x == 1.0f) return 1.0f;
-    uint32_t bits;
-    std::memcpy(&bits, &x, 4);
-    int e_adjust = 0;
-    if ((bits >> 23) == 0) { // subnormal: scale by 2^64 (exact) to get a normal fp32
-        const float scaled = (float) ((double) x * 18446744073709551616.0);
-        std::memcpy(&bits, &scaled, 4);
-        e_adjust = -64;
+    const merge_pow_tables & T = MERGE_POW_TABLES;
+    // x = m·2^e from the bits of the double, where every fp32 value (subnormals too) is normal
+    const double xd = (double) x;
+    uint64_t bits;
+    std::memcpy(&bits, &xd, 8);
+    const int e = (int) ((bits >> 52) & 0x7ff) - 1023;
+    const int i = (int) ((bits >> (52 - merge_pow_tables::LOG_BITS)) & (merge_pow_tables::LOG_N - 1));
+    const uint64_t mbits = (bits & 0x000fffffffffffffull) | 0x3ff0000000000000ull;
+    double m;
+    std::memcpy(&m, &mbits, 8);
+    const double r = m * T.invc[i] - 1.0; // both steps exact
+    double p = T.logp[merge_pow_tables::LOG_TERMS - 1];
+    for (int n = merge_pow_tables::LOG_TERMS - 2; n >= 0; n--) {
+        p = p * r;
+        p = p + T.logp[n];
     }
-    int e = (int) (bits >> 23) - 127 + e_adjust;
-    const uint32_t mbits = (bits & 0x7fffffu) | 0x3f800000u;
-    float mf;
-    std::memcpy(&mf, &mbits, 4);
-    double m = (double) mf; // [1, 2)
-    if (m > SQRT2) {
-        m = m * 0.5;
-        e = e + 1;
-    }
-    const double s = (m - 1.0) / (m + 1.0);
-    const double z = s * s;
-    double q = series.inv_odd[LN_TERMS - 1];
-    for (int k = LN_TERMS - 2; k >= 0; k--) {
-        q = q * z;
-        q = q + series.inv_odd[k];
-    }
-    const double two_s = 2.0 * s;
-    const double ln_m = two_s * q;
-    const double log2_m = ln_m / LN2;
-    const double log2_x = (double) e + log2_m;
+    const double lp = p * r;
+    const double hi = (double) e + T.log2c[i];
+    const double log2_x = hi + lp;
     const double t = (double) y * log2_x;
     if (t >= 129.0) return inf;
     if (t <= -160.0) return 0.0f;
-    const double k = std::floor(t + 0.5);
-    const double f = t - k; // exact (Sterbenz)
-    const double u = f * LN2;
-    double w = series.inv_fact[EXP_TERMS - 1];
-    for (int j = EXP_TERMS - 2; j >= 0; j--) {
+    const double k = std::floor(t * 16.0 + 0.5);
+    const int j = (int) k & (merge_pow_tables::EXP_N - 1);
+    const int k_int = ((int) k - j) / merge_pow_tables::EXP_N; // exact: ⌊k/16⌋
+    const double f = t - k * 0.0625; // exact
+    const double u = f * MERGE_POW_LN2;
+    double w = T.expp[merge_pow_tables::EXP_TERMS - 1];
+    for (int n = merge_pow_tables::EXP_TERMS - 2; n >= 0; n--) {
         w = w * u;
-        w = w + series.inv_fact[j];
+        w = w + T.expp[n];
     }
-    return (float) std::ldexp(w, (int) k); // exact scaling, then the one fp32 rounding
+    const double v = w * T.exp2j[j];
+    return (float) std::ldexp(v, k_int); // exact scaling, then the one fp32 rounding
 }
 
 namespace {
@@ -217,4 +189,10 @@ merge_method_fn merge_method_kernel(uint32_t kernel) {
         case MERGE_KERNEL_CLAMP: return clamp;
         default: return nullptr;
     }
+}
+
+merge_method_fn merge_method_kernel_for(const merge_kernels * kernels, uint32_t kernel) {
+    if (kernels && kernels->method)
+        if (const merge_method_fn f = kernels->method(kernel)) return f;
+    return merge_method_kernel(kernel);
 }

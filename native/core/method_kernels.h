@@ -1,27 +1,85 @@
 // Element-wise merge-method kernels beyond the classic three (kernels.h): train difference,
 // triple sum, sum twice, multiply difference, similarity add difference, clamp.
 //
-// They are scalar code used by every ISA table, so their results cannot depend on the ISA;
-// lib/engine/method-kernels.ts is the same code in TypeScript, statement for statement (fp32 via
-// Math.fround, one rounding per operation in the written order, never fused). README "Merge
-// methods" gives each formula and the published implementation it follows.
+// method_kernels.cc holds the scalar reference; method_kernels_simd.h the AVX2/AVX-512
+// versions, which give the same bits (same operations in the same order, lane by lane, the same
+// NaN and zero rules). lib/engine/method-kernels.ts is the scalar code in TypeScript, statement
+// for statement (fp32 via Math.fround, one rounding per operation in the written order, never
+// fused). README "Merge methods" gives each formula and the published implementation it follows.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
-/**
- * r[i] = f(x[0][i], x[1][i], ..., p): `x` holds merge_kernel_arity(kernel) operand pointers,
- * `p` merge_kernel_n_params(kernel) parameters (checked by merge_job_validate).
- */
-typedef void (*merge_method_fn)(float * r, const float * const * x, const float * p, size_t n);
+#include "kernels.h" // merge_method_fn, merge_kernels
 
-/** The kernel for ids >= MERGE_KERNEL_TRAIN_DIFFERENCE; nullptr for the ISA-table kernels. */
+/** The scalar kernel for ids >= MERGE_KERNEL_TRAIN_DIFFERENCE; nullptr for the ISA-table kernels. */
 merge_method_fn merge_method_kernel(uint32_t kernel);
 
 /**
+ * The kernel of `kernels`' ISA for such an id (its SIMD version where it has one, the scalar
+ * kernel otherwise); nullptr for the ISA-table kernels.
+ */
+merge_method_fn merge_method_kernel_for(const merge_kernels * kernels, uint32_t kernel);
+
+/**
+ * The tables behind merge_powf, shared by the scalar and SIMD pow and built the same way by
+ * lib/engine/method-kernels.ts (constant data: no code runs to build them, which matters for the
+ * SIMD objects; constant-folded arithmetic is IEEE double arithmetic, so these are the doubles
+ * the TypeScript twin computes at load).
+ *
+ * log2 x = e + log2(1/invc[i]) + log2(1 + r), r = m·invc[i] − 1, for x = m·2^e, m in [1, 2),
+ * i the top LOG_BITS bits of m; invc[i] ≈ 1/(the middle of bin i) with 21 bits, so m·invc[i]
+ * (24 + 21 bits) and r are exact and |r| < 1/31. 2^t = 2^⌊k/16⌋ · 2^((k mod 16)/16) · e^(f·ln2),
+ * k = ⌊16t + ½⌋, f = t − k/16 (exact), |f| <= 1/32. log2c and exp2j come from long series
+ * (error < 1e-25 before their double rounding); the short polynomials err by < 2^-50. 16-entry
+ * tables: two AVX-512 registers (a permute, not a gather, looks an entry up).
+ */
+struct merge_pow_tables {
+    static constexpr int LOG_BITS = 4, LOG_N = 1 << LOG_BITS;
+    static constexpr int EXP_BITS = 4, EXP_N = 1 << EXP_BITS;
+    static constexpr int LOG_TERMS = 9; // log2(1+r) = r·Σ (−1)^(n+1)/(n·ln2)·r^(n−1), n = 1..9
+    static constexpr int EXP_TERMS = 7; // e^u = Σ u^n/n!, n = 0..6, |u| <= ln2/32
+    double invc[LOG_N];
+    double log2c[LOG_N]; // log2(1/invc[i])
+    double exp2j[EXP_N]; // 2^(j/16)
+    double logp[LOG_TERMS];
+    double expp[EXP_TERMS];
+};
+
+constexpr double MERGE_POW_LN2 = 0.6931471805599453;
+
+constexpr merge_pow_tables merge_pow_tables_make() {
+    merge_pow_tables t{};
+    for (int i = 0; i < merge_pow_tables::LOG_N; i++) {
+        const double mid = 1.0 + ((double) i + 0.5) / (double) merge_pow_tables::LOG_N;
+        const double v = (double) (long long) (1048576.0 / mid + 0.5) / 1048576.0;
+        t.invc[i] = v;
+        // ln v = 2s·Σ s^2k/(2k+1), s = (v−1)/(v+1), |s| < 1/3: 31 terms
+        const double s = (v - 1.0) / (v + 1.0);
+        const double z = s * s;
+        double q = 1.0 / 61.0;
+        for (int k = 29; k >= 0; k--) q = q * z + 1.0 / (double) (2 * k + 1);
+        t.log2c[i] = -((2.0 * s * q) / MERGE_POW_LN2);
+    }
+    double inv_fact[29] = {1.0};
+    for (int n = 1; n <= 28; n++) inv_fact[n] = inv_fact[n - 1] / (double) n;
+    for (int j = 0; j < merge_pow_tables::EXP_N; j++) {
+        const double u = ((double) j / (double) merge_pow_tables::EXP_N) * MERGE_POW_LN2;
+        double w = inv_fact[28];
+        for (int n = 27; n >= 0; n--) w = w * u + inv_fact[n];
+        t.exp2j[j] = w;
+    }
+    for (int n = 1; n <= merge_pow_tables::LOG_TERMS; n++) t.logp[n - 1] = (n % 2 ? 1.0 : -1.0) / ((double) n * MERGE_POW_LN2);
+    for (int n = 0; n < merge_pow_tables::EXP_TERMS; n++) t.expp[n] = inv_fact[n];
+    return t;
+}
+
+inline constexpr merge_pow_tables MERGE_POW_TABLES = merge_pow_tables_make();
+
+/**
  * x^y for x >= 0 (NaN for x < 0), the same bits as `powF32` in method-kernels.ts: IEEE pow's
- * special cases, otherwise exp2(y·log2 x) in double with fixed series (no libm), rounded once
- * to fp32. Within one fp32 ulp of the exact value (test/native/method-kernels.test.ts).
+ * special cases, otherwise 2^(y·log2 x) in double with the tables above (no libm), rounded once
+ * to fp32. Within one fp32 ulp of the exact value (test/native/pow.test.ts).
  */
 float merge_powf(float x, float y);

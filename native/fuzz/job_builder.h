@@ -14,6 +14,7 @@
 #include "core/dtype.h"
 #include "core/job.h"
 #include "core/kernels.h"
+#include "core/reductions.h"
 
 struct fuzz_shape {
     size_t max_inputs = 4;
@@ -105,14 +106,34 @@ public:
             for (size_t k = 0; k < n_ops; k++) {
                 merge_op op;
                 op.kernel = id(MERGE_KERNEL_COUNT);
+                // Variable-arity kernels (the many-model ones) get any count up to one past the limits.
                 size_t n_args = merge_kernel_arity(op.kernel);
+                if (n_args == MERGE_VARIABLE) n_args = d_.ConsumeIntegralInRange<size_t>(0, MERGE_MAX_ARGS + 1);
                 if (d_.ConsumeIntegralInRange<int>(0, 15) == 0) n_args = d_.ConsumeIntegralInRange<size_t>(0, 4);
                 for (size_t a = 0; a < n_args; a++) op.args.push_back(operand((uint32_t) n_inputs, (uint32_t) k, s_.scale));
                 size_t n_params = merge_kernel_n_params(op.kernel);
+                if (n_params == MERGE_VARIABLE) n_params = d_.ConsumeIntegralInRange<size_t>(0, 2 * n_args + 2);
                 if (d_.ConsumeIntegralInRange<int>(0, 15) == 0) n_params = d_.ConsumeIntegralInRange<size_t>(0, 6);
                 for (size_t q = 0; q < n_params; q++) op.params.push_back(d_.ConsumeFloatingPoint<float>());
+                if (op.kernel >= MERGE_KERNEL_TASK_MERGE || d_.ConsumeIntegralInRange<int>(0, 31) == 0) {
+                    const size_t n_stats = d_.ConsumeIntegralInRange<size_t>(0, 2 * n_args + 1);
+                    for (size_t q = 0; q < n_stats; q++) op.stats.push_back(d_.ConsumeIntegralInRange<uint32_t>(0, 8));
+                    const size_t n_ints = d_.ConsumeIntegralInRange<size_t>(0, n_args + 4);
+                    for (size_t q = 0; q < n_ints; q++) op.ints.push_back(d_.ConsumeBool() ? d_.ConsumeIntegralInRange<uint32_t>(0, 7) : d_.ConsumeIntegral<uint32_t>());
+                    op.element_start = d_.ConsumeIntegralInRange<int>(0, 7) == 0 ? d_.ConsumeIntegral<uint64_t>() : number(s_.scale / 4);
+                }
                 op.round = d_.ConsumeIntegralInRange<int>(0, 7) == 0 ? id(ST_DTYPE_COUNT) : dtype();
                 piece.ops.push_back(std::move(op));
+            }
+            // Per-piece statistics over inputs or ops (any kind id, operand count and k).
+            const size_t n_reductions = d_.ConsumeIntegralInRange<int>(0, 3) == 0 ? d_.ConsumeIntegralInRange<size_t>(0, 4) : 0;
+            for (size_t r = 0; r < n_reductions; r++) {
+                merge_reduction red;
+                red.kind = id(MERGE_REDUCTION_COUNT);
+                const size_t n_red_args = d_.ConsumeIntegralInRange<int>(0, 15) == 0 ? d_.ConsumeIntegralInRange<size_t>(0, 3) : merge_reduction_arity(red.kind);
+                for (size_t a = 0; a < n_red_args; a++) red.args.push_back(operand((uint32_t) n_inputs, (uint32_t) piece.ops.size(), s_.scale));
+                red.k = d_.ConsumeBool() ? d_.ConsumeIntegralInRange<uint64_t>(0, piece.n + 1) : number(s_.scale);
+                piece.reductions.push_back(std::move(red));
             }
             const size_t n_writes = d_.ConsumeIntegralInRange<size_t>(0, s_.max_writes);
             for (size_t w = 0; w < n_writes; w++) {

@@ -12,6 +12,7 @@
 #include "core/dtype.h"
 #include "core/job.h"
 #include "core/kernels.h"
+#include "core/reductions.h"
 #include "core/plan.h"
 
 #define FUZZ_CHECK(cond, ...)                                                        \
@@ -26,7 +27,9 @@
 
 using u128 = unsigned __int128;
 
-inline bool fuzz_is_float(uint32_t dt) { return dt == ST_DTYPE_F16 || dt == ST_DTYPE_BF16 || dt == ST_DTYPE_F32 || dt == ST_DTYPE_F64; }
+inline bool fuzz_is_float(uint32_t dt) {
+    return dt == ST_DTYPE_F16 || dt == ST_DTYPE_BF16 || dt == ST_DTYPE_F32 || dt == ST_DTYPE_F64 || dt == ST_DTYPE_F8_E4M3 || dt == ST_DTYPE_F8_E5M2;
+}
 
 struct fuzz_span {
     u128 begin, end;
@@ -59,8 +62,18 @@ inline void fuzz_check_accepted(const merge_job & job) {
         for (size_t k = 0; k < p.ops.size(); k++) {
             const merge_op & op = p.ops[k];
             FUZZ_CHECK(op.kernel < MERGE_KERNEL_COUNT, "kernel %u", op.kernel);
-            FUZZ_CHECK(op.args.size() == merge_kernel_arity(op.kernel), "arity");
-            FUZZ_CHECK(op.params.size() == merge_kernel_n_params(op.kernel), "params");
+            if (merge_kernel_arity(op.kernel) == MERGE_VARIABLE) {
+                // Many-model kernels: [base or a, then models]; every count inside the limits.
+                FUZZ_CHECK(op.args.size() >= 2 && op.args.size() <= MERGE_MAX_ARGS, "many-model arity %zu", op.args.size());
+                FUZZ_CHECK(op.params.size() <= MERGE_MAX_PARAMS, "params %zu", op.params.size());
+                FUZZ_CHECK(op.stats.size() <= MERGE_MAX_STATS && op.ints.size() <= MERGE_MAX_INTS, "stats %zu ints %zu", op.stats.size(), op.ints.size());
+                FUZZ_CHECK((u128) op.element_start + p.n <= UINT64_MAX, "elementStart overflows");
+            } else {
+                FUZZ_CHECK(op.args.size() == merge_kernel_arity(op.kernel), "arity");
+                FUZZ_CHECK(op.params.size() == merge_kernel_n_params(op.kernel), "params");
+                FUZZ_CHECK(op.stats.empty() && op.ints.empty(), "stats or ints on a fixed-arity kernel");
+            }
+            for (uint32_t r : op.stats) FUZZ_CHECK(r < p.reductions.size(), "op %zu reads reduction %u of %zu", k, r, p.reductions.size());
             for (float v : op.params) FUZZ_CHECK(std::isfinite(v), "a non-finite parameter was accepted");
             FUZZ_CHECK(fuzz_is_float(op.round), "round through dtype %u", op.round);
             for (const merge_operand & a : op.args) {
@@ -71,6 +84,30 @@ inline void fuzz_check_accepted(const merge_job & job) {
                     FUZZ_CHECK(fuzz_is_float(a.dtype), "math on dtype %u", a.dtype);
                 }
             }
+        }
+        // Reductions: known kinds and arities, operands that resolve, k within the piece, and no
+        // op a reduction reads (directly or through other ops) reads reduction results.
+        FUZZ_CHECK(p.reductions.size() <= MERGE_MAX_REDUCTIONS, "reductions %zu", p.reductions.size());
+        std::vector<bool> feeds(p.ops.size(), false);
+        for (const merge_reduction & red : p.reductions) {
+            FUZZ_CHECK(red.kind < MERGE_REDUCTION_COUNT, "reduction kind %u", red.kind);
+            FUZZ_CHECK(red.args.size() == (red.kind == MERGE_REDUCTION_DOT ? 2u : 1u), "reduction arity %zu", red.args.size());
+            if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE) FUZZ_CHECK(red.k <= p.n, "k %llu of %llu", (unsigned long long) red.k, (unsigned long long) p.n);
+            for (const merge_operand & a : red.args) {
+                if (a.kind == MERGE_OPERAND_OP) {
+                    FUZZ_CHECK(a.index < p.ops.size(), "reduction reads op %u of %zu", a.index, p.ops.size());
+                    feeds[a.index] = true;
+                } else {
+                    check_input(p, a);
+                    FUZZ_CHECK(fuzz_is_float(a.dtype), "reduction over dtype %u", a.dtype);
+                }
+            }
+        }
+        for (size_t k = p.ops.size(); k-- > 0;) {
+            if (!feeds[k]) continue;
+            FUZZ_CHECK(p.ops[k].stats.empty(), "op %zu feeds a reduction and reads reductions", k);
+            for (const merge_operand & a : p.ops[k].args)
+                if (a.kind == MERGE_OPERAND_OP) feeds[a.index] = true;
         }
         for (const merge_write & w : p.writes) {
             FUZZ_CHECK(w.output < job.outputs.size(), "write to output %u", w.output);

@@ -89,8 +89,10 @@ describe("engines: native and TS outputs are bit-identical", function () {
       it(`${method.name} → ${dtype}`, async () => {
         const js = join(dir.path, `${method.name}-${dtype}-js.safetensors`);
         const nat = join(dir.path, `${method.name}-${dtype}-native.safetensors`);
-        await merge({ recipeMetadata: false, a, b, c, method: method.name as never, multiplier: 0.3, dtype, out: js, engine: "js", threads: 1 });
-        await merge({ recipeMetadata: false, a, b, c, method: method.name as never, multiplier: 0.3, dtype, out: nat, engine: "native" });
+        // Base + models methods (ties, dare…): A is the base, B and C the models.
+        const inputs = method.many ? { base: a, models: [b, c], ...(method.name === "ties" ? { params: { density: 0.3 } } : {}) } : { a, b, c };
+        await merge({ recipeMetadata: false, ...inputs, method: method.name as never, multiplier: 0.3, dtype, out: js, engine: "js", threads: 1 });
+        await merge({ recipeMetadata: false, ...inputs, method: method.name as never, multiplier: 0.3, dtype, out: nat, engine: "native" });
         assertSameOutputs(js, nat);
       });
     }

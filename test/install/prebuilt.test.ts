@@ -141,6 +141,19 @@ describe("install: the packed tarball, without a compiler", function () {
     assertWeightedSum(join(project, "lib.safetensors"), 0.25);
   });
 
+  it("serves the ui page (lib/ui/static) from the installed package", () => {
+    const script = `
+      const { startUiServer } = require("tensormerge/dist/lib/ui/server");
+      startUiServer({ modelDirs: ["models"], port: 0 }).then(async (ui) => {
+        const get = (path) => fetch("http://127.0.0.1:" + ui.port + path, { headers: { authorization: "Bearer " + ui.token } });
+        const page = await get("/"), app = await get("/app.js");
+        console.log(JSON.stringify({ page: page.status, title: /<title>tensormerge<\\/title>/.test(await page.text()), app: app.status, type: app.headers.get("content-type") }));
+        await ui.close();
+      }, (e) => { console.error(e.code, e.message); process.exit(1); });`;
+    const out = JSON.parse(ok(run("node", ["-e", script], { cwd: project, env }), "tensormerge ui from the package").trim()) as { page: number; title: boolean; app: number; type: string };
+    assert.deepEqual(out, { page: 200, title: true, app: 200, type: "text/javascript; charset=utf-8" });
+  });
+
   it("merges on the native engine from the installed CLI", () => {
     const cli = join(project, "node_modules", ".bin", "tensormerge");
     const r = run(cli, ["merge", "--a", "models/a.safetensors", "--b", "models/b.safetensors", "--multiplier", "0.75", "--out", "cli.safetensors", "--engine", "native"], { cwd: project, env });

@@ -4,7 +4,8 @@
  * and to fp16, and the results equal a reference computed here: the independent fp8 reference
  * of test/dtypes/fp8-reference.ts for fp8 outputs, and real PyTorch (Debian's torch, which has
  * no float8 dtypes: codes are widened by their formula in Python, the math and the fp16
- * rounding are torch's) for fp16 outputs. Scaled fp8 weights are refused, naming the tensor.
+ * rounding are torch's) for fp16 outputs. Scaled fp8 weights whose scale is not one number are
+ * refused, naming the tensor (per-tensor scales are merged through: test/merge/scaled-fp8.test.ts).
  */
 import { strict as assert } from "node:assert";
 import { spawnSync } from "node:child_process";
@@ -160,7 +161,7 @@ describe("fp8 models: Flux identification and merges", function () {
   });
 
   describe("scaled fp8 (a weight with a companion scale tensor)", () => {
-    const scaled = join(tmp.path, "scaled.safetensors"), plain = join(tmp.path, "plain.safetensors");
+    const scaled = join(tmp.path, "scaled.safetensors"), plain = join(tmp.path, "plain.safetensors"), blocky = join(tmp.path, "block-scaled.safetensors");
     before(() => {
       const codes = Uint8Array.from({ length: 64 }, (_, i) => (i * 5) & 0x7e);
       writeModel(scaled, {
@@ -168,19 +169,25 @@ describe("fp8 models: Flux identification and merges", function () {
         "model.diffusion_model.img_in.scale_weight": { dtype: "F32", shape: [], values: [0.0125] },
         "model.diffusion_model.img_in.bias": { dtype: "BF16", shape: [8], values: new Array(8).fill(0.5) },
       });
+      // DeepSeek-style block scales: one per 4×4 block, not merged through
+      writeModel(blocky, {
+        "model.diffusion_model.img_in.weight": { dtype: "F8_E4M3", shape: [8, 8], raw: codes },
+        "model.diffusion_model.img_in.weight_scale_inv": { dtype: "F32", shape: [2, 2], values: [0.5, 0.25, 0.125, 1] },
+        "model.diffusion_model.img_in.bias": { dtype: "BF16", shape: [8], values: new Array(8).fill(0.5) },
+      });
       writeModel(plain, {
         "model.diffusion_model.img_in.weight": { dtype: "F8_E4M3", shape: [8, 8], raw: codes },
         "model.diffusion_model.img_in.bias": { dtype: "BF16", shape: [8], values: new Array(8).fill(0.25) },
       });
     });
-    const isScaledRefusal = (e: unknown) => isMergeError(e, "DTYPE_UNSUPPORTED") && e.tensor === "model.diffusion_model.img_in.weight" && e.message.includes("scale_weight");
+    const isScaledRefusal = (e: unknown) => isMergeError(e, "DTYPE_UNSUPPORTED") && e.tensor === "model.diffusion_model.img_in.weight" && e.message.includes("weight_scale_inv") && e.message.includes("4 values");
 
     for (const engine of ENGINES) {
-      it(`${engine}: merging one is refused (DTYPE_UNSUPPORTED, naming the weight and its scale), and nothing is written`, async () => {
+      it(`${engine}: merging one with block scales is refused (DTYPE_UNSUPPORTED, naming the weight and its scale), and nothing is written`, async () => {
         const o = join(tmp.path, `scaled-${engine}.safetensors`);
-        await assert.rejects(merge({ a: scaled, b: plain, method: "weighted-sum", multiplier: 0.5, out: o, engine }), isScaledRefusal);
-        await assert.rejects(merge({ a: plain, b: scaled, method: "weighted-sum", multiplier: 0.5, out: o, engine }), isScaledRefusal);
-        await assert.rejects(merge({ a: scaled, method: "no-interpolation", dtype: "fp16", out: o, engine }), isScaledRefusal);
+        await assert.rejects(merge({ a: blocky, b: plain, method: "weighted-sum", multiplier: 0.5, out: o, engine }), isScaledRefusal);
+        await assert.rejects(merge({ a: plain, b: blocky, method: "weighted-sum", multiplier: 0.5, out: o, engine }), isScaledRefusal);
+        await assert.rejects(merge({ a: blocky, method: "no-interpolation", dtype: "fp16", out: o, engine }), isScaledRefusal);
         assert.ok(!existsSync(o));
       });
 

@@ -43,7 +43,7 @@ describe("merge with the model library", function () {
     const vae = join(dir.path, "vae.safetensors");
     await writeShrunkModel(vae, vaeLayout, 64, 3);
     const out = join(dir.path, "mix.safetensors");
-    const report = await merge({ a: "base", b: "style", models: [models], method: "weighted-sum", multiplier: 0.5, vae, prune: true, out });
+    const report = await merge({ a: "base", b: "style", modelDirs: [models], method: "weighted-sum", multiplier: 0.5, vae, prune: true, out });
     const got = readModel(out);
     assert.equal([...got.tensors.keys()].some((k) => k.startsWith("model_ema.")), false, "pruned");
     const vaeFile = readModel(vae);
@@ -132,8 +132,8 @@ describe("merge(): a library caller's mistakes", function () {
       ["overwrite", { overwrite: "yes" }],
       ["recipeMetadata", { recipeMetadata: 0 }],
       ["prune", { prune: "true" }],
-      ["models", { models: dir.path }],
-      ["models[0]", { models: [5] }],
+      ["modelDirs", { modelDirs: dir.path }],
+      ["modelDirs[0]", { modelDirs: [5] }],
       ["discard", { discard: /ema/ }],
       ["vae", { vae: 5 }],
       ["dryRun", { dryRun: 1 }],

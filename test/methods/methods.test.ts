@@ -72,7 +72,9 @@ describe("merge methods: independent fp32 formula over random values", () => {
     "no-interpolation": (x) => f(x),
   };
   // The element-wise family (α and β, row spans, pow) is tested in elementwise.test.ts.
-  const elsewhere = ["train-difference", "triple-sum", "sum-twice", "multiply-difference", "similarity-add-difference", "tensor-sum"];
+  // The many-model and statistics methods are tested in many/*.test.ts.
+  const elsewhere = ["train-difference", "triple-sum", "sum-twice", "multiply-difference", "similarity-add-difference", "tensor-sum",
+    "slerp", "slerp-mecha", "ties", "dare", "dare-ties", "model-stock"];
   it("covers every registered method", () => {
     assert.deepEqual([...Object.keys(formulas), ...elsewhere].sort(), METHODS.map((x) => x.name).sort());
   });
@@ -91,9 +93,10 @@ describe("merge methods: independent fp32 formula over random values", () => {
 describe("method registry", () => {
   it("maps every method onto a known kernel with the right number of inputs", () => {
     for (const m of METHODS) {
-      const call = m.kernelFor(m.defaults);
+      const models = m.many ? Array.from({ length: m.many.min }, () => m.defaults) : undefined;
+      const call = m.kernelFor(m.defaults, { name: "k", nameHash: 1, n: 100, ...(models ? { models } : {}) });
       assert.ok(KERNELS.includes(call.kernel), m.name);
-      assert.ok(call.args.every((s) => m.inputs.includes(s)), m.name);
+      assert.ok(call.args.every((s) => (m.many ? s === "base" || typeof s === "number" : m.inputs.includes(s as "a"))), m.name);
     }
   });
   it("suggests the nearest name on a typo", async () => {

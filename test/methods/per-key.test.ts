@@ -170,7 +170,7 @@ describe("--blocks: α per block of A's architecture (lib/blocks)", function () 
   for (const engine of ENGINES) {
     it(`each key takes its block's α; --weight wins; reproduce rebuilds it (${engine})`, async () => {
       const out = join(dir.path, `blocks-${engine}.safetensors`);
-      await merge({ a, b, method: "weighted-sum", blocks: list.join(","), weights: [{ pattern: "output_blocks\\.3\\.", value: 0 }], out, engine, models: [dir.path] });
+      await merge({ a, b, method: "weighted-sum", blocks: list.join(","), weights: [{ pattern: "output_blocks\\.3\\.", value: 0 }], out, engine, modelDirs: [dir.path] });
       const A = readModel(a).tensors, B = readModel(b).tensors, O = readModel(out).tensors;
       let checked = 0;
       for (const [key, t] of O) {

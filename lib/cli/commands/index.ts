@@ -10,6 +10,7 @@ import { blocksCommand } from "./blocks";
 import { runCommand } from "./run";
 import { reproduceCommand } from "./reproduce";
 import { benchCommand } from "./bench";
+import { uiCommand } from "./ui";
 
 export const COMMANDS: Command[] = [
   mergeCommand,
@@ -22,4 +23,5 @@ export const COMMANDS: Command[] = [
   benchCommand,
   runCommand,
   reproduceCommand,
+  uiCommand,
 ];

@@ -123,7 +123,7 @@ export const mergeCommand = defineCommand({
     if (vae !== undefined) options.vae = vae;
     const config = stringArg(args, "config");
     if (config !== undefined) options.config = config as MergeOptions["config"] & string;
-    if (listArg(args, "models").length) options.models = listArg(args, "models");
+    if (listArg(args, "models").length) options.modelDirs = listArg(args, "models");
     if (listArg(args, "discard").length) options.discard = listArg(args, "discard");
     if (flagArg(args, "prune")) options.prune = true;
     if (flagArg(args, "no-metadata")) options.recipeMetadata = false;

@@ -1,0 +1,152 @@
+#include "reductions.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace {
+
+constexpr size_t none = SIZE_MAX;
+constexpr uint64_t histogram_budget = 64ull << 20;
+constexpr size_t bins = 65536;
+
+inline uint32_t key_of(float x) {
+    uint32_t b;
+    std::memcpy(&b, &x, 4);
+    return b & 0x7fffffffu;
+}
+
+/** The bin (from the top) holding the k-th largest of the counted keys, and k's rank inside it. */
+void select_bin(const std::vector<uint64_t> & counts, uint64_t k, uint32_t * bin, uint64_t * rank) {
+    uint64_t above = 0;
+    for (size_t b = bins; b-- > 0;) {
+        if (above + counts[b] >= k) {
+            *bin = (uint32_t) b;
+            *rank = k - above;
+            return;
+        }
+        above += counts[b];
+    }
+    *bin = 0;
+    *rank = k - above; // unreachable for 1 <= k <= n (validation)
+}
+
+} // namespace
+
+piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned threads) : ctx_(ctx), piece_(piece) {
+    const merge_piece & p = ctx.job->pieces[piece];
+    n_blocks_ = (p.n + MERGE_REDUCTION_BLOCK - 1) / MERGE_REDUCTION_BLOCK;
+    std::vector<bool> needed(p.ops.size(), false);
+    size_t n_sums = 0, n_kth = 0;
+    results_.assign(p.reductions.size(), 0.0);
+    sum_index_.assign(p.reductions.size(), none);
+    kth_index_.assign(p.reductions.size(), none);
+    for (size_t r = 0; r < p.reductions.size(); r++) {
+        const merge_reduction & red = p.reductions[r];
+        for (const merge_operand & a : red.args)
+            if (a.kind == MERGE_OPERAND_OP) needed[a.index] = true;
+        if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE) {
+            if (red.k == 0) results_[r] = MERGE_KEEP_NONE_KEY;
+            else kth_index_[r] = n_kth++;
+        } else {
+            sum_index_[r] = n_sums++;
+        }
+    }
+    for (size_t k = p.ops.size(); k-- > 0;)
+        if (needed[k])
+            for (const merge_operand & a : p.ops[k].args)
+                if (a.kind == MERGE_OPERAND_OP) needed[a.index] = true;
+    for (size_t k = 0; k < needed.size(); k++)
+        if (needed[k]) ops_.push_back((uint32_t) k);
+    has_kth_pass_ = n_kth > 0;
+    active_ = threads;
+    if (n_kth > 0) {
+        const uint64_t per_thread = n_kth * bins * sizeof(uint32_t);
+        active_ = (unsigned) std::max<uint64_t>(1, std::min<uint64_t>(threads, histogram_budget / per_thread));
+        hist_.assign(active_, std::vector<std::vector<uint32_t>>(n_kth, std::vector<uint32_t>(bins, 0)));
+        bucket_.assign(n_kth, 0);
+        remaining_.assign(n_kth, 0);
+    }
+    partials_.assign(n_sums, std::vector<double>(MERGE_REDUCTION_CHUNK_BLOCKS, 0.0));
+    totals_.assign(n_sums, 0.0);
+}
+
+void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass, uint64_t b) {
+    const merge_piece & p = ctx_.job->pieces[piece_];
+    const uint64_t b0 = b * MERGE_REDUCTION_BLOCK, b1 = std::min<uint64_t>(p.n, b0 + MERGE_REDUCTION_BLOCK);
+    const size_t n_ops = p.ops.size();
+    double lanes[MERGE_MAX_REDUCTIONS][MERGE_REDUCTION_LANES];
+    const size_t n_red = p.reductions.size();
+    if (pass == 0)
+        for (size_t r = 0; r < n_red; r++) std::fill(lanes[r], lanes[r] + MERGE_REDUCTION_LANES, 0.0);
+    const size_t step = scratch.block(); // a multiple of 64, so lanes stay aligned to element indices
+    for (uint64_t i = b0; i < b1; i += step) {
+        const size_t m = (size_t) std::min<uint64_t>(step, b1 - i);
+        exec_run_ops(ctx_, scratch, piece_, ops_, i, m);
+        for (size_t r = 0; r < n_red; r++) {
+            const merge_reduction & red = p.reductions[r];
+            if (pass == 1 && kth_index_[r] == none) continue;
+            if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE && kth_index_[r] == none) continue; // k = 0
+            const float * x = exec_operand(ctx_, scratch, piece_, red.args[0], i, m, n_ops);
+            switch (red.kind) {
+                case MERGE_REDUCTION_SUM_SQUARES:
+                    for (size_t e = 0; e < m; e++) lanes[r][e % MERGE_REDUCTION_LANES] += (double) x[e] * (double) x[e];
+                    break;
+                case MERGE_REDUCTION_DOT: {
+                    const float * y = exec_operand(ctx_, scratch, piece_, red.args[1], i, m, n_ops + 1);
+                    for (size_t e = 0; e < m; e++) lanes[r][e % MERGE_REDUCTION_LANES] += (double) x[e] * (double) y[e];
+                    break;
+                }
+                default: {
+                    const size_t q = kth_index_[r];
+                    uint32_t * h = hist_[ith][q].data();
+                    if (pass == 0) {
+                        for (size_t e = 0; e < m; e++) h[key_of(x[e]) >> 16]++;
+                    } else {
+                        const uint32_t want = bucket_[q];
+                        for (size_t e = 0; e < m; e++) {
+                            const uint32_t key = key_of(x[e]);
+                            if ((key >> 16) == want) h[key & 0xffffu]++;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    if (pass != 0) return;
+    for (size_t r = 0; r < n_red; r++) {
+        if (sum_index_[r] == none) continue;
+        const double * l = lanes[r];
+        partials_[sum_index_[r]][b % MERGE_REDUCTION_CHUNK_BLOCKS] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+    }
+}
+
+void piece_reducer::end_chunk(int pass, uint64_t first, uint64_t count) {
+    if (pass != 0) return;
+    for (size_t s = 0; s < partials_.size(); s++)
+        for (uint64_t b = first; b < first + count; b++) totals_[s] += partials_[s][b % MERGE_REDUCTION_CHUNK_BLOCKS];
+}
+
+void piece_reducer::end_pass(int pass) {
+    const merge_piece & p = ctx_.job->pieces[piece_];
+    for (size_t r = 0; r < p.reductions.size(); r++) {
+        if (pass == 0 && sum_index_[r] != none) results_[r] = totals_[sum_index_[r]];
+        const size_t q = kth_index_[r];
+        if (q == none) continue;
+        std::vector<uint64_t> counts(bins, 0);
+        for (auto & per_thread : hist_) {
+            for (size_t b = 0; b < bins; b++) counts[b] += per_thread[q][b];
+            std::fill(per_thread[q].begin(), per_thread[q].end(), 0u);
+        }
+        uint32_t bin;
+        uint64_t rank;
+        if (pass == 0) {
+            select_bin(counts, p.reductions[r].k, &bin, &rank);
+            bucket_[q] = bin;
+            remaining_[q] = rank;
+        } else {
+            select_bin(counts, remaining_[q], &bin, &rank);
+            results_[r] = (double) ((bucket_[q] << 16) | bin);
+        }
+    }
+}

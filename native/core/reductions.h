@@ -1,0 +1,79 @@
+// Per-piece statistics (lib/native/job.ts, "Per-piece statistics"): sums of squares, dot
+// products and exact k-th largest magnitudes, computed over the whole piece before any of its
+// elements is written, with results that do not depend on threads, windows or engine.
+//
+// Sums: blocks of MERGE_REDUCTION_BLOCK elements from the piece's element 0; in a block,
+// MERGE_REDUCTION_LANES double lanes (element i adds to lane i mod lanes, in index order),
+// folded as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)); block values added in index order from 0.0.
+// Threads compute blocks in chunks of MERGE_REDUCTION_CHUNK_BLOCKS; after each chunk one thread
+// folds the chunk's block values in order, so the order of additions is fixed.
+//
+// k-th magnitude: keys = fp32 bits with the sign cleared (order as |x|; NaNs above +∞). Pass 1
+// counts the keys' high 16 bits, the bucket holding the k-th largest is chosen (from the top);
+// pass 2 counts the low 16 bits of the keys in that bucket. Counts are integers: exact whatever
+// the order. k = 0 gives 2^31, a key no element reaches.
+//
+// Private memory, bounded whatever the model: per reducer, MERGE_REDUCTION_CHUNK_BLOCKS doubles
+// per sum reduction (2 KiB each, at most MERGE_MAX_REDUCTIONS), and per histogram thread one
+// 65536-entry u32 histogram (256 KiB) per k-th reduction; histogram threads are capped so that
+// they hold at most 64 MiB in all (kth_threads()).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "exec.h"
+
+enum merge_reduction_kind : uint32_t {
+    MERGE_REDUCTION_SUM_SQUARES = 0,
+    MERGE_REDUCTION_DOT = 1,
+    MERGE_REDUCTION_KTH_MAGNITUDE = 2,
+    MERGE_REDUCTION_COUNT = 3,
+};
+
+constexpr uint64_t MERGE_REDUCTION_BLOCK = 4096;
+constexpr uint32_t MERGE_REDUCTION_LANES = 8;
+constexpr uint64_t MERGE_REDUCTION_CHUNK_BLOCKS = 256;
+constexpr double MERGE_KEEP_NONE_KEY = 2147483648.0;
+
+inline uint32_t merge_reduction_arity(uint32_t kind) { return kind == MERGE_REDUCTION_DOT ? 2 : (kind < MERGE_REDUCTION_COUNT ? 1 : 0); }
+inline const char * merge_reduction_name(uint32_t kind) {
+    static const char * names[MERGE_REDUCTION_COUNT] = {"sum-squares", "dot", "kth-magnitude"};
+    return kind < MERGE_REDUCTION_COUNT ? names[kind] : "?";
+}
+
+/** Computes one piece's reductions; the engine drives it (threads, fault guard, chunks). */
+class piece_reducer {
+public:
+    /** Throws std::bad_alloc. `threads`: the pool's size. */
+    piece_reducer(const exec_context & ctx, size_t piece, unsigned threads);
+
+    /** 1, or 2 when a k-th magnitude is asked. */
+    int passes() const { return has_kth_pass_ ? 2 : 1; }
+    uint64_t n_blocks() const { return n_blocks_; }
+    /** Threads that may take part (thread index < this): all, or fewer when histograms are big. */
+    unsigned active_threads() const { return active_; }
+    /** Computes block b for `pass` on thread `ith` (< active_threads()). Reads inputs: fault-guard it. */
+    void run_block(exec_scratch & scratch, unsigned ith, int pass, uint64_t b);
+    /** One thread, after the chunk's blocks [first, first + count) are all computed. */
+    void end_chunk(int pass, uint64_t first, uint64_t count);
+    /** One thread, after every block of the pass. */
+    void end_pass(int pass);
+    const std::vector<double> & results() const { return results_; }
+
+private:
+    const exec_context & ctx_;
+    size_t piece_;
+    uint64_t n_blocks_ = 0;
+    unsigned active_ = 1;
+    bool has_kth_pass_ = false;
+    std::vector<uint32_t> ops_;                    // ops the reductions need, ascending
+    std::vector<size_t> sum_index_;                // per reduction: its row in partials_ (sums), or SIZE_MAX
+    std::vector<size_t> kth_index_;                // per reduction: its histogram index, or SIZE_MAX
+    std::vector<std::vector<double>> partials_;    // [sum reduction][block in chunk]
+    std::vector<std::vector<std::vector<uint32_t>>> hist_; // [thread][kth reduction][bin]
+    std::vector<uint32_t> bucket_;                 // per kth reduction: the chosen high 16 bits
+    std::vector<uint64_t> remaining_;              // per kth reduction: rank left inside the bucket
+    std::vector<double> totals_;                   // per sum reduction
+    std::vector<double> results_;
+};

@@ -1,0 +1,50 @@
+/** Small models with real SD 1.5 keys for the many-model tests: a base and fine-tunes of it. */
+import { join } from "node:path";
+import { decodeValues, encodeValues, randomValues, writeModel, type TestTensor } from "../../helpers/models";
+
+export const W = "model.diffusion_model.input_blocks.1.1.proj_in.weight";
+export const W2 = "model.diffusion_model.input_blocks.2.1.proj_in.weight";
+export const H = "model.diffusion_model.out.2.weight";
+export const IDS = "cond_stage_model.transformer.text_model.embeddings.position_ids";
+export const SHAPES: Record<string, number[]> = { [W]: [64, 80], [W2]: [64, 80], [H]: [40, 30] };
+
+/** Values of model `m` (0 = base): the base's plus a sparse-ish task vector of its own. */
+export function valuesOf(key: string, m: number, n: number): number[] {
+  const base = randomValues(n, 1000 + key.length * 7 + (key === W2 ? 3 : 0));
+  if (m === 0) return base;
+  const noise = randomValues(n, 77 * m + key.length);
+  const gate = randomValues(n, 991 * m + key.length);
+  return base.map((b, i) => b + noise[i]! * (gate[i]! > 0 ? 0.5 : 0.05));
+}
+
+/** Writes base + `count` models in `dir`; keys in the given order. Returns their paths. */
+export function writeFamily(dir: string, count: number, order: string[] = [IDS, W, H, W2], tag = ""): string[] {
+  const paths: string[] = [];
+  for (let m = 0; m <= count; m++) {
+    const tensors: Record<string, TestTensor> = {};
+    for (const key of order) {
+      if (key === IDS) tensors[key] = { dtype: "I64", shape: [1, 77], values: Array.from({ length: 77 }, (_, i) => i) };
+      else {
+        const shape = SHAPES[key]!;
+        const n = shape[0]! * shape[1]!;
+        tensors[key] = { dtype: key === H ? "F16" : "F32", shape, values: valuesOf(key, m, n) };
+      }
+    }
+    const path = join(dir, `${tag}${m === 0 ? "base" : `m${m}`}.safetensors`);
+    writeModel(path, tensors);
+    paths.push(path);
+  }
+  return paths;
+}
+
+/** What a model file holds for a key (fp16 keys widened exactly), as the engines read it. */
+export function stored(key: string, m: number): number[] {
+  const shape = SHAPES[key]!;
+  const v = valuesOf(key, m, shape[0]! * shape[1]!);
+  return decodeValues(key === H ? "F16" : "F32", encodeValues(key === H ? "F16" : "F32", v));
+}
+
+/** fp32 values as a tensor of `key`'s dtype would store them. */
+export function asStored(key: string, values: number[]): number[] {
+  return decodeValues(key === H ? "F16" : "F32", encodeValues(key === H ? "F16" : "F32", values));
+}
