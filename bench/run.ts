@@ -18,6 +18,7 @@ import { parseArgs } from "node:util";
 import { formatMiB, gbPerSecond, summarize, textTable, type Summary } from "../lib/bench/stats";
 import type { MemorySample } from "../lib/bench/memory";
 import type { MergeOptions, MergeReport } from "../lib/merge";
+import { resolveMethod } from "../lib/methods/registry";
 import { buildFloorTool, evictFiles, floorTechniques, residency, runFloor, warmFiles, type FloorResult, type FloorTechnique } from "./floor";
 import { cleanModels, defaultLayoutsDir, ensureModels, freeBytes, GB, modelPath, modelSize, type ModelSpec } from "./models";
 import { DEFAULT_SCENARIOS, scenarioById, type Scenario } from "./scenarios";
@@ -267,10 +268,10 @@ function variantsFor(scenario: Scenario, options: BenchOptions): Variant[] {
 
 export function mergeOptionsFor(scenario: Scenario, inputs: string[], out: string, variant: Variant): MergeOptions {
   const [a, b, c] = inputs;
+  const many = resolveMethod(scenario.method).many !== undefined;
   return {
-    a: a!,
-    ...(b ? { b } : {}),
-    ...(c ? { c } : {}),
+    ...(many ? { base: a!, models: inputs.slice(1) } : { a: a!, ...(b ? { b } : {}), ...(c ? { c } : {}) }),
+    ...(scenario.params ? { params: scenario.params } : {}),
     method: scenario.method,
     ...(scenario.multiplier !== undefined ? { multiplier: scenario.multiplier } : {}),
     ...(scenario.beta !== undefined ? { beta: scenario.beta } : {}),

@@ -45,6 +45,8 @@ export const ERROR_CODES = [
   "ABORTED",
   "NATIVE_UNAVAILABLE",
   "INTERNAL",
+  // Hugging Face model folders (lib/hf)
+  "MODEL_FOLDER_INVALID",
   // LoRA files (lib/lora)
   "LORA_INVALID",
   "LORA_MISMATCH",

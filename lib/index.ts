@@ -40,3 +40,7 @@ export {
 } from "./blocks";
 export { compareModels, type CompareReport, type CompareSeries, type CompareOptions, type CompareProgress } from "./compare";
 export { startUiServer, type UiServer, type UiServerOptions } from "./ui/server";
+export {
+  openHfFolder, runMergekit, parseMergekitConfig, evaluateSetting, inspectHfFolder, identifyLlm, assertLlmCompatible, parseShardSize,
+  type HfModel, type MergekitOptions, type MergekitReport, type MergekitConfig, type HfInspectReport, type LlmIdentification,
+} from "./hf";

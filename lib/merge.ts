@@ -25,6 +25,7 @@ import { checkRowParams } from "./methods/params";
 import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies } from "./outputs";
 import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
 import { planBoard, type PlanStats } from "./plan";
+import { mergeHfFolders, mergesFolders } from "./hf/merge-folders";
 import { manyMethodNames, mergeMany, validateManyInputs } from "./merge-many";
 import {
   formatMultiplier, optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, optionalStringRecord,
@@ -145,6 +146,11 @@ export interface MergeOptions {
    */
   onProgress?: (progress: MergeProgress) => void;
   signal?: AbortSignal;
+  /**
+   * Hugging Face model folders (A is a folder, lib/hf): the largest output shard, bytes or
+   * "5GB", "500MB", "2GiB" (default 5GB); the output `out` is then a folder.
+   */
+  shardSize?: number | string;
 }
 
 export interface MergeReport {
@@ -184,9 +190,11 @@ export interface MergeReport {
   nonFinite: { path: string; nan: number; inf: number }[];
   /** For people: one line per problem worth a look (the CLI prints them on stderr). */
   warnings: string[];
+  /** A Hugging Face folder output (lib/hf): its shards. */
+  shards?: { name: string; tensors: number; bytes: number }[];
 }
 
-const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "blocks", "betaBlocks", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "base", "models", "modelWeights", "params", "modelParams", "modelDirs", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal"] as const;
+const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "blocks", "betaBlocks", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "base", "models", "modelWeights", "params", "modelParams", "modelDirs", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal", "shardSize"] as const;
 
 /** Output path for one multiplier of a sweep. */
 export function sweepOutputPath(out: string, multiplier: number, count: number): string {
@@ -320,6 +328,8 @@ async function mergeInner(caller: MergeOptions, started: number): Promise<MergeR
   const progress = caller.onProgress ? new GuardedCallback(caller.onProgress, cancel) : undefined;
   const options: MergeOptions = { ...caller, signal, ...(progress ? { onProgress: progress.call } : {}) };
   try {
+    // Hugging Face model folders (sharded language models) are written as folders (lib/hf).
+    if (await mergesFolders(checked)) return await mergeHfFolders(options, checked, started);
     return await mergeChecked(options, checked, started);
   } catch (e) {
     progress?.check();

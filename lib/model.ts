@@ -57,6 +57,17 @@ export interface ModelFile {
   stamp?: InputStamp;
   /** Scaled fp8 weights (by weight name): their per-tensor scales, read by lib/scaled-fp8.ts. */
   fp8Scales?: ReadonlyMap<string, Fp8Scale>;
+  /**
+   * A logical model whose tensors live in other files (a sharded Hugging Face folder, the layers
+   * of a passthrough merge, lib/hf): `path` names the whole, each tensor's `offset` is in the
+   * file `fileOf` gives for its name, and `files` are what the engines open (job inputs).
+   */
+  parts?: ModelParts;
+}
+
+export interface ModelParts {
+  files: ModelFile[];
+  fileOf: Map<string, ModelFile>;
 }
 
 export function numelOf(shape: readonly number[]): number {

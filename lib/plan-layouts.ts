@@ -24,7 +24,8 @@ export class PlannedLayout implements OutputLayout {
     readonly size: number,
     /** Shared with every output of the same layout class: never modify. */
     readonly offsets: number[],
-    private readonly entries: OutputEntry[],
+    /** The tensors, in file order (lib/hf shards a folder output by their sizes). */
+    readonly entries: OutputEntry[],
     private readonly metadata: Record<string, string>,
     first?: OutputLayout,
   ) {

@@ -108,7 +108,7 @@ export function planManyRow(row: BoardRow, base: VirtualModel, models: VirtualMo
       const alpha = row.multipliers[k]!;
       const values = resolveRow(t.name, alpha)!;
       const perModel = resolveModel.map((r) => r(t.name, alpha)!);
-      const call = method.kernelFor(values, { name: t.name, nameHash: hash, n, models: perModel });
+      const call = method.kernelFor(values, { name: t.name, nameHash: hash, n, shape: t.shape, models: perModel });
       return [{ start: 0, count: n, expr: callExpr({ ...call, params: call.params.map(Math.fround) }, ref, round, 0) }];
     };
     result.push({ name: t.name, dtype, shape: t.shape, at });

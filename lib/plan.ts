@@ -33,6 +33,7 @@ import type { ArgRef, KernelCall, MergeMethod, ModelSlot, StatOperand } from "./
 import { paramResolver, type RowParams } from "./methods/params";
 import { numelOf, shapeToString, type ModelFile, type TensorInfo } from "./model";
 import { KERNEL_ID, REDUCTION_ID, type JobOp, type JobPiece, type JobReduction, type KernelName, type Operand, type ReductionName } from "./native/job";
+import { nameHash } from "./engine/philox";
 import { planManyRow } from "./plan-many";
 import { layoutRowOutputs } from "./plan-layouts";
 
@@ -53,6 +54,7 @@ export interface StatExpr {
   kind: ReductionName;
   args: Expr[];
   k?: number;
+  columns?: number;
 }
 
 const statsCache = new WeakMap<Expr, boolean>();
@@ -177,10 +179,12 @@ export interface BoardPlan {
 }
 
 export function fileModel(model: ModelFile): VirtualModel {
-  // A non-contiguous .ckpt tensor is read from its contiguous copy (lib/formats/ckpt/strided.ts).
+  // A non-contiguous .ckpt tensor is read from its contiguous copy (lib/formats/ckpt/strided.ts);
+  // a logical model's tensor (a shard's, a renamed layer's) from the file that holds it.
+  const fileOf = (t: TensorInfo) => model.parts?.fileOf.get(t.name) ?? model;
   const tensors = model.tensors.map((t) => {
     const scale = model.fp8Scales?.get(t.name);
-    return { name: t.name, dtype: t.dtype, shape: t.shape, segments: [{ start: 0, count: numelOf(t.shape), expr: { kind: "file" as const, ...readableTensor(model, t), base: 0 } }], ...(scale ? { scale } : {}) };
+    return { name: t.name, dtype: t.dtype, shape: t.shape, segments: [{ start: 0, count: numelOf(t.shape), expr: { kind: "file" as const, ...readableTensor(fileOf(t), t), base: 0 } }], ...(scale ? { scale } : {}) };
   });
   return { label: model.path, tensors, byName: new Map(tensors.map((t) => [t.name, t])) };
 }
@@ -412,7 +416,7 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
     const at = (k: number): Segment[] => {
       // This tensor's values for output k, its kernel call, and any rows another call computes.
       const values = resolve(t.name, row.multipliers[k]!)!;
-      const call = shared(method.kernelFor(values));
+      const call = shared(method.kernelFor(values, { name: t.name, nameHash: nameHash(t.name), n, shape: t.shape }));
       const spans = method.rowSpans && rows > 0 ? method.rowSpans(values, rows).map((sp) => ({ start: sp.from * rowSize, end: sp.to * rowSize, call: shared(sp.call) })) : [];
       const segments: Segment[] = [];
       for (const { start: s0, count: c0, range } of cutsOf) {
@@ -461,7 +465,7 @@ export function callExpr(c: KernelCall, ref: (a: ArgRef) => Expr, round: Dtype, 
     : ref(s));
   return {
     kind: "op", kernel: c.kernel, args: c.args.map(ref), params: c.params, round,
-    ...(c.stats?.length ? { stats: c.stats.map((st) => ({ kind: st.kind, args: st.args.map(statOperand), ...(st.k !== undefined ? { k: st.k } : {}) })) } : {}),
+    ...(c.stats?.length ? { stats: c.stats.map((st) => ({ kind: st.kind, args: st.args.map(statOperand), ...(st.k !== undefined ? { k: st.k } : {}), ...(st.columns ? { columns: st.columns } : {}) })) } : {}),
     ...(c.ints?.length ? { ints: c.ints } : {}),
     ...(c.keyed ? { elementStart } : {}),
   };
@@ -523,10 +527,10 @@ class PieceBuilder {
   /** The index of a reduction of the piece, shared when two ops ask for the same one. */
   private reduction(st: StatExpr): number {
     const args = st.args.map((a) => this.operand(a));
-    const key = `${st.kind}(${args.map((a) => a.key).join(",")};${st.k ?? ""})`;
+    const key = `${st.kind}(${args.map((a) => a.key).join(",")};${st.k ?? ""};${st.columns ?? ""})`;
     let index = this.reductionKeys.get(key);
     if (index === undefined) {
-      this.reductions.push({ kind: REDUCTION_ID[st.kind], args: args.map((a) => a.operand), ...(st.k !== undefined ? { k: st.k } : {}) });
+      this.reductions.push({ kind: REDUCTION_ID[st.kind], args: args.map((a) => a.operand), ...(st.k !== undefined ? { k: st.k } : {}), ...(st.columns ? { columns: st.columns } : {}) });
       this.reductionKeys.set(key, (index = this.reductions.length - 1));
     }
     return index;
@@ -597,6 +601,7 @@ export function planBoard(request: BoardRequest): BoardPlan {
   const stats: PlanStats[] = [];
   const fileModels = new Map<string, VirtualModel>();
   const inputs: ModelFile[] = [];
+  const inputPaths = new Set<string>();
   const sideInputs: ModelFile[] = [];
   const virtual = (input: RowInput, rowIndex: number, slot: ModelSlot | string): VirtualModel => {
     const what = slot.length === 1 ? `input ${slot.toUpperCase()}` : slot;
@@ -617,9 +622,14 @@ export function planBoard(request: BoardRequest): BoardPlan {
     if (!m) {
       m = fileModel(input.model);
       fileModels.set(input.model.path, m);
-      inputs.push(input.model);
-      const side = sideModelOf(input.model);
-      if (side) sideInputs.push(side);
+      // Each file once, whichever logical models (shards, slices of layers) read from it.
+      for (const file of input.model.parts?.files ?? [input.model]) {
+        if (inputPaths.has(file.path)) continue;
+        inputPaths.add(file.path);
+        inputs.push(file);
+        const side = sideModelOf(file);
+        if (side) sideInputs.push(side);
+      }
     }
     return m;
   };

@@ -272,6 +272,8 @@ private:
                 for (uint32_t j = 0; j < args.Length(); j++) read_operand(args.Get(j), w + ".args[" + std::to_string(j) + "]", &dst.args[j]);
                 Napi::Value k_value = r.Get("k");
                 if (!k_value.IsUndefined()) dst.k = u64_value(k_value, w + ".k");
+                Napi::Value columns = r.Get("columns");
+                if (!columns.IsUndefined()) dst.columns = u64_value(columns, w + ".columns");
             }
         }
         Napi::Array writes = array(o, "writes", where);

@@ -35,7 +35,7 @@
  */
 import type { ArchitectureId } from "../library/identify";
 
-export type BlockMapId = "sd" | "sdxl" | "flux" | "sd3";
+export type BlockMapId = "sd" | "sdxl" | "flux" | "sd3" | "llm";
 
 export interface BlockMap {
   /** "sd" (SD 1.x, 2.x and the SDXL refiner: 26 blocks), "sdxl" (20), "flux" (61), "sd3". */
@@ -195,6 +195,39 @@ export function sd3Blocks(depth = 24): BlockMap {
   return { id: "sd3", label: `SD 3.x (${names.length} blocks)`, names, blockOf, legend, keysOf };
 }
 
+const LLM_LAYER = /^model\.layers\.(\d+)\./;
+
+/**
+ * Language models (transformers decoders, lib/hf): `EMB, L00…Lnn, OUT` as mergekit slices them:
+ * `model.embed_tokens` (mergekit's "pre weights") → EMB, `model.layers.N` → LNN, everything else
+ * (`model.norm`, `lm_head`: "post weights") → OUT.
+ */
+export function llmBlocks(layers: number): BlockMap {
+  const names = ["EMB", ...range("L", layers), "OUT"];
+  const blockOf = (key: string): string | null => {
+    const m = LLM_LAYER.exec(key);
+    if (m) return Number(m[1]) < layers ? names[1 + Number(m[1])]! : null;
+    return key.startsWith("model.embed_tokens.") ? "EMB" : "OUT";
+  };
+  const legend: [string, string][] = [
+    ["EMB", "`model.embed_tokens`"],
+    [`L00…L${pad2(layers - 1)}`, "`model.layers.N`"],
+    ["OUT", "`model.norm`, `lm_head` and every other key outside the layers"],
+  ];
+  const keysOf = keysFrom(names, (b) => (b === "EMB" ? "model.embed_tokens" : b === "OUT" ? "model.norm, lm_head" : `model.layers.${Number(b.slice(1))}`));
+  return { id: "llm", label: `language model (${names.length} blocks)`, names, blockOf, legend, keysOf };
+}
+
+/** Decoder layers in a model's tensor names (highest `model.layers.N` + 1), 32 when there are none. */
+function llmDepth(names: Iterable<string>): number {
+  let max = -1;
+  for (const n of names) {
+    const m = LLM_LAYER.exec(n);
+    if (m) max = Math.max(max, Number(m[1]));
+  }
+  return max >= 0 ? max + 1 : 32;
+}
+
 /** Joint blocks in a model's tensor names (highest `joint_blocks.N` + 1), 24 when there are none. */
 function sd3Depth(names: Iterable<string>): number {
   let max = -1;
@@ -218,6 +251,7 @@ export function blockMapFor(architecture: ArchitectureId, tensorNames?: Iterable
     case "sdxl": return SDXL_BLOCKS;
     case "flux": return FLUX_BLOCKS;
     case "sd3": return tensorNames ? sd3Blocks(sd3Depth(tensorNames)) : sd3Blocks();
+    case "llm": return llmBlocks(tensorNames ? llmDepth(tensorNames) : 32);
     case "unknown": return undefined;
   }
 }

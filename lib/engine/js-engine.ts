@@ -216,7 +216,7 @@ export async function runChunks(
   const outBytes = alignedBuffer(JS_CHUNK_ELEMENTS * 8);
   const operandValues = new Map<string, Float32Array>();
   // Per piece, its reduction results (each worker computes those of the pieces it writes).
-  const pieceStats = new Map<number, number[]>();
+  const pieceStats = new Map<number, { values: number[]; columns: (Float64Array | undefined)[] }>();
   let piece = job.pieces[0]!, start = 0, n = 0;
   const readFactor = async (f: LowRankFactor, first: number, count: number): Promise<Float32Array> => {
     const dtype = DTYPES[f.dtype]!;
@@ -243,7 +243,7 @@ export async function runChunks(
     return out;
   };
   /** Runs ops `which` (ascending; all when undefined) of `piece` on [start, start + n). */
-  const runOps = async (stats: number[] | undefined, which?: number[]): Promise<void> => {
+  const runOps = async (stats: { values: number[]; columns: (Float64Array | undefined)[] } | undefined, which?: number[]): Promise<void> => {
     operandValues.clear();
     values.length = 0;
     for (const k of which ?? piece.ops.keys()) {
@@ -252,8 +252,10 @@ export async function runChunks(
       for (const arg of op.args) args.push(await load(arg));
       const out = new Float32Array(n);
       const many = MANY_KERNELS[KERNELS[op.kernel] ?? ""];
-      if (many) many(out, { x: args, params: op.params, stats: (op.stats ?? []).map((r) => stats![r]!), ints: op.ints ?? [], index: (op.elementStart ?? 0) + start }, n);
-      else runKernel(op.kernel, args, op.params, out, n);
+      if (many) {
+        const ids = op.stats ?? [];
+        many(out, { x: args, params: op.params, stats: ids.map((r) => stats!.values[r]!), columns: ids.map((r) => stats!.columns[r]), ints: op.ints ?? [], index: (op.elementStart ?? 0) + start }, n);
+      } else runKernel(op.kernel, args, op.params, out, n);
       roundThrough(out, n, DTYPES[op.round]!);
       values[k] = out;
     }
@@ -263,7 +265,7 @@ export async function runChunks(
     if (stop && Atomics.load(stop, 0) !== 0) throw new Error(STOPPED);
     const [p, chunkStart] = chunks[g]!;
     piece = job.pieces[p]!;
-    let stats: number[] | undefined;
+    let stats: { values: number[]; columns: (Float64Array | undefined)[] } | undefined;
     if (piece.reductions?.length) {
       stats = pieceStats.get(p);
       if (!stats) {

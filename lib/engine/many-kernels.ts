@@ -30,6 +30,8 @@ export interface ManyArgs {
   ints: number[];
   /** Element index (in the keyed tensor) of element 0 of this call. */
   index: number;
+  /** Per stat: a per-column reduction's values. */
+  columns?: (Float64Array | undefined)[];
 }
 
 function taskMerge(r: Float32Array, a: ManyArgs, n: number): void {
@@ -143,8 +145,32 @@ function modelStock(r: Float32Array, a: ManyArgs, n: number): void {
   }
 }
 
+/** sd-mecha add_cosine_a / add_cosine_b (many_kernels.cc add_cosine). */
+function addCosine(r: Float32Array, a: ManyArgs, n: number): void {
+  const alpha = f(a.params[0]!);
+  const variant = a.ints[0]!, columns = a.ints[1]!;
+  const dot = a.columns![0]!, aa = a.columns![1]!, bb = a.columns![2]!;
+  const whole = variant === 1 ? a.stats[3]! / (Math.sqrt(a.stats[4]!) * Math.sqrt(a.stats[5]!)) : 0;
+  let c = a.index % columns;
+  for (let i = 0; i < n; i++) {
+    let sim: number;
+    if (variant === 0) {
+      const ma = Math.max(Math.sqrt(aa[c]!), 1e-12), mb = Math.max(Math.sqrt(bb[c]!), 1e-12);
+      const w12 = dot[c]! / (ma * mb), w1 = aa[c]! / (ma * ma), w2 = bb[c]! / (mb * mb);
+      sim = w12 / Math.sqrt(Math.max(w1 * w2, 1e-16));
+    } else {
+      sim = (dot[c]! / Math.sqrt(Math.max(aa[c]! * bb[c]!, 1e-16)) + whole) / 2;
+    }
+    const d = sim - alpha;
+    const k = f(1 - (d < 0 ? 0 : d > 1 ? 1 : d));
+    r[i] = canonical(f(f(f(1 - k) * a.x[0]![i]!) + f(k * a.x[1]![i]!)));
+    if (++c === columns) c = 0;
+  }
+}
+
 export const MANY_KERNELS: Record<string, (r: Float32Array, a: ManyArgs, n: number) => void> = {
   "task-merge": taskMerge,
   slerp,
   "model-stock": modelStock,
+  "add-cosine": addCosine,
 };

@@ -36,9 +36,11 @@ export function reductionOps(piece: JobPiece): number[] {
  * Computes the piece's reductions. `evaluate(start, n)` runs the reduction ops on elements
  * [start, start + n) and returns the operands' values there; `chunk` is a multiple of REDUCTION_BLOCK.
  */
-export async function computeReductions(piece: JobPiece, chunk: number, evaluate: (start: number, n: number) => Promise<RangeValues>): Promise<number[]> {
+export async function computeReductions(piece: JobPiece, chunk: number, evaluate: (start: number, n: number) => Promise<RangeValues>): Promise<{ values: number[]; columns: (Float64Array | undefined)[] }> {
   const reductions = piece.reductions ?? [];
   const results = reductions.map(() => 0);
+  // Per-column sums: each column a plain double sum in element order (native/core/reductions.h).
+  const columns = reductions.map((r) => (r.columns && REDUCTIONS[r.kind] !== "kth-magnitude" ? new Float64Array(r.columns) : undefined));
   const kth = reductions.map((r) => REDUCTIONS[r.kind] === "kth-magnitude" && (r.k ?? 0) > 0);
   reductions.forEach((r, i) => { if (REDUCTIONS[r.kind] === "kth-magnitude" && !kth[i]) results[i] = KEEP_NONE_KEY; });
   const hist = reductions.map((_, i) => (kth[i] ? new Float64Array(BINS) : undefined));
@@ -70,6 +72,16 @@ export async function computeReductions(piece: JobPiece, chunk: number, evaluate
         if (pass !== 0) continue;
         const x = await values(red.args[0]!);
         const y = kind === "dot" ? await values(red.args[1]!) : x;
+        const sums = columns[r];
+        if (sums) {
+          const count = sums.length;
+          let c = start % count;
+          for (let e = 0; e < n; e++) {
+            sums[c] += x[e]! * y[e]!;
+            if (++c === count) c = 0;
+          }
+          continue;
+        }
         let total = results[r]!;
         for (let b0 = 0; b0 < n; b0 += REDUCTION_BLOCK) {
           const b1 = Math.min(n, b0 + REDUCTION_BLOCK);
@@ -93,5 +105,6 @@ export async function computeReductions(piece: JobPiece, chunk: number, evaluate
       h.fill(0);
     }
   }
-  return results;
+  columns.forEach((c, r) => { if (c) results[r] = c[0]!; });
+  return { values: results, columns };
 }

@@ -21,7 +21,7 @@ import { LEGACY_KEY_REPLACEMENTS } from "../keys";
 import { numelOf } from "../model";
 
 export const ARCHITECTURE_IDS = [
-  "sd1", "sd1-inpainting", "sd1-instruct-pix2pix", "sd2", "sdxl", "sdxl-refiner", "sd3", "flux", "unknown",
+  "sd1", "sd1-inpainting", "sd1-instruct-pix2pix", "sd2", "sdxl", "sdxl-refiner", "sd3", "flux", "llm", "unknown",
 ] as const;
 export type ArchitectureId = (typeof ARCHITECTURE_IDS)[number];
 
@@ -45,6 +45,8 @@ export const ARCHITECTURES: Record<ArchitectureId, ArchitectureInfo> = {
   "sdxl-refiner": { id: "sdxl-refiner", label: "SDXL refiner", family: "sdxl-refiner" },
   "sd3": { id: "sd3", label: "SD 3.x", family: "sd3" },
   "flux": { id: "flux", label: "FLUX.1", family: "flux" },
+  // Families (llama, mistral, qwen2…) and sizes come from config.json: lib/hf/architecture.ts.
+  "llm": { id: "llm", label: "language model (transformers decoder)", family: "llm" },
   "unknown": { id: "unknown", label: "unknown", family: "unknown" },
 };
 
@@ -172,7 +174,11 @@ function guessArchitecture(byName: ReadonlyMap<string, TensorShape>, p: string |
   const names = byName.keys();
   const keys = [...names];
   const notes: string[] = [];
-  if (p === undefined) return { architecture: "unknown", notes };
+  if (p === undefined) {
+    // A transformers decoder: the embedding and numbered layers (`model.layers.N.*`).
+    if (byName.has("model.embed_tokens.weight") && keys.some((k) => k.startsWith("model.layers."))) return { architecture: "llm", notes };
+    return { architecture: "unknown", notes };
+  }
   const has = (k: string) => byName.has(p + k);
   const shape = (k: string) => byName.get(p + k)?.shape;
 

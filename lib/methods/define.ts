@@ -27,6 +27,8 @@ export interface StatSpec {
   args: StatOperand[];
   /** kth-magnitude: 0 ≤ k ≤ the tensor's element count. */
   k?: number;
+  /** sum-squares / dot per column of dim 0 (columns = n / shape[0]); see JobReduction.columns. */
+  columns?: number;
 }
 
 export interface KernelCall {
@@ -51,6 +53,8 @@ export interface TensorContext {
   nameHash: number;
   /** Element count. */
   n: number;
+  /** The tensor's shape. */
+  shape?: readonly number[];
   /** Many-model methods: each model's parameter values (`params` order), its own overrides first. */
   models?: readonly (readonly number[])[];
 }

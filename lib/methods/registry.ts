@@ -4,6 +4,7 @@ import { addDifference } from "./add-difference";
 import type { MergeMethod } from "./define";
 import { multiplyDifference, similarityAddDifference, sumTwice, tensorSum, trainDifference, tripleSum } from "./elementwise";
 import { inverseSigmoid } from "./inverse-sigmoid";
+import { addCosineA, addCosineB } from "./many/add-cosine";
 import { modelStock } from "./many/model-stock";
 import { slerp, slerpMecha } from "./many/slerp";
 import { dare, dareTies, ties } from "./many/task-merge";
@@ -14,7 +15,7 @@ import { weightedSum } from "./weighted-sum";
 export const METHODS: readonly MergeMethod[] = [
   weightedSum, addDifference, sigmoid, inverseSigmoid, noInterpolation,
   trainDifference, tripleSum, sumTwice, multiplyDifference, similarityAddDifference, tensorSum,
-  slerp, slerpMecha, ties, dare, dareTies, modelStock,
+  slerp, slerpMecha, ties, dare, dareTies, modelStock, addCosineA, addCosineB,
 ];
 
 const byName = new Map<string, MergeMethod>();
@@ -26,7 +27,7 @@ for (const m of METHODS) {
 export type MethodName =
   | "weighted-sum" | "add-difference" | "sigmoid" | "inverse-sigmoid" | "no-interpolation"
   | "train-difference" | "triple-sum" | "sum-twice" | "multiply-difference" | "similarity-add-difference" | "tensor-sum"
-  | "slerp" | "slerp-mecha" | "ties" | "dare" | "dare-ties" | "model-stock";
+  | "slerp" | "slerp-mecha" | "ties" | "dare" | "dare-ties" | "model-stock" | "add-cosine-a" | "add-cosine-b";
 
 function editDistance(x: string, y: string): number {
   const d = Array.from({ length: x.length + 1 }, (_, i) => [i, ...new Array<number>(y.length).fill(0)]);

@@ -32,7 +32,8 @@
  * REDUCTION_BLOCK elements from element 0 of the piece; inside a block, REDUCTION_LANES double
  * accumulators, element i adding x·x (or x·y, exact in double) to lane i mod REDUCTION_LANES in
  * index order; a block's value is ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)); the blocks' values are then
- * added in index order starting from 0.0.
+ * added in index order starting from 0.0. Per-column sums (`columns`) are plain double sums of
+ * each column in element order.
  *
  * An op reads reduction results through `stats` (indices into the piece's reductions, handed
  * to its kernel as doubles) and integer parameters through `ints` (u32: seeds, flags, name
@@ -40,25 +41,33 @@
  * `elementStart` + the element's index in the piece. Limits: MAX_OP_ARGS operands, MAX_OP_PARAMS
  * params, MAX_OP_STATS stats, MAX_OP_INTS ints, MAX_PIECE_REDUCTIONS reductions per piece;
  * the core re-checks them all (job.cc) before running anything.
+ *
+ * The many-model kernels store every NaN result as the positive quiet NaN 0x7fc00000
+ * (many_kernels.cc `canonical`). A reduction's operand ops are evaluated again in each pass
+ * (1 to 3: sums and high histograms; low histograms; per-column sums), on the pages the first
+ * pass brought into the page cache. Room for new operand kinds (a low-rank product): a
+ * reduction's `args` are plain Operands, so any kind exec can evaluate works there too.
  */
 
 /** Kernel ids shared with C++ (`enum merge_kernel` in native/core/kernels.h). Never reorder. */
 export const KERNELS = [
   "copy", "weighted-sum", "add-difference", "lerp", "train-difference", "triple-sum", "sum-twice", "multiply-difference", "similarity-add-difference", "clamp",
   // Many-model and statistics kernels (native/core/many_kernels.cc, lib/engine/many-kernels.ts):
-  "task-merge", "slerp", "model-stock",
+  "task-merge", "slerp", "model-stock", "add-cosine",
 ] as const;
 export type KernelName = (typeof KERNELS)[number];
 export const KERNEL_ID = Object.fromEntries(KERNELS.map((k, i) => [k, i])) as Record<KernelName, number>;
 /**
  * Kernels whose operand and parameter counts depend on the number of models (N = operands − 1),
- * checked by `manyKernelShape` / many_kernel_check in C++; KERNEL_ARITY and KERNEL_PARAMS give -1.
+ * checked by merge_many_check (native/core/many_kernels.cc); KERNEL_ARITY and KERNEL_PARAMS give -1.
  *   task-merge:  operands [base, M1..MN]; params [w1..wN, λ, keep1..keepN]; ints [flags, seedLo,
  *                seedHi, nameHash, dropThreshold1..N]; stats [t1..tN] (kth-magnitude keys) when
  *                flags & TRIM. Model j's mask is keyed with model index j − 1 (0-based).
  *   slerp:       operands [a, b]; params [t]; stats [a·b, a·a, b·b]; ints [variant].
  *   model-stock: operands [base, M1..MN] (N ≥ 2); params []; stats [δi·δi for i, then δi·δj for
  *                i < j in row order], δi = Mi − base.
+ *   add-cosine:  operands [a, b]; params [α]; ints [variant (0 = sd-mecha add_cosine_a, 1 = _b),
+ *                columns]; stats [a·b, a·a, b·b per column] (+ [a·b, a·a, b·b] for variant 1).
  * copy:           r = a
  * weighted-sum:   r = a·p0 + b·p1          (p0 = 1−M, p1 = M, each rounded to fp32 first)
  * add-difference: r = a + (b − c)·p0
@@ -69,13 +78,13 @@ export const KERNEL_ID = Object.fromEntries(KERNELS.map((k, i) => [k, i])) as Re
 export const KERNEL_ARITY: Record<KernelName, number> = {
   copy: 1, "weighted-sum": 2, "add-difference": 3, lerp: 2,
   "train-difference": 3, "triple-sum": 3, "sum-twice": 3, "multiply-difference": 3, "similarity-add-difference": 3, clamp: 3,
-  "task-merge": -1, slerp: 2, "model-stock": -1,
+  "task-merge": -1, slerp: 2, "model-stock": -1, "add-cosine": 2,
 };
 /** Parameters each kernel reads (`merge_kernel_n_params`). */
 export const KERNEL_PARAMS: Record<KernelName, number> = {
   copy: 0, "weighted-sum": 2, "add-difference": 1, lerp: 1,
   "train-difference": 1, "triple-sum": 3, "sum-twice": 4, "multiply-difference": 4, "similarity-add-difference": 4, clamp: 0,
-  "task-merge": -1, slerp: 1, "model-stock": 0,
+  "task-merge": -1, slerp: 1, "model-stock": 0, "add-cosine": 1,
 };
 /** Limits the core enforces (MERGE_MAX_ARGS, MERGE_MAX_PARAMS … in kernels.h): a base and 15 models. */
 export const MAX_OP_ARGS = 16;
@@ -185,6 +194,11 @@ export interface JobReduction {
   args: Operand[];
   /** kth-magnitude only: 0 ≤ k ≤ n. */
   k?: number;
+  /**
+   * sum-squares and dot: per column instead of one sum: element i adds to column i mod columns
+   * (columns divides n), each column summed in element order in double; the result is a vector.
+   */
+  columns?: number;
 }
 
 /**

@@ -181,7 +181,7 @@ private:
     std::vector<std::unique_ptr<exec_scratch>> scratch_;
     exec_context ctx_{};
     // Per piece, its reduction results once computed (a few doubles each; see reductions.h).
-    std::vector<std::vector<double>> piece_stats_;
+    std::vector<std::vector<merge_reduction_result>> piece_stats_;
     std::vector<bool> reduced_;
     double t_reduce_ = 0;
     uint64_t window_ = 0;
@@ -459,7 +459,7 @@ private:
                 const uint64_t count = std::min<uint64_t>(MERGE_REDUCTION_CHUNK_BLOCKS, n_blocks - c0);
                 run_state state;
                 std::atomic<uint64_t> next{0};
-                const unsigned active = reducer.active_threads();
+                const unsigned active = reducer.active_threads(pass);
                 const std::function<void(unsigned)> fn = [&](unsigned ith) {
                     if (ith >= active) return;
                     exec_scratch & scratch = *scratch_[ith];

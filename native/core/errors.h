@@ -43,6 +43,7 @@ enum class merge_error {
     ABORTED,
     NATIVE_UNAVAILABLE,
     INTERNAL,
+    MODEL_FOLDER_INVALID,
     LORA_INVALID,
     LORA_MISMATCH,
     COUNT_,

@@ -9,6 +9,7 @@
 #include "lowrank.h"
 #include "many_kernels.h"
 #include "method_kernels.h"
+#include "reductions.h"
 
 exec_scratch::exec_scratch(size_t max_ops, size_t block, size_t n_outputs) : nonfinite_(n_outputs), n_slots_(max_ops + MERGE_MAX_ARGS + EXEC_EXTRA_SLOTS), block_(block) {
     void * p = nullptr;
@@ -157,10 +158,14 @@ struct block_eval {
             default: {
                 if (op.kernel >= MERGE_KERNEL_TASK_MERGE) {
                     double stats[MERGE_MAX_STATS];
-                    const std::vector<double> & results = (*ctx.stats)[p];
-                    for (size_t j = 0; j < op.stats.size(); j++) stats[j] = results[op.stats[j]];
+                    const double * columns[MERGE_MAX_STATS];
+                    const std::vector<merge_reduction_result> & results = (*ctx.stats)[p];
+                    for (size_t j = 0; j < op.stats.size(); j++) {
+                        stats[j] = results[op.stats[j]].value;
+                        columns[j] = results[op.stats[j]].columns.data();
+                    }
                     const merge_many_args args{x, (uint32_t) op.args.size(), op.params.data(), (uint32_t) op.params.size(), stats, (uint32_t) op.stats.size(),
-                                               op.ints.data(), (uint32_t) op.ints.size(), op.element_start + i};
+                                               op.ints.data(), (uint32_t) op.ints.size(), op.element_start + i, columns};
                     merge_many_kernel(op.kernel)(r, args, m); // ids and counts checked by validation
                     break;
                 }

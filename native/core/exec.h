@@ -14,6 +14,8 @@
 #include "plan.h"
 #include "prefetch.h"
 
+struct merge_reduction_result;
+
 /** Scratch slots after the operand slots: a conversion slot and two low-rank slots (exec.cc). */
 constexpr size_t EXEC_EXTRA_SLOTS = 3;
 
@@ -25,7 +27,7 @@ struct exec_context {
     const std::vector<std::unique_ptr<merge_input_map>> * inputs;
     bool release_inputs; // MADV_DONTNEED input pages once a range is consumed
     /** Per piece, its reduction results (reductions.h), filled before the piece is written. */
-    const std::vector<std::vector<double>> * stats;
+    const std::vector<std::vector<merge_reduction_result>> * stats;
 };
 
 /**

@@ -181,6 +181,14 @@ private:
             for (uint32_t r : op.stats)
                 if (r >= piece.reductions.size())
                     return fail(merge_error::INVALID_ARGUMENT, where + ": reads reduction " + std::to_string(r) + " of " + std::to_string(piece.reductions.size()), {}, piece.name);
+            for (size_t j = 0; j < op.stats.size(); j++) {
+                // add-cosine reads its first three stats per column, with its own column count; every other stat is one value.
+                const merge_reduction & red = piece.reductions[op.stats[j]];
+                const bool per_column = op.kernel == MERGE_KERNEL_ADD_COSINE && j < 3;
+                const uint64_t want = per_column ? op.ints[1] : 0;
+                if (red.columns != want || (per_column && red.kind == MERGE_REDUCTION_KTH_MAGNITUDE))
+                    return fail(merge_error::INVALID_ARGUMENT, where + ": stat " + std::to_string(j) + (per_column ? " must be a per-column sum over " + std::to_string(want) + " columns" : " must be a single value, not per column"), {}, piece.name);
+            }
             uint64_t last_index;
             if (add_overflows(op.element_start, piece.n, &last_index)) return fail(merge_error::INVALID_ARGUMENT, where + ": elementStart overflows", {}, piece.name);
             for (size_t j = 0; j < op.params.size(); j++)
@@ -254,6 +262,12 @@ private:
             if (red.kind >= MERGE_REDUCTION_COUNT) return fail(merge_error::INVALID_ARGUMENT, where + ": unknown kind " + std::to_string(red.kind), {}, piece.name);
             if (red.args.size() != merge_reduction_arity(red.kind))
                 return fail(merge_error::INVALID_ARGUMENT, where + ": " + merge_reduction_name(red.kind) + " takes " + std::to_string(merge_reduction_arity(red.kind)) + " operands", {}, piece.name);
+            if (red.columns > 0) {
+                if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE) return fail(merge_error::INVALID_ARGUMENT, where + ": kth-magnitude has no per-column form", {}, piece.name);
+                if (red.columns > MERGE_MAX_COLUMNS || piece.n % red.columns != 0)
+                    return fail(merge_error::INVALID_ARGUMENT, where + ": " + std::to_string(red.columns) + " columns do not divide the piece's " + std::to_string(piece.n) + " elements (at most " +
+                            std::to_string(MERGE_MAX_COLUMNS) + ")", {}, piece.name);
+            }
             if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE) {
                 if (red.k > piece.n) return fail(merge_error::INVALID_ARGUMENT, where + ": k = " + std::to_string(red.k) + " is more than the piece's " + std::to_string(piece.n) + " elements", {}, piece.name);
                 if (piece.n >= (1ull << 32)) return fail(merge_error::INVALID_ARGUMENT, where + ": kth-magnitude needs fewer than 2^32 elements", {}, piece.name);

@@ -41,6 +41,7 @@ struct merge_reduction {
     uint32_t kind = 0; // merge_reduction_kind
     std::vector<merge_operand> args;
     uint64_t k = 0;    // kth-magnitude
+    uint64_t columns = 0; // sum-squares / dot per column: element i adds to column i mod columns (0: one sum)
 };
 
 struct merge_write {

@@ -32,7 +32,8 @@ enum merge_kernel : uint32_t {
     MERGE_KERNEL_TASK_MERGE = 10,
     MERGE_KERNEL_SLERP = 11,
     MERGE_KERNEL_MODEL_STOCK = 12,
-    MERGE_KERNEL_COUNT = 13,
+    MERGE_KERNEL_ADD_COSINE = 13,
+    MERGE_KERNEL_COUNT = 14,
 };
 
 /** Most operands an op may take (job validation; exec's operand slots): a base and 15 models. */
@@ -49,20 +50,20 @@ constexpr uint32_t MERGE_VARIABLE = 0xffffffffu;
 
 /** Operand count of a kernel (KERNEL_ARITY in job.ts); 0 for an invalid id, MERGE_VARIABLE. */
 inline uint32_t merge_kernel_arity(uint32_t kernel) {
-    static const uint32_t arity[MERGE_KERNEL_COUNT] = {1, 2, 3, 2, 3, 3, 3, 3, 3, 3, MERGE_VARIABLE, 2, MERGE_VARIABLE};
+    static const uint32_t arity[MERGE_KERNEL_COUNT] = {1, 2, 3, 2, 3, 3, 3, 3, 3, 3, MERGE_VARIABLE, 2, MERGE_VARIABLE, 2};
     return kernel < MERGE_KERNEL_COUNT ? arity[kernel] : 0;
 }
 
 /** Parameters a kernel reads (p0, p1...); KERNEL_PARAMS in job.ts. */
 inline uint32_t merge_kernel_n_params(uint32_t kernel) {
-    static const uint32_t n[MERGE_KERNEL_COUNT] = {0, 2, 1, 1, 1, 3, 4, 4, 4, 0, MERGE_VARIABLE, 1, 0};
+    static const uint32_t n[MERGE_KERNEL_COUNT] = {0, 2, 1, 1, 1, 3, 4, 4, 4, 0, MERGE_VARIABLE, 1, 0, 1};
     return kernel < MERGE_KERNEL_COUNT ? n[kernel] : 0;
 }
 
 /** The name used in TypeScript (KERNELS in job.ts). */
 inline const char * merge_kernel_name(uint32_t kernel) {
     static const char * names[MERGE_KERNEL_COUNT] = {"copy", "weighted-sum", "add-difference", "lerp", "train-difference", "triple-sum", "sum-twice",
-                                                     "multiply-difference", "similarity-add-difference", "clamp", "task-merge", "slerp", "model-stock"};
+                                                     "multiply-difference", "similarity-add-difference", "clamp", "task-merge", "slerp", "model-stock", "add-cosine"};
     return kernel < MERGE_KERNEL_COUNT ? names[kernel] : "?";
 }
 

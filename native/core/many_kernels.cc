@@ -1,5 +1,6 @@
 #include "many_kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -14,6 +15,19 @@ inline uint32_t magnitude_key(float x) {
     uint32_t b;
     std::memcpy(&b, &x, 4);
     return b & 0x7fffffffu;
+}
+
+/** keep ? x : x·0 (what x·1 or x·0 gives, x·1 being x: d is never a signalling NaN), by bit masks: no branch. */
+inline float keep_or_zero(bool keep, float x) {
+    const float z = x * 0.0f;
+    uint32_t bx, bz;
+    std::memcpy(&bx, &x, 4);
+    std::memcpy(&bz, &z, 4);
+    const uint32_t m = 0u - (uint32_t) keep;
+    const uint32_t b = (bx & m) | (bz & ~m);
+    float r;
+    std::memcpy(&r, &b, 4);
+    return r;
 }
 
 inline float sign_of(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
@@ -36,7 +50,7 @@ inline float canonical(float v) { return v != v ? std::numeric_limits<float>::qu
  *   NORMALIZE: mixed = mixed / divisor; r = base + mixed·λ.
  * Sums run j = 1..N in order, starting from the first term.
  */
-void task_merge(float * r, const merge_many_args & a, size_t n) {
+void task_merge(float * r, const merge_many_args & a, size_t n_total) {
     const uint32_t models = a.n_args - 1;
     const float * w = a.params;
     const float lambda = a.params[models];
@@ -47,45 +61,60 @@ void task_merge(float * r, const merge_many_args & a, size_t n) {
     const bool consensus = flags & TASK_MERGE_CONSENSUS, by_count = flags & TASK_MERGE_BY_COUNT, normalize = flags & TASK_MERGE_NORMALIZE;
     uint32_t trim_key[MERGE_MAX_ARGS] = {};
     if (trim)
-        for (uint32_t j = 0; j < models; j++) trim_key[j] = (uint32_t) a.stats[j];
+        for (uint32_t j = 0; j < models; j++) {
+            // A key in [0, 2^31] (kth-magnitude); anything else (a job giving another statistic) keeps nothing.
+            const double v = a.stats[j];
+            trim_key[j] = v >= 0 && v <= 2147483648.0 ? (uint32_t) v : 2147483648u;
+        }
     float divisor_all = 0;
     for (uint32_t j = 0; j < models; j++) divisor_all = j == 0 ? w[0] : divisor_all + w[j];
     if (std::fabs(divisor_all) < 1e-8f) divisor_all = 1;
     mask_stream masks[MERGE_MAX_ARGS];
     if (drop)
         for (uint32_t j = 0; j < models; j++) masks[j] = mask_stream(a.ints[1], a.ints[2], j, a.ints[3]);
-    float wd[MERGE_MAX_ARGS];
-    for (size_t i = 0; i < n; i++) {
-        const float base = a.x[0][i];
+    // Loops over one model at a time on short runs (vectorisable, no data-dependent branches);
+    // each element still sees exactly the operations, in the order, of the comment above.
+    constexpr size_t run = 256;
+    float wd[MERGE_MAX_ARGS][run], s[run], divisor[run];
+    for (size_t i0 = 0; i0 < n_total; i0 += run) {
+        const size_t n = n_total - i0 < run ? n_total - i0 : run;
+        const float * base = a.x[0] + i0;
+        float * out = r + i0;
         for (uint32_t j = 0; j < models; j++) {
-            float d = a.x[j + 1][i] - base;
-            if (trim) d = d * (magnitude_key(d) >= trim_key[j] ? 1.0f : 0.0f);
+            const float * m = a.x[j + 1] + i0;
+            float * d = wd[j];
+            for (size_t i = 0; i < n; i++) d[i] = m[i] - base[i];
+            if (trim)
+                for (size_t i = 0; i < n; i++) d[i] = keep_or_zero(magnitude_key(d[i]) >= trim_key[j], d[i]);
             if (drop) {
-                d = d * (masks[j].word(a.index + i) >= threshold[j] ? 1.0f : 0.0f);
-                if (rescale) d = d / keep[j];
+                for (size_t i = 0; i < n; i++) d[i] = keep_or_zero(masks[j].word(a.index + i0 + i) >= threshold[j], d[i]);
+                if (rescale)
+                    for (size_t i = 0; i < n; i++) d[i] = d[i] / keep[j];
             }
-            wd[j] = d * w[j];
+            for (size_t i = 0; i < n; i++) d[i] = d[i] * w[j];
         }
-        float mixed, divisor;
         if (consensus) {
-            float s = by_count ? sign_of(wd[0]) : wd[0];
-            for (uint32_t j = 1; j < models; j++) s = s + (by_count ? sign_of(wd[j]) : wd[j]);
-            const float elected = s >= 0.0f ? 1.0f : -1.0f;
-            mixed = 0;
-            divisor = 0;
+            for (size_t i = 0; i < n; i++) s[i] = by_count ? sign_of(wd[0][i]) : wd[0][i];
+            for (uint32_t j = 1; j < models; j++)
+                for (size_t i = 0; i < n; i++) s[i] = s[i] + (by_count ? sign_of(wd[j][i]) : wd[j][i]);
+            for (size_t i = 0; i < n; i++) s[i] = s[i] >= 0.0f ? 1.0f : -1.0f; // the elected sign
             for (uint32_t j = 0; j < models; j++) {
-                const float c = sign_of(wd[j]) == elected ? 1.0f : 0.0f;
-                mixed = j == 0 ? wd[0] * c : mixed + wd[j] * c;
-                divisor = j == 0 ? w[0] * c : divisor + w[j] * c;
+                for (size_t i = 0; i < n; i++) {
+                    const float c = sign_of(wd[j][i]) == s[i] ? 1.0f : 0.0f;
+                    out[i] = j == 0 ? wd[0][i] * c : out[i] + wd[j][i] * c;
+                    divisor[i] = j == 0 ? w[0] * c : divisor[i] + w[j] * c;
+                }
             }
-            if (divisor == 0.0f) divisor = 1;
+            for (size_t i = 0; i < n; i++) divisor[i] = divisor[i] == 0.0f ? 1.0f : divisor[i];
         } else {
-            mixed = wd[0];
-            for (uint32_t j = 1; j < models; j++) mixed = mixed + wd[j];
-            divisor = divisor_all;
+            for (size_t i = 0; i < n; i++) out[i] = wd[0][i];
+            for (uint32_t j = 1; j < models; j++)
+                for (size_t i = 0; i < n; i++) out[i] = out[i] + wd[j][i];
+            for (size_t i = 0; i < n; i++) divisor[i] = divisor_all;
         }
-        if (normalize) mixed = mixed / divisor;
-        r[i] = canonical(base + mixed * lambda);
+        if (normalize)
+            for (size_t i = 0; i < n; i++) out[i] = out[i] / divisor[i];
+        for (size_t i = 0; i < n; i++) out[i] = canonical(base[i] + out[i] * lambda);
     }
 }
 
@@ -158,6 +187,37 @@ void model_stock(float * r, const merge_many_args & a, size_t n) {
     }
 }
 
+/**
+ * sd-mecha add_cosine_a / add_cosine_b (merge_methods): a similarity per column of dim 0 (torch's
+ * cosine_similarity(·, ·, dim=0): x·y / sqrt(max(‖x‖²‖y‖², 1e-16)), element e in column e mod C),
+ * k = 1 − clamp(similarity − α, 0, 1), r = (1 − k)·a + k·b. Variant 0 (add_cosine_a) takes the
+ * similarity of the columns normalised first (each divided by max(‖column‖, 1e-12)); variant 1
+ * (add_cosine_b) averages the columns' cosine with the whole tensors' a·b / (‖a‖‖b‖).
+ * Similarities and k are computed in double from the statistics, k rounded once to fp32.
+ */
+void add_cosine(float * r, const merge_many_args & a, size_t n) {
+    const double alpha = a.params[0];
+    const uint32_t variant = a.ints[0];
+    const uint64_t columns = a.ints[1];
+    const double * dot = a.columns[0], * aa = a.columns[1], * bb = a.columns[2];
+    const double whole = variant == 1 ? a.stats[3] / (std::sqrt(a.stats[4]) * std::sqrt(a.stats[5])) : 0;
+    uint64_t c = a.index % columns;
+    for (size_t i = 0; i < n; i++) {
+        double sim;
+        if (variant == 0) {
+            const double ma = std::max(std::sqrt(aa[c]), 1e-12), mb = std::max(std::sqrt(bb[c]), 1e-12);
+            const double w12 = dot[c] / (ma * mb), w1 = aa[c] / (ma * ma), w2 = bb[c] / (mb * mb);
+            sim = w12 / std::sqrt(std::max(w1 * w2, 1e-16));
+        } else {
+            sim = (dot[c] / std::sqrt(std::max(aa[c] * bb[c], 1e-16)) + whole) / 2;
+        }
+        const double d = sim - alpha;
+        const float k = (float) (1 - (d < 0 ? 0 : (d > 1 ? 1 : d)));
+        r[i] = canonical((1.0f - k) * a.x[0][i] + k * a.x[1][i]);
+        if (++c == columns) c = 0;
+    }
+}
+
 } // namespace
 
 merge_many_fn merge_many_kernel(uint32_t kernel) {
@@ -165,6 +225,7 @@ merge_many_fn merge_many_kernel(uint32_t kernel) {
         case MERGE_KERNEL_TASK_MERGE: return task_merge;
         case MERGE_KERNEL_SLERP: return slerp;
         case MERGE_KERNEL_MODEL_STOCK: return model_stock;
+        case MERGE_KERNEL_ADD_COSINE: return add_cosine;
         default: return nullptr;
     }
 }
@@ -196,6 +257,10 @@ bool merge_many_check(uint32_t kernel, size_t n_args, size_t n_params, size_t n_
                 return fail("takes stats [|δi|² for each model, then δi·δj for i < j]" + got);
             return true;
         }
+        case MERGE_KERNEL_ADD_COSINE:
+            if (n_args != 2 || n_params != 1 || n_ints != 2 || ints[1] == 0 || ints[0] > 1 || n_stats != (ints[0] == 1 ? 6u : 3u))
+                return fail("takes operands a, b, param α, ints [variant, columns], stats [per-column a·b, a·a, b·b] (+ [a·b, a·a, b·b] for variant 1)" + got);
+            return true;
         default: return fail("not a many-model kernel");
     }
 }

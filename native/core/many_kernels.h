@@ -20,6 +20,7 @@ struct merge_many_args {
     const uint32_t * ints;
     uint32_t n_ints;
     uint64_t index; // element index (in the keyed tensor) of element 0 of this call
+    const double * const * columns; // per stat: a per-column reduction's values (nullptr otherwise)
 };
 
 typedef void (*merge_many_fn)(float * r, const merge_many_args & a, size_t n);

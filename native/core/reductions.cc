@@ -47,7 +47,7 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
         if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE) {
             if (red.k == 0) results_[r] = MERGE_KEEP_NONE_KEY;
             else kth_index_[r] = n_kth++;
-        } else {
+        } else if (red.columns == 0) {
             sum_index_[r] = n_sums++;
         }
     }
@@ -58,6 +58,16 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
     for (size_t k = 0; k < needed.size(); k++)
         if (needed[k]) ops_.push_back((uint32_t) k);
     has_kth_pass_ = n_kth > 0;
+    column_sums_.resize(p.reductions.size());
+    bool any_columns = false;
+    for (size_t r = 0; r < p.reductions.size(); r++)
+        if (p.reductions[r].kind != MERGE_REDUCTION_KTH_MAGNITUDE && p.reductions[r].columns > 0) {
+            column_sums_[r].assign((size_t) p.reductions[r].columns, 0.0);
+            any_columns = true;
+        }
+    kinds_.push_back(pass_main);
+    if (has_kth_pass_) kinds_.push_back(pass_kth_low);
+    if (any_columns) kinds_.push_back(pass_columns);
     active_ = threads;
     if (n_kth > 0) {
         const uint64_t per_thread = n_kth * bins * sizeof(uint32_t);
@@ -70,8 +80,10 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
     totals_.assign(n_sums, 0.0);
 }
 
-void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass, uint64_t b) {
+void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_index, uint64_t b) {
     const merge_piece & p = ctx_.job->pieces[piece_];
+    const pass_kind kind = kinds_[pass_index];
+    const int pass = kind == pass_main ? 0 : 1;
     const uint64_t b0 = b * MERGE_REDUCTION_BLOCK, b1 = std::min<uint64_t>(p.n, b0 + MERGE_REDUCTION_BLOCK);
     const size_t n_ops = p.ops.size();
     double lanes[MERGE_MAX_REDUCTIONS][MERGE_REDUCTION_LANES];
@@ -84,6 +96,21 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass, ui
         exec_run_ops(ctx_, scratch, piece_, ops_, i, m);
         for (size_t r = 0; r < n_red; r++) {
             const merge_reduction & red = p.reductions[r];
+            if (kind == pass_columns) {
+                // One thread, blocks in order: each column's sum runs in element (row) order.
+                if (column_sums_[r].empty()) continue;
+                const float * x = exec_operand(ctx_, scratch, piece_, red.args[0], i, m, n_ops);
+                const float * y = red.kind == MERGE_REDUCTION_DOT ? exec_operand(ctx_, scratch, piece_, red.args[1], i, m, n_ops + 1) : x;
+                double * sums = column_sums_[r].data();
+                const uint64_t columns = red.columns;
+                uint64_t c = i % columns;
+                for (size_t e = 0; e < m; e++) {
+                    sums[c] += (double) x[e] * (double) y[e];
+                    if (++c == columns) c = 0;
+                }
+                continue;
+            }
+            if (red.kind != MERGE_REDUCTION_KTH_MAGNITUDE && red.columns > 0) continue; // the column pass
             if (pass == 1 && kth_index_[r] == none) continue;
             if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE && kth_index_[r] == none) continue; // k = 0
             const float * x = exec_operand(ctx_, scratch, piece_, red.args[0], i, m, n_ops);
@@ -122,13 +149,15 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass, ui
 }
 
 void piece_reducer::end_chunk(int pass, uint64_t first, uint64_t count) {
-    if (pass != 0) return;
+    if (kinds_[pass] != pass_main) return;
     for (size_t s = 0; s < partials_.size(); s++)
         for (uint64_t b = first; b < first + count; b++) totals_[s] += partials_[s][b % MERGE_REDUCTION_CHUNK_BLOCKS];
 }
 
-void piece_reducer::end_pass(int pass) {
+void piece_reducer::end_pass(int pass_index) {
     const merge_piece & p = ctx_.job->pieces[piece_];
+    if (kinds_[pass_index] == pass_columns) return;
+    const int pass = kinds_[pass_index] == pass_main ? 0 : 1;
     for (size_t r = 0; r < p.reductions.size(); r++) {
         if (pass == 0 && sum_index_[r] != none) results_[r] = totals_[sum_index_[r]];
         const size_t q = kth_index_[r];
@@ -149,4 +178,13 @@ void piece_reducer::end_pass(int pass) {
             results_[r] = (double) ((bucket_[q] << 16) | bin);
         }
     }
+}
+
+std::vector<merge_reduction_result> piece_reducer::results() const {
+    std::vector<merge_reduction_result> out(results_.size());
+    for (size_t r = 0; r < results_.size(); r++) {
+        out[r].columns = column_sums_[r];
+        out[r].value = out[r].columns.empty() ? results_[r] : out[r].columns[0];
+    }
+    return out;
 }

@@ -13,10 +13,15 @@
 // pass 2 counts the low 16 bits of the keys in that bucket. Counts are integers: exact whatever
 // the order. k = 0 gives 2^31, a key no element reaches.
 //
+// Per-column sums (`columns` > 0: element i adds to column i mod columns, as torch's reductions
+// over dim 0 of a [rows, columns…] tensor): one pass by a single thread in element order, each
+// column a plain double sum in row order; the result is a vector of `columns` doubles.
+//
 // Private memory, bounded whatever the model: per reducer, MERGE_REDUCTION_CHUNK_BLOCKS doubles
 // per sum reduction (2 KiB each, at most MERGE_MAX_REDUCTIONS), and per histogram thread one
 // 65536-entry u32 histogram (256 KiB) per k-th reduction; histogram threads are capped so that
-// they hold at most 64 MiB in all (kth_threads()).
+// they hold at most 64 MiB in all (active_threads()); per-column reductions hold their result
+// (columns doubles: n / rows, at most MERGE_MAX_COLUMNS).
 #pragma once
 
 #include <cstdint>
@@ -35,6 +40,13 @@ constexpr uint64_t MERGE_REDUCTION_BLOCK = 4096;
 constexpr uint32_t MERGE_REDUCTION_LANES = 8;
 constexpr uint64_t MERGE_REDUCTION_CHUNK_BLOCKS = 256;
 constexpr double MERGE_KEEP_NONE_KEY = 2147483648.0;
+constexpr uint64_t MERGE_MAX_COLUMNS = 1u << 20;
+
+/** One reduction's result: `value` (a per-column reduction: its first column), and `columns`. */
+struct merge_reduction_result {
+    double value = 0;
+    std::vector<double> columns;
+};
 
 inline uint32_t merge_reduction_arity(uint32_t kind) { return kind == MERGE_REDUCTION_DOT ? 2 : (kind < MERGE_REDUCTION_COUNT ? 1 : 0); }
 inline const char * merge_reduction_name(uint32_t kind) {
@@ -48,20 +60,23 @@ public:
     /** Throws std::bad_alloc. `threads`: the pool's size. */
     piece_reducer(const exec_context & ctx, size_t piece, unsigned threads);
 
-    /** 1, or 2 when a k-th magnitude is asked. */
-    int passes() const { return has_kth_pass_ ? 2 : 1; }
+    /** Pass 0 (sums, high histograms), then 1 (low histograms) if a k-th magnitude is asked, then the per-column pass if any. */
+    int passes() const { return (int) kinds_.size(); }
     uint64_t n_blocks() const { return n_blocks_; }
-    /** Threads that may take part (thread index < this): all, or fewer when histograms are big. */
-    unsigned active_threads() const { return active_; }
+    /** Threads that may take part in a pass (index < this): all, fewer when histograms are big, one for columns. */
+    unsigned active_threads(int pass) const { return kinds_[pass] == pass_columns ? 1 : active_; }
     /** Computes block b for `pass` on thread `ith` (< active_threads()). Reads inputs: fault-guard it. */
     void run_block(exec_scratch & scratch, unsigned ith, int pass, uint64_t b);
     /** One thread, after the chunk's blocks [first, first + count) are all computed. */
     void end_chunk(int pass, uint64_t first, uint64_t count);
     /** One thread, after every block of the pass. */
     void end_pass(int pass);
-    const std::vector<double> & results() const { return results_; }
+    std::vector<merge_reduction_result> results() const;
 
 private:
+    enum pass_kind { pass_main, pass_kth_low, pass_columns };
+    std::vector<pass_kind> kinds_;
+    std::vector<std::vector<double>> column_sums_; // per reduction (empty unless per column)
     const exec_context & ctx_;
     size_t piece_;
     uint64_t n_blocks_ = 0;

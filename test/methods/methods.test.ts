@@ -74,7 +74,7 @@ describe("merge methods: independent fp32 formula over random values", () => {
   // The element-wise family (α and β, row spans, pow) is tested in elementwise.test.ts.
   // The many-model and statistics methods are tested in many/*.test.ts.
   const elsewhere = ["train-difference", "triple-sum", "sum-twice", "multiply-difference", "similarity-add-difference", "tensor-sum",
-    "slerp", "slerp-mecha", "ties", "dare", "dare-ties", "model-stock"];
+    "slerp", "slerp-mecha", "ties", "dare", "dare-ties", "model-stock", "add-cosine-a", "add-cosine-b"];
   it("covers every registered method", () => {
     assert.deepEqual([...Object.keys(formulas), ...elsewhere].sort(), METHODS.map((x) => x.name).sort());
   });

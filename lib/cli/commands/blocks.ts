@@ -1,6 +1,7 @@
 /** `tensormerge blocks`: the blocks of a model's architecture (the names block weights take), with tensors and parameters per block, and the tensors in no block. */
 import { summarizeBlocks, type BlockSummary } from "../../blocks";
 import { openModel } from "../../formats";
+import { isModelFolder, openHfFolder } from "../../hf/folder";
 import { ARCHITECTURES, formatParams } from "../../library/identify";
 import { HashCache } from "../../library/hash-cache";
 import { resolveModel } from "../../library/resolve";
@@ -42,9 +43,11 @@ export const blocksCommand = defineCommand({
       io.err.write("tensormerge blocks: give one model (path, name or hash); see --help\n");
       return 2;
     }
-    const cache = await HashCache.open();
-    const path = await resolveModel(args.positionals[0]!, { cache, signal });
-    const summary = summarizeBlocks(await openModel(path));
+    const ref = args.positionals[0]!;
+    // A Hugging Face folder (a sharded language model) is one model: its blocks are EMB, L00…, OUT.
+    const folder = await isModelFolder(ref);
+    const path = folder ? ref : await resolveModel(ref, { cache: await HashCache.open(), signal });
+    const summary = summarizeBlocks(folder ? (await openHfFolder(ref)).model : await openModel(path));
     if (flagArg(args, "json")) {
       const { map, ...rest } = summary;
       const body = { path, ...rest, map: map ? { id: map.id, label: map.label, names: map.names, legend: Object.fromEntries(map.legend) } : null };

@@ -11,11 +11,13 @@ import { runCommand } from "./run";
 import { reproduceCommand } from "./reproduce";
 import { benchCommand } from "./bench";
 import { uiCommand } from "./ui";
+import { mergekitCommand } from "./mergekit";
 
 export const COMMANDS: Command[] = [
   mergeCommand,
   bakeCommand,
   extractLoraCommand,
+  mergekitCommand,
   demoCommand,
   listCommand,
   inspectCommand,

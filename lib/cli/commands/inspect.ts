@@ -5,6 +5,8 @@ import { getFileHashes, HashCache } from "../../library/hash-cache";
 import { formatInspectReport, inspectOpenedModel, withLoraSummary, type InspectReport } from "../../library/inspect";
 import { resolveModel } from "../../library/resolve";
 import { defineCommand, flagArg } from "../command";
+import { isModelFolder } from "../../hf/folder";
+import { formatHfInspectReport, inspectHfFolder, type HfInspectReport } from "../../hf/inspect";
 
 function formatCompatibility(r: CompatibilityReport): string {
   const lines = [`compatibility (${r.models.map((m) => `${m.label} = ${m.architectureLabel}`).join(", ")}): ${r.compatible ? "can be merged" : "CANNOT be merged"}`];
@@ -19,7 +21,7 @@ function formatCompatibility(r: CompatibilityReport): string {
 export const inspectCommand = defineCommand({
   name: "inspect",
   summary: "show a model's architecture, components, dtypes and metadata (several models: also whether they can be merged)",
-  usage: "inspect MODEL [MODEL…] [--json] [--hash]",
+  usage: "inspect MODEL [MODEL…] [--json] [--hash]   (a Hugging Face folder: inspect FOLDER)",
   positionals: true,
   options: {
     json: { type: "boolean", description: "print JSON" },
@@ -37,6 +39,12 @@ export const inspectCommand = defineCommand({
     const showHashes = flagArg(args, "hash");
     const models = [];
     const reports: InspectReport[] = [];
+    // Hugging Face model folders (sharded language models) have their own report.
+    if (args.positionals.length === 1 && (await isModelFolder(args.positionals[0]!))) {
+      const report: HfInspectReport = await inspectHfFolder(args.positionals[0]!);
+      io.out.write(flagArg(args, "json") ? JSON.stringify(report, null, 2) + "\n" : formatHfInspectReport(report));
+      return 0;
+    }
     for (const ref of args.positionals) {
       const path = await resolveModel(ref, { cache, signal });
       const model = await openModel(path);

@@ -20,7 +20,7 @@ export function printMergeReport(report: MergeReport, io: CliIo): void {
   for (const r of report.renamedKeys) io.out.write(`renamed ${r.keys} keys of ${r.slot.toUpperCase()} (${r.path}) from the 2022 text-encoder layout to the modern names, as the classic tool does\n`);
   for (const t of report.removedTemps ?? []) io.out.write(`removed ${t}, left by a merge that was killed\n`);
   for (const c of report.configs) io.out.write(`copied model config to ${c}\n`);
-  for (const o of report.outputs) io.out.write(`wrote ${o.path} (${formatBytes(o.bytes)}${report.outputs.length > 1 ? `, M=${o.multiplier}` : ""})\n`);
+  for (const o of report.outputs) io.out.write(`wrote ${o.path} (${formatBytes(o.bytes)}${report.outputs.length > 1 ? `, M=${o.multiplier}` : ""}${report.shards ? `, ${report.shards.length} shard${report.shards.length === 1 ? "" : "s"}` : ""})\n`);
   const missing = Object.entries(s.missing).map(([slot, n]) => `${n} missing in ${slot.toUpperCase()}`).join(", ");
   io.out.write(
     `${report.method}: ${s.merged} tensors merged, ${s.copiedAsIs} copied as is` +
@@ -82,6 +82,7 @@ export const mergeCommand = defineCommand({
     clamp: { type: "boolean", description: "clamp every merged value to [min(A,B), max(A,B)]" },
     out: { type: "string", short: "o", value: "FILE", description: "output file (.safetensors or .ckpt); for sweeps <M> is replaced by each value" },
     overwrite: { type: "boolean", description: "replace an existing output file" },
+    "shard-size": { type: "string", value: "SIZE", description: "Hugging Face folders (A is a folder): largest output shard, bytes or 500MB, 5GB, 2GiB (default 5GB)" },
     "dry-run": { type: "boolean", short: "n", description: "print the plan (inputs, outputs, bytes, disk space) and write nothing" },
     models: { type: "string", multiple: true, value: "DIR", description: "folder to find models given by name or hash (repeatable; default $TENSORMERGE_MODELS or ./models)" },
     vae: { type: "string", value: "FILE", description: "bake in this VAE (replaces first_stage_model.*)" },
@@ -119,6 +120,8 @@ export const mergeCommand = defineCommand({
     const blocks = stringArg(args, "blocks"), betaBlocks = stringArg(args, "beta-blocks");
     if (blocks !== undefined) options.blocks = blocks;
     if (betaBlocks !== undefined) options.betaBlocks = betaBlocks;
+    const shardSize = stringArg(args, "shard-size");
+    if (shardSize !== undefined) options.shardSize = shardSize;
     const vae = stringArg(args, "vae");
     if (vae !== undefined) options.vae = vae;
     const config = stringArg(args, "config");

@@ -74,14 +74,21 @@ describe("many-model methods: engines, threads, windows and masks", function () 
     });
   }
 
-  it("slerp and slerp-mecha: native equals TS bit for bit (the shared acos/sin)", async () => {
-    for (const method of ["slerp", "slerp-mecha"] as const) {
+  it("slerp, slerp-mecha, add-cosine-a/b: native (threads 1/2, 1 MiB windows) equals TS bit for bit (the shared acos/sin, per-column sums)", async () => {
+    for (const method of ["slerp", "slerp-mecha", "add-cosine-a", "add-cosine-b"] as const) {
       for (const t of [0.1, 0.5, 0.77, 1.3]) {
         const outs: Buffer[] = [];
         for (const engine of ENGINES) {
-          const out = join(dir.path, `${method}-${t}-${engine}.safetensors`);
-          await merge({ recipeMetadata: false, engine, method, a: paths[0]!, b: paths[2]!, multiplier: t, dtype: "fp16", out });
-          outs.push(bytesOf(out));
+          for (const [threads, windowMib] of engine === "native" ? ([[1, undefined], [2, "1"]] as const) : ([[1, undefined]] as const)) {
+            const restore = setEngineKnobs({ TENSORMERGE_WINDOW_MIB: windowMib });
+            try {
+              const out = join(dir.path, `${method}-${t}-${engine}-${threads}.safetensors`);
+              await merge({ recipeMetadata: false, engine, threads, method, a: paths[0]!, b: paths[2]!, multiplier: t, dtype: "fp16", out });
+              outs.push(bytesOf(out));
+            } finally {
+              restore();
+            }
+          }
         }
         assert.ok(outs.every((o) => o.equals(outs[0]!)), `${method} t=${t}`);
       }

@@ -1,8 +1,8 @@
 /**
- * TIES, model stock and SLERP against real PyTorch (/usr/bin/python3, torch 1.13 from Debian),
+ * TIES, model stock, SLERP and sd-mecha's add-cosine forms against real PyTorch (/usr/bin/python3, torch 1.13 from Debian),
  * with mergekit's algorithms written out in torch/numpy in the script below: argsort top-k,
  * get_mask's sign election, the disjoint mean; model_stock's pairwise cosines; slerp's numpy
- * angle. Sums run in torch's order there, so the comparison allows fp32 rounding (1e-6 of the
+ * angle; sd-mecha's add_cosine_a/b as it writes them. Sums run in torch's order there, so the comparison allows fp32 rounding (1e-6 of the
  * tensor's largest value).
  */
 import { strict as assert } from "node:assert";
@@ -56,6 +56,17 @@ dot = np.sum(n0 * n1)
 theta = np.arccos(dot); s = np.sin(theta)
 res = np.sin(theta - theta * tt) / s * v0 + np.sin(theta * tt) / s * v1
 res.astype(np.float32).tofile(f"{d}/slerp.out")
+
+# sd-mecha add_cosine_a / add_cosine_b on the [64, 80] tensor (columns along dim 0)
+F = torch.nn.functional
+a = base.view(64, 80); b = ms[0].view(64, 80); alpha = 0.1
+def generic(sim):
+    k = 1 - torch.clamp(sim - alpha, 0, 1)
+    return (1 - k) * a + k * b
+sim_a = F.cosine_similarity(F.normalize(a, dim=0), F.normalize(b, dim=0), dim=0)
+generic(sim_a).numpy().astype(np.float32).tofile(f"{d}/cosa.out")
+sim_b = (F.cosine_similarity(a, b, dim=0) + torch.sum(a * b) / (torch.norm(a) * torch.norm(b))) / 2.0
+generic(sim_b).numpy().astype(np.float32).tofile(f"{d}/cosb.out")
 `;
 
 describe("many-model methods against PyTorch (mergekit's algorithms)", function () {
@@ -84,6 +95,11 @@ describe("many-model methods against PyTorch (mergekit's algorithms)", function 
       const slerp = join(dir.path, `slerp-${engine}.safetensors`);
       await merge({ recipeMetadata: false, engine, method: "slerp", a: paths[0]!, b: paths[1]!, multiplier: 0.3, out: slerp });
       assert.ok(maxRelativeError(tensorOf(slerp, W), torchOut("slerp")) < 1e-6, "slerp");
+      for (const [method, name] of [["add-cosine-a", "cosa"], ["add-cosine-b", "cosb"]] as const) {
+        const out = join(dir.path, `${name}-${engine}.safetensors`);
+        await merge({ recipeMetadata: false, engine, method, a: paths[0]!, b: paths[1]!, multiplier: 0.1, out });
+        assert.ok(maxRelativeError(tensorOf(out, W), torchOut(name)) < 1e-6, method);
+      }
     });
   }
 });
