@@ -48,6 +48,7 @@
         "native/core/file_io.cc",
         "native/core/job.cc",
         "native/core/kernels_scalar.cc",
+        "native/core/lowrank.cc",
         "native/core/method_kernels.cc",
         "native/core/many_kernels.cc",
         "native/core/det_math.cc",

@@ -47,6 +47,9 @@ export const ERROR_CODES = [
   "INTERNAL",
   // Hugging Face model folders (lib/hf)
   "MODEL_FOLDER_INVALID",
+  // LoRA files (lib/lora)
+  "LORA_INVALID",
+  "LORA_MISMATCH",
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -6,6 +6,10 @@
  * const report = await merge({ a, b, c, method: "add-difference", multiplier: 0.3, dtype: "fp16", out });
  */
 export { merge, sweepOutputPath, type MergeOptions, type MergeReport, type MergeProgress } from "./merge";
+export { bake, BAKE_METADATA_KEY, type BakeOptions, type BakeReport, type BakeLoraSpec } from "./lora/bake";
+export { extractLora, type ExtractOptions, type ExtractReport } from "./lora/extract";
+export { openLora, readLoraModel, looksLikeLora, type LoraFile, type LoraModule, type LoraAlgorithm, type LoraNaming } from "./lora/read";
+export { summarizeLora, loraArchitecture, type LoraSummary } from "./lora/describe";
 export { MergeError, ERROR_CODES, isMergeError, type ErrorCode } from "./errors";
 export { METHODS, resolveMethod, type MethodName } from "./methods/registry";
 export type { MergeMethod } from "./methods/define";

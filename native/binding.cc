@@ -61,6 +61,8 @@ public:
 private:
     Napi::Env env_;
     std::string tensor_;
+    std::vector<merge_lowrank> * lowranks_ = nullptr;     // set while reading op arguments
+    std::vector<merge_kronecker> * kroneckers_ = nullptr; // set while reading op arguments
 
     [[noreturn]] void fail(const std::string & what) { throw make_error(env_, "INVALID_ARGUMENT", "invalid job: " + what, {}, tensor_); }
 
@@ -141,9 +143,74 @@ private:
         }
     }
 
+    void read_lowrank_factor(Napi::Object o, const char * key, const std::string & where, merge_lowrank_factor * f) {
+        Napi::Object x = object(o.Get(key), where + "." + key);
+        f->file = id(x, "file", where + "." + key);
+        f->offset = u64(x, "offset", where + "." + key);
+        f->dtype = id(x, "dtype", where + "." + key);
+    }
+
+    void read_lowrank_product(Napi::Object o, const std::string & where, merge_lowrank_product * p) {
+        p->rank = id(o, "rank", where);
+        read_lowrank_factor(o, "up", where, &p->up);
+        read_lowrank_factor(o, "down", where, &p->down);
+    }
+
+    /** `{kind:"lowrank", …}`, stored in the piece's table (an op argument only; the core checks it). */
+    void read_lowrank(Napi::Object o, const std::string & where, merge_operand * op) {
+        if (!lowranks_) fail(where + ": a lowrank operand can only be an op argument");
+        merge_lowrank lr;
+        lr.rows = u64(o, "rows", where);
+        lr.cols = u64(o, "cols", where);
+        read_lowrank_product(o, where, &lr.product);
+        Napi::Value h = o.Get("hadamard");
+        if (!h.IsUndefined()) {
+            read_lowrank_product(object(h, where + ".hadamard"), where + ".hadamard", &lr.hadamard);
+            if (lr.hadamard.rank == 0) fail(where + ".hadamard.rank must be at least 1");
+        }
+        op->kind = MERGE_OPERAND_LOWRANK;
+        op->index = (uint32_t) lowranks_->size();
+        lowranks_->push_back(lr);
+    }
+
+    void read_kron_factor(Napi::Object o, const char * key, const std::string & where, merge_kron_factor * f) {
+        const std::string w = where + "." + key;
+        Napi::Object x = object(o.Get(key), w);
+        f->rows = u64(x, "rows", w);
+        f->cols = u64(x, "cols", w);
+        if (!x.Get("full").IsUndefined()) read_lowrank_factor(x, "full", w, &f->full);
+        else {
+            read_lowrank_product(object(x.Get("product"), w + ".product"), w + ".product", &f->product);
+            if (f->product.rank == 0) fail(w + ".product.rank must be at least 1");
+        }
+    }
+
+    /** `{kind:"kronecker", …}`, stored in the piece's table (an op argument only; the core checks it). */
+    void read_kronecker(Napi::Object o, const std::string & where, merge_operand * op) {
+        if (!kroneckers_) fail(where + ": a kronecker operand can only be an op argument");
+        merge_kronecker k;
+        k.rows = u64(o, "rows", where);
+        k.cols = u64(o, "cols", where);
+        k.kernel = u64(o, "kernel", where);
+        k.row_start = u64(o, "rowStart", where);
+        read_kron_factor(o, "a", where, &k.a);
+        read_kron_factor(o, "b", where, &k.b);
+        op->kind = MERGE_OPERAND_KRONECKER;
+        op->index = (uint32_t) kroneckers_->size();
+        kroneckers_->push_back(k);
+    }
+
     void read_operand(Napi::Value v, const std::string & where, merge_operand * op) {
         Napi::Object o = object(v, where);
         const std::string kind = string(o, "kind", where);
+        if (kind == "kronecker") {
+            read_kronecker(o, where, op);
+            return;
+        }
+        if (kind == "lowrank") {
+            read_lowrank(o, where, op);
+            return;
+        }
         if (kind == "input") {
             op->kind = MERGE_OPERAND_INPUT;
             op->file = id(o, "file", where);
@@ -172,7 +239,11 @@ private:
             dst.kernel = id(op, "kernel", w);
             Napi::Array args = array(op, "args", w);
             dst.args.resize(args.Length());
+            lowranks_ = &piece->lowranks;
+            kroneckers_ = &piece->kroneckers;
             for (uint32_t j = 0; j < args.Length(); j++) read_operand(args.Get(j), w + ".args[" + std::to_string(j) + "]", &dst.args[j]);
+            lowranks_ = nullptr;
+            kroneckers_ = nullptr;
             Napi::Array params = array(op, "params", w);
             dst.params.resize(params.Length());
             for (uint32_t j = 0; j < params.Length(); j++) {

@@ -11,7 +11,8 @@ import { Worker } from "node:worker_threads";
 import { crc32 } from "node:zlib";
 import { DTYPES, DTYPE_SIZE, type Dtype } from "../dtypes";
 import { MergeError, fsError, type ErrorCode } from "../errors";
-import { KERNELS, type Job, type JobResult, type Operand } from "../native/job";
+import { KERNELS, type Job, type JobResult, type LowRankFactor, type Operand } from "../native/job";
+import { kroneckerValues, lowRankValues } from "./lowrank";
 import { narrowBf16, narrowF16, narrowF8, widenBf16, widenF16, widenF8 } from "./conversions";
 import { MANY_KERNELS } from "./many-kernels";
 import { METHOD_KERNELS } from "./method-kernels";
@@ -217,8 +218,19 @@ export async function runChunks(
   // Per piece, its reduction results (each worker computes those of the pieces it writes).
   const pieceStats = new Map<number, { values: number[]; columns: (Float64Array | undefined)[] }>();
   let piece = job.pieces[0]!, start = 0, n = 0;
+  const readFactor = async (f: LowRankFactor, first: number, count: number): Promise<Float32Array> => {
+    const dtype = DTYPES[f.dtype]!;
+    const size = DTYPE_SIZE[dtype];
+    const bytes = alignedBuffer(count * size);
+    await readExact(inputs[f.file]!, bytes, count * size, f.offset + first * size, job.inputs[f.file]!.path);
+    const out = new Float32Array(count);
+    decode(bytes, dtype, out, count);
+    return out;
+  };
   const load = async (operand: Operand): Promise<Float32Array> => {
     if (operand.kind === "op") return values[operand.index]!;
+    if (operand.kind === "lowrank") return lowRankValues(operand, start, n, readFactor);
+    if (operand.kind === "kronecker") return kroneckerValues(operand, start, n, readFactor);
     const key = `${operand.file}:${operand.offset}:${operand.dtype}`;
     const cached = operandValues.get(key);
     if (cached) return cached;

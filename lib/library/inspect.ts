@@ -8,6 +8,8 @@ import { openModel } from "../formats";
 import { numelOf, type ModelFile } from "../model";
 import type { FileHashes } from "./hash";
 import { describeArchitecture, formatParams, identifyModel, type Identification } from "./identify";
+import { formatLoraSummary, summarizeLora, type LoraSummary } from "../lora/describe";
+import { looksLikeLora, readLoraModel } from "../lora/read";
 
 export interface InspectReport {
   path: string;
@@ -23,6 +25,19 @@ export interface InspectReport {
   metadata: Record<string, unknown>;
   notes: string[];
   hashes?: FileHashes;
+  /** For a LoRA / LyCORIS file: its format, rank, alpha, target architecture and blocks (lib/lora). */
+  lora?: LoraSummary;
+}
+
+/** Adds the LoRA summary to the report of a file whose tensors look like a LoRA (a malformed one gets a note). */
+export async function withLoraSummary(report: InspectReport, model: ModelFile): Promise<InspectReport> {
+  if (!looksLikeLora(model.tensors.map((t) => t.name))) return report;
+  try {
+    report.lora = summarizeLora(await readLoraModel(model));
+  } catch (e) {
+    report.notes.push(`looks like a LoRA but cannot be read as one: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  return report;
 }
 
 /** Parses metadata values that hold JSON objects or arrays (recipes); leaves the rest as strings. */
@@ -75,7 +90,8 @@ export function inspectOpenedModel(model: ModelFile): InspectReport {
  * r.metadata.sd_merge_recipe;    // { type: "webui", primary_model_hash: …, … }
  */
 export async function inspectModel(path: string): Promise<InspectReport> {
-  return inspectOpenedModel(await openModel(path));
+  const model = await openModel(path);
+  return withLoraSummary(inspectOpenedModel(model), model);
 }
 
 /** 4265146304 → "4.27 GB" (decimal units, as file managers show sizes). */
@@ -105,6 +121,7 @@ export function formatInspectReport(r: InspectReport): string {
   }
   const width = 14;
   const lines = rows.map(([k, v]) => `${k.padEnd(width)}${v}`);
+  if (r.lora) lines.push(...formatLoraSummary(r.lora));
   lines.push("components");
   for (const c of id.components) {
     lines.push(`  ${c.label.padEnd(40)}${formatParams(c.params).padStart(10)}  ${String(c.tensors).padStart(5)} tensor${c.tensors === 1 ? " " : "s"}${c.prefix ? `  ${c.prefix}*` : ""}`);

@@ -15,6 +15,8 @@ import { MergeError, fsError, type ErrorCode } from "../errors";
 import { detectFormat, openModel } from "../formats";
 import { getFileHashes, type HashCache } from "./hash-cache";
 import { identifyModel, type ArchitectureId, type ComponentId, type ModelKind } from "./identify";
+import { summarizeLora } from "../lora/describe";
+import { looksLikeLora, readLoraModel } from "../lora/read";
 
 export const MODEL_EXTENSIONS = [".safetensors", ".sft", ".ckpt", ".pt", ".pth"] as const;
 
@@ -155,6 +157,8 @@ export interface ModelEntry {
   hashCached: boolean | null;
   /** Why the file could not be read or identified; the entry is still listed. */
   error: { code: ErrorCode; message: string } | null;
+  /** A LoRA's naming, ranks, alphas and module count (lib/lora); null for other files. */
+  lora: { naming: string; ranks: number[]; alphas: number[]; modules: number; algorithms: Record<string, number> } | null;
 }
 
 export interface ListProgress {
@@ -186,7 +190,7 @@ async function describeFile(f: FoundModelFile): Promise<ModelEntry> {
   const entry: ModelEntry = {
     path: f.path, name: f.name, title: f.title, size: f.size, mtimeMs: f.mtimeMs, format: "unknown",
     architecture: null, architectureLabel: null, variant: null, kind: null, components: [], params: null, tensors: null,
-    dtypes: [], precision: null, sha256: null, autov2: null, legacyHash: null, tensorSha256: null, hashCached: null, error: null,
+    dtypes: [], precision: null, sha256: null, autov2: null, legacyHash: null, tensorSha256: null, hashCached: null, error: null, lora: null,
   };
   try {
     const model = await openModel(f.path);
@@ -201,6 +205,13 @@ async function describeFile(f: FoundModelFile): Promise<ModelEntry> {
     entry.tensors = id.tensors;
     entry.dtypes = Object.keys(id.dtypes).sort();
     entry.precision = id.precision;
+    if (id.kind === "lora" && looksLikeLora(model.tensors.map((t) => t.name))) {
+      // The LoRA's own target architecture (a LoRA has no UNet for identifyModel to look at).
+      const s = summarizeLora(await readLoraModel(model));
+      entry.architecture = s.architecture;
+      entry.architectureLabel = s.label;
+      entry.lora = { naming: s.naming, ranks: s.ranks, alphas: s.alphas, modules: s.modules, algorithms: s.algorithms };
+    }
   } catch (e) {
     entry.error = errorOf(e);
     entry.format = await detectFormat(f.path).catch(() => "unknown");
@@ -265,7 +276,7 @@ export async function listModels(dirs: readonly string[], options: ListOptions =
   for (const u of found.unreadable) {
     entries.push({
       path: u.path, name: basename(u.path), title: titleOf(dirs.length === 1 ? resolve(dirs[0]!) : resolve(u.path, ".."), u.path), size: 0, mtimeMs: 0,
-      format: "folder", architecture: null, architectureLabel: null, variant: null, kind: null, components: [], params: null, tensors: null,
+      format: "folder", architecture: null, architectureLabel: null, variant: null, kind: null, components: [], params: null, tensors: null, lora: null,
       dtypes: [], precision: null, sha256: null, autov2: null, legacyHash: null, tensorSha256: null, hashCached: null, error: errorOf(u.error),
     });
   }

@@ -121,9 +121,70 @@ export const TASK_MERGE_FLAGS = {
 /** slerp variants (ints[0]). */
 export const SLERP_VARIANT = { mergekit: 0, mecha: 1 } as const;
 
+/** One factor matrix of a low-rank operand: row-major, `dtype` (a float dtype id), in an input file. */
+export interface LowRankFactor {
+  file: number;
+  /** Absolute byte offset of element 0. */
+  offset: number;
+  dtype: number;
+}
+
+/** A product up·down: `up` is [rows, rank], `down` [rank, cols] (rows, cols: the operand's). */
+export interface LowRankProduct {
+  rank: number;
+  up: LowRankFactor;
+  down: LowRankFactor;
+}
+
+/**
+ * A low-rank operand (a LoRA's ΔW, lib/lora), an op argument only, never a write source. It has
+ * `rows × cols` = the piece's n elements; element i (row = ⌊i / cols⌋, col = i mod cols) is
+ *   p_r = fp32(up[row·rank + r] · down[r·cols + col])        (factors widened exactly to fp32)
+ *   P   = p_0, then P = fp32(P + p_r) for r = 1 … rank − 1     (r ascending, one rounding each)
+ * and with `hadamard` (LyCORIS LoHa) fp32(P · Q), Q the second product's P. Both engines compute
+ * it block by block from the factors (native/core/lowrank.cc, lib/engine/lowrank.ts); the
+ * product is never materialised whole. The core checks rows·cols = n, 1 ≤ rank ≤ 65536 and every
+ * factor's byte range before reading it.
+ */
+export interface LowRankOperand extends LowRankProduct {
+  kind: "lowrank";
+  rows: number;
+  cols: number;
+  hadamard?: LowRankProduct;
+}
+
+/** One factor of a Kronecker operand: a stored matrix [rows, cols], or a low-rank product of that shape. */
+export interface KroneckerFactor {
+  rows: number;
+  cols: number;
+  full?: LowRankFactor;
+  product?: LowRankProduct;
+}
+
+/**
+ * A Kronecker operand (LyCORIS LoKr), an op argument only: element i is element
+ * (rowStart + ⌊i / cols⌋, i mod cols) of A ⊗ B laid out as LyCORIS does, with `kernel` k > 1 for
+ * a conv whose B is a full [c, d, kh, kw] tensor (k = kh·kw): for column col, with j = ⌊col / k⌋,
+ * s = col mod k, d = b.cols / k, the value is fp32(A[⌊row / b.rows⌋, ⌊j / d⌋] ·
+ * B[row mod b.rows, (j mod d)·k + s]); k = 1 is the plain 2-D Kronecker product. A factor given as
+ * a product takes its value in the low-rank order above. The core checks a.rows·b.rows ≥
+ * rowStart + rows, a.cols·b.cols = cols, rows·cols = n and every factor's byte range.
+ */
+export interface KroneckerOperand {
+  kind: "kronecker";
+  rows: number;
+  cols: number;
+  kernel: number;
+  rowStart: number;
+  a: KroneckerFactor;
+  b: KroneckerFactor;
+}
+
 export type Operand =
   | { kind: "input"; file: number; offset: number; dtype: number }
-  | { kind: "op"; index: number };
+  | { kind: "op"; index: number }
+  | LowRankOperand
+  | KroneckerOperand;
 
 /** A statistic over all n elements of a piece (see the header). */
 export interface JobReduction {

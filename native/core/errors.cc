@@ -11,7 +11,7 @@ const char * merge_error_name(merge_error code) {
         "CKPT_UNSUPPORTED", "FILE_NOT_FOUND", "FORMAT_UNKNOWN", "MODEL_NOT_FOUND", "MODEL_AMBIGUOUS",
         "ARCHITECTURE_MISMATCH", "SHAPE_MISMATCH", "METHOD_UNKNOWN", "INVALID_ARGUMENT", "RECIPE_INVALID",
         "OUTPUT_EXISTS", "INPUT_IS_TARGET", "DISK_FULL", "JOB_TOO_LARGE", "IO_ERROR", "INPUT_CHANGED", "ABORTED",
-        "NATIVE_UNAVAILABLE", "INTERNAL", "MODEL_FOLDER_INVALID",
+        "NATIVE_UNAVAILABLE", "INTERNAL", "MODEL_FOLDER_INVALID", "LORA_INVALID", "LORA_MISMATCH",
     };
     static_assert(sizeof(names) / sizeof(names[0]) == (size_t) merge_error::COUNT_, "error name table out of sync");
     if (code == merge_error::OK) return "OK";

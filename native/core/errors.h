@@ -44,6 +44,8 @@ enum class merge_error {
     NATIVE_UNAVAILABLE,
     INTERNAL,
     MODEL_FOLDER_INVALID,
+    LORA_INVALID,
+    LORA_MISMATCH,
     COUNT_,
 };
 

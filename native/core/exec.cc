@@ -6,11 +6,12 @@
 #include <sys/mman.h>
 
 #include "dtype.h"
+#include "lowrank.h"
 #include "many_kernels.h"
 #include "method_kernels.h"
 #include "reductions.h"
 
-exec_scratch::exec_scratch(size_t max_ops, size_t block, size_t n_outputs) : nonfinite_(n_outputs), n_slots_(max_ops + MERGE_MAX_ARGS + 1), block_(block) {
+exec_scratch::exec_scratch(size_t max_ops, size_t block, size_t n_outputs) : nonfinite_(n_outputs), n_slots_(max_ops + MERGE_MAX_ARGS + EXEC_EXTRA_SLOTS), block_(block) {
     void * p = nullptr;
     if (posix_memalign(&p, 64, n_slots_ * block_ * sizeof(float)) != 0) throw std::bad_alloc();
     data_ = (float *) p;
@@ -21,7 +22,7 @@ exec_scratch::~exec_scratch() { free(data_); }
 size_t exec_block_size(size_t max_ops) {
     // ~256 KiB of scratch per thread for small recipes; long recipes get shorter blocks.
     const size_t budget = (256u << 10) / sizeof(float);
-    size_t block = budget / (max_ops + MERGE_MAX_ARGS + 1);
+    size_t block = budget / (max_ops + MERGE_MAX_ARGS + EXEC_EXTRA_SLOTS);
     if (block > 4096) block = 4096;
     block &= ~(size_t) 63;
     return block < 64 ? 64 : block;
@@ -66,7 +67,10 @@ void count_nonfinite(uint32_t dtype, const uint8_t * p, const float * src, size_
     }
 }
 
-/** Slot layout: [0, n_ops) op results, then MERGE_MAX_ARGS operand slots, then one conversion slot. */
+/**
+ * Slot layout: [0, n_ops) op results, then MERGE_MAX_ARGS operand slots, then one conversion
+ * slot, then two low-rank slots (a factor row's widened values; a LoHa's second product).
+ */
 struct block_eval {
     const exec_context & ctx;
     exec_scratch & scratch;
@@ -80,8 +84,55 @@ struct block_eval {
 
     // F32 inputs at 4-byte aligned addresses are read in place; everything else is widened
     // into `slot` (a plain copy for unaligned F32: same bits either way).
+    lowrank_factors factors(const merge_lowrank_product & p) const {
+        const merge_kernels * kt = ctx.kernels;
+        return {(*ctx.inputs)[p.up.file]->data() + p.up.offset, (*ctx.inputs)[p.down.file]->data() + p.down.offset, merge_kernels_load(kt, p.up.dtype),
+                merge_kernels_load(kt, p.down.dtype), (uint32_t) st_dtype_size(p.up.dtype), (uint32_t) st_dtype_size(p.down.dtype), p.rank};
+    }
+
+    // Ranges, shapes and dtypes were checked by merge_job_validate (check_lowrank).
+    const float * lowrank(const merge_lowrank & lr, uint64_t i, size_t m, float * slot) const {
+        float * tmp = scratch.slot(n_ops + MERGE_MAX_ARGS + 1);
+        if (lr.hadamard.rank != 0) {
+            float * second = scratch.slot(n_ops + MERGE_MAX_ARGS + 2);
+            lowrank_product_f32(factors(lr.hadamard), lr.cols, i, m, second, tmp, scratch.block());
+            lowrank_product_f32(factors(lr.product), lr.cols, i, m, slot, tmp, scratch.block());
+            lowrank_hadamard_f32(slot, second, m);
+        } else {
+            lowrank_product_f32(factors(lr.product), lr.cols, i, m, slot, tmp, scratch.block());
+        }
+        return slot;
+    }
+
+    kron_factor_view kron_view(const merge_kron_factor & f) const {
+        const merge_kernels * kt = ctx.kernels;
+        kron_factor_view v{};
+        v.cols = f.cols;
+        v.rank = f.product.rank;
+        if (v.rank == 0) {
+            v.full = (*ctx.inputs)[f.full.file]->data() + f.full.offset;
+            v.load_full = merge_kernels_load(kt, f.full.dtype);
+            v.full_size = (uint32_t) st_dtype_size(f.full.dtype);
+        } else {
+            const lowrank_factors p = factors(f.product);
+            v.up = p.up;
+            v.down = p.down;
+            v.load_up = p.load_up;
+            v.load_down = p.load_down;
+            v.up_size = p.up_size;
+            v.down_size = p.down_size;
+        }
+        return v;
+    }
+
     const float * operand(const merge_operand & a, uint64_t i, size_t m, float * slot) const {
         if (a.kind == MERGE_OPERAND_OP) return scratch.slot(a.index);
+        if (a.kind == MERGE_OPERAND_KRONECKER) {
+            const merge_kronecker & k = piece.kroneckers[a.index];
+            kronecker_f32(kron_view(k.a), kron_view(k.b), k.b.rows, k.kernel, k.row_start, k.cols, i, m, slot);
+            return slot;
+        }
+        if (a.kind == MERGE_OPERAND_LOWRANK) return lowrank(piece.lowranks[a.index], i, m, slot);
         const uint8_t * src = input_ptr(a, i);
         if (a.dtype == ST_DTYPE_F32 && ((uintptr_t) src & 3) == 0) return (const float *) src;
         merge_kernels_load(ctx.kernels, a.dtype)(slot, src, m);

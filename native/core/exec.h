@@ -16,6 +16,9 @@
 
 struct merge_reduction_result;
 
+/** Scratch slots after the operand slots: a conversion slot and two low-rank slots (exec.cc). */
+constexpr size_t EXEC_EXTRA_SLOTS = 3;
+
 /** Read-only state shared by all threads of one run. */
 struct exec_context {
     const merge_job * job;
@@ -28,7 +31,7 @@ struct exec_context {
 };
 
 /**
- * One thread's scratch: max_ops + MERGE_MAX_ARGS + 1 slots of `block` floats, 64-byte aligned,
+ * One thread's scratch: max_ops + MERGE_MAX_ARGS + EXEC_EXTRA_SLOTS slots of `block` floats, 64-byte aligned,
  * and this thread's non-finite counters per output (summed by the engine at the end: no atomics
  * in the compute loop).
  */

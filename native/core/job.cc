@@ -96,6 +96,64 @@ private:
         return {};
     }
 
+    // Every factor's byte range and shape, before exec.cc does pointer arithmetic with them.
+    merge_status check_factor(const merge_piece & piece, const merge_lowrank_factor & f, uint64_t elements, const std::string & what) {
+        if (f.file >= job_.inputs.size())
+            return fail(merge_error::INVALID_ARGUMENT, what + " refers to input " + std::to_string(f.file) + " of " + std::to_string(job_.inputs.size()), {}, piece.name);
+        const merge_input & in = job_.inputs[f.file];
+        if (!st_dtype_valid(f.dtype) || !st_dtype_is_math(f.dtype))
+            return fail(merge_error::DTYPE_UNSUPPORTED, what + ": cannot compute with dtype id " + std::to_string(f.dtype), in.path, piece.name);
+        uint64_t end;
+        if (!range_inside(f.offset, elements, st_dtype_size(f.dtype), in.size, &end))
+            return fail(merge_error::INVALID_OFFSET, what + " at offset " + std::to_string(f.offset) + " (" + std::to_string(elements) + " x " + st_dtype_name(f.dtype) +
+                    ") is outside the file (" + std::to_string(in.size) + " bytes)", in.path, piece.name);
+        return {};
+    }
+
+    merge_status check_product(const merge_piece & piece, const merge_lowrank & lr, const merge_lowrank_product & pr, const std::string & what) {
+        if (pr.rank < 1 || pr.rank > MERGE_LOWRANK_MAX_RANK)
+            return fail(merge_error::SHAPE_INVALID, what + ": rank " + std::to_string(pr.rank) + " is outside [1, " + std::to_string(MERGE_LOWRANK_MAX_RANK) + "]", {}, piece.name);
+        uint64_t up_n, down_n;
+        if (mul_overflows(lr.rows, pr.rank, &up_n) || mul_overflows(lr.cols, pr.rank, &down_n))
+            return fail(merge_error::SIZE_OVERFLOW, what + ": factor sizes overflow", {}, piece.name);
+        merge_status s = check_factor(piece, pr.up, up_n, what + " up factor");
+        if (!s.ok()) return s;
+        return check_factor(piece, pr.down, down_n, what + " down factor");
+    }
+
+    merge_status check_lowrank(const merge_piece & piece, const merge_lowrank & lr, const std::string & where) {
+        uint64_t n;
+        if (lr.rows < 1 || lr.cols < 1 || mul_overflows(lr.rows, lr.cols, &n) || n != piece.n)
+            return fail(merge_error::SHAPE_MISMATCH, where + ": low-rank operand of " + std::to_string(lr.rows) + " x " + std::to_string(lr.cols) +
+                    " elements for a piece of " + std::to_string(piece.n), {}, piece.name);
+        merge_status s = check_product(piece, lr, lr.product, where + ": low-rank");
+        if (!s.ok() || lr.hadamard.rank == 0) return s;
+        return check_product(piece, lr, lr.hadamard, where + ": low-rank hadamard");
+    }
+
+    merge_status check_kron_factor(const merge_piece & piece, const merge_kron_factor & f, const std::string & what) {
+        uint64_t n;
+        if (f.rows < 1 || f.cols < 1 || mul_overflows(f.rows, f.cols, &n)) return fail(merge_error::SHAPE_INVALID, what + ": empty or oversized factor", {}, piece.name);
+        if (f.product.rank == 0) return check_factor(piece, f.full, n, what);
+        merge_lowrank lr;
+        lr.rows = f.rows;
+        lr.cols = f.cols;
+        return check_product(piece, lr, f.product, what);
+    }
+
+    merge_status check_kronecker(const merge_piece & piece, const merge_kronecker & k, const std::string & where) {
+        uint64_t n, module_rows, cols, end;
+        const bool shape_ok = k.rows >= 1 && k.cols >= 1 && k.kernel >= 1 && k.b.cols % k.kernel == 0 && !mul_overflows(k.rows, k.cols, &n) && n == piece.n &&
+                              !mul_overflows(k.a.rows, k.b.rows, &module_rows) && !add_overflows(k.row_start, k.rows, &end) && end <= module_rows &&
+                              !mul_overflows(k.a.cols, k.b.cols, &cols) && cols == k.cols;
+        if (!shape_ok)
+            return fail(merge_error::SHAPE_MISMATCH, where + ": Kronecker operand of [" + std::to_string(k.a.rows) + ", " + std::to_string(k.a.cols) + "] x [" + std::to_string(k.b.rows) + ", " +
+                    std::to_string(k.b.cols) + "] does not give rows " + std::to_string(k.row_start) + "+" + std::to_string(k.rows) + " x " + std::to_string(k.cols) + " for a piece of " + std::to_string(piece.n), {}, piece.name);
+        merge_status s = check_kron_factor(piece, k.a, where + ": Kronecker factor a");
+        if (!s.ok()) return s;
+        return check_kron_factor(piece, k.b, where + ": Kronecker factor b");
+    }
+
     merge_status check_piece(size_t p) {
         const merge_piece & piece = job_.pieces[p];
         for (size_t k = 0; k < piece.ops.size(); k++) {
@@ -143,6 +201,16 @@ private:
                     if (a.index >= k) return fail(merge_error::INVALID_ARGUMENT, where + ": operand refers to op " + std::to_string(a.index) + ", not an earlier op", {}, piece.name);
                 } else if (a.kind == MERGE_OPERAND_INPUT) {
                     merge_status s = check_input_operand(piece, a, true);
+                    if (!s.ok()) return s;
+                } else if (a.kind == MERGE_OPERAND_KRONECKER) {
+                    if (a.index >= piece.kroneckers.size())
+                        return fail(merge_error::INVALID_ARGUMENT, where + ": Kronecker operand " + std::to_string(a.index) + " of " + std::to_string(piece.kroneckers.size()), {}, piece.name);
+                    merge_status s = check_kronecker(piece, piece.kroneckers[a.index], where);
+                    if (!s.ok()) return s;
+                } else if (a.kind == MERGE_OPERAND_LOWRANK) {
+                    if (a.index >= piece.lowranks.size())
+                        return fail(merge_error::INVALID_ARGUMENT, where + ": low-rank operand " + std::to_string(a.index) + " of " + std::to_string(piece.lowranks.size()), {}, piece.name);
+                    merge_status s = check_lowrank(piece, piece.lowranks[a.index], where);
                     if (!s.ok()) return s;
                 } else {
                     return fail(merge_error::INVALID_ARGUMENT, where + ": unknown operand kind", {}, piece.name);

@@ -8,19 +8,22 @@
 #include <vector>
 
 #include "errors.h"
+#include "lowrank.h"
 
 enum merge_operand_kind : uint32_t {
     MERGE_OPERAND_INPUT = 0,
     MERGE_OPERAND_OP = 1,
+    MERGE_OPERAND_LOWRANK = 2,   // an op argument only: index into merge_piece::lowranks
+    MERGE_OPERAND_KRONECKER = 3, // an op argument only: index into merge_piece::kroneckers
 };
 
-/** `{kind:"input", file, offset, dtype}` or `{kind:"op", index}`. */
+/** `{kind:"input", file, offset, dtype}`, `{kind:"op", index}` or `{kind:"lowrank", …}` (index). */
 struct merge_operand {
     merge_operand_kind kind = MERGE_OPERAND_INPUT;
     uint32_t file = 0;   // input: index into merge_job::inputs
     uint64_t offset = 0; // input: absolute byte offset of element 0
     uint32_t dtype = 0;  // input: st_dtype id
-    uint32_t index = 0;  // op: index of an earlier op of the same piece
+    uint32_t index = 0;  // op: index of an earlier op of the same piece; lowrank: of piece.lowranks
 };
 
 struct merge_op {
@@ -53,6 +56,8 @@ struct merge_piece {
     uint64_t n = 0;   // element count
     std::vector<merge_op> ops;
     std::vector<merge_write> writes;
+    std::vector<merge_lowrank> lowranks;     // the low-rank operands of the ops (lowrank.h)
+    std::vector<merge_kronecker> kroneckers; // the Kronecker (LoKr) operands of the ops
     std::vector<merge_reduction> reductions; // computed before any element is written
 };
 

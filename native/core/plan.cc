@@ -34,7 +34,9 @@ void merge_plan_build(const merge_job & job, merge_plan * plan) {
                     if (!needed[k]) continue;
                     for (const merge_operand & a : piece.ops[k].args) {
                         if (a.kind == MERGE_OPERAND_OP) needed[a.index] = true;
-                        else reads.push_back(&a);
+                        else if (a.kind == MERGE_OPERAND_INPUT) reads.push_back(&a);
+                        // a low-rank operand's factors are small and read by every block of
+                        // the piece: not streamed, never released (MADV_DONTNEED) midway
                     }
                 }
                 for (size_t k = 0; k < needed.size(); k++)

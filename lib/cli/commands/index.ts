@@ -1,6 +1,8 @@
 /** Every CLI subcommand, in help order. Add a command by adding its module here. */
 import type { Command } from "../command";
 import { mergeCommand } from "./merge";
+import { bakeCommand } from "./bake";
+import { extractLoraCommand } from "./extract-lora";
 import { demoCommand } from "./demo";
 import { listCommand } from "./list";
 import { inspectCommand } from "./inspect";
@@ -15,6 +17,8 @@ import { methodsCommand } from "./methods";
 export const COMMANDS: Command[] = [
   mergeCommand,
   methodsCommand,
+  bakeCommand,
+  extractLoraCommand,
   mergekitCommand,
   demoCommand,
   listCommand,

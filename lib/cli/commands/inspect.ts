@@ -2,7 +2,7 @@
 import { openModel } from "../../formats";
 import { checkCompatibility, type CompatibilityReport } from "../../library/compat";
 import { getFileHashes, HashCache } from "../../library/hash-cache";
-import { formatInspectReport, inspectOpenedModel, type InspectReport } from "../../library/inspect";
+import { formatInspectReport, inspectOpenedModel, withLoraSummary, type InspectReport } from "../../library/inspect";
 import { resolveModel } from "../../library/resolve";
 import { defineCommand, flagArg } from "../command";
 import { isModelFolder } from "../../hf/folder";
@@ -48,7 +48,7 @@ export const inspectCommand = defineCommand({
     for (const ref of args.positionals) {
       const path = await resolveModel(ref, { cache, signal });
       const model = await openModel(path);
-      const report = inspectOpenedModel(model);
+      const report = await withLoraSummary(inspectOpenedModel(model), model);
       if (showHashes) {
         const { cached: _cached, ...hashes } = await getFileHashes(path, { cache, signal });
         report.hashes = hashes;

@@ -27,7 +27,7 @@ export function formatModelTable(entries: ModelEntry[]): string {
     if (e.error && e.architecture === null) {
       return [e.title, e.format, "-", "-", e.size ? formatBytes(e.size) : "-", e.autov2 ?? "-", e.legacyHash ?? "-", `error [${e.error.code}]: ${e.error.message}`];
     }
-    const arch = e.architecture === "unknown" && e.kind && e.kind !== "checkpoint" ? `unknown (${e.kind})` : e.architecture ?? "-";
+    const arch = e.lora ? `${e.architecture} (lora r${e.lora.ranks.join("/")})` : e.architecture === "unknown" && e.kind && e.kind !== "checkpoint" ? `unknown (${e.kind})` : e.architecture ?? "-";
     return [e.title, e.format, arch, e.dtypes.length ? e.dtypes.join("+") : "-", formatBytes(e.size), e.autov2 ?? "-", e.legacyHash ?? "-", componentsShort(e) + (e.error ? `  error [${e.error.code}]: ${e.error.message}` : "")];
   });
   return renderTable(["NAME", "FORMAT", "ARCH", "DTYPES", "SIZE", "SHA256", "HASH", "COMPONENTS"], rows);

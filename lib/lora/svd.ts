@@ -1,0 +1,172 @@
+/**
+ * A deterministic truncated SVD in double precision: randomized range finding (Halko,
+ * Martinsson & Tropp, "Finding structure with randomness", 2011, algorithms 4.4 and 5.1) with a
+ * seeded Gaussian test matrix, power iterations re-orthonormalised each step, then the exact SVD
+ * of the small projected matrix B = Qᵀ·A through the cyclic Jacobi eigen-decomposition of B·Bᵀ.
+ * Same input, same seed → same bits (no threads, fixed loop orders). When rank + oversampling
+ * reaches min(m, n), Q spans the whole column space and the result is the exact SVD.
+ */
+
+/** Seeded standard normal values (mulberry32 + Box–Muller). */
+function gaussian(seed: number): () => number {
+  let s = seed >>> 0;
+  const uniform = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return () => {
+    const u = Math.max(uniform(), 1e-300), v = uniform();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  };
+}
+
+/** C [m, k] = A [m, n] · B [n, k]. */
+function mul(a: Float64Array, m: number, n: number, b: Float64Array, k: number): Float64Array {
+  const c = new Float64Array(m * k);
+  for (let i = 0; i < m; i++) {
+    const ci = i * k;
+    for (let j = 0; j < n; j++) {
+      const x = a[i * n + j]!;
+      if (x === 0) continue;
+      const bj = j * k;
+      for (let l = 0; l < k; l++) c[ci + l]! += x * b[bj + l]!;
+    }
+  }
+  return c;
+}
+
+/** C [n, k] = Aᵀ · Y, A [m, n], Y [m, k]. */
+function mulT(a: Float64Array, m: number, n: number, y: Float64Array, k: number): Float64Array {
+  const c = new Float64Array(n * k);
+  for (let i = 0; i < m; i++) {
+    const yi = i * k;
+    for (let j = 0; j < n; j++) {
+      const x = a[i * n + j]!;
+      if (x === 0) continue;
+      const cj = j * k;
+      for (let l = 0; l < k; l++) c[cj + l]! += x * y[yi + l]!;
+    }
+  }
+  return c;
+}
+
+/** Orthonormalises the k columns of Y [m, k] in place (modified Gram–Schmidt, twice). Zero columns stay zero. */
+function orthonormalize(y: Float64Array, m: number, k: number): void {
+  for (let pass = 0; pass < 2; pass++) {
+    for (let c = 0; c < k; c++) {
+      for (let p = 0; p < c; p++) {
+        let dot = 0;
+        for (let i = 0; i < m; i++) dot += y[i * k + c]! * y[i * k + p]!;
+        for (let i = 0; i < m; i++) y[i * k + c]! -= dot * y[i * k + p]!;
+      }
+      let norm = 0;
+      for (let i = 0; i < m; i++) norm += y[i * k + c]! ** 2;
+      norm = Math.sqrt(norm);
+      for (let i = 0; i < m; i++) y[i * k + c] = norm > 1e-300 ? y[i * k + c]! / norm : 0;
+    }
+  }
+}
+
+/** Eigen-decomposition of a symmetric k×k matrix (cyclic Jacobi): eigenvalues descending, eigenvectors as columns of V. */
+export function symmetricEigen(a: Float64Array, k: number): { values: Float64Array; vectors: Float64Array } {
+  const s = Float64Array.from(a);
+  const v = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) v[i * k + i] = 1;
+  for (let sweep = 0; sweep < 100; sweep++) {
+    let off = 0, total = 0;
+    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) (i === j ? (total += s[i * k + j]! ** 2) : (off += s[i * k + j]! ** 2));
+    if (off <= 1e-30 * (total + off) || off === 0) break;
+    for (let p = 0; p < k - 1; p++) {
+      for (let q = p + 1; q < k; q++) {
+        const apq = s[p * k + q]!;
+        if (apq === 0) continue;
+        const theta = (s[q * k + q]! - s[p * k + p]!) / (2 * apq);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+        const c = 1 / Math.sqrt(t * t + 1), sn = t * c;
+        for (let r = 0; r < k; r++) {
+          const srp = s[r * k + p]!, srq = s[r * k + q]!;
+          s[r * k + p] = c * srp - sn * srq;
+          s[r * k + q] = sn * srp + c * srq;
+        }
+        for (let r = 0; r < k; r++) {
+          const spr = s[p * k + r]!, sqr = s[q * k + r]!;
+          s[p * k + r] = c * spr - sn * sqr;
+          s[q * k + r] = sn * spr + c * sqr;
+        }
+        for (let r = 0; r < k; r++) {
+          const vrp = v[r * k + p]!, vrq = v[r * k + q]!;
+          v[r * k + p] = c * vrp - sn * vrq;
+          v[r * k + q] = sn * vrp + c * vrq;
+        }
+      }
+    }
+  }
+  const order = Array.from({ length: k }, (_, i) => i).sort((x, y) => s[y * k + y]! - s[x * k + x]! || x - y);
+  const values = Float64Array.from(order, (i) => s[i * k + i]!);
+  const vectors = new Float64Array(k * k);
+  order.forEach((src, dst) => { for (let r = 0; r < k; r++) vectors[r * k + dst] = v[r * k + src]!; });
+  return { values, vectors };
+}
+
+export interface TruncatedSvd {
+  rank: number;
+  /** U [m, rank], S [rank] (descending), Vt [rank, n]. */
+  u: Float64Array;
+  s: Float64Array;
+  vt: Float64Array;
+}
+
+export interface SvdOptions {
+  oversample?: number;
+  powerIterations?: number;
+  seed?: number;
+}
+
+/** The rank-r truncated SVD of A [m, n] (row-major, double). */
+export function truncatedSvd(a: Float64Array, m: number, n: number, rank: number, options: SvdOptions = {}): TruncatedSvd {
+  const r = Math.max(1, Math.min(rank, m, n));
+  const k = Math.min(r + (options.oversample ?? Math.max(8, r)), m, n);
+  const random = gaussian(options.seed ?? 0x5eed);
+  const omega = new Float64Array(n * k);
+  for (let i = 0; i < omega.length; i++) omega[i] = random();
+  let y = mul(a, m, n, omega, k); // [m, k]
+  orthonormalize(y, m, k);
+  for (let it = 0; it < (options.powerIterations ?? 2); it++) {
+    const z = mulT(a, m, n, y, k); // [n, k]
+    orthonormalize(z, n, k);
+    y = mul(a, m, n, z, k);
+    orthonormalize(y, m, k);
+  }
+  // B = Qᵀ A [k, n], computed as (Aᵀ Q)ᵀ
+  const bt = mulT(a, m, n, y, k); // [n, k] = Bᵀ
+  const bbt = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) for (let j = i; j < k; j++) {
+    let dot = 0;
+    for (let c = 0; c < n; c++) dot += bt[c * k + i]! * bt[c * k + j]!;
+    bbt[i * k + j] = dot;
+    bbt[j * k + i] = dot;
+  }
+  const { values, vectors } = symmetricEigen(bbt, k);
+  const s = new Float64Array(r), u = new Float64Array(m * r), vt = new Float64Array(r * n);
+  for (let c = 0; c < r; c++) {
+    const sigma = Math.sqrt(Math.max(0, values[c]!));
+    s[c] = sigma;
+    // U[:, c] = Q · W[:, c]; Vt[c, :] = W[:, c]ᵀ · B / σ
+    for (let i = 0; i < m; i++) {
+      let x = 0;
+      for (let l = 0; l < k; l++) x += y[i * k + l]! * vectors[l * k + c]!;
+      u[i * r + c] = x;
+    }
+    if (sigma > 0) {
+      for (let j = 0; j < n; j++) {
+        let x = 0;
+        for (let l = 0; l < k; l++) x += vectors[l * k + c]! * bt[j * k + l]!;
+        vt[c * n + j] = x / sigma;
+      }
+    }
+  }
+  return { rank: r, u, s, vt };
+}

@@ -1,0 +1,94 @@
+#include "lowrank.h"
+
+// Plain loops: built with -ffp-contract=off, so a product and an add round separately even
+// when the compiler vectorises the column loop (the columns are independent). Four factor rows
+// are widened at a time and their four products added in one pass over a column chunk, in
+// ascending r: the same operations per element as one row at a time, fewer passes over `out`.
+void lowrank_product_f32(const lowrank_factors & f, uint64_t cols, uint64_t i0, size_t m, float * out, float * tmp, size_t tmp_n) {
+    const size_t chunk_max = tmp_n / 4;
+    size_t k = 0;
+    while (k < m) {
+        const uint64_t i = i0 + k;
+        const uint64_t row = i / cols, col = i % cols;
+        const size_t len = (size_t) (cols - col < m - k ? cols - col : m - k);
+        for (size_t c = 0; c < len; c += chunk_max) {
+            const size_t n = len - c < chunk_max ? len - c : chunk_max;
+            float * dst = out + k + c;
+            const float * t0 = tmp;
+            const float * t1 = tmp + n;
+            const float * t2 = tmp + 2 * n;
+            const float * t3 = tmp + 3 * n;
+            for (uint32_t r = 0; r < f.rank;) {
+                const uint32_t g = f.rank - r < 4 ? f.rank - r : 4;
+                float u[4];
+                for (uint32_t q = 0; q < g; q++) {
+                    f.load_up(&u[q], f.up + (row * f.rank + r + q) * f.up_size, 1);
+                    f.load_down(tmp + q * n, f.down + ((uint64_t) (r + q) * cols + col + c) * f.down_size, n);
+                }
+                if (g == 4 && r == 0) {
+                    for (size_t j = 0; j < n; j++) {
+                        float a = u[0] * t0[j];
+                        a = a + u[1] * t1[j];
+                        a = a + u[2] * t2[j];
+                        dst[j] = a + u[3] * t3[j];
+                    }
+                } else if (g == 4) {
+                    for (size_t j = 0; j < n; j++) {
+                        float a = dst[j] + u[0] * t0[j];
+                        a = a + u[1] * t1[j];
+                        a = a + u[2] * t2[j];
+                        dst[j] = a + u[3] * t3[j];
+                    }
+                } else {
+                    for (uint32_t q = 0; q < g; q++) {
+                        const float * t = tmp + q * n;
+                        if (r + q == 0) {
+                            for (size_t j = 0; j < n; j++) dst[j] = u[q] * t[j];
+                        } else {
+                            for (size_t j = 0; j < n; j++) dst[j] = dst[j] + u[q] * t[j];
+                        }
+                    }
+                }
+                r += g;
+            }
+        }
+        k += len;
+    }
+}
+
+void lowrank_hadamard_f32(float * out, const float * other, size_t m) {
+    for (size_t j = 0; j < m; j++) out[j] = out[j] * other[j];
+}
+
+namespace {
+
+// One element of a Kronecker factor: a stored value, or its low-rank product in the fixed order.
+float kron_factor_at(const kron_factor_view & f, uint64_t i, uint64_t j) {
+    float v = 0.0f; // set by the load, or by r = 0 (rank ≥ 1, checked by the job validation)
+    if (f.rank == 0) {
+        f.load_full(&v, f.full + (i * f.cols + j) * f.full_size, 1);
+        return v;
+    }
+    for (uint32_t r = 0; r < f.rank; r++) {
+        float u, d;
+        f.load_up(&u, f.up + (i * f.rank + r) * f.up_size, 1);
+        f.load_down(&d, f.down + ((uint64_t) r * f.cols + j) * f.down_size, 1);
+        const float p = u * d;
+        v = r == 0 ? p : v + p;
+    }
+    return v;
+}
+
+} // namespace
+
+void kronecker_f32(const kron_factor_view & a, const kron_factor_view & b, uint64_t b_rows, uint64_t kernel, uint64_t row_start, uint64_t cols, uint64_t i0, size_t m, float * out) {
+    const uint64_t d = b.cols / kernel;
+    for (size_t k = 0; k < m; k++) {
+        const uint64_t i = i0 + k;
+        const uint64_t row = row_start + i / cols, col = i % cols;
+        const uint64_t in = col / kernel, s = col % kernel;
+        const float x = kron_factor_at(a, row / b_rows, in / d);
+        const float y = kron_factor_at(b, row % b_rows, (in % d) * kernel + s);
+        out[k] = x * y;
+    }
+}
