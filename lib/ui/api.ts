@@ -67,6 +67,8 @@ async function confineRecipe(ctx: ApiContext, body: Record<string, unknown>): Pr
   for (const [i, row] of recipe.rows.entries()) {
     for (const slot of SLOTS) await fix(row.inputs[slot], `row ${i + 1} (${row.name}) ${slot.toUpperCase()}`);
     await fix(row.vae, `row ${i + 1} (${row.name}) VAE`);
+    await fix(row.base, `row ${i + 1} (${row.name}) base`);
+    for (const [k, m] of (row.models ?? []).entries()) await fix(m.input, `row ${i + 1} (${row.name}) model ${k + 1}`);
   }
   const bindings: Record<string, string> = {};
   if (body.bindings !== undefined) {
@@ -158,7 +160,8 @@ const GET: Record<string, Handler> = {
   "/api/methods": async () => ({
     methods: METHODS.map((m) => ({
       name: m.name, summary: m.summary, formula: m.formula, source: m.source ?? null, inputs: [...m.inputs],
-      params: m.params.map((p) => ({ name: p.name, summary: p.summary, default: p.default, range: [...p.range] })),
+      many: m.many ? { base: m.many.base, min: m.many.min, max: m.many.max } : null,
+      params: m.params.map((p) => ({ name: p.name, summary: p.summary, default: p.default, range: [...p.range], perModel: p.perModel === true, integer: p.integer === true })),
       usesMultiplier: m.usesMultiplier, clampable: m.clampable === true,
     })),
   }),

@@ -19,6 +19,31 @@ function weightedSum(a: number, b: number, m: number): number {
   return Math.fround(Math.fround(a * Math.fround(1 - m)) + Math.fround(b * Math.fround(m)));
 }
 
+/** |δ| of the top ⌊density·n⌋ kept (the k-th largest magnitude and every equal one), the rest 0. */
+function trimmed(delta: number[], density: number): number[] {
+  const k = Math.floor(density * delta.length);
+  if (k >= delta.length) return delta;
+  if (k === 0) return delta.map(() => 0);
+  const kth = delta.map(Math.abs).sort((x, y) => y - x)[k - 1]!;
+  return delta.map((d) => (Math.abs(d) >= kth ? d : 0));
+}
+
+/**
+ * TIES as Yadav et al. / mergekit write it, in fp32 with one rounding per op: δj = Mj − base
+ * trimmed to its density; wδj = wj·δj; s = sign(Σ wδj) (0 counts as +); the agreeing wδj summed
+ * and divided by the sum of their weights (1 if none); r = base + λ·that.
+ */
+function tiesFormula(base: number[], models: { values: number[]; weight: number; density: number }[], lambda: number): number[] {
+  const f = Math.fround;
+  const wd = models.map((m) => trimmed(m.values.map((v, i) => f(v - base[i]!)), m.density).map((d) => f(d * f(m.weight))));
+  return base.map((b, i) => {
+    const s = wd.reduce((sum, w) => f(sum + w[i]!), 0) >= 0 ? 1 : -1;
+    let mixed = 0, divisor = 0;
+    wd.forEach((w, j) => { if (Math.sign(w[i]!) === s) { mixed = f(mixed + w[i]!); divisor = f(divisor + f(models[j]!.weight)); } });
+    return f(b + f(f(mixed / (divisor === 0 ? 1 : divisor)) * f(lambda)));
+  });
+}
+
 describe("ui API", function () {
   let f: Fixture;
   let a: string, b: string, c: string;
@@ -38,6 +63,16 @@ describe("ui API", function () {
     const sumTwice = r.json.methods.find((m: { name: string }) => m.name === "sum-twice");
     assert.deepEqual(sumTwice.inputs, ["a", "b", "c"]);
     assert.deepEqual(sumTwice.params.map((p: { name: string }) => p.name), ["alpha", "beta"]);
+  });
+
+  it("lists a base + models method with its arity and per-model parameters", async () => {
+    const ties = (await call(f, "/api/methods")).json.methods.find((m: { name: string }) => m.name === "ties");
+    assert.deepEqual(ties.inputs, []);
+    assert.deepEqual(ties.many, { base: true, min: 1, max: 15 });
+    assert.deepEqual(ties.params.map((p: { name: string; perModel: boolean }) => [p.name, p.perModel]),
+      [["alpha", false], ["weight", true], ["density", true], ["sign-by-count", false], ["normalize", false]]);
+    const ws = (await call(f, "/api/methods")).json.methods.find((m: { name: string }) => m.name === "weighted-sum");
+    assert.equal(ws.many, null);
   });
 
   it("lists the models with architecture and sizes, and the block map and presets", async () => {
@@ -145,6 +180,39 @@ describe("ui API", function () {
     } finally {
       s1.close();
       s2.close();
+    }
+  });
+
+  it("checks and runs a TIES row (base + two models with their own weight and density): output by the formula", async function () {
+    this.timeout(60000);
+    const row = { name: "tie", method: "ties", base: { model: a }, multiplier: 0.8,
+      models: [{ input: { model: b }, params: { density: 0.5 } }, { input: { model: "c" }, weight: 0.7 }] };
+    const check = await call(f, "/api/check", { body: { recipe: { rows: [row] } } });
+    assert.equal(check.json.ok, true, JSON.stringify(check.json));
+    assert.deepEqual(check.json.plan.inputs.map((i: { path: string }) => i.path), [a, b, c]);
+    assert.deepEqual(entries(f.out).filter((n) => n.startsWith("tie")), []);
+    // A model outside the folders is refused as for A/B/C.
+    const outside = await call(f, "/api/check", { body: { recipe: { rows: [{ ...row, models: [{ model: "/etc/passwd" }] }] } } });
+    assert.equal(outside.json.ok ?? false, false);
+    assert.match(JSON.stringify(outside.json), /model 1/);
+    const s = await events(f);
+    try {
+      const started = await call(f, "/api/runs", { body: { recipe: { rows: [row] } } });
+      assert.equal(started.status, 202, started.text);
+      const done = await s.until((x) => x.id === started.json.task.id && x.state !== "running");
+      assert.equal(done.state, "done", JSON.stringify(done.error));
+      const path = (done.result as { outputs: { path: string }[] }).outputs[0]!.path;
+      const [out, A, B, C] = [path, a, b, c].map((p) => readModel(p).tensors);
+      for (const key of [BLOCK_KEYS.in00, BLOCK_KEYS.mid, BLOCK_KEYS.out11]) {
+        const want = tiesFormula(A!.get(key)!.values, [
+          { values: B!.get(key)!.values, weight: 1, density: 0.5 },
+          { values: C!.get(key)!.values, weight: 0.7, density: 1 },
+        ], 0.8);
+        assert.deepEqual(out!.get(key)!.values, want, key);
+      }
+      unlinkSync(path);
+    } finally {
+      s.close();
     }
   });
 

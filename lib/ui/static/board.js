@@ -1,4 +1,5 @@
-// The board: rows A/B/C, method and parameters (from the registry), multiplier or sweep, block
+// The board: rows A/B/C (or a base and a list of models, each with its own parameters, for a
+// method the registry marks `many`), method and parameters (from the registry), multiplier or sweep, block
 // weights, dtype, format, output name. Every edit is checked by the library (a dry run through
 // /api/check), with the CLI's messages; Run starts the same library call the CLI makes.
 import { ApiError, baseName, currentTask, el, fill, formatBytes, onTask, post } from "./api.js";
@@ -8,7 +9,7 @@ let nextId = 1;
 
 function newRow(board, over = {}) {
   return {
-    id: nextId++, name: uniqueName(board, "merge"), method: "weighted-sum", inputs: { a: null, b: null, c: null },
+    id: nextId++, name: uniqueName(board, "merge"), method: "weighted-sum", inputs: { a: null, b: null, c: null }, base: null, models: [],
     multiplier: "0.5", params: {}, blocksOn: false, blocks: "", clamp: false, dtype: "same", format: "safetensors", save: true, ...over,
   };
 }
@@ -60,9 +61,19 @@ export function initBoard(shared) {
       const m = method(r.method);
       const out = { name: r.name, method: r.method };
       for (const slot of ["a", "b", "c"]) if (m?.inputs.includes(slot) && r.inputs[slot]) out[slot] = inputJson(r.inputs[slot]);
+      if (m?.many) {
+        if (m.many.base && r.base) out.base = inputJson(r.base);
+        out.models = r.models.map((entry) => {
+          const source = inputJson(entry.input) ?? { model: "" };
+          const own = {};
+          for (const p of m.params.filter((x) => x.perModel)) if ((entry.params[p.name] ?? "").trim() !== "") own[p.name] = Number(entry.params[p.name]);
+          const { weight, ...rest } = own;
+          return { input: source, ...(weight !== undefined ? { weight } : {}), ...(Object.keys(rest).length ? { params: rest } : {}) };
+        });
+      }
       if (m?.usesMultiplier) out.multiplier = r.multiplier.trim();
       const params = {};
-      for (const p of m?.params.slice(1) ?? []) if ((r.params[p.name] ?? "").trim() !== "") params[p.name] = Number(r.params[p.name]);
+      for (const p of m?.params.slice(1) ?? []) if (!(m.many && p.perModel) && (r.params[p.name] ?? "").trim() !== "") params[p.name] = Number(r.params[p.name]);
       if (Object.keys(params).length) out.params = params;
       if (r.blocksOn && r.blocks.trim() !== "") out.blocks = { alpha: r.blocks.trim() };
       if (r.clamp && m?.clampable) out.clamp = true;
@@ -103,6 +114,12 @@ export function initBoard(shared) {
       const row = made[i];
       row.method = r.method;
       for (const slot of ["a", "b", "c"]) row.inputs[slot] = parse(r[slot]);
+      row.base = parse(r.base);
+      row.models = (r.models ?? []).map((entry) => {
+        const own = typeof entry === "object" && entry !== null ? { ...(entry.weight !== undefined ? { weight: entry.weight } : {}), ...(entry.params ?? {}) } : {};
+        const source = typeof entry === "object" && entry !== null && entry.input !== undefined ? entry.input : entry;
+        return { input: parse(source), params: Object.fromEntries(Object.entries(own).map(([k, v]) => [k, String(v)])) };
+      });
       row.multiplier = r.multiplier === undefined ? "0.5" : Array.isArray(r.multiplier) ? r.multiplier.join(",") : String(r.multiplier);
       row.params = Object.fromEntries(Object.entries(r.params ?? {}).map(([k, v]) => [k, String(v)]));
       if (r.blocks?.alpha !== undefined) { row.blocksOn = true; row.blocks = Array.isArray(r.blocks.alpha) ? r.blocks.alpha.join(",") : r.blocks.alpha; }
@@ -113,7 +130,7 @@ export function initBoard(shared) {
       board.rows.push(row);
     });
     const vars = new Set();
-    for (const row of board.rows) for (const i of Object.values(row.inputs)) if (i?.kind === "var") vars.add(i.name);
+    for (const row of board.rows) for (const i of [...Object.values(row.inputs), row.base, ...row.models.map((e) => e.input)]) if (i?.kind === "var") vars.add(i.name);
     board.variables = Object.fromEntries([...vars].map((v) => [v, bindings[v] ?? board.variables[v] ?? null]));
     render();
   };
@@ -171,12 +188,32 @@ export function initBoard(shared) {
       input.addEventListener("change", changed((t) => { row.inputs[slot] = parseInputText(t.value); }));
       fields.append(field(`${slot.toUpperCase()} (row ${n})`, input));
     }
+    if (m?.many) {
+      while (row.models.length < m.many.min) row.models.push({ input: null, params: {} });
+      const picker = (value, cls, label, set) => {
+        const input = el("input", { list: `sources-${row.id}`, value: inputText(value), class: cls, placeholder: "model or earlier row", autocomplete: "off" });
+        input.addEventListener("change", changed((t) => set(parseInputText(t.value))));
+        return field(label, input);
+      };
+      if (m.many.base) fields.append(picker(row.base, "row-base", `Base (row ${n})`, (v) => { row.base = v; }));
+      const models = el("ol", { class: "row-models" }, ...row.models.map((entry, k) => {
+        const own = m.params.filter((p) => p.perModel).map((p) => {
+          const input = el("input", { type: "number", step: "any", min: p.range[0], max: p.range[1], value: entry.params[p.name] ?? "", placeholder: String(p.default), title: p.summary, class: `row-model-${p.name}` });
+          input.addEventListener("input", changed((t) => { entry.params[p.name] = t.value; }));
+          return field(`${p.name} (row ${n}, model ${k + 1})`, input);
+        });
+        return el("li", { class: "row-model-entry" }, picker(entry.input, "row-model", `Model ${k + 1} (row ${n})`, (v) => { entry.input = v; }), ...own,
+          button("Remove", `Remove model ${k + 1} of row ${n}`, () => row.models.splice(k, 1), row.models.length <= m.many.min));
+      }));
+      fields.append(models, button("Add model", `Add a model to row ${n}`, () => row.models.push({ input: null, params: {} }), row.models.length >= m.many.max));
+    }
     if (m?.usesMultiplier) {
       const input = el("input", { value: row.multiplier, class: "row-multiplier", placeholder: "0.3, or 0.1:0.5:0.1, or 0.2,0.4" });
       input.addEventListener("input", changed((t) => { row.multiplier = t.value; }));
       fields.append(field(`Multiplier M or sweep (row ${n})`, input));
     }
     for (const p of m?.params.slice(1) ?? []) {
+      if (m.many && p.perModel) continue; // on each model above
       const input = el("input", { type: "number", step: "any", min: p.range[0], max: p.range[1], value: row.params[p.name] ?? "", placeholder: String(p.default), title: p.summary });
       input.addEventListener("input", changed((t) => { row.params[p.name] = t.value; }));
       fields.append(field(`${p.name} (row ${n})`, input));
@@ -202,7 +239,7 @@ export function initBoard(shared) {
 
   /** The file at the root of a row's A (block maps follow its architecture). */
   function rootModelPath(row, depth = 0) {
-    const a = row.inputs.a;
+    const a = method(row.method)?.many ? row.base : row.inputs.a;
     if (!a || depth > 50) return null;
     if (a.kind === "model") return a.path;
     if (a.kind === "var") return board.variables[a.name] ?? null;
@@ -221,7 +258,12 @@ export function initBoard(shared) {
 
   function remove(index) {
     const [gone] = board.rows.splice(index, 1);
-    for (const r of board.rows) for (const s of ["a", "b", "c"]) if (r.inputs[s]?.kind === "row" && r.inputs[s].id === gone.id) r.inputs[s] = null;
+    const cut = (i) => (i?.kind === "row" && i.id === gone.id ? null : i);
+    for (const r of board.rows) {
+      for (const s of ["a", "b", "c"]) r.inputs[s] = cut(r.inputs[s]);
+      r.base = cut(r.base);
+      for (const e of r.models) e.input = cut(e.input);
+    }
   }
 
   function render() {
