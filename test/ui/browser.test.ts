@@ -3,7 +3,8 @@
  * downloaded): build a three-row board with a sweep and an O1 reference by clicking and typing,
  * see a live check refuse a bad row, run it, watch the progress reach 100%, compare the outputs
  * with the library's own result for the same recipe; load a classic recipe text into the board;
- * draw the compare chart. Screenshots of each page go to build/test-artifacts/ui (not committed).
+ * build a TIES row (a base, two models with their own weight and density), run it, compare with
+ * the library's merge(), see classic export refuse it and JSON bring it back; draw the compare chart. Screenshots of each page go to build/test-artifacts/ui (not committed).
  * Without chromium the test is skipped locally and fails under CI=true.
  */
 import assert from "node:assert/strict";
@@ -11,6 +12,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Browser, Page } from "playwright-core";
+import { merge } from "../../lib/merge";
 import { parseJsonRecipe, runRecipe } from "../../lib/recipes";
 import { readModel, writeModel } from "../helpers/models";
 import { entries, startFixture, writeBlockModel, type Fixture } from "./helpers";
@@ -119,6 +121,70 @@ describe("ui in a browser (chromium)", function () {
     } finally {
       rmSync(mine, { recursive: true, force: true });
     }
+  });
+
+  it("builds a TIES row (base + two models, per-model weight and density), runs it, equal to the library's merge()", async () => {
+    for (let k = 0; k < 3; k++) await page.getByRole("button", { name: "Remove row 1", exact: true }).click();
+    await page.getByRole("button", { name: "Add row" }).click();
+    await row(1).locator(".row-name").fill("tie");
+    await row(1).locator(".row-method").selectOption("ties");
+    assert.equal(await row(1).locator(".row-a").count(), 0);
+    assert.equal(await row(1).locator(".row-model").count(), 1, "ties takes at least one model");
+    assert.equal(await row(1).getByRole("button", { name: "Remove model 1 of row 1" }).isDisabled(), true);
+    await pick(1, "base", "base");
+    await pick(1, "model", "style");
+    await row(1).getByRole("button", { name: "Add model to row 1" }).click();
+    const second = row(1).locator(".row-model").nth(1);
+    await second.fill("sd15");
+    await second.press("Tab");
+    await row(1).locator(".row-model-density").first().fill("0.5");
+    await row(1).locator(".row-model-weight").nth(1).fill("0.7");
+    await row(1).locator(".row-multiplier").fill("0.8");
+    // The check after the last edit (an earlier board's "OK" may still show until it answers).
+    await page.locator("#plan-outputs", { hasText: "tie.safetensors" }).waitFor();
+    await page.locator("#check", { hasText: /^OK/ }).waitFor();
+    assert.deepEqual(await page.locator("#plan-outputs td:nth-child(2)").allTextContents(), ["tie.safetensors"]);
+    await page.screenshot({ path: join(SHOTS, "board-ties.png"), fullPage: true });
+    await page.locator("#run").click();
+    await page.locator("#task-state", { hasText: /^done$/ }).waitFor({ timeout: 30000 });
+    await page.locator("#result-table", { hasText: "tie.safetensors" }).waitFor();
+    const bars = await page.locator("#task-bars progress").evaluateAll((els) => els.map((e) => (e as unknown as { value: number }).value));
+    assert.ok(bars.length >= 1 && bars.every((v) => v === 1), `progress ${JSON.stringify(bars)}`);
+
+    const mine = mkdtempSync(join(tmpdir(), "tm-ui-lib-"));
+    try {
+      const m = (n: string) => join(f.models, `${n}.safetensors`);
+      await merge({ method: "ties", base: m("base"), models: [m("style"), m("sd15")], modelWeights: [1, 0.7], modelParams: [{ density: 0.5 }, {}], multiplier: 0.8, out: join(mine, "tie.safetensors") });
+      const ours = readModel(join(f.out, "tie.safetensors")), theirs = readModel(join(mine, "tie.safetensors"));
+      assert.deepEqual(ours.order, theirs.order);
+      for (const k of ours.order) assert.ok(Buffer.from(ours.tensors.get(k)!.bytes).equals(Buffer.from(theirs.tensors.get(k)!.bytes)), k);
+      // density 0.5 trimmed something: the output is not the untrimmed merge.
+      await merge({ method: "ties", base: m("base"), models: [m("style"), m("sd15")], modelWeights: [1, 0.7], multiplier: 0.8, out: join(mine, "untrimmed.safetensors") });
+      const untrimmed = readModel(join(mine, "untrimmed.safetensors"));
+      assert.ok(ours.order.some((k) => !Buffer.from(ours.tensors.get(k)!.bytes).equals(Buffer.from(untrimmed.tensors.get(k)!.bytes))));
+    } finally {
+      rmSync(mine, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses a TIES row as classic text, and brings it back from JSON", async () => {
+    await page.getByRole("tab", { name: "Recipes" }).click();
+    await page.locator("#recipe-export-classic").click();
+    await page.locator("#recipe-status", { hasText: /RECIPE_INVALID.*base and list of models/ }).waitFor({ timeout: 10000 });
+    await page.locator("#recipe-export-json").click();
+    await page.locator("#recipe-status", { hasText: /^The board as JSON/ }).waitFor({ timeout: 10000 });
+    const json = JSON.parse(await page.locator("#recipe-text").inputValue());
+    assert.deepEqual(json.rows[0].models.map((e: { weight?: number; params?: unknown }) => [e.weight ?? null, e.params ?? null]), [[null, { density: 0.5 }], [0.7, null]]);
+    await page.getByRole("button", { name: "Load into the board" }).click();
+    await page.locator("#recipe-status", { hasText: /Loaded 1 row/ }).waitFor({ timeout: 10000 });
+    await page.getByRole("tab", { name: "Board" }).click();
+    assert.equal(await row(1).locator(".row-method").inputValue(), "ties");
+    assert.equal(await row(1).locator(".row-base").inputValue(), "base");
+    assert.deepEqual(await row(1).locator(".row-model").evaluateAll((els) => els.map((e) => (e as unknown as { value: string }).value)), ["style", "sd15"]);
+    assert.equal(await row(1).locator(".row-model-density").first().inputValue(), "0.5");
+    assert.equal(await row(1).locator(".row-model-weight").nth(1).inputValue(), "0.7");
+    assert.equal(await row(1).locator(".row-multiplier").inputValue(), "0.8");
+    await page.locator("#check", { hasText: /tie\.safetensors|OUTPUT_EXISTS|^OK/ }).waitFor();
   });
 
   it("loads a classic recipe text into the same board", async () => {

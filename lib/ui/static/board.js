@@ -205,7 +205,7 @@ export function initBoard(shared) {
         return el("li", { class: "row-model-entry" }, picker(entry.input, "row-model", `Model ${k + 1} (row ${n})`, (v) => { entry.input = v; }), ...own,
           button("Remove", `Remove model ${k + 1} of row ${n}`, () => row.models.splice(k, 1), row.models.length <= m.many.min));
       }));
-      fields.append(models, button("Add model", `Add a model to row ${n}`, () => row.models.push({ input: null, params: {} }), row.models.length >= m.many.max));
+      fields.append(models, button("Add model", `Add model to row ${n}`, () => row.models.push({ input: null, params: {} }), row.models.length >= m.many.max));
     }
     if (m?.usesMultiplier) {
       const input = el("input", { value: row.multiplier, class: "row-multiplier", placeholder: "0.3, or 0.1:0.5:0.1, or 0.2,0.4" });
