@@ -75,6 +75,15 @@ describe("ui API", function () {
     assert.equal(ws.many, null);
   });
 
+  it("checks a model-stock row (no parameters) and refuses one below the method's minimum of models", async () => {
+    const check = async (models: unknown[]) => (await call(f, "/api/check", { body: { recipe: { rows: [{ name: "stock", method: "model-stock", base: { model: a }, models }] } } })).json;
+    const ok = await check([{ input: { model: b } }, { input: { model: c } }]);
+    assert.equal(ok.ok, true, JSON.stringify(ok));
+    const one = await check([{ input: { model: b } }]);
+    assert.equal(one.ok, false);
+    assert.equal(one.error.code, "RECIPE_INVALID", JSON.stringify(one));
+  });
+
   it("lists the models with architecture and sizes, and the block map and presets", async () => {
     const r = await call(f, "/api/models");
     assert.deepEqual(r.json.models.map((m: { name: string }) => m.name), ["a", "b", "c"]);
