@@ -23,7 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
     if (!s.ok()) {
         const merge_error c = s.code;
         FUZZ_CHECK(c == merge_error::INVALID_ARGUMENT || c == merge_error::INVALID_OFFSET || c == merge_error::DTYPE_UNSUPPORTED ||
-                       c == merge_error::JOB_TOO_LARGE,
+                       c == merge_error::JOB_TOO_LARGE || c == merge_error::SHAPE_INVALID || c == merge_error::SHAPE_MISMATCH || c == merge_error::SIZE_OVERFLOW, // LoRA operand shapes
                    "unexpected code %s", merge_error_name(c));
         FUZZ_CHECK(!s.message.empty(), "%s without a message", merge_error_name(c));
         return 0;

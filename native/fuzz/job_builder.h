@@ -56,6 +56,38 @@ public:
         }
     }
 
+    merge_lowrank_factor factor(uint32_t n_inputs) {
+        merge_lowrank_factor f;
+        f.file = id(n_inputs);
+        f.dtype = dtype();
+        f.offset = number(s_.scale);
+        return f;
+    }
+
+    /** A low-rank product whose shape mostly fits a piece of n elements. */
+    merge_lowrank_product product(uint32_t n_inputs, uint64_t rows, uint64_t cols) {
+        merge_lowrank_product pr;
+        (void) rows;
+        (void) cols;
+        pr.rank = d_.ConsumeIntegralInRange<int>(0, 7) == 0 ? d_.ConsumeIntegral<uint32_t>() : d_.ConsumeIntegralInRange<uint32_t>(0, 8);
+        pr.up = factor(n_inputs);
+        pr.down = factor(n_inputs);
+        return pr;
+    }
+
+    /** rows × cols = n most of the time (a divisor pair), sometimes anything. */
+    void shape_for(uint64_t n, uint64_t * rows, uint64_t * cols) {
+        if (d_.ConsumeIntegralInRange<int>(0, 7) == 0) {
+            *rows = number(s_.scale / 4);
+            *cols = number(s_.scale / 4);
+            return;
+        }
+        uint64_t r = n == 0 ? 0 : d_.ConsumeIntegralInRange<uint64_t>(1, std::min<uint64_t>(n, 64));
+        while (r > 1 && n % r != 0) r--;
+        *rows = r;
+        *cols = r == 0 ? 0 : n / r;
+    }
+
     /** Mostly a float dtype (the merges), sometimes any id including invalid ones. */
     uint32_t dtype() {
         static const uint32_t floats[] = {ST_DTYPE_F16, ST_DTYPE_BF16, ST_DTYPE_F32, ST_DTYPE_F64};
@@ -102,6 +134,31 @@ public:
             merge_piece piece;
             piece.name = "t" + std::to_string(p);
             piece.n = number(s_.scale / 4);
+            // LoRA operands (low-rank products, Kronecker factors), referenced by some op arguments.
+            if (d_.ConsumeIntegralInRange<int>(0, 3) == 0) {
+                const size_t n_lr = d_.ConsumeIntegralInRange<size_t>(0, 2);
+                for (size_t l = 0; l < n_lr; l++) {
+                    merge_lowrank lr;
+                    shape_for(piece.n, &lr.rows, &lr.cols);
+                    lr.product = product((uint32_t) n_inputs, lr.rows, lr.cols);
+                    if (d_.ConsumeBool()) lr.hadamard = product((uint32_t) n_inputs, lr.rows, lr.cols);
+                    piece.lowranks.push_back(lr);
+                }
+                const size_t n_kr = d_.ConsumeIntegralInRange<size_t>(0, 1);
+                for (size_t l = 0; l < n_kr; l++) {
+                    merge_kronecker kr;
+                    shape_for(piece.n, &kr.rows, &kr.cols);
+                    kr.kernel = d_.ConsumeIntegralInRange<int>(0, 3) == 0 ? number(9) : 1;
+                    kr.row_start = d_.ConsumeIntegralInRange<int>(0, 3) == 0 ? number(s_.scale / 4) : 0;
+                    for (merge_kron_factor * f : {&kr.a, &kr.b}) {
+                        f->rows = d_.ConsumeIntegralInRange<uint64_t>(0, 16);
+                        f->cols = d_.ConsumeIntegralInRange<uint64_t>(0, 16);
+                        if (d_.ConsumeBool()) f->product = product((uint32_t) n_inputs, f->rows, f->cols);
+                        else f->full = factor((uint32_t) n_inputs);
+                    }
+                    piece.kroneckers.push_back(kr);
+                }
+            }
             const size_t n_ops = d_.ConsumeIntegralInRange<size_t>(0, s_.max_ops);
             for (size_t k = 0; k < n_ops; k++) {
                 merge_op op;
@@ -111,6 +168,13 @@ public:
                 if (n_args == MERGE_VARIABLE) n_args = d_.ConsumeIntegralInRange<size_t>(0, MERGE_MAX_ARGS + 1);
                 if (d_.ConsumeIntegralInRange<int>(0, 15) == 0) n_args = d_.ConsumeIntegralInRange<size_t>(0, 4);
                 for (size_t a = 0; a < n_args; a++) op.args.push_back(operand((uint32_t) n_inputs, (uint32_t) k, s_.scale));
+                if (!op.args.empty() && (!piece.lowranks.empty() || !piece.kroneckers.empty()) && d_.ConsumeBool()) {
+                    merge_operand & a = op.args[d_.ConsumeIntegralInRange<size_t>(0, op.args.size() - 1)];
+                    const bool kron = piece.lowranks.empty() || (!piece.kroneckers.empty() && d_.ConsumeBool());
+                    a = merge_operand{};
+                    a.kind = kron ? MERGE_OPERAND_KRONECKER : MERGE_OPERAND_LOWRANK;
+                    a.index = id((uint32_t) (kron ? piece.kroneckers.size() : piece.lowranks.size()));
+                }
                 size_t n_params = merge_kernel_n_params(op.kernel);
                 if (n_params == MERGE_VARIABLE) n_params = d_.ConsumeIntegralInRange<size_t>(0, 2 * n_args + 2);
                 if (d_.ConsumeIntegralInRange<int>(0, 15) == 0) n_params = d_.ConsumeIntegralInRange<size_t>(0, 6);

@@ -57,6 +57,17 @@ inline void fuzz_check_accepted(const merge_job & job) {
         const u128 end = (u128) a.offset + (u128) p.n * st_dtype_size(a.dtype);
         FUZZ_CHECK(end <= job.inputs[a.file].size, "input range past the end of input %u (piece %s)", a.file, p.name.c_str());
     };
+    // A LoRA factor's bytes lie inside its input (elements × the dtype's size).
+    auto check_factor = [&](const merge_lowrank_factor & f, u128 elements) {
+        FUZZ_CHECK(f.file < job.inputs.size(), "factor input %u of %zu", f.file, job.inputs.size());
+        FUZZ_CHECK(fuzz_is_float(f.dtype), "factor dtype %u", f.dtype);
+        FUZZ_CHECK((u128) f.offset + elements * st_dtype_size(f.dtype) <= job.inputs[f.file].size, "factor past the end of input %u", f.file);
+    };
+    auto check_product = [&](const merge_lowrank_product & pr, uint64_t rows, uint64_t cols, bool) {
+        FUZZ_CHECK(pr.rank >= 1 && pr.rank <= 65536, "rank %u", pr.rank);
+        check_factor(pr.up, (u128) rows * pr.rank);
+        check_factor(pr.down, (u128) pr.rank * cols);
+    };
     for (const merge_piece & p : job.pieces) {
         for (size_t k = 0; k < p.ops.size(); k++) {
             const merge_op & op = p.ops[k];
@@ -76,6 +87,22 @@ inline void fuzz_check_accepted(const merge_job & job) {
             for (const merge_operand & a : op.args) {
                 if (a.kind == MERGE_OPERAND_OP) {
                     FUZZ_CHECK(a.index < k, "op %zu refers to op %u", k, a.index);
+                } else if (a.kind == MERGE_OPERAND_LOWRANK) {
+                    FUZZ_CHECK(a.index < p.lowranks.size(), "lowrank %u of %zu", a.index, p.lowranks.size());
+                    const merge_lowrank & lr = p.lowranks[a.index];
+                    FUZZ_CHECK((u128) lr.rows * lr.cols == p.n, "lowrank %llu x %llu for %llu elements", (unsigned long long) lr.rows, (unsigned long long) lr.cols, (unsigned long long) p.n);
+                    check_product(lr.product, lr.rows, lr.cols, true);
+                    if (lr.hadamard.rank != 0) check_product(lr.hadamard, lr.rows, lr.cols, true);
+                } else if (a.kind == MERGE_OPERAND_KRONECKER) {
+                    FUZZ_CHECK(a.index < p.kroneckers.size(), "kronecker %u of %zu", a.index, p.kroneckers.size());
+                    const merge_kronecker & kr = p.kroneckers[a.index];
+                    FUZZ_CHECK((u128) kr.rows * kr.cols == p.n, "kronecker %llu x %llu for %llu elements", (unsigned long long) kr.rows, (unsigned long long) kr.cols, (unsigned long long) p.n);
+                    for (const merge_kron_factor * f : {&kr.a, &kr.b}) {
+                        if (f->product.rank != 0) check_product(f->product, f->rows, f->cols, true);
+                        else check_factor(f->full, (u128) f->rows * f->cols);
+                    }
+                    // Every module row the operand reads exists: rows come from a.rows × b.rows.
+                    FUZZ_CHECK((u128) kr.row_start + kr.rows <= (u128) kr.a.rows * kr.b.rows, "kronecker rows past the module");
                 } else {
                     check_input(p, a);
                     FUZZ_CHECK(fuzz_is_float(a.dtype), "math on dtype %u", a.dtype);
