@@ -6,24 +6,23 @@
  */
 import { realpath } from "node:fs/promises";
 import { basename } from "node:path";
-import { executePlan, nonFiniteWarnings, preflight, sideFileNeeds } from "./board";
 import type { OutputDtype } from "./dtypes";
 import type { EngineName } from "./engine";
 import { MergeError } from "./errors";
 import { openModel } from "./formats";
 import { outputFormatForPath, type OutputFormat } from "./formats/output";
 import { assertCompatible, assertDistinctModels } from "./library/compat";
-import { configCandidates, copyModelConfig, type ConfigSource } from "./library/config";
+import { configCandidates, type ConfigSource } from "./library/config";
 import { planKeyEdits } from "./library/edits";
 import { HashCache } from "./library/hash-cache";
 import { resolveModel } from "./library/resolve";
-import type { MergeOptions, MergeProgress, MergeReport } from "./merge";
-import { sweepOutputPath, stemOf } from "./merge";
+import type { MergeOptions, MergeReport } from "./merge";
+import { finishMerge, sweepOutputPath, stemOf } from "./merge";
 import type { MergeMethod } from "./methods/define";
 import { checkRowParams, type RowParams } from "./methods/params";
 import { METHODS, type MethodName } from "./methods/registry";
 import type { ModelFile } from "./model";
-import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies } from "./outputs";
+import { ProtectedFiles, checkTargets, planConfigCopies } from "./outputs";
 import { planBoard } from "./plan";
 import { manyMergeMetadata } from "./recipes/merge-metadata";
 import { blockMapOf, rowParamsOf, type RecipeRow } from "./recipes/types";
@@ -199,25 +198,5 @@ export async function mergeMany(options: MergeOptions, checked: CheckedMany, sta
     missingKeys: [],
     warnings: missing,
   };
-  if (dryRun) {
-    const disk = await diskNeeds([...outputs.map((o) => ({ path: o.path, bytes: o.layout.size })), ...sideFileNeeds(plan)]);
-    return { ...report, isa: "", threads, seconds: (Date.now() - started) / 1000, configs: configs.map((c) => c.destination), disk, nonFinite: [] };
-  }
-  const removedTemps = await preflight(plan, overwrite);
-  const run = await executePlan(plan, {
-    engine, threads, isa, overwrite,
-    ...(options.onProgress ? { onProgress: (p: MergeProgress) => options.onProgress!({ phase: "merging", ...p }) } : {}),
-    ...(options.signal ? { signal: options.signal } : {}),
-  }, started);
-  const copied: string[] = [];
-  for (const c of configs) {
-    const done = await copyModelConfig(c.model, c.output);
-    if (done) copied.push(done.destination);
-  }
-  return {
-    ...report, isa: run.isa, threads: run.threads, seconds: (Date.now() - started) / 1000, configs: copied,
-    ...(removedTemps.length ? { removedTemps } : {}),
-    nonFinite: run.nonFinite,
-    warnings: [...report.warnings, ...nonFiniteWarnings(run.nonFinite)],
-  };
+  return finishMerge(report, plan, configs, options, { engine, threads, isa, overwrite, dryRun }, started);
 }

@@ -22,9 +22,9 @@ import { HashCache, getFileHashes } from "./library/hash-cache";
 import { outputMetadata, type InputIdentity } from "./recipes/metadata";
 import { blockMapOf, rowParamsOf, type RecipeRow } from "./recipes/types";
 import { checkRowParams } from "./methods/params";
-import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies } from "./outputs";
+import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies, type ConfigCopy } from "./outputs";
 import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
-import { planBoard, type PlanStats } from "./plan";
+import { planBoard, type BoardPlan, type PlanStats } from "./plan";
 import { mergeHfFolders, mergesFolders } from "./hf/merge-folders";
 import { manyMethodNames, mergeMany, validateManyInputs } from "./merge-many";
 import {
@@ -409,13 +409,32 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
     missingKeys,
     warnings: missingKeys.map((w) => w.message),
   };
-  if (dryRun) {
+  return finishMerge(base, plan, configs, options, { engine, threads, isa, overwrite, dryRun }, started);
+}
+
+/** What a merge reports before it runs (finishMerge adds the run's figures). */
+export type PlannedReport = Omit<MergeReport, "isa" | "threads" | "seconds" | "configs" | "disk" | "nonFinite" | "removedTemps">;
+
+/**
+ * The end every merge shares (classic and base + models rows): a dry run reports the disk it
+ * needs; otherwise clear stale temps, run the plan, copy the model configs beside the outputs.
+ */
+export async function finishMerge(
+  report: PlannedReport,
+  plan: BoardPlan,
+  configs: readonly ConfigCopy[],
+  options: MergeOptions,
+  run: { engine: "native" | "js"; threads: number; isa: NonNullable<MergeOptions["isa"]>; overwrite: boolean; dryRun: boolean },
+  started: number,
+): Promise<MergeReport> {
+  const outputs = plan.passes.flatMap((p) => p.outputs);
+  if (run.dryRun) {
     const disk = await diskNeeds([...outputs.map((o) => ({ path: o.path, bytes: o.layout.size })), ...sideFileNeeds(plan)]);
-    return { ...base, isa: "", threads, seconds: (Date.now() - started) / 1000, configs: configs.map((c) => c.destination), disk, nonFinite: [] };
+    return { ...report, isa: "", threads: run.threads, seconds: (Date.now() - started) / 1000, configs: configs.map((c) => c.destination), disk, nonFinite: [] };
   }
-  const removedTemps = await preflight(plan, overwrite);
-  const run = await executePlan(plan, {
-    engine, threads, isa, overwrite,
+  const removedTemps = await preflight(plan, run.overwrite);
+  const result = await executePlan(plan, {
+    engine: run.engine, threads: run.threads, isa: run.isa, overwrite: run.overwrite,
     ...(options.onProgress ? { onProgress: (p: MergeProgress) => options.onProgress!({ phase: "merging", ...p }) } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   }, started);
@@ -425,14 +444,14 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
     if (done) copied.push(done.destination);
   }
   return {
-    ...base,
-    isa: run.isa,
-    threads: run.threads,
+    ...report,
+    isa: result.isa,
+    threads: result.threads,
     seconds: (Date.now() - started) / 1000,
     configs: copied,
     ...(removedTemps.length ? { removedTemps } : {}),
-    nonFinite: run.nonFinite,
-    warnings: [...base.warnings, ...nonFiniteWarnings(run.nonFinite)],
+    nonFinite: result.nonFinite,
+    warnings: [...report.warnings, ...nonFiniteWarnings(result.nonFinite)],
   };
 }
 
