@@ -10,11 +10,11 @@
 import { OUTPUT_DTYPE_TO_DTYPE, isMathDtype, isNarrowFloat, type Dtype } from "./dtypes";
 import { nameHash } from "./engine/philox";
 import { MergeError } from "./errors";
-import { isCopiedAsIs, sameShape } from "./keys";
+import { sameShape } from "./keys";
 import type { ArgRef } from "./methods/define";
 import { paramResolver, type RowParams } from "./methods/params";
 import { numelOf, shapeToString } from "./model";
-import { callExpr, fileModel, fixedTensor, withDtype, type BoardRow, type Expr, type PlanStats, type RowResult, type RowTensor, type VirtualModel } from "./plan";
+import { callExpr, fixedTensor, keptTensor, withDtype, type BoardRow, type Expr, type PlanStats, type RowResult, type RowTensor, type VirtualModel } from "./plan";
 import { refuseScaledFp8, type Fp8Scale } from "./scaled-fp8";
 
 /** A model's parameters over the row's: its values, patterns (first) and block values win. */
@@ -43,20 +43,9 @@ export function planManyRow(row: BoardRow, base: VirtualModel, models: VirtualMo
       stats.discarded++;
       continue;
     }
-    const replacement = row.replace?.get(t.name);
-    if (replacement) {
-      const r = replacement.tensor;
-      if (!sameShape(r.shape, t.shape)) {
-        throw new MergeError("SHAPE_MISMATCH", `${t.name}: replacement from ${replacement.model.path} has shape ${shapeToString(r.shape)}, the base has ${shapeToString(t.shape)}`, { tensor: t.name, path: replacement.model.path });
-      }
-      const source = { ...fileModel(replacement.model).byName.get(r.name)!, name: t.name };
-      result.push(fixedTensor(isMathDtype(r.dtype) ? withDtype(source, outFloat ?? t.dtype) : source));
-      stats.replaced++;
-      continue;
-    }
-    if (isCopiedAsIs(t.name, t.dtype)) {
-      result.push(fixedTensor(t));
-      stats.copiedAsIs++;
+    const kept = keptTensor(t, row.replace?.get(t.name), outFloat, "the base", stats);
+    if (kept) {
+      result.push(kept);
       continue;
     }
     const dtype: Dtype = outFloat ?? t.dtype;

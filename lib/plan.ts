@@ -264,6 +264,35 @@ export interface RowResult {
 function segmentsOf(t: RowTensor, k: number): Segment[] {
   return t.fixed ?? t.at!(k);
 }
+/**
+ * A row's tensor that is not merged, if it is one: a replacement from another file (a baked-in
+ * VAE), under the first model's key name and in the row's float type, or a tensor copied as is
+ * (integer buffers, position ids). Counts it in `stats`; undefined for a tensor to merge.
+ */
+export function keptTensor(
+  t: VirtualTensor,
+  replacement: { model: ModelFile; tensor: TensorInfo } | undefined,
+  outFloat: Dtype | undefined,
+  firstModel: string,
+  stats: PlanStats,
+): RowTensor | undefined {
+  if (replacement) {
+    const r = replacement.tensor;
+    if (!sameShape(r.shape, t.shape)) {
+      throw new MergeError("SHAPE_MISMATCH", `${t.name}: replacement from ${replacement.model.path} has shape ${shapeToString(r.shape)}, ${firstModel} has ${shapeToString(t.shape)}`, { tensor: t.name, path: replacement.model.path });
+    }
+    // The replacement's values under the row's key name (a standalone VAE's keys lack the prefix).
+    const source = { ...fileModel(replacement.model).byName.get(r.name)!, name: t.name };
+    stats.replaced++;
+    return fixedTensor(isMathDtype(r.dtype) ? withDtype(source, outFloat ?? t.dtype) : source);
+  }
+  if (isCopiedAsIs(t.name, t.dtype)) {
+    stats.copiedAsIs++;
+    return fixedTensor(t);
+  }
+  return undefined;
+}
+
 export function fixedTensor(t: VirtualTensor): RowTensor {
   return { name: t.name, dtype: t.dtype, shape: t.shape, fixed: t.segments, ...(t.scale ? { scale: t.scale } : {}) };
 }
@@ -310,21 +339,9 @@ function planRow(row: BoardRow, models: Partial<Record<ModelSlot, VirtualModel>>
       } else stats.discarded++;
       continue;
     }
-    const replacement = row.replace?.get(t.name);
-    if (replacement) {
-      const r = replacement.tensor;
-      if (!sameShape(r.shape, t.shape)) {
-        throw new MergeError("SHAPE_MISMATCH", `${t.name}: replacement from ${replacement.model.path} has shape ${shapeToString(r.shape)}, A has ${shapeToString(t.shape)}`, { tensor: t.name, path: replacement.model.path });
-      }
-      // The replacement's values under A's key name (a standalone VAE's keys lack the prefix).
-      const source = { ...fileModel(replacement.model).byName.get(r.name)!, name: t.name };
-      result.push(fixedTensor(isMathDtype(r.dtype) ? withDtype(source, outFloat ?? t.dtype) : source));
-      stats.replaced++;
-      continue;
-    }
-    if (isCopiedAsIs(t.name, t.dtype)) {
-      result.push(fixedTensor(t));
-      stats.copiedAsIs++;
+    const kept = keptTensor(t, row.replace?.get(t.name), outFloat, "A", stats);
+    if (kept) {
+      result.push(kept);
       continue;
     }
     const dtype = outFloat ?? t.dtype;
