@@ -23,6 +23,7 @@ import { buildFloorTool, evictFiles, floorTechniques, residency, runFloor, warmF
 import { cleanModels, defaultLayoutsDir, ensureModels, freeBytes, GB, modelPath, modelSize, type ModelSpec } from "./models";
 import { DEFAULT_SCENARIOS, scenarioById, type Scenario } from "./scenarios";
 import { writeResultsMarkdown } from "./report";
+import { hfBenchMain, isHfScenario } from "./hf-llm";
 
 export type CacheState = "warm" | "cold";
 
@@ -496,7 +497,8 @@ Full-size merges vs the I/O floor (see bench/README.md).
 
   --dir DIR            model folder (default: ${join(tmpdir(), "tensormerge-bench")})
   --layouts DIR        layout JSON folder (default: ../shared/layouts)
-  --scenarios LIST     comma-separated ids (default: ${DEFAULT_SCENARIOS.join(",")})
+  --scenarios LIST     comma-separated ids (default: ${DEFAULT_SCENARIOS.join(",")});
+                       slerp-mistral7b,ties-mistral7b run the language-model bench (bench/hf-llm.ts, --help there)
   --runs N             repetitions per scenario and cache state (default 3)
   --js-runs N          repetitions of the TS engine (default 2)
   --cache LIST         warm,cold (default both)
@@ -514,6 +516,9 @@ Full-size merges vs the I/O floor (see bench/README.md).
 `;
 
 export async function main(argv: string[]): Promise<number> {
+  // The language-model scenarios (Hugging Face folders, mergekit configs) have their own runner.
+  const asked = argv.find((a, i) => argv[i - 1] === "--scenarios" || a.startsWith("--scenarios="))?.replace(/^--scenarios=/, "");
+  if (asked?.split(",").some(isHfScenario)) return hfBenchMain(argv);
   const { values } = parseArgs({
     args: argv,
     options: {

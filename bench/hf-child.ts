@@ -1,0 +1,33 @@
+/**
+ * Runs one `tensormerge mergekit` merge (runMergekit, the function behind the CLI command) in a
+ * fresh process and prints one JSON line: wall and CPU time, the report, and memory (the Node
+ * baseline before the merge, peaks during it: RssAnon sampled every 10 ms, VmHWM). A fresh
+ * process per run keeps the peaks honest.
+ *
+ *   node dist/bench/hf-child.js '{"config": "ties.yml", "out": "./out", "shardSize": "5GB", "threads": 2}'
+ */
+import * as engine from "../lib/engine";
+import { MemorySampler, sampleMemory } from "../lib/bench/memory";
+import { runMergekit, type MergekitOptions } from "../lib/hf/mergekit";
+
+async function main(): Promise<void> {
+  const options = JSON.parse(process.argv[2] ?? "{}") as MergekitOptions;
+  engine.nativeAvailable(); // load the addon before the clock starts
+  const baseline = sampleMemory();
+  const sampler = new MemorySampler("self", 10);
+  sampler.start();
+  const cpu0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  const report = await runMergekit({ ...options, engine: "native" });
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = process.cpuUsage(cpu0);
+  const peak = sampler.stop();
+  const { stats: _stats, ...rest } = report as typeof report & { stats?: unknown };
+  process.stdout.write(JSON.stringify({ seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, report: rest, baseline, peak }) + "\n");
+}
+
+main().catch((e: unknown) => {
+  const err = e as { code?: string; message?: string };
+  process.stdout.write(JSON.stringify({ error: { code: err.code ?? "INTERNAL", message: err.message ?? String(e) } }) + "\n");
+  process.exitCode = 1;
+});
