@@ -141,10 +141,15 @@ function mergeRows(config: MergekitConfig, slices: OutputSlice[], aligned: Align
   switch (config.method) {
     case "passthrough": {
       if (n !== 1) throw new MergeError("RECIPE_INVALID", `mergekit config: slices: passthrough takes exactly one source per slice, got ${n}`);
-      if (slices.some((s) => Object.hasOwn(s.sources[0]!.parameters, "scale") || Object.hasOwn(s.parameters, "scale"))) {
-        throw new MergeError("RECIPE_INVALID", "mergekit config: parameters.scale: passthrough's scale is not supported yet");
-      }
-      return [{ name: "passthrough", method: resolveMethod("no-interpolation"), inputs: { a: file(0) }, multipliers: [0], dtype }];
+      const scaled = Object.hasOwn(config.parameters, "scale") || slices.some((s) => Object.hasOwn(s.sources[0]!.parameters, "scale") || Object.hasOwn(s.parameters, "scale"));
+      const copy: BoardRow = { name: "passthrough", method: resolveMethod("no-interpolation"), inputs: { a: file(0) }, multipliers: [0], dtype };
+      if (!scaled) return [copy];
+      // mergekit passthrough.py: tensor · scale where the source's scale (a per-model parameter,
+      // filters matched against the input name, gradients over the slice) is set, the tensor
+      // unchanged where it is not: one fp32 product rounded once to the output dtype, as torch's
+      // bf16/fp16 × scalar computes it. A·scale + A·0 is that product (A·0 adds a signed zero).
+      const scale = (key: string) => read.number(read.perModel("scale", key, 0), "scale", key, 1);
+      return [rowOf("passthrough", linearStep, { a: file(0), b: file(0) }, dtype, { alpha: scale, beta: () => 0 })];
     }
     case "linear": {
       const weight = (key: string, j: number) => read.number(read.perModel("weight", key, j), "weight", key);

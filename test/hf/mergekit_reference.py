@@ -7,6 +7,10 @@ generalized_task_arithmetic.py + sparsify.py magnitude, model_stock.py). Input o
    "t": {name: t} (slerp), "weights": [{name: w}...], "densities": [{name: d}...],
    "normalize": bool}
 Output on stdout, JSON: {name: [float, ...]} computed in float32 (mergekit with dtype float32).
+passthrough (merge_methods/passthrough.py: `tensor * scale` when the source's scale is set,
+the tensor unchanged otherwise), in the merge dtype as mergekit computes it:
+  {"method": "passthrough", "base": DIR, "sources": {output name: input name},
+   "scales": {output name: scale or null}, "dtype": "bfloat16" | "float16" | "float32"}
 Safetensors files are parsed by hand (torch 1.13 has no safetensors).
 """
 import json
@@ -95,9 +99,24 @@ def model_stock(base, xs):
     return t * avg + (1 - t) * base
 
 
+def passthrough(req, base):
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[req["dtype"]]
+    out = {}
+    for name, source in req["sources"].items():
+        tensor = base[source].to(dtype)
+        scale = req["scales"].get(name)
+        if scale is not None:
+            tensor = tensor * scale
+        out[name] = tensor.to(torch.float32).flatten().tolist()
+    return out
+
+
 def main():
     req = json.load(sys.stdin)
     base = read_folder(req["base"])
+    if req["method"] == "passthrough":
+        json.dump(passthrough(req, base), sys.stdout)
+        return
     models = [read_folder(m) for m in req["models"]]
     out = {}
     for name, b in base.items():
