@@ -48,6 +48,8 @@ export interface MergeProgress {
   /** The pass running (1-based) and how many there are (a board's rows may need several). */
   pass?: number;
   passes?: number;
+  /** What a progress line should call this pass when the run knows better than "merging" (a model folder: the shard being written). */
+  label?: string;
 }
 
 export interface MergeOptions {

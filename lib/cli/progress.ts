@@ -181,7 +181,7 @@ export function createMergeProgressPrinter(stream: NodeJS.WritableStream, isTTY:
   let current = "";
   return {
     update(p) {
-      const label = p.phase === "hashing" ? `hashing ${basename(p.path ?? "")}` : (p.passes ?? 1) > 1 ? `merging, pass ${p.pass}/${p.passes}` : "merging";
+      const label = p.label ?? (p.phase === "hashing" ? `hashing ${basename(p.path ?? "")}` : (p.passes ?? 1) > 1 ? `merging, pass ${p.pass}/${p.passes}` : "merging");
       if (label !== current || !bar) {
         bar?.done();
         current = label;

@@ -126,6 +126,27 @@ function shardedBoard(rows: BoardRow[], shards: ShardPlan[], folder: string, met
   return planBoard({ rows: [...rows, ...shardRows] });
 }
 
+/**
+ * What each pass writes, for progress lines: each shard is one pass (its keys only), so the bar
+ * says "writing shard 2/3 (model-00002-of-00003.safetensors)" instead of "merging, pass 2/3".
+ */
+export function passLabels(plan: BoardPlan): string[] {
+  const shards = plan.passes.flatMap((p) => p.outputs).length;
+  let first = 0;
+  return plan.passes.map((p) => {
+    const names = p.outputs.map((o) => basename(o.path));
+    const from = first + 1, to = first + names.length;
+    first = to;
+    if (shards === 1) return `writing ${names[0]}`;
+    return `writing shard${from === to ? ` ${from}` : `s ${from}–${to}`}/${shards} (${names.join(", ")})`;
+  });
+}
+
+function labelledProgress(plan: BoardPlan, onProgress: (p: MergeProgress) => void): (p: MergeProgress) => void {
+  const labels = passLabels(plan);
+  return (p) => onProgress(p.phase === "hashing" ? p : { ...p, label: labels[(p.pass ?? 1) - 1] ?? "merging" });
+}
+
 /** The merged model's tensors (name, bytes) in order, from a plan whose last row is saved once. */
 function resultEntries(rows: BoardRow[]): { name: string; bytes: number }[] {
   const probe = [...rows];
@@ -264,7 +285,7 @@ export async function writeHfFolder(request: HfWriteRequest): Promise<HfWriteRep
       engine: request.engine,
       ...(request.threads !== undefined ? { threads: request.threads } : {}),
       ...(request.isa ? { isa: request.isa } : {}),
-      ...(request.onProgress ? { onProgress: request.onProgress } : {}),
+      ...(request.onProgress ? { onProgress: labelledProgress(plan, request.onProgress) } : {}),
       ...(request.signal ? { signal: request.signal } : {}),
     }, started);
     if (shards.length > 1) await writeSynced(join(temp, INDEX_FILE), indexJson(shards));
