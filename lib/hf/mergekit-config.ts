@@ -137,11 +137,14 @@ function parseParameters(field: string, v: unknown, allowed: readonly string[], 
 }
 
 /** A model reference: a local folder, resolved against the working directory as mergekit does, then the config's folder. */
-function parseModelRef(field: string, v: unknown, configDir: string, exists: (p: string) => boolean): { model: string; ref: string } {
+/** Finds a model a config names when neither the working directory nor the config's folder has it (reproduce searches the model folders). */
+export type ModelLocator = (ref: string) => string | undefined;
+
+function parseModelRef(field: string, v: unknown, configDir: string, exists: (p: string) => boolean, locate?: ModelLocator): { model: string; ref: string } {
   if (typeof v !== "string" || v.trim() === "") throw configError(field, `must be a model folder path, got ${JSON.stringify(v)}`);
   if (v.includes("+")) throw configError(field, `"${v}": model+LoRA references are not supported`);
   const candidates = isAbsolute(v) ? [v] : [resolve(v), resolve(configDir, v)];
-  const found = candidates.find(exists);
+  const found = candidates.find(exists) ?? locate?.(v);
   if (!found) throw configError(field, `"${v}" is not a local folder (tensormerge reads local Hugging Face folders; download the repository first)`);
   return { model: found, ref: v };
 }
@@ -166,7 +169,7 @@ function parseDtype(field: string, v: unknown): "fp16" | "bf16" | "fp32" | undef
  * @example
  * parseMergekitConfig("merge_method: linear\nmodels:\n  - model: ./a\n    parameters: {weight: 1}\n", "/x/c.yml", fs.existsSync);
  */
-export function parseMergekitConfig(text: string, configPath: string, exists: (p: string) => boolean): MergekitConfig {
+export function parseMergekitConfig(text: string, configPath: string, exists: (p: string) => boolean, locate?: ModelLocator): MergekitConfig {
   let doc: unknown;
   try {
     doc = parseYaml(text, { uniqueKeys: true, prettyErrors: true, maxAliasCount: 100 });
@@ -182,7 +185,7 @@ export function parseMergekitConfig(text: string, configPath: string, exists: (p
   const method = methodName as MergekitMethod;
   const { perModel, global } = METHOD_PARAMETERS[method];
   const configDir = dirname(resolve(configPath));
-  const ref = (field: string, v: unknown) => parseModelRef(field, v, configDir, exists);
+  const ref = (field: string, v: unknown) => parseModelRef(field, v, configDir, exists, locate);
   if ((doc.models === undefined) === (doc.slices === undefined)) throw configError("models / slices", "give exactly one of models and slices");
   const config: MergekitConfig = { method, parameters: parseParameters("parameters", doc.parameters, global, method), text };
   if (doc.base_model !== undefined && doc.base_model !== null) config.baseModel = ref("base_model", doc.base_model);

@@ -17,7 +17,7 @@ import type { ModelFile } from "../model";
 import type { BoardRow, RowInput } from "../plan";
 import { assertLlmCompatible, identifyLlm, type LlmIdentification } from "./architecture";
 import { openHfFolder, type HfModel } from "./folder";
-import { evaluateSetting, parseMergekitConfig, type MergekitConfig, type OutputSlice, type Scalar } from "./mergekit-config";
+import { evaluateSetting, parseMergekitConfig, type MergekitConfig, type ModelLocator, type OutputSlice, type Scalar } from "./mergekit-config";
 import { alignSlices, type AlignedModels } from "./mergekit-layout";
 import { linearStep, taskVectorStep } from "./mergekit-methods";
 import { DEFAULT_SHARD_SIZE, parseShardSize, writeHfFolder, type HfWriteReport } from "./output";
@@ -50,8 +50,15 @@ const MAX_CONFIG_BYTES = 1 << 20;
 
 export async function loadMergekitConfig(path: string): Promise<MergekitConfig> {
   const text = await readFile(path, "utf8").catch((e) => { throw fsError(e, path, "reading the mergekit config"); });
+  return mergekitConfigFromText(text, path);
+}
+
+const isDirectory = (p: string) => { try { return statSync(p).isDirectory(); } catch { return false; } };
+
+/** A config given as text (a model's embedded recipe); `path` names it in errors and anchors relative model paths. */
+export function mergekitConfigFromText(text: string, path: string, locate?: ModelLocator): MergekitConfig {
   if (Buffer.byteLength(text) > MAX_CONFIG_BYTES) throw new MergeError("RECIPE_INVALID", `${path}: a mergekit config larger than 1 MiB is not a config`, { path });
-  return parseMergekitConfig(text, path, (p) => { try { return statSync(p).isDirectory(); } catch { return false; } });
+  return parseMergekitConfig(text, path, isDirectory, locate);
 }
 
 /** A parameter's value for one output tensor, looked up as mergekit's ConfigReader does. */
@@ -269,7 +276,11 @@ function outputDtype(config: MergekitConfig, base: { id: LlmIdentification; mode
  * await runMergekit({ config: "frankenmerge.yml", out: "./deeper", shardSize: "2GB" });
  */
 export async function runMergekit(options: MergekitOptions): Promise<MergekitReport> {
-  const config = await loadMergekitConfig(options.config);
+  return runMergekitConfig(await loadMergekitConfig(options.config), options);
+}
+
+/** runMergekit on a parsed config (`options.config` unused). */
+export async function runMergekitConfig(config: MergekitConfig, options: Omit<MergekitOptions, "config">): Promise<MergekitReport> {
   const shardSize = options.shardSize === undefined ? DEFAULT_SHARD_SIZE : parseShardSize(options.shardSize);
   const engine = resolveEngine(options.engine ?? "auto");
   const refs = new Map<string, string>();

@@ -16,6 +16,8 @@ import { embeddedRecipe, RECIPE_METADATA_KEY } from "./metadata";
 import { runRecipe, type RecipeProgress, type RecipeRunReport } from "./run";
 import { optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, rejectUnknownKeys, requireString } from "../validate";
 import type { Recipe } from "./types";
+import { isModelFolder } from "../hf/folder";
+import { reproduceHfFolder, type HfReproduceReport } from "../hf/reproduce";
 
 export interface ReproduceOptions {
   /** Folders searched for the ingredients (by sha256; files named as recorded are hashed first). */
@@ -80,6 +82,7 @@ export async function reproduce(path: string, options: ReproduceOptions = {}): P
   optionalFunction("openModel", options.openModel);
   optionalFunction("onProgress", options.onProgress);
   optionalSignal("signal", options.signal);
+  if (await isModelFolder(source)) throw new MergeError("INVALID_ARGUMENT", `${source} is a model folder: reproduceModel() rebuilds folders`, { path: source });
   const recipe = await readEmbeddedRecipe(source, options.openModel);
   const last = recipe.rows.length - 1;
   const format = recipe.rows[last]!.format;
@@ -103,4 +106,18 @@ export async function reproduce(path: string, options: ReproduceOptions = {}): P
   if (options.dryRun) return { source, out, recipe, identical: null, sourceSha256: null, outSha256: null, run };
   const [a, b] = [await sha256File(source), await sha256File(out)];
   return { source, out, recipe, identical: a.sha256 === b.sha256, sourceSha256: a.sha256, outSha256: b.sha256, run };
+}
+
+/**
+ * `reproduce` for a model file or a Hugging Face folder (rebuilt from the recipe in its shards
+ * by lib/hf/reproduce.ts; its report has `recipeKind` and per-file results).
+ *
+ * @example
+ * const r = await reproduceModel("./merged", { modelDirs: ["./models"] });
+ */
+export async function reproduceModel(path: string, options: ReproduceOptions = {}): Promise<ReproduceReport | HfReproduceReport> {
+  const source = resolve(requireString("path", path));
+  if (!(await isModelFolder(source))) return reproduce(source, options);
+  const { onProgress, hashCache: _cache, openModel: _open, ...rest } = options;
+  return reproduceHfFolder(source, { ...rest, ...(onProgress ? { onProgress: (progress) => onProgress({ phase: "merge", passes: progress.passes ?? 1, progress }) } : {}) });
 }

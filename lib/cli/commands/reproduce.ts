@@ -4,9 +4,11 @@ import { MergeError } from "../../errors";
 import { HashCache } from "../../library/hash-cache";
 import { formatBytes } from "../../outputs";
 import { formatJsonRecipe } from "../../recipes/json";
+import { isModelFolder } from "../../hf/folder";
+import { reproduceHfFolder } from "../../hf/reproduce";
 import { readEmbeddedRecipe, reproduce } from "../../recipes/reproduce";
 import { defineCommand, ENGINE_OPTIONS, OLD_MODELS_OPTION, flagArg, modelDirArgs, refuseOldModelsOption, stringArg } from "../command";
-import { createProgressPrinter } from "../progress";
+import { createMergeProgressPrinter, createProgressPrinter } from "../progress";
 import { engineOptions, printPlan, recipePlanView, refuseShortDisk } from "./run";
 
 export const reproduceCommand = defineCommand({
@@ -37,6 +39,23 @@ export const reproduceCommand = defineCommand({
     const out = stringArg(args, "out");
     const dryRun = flagArg(args, "dry-run");
     const quiet = flagArg(args, "quiet") || dryRun;
+    if (await isModelFolder(model)) {
+      // A Hugging Face folder: rebuilt from the recipe in its shards (lib/hf/reproduce.ts).
+      const printer = quiet ? undefined : createMergeProgressPrinter(io.err, io.isTTY);
+      const r = await reproduceHfFolder(model, {
+        ...(modelDirs.length ? { modelDirs } : {}), ...(out !== undefined ? { out } : {}), overwrite: flagArg(args, "overwrite"), dryRun,
+        ...engineOptions(args), ...(printer ? { onProgress: (p) => printer.update(p) } : {}), signal,
+      }).finally(() => printer?.done());
+      if (dryRun) {
+        io.out.write(`would rebuild ${r.out} from the ${r.recipeKind === "mergekit" ? "mergekit config" : "merge recipe"} in ${basename(model)}'s shards (${formatBytes(r.bytesWritten)}, shards of up to ${formatBytes(r.shardSize)})\n`);
+        return 0;
+      }
+      const differ = r.files!.filter((f) => !f.identical).map((f) => f.name);
+      io.out.write(differ.length === 0
+        ? `rebuilt ${r.out} (${formatBytes(r.bytesWritten)}): identical to ${basename(model)}, ${r.files!.length} files compared (README.md left out)\n`
+        : `rebuilt ${r.out} (${formatBytes(r.bytesWritten)}) but it differs from ${basename(model)}: ${differ.join(", ")}\n`);
+      return differ.length === 0 ? 0 : 1;
+    }
     const bar = quiet ? undefined : createProgressPrinter(io.err, io.isTTY, "rebuilding");
     const report = await reproduce(model, {
       ...(modelDirs.length ? { modelDirs } : {}),
