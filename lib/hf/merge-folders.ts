@@ -4,13 +4,16 @@
  * are opened as folders (lib/hf/folder.ts), checked as language models (architecture.ts) and the
  * result written as a sharded folder (output.ts) with config.json, tokenizer files and a card.
  *
- * What only makes sense for single files is refused, naming the option: a multiplier sweep
- * (one folder per value is not supported yet), `vae`, `discard`, `prune`, `config` (a `.yaml`
- * beside a checkpoint), `format: "ckpt"`.
+ * A multiplier sweep writes one folder per value (`out` with `<M>` replaced, else `out-<M>`),
+ * all in the same passes: pass k writes shard k of every folder, so the inputs are read once.
+ *
+ * What only makes sense for single files is refused, naming the option: `vae`, `discard`,
+ * `prune`, `config` (a `.yaml` beside a checkpoint), `format: "ckpt"`.
  */
 import { basename } from "node:path";
 import { OUTPUT_DTYPE_TO_DTYPE, type OutputDtype } from "../dtypes";
 import { MergeError } from "../errors";
+import { formatMultiplier } from "../validate";
 import type { MergeOptions, MergeReport } from "../merge";
 import type { ModelSlot } from "../methods/define";
 import { checkRowParams, type RowParams } from "../methods/params";
@@ -41,6 +44,12 @@ export interface FolderMergeInput {
 const TORCH_DTYPE: Partial<Record<OutputDtype, string>> = { fp16: "float16", bf16: "bfloat16", fp32: "float32" };
 
 /** Whether a merge's model A (or base) is a folder (then every input must be). */
+/** The folder of one value of a sweep: `<M>` in `out` replaced by the value, else `out-<M>` (a folder name has no extension to keep). */
+export function sweepFolderPath(out: string, multiplier: number, count: number): string {
+  if (out.includes("<M>")) return out.replaceAll("<M>", formatMultiplier(multiplier));
+  return count === 1 ? out : `${out.replace(/[\\/]+$/, "")}-${formatMultiplier(multiplier)}`;
+}
+
 export async function mergesFolders(input: Pick<FolderMergeInput, "paths" | "many">): Promise<boolean> {
   const first = input.many?.base ?? input.paths.a;
   return first !== undefined && (await isModelFolder(first));
@@ -48,7 +57,6 @@ export async function mergesFolders(input: Pick<FolderMergeInput, "paths" | "man
 
 function refuseFileOnlyOptions(options: MergeOptions, input: FolderMergeInput): void {
   const refuse = (option: string, why: string) => { throw new MergeError("INVALID_ARGUMENT", `${option}: ${why} (model A is a Hugging Face folder)`); };
-  if (input.multipliers.length > 1) refuse("multiplier", "a sweep of model folders is not supported yet: give one value");
   if (options.vae !== undefined) refuse("vae", "baking a VAE applies to Stable Diffusion checkpoints");
   if (options.discard !== undefined) refuse("discard", "not supported for model folders");
   if (options.prune) refuse("prune", "not supported for model folders");
@@ -80,19 +88,29 @@ export async function mergeHfFolders(options: MergeOptions & { shardSize?: numbe
   if (!many) input.method.inputs.forEach((s, i) => { inputs[s] = { model: opened[i]!.model }; });
   const aId = ids[0]?.id;
   const outDtype = input.dtype ? TORCH_DTYPE[input.dtype] : aId?.torchDtype;
-  const recipe = { method: input.method.name, models: Object.fromEntries(named.map((n) => [n.slot, basename(n.path)])), multiplier: input.multipliers[0], ...input.rowParams, ...(many ? { modelParams: many.modelParams.map((p) => p.values ?? {}) } : {}), ...(input.dtype ? { dtype: input.dtype } : {}) };
+  const recipeOf = (multiplier: number) => ({ method: input.method.name, models: Object.fromEntries(named.map((n) => [n.slot, basename(n.path)])), multiplier, ...input.rowParams, ...(many ? { modelParams: many.modelParams.map((p) => p.values ?? {}) } : {}), ...(input.dtype ? { dtype: input.dtype } : {}) });
+  const row = {
+    name: basename(input.out), method: input.method, inputs,
+    ...(many ? { base: { model: a.model }, models: opened.slice(1).map((hf, i) => ({ input: { model: hf.model }, params: many.modelParams[i]! })) } : {}),
+    ...(params ? { params } : {}), ...(input.rowParams.clamp ? { clamp: true } : {}), ...(input.dtype ? { dtype: input.dtype } : {}),
+  };
+  // A sweep: one single-valued row per multiplier (only those can be cut into shards), one folder each.
+  const outs = input.multipliers.map((m) => sweepFolderPath(input.out, m, input.multipliers.length));
+  const variants = input.multipliers.map((m, i) => {
+    const recipe = recipeOf(m);
+    return {
+      out: outs[i]!, row: i,
+      metadata: { ...(options.metadata ?? {}), ...(options.recipeMetadata === false ? {} : { tensormerge_merge: JSON.stringify(recipe) }) },
+      card: modelCard({ name: basename(outs[i]!), method: input.method.name, models: named.map((n) => n.path), recipe: JSON.stringify(recipe, null, 2), dtype: input.dtype ? OUTPUT_DTYPE_TO_DTYPE[input.dtype] : "A's dtypes" }),
+    };
+  });
   const report = await writeHfFolder({
-    rows: [{
-      name: basename(input.out), method: input.method, inputs, multipliers: input.multipliers,
-      ...(many ? { base: { model: a.model }, models: opened.slice(1).map((hf, i) => ({ input: { model: hf.model }, params: many.modelParams[i]! })) } : {}),
-      ...(params ? { params } : {}), ...(input.rowParams.clamp ? { clamp: true } : {}), ...(input.dtype ? { dtype: input.dtype } : {}),
-    }],
+    rows: input.multipliers.map((m, i) => ({ ...row, name: input.multipliers.length > 1 ? `${basename(outs[i]!)}` : row.name, multipliers: [m] })),
     out: input.out,
+    variants,
     shardSize,
-    metadata: { ...(options.metadata ?? {}), ...(options.recipeMetadata === false ? {} : { tensormerge_merge: JSON.stringify(recipe) }) },
     ...(a.config ? { config: outputConfig(a.config, outDtype ? { torch_dtype: outDtype } : {}) } : {}),
     copies: await supportFiles(a.folder),
-    card: modelCard({ name: basename(input.out), method: input.method.name, models: named.map((n) => n.path), recipe: JSON.stringify(recipe, null, 2), dtype: input.dtype ? OUTPUT_DTYPE_TO_DTYPE[input.dtype] : "A's dtypes" }),
     inputs: named.map((n) => n.path),
     overwrite: input.overwrite,
     dryRun: input.dryRun,
@@ -102,13 +120,14 @@ export async function mergeHfFolders(options: MergeOptions & { shardSize?: numbe
     ...(options.onProgress ? { onProgress: (p) => options.onProgress!({ phase: "merging", ...p }) } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   });
+  const perFolder = report.bytesWritten / outs.length;
   return {
     dryRun: report.dryRun,
     inputs: named.map((n, i) => ({
       ...(many ? (i === 0 ? { slot: "base" as const } : { slot: "model" as const, index: i - 1 }) : { slot: input.method.inputs[i]! }),
       path: n.path, bytes: opened[i]!.model.size,
     })),
-    outputs: [{ path: input.out, multiplier: input.multipliers[0]!, bytes: report.bytesWritten }],
+    outputs: outs.map((path, i) => ({ path, multiplier: input.multipliers[i]!, bytes: perFolder })),
     method: input.method.name as MergeReport["method"],
     engine: input.engine,
     isa: report.isa,

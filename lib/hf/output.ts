@@ -89,6 +89,20 @@ export interface HfWriteRequest {
   isa?: "auto" | "scalar" | "avx2" | "avx512";
   onProgress?: (p: MergeProgress) => void;
   signal?: AbortSignal;
+  /**
+   * Several models from one board (a sweep): each variant is the result of its `row`, written
+   * as its own folder with its own metadata and card (`out`, `metadata` and `card` above are
+   * then unused). Pass k writes shard k of every variant, so the inputs are read once in all.
+   * Default: one variant, the last row, into `out`.
+   */
+  variants?: HfVariant[];
+}
+
+export interface HfVariant {
+  out: string;
+  row: number;
+  metadata?: Record<string, string>;
+  card?: string;
 }
 
 export interface HfWriteReport {
@@ -109,20 +123,21 @@ export interface HfWriteReport {
   /** What the last row (the model) did per key. */
   stats: PlanStats;
   warnings: string[];
+  /** Every folder written (one unless `variants` were given), in the order asked. */
+  outs: string[];
 }
 
-/** The rows with one saved copy-row per shard appended (each keeps its shard's keys only). */
-function shardedBoard(rows: BoardRow[], shards: ShardPlan[], folder: string, metadata: Record<string, string>): BoardPlan {
+/** The rows with one saved copy-row per shard and variant appended (each keeps its shard's keys only). */
+function shardedBoard(rows: BoardRow[], shards: ShardPlan[], variants: { row: number; folder: string; metadata: Record<string, string> }[]): BoardPlan {
   const copy = resolveMethod("no-interpolation");
-  const last = rows.length - 1;
-  const shardRows: BoardRow[] = shards.map((s) => {
+  const shardRows: BoardRow[] = variants.flatMap((v) => shards.map((s) => {
     const keep = new Set(s.tensors);
     return {
-      name: s.name, method: copy, inputs: { a: { row: last } }, multipliers: [0],
+      name: `${basename(v.folder)}/${s.name}`, method: copy, inputs: { a: { row: v.row } }, multipliers: [0],
       discard: (name: string) => !keep.has(name),
-      outputs: [{ path: join(folder, s.name), format: "safetensors", metadata: { format: "pt", ...metadata } }],
+      outputs: [{ path: join(v.folder, s.name), format: "safetensors" as const, metadata: { format: "pt", ...v.metadata } }],
     };
-  });
+  }));
   return planBoard({ rows: [...rows, ...shardRows] });
 }
 
@@ -131,14 +146,17 @@ function shardedBoard(rows: BoardRow[], shards: ShardPlan[], folder: string, met
  * says "writing shard 2/3 (model-00002-of-00003.safetensors)" instead of "merging, pass 2/3".
  */
 export function passLabels(plan: BoardPlan): string[] {
-  const shards = plan.passes.flatMap((p) => p.outputs).length;
+  const names = (p: { outputs: { path: string }[] }) => [...new Set(p.outputs.map((o) => basename(o.path)))];
+  const shards = plan.passes.reduce((n, p) => n + names(p).length, 0);
   let first = 0;
   return plan.passes.map((p) => {
-    const names = p.outputs.map((o) => basename(o.path));
-    const from = first + 1, to = first + names.length;
+    const here = names(p);
+    const folders = p.outputs.length / here.length;
+    const from = first + 1, to = first + here.length;
     first = to;
-    if (shards === 1) return `writing ${names[0]}`;
-    return `writing shard${from === to ? ` ${from}` : `s ${from}–${to}`}/${shards} (${names.join(", ")})`;
+    const of = folders > 1 ? ` of ${folders} folders` : "";
+    if (shards === 1) return `writing ${here[0]}${of}`;
+    return `writing shard${from === to ? ` ${from}` : `s ${from}–${to}`}/${shards} (${here.join(", ")})${of}`;
   });
 }
 
@@ -147,10 +165,10 @@ function labelledProgress(plan: BoardPlan, onProgress: (p: MergeProgress) => voi
   return (p) => onProgress(p.phase === "hashing" ? p : { ...p, label: labels[(p.pass ?? 1) - 1] ?? "merging" });
 }
 
-/** The merged model's tensors (name, bytes) in order, from a plan whose last row is saved once. */
-function resultEntries(rows: BoardRow[]): { name: string; bytes: number }[] {
+/** The merged model's tensors (name, bytes) in order, from a plan where row `row` is saved once. */
+function resultEntries(rows: BoardRow[], row: number): { name: string; bytes: number }[] {
   const probe = [...rows];
-  probe[probe.length - 1] = { ...probe[probe.length - 1]!, outputs: [{ path: "probe.safetensors", format: "safetensors", metadata: {} }] };
+  probe[row] = { ...probe[row]!, outputs: [{ path: "probe.safetensors", format: "safetensors", metadata: {} }] };
   const plan = planBoard({ rows: probe });
   const layout = plan.passes[0]!.outputs[0]!.layout as PlannedLayout;
   return layout.entries.map((e) => ({ name: e.name, bytes: numelOf(e.shape) * DTYPE_SIZE[e.dtype] }));
@@ -255,31 +273,39 @@ export function indexJson(shards: readonly ShardPlan[]): string {
 /** Plans, then (unless a dry run) writes the model folder. */
 export async function writeHfFolder(request: HfWriteRequest): Promise<HfWriteReport> {
   const started = Date.now();
-  const { out, rows } = request;
+  const { rows } = request;
   const overwrite = request.overwrite === true;
-  await checkTarget(out, request.inputs, overwrite);
-  const shards = shardTensors(resultEntries(rows), request.shardSize);
-  const metadata = request.metadata ?? {};
+  const variants: HfVariant[] = request.variants ?? [{ out: request.out, row: rows.length - 1, ...(request.metadata ? { metadata: request.metadata } : {}), ...(request.card !== undefined ? { card: request.card } : {}) }];
+  const seen = new Set<string>();
+  for (const v of variants) {
+    if (seen.has(resolve(v.out))) throw new MergeError("INVALID_ARGUMENT", `${v.out}: two outputs of this merge would be the same folder`, { path: v.out });
+    seen.add(resolve(v.out));
+    await checkTarget(v.out, request.inputs, overwrite);
+  }
+  const out = variants[0]!.out;
+  const shards = shardTensors(resultEntries(rows, variants[0]!.row), request.shardSize);
   const extraFiles = [
     ...(shards.length > 1 ? [INDEX_FILE] : []),
     ...(request.config ? [CONFIG_FILE] : []),
     ...(request.copies ?? []).map((c) => c.name),
-    ...(request.card !== undefined ? ["README.md"] : []),
+    ...(variants[0]!.card !== undefined ? ["README.md"] : []),
   ];
-  const shardReport = (plan: BoardPlan) => plan.passes.flatMap((p) => p.outputs).map((o) => ({ name: basename(o.path), tensors: shards.find((s) => s.name === basename(o.path))!.tensors.length, bytes: o.layout.size }));
-  const base = { out, files: extraFiles, engine: request.engine };
-  const statsOf = (plan: BoardPlan) => plan.stats[rows.length - 1]!;
+  const firstFolder = (plan: BoardPlan, folder: string) => plan.passes.flatMap((p) => p.outputs).filter((o) => dirname(o.path) === folder);
+  const shardReport = (plan: BoardPlan, folder: string) => firstFolder(plan, folder).map((o) => ({ name: basename(o.path), tensors: shards.find((s) => s.name === basename(o.path))!.tensors.length, bytes: o.layout.size }));
+  const base = { out, files: extraFiles, engine: request.engine, outs: variants.map((v) => v.out) };
+  const statsOf = (plan: BoardPlan) => plan.stats[variants[0]!.row]!;
   if (request.dryRun) {
-    const plan = shardedBoard(rows, shards, resolve(out), metadata);
+    const plan = shardedBoard(rows, shards, variants.map((v) => ({ row: v.row, folder: resolve(v.out), metadata: v.metadata ?? {} })));
     const disk = await diskNeeds(plan.passes.flatMap((p) => p.outputs).map((o) => ({ path: o.path, bytes: o.layout.size })));
-    return { ...base, dryRun: true, stats: statsOf(plan), shards: shardReport(plan), bytesRead: plan.bytesToRead, bytesWritten: plan.bytesToWrite, isa: "", threads: request.threads ?? 0, seconds: (Date.now() - started) / 1000, disk, warnings: [] };
+    return { ...base, dryRun: true, stats: statsOf(plan), shards: shardReport(plan, resolve(out)), bytesRead: plan.bytesToRead, bytesWritten: plan.bytesToWrite, isa: "", threads: request.threads ?? 0, seconds: (Date.now() - started) / 1000, disk, warnings: [] };
   }
-  const removedTemps = await removeStaleTempFolders(resolve(out));
-  const temp = tempPathFor(resolve(out));
-  await mkdir(temp).catch((e) => { throw fsError(e, temp, "creating the temporary output folder"); });
-  let committed = false;
+  const removedTemps: string[] = [];
+  for (const v of variants) removedTemps.push(...(await removeStaleTempFolders(resolve(v.out))));
+  const temps = variants.map((v) => tempPathFor(resolve(v.out)));
+  const committed = new Set<number>();
   try {
-    const plan = shardedBoard(rows, shards, temp, metadata);
+    for (const temp of temps) await mkdir(temp).catch((e) => { throw fsError(e, temp, "creating the temporary output folder"); });
+    const plan = shardedBoard(rows, shards, variants.map((v, i) => ({ row: v.row, folder: temps[i]!, metadata: v.metadata ?? {} })));
     await preflight(plan, false);
     const run = await executePlan(plan, {
       engine: request.engine,
@@ -288,26 +314,30 @@ export async function writeHfFolder(request: HfWriteRequest): Promise<HfWriteRep
       ...(request.onProgress ? { onProgress: labelledProgress(plan, request.onProgress) } : {}),
       ...(request.signal ? { signal: request.signal } : {}),
     }, started);
-    if (shards.length > 1) await writeSynced(join(temp, INDEX_FILE), indexJson(shards));
-    if (request.config) await writeSynced(join(temp, CONFIG_FILE), JSON.stringify(request.config, null, 2) + "\n");
-    for (const c of request.copies ?? []) {
-      await copyFile(c.from, join(temp, c.name)).catch((e) => { throw fsError(e, c.from, `copying ${c.name} into the output`); });
-      await syncPath(join(temp, c.name));
+    for (const [i, temp] of temps.entries()) {
+      if (shards.length > 1) await writeSynced(join(temp, INDEX_FILE), indexJson(shards));
+      if (request.config) await writeSynced(join(temp, CONFIG_FILE), JSON.stringify(request.config, null, 2) + "\n");
+      for (const c of request.copies ?? []) {
+        await copyFile(c.from, join(temp, c.name)).catch((e) => { throw fsError(e, c.from, `copying ${c.name} into the output`); });
+        await syncPath(join(temp, c.name));
+      }
+      if (variants[i]!.card !== undefined) await writeSynced(join(temp, "README.md"), variants[i]!.card!);
+      await syncPath(temp);
     }
-    if (request.card !== undefined) await writeSynced(join(temp, "README.md"), request.card);
     if (request.signal?.aborted) throw new MergeError("ABORTED", "the merge was cancelled");
-    await syncPath(temp);
-    await commitFolder(temp, resolve(out), overwrite);
-    committed = true;
-    const names = (p: string) => p.split(temp).join(resolve(out));
+    for (const [i, temp] of temps.entries()) {
+      await commitFolder(temp, resolve(variants[i]!.out), overwrite);
+      committed.add(i);
+    }
+    const names = (p: string) => temps.reduce((s, temp, i) => s.split(temp).join(resolve(variants[i]!.out)), p);
     return {
-      ...base, dryRun: false, stats: statsOf(plan), shards: shardReport(plan), bytesRead: plan.bytesToRead, bytesWritten: plan.bytesToWrite,
+      ...base, dryRun: false, stats: statsOf(plan), shards: shardReport(plan, temps[0]!), bytesRead: plan.bytesToRead, bytesWritten: plan.bytesToWrite,
       isa: run.isa, threads: run.threads, seconds: (Date.now() - started) / 1000,
       warnings: nonFiniteWarnings(run.nonFinite, names),
       ...(removedTemps.length ? { removedTemps } : {}),
     };
   } finally {
-    if (!committed) await rm(temp, { recursive: true, force: true }).catch(() => undefined);
+    for (const [i, temp] of temps.entries()) if (!committed.has(i)) await rm(temp, { recursive: true, force: true }).catch(() => undefined);
   }
 }
 
