@@ -163,7 +163,7 @@ function runReference(method: string, a: string, b: string, out: string, shardBy
 function floorCandidates(cores: number, cache: Cache, write: WriteTechnique): FloorTechnique[] {
   const readers = Math.max(1, cores);
   if (cache === "warm") return [{ read: "mmap", write, readers, ahead: 0 }, { read: "read", write, readers, ahead: 32 }];
-  return [{ read: "mmap", write, readers, ahead: 32 }, { read: "read", write, readers, ahead: 32, dropBehind: true }, { read: "direct", write, readers: Math.max(4, readers), ahead: 0 }];
+  return [{ read: "mmap", write, readers, ahead: 32 }, { read: "direct", write, readers: Math.max(4, readers), ahead: 0 }];
 }
 
 function techniqueName(t: FloorTechnique): string {
