@@ -85,7 +85,9 @@ async function main(): Promise<void> {
   rmSync(way, { recursive: true, force: true });
   const script = resolve(__dirname, "..", "..", "bench", "hf_mergekit_way.py");
   const pyStarted = Date.now();
-  const py = spawn("/usr/bin/python3", [script, method, a, b, way, String(1e9)], { stdio: ["ignore", "inherit", "inherit"] });
+  const py = spawn("/usr/bin/python3", [script, method, a, b, way, String(1e9)], { stdio: ["ignore", "ignore", "pipe"] });
+  // Its per-tensor "progress" lines are for bench/hf-llm.ts's time limit; show only the rest.
+  py.stderr.on("data", (d: Buffer) => process.stderr.write(d.toString().split("\n").filter((l) => l && !l.startsWith("progress ")).map((l) => `${l}\n`).join("")));
   const pySampler = new MemorySampler(py.pid!, 10);
   pySampler.start();
   const pyCode = await new Promise<number>((res) => py.on("exit", (c) => res(c ?? 1)));
