@@ -19,7 +19,7 @@ export const reproduceCommand = defineCommand({
   options: {
     "model-dir": { type: "string", multiple: true, value: "DIR", description: "folder with the ingredients, found by sha256 (repeatable; default: $TENSORMERGE_MODELS or ./models)" },
     ...OLD_MODELS_OPTION,
-    out: { type: "string", short: "o", value: "FILE", description: "rebuilt model (default: ./<name>.reproduced.safetensors)" },
+    out: { type: "string", short: "o", value: "FILE", description: "rebuilt model (default: ./<name>.reproduced.safetensors; for a Hugging Face folder ./<name>.reproduced)" },
     overwrite: { type: "boolean", description: "replace an existing output" },
     "dry-run": { type: "boolean", short: "n", description: "find the ingredients and print the plan; write nothing" },
     "print-recipe": { type: "boolean", description: "print the model's recipe (JSON) and exit" },
