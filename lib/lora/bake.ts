@@ -21,12 +21,13 @@ import { resolveModel } from "../library/resolve";
 import type { MergeProgress } from "../merge";
 import { resolveMethod } from "../methods/registry";
 import type { ModelFile } from "../model";
-import { ProtectedFiles, checkTargets } from "../outputs";
+import { ProtectedFiles, checkTargets, tempPathFor } from "../outputs";
 import { planBoard, type BoardPlan } from "../plan";
 import { optionalBoolean, optionalFunction, optionalSignal, optionalStringRecord, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString } from "../validate";
 import { loraBlockWeights } from "./block-weights";
 import { bakePieces, matchLoras, type BakeLoraInput, type LoraMatch } from "./plan";
-import { openLora } from "./read";
+import { openLora, type LoraFile } from "./read";
+import { planTucker, type TuckerFactors } from "./tucker";
 
 export interface BakeLoraSpec {
   path: string;
@@ -141,7 +142,7 @@ async function bakeChecked(options: BakeOptions, checked: ReturnType<typeof vali
   await checkTargets([out], readFiles, overwrite);
   const base = await openModel(modelPath);
   const arch = identifyModel(base).architecture;
-  const loras = [];
+  const loras: LoraFile[] = [];
   for (const l of checked.loras) loras.push(await openLora(l.path));
   const blockWeight = options.loraBlocks === undefined ? undefined : loraBlockWeights(options.loraBlocks, arch);
   const inputs: BakeLoraInput[] = loras.map((lora, i) => ({ lora, ratio: checked.loras[i]!.ratio, teRatio: checked.loras[i]!.te, ...(blockWeight ? { blockWeight } : {}) }));
@@ -152,13 +153,20 @@ async function bakeChecked(options: BakeOptions, checked: ReturnType<typeof vali
   const copy = planBoard({
     rows: [{ name: basename(out), method: resolveMethod("no-interpolation"), inputs: { a: { model: base } }, multipliers: [0], ...(dtype ? { dtype } : {}), outputs: [{ path: out, format, metadata }] }],
   });
-  const plan = withLoras(copy, loras.map((l) => l.model), match.contributions, base);
+  const tucker = planTucker([...match.contributions.values()].flat().map((c) => ({ module: c.module, path: loras[c.lora]!.path })), tempPathFor(out));
+  const plan = withLoras(copy, loras.map((l) => l.model), match.contributions, base, tucker);
   await preflight(plan, overwrite);
-  const run = await executePlan(plan, {
-    engine, threads, isa, overwrite,
-    ...(options.onProgress ? { onProgress: (p: MergeProgress) => options.onProgress!({ phase: "merging", ...p }) } : {}),
-    ...(options.signal ? { signal: options.signal } : {}),
-  }, started);
+  let run;
+  try {
+    await tucker?.write(options.signal);
+    run = await executePlan(plan, {
+      engine, threads, isa, overwrite,
+      ...(options.onProgress ? { onProgress: (p: MergeProgress) => options.onProgress!({ phase: "merging", ...p }) } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    }, started);
+  } finally {
+    await tucker?.remove();
+  }
   const warnings = match.loras.filter((m) => m.unmatched.length).map((m: LoraMatch) =>
     `${m.lora.path}: ${m.unmatched.length} of ${m.modules} modules match no tensor of the model and were left out (${m.unmatched.slice(0, 3).join(", ")}${m.unmatched.length > 3 ? ", …" : ""})`);
   return {
@@ -174,15 +182,20 @@ async function bakeChecked(options: BakeOptions, checked: ReturnType<typeof vali
   };
 }
 
-/** The copy plan with the LoRA files as extra inputs (after the model, before any side files). */
-function withLoras(copy: BoardPlan, loraModels: ModelFile[], contributions: Parameters<typeof bakePieces>[1], base: ModelFile): BoardPlan {
+/**
+ * The copy plan with the LoRA files (and the Tucker factor file, lib/lora/tucker.ts) as extra
+ * inputs, after the model and before any side files.
+ */
+export function withLoras(copy: BoardPlan, loraModels: ModelFile[], contributions: Parameters<typeof bakePieces>[1], base: ModelFile, tucker: TuckerFactors | undefined): BoardPlan {
   const first = copy.inputs.length;
-  const shift = (file: number) => (file >= first ? file + loraModels.length : file);
+  const extra = [...loraModels, ...(tucker ? [tucker.model] : [])];
+  const shift = (file: number) => (file >= first ? file + extra.length : file);
+  const side = tucker ? { file: first + loraModels.length, offsets: tucker.offsets } : undefined;
   return {
     ...copy,
-    inputs: [...copy.inputs, ...loraModels],
-    passes: copy.passes.map((p) => ({ outputs: p.outputs, get pieces() { return bakePieces(p.pieces, contributions, base, (i) => first + i, shift); } })),
-    bytesToRead: copy.bytesToRead + loraModels.reduce((s, m) => s + m.size, 0),
+    inputs: [...copy.inputs, ...extra],
+    passes: copy.passes.map((p) => ({ outputs: p.outputs, get pieces() { return bakePieces(p.pieces, contributions, base, (i) => first + i, shift, side); } })),
+    bytesToRead: copy.bytesToRead + extra.reduce((s, m) => s + m.size, 0),
   };
 }
 
