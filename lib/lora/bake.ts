@@ -35,6 +35,8 @@ export interface BakeLoraSpec {
   ratio?: number;
   /** Ratio of the text-encoder modules (default: ratio × the bake's `te`). */
   te?: number;
+  /** The name the bake record gives the file (default: its file name; reproduce passes the recorded one). */
+  name?: string;
 }
 
 export interface BakeOptions {
@@ -55,6 +57,8 @@ export interface BakeOptions {
   metadata?: Record<string, string>;
   /** Record the bake (checkpoint and LoRAs by sha256, ratios) in the output's metadata; default true. */
   recipeMetadata?: boolean;
+  /** The name the bake record gives the checkpoint (default: its file name). */
+  modelName?: string;
   models?: string[];
   onProgress?: (progress: MergeProgress) => void;
   signal?: AbortSignal;
@@ -79,7 +83,7 @@ export interface BakeReport {
 /** Metadata key of the bake record (JSON: checkpoint and LoRAs by sha256, ratios, dtype). */
 export const BAKE_METADATA_KEY = "tensormerge_lora_bake";
 
-const OPTION_KEYS = ["model", "loras", "te", "loraBlocks", "dtype", "out", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "onProgress", "signal"] as const;
+const OPTION_KEYS = ["model", "loras", "te", "loraBlocks", "dtype", "out", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "modelName", "models", "onProgress", "signal"] as const;
 
 function validate(options: BakeOptions) {
   if (options === null || typeof options !== "object") throw new MergeError("INVALID_ARGUMENT", "bake() expects an options object");
@@ -89,9 +93,10 @@ function validate(options: BakeOptions) {
   const loras = options.loras.map((l, i) => {
     const spec: BakeLoraSpec = typeof l === "string" ? { path: l } : l;
     if (spec === null || typeof spec !== "object") throw new MergeError("INVALID_ARGUMENT", `loras[${i}] must be a path or { path, ratio, te }`);
-    rejectUnknownKeys(`loras[${i}]`, spec, ["path", "ratio", "te"]);
+    rejectUnknownKeys(`loras[${i}]`, spec, ["path", "ratio", "te", "name"]);
     const ratio = spec.ratio === undefined ? 1 : requireNumberInRange(`loras[${i}].ratio`, spec.ratio, -1e6, 1e6);
-    return { path: requireString(`loras[${i}].path`, spec.path), ratio, te: spec.te === undefined ? ratio * te : requireNumberInRange(`loras[${i}].te`, spec.te, -1e6, 1e6) };
+    const name = spec.name === undefined ? undefined : requireString(`loras[${i}].name`, spec.name);
+    return { path: requireString(`loras[${i}].path`, spec.path), ratio, te: spec.te === undefined ? ratio * te : requireNumberInRange(`loras[${i}].te`, spec.te, -1e6, 1e6), ...(name !== undefined ? { name } : {}) };
   });
   optionalStringRecord("metadata", options.metadata);
   optionalFunction("onProgress", options.onProgress);
@@ -109,6 +114,7 @@ function validate(options: BakeOptions) {
     isa: options.isa === undefined ? "auto" as const : requireOneOf("isa", options.isa, ["auto", "scalar", "avx2", "avx512"] as const),
     overwrite: optionalBoolean("overwrite", options.overwrite) === true,
     recipe: optionalBoolean("recipeMetadata", options.recipeMetadata) !== false,
+    modelName: options.modelName === undefined ? undefined : requireString("modelName", options.modelName),
   };
 }
 
@@ -205,8 +211,8 @@ async function bakeMetadata(options: BakeOptions, checked: ReturnType<typeof val
   if (!checked.recipe) return plain;
   const hash = async (path: string) => (await getFileHashes(path, { cache, ...(options.signal ? { signal: options.signal } : {}) })).sha256;
   const record = {
-    model: { name: basename(base.path), sha256: await hash(base.path) },
-    loras: await Promise.all(loras.map(async (m, i) => ({ name: basename(m.path), sha256: await hash(m.path), ratio: checked.loras[i]!.ratio, te: checked.loras[i]!.te }))),
+    model: { name: checked.modelName ?? basename(base.path), sha256: await hash(base.path) },
+    loras: await Promise.all(loras.map(async (m, i) => ({ name: checked.loras[i]!.name ?? basename(m.path), sha256: await hash(m.path), ratio: checked.loras[i]!.ratio, te: checked.loras[i]!.te }))),
     ...(options.loraBlocks !== undefined ? { loraBlocks: options.loraBlocks } : {}),
     dtype: checked.dtype ?? "same",
   };

@@ -48,12 +48,16 @@ export const reproduceCommand = defineCommand({
       ...(bar ? { onProgress: (e) => { if (e.phase === "merge") bar.update(e.progress); } } : {}),
       signal,
     }).finally(() => bar?.done());
-    if (dryRun) {
+    if (report.kind === "bake" && dryRun) {
+      io.out.write(`rebuilding ${basename(model)}: a bake of ${report.found.model}\n${report.found.loras.map((p, i) => `  LoRA ${i + 1}: ${p} (ratio ${report.record.loras[i]!.ratio}, te ${report.record.loras[i]!.te})\n`).join("")}  → ${report.out}\n`);
+      return 0;
+    }
+    if (report.kind === "recipe" && dryRun) {
       printPlan(recipePlanView(report.run, `rebuilding ${basename(model)}`), io);
       refuseShortDisk(report.run.disk);
       return 0;
     }
-    const size = report.run.outputs[0]?.bytes ?? 0;
+    const size = report.kind === "bake" ? report.bake?.output.bytes ?? 0 : report.run.outputs[0]?.bytes ?? 0;
     if (report.identical) {
       io.out.write(`rebuilt ${report.out} (${formatBytes(size)}): identical to ${basename(model)}, sha256 ${report.outSha256}\n`);
       return 0;
