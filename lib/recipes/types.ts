@@ -44,6 +44,16 @@ export interface RecipeModel {
   params?: Record<string, number>;
 }
 
+/** A LoRA a bake row adds to its A (lib/recipes/bake-rows.ts). */
+export interface RecipeLora {
+  /** The LoRA file: a variable or a model reference (not a row). */
+  input: RecipeInput;
+  /** Ratio of the denoiser modules (default 1). */
+  ratio: number;
+  /** Ratio of the text-encoder modules (default: ratio × the row's `loraTe`). */
+  te?: number;
+}
+
 export interface RecipeRow {
   /** Output name: file name stem, and how later rows may refer to the result. */
   name: string;
@@ -92,6 +102,17 @@ export interface RecipeRow {
   metadata?: Record<string, string>;
   /** Only in recipes embedded in a model: the file this row produced, if it was saved. */
   produces?: RowProduces;
+  /** A bake row: LoRAs baked into A, in order (the method is no-interpolation). */
+  loras?: RecipeLora[];
+  /** A bake row: multiplies every LoRA's ratio for text-encoder modules, unless the LoRA sets `te` (default 1). */
+  loraTe?: number;
+  /** A bake row: LoRA block weights (lib/lora/block-weights.ts forms), for every LoRA. */
+  loraBlocks?: string | number[];
+}
+
+/** Whether a row bakes LoRAs. */
+export function isBakeRow(row: Pick<RecipeRow, "loras">): boolean {
+  return row.loras !== undefined;
 }
 
 export interface RecipeVariable {
@@ -163,7 +184,7 @@ export function isModelsRow(row: Pick<RecipeRow, "base" | "models">): boolean {
 export function usedVariables(recipe: Recipe): string[] {
   const seen = new Set<string>();
   for (const row of recipe.rows) {
-    for (const input of [...rowInputs(row).map((i) => i.input), row.vae]) if (input?.kind === "var") seen.add(input.name);
+    for (const input of [...rowInputs(row).map((i) => i.input), row.vae, ...(row.loras ?? []).map((l) => l.input)]) if (input?.kind === "var") seen.add(input.name);
   }
   return [...seen];
 }
