@@ -46,7 +46,7 @@ export interface BakeOptions {
   loras: (BakeLoraSpec | string)[];
   /** Multiplies every LoRA's ratio for text-encoder modules, unless the LoRA sets `te` (default 1). */
   te?: number;
-  /** LoRA block weights (12/17 values for SDXL/SD, 20/26 for every block; lib/lora/block-weights.ts), for every LoRA. */
+  /** LoRA block weights (12/17 values for SDXL/SD, 20/26 for every block, 61 for FLUX; lib/lora/block-weights.ts), for every LoRA. */
   loraBlocks?: string | number[];
   dtype?: OutputDtype | "same";
   out: string;
