@@ -79,7 +79,7 @@ describe("lora: reproduce a baked model", function () {
     assert.throws(() => readFileSync(out));
   });
 
-  it("tensormerge reproduce rebuilds it and says identical; --dry-run lists the LoRAs", () => {
+  it("tensormerge reproduce rebuilds it and says identical; --dry-run lists the LoRAs; --print-recipe prints the bake record", () => {
     const out = join(tmp.path, "cli.safetensors");
     const dry = spawnSync(process.execPath, [CLI, "reproduce", baked, "--model-dir", lib, "--out", out, "--dry-run"], { encoding: "utf8" });
     assert.equal(dry.status, 0, dry.stderr);
@@ -89,5 +89,10 @@ describe("lora: reproduce a baked model", function () {
     assert.match(r.stdout, /identical/);
     assert.ok(readFileSync(out).equals(readFileSync(baked)));
     renameSync(out, `${out}.seen`);
+    const printed = spawnSync(process.execPath, [CLI, "reproduce", baked, "--print-recipe"], { encoding: "utf8" });
+    assert.equal(printed.status, 0, printed.stderr);
+    const record = JSON.parse(printed.stdout) as { model: { sha256: string }; loras: { sha256: string }[] };
+    assert.equal(record.model.sha256, sha256(files.base));
+    assert.deepEqual(record.loras.map((l) => l.sha256), [sha256(files.kohya), sha256(files.tucker)]);
   });
 });
