@@ -123,6 +123,23 @@ describe("named parameters per key and per block (CLI and Node)", function () {
     assert.ok(seen.size >= 10 && seen.has(0.05), `${seen.size} distinct drop rates checked`);
   });
 
+  it("triple-sum: --beta-blocks and --beta-weight set β per block and per key (α per key too); every tensor as the formula", () => {
+    const out = join(dir.path, "triple.safetensors");
+    const betaBlocks = SD_BLOCKS.map((_, i) => (i % 5) / 10);
+    const r = cli(["merge", "--method", "triple-sum", "--a", base, "--b", m1, "--c", m2, "--multiplier", "0.25", "--weight", "middle_block\\.=0.6",
+      "--beta-blocks", betaBlocks.join(","), "--beta-weight", "cond_stage_model\\.=0.05", "--out", out, "-q"]);
+    assert.equal(r.code, 0, r.err);
+    const f = Math.fround;
+    // sd-meh triple_sum: (1−α−β)·A + α·B + β·C, the weights in double then fp32, one rounding per operation.
+    const { merged } = checkAll(out, (key, a, [b, c]) => {
+      const beta = expectedValue(key, [[/cond_stage_model\./, 0.05]], betaBlocks);
+      if (beta === null) return null;
+      const alpha = /middle_block\./.test(key) ? 0.6 : 0.25;
+      return a.map((x, i) => f(f(f(x * f(1 - alpha - beta)) + f(b![i]! * f(alpha))) + f(c![i]! * f(beta))));
+    });
+    assert.ok(merged > 1000, `${merged} tensors merged`);
+  });
+
   it("merge() takes the same as paramWeights / paramBlocks and writes the same bytes as the CLI", async () => {
     const viaCli = join(dir.path, "ties-cli.safetensors"), viaApi = join(dir.path, "ties-api.safetensors");
     assert.equal(cli(["merge", "--method", "ties", "--base", base, "--models", m1, m2, ...tiesArgs, "--no-metadata", "--out", viaCli, "-q"]).code, 0);
