@@ -64,13 +64,11 @@ struct simd_methods {
         typedef merge_pow_tables P;
         const P & T = MERGE_POW_TABLES;
         static_assert(P::LOG_N == 16 && P::EXP_N == 16, "16-entry tables, and the 0.0625 and 16.0 below");
-        vd r[K], hi[K], acc[K];
+        vd r[K], acc[K];
         typename V::vix kb[K];
 #pragma GCC unroll 16
         for (int j = 0; j < K; j++) {
-            const typename V::vix i = V::d_top_bits(h[j], P::LOG_BITS);
-            r[j] = V::d_sub(V::d_mul(V::d_mantissa(h[j]), V::d_lookup(tb.invc, i)), V::d_set1(1.0));
-            hi[j] = V::d_add(V::d_exponent(h[j]), V::d_lookup(tb.log2c, i));
+            r[j] = V::d_sub(V::d_mul(V::d_mantissa(h[j]), V::d_lookup(tb.invc, V::d_top_bits(h[j], P::LOG_BITS))), V::d_set1(1.0));
             acc[j] = V::d_set1(T.logp[P::LOG_TERMS - 1]);
         }
 #pragma GCC unroll 16
@@ -80,7 +78,9 @@ struct simd_methods {
         }
 #pragma GCC unroll 16
         for (int j = 0; j < K; j++) {
-            const vd log2_x = V::d_add(hi[j], V::d_mul(acc[j], r[j]));
+            // e + log2c[i] only now: fewer registers live through the polynomial above
+            const vd hi = V::d_add(V::d_exponent(h[j]), V::d_lookup(tb.log2c, V::d_top_bits(h[j], P::LOG_BITS)));
+            const vd log2_x = V::d_add(hi, V::d_mul(acc[j], r[j]));
             const vd t = V::d_mul(V::d_set1(y[j]), log2_x);
             const vd tc = V::d_min(V::d_max(t, V::d_set1(-160.0)), V::d_set1(129.0));
             const vd k = V::d_floor(V::d_add(V::d_mul(tc, V::d_set1(16.0)), V::d_set1(0.5)));
