@@ -110,6 +110,12 @@ public:
         // compute threads (the old default: many more munmap TLB shootdowns, which cost an IPI
         // per CPU and, in a VM, a VM exit each: 25% more CPU on warm SDXL).
         piece_stats_.assign(job_.pieces.size(), {});
+        // The k-th magnitude key cache (reductions.h); a test and benchmark knob outside the job contract.
+        reduction_cache_bytes_ = MERGE_REDUCTION_CACHE_BYTES;
+        if (const char * v = std::getenv("TENSORMERGE_REDUCTION_CACHE_KIB")) {
+            const long kib = std::atol(v);
+            if (kib >= 0 && kib <= (4l << 20)) reduction_cache_bytes_ = (uint64_t) kib << 10;
+        }
         ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_};
         drop_behind_ = wants_drop_behind();
 
@@ -166,6 +172,8 @@ public:
             {"interleave", job_.tuning.interleave ? 1.0 : 0.0},
             {"outputSwitches", (double) n_switches_},
             {"secondsReduce", t_reduce_},
+            {"reductionCachedElements", (double) reduction_cached_},
+            {"reductionKthElements", (double) reduction_elements_},
         };
         return {};
     }
@@ -183,6 +191,8 @@ private:
     // Per piece, its reduction results once computed (a few doubles each; see reductions.h).
     std::vector<std::vector<merge_reduction_result>> piece_stats_;
     std::vector<bool> reduced_;
+    uint64_t reduction_cache_bytes_ = MERGE_REDUCTION_CACHE_BYTES;
+    uint64_t reduction_cached_ = 0, reduction_elements_ = 0; // k-th magnitude elements whose keys were cached, of all
     double t_reduce_ = 0;
     uint64_t window_ = 0;
     uint64_t n_windows_ = 0;
@@ -452,7 +462,11 @@ private:
      * windows read from the page cache what this pass faulted in (inputs read from disk once).
      */
     merge_status reduce_piece(merge_thread_pool & pool, size_t p) {
-        piece_reducer reducer(ctx_, p, pool.size());
+        piece_reducer reducer(ctx_, p, pool.size(), reduction_cache_bytes_);
+        if (reducer.selects()) {
+            reduction_cached_ += reducer.cached_elements();
+            reduction_elements_ += job_.pieces[p].n;
+        }
         const uint64_t n_blocks = reducer.n_blocks();
         for (int pass = 0; pass < reducer.passes(); pass++) {
             for (uint64_t c0 = 0; c0 < n_blocks; c0 += MERGE_REDUCTION_CHUNK_BLOCKS) {
