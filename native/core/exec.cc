@@ -173,7 +173,7 @@ struct block_eval {
                     }
                     const merge_many_args args{x, (uint32_t) op.args.size(), op.params.data(), (uint32_t) op.params.size(), stats, (uint32_t) op.stats.size(),
                                                op.ints.data(), (uint32_t) op.ints.size(), op.element_start + i, columns};
-                    merge_many_kernel(op.kernel)(r, args, m); // ids and counts checked by validation
+                    merge_many_kernel(op.kernel, kt->isa)(r, args, m); // ids and counts checked by validation
                     break;
                 }
                 const merge_method_fn f = merge_method_kernel_for(kt, op.kernel);
