@@ -192,6 +192,7 @@ private:
     std::vector<std::vector<merge_reduction_result>> piece_stats_;
     std::vector<bool> reduced_;
     uint64_t reduction_cache_bytes_ = MERGE_REDUCTION_CACHE_BYTES;
+    std::unique_ptr<reduction_key_store> key_store_; // the k-th magnitude keys of the piece being reduced
     uint64_t reduction_cached_ = 0, reduction_elements_ = 0; // k-th magnitude elements whose keys were cached, of all
     double t_reduce_ = 0;
     uint64_t window_ = 0;
@@ -510,7 +511,8 @@ private:
      * windows read from the page cache what this pass faulted in (inputs read from disk once).
      */
     merge_status reduce_piece(merge_thread_pool & pool, size_t p) {
-        piece_reducer reducer(ctx_, p, pool.size(), reduction_cache_bytes_);
+        if (!key_store_) key_store_.reset(new reduction_key_store(reduction_cache_bytes_));
+        piece_reducer reducer(ctx_, p, pool.size(), reduction_cache_bytes_, *key_store_);
         if (reducer.selects()) {
             reduction_cached_ += reducer.cached_elements();
             reduction_elements_ += job_.pieces[p].n;

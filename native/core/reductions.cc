@@ -78,7 +78,7 @@ inline void add_products(double * lanes, const float * x, const float * y, size_
 
 } // namespace
 
-piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned threads, uint64_t cache_bytes) : ctx_(ctx), piece_(piece) {
+piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned threads, uint64_t cache_bytes, reduction_key_store & store) : ctx_(ctx), piece_(piece) {
     const merge_piece & p = ctx.job->pieces[piece];
     n_blocks_ = (p.n + MERGE_REDUCTION_BLOCK - 1) / MERGE_REDUCTION_BLOCK;
     std::vector<bool> needed(p.ops.size(), false);
@@ -103,6 +103,7 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
                 if (a.kind == MERGE_OPERAND_OP) needed[a.index] = true;
     for (size_t k = 0; k < needed.size(); k++)
         if (needed[k]) ops_.push_back((uint32_t) k);
+    n_kth_ = n_kth;
     direct_ = p.n <= MERGE_DIRECT_SELECT;
     has_kth_pass_ = n_kth > 0 && !direct_;
     column_sums_.resize(p.reductions.size());
@@ -118,11 +119,11 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
     active_ = threads;
     if (n_kth > 0 && direct_) {
         cache_len_ = p.n;
-        keys_.assign(n_kth, std::vector<uint32_t>((size_t) p.n));
+        keys_ = store.get(n_kth * cache_len_);
     } else if (n_kth > 0) {
         const uint64_t fit = cache_bytes / (n_kth * sizeof(uint32_t));
         cache_len_ = fit >= p.n ? p.n : fit / MERGE_REDUCTION_BLOCK * MERGE_REDUCTION_BLOCK;
-        if (cache_len_ > 0) keys_.assign(n_kth, std::vector<uint32_t>((size_t) cache_len_));
+        if (cache_len_ > 0) keys_ = store.get(n_kth * cache_len_);
         const uint64_t per_thread = n_kth * bins * sizeof(uint32_t);
         active_ = (unsigned) std::max<uint64_t>(1, std::min<uint64_t>(threads, histogram_budget / per_thread));
         hist_.assign(active_, std::vector<std::vector<uint32_t>>(n_kth, std::vector<uint32_t>(bins, 0)));
@@ -150,7 +151,7 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
             if (q == none) continue;
             uint32_t * h = hist_[ith][q].data();
             const uint32_t want = bucket_[q];
-            const uint32_t * keys = keys_[q].data();
+            const uint32_t * keys = keys_of(q);
             for (uint64_t e = b0; e < b1; e++) {
                 const uint32_t key = keys[e];
                 if ((key >> 16) == want) h[key & 0xffffu]++;
@@ -188,7 +189,7 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
                 default: {
                     const size_t q = kth_index_[r];
                     if (direct_) {
-                        uint32_t * keys = keys_[q].data() + i;
+                        uint32_t * keys = keys_of(q) + i;
                         for (size_t e = 0; e < m; e++) keys[e] = key_of(x[e]);
                         break;
                     }
@@ -196,7 +197,7 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
                     if (pass == 0) {
                         // Keys of the cached prefix are kept for pass 2 (blocks lie wholly inside or outside it).
                         if (i < cache_len_) {
-                            uint32_t * keys = keys_[q].data() + i;
+                            uint32_t * keys = keys_of(q) + i;
                             for (size_t e = 0; e < m; e++) {
                                 const uint32_t key = key_of(x[e]);
                                 keys[e] = key;
@@ -240,9 +241,7 @@ void piece_reducer::end_pass(int pass_index) {
         const size_t q = kth_index_[r];
         if (q == none) continue;
         if (direct_) {
-            std::vector<uint32_t> & keys = keys_[q];
-            results_[r] = (double) select_kept_keys(keys.data(), keys.size(), p.reductions[r].k);
-            std::vector<uint32_t>().swap(keys);
+            results_[r] = (double) select_kept_keys(keys_of(q), cache_len_, p.reductions[r].k);
             continue;
         }
         std::vector<uint64_t> counts(bins, 0);
@@ -259,7 +258,6 @@ void piece_reducer::end_pass(int pass_index) {
         } else {
             select_bin(counts, remaining_[q], &bin, &rank);
             results_[r] = (double) ((bucket_[q] << 16) | bin);
-            if (q < keys_.size()) std::vector<uint32_t>().swap(keys_[q]);
         }
     }
 }

@@ -34,6 +34,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "exec.h"
@@ -66,11 +67,35 @@ inline const char * merge_reduction_name(uint32_t kind) {
     return kind < MERGE_REDUCTION_COUNT ? names[kind] : "?";
 }
 
+/**
+ * Storage for the k-th magnitude keys, shared by the pieces of one run (the engine owns it): one
+ * allocation of the budget, reused by every piece, so a piece's keys cost no fresh pages (page
+ * faults and zeroing of up to the budget per tensor would cost more than the pass they save).
+ */
+class reduction_key_store {
+public:
+    explicit reduction_key_store(uint64_t budget_bytes) : budget_(budget_bytes / sizeof(uint32_t)) {}
+    /** At least n keys (uninitialised). Throws std::bad_alloc. */
+    uint32_t * get(uint64_t n) {
+        if (n > capacity_) {
+            const uint64_t size = n > budget_ ? n : budget_;
+            data_.reset(new uint32_t[(size_t) size]);
+            capacity_ = size;
+        }
+        return data_.get();
+    }
+
+private:
+    uint64_t budget_;
+    uint64_t capacity_ = 0;
+    std::unique_ptr<uint32_t[]> data_;
+};
+
 /** Computes one piece's reductions; the engine drives it (threads, fault guard, chunks). */
 class piece_reducer {
 public:
-    /** Throws std::bad_alloc. `threads`: the pool's size; `cache_bytes`: the key cache budget. */
-    piece_reducer(const exec_context & ctx, size_t piece, unsigned threads, uint64_t cache_bytes = MERGE_REDUCTION_CACHE_BYTES);
+    /** Throws std::bad_alloc. `threads`: the pool's size; `cache_bytes`: the key cache budget, in `store`. */
+    piece_reducer(const exec_context & ctx, size_t piece, unsigned threads, uint64_t cache_bytes, reduction_key_store & store);
 
     /** Pass 0 (sums, high histograms), then 1 (low histograms) if a k-th magnitude is asked, then the per-column pass if any. */
     int passes() const { return (int) kinds_.size(); }
@@ -87,7 +112,7 @@ public:
     /** Elements at the start of the piece whose k-th magnitude keys pass 1 keeps for pass 2. */
     uint64_t cached_elements() const { return cache_len_; }
     /** Whether the piece has a k-th magnitude to select (k > 0). */
-    bool selects() const { return !hist_.empty() || !keys_.empty(); }
+    bool selects() const { return n_kth_ > 0; }
 
 private:
     enum pass_kind { pass_main, pass_kth_low, pass_columns };
@@ -95,7 +120,9 @@ private:
     std::vector<std::vector<double>> column_sums_; // per reduction (empty unless per column)
     bool direct_ = false;                          // small piece: keys kept, selected by nth_element
     uint64_t cache_len_ = 0;                       // elements [0, cache_len_) have their keys in keys_
-    std::vector<std::vector<uint32_t>> keys_;      // [kth reduction][element < cache_len_]
+    uint32_t * keys_ = nullptr;                    // [kth reduction][element < cache_len_], in the run's key store
+    size_t n_kth_ = 0;
+    uint32_t * keys_of(size_t q) const { return keys_ + q * cache_len_; }
     const exec_context & ctx_;
     size_t piece_;
     uint64_t n_blocks_ = 0;
