@@ -27,10 +27,11 @@
 // Private memory, bounded whatever the model: per reducer, MERGE_REDUCTION_CHUNK_BLOCKS doubles
 // per sum reduction (2 KiB each, at most MERGE_MAX_REDUCTIONS); per histogram thread one
 // 65536-entry u32 histogram (256 KiB) per k-th reduction, histogram threads capped so that they
-// hold at most 64 MiB in all (active_threads()); the key cache, at most `cache_bytes` (the
-// engine's budget, MERGE_REDUCTION_CACHE_BYTES by default) or, for a piece of at most
-// MERGE_DIRECT_SELECT elements, 1 MiB per k-th reduction; per-column reductions hold their
-// result (columns doubles: n / rows, at most MERGE_MAX_COLUMNS).
+// hold at most 64 MiB in all (active_threads()); the key cache, one reduction_key_store per
+// run of max(`cache_bytes`, the keys of the largest piece of at most MERGE_DIRECT_SELECT
+// elements: 1 MiB per k-th reduction, 15 MiB at most) (the engine's budget,
+// MERGE_REDUCTION_CACHE_BYTES = 96 MiB by default); per-column reductions hold their result
+// (columns doubles: n / rows, at most MERGE_MAX_COLUMNS).
 #pragma once
 
 #include <cstdint>
