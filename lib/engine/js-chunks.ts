@@ -87,7 +87,9 @@ function planPiece(piece: JobPiece): PiecePlan {
 /** One chunk's buffers: grown on demand, then reused for every chunk this set holds. */
 class BufferSet {
   raw: Uint8Array[] = [];
+  /** Per input slot: its fp32 values (a view of `raw` for fp32, else `widened`). */
   inputValues: Float32Array[] = [];
+  widened: Float32Array[] = [];
   opValues: Float32Array[] = [];
   /** Per op: its values as stored in its rounding dtype, when it has one. */
   opBytes: Uint8Array[] = [];
@@ -149,13 +151,14 @@ function runKernel(kernel: number, args: Float32Array[], params: number[], out: 
 /**
  * Computes and writes the chunks handed out by `claim` (indexes into chunksOf(job), -1 when none
  * is left). `stop` (when set) is raised when another thread failed; `exchange` (when set) shares
- * reduction results with the other threads.
+ * reduction results with the other threads. Returns how many pieces' statistics it computed.
  */
 export async function runChunks(
   job: Job, inputs: FileHandle[], outputs: FileHandle[], claim: () => number,
   onBytes: (bytes: number) => void, nonFinite: NonFiniteCount[], stop?: Int32Array, exchange?: StatsExchange,
-): Promise<void> {
+): Promise<number> {
   const pauseMs = chunkPauseMs();
+  let computedStats = 0;
   const chunks = chunksOf(job);
   const plans = new Map<number, PiecePlan>();
   const planOf = (p: number): PiecePlan => {
@@ -195,7 +198,7 @@ export async function runChunks(
       // fp32 is used where it was read; other dtypes are widened once per chunk
       if (!input.values) return;
       if (input.dtype === "F32") set.inputValues[s] = new Float32Array(raw.buffer, raw.byteOffset, n);
-      else decode(raw, input.dtype, BufferSet.grow(set.inputValues, s, n, floatsOf), n);
+      else decode(raw, input.dtype, (set.inputValues[s] = BufferSet.grow(set.widened, s, n, floatsOf)), n);
     })).then(() => undefined));
   };
 
@@ -250,6 +253,7 @@ export async function runChunks(
         await runOps(set, undefined, ops);
         return (o) => valuesOf(set, o);
       });
+      computedStats++;
       exchange?.publish(p, stats);
     }
     pieceStats.set(p, stats);
@@ -303,7 +307,7 @@ export async function runChunks(
   try {
     check();
     let g = claimChunk();
-    if (g < 0) return;
+    if (g < 0) return 0;
     let cur = sets[0]!, next = sets[1]!;
     load(cur, g);
     while (g >= 0) {
@@ -331,6 +335,7 @@ export async function runChunks(
       [cur, next] = [next, cur];
     }
     await Promise.all(sets.map((s) => s.writing));
+    return computedStats;
   } finally {
     // Nothing may still use a handle or a buffer when the caller closes them.
     await Promise.allSettled(sets.flatMap((s) => [s.reading, s.writing]));

@@ -28,12 +28,13 @@ export interface PartData {
 }
 /** A piece's statistics, sent by the worker that computed them and relayed to the others. */
 type StatsMessage = { stats: number; values: number[]; columns: (Float64Array | undefined)[] };
-type PartMessage = { bytes: number } | StatsMessage | { ok: true; nonFinite: NonFiniteCount[] } | { ok: false; stopped?: boolean; error?: { code: ErrorCode; message: string; path?: string; tensor?: string } };
+type PartMessage = { bytes: number } | StatsMessage | { ok: true; nonFinite: NonFiniteCount[]; computedStats: number } | { ok: false; stopped?: boolean; error?: { code: ErrorCode; message: string; path?: string; tensor?: string } };
 /** From the coordinator to a part worker: another worker's statistics, or "stop waiting". */
 export type CoordinatorMessage = StatsMessage | { stop: true };
 
 /** Runs `threads` part workers over the job's chunks; the first real error wins, after all stopped. */
-async function runParts(job: Job, threads: number, onBytes: (bytes: number) => void, nonFinite: NonFiniteCount[]): Promise<void> {
+async function runParts(job: Job, threads: number, onBytes: (bytes: number) => void, nonFinite: NonFiniteCount[]): Promise<number> {
+  let computedStats = 0;
   const shared = new Int32Array(new SharedArrayBuffer(8));
   const statsClaims = new Int32Array(new SharedArrayBuffer(4 * Math.max(1, job.pieces.length)));
   const partJob: Job = { ...job, outputs: job.outputs.map((o) => ({ ...o, literals: [] })) };
@@ -57,7 +58,10 @@ async function runParts(job: Job, threads: number, onBytes: (bytes: number) => v
         return;
       }
       done = true;
-      if (m.ok) m.nonFinite.forEach((c, o) => { nonFinite[o]!.nan += c.nan; nonFinite[o]!.inf += c.inf; });
+      if (m.ok) {
+        m.nonFinite.forEach((c, o) => { nonFinite[o]!.nan += c.nan; nonFinite[o]!.inf += c.inf; });
+        computedStats += m.computedStats;
+      }
       if (!m.ok && !m.stopped) {
         const { code, message, ...context } = m.error!;
         fail(new MergeError(code, message, Object.fromEntries(Object.entries(context).filter(([, v]) => v !== undefined))));
@@ -70,6 +74,7 @@ async function runParts(job: Job, threads: number, onBytes: (bytes: number) => v
     });
   })));
   if (failure) throw failure;
+  return computedStats;
 }
 
 /**
@@ -131,8 +136,8 @@ export async function runPart(data: PartData, post: (m: PartMessage) => void, su
       handles.push(outputs[outputs.length - 1]!);
     }
     const nonFinite = job.outputs.map(() => ({ nan: 0, inf: 0 }));
-    await runChunks(job, inputs, outputs, () => Atomics.add(shared, 0, 1), (bytes) => post({ bytes }), nonFinite, shared.subarray(1), exchange);
-    post({ ok: true, nonFinite });
+    const computedStats = await runChunks(job, inputs, outputs, () => Atomics.add(shared, 0, 1), (bytes) => post({ bytes }), nonFinite, shared.subarray(1), exchange);
+    post({ ok: true, nonFinite, computedStats });
   } catch (e) {
     if (e instanceof Error && e.message === STOPPED && !(e instanceof MergeError)) post({ ok: false, stopped: true });
     else {
@@ -178,10 +183,11 @@ export async function runJsJob(job: Job): Promise<JobResult> {
     // Per output, by the rule of exec.h (exec_write_range): op results, and converted copies where the input was finite.
     const nonFinite = job.outputs.map(() => ({ nan: 0, inf: 0 }));
     const threads = Math.max(1, Math.min(job.threads || 1, chunksOf(job).length));
-    if (threads > 1) await runParts(job, threads, onBytes, nonFinite);
+    let computedStats: number;
+    if (threads > 1) computedStats = await runParts(job, threads, onBytes, nonFinite);
     else {
       let next = 0;
-      await runChunks(job, inputs, outputs, () => next++, onBytes, nonFinite);
+      computedStats = await runChunks(job, inputs, outputs, () => next++, onBytes, nonFinite);
     }
     const raw = alignedBuffer(JS_CHUNK_ELEMENTS * 8);
     const crcs: number[][] = [];
@@ -200,7 +206,8 @@ export async function runJsJob(job: Job): Promise<JobResult> {
       crcs.push(sums);
       await outputs[o]!.sync();
     }
-    return { bytesWritten, isa: "js", threads, crc32: crcs, nonFinite };
+    // computedStats: pieces whose reductions were computed, all threads together (each once)
+    return { bytesWritten, isa: "js", threads, crc32: crcs, nonFinite, stats: { computedStats } };
   } catch (e) {
     for (const path of created) await unlink(path).catch(() => undefined);
     throw e;
