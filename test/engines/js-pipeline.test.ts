@@ -12,6 +12,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as engine from "../../lib/engine";
 import { JS_CHUNK_ELEMENTS } from "../../lib/engine/js-chunks";
+import { countNonFinite } from "../../lib/engine/js-codec";
 import { narrowBf16, narrowF16, narrowF8, widenBf16, widenF16, widenF8 } from "../../lib/engine/conversions";
 import { powF32, powF32Array } from "../../lib/engine/method-kernels";
 import { merge } from "../../lib/merge";
@@ -181,6 +182,36 @@ describe("TS engine pipeline shortcuts", () => {
       for (let i = 0; i < n; i++) {
         const want = powF32(x[i]!, y);
         if (!Object.is(out[i], want) && !(Number.isNaN(want) && Number.isNaN(out[i]!))) assert.fail(`pow(${x[i]}, ${y}): ${out[i]} ≠ ${want}`);
+      }
+    }
+  });
+
+  it("counts non-finite fp16, bf16 and fp8 values as the per-element rule does (words skipped four or two codes at a time)", () => {
+    // the rule, one element at a time: NaN above the infinity code, infinity at it (e4m3fn: only NaN at S.1111.111)
+    const rule = (bytes: Uint8Array, n: number, dtype: string, src?: Float32Array): [number, number] => {
+      let nan = 0, inf = 0;
+      for (let i = 0; i < n; i++) {
+        if (src && !Number.isFinite(src[i]!)) continue;
+        const a = dtype.startsWith("F8") ? bytes[i]! & 0x7f : (bytes[2 * i]! | (bytes[2 * i + 1]! << 8)) & 0x7fff;
+        const infCode = dtype === "F16" ? 0x7c00 : dtype === "BF16" ? 0x7f80 : dtype === "F8_E5M2" ? 0x7c : 0x100;
+        if (dtype === "F8_E4M3" ? a === 0x7f : a > infCode) nan++;
+        else if (a === infCode) inf++;
+      }
+      return [nan, inf];
+    };
+    const next = lcg(11);
+    for (const dtype of ["F16", "BF16", "F8_E5M2", "F8_E4M3"] as const) {
+      for (const n of [0, 1, 2, 3, 4, 5, 7, 8, 1001, 65539]) {
+        for (const withSource of [false, true]) {
+          const size = dtype.startsWith("F8") ? 1 : 2;
+          const bytes = new Uint8Array(new ArrayBuffer(n * size + 8));
+          // many codes near the non-finite ones: every high byte gets 0x7c OR-ed in a third of the time
+          for (let i = 0; i < n * size; i++) bytes[i] = (next() >>> 24) | (next() % 3 === 0 ? 0x7c : 0);
+          const src = withSource ? Float32Array.from({ length: n }, () => [Infinity, NaN, 1, -2, 0][next() % 5]!) : undefined;
+          const count = { nan: 0, inf: 0 };
+          countNonFinite(bytes, n, dtype, count, src);
+          assert.deepEqual([count.nan, count.inf], rule(bytes, n, dtype, src), `${dtype} n=${n} source=${withSource}`);
+        }
       }
     }
   });
