@@ -86,6 +86,9 @@ export function powF32(x: number, y: number): number {
 
 // The same tables as typed arrays, for the loop of powF32Array.
 const INVC64 = Float64Array.from(INVC), LOG2C64 = Float64Array.from(LOG2C), EXP2J64 = Float64Array.from(EXP2J);
+/** UNSCALE[e + 149] = 2^−e for the exponents of positive fp32 values, e in [−149, 127] (exact). */
+const UNSCALE = new Float64Array(277);
+for (let k = 0, v = 2 ** 149; k < 277; k++, v /= 2) UNSCALE[k] = v;
 const LOGP64 = Float64Array.from(LOGP), EXPP64 = Float64Array.from(EXPP), POW2_64 = Float64Array.from(POW2);
 
 /**
@@ -101,6 +104,9 @@ export function powF32Array(x: Float32Array, y: number, out: Float32Array, n: nu
   const l0 = LOGP64[0]!, l1 = LOGP64[1]!, l2 = LOGP64[2]!, l3 = LOGP64[3]!, l4 = LOGP64[4]!, l5 = LOGP64[5]!, l6 = LOGP64[6]!, l7 = LOGP64[7]!, l8 = LOGP64[8]!;
   const e0 = EXPP64[0]!, e1 = EXPP64[1]!, e2 = EXPP64[2]!, e3 = EXPP64[3]!, e4 = EXPP64[4]!, e5 = EXPP64[5]!, e6 = EXPP64[6]!;
   const d = F64, w32 = U32;
+  // x's fp32 bits give the exponent and the table index of a normal x without a store to a
+  // double and a reload of its halves (a load spanning two stores stalls); m = x·2^−e is exact.
+  const xb = new Uint32Array(x.buffer, x.byteOffset, n);
   for (let i = 0; i < n; i++) {
     const xi = x[i]!;
     if (!(xi > 0) || xi === Infinity || xi === 1) {
@@ -108,12 +114,22 @@ export function powF32Array(x: Float32Array, y: number, out: Float32Array, n: nu
       out[i] = Number.isNaN(xi) || xi < 0 ? NaN : xi === 0 ? (y > 0 ? 0 : Infinity) : xi === Infinity ? (y > 0 ? Infinity : 0) : 1;
       continue;
     }
-    d[0] = xi;
-    const hi = w32[1]!;
-    const e = ((hi >>> 20) & 0x7ff) - 1023;
-    const j0 = (hi >>> (20 - LOG_BITS)) & (LOG_N - 1);
-    w32[1] = (hi & 0xfffff) | 0x3ff00000;
-    const r = d[0]! * INVC64[j0]! - 1;
+    const bits = xb[i]!;
+    let e: number, j0: number, m: number;
+    if (bits >>> 23 !== 0) {
+      e = (bits >>> 23) - 127;
+      j0 = (bits >>> 19) & (LOG_N - 1);
+      m = xi * UNSCALE[e + 149]!;
+    } else {
+      // an fp32 subnormal (a normal double): powF32's own way
+      d[0] = xi;
+      const hi = w32[1]!;
+      e = ((hi >>> 20) & 0x7ff) - 1023;
+      j0 = (hi >>> (20 - LOG_BITS)) & (LOG_N - 1);
+      w32[1] = (hi & 0xfffff) | 0x3ff00000;
+      m = d[0]!;
+    }
+    const r = m * INVC64[j0]! - 1;
     let p = l8;
     p = p * r; p = p + l7;
     p = p * r; p = p + l6;
