@@ -1,10 +1,20 @@
 #include "lowrank.h"
 
+// The ISA of the job's kernel set picks the product code: the tables are singletons, so their
+// addresses say which set the job runs (cpu.cc only hands out a table the CPU supports).
+void lowrank_product_f32(const lowrank_factors & f, uint64_t cols, uint64_t i0, size_t m, float * out, float * tmp, size_t tmp_n) {
+    if (f.kernels != nullptr && m > 0) {
+        if (f.kernels == merge_kernels_avx512() && lowrank_product_avx512(f, cols, i0, m, out, tmp, tmp_n)) return;
+        if (f.kernels == merge_kernels_avx2() && lowrank_product_avx2(f, cols, i0, m, out, tmp, tmp_n)) return;
+    }
+    lowrank_product_scalar_f32(f, cols, i0, m, out, tmp, tmp_n);
+}
+
 // Plain loops: built with -ffp-contract=off, so a product and an add round separately even
 // when the compiler vectorises the column loop (the columns are independent). Four factor rows
 // are widened at a time and their four products added in one pass over a column chunk, in
 // ascending r: the same operations per element as one row at a time, fewer passes over `out`.
-void lowrank_product_f32(const lowrank_factors & f, uint64_t cols, uint64_t i0, size_t m, float * out, float * tmp, size_t tmp_n) {
+void lowrank_product_scalar_f32(const lowrank_factors & f, uint64_t cols, uint64_t i0, size_t m, float * out, float * tmp, size_t tmp_n) {
     const size_t chunk_max = tmp_n / 4;
     size_t k = 0;
     while (k < m) {
