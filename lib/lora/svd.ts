@@ -23,16 +23,24 @@ function gaussian(seed: number): () => number {
   };
 }
 
+// The products below keep one summation order, each output element summed over the inner index
+// ascending, c = fp64(c + x·b) one term at a time; four terms per pass over the output row only
+// save its loads and stores (the order, and so the bits, are those of one term at a time).
+
 /** C [m, k] = A [m, n] · B [n, k]. */
 function mul(a: Float64Array, m: number, n: number, b: Float64Array, k: number): Float64Array {
   const c = new Float64Array(m * k);
   for (let i = 0; i < m; i++) {
-    const ci = i * k;
-    for (let j = 0; j < n; j++) {
-      const x = a[i * n + j]!;
-      if (x === 0) continue;
-      const bj = j * k;
-      for (let l = 0; l < k; l++) c[ci + l]! += x * b[bj + l]!;
+    const ci = i * k, ai = i * n;
+    let j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const x0 = a[ai + j]!, x1 = a[ai + j + 1]!, x2 = a[ai + j + 2]!, x3 = a[ai + j + 3]!;
+      const b0 = j * k, b1 = b0 + k, b2 = b1 + k, b3 = b2 + k;
+      for (let l = 0; l < k; l++) c[ci + l] = c[ci + l]! + x0 * b[b0 + l]! + x1 * b[b1 + l]! + x2 * b[b2 + l]! + x3 * b[b3 + l]!;
+    }
+    for (; j < n; j++) {
+      const x = a[ai + j]!, bj = j * k;
+      for (let l = 0; l < k; l++) c[ci + l] = c[ci + l]! + x * b[bj + l]!;
     }
   }
   return c;
@@ -41,33 +49,49 @@ function mul(a: Float64Array, m: number, n: number, b: Float64Array, k: number):
 /** C [n, k] = Aᵀ · Y, A [m, n], Y [m, k]. */
 function mulT(a: Float64Array, m: number, n: number, y: Float64Array, k: number): Float64Array {
   const c = new Float64Array(n * k);
-  for (let i = 0; i < m; i++) {
+  let i = 0;
+  for (; i + 4 <= m; i += 4) {
+    const a0 = i * n, a1 = a0 + n, a2 = a1 + n, a3 = a2 + n;
+    const y0 = i * k, y1 = y0 + k, y2 = y1 + k, y3 = y2 + k;
+    for (let j = 0; j < n; j++) {
+      const x0 = a[a0 + j]!, x1 = a[a1 + j]!, x2 = a[a2 + j]!, x3 = a[a3 + j]!;
+      const cj = j * k;
+      for (let l = 0; l < k; l++) c[cj + l] = c[cj + l]! + x0 * y[y0 + l]! + x1 * y[y1 + l]! + x2 * y[y2 + l]! + x3 * y[y3 + l]!;
+    }
+  }
+  for (; i < m; i++) {
     const yi = i * k;
     for (let j = 0; j < n; j++) {
-      const x = a[i * n + j]!;
-      if (x === 0) continue;
-      const cj = j * k;
-      for (let l = 0; l < k; l++) c[cj + l]! += x * y[yi + l]!;
+      const x = a[i * n + j]!, cj = j * k;
+      for (let l = 0; l < k; l++) c[cj + l] = c[cj + l]! + x * y[yi + l]!;
     }
   }
   return c;
 }
 
-/** Orthonormalises the k columns of Y [m, k] in place (modified Gram–Schmidt, twice). Zero columns stay zero. */
+/**
+ * Orthonormalises the k columns of Y [m, k] in place (modified Gram–Schmidt, twice). Zero
+ * columns stay zero. Works on Yᵀ so each column is contiguous (same sums in the same order).
+ */
 function orthonormalize(y: Float64Array, m: number, k: number): void {
+  const t = new Float64Array(m * k);
+  for (let i = 0; i < m; i++) for (let c = 0; c < k; c++) t[c * m + i] = y[i * k + c]!;
   for (let pass = 0; pass < 2; pass++) {
     for (let c = 0; c < k; c++) {
+      const tc = c * m;
       for (let p = 0; p < c; p++) {
+        const tp = p * m;
         let dot = 0;
-        for (let i = 0; i < m; i++) dot += y[i * k + c]! * y[i * k + p]!;
-        for (let i = 0; i < m; i++) y[i * k + c]! -= dot * y[i * k + p]!;
+        for (let i = 0; i < m; i++) dot += t[tc + i]! * t[tp + i]!;
+        for (let i = 0; i < m; i++) t[tc + i] = t[tc + i]! - dot * t[tp + i]!;
       }
       let norm = 0;
-      for (let i = 0; i < m; i++) norm += y[i * k + c]! ** 2;
+      for (let i = 0; i < m; i++) norm += t[tc + i]! ** 2;
       norm = Math.sqrt(norm);
-      for (let i = 0; i < m; i++) y[i * k + c] = norm > 1e-300 ? y[i * k + c]! / norm : 0;
+      for (let i = 0; i < m; i++) t[tc + i] = norm > 1e-300 ? t[tc + i]! / norm : 0;
     }
   }
+  for (let i = 0; i < m; i++) for (let c = 0; c < k; c++) y[i * k + c] = t[c * m + i]!;
 }
 
 /** Eigen-decomposition of a symmetric k×k matrix (cyclic Jacobi): eigenvalues descending, eigenvectors as columns of V. */
