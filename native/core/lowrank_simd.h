@@ -12,7 +12,9 @@
 // `out`, which is exact in fp32: the next chunk reloads P and goes on adding in order), so the
 // `down` rows a column tile reads (RANK_CHUNK × TILE_COLS values) stay in L1 while every output
 // row of the block reuses them; up to 4 output rows share each widened `down` vector, and up
-// rows are widened once per block into `tmp`. `down` is read in place (F16 / BF16 / F32).
+// rows are widened once per block into `tmp`. `down` is read in place (F16 / BF16 / F32). A row
+// the range covers only in part (its first and last) runs the whole tile on a copy and keeps its
+// part: element-wise code at the range's edges cost 2/3 of the time at rank 128 (perf).
 //
 // V provides: W (lanes), NV (vectors per tile row the registers hold: 4 rows × NV accumulators,
 // NV `down` vectors and a broadcast), vf, loadu/storeu, add, mul, set1, and
@@ -104,7 +106,7 @@ struct lowrank_simd {
         }
     }
 
-    /** The same sums one element at a time (tile edges, columns past the last full vector). */
+    /** The same sums one element at a time (the columns past the last full vector). */
     template <uint32_t DT>
     static void columns(const float * up, uint32_t nr, const uint8_t * down, size_t down_stride, float * dst, size_t n, bool first) {
         constexpr size_t es = elem<DT>();
@@ -126,6 +128,7 @@ struct lowrank_simd {
         const size_t down_stride = (size_t) cols * es;
         const uint64_t cols_v = cols / W * W;
         const uint64_t tile_cols = NV * W;
+        alignas(64) float edge[4][NV * W];
         for (uint64_t b0 = 0; b0 < n_rows; b0 += batch) {
             const size_t nb = (size_t) (n_rows - b0 < batch ? n_rows - b0 : batch);
             for (uint32_t r0 = 0; r0 < f.rank; r0 += rc) {
@@ -140,30 +143,41 @@ struct lowrank_simd {
                 for (uint64_t c = 0; c < cols_v; c += tile_cols) {
                     const uint64_t c_end = c + tile_cols < cols_v ? c + tile_cols : cols_v;
                     const size_t nw = (size_t) ((c_end - c) / W);
-                    // Rows covering the whole tile are consecutive (only the first and last row of
-                    // the range can be partial): they go through the tile kernel 4 at a time.
+                    // The rows overlapping the tile are consecutive, and only the first and last
+                    // row of the range can cover part of it: such a row computes the whole tile
+                    // into `edge` (its earlier partial sums copied in) and copies its part out.
                     size_t q = 0;
-                    while (q < nb) {
-                        const uint64_t lo = lo_of(q), hi = hi_of(q);
-                        if (lo <= c && c_end <= hi) {
-                            size_t g = 1;
-                            while (g < 4 && q + g < nb && lo_of(q + g) <= c && c_end <= hi_of(q + g)) g++;
-                            float * dst[4];
-                            for (size_t k = 0; k < g; k++) dst[k] = dst_of(q + k, c);
-                            const float * up = tmp + q * nr;
-                            const uint8_t * down = down0 + c * es;
-                            switch (g) {
-                                case 1: tile_rows<DT, 1>(nw, up, nr, down, down_stride, dst, first); break;
-                                case 2: tile_rows<DT, 2>(nw, up, nr, down, down_stride, dst, first); break;
-                                case 3: tile_rows<DT, 3>(nw, up, nr, down, down_stride, dst, first); break;
-                                default: tile_rows<DT, 4>(nw, up, nr, down, down_stride, dst, first); break;
+                    while (q < nb && !(lo_of(q) < c_end && hi_of(q) > c)) q++;
+                    while (q < nb && lo_of(q) < c_end && hi_of(q) > c) {
+                        size_t g = 0;
+                        float * dst[4];
+                        float * keep[4] = {};
+                        uint64_t from[4] = {}, to[4] = {};
+                        while (g < 4 && q + g < nb && lo_of(q + g) < c_end && hi_of(q + g) > c) {
+                            const uint64_t lo = lo_of(q + g), hi = hi_of(q + g);
+                            if (lo <= c && c_end <= hi) {
+                                dst[g] = dst_of(q + g, c);
+                            } else {
+                                from[g] = lo > c ? lo : c;
+                                to[g] = hi < c_end ? hi : c_end;
+                                keep[g] = dst_of(q + g, from[g]);
+                                dst[g] = edge[g];
+                                for (size_t j = 0; j < NV * W; j++) edge[g][j] = 0.0f;
+                                if (!first) std::memcpy(edge[g] + (from[g] - c), keep[g], (size_t) (to[g] - from[g]) * sizeof(float));
                             }
-                            q += g;
-                        } else {
-                            const uint64_t a = lo > c ? lo : c, b = hi < c_end ? hi : c_end;
-                            if (a < b) columns<DT>(tmp + q * nr, nr, down0 + a * es, down_stride, dst_of(q, a), (size_t) (b - a), first);
-                            q++;
+                            g++;
                         }
+                        const float * up = tmp + q * nr;
+                        const uint8_t * down = down0 + c * es;
+                        switch (g) {
+                            case 1: tile_rows<DT, 1>(nw, up, nr, down, down_stride, dst, first); break;
+                            case 2: tile_rows<DT, 2>(nw, up, nr, down, down_stride, dst, first); break;
+                            case 3: tile_rows<DT, 3>(nw, up, nr, down, down_stride, dst, first); break;
+                            default: tile_rows<DT, 4>(nw, up, nr, down, down_stride, dst, first); break;
+                        }
+                        for (size_t k = 0; k < g; k++)
+                            if (keep[k]) std::memcpy(keep[k], edge[k] + (from[k] - c), (size_t) (to[k] - from[k]) * sizeof(float));
+                        q += g;
                     }
                 }
                 if (cols_v < cols) {
