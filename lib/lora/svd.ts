@@ -69,9 +69,22 @@ function mulT(a: Float64Array, m: number, n: number, y: Float64Array, k: number)
   return c;
 }
 
+/** Σ x[a + i]·y[b + i] over i < n, in four interleaved partial sums (a fixed order; one add chain would wait on each add). */
+function dotOf(x: Float64Array, a: number, y: Float64Array, b: number, n: number): number {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += x[a + i]! * y[b + i]!;
+    s1 += x[a + i + 1]! * y[b + i + 1]!;
+    s2 += x[a + i + 2]! * y[b + i + 2]!;
+    s3 += x[a + i + 3]! * y[b + i + 3]!;
+  }
+  for (; i < n; i++) s0 += x[a + i]! * y[b + i]!;
+  return (s0 + s1) + (s2 + s3);
+}
+
 /**
  * Orthonormalises the k columns of Y [m, k] in place (modified Gram–Schmidt, twice). Zero
- * columns stay zero. Works on Yᵀ so each column is contiguous (same sums in the same order).
+ * columns stay zero. Works on Yᵀ so each column is contiguous.
  */
 function orthonormalize(y: Float64Array, m: number, k: number): void {
   const t = new Float64Array(m * k);
@@ -81,13 +94,10 @@ function orthonormalize(y: Float64Array, m: number, k: number): void {
       const tc = c * m;
       for (let p = 0; p < c; p++) {
         const tp = p * m;
-        let dot = 0;
-        for (let i = 0; i < m; i++) dot += t[tc + i]! * t[tp + i]!;
+        const dot = dotOf(t, tc, t, tp, m);
         for (let i = 0; i < m; i++) t[tc + i] = t[tc + i]! - dot * t[tp + i]!;
       }
-      let norm = 0;
-      for (let i = 0; i < m; i++) norm += t[tc + i]! ** 2;
-      norm = Math.sqrt(norm);
+      const norm = Math.sqrt(dotOf(t, tc, t, tc, m));
       for (let i = 0; i < m; i++) t[tc + i] = norm > 1e-300 ? t[tc + i]! / norm : 0;
     }
   }
@@ -175,22 +185,24 @@ export function truncatedSvd(a: Float64Array, m: number, n: number, rank: number
   }
   const { values, vectors } = symmetricEigen(bbt, k);
   const s = new Float64Array(r), u = new Float64Array(m * r), vt = new Float64Array(r * n);
-  for (let c = 0; c < r; c++) {
-    const sigma = Math.sqrt(Math.max(0, values[c]!));
-    s[c] = sigma;
-    // U[:, c] = Q · W[:, c]; Vt[c, :] = W[:, c]ᵀ · B / σ
-    for (let i = 0; i < m; i++) {
-      let x = 0;
-      for (let l = 0; l < k; l++) x += y[i * k + l]! * vectors[l * k + c]!;
-      u[i * r + c] = x;
+  for (let c = 0; c < r; c++) s[c] = Math.sqrt(Math.max(0, values[c]!));
+  // U[:, c] = Q · W[:, c]; Vt[c, :] = W[:, c]ᵀ · B / σ: each sum over l ascending, row by row
+  // (W's rows contiguous) instead of column by column.
+  for (let i = 0; i < m; i++) {
+    const ui = i * r;
+    for (let l = 0; l < k; l++) {
+      const q = y[i * k + l]!, wl = l * k;
+      for (let c = 0; c < r; c++) u[ui + c] = u[ui + c]! + q * vectors[wl + c]!;
     }
-    if (sigma > 0) {
-      for (let j = 0; j < n; j++) {
-        let x = 0;
-        for (let l = 0; l < k; l++) x += vectors[l * k + c]! * bt[j * k + l]!;
-        vt[c * n + j] = x / sigma;
-      }
+  }
+  const row = new Float64Array(r);
+  for (let j = 0; j < n; j++) {
+    row.fill(0);
+    for (let l = 0; l < k; l++) {
+      const b = bt[j * k + l]!, wl = l * k;
+      for (let c = 0; c < r; c++) row[c] = row[c]! + vectors[wl + c]! * b;
     }
+    for (let c = 0; c < r; c++) if (s[c]! > 0) vt[c * n + j] = row[c]! / s[c]!;
   }
   return { rank: r, u, s, vt };
 }
