@@ -151,8 +151,9 @@ async function benchExtract(a: Args, layoutsDir: string): Promise<Record<string,
   const loadBefore = load1();
   const ours = await runChild({ extract: { tuned, base, rank, out, overwrite: true, dtype: "fp16", recipeMetadata: false } });
   rmSync(out, { force: true });
-  const oursRow = { tool: "tensormerge extract-lora", seconds: ours.seconds, cpuSeconds: ours.cpuSeconds, privateMiB: privateMiB(ours), hwmMiB: (ours.peak.hwm ?? 0) / MiB, load1: [loadBefore, load1()] };
-  log(`extract ours: ${ours.seconds.toFixed(1)} s, private ${oursRow.privateMiB.toFixed(0)} MiB, hwm ${oursRow.hwmMiB.toFixed(0)} MiB, load ${oursRow.load1.join(" → ")}`);
+  const keptOursMean = (ours.report.modules as { keptEnergy: number }[]).reduce((t, m) => t + m.keptEnergy, 0) / (ours.report.modules as unknown[]).length;
+  const oursRow = { tool: "tensormerge extract-lora", keptOursMean, seconds: ours.seconds, cpuSeconds: ours.cpuSeconds, privateMiB: privateMiB(ours), hwmMiB: (ours.peak.hwm ?? 0) / MiB, load1: [loadBefore, load1()] };
+  log(`extract ours: ${ours.seconds.toFixed(1)} s (${ours.cpuSeconds.toFixed(1)} CPU-s), private ${oursRow.privateMiB.toFixed(0)} MiB, hwm ${oursRow.hwmMiB.toFixed(0)} MiB, load ${oursRow.load1.join(" → ")}`);
   const modules = (ours.report.modules as { name: string; keptEnergy: number }[]);
   let kohya: Record<string, unknown> | undefined;
   if (a.kohya) {
@@ -162,14 +163,19 @@ async function benchExtract(a: Args, layoutsDir: string): Promise<Record<string,
     writeFileSync(list, JSON.stringify(targets.map((t) => ({ name: t.name, tensor: t.tensor.name, rowStart: t.rowStart, rowCount: t.rowCount }))));
     warmFiles([tuned, base]);
     const before = load1();
-    execFileSync("/usr/bin/python3", [join(__dirname, "..", "..", "bench", "kohya_extract_way.py"), tuned, base, list, String(rank), result], { stdio: ["ignore", "inherit", "inherit"] });
+    try {
+      execFileSync("/usr/bin/python3", [join(__dirname, "..", "..", "bench", "kohya_extract_way.py"), tuned, base, list, String(rank), result], { stdio: ["ignore", "inherit", "inherit"] });
+    } catch (e) {
+      // Stopped or failed: keep our figures, say how long theirs ran.
+      log(`extract kohya: did not finish (${(e as Error).message.split("\n")[0]})`);
+      return { tuned, base, rank, modules: modules.length, ours: oursRow, kohya: { error: (e as Error).message.split("\n")[0], load1: [before, load1()] } };
+    }
     const k = JSON.parse(readFileSync(result, "utf8")) as { seconds: number; loadSeconds: number; peakRss: number; threads: number; torch: string; kept: Record<string, number> };
     const ratios = modules.map((m) => m.keptEnergy / k.kept[m.name]!).filter(Number.isFinite);
     kohya = { tool: `kohya pattern (torch ${k.torch}, ${k.threads} threads, torch.linalg.svd)`, seconds: k.seconds, loadSeconds: k.loadSeconds, peakRssMiB: k.peakRss / MiB, load1: [before, load1()], keptRatio: { min: Math.min(...ratios), mean: ratios.reduce((s, x) => s + x, 0) / ratios.length, max: Math.max(...ratios) }, keptTheirsMean: Object.values(k.kept).reduce((s, x) => s + x, 0) / Object.values(k.kept).length };
     log(`extract kohya: ${k.seconds.toFixed(1)} s (loading ${k.loadSeconds.toFixed(1)} s), peak RSS ${(k.peakRss / MiB).toFixed(0)} MiB; kept energy ours / theirs per module: min ${Math.min(...ratios).toFixed(4)}, mean ${(kohya.keptRatio as { mean: number }).mean.toFixed(4)}`);
   }
-  const keptOursMean = modules.reduce((s, m) => s + m.keptEnergy, 0) / modules.length;
-  return { tuned, base, rank, modules: modules.length, ours: { ...oursRow, keptOursMean }, kohya };
+  return { tuned, base, rank, modules: modules.length, ours: oursRow, kohya };
 }
 
 export async function loraMain(argv: string[]): Promise<number> {
