@@ -16,6 +16,16 @@ import { embeddedRecipe, RECIPE_METADATA_KEY } from "./metadata";
 import { runRecipe, type RecipeProgress, type RecipeRunReport } from "./run";
 import { optionalBoolean, optionalFunction, optionalSignal, optionalString, optionalStringList, rejectUnknownKeys, requireString } from "../validate";
 import type { Recipe } from "./types";
+import { bakeRecordOf, reproduceBake, type BakeReproduction } from "../lora/reproduce";
+
+/** The bake a model records (and no recipe): rebuilt by bake() again; undefined otherwise. */
+async function bakeReproductionOf(source: string, options: ReproduceOptions): Promise<BakeReproduction | undefined> {
+  const model = await (options.openModel ?? defaultOpenModel)(source);
+  const record = model.metadata[RECIPE_METADATA_KEY] === undefined ? bakeRecordOf(model.metadata, source) : undefined;
+  if (!record) return undefined;
+  const { openModel: _, onProgress, ...rest } = options;
+  return reproduceBake(model, record, { ...rest, ...(onProgress ? { onProgress: (progress) => onProgress({ phase: "merge", passes: 1, progress }) } : {}) });
+}
 
 export interface ReproduceOptions {
   /** Folders searched for the ingredients (by sha256; files named as recorded are hashed first). */
@@ -35,6 +45,7 @@ export interface ReproduceOptions {
 }
 
 export interface ReproduceReport {
+  kind: "recipe";
   source: string;
   out: string;
   /** The recipe found in the model. */
@@ -68,7 +79,7 @@ export async function readEmbeddedRecipe(path: string, open: (path: string) => P
  */
 const OPTION_KEYS = ["modelDirs", "out", "overwrite", "hashCache", "engine", "threads", "isa", "dryRun", "openModel", "onProgress", "signal"] as const;
 
-export async function reproduce(path: string, options: ReproduceOptions = {}): Promise<ReproduceReport> {
+export async function reproduce(path: string, options: ReproduceOptions = {}): Promise<ReproduceReport | BakeReproduction> {
   // Checked here, before the recipe is read; runRecipe checks what it is passed again.
   if (options === null || typeof options !== "object") throw new MergeError("INVALID_ARGUMENT", "reproduce() expects an options object");
   rejectUnknownKeys("options", options, OPTION_KEYS);
@@ -80,6 +91,8 @@ export async function reproduce(path: string, options: ReproduceOptions = {}): P
   optionalFunction("openModel", options.openModel);
   optionalFunction("onProgress", options.onProgress);
   optionalSignal("signal", options.signal);
+  const baked = await bakeReproductionOf(source, options); // a model made by bake(): lib/lora/reproduce.ts
+  if (baked) return baked;
   const recipe = await readEmbeddedRecipe(source, options.openModel);
   const last = recipe.rows.length - 1;
   const format = recipe.rows[last]!.format;
@@ -100,7 +113,7 @@ export async function reproduce(path: string, options: ReproduceOptions = {}): P
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   });
-  if (options.dryRun) return { source, out, recipe, identical: null, sourceSha256: null, outSha256: null, run };
+  if (options.dryRun) return { kind: "recipe", source, out, recipe, identical: null, sourceSha256: null, outSha256: null, run };
   const [a, b] = [await sha256File(source), await sha256File(out)];
-  return { source, out, recipe, identical: a.sha256 === b.sha256, sourceSha256: a.sha256, outSha256: b.sha256, run };
+  return { kind: "recipe", source, out, recipe, identical: a.sha256 === b.sha256, sourceSha256: a.sha256, outSha256: b.sha256, run };
 }
