@@ -547,6 +547,8 @@ Full-size merges vs the I/O floor (see bench/README.md).
 `;
 
 export async function main(argv: string[]): Promise<number> {
+  // `npm run bench -- --lora [options]`: the LoRA bench (bench/lora.ts), its own options.
+  if (argv.includes("--lora")) return (await import("./lora")).loraMain(argv.filter((a) => a !== "--lora"));
   const { values } = parseArgs({
     args: argv,
     options: {

@@ -88,7 +88,7 @@ struct block_eval {
     lowrank_factors factors(const merge_lowrank_product & p) const {
         const merge_kernels * kt = ctx.kernels;
         return {(*ctx.inputs)[p.up.file]->data() + p.up.offset, (*ctx.inputs)[p.down.file]->data() + p.down.offset, merge_kernels_load(kt, p.up.dtype),
-                merge_kernels_load(kt, p.down.dtype), (uint32_t) st_dtype_size(p.up.dtype), (uint32_t) st_dtype_size(p.down.dtype), p.rank};
+                merge_kernels_load(kt, p.down.dtype), (uint32_t) st_dtype_size(p.up.dtype), (uint32_t) st_dtype_size(p.down.dtype), p.rank, p.down.dtype, kt};
     }
 
     // Ranges, shapes and dtypes were checked by merge_job_validate (check_lowrank).
