@@ -20,7 +20,7 @@
       "type": "static_library",
       "sources": ["native/core/kernels_avx2.cc"],
       "conditions": [
-        ["target_arch=='x64'", { "cflags_cc": ["-mavx2", "-mf16c"], "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-mavx2", "-mf16c"] } }]
+        ["target_arch=='x64'", { "cflags_cc": ["-mavx2", "-mf16c", "-fno-tree-vectorize"], "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-mavx2", "-mf16c"] } }]
       ]
     },
     {
@@ -29,7 +29,7 @@
       "sources": ["native/core/kernels_avx512.cc"],
       "conditions": [
         ["target_arch=='x64'", {
-          "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mf16c", "-Wno-maybe-uninitialized"],
+          "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mf16c", "-Wno-maybe-uninitialized", "-fno-tree-vectorize"],
           "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mf16c"] }
         }]
       ]

@@ -24,6 +24,7 @@ import { cleanModels, defaultLayoutsDir, ensureModels, freeBytes, GB, modelPath,
 import { DEFAULT_SCENARIOS, scenarioById, type Scenario } from "./scenarios";
 import { writeResultsMarkdown } from "./report";
 import { hfBenchMain, isHfScenario } from "./hf-llm";
+import { cappedRead, torchWay, type CappedRead, type TorchWay } from "./many-extras";
 
 export type CacheState = "warm" | "cold";
 
@@ -54,6 +55,10 @@ export interface BenchOptions {
   engineEnv: Record<string, string>;
   /** Restrict the floor to these techniques (default: calibrate over all of them). */
   floorTechniques?: FloorTechnique[];
+  /** Many-model scenarios: one more cold merge in a memory cgroup capped at this many GiB (bytes read ÷ inputs). */
+  cappedGiB?: number;
+  /** ties scenarios: the same TIES the way whole-tensor tools do it (bench/ties_torch_way.py), warm. */
+  torchWay?: boolean;
   jsonPath?: string;
   resultsPath?: string;
   label?: string;
@@ -144,6 +149,8 @@ export interface BenchResults {
   floors: FloorMeasurement[];
   measurements: Measurement[];
   rows: RowResult[];
+  cappedReads?: CappedRead[];
+  torchWays?: TorchWay[];
   seconds: number;
 }
 
@@ -409,6 +416,8 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
 
   const floors: FloorMeasurement[] = [];
   const measurements: Measurement[] = [];
+  const cappedReads: CappedRead[] = [];
+  const torchWays: TorchWay[] = [];
   for (let si = 0; si < scenarios.length; si++) {
     const scenario = scenarios[si]!;
     const specs = scenario.models.map((m) => scaled(m, options.shrink));
@@ -467,6 +476,24 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
         }
       }
     }
+    const many = resolveMethod(scenario.method).many !== undefined;
+    const allCores = variants.filter((v) => v.engine === "native").sort((x, y) => y.threads - x.threads)[0];
+    if (many && allCores && (options.cappedGiB ?? 0) > 0) {
+      const r = await cappedRead(scenario, inputs, mergeOptionsFor(scenario, inputs, out, allCores), engineEnv, options.cappedGiB! * 2 ** 30, () => prepareCache(inputs, "cold", options.coldMethod), runMergeChild, log);
+      if (r) cappedReads.push(r);
+    }
+    if (options.torchWay && scenario.method === "ties") {
+      prepareCache(inputs, "warm", options.coldMethod);
+      const t = await torchWay(scenario, inputs, options.dir, log);
+      const ours = measurements.filter((m) => m.scenario === scenario.id && m.cache === "warm" && m.variant === allCores?.id);
+      if (t) {
+        torchWays.push(t);
+        if (ours.length) {
+          const s = summarize(ours.map((m) => m.seconds)).median, anon = Math.max(...ours.map((m) => m.peak.anon ?? NaN));
+          log(`  ours (warm, ${allCores!.id}) took ${(s / t.seconds).toFixed(3)}× the torch way's time and ${(anon / t.peakAnon).toFixed(3)}× its peak private memory`);
+        }
+      }
+    }
   }
   await removeOutputs(options.dir);
 
@@ -483,6 +510,8 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
     floors,
     measurements,
     rows,
+    ...(cappedReads.length ? { cappedReads } : {}),
+    ...(torchWays.length ? { torchWays } : {}),
     seconds: (Date.now() - started) / 1000,
   };
   log(`\n${formatRows(rows)}\n`);
@@ -512,6 +541,10 @@ Full-size merges vs the I/O floor (see bench/README.md).
   --json FILE          write every measurement as JSON
   --results FILE       update the generated part of a RESULTS.md
   --label TEXT         a label stored with the results
+  --capped-gib N       many-model scenarios: one more cold merge in a memory cgroup capped at N GiB
+                       (root), reporting the bytes read from disk ÷ the input bytes
+  --torch-way          ties scenarios: the same TIES with PyTorch over whole state dicts
+                       (bench/ties_torch_way.py), warm, time and peak memory
   --clean              delete the models and outputs in the folder, then exit
 `;
 
@@ -519,13 +552,15 @@ export async function main(argv: string[]): Promise<number> {
   // The language-model scenarios (Hugging Face folders, mergekit configs) have their own runner.
   const asked = argv.find((a, i) => argv[i - 1] === "--scenarios" || a.startsWith("--scenarios="))?.replace(/^--scenarios=/, "");
   if (asked?.split(",").some(isHfScenario)) return hfBenchMain(argv);
+  // `npm run bench -- --lora [options]`: the LoRA bench (bench/lora.ts), its own options.
+  if (argv.includes("--lora")) return (await import("./lora")).loraMain(argv.filter((a) => a !== "--lora"));
   const { values } = parseArgs({
     args: argv,
     options: {
       dir: { type: "string" }, layouts: { type: "string" }, scenarios: { type: "string" }, runs: { type: "string" }, "js-runs": { type: "string" },
       cache: { type: "string" }, threads: { type: "string" }, "no-js": { type: "boolean" }, shrink: { type: "string" }, "budget-gb": { type: "string" },
       "min-free-gb": { type: "string" }, cold: { type: "string" }, env: { type: "string", multiple: true }, json: { type: "string" }, results: { type: "string" },
-      label: { type: "string" }, clean: { type: "boolean" }, help: { type: "boolean", short: "h" },
+      label: { type: "string" }, clean: { type: "boolean" }, help: { type: "boolean", short: "h" }, "capped-gib": { type: "string" }, "torch-way": { type: "boolean" },
     },
     strict: true,
   });
@@ -563,6 +598,8 @@ export async function main(argv: string[]): Promise<number> {
     minFreeBytes: num(values["min-free-gb"], 25) * GB,
     coldMethod: values.cold === "drop" ? "drop" : "evict",
     engineEnv,
+    ...(values["capped-gib"] ? { cappedGiB: Number(values["capped-gib"]) } : {}),
+    ...(values["torch-way"] ? { torchWay: true } : {}),
     ...(values.json ? { jsonPath: resolve(values.json) } : {}),
     ...(values.results ? { resultsPath: resolve(values.results) } : {}),
     ...(values.label ? { label: values.label } : {}),

@@ -36,7 +36,7 @@ interface Mode {
 }
 
 /** A memory cgroup (v1 or v2) capped at `limit` bytes, or undefined when none can be made. */
-function makeMemoryCgroup(limit: number): { path: string; remove: () => void } | undefined {
+export function makeMemoryCgroup(limit: number): { path: string; remove: () => void } | undefined {
   const candidates: [string, string][] = [
     ["/sys/fs/cgroup/memory", "memory.limit_in_bytes"], // v1 (or hybrid)
     ["/sys/fs/cgroup", "memory.max"], // v2

@@ -10,6 +10,7 @@ export { bake, BAKE_METADATA_KEY, type BakeOptions, type BakeReport, type BakeLo
 export { extractLora, type ExtractOptions, type ExtractReport } from "./lora/extract";
 export { openLora, readLoraModel, looksLikeLora, type LoraFile, type LoraModule, type LoraAlgorithm, type LoraNaming } from "./lora/read";
 export { summarizeLora, loraArchitecture, type LoraSummary } from "./lora/describe";
+export { reproduceBake, bakeRecordOf, type BakeRecord, type BakeReproduction } from "./lora/reproduce";
 export { MergeError, ERROR_CODES, isMergeError, type ErrorCode } from "./errors";
 export { METHODS, resolveMethod, type MethodName } from "./methods/registry";
 export type { MergeMethod } from "./methods/define";

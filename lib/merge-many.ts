@@ -19,7 +19,7 @@ import { resolveModel } from "./library/resolve";
 import type { MergeOptions, MergeReport } from "./merge";
 import { finishMerge, sweepOutputPath, stemOf } from "./merge";
 import type { MergeMethod } from "./methods/define";
-import { checkRowParams, type RowParams } from "./methods/params";
+import { checkRowParams, perBlockOption, type RowParams } from "./methods/params";
 import { METHODS, type MethodName } from "./methods/registry";
 import type { ModelFile } from "./model";
 import { ProtectedFiles, checkTargets, planConfigCopies } from "./outputs";
@@ -147,7 +147,7 @@ export async function mergeMany(options: MergeOptions, checked: CheckedMany, sta
     ...(options.discard !== undefined ? { discard: options.discard } : {}),
     ...(options.prune ? { prune: true } : {}),
   });
-  const planParams = rowParamsOf(rowParams, rowParams.blocks ? blockMapOf(base) : undefined, "--blocks");
+  const planParams = rowParamsOf(rowParams, rowParams.blocks ? blockMapOf(base) : undefined, perBlockOption);
   checkRowParams(method, planParams);
   const metadataFor = await manyMergeMetadata({
     rowName: stemOf(out), method: method.name as MethodName, base, models, modelValues: many.modelParams.map((p) => p.values ?? {}), multipliers, rowParams, dtype,

@@ -21,7 +21,7 @@ import { resolveModel } from "./library/resolve";
 import { HashCache, getFileHashes } from "./library/hash-cache";
 import { outputMetadata, type InputIdentity } from "./recipes/metadata";
 import { blockMapOf, rowParamsOf, type RecipeRow } from "./recipes/types";
-import { checkRowParams } from "./methods/params";
+import { checkParamName, checkRowParams, perBlockOption } from "./methods/params";
 import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies, type ConfigCopy } from "./outputs";
 import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
 import { planBoard, type BoardPlan, type PlanStats } from "./plan";
@@ -85,6 +85,17 @@ export interface MergeOptions {
   blocks?: string | number[];
   /** β per block, as `blocks`. */
   betaBlocks?: string | number[];
+  /**
+   * Per-key values of the method's named parameters (those of `params`), by name, as `weights`
+   * for α: `{ density: [{ pattern: "cond_stage_model\\.", value: 0.1 }] }` (CLI `--density-weight`).
+   * A pattern's value holds for every model of a base + models row.
+   */
+  paramWeights?: Record<string, { pattern: string; value: number }[]>;
+  /**
+   * Block values of the method's named parameters, by name, as `blocks` for α:
+   * `{ density: "GRAD_V" }` (CLI `--density-blocks`). They win over `params` and `modelParams`.
+   */
+  paramBlocks?: Record<string, string | number[]>;
   /** Clamp every merged value to [min(A,B), max(A,B)] (methods that read A and B). */
   clamp?: boolean;
   /** Float output type; "same" (default) keeps each tensor's type from A. */
@@ -196,7 +207,7 @@ export interface MergeReport {
   shards?: { name: string; tensors: number; bytes: number }[];
 }
 
-const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "blocks", "betaBlocks", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "base", "models", "modelWeights", "params", "modelParams", "modelDirs", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal", "shardSize"] as const;
+const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "blocks", "betaBlocks", "paramWeights", "paramBlocks", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "base", "models", "modelWeights", "params", "modelParams", "modelDirs", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal", "shardSize"] as const;
 
 /** Output path for one multiplier of a sweep. */
 export function sweepOutputPath(out: string, multiplier: number, count: number): string {
@@ -261,6 +272,8 @@ function validateOptions(options: MergeOptions) {
   const rowParams = rowParamsFromOptions(options);
   if (rowParams.blocks?.alpha !== undefined && multipliers.length > 1) throw new MergeError("INVALID_ARGUMENT", "blocks set α for every block, so a multiplier sweep would write the same model several times: sweep without blocks");
   checkRowParams(method, rowParamsOf(rowParams as RecipeRow));
+  // Block values are parsed once A's block map is known; their names are checked now.
+  for (const name of Object.keys(rowParams.blocks ?? {})) checkParamName(method, name, name === "alpha" ? "blocks" : name === "beta" ? "betaBlocks" : `paramBlocks.${name}`);
   if (optionalBoolean("clamp", options.clamp) && !method.clampable) throw new MergeError("INVALID_ARGUMENT", `clamp needs models A and B; ${method.name} does not read B`);
   const checked = {
     method,
@@ -289,7 +302,7 @@ function validateOptions(options: MergeOptions) {
   return checked;
 }
 
-/** `beta`, `weights`, `betaWeights` as recipe-row fields (also what the metadata records). */
+/** `beta`, `params`, the per-key and per-block options as recipe-row fields (also what the metadata records). */
 function rowParamsFromOptions(options: MergeOptions): Pick<RecipeRow, "params" | "weights" | "blocks" | "clamp"> {
   const list = (name: string, v: unknown) => {
     if (v === undefined) return [];
@@ -300,17 +313,35 @@ function rowParamsFromOptions(options: MergeOptions): Pick<RecipeRow, "params" |
     });
   };
   const alpha = list("weights", options.weights), beta = list("betaWeights", options.betaWeights);
+  const named = (option: "paramWeights" | "paramBlocks", forms: string) => {
+    const v = options[option];
+    if (v === undefined) return [];
+    if (v === null || typeof v !== "object" || Array.isArray(v)) throw new MergeError("INVALID_ARGUMENT", `${option} must be an object by parameter name, such as { density: ${forms} }`);
+    for (const name of Object.keys(v)) {
+      if (name === "alpha") throw new MergeError("INVALID_ARGUMENT", `${option}.alpha: α per key is weights, per block blocks`);
+      if (name === "beta") throw new MergeError("INVALID_ARGUMENT", `${option}.beta: β per key is betaWeights, per block betaBlocks`);
+    }
+    return Object.keys(v);
+  };
+  const namedWeights = named("paramWeights", '[{ pattern: "cond_stage_model\\.", value: 0.1 }]')
+    .map((name) => [name, list(`paramWeights.${name}`, options.paramWeights![name])] as const).filter(([, l]) => l.length);
+  const namedBlocks = named("paramBlocks", '"GRAD_V"').map((name) => [name, blockSpec(`paramBlocks.${name}`, options.paramBlocks![name])] as const);
   if (options.params !== undefined && (options.params === null || typeof options.params !== "object" || Array.isArray(options.params))) {
     throw new MergeError("INVALID_ARGUMENT", "params must be an object of parameter values by name, such as { density: 0.2 }");
   }
-  const named = Object.fromEntries(Object.entries(options.params ?? {}).map(([k, v]) => [k, requireNumberInRange(`params.${k}`, v, -1e16, 1e16)]));
-  const params = { ...named, ...(options.beta !== undefined ? { beta: requireNumberInRange("beta", options.beta, -1e6, 1e6) } : {}) };
+  const rowValues = Object.fromEntries(Object.entries(options.params ?? {}).map(([k, v]) => [k, requireNumberInRange(`params.${k}`, v, -1e16, 1e16)]));
+  const params = { ...rowValues, ...(options.beta !== undefined ? { beta: requireNumberInRange("beta", options.beta, -1e6, 1e6) } : {}) };
+  // One recipe form for all: weights and blocks by parameter name (α, β, then the named ones).
+  const weights = { ...(alpha.length ? { alpha } : {}), ...(beta.length ? { beta } : {}), ...Object.fromEntries(namedWeights) };
+  const blocks = {
+    ...(options.blocks !== undefined ? { alpha: blockSpec("blocks", options.blocks) } : {}),
+    ...(options.betaBlocks !== undefined ? { beta: blockSpec("betaBlocks", options.betaBlocks) } : {}),
+    ...Object.fromEntries(namedBlocks),
+  };
   return {
     ...(Object.keys(params).length ? { params } : {}),
-    ...(alpha.length || beta.length ? { weights: { ...(alpha.length ? { alpha } : {}), ...(beta.length ? { beta } : {}) } } : {}),
-    ...(options.blocks !== undefined || options.betaBlocks !== undefined
-      ? { blocks: { ...(options.blocks !== undefined ? { alpha: blockSpec("blocks", options.blocks) } : {}), ...(options.betaBlocks !== undefined ? { beta: blockSpec("betaBlocks", options.betaBlocks) } : {}) } }
-      : {}),
+    ...(Object.keys(weights).length ? { weights } : {}),
+    ...(Object.keys(blocks).length ? { blocks } : {}),
     ...(options.clamp === true ? { clamp: true } : {}),
   };
 }
@@ -370,7 +401,7 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
     ...(options.prune ? { prune: true } : {}),
   });
   const rowName = stemOf(out);
-  const planParams = rowParamsOf(rowParams, rowParams.blocks ? blockMapOf(opened[0]!) : undefined, "--blocks");
+  const planParams = rowParamsOf(rowParams, rowParams.blocks ? blockMapOf(opened[0]!) : undefined, perBlockOption);
   checkRowParams(method, planParams);
   const metadataFor = await recipeMetadataFor(options, cache, { rowName, method: method.name as MethodName, paths, models: inputs, multipliers, rowParams, dtype, vaePath, dryRun });
   const plan = planBoard({

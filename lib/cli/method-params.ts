@@ -1,24 +1,29 @@
 /**
  * Command-line flags for the methods' named parameters, made from the method registry: every
  * parameter after α (`--multiplier`) and a classic method's β (`--beta`) becomes `--<name>` (in
- * kebab case: `drop_rate` → `--drop-rate`). A method added to the registry gets its flags without
- * a CLI edit. (Per-key and per-block values of these parameters are written in JSON recipes:
- * a row's "weights" and "blocks" by parameter name.)
+ * kebab case: `drop_rate` → `--drop-rate`), with its per-key and per-block forms beside it, as
+ * α and β have theirs: `--<name>-weight REGEX=VALUE` (repeatable; the first matching pattern
+ * wins) and `--<name>-blocks VALUES` (a SuperMerger list or preset, as --blocks). They become
+ * the recipe row's `params`, `weights` and `blocks` by parameter name (lib/methods/params.ts).
+ * A method added to the registry gets its flags without a CLI edit.
  */
 import { MergeError } from "../errors";
 import type { MergeMethod, MethodParam } from "../methods/define";
 import { METHODS } from "../methods/registry";
+import { checkParamValue, paramFlag, perBlockOption, perKeyOption, type KeyValue } from "../methods/params";
 import { MODEL_WEIGHT_PARAM } from "../recipes/types";
-import { stringArg, type CommandOption, type ParsedArgs } from "./command";
+import { listArg, stringArg, type CommandOption, type ParsedArgs } from "./command";
 
-/** "drop_rate", "dropRate" → "drop-rate". */
-export function paramFlag(name: string): string {
-  return name.replace(/([a-z0-9])([A-Z])/g, "$1-$2").replace(/_/g, "-").toLowerCase();
-}
+export { paramFlag } from "../methods/params";
 
 export interface NamedParam {
   name: string;
+  /** The row value's flag without "--": "drop-rate". */
   flag: string;
+  /** The per-key flag without "--": "drop-rate-weight". */
+  weightFlag: string;
+  /** The per-block flag without "--": "drop-rate-blocks". */
+  blocksFlag: string;
   /** The methods that have it, in registry order. */
   methods: MergeMethod[];
   /** Its definition in the first of them (summary, range, default). */
@@ -35,15 +40,16 @@ export function namedParams(methods: readonly MergeMethod[] = METHODS): NamedPar
       if (m.many && p.name === MODEL_WEIGHT_PARAM) continue;
       const known = byName.get(p.name);
       if (known) known.methods.push(m);
-      else byName.set(p.name, { name: p.name, flag: paramFlag(p.name), methods: [m], param: p });
+      else byName.set(p.name, { name: p.name, flag: paramFlag(p.name), weightFlag: perKeyOption(p.name).slice(2), blocksFlag: perBlockOption(p.name).slice(2), methods: [m], param: p });
     }
   }
   return [...byName.values()];
 }
 
 /**
- * The options for `namedParams`, leaving out any whose flag a command already has (`taken`),
- * so a parameter can never shadow a fixed option (a test keeps the registry free of such names).
+ * The options for `namedParams` (each parameter's value, per-key and per-block flags), leaving
+ * out any whose flag a command already has (`taken`), so a parameter can never shadow a fixed
+ * option (a test keeps the registry free of such names).
  */
 export function methodParamOptions(taken: readonly string[], methods: readonly MergeMethod[] = METHODS): Record<string, CommandOption> {
   const options: Record<string, CommandOption> = {};
@@ -58,6 +64,10 @@ export function methodParamOptions(taken: readonly string[], methods: readonly M
       value: p.param.integer ? "N" : "X",
       description: `${p.methods.map((m) => m.name).join(", ")}: ${p.param.summary} [${lo}, ${hi}] (${defaultText}${p.methods.some((m) => m.many && m.params.find((q) => q.name === p.name)!.perModel) ? "; a comma list gives one value per model" : ""})`,
     };
+    if (!taken.includes(p.weightFlag)) {
+      options[p.weightFlag] = { type: "string", multiple: true, value: "REGEX=X", description: `${p.name} for keys matching REGEX, every model alike (repeatable, as --weight)` };
+    }
+    if (!taken.includes(p.blocksFlag)) options[p.blocksFlag] = { type: "string", value: "VALUES", description: `${p.name} per block, as --blocks` };
   }
   return options;
 }
@@ -73,7 +83,19 @@ export function numberArg(flag: string, text: string): number {
 export function keyValueArg(flag: string, text: string): { pattern: string; value: number } {
   const at = text.lastIndexOf("=");
   if (at <= 0) throw new MergeError("INVALID_ARGUMENT", `${flag} ${JSON.stringify(text)}: expected REGEX=VALUE, such as "cond_stage_model\\.=0.3"`);
-  return { pattern: text.slice(0, at), value: numberArg(flag, text.slice(at + 1)) };
+  const pattern = text.slice(0, at);
+  try {
+    new RegExp(pattern);
+  } catch (e) {
+    throw new MergeError("INVALID_ARGUMENT", `${flag} ${JSON.stringify(text)}: ${JSON.stringify(pattern)} is not a valid regular expression (${(e as Error).message})`);
+  }
+  const valueText = text.slice(at + 1);
+  const value = Number(valueText);
+  if (valueText.trim() === "" || !Number.isFinite(value)) {
+    const perModel = valueText.includes(",") ? " (one value, for every model: per-model values are the parameter's own flag with a comma list)" : "";
+    throw new MergeError("INVALID_ARGUMENT", `${flag} ${JSON.stringify(text)}: expected a number after the last "=", got ${JSON.stringify(valueText)}${perModel}`);
+  }
+  return { pattern, value };
 }
 
 export interface NamedParamArgs {
@@ -81,6 +103,20 @@ export interface NamedParamArgs {
   values: Record<string, number>;
   /** Per-model values by parameter name, one per model (`--density 0.2,0.3,0.5`). */
   perModel: Record<string, number[]>;
+  /** Per-key values by parameter name, in the order given (`--density-weight REGEX=X`). */
+  weights: Record<string, KeyValue[]>;
+  /** Block values by parameter name, as typed (`--density-blocks GRAD_V`). */
+  blocks: Record<string, string>;
+}
+
+/** The flags of `method`'s named parameters, for messages. */
+function ownFlags(method: MergeMethod): string {
+  const flags = method.params.slice(method.many ? 1 : 2).filter((q) => !(method.many && q.name === MODEL_WEIGHT_PARAM)).map((q) => `--${paramFlag(q.name)}`);
+  return flags.length ? flags.join(", ") : "none beyond --multiplier and --beta";
+}
+
+function lacking(flag: string, p: NamedParam, method: MergeMethod): MergeError {
+  return new MergeError("INVALID_ARGUMENT", `--${flag}: ${method.name} has no parameter ${p.name} (${p.methods.map((m) => m.name).join(", ")} ${p.methods.length === 1 ? "has" : "have"} it; ${method.name}'s own: ${ownFlags(method)})`);
 }
 
 /**
@@ -90,15 +126,27 @@ export interface NamedParamArgs {
  * method's own flags (a typo in a method name must not silently drop a parameter).
  */
 export function namedParamArgs(args: ParsedArgs, method: MergeMethod, models = 0, methods: readonly MergeMethod[] = METHODS): NamedParamArgs {
-  const out: NamedParamArgs = { values: {}, perModel: {} };
+  const out: NamedParamArgs = { values: {}, perModel: {}, weights: {}, blocks: {} };
   for (const p of namedParams(methods)) {
+    const own = method.params.find((q) => q.name === p.name);
+    const perKey = listArg(args, p.weightFlag);
+    if (perKey.length) {
+      if (!own) throw lacking(p.weightFlag, p, method);
+      out.weights[p.name] = perKey.map((text) => {
+        const w = keyValueArg(`--${p.weightFlag}`, text);
+        checkParamValue(method, p.name, w.value, `--${p.weightFlag} ${JSON.stringify(text)}: ${p.name}`);
+        return w;
+      });
+    }
+    const perBlock = stringArg(args, p.blocksFlag);
+    if (perBlock !== undefined) {
+      if (!own) throw lacking(p.blocksFlag, p, method);
+      if (perBlock.trim() === "") throw new MergeError("INVALID_ARGUMENT", `--${p.blocksFlag} is empty: give a value per block or a preset, as --blocks`);
+      out.blocks[p.name] = perBlock;
+    }
     const value = stringArg(args, p.flag);
     if (value === undefined) continue;
-    const own = method.params.find((q) => q.name === p.name);
-    if (!own) {
-      const flags = method.params.slice(method.many ? 1 : 2).filter((q) => !(method.many && q.name === MODEL_WEIGHT_PARAM)).map((q) => `--${paramFlag(q.name)}`);
-      throw new MergeError("INVALID_ARGUMENT", `--${p.flag}: ${method.name} has no parameter ${p.name} (${p.methods.map((m) => m.name).join(", ")} ${p.methods.length === 1 ? "has" : "have"} it; ${method.name}'s own: ${flags.length ? flags.join(", ") : "none beyond --multiplier and --beta"})`);
-    }
+    if (!own) throw lacking(p.flag, p, method);
     if (value.includes(",")) {
       if (!(method.many && own.perModel)) throw new MergeError("INVALID_ARGUMENT", `--${p.flag} ${JSON.stringify(value)}: one number; ${method.name}'s ${p.name} is ${method.many ? "the row's, not each model's" : "one value"}`);
       const list = value.split(",").map((t) => numberArg(`--${p.flag}`, t.trim()));

@@ -4,7 +4,8 @@
  *
  * - Widening: fp16 by a 65536-entry table of fp32 bits, bf16 by a shift, fp8 by 256-entry tables.
  *   Values move as bits (Uint32Array), never through a JS number, so NaN payloads survive.
- * - fp32 -> fp16: the classic exponent-indexed table method. The sign and exponent (the top 9
+ * - fp32 -> fp16: for results in the normal range an integer rebias-and-round (narrowF16); else
+ *   the classic exponent-indexed table method. The sign and exponent (the top 9
  *   bits) select a base and a shift; the result is `base + rne(mantissa | implicit bit, shift)`,
  *   the rounding done as `(m + half - 1 + lsb) >> shift`. A carry out of the mantissa moves into
  *   the exponent (and from the largest finite value into Inf), exactly as the scalar code.
@@ -101,6 +102,14 @@ export function narrowF16(src: Uint32Array, dst: Uint16Array, n: number): void {
   const { base, shift, bias } = f16NarrowTables();
   for (let i = 0; i < n; i++) {
     const bits = src[i]!;
+    const a = bits & 0x7fffffff;
+    if ((a - 0x38800000) >>> 0 < 0x0f000000) {
+      // 2^-14 <= |x| < 2^16, the common case: rebias the exponent (−112 << 23) and round the
+      // 13 dropped bits to nearest even in one add (0xfff + the kept lsb); a carry moves into
+      // the exponent, and from 65504 into Inf, as the tables do.
+      dst[i] = ((bits >>> 16) & 0x8000) | ((a - 0x37fff001 + ((a >>> 13) & 1)) >>> 13);
+      continue;
+    }
     const se = bits >>> 23;
     if ((se & 0xff) === 0xff) {
       const man = bits & 0x7fffff;

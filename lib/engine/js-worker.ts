@@ -6,11 +6,16 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { MergeError } from "../errors";
 import type { Job } from "../native/job";
-import { runJsJob, runPart, type PartData } from "./js-engine";
+import { runJsJob, runPart, type CoordinatorMessage, type PartData } from "./js-engine";
 
 const data = workerData as Job | PartData;
 if ("part" in data && data.part) {
-  void runPart(data, (m) => parentPort!.postMessage(m));
+  void runPart(data, (m) => parentPort!.postMessage(m), (receive) => {
+    const listener = (m: CoordinatorMessage): void => receive(m);
+    parentPort!.on("message", listener);
+    // without a listener the port no longer keeps the worker alive, so it exits when done
+    return () => parentPort!.off("message", listener);
+  });
 } else {
   runJsJob(data as Job).then(
     (result) => parentPort!.postMessage({ ok: true, result }),

@@ -21,12 +21,13 @@ import { resolveModel } from "../library/resolve";
 import type { MergeProgress } from "../merge";
 import { resolveMethod } from "../methods/registry";
 import type { ModelFile } from "../model";
-import { ProtectedFiles, checkTargets } from "../outputs";
+import { ProtectedFiles, checkTargets, tempPathFor } from "../outputs";
 import { planBoard, type BoardPlan } from "../plan";
 import { optionalBoolean, optionalFunction, optionalSignal, optionalStringRecord, rejectUnknownKeys, requireInteger, requireNumberInRange, requireOneOf, requireString } from "../validate";
 import { loraBlockWeights } from "./block-weights";
 import { bakePieces, matchLoras, type BakeLoraInput, type LoraMatch } from "./plan";
-import { openLora } from "./read";
+import { openLora, type LoraFile } from "./read";
+import { planTucker, type TuckerFactors } from "./tucker";
 
 export interface BakeLoraSpec {
   path: string;
@@ -34,6 +35,8 @@ export interface BakeLoraSpec {
   ratio?: number;
   /** Ratio of the text-encoder modules (default: ratio × the bake's `te`). */
   te?: number;
+  /** The name the bake record gives the file (default: its file name; reproduce passes the recorded one). */
+  name?: string;
 }
 
 export interface BakeOptions {
@@ -43,7 +46,7 @@ export interface BakeOptions {
   loras: (BakeLoraSpec | string)[];
   /** Multiplies every LoRA's ratio for text-encoder modules, unless the LoRA sets `te` (default 1). */
   te?: number;
-  /** LoRA block weights (12/17 values for SDXL/SD, 20/26 for every block; lib/lora/block-weights.ts), for every LoRA. */
+  /** LoRA block weights (12/17 values for SDXL/SD, 20/26 for every block, 61 for FLUX; lib/lora/block-weights.ts), for every LoRA. */
   loraBlocks?: string | number[];
   dtype?: OutputDtype | "same";
   out: string;
@@ -54,6 +57,8 @@ export interface BakeOptions {
   metadata?: Record<string, string>;
   /** Record the bake (checkpoint and LoRAs by sha256, ratios) in the output's metadata; default true. */
   recipeMetadata?: boolean;
+  /** The name the bake record gives the checkpoint (default: its file name). */
+  modelName?: string;
   models?: string[];
   onProgress?: (progress: MergeProgress) => void;
   signal?: AbortSignal;
@@ -78,7 +83,7 @@ export interface BakeReport {
 /** Metadata key of the bake record (JSON: checkpoint and LoRAs by sha256, ratios, dtype). */
 export const BAKE_METADATA_KEY = "tensormerge_lora_bake";
 
-const OPTION_KEYS = ["model", "loras", "te", "loraBlocks", "dtype", "out", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "models", "onProgress", "signal"] as const;
+const OPTION_KEYS = ["model", "loras", "te", "loraBlocks", "dtype", "out", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "modelName", "models", "onProgress", "signal"] as const;
 
 function validate(options: BakeOptions) {
   if (options === null || typeof options !== "object") throw new MergeError("INVALID_ARGUMENT", "bake() expects an options object");
@@ -88,9 +93,10 @@ function validate(options: BakeOptions) {
   const loras = options.loras.map((l, i) => {
     const spec: BakeLoraSpec = typeof l === "string" ? { path: l } : l;
     if (spec === null || typeof spec !== "object") throw new MergeError("INVALID_ARGUMENT", `loras[${i}] must be a path or { path, ratio, te }`);
-    rejectUnknownKeys(`loras[${i}]`, spec, ["path", "ratio", "te"]);
+    rejectUnknownKeys(`loras[${i}]`, spec, ["path", "ratio", "te", "name"]);
     const ratio = spec.ratio === undefined ? 1 : requireNumberInRange(`loras[${i}].ratio`, spec.ratio, -1e6, 1e6);
-    return { path: requireString(`loras[${i}].path`, spec.path), ratio, te: spec.te === undefined ? ratio * te : requireNumberInRange(`loras[${i}].te`, spec.te, -1e6, 1e6) };
+    const name = spec.name === undefined ? undefined : requireString(`loras[${i}].name`, spec.name);
+    return { path: requireString(`loras[${i}].path`, spec.path), ratio, te: spec.te === undefined ? ratio * te : requireNumberInRange(`loras[${i}].te`, spec.te, -1e6, 1e6), ...(name !== undefined ? { name } : {}) };
   });
   optionalStringRecord("metadata", options.metadata);
   optionalFunction("onProgress", options.onProgress);
@@ -108,6 +114,7 @@ function validate(options: BakeOptions) {
     isa: options.isa === undefined ? "auto" as const : requireOneOf("isa", options.isa, ["auto", "scalar", "avx2", "avx512"] as const),
     overwrite: optionalBoolean("overwrite", options.overwrite) === true,
     recipe: optionalBoolean("recipeMetadata", options.recipeMetadata) !== false,
+    modelName: options.modelName === undefined ? undefined : requireString("modelName", options.modelName),
   };
 }
 
@@ -141,7 +148,7 @@ async function bakeChecked(options: BakeOptions, checked: ReturnType<typeof vali
   await checkTargets([out], readFiles, overwrite);
   const base = await openModel(modelPath);
   const arch = identifyModel(base).architecture;
-  const loras = [];
+  const loras: LoraFile[] = [];
   for (const l of checked.loras) loras.push(await openLora(l.path));
   const blockWeight = options.loraBlocks === undefined ? undefined : loraBlockWeights(options.loraBlocks, arch);
   const inputs: BakeLoraInput[] = loras.map((lora, i) => ({ lora, ratio: checked.loras[i]!.ratio, teRatio: checked.loras[i]!.te, ...(blockWeight ? { blockWeight } : {}) }));
@@ -152,13 +159,20 @@ async function bakeChecked(options: BakeOptions, checked: ReturnType<typeof vali
   const copy = planBoard({
     rows: [{ name: basename(out), method: resolveMethod("no-interpolation"), inputs: { a: { model: base } }, multipliers: [0], ...(dtype ? { dtype } : {}), outputs: [{ path: out, format, metadata }] }],
   });
-  const plan = withLoras(copy, loras.map((l) => l.model), match.contributions, base);
+  const tucker = planTucker([...match.contributions.values()].flat().map((c) => ({ module: c.module, path: loras[c.lora]!.path })), tempPathFor(out));
+  const plan = withLoras(copy, loras.map((l) => l.model), match.contributions, base, tucker);
   await preflight(plan, overwrite);
-  const run = await executePlan(plan, {
-    engine, threads, isa, overwrite,
-    ...(options.onProgress ? { onProgress: (p: MergeProgress) => options.onProgress!({ phase: "merging", ...p }) } : {}),
-    ...(options.signal ? { signal: options.signal } : {}),
-  }, started);
+  let run;
+  try {
+    await tucker?.write(options.signal);
+    run = await executePlan(plan, {
+      engine, threads, isa, overwrite,
+      ...(options.onProgress ? { onProgress: (p: MergeProgress) => options.onProgress!({ phase: "merging", ...p }) } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    }, started);
+  } finally {
+    await tucker?.remove();
+  }
   const warnings = match.loras.filter((m) => m.unmatched.length).map((m: LoraMatch) =>
     `${m.lora.path}: ${m.unmatched.length} of ${m.modules} modules match no tensor of the model and were left out (${m.unmatched.slice(0, 3).join(", ")}${m.unmatched.length > 3 ? ", …" : ""})`);
   return {
@@ -174,15 +188,20 @@ async function bakeChecked(options: BakeOptions, checked: ReturnType<typeof vali
   };
 }
 
-/** The copy plan with the LoRA files as extra inputs (after the model, before any side files). */
-function withLoras(copy: BoardPlan, loraModels: ModelFile[], contributions: Parameters<typeof bakePieces>[1], base: ModelFile): BoardPlan {
+/**
+ * The copy plan with the LoRA files (and the Tucker factor file, lib/lora/tucker.ts) as extra
+ * inputs, after the model and before any side files.
+ */
+export function withLoras(copy: BoardPlan, loraModels: ModelFile[], contributions: Parameters<typeof bakePieces>[1], base: ModelFile, tucker: TuckerFactors | undefined): BoardPlan {
   const first = copy.inputs.length;
-  const shift = (file: number) => (file >= first ? file + loraModels.length : file);
+  const extra = [...loraModels, ...(tucker ? [tucker.model] : [])];
+  const shift = (file: number) => (file >= first ? file + extra.length : file);
+  const side = tucker ? { file: first + loraModels.length, offsets: tucker.offsets } : undefined;
   return {
     ...copy,
-    inputs: [...copy.inputs, ...loraModels],
-    passes: copy.passes.map((p) => ({ outputs: p.outputs, get pieces() { return bakePieces(p.pieces, contributions, base, (i) => first + i, shift); } })),
-    bytesToRead: copy.bytesToRead + loraModels.reduce((s, m) => s + m.size, 0),
+    inputs: [...copy.inputs, ...extra],
+    passes: copy.passes.map((p) => ({ outputs: p.outputs, get pieces() { return bakePieces(p.pieces, contributions, base, (i) => first + i, shift, side); } })),
+    bytesToRead: copy.bytesToRead + extra.reduce((s, m) => s + m.size, 0),
   };
 }
 
@@ -192,8 +211,8 @@ async function bakeMetadata(options: BakeOptions, checked: ReturnType<typeof val
   if (!checked.recipe) return plain;
   const hash = async (path: string) => (await getFileHashes(path, { cache, ...(options.signal ? { signal: options.signal } : {}) })).sha256;
   const record = {
-    model: { name: basename(base.path), sha256: await hash(base.path) },
-    loras: await Promise.all(loras.map(async (m, i) => ({ name: basename(m.path), sha256: await hash(m.path), ratio: checked.loras[i]!.ratio, te: checked.loras[i]!.te }))),
+    model: { name: checked.modelName ?? basename(base.path), sha256: await hash(base.path) },
+    loras: await Promise.all(loras.map(async (m, i) => ({ name: checked.loras[i]!.name ?? basename(m.path), sha256: await hash(m.path), ratio: checked.loras[i]!.ratio, te: checked.loras[i]!.te }))),
     ...(options.loraBlocks !== undefined ? { loraBlocks: options.loraBlocks } : {}),
     dtype: checked.dtype ?? "same",
   };

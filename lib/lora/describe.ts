@@ -3,10 +3,15 @@
  * naming, algorithms, ranks and alphas, and the blocks it covers (the block names of lib/blocks:
  * BASE for text encoders, INnn / M00 / OUTnn for LDM UNets, Dnn / Snn for FLUX).
  *
- * Architecture rules: `lora_te1`/`lora_te2` or SGM UNet names (`input_blocks_4_1_…`, as kohya
- * writes SDXL LoRAs) → SDXL; `double_blocks`/`single_blocks` or diffusers `transformer_blocks` →
- * FLUX; diffusers UNet names (`down_blocks_…`) → the cross-attention width of `attn2.to_k`
- * (768 SD 1.x, 1024 SD 2.x, 2048 SDXL), else the text encoder width (768 CLIP-L, 1024 OpenCLIP-H).
+ * Architecture rules: `double_blocks`/`single_blocks` or diffusers `transformer_blocks` → FLUX
+ * (first: a FLUX LoRA's CLIP-L is `lora_te1_`); `lora_te1`/`lora_te2` or SGM UNet names
+ * (`input_blocks_4_1_…`, as kohya writes SDXL LoRAs) → SDXL; diffusers UNet names
+ * (`down_blocks_…`) → the cross-attention width of `attn2.to_k` (768 SD 1.x, 1024 SD 2.x, 2048
+ * SDXL), else the text encoder width (768 CLIP-L, 1024 OpenCLIP-H); without a known width (a
+ * shrunk LoRA), more than 12 text layers → SD 2.x (OpenCLIP-H has 23), a 4-D `proj_in` /
+ * `proj_out` factor → SD 1.x (1×1 convs there; SD 2.x has linears; a 2-D one says nothing: A1111
+ * reshapes a linear LoRA onto the conv), transformer
+ * blocks past the first (`transformer_blocks_1_`…) → SDXL (its transformers are 2 and 10 deep).
  */
 import type { ArchitectureId } from "../library/identify";
 import { ARCHITECTURES } from "../library/identify";
@@ -41,16 +46,28 @@ function isTextEncoder(m: LoraModule): boolean {
 
 /** The architecture a LoRA targets ("unknown" when its names say too little). */
 export function loraArchitecture(lora: LoraFile): ArchitectureId {
-  let diffusersUnet = false;
+  let diffusersUnet = false, sdxlNames = false;
   let crossWidth: number | undefined, teWidth: number | undefined;
+  // Evidence that needs no width (shrunk LoRAs): OpenCLIP-H has 23 text layers as kohya /
+  // diffusers name them, CLIP-L 12; SD 1.x's transformer proj_in / proj_out are 1×1 convs
+  // (4-D factors), SD 2.x's (and SDXL's) are linears.
+  let teLayers = 0, projConv = false;
   for (const m of lora.modules) {
     const a = addressOf(m.name);
     if (!a) continue;
-    if (a.component === "te1" || a.component === "te2") return "sdxl";
+    // FLUX block names win over kohya's te1 prefix (a FLUX LoRA's CLIP-L is `lora_te1_`)
     if (a.component === "transformer" && /^(single_)?transformer_blocks_/.test(a.path)) return "flux";
+    if (a.component === "unet" && /^(double|single)_blocks_/.test(a.path)) return "flux";
+    if (a.component === "te1" || a.component === "te2") sdxlNames = true;
+    if (a.component === "te") {
+      const layer = /(?:^|_)layers_(\d+)_/.exec(a.path);
+      if (layer) teLayers = Math.max(teLayers, Number(layer[1]) + 1);
+    }
     if (a.component === "unet") {
-      if (/^(double|single)_blocks_/.test(a.path)) return "flux";
-      if (/^(input_blocks|middle_block|output_blocks)_/.test(a.path)) return "sdxl";
+      if (/^(input_blocks|middle_block|output_blocks)_/.test(a.path)) sdxlNames = true;
+      if (/_attentions_\d+_proj_(in|out)$/.test(a.path) && (m.factors.down ?? m.factors.hada_w1_b)?.shape.length === 4) projConv = true;
+      // SDXL's transformers are 2 and 10 deep; SD 1.x / 2.x have one transformer block each
+      if (/^(down_blocks|mid_block|up_blocks)_.*_transformer_blocks_[1-9]_/.test(a.path)) sdxlNames = true;
       if (/^(down_blocks|mid_block|up_blocks)_/.test(a.path)) {
         diffusersUnet = true;
         if (/attn2_to_k$/.test(a.path) && m.cols > 0) crossWidth = m.cols;
@@ -58,10 +75,13 @@ export function loraArchitecture(lora: LoraFile): ArchitectureId {
     }
     if (a.component === "te" && /self_attn_q_proj$/.test(a.path) && m.cols > 0) teWidth = m.cols;
   }
+  if (sdxlNames) return "sdxl";
   const width = crossWidth ?? (diffusersUnet || teWidth ? teWidth : undefined);
   if (width === 768) return "sd1";
   if (width === 1024) return "sd2";
   if (width === 2048) return "sdxl";
+  if (teLayers > 12) return "sd2";
+  if (projConv) return "sd1";
   return "unknown";
 }
 
@@ -69,7 +89,7 @@ export function loraArchitecture(lora: LoraFile): ArchitectureId {
 export function blockOfModule(m: LoraModule, arch: ArchitectureId): string {
   const a = addressOf(m.name);
   if (!a) return "other";
-  if (a.component !== "unet" && a.component !== "transformer") return arch === "flux" ? "CLIP" : "BASE";
+  if (a.component !== "unet" && a.component !== "transformer") return arch === "flux" ? (a.component === "te2" ? "T5" : "CLIP") : "BASE";
   const two = (n: string) => n.padStart(2, "0");
   if (arch === "flux") {
     let x = /^(double|single)_blocks_(\d+)_/.exec(a.path);

@@ -38,6 +38,8 @@ export interface ExtractJob {
   dtype: "F32" | "F16" | "BF16";
   clampQuantile: number;
   seed: number;
+  /** The output exists already with its size and header (written by extract.ts; workers share it). */
+  outExists?: boolean;
 }
 
 /** The text-encoder test: the largest |tuned − base| over byte ranges of both files. */
@@ -122,9 +124,11 @@ export async function runExtract(job: ExtractJob, post: (m: ExtractMessage) => v
   };
   try {
     const tuned = await openOr(job.tunedPath, "r"), base = await openOr(job.basePath, "r");
-    const out = await openOr(job.outPath, "wx");
-    await out.truncate(job.size);
-    await out.write(job.header, 0, job.header.length, 0);
+    const out = await openOr(job.outPath, job.outExists ? "r+" : "wx");
+    if (!job.outExists) {
+      await out.truncate(job.size);
+      await out.write(job.header, 0, job.header.length, 0);
+    }
     const energies: number[] = [];
     for (const [index, m] of job.modules.entries()) {
       post({ progress: { done: index, total: job.modules.length, name: m.name } });

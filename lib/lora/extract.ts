@@ -9,11 +9,13 @@
  * so, with the largest difference found. Our SVD is randomized with a fixed seed (svd.ts), in
  * double, run in a worker thread; the report gives each module's kept energy Σ S_r² / ‖ΔW‖²_F.
  */
+import { open } from "node:fs/promises";
+import { availableParallelism } from "node:os";
 import { basename } from "node:path";
 import { Worker } from "node:worker_threads";
 import { join } from "node:path";
 import { DTYPE_SIZE, isMathDtype } from "../dtypes";
-import { MergeError } from "../errors";
+import { MergeError, fsError } from "../errors";
 import { openModel } from "../formats";
 import { HashCache, getFileHashes } from "../library/hash-cache";
 import { ARCHITECTURES, identifyModel } from "../library/identify";
@@ -41,6 +43,8 @@ export interface ExtractOptions {
   overwrite?: boolean;
   /** Write kohya's ss_* metadata and the base's hash (default true). */
   recipeMetadata?: boolean;
+  /** Modules extracted at once, each in its own worker thread (default: every core). The output does not depend on it. */
+  threads?: number;
   onProgress?: (p: { done: number; total: number; module: string; fraction: number }) => void;
   signal?: AbortSignal;
 }
@@ -55,7 +59,7 @@ export interface ExtractReport {
   warnings: string[];
 }
 
-const OPTION_KEYS = ["tuned", "base", "rank", "convRank", "out", "dtype", "teThreshold", "clampQuantile", "overwrite", "recipeMetadata", "onProgress", "signal"] as const;
+const OPTION_KEYS = ["tuned", "base", "rank", "convRank", "out", "dtype", "teThreshold", "clampQuantile", "overwrite", "recipeMetadata", "threads", "onProgress", "signal"] as const;
 const DTYPES = { fp32: "F32", fp16: "F16", bf16: "BF16" } as const;
 
 /** The largest |W_tuned − W_base| over the targets' rows (kohya's text-encoder test), in the worker. */
@@ -82,6 +86,7 @@ export async function extractLora(options: ExtractOptions): Promise<ExtractRepor
   const overwrite = optionalBoolean("overwrite", options.overwrite) === true;
   optionalFunction("onProgress", options.onProgress);
   optionalSignal("signal", options.signal);
+  const threads = options.threads === undefined ? availableParallelism() : requireInteger("threads", options.threads, 1, 256);
 
   await checkTargets([out], await ProtectedFiles.of([{ path: tunedPath, what: "the tuned model" }, { path: basePath, what: "the base model" }]), overwrite);
   const [tuned, base] = [await openModel(tunedPath), await openModel(basePath)];
@@ -147,7 +152,7 @@ export async function extractLora(options: ExtractOptions): Promise<ExtractRepor
   const temp = tempPathFor(out);
   const job: ExtractJob = { tunedPath, basePath, outPath: temp, header: layout.header, size: layout.size, modules, dtype, clampQuantile, seed: 0x5eed };
   try {
-    const energies = await runInWorker({ extract: job }, options);
+    const energies = await runInWorkers(job, threads, options);
     await commitFile(temp, out, overwrite);
     return {
       out, bytes: layout.size, architecture: arch,
@@ -159,6 +164,52 @@ export async function extractLora(options: ExtractOptions): Promise<ExtractRepor
   } finally {
     await removeQuietly(temp);
   }
+}
+
+/**
+ * Runs the modules in `threads` workers at once (each module's SVD is independent and seeded the
+ * same way, so the bytes do not depend on the split): the largest modules first, each to the
+ * worker with the least work so far. The temporary output is created here with its header; every
+ * worker writes its modules' factors at their offsets.
+ */
+async function runInWorkers(job: ExtractJob, threads: number, options: ExtractOptions): Promise<number[]> {
+  const order = job.modules.map((m, i) => ({ i, cost: m.rows * m.cols * m.rank })).sort((a, b) => b.cost - a.cost || a.i - b.i);
+  const groups: number[][] = Array.from({ length: Math.max(1, Math.min(threads, job.modules.length)) }, () => []);
+  const load = groups.map(() => 0);
+  for (const { i, cost } of order) {
+    const w = load.indexOf(Math.min(...load));
+    groups[w]!.push(i);
+    load[w]! += cost;
+  }
+  const handle = await open(job.outPath, "wx").catch((e) => { throw fsError(e, job.outPath, "creating"); });
+  try {
+    await handle.truncate(job.size);
+    await handle.write(job.header, 0, job.header.length, 0);
+  } finally {
+    await handle.close();
+  }
+  const done = groups.map(() => 0);
+  const total = job.modules.length;
+  // One worker failing (or the caller's signal) stops them all before the temp file is removed.
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) stop.abort();
+  const results = await Promise.all(groups.map((g, w) => runInWorker({ extract: { ...job, modules: g.map((i) => job.modules[i]!), outExists: true } }, {
+    ...options,
+    signal: stop.signal,
+    onProgress: (p) => {
+      done[w] = p.done;
+      const all = done.reduce((a, b) => a + b, 0);
+      options.onProgress?.({ done: all, total, module: p.module, fraction: total ? all / total : 1 });
+    },
+  }).catch((e: unknown) => {
+    stop.abort();
+    throw options.signal?.aborted ? new MergeError("ABORTED", "the extraction was cancelled") : e;
+  }))).finally(() => options.signal?.removeEventListener("abort", onAbort));
+  const energies = new Array<number>(total);
+  groups.forEach((g, w) => g.forEach((i, k) => (energies[i] = results[w]![k]!)));
+  return energies;
 }
 
 function runInWorker(data: { extract: ExtractJob } | { probe: ProbeJob }, options: ExtractOptions): Promise<number[]> {

@@ -23,6 +23,7 @@ import { refuseScaledFp8 } from "../scaled-fp8";
 import { blockOfModule, loraArchitecture } from "./describe";
 import { targetResolver, type LoraTarget } from "./names";
 import type { LoraFile, LoraModule } from "./read";
+import type { TuckerOffsets } from "./tucker";
 
 /** Above this share of a LoRA's modules matching nothing in the checkpoint, the LoRA does not fit it. */
 export const UNMATCHED_LIMIT = 0.1;
@@ -121,9 +122,23 @@ export function matchLoras(base: ModelFile, arch: ArchitectureId, loras: BakeLor
   return { contributions, loras: matches };
 }
 
-/** A LoKr factor (full, or `_a`·`_b`) as a Kronecker factor of the job. */
-function kronFactorOf(m: LoraModule, file: number, which: "lokr_w1" | "lokr_w2"): KroneckerFactor {
+/** The side file of the Tucker modules' derived factors (lib/lora/tucker.ts), as job input `file`. */
+export interface TuckerInput {
+  file: number;
+  offsets: Map<LoraModule, TuckerOffsets>;
+}
+
+const F32_ID = DTYPE_ID.F32;
+
+/** A LoKr factor (full, or `_a`·`_b`, or a Tucker w2 materialised in the side file) as a Kronecker factor of the job. */
+function kronFactorOf(m: LoraModule, file: number, which: "lokr_w1" | "lokr_w2", tucker: TuckerInput | undefined): KroneckerFactor {
   const ref = (t: NonNullable<LoraModule["factors"]["lokr_w1"]>) => ({ file, offset: t.offset, dtype: DTYPE_ID[t.dtype] });
+  const derived = which === "lokr_w2" ? tucker?.offsets.get(m)?.lokrW2 : undefined;
+  if (derived !== undefined) {
+    const t = m.factors.lokr_t2!;
+    const rows = m.factors.lokr_w2_a!.shape[1]!;
+    return { rows, cols: m.factors.lokr_w2_b!.shape[1]! * t.shape[2]! * t.shape[3]!, full: { file: tucker!.file, offset: derived, dtype: F32_ID } };
+  }
   const full = m.factors[which];
   if (full) return { rows: full.shape[0]!, cols: numelOf(full.shape) / full.shape[0]!, full: ref(full) };
   const a = m.factors[`${which}_a`]!, b = m.factors[`${which}_b`]!;
@@ -131,10 +146,12 @@ function kronFactorOf(m: LoraModule, file: number, which: "lokr_w1" | "lokr_w2")
 }
 
 /** Rows [s, e) of a module's ΔW (s, e relative to the module's rows) as a low-rank (or, for LoKr, Kronecker) operand. */
-function lowRankOf(m: LoraModule, file: number, s: number, e: number): LowRankOperand | KroneckerOperand {
+function lowRankOf(m: LoraModule, file: number, s: number, e: number, tucker: TuckerInput | undefined): LowRankOperand | KroneckerOperand {
+  const derived = tucker?.offsets.get(m);
   if (m.algorithm === "lokr") {
-    const a = kronFactorOf(m, file, "lokr_w1"), b = kronFactorOf(m, file, "lokr_w2");
-    const kernel = m.factors.lokr_w2 && m.factors.lokr_w2.shape.length === 4 ? m.factors.lokr_w2.shape[2]! * m.factors.lokr_w2.shape[3]! : 1;
+    const a = kronFactorOf(m, file, "lokr_w1", tucker), b = kronFactorOf(m, file, "lokr_w2", tucker);
+    const w2 = m.factors.lokr_w2, t2 = m.factors.lokr_t2;
+    const kernel = w2 && w2.shape.length === 4 ? w2.shape[2]! * w2.shape[3]! : t2 ? t2.shape[2]! * t2.shape[3]! : 1;
     return { kind: "kronecker", rows: e - s, cols: m.cols, kernel, rowStart: s, a, b };
   }
   const product = (upName: "up" | "hada_w1_a" | "hada_w2_a", downName: "down" | "hada_w1_b" | "hada_w2_b", rank: number): LowRankProduct => {
@@ -145,8 +162,20 @@ function lowRankOf(m: LoraModule, file: number, s: number, e: number): LowRankOp
       down: { file, offset: down.offset, dtype: DTYPE_ID[down.dtype] },
     };
   };
+  // A Tucker LoHa product: U = w_aᵀ [rows, rank] and M [rank, cols], both fp32 in the side file.
+  const reduced = (offsets: { up: number; down: number }, rank: number): LowRankProduct => ({
+    rank,
+    up: { file: tucker!.file, offset: offsets.up + s * rank * 4, dtype: F32_ID },
+    down: { file: tucker!.file, offset: offsets.down, dtype: F32_ID },
+  });
   if (m.algorithm === "loha") {
-    return { kind: "lowrank", rows: e - s, cols: m.cols, ...product("hada_w1_a", "hada_w1_b", m.rank), hadamard: product("hada_w2_a", "hada_w2_b", m.factors.hada_w2_b!.shape[0]!) };
+    const first = derived?.hada1 ? reduced(derived.hada1, m.factors.hada_t1!.shape[0]!) : product("hada_w1_a", "hada_w1_b", m.factors.hada_w1_b!.shape[0]!);
+    const second = derived?.hada2 ? reduced(derived.hada2, m.factors.hada_t2!.shape[0]!) : product("hada_w2_a", "hada_w2_b", m.factors.hada_w2_b!.shape[0]!);
+    return { kind: "lowrank", rows: e - s, cols: m.cols, ...first, hadamard: second };
+  }
+  if (m.algorithm === "tucker") {
+    const up = m.factors.up!, r1 = m.factors.mid!.shape[0]!;
+    return { kind: "lowrank", rows: e - s, cols: m.cols, rank: r1, up: { file, offset: up.offset + s * r1 * DTYPE_SIZE[up.dtype], dtype: DTYPE_ID[up.dtype] }, down: { file: tucker!.file, offset: derived!.down!, dtype: F32_ID } };
   }
   return { kind: "lowrank", rows: e - s, cols: m.cols, ...product("up", "down", m.rank) };
 }
@@ -160,7 +189,7 @@ function remapped(a: Operand, shift: (file: number) => number): Operand {
  * checkpoint: untouched tensors keep their piece (file indexes shifted past the LoRA files),
  * each updated tensor is cut at its contributions' row boundaries, each cut gets its chain.
  */
-export function bakePieces(copyPieces: JobPiece[], contributions: Map<string, Contribution[]>, base: ModelFile, loraFile: (lora: number) => number, shift: (file: number) => number): JobPiece[] {
+export function bakePieces(copyPieces: JobPiece[], contributions: Map<string, Contribution[]>, base: ModelFile, loraFile: (lora: number) => number, shift: (file: number) => number, tucker?: TuckerInput): JobPiece[] {
   const out: JobPiece[] = [];
   for (const piece of copyPieces) {
     const list = contributions.get(piece.name);
@@ -193,7 +222,7 @@ export function bakePieces(copyPieces: JobPiece[], contributions: Map<string, Co
         if (inDtype !== outDtype) ops.push({ kernel: KERNEL_ID.copy, args: [input], params: [], round });
       } else {
         covering.forEach((c, k) => {
-          const delta = lowRankOf(c.module, loraFile(c.lora), s - c.target.rowStart, e - c.target.rowStart);
+          const delta = lowRankOf(c.module, loraFile(c.lora), s - c.target.rowStart, e - c.target.rowStart, tucker);
           ops.push({ kernel: KERNEL_ID["weighted-sum"], args: [source, delta], params: [1, c.factor], round: k === covering.length - 1 ? round : DTYPE_ID.F32 });
           source = { kind: "op", index: k };
         });

@@ -4,10 +4,10 @@
  *
  * - kohya-ss sd-scripts (networks/lora.py): `<name>.lora_down.weight` [r, in(, kh, kw)],
  *   `<name>.lora_up.weight` [out, r(, 1, 1)], `<name>.alpha` []; LoCon 3×3 convs have a 4-D down;
- *   Tucker convs add `<name>.lora_mid.weight` [r, r, kh, kw] (read, not baked yet: reported);
+ *   LyCORIS Tucker convs add `<name>.lora_mid.weight` [r, r, kh, kw] (baked through lib/lora/tucker.ts);
  * - LyCORIS LoHa (`hada_w1_a` [out, r], `hada_w1_b` [r, in·k], `hada_w2_a`, `hada_w2_b`; `hada_t1`/
  *   `hada_t2` for Tucker) and LoKr (`lokr_w1`, `lokr_w1_a`/`_b`, `lokr_w2`, `lokr_w2_a`/`_b`,
- *   `lokr_t2`, Tucker: read and reported, not baked yet);
+ *   `lokr_t2` for Tucker; Tucker factors are reduced by lib/lora/tucker.ts);
  * - PEFT / diffusers: `<name>.lora_A.weight` (= down), `<name>.lora_B.weight` (= up), and the
  *   older diffusers `<name>.lora.down.weight` / `.lora.up.weight`, `.lora_linear_layer.*`, and
  *   attention processors `<block>.processor.to_q_lora.down.weight` (→ `<block>.to_q`).
@@ -137,28 +137,45 @@ function loraModule(file: string, name: string, f: Partial<Record<Role, TensorIn
   const cols = ds.slice(1).reduce((a, b) => a * b, 1);
   if (rank < 1 || rows < 1 || cols < 1) throw invalid(file, down.name, `empty factor ${shapeToString(ds)}`);
   if (mid) {
+    // LyCORIS Tucker LoCon: up [out, r1](, 1, 1), mid [r1, r2, kh, kw], down [r2, in](, 1, 1);
+    // ΔW = einsum("n m k l, i n, m j -> i j k l", mid, up, down) (lib/lora/tucker.ts).
     checkFloat(file, mid);
+    if (!(ds.length === 2 || (ds[2] === 1 && ds[3] === 1))) throw invalid(file, down.name, `with lora_mid, the down factor must be [rank, in] or [rank, in, 1, 1], got ${shapeToString(ds)}`);
     if (mid.shape.length !== 4 || mid.shape[0] !== upRank || mid.shape[1] !== rank) throw invalid(file, mid.name, `lora_mid ${shapeToString(mid.shape)} does not fit up ${shapeToString(up.shape)} and down ${shapeToString(ds)}`);
-    return { name, algorithm: "tucker", rank, ...(alpha !== undefined ? { alpha } : {}), scale: alpha !== undefined ? alpha / rank : 1, rows, cols: ds[1]! * mid.shape[2]! * mid.shape[3]!, kernel: [mid.shape[2]!, mid.shape[3]!], factors: f, unsupported: "Tucker LoCon (lora_mid) is not baked yet" };
+    return { name, algorithm: "tucker", rank, ...(alpha !== undefined ? { alpha } : {}), scale: alpha !== undefined ? alpha / rank : 1, rows, cols: ds[1]! * mid.shape[2]! * mid.shape[3]!, kernel: [mid.shape[2]!, mid.shape[3]!], factors: f };
   }
   if (upRank !== rank) throw invalid(file, up.name, `rank mismatch: the up factor ${shapeToString(up.shape)} has rank ${upRank}, the down factor ${shapeToString(ds)} has rank ${rank}`);
   return { name, algorithm: kernel.length && (kernel[0]! > 1 || kernel[1]! > 1) ? "locon" : "lora", rank, ...(alpha !== undefined ? { alpha } : {}), scale: alpha !== undefined ? alpha / rank : 1, rows, cols, kernel, factors: f };
 }
 
-/** A LyCORIS LoHa module: ΔW = (w1a·w1b) ⊙ (w2a·w2b), scale alpha / rank (rank = w1b rows). */
+/**
+ * A LyCORIS LoHa module: ΔW = (w1a·w1b) ⊙ (w2a·w2b), scale alpha / rank (rank = w1b rows). A
+ * product with a Tucker core (`hada_t1` / `hada_t2` [r, r, kh, kw]) stores w_a [r, out] and
+ * w_b [r, in] and is einsum("i j k l, j r, i p -> p r k l", t, w_b, w_a) (AUTOMATIC1111
+ * `lyco_helpers.make_weight_cp`, LyCORIS `functional/loha.py`); each product may have one or not.
+ */
 function lohaModule(file: string, name: string, f: Partial<Record<Role, TensorInfo>>, alpha: number | undefined): LoraModule {
   const need = ["hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"] as const;
   for (const r of need) if (!f[r]) throw invalid(file, name, `LoHa module lacks ${r}`);
   for (const r of need) checkFloat(file, f[r]!);
-  const [rows, r1] = matrixOf(file, f.hada_w1_a!, "hada_w1_a");
-  const [rank, cols] = matrixOf(file, f.hada_w1_b!, "hada_w1_b");
-  const [rows2, r2] = matrixOf(file, f.hada_w2_a!, "hada_w2_a");
-  const [rank2, cols2] = matrixOf(file, f.hada_w2_b!, "hada_w2_b");
-  if (r1 !== rank) throw invalid(file, f.hada_w1_a!.name, `rank mismatch: hada_w1_a ${shapeToString(f.hada_w1_a!.shape)} and hada_w1_b ${shapeToString(f.hada_w1_b!.shape)}`);
-  if (r2 !== rank2) throw invalid(file, f.hada_w2_a!.name, `rank mismatch: hada_w2_a ${shapeToString(f.hada_w2_a!.shape)} and hada_w2_b ${shapeToString(f.hada_w2_b!.shape)}`);
-  if (rows2 !== rows || cols2 !== cols) throw invalid(file, f.hada_w2_b!.name, `the two LoHa products have different shapes ([${rows}, ${cols}] and [${rows2}, ${cols2}])`);
-  const base = { name, algorithm: "loha" as const, rank, ...(alpha !== undefined ? { alpha } : {}), scale: alpha !== undefined ? alpha / rank : 1, rows, cols, kernel: [], factors: f };
-  return f.hada_t1 || f.hada_t2 ? { ...base, unsupported: "Tucker LoHa (hada_t1/hada_t2) is not baked yet" } : base;
+  const product = (a: TensorInfo, b: TensorInfo, t: TensorInfo | undefined): { rows: number; cols: number; rank: number; kernel: number[] } => {
+    if (t) {
+      checkFloat(file, t);
+      const [ra, out] = matrixOf(file, a, a.name.slice(name.length + 1));
+      const [rb, inputs] = matrixOf(file, b, b.name.slice(name.length + 1));
+      if (t.shape.length !== 4 || t.shape[0] !== ra || t.shape[1] !== rb) throw invalid(file, t.name, `Tucker core ${shapeToString(t.shape)} does not fit ${shapeToString(a.shape)} and ${shapeToString(b.shape)}`);
+      return { rows: out, cols: inputs * t.shape[2]! * t.shape[3]!, rank: rb, kernel: [t.shape[2]!, t.shape[3]!] };
+    }
+    const [rows, r1] = matrixOf(file, a, a.name.slice(name.length + 1));
+    const [rank, cols] = matrixOf(file, b, b.name.slice(name.length + 1));
+    if (r1 !== rank) throw invalid(file, a.name, `rank mismatch: ${shapeToString(a.shape)} and ${shapeToString(b.shape)}`);
+    return { rows, cols, rank, kernel: [] };
+  };
+  const p1 = product(f.hada_w1_a!, f.hada_w1_b!, f.hada_t1);
+  const p2 = product(f.hada_w2_a!, f.hada_w2_b!, f.hada_t2);
+  if (p1.rows !== p2.rows || p1.cols !== p2.cols) throw invalid(file, f.hada_w2_b!.name, `the two LoHa products have different shapes ([${p1.rows}, ${p1.cols}] and [${p2.rows}, ${p2.cols}])`);
+  const rank = p1.rank;
+  return { name, algorithm: "loha" as const, rank, ...(alpha !== undefined ? { alpha } : {}), scale: alpha !== undefined ? alpha / rank : 1, rows: p1.rows, cols: p1.cols, kernel: p1.kernel.length ? p1.kernel : p2.kernel, factors: f };
 }
 
 /**
@@ -168,7 +185,7 @@ function lohaModule(file: string, name: string, f: Partial<Record<Role, TensorIn
  * product (rank = its inner size, w1's first, as A1111 and LyCORIS), else 1.
  */
 function lokrModule(file: string, name: string, f: Partial<Record<Role, TensorInfo>>, alpha: number | undefined): LoraModule {
-  const factor = (full: TensorInfo | undefined, a: TensorInfo | undefined, b: TensorInfo | undefined, which: string): { rows: number; cols: number; rank: number; kernel: number; shape: number[] } => {
+  const factor = (full: TensorInfo | undefined, a: TensorInfo | undefined, b: TensorInfo | undefined, which: string, t?: TensorInfo): { rows: number; cols: number; rank: number; kernel: number; shape: number[] } => {
     if (full) {
       checkFloat(file, full);
       if (full.shape.length !== 2 && full.shape.length !== 4) throw invalid(file, full.name, `${which} must be 2-D or 4-D, got ${shapeToString(full.shape)}`);
@@ -178,19 +195,28 @@ function lokrModule(file: string, name: string, f: Partial<Record<Role, TensorIn
     if (!a || !b) throw invalid(file, name, `LoKr module lacks ${which} (or its _a/_b pair)`);
     checkFloat(file, a);
     checkFloat(file, b);
+    if (t) {
+      // Tucker w2: a [r, out2], b [r, in2], t [r, r, kh, kw]: make_weight_cp as for LoHa.
+      checkFloat(file, t);
+      const [ra, out] = matrixOf(file, a, `${which}_a`);
+      const [rb, inputs] = matrixOf(file, b, `${which}_b`);
+      if (t.shape.length !== 4 || t.shape[0] !== ra || t.shape[1] !== rb) throw invalid(file, t.name, `Tucker core ${shapeToString(t.shape)} does not fit ${which}_a ${shapeToString(a.shape)} and ${which}_b ${shapeToString(b.shape)}`);
+      const kernel = t.shape[2]! * t.shape[3]!;
+      return { rows: out, cols: inputs * kernel, rank: rb, kernel, shape: [out, inputs, t.shape[2]!, t.shape[3]!] };
+    }
     const [rows, rank] = matrixOf(file, a, `${which}_a`);
     if (b.shape[0] !== rank) throw invalid(file, b.name, `rank mismatch: ${which}_a ${shapeToString(a.shape)} and ${which}_b ${shapeToString(b.shape)}`);
     return { rows, cols: b.shape.slice(1).reduce((x, y) => x * y, 1), rank, kernel: 1, shape: [rows, ...b.shape.slice(1)] };
   };
   const w1 = factor(f.lokr_w1, f.lokr_w1_a, f.lokr_w1_b, "lokr_w1");
-  const w2 = factor(f.lokr_w2, f.lokr_w2_a, f.lokr_w2_b, "lokr_w2");
+  const w2 = factor(f.lokr_w2, f.lokr_w2_a, f.lokr_w2_b, "lokr_w2", f.lokr_t2);
   if (w1.kernel !== 1) throw invalid(file, f.lokr_w1!.name, `lokr_w1 must be 2-D, got ${shapeToString(w1.shape)}`);
   const rank = w1.rank || w2.rank;
-  const base = {
+  if (f.lokr_t2 && f.lokr_w2) throw invalid(file, f.lokr_t2.name, "lokr_t2 comes with lokr_w2_a / lokr_w2_b, not with a full lokr_w2");
+  return {
     name, algorithm: "lokr" as const, rank, ...(alpha !== undefined ? { alpha } : {}), scale: alpha !== undefined && rank > 0 ? alpha / rank : 1,
     rows: w1.rows * w2.rows, cols: w1.cols * w2.cols, kernel: w2.kernel > 1 ? w2.shape.slice(2) : [], factors: f,
   };
-  return f.lokr_t2 ? { ...base, unsupported: "Tucker LoKr (lokr_t2) is not baked yet" } : base;
 }
 
 /** Reads the alpha scalars (a few bytes each) of the modules that have one. */

@@ -13,3 +13,11 @@ export function widenScalar(bytes: Buffer, dtype: Dtype): number {
     default: throw new MergeError("DTYPE_UNSUPPORTED", `cannot read a ${dtype} value as a number`);
   }
 }
+
+/** `n` stored float values widened to fp32 (F64 rounded once to fp32, as the engines load it). */
+export function widenValues(bytes: Buffer, dtype: Dtype, n: number): Float32Array {
+  const out = new Float32Array(n);
+  const size = dtype === "F64" ? 8 : dtype === "F32" ? 4 : dtype === "F16" || dtype === "BF16" ? 2 : 1;
+  for (let i = 0; i < n; i++) out[i] = widenScalar(bytes.subarray(i * size, (i + 1) * size), dtype);
+  return out;
+}

@@ -23,16 +23,24 @@ function gaussian(seed: number): () => number {
   };
 }
 
+// The products below keep one summation order, each output element summed over the inner index
+// ascending, c = fp64(c + x·b) one term at a time; four terms per pass over the output row only
+// save its loads and stores (the order, and so the bits, are those of one term at a time).
+
 /** C [m, k] = A [m, n] · B [n, k]. */
 function mul(a: Float64Array, m: number, n: number, b: Float64Array, k: number): Float64Array {
   const c = new Float64Array(m * k);
   for (let i = 0; i < m; i++) {
-    const ci = i * k;
-    for (let j = 0; j < n; j++) {
-      const x = a[i * n + j]!;
-      if (x === 0) continue;
-      const bj = j * k;
-      for (let l = 0; l < k; l++) c[ci + l]! += x * b[bj + l]!;
+    const ci = i * k, ai = i * n;
+    let j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const x0 = a[ai + j]!, x1 = a[ai + j + 1]!, x2 = a[ai + j + 2]!, x3 = a[ai + j + 3]!;
+      const b0 = j * k, b1 = b0 + k, b2 = b1 + k, b3 = b2 + k;
+      for (let l = 0; l < k; l++) c[ci + l] = c[ci + l]! + x0 * b[b0 + l]! + x1 * b[b1 + l]! + x2 * b[b2 + l]! + x3 * b[b3 + l]!;
+    }
+    for (; j < n; j++) {
+      const x = a[ai + j]!, bj = j * k;
+      for (let l = 0; l < k; l++) c[ci + l] = c[ci + l]! + x * b[bj + l]!;
     }
   }
   return c;
@@ -41,33 +49,59 @@ function mul(a: Float64Array, m: number, n: number, b: Float64Array, k: number):
 /** C [n, k] = Aᵀ · Y, A [m, n], Y [m, k]. */
 function mulT(a: Float64Array, m: number, n: number, y: Float64Array, k: number): Float64Array {
   const c = new Float64Array(n * k);
-  for (let i = 0; i < m; i++) {
+  let i = 0;
+  for (; i + 4 <= m; i += 4) {
+    const a0 = i * n, a1 = a0 + n, a2 = a1 + n, a3 = a2 + n;
+    const y0 = i * k, y1 = y0 + k, y2 = y1 + k, y3 = y2 + k;
+    for (let j = 0; j < n; j++) {
+      const x0 = a[a0 + j]!, x1 = a[a1 + j]!, x2 = a[a2 + j]!, x3 = a[a3 + j]!;
+      const cj = j * k;
+      for (let l = 0; l < k; l++) c[cj + l] = c[cj + l]! + x0 * y[y0 + l]! + x1 * y[y1 + l]! + x2 * y[y2 + l]! + x3 * y[y3 + l]!;
+    }
+  }
+  for (; i < m; i++) {
     const yi = i * k;
     for (let j = 0; j < n; j++) {
-      const x = a[i * n + j]!;
-      if (x === 0) continue;
-      const cj = j * k;
-      for (let l = 0; l < k; l++) c[cj + l]! += x * y[yi + l]!;
+      const x = a[i * n + j]!, cj = j * k;
+      for (let l = 0; l < k; l++) c[cj + l] = c[cj + l]! + x * y[yi + l]!;
     }
   }
   return c;
 }
 
-/** Orthonormalises the k columns of Y [m, k] in place (modified Gram–Schmidt, twice). Zero columns stay zero. */
+/** Σ x[a + i]·y[b + i] over i < n, in four interleaved partial sums (a fixed order; one add chain would wait on each add). */
+function dotOf(x: Float64Array, a: number, y: Float64Array, b: number, n: number): number {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += x[a + i]! * y[b + i]!;
+    s1 += x[a + i + 1]! * y[b + i + 1]!;
+    s2 += x[a + i + 2]! * y[b + i + 2]!;
+    s3 += x[a + i + 3]! * y[b + i + 3]!;
+  }
+  for (; i < n; i++) s0 += x[a + i]! * y[b + i]!;
+  return (s0 + s1) + (s2 + s3);
+}
+
+/**
+ * Orthonormalises the k columns of Y [m, k] in place (modified Gram–Schmidt, twice). Zero
+ * columns stay zero. Works on Yᵀ so each column is contiguous.
+ */
 function orthonormalize(y: Float64Array, m: number, k: number): void {
+  const t = new Float64Array(m * k);
+  for (let i = 0; i < m; i++) for (let c = 0; c < k; c++) t[c * m + i] = y[i * k + c]!;
   for (let pass = 0; pass < 2; pass++) {
     for (let c = 0; c < k; c++) {
+      const tc = c * m;
       for (let p = 0; p < c; p++) {
-        let dot = 0;
-        for (let i = 0; i < m; i++) dot += y[i * k + c]! * y[i * k + p]!;
-        for (let i = 0; i < m; i++) y[i * k + c]! -= dot * y[i * k + p]!;
+        const tp = p * m;
+        const dot = dotOf(t, tc, t, tp, m);
+        for (let i = 0; i < m; i++) t[tc + i] = t[tc + i]! - dot * t[tp + i]!;
       }
-      let norm = 0;
-      for (let i = 0; i < m; i++) norm += y[i * k + c]! ** 2;
-      norm = Math.sqrt(norm);
-      for (let i = 0; i < m; i++) y[i * k + c] = norm > 1e-300 ? y[i * k + c]! / norm : 0;
+      const norm = Math.sqrt(dotOf(t, tc, t, tc, m));
+      for (let i = 0; i < m; i++) t[tc + i] = norm > 1e-300 ? t[tc + i]! / norm : 0;
     }
   }
+  for (let i = 0; i < m; i++) for (let c = 0; c < k; c++) y[i * k + c] = t[c * m + i]!;
 }
 
 /** Eigen-decomposition of a symmetric k×k matrix (cyclic Jacobi): eigenvalues descending, eigenvectors as columns of V. */
@@ -151,22 +185,24 @@ export function truncatedSvd(a: Float64Array, m: number, n: number, rank: number
   }
   const { values, vectors } = symmetricEigen(bbt, k);
   const s = new Float64Array(r), u = new Float64Array(m * r), vt = new Float64Array(r * n);
-  for (let c = 0; c < r; c++) {
-    const sigma = Math.sqrt(Math.max(0, values[c]!));
-    s[c] = sigma;
-    // U[:, c] = Q · W[:, c]; Vt[c, :] = W[:, c]ᵀ · B / σ
-    for (let i = 0; i < m; i++) {
-      let x = 0;
-      for (let l = 0; l < k; l++) x += y[i * k + l]! * vectors[l * k + c]!;
-      u[i * r + c] = x;
+  for (let c = 0; c < r; c++) s[c] = Math.sqrt(Math.max(0, values[c]!));
+  // U[:, c] = Q · W[:, c]; Vt[c, :] = W[:, c]ᵀ · B / σ: each sum over l ascending, row by row
+  // (W's rows contiguous) instead of column by column.
+  for (let i = 0; i < m; i++) {
+    const ui = i * r;
+    for (let l = 0; l < k; l++) {
+      const q = y[i * k + l]!, wl = l * k;
+      for (let c = 0; c < r; c++) u[ui + c] = u[ui + c]! + q * vectors[wl + c]!;
     }
-    if (sigma > 0) {
-      for (let j = 0; j < n; j++) {
-        let x = 0;
-        for (let l = 0; l < k; l++) x += vectors[l * k + c]! * bt[j * k + l]!;
-        vt[c * n + j] = x / sigma;
-      }
+  }
+  const row = new Float64Array(r);
+  for (let j = 0; j < n; j++) {
+    row.fill(0);
+    for (let l = 0; l < k; l++) {
+      const b = bt[j * k + l]!, wl = l * k;
+      for (let c = 0; c < r; c++) row[c] = row[c]! + vectors[wl + c]! * b;
     }
+    for (let c = 0; c < r; c++) if (s[c]! > 0) vt[c * n + j] = row[c]! / s[c]!;
   }
   return { rank: r, u, s, vt };
 }

@@ -182,6 +182,7 @@ export function formatClassicRecipe(recipe: Recipe): string {
     if (row.discard?.length) throw cannot(row, i, "discarded keys");
     if (row.prune) throw cannot(row, i, "pruning");
     if (row.vae) throw cannot(row, i, "a baked-in VAE");
+    if (row.loras) throw cannot(row, i, "baked LoRAs (a row with \"loras\" exists only in JSON recipes)");
     if (row.config && row.config !== "abc") throw cannot(row, i, `the model config source "${row.config}"`);
     if (row.metadata && Object.keys(row.metadata).length) throw cannot(row, i, "extra metadata");
     if (row.output !== undefined) throw cannot(row, i, "an output file name template");

@@ -1,7 +1,8 @@
 /**
  * Recipes: the merge board as text (classic Merge Board text or our JSON), compiled into one
  * streaming pass, with the recipe carried in every output's metadata and `reproduce` to rebuild
- * a model from it.
+ * a model from it. JSON rows with `loras` bake LoRAs into their A after the board
+ * (bake-rows.ts); `reproduce` rebuilds a baked model from its bake record (lib/lora/reproduce.ts).
  *
  * @example
  * import { parseRecipe, runRecipe } from "tensormerge/dist/lib/recipes";
@@ -44,8 +45,9 @@ export { parseBindingsText, parseVarArgs, variableName, type Bindings } from "./
 export { compileRecipe, outputPathFor, type CompileOptions, type CompiledRecipe, type CompiledRow, type CompiledFile, type CompiledOutput, type CompiledSource } from "./compile";
 export { runRecipe, type RunRecipeOptions, type RecipeRunReport, type RecipeOutputReport, type RecipeProgress } from "./run";
 export { reproduce, readEmbeddedRecipe, type ReproduceOptions, type ReproduceReport } from "./reproduce";
+export type { BakeReproduction, BakeRecord } from "../lora/reproduce";
 export { outputMetadata, lineageRecipe, embeddedRecipe, virtualIdentity, RECIPE_METADATA_KEY, type InputIdentity, type OutputStep } from "./metadata";
 export { appendHistory, parseHistory, type HistoryEntry, type HistoryInput } from "./history";
 export { inputReadReport, type InputReadReport } from "./reads";
 export { pyDumps, pyLoads, pyFloatRepr, type PyJson } from "./pyjson";
-export { usedVariables, type Recipe, type RecipeRow, type RecipeInput, type RecipeVariable, type RowProduces } from "./types";
+export { usedVariables, isBakeRow, type Recipe, type RecipeRow, type RecipeInput, type RecipeVariable, type RowProduces, type RecipeLora } from "./types";

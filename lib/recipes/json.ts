@@ -22,7 +22,7 @@ import { METHODS } from "../methods/registry";
 import { MAX_SWEEP_VALUES, parseMultipliers } from "../validate";
 import { inputToken, parseInputToken } from "./inputs";
 import schema from "./recipe.schema.json";
-import { SLOTS, rowParamFields, type Recipe, type RecipeInput, type RecipeModel, type RecipeRow } from "./types";
+import { SLOTS, rowParamFields, type Recipe, type RecipeInput, type RecipeLora, type RecipeModel, type RecipeRow } from "./types";
 import { validateRecipe } from "./validate";
 
 /** The JSON schema of recipe files. */
@@ -30,7 +30,7 @@ export const RECIPE_SCHEMA: unknown = schema;
 export const RECIPE_FORMAT = "tensormerge-recipe";
 
 const TOP_KEYS = ["$schema", "format", "version", "name", "description", "variables", "rows"];
-const ROW_KEYS = ["name", "method", "a", "b", "c", "base", "models", "multiplier", "params", "weights", "blocks", "clamp", "dtype", "format", "save", "output", "discard", "prune", "vae", "config", "metadata", "produces"];
+const ROW_KEYS = ["name", "method", "a", "b", "c", "base", "models", "multiplier", "params", "weights", "blocks", "clamp", "dtype", "format", "save", "output", "discard", "prune", "vae", "config", "metadata", "produces", "loras", "te", "loraBlocks"];
 const CONFIG_SOURCES: readonly ConfigSource[] = ["abc", "a", "b", "c", "none"];
 
 function bad(where: string, message: string): MergeError {
@@ -164,6 +164,24 @@ function readModels(where: string, v: unknown, names: string[]): RecipeModel[] {
   });
 }
 
+/**
+ * A bake row's `loras`: each a LoRA as a string (a file, a name, `"__STYLE__"`) or an object
+ * `{"lora": …, "ratio": 0.8, "te": 0.4}`.
+ */
+function readLoras(where: string, v: unknown, names: string[]): RecipeLora[] {
+  if (!Array.isArray(v) || v.length === 0) throw bad(where, "expected a non-empty list of LoRAs (strings, or objects with \"lora\", \"ratio\", \"te\")");
+  return v.map((entry: unknown, k) => {
+    const at = `${where}[${k}]`;
+    if (!isObject(entry)) return { input: readInput(at, entry, names), ratio: 1 };
+    unknownKeys(at, entry, ["lora", "ratio", "te"]);
+    if (entry.lora === undefined) throw bad(at, "\"lora\" is missing");
+    for (const key of ["ratio", "te"] as const) {
+      if (entry[key] !== undefined && (typeof entry[key] !== "number" || !Number.isFinite(entry[key]))) throw bad(`${at} ${key}`, `expected a number, got ${JSON.stringify(entry[key])}`);
+    }
+    return { input: readInput(`${at} lora`, entry.lora, names), ratio: (entry.ratio as number | undefined) ?? 1, ...(entry.te !== undefined ? { te: entry.te as number } : {}) };
+  });
+}
+
 function readRow(r: unknown, i: number, names: string[]): RecipeRow {
   const where = `row ${i + 1}`;
   if (!isObject(r)) throw bad(where, "expected an object");
@@ -246,6 +264,10 @@ function readRow(r: unknown, i: number, names: string[]): RecipeRow {
     }));
   }
   if (r.clamp !== undefined && typeof r.clamp !== "boolean") throw bad(label, "\"clamp\" must be true or false");
+  const loras = r.loras === undefined ? undefined : readLoras(`${label} loras`, r.loras, names);
+  if (!loras && (r.te !== undefined || r.loraBlocks !== undefined)) throw bad(label, "\"te\" and \"loraBlocks\" belong to a row with \"loras\"");
+  if (r.te !== undefined && (typeof r.te !== "number" || !Number.isFinite(r.te))) throw bad(`${label} te`, `expected a number, got ${JSON.stringify(r.te)}`);
+  if (r.loraBlocks !== undefined && typeof r.loraBlocks !== "string" && !(Array.isArray(r.loraBlocks) && r.loraBlocks.every((x) => typeof x === "number"))) throw bad(`${label} loraBlocks`, "expected block values as text (\"1,0,0,…\") or a list of numbers");
   let produces: RecipeRow["produces"];
   if (r.produces !== undefined) {
     if (!isObject(r.produces)) throw bad(label, "\"produces\" must be an object");
@@ -274,6 +296,9 @@ function readRow(r: unknown, i: number, names: string[]): RecipeRow {
     ...(r.config !== undefined && r.config !== "abc" ? { config: r.config as ConfigSource } : {}),
     ...(metadata ? { metadata } : {}),
     ...(produces ? { produces } : {}),
+    ...(loras ? { loras } : {}),
+    ...(r.te !== undefined ? { loraTe: r.te as number } : {}),
+    ...(r.loraBlocks !== undefined ? { loraBlocks: typeof r.loraBlocks === "string" ? r.loraBlocks : [...(r.loraBlocks as number[])] } : {}),
   };
 }
 
@@ -318,6 +343,14 @@ export function recipeToJson(recipe: Recipe): Record<string, unknown> {
     if (row.config && row.config !== "abc") out.config = row.config;
     if (row.metadata && Object.keys(row.metadata).length) out.metadata = { ...row.metadata };
     if (row.produces) out.produces = { sha256: row.produces.sha256, legacy: row.produces.legacy, name: row.produces.name };
+    if (row.loras) {
+      out.loras = row.loras.map((l) => {
+        const input = writeInput(l.input, recipe);
+        return l.ratio === 1 && l.te === undefined && typeof input === "string" ? input : { lora: input, ratio: l.ratio, ...(l.te !== undefined ? { te: l.te } : {}) };
+      });
+      if (row.loraTe !== undefined) out.te = row.loraTe;
+      if (row.loraBlocks !== undefined) out.loraBlocks = typeof row.loraBlocks === "string" ? row.loraBlocks : [...row.loraBlocks];
+    }
     return out;
   });
   return {

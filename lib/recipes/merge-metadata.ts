@@ -13,7 +13,7 @@ import type { MergeProgress } from "../merge";
 import type { MethodName } from "../methods/registry";
 import type { ModelFile } from "../model";
 import { outputMetadata, type InputIdentity } from "./metadata";
-import { MODEL_WEIGHT_PARAM, type RecipeInput, type RecipeModel, type RecipeRow } from "./types";
+import { MODEL_WEIGHT_PARAM, blockMapOf, type RecipeInput, type RecipeModel, type RecipeRow } from "./types";
 
 export interface ManyMergeMetadataOptions {
   rowName: string;
@@ -81,7 +81,11 @@ export async function manyMergeMetadata(o: ManyMergeMetadataOptions): Promise<(m
   };
   // .ckpt outputs stay exactly `{"state_dict": …}`, as the classic tool writes them.
   return (multiplier, format) => format === "ckpt" ? { ...user } : outputMetadata(
-    { row: { ...row, format }, multiplier, format, inputs: {}, base, models, ...(vae ? { vae } : {}), isInpainting: false, isInstructPix2Pix: false },
+    {
+      row: { ...row, format }, multiplier, format, inputs: {}, base, models, ...(vae ? { vae } : {}), isInpainting: false, isInstructPix2Pix: false,
+      // Block values resolve on the base's map, as the merge and `run` resolve them.
+      ...(row.blocks ? { blockMap: blockMapOf(o.base) } : {}),
+    },
     { recipe: true },
   );
 }

@@ -18,6 +18,16 @@ import { optionalBoolean, optionalFunction, optionalSignal, optionalString, opti
 import type { Recipe } from "./types";
 import { isModelFolder } from "../hf/folder";
 import { reproduceHfFolder, type HfReproduceReport } from "../hf/reproduce";
+import { bakeRecordOf, reproduceBake, type BakeReproduction } from "../lora/reproduce";
+
+/** The bake a model records (and no recipe): rebuilt by bake() again; undefined otherwise. */
+async function bakeReproductionOf(source: string, options: ReproduceOptions): Promise<BakeReproduction | undefined> {
+  const model = await (options.openModel ?? defaultOpenModel)(source);
+  const record = model.metadata[RECIPE_METADATA_KEY] === undefined ? bakeRecordOf(model.metadata, source) : undefined;
+  if (!record) return undefined;
+  const { openModel: _, onProgress, ...rest } = options;
+  return reproduceBake(model, record, { ...rest, ...(onProgress ? { onProgress: (progress) => onProgress({ phase: "merge", passes: 1, progress }) } : {}) });
+}
 
 export interface ReproduceOptions {
   /** Folders searched for the ingredients (by sha256; files named as recorded are hashed first). */
@@ -37,6 +47,7 @@ export interface ReproduceOptions {
 }
 
 export interface ReproduceReport {
+  kind: "recipe";
   source: string;
   out: string;
   /** The recipe found in the model. */
@@ -70,7 +81,7 @@ export async function readEmbeddedRecipe(path: string, open: (path: string) => P
  */
 const OPTION_KEYS = ["modelDirs", "out", "overwrite", "hashCache", "engine", "threads", "isa", "dryRun", "openModel", "onProgress", "signal"] as const;
 
-export async function reproduce(path: string, options: ReproduceOptions = {}): Promise<ReproduceReport> {
+export async function reproduce(path: string, options: ReproduceOptions = {}): Promise<ReproduceReport | BakeReproduction> {
   // Checked here, before the recipe is read; runRecipe checks what it is passed again.
   if (options === null || typeof options !== "object") throw new MergeError("INVALID_ARGUMENT", "reproduce() expects an options object");
   rejectUnknownKeys("options", options, OPTION_KEYS);
@@ -83,6 +94,8 @@ export async function reproduce(path: string, options: ReproduceOptions = {}): P
   optionalFunction("onProgress", options.onProgress);
   optionalSignal("signal", options.signal);
   if (await isModelFolder(source)) throw new MergeError("INVALID_ARGUMENT", `${source} is a model folder: reproduceModel() rebuilds folders`, { path: source });
+  const baked = await bakeReproductionOf(source, options); // a model made by bake(): lib/lora/reproduce.ts
+  if (baked) return baked;
   const recipe = await readEmbeddedRecipe(source, options.openModel);
   const last = recipe.rows.length - 1;
   const format = recipe.rows[last]!.format;
@@ -103,9 +116,9 @@ export async function reproduce(path: string, options: ReproduceOptions = {}): P
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   });
-  if (options.dryRun) return { source, out, recipe, identical: null, sourceSha256: null, outSha256: null, run };
+  if (options.dryRun) return { kind: "recipe", source, out, recipe, identical: null, sourceSha256: null, outSha256: null, run };
   const [a, b] = [await sha256File(source), await sha256File(out)];
-  return { source, out, recipe, identical: a.sha256 === b.sha256, sourceSha256: a.sha256, outSha256: b.sha256, run };
+  return { kind: "recipe", source, out, recipe, identical: a.sha256 === b.sha256, sourceSha256: a.sha256, outSha256: b.sha256, run };
 }
 
 /**
@@ -115,7 +128,7 @@ export async function reproduce(path: string, options: ReproduceOptions = {}): P
  * @example
  * const r = await reproduceModel("./merged", { modelDirs: ["./models"] });
  */
-export async function reproduceModel(path: string, options: ReproduceOptions = {}): Promise<ReproduceReport | HfReproduceReport> {
+export async function reproduceModel(path: string, options: ReproduceOptions = {}): Promise<ReproduceReport | BakeReproduction | HfReproduceReport> {
   const source = resolve(requireString("path", path));
   if (!(await isModelFolder(source))) return reproduce(source, options);
   const { onProgress, hashCache: _cache, openModel: _open, ...rest } = options;

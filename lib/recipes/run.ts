@@ -35,6 +35,7 @@ import { missingKeyWarnings } from "../keys";
 import { planBoard, type BoardPlan, type BoardRow, type PlanStats, type RowInput } from "../plan";
 import { compileRecipe, compiledSources, primarySource, type CompileOptions, type CompiledFile, type CompiledRecipe, type CompiledRow, type CompiledSource } from "./compile";
 import { appendHistory, type HistoryEntry } from "./history";
+import { hasBakeRows, runWithBakeRows } from "./bake-rows";
 import { outputMetadata, virtualIdentity, type InputIdentity, type OutputStep } from "./metadata";
 import type { ModelFile } from "../model";
 import { MODEL_WEIGHT_PARAM, SLOTS, blockMapOf, rowLabel, rowParamsOf, type Recipe } from "./types";
@@ -175,6 +176,7 @@ export async function runRecipe(recipe: Recipe, options: RunRecipeOptions = {}):
     // A recipe built by hand rather than parsed: its metadata goes into the files as is.
     recipe.rows.forEach((row, i) => optionalStringRecord(`rows[${i}].metadata`, row?.metadata));
     validateRunOptions(options);
+    if (hasBakeRows(recipe)) return await runWithBakeRows(recipe, options, runRecipe); // lib/recipes/bake-rows.ts
     if (options.signal?.aborted) throw new MergeError("ABORTED", "the run was cancelled before it started");
     // From here on, callbacks never throw: a throw cancels the run through `signal` and becomes its error.
     const { signal, cancel } = cancellable(options.signal);

@@ -44,6 +44,16 @@ export interface RecipeModel {
   params?: Record<string, number>;
 }
 
+/** A LoRA a bake row adds to its A (lib/recipes/bake-rows.ts). */
+export interface RecipeLora {
+  /** The LoRA file: a variable or a model reference (not a row). */
+  input: RecipeInput;
+  /** Ratio of the denoiser modules (default 1). */
+  ratio: number;
+  /** Ratio of the text-encoder modules (default: ratio × the row's `loraTe`). */
+  te?: number;
+}
+
 export interface RecipeRow {
   /** Output name: file name stem, and how later rows may refer to the result. */
   name: string;
@@ -92,6 +102,17 @@ export interface RecipeRow {
   metadata?: Record<string, string>;
   /** Only in recipes embedded in a model: the file this row produced, if it was saved. */
   produces?: RowProduces;
+  /** A bake row: LoRAs baked into A, in order (the method is no-interpolation). */
+  loras?: RecipeLora[];
+  /** A bake row: multiplies every LoRA's ratio for text-encoder modules, unless the LoRA sets `te` (default 1). */
+  loraTe?: number;
+  /** A bake row: LoRA block weights (lib/lora/block-weights.ts forms), for every LoRA. */
+  loraBlocks?: string | number[];
+}
+
+/** Whether a row bakes LoRAs. */
+export function isBakeRow(row: Pick<RecipeRow, "loras">): boolean {
+  return row.loras !== undefined;
 }
 
 export interface RecipeVariable {
@@ -163,7 +184,7 @@ export function isModelsRow(row: Pick<RecipeRow, "base" | "models">): boolean {
 export function usedVariables(recipe: Recipe): string[] {
   const seen = new Set<string>();
   for (const row of recipe.rows) {
-    for (const input of [...rowInputs(row).map((i) => i.input), row.vae]) if (input?.kind === "var") seen.add(input.name);
+    for (const input of [...rowInputs(row).map((i) => i.input), row.vae, ...(row.loras ?? []).map((l) => l.input)]) if (input?.kind === "var") seen.add(input.name);
   }
   return [...seen];
 }
@@ -179,20 +200,23 @@ export function rowLabel(recipe: Recipe, index: number): string {
  * Block values need the block map of the row's A (`blocks`); without it they are left out
  * (validation only looks at names, ranges and patterns).
  */
-export function rowParamsOf(row: Pick<RecipeRow, "params" | "weights" | "blocks">, blocks?: BlockMap | null, label = "block values"): RowParams | undefined {
+export function rowParamsOf(row: Pick<RecipeRow, "params" | "weights" | "blocks">, blocks?: BlockMap | null, label: string | ((param: string) => string) = "block values"): RowParams | undefined {
   const values = row.params && Object.keys(row.params).length ? row.params : undefined;
   const weights = row.weights && Object.values(row.weights).some((l) => l.length) ? row.weights : undefined;
+  // A label per parameter (merge(): --blocks, --beta-blocks, --density-blocks), or one for the row.
+  const what = (name: string) => (typeof label === "string" ? `${label} for ${name}` : label(name));
   let blockValue: RowParams["blockValue"];
+  let blockValues: RowParams["blockValues"];
   if (row.blocks && Object.keys(row.blocks).length && blocks !== undefined) {
-    if (blocks === null) throw new MergeError("INVALID_ARGUMENT", `${label}: model A's architecture has no block map (tensormerge blocks A shows it); use per-key patterns`);
+    const names = Object.keys(row.blocks);
+    if (blocks === null) throw new MergeError("INVALID_ARGUMENT", `${typeof label === "string" ? label : names.map(label).join(", ")}: model A's architecture has no block map (tensormerge blocks A shows it); use per-key patterns`);
     const map = blocks;
-    blockValue = Object.fromEntries(Object.entries(row.blocks).map(([name, spec]) => {
-      const parsed = parseBlockValues(spec, map, { what: `${label} for ${name}` });
-      return [name, (key: string) => valueForKey(parsed, map, key)];
-    }));
+    const parsed = Object.fromEntries(Object.entries(row.blocks).map(([name, spec]) => [name, parseBlockValues(spec, map, { what: what(name) })]));
+    blockValue = Object.fromEntries(names.map((name) => [name, (key: string) => valueForKey(parsed[name]!, map, key)]));
+    blockValues = Object.fromEntries(names.map((name) => [name, { what: what(name), names: parsed[name]!.names, values: parsed[name]!.values }]));
   }
   if (!values && !weights && !blockValue) return undefined;
-  return { ...(values ? { values } : {}), ...(weights ? { weights } : {}), ...(blockValue ? { blockValue } : {}) };
+  return { ...(values ? { values } : {}), ...(weights ? { weights } : {}), ...(blockValue ? { blockValue, blockValues } : {}) };
 }
 
 /** The block map of a model's architecture, or null where there is none. */

@@ -146,6 +146,7 @@ export function validateRecipe(recipe: Recipe): RecipeCheck {
       usedBy[input.row]!.push(i);
     }
   });
+  recipe.rows.forEach((row, i) => checkBakeRow(recipe, i, usedBy[i]!));
   recipe.rows.forEach((row, i) => {
     if (usedBy[i]!.length > 0 && row.multipliers.length > 1) {
       throw invalid(`${rowLabel(recipe, usedBy[i]![0]!)} takes ${rowLabel(recipe, i)}, a sweep of ${row.multipliers.length} values; only a single-valued row can feed another`);
@@ -199,6 +200,40 @@ function checkModelsRow(recipe: Recipe, index: number, method: MergeMethod): voi
       throw invalid(`${label}: ${what}: ${(e as Error).message}`);
     }
   });
+}
+
+/**
+ * A bake row (`loras`): it bakes its LoRAs into A (method no-interpolation, one output, none of
+ * the merge-only options); the LoRAs are files or variables; A is a file, a variable, a saved
+ * merge row or an earlier bake row; no merge row takes a bake row's output (bake rows run after
+ * the board, lib/recipes/bake-rows.ts).
+ */
+function checkBakeRow(recipe: Recipe, index: number, usedBy: number[]): void {
+  const row = recipe.rows[index]!;
+  const label = rowLabel(recipe, index);
+  if (!row.loras) {
+    if (row.loraTe !== undefined || row.loraBlocks !== undefined) throw invalid(`${label}: te and loraBlocks belong to a row with loras`);
+    return;
+  }
+  if (row.method !== "no-interpolation") throw invalid(`${label}: a row with loras bakes them into A; its method is no-interpolation, not ${row.method}`);
+  if (!row.save) throw invalid(`${label}: a bake row is always saved (save: false is not supported)`);
+  if (row.multipliers.length !== 1) throw invalid(`${label}: a bake row has no multiplier to sweep`);
+  const unsupported = [row.vae ? "vae" : "", row.discard?.length ? "discard" : "", row.prune ? "prune" : "", row.clamp ? "clamp" : "", row.blocks && Object.keys(row.blocks).length ? "blocks (use loraBlocks)" : "", row.weights && Object.keys(row.weights).length ? "weights" : "", row.params && Object.keys(row.params).length ? "params" : ""].filter(Boolean);
+  if (unsupported.length) throw invalid(`${label}: a bake row does not take ${unsupported.join(", ")}`);
+  if (row.loras.length === 0) throw invalid(`${label}: loras is empty`);
+  row.loras.forEach((l, k) => {
+    if (l.input.kind === "row") throw invalid(`${label}: LoRA ${k + 1} must be a LoRA file or a variable, not a row`);
+    checkInput(recipe, index, `LoRA ${k + 1}`, l.input);
+    for (const [what, v] of [["ratio", l.ratio], ["te", l.te]] as const) {
+      if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || Math.abs(v) > 1e6)) throw invalid(`${label}: LoRA ${k + 1}: ${what} ${JSON.stringify(v)} must be a finite number`);
+    }
+  });
+  if (row.loraTe !== undefined && (typeof row.loraTe !== "number" || !Number.isFinite(row.loraTe))) throw invalid(`${label}: te ${JSON.stringify(row.loraTe)} must be a finite number`);
+  const a = row.inputs.a;
+  if (a?.kind === "row" && !recipe.rows[a.row]!.save) throw invalid(`${label}: A is ${rowLabel(recipe, a.row)}, which is not saved; a bake row reads a file: save that row`);
+  for (const j of usedBy) {
+    if (!recipe.rows[j]!.loras) throw invalid(`${rowLabel(recipe, j)} takes ${label}, a bake row; bake rows run after the merge rows, so only another bake row can take its output`);
+  }
 }
 
 /** An input as a user wrote it, for messages. */

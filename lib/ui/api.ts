@@ -261,6 +261,7 @@ const POST: Record<string, Handler> = {
     };
     return { task: ctx.hub.start("reproduce", `reproduce ${basename(source)}`, [], async (signal, update) => {
       const r = await reproduce(source, { ...options, signal, onProgress: trackRecipe(update) });
+      if (r.kind === "bake") return { source: r.source, out: r.out, identical: r.identical, sourceSha256: r.sourceSha256, outSha256: r.outSha256, bake: r.record };
       return { source: r.source, out: r.out, identical: r.identical, sourceSha256: r.sourceSha256, outSha256: r.outSha256, recipe: recipeToJson(r.recipe), run: runSummary(r.run) };
     }) };
   },

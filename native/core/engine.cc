@@ -110,6 +110,12 @@ public:
         // compute threads (the old default: many more munmap TLB shootdowns, which cost an IPI
         // per CPU and, in a VM, a VM exit each: 25% more CPU on warm SDXL).
         piece_stats_.assign(job_.pieces.size(), {});
+        // The k-th magnitude key cache (reductions.h); a test and benchmark knob outside the job contract.
+        reduction_cache_bytes_ = MERGE_REDUCTION_CACHE_BYTES;
+        if (const char * v = std::getenv("TENSORMERGE_REDUCTION_CACHE_KIB")) {
+            const long kib = std::atol(v);
+            if (kib >= 0 && kib <= (4l << 20)) reduction_cache_bytes_ = (uint64_t) kib << 10;
+        }
         ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_};
         drop_behind_ = wants_drop_behind();
 
@@ -166,6 +172,8 @@ public:
             {"interleave", job_.tuning.interleave ? 1.0 : 0.0},
             {"outputSwitches", (double) n_switches_},
             {"secondsReduce", t_reduce_},
+            {"reductionCachedElements", (double) reduction_cached_},
+            {"reductionKthElements", (double) reduction_elements_},
         };
         return {};
     }
@@ -183,6 +191,9 @@ private:
     // Per piece, its reduction results once computed (a few doubles each; see reductions.h).
     std::vector<std::vector<merge_reduction_result>> piece_stats_;
     std::vector<bool> reduced_;
+    uint64_t reduction_cache_bytes_ = MERGE_REDUCTION_CACHE_BYTES;
+    std::unique_ptr<reduction_key_store> key_store_; // the k-th magnitude keys of the piece being reduced
+    uint64_t reduction_cached_ = 0, reduction_elements_ = 0; // k-th magnitude elements whose keys were cached, of all
     double t_reduce_ = 0;
     uint64_t window_ = 0;
     uint64_t n_windows_ = 0;
@@ -451,40 +462,67 @@ private:
      * the window release only unmaps the pages of elements already written, so the piece's later
      * windows read from the page cache what this pass faulted in (inputs read from disk once).
      */
+    /**
+     * Runs item(ith, i) for i in [0, count) on the pool's threads with index < active, each
+     * thread taking the next item until none is left, a failure stops the others, or the job is
+     * cancelled. item reads the input maps: it runs inside merge_fault_run, so a SIGBUS becomes
+     * this job's error (it must keep nothing with a destructor on its stack).
+     */
+    template <typename Item>
+    merge_status run_items(merge_thread_pool & pool, uint64_t count, unsigned active, const Item & item) {
+        run_state state;
+        std::atomic<uint64_t> next{0};
+        const std::function<void(unsigned)> fn = [&](unsigned ith) {
+            if (ith >= active) return;
+            try {
+                for (;;) {
+                    if (state.stop.load(std::memory_order_relaxed)) return;
+                    if (job_.control.cancelled()) {
+                        state.fail(aborted());
+                        return;
+                    }
+                    const uint64_t i = next.fetch_add(1, std::memory_order_relaxed);
+                    if (i >= count) return;
+                    uintptr_t fault = 0;
+                    const merge_fault_outcome outcome = merge_fault_run(fault_ranges_.data(), fault_ranges_.size(), &fault, [&] { item(ith, i); });
+                    if (outcome == merge_fault_outcome::faulted) {
+                        state.fail(fault_status(fault));
+                        return;
+                    }
+                    if (outcome == merge_fault_outcome::no_slot) {
+                        state.fail(merge_status::fail(merge_error::INTERNAL, "too many merge threads running at once in this process"));
+                        return;
+                    }
+                }
+            } catch (const std::bad_alloc &) {
+                state.fail(merge_status::fail(merge_error::INTERNAL, "out of memory in a merge thread"));
+            } catch (...) {
+                state.fail(merge_status::fail(merge_error::INTERNAL, "unexpected exception in a merge thread"));
+            }
+        };
+        pool.run(fn);
+        return state.status;
+    }
+
+    /**
+     * Computes the reductions of piece p with every pool thread (reductions.h), when the first
+     * window that writes any of its elements starts. Its input pages are not released in between:
+     * the window release only unmaps the pages of elements already written, so the piece's later
+     * windows read from the page cache what this pass faulted in (inputs read from disk once).
+     */
     merge_status reduce_piece(merge_thread_pool & pool, size_t p) {
-        piece_reducer reducer(ctx_, p, pool.size());
+        if (!key_store_) key_store_.reset(new reduction_key_store(reduction_cache_bytes_));
+        piece_reducer reducer(ctx_, p, pool.size(), reduction_cache_bytes_, *key_store_);
+        if (reducer.selects()) {
+            reduction_cached_ += reducer.cached_elements();
+            reduction_elements_ += job_.pieces[p].n;
+        }
         const uint64_t n_blocks = reducer.n_blocks();
         for (int pass = 0; pass < reducer.passes(); pass++) {
             for (uint64_t c0 = 0; c0 < n_blocks; c0 += MERGE_REDUCTION_CHUNK_BLOCKS) {
                 const uint64_t count = std::min<uint64_t>(MERGE_REDUCTION_CHUNK_BLOCKS, n_blocks - c0);
-                run_state state;
-                std::atomic<uint64_t> next{0};
-                const unsigned active = reducer.active_threads(pass);
-                const std::function<void(unsigned)> fn = [&](unsigned ith) {
-                    if (ith >= active) return;
-                    exec_scratch & scratch = *scratch_[ith];
-                    for (;;) {
-                        if (state.stop.load(std::memory_order_relaxed)) return;
-                        if (job_.control.cancelled()) {
-                            state.fail(aborted());
-                            return;
-                        }
-                        const uint64_t b = next.fetch_add(1, std::memory_order_relaxed);
-                        if (b >= count) return;
-                        uintptr_t fault = 0;
-                        const merge_fault_outcome outcome = merge_fault_run(fault_ranges_.data(), fault_ranges_.size(), &fault, [&] { reducer.run_block(scratch, ith, pass, c0 + b); });
-                        if (outcome == merge_fault_outcome::faulted) {
-                            state.fail(fault_status(fault));
-                            return;
-                        }
-                        if (outcome == merge_fault_outcome::no_slot) {
-                            state.fail(merge_status::fail(merge_error::INTERNAL, "too many merge threads running at once in this process"));
-                            return;
-                        }
-                    }
-                };
-                pool.run(fn);
-                if (!state.status.ok()) return state.status;
+                merge_status s = run_items(pool, count, reducer.active_threads(pass), [&](unsigned ith, uint64_t b) { reducer.run_block(*scratch_[ith], ith, pass, c0 + b); });
+                if (!s.ok()) return s;
                 reducer.end_chunk(pass, c0, count);
             }
             reducer.end_pass(pass);
@@ -504,53 +542,23 @@ private:
             if (!s.ok()) return s;
             reduced_[p] = true;
         }
-        run_state state;
-        std::atomic<uint64_t> next_chunk{0};
         const uint64_t n_chunks = (w1 - w0 + chunk_bytes - 1) / chunk_bytes;
-        const std::function<void(unsigned)> fn = [&](unsigned ith) {
-            try {
-                exec_scratch & scratch = *scratch_[ith];
-                size_t span = first;
-                for (;;) {
-                    if (state.stop.load(std::memory_order_relaxed)) return;
-                    if (job_.control.cancelled()) {
-                        state.fail(aborted());
-                        return;
-                    }
-                    const uint64_t c = next_chunk.fetch_add(1, std::memory_order_relaxed);
-                    if (c >= n_chunks) return;
-                    const uint64_t c0 = w0 + c * chunk_bytes, c1 = std::min(w1, c0 + chunk_bytes);
-                    // Chunks come in increasing order per thread, so the span cursor only moves forward.
-                    while (span < last && spans[span].end <= c0) span++;
-                    // The only reads of the input maps: guarded, nothing with a destructor inside.
-                    uintptr_t fault = 0;
-                    const merge_fault_outcome outcome = merge_fault_run(fault_ranges_.data(), fault_ranges_.size(), &fault, [&] {
-                        for (size_t i = span; i < last && spans[i].begin < c1; i++) {
-                            const plan_span & sp = spans[i];
-                            if (sp.piece == plan_literal) continue;
-                            const plan_write & pw = plan_.writes[sp.piece][sp.index];
-                            uint64_t i0, i1;
-                            plan_elements_starting_in(sp.begin, pw.out_size, job_.pieces[sp.piece].n, c0, c1, &i0, &i1);
-                            if (i0 < i1) exec_write_range(ctx_, scratch, sp.piece, sp.index, i0, i1, buf + (sp.begin + i0 * pw.out_size - w0));
-                        }
-                    });
-                    if (outcome == merge_fault_outcome::faulted) {
-                        state.fail(fault_status(fault));
-                        return;
-                    }
-                    if (outcome == merge_fault_outcome::no_slot) {
-                        state.fail(merge_status::fail(merge_error::INTERNAL, "too many merge threads running at once in this process"));
-                        return;
-                    }
-                }
-            } catch (const std::bad_alloc &) {
-                state.fail(merge_status::fail(merge_error::INTERNAL, "out of memory in a merge thread"));
-            } catch (...) {
-                state.fail(merge_status::fail(merge_error::INTERNAL, "unexpected exception in a merge thread"));
+        // Chunks come in increasing order per thread, so each thread's span cursor only moves forward.
+        std::vector<size_t> cursor(pool.size(), first);
+        return run_items(pool, n_chunks, pool.size(), [&](unsigned ith, uint64_t c) {
+            exec_scratch & scratch = *scratch_[ith];
+            const uint64_t c0 = w0 + c * chunk_bytes, c1 = std::min(w1, c0 + chunk_bytes);
+            size_t & span = cursor[ith];
+            while (span < last && spans[span].end <= c0) span++;
+            for (size_t i = span; i < last && spans[i].begin < c1; i++) {
+                const plan_span & sp = spans[i];
+                if (sp.piece == plan_literal) continue;
+                const plan_write & pw = plan_.writes[sp.piece][sp.index];
+                uint64_t i0, i1;
+                plan_elements_starting_in(sp.begin, pw.out_size, job_.pieces[sp.piece].n, c0, c1, &i0, &i1);
+                if (i0 < i1) exec_write_range(ctx_, scratch, sp.piece, sp.index, i0, i1, buf + (sp.begin + i0 * pw.out_size - w0));
             }
-        };
-        pool.run(fn);
-        return state.status;
+        });
     }
 };
 

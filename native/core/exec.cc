@@ -11,7 +11,8 @@
 #include "method_kernels.h"
 #include "reductions.h"
 
-exec_scratch::exec_scratch(size_t max_ops, size_t block, size_t n_outputs) : nonfinite_(n_outputs), n_slots_(max_ops + MERGE_MAX_ARGS + EXEC_EXTRA_SLOTS), block_(block) {
+exec_scratch::exec_scratch(size_t max_ops, size_t block, size_t n_outputs)
+    : tags_(max_ops + MERGE_MAX_ARGS + EXEC_EXTRA_SLOTS), nonfinite_(n_outputs), n_slots_(max_ops + MERGE_MAX_ARGS + EXEC_EXTRA_SLOTS), block_(block) {
     void * p = nullptr;
     if (posix_memalign(&p, 64, n_slots_ * block_ * sizeof(float)) != 0) throw std::bad_alloc();
     data_ = (float *) p;
@@ -87,12 +88,14 @@ struct block_eval {
     lowrank_factors factors(const merge_lowrank_product & p) const {
         const merge_kernels * kt = ctx.kernels;
         return {(*ctx.inputs)[p.up.file]->data() + p.up.offset, (*ctx.inputs)[p.down.file]->data() + p.down.offset, merge_kernels_load(kt, p.up.dtype),
-                merge_kernels_load(kt, p.down.dtype), (uint32_t) st_dtype_size(p.up.dtype), (uint32_t) st_dtype_size(p.down.dtype), p.rank};
+                merge_kernels_load(kt, p.down.dtype), (uint32_t) st_dtype_size(p.up.dtype), (uint32_t) st_dtype_size(p.down.dtype), p.rank, p.down.dtype, kt};
     }
 
     // Ranges, shapes and dtypes were checked by merge_job_validate (check_lowrank).
     const float * lowrank(const merge_lowrank & lr, uint64_t i, size_t m, float * slot) const {
         float * tmp = scratch.slot(n_ops + MERGE_MAX_ARGS + 1);
+        scratch.forget(n_ops + MERGE_MAX_ARGS + 1);
+        scratch.forget(n_ops + MERGE_MAX_ARGS + 2);
         if (lr.hadamard.rank != 0) {
             float * second = scratch.slot(n_ops + MERGE_MAX_ARGS + 2);
             lowrank_product_f32(factors(lr.hadamard), lr.cols, i, m, second, tmp, scratch.block());
@@ -127,6 +130,8 @@ struct block_eval {
 
     const float * operand(const merge_operand & a, uint64_t i, size_t m, float * slot) const {
         if (a.kind == MERGE_OPERAND_OP) return scratch.slot(a.index);
+        const size_t index = scratch.slot_index(slot);
+        if (a.kind != MERGE_OPERAND_INPUT) scratch.forget(index); // computed into the slot below
         if (a.kind == MERGE_OPERAND_KRONECKER) {
             const merge_kronecker & k = piece.kroneckers[a.index];
             kronecker_f32(kron_view(k.a), kron_view(k.b), k.b.rows, k.kernel, k.row_start, k.cols, i, m, slot);
@@ -135,7 +140,9 @@ struct block_eval {
         if (a.kind == MERGE_OPERAND_LOWRANK) return lowrank(piece.lowranks[a.index], i, m, slot);
         const uint8_t * src = input_ptr(a, i);
         if (a.dtype == ST_DTYPE_F32 && ((uintptr_t) src & 3) == 0) return (const float *) src;
+        if (scratch.holds(index, src, a.dtype, m)) return slot; // widened by an earlier op of this block
         merge_kernels_load(ctx.kernels, a.dtype)(slot, src, m);
+        scratch.tag(index, src, a.dtype, m);
         return slot;
     }
 
@@ -166,7 +173,7 @@ struct block_eval {
                     }
                     const merge_many_args args{x, (uint32_t) op.args.size(), op.params.data(), (uint32_t) op.params.size(), stats, (uint32_t) op.stats.size(),
                                                op.ints.data(), (uint32_t) op.ints.size(), op.element_start + i, columns};
-                    merge_many_kernel(op.kernel)(r, args, m); // ids and counts checked by validation
+                    merge_many_kernel(op.kernel, kt->isa)(r, args, m); // ids and counts checked by validation
                     break;
                 }
                 const merge_method_fn f = merge_method_kernel_for(kt, op.kernel);
@@ -194,6 +201,7 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
         const size_t block = scratch.block();
         for (uint64_t i = i0; i < i1; i += block) {
             const size_t m = (size_t) (i1 - i < block ? i1 - i : block);
+            scratch.begin_block();
             const float * v;
             if (wr.source.kind == MERGE_OPERAND_INPUT) {
                 v = ev.operand(wr.source, i, m, scratch.slot(ev.n_ops + MERGE_MAX_ARGS));
@@ -227,6 +235,7 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
 void exec_run_ops(const exec_context & ctx, exec_scratch & scratch, size_t p, const std::vector<uint32_t> & ops, uint64_t i, size_t m) {
     const merge_piece & piece = ctx.job->pieces[p];
     block_eval ev{ctx, scratch, piece, piece.ops.size(), p};
+    scratch.begin_block();
     for (uint32_t k : ops) ev.run_op(k, i, m);
 }
 

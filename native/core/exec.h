@@ -49,7 +49,30 @@ public:
     std::vector<merge_nonfinite> & nonfinite() { return nonfinite_; }
     const std::vector<merge_nonfinite> & nonfinite() const { return nonfinite_; }
 
+    /**
+     * Widened-input reuse inside one block evaluation: ops of a piece often read the same input
+     * (TIES's task vectors Mi − base all read the base), and the operand slot it was widened
+     * into still holds it when the next op asks. A slot's tag names the input bytes it holds;
+     * tags are valid until the next begin_block(), which every block evaluation calls first.
+     */
+    void begin_block() { generation_++; }
+    bool holds(size_t slot, const uint8_t * src, uint32_t dtype, size_t m) const {
+        const slot_tag & t = tags_[slot];
+        return t.generation == generation_ && t.src == src && t.dtype == dtype && t.m == m;
+    }
+    void tag(size_t slot, const uint8_t * src, uint32_t dtype, size_t m) { tags_[slot] = {generation_, src, dtype, m}; }
+    void forget(size_t slot) { tags_[slot].generation = 0; }
+    size_t slot_index(const float * s) const { return (size_t) (s - data_) / block_; }
+
 private:
+    struct slot_tag {
+        uint64_t generation = 0;
+        const uint8_t * src = nullptr;
+        uint32_t dtype = 0;
+        size_t m = 0;
+    };
+    std::vector<slot_tag> tags_;
+    uint64_t generation_ = 1;
     std::vector<merge_nonfinite> nonfinite_; // per output
     float * data_ = nullptr;
     size_t n_slots_, block_;

@@ -35,6 +35,13 @@ struct v_avx2 {
     static vf clear_sign(vf x) { return _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fffffff))); }
     static vf flip_sign(vf x) { return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(x), _mm256_set1_epi32((int) 0x80000000u))); }
 
+    // Every lane > 0, finite and not 1 (as bits: 0 < b < +Inf's, b != 1's).
+    static bool all_pow_general(vf x) {
+        const __m256i b = _mm256_castps_si256(x);
+        const __m256i ok = _mm256_andnot_si256(_mm256_cmpeq_epi32(b, _mm256_set1_epi32(0x3f800000)),
+                                               _mm256_and_si256(_mm256_cmpgt_epi32(b, _mm256_setzero_si256()), _mm256_cmpgt_epi32(_mm256_set1_epi32(0x7f800000), b)));
+        return _mm256_movemask_ps(_mm256_castsi256_ps(ok)) == 0xff;
+    }
     typedef __m256d vd;
     typedef __m256d dm;
     static vd d_lo(vf x) { return _mm256_cvtps_pd(_mm256_castps256_ps128(x)); }
@@ -47,9 +54,6 @@ struct v_avx2 {
     static vd d_min(vd a, vd b) { return _mm256_min_pd(a, b); }
     static vd d_max(vd a, vd b) { return _mm256_max_pd(a, b); }
     static vd d_floor(vd x) { return _mm256_round_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
-    static dm d_ge(vd a, vd b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
-    static dm d_le(vd a, vd b) { return _mm256_cmp_pd(a, b, _CMP_LE_OQ); }
-    static vd d_blend(dm m, vd a, vd b) { return _mm256_blendv_pd(a, b, m); }
     // The biased exponent put in the mantissa of 2^52 (exact), minus 2^52 + 1023.
     static vd d_exponent(vd x) {
         const __m256i e = _mm256_and_si256(_mm256_srli_epi64(_mm256_castpd_si256(x), 52), _mm256_set1_epi64x(0x7ff));
@@ -61,20 +65,32 @@ struct v_avx2 {
         return _mm256_castsi256_pd(_mm256_or_si256(m, _mm256_set1_epi64x(0x3ff0000000000000)));
     }
     typedef __m256i vix;
-    static vix d_top_bits(vd x, int b) {
-        return _mm256_and_si256(_mm256_srli_epi64(_mm256_castpd_si256(x), 52 - b), _mm256_set1_epi64x((1 << b) - 1));
+    // Only the low 4 bits of an index count (d_lookup reads no more), so no masking.
+    static vix d_top_bits(vd x, int b) { return _mm256_srli_epi64(_mm256_castpd_si256(x), 52 - b); }
+    // k + 1.5·2^52 holds k + 2^51 in its low mantissa bits (exact): its low bits are k's, in two's complement.
+    static vix d_int_bits(vd k) { return _mm256_castpd_si256(_mm256_add_pd(k, _mm256_set1_pd(6755399441055744.0))); }
+    static vd d_pow2_div16(vix kb) {
+        const __m256i biased = _mm256_add_epi64(kb, _mm256_set1_epi64x(16 * 1023 - 0x4338000000000000ll)); // 16·(⌊k/16⌋ + 1023) + k mod 16
+        return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_andnot_si256(_mm256_set1_epi64x(15), biased), 48));
     }
-    // k + 1.5·2^52 holds k + 2^51 in its low mantissa bits (exact), and 2^51 is a multiple of 2^b.
-    static vix d_low_bits(vd k, int b) {
-        const __m256d kk = _mm256_add_pd(k, _mm256_set1_pd(6755399441055744.0));
-        return _mm256_and_si256(_mm256_castpd_si256(kk), _mm256_set1_epi64x((1 << b) - 1));
+    // A 16-entry table of doubles in four registers of four, looked up by vpermps on the 32-bit
+    // halves (dwords 2(i mod 4) and 2(i mod 4) + 1 of each register) and two levels of blends on
+    // bits 2 and 3 of i: register permutes instead of a gather.
+    struct dtab {
+        __m256 q[4];
+    };
+    static dtab d_table16(const double * t) {
+        return dtab{{_mm256_loadu_ps((const float *) t), _mm256_loadu_ps((const float *) (t + 4)), _mm256_loadu_ps((const float *) (t + 8)), _mm256_loadu_ps((const float *) (t + 12))}};
     }
-    static vd d_gather(const double * table, vix i) { return _mm256_i64gather_pd(table, i, 8); }
-    // k + 2^52 + 1023 holds k + 1023 in its low mantissa bits (exact): shifted into the exponent.
-    static vd d_pow2(vd k) {
-        const __m256d kk = _mm256_add_pd(k, _mm256_set1_pd(4503599627371519.0));
-        return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(kk), 52));
+    static vd d_lookup(const dtab & t, vix i) {
+        const __m256i twice = _mm256_slli_epi64(i, 1);
+        const __m256i idx = _mm256_or_si256(_mm256_shuffle_epi32(twice, _MM_SHUFFLE(2, 2, 0, 0)), _mm256_set1_epi64x(1ll << 32));
+        const __m256d bit2 = _mm256_castsi256_pd(_mm256_slli_epi64(i, 61)), bit3 = _mm256_castsi256_pd(_mm256_slli_epi64(i, 60));
+        const __m256d v0 = _mm256_castps_pd(_mm256_permutevar8x32_ps(t.q[0], idx)), v1 = _mm256_castps_pd(_mm256_permutevar8x32_ps(t.q[1], idx));
+        const __m256d v2 = _mm256_castps_pd(_mm256_permutevar8x32_ps(t.q[2], idx)), v3 = _mm256_castps_pd(_mm256_permutevar8x32_ps(t.q[3], idx));
+        return _mm256_blendv_pd(_mm256_blendv_pd(v0, v1, bit2), _mm256_blendv_pd(v2, v3, bit2), bit3);
     }
+    static constexpr int MD_UNROLL = 2; // 8 pow chains of 4 doubles: some spills, still faster than 4 chains
 
     // vcvtph2ps quiets signalling NaNs; the contract widens exactly, so clear the quiet bit
     // again in lanes whose input was a signalling NaN (rare: tested on the 16-bit lanes first).

@@ -36,6 +36,13 @@ struct v_avx512 {
     static vf clear_sign(vf x) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff))); }
     static vf flip_sign(vf x) { return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int) 0x80000000u))); }
 
+    // Every lane > 0, finite and not 1 (as bits: 0 < b < +Inf's, b != 1's).
+    static bool all_pow_general(vf x) {
+        const __m512i b = _mm512_castps_si512(x);
+        const __mmask16 ok = _mm512_cmpgt_epi32_mask(b, _mm512_setzero_si512()) & _mm512_cmplt_epi32_mask(b, _mm512_set1_epi32(0x7f800000)) &
+                             _mm512_cmpneq_epi32_mask(b, _mm512_set1_epi32(0x3f800000));
+        return ok == 0xffff;
+    }
     typedef __m512d vd;
     typedef __mmask8 dm;
     static vd d_lo(vf x) { return _mm512_cvtps_pd(_mm512_castps512_ps256(x)); }
@@ -51,33 +58,25 @@ struct v_avx512 {
     static vd d_min(vd a, vd b) { return _mm512_min_pd(a, b); }
     static vd d_max(vd a, vd b) { return _mm512_max_pd(a, b); }
     static vd d_floor(vd x) { return _mm512_roundscale_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
-    static dm d_ge(vd a, vd b) { return _mm512_cmp_pd_mask(a, b, _CMP_GE_OQ); }
-    static dm d_le(vd a, vd b) { return _mm512_cmp_pd_mask(a, b, _CMP_LE_OQ); }
-    static vd d_blend(dm m, vd a, vd b) { return _mm512_mask_blend_pd(m, a, b); }
-    // See v_avx2::d_exponent, d_low_bits and d_pow2.
+    // vgetexppd / vgetmantpd: the exponent and the mantissa in [1, 2) of a normal double,
+    // exactly (one instruction each, where AVX2 needs shifts and masks).
+    static vd d_exponent(vd x) { return _mm512_getexp_pd(x); }
+    static vd d_mantissa(vd x) { return _mm512_getmant_pd(x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_zero); }
     typedef __m512i vix;
-    static vix d_top_bits(vd x, int b) {
-        return _mm512_and_si512(_mm512_srli_epi64(_mm512_castpd_si512(x), 52 - b), _mm512_set1_epi64((1 << b) - 1));
+    // Only the low 4 bits of an index count (vpermt2pd ignores the rest), so no masking.
+    static vix d_top_bits(vd x, int b) { return _mm512_srli_epi64(_mm512_castpd_si512(x), 52 - b); }
+    static vix d_int_bits(vd k) { return _mm512_castpd_si512(_mm512_add_pd(k, _mm512_set1_pd(6755399441055744.0))); }
+    static vd d_pow2_div16(vix kb) {
+        const __m512i biased = _mm512_add_epi64(kb, _mm512_set1_epi64(16 * 1023 - 0x4338000000000000ll)); // 16·(⌊k/16⌋ + 1023) + k mod 16
+        return _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_andnot_si512(_mm512_set1_epi64(15), biased), 48));
     }
-    static vix d_low_bits(vd k, int b) {
-        const __m512d kk = _mm512_add_pd(k, _mm512_set1_pd(6755399441055744.0));
-        return _mm512_and_si512(_mm512_castpd_si512(kk), _mm512_set1_epi64((1 << b) - 1));
-    }
-    // 16 entries in two registers, bit 3 of the index picks one (faster than a gather).
-    static vd d_gather(const double * table, vix i) { return _mm512_permutex2var_pd(_mm512_loadu_pd(table), i, _mm512_loadu_pd(table + 8)); }
-    static vd d_exponent(vd x) {
-        const __m512i e = _mm512_and_si512(_mm512_srli_epi64(_mm512_castpd_si512(x), 52), _mm512_set1_epi64(0x7ff));
-        const __m512d biased = _mm512_castsi512_pd(_mm512_or_si512(e, _mm512_set1_epi64(0x4330000000000000)));
-        return _mm512_sub_pd(biased, _mm512_set1_pd(4503599627371519.0));
-    }
-    static vd d_mantissa(vd x) {
-        const __m512i m = _mm512_and_si512(_mm512_castpd_si512(x), _mm512_set1_epi64(0x000fffffffffffff));
-        return _mm512_castsi512_pd(_mm512_or_si512(m, _mm512_set1_epi64(0x3ff0000000000000)));
-    }
-    static vd d_pow2(vd k) {
-        const __m512d kk = _mm512_add_pd(k, _mm512_set1_pd(4503599627371519.0));
-        return _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_castpd_si512(kk), 52));
-    }
+    // A 16-entry table in two registers; bit 3 of the index picks one (a permute, not a gather).
+    struct dtab {
+        __m512d lo, hi;
+    };
+    static dtab d_table16(const double * t) { return dtab{_mm512_loadu_pd(t), _mm512_loadu_pd(t + 8)}; }
+    static vd d_lookup(const dtab & t, vix i) { return _mm512_permutex2var_pd(t.lo, i, t.hi); }
+    static constexpr int MD_UNROLL = 2; // 8 pow chains of 8 doubles (12 and 16 measured no faster)
 
     // See v_avx2::load_f16: re-signal the NaNs that vcvtph2ps quiets.
     static vf load_f16(const void * p) {

@@ -72,13 +72,27 @@ struct lowrank_factors {
     merge_load_fn load_up, load_down;
     uint32_t up_size, down_size; // bytes per element
     uint32_t rank;
+    uint32_t down_dtype = 0;                 // st_dtype id: the SIMD paths read F16, BF16 and F32 `down` in place
+    const merge_kernels * kernels = nullptr; // the job's kernel set (its ISA picks the product code); nullptr: scalar
 };
 
 /**
  * Elements [i0, i0 + m) of the product into out (m floats); tmp holds tmp_n ≥ 4 floats of
- * scratch. Allocates nothing; element values do not depend on i0, m or tmp_n.
+ * scratch. Allocates nothing; element values do not depend on i0, m, tmp_n or the ISA.
+ * The kernel set's ISA picks the code (lowrank_simd.h for AVX2 / AVX-512, else the scalar loops).
  */
 void lowrank_product_f32(const lowrank_factors & f, uint64_t cols, uint64_t i0, size_t m, float * out, float * tmp, size_t tmp_n);
+
+/** The scalar product (the reference the SIMD versions match bit for bit). */
+void lowrank_product_scalar_f32(const lowrank_factors & f, uint64_t cols, uint64_t i0, size_t m, float * out, float * tmp, size_t tmp_n);
+
+/**
+ * The SIMD products (lowrank_avx2.cc, lowrank_avx512.cc): false when they do not apply (down not
+ * F16 / BF16 / F32, too little scratch, not compiled in), and then nothing was written.
+ * Only called once cpu.cc says the CPU and the OS support the ISA.
+ */
+bool lowrank_product_avx2(const lowrank_factors & f, uint64_t cols, uint64_t i0, size_t m, float * out, float * tmp, size_t tmp_n);
+bool lowrank_product_avx512(const lowrank_factors & f, uint64_t cols, uint64_t i0, size_t m, float * out, float * tmp, size_t tmp_n);
 
 /** out[k] = fp32(out[k] · other[k]): the Hadamard step of LoHa. */
 void lowrank_hadamard_f32(float * out, const float * other, size_t m);

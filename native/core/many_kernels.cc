@@ -9,7 +9,79 @@
 #include "kernels.h"
 #include "philox.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace {
+
+// The kernels are written once (the *_body functions) and compiled three times: for the
+// baseline ISA and, through target attributes, for AVX2 and AVX-512, where the compiler
+// vectorises the element loops. Element arithmetic is the same IEEE fp32 operation either way
+// (no reassociation, no contraction: -ffp-contract=off), so every ISA writes the same bits.
+#define TM_BODY inline __attribute__((always_inline))
+
+/** Which philox4x32_10_groups a kernel body calls: 0 the portable loop, 1 AVX2, 2 AVX-512. */
+template <int Isa>
+void mask_words(uint32_t k0, uint32_t k1, uint32_t model, uint32_t name_hash, uint64_t g0, size_t count, uint32_t * out);
+
+template <>
+[[maybe_unused]] void mask_words<0>(uint32_t k0, uint32_t k1, uint32_t model, uint32_t name_hash, uint64_t g0, size_t count, uint32_t * out) {
+    philox4x32_10_groups(k0, k1, model, name_hash, g0, count, out);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+// Philox4x32-10 over 8 (AVX2) or 16 (AVX-512) groups at once: u32 × u32 → u64 products of the
+// even lanes, then of the odd lanes shifted down, blended back into low and high halves.
+// Integer arithmetic: the words of the portable loop, bit for bit (test/methods/many/philox).
+#define TM_PHILOX_SIMD(ISA, ATTR, VEC, LANES, SET1, LOADU, MUL, SRLI, SLLI, XOR, BLEND, STOREU)                     \
+    template <>                                                                                                \
+    ATTR void mask_words<ISA>(uint32_t k0, uint32_t k1, uint32_t model, uint32_t name_hash, uint64_t g0, size_t count, uint32_t * out) { \
+        constexpr uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u, w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;              \
+        const VEC vm0 = SET1((int) m0), vm1 = SET1((int) m1);                                                   \
+        for (size_t b0 = 0; b0 < count; b0 += LANES) {                                                          \
+            alignas(64) uint32_t lo[LANES], hi[LANES];                                                           \
+            for (size_t l = 0; l < LANES; l++) {                                                                 \
+                const uint64_t g = g0 + b0 + l;                                                                  \
+                lo[l] = (uint32_t) g;                                                                            \
+                hi[l] = (uint32_t) (g >> 32);                                                                    \
+            }                                                                                                    \
+            VEC c0 = LOADU((const void *) lo), c1 = LOADU((const void *) hi), c2 = SET1((int) model), c3 = SET1((int) name_hash); \
+            uint32_t ka = k0, kb = k1;                                                                           \
+            for (int round = 0; round < 10; round++) {                                                           \
+                if (round > 0) {                                                                                 \
+                    ka += w0;                                                                                    \
+                    kb += w1;                                                                                    \
+                }                                                                                                \
+                const VEC e0 = MUL(c0, vm0), o0 = MUL(SRLI(c0, 32), vm0);                                        \
+                const VEC e1 = MUL(c2, vm1), o1 = MUL(SRLI(c2, 32), vm1);                                        \
+                const VEC lo0 = BLEND(e0, SLLI(o0, 32)), hi0 = BLEND(SRLI(e0, 32), o0);                          \
+                const VEC lo1 = BLEND(e1, SLLI(o1, 32)), hi1 = BLEND(SRLI(e1, 32), o1);                          \
+                c0 = XOR(XOR(hi1, c1), SET1((int) ka));                                                          \
+                c2 = XOR(XOR(hi0, c3), SET1((int) kb));                                                          \
+                c1 = lo1;                                                                                        \
+                c3 = lo0;                                                                                        \
+            }                                                                                                    \
+            alignas(64) uint32_t w[4][LANES];                                                                    \
+            STOREU((void *) w[0], c0);                                                                           \
+            STOREU((void *) w[1], c1);                                                                           \
+            STOREU((void *) w[2], c2);                                                                           \
+            STOREU((void *) w[3], c3);                                                                           \
+            const size_t nb = count - b0 < LANES ? count - b0 : LANES;                                           \
+            for (size_t l = 0; l < nb; l++)                                                                      \
+                for (int k = 0; k < 4; k++) out[4 * (b0 + l) + k] = w[k][l];                                     \
+        }                                                                                                        \
+    }
+
+#define TM_BLEND256(a, b) _mm256_blend_epi32(a, b, 0xAA)
+#define TM_LOAD256(p) _mm256_loadu_si256((const __m256i *) (p))
+#define TM_STORE256(p, v) _mm256_storeu_si256((__m256i *) (p), v)
+TM_PHILOX_SIMD(1, __attribute__((target("avx2"))), __m256i, 8, _mm256_set1_epi32, TM_LOAD256, _mm256_mul_epu32, _mm256_srli_epi64, _mm256_slli_epi64,
+               _mm256_xor_si256, TM_BLEND256, TM_STORE256)
+#define TM_BLEND512(a, b) _mm512_mask_blend_epi32((__mmask16) 0xAAAA, a, b)
+TM_PHILOX_SIMD(2, __attribute__((target("avx512f"))), __m512i, 16, _mm512_set1_epi32, _mm512_loadu_si512, _mm512_mul_epu32, _mm512_srli_epi64, _mm512_slli_epi64,
+               _mm512_xor_si512, TM_BLEND512, _mm512_storeu_si512)
+#endif
 
 inline uint32_t magnitude_key(float x) {
     uint32_t b;
@@ -50,7 +122,8 @@ inline float canonical(float v) { return v != v ? std::numeric_limits<float>::qu
  *   NORMALIZE: mixed = mixed / divisor; r = base + mixed·λ.
  * Sums run j = 1..N in order, starting from the first term.
  */
-void task_merge(float * r, const merge_many_args & a, size_t n_total) {
+template <int Isa>
+TM_BODY void task_merge_body(float * r, const merge_many_args & a, size_t n_total) {
     const uint32_t models = a.n_args - 1;
     const float * w = a.params;
     const float lambda = a.params[models];
@@ -69,13 +142,11 @@ void task_merge(float * r, const merge_many_args & a, size_t n_total) {
     float divisor_all = 0;
     for (uint32_t j = 0; j < models; j++) divisor_all = j == 0 ? w[0] : divisor_all + w[j];
     if (std::fabs(divisor_all) < 1e-8f) divisor_all = 1;
-    mask_stream masks[MERGE_MAX_ARGS];
-    if (drop)
-        for (uint32_t j = 0; j < models; j++) masks[j] = mask_stream(a.ints[1], a.ints[2], j, a.ints[3]);
     // Loops over one model at a time on short runs (vectorisable, no data-dependent branches);
     // each element still sees exactly the operations, in the order, of the comment above.
     constexpr size_t run = 256;
     float wd[MERGE_MAX_ARGS][run], s[run], divisor[run];
+    uint32_t words[run + 8]; // a run's mask words: whole groups of four from the one holding its first element
     for (size_t i0 = 0; i0 < n_total; i0 += run) {
         const size_t n = n_total - i0 < run ? n_total - i0 : run;
         const float * base = a.x[0] + i0;
@@ -87,7 +158,10 @@ void task_merge(float * r, const merge_many_args & a, size_t n_total) {
             if (trim)
                 for (size_t i = 0; i < n; i++) d[i] = keep_or_zero(magnitude_key(d[i]) >= trim_key[j], d[i]);
             if (drop) {
-                for (size_t i = 0; i < n; i++) d[i] = keep_or_zero(masks[j].word(a.index + i0 + i) >= threshold[j], d[i]);
+                const uint64_t e0 = a.index + i0, g0 = e0 >> 2;
+                mask_words<Isa>(a.ints[1], a.ints[2], j, a.ints[3], g0, (size_t) (((e0 + n - 1) >> 2) - g0 + 1), words);
+                const uint32_t * word = words + (e0 & 3); // element e's word: output[e & 3] of group e >> 2
+                for (size_t i = 0; i < n; i++) d[i] = keep_or_zero(word[i] >= threshold[j], d[i]);
                 if (rescale)
                     for (size_t i = 0; i < n; i++) d[i] = d[i] / keep[j];
             }
@@ -119,7 +193,7 @@ void task_merge(float * r, const merge_many_args & a, size_t n_total) {
 }
 
 /** r = a·ca + b·cb with fp32 coefficients (two products, one add: the weighted-sum order). */
-void combine(float * r, const float * x, const float * y, float ca, float cb, size_t n) {
+TM_BODY void combine(float * r, const float * x, const float * y, float ca, float cb, size_t n) {
     for (size_t i = 0; i < n; i++) r[i] = canonical(x[i] * ca + y[i] * cb);
 }
 
@@ -131,7 +205,7 @@ void combine(float * r, const float * x, const float * y, float ca, float cb, si
  * ω = acos dot, r = (â·sin((1−t)ω) + b̂·sin(tω))/sin ω · ((1−t)|a| + t|b|); where that is not
  * finite (sin ω = 0, a zero norm) the weighted sum (1−t)·a + t·b, as sd-mecha falls back.
  */
-void slerp(float * r, const merge_many_args & a, size_t n) {
+TM_BODY void slerp_body(float * r, const merge_many_args & a, size_t n) {
     const double t = a.params[0];
     const double ab = a.stats[0], na = std::sqrt(a.stats[1]), nb = std::sqrt(a.stats[2]);
     double ca = 1 - t, cb = t;
@@ -161,7 +235,7 @@ void slerp(float * r, const merge_many_args & a, size_t n) {
  * max(|δi||δj|, 1e-6), −1, 1); c = mean over i < j; t = N·c / (1 + (N−1)·c) (double, then fp32);
  * avg = (M1 + … + MN) / N; r = t·avg + (1 − t)·base.
  */
-void model_stock(float * r, const merge_many_args & a, size_t n) {
+TM_BODY void model_stock_body(float * r, const merge_many_args & a, size_t n) {
     const uint32_t models = a.n_args - 1;
     double cos_sum = 0;
     uint32_t pairs = 0;
@@ -195,7 +269,7 @@ void model_stock(float * r, const merge_many_args & a, size_t n) {
  * (add_cosine_b) averages the columns' cosine with the whole tensors' a·b / (‖a‖‖b‖).
  * Similarities and k are computed in double from the statistics, k rounded once to fp32.
  */
-void add_cosine(float * r, const merge_many_args & a, size_t n) {
+TM_BODY void add_cosine_body(float * r, const merge_many_args & a, size_t n) {
     const double alpha = a.params[0];
     const uint32_t variant = a.ints[0];
     const uint64_t columns = a.ints[1];
@@ -218,16 +292,44 @@ void add_cosine(float * r, const merge_many_args & a, size_t n) {
     }
 }
 
+// task_merge_body<Isa> picks its mask generator; the other bodies take the level and ignore it.
+#if defined(__x86_64__) || defined(__i386__)
+#define TM_ISA_VARIANTS(name, body)                                                                            \
+    void name##_scalar(float * r, const merge_many_args & a, size_t n) { body(0)(r, a, n); }                   \
+    __attribute__((target("avx2,f16c"))) void name##_avx2(float * r, const merge_many_args & a, size_t n) {     \
+        body(1)(r, a, n);                                                                                       \
+    }                                                                                                           \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c"))) void name##_avx512(float * r, const merge_many_args & a, size_t n) { \
+        body(2)(r, a, n);                                                                                       \
+    }
+#else
+#define TM_ISA_VARIANTS(name, body)                                                                            \
+    void name##_scalar(float * r, const merge_many_args & a, size_t n) { body(0)(r, a, n); }                   \
+    constexpr merge_many_fn name##_avx2 = name##_scalar, name##_avx512 = name##_scalar;
+#endif
+#define TM_TASK_MERGE(level) task_merge_body<level>
+#define TM_SLERP(level) slerp_body
+#define TM_MODEL_STOCK(level) model_stock_body
+#define TM_ADD_COSINE(level) add_cosine_body
+
+TM_ISA_VARIANTS(task_merge, TM_TASK_MERGE)
+TM_ISA_VARIANTS(slerp, TM_SLERP)
+TM_ISA_VARIANTS(model_stock, TM_MODEL_STOCK)
+TM_ISA_VARIANTS(add_cosine, TM_ADD_COSINE)
+
 } // namespace
 
-merge_many_fn merge_many_kernel(uint32_t kernel) {
+merge_many_fn merge_many_kernel(uint32_t kernel, const char * isa) {
+    const int level = isa && std::strcmp(isa, "avx512") == 0 ? 2 : (isa && std::strcmp(isa, "avx2") == 0 ? 1 : 0);
+#define TM_PICK(name) return level == 2 ? name##_avx512 : (level == 1 ? name##_avx2 : name##_scalar)
     switch (kernel) {
-        case MERGE_KERNEL_TASK_MERGE: return task_merge;
-        case MERGE_KERNEL_SLERP: return slerp;
-        case MERGE_KERNEL_MODEL_STOCK: return model_stock;
-        case MERGE_KERNEL_ADD_COSINE: return add_cosine;
+        case MERGE_KERNEL_TASK_MERGE: TM_PICK(task_merge);
+        case MERGE_KERNEL_SLERP: TM_PICK(slerp);
+        case MERGE_KERNEL_MODEL_STOCK: TM_PICK(model_stock);
+        case MERGE_KERNEL_ADD_COSINE: TM_PICK(add_cosine);
         default: return nullptr;
     }
+#undef TM_PICK
 }
 
 bool merge_many_check(uint32_t kernel, size_t n_args, size_t n_params, size_t n_stats, const uint32_t * ints, size_t n_ints, std::string * why) {

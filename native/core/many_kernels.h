@@ -25,8 +25,11 @@ struct merge_many_args {
 
 typedef void (*merge_many_fn)(float * r, const merge_many_args & a, size_t n);
 
-/** The kernel for MERGE_KERNEL_TASK_MERGE and later ids; nullptr otherwise. */
-merge_many_fn merge_many_kernel(uint32_t kernel);
+/**
+ * The kernel for MERGE_KERNEL_TASK_MERGE and later ids, compiled for `isa` (merge_kernels::isa:
+ * "scalar", "avx2", "avx512"; the same bits at every ISA); nullptr for other ids.
+ */
+merge_many_fn merge_many_kernel(uint32_t kernel, const char * isa = "scalar");
 
 /**
  * Whether the counts of an op of a many kernel fit its layout; on failure `why` says what is

@@ -33,7 +33,7 @@ merge_method_fn merge_method_kernel_for(const merge_kernels * kernels, uint32_t 
  * (24 + 21 bits) and r are exact and |r| < 1/31. 2^t = 2^⌊k/16⌋ · 2^((k mod 16)/16) · e^(f·ln2),
  * k = ⌊16t + ½⌋, f = t − k/16 (exact), |f| <= 1/32. log2c and exp2j come from long series
  * (error < 1e-25 before their double rounding); the short polynomials err by < 2^-50. 16-entry
- * tables: two AVX-512 registers (a permute, not a gather, looks an entry up).
+ * tables: two AVX-512 registers or four AVX2 ones (a permute, not a gather, looks an entry up).
  */
 struct merge_pow_tables {
     static constexpr int LOG_BITS = 4, LOG_N = 1 << LOG_BITS;

@@ -4,19 +4,22 @@
 // branches become masks and blends with the same NaN and zero rules. Leftover elements (n not a
 // multiple of W) run the scalar kernel itself.
 //
-// pow: merge_powf's algorithm in double lanes, step for step (the same table entries by
-// gathers, the same polynomials, floor, an exact 2^k scaling and the one rounding to fp32), so
-// the same bits. Each W fp32 lanes are widened to two halves of W/2 doubles.
+// pow: merge_powf's algorithm in double lanes, step for step (the same table entries, looked up
+// by register permutes, the same polynomials, floor, an exact 2^k scaling and the one rounding
+// to fp32), so the same bits. Each W fp32 lanes are widened to two halves of W/2 doubles, and
+// several vectors' pows run side by side (pow_halves).
 //
 // Besides kernels_simd.h's members, V provides: div, zero, set1; masks vm (lt, gt, le, eq:
 // ordered compares; unord; signbit), m_or, m_andnot(a, b) = ~a & b, blend(m, a, b) = m ? b : a,
-// clear_sign, flip_sign; and doubles
-// vd with masks dm: d_lo/d_hi (widen half the lanes), d_narrow (round both halves to fp32),
-// d_add, d_sub, d_mul, d_set1, d_min, d_max, d_floor, d_ge, d_le, d_blend, d_exponent (the
-// unbiased exponent of a normal double, as a double), d_mantissa (in [1, 2)), d_pow2 (2^k for
-// an integral k in [-1022, 1023]), and 64-bit lane indices vix: d_top_bits(x, b) (the top b
-// mantissa bits), d_low_bits(k, b) (the low b bits of an integral |k| < 2^51, two's complement)
-// and d_gather(table, i) (entry i of a 16-entry table).
+// clear_sign, flip_sign, all_pow_general (every lane > 0, finite, not 1); and doubles vd:
+// d_lo/d_hi (widen half the lanes), d_narrow (round both halves to fp32), d_add, d_sub, d_mul,
+// d_set1, d_min, d_max, d_floor, d_exponent (the unbiased exponent of a normal double, as a
+// double), d_mantissa (in [1, 2)); 64-bit lane integers vix: d_top_bits(x, b) (the top b mantissa
+// bits in the low b bits), d_int_bits(k) (the bits of k + 1.5·2^52 for an integral |k| < 2^51,
+// whose low bits are k's in two's complement), d_pow2_div16(d_int_bits(k)) (2^⌊k/16⌋, for k in
+// [−2560, 2064] as pow's clamp leaves it); a 16-entry table dtab = d_table16(entries) and d_lookup(table, i) (the entry
+// of i's low 4 bits, the other bits ignored); MD_UNROLL (fp32 vectors per multiply-difference
+// step).
 #pragma once
 
 #include <cstring>
@@ -37,60 +40,88 @@ struct simd_methods {
     static vf absf(vf x) { return V::blend(V::le(x, V::zero()), x, V::clear_sign(x)); }
     static vf negf(vf x) { return V::blend(V::eq(x, x), x, V::flip_sign(x)); }
 
-    /** merge_powf on the W/2 doubles of one half: the general path (x > 0 finite, not 1). */
-    static vd pow_half(vd x, double y) {
-        typedef merge_pow_tables P;
-        const P & T = MERGE_POW_TABLES;
-        const typename V::vix i = V::d_top_bits(x, P::LOG_BITS);
-        const vd e = V::d_exponent(x);
-        const vd m = V::d_mantissa(x);
-        const vd r = V::d_sub(V::d_mul(m, V::d_gather(T.invc, i)), V::d_set1(1.0));
-        vd p = V::d_set1(T.logp[P::LOG_TERMS - 1]);
-        for (int n = P::LOG_TERMS - 2; n >= 0; n--) {
-            p = V::d_mul(p, r);
-            p = V::d_add(p, V::d_set1(T.logp[n]));
-        }
-        const vd lp = V::d_mul(p, r);
-        const vd hi = V::d_add(e, V::d_gather(T.log2c, i));
-        const vd log2_x = V::d_add(hi, lp);
-        const vd t = V::d_mul(V::d_set1(y), log2_x);
-        // Lanes past the cut-offs are replaced below; clamping keeps their 2^k representable.
-        const vd tc = V::d_min(V::d_max(t, V::d_set1(-160.0)), V::d_set1(129.0));
-        static_assert(P::EXP_N == 16, "the 0.0625 and 16.0 below");
-        const vd k = V::d_floor(V::d_add(V::d_mul(tc, V::d_set1(16.0)), V::d_set1(0.5)));
-        const vd k16 = V::d_mul(k, V::d_set1(0.0625));
-        const vd k_int = V::d_floor(k16); // (k − (k & 15))/16
-        const vd f = V::d_sub(tc, k16);
-        const vd u = V::d_mul(f, V::d_set1(MERGE_POW_LN2));
-        vd w = V::d_set1(T.expp[P::EXP_TERMS - 1]);
-        for (int n = P::EXP_TERMS - 2; n >= 0; n--) {
-            w = V::d_mul(w, u);
-            w = V::d_add(w, V::d_set1(T.expp[n]));
-        }
-        const vd v = V::d_mul(w, V::d_gather(T.exp2j, V::d_low_bits(k, P::EXP_BITS)));
-        vd res = V::d_mul(v, V::d_pow2(k_int));
-        res = V::d_blend(V::d_ge(t, V::d_set1(129.0)), res, V::d_set1(__builtin_inf()));
-        return V::d_blend(V::d_le(t, V::d_set1(-160.0)), res, V::d_set1(0.0));
+    /** The three pow tables, loaded once per kernel call into V's lookup form. */
+    struct pow_tables {
+        typename V::dtab invc, log2c, exp2j;
+    };
+    static pow_tables load_pow_tables() {
+        const merge_pow_tables & T = MERGE_POW_TABLES;
+        return pow_tables{V::d_table16(T.invc), V::d_table16(T.log2c), V::d_table16(T.exp2j)};
     }
 
-    /** merge_powf(x[i], y) in every lane. */
-    static vf pow(vf x, float y) {
-        if (y == 0.0f) return V::set1(1.0f);
-        if (y != y || y - y != 0.0f) { // NaN or infinite y: never a validated parameter
-            float xs[W], rs[W];
-            V::storeu(xs, x);
-            for (size_t i = 0; i < W; i++) rs[i] = merge_powf(xs[i], y);
-            return V::loadu(rs);
+    /**
+     * merge_powf's general path (x > 0 finite, not 1) on K vectors of doubles at once,
+     * h[j] ← h[j]^y[j], in place. The steps are merge_powf's, rounding for rounding; they run
+     * over the K vectors side by side because each vector's work is one long chain of dependent
+     * operations (two Horner polynomials) whose latency, not the arithmetic, limits one vector.
+     *
+     * merge_powf's cut-offs (t >= 129 gives +∞, t <= −160 gives +0) come from clamping t to
+     * [−160, 129]: 2^129 and 2^−160 are exact here (f = 0, k mod 16 = 0) and round to +∞ and +0
+     * in the final fp32 rounding, and t inside the range is left as it is.
+     */
+    template <int K>
+    static void pow_halves(vd (&h)[K], const double (&y)[K], const pow_tables & tb) {
+        typedef merge_pow_tables P;
+        const P & T = MERGE_POW_TABLES;
+        static_assert(P::LOG_N == 16 && P::EXP_N == 16, "16-entry tables, and the 0.0625 and 16.0 below");
+        vd r[K], acc[K];
+        typename V::vix kb[K];
+#pragma GCC unroll 16
+        for (int j = 0; j < K; j++) {
+            r[j] = V::d_sub(V::d_mul(V::d_mantissa(h[j]), V::d_lookup(tb.invc, V::d_top_bits(h[j], P::LOG_BITS))), V::d_set1(1.0));
+            acc[j] = V::d_set1(T.logp[P::LOG_TERMS - 1]);
         }
-        const double yd = (double) y;
-        vf r = V::d_narrow(pow_half(V::d_lo(x), yd), pow_half(V::d_hi(x), yd));
+#pragma GCC unroll 16
+        for (int n = P::LOG_TERMS - 2; n >= 0; n--) {
+#pragma GCC unroll 16
+            for (int j = 0; j < K; j++) acc[j] = V::d_add(V::d_mul(acc[j], r[j]), V::d_set1(T.logp[n]));
+        }
+#pragma GCC unroll 16
+        for (int j = 0; j < K; j++) {
+            // e + log2c[i] only now: fewer registers live through the polynomial above
+            const vd hi = V::d_add(V::d_exponent(h[j]), V::d_lookup(tb.log2c, V::d_top_bits(h[j], P::LOG_BITS)));
+            const vd log2_x = V::d_add(hi, V::d_mul(acc[j], r[j]));
+            const vd t = V::d_mul(V::d_set1(y[j]), log2_x);
+            const vd tc = V::d_min(V::d_max(t, V::d_set1(-160.0)), V::d_set1(129.0));
+            const vd k = V::d_floor(V::d_add(V::d_mul(tc, V::d_set1(16.0)), V::d_set1(0.5)));
+            kb[j] = V::d_int_bits(k);
+            const vd f = V::d_sub(tc, V::d_mul(k, V::d_set1(0.0625)));
+            r[j] = V::d_mul(f, V::d_set1(MERGE_POW_LN2)); // u
+            acc[j] = V::d_set1(T.expp[P::EXP_TERMS - 1]);
+        }
+#pragma GCC unroll 16
+        for (int n = P::EXP_TERMS - 2; n >= 0; n--) {
+#pragma GCC unroll 16
+            for (int j = 0; j < K; j++) acc[j] = V::d_add(V::d_mul(acc[j], r[j]), V::d_set1(T.expp[n]));
+        }
+#pragma GCC unroll 16
+        for (int j = 0; j < K; j++) {
+            const vd v = V::d_mul(acc[j], V::d_lookup(tb.exp2j, kb[j])); // low 4 bits of k: k mod 16
+            h[j] = V::d_mul(v, V::d_pow2_div16(kb[j]));
+        }
+    }
+
+    /**
+     * merge_powf's special cases over the fp32 lanes: `r` holds the general path's results, `x`
+     * the arguments; y is finite (the kernels check that before the vector loop). No branch on
+     * y alone: the compiler would sink each vector's pow chain into the branch that needs it,
+     * one after the other, undoing the interleaving of pow_halves.
+     */
+    static vf pow_special(vf x, vf r, float y) {
+        // The common case: every lane on the general path (for y = ±0 that path gives 1 exactly:
+        // t = ±0, so k = 0, u = ±0, the polynomial 1 and 2^0 = 1).
+        if (V::all_pow_general(x)) return r;
         const float inf = __builtin_inff();
         const vm nan = V::m_or(V::unord(x, x), V::lt(x, V::zero()));
         r = V::blend(V::eq(x, V::zero()), r, V::set1(y > 0.0f ? 0.0f : inf));
         r = V::blend(V::eq(x, V::set1(inf)), r, V::set1(y > 0.0f ? inf : 0.0f));
         r = V::blend(V::eq(x, V::set1(1.0f)), r, V::set1(1.0f));
-        return V::blend(nan, r, V::set1(__builtin_nanf("")));
+        r = V::blend(nan, r, V::set1(__builtin_nanf("")));
+        return V::blend(V::eq(V::set1(y), V::zero()), r, V::set1(1.0f)); // pow(x, ±0) = 1, NaN x too
     }
+
+    /** Whether the vector pow handles exponent y (finite); NaN and ±∞ exponents run merge_powf. */
+    static bool pow_vector_exponent(float y) { return y - y == 0.0f; }
 
     /** The scalar kernel on elements [i, n), so tails give the scalar bits by construction. */
     static void tail(uint32_t kernel, float * r, const float * const * x, const float * p, size_t i, size_t n) {
@@ -143,19 +174,47 @@ struct simd_methods {
         tail(MERGE_KERNEL_SUM_TWICE, r, x, p, i, n);
     }
 
+    /**
+     * Elements [i, i + U·W): 4·U vectors of doubles in pow chains side by side, as many as the
+     * registers hold (U = V::MD_UNROLL; then U = 1 for what is left of full vectors).
+     */
+    template <int U>
+    static void multiply_difference_step(float * r, const float * a, const float * b, const float * c, const float * p, const pow_tables & tb) {
+        constexpr int K = 4 * U;
+        double ys[K];
+        for (int j = 0; j < K; j++) ys[j] = (double) p[j < 2 * U ? 0 : 1];
+        const vf p2 = V::set1(p[2]), p3 = V::set1(p[3]), zero = V::zero();
+        vf va[U], vb[U], vc[U], da[U], db[U];
+        vd h[K];
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++) {
+            va[u] = V::loadu(a + u * W), vb[u] = V::loadu(b + u * W), vc[u] = V::loadu(c + u * W);
+            da[u] = absf(V::sub(va[u], vc[u]));
+            db[u] = absf(V::sub(vb[u], vc[u]));
+            h[2 * u] = V::d_lo(da[u]), h[2 * u + 1] = V::d_hi(da[u]);
+            h[2 * U + 2 * u] = V::d_lo(db[u]), h[2 * U + 2 * u + 1] = V::d_hi(db[u]);
+        }
+        pow_halves<K>(h, ys, tb);
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++) {
+            const vf pa = pow_special(da[u], V::d_narrow(h[2 * u], h[2 * u + 1]), p[0]);
+            const vf pb = pow_special(db[u], V::d_narrow(h[2 * U + 2 * u], h[2 * U + 2 * u + 1]), p[1]);
+            const vf m = V::mul(pa, pb);
+            const vf w = V::add(V::mul(va[u], p2), V::mul(vb[u], p3));
+            const vf sg = V::sub(w, vc[u]);
+            const vf d = V::blend(V::lt(sg, zero), m, negf(m));
+            V::storeu(r + u * W, V::add(vc[u], d));
+        }
+    }
+
     static void multiply_difference(float * r, const float * const * x, const float * p, size_t n) {
         const float * a = x[0], * b = x[1], * c = x[2];
-        const vf p2 = V::set1(p[2]), p3 = V::set1(p[3]), zero = V::zero();
         size_t i = 0;
-        for (; i + W <= n; i += W) {
-            const vf va = V::loadu(a + i), vb = V::loadu(b + i), vc = V::loadu(c + i);
-            const vf da = absf(V::sub(va, vc));
-            const vf db = absf(V::sub(vb, vc));
-            const vf m = V::mul(pow(da, p[0]), pow(db, p[1]));
-            const vf w = V::add(V::mul(va, p2), V::mul(vb, p3));
-            const vf sg = V::sub(w, vc);
-            const vf d = V::blend(V::lt(sg, zero), m, negf(m));
-            V::storeu(r + i, V::add(vc, d));
+        if (pow_vector_exponent(p[0]) && pow_vector_exponent(p[1])) {
+            constexpr int U = V::MD_UNROLL;
+            const pow_tables tb = load_pow_tables();
+            for (; i + U * W <= n; i += U * W) multiply_difference_step<U>(r + i, a + i, b + i, c + i, p, tb);
+            for (; i + W <= n; i += W) multiply_difference_step<1>(r + i, a + i, b + i, c + i, p, tb);
         }
         tail(MERGE_KERNEL_MULTIPLY_DIFFERENCE, r, x, p, i, n);
     }

@@ -30,9 +30,55 @@ void select_bin(const std::vector<uint64_t> & counts, uint64_t k, uint32_t * bin
     *rank = k - above; // unreachable for 1 <= k <= n (validation)
 }
 
+/**
+ * The k-th largest of keys[0, n) (1 <= k <= n), exactly: a radix select over digits of 11, 10
+ * and 10 bits from the top (keys are below 2^31). Each digit's histogram picks the bin holding
+ * the k-th largest; the keys of that bin are moved to the front (in place: the write index never
+ * passes the read index) and the next digit ranks only them. Overwrites keys.
+ */
+uint32_t select_kept_keys(uint32_t * keys, uint64_t n, uint64_t k) {
+    static const int shifts[3] = {20, 10, 0};
+    static const uint32_t widths[3] = {2048, 1024, 1024};
+    uint32_t prefix = 0;
+    uint64_t count = n;
+    for (int d = 0; d < 3; d++) {
+        const int shift = shifts[d];
+        const uint32_t mask = widths[d] - 1;
+        uint64_t hist[2048] = {};
+        for (uint64_t e = 0; e < count; e++) hist[(keys[e] >> shift) & mask]++;
+        uint64_t above = 0;
+        uint32_t bin = 0;
+        for (uint32_t b = widths[d]; b-- > 0;) {
+            if (above + hist[b] >= k) {
+                bin = b;
+                break;
+            }
+            above += hist[b];
+        }
+        k -= above;
+        prefix |= bin << shift;
+        if (d == 2) break;
+        uint64_t w = 0;
+        for (uint64_t e = 0; e < count; e++)
+            if (((keys[e] >> shift) & mask) == bin) keys[w++] = keys[e];
+        count = w;
+    }
+    return prefix;
+}
+
+/** Lane sums of x·y on elements [i, i + m) (i a multiple of the lane count): lane l takes elements ≡ l, in order. */
+inline void add_products(double * lanes, const float * x, const float * y, size_t m) {
+    size_t e = 0;
+    // Eight independent lanes per step: the compiler vectorises this over the lanes, each lane's
+    // additions still in element order, so the sums are those of the element-by-element loop.
+    for (; e + MERGE_REDUCTION_LANES <= m; e += MERGE_REDUCTION_LANES)
+        for (uint32_t l = 0; l < MERGE_REDUCTION_LANES; l++) lanes[l] += (double) x[e + l] * (double) y[e + l];
+    for (; e < m; e++) lanes[e % MERGE_REDUCTION_LANES] += (double) x[e] * (double) y[e];
+}
+
 } // namespace
 
-piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned threads) : ctx_(ctx), piece_(piece) {
+piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned threads, uint64_t cache_bytes, reduction_key_store & store) : ctx_(ctx), piece_(piece) {
     const merge_piece & p = ctx.job->pieces[piece];
     n_blocks_ = (p.n + MERGE_REDUCTION_BLOCK - 1) / MERGE_REDUCTION_BLOCK;
     std::vector<bool> needed(p.ops.size(), false);
@@ -57,6 +103,7 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
                 if (a.kind == MERGE_OPERAND_OP) needed[a.index] = true;
     for (size_t k = 0; k < needed.size(); k++)
         if (needed[k]) ops_.push_back((uint32_t) k);
+    n_kth_ = n_kth;
     direct_ = p.n <= MERGE_DIRECT_SELECT;
     has_kth_pass_ = n_kth > 0 && !direct_;
     column_sums_.resize(p.reductions.size());
@@ -71,8 +118,12 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
     if (any_columns) kinds_.push_back(pass_columns);
     active_ = threads;
     if (n_kth > 0 && direct_) {
-        keys_.assign(n_kth, std::vector<uint32_t>((size_t) p.n));
+        cache_len_ = p.n;
+        keys_ = store.get(n_kth * cache_len_);
     } else if (n_kth > 0) {
+        const uint64_t fit = cache_bytes / (n_kth * sizeof(uint32_t));
+        cache_len_ = fit >= p.n ? p.n : fit / MERGE_REDUCTION_BLOCK * MERGE_REDUCTION_BLOCK;
+        if (cache_len_ > 0) keys_ = store.get(n_kth * cache_len_);
         const uint64_t per_thread = n_kth * bins * sizeof(uint32_t);
         active_ = (unsigned) std::max<uint64_t>(1, std::min<uint64_t>(threads, histogram_budget / per_thread));
         hist_.assign(active_, std::vector<std::vector<uint32_t>>(n_kth, std::vector<uint32_t>(bins, 0)));
@@ -93,6 +144,21 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
     const size_t n_red = p.reductions.size();
     if (pass == 0)
         for (size_t r = 0; r < n_red; r++) std::fill(lanes[r], lanes[r] + MERGE_REDUCTION_LANES, 0.0);
+    if (kind == pass_kth_low && b1 <= cache_len_) {
+        // Every key of this block was kept by pass 1: no operand is evaluated again.
+        for (size_t r = 0; r < n_red; r++) {
+            const size_t q = kth_index_[r];
+            if (q == none) continue;
+            uint32_t * h = hist_[ith][q].data();
+            const uint32_t want = bucket_[q];
+            const uint32_t * keys = keys_of(q);
+            for (uint64_t e = b0; e < b1; e++) {
+                const uint32_t key = keys[e];
+                if ((key >> 16) == want) h[key & 0xffffu]++;
+            }
+        }
+        return;
+    }
     const size_t step = scratch.block(); // a multiple of 64, so lanes stay aligned to element indices
     for (uint64_t i = b0; i < b1; i += step) {
         const size_t m = (size_t) std::min<uint64_t>(step, b1 - i);
@@ -118,24 +184,28 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
             if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE && kth_index_[r] == none) continue; // k = 0
             const float * x = exec_operand(ctx_, scratch, piece_, red.args[0], i, m, n_ops);
             switch (red.kind) {
-                case MERGE_REDUCTION_SUM_SQUARES:
-                    for (size_t e = 0; e < m; e++) lanes[r][e % MERGE_REDUCTION_LANES] += (double) x[e] * (double) x[e];
-                    break;
-                case MERGE_REDUCTION_DOT: {
-                    const float * y = exec_operand(ctx_, scratch, piece_, red.args[1], i, m, n_ops + 1);
-                    for (size_t e = 0; e < m; e++) lanes[r][e % MERGE_REDUCTION_LANES] += (double) x[e] * (double) y[e];
-                    break;
-                }
+                case MERGE_REDUCTION_SUM_SQUARES: add_products(lanes[r], x, x, m); break;
+                case MERGE_REDUCTION_DOT: add_products(lanes[r], x, exec_operand(ctx_, scratch, piece_, red.args[1], i, m, n_ops + 1), m); break;
                 default: {
                     const size_t q = kth_index_[r];
                     if (direct_) {
-                        uint32_t * keys = keys_[q].data() + i;
+                        uint32_t * keys = keys_of(q) + i;
                         for (size_t e = 0; e < m; e++) keys[e] = key_of(x[e]);
                         break;
                     }
                     uint32_t * h = hist_[ith][q].data();
                     if (pass == 0) {
-                        for (size_t e = 0; e < m; e++) h[key_of(x[e]) >> 16]++;
+                        // Keys of the cached prefix are kept for pass 2 (blocks lie wholly inside or outside it).
+                        if (i < cache_len_) {
+                            uint32_t * keys = keys_of(q) + i;
+                            for (size_t e = 0; e < m; e++) {
+                                const uint32_t key = key_of(x[e]);
+                                keys[e] = key;
+                                h[key >> 16]++;
+                            }
+                        } else {
+                            for (size_t e = 0; e < m; e++) h[key_of(x[e]) >> 16]++;
+                        }
                     } else {
                         const uint32_t want = bucket_[q];
                         for (size_t e = 0; e < m; e++) {
@@ -171,11 +241,7 @@ void piece_reducer::end_pass(int pass_index) {
         const size_t q = kth_index_[r];
         if (q == none) continue;
         if (direct_) {
-            std::vector<uint32_t> & keys = keys_[q];
-            const size_t at = keys.size() - (size_t) p.reductions[r].k; // the k-th largest, ascending index n − k
-            std::nth_element(keys.begin(), keys.begin() + (std::ptrdiff_t) at, keys.end());
-            results_[r] = (double) keys[at];
-            std::vector<uint32_t>().swap(keys);
+            results_[r] = (double) select_kept_keys(keys_of(q), cache_len_, p.reductions[r].k);
             continue;
         }
         std::vector<uint64_t> counts(bins, 0);

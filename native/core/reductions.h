@@ -11,23 +11,31 @@
 // k-th magnitude: keys = fp32 bits with the sign cleared (order as |x|; NaNs above +∞). Pass 1
 // counts the keys' high 16 bits, the bucket holding the k-th largest is chosen (from the top);
 // pass 2 counts the low 16 bits of the keys in that bucket. Counts are integers: exact whatever
-// the order. k = 0 gives 2^31, a key no element reaches. Pieces of at most MERGE_DIRECT_SELECT
-// elements keep their keys instead (each thread writes its blocks' keys at their indices) and
-// select the k-th with std::nth_element after one pass: the same exact key, without 256 KiB
-// histograms to clear and merge for every small tensor.
+// the order. k = 0 gives 2^31, a key no element reaches. The keys of a prefix of the piece
+// (cached_elements(): the whole piece when it fits the cache budget, a multiple of
+// MERGE_REDUCTION_BLOCK otherwise) are kept by pass 1, so pass 2 reads them instead of
+// evaluating the operands again; only the rest is evaluated again (large tensors). Pieces of at
+// most MERGE_DIRECT_SELECT elements keep all their keys (each thread writes its blocks' keys at
+// their indices) and select the k-th after one pass with a radix select on the kept keys (digits
+// of 11, 10 and 10 bits, each narrowing the candidates in place): the same exact key, without
+// 256 KiB histograms to clear and merge for every small tensor.
 //
 // Per-column sums (`columns` > 0: element i adds to column i mod columns, as torch's reductions
 // over dim 0 of a [rows, columns…] tensor): one pass by a single thread in element order, each
 // column a plain double sum in row order; the result is a vector of `columns` doubles.
 //
 // Private memory, bounded whatever the model: per reducer, MERGE_REDUCTION_CHUNK_BLOCKS doubles
-// per sum reduction (2 KiB each, at most MERGE_MAX_REDUCTIONS), and per histogram thread one
-// 65536-entry u32 histogram (256 KiB) per k-th reduction; histogram threads are capped so that
-// they hold at most 64 MiB in all (active_threads()); per-column reductions hold their result
+// per sum reduction (2 KiB each, at most MERGE_MAX_REDUCTIONS); per histogram thread one
+// 65536-entry u32 histogram (256 KiB) per k-th reduction, histogram threads capped so that they
+// hold at most 64 MiB in all (active_threads()); the key cache, one reduction_key_store per
+// run of max(`cache_bytes`, the keys of the largest piece of at most MERGE_DIRECT_SELECT
+// elements: 1 MiB per k-th reduction, 15 MiB at most) (the engine's budget,
+// MERGE_REDUCTION_CACHE_BYTES = 96 MiB by default); per-column reductions hold their result
 // (columns doubles: n / rows, at most MERGE_MAX_COLUMNS).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "exec.h"
@@ -45,6 +53,8 @@ constexpr uint64_t MERGE_REDUCTION_CHUNK_BLOCKS = 256;
 constexpr double MERGE_KEEP_NONE_KEY = 2147483648.0;
 constexpr uint64_t MERGE_MAX_COLUMNS = 1u << 20;
 constexpr uint64_t MERGE_DIRECT_SELECT = 1u << 18;
+/** Default key cache budget per piece (engine.cc: TENSORMERGE_REDUCTION_CACHE_KIB overrides it). */
+constexpr uint64_t MERGE_REDUCTION_CACHE_BYTES = 96ull << 20;
 
 /** One reduction's result: `value` (a per-column reduction: its first column), and `columns`. */
 struct merge_reduction_result {
@@ -58,11 +68,35 @@ inline const char * merge_reduction_name(uint32_t kind) {
     return kind < MERGE_REDUCTION_COUNT ? names[kind] : "?";
 }
 
+/**
+ * Storage for the k-th magnitude keys, shared by the pieces of one run (the engine owns it): one
+ * allocation of the budget, reused by every piece, so a piece's keys cost no fresh pages (page
+ * faults and zeroing of up to the budget per tensor would cost more than the pass they save).
+ */
+class reduction_key_store {
+public:
+    explicit reduction_key_store(uint64_t budget_bytes) : budget_(budget_bytes / sizeof(uint32_t)) {}
+    /** At least n keys (uninitialised). Throws std::bad_alloc. */
+    uint32_t * get(uint64_t n) {
+        if (n > capacity_) {
+            const uint64_t size = n > budget_ ? n : budget_;
+            data_.reset(new uint32_t[(size_t) size]);
+            capacity_ = size;
+        }
+        return data_.get();
+    }
+
+private:
+    uint64_t budget_;
+    uint64_t capacity_ = 0;
+    std::unique_ptr<uint32_t[]> data_;
+};
+
 /** Computes one piece's reductions; the engine drives it (threads, fault guard, chunks). */
 class piece_reducer {
 public:
-    /** Throws std::bad_alloc. `threads`: the pool's size. */
-    piece_reducer(const exec_context & ctx, size_t piece, unsigned threads);
+    /** Throws std::bad_alloc. `threads`: the pool's size; `cache_bytes`: the key cache budget, in `store`. */
+    piece_reducer(const exec_context & ctx, size_t piece, unsigned threads, uint64_t cache_bytes, reduction_key_store & store);
 
     /** Pass 0 (sums, high histograms), then 1 (low histograms) if a k-th magnitude is asked, then the per-column pass if any. */
     int passes() const { return (int) kinds_.size(); }
@@ -76,13 +110,20 @@ public:
     /** One thread, after every block of the pass. */
     void end_pass(int pass);
     std::vector<merge_reduction_result> results() const;
+    /** Elements at the start of the piece whose k-th magnitude keys pass 1 keeps for pass 2. */
+    uint64_t cached_elements() const { return cache_len_; }
+    /** Whether the piece has a k-th magnitude to select (k > 0). */
+    bool selects() const { return n_kth_ > 0; }
 
 private:
     enum pass_kind { pass_main, pass_kth_low, pass_columns };
     std::vector<pass_kind> kinds_;
     std::vector<std::vector<double>> column_sums_; // per reduction (empty unless per column)
     bool direct_ = false;                          // small piece: keys kept, selected by nth_element
-    std::vector<std::vector<uint32_t>> keys_;      // [kth reduction][element] when direct_
+    uint64_t cache_len_ = 0;                       // elements [0, cache_len_) have their keys in keys_
+    uint32_t * keys_ = nullptr;                    // [kth reduction][element < cache_len_], in the run's key store
+    size_t n_kth_ = 0;
+    uint32_t * keys_of(size_t q) const { return keys_ + q * cache_len_; }
     const exec_context & ctx_;
     size_t piece_;
     uint64_t n_blocks_ = 0;

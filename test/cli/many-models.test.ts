@@ -62,7 +62,8 @@ describe("CLI: parameter flags from the method registry", () => {
       kernelFor: () => ({ kernel: "copy" as never, args: [], params: [] }),
     });
     const options = methodParamOptions(["out", "a", "b"], [probe]);
-    assert.deepEqual(Object.keys(options), ["keep-share"]);
+    // Its value flag, and beside it the per-key and per-block ones (as --beta-weight, --beta-blocks).
+    assert.deepEqual(Object.keys(options), ["keep-share", "keep-share-weight", "keep-share-blocks"]);
     assert.match(options["keep-share"]!.description, /probe: share kept \[0, 1\] \(default 0\.2; a comma list gives one value per model\)/);
   });
 

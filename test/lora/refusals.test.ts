@@ -108,16 +108,19 @@ describe("lora: defensive reading and refusals", function () {
     assert.match(r.warnings[0]!, /lora_unet_nothing_here/);
   });
 
-  it("Tucker LoKr (lokr_t2), Tucker LoCon (lora_mid) and DoRA modules are read but refused for baking: LORA_INVALID; a LoKr rank mismatch too", async () => {
-    const lokr = lora("lokr", { [`${TO_K}.lokr_w1`]: f16([2, 2]), [`${TO_K}.lokr_w2_a`]: f16([toK[0]! / 2, 2]), [`${TO_K}.lokr_w2_b`]: f16([2, toK[1]! / 2]), [`${TO_K}.lokr_t2`]: f16([2, 2, 1, 1]) });
-    assert.equal((await openLora(lokr)).modules[0]!.algorithm, "lokr");
-    await rejects(bake({ model: base, loras: [lokr], out: out(), recipeMetadata: false }), "LORA_INVALID");
+  it("a Tucker core that does not fit its factors, a lokr_t2 beside a full lokr_w2, a LoKr rank mismatch: LORA_INVALID on reading; DoRA refused for baking", async () => {
+    // LyCORIS Tucker LoKr: w2_a [r, out2], w2_b [r, in2], t2 [r, r, kh, kw]; here t2 has 3 rows for r = 2
+    await rejects(openLora(lora("lokr-t2", { [`${TO_K}.lokr_w1`]: f16([2, 2]), [`${TO_K}.lokr_w2_a`]: f16([2, toK[0]! / 2]), [`${TO_K}.lokr_w2_b`]: f16([2, toK[1]! / 2]), [`${TO_K}.lokr_t2`]: f16([3, 2, 1, 1]) })), "LORA_INVALID");
+    await rejects(openLora(lora("lokr-t2-full", { [`${TO_K}.lokr_w1`]: f16([2, 2]), [`${TO_K}.lokr_w2`]: f16([toK[0]! / 2, toK[1]! / 2]), [`${TO_K}.lokr_w2_a`]: f16([2, toK[0]! / 2]), [`${TO_K}.lokr_w2_b`]: f16([2, toK[1]! / 2]), [`${TO_K}.lokr_t2`]: f16([2, 2, 1, 1]) })), "LORA_INVALID");
     await rejects(openLora(lora("lokr-rank", { [`${TO_K}.lokr_w1`]: f16([2, 2]), [`${TO_K}.lokr_w2_a`]: f16([toK[0]! / 2, 2]), [`${TO_K}.lokr_w2_b`]: f16([3, toK[1]! / 2]) })), "LORA_INVALID");
     const conv = "lora_unet_down_blocks_0_resnets_0_conv1";
     const w = readModel(base).tensors.get("model.diffusion_model.input_blocks.1.0.in_layers.2.weight")!.shape;
-    const tucker = lora("tucker", { [`${conv}.lora_down.weight`]: f16([4, w[1]!, 1, 1]), [`${conv}.lora_mid.weight`]: f16([4, 4, 3, 3]), [`${conv}.lora_up.weight`]: f16([w[0]!, 4, 1, 1]) });
-    assert.equal((await openLora(tucker)).modules[0]!.algorithm, "tucker");
-    await rejects(bake({ model: base, loras: [tucker], out: out(), recipeMetadata: false }), "LORA_INVALID");
+    // lora_mid [r_up, r_down, kh, kw]: [4, 5] does not fit up rank 4 / down rank 4
+    await rejects(openLora(lora("tucker-bad", { [`${conv}.lora_down.weight`]: f16([4, w[1]!, 1, 1]), [`${conv}.lora_mid.weight`]: f16([4, 5, 3, 3]), [`${conv}.lora_up.weight`]: f16([w[0]!, 4, 1, 1]) })), "LORA_INVALID");
+    // with a Tucker core the down factor is [r, in] or [r, in, 1, 1], not a 3×3 kernel
+    await rejects(openLora(lora("tucker-3x3-down", { [`${conv}.lora_down.weight`]: f16([4, w[1]!, 3, 3]), [`${conv}.lora_mid.weight`]: f16([4, 4, 3, 3]), [`${conv}.lora_up.weight`]: f16([w[0]!, 4, 1, 1]) })), "LORA_INVALID");
+    // LoHa Tucker: hada_t1 [r, r, kh, kw] with hada_w1_a [r, out]; a core of the wrong rank
+    await rejects(openLora(lora("loha-t1", { [`${conv}.hada_w1_a`]: f16([4, w[0]!]), [`${conv}.hada_w1_b`]: f16([4, w[1]!]), [`${conv}.hada_t1`]: f16([4, 3, 3, 3]), [`${conv}.hada_w2_a`]: f16([4, w[0]!]), [`${conv}.hada_w2_b`]: f16([4, w[1]!]), [`${conv}.hada_t2`]: f16([4, 4, 3, 3]) })), "LORA_INVALID");
     const dora = lora("dora", { [`${TO_K}.lora_down.weight`]: f16([4, toK[1]!]), [`${TO_K}.lora_up.weight`]: f16([toK[0]!, 4]), [`${TO_K}.dora_scale`]: f16([1, toK[1]!]) });
     await rejects(bake({ model: base, loras: [dora], out: out(), recipeMetadata: false }), "LORA_INVALID");
   });

@@ -186,6 +186,7 @@ describe("recipes: metadata in the outputs", function () {
     const r = await reproduce(target, { modelDirs: [ing], out: rebuilt });
     assert.equal(r.identical, true);
     assert.ok(sameBytes(target, rebuilt));
+    assert.ok(r.kind === "recipe");
     assert.equal(r.run.passes, 1);
   });
 
@@ -205,6 +206,7 @@ describe("recipes: metadata in the outputs", function () {
     // Without the intermediates: recomputed from X, Y, P, Z in one pass.
     const r2 = await reproduce(target, { modelDirs: [ing], out: join(dir.path, `r-${++n}.safetensors`) });
     assert.equal(r2.identical, true);
+    assert.ok(r2.kind === "recipe");
     assert.deepEqual(r2.run.inputs.map((i) => i.name).sort(), ["p.safetensors", "x.safetensors", "y.safetensors", "z.safetensors"]);
   });
 

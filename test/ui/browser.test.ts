@@ -175,6 +175,20 @@ describe("ui in a browser (chromium)", function () {
     await page.locator("#recipe-status", { hasText: /^The board as JSON/ }).waitFor({ timeout: 10000 });
     const json = JSON.parse(await page.locator("#recipe-text").inputValue());
     assert.deepEqual(json.rows[0].models.map((e: { weight?: number; params?: unknown }) => [e.weight ?? null, e.params ?? null]), [[null, { density: 0.5 }], [0.7, null]]);
+    // Per-key and per-block values of a named parameter: the board does not edit them, but shows
+    // them and writes them back as they were (it once dropped them on the way through).
+    const weights = { density: [{ pattern: "cond_stage_model\\.", value: 1 }] }, blocks = { density: "GRAD_V" };
+    await page.locator("#recipe-text").fill(JSON.stringify({ ...json, rows: [{ ...json.rows[0], weights, blocks }] }));
+    await page.getByRole("button", { name: "Load into the board" }).click();
+    await page.locator("#recipe-status", { hasText: /Loaded 1 row/ }).waitFor({ timeout: 10000 });
+    await page.getByRole("tab", { name: "Board" }).click();
+    await row(1).locator(".row-kept", { hasText: /density per key \(cond_stage_model\\.=1\); density per block \(GRAD_V\)/ }).waitFor({ timeout: 10000 });
+    await page.getByRole("tab", { name: "Recipes" }).click();
+    await page.locator("#recipe-export-json").click();
+    await page.locator("#recipe-status", { hasText: /^The board as JSON/ }).waitFor({ timeout: 10000 });
+    const again = JSON.parse(await page.locator("#recipe-text").inputValue());
+    assert.deepEqual([again.rows[0].weights, again.rows[0].blocks], [weights, blocks]);
+    await page.locator("#recipe-text").fill(JSON.stringify(json));
     await page.getByRole("button", { name: "Load into the board" }).click();
     await page.locator("#recipe-status", { hasText: /Loaded 1 row/ }).waitFor({ timeout: 10000 });
     await page.getByRole("tab", { name: "Board" }).click();

@@ -31,7 +31,7 @@ export const bakeCommand = defineCommand({
     model: { type: "string", value: "FILE", description: "the checkpoint to bake into" },
     lora: { type: "string", multiple: true, value: "FILE[:RATIO[:TE]]", description: "a LoRA and its ratio (default 1) and text-encoder ratio (default RATIO × --te); repeatable, added in order" },
     te: { type: "string", value: "R", description: "multiplies every LoRA's ratio for text-encoder modules (default 1)" },
-    "lora-blocks": { type: "string", value: "VALUES", description: "LoRA block weights: 17 or 26 values (SD 1.x/2.x), 12 or 20 (SDXL), first BASE (text encoder)" },
+    "lora-blocks": { type: "string", value: "VALUES", description: "LoRA block weights: 17 or 26 values (SD 1.x/2.x), 12 or 20 (SDXL), first BASE (text encoder); 61 for FLUX (CLIP, T5, IN, D00…D18, S00…S37, OUT)" },
     dtype: { type: "string", value: "TYPE", description: "float output type: same (as the model, default), fp16, bf16, fp32, fp8-e4m3, fp8-e5m2" },
     out: { type: "string", short: "o", value: "FILE", description: "output file (.safetensors or .ckpt)" },
     overwrite: { type: "boolean", description: "replace an existing output file" },

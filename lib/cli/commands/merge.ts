@@ -139,6 +139,8 @@ export const mergeCommand = defineCommand({
     if (Object.keys(named.values).length) options.params = named.values;
     const perModel = Object.entries(named.perModel);
     if (perModel.length) options.modelParams = models.map((_, i) => Object.fromEntries(perModel.map(([name, list]) => [name, list[i]!])));
+    if (Object.keys(named.weights).length) options.paramWeights = named.weights;
+    if (Object.keys(named.blocks).length) options.paramBlocks = named.blocks;
     for (const key of ["b", "c", "multiplier", "dtype", "engine", "isa"] as const) {
       const v = stringArg(args, key);
       if (v !== undefined) (options as unknown as Record<string, unknown>)[key] = v;

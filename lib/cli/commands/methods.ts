@@ -5,6 +5,7 @@ import { METHODS, resolveMethod } from "../../methods/registry";
 import { MODEL_WEIGHT_PARAM } from "../../recipes/types";
 import { defineCommand, flagArg } from "../command";
 import { paramFlag } from "../method-params";
+import { perBlockOption, perKeyOption } from "../../methods/params";
 
 /** The flag(s) that set a parameter of a method, as `merge` reads them. */
 export function flagsOf(method: MergeMethod, p: MethodParam, index: number): string {
@@ -12,6 +13,16 @@ export function flagsOf(method: MergeMethod, p: MethodParam, index: number): str
   if (index === 1 && !method.many) return "--beta";
   if (method.many && p.name === MODEL_WEIGHT_PARAM) return "--weights (one per model)";
   return `--${paramFlag(p.name)}`;
+}
+
+/**
+ * The flags that set a parameter per key and per block ("--density-weight", "--density-blocks"),
+ * or null for a base + models method's per-model weight (--weight is α's; recipes may still
+ * set weights.weight).
+ */
+export function perKeyFlagsOf(method: MergeMethod, p: MethodParam): { perKey: string; perBlock: string } | null {
+  if (method.many && p.name === MODEL_WEIGHT_PARAM) return null;
+  return { perKey: perKeyOption(p.name), perBlock: perBlockOption(p.name) };
 }
 
 function inputsOf(method: MergeMethod): string {
@@ -26,7 +37,8 @@ export function describeMethod(method: MergeMethod): string {
   if (method.params.length === 0) lines.push("  no parameters");
   method.params.forEach((p, i) => {
     const tags = [p.perModel ? "per model" : "", p.integer ? "whole number" : ""].filter(Boolean).join(", ");
-    lines.push(`  ${flagsOf(method, p, i)}: ${p.summary} [${p.range[0]}, ${p.range[1]}], default ${p.default}${tags ? ` (${tags})` : ""}`);
+    const varying = perKeyFlagsOf(method, p);
+    lines.push(`  ${flagsOf(method, p, i)}: ${p.summary} [${p.range[0]}, ${p.range[1]}], default ${p.default}${tags ? ` (${tags})` : ""}${varying ? `; per key ${varying.perKey} REGEX=X, per block ${varying.perBlock}` : ""}`);
   });
   return lines.join("\n");
 }
@@ -46,7 +58,7 @@ export const methodsCommand = defineCommand({
       const rows = chosen.map((m) => ({
         name: m.name, summary: m.summary, formula: m.formula, ...(m.source ? { source: m.source } : {}),
         inputs: [...m.inputs], ...(m.many ? { many: { ...m.many } } : {}),
-        params: m.params.map((p, i) => ({ ...p, range: [...p.range], flags: flagsOf(m, p, i) })),
+        params: m.params.map((p, i) => ({ ...p, range: [...p.range], flags: flagsOf(m, p, i), ...perKeyFlagsOf(m, p) })),
       }));
       io.out.write(JSON.stringify(rows, null, 2) + "\n");
       return 0;

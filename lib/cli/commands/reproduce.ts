@@ -7,6 +7,9 @@ import { formatJsonRecipe } from "../../recipes/json";
 import { isModelFolder } from "../../hf/folder";
 import { reproduceHfFolder } from "../../hf/reproduce";
 import { readEmbeddedRecipe, reproduce } from "../../recipes/reproduce";
+import { RECIPE_METADATA_KEY } from "../../recipes/metadata";
+import { openModel } from "../../formats";
+import { bakeRecordOf } from "../../lora/reproduce";
 import { defineCommand, ENGINE_OPTIONS, OLD_MODELS_OPTION, flagArg, modelDirArgs, refuseOldModelsOption, stringArg } from "../command";
 import { createMergeProgressPrinter, createProgressPrinter } from "../progress";
 import { engineOptions, printPlan, recipePlanView, refuseShortDisk } from "./run";
@@ -22,7 +25,7 @@ export const reproduceCommand = defineCommand({
     out: { type: "string", short: "o", value: "FILE", description: "rebuilt model (default: ./<name>.reproduced.safetensors; for a Hugging Face folder ./<name>.reproduced)" },
     overwrite: { type: "boolean", description: "replace an existing output" },
     "dry-run": { type: "boolean", short: "n", description: "find the ingredients and print the plan; write nothing" },
-    "print-recipe": { type: "boolean", description: "print the model's recipe (JSON) and exit" },
+    "print-recipe": { type: "boolean", description: "print the model's recipe (JSON; a baked model: its bake record) and exit" },
     ...ENGINE_OPTIONS,
     quiet: { type: "boolean", short: "q", description: "no progress output" },
     verbose: { type: "boolean", description: "stack traces on errors" },
@@ -32,7 +35,9 @@ export const reproduceCommand = defineCommand({
     if (args.positionals.length !== 1) throw new MergeError("INVALID_ARGUMENT", "reproduce expects one model file (see: tensormerge reproduce --help)");
     const model = resolve(args.positionals[0]!);
     if (flagArg(args, "print-recipe")) {
-      io.out.write(formatJsonRecipe(await readEmbeddedRecipe(model)));
+      const opened = await openModel(model);
+      const record = opened.metadata[RECIPE_METADATA_KEY] === undefined ? bakeRecordOf(opened.metadata, model) : undefined;
+      io.out.write(record ? `${JSON.stringify(record, null, 2)}\n` : formatJsonRecipe(await readEmbeddedRecipe(model)));
       return 0;
     }
     const modelDirs = modelDirArgs(args);
@@ -67,12 +72,16 @@ export const reproduceCommand = defineCommand({
       ...(bar ? { onProgress: (e) => { if (e.phase === "merge") bar.update(e.progress); } } : {}),
       signal,
     }).finally(() => bar?.done());
-    if (dryRun) {
+    if (report.kind === "bake" && dryRun) {
+      io.out.write(`rebuilding ${basename(model)}: a bake of ${report.found.model}\n${report.found.loras.map((p, i) => `  LoRA ${i + 1}: ${p} (ratio ${report.record.loras[i]!.ratio}, te ${report.record.loras[i]!.te})\n`).join("")}  → ${report.out}\n`);
+      return 0;
+    }
+    if (report.kind === "recipe" && dryRun) {
       printPlan(recipePlanView(report.run, `rebuilding ${basename(model)}`), io);
       refuseShortDisk(report.run.disk);
       return 0;
     }
-    const size = report.run.outputs[0]?.bytes ?? 0;
+    const size = report.kind === "bake" ? report.bake?.output.bytes ?? 0 : report.run.outputs[0]?.bytes ?? 0;
     if (report.identical) {
       io.out.write(`rebuilt ${report.out} (${formatBytes(size)}): identical to ${basename(model)}, sha256 ${report.outSha256}\n`);
       return 0;

@@ -10,7 +10,10 @@ let nextId = 1;
 function newRow(board, over = {}) {
   return {
     id: nextId++, name: uniqueName(board, "merge"), method: "weighted-sum", inputs: { a: null, b: null, c: null }, base: null, models: [],
-    multiplier: "0.5", params: {}, blocksOn: false, blocks: "", clamp: false, dtype: "same", format: "safetensors", save: true, ...over,
+    multiplier: "0.5", params: {}, blocksOn: false, blocks: "", clamp: false, dtype: "same", format: "safetensors", save: true,
+    // A recipe's per-key values (any parameter) and block values of parameters other than α:
+    // the board does not edit them, it keeps them as loaded and writes them back.
+    keptWeights: {}, keptBlocks: {}, ...over,
   };
 }
 
@@ -75,7 +78,11 @@ export function initBoard(shared) {
       const params = {};
       for (const p of m?.params.slice(1) ?? []) if (!(m.many && p.perModel) && (r.params[p.name] ?? "").trim() !== "") params[p.name] = Number(r.params[p.name]);
       if (Object.keys(params).length) out.params = params;
-      if (r.blocksOn && r.blocks.trim() !== "") out.blocks = { alpha: r.blocks.trim() };
+      const has = (name) => name === "alpha" || (m?.params ?? []).some((p) => p.name === name);
+      const weights = Object.fromEntries(Object.entries(r.keptWeights ?? {}).filter(([name]) => has(name)));
+      if (Object.keys(weights).length) out.weights = weights;
+      const blocks = { ...(r.blocksOn && r.blocks.trim() !== "" ? { alpha: r.blocks.trim() } : {}), ...Object.fromEntries(Object.entries(r.keptBlocks ?? {}).filter(([name]) => has(name))) };
+      if (Object.keys(blocks).length) out.blocks = blocks;
       if (r.clamp && m?.clampable) out.clamp = true;
       if (r.dtype !== "same") out.dtype = r.dtype;
       out.format = r.format;
@@ -123,6 +130,8 @@ export function initBoard(shared) {
       row.multiplier = r.multiplier === undefined ? "0.5" : Array.isArray(r.multiplier) ? r.multiplier.join(",") : String(r.multiplier);
       row.params = Object.fromEntries(Object.entries(r.params ?? {}).map(([k, v]) => [k, String(v)]));
       if (r.blocks?.alpha !== undefined) { row.blocksOn = true; row.blocks = Array.isArray(r.blocks.alpha) ? r.blocks.alpha.join(",") : r.blocks.alpha; }
+      row.keptWeights = structuredClone(r.weights ?? {});
+      row.keptBlocks = Object.fromEntries(Object.entries(r.blocks ?? {}).filter(([name]) => name !== "alpha").map(([name, v]) => [name, structuredClone(v)]));
       row.clamp = r.clamp === true;
       row.dtype = r.dtype ?? "same";
       row.format = r.format ?? "safetensors";
@@ -232,6 +241,11 @@ export function initBoard(shared) {
       clamp.addEventListener("change", changed((t) => { row.clamp = t.checked; }));
       fields.append(field(`Clamp to [A, B] (row ${n})`, clamp));
     }
+    const kept = [
+      ...Object.entries(row.keptWeights ?? {}).filter(([, l]) => l.length).map(([name, l]) => `${name} per key (${l.map((w) => `${w.pattern}=${w.value}`).join(", ")})`),
+      ...Object.entries(row.keptBlocks ?? {}).map(([name, v]) => `${name} per block (${Array.isArray(v) ? v.join(",") : v})`),
+    ];
+    if (kept.length) fields.append(el("p", { class: "muted row-kept", text: `From the recipe, kept as they are (edit them in JSON): ${kept.join("; ")}` }));
     li.append(head, fields, sourceList(row));
     if (m?.usesMultiplier) li.append(blockEditor(shared, row, n, rootModelPath(row), scheduleCheck));
     return li;

@@ -1,0 +1,39 @@
+// The low-rank product with AVX2 + F16C (lowrank_simd.h). Compiled with -mavx2 -mf16c and
+// without -mfma (and with -ffp-contract=off): every mul and add rounds on its own.
+#include "lowrank.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+
+#include "lowrank_simd.h"
+
+namespace {
+
+struct v_lowrank_avx2 {
+    static constexpr size_t W = 8;
+    static constexpr size_t NV = 2; // 4 rows × 2 accumulators + 2 down vectors + 1 broadcast of 16 ymm
+    typedef __m256 vf;
+    static vf loadu(const float * p) { return _mm256_loadu_ps(p); }
+    static void storeu(float * p, vf x) { _mm256_storeu_ps(p, x); }
+    static vf add(vf a, vf b) { return _mm256_add_ps(a, b); }
+    static vf mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+    static vf set1(float x) { return _mm256_set1_ps(x); }
+    static vf load_down_f16(const uint8_t * p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) p)); }
+    static vf load_down_bf16(const uint8_t * p) {
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *) p)), 16));
+    }
+    static vf load_down_f32(const uint8_t * p) { return _mm256_loadu_ps((const float *) p); }
+};
+
+} // namespace
+
+bool lowrank_product_avx2(const lowrank_factors & f, uint64_t cols, uint64_t i0, size_t m, float * out, float * tmp, size_t tmp_n) {
+    return lowrank_simd<v_lowrank_avx2>::run(f, cols, i0, m, out, tmp, tmp_n);
+}
+
+#else
+
+bool lowrank_product_avx2(const lowrank_factors &, uint64_t, uint64_t, size_t, float *, float *, size_t) { return false; }
+
+#endif
