@@ -16,7 +16,7 @@ import { MergeError } from "../errors";
 import { formatMultiplier } from "../validate";
 import type { MergeOptions, MergeReport } from "../merge";
 import type { ModelSlot } from "../methods/define";
-import { checkRowParams, type RowParams } from "../methods/params";
+import { checkRowParams, perBlockOption, type RowParams } from "../methods/params";
 import type { RowInput } from "../plan";
 import { blockMapOf, rowParamsOf, type RecipeRow } from "../recipes/types";
 import type { MergeMethod } from "../methods/define";
@@ -82,7 +82,7 @@ export async function mergeHfFolders(options: MergeOptions & { shardSize?: numbe
   }
   assertLlmCompatible(ids);
   const a = opened[0]!;
-  const params = rowParamsOf(input.rowParams, input.rowParams.blocks ? blockMapOf(a.model) : undefined, "--blocks");
+  const params = rowParamsOf(input.rowParams, input.rowParams.blocks ? blockMapOf(a.model) : undefined, perBlockOption);
   checkRowParams(input.method, params);
   const inputs: Partial<Record<ModelSlot, RowInput>> = {};
   if (!many) input.method.inputs.forEach((s, i) => { inputs[s] = { model: opened[i]!.model }; });
