@@ -7,13 +7,12 @@
  */
 import { basename, extname, resolve } from "node:path";
 import { OUTPUT_DTYPES, type OutputDtype } from "../dtypes";
-import type { EngineName } from "../engine";
 import { MergeError } from "../errors";
 import { sha256File } from "../library/hash";
-import type { HashCache } from "../library/hash-cache";
 import type { MergeProgress } from "../merge";
 import type { ModelFile } from "../model";
 import { ModelFinder } from "../recipes/finder";
+import type { ReproduceOptions } from "../recipes/reproduce";
 import { BAKE_METADATA_KEY, bake, type BakeReport } from "./bake";
 
 /** What `bake()` records (lib/lora/bake.ts `bakeMetadata`). */
@@ -38,18 +37,10 @@ export interface BakeReproduction {
   bake: BakeReport | null;
 }
 
-export interface BakeReproduceOptions {
-  modelDirs?: readonly string[];
-  out?: string;
-  overwrite?: boolean;
-  hashCache?: HashCache | null;
-  engine?: EngineName;
-  threads?: number;
-  isa?: "auto" | "scalar" | "avx2" | "avx512";
-  dryRun?: boolean;
+/** reproduce()'s options, with the bake's own progress events (one pass, no recipe phases). */
+export type BakeReproduceOptions = Omit<ReproduceOptions, "openModel" | "onProgress"> & {
   onProgress?: (progress: MergeProgress) => void;
-  signal?: AbortSignal;
-}
+};
 
 const SHA256 = /^[0-9a-f]{64}$/;
 
