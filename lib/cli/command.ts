@@ -43,7 +43,7 @@ export interface ParsedArgs {
 /** The engine options every merging command shares (merge, run, reproduce, bench). */
 export const ENGINE_OPTIONS: Record<string, CommandOption> = {
   engine: { type: "string", value: "NAME", description: "auto (default), native or js" },
-  threads: { type: "string", value: "N", description: "native engine threads (default: all cores)" },
+  threads: { type: "string", value: "N", description: "engine threads, native or TS (default: all cores)" },
   isa: { type: "string", value: "NAME", description: "force a kernel set: auto, scalar, avx2, avx512" },
 };
 

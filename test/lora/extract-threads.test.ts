@@ -4,6 +4,7 @@
  * 1, 2 and 3 threads; a failing worker stops the others and leaves no file.
  */
 import { strict as assert } from "node:assert";
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { extractLora } from "../../lib/lora/extract";
@@ -35,6 +36,21 @@ describe("lora: extract in several threads", function () {
       assert.deepEqual(r.energies, runs[0]!.energies);
       assert.ok(r.bytes.equals(runs[0]!.bytes), "same file bytes");
     }
+  });
+
+  it("the CLI's --threads: 1 and 2 write the API's bytes; a count that is not a whole number is refused naming the flag", () => {
+    const cli = (...args: string[]) => spawnSync(process.execPath, [join(__dirname, "../../lib/cli/main.js"), "extract-lora", "--tuned", tuned, "--base", base, "--rank", "6", "--conv-rank", "3", "--no-metadata", "--quiet", ...args], { encoding: "utf8" });
+    const api = readFileSync(join(tmp.path, "lora-1.safetensors"));
+    for (const threads of ["1", "2"]) {
+      const out = join(tmp.path, `cli-${threads}.safetensors`);
+      const r = cli("--threads", threads, "--out", out);
+      assert.equal(r.status, 0, r.stderr);
+      assert.ok(readFileSync(out).equals(api), `--threads ${threads}: the same bytes as extractLora()`);
+    }
+    const bad = cli("--threads", "two", "--out", join(tmp.path, "cli-bad.safetensors"));
+    assert.equal(bad.status, 2, "a usage error");
+    assert.match(bad.stderr, /--threads "two": expected a whole number/);
+    assert.ok(!existsSync(join(tmp.path, "cli-bad.safetensors")));
   });
 
   it("a worker that fails (the base truncated under it) stops the extraction and leaves no file", async () => {

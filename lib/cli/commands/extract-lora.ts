@@ -22,6 +22,7 @@ export const extractLoraCommand = defineCommand({
     out: { type: "string", short: "o", value: "FILE", description: "output LoRA (.safetensors)" },
     dtype: { type: "string", value: "TYPE", description: "fp32 (default), fp16 or bf16" },
     "te-threshold": { type: "string", value: "D", description: "keep the text encoder only if a weight differs by more than D (default 0.01, kohya's min_diff)" },
+    threads: { type: "string", value: "N", description: "worker threads for the SVDs (default: all cores; the output is the same for any count)" },
     overwrite: { type: "boolean", description: "replace an existing output file" },
     "no-metadata": { type: "boolean", description: "leave out the ss_* metadata and the base model's hash" },
     json: { type: "boolean", description: "print the report (per module: rank, kept energy) as JSON" },
@@ -35,6 +36,8 @@ export const extractLoraCommand = defineCommand({
     };
     const conv = intArg("conv-rank", stringArg(args, "conv-rank"));
     if (conv !== undefined) options.convRank = conv;
+    const threads = intArg("threads", stringArg(args, "threads"));
+    if (threads !== undefined) options.threads = threads;
     const dtype = stringArg(args, "dtype");
     if (dtype !== undefined) options.dtype = dtype as ExtractOptions["dtype"] & string;
     const te = stringArg(args, "te-threshold");
