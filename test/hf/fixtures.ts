@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { decodeValues, encodeValues, numel, randomValues, writeModel, type TestDtype, type TestTensor } from "../helpers/models";
+import { bf16FromF32, decodeValues, encodeValues, numel, randomValues, writeModel, type TestDtype, type TestTensor } from "../helpers/models";
 
 export type Family = "llama" | "mistral" | "qwen2";
 
@@ -101,4 +101,15 @@ export function writeLlmFolder(dir: string, spec: LlmFolderSpec): StoredTensors 
 /** The highest layer index of a key, or -1. */
 export function layerOf(name: string): number {
   return Number(/^model\.layers\.(\d+)\./.exec(name)?.[1] ?? -1);
+}
+
+const f = Math.fround;
+/** The weighted-sum kernel as the engines define it (lib/native/job.ts), each step rounded to fp32. */
+export const weightedSumF32 = (a: number, b: number, m: number) => f(f(a * f(1 - m)) + f(b * f(m)));
+
+/** x rounded to bf16 as stored, read back as a number. */
+export function toBf16(x: number): number {
+  const v = new DataView(new ArrayBuffer(4));
+  v.setUint32(0, bf16FromF32(x) << 16);
+  return v.getFloat32(0);
 }

@@ -10,18 +10,12 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { merge } from "../../lib/merge";
 import { reproduceModel } from "../../lib/recipes/reproduce";
-import { bf16FromF32, tempDir } from "../helpers/models";
-import { writeLlmFolder, type StoredTensors } from "./fixtures";
+import { tempDir } from "../helpers/models";
+import { writeLlmFolder, toBf16, weightedSumF32, type StoredTensors } from "./fixtures";
 import { readHfFolder } from "./reader";
 
 const CLI = join(__dirname, "../../lib/cli/main.js");
-const f = Math.fround;
-const ws = (a: number, b: number, m: number) => f(f(a * f(1 - m)) + f(b * f(m)));
-const toBf16 = (x: number) => {
-  const v = new DataView(new ArrayBuffer(4));
-  v.setUint32(0, bf16FromF32(x) << 16);
-  return v.getFloat32(0);
-};
+const ws = weightedSumF32;
 
 describe("hf: sweeps into folders", () => {
   const tmp = tempDir("tm-hf-sweep-");
