@@ -31,12 +31,12 @@ constexpr uint64_t chunk_bytes = 1u << 20; // output bytes per work item (cancel
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
+/** An output window buffer: huge pages where the kernel allows (see merge_alloc_io_buffer). */
 struct aligned_buffer {
     uint8_t * data = nullptr;
     explicit aligned_buffer(uint64_t size) {
-        void * p = nullptr;
-        if (posix_memalign(&p, page, (size_t) size) != 0) throw std::bad_alloc();
-        data = (uint8_t *) p;
+        data = merge_alloc_io_buffer(size);
+        if (!data) throw std::bad_alloc();
     }
     ~aligned_buffer() { free(data); }
     aligned_buffer(const aligned_buffer &) = delete;
