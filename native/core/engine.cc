@@ -305,7 +305,7 @@ private:
             if (reader_) {
                 t_fill_ += now() - t0;
                 t0 = now();
-                merge_status r = read_window(o, w0, w1, first);
+                merge_status r = read_window(cursors, o, w0, w1, first);
                 t_read_wait_ += now() - t0;
                 if (!r.ok()) return r;
             } else {
@@ -450,13 +450,23 @@ private:
 
     /**
      * Window n_windows_ (output o's [w0, w1)) is about to be computed: queues the reads of the
-     * next one (this output's next window: always right with one output; a wrong guess only
-     * leaves that window to the maps) and waits for this one's, which the previous call queued.
+     * window that will follow it (next_output on the cursors as they will be, so interleaved
+     * outputs get theirs too) and waits for this one's, which the previous call queued.
      */
-    merge_status read_window(size_t o, uint64_t w0, uint64_t w1, size_t first) {
-        const uint64_t id = n_windows_, size = job_.outputs[o].size;
+    merge_status read_window(const std::vector<output_cursor> & cursors, size_t o, uint64_t w0, uint64_t w1, size_t first) {
+        const uint64_t id = n_windows_;
         if (id == 0) reader_->submit(0, window_runs(o, w0, w1, first));
-        reader_->submit(id + 1, w1 < size ? window_runs(o, w1, std::min(size, w1 + window_), first) : std::vector<prefetch_range>{});
+        std::vector<output_cursor> after = cursors;
+        after[o].w0 = w1;
+        const size_t next = next_output(after);
+        std::vector<prefetch_range> runs;
+        if (next != SIZE_MAX) {
+            output_cursor & c = after[next];
+            const std::vector<plan_span> & spans = plan_.spans[next];
+            while (c.first < spans.size() && spans[c.first].end <= c.w0) c.first++;
+            runs = window_runs(next, c.w0, std::min(job_.outputs[next].size, c.w0 + window_), c.first);
+        }
+        reader_->submit(id + 1, runs);
         return reader_->wait(id, &staged_);
     }
 
