@@ -415,16 +415,20 @@ private:
     }
 
     /**
-     * Buffered reads (tuning.buffered_reads): 2 always; 1 (the default) when at least 5% of the
-     * input bytes are not in the page cache when the job starts (a first merge of downloaded
-     * files, or inputs larger than the RAM); 0 never. Cached runs are read through the map
-     * either way (merge_input_reader skips them), so a warm job loses nothing.
+     * Buffered reads (tuning.buffered_reads): 2 always; 1 (the default) when drop-behind applies
+     * (one output, inputs > RAM/2: wants_drop_behind) and at least 5% of the input bytes are not
+     * in the page cache when the job starts; 0 never. Cached runs are read through the map
+     * either way (merge_input_reader skips them), so a warm job loses nothing. Without
+     * drop-behind the pages read stay cached, each a fresh page either way, and the copy into
+     * the slots cost more system CPU than mapping them in 2 of 3 A/B runs of ws-sd15h (two 2 GB
+     * inputs; bench/RESULTS.md "Cold reads"), so those jobs keep the maps.
      * With a reader, the window narrows so that one window's input runs fit in one read slot (a
      * window of output bytes reads about window x input bytes / output bytes, plus a page of
      * alignment per run): the reader's memory is 2 read slots, the engine's 2 windows.
      */
     void start_reader() {
         if (job_.tuning.buffered_reads == 1) {
+            if (!drop_behind_) return;
             double total = 0, missing = 0; // a cheap estimate first: a warm job takes no page snapshot
             for (const auto & in : inputs_) {
                 total += (double) in->size();
