@@ -87,6 +87,26 @@ describe("engine tuning knobs keep outputs bit-identical", function () {
     dir?.cleanup();
   });
 
+  it("a sweep (interleaved outputs) with buffered reads forced: each output equals the TS engine's", async () => {
+    // Three outputs move through the inputs in step, so the window after each one is another
+    // output's (the reader must queue that one, engine.cc read_window); 2 MiB slots hold only
+    // part of a window's runs, so the rest goes through the map.
+    const p = (n: string) => join(dir.path, n);
+    const values = [0.1, 0.25, 0.7];
+    const base = { recipeMetadata: false, a: p("a.safetensors"), b: p("b.safetensors"), c: p("c.safetensors"), method: "add-difference" as const, multiplier: values, dtype: "fp16" as const };
+    mkdirSync(p("sweep-js"), { recursive: true });
+    await merge({ ...base, out: join(p("sweep-js"), "s.safetensors"), engine: "js" });
+    for (const knobs of [{ TENSORMERGE_BUFFERED_READS: "2" }, { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_READ_BUFFER_MIB: "2" }]) {
+      restore();
+      restore = setEngineKnobs({ ...Object.fromEntries(KNOB_NAMES.map((k) => [k, undefined])), TENSORMERGE_WINDOW_MIB: "1", ...knobs });
+      const sub = p(`sweep-native-${knobs.TENSORMERGE_READ_BUFFER_MIB ?? "32"}`);
+      mkdirSync(sub, { recursive: true });
+      await merge({ ...base, out: join(sub, "s.safetensors"), engine: "native", threads: 2 });
+      for (const m of values)
+        assert.ok(readFileSync(join(sub, `s-${m}.safetensors`)).equals(readFileSync(join(p("sweep-js"), `s-${m}.safetensors`))), `${JSON.stringify(knobs)}, M=${m}`);
+    }
+  });
+
   for (const [method, dtype] of [["weighted-sum", "fp16"], ["add-difference", "fp32"]] as const) {
     it(`${method} → ${dtype}`, async () => {
       const p = (n: string) => join(dir.path, n);
