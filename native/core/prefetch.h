@@ -4,6 +4,7 @@
 // the readahead window (force_page_cache_ra reads at most max(io_pages, ra_pages) pages),
 // so a single call over a 64 MiB range would only read its first few MiB.
 // WILLNEED only fills the page cache; nothing is mapped into this process.
+// merge_input_reader (below) replaces it on cold jobs with inputs bigger than half the RAM.
 #pragma once
 
 #include <condition_variable>
@@ -53,14 +54,15 @@ private:
 /**
  * Input runs of one window copied into memory with read(): the compute threads read them here
  * instead of through the map. On a cold cache this is the cheap way in (bench/RESULTS.md,
- * "Cold reads"): faulting fresh page-cache pages into a map and MADV_WILLNEED read-ahead cost
- * seconds of system CPU per 10 GB on the benchmark VM, plain buffered read() a fraction of it.
+ * "Cold reads"): with inputs bigger than half the RAM (drop-behind), faulting fresh page-cache
+ * pages into a map after MADV_WILLNEED read-ahead cost seconds of system CPU per 10 GB on the
+ * benchmark VM; read() into huge-page buffers, dropping each piece once copied, costs less.
  */
 struct staged_run {
     uint32_t file;
     uint64_t offset, length; // file bytes [offset, offset+length)
     const uint8_t * data;    // their copy; data's address is offset's modulo 4096 (same alignment as the map)
-    bool cold;               // mostly not in the page cache when it was read (drop-behind candidate)
+    bool cold;               // mostly not in the page cache at the reader's snapshot (drop-behind candidate)
 };
 
 struct staged_window {
