@@ -2,6 +2,7 @@
  * sin, cos and acos in double from + − × ÷ and sqrt only: the same algorithm, operation for
  * operation, as native/core/det_math.cc, so both engines derive the same per-tensor
  * coefficients (SLERP's angles). Accuracy: a few ulps (test/methods/many/det-math.test.ts).
+ * Below them, the table-driven pow product of multiply-difference (native/core/method_kernels.h).
  */
 const PIO2_HI = 1.57079632673412561417e+00;
 const PIO2_LO = 6.07710050650619224932e-11;
@@ -67,4 +68,147 @@ export function detAcos(x: number): number {
   if (x > 0.5) return 2 * asinSmall(Math.sqrt((1 - x) / 2));
   if (x < -0.5) return (PI_HI - 2 * asinSmall(Math.sqrt((1 + x) / 2))) + PI_LO;
   return (PIO2_HI - asinSmall(x)) + PIO2_LO;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The product of two powers, x1^y1 · x2^y2 in fp32 (multiply-difference's |A−C|^(1−α)·|B−C|^α):
+// native/core/method_kernels.h merge_pow_product, operation for operation. The tables are built
+// by the same double operations in the same order as merge_pow_tables_make, so the same doubles
+// (see there for the algorithm and its error: within 0.51 fp32 ulp of the exact value for
+// |y1| + |y2| <= 1; test/native/pow-product.test.ts).
+
+const f32 = Math.fround;
+const LN2 = 0.6931471805599453;
+const LOG_BITS = 4;
+const LOG_N = 1 << LOG_BITS;
+const EXP_N = 16;
+const LOG_TERMS = 5;
+const EXP_TERMS = 5;
+const INVC = new Float64Array(LOG_N), LOG2C = new Float64Array(LOG_N), EXP2J = new Float64Array(EXP_N);
+for (let i = 0; i < LOG_N; i++) {
+  const mid = 1 + (i + 0.5) / LOG_N;
+  const v = Math.floor(1048576 / mid + 0.5) / 1048576;
+  INVC[i] = v;
+  const s = (v - 1) / (v + 1);
+  const z = s * s;
+  let q = 1 / 61;
+  for (let k = 29; k >= 0; k--) q = q * z + 1 / (2 * k + 1);
+  LOG2C[i] = -((2 * s * q) / LN2);
+}
+{
+  const invFact: number[] = [1];
+  for (let n = 1; n <= 28; n++) invFact.push(invFact[n - 1]! / n);
+  for (let j = 0; j < EXP_N; j++) {
+    const u = (j / EXP_N) * LN2;
+    let w = invFact[28]!;
+    for (let n = 27; n >= 0; n--) w = w * u + invFact[n]!;
+    EXP2J[j] = w;
+  }
+}
+const LOGP = Float64Array.from({ length: LOG_TERMS }, (_, k) => ((k + 1) % 2 ? 1 : -1) / ((k + 1) * LN2));
+/** EXPP[n] = ln2^n/n!: 2^f = Σ EXPP[n]·f^n. */
+const EXPP = new Float64Array(EXP_TERMS);
+EXPP[0] = 1;
+for (let n = 1; n < EXP_TERMS; n++) EXPP[n] = EXPP[n - 1]! * LN2 / n;
+/** POW2[k − POW2_MIN] = 2^k for k in [−160, 129], by exact doubling and halving (C++ uses ldexp: also exact). */
+const POW2_MIN = -160;
+const POW2 = new Float64Array(129 - POW2_MIN + 1);
+{
+  let v = 1;
+  for (let k = 0; k > POW2_MIN; k--) v /= 2;
+  for (let k = POW2_MIN; k <= 129; k++, v *= 2) POW2[k - POW2_MIN] = v;
+}
+/** UNSCALE[e + 149] = 2^−e for the exponents of positive fp32 values, e in [−149, 127] (exact). */
+const UNSCALE = new Float64Array(277);
+for (let k = 0, v = 2 ** 149; k < 277; k++, v /= 2) UNSCALE[k] = v;
+const F64 = new Float64Array(1);
+const U32 = new Uint32Array(F64.buffer); // [low word, high word] (little-endian, as every target)
+
+/** Whether operand (x, y) enters the log sum: y ≠ 0 and x > 0 finite, not 1 (pow_general). */
+const powGeneral = (x: number, y: number): boolean => y !== 0 && x > 0 && x < Infinity && x !== 1;
+
+/** IEEE pow's value for the other operands (pow_special). */
+function powSpecial(x: number, y: number): number {
+  if (y === 0) return 1; // pow(x, ±0) = 1 for every x, NaN included
+  if (Number.isNaN(x) || Number.isNaN(y) || x < 0) return NaN;
+  if (x === 0) return y > 0 ? 0 : Infinity;
+  if (x === Infinity) return y > 0 ? Infinity : 0;
+  return 1; // x = 1
+}
+
+/** log2 x for x > 0 finite (pow_log2): x = m·2^e from the bits of the double. */
+function powLog2(x: number): number {
+  F64[0] = x;
+  const hi = U32[1]!;
+  const e = ((hi >>> 20) & 0x7ff) - 1023;
+  const i = (hi >>> (20 - LOG_BITS)) & (LOG_N - 1);
+  U32[1] = (hi & 0xfffff) | 0x3ff00000;
+  return log2Reduced(e, i, F64[0]!);
+}
+
+/** e + log2c[i] + log2(1 + r), r = m·invc[i] − 1, for x = m·2^e, i the top bits of m. */
+function log2Reduced(e: number, i: number, m: number): number {
+  const r = m * INVC[i]! - 1;
+  let p = LOGP[4]!;
+  p = p * r; p = p + LOGP[3]!;
+  p = p * r; p = p + LOGP[2]!;
+  p = p * r; p = p + LOGP[1]!;
+  p = p * r; p = p + LOGP[0]!;
+  const lp = p * r;
+  return e + LOG2C[i]! + lp;
+}
+
+/** 2^t rounded once to fp32 (pow_exp2): +∞ from t >= 129, +0 from t <= −160, NaN from NaN. */
+function powExp2(t: number): number {
+  if (Number.isNaN(t)) return NaN;
+  if (t >= 129) return Infinity;
+  if (t <= -160) return 0;
+  const k = Math.floor(t * 16 + 0.5);
+  const j = k & (EXP_N - 1);
+  const kInt = (k - j) / EXP_N;
+  const fr = t - k * 0.0625;
+  let w = EXPP[4]!;
+  w = w * fr; w = w + EXPP[3]!;
+  w = w * fr; w = w + EXPP[2]!;
+  w = w * fr; w = w + EXPP[1]!;
+  w = w * fr; w = w + EXPP[0]!;
+  return f32(w * EXP2J[j]! * POW2[kInt - POW2_MIN]!);
+}
+
+/** x1^y1 · x2^y2 for fp32 x1, x2 >= 0 and fp32 y1, y2: the same bits as merge_pow_product. */
+export function powProductF32(x1: number, y1: number, x2: number, y2: number): number {
+  const g1 = powGeneral(x1, y1), g2 = powGeneral(x2, y2);
+  const t1 = g1 ? y1 * powLog2(x1) : 0;
+  const t2 = g2 ? y2 * powLog2(x2) : 0;
+  let m = powExp2(t1 + t2);
+  if (!g1) m = f32(m * powSpecial(x1, y1));
+  if (!g2) m = f32(m * powSpecial(x2, y2));
+  return m;
+}
+
+/** x^y for fp32 x >= 0 and y: powProductF32(x, y, 1, 1). */
+export function powF32(x: number, y: number): number {
+  return powProductF32(x, y, 1, 1);
+}
+
+/**
+ * out[i] = powProductF32(x1[i], y1, x2[i], y2) for i < n, in one loop: no call and no store to
+ * a double per element where both operands are general and normal fp32 (their fp32 bits give
+ * e and i, and m = x·2^−e is exact); the other elements call powProductF32. `out` may be x1 or x2.
+ */
+export function powProductF32Array(x1: Float32Array, y1: number, x2: Float32Array, y2: number, out: Float32Array, n: number): void {
+  const b1 = new Uint32Array(x1.buffer, x1.byteOffset, n), b2 = new Uint32Array(x2.buffer, x2.byteOffset, n);
+  const yNonZero = y1 !== 0 && y2 !== 0 && !Number.isNaN(y1) && !Number.isNaN(y2) && Number.isFinite(y1) && Number.isFinite(y2);
+  for (let i = 0; i < n; i++) {
+    const u = b1[i]!, v = b2[i]!;
+    // both normal positive finite (bits in [2^23, 0x7f800000)), not 1, and finite exponents
+    if (!yNonZero || u < 0x00800000 || u >= 0x7f800000 || u === 0x3f800000 || v < 0x00800000 || v >= 0x7f800000 || v === 0x3f800000) {
+      out[i] = powProductF32(x1[i]!, y1, x2[i]!, y2);
+      continue;
+    }
+    const e1 = (u >>> 23) - 127, e2 = (v >>> 23) - 127;
+    const t1 = y1 * log2Reduced(e1, (u >>> 19) & (LOG_N - 1), x1[i]! * UNSCALE[e1 + 149]!);
+    const t2 = y2 * log2Reduced(e2, (v >>> 19) & (LOG_N - 1), x2[i]! * UNSCALE[e2 + 149]!);
+    out[i] = powExp2(t1 + t2);
+  }
 }

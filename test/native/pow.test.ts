@@ -9,7 +9,7 @@
  */
 import { strict as assert } from "node:assert";
 import { readFileSync, writeFileSync } from "node:fs";
-import { powF32 } from "../../lib/engine/method-kernels";
+import { powF32 } from "../../lib/engine/det-math";
 import { capabilities, runNativeJob } from "../../lib/native/binding";
 import { DT, KERNEL, bitsOf, makeJob, rng, tempDir, valueOf } from "./helpers";
 
