@@ -30,6 +30,7 @@ struct v_avx2 {
     static vm unord(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_UNORD_Q); }
     static vm signbit(vf x) { return _mm256_castsi256_ps(_mm256_srai_epi32(_mm256_castps_si256(x), 31)); }
     static vm m_or(vm a, vm b) { return _mm256_or_ps(a, b); }
+    static bool all_lanes(vm m) { return _mm256_movemask_ps(m) == 0xff; }
     static vm m_andnot(vm a, vm b) { return _mm256_andnot_ps(a, b); }
     static vf blend(vm m, vf a, vf b) { return _mm256_blendv_ps(a, b, m); }
     static vf clear_sign(vf x) { return _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fffffff))); }
@@ -69,9 +70,10 @@ struct v_avx2 {
     static vix d_top_bits(vd x, int b) { return _mm256_srli_epi64(_mm256_castpd_si256(x), 52 - b); }
     // k + 1.5·2^52 holds k + 2^51 in its low mantissa bits (exact): its low bits are k's, in two's complement.
     static vix d_int_bits(vd k) { return _mm256_castpd_si256(_mm256_add_pd(k, _mm256_set1_pd(6755399441055744.0))); }
-    static vd d_pow2_div16(vix kb) {
-        const __m256i biased = _mm256_add_epi64(kb, _mm256_set1_epi64x(16 * 1023 - 0x4338000000000000ll)); // 16·(⌊k/16⌋ + 1023) + k mod 16
-        return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_andnot_si256(_mm256_set1_epi64x(15), biased), 48));
+    // v·2^⌊k/16⌋ for v·2^⌊k/16⌋ a normal double: ⌊k/16⌋ added to v's exponent field (kb's
+    // low 16 bits are k's, so (kb & ~15) << 48 is ⌊k/16⌋ << 52 modulo 2^64).
+    static vd d_scale_pow2_div16(vd v, vix kb) {
+        return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(v), _mm256_slli_epi64(_mm256_andnot_si256(_mm256_set1_epi64x(15), kb), 48)));
     }
     // A 16-entry table of doubles in four registers of four, looked up by vpermps on the 32-bit
     // halves (dwords 2(i mod 4) and 2(i mod 4) + 1 of each register) and two levels of blends on

@@ -31,6 +31,7 @@ struct v_avx512 {
     static vm unord(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q); }
     static vm signbit(vf x) { return _mm512_test_epi32_mask(_mm512_castps_si512(x), _mm512_set1_epi32((int) 0x80000000u)); }
     static vm m_or(vm a, vm b) { return (vm) (a | b); }
+    static bool all_lanes(vm m) { return m == 0xffff; }
     static vm m_andnot(vm a, vm b) { return (vm) (~a & b); }
     static vf blend(vm m, vf a, vf b) { return _mm512_mask_blend_ps(m, a, b); }
     static vf clear_sign(vf x) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff))); }
@@ -66,9 +67,9 @@ struct v_avx512 {
     // Only the low 4 bits of an index count (vpermt2pd ignores the rest), so no masking.
     static vix d_top_bits(vd x, int b) { return _mm512_srli_epi64(_mm512_castpd_si512(x), 52 - b); }
     static vix d_int_bits(vd k) { return _mm512_castpd_si512(_mm512_add_pd(k, _mm512_set1_pd(6755399441055744.0))); }
-    static vd d_pow2_div16(vix kb) {
-        const __m512i biased = _mm512_add_epi64(kb, _mm512_set1_epi64(16 * 1023 - 0x4338000000000000ll)); // 16·(⌊k/16⌋ + 1023) + k mod 16
-        return _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_andnot_si512(_mm512_set1_epi64(15), biased), 48));
+    // See v_avx2::d_scale_pow2_div16.
+    static vd d_scale_pow2_div16(vd v, vix kb) {
+        return _mm512_castsi512_pd(_mm512_add_epi64(_mm512_castpd_si512(v), _mm512_slli_epi64(_mm512_andnot_si512(_mm512_set1_epi64(15), kb), 48)));
     }
     // A 16-entry table in two registers; bit 3 of the index picks one (a permute, not a gather).
     struct dtab {

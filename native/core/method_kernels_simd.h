@@ -16,8 +16,8 @@
 // d_set1, d_min, d_max, d_floor, d_exponent (the unbiased exponent of a normal double, as a
 // double), d_mantissa (in [1, 2)); 64-bit lane integers vix: d_top_bits(x, b) (the top b mantissa
 // bits in the low b bits), d_int_bits(k) (the bits of k + 1.5·2^52 for an integral |k| < 2^51,
-// whose low bits are k's in two's complement), d_pow2_div16(d_int_bits(k)) (2^⌊k/16⌋, for k in
-// [−2560, 2064] as pow's clamp leaves it); a 16-entry table dtab = d_table16(entries) and d_lookup(table, i) (the entry
+// whose low bits are k's in two's complement), d_scale_pow2_div16(v, d_int_bits(k)) (v·2^⌊k/16⌋,
+// exact, for k in [−2560, 2064] as pow's clamp leaves it and v in [1, 2)); all_lanes(m); a 16-entry table dtab = d_table16(entries) and d_lookup(table, i) (the entry
 // of i's low 4 bits, the other bits ignored); MD_UNROLL (fp32 vectors per multiply-difference
 // step).
 #pragma once
@@ -83,9 +83,10 @@ struct simd_methods {
      * t[j] ← 2^t[j] for K vectors of doubles (finite t), merge_pow_product's pow_exp2 before its
      * fp32 rounding. Its cut-offs (t >= 129 gives +∞, t <= −160 gives +0) come from clamping t
      * to [−160, 129]: 2^129 and 2^−160 are exact here (f = 0, k mod 16 = 0) and round to +∞ and
-     * +0 in the final fp32 rounding, and t inside the range is left as it is.
+     * +0 in the final fp32 rounding, and t inside the range is left as it is. CLAMP false: the
+     * caller knows every t is inside (see pow_in_range).
      */
-    template <int K>
+    template <int K, bool CLAMP>
     static void exp2_halves(vd (&t)[K], const pow_tables & tb) {
         typedef merge_pow_tables P;
         const P & T = MERGE_POW_TABLES;
@@ -94,7 +95,7 @@ struct simd_methods {
         typename V::vix kb[K];
 #pragma GCC unroll 16
         for (int j = 0; j < K; j++) {
-            const vd tc = V::d_min(V::d_max(t[j], V::d_set1(-160.0)), V::d_set1(129.0));
+            const vd tc = CLAMP ? V::d_min(V::d_max(t[j], V::d_set1(-160.0)), V::d_set1(129.0)) : t[j];
             const vd k = V::d_floor(V::d_add(V::d_mul(tc, V::d_set1(16.0)), V::d_set1(0.5)));
             kb[j] = V::d_int_bits(k);
             f[j] = V::d_sub(tc, V::d_mul(k, V::d_set1(0.0625)));
@@ -108,7 +109,7 @@ struct simd_methods {
 #pragma GCC unroll 16
         for (int j = 0; j < K; j++) {
             const vd v = V::d_mul(acc[j], V::d_lookup(tb.exp2j, kb[j])); // low 4 bits of k: k mod 16
-            t[j] = V::d_mul(v, V::d_pow2_div16(kb[j]));
+            t[j] = V::d_scale_pow2_div16(v, kb[j]);
         }
     }
 
@@ -194,7 +195,7 @@ struct simd_methods {
      * scalar's 0.0: t is the other term, or ±0 whose 2^t is 1 either way) and its pow_special
      * factor is multiplied in after, as the scalar does (a factor 1 in general lanes is exact).
      */
-    template <int U, bool SPECIAL>
+    template <int U, bool SPECIAL, bool CLAMP>
     static void pow_product(vf (&m)[U], const vf (&da)[U], const vf (&db)[U], float y1, float y2, const pow_tables & tb) {
         vd h[4 * U];
         vf g1[U], g2[U];
@@ -221,7 +222,7 @@ struct simd_methods {
             }
             t[j] = V::d_add(t1, t2);
         }
-        exp2_halves<2 * U>(t, tb);
+        exp2_halves<2 * U, CLAMP>(t, tb);
 #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
             m[u] = V::d_narrow(t[2 * u], t[2 * u + 1]);
@@ -229,27 +230,63 @@ struct simd_methods {
         }
     }
 
+    /**
+     * Whether y1·log2 x1 + y2·log2 x2 stays inside pow's cut-offs (−160, 129) for every fp32 x
+     * (log2 x in [−149, 128)): y1, y2 >= 0 with y1 + y2 <= 1 (α in [0, 1]; the sum of the fp32
+     * 1 − α and α can exceed 1 by an ulp), so exp2_halves needs no clamp.
+     */
+    static bool pow_in_range(float y1, float y2) { return y1 >= 0.0f && y2 >= 0.0f && (double) y1 + (double) y2 <= 1.0 + 0x1p-20; }
+
+    /**
+     * Whether x1 = 0 makes the product +0 whatever the finite x2: x1^y1 = 0 (y1 > 0) and
+     * x2^y2 finite (0 <= y2 <= 1: at most max(x2, 1) before its rounding, which the 0.505 ulp
+     * bound keeps below the overflow threshold), so (2^t·0)·s2 with s2 in {0, 1} is +0. Then a
+     * step of identical A and C (common: an unchanged text encoder or VAE) skips the pow.
+     */
+    static bool zero_kills(float y1, float y2) { return y1 > 0.0f && y2 >= 0.0f && y2 <= 1.0f; }
+
+    struct md_params {
+        float y1, y2;
+        bool in_range, zero1, zero2; // pow_in_range; zero_kills(y1, y2), zero_kills(y2, y1)
+    };
+
     /** Elements [i, i + U·W) (U = V::MD_UNROLL; then U = 1 for what is left of full vectors). */
     template <int U>
-    static void multiply_difference_step(float * r, const float * a, const float * b, const float * c, const float * p, const pow_tables & tb) {
-        const vf p2 = V::set1(p[2]), p3 = V::set1(p[3]), zero = V::zero();
+    static void multiply_difference_step(float * r, const float * a, const float * b, const float * c, const float * p, const md_params & q, const pow_tables & tb) {
+        const vf p2 = V::set1(p[2]), p3 = V::set1(p[3]), zero = V::zero(), inf = V::set1(__builtin_inff());
         vf va[U], vb[U], vc[U], da[U], db[U], m[U];
         bool general = true;
 #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
             va[u] = V::loadu(a + u * W), vb[u] = V::loadu(b + u * W), vc[u] = V::loadu(c + u * W);
-            da[u] = absf(V::sub(va[u], vc[u]));
-            db[u] = absf(V::sub(vb[u], vc[u]));
+            // |A − C| for the pow only: a NaN's sign bit does not matter there (pow_special's NaN)
+            da[u] = V::clear_sign(V::sub(va[u], vc[u]));
+            db[u] = V::clear_sign(V::sub(vb[u], vc[u]));
             general = general && V::all_pow_general(da[u]) && V::all_pow_general(db[u]);
         }
         // y = ±0 needs no special lanes: its general lanes' term is ±0, pow_special's factor 1
-        if (general) pow_product<U, false>(m, da, db, p[0], p[1], tb);
-        else pow_product<U, true>(m, da, db, p[0], p[1], tb);
+        if (general) {
+            if (q.in_range) pow_product<U, false, false>(m, da, db, q.y1, q.y2, tb);
+            else pow_product<U, false, true>(m, da, db, q.y1, q.y2, tb);
+        } else {
+            bool zero1 = q.zero1, zero2 = q.zero2;
+#pragma GCC unroll 8
+            for (int u = 0; u < U; u++) {
+                zero1 = zero1 && V::all_lanes(V::eq(da[u], zero)) && V::all_lanes(V::lt(db[u], inf));
+                zero2 = zero2 && V::all_lanes(V::eq(db[u], zero)) && V::all_lanes(V::lt(da[u], inf));
+            }
+            if (zero1 || zero2) {
+#pragma GCC unroll 8
+                for (int u = 0; u < U; u++) m[u] = zero;
+            } else {
+                pow_product<U, true, true>(m, da, db, q.y1, q.y2, tb);
+            }
+        }
 #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
             const vf w = V::add(V::mul(va[u], p2), V::mul(vb[u], p3));
             const vf sg = V::sub(w, vc[u]);
-            const vf d = V::blend(V::lt(sg, zero), m[u], negf(m[u]));
+            const vf d = V::blend(V::lt(sg, zero), m[u], general ? V::flip_sign(m[u]) : negf(m[u])); // no NaN m on the general path
             V::storeu(r + u * W, V::add(vc[u], d));
         }
     }
@@ -260,8 +297,9 @@ struct simd_methods {
         if (pow_vector_exponent(p[0]) && pow_vector_exponent(p[1])) {
             constexpr int U = V::MD_UNROLL;
             const pow_tables tb = load_pow_tables();
-            for (; i + U * W <= n; i += U * W) multiply_difference_step<U>(r + i, a + i, b + i, c + i, p, tb);
-            for (; i + W <= n; i += W) multiply_difference_step<1>(r + i, a + i, b + i, c + i, p, tb);
+            const md_params q{p[0], p[1], pow_in_range(p[0], p[1]), zero_kills(p[0], p[1]), zero_kills(p[1], p[0])};
+            for (; i + U * W <= n; i += U * W) multiply_difference_step<U>(r + i, a + i, b + i, c + i, p, q, tb);
+            for (; i + W <= n; i += W) multiply_difference_step<1>(r + i, a + i, b + i, c + i, p, q, tb);
         }
         tail(MERGE_KERNEL_MULTIPLY_DIFFERENCE, r, x, p, i, n);
     }
