@@ -192,23 +192,55 @@ export function powF32(x: number, y: number): number {
 }
 
 /**
- * out[i] = powProductF32(x1[i], y1, x2[i], y2) for i < n, in one loop: no call and no store to
- * a double per element where both operands are general and normal fp32 (their fp32 bits give
- * e and i, and m = x·2^−e is exact); the other elements call powProductF32. `out` may be x1 or x2.
+ * out[i] = powProductF32(x1[i], y1, x2[i], y2) for i < n, in one loop: powProductF32's
+ * operations, inlined, where both operands are general and normal fp32 (their fp32 bits give e
+ * and i, and m = x·2^−e is exact; no clamp where pow_in_range says t cannot reach the cut-offs);
+ * x1 = 0 gives +0 where zero_kills says so (as the native kernel skips A = C); the other elements
+ * call powProductF32. `out` may be x1 or x2.
  */
 export function powProductF32Array(x1: Float32Array, y1: number, x2: Float32Array, y2: number, out: Float32Array, n: number): void {
   const b1 = new Uint32Array(x1.buffer, x1.byteOffset, n), b2 = new Uint32Array(x2.buffer, x2.byteOffset, n);
-  const yNonZero = y1 !== 0 && y2 !== 0 && !Number.isNaN(y1) && !Number.isNaN(y2) && Number.isFinite(y1) && Number.isFinite(y2);
+  const finiteNonZero = y1 !== 0 && y2 !== 0 && Number.isFinite(y1) && Number.isFinite(y2);
+  // method_kernels_simd.h pow_in_range and zero_kills
+  const inRange = y1 >= 0 && y2 >= 0 && y1 + y2 <= 1 + 2 ** -20;
+  const zero1 = y1 > 0 && y2 >= 0 && y2 <= 1, zero2 = y2 > 0 && y1 >= 0 && y1 <= 1;
+  const i0 = INVC, c0 = LOG2C, lp0 = LOGP[0]!, lp1 = LOGP[1]!, lp2 = LOGP[2]!, lp3 = LOGP[3]!, lp4 = LOGP[4]!;
+  const ep0 = EXPP[0]!, ep1 = EXPP[1]!, ep2 = EXPP[2]!, ep3 = EXPP[3]!, ep4 = EXPP[4]!;
   for (let i = 0; i < n; i++) {
     const u = b1[i]!, v = b2[i]!;
-    // both normal positive finite (bits in [2^23, 0x7f800000)), not 1, and finite exponents
-    if (!yNonZero || u < 0x00800000 || u >= 0x7f800000 || u === 0x3f800000 || v < 0x00800000 || v >= 0x7f800000 || v === 0x3f800000) {
-      out[i] = powProductF32(x1[i]!, y1, x2[i]!, y2);
+    // both normal positive finite (bits in [2^23, 0x7f800000)), not 1, and finite exponents ≠ 0
+    if (!finiteNonZero || u - 0x00800000 >>> 0 >= 0x7f000000 || u === 0x3f800000 || v - 0x00800000 >>> 0 >= 0x7f000000 || v === 0x3f800000) {
+      if ((zero1 && u === 0 && v < 0x7f800000) || (zero2 && v === 0 && u < 0x7f800000)) out[i] = 0; // A = C or B = C
+      else out[i] = powProductF32(x1[i]!, y1, x2[i]!, y2);
       continue;
     }
-    const e1 = (u >>> 23) - 127, e2 = (v >>> 23) - 127;
-    const t1 = y1 * log2Reduced(e1, (u >>> 19) & (LOG_N - 1), x1[i]! * UNSCALE[e1 + 149]!);
-    const t2 = y2 * log2Reduced(e2, (v >>> 19) & (LOG_N - 1), x2[i]! * UNSCALE[e2 + 149]!);
-    out[i] = powExp2(t1 + t2);
+    const e1 = (u >>> 23) - 127, j1 = (u >>> 19) & (LOG_N - 1);
+    const r1 = x1[i]! * UNSCALE[e1 + 149]! * i0[j1]! - 1;
+    let p1 = lp4;
+    p1 = p1 * r1; p1 = p1 + lp3;
+    p1 = p1 * r1; p1 = p1 + lp2;
+    p1 = p1 * r1; p1 = p1 + lp1;
+    p1 = p1 * r1; p1 = p1 + lp0;
+    const e2 = (v >>> 23) - 127, j2 = (v >>> 19) & (LOG_N - 1);
+    const r2 = x2[i]! * UNSCALE[e2 + 149]! * i0[j2]! - 1;
+    let p2 = lp4;
+    p2 = p2 * r2; p2 = p2 + lp3;
+    p2 = p2 * r2; p2 = p2 + lp2;
+    p2 = p2 * r2; p2 = p2 + lp1;
+    p2 = p2 * r2; p2 = p2 + lp0;
+    const t = y1 * (e1 + c0[j1]! + p1 * r1) + y2 * (e2 + c0[j2]! + p2 * r2);
+    if (!inRange) {
+      out[i] = powExp2(t);
+      continue;
+    }
+    const k = Math.floor(t * 16 + 0.5);
+    const j = k & (EXP_N - 1);
+    const fr = t - k * 0.0625;
+    let w = ep4;
+    w = w * fr; w = w + ep3;
+    w = w * fr; w = w + ep2;
+    w = w * fr; w = w + ep1;
+    w = w * fr; w = w + ep0;
+    out[i] = w * EXP2J[j]! * POW2[(k - j) / EXP_N - POW2_MIN]!; // the Float32Array store: the one rounding
   }
 }

@@ -186,10 +186,14 @@ describe("TS engine pipeline shortcuts", () => {
     }
     x1.set([0, -0, Infinity, -Infinity, NaN, 1, -1, 1e-45, 3.4028234663852886e38, 0.5, 2, 0], 0);
     x2.set([0.5, 2, 0, NaN, 1, 1e-45, Infinity, 0, 7, 1, 3.4028234663852886e38, 0], 0);
+    x1.fill(0, 100, 200); // A = C runs (the zero shortcut), with B = C inside one of them
+    x2.fill(0, 150, 400);
     const out = new Float32Array(n);
     const ys = [0, -0, 0.3, 0.7, 1, 2, -0.5, -3, 1e-3, NaN, Infinity, -Infinity].map(Math.fround);
-    for (let k = 0; k < ys.length; k++) {
-      const y1 = ys[k]!, y2 = ys[(k * 7 + 3) % ys.length]!;
+    // (1 − α, α) for α in [0, 1] (no clamp, the zero shortcut), then mixed pairs of everything
+    const pairs: [number, number][] = [[0.7, 0.3], [0.3, 0.7], [1, 0], [0, 1], [0.5, 0.5], [0.999, 0.001]].map(([a, b]) => [Math.fround(a!), Math.fround(b!)]);
+    for (let k = 0; k < ys.length; k++) pairs.push([ys[k]!, ys[(k * 7 + 3) % ys.length]!]);
+    for (const [y1, y2] of pairs) {
       powProductF32Array(x1, y1, x2, y2, out, n);
       for (let i = 0; i < n; i++) {
         const want = powProductF32(x1[i]!, y1, x2[i]!, y2);
