@@ -55,6 +55,8 @@ struct v_avx2 {
     static vd d_min(vd a, vd b) { return _mm256_min_pd(a, b); }
     static vd d_max(vd a, vd b) { return _mm256_max_pd(a, b); }
     static vd d_floor(vd x) { return _mm256_round_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+    // ⌊16x⌋/16 (16x and the /16 are exact scalings)
+    static vd d_floor16(vd x) { return _mm256_mul_pd(d_floor(_mm256_mul_pd(x, _mm256_set1_pd(16.0))), _mm256_set1_pd(0.0625)); }
     // The biased exponent put in the mantissa of 2^52 (exact), minus 2^52 + 1023.
     static vd d_exponent(vd x) {
         const __m256i e = _mm256_and_si256(_mm256_srli_epi64(_mm256_castpd_si256(x), 52), _mm256_set1_epi64x(0x7ff));
@@ -70,6 +72,8 @@ struct v_avx2 {
     static vix d_top_bits(vd x, int b) { return _mm256_srli_epi64(_mm256_castpd_si256(x), 52 - b); }
     // k + 1.5·2^52 holds k + 2^51 in its low mantissa bits (exact): its low bits are k's, in two's complement.
     static vix d_int_bits(vd k) { return _mm256_castpd_si256(_mm256_add_pd(k, _mm256_set1_pd(6755399441055744.0))); }
+    // The same bits from k/16 (a multiple of 1/16): k/16 + 1.5·2^48, whose ulp is 1/16.
+    static vix d_int_bits_div16(vd k16) { return _mm256_castpd_si256(_mm256_add_pd(k16, _mm256_set1_pd(422212465065984.0))); }
     // v·2^⌊k/16⌋ for v·2^⌊k/16⌋ a normal double: ⌊k/16⌋ added to v's exponent field (kb's
     // low 16 bits are k's, so (kb & ~15) << 48 is ⌊k/16⌋ << 52 modulo 2^64).
     static vd d_scale_pow2_div16(vd v, vix kb) {

@@ -13,10 +13,10 @@
 // ordered compares; unord; signbit), m_or, m_andnot(a, b) = ~a & b, blend(m, a, b) = m ? b : a,
 // clear_sign, flip_sign, all_pow_general (every lane > 0, finite, not 1); and doubles vd:
 // d_lo/d_hi (widen half the lanes), d_narrow (round both halves to fp32), d_add, d_sub, d_mul,
-// d_set1, d_min, d_max, d_floor, d_exponent (the unbiased exponent of a normal double, as a
+// d_set1, d_min, d_max, d_floor, d_floor16 (⌊16x⌋/16), d_exponent (the unbiased exponent of a normal double, as a
 // double), d_mantissa (in [1, 2)); 64-bit lane integers vix: d_top_bits(x, b) (the top b mantissa
 // bits in the low b bits), d_int_bits(k) (the bits of k + 1.5·2^52 for an integral |k| < 2^51,
-// whose low bits are k's in two's complement), d_scale_pow2_div16(v, d_int_bits(k)) (v·2^⌊k/16⌋,
+// whose low bits are k's in two's complement; d_int_bits_div16(k/16) the same low 52 bits), d_scale_pow2_div16(v, d_int_bits(k)) (v·2^⌊k/16⌋,
 // exact, for k in [−2560, 2064] as pow's clamp leaves it and v in [1, 2)); all_lanes(m); a 16-entry table dtab = d_table16(entries) and d_lookup(table, i) (the entry
 // of i's low 4 bits, the other bits ignored); MD_UNROLL (fp32 vectors per multiply-difference
 // step).
@@ -96,9 +96,10 @@ struct simd_methods {
 #pragma GCC unroll 16
         for (int j = 0; j < K; j++) {
             const vd tc = CLAMP ? V::d_min(V::d_max(t[j], V::d_set1(-160.0)), V::d_set1(129.0)) : t[j];
-            const vd k = V::d_floor(V::d_add(V::d_mul(tc, V::d_set1(16.0)), V::d_set1(0.5)));
-            kb[j] = V::d_int_bits(k);
-            f[j] = V::d_sub(tc, V::d_mul(k, V::d_set1(0.0625)));
+            // k/16 = ⌊16t + ½⌋/16 = ⌊16(t + 1/32)⌋/16: t + 1/32 rounds as 16t + ½ does, scaled by 1/16
+            const vd k16 = V::d_floor16(V::d_add(tc, V::d_set1(0.03125)));
+            kb[j] = V::d_int_bits_div16(k16);
+            f[j] = V::d_sub(tc, k16);
             acc[j] = V::d_set1(T.expp[P::EXP_TERMS - 1]);
         }
 #pragma GCC unroll 16
