@@ -70,9 +70,8 @@ struct v_avx2 {
     typedef __m256i vix;
     // Only the low 4 bits of an index count (d_lookup reads no more), so no masking.
     static vix d_top_bits(vd x, int b) { return _mm256_srli_epi64(_mm256_castpd_si256(x), 52 - b); }
-    // k + 1.5·2^52 holds k + 2^51 in its low mantissa bits (exact): its low bits are k's, in two's complement.
-    static vix d_int_bits(vd k) { return _mm256_castpd_si256(_mm256_add_pd(k, _mm256_set1_pd(6755399441055744.0))); }
-    // The same bits from k/16 (a multiple of 1/16): k/16 + 1.5·2^48, whose ulp is 1/16.
+    // k/16 + 1.5·2^48 for k/16 a multiple of 1/16 (|k| < 2^51): its ulp is 1/16, so it holds
+    // k + 2^51 in its low mantissa bits (exact): its low bits are k's, in two's complement.
     static vix d_int_bits_div16(vd k16) { return _mm256_castpd_si256(_mm256_add_pd(k16, _mm256_set1_pd(422212465065984.0))); }
     // v·2^⌊k/16⌋ for v·2^⌊k/16⌋ a normal double: ⌊k/16⌋ added to v's exponent field (kb's
     // low 16 bits are k's, so (kb & ~15) << 48 is ⌊k/16⌋ << 52 modulo 2^64).

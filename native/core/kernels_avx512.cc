@@ -69,7 +69,6 @@ struct v_avx512 {
     typedef __m512i vix;
     // Only the low 4 bits of an index count (vpermt2pd ignores the rest), so no masking.
     static vix d_top_bits(vd x, int b) { return _mm512_srli_epi64(_mm512_castpd_si512(x), 52 - b); }
-    static vix d_int_bits(vd k) { return _mm512_castpd_si512(_mm512_add_pd(k, _mm512_set1_pd(6755399441055744.0))); }
     static vix d_int_bits_div16(vd k16) { return _mm512_castpd_si512(_mm512_add_pd(k16, _mm512_set1_pd(422212465065984.0))); } // see v_avx2
     // See v_avx2::d_scale_pow2_div16.
     static vd d_scale_pow2_div16(vd v, vix kb) {

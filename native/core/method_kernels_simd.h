@@ -11,15 +11,16 @@
 //
 // Besides kernels_simd.h's members, V provides: div, zero, set1; masks vm (lt, gt, le, eq:
 // ordered compares; unord; signbit), m_or, m_andnot(a, b) = ~a & b, blend(m, a, b) = m ? b : a,
-// clear_sign, flip_sign, all_pow_general (every lane > 0, finite, not 1); and doubles vd:
-// d_lo/d_hi (widen half the lanes), d_narrow (round both halves to fp32), d_add, d_sub, d_mul,
-// d_set1, d_min, d_max, d_floor, d_floor16 (⌊16x⌋/16), d_exponent (the unbiased exponent of a normal double, as a
-// double), d_mantissa (in [1, 2)); 64-bit lane integers vix: d_top_bits(x, b) (the top b mantissa
-// bits in the low b bits), d_int_bits(k) (the bits of k + 1.5·2^52 for an integral |k| < 2^51,
-// whose low bits are k's in two's complement; d_int_bits_div16(k/16) the same low 52 bits), d_scale_pow2_div16(v, d_int_bits(k)) (v·2^⌊k/16⌋,
-// exact, for k in [−2560, 2064] as pow's clamp leaves it and v in [1, 2)); all_lanes(m); a 16-entry table dtab = d_table16(entries) and d_lookup(table, i) (the entry
-// of i's low 4 bits, the other bits ignored); MD_UNROLL (fp32 vectors per multiply-difference
-// step).
+// clear_sign, flip_sign, all_pow_general (every lane > 0, finite, not 1), all_lanes(m); and
+// doubles vd: d_lo/d_hi (widen half the lanes), d_narrow (round both halves to fp32), d_add,
+// d_sub, d_mul, d_set1, d_min, d_max, d_floor, d_floor16 (⌊16x⌋/16), d_exponent (the unbiased
+// exponent of a normal double, as a double), d_mantissa (in [1, 2)); 64-bit lane integers vix:
+// d_top_bits(x, b) (the top b mantissa bits in the low b bits), d_int_bits_div16(k/16) (the
+// bits of k/16 + 1.5·2^48 for an integral |k| < 2^51, whose low bits are k's in two's
+// complement), d_scale_pow2_div16(v, d_int_bits_div16(k/16)) (v·2^⌊k/16⌋, exact, for k in
+// [−2560, 2064] as pow's clamp leaves it and v in [1, 2)); a
+// 16-entry table dtab = d_table16(entries) and d_lookup(table, i) (the entry of i's low 4 bits,
+// the other bits ignored); MD_UNROLL (fp32 vectors per multiply-difference step).
 #pragma once
 
 #include <cstring>
@@ -90,7 +91,7 @@ struct simd_methods {
     static void exp2_halves(vd (&t)[K], const pow_tables & tb) {
         typedef merge_pow_tables P;
         const P & T = MERGE_POW_TABLES;
-        static_assert(P::EXP_N == 16, "16-entry tables, and the 0.0625 and 16.0 below");
+        static_assert(P::EXP_N == 16, "16-entry tables, and the 1/32 and d_floor16 below");
         vd f[K], acc[K];
         typename V::vix kb[K];
 #pragma GCC unroll 16
@@ -116,8 +117,8 @@ struct simd_methods {
 
     /**
      * pow_special of merge_pow_product over the fp32 lanes: IEEE pow's value for the special
-     * lanes (x NaN, 0, ∞ or 1, or y = 0), `one` (1) in the others; y is finite (the kernels
-     * check that before the vector loop).
+     * lanes (x NaN, 0, ∞ or 1, or y = 0), 1 in the others; y is finite (the kernels check that
+     * before the vector loop).
      */
     static vf pow_special(vf x, float y) {
         const float inf = __builtin_inff();
