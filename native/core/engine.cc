@@ -172,6 +172,7 @@ public:
             {"blockElements", (double) block},
             {"bytesDirectIo", (double) direct_bytes()},
             {"dropBehind", drop_behind_ ? 1.0 : 0.0},
+            {"inputsReadOnce", inputs_read_once() ? 1.0 : 0.0},
             {"interleave", job_.tuning.interleave ? 1.0 : 0.0},
             {"outputSwitches", (double) n_switches_},
             {"secondsReduce", t_reduce_},
@@ -377,7 +378,8 @@ private:
     /**
      * Drop-behind: whether consumed input pages that were not in the page cache before the
      * merge asked for them leave it again (see note_window / drop_window). release_inputs: 3
-     * always, 1 (the default) when the job has one output (so no input byte is read twice) and
+     * always, 1 (the default) when no input byte is read twice (inputs_read_once: one output, or
+     * the disjoint shards of one model) and
      * its inputs are more than half the RAM (so they could not stay cached anyway: growing the
      * cache only evicts everything else, and on VMs whose free memory goes back to the host
      * each fresh page-cache page costs a host fault, 3-4x the CPU of the merge itself in cold
@@ -386,12 +388,47 @@ private:
     bool wants_drop_behind() const {
         const int release = job_.tuning.release_inputs;
         if (release == 3) return true;
-        if (release != 1 || job_.outputs.size() != 1) return false;
+        if (release != 1 || !inputs_read_once()) return false;
         uint64_t total = 0;
         for (const merge_input & in : job_.inputs) total += in.size;
         const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
         if (pages <= 0 || page_size <= 0) return false;
         return total / 2 > (uint64_t) pages / 4 * (uint64_t) page_size; // total > RAM / 2, without overflow
+    }
+
+    /**
+     * True when no two writes read the same input byte: a merge into one file, or into the
+     * shards of one model. A sweep's outputs read the same pieces, and a frankenmerge reads one
+     * layer into two: both are false, since a page dropped after its first use would be read
+     * from the disk again.
+     */
+    bool inputs_read_once() const {
+        const auto by_position = [](const prefetch_range & x, const prefetch_range & y) {
+            return x.file != y.file ? x.file < y.file : x.offset < y.offset;
+        };
+        std::vector<prefetch_range> all;
+        for (size_t o = 0; o < job_.outputs.size(); o++)
+            for (const plan_span & sp : plan_.spans[o]) {
+                if (sp.piece == plan_literal) continue;
+                // One write may read an input twice (two ops on A): coalesce within it first.
+                std::vector<prefetch_range> own; // (plan_ only: this runs before ctx_ is set)
+                for (const plan_input_ref & r : plan_.writes[sp.piece][sp.index].inputs) own.push_back({r.file, r.offset, job_.pieces[sp.piece].n * r.elem_size});
+                std::sort(own.begin(), own.end(), by_position);
+                for (const prefetch_range & r : own) {
+                    if (!all.empty() && &r != &own.front()) {
+                        prefetch_range & last = all.back();
+                        if (last.file == r.file && r.offset <= last.offset + last.length) {
+                            last.length = std::max(last.offset + last.length, r.offset + r.length) - last.offset;
+                            continue;
+                        }
+                    }
+                    all.push_back(r);
+                }
+            }
+        std::sort(all.begin(), all.end(), by_position);
+        for (size_t i = 1; i < all.size(); i++)
+            if (all[i].file == all[i - 1].file && all[i].offset < all[i - 1].offset + all[i - 1].length) return false;
+        return true;
     }
 
     /** The window's input ranges, sorted and coalesced per file (one syscall per contiguous run). */
@@ -416,7 +453,7 @@ private:
 
     /**
      * Buffered reads (tuning.buffered_reads): 2 always; 1 (the default) when drop-behind applies
-     * (one output, inputs > RAM/2: wants_drop_behind) and at least 5% of the input bytes are not
+     * (inputs read once, inputs > RAM/2: wants_drop_behind) and at least 5% of the input bytes are not
      * in the page cache when the job starts; 0 never. Cached runs are read through the map
      * either way (merge_input_reader skips them), so a warm job loses nothing. Without
      * drop-behind the pages read stay cached, each a fresh page either way, and the copy into
