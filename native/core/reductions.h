@@ -176,4 +176,11 @@ private:
     std::vector<double> results_;
 
     void start_radix();                            // hist_ and the key cache for the radix path
+    // The inputs the reductions' ops read (element 0's byte, element size): prefetched one step ahead.
+    struct input_stream {
+        const uint8_t * data;
+        uint32_t elem_size;
+    };
+    std::vector<input_stream> streams_;
+    void prefetch(uint64_t i, uint64_t m) const;
 };
