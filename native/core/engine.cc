@@ -528,7 +528,13 @@ private:
         for (int pass = 0; pass < reducer.passes(); pass++) {
             for (uint64_t c0 = 0; c0 < n_blocks; c0 += MERGE_REDUCTION_CHUNK_BLOCKS) {
                 const uint64_t count = std::min<uint64_t>(MERGE_REDUCTION_CHUNK_BLOCKS, n_blocks - c0);
-                merge_status s = run_items(pool, count, reducer.active_threads(pass), [&](unsigned ith, uint64_t b) { reducer.run_block(*scratch_[ith], ith, pass, c0 + b); });
+                // Items of reduction_group consecutive blocks: a thread's block is then mostly
+                // followed by the next one, whose inputs the reducer prefetches (results do not
+                // depend on which thread computes a block).
+                constexpr uint64_t reduction_group = 8;
+                merge_status s = run_items(pool, (count + reduction_group - 1) / reduction_group, reducer.active_threads(pass), [&](unsigned ith, uint64_t g) {
+                    for (uint64_t b = g * reduction_group; b < std::min(count, (g + 1) * reduction_group); b++) reducer.run_block(*scratch_[ith], ith, pass, c0 + b);
+                });
                 if (!s.ok()) return s;
                 reducer.end_chunk(pass, c0, count);
             }

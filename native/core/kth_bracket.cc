@@ -47,20 +47,46 @@ kth_bracket kth_bracket_from_sample(uint32_t * sample, uint64_t size, uint64_t n
     const double p = (double) k / (double) n, s = (double) size;
     const double expected = p * s, margin = KTH_BRACKET_SIGMAS * std::sqrt(s * p * (1 - p)) + 32;
     const double upper_rank = std::floor(expected - margin), lower_rank = std::ceil(expected + margin); // ranks from the top, 1-based
-    // The lower bound first (the whole sample), then the upper one among the keys above it
-    // (the top fraction k/n of the sample: the usual densities are below one half).
-    uint64_t bottom = 0; // sample[bottom..size) holds the keys nth_element ordered at or above the lower bound
-    if (lower_rank <= s) {
-        const uint64_t at = size - (uint64_t) lower_rank;
-        std::nth_element(sample, sample + at, sample + size);
+    // The sample's keys in the top-11-bit bins that hold the two ranks move to the front (one
+    // histogram, one pass), and nth_element orders only them: the lower bound first, then the
+    // upper one among the keys at or above it.
+    const bool has_lo = lower_rank <= s, has_hi = upper_rank >= 1;
+    const uint64_t r_lo = has_lo ? (uint64_t) lower_rank : 0, r_hi = has_hi ? (uint64_t) upper_rank : 0;
+    uint64_t hist[2048] = {};
+    for (uint64_t e = 0; e < size; e++) hist[sample[e] >> 20]++;
+    uint32_t bin_lo = 0, bin_hi = 2047;
+    uint64_t above = 0, above_hi = 0; // sample keys above bin b, above bin_hi
+    bool found_hi = !has_hi;
+    for (uint32_t b = 2048; b-- > 0;) {
+        if (!found_hi && above + hist[b] >= r_hi) {
+            bin_hi = b;
+            above_hi = above;
+            found_hi = true;
+        }
+        if (has_lo && above + hist[b] >= r_lo) {
+            bin_lo = b;
+            break;
+        }
+        above += hist[b];
+    }
+    uint64_t count = 0;
+    for (uint64_t e = 0; e < size; e++) {
+        const uint32_t bin = sample[e] >> 20;
+        if (bin >= bin_lo && bin <= bin_hi) sample[count++] = sample[e];
+    }
+    // Ranks inside the kept keys: the sample keys above bin_hi are not among them.
+    uint64_t bottom = 0; // sample[bottom..count) holds the kept keys nth_element ordered at or above the lower bound
+    if (has_lo) {
+        const uint64_t at = count - (r_lo - above_hi);
+        std::nth_element(sample, sample + at, sample + count);
         br.lo = sample[at];
         bottom = at + 1;
     } else {
         br.lo = 0;
     }
-    if (upper_rank >= 1) {
-        const uint64_t at = size - (uint64_t) upper_rank; // ≥ bottom: upper_rank < lower_rank
-        std::nth_element(sample + bottom, sample + at, sample + size);
+    if (has_hi) {
+        const uint64_t at = count - (r_hi - above_hi); // ≥ bottom: r_hi < r_lo
+        std::nth_element(sample + bottom, sample + at, sample + count);
         br.hi = sample[at];
     }
     // The expected count strictly inside, twice, plus room for a small tensor's spread.
@@ -162,6 +188,11 @@ __attribute__((target("avx512f"))) size_t scan_avx512(const float * x, size_t m,
 
 } // namespace
 
+namespace {
+uint32_t select_in_range(uint32_t * keys, uint64_t n, uint64_t k, uint32_t base, int width);
+int bit_width(uint32_t v);
+} // namespace
+
 kth_bracket_scan_fn kth_bracket_scan_for(const char * isa) {
 #if defined(__x86_64__) || defined(__i386__)
     if (isa && std::strcmp(isa, "avx512") == 0) return scan_avx512;
@@ -183,7 +214,9 @@ bool kth_bracket_resolve(const kth_bracket & br, const kth_bracket_counts & tota
     if (br.lo == br.hi) return false; // nothing else inside: the k-th is below lo
     if (t <= inside_count) {
         if (inside_count > br.capacity) return false; // the buffer did not hold them all
-        *key = kth_select_kept_keys(inside, inside_count, t);
+        // Keys inside are in (lo, hi): ranked on key − lo, a range of a few percent of the key.
+        const uint32_t top = br.hi == KTH_NO_UPPER ? 0x7fffffffu : br.hi - 1;
+        *key = select_in_range(inside, inside_count, t, br.lo, bit_width(top - br.lo));
         return true;
     }
     t -= inside_count;
@@ -194,19 +227,28 @@ bool kth_bracket_resolve(const kth_bracket & br, const kth_bracket_counts & tota
     return false; // below lo
 }
 
-uint32_t kth_select_kept_keys(uint32_t * keys, uint64_t n, uint64_t k) {
-    static const int shifts[3] = {20, 10, 0};
-    static const uint32_t widths[3] = {2048, 1024, 1024};
+namespace {
+
+int bit_width(uint32_t v) { return v == 0 ? 0 : 32 - __builtin_clz(v); }
+
+/**
+ * The k-th largest of keys[0, n) (1 <= k <= n), every key in [base, base + 2^width): a radix
+ * select on key − base, digits of at most 11 bits from the top. Each digit's histogram picks the
+ * bin holding the k-th largest; the keys of that bin move to the front (the write index never
+ * passes the read index) and the next digit ranks only them. Overwrites keys. A narrow range
+ * (a bracket's keys) takes one or two digits where the whole key range takes three.
+ */
+uint32_t select_in_range(uint32_t * keys, uint64_t n, uint64_t k, uint32_t base, int width) {
     uint32_t prefix = 0;
     uint64_t count = n;
-    for (int d = 0; d < 3; d++) {
-        const int shift = shifts[d];
-        const uint32_t mask = widths[d] - 1;
+    for (;;) {
+        const int shift = width > 11 ? width - 11 : 0;
+        const uint32_t size = 1u << (width - shift), mask = size - 1;
         uint64_t hist[2048] = {};
-        for (uint64_t e = 0; e < count; e++) hist[(keys[e] >> shift) & mask]++;
+        for (uint64_t e = 0; e < count; e++) hist[((keys[e] - base) >> shift) & mask]++;
         uint64_t above = 0;
         uint32_t bin = 0;
-        for (uint32_t b = widths[d]; b-- > 0;) {
+        for (uint32_t b = size; b-- > 0;) {
             if (above + hist[b] >= k) {
                 bin = b;
                 break;
@@ -215,12 +257,15 @@ uint32_t kth_select_kept_keys(uint32_t * keys, uint64_t n, uint64_t k) {
         }
         k -= above;
         prefix |= bin << shift;
-        if (d == 2) break;
-        // The keys of that bin move to the front (the write index never passes the read index).
+        if (shift == 0) return base + prefix;
         uint64_t w = 0;
         for (uint64_t e = 0; e < count; e++)
-            if (((keys[e] >> shift) & mask) == bin) keys[w++] = keys[e];
+            if ((((keys[e] - base) >> shift) & mask) == bin) keys[w++] = keys[e];
         count = w;
+        width = shift;
     }
-    return prefix;
 }
+
+} // namespace
+
+uint32_t kth_select_kept_keys(uint32_t * keys, uint64_t n, uint64_t k) { return select_in_range(keys, n, k, 0, 31); }
