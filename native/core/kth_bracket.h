@@ -28,7 +28,7 @@ constexpr uint64_t KTH_SAMPLE_RUN = 64;
 constexpr uint64_t KTH_MAX_SAMPLE = 1u << 18;
 constexpr double KTH_BRACKET_SIGMAS = 8;
 /** Default buffer budget, all k-th reductions of a piece together (engine.cc: TENSORMERGE_KTH_BRACKET_KEYS overrides the per-reduction cap). */
-constexpr uint64_t KTH_BRACKET_BUDGET_BYTES = 32ull << 20;
+constexpr uint64_t KTH_BRACKET_BUDGET_BYTES = 16ull << 20;
 /** hi when nothing bounds the k-th from above (no key, < 2^31, is above it or equal to it). */
 constexpr uint32_t KTH_NO_UPPER = 0xffffffffu;
 

@@ -8,30 +8,37 @@
 // Threads compute blocks in chunks of MERGE_REDUCTION_CHUNK_BLOCKS; after each chunk one thread
 // folds the chunk's block values in order, so the order of additions is fixed.
 //
-// k-th magnitude: keys = fp32 bits with the sign cleared (order as |x|; NaNs above +∞). Pass 1
-// counts the keys' high 16 bits, the bucket holding the k-th largest is chosen (from the top);
-// pass 2 counts the low 16 bits of the keys in that bucket. Counts are integers: exact whatever
-// the order. k = 0 gives 2^31, a key no element reaches. The keys of a prefix of the piece
-// (cached_elements(): the whole piece when it fits the cache budget, a multiple of
-// MERGE_REDUCTION_BLOCK otherwise) are kept by pass 1, so pass 2 reads them instead of
-// evaluating the operands again; only the rest is evaluated again (large tensors). Pieces of at
-// most MERGE_DIRECT_SELECT elements keep all their keys (each thread writes its blocks' keys at
-// their indices) and select the k-th after one pass with a radix select on the kept keys (digits
-// of 11, 10 and 10 bits, each narrowing the candidates in place): the same exact key, without
-// 256 KiB histograms to clear and merge for every small tensor.
+// k-th magnitude: keys = fp32 bits with the sign cleared (order as |x|; NaNs above +∞); k = 0
+// gives 2^31, a key no element reaches. Three exact paths, chosen per piece:
+//   - small pieces (at most MERGE_DIRECT_SELECT elements): every key kept (each thread writes
+//     its blocks' keys at their indices), then a radix select on them (digits of 11 bits at
+//     most, each narrowing the candidates in place), after one pass;
+//   - larger pieces: the sampled bracket (kth_bracket.h): a pass over a fixed 1/64 sample picks
+//     keys lo ≤ hi around the k-th, the main pass counts the keys above hi, at hi and at lo and
+//     keeps those strictly inside in a bounded buffer, and the k-th is selected there. Counts
+//     are integers (exact in any order), the sample is a function of n alone;
+//   - the radix path, when a bracket misses (or TENSORMERGE_KTH_BRACKET=0): pass 1 counts the
+//     keys' high 16 bits, the bucket holding the k-th largest is chosen (from the top); pass 2
+//     counts the low 16 bits of the keys in that bucket. The keys of a prefix of the piece
+//     (cached_elements(): the whole piece when it fits the cache budget, a multiple of
+//     MERGE_REDUCTION_BLOCK otherwise) are kept by pass 1, so pass 2 reads them instead of
+//     evaluating the operands again.
+// Each path gives the same key: the k-th largest.
 //
 // Per-column sums (`columns` > 0: element i adds to column i mod columns, as torch's reductions
 // over dim 0 of a [rows, columns…] tensor): one pass by a single thread in element order, each
 // column a plain double sum in row order; the result is a vector of `columns` doubles.
 //
 // Private memory, bounded whatever the model: per reducer, MERGE_REDUCTION_CHUNK_BLOCKS doubles
-// per sum reduction (2 KiB each, at most MERGE_MAX_REDUCTIONS); per histogram thread one
-// 65536-entry u32 histogram (256 KiB) per k-th reduction, histogram threads capped so that they
-// hold at most 64 MiB in all (active_threads()); the key cache, one reduction_key_store per
-// run of max(`cache_bytes`, the keys of the largest piece of at most MERGE_DIRECT_SELECT
-// elements: 1 MiB per k-th reduction, 15 MiB at most) (the engine's budget,
-// MERGE_REDUCTION_CACHE_BYTES = 96 MiB by default); per-column reductions hold their result
-// (columns doubles: n / rows, at most MERGE_MAX_COLUMNS).
+// per sum reduction (2 KiB each, at most MERGE_MAX_REDUCTIONS); per-column reductions hold their
+// result (columns doubles: n / rows, at most MERGE_MAX_COLUMNS); the run's small store, as large
+// as its largest piece needed: a small piece's keys (1 MiB per k-th reduction, at most
+// MERGE_MAX_ARGS − 1 of them: 15 MiB), or a bracket's sample (at most KTH_MAX_SAMPLE keys, 1 MiB,
+// per k-th reduction) and buffers (KTH_BRACKET_BUDGET_BYTES = 16 MiB for all of a piece's); only
+// when the radix path runs, per histogram thread one 65536-entry u32 histogram (256 KiB) per
+// k-th reduction, histogram threads capped so that they hold at most 64 MiB in all, and the key
+// cache (the engine's budget, MERGE_REDUCTION_CACHE_BYTES = 96 MiB by default), allocated the
+// first time a bracket misses.
 #pragma once
 
 #include <atomic>

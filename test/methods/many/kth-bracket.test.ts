@@ -7,6 +7,7 @@
  * engine's counters say which path ran, so a case meant to miss does miss.
  */
 import { strict as assert } from "node:assert";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { capabilities } from "../../../lib/native/binding";
 import * as engine from "../../../lib/engine";
@@ -85,6 +86,35 @@ describe("many-model methods: the native k-th magnitude's sampled bracket", func
   after(() => {
     if (original) mod.runJob = original;
     dir.cleanup();
+  });
+
+  it("a tensor of more than 2^24 elements (a sample of every other block) gives the radix path's k-th, fp16 in and out", async function () {
+    if (!ENGINES.includes("native")) this.skip();
+    const n = 4097 * BLOCK + 33; // 4098 blocks: more sampled runs than KTH_MAX_SAMPLE / RUN, so every 2nd block is sampled
+    const paths = [0, 1, 2, 3].map((m) => {
+      const next = uniform(77 + m);
+      const values = new Float32Array(n);
+      for (let i = 0; i < n; i++) values[i] = (next() - 0.5) * 0.1;
+      const p = join(dir.path, `big-m${m}.safetensors`);
+      writeModel(p, { [KEY]: { dtype: "F16", shape: [n], values: values as unknown as number[] } });
+      return p;
+    });
+    const options = { recipeMetadata: false, method: "ties", modelWeights: [1, 0.8, 0.6], modelParams: [{ density: 0.2 }, { density: 0.05 }, { density: 0.7 }], base: paths[0], models: paths.slice(1), dtype: "fp16" };
+    const outs: Buffer[] = [];
+    for (const knobs of [{ TENSORMERGE_KTH_BRACKET: "0" }, {}] as Record<string, string>[]) {
+      const restore = setEngineKnobs(knobs);
+      try {
+        const out = join(dir.path, `big-${Object.keys(knobs).length}.safetensors`);
+        lastStats = undefined;
+        await merge({ ...options, engine: "native", threads: 2, out } as never);
+        outs.push(readFileSync(out));
+        const stats = lastStats as Record<string, number> | undefined;
+        if (!knobs.TENSORMERGE_KTH_BRACKET) assert.deepEqual([stats?.reductionBracketHits, stats?.reductionBracketMisses], [3, 0], "every k-th from its bracket");
+      } finally {
+        restore();
+      }
+    }
+    assert.ok(outs[1]!.equals(outs[0]!), "the bracket's output differs from the radix path's");
   });
 
   CASES.forEach((c, index) => {
