@@ -43,10 +43,12 @@
  * the core re-checks them all (job.cc) before running anything.
  *
  * The many-model kernels store every NaN result as the positive quiet NaN 0x7fc00000
- * (many_kernels.cc `canonical`). A reduction's operand ops may be evaluated again in each pass
- * (1 to 3: sums and high histograms; low histograms; per-column sums), on the pages the first
- * pass brought into the page cache; the native core keeps the k-th magnitude's keys from the
- * first pass in a per-run store instead where they fit (reductions.cc, TENSORMERGE_REDUCTION_CACHE_KIB). Room for new operand kinds (a low-rank product): a
+ * (many_kernels.cc `canonical`). A reduction's operand ops may be evaluated more than once (on
+ * a sample, then in each pass: sums and k-th counts; the radix select's low histograms;
+ * per-column sums), on the pages the first pass brought into the page cache; the native core
+ * finds most k-th magnitudes in one full pass from a sampled key bracket (kth_bracket.h), and
+ * where a bracket misses keeps the keys of its first radix pass in a per-run store
+ * (reductions.cc, TENSORMERGE_REDUCTION_CACHE_KIB). Room for new operand kinds (a low-rank product): a
  * reduction's `args` are plain Operands, so any kind exec can evaluate works there too.
  */
 

@@ -113,10 +113,16 @@ public:
         // per CPU and, in a VM, a VM exit each: 25% more CPU on warm SDXL).
         piece_stats_.assign(job_.pieces.size(), {});
         // The k-th magnitude key cache (reductions.h); a test and benchmark knob outside the job contract.
-        reduction_cache_bytes_ = MERGE_REDUCTION_CACHE_BYTES;
         if (const char * v = std::getenv("TENSORMERGE_REDUCTION_CACHE_KIB")) {
             const long kib = std::atol(v);
-            if (kib >= 0 && kib <= (4l << 20)) reduction_cache_bytes_ = (uint64_t) kib << 10;
+            if (kib >= 0 && kib <= (4l << 20)) reduction_options_.cache_bytes = (uint64_t) kib << 10;
+        }
+        // The k-th magnitude's sampled bracket (kth_bracket.h): 0 turns it off (the radix path
+        // only); TENSORMERGE_KTH_BRACKET_KEYS caps each reduction's buffer (a tiny one forces the fallback).
+        if (const char * v = std::getenv("TENSORMERGE_KTH_BRACKET")) reduction_options_.bracket = std::atol(v) != 0;
+        if (const char * v = std::getenv("TENSORMERGE_KTH_BRACKET_KEYS")) {
+            const long keys = std::atol(v);
+            if (keys > 0 && keys <= (1l << 30)) reduction_options_.bracket_keys = (uint64_t) keys;
         }
         ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_, &staged_};
 
@@ -182,6 +188,8 @@ public:
             {"secondsWaitRead", t_read_wait_},
             {"reductionCachedElements", (double) reduction_cached_},
             {"reductionKthElements", (double) reduction_elements_},
+            {"reductionBracketHits", (double) bracket_hits_},
+            {"reductionBracketMisses", (double) bracket_misses_},
         };
         return {};
     }
@@ -203,9 +211,11 @@ private:
     // Per piece, its reduction results once computed (a few doubles each; see reductions.h).
     std::vector<std::vector<merge_reduction_result>> piece_stats_;
     std::vector<bool> reduced_;
-    uint64_t reduction_cache_bytes_ = MERGE_REDUCTION_CACHE_BYTES;
-    std::unique_ptr<reduction_key_store> key_store_; // the k-th magnitude keys of the piece being reduced
+    reduction_options reduction_options_;
+    std::unique_ptr<reduction_key_store> key_store_;   // the radix path's k-th magnitude key cache (allocated when that path runs)
+    std::unique_ptr<reduction_key_store> small_store_; // small pieces' keys, the brackets' samples and buffers
     uint64_t reduction_cached_ = 0, reduction_elements_ = 0; // k-th magnitude elements whose keys were cached, of all
+    uint64_t bracket_hits_ = 0, bracket_misses_ = 0;         // k-th magnitude reductions resolved by their bracket, or not
     double t_reduce_ = 0;
     uint64_t window_ = 0;
     uint64_t n_windows_ = 0;
@@ -635,21 +645,30 @@ private:
      * windows read from the page cache what this pass faulted in (inputs read from disk once).
      */
     merge_status reduce_piece(merge_thread_pool & pool, size_t p) {
-        if (!key_store_) key_store_.reset(new reduction_key_store(reduction_cache_bytes_));
-        piece_reducer reducer(ctx_, p, pool.size(), reduction_cache_bytes_, *key_store_);
-        if (reducer.selects()) {
-            reduction_cached_ += reducer.cached_elements();
-            reduction_elements_ += job_.pieces[p].n;
-        }
+        if (!key_store_) key_store_.reset(new reduction_key_store(reduction_options_.cache_bytes));
+        if (!small_store_) small_store_.reset(new reduction_key_store(0));
+        piece_reducer reducer(ctx_, p, pool.size(), reduction_options_, *key_store_, *small_store_);
         const uint64_t n_blocks = reducer.n_blocks();
         for (int pass = 0; pass < reducer.passes(); pass++) {
             for (uint64_t c0 = 0; c0 < n_blocks; c0 += MERGE_REDUCTION_CHUNK_BLOCKS) {
                 const uint64_t count = std::min<uint64_t>(MERGE_REDUCTION_CHUNK_BLOCKS, n_blocks - c0);
-                merge_status s = run_items(pool, count, reducer.active_threads(pass), [&](unsigned ith, uint64_t b) { reducer.run_block(*scratch_[ith], ith, pass, c0 + b); });
+                // Items of reduction_group consecutive blocks: a thread's block is then mostly
+                // followed by the next one, whose inputs the reducer prefetches (results do not
+                // depend on which thread computes a block).
+                constexpr uint64_t reduction_group = 8;
+                merge_status s = run_items(pool, (count + reduction_group - 1) / reduction_group, reducer.active_threads(pass), [&](unsigned ith, uint64_t g) {
+                    for (uint64_t b = g * reduction_group; b < std::min(count, (g + 1) * reduction_group); b++) reducer.run_block(*scratch_[ith], ith, pass, c0 + b);
+                });
                 if (!s.ok()) return s;
                 reducer.end_chunk(pass, c0, count);
             }
             reducer.end_pass(pass);
+        }
+        if (reducer.selects()) {
+            reduction_cached_ += reducer.cached_elements();
+            reduction_elements_ += job_.pieces[p].n;
+            bracket_hits_ += reducer.bracket_hits();
+            bracket_misses_ += reducer.bracket_misses();
         }
         piece_stats_[p] = reducer.results();
         return {};

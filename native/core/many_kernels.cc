@@ -31,22 +31,59 @@ template <>
 }
 
 #if defined(__x86_64__) || defined(__i386__)
+// Counters g .. g + LANES − 1 as (low word, high word) lanes, built in registers (not through
+// a stack array: a vector load of freshly stored scalars stalls on store forwarding). The
+// high word takes the carry of lanes whose low word wrapped.
+__attribute__((target("avx2"))) inline void philox_counters_avx2(uint64_t g, __m256i * lo, __m256i * hi) {
+    const __m256i base = _mm256_set1_epi32((int) (uint32_t) g), flip = _mm256_set1_epi32((int) 0x80000000u);
+    const __m256i l = _mm256_add_epi32(base, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i wrapped = _mm256_cmpgt_epi32(_mm256_xor_si256(base, flip), _mm256_xor_si256(l, flip)); // l < base, unsigned
+    *lo = l;
+    *hi = _mm256_sub_epi32(_mm256_set1_epi32((int) (uint32_t) (g >> 32)), wrapped);
+}
+__attribute__((target("avx512f"))) inline void philox_counters_avx512(uint64_t g, __m512i * lo, __m512i * hi) {
+    const __m512i base = _mm512_set1_epi32((int) (uint32_t) g);
+    const __m512i l = _mm512_add_epi32(base, _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512i h = _mm512_set1_epi32((int) (uint32_t) (g >> 32));
+    *lo = l;
+    *hi = _mm512_mask_add_epi32(h, _mm512_cmplt_epu32_mask(l, base), h, _mm512_set1_epi32(1));
+}
+// Group l's four words w0..w3 go to out[4l .. 4l + 3]: a 4 × 4 transpose inside each 128-bit
+// lane (unpack), then the lanes put in group order.
+__attribute__((target("avx2"))) inline void philox_store_avx2(uint32_t * out, __m256i w0, __m256i w1, __m256i w2, __m256i w3) {
+    const __m256i t0 = _mm256_unpacklo_epi32(w0, w1), t1 = _mm256_unpackhi_epi32(w0, w1);
+    const __m256i t2 = _mm256_unpacklo_epi32(w2, w3), t3 = _mm256_unpackhi_epi32(w2, w3);
+    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2); // groups 4j, 4j + 1 of lane j
+    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3); // groups 4j + 2, 4j + 3
+    _mm256_storeu_si256((__m256i *) out, _mm256_permute2x128_si256(u0, u1, 0x20));
+    _mm256_storeu_si256((__m256i *) (out + 8), _mm256_permute2x128_si256(u2, u3, 0x20));
+    _mm256_storeu_si256((__m256i *) (out + 16), _mm256_permute2x128_si256(u0, u1, 0x31));
+    _mm256_storeu_si256((__m256i *) (out + 24), _mm256_permute2x128_si256(u2, u3, 0x31));
+}
+__attribute__((target("avx512f"))) inline void philox_store_avx512(uint32_t * out, __m512i w0, __m512i w1, __m512i w2, __m512i w3) {
+    const __m512i t0 = _mm512_unpacklo_epi32(w0, w1), t1 = _mm512_unpackhi_epi32(w0, w1);
+    const __m512i t2 = _mm512_unpacklo_epi32(w2, w3), t3 = _mm512_unpackhi_epi32(w2, w3);
+    const __m512i u0 = _mm512_unpacklo_epi64(t0, t2), u1 = _mm512_unpackhi_epi64(t0, t2); // groups 4j, 4j + 1 of lane j
+    const __m512i u2 = _mm512_unpacklo_epi64(t1, t3), u3 = _mm512_unpackhi_epi64(t1, t3); // groups 4j + 2, 4j + 3
+    const __m512i even01 = _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)), odd01 = _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m512i even23 = _mm512_shuffle_i32x4(u2, u3, _MM_SHUFFLE(2, 0, 2, 0)), odd23 = _mm512_shuffle_i32x4(u2, u3, _MM_SHUFFLE(3, 1, 3, 1));
+    _mm512_storeu_si512((void *) out, _mm512_shuffle_i32x4(even01, even23, _MM_SHUFFLE(2, 0, 2, 0)));        // groups 0–3
+    _mm512_storeu_si512((void *) (out + 16), _mm512_shuffle_i32x4(odd01, odd23, _MM_SHUFFLE(2, 0, 2, 0)));   // groups 4–7
+    _mm512_storeu_si512((void *) (out + 32), _mm512_shuffle_i32x4(even01, even23, _MM_SHUFFLE(3, 1, 3, 1))); // groups 8–11
+    _mm512_storeu_si512((void *) (out + 48), _mm512_shuffle_i32x4(odd01, odd23, _MM_SHUFFLE(3, 1, 3, 1)));  // groups 12–15
+}
+
 // Philox4x32-10 over 8 (AVX2) or 16 (AVX-512) groups at once: u32 × u32 → u64 products of the
 // even lanes, then of the odd lanes shifted down, blended back into low and high halves.
 // Integer arithmetic: the words of the portable loop, bit for bit (test/methods/many/philox).
-#define TM_PHILOX_SIMD(ISA, ATTR, VEC, LANES, SET1, LOADU, MUL, SRLI, SLLI, XOR, BLEND, STOREU)                     \
+#define TM_PHILOX_SIMD(ISA, ATTR, VEC, LANES, SET1, COUNTERS, STORE4, MUL, SRLI, SLLI, XOR, BLEND, STOREU)                  \
     template <>                                                                                                \
     ATTR void mask_words<ISA>(uint32_t k0, uint32_t k1, uint32_t model, uint32_t name_hash, uint64_t g0, size_t count, uint32_t * out) { \
         constexpr uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u, w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;              \
         const VEC vm0 = SET1((int) m0), vm1 = SET1((int) m1);                                                   \
         for (size_t b0 = 0; b0 < count; b0 += LANES) {                                                          \
-            alignas(64) uint32_t lo[LANES], hi[LANES];                                                           \
-            for (size_t l = 0; l < LANES; l++) {                                                                 \
-                const uint64_t g = g0 + b0 + l;                                                                  \
-                lo[l] = (uint32_t) g;                                                                            \
-                hi[l] = (uint32_t) (g >> 32);                                                                    \
-            }                                                                                                    \
-            VEC c0 = LOADU((const void *) lo), c1 = LOADU((const void *) hi), c2 = SET1((int) model), c3 = SET1((int) name_hash); \
+            VEC c0 = SET1(0), c1 = SET1(0), c2 = SET1((int) model), c3 = SET1((int) name_hash);                   \
+            COUNTERS(g0 + b0, &c0, &c1);                                                                         \
             uint32_t ka = k0, kb = k1;                                                                           \
             for (int round = 0; round < 10; round++) {                                                           \
                 if (round > 0) {                                                                                 \
@@ -62,25 +99,27 @@ template <>
                 c1 = lo1;                                                                                        \
                 c3 = lo0;                                                                                        \
             }                                                                                                    \
+            if (count - b0 >= LANES) {                                                                           \
+                STORE4(out + 4 * b0, c0, c1, c2, c3);                                                            \
+                continue;                                                                                        \
+            }                                                                                                    \
             alignas(64) uint32_t w[4][LANES];                                                                    \
             STOREU((void *) w[0], c0);                                                                           \
             STOREU((void *) w[1], c1);                                                                           \
             STOREU((void *) w[2], c2);                                                                           \
             STOREU((void *) w[3], c3);                                                                           \
-            const size_t nb = count - b0 < LANES ? count - b0 : LANES;                                           \
-            for (size_t l = 0; l < nb; l++)                                                                      \
+            for (size_t l = 0; l < count - b0; l++)                                                              \
                 for (int k = 0; k < 4; k++) out[4 * (b0 + l) + k] = w[k][l];                                     \
         }                                                                                                        \
     }
 
 #define TM_BLEND256(a, b) _mm256_blend_epi32(a, b, 0xAA)
-#define TM_LOAD256(p) _mm256_loadu_si256((const __m256i *) (p))
 #define TM_STORE256(p, v) _mm256_storeu_si256((__m256i *) (p), v)
-TM_PHILOX_SIMD(1, __attribute__((target("avx2"))), __m256i, 8, _mm256_set1_epi32, TM_LOAD256, _mm256_mul_epu32, _mm256_srli_epi64, _mm256_slli_epi64,
-               _mm256_xor_si256, TM_BLEND256, TM_STORE256)
+TM_PHILOX_SIMD(1, __attribute__((target("avx2"))), __m256i, 8, _mm256_set1_epi32, philox_counters_avx2, philox_store_avx2, _mm256_mul_epu32, _mm256_srli_epi64,
+               _mm256_slli_epi64, _mm256_xor_si256, TM_BLEND256, TM_STORE256)
 #define TM_BLEND512(a, b) _mm512_mask_blend_epi32((__mmask16) 0xAAAA, a, b)
-TM_PHILOX_SIMD(2, __attribute__((target("avx512f"))), __m512i, 16, _mm512_set1_epi32, _mm512_loadu_si512, _mm512_mul_epu32, _mm512_srli_epi64, _mm512_slli_epi64,
-               _mm512_xor_si512, TM_BLEND512, _mm512_storeu_si512)
+TM_PHILOX_SIMD(2, __attribute__((target("avx512f"))), __m512i, 16, _mm512_set1_epi32, philox_counters_avx512, philox_store_avx512, _mm512_mul_epu32, _mm512_srli_epi64,
+               _mm512_slli_epi64, _mm512_xor_si512, TM_BLEND512, _mm512_storeu_si512)
 #endif
 
 inline uint32_t magnitude_key(float x) {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "dtype.h"
+
 namespace {
 
 constexpr size_t none = SIZE_MAX;
@@ -30,42 +32,6 @@ void select_bin(const std::vector<uint64_t> & counts, uint64_t k, uint32_t * bin
     *rank = k - above; // unreachable for 1 <= k <= n (validation)
 }
 
-/**
- * The k-th largest of keys[0, n) (1 <= k <= n), exactly: a radix select over digits of 11, 10
- * and 10 bits from the top (keys are below 2^31). Each digit's histogram picks the bin holding
- * the k-th largest; the keys of that bin are moved to the front (in place: the write index never
- * passes the read index) and the next digit ranks only them. Overwrites keys.
- */
-uint32_t select_kept_keys(uint32_t * keys, uint64_t n, uint64_t k) {
-    static const int shifts[3] = {20, 10, 0};
-    static const uint32_t widths[3] = {2048, 1024, 1024};
-    uint32_t prefix = 0;
-    uint64_t count = n;
-    for (int d = 0; d < 3; d++) {
-        const int shift = shifts[d];
-        const uint32_t mask = widths[d] - 1;
-        uint64_t hist[2048] = {};
-        for (uint64_t e = 0; e < count; e++) hist[(keys[e] >> shift) & mask]++;
-        uint64_t above = 0;
-        uint32_t bin = 0;
-        for (uint32_t b = widths[d]; b-- > 0;) {
-            if (above + hist[b] >= k) {
-                bin = b;
-                break;
-            }
-            above += hist[b];
-        }
-        k -= above;
-        prefix |= bin << shift;
-        if (d == 2) break;
-        uint64_t w = 0;
-        for (uint64_t e = 0; e < count; e++)
-            if (((keys[e] >> shift) & mask) == bin) keys[w++] = keys[e];
-        count = w;
-    }
-    return prefix;
-}
-
 /** Lane sums of x·y on elements [i, i + m) (i a multiple of the lane count): lane l takes elements ≡ l, in order. */
 inline void add_products(double * lanes, const float * x, const float * y, size_t m) {
     size_t e = 0;
@@ -78,7 +44,9 @@ inline void add_products(double * lanes, const float * x, const float * y, size_
 
 } // namespace
 
-piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned threads, uint64_t cache_bytes, reduction_key_store & store) : ctx_(ctx), piece_(piece) {
+piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned threads, const reduction_options & options, reduction_key_store & store,
+                             reduction_key_store & small_store)
+    : ctx_(ctx), piece_(piece), threads_(threads), options_(options), store_(store) {
     const merge_piece & p = ctx.job->pieces[piece];
     n_blocks_ = (p.n + MERGE_REDUCTION_BLOCK - 1) / MERGE_REDUCTION_BLOCK;
     std::vector<bool> needed(p.ops.size(), false);
@@ -92,7 +60,10 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
             if (a.kind == MERGE_OPERAND_OP) needed[a.index] = true;
         if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE) {
             if (red.k == 0) results_[r] = MERGE_KEEP_NONE_KEY;
-            else kth_index_[r] = n_kth++;
+            else {
+                kth_index_[r] = n_kth++;
+                kth_reduction_.push_back(r);
+            }
         } else if (red.columns == 0) {
             sum_index_[r] = n_sums++;
         }
@@ -104,8 +75,17 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
     for (size_t k = 0; k < needed.size(); k++)
         if (needed[k]) ops_.push_back((uint32_t) k);
     n_kth_ = n_kth;
+    for (uint32_t k : ops_)
+        for (const merge_operand & a : p.ops[k].args) {
+            if (a.kind != MERGE_OPERAND_INPUT) continue;
+            const uint8_t * data = (*ctx.inputs)[a.file]->data();
+            if (!data) continue;
+            const input_stream st{data + a.offset, (uint32_t) st_dtype_size(a.dtype)};
+            bool seen = false;
+            for (const input_stream & o : streams_) seen = seen || o.data == st.data;
+            if (!seen) streams_.push_back(st);
+        }
     direct_ = p.n <= MERGE_DIRECT_SELECT;
-    has_kth_pass_ = n_kth > 0 && !direct_;
     column_sums_.resize(p.reductions.size());
     bool any_columns = false;
     for (size_t r = 0; r < p.reductions.size(); r++)
@@ -113,42 +93,109 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
             column_sums_[r].assign((size_t) p.reductions[r].columns, 0.0);
             any_columns = true;
         }
+    const bool bracketed = n_kth > 0 && !direct_ && options.bracket;
+    mode_.assign(n_kth, direct_ ? kth_direct : (bracketed ? kth_bracketed : kth_radix));
+    if (bracketed) kinds_.push_back(pass_sample);
     kinds_.push_back(pass_main);
-    if (has_kth_pass_) kinds_.push_back(pass_kth_low);
+    if (n_kth > 0 && !direct_ && !bracketed) {
+        kinds_.push_back(pass_kth_low);
+        start_radix();
+    }
     if (any_columns) kinds_.push_back(pass_columns);
-    active_ = threads;
     if (n_kth > 0 && direct_) {
         cache_len_ = p.n;
-        keys_ = store.get(n_kth * cache_len_);
-    } else if (n_kth > 0) {
-        const uint64_t fit = cache_bytes / (n_kth * sizeof(uint32_t));
-        cache_len_ = fit >= p.n ? p.n : fit / MERGE_REDUCTION_BLOCK * MERGE_REDUCTION_BLOCK;
-        if (cache_len_ > 0) keys_ = store.get(n_kth * cache_len_);
-        const uint64_t per_thread = n_kth * bins * sizeof(uint32_t);
-        active_ = (unsigned) std::max<uint64_t>(1, std::min<uint64_t>(threads, histogram_budget / per_thread));
-        hist_.assign(active_, std::vector<std::vector<uint32_t>>(n_kth, std::vector<uint32_t>(bins, 0)));
-        bucket_.assign(n_kth, 0);
-        remaining_.assign(n_kth, 0);
+        keys_ = small_store.get(n_kth * cache_len_);
+    }
+    if (bracketed) {
+        // One allocation: per q its sample, then per q its buffer (capacity + 16 keys of vector slack).
+        sample_plan_ = kth_sample_plan_for(p.n);
+        const uint64_t budget_keys = KTH_BRACKET_BUDGET_BYTES / sizeof(uint32_t) / n_kth;
+        const uint64_t cap = options.bracket_keys > 0 ? options.bracket_keys : std::min<uint64_t>(p.n, budget_keys);
+        uint32_t * at = small_store.get(n_kth * (sample_plan_.size + cap + 16));
+        sample_.resize(n_kth);
+        inside_.resize(n_kth);
+        for (size_t q = 0; q < n_kth; q++, at += sample_plan_.size) sample_[q] = at;
+        for (size_t q = 0; q < n_kth; q++, at += cap + 16) inside_[q] = at;
+        bracket_.assign(n_kth, kth_bracket{});
+        for (kth_bracket & br : bracket_) br.capacity = cap;
+        inside_count_.reset(new std::atomic<uint64_t>[n_kth]);
+        for (size_t q = 0; q < n_kth; q++) inside_count_[q].store(0, std::memory_order_relaxed);
+        counts_.assign((size_t) threads * n_kth, kth_bracket_counts{});
+        scan_ = kth_bracket_scan_for(ctx.kernels->isa);
     }
     partials_.assign(n_sums, std::vector<double>(MERGE_REDUCTION_CHUNK_BLOCKS, 0.0));
     totals_.assign(n_sums, 0.0);
 }
 
+void piece_reducer::prefetch(uint64_t i, uint64_t m) const {
+    // The first touch of a tensor's input pages: each 4 KiB page is a fresh stream to the
+    // hardware prefetchers, so the loads of the next step are asked for while this one runs.
+    // A prefetch never faults (a truncated input faults in the load, under the guard).
+    for (const input_stream & st : streams_) {
+        const uint8_t * a = st.data + i * st.elem_size, * e = a + m * st.elem_size;
+        for (const uint8_t * l = (const uint8_t *) ((uintptr_t) a & ~(uintptr_t) 63); l < e; l += 64) __builtin_prefetch(l, 0, 3);
+    }
+}
+
+void piece_reducer::start_radix() {
+    const merge_piece & p = ctx_.job->pieces[piece_];
+    n_radix_ = 0;
+    for (kth_mode m : mode_) n_radix_ += m == kth_radix;
+    const uint64_t fit = options_.cache_bytes / (n_kth_ * sizeof(uint32_t));
+    cache_len_ = fit >= p.n ? p.n : fit / MERGE_REDUCTION_BLOCK * MERGE_REDUCTION_BLOCK;
+    if (cache_len_ > 0) keys_ = store_.get(n_kth_ * cache_len_);
+    const uint64_t per_thread = n_kth_ * bins * sizeof(uint32_t);
+    hist_active_ = (unsigned) std::max<uint64_t>(1, std::min<uint64_t>(threads_, histogram_budget / per_thread));
+    hist_.assign(hist_active_, std::vector<std::vector<uint32_t>>(n_kth_, std::vector<uint32_t>(bins, 0)));
+    bucket_.assign(n_kth_, 0);
+    remaining_.assign(n_kth_, 0);
+}
+
+unsigned piece_reducer::active_threads(int pass) const {
+    switch (kinds_[pass]) {
+        case pass_columns: return 1;
+        case pass_kth_high:
+        case pass_kth_low: return hist_active_;
+        case pass_main: return n_radix_ > 0 ? hist_active_ : threads_;
+        default: return threads_;
+    }
+}
+
 void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_index, uint64_t b) {
     const merge_piece & p = ctx_.job->pieces[piece_];
     const pass_kind kind = kinds_[pass_index];
-    const int pass = kind == pass_main ? 0 : 1;
-    const uint64_t b0 = b * MERGE_REDUCTION_BLOCK, b1 = std::min<uint64_t>(p.n, b0 + MERGE_REDUCTION_BLOCK);
     const size_t n_ops = p.ops.size();
-    double lanes[MERGE_MAX_REDUCTIONS][MERGE_REDUCTION_LANES];
     const size_t n_red = p.reductions.size();
-    if (pass == 0)
+    if (kind == pass_sample) {
+        uint64_t first, count, at;
+        kth_sample_run(sample_plan_, p.n, b, &first, &count, &at);
+        if (count == 0) return;
+        exec_run_ops(ctx_, scratch, piece_, ops_, first, (size_t) count);
+        for (size_t q = 0; q < n_kth_; q++) {
+            const float * x = exec_operand(ctx_, scratch, piece_, p.reductions[kth_reduction_[q]].args[0], first, (size_t) count, n_ops);
+            uint32_t * keys = sample_[q] + at;
+            for (uint64_t e = 0; e < count; e++) keys[e] = key_of(x[e]);
+        }
+        return;
+    }
+    const uint64_t b0 = b * MERGE_REDUCTION_BLOCK, b1 = std::min<uint64_t>(p.n, b0 + MERGE_REDUCTION_BLOCK);
+    // Which k-th reductions this pass serves, by mode (q indices).
+    auto serves = [&](size_t q) {
+        switch (kind) {
+            case pass_main: return true;
+            case pass_kth_high:
+            case pass_kth_low: return mode_[q] == kth_radix;
+            default: return false;
+        }
+    };
+    const bool high = kind == pass_kth_high || (kind == pass_main && n_radix_ > 0); // the radix path's first histogram
+    double lanes[MERGE_MAX_REDUCTIONS][MERGE_REDUCTION_LANES];
+    if (kind == pass_main)
         for (size_t r = 0; r < n_red; r++) std::fill(lanes[r], lanes[r] + MERGE_REDUCTION_LANES, 0.0);
     if (kind == pass_kth_low && b1 <= cache_len_) {
-        // Every key of this block was kept by pass 1: no operand is evaluated again.
-        for (size_t r = 0; r < n_red; r++) {
-            const size_t q = kth_index_[r];
-            if (q == none) continue;
+        // Every key of this block was kept by the high pass: no operand is evaluated again.
+        for (size_t q = 0; q < n_kth_; q++) {
+            if (!serves(q)) continue;
             uint32_t * h = hist_[ith][q].data();
             const uint32_t want = bucket_[q];
             const uint32_t * keys = keys_of(q);
@@ -160,8 +207,10 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
         return;
     }
     const size_t step = scratch.block(); // a multiple of 64, so lanes stay aligned to element indices
+    uint32_t inside[4096 + 16];          // a bracket's keys of one step (scratch blocks are at most 4096)
     for (uint64_t i = b0; i < b1; i += step) {
         const size_t m = (size_t) std::min<uint64_t>(step, b1 - i);
+        if (kind != pass_columns && i + m < p.n) prefetch(i + m, std::min<uint64_t>(step, p.n - (i + m)));
         exec_run_ops(ctx_, scratch, piece_, ops_, i, m);
         for (size_t r = 0; r < n_red; r++) {
             const merge_reduction & red = p.reductions[r];
@@ -180,22 +229,31 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
                 continue;
             }
             if (red.kind != MERGE_REDUCTION_KTH_MAGNITUDE && red.columns > 0) continue; // the column pass
-            if (pass == 1 && kth_index_[r] == none) continue;
-            if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE && kth_index_[r] == none) continue; // k = 0
+            if (red.kind != MERGE_REDUCTION_KTH_MAGNITUDE && kind != pass_main) continue; // sums: the main pass only
+            const size_t q = kth_index_[r];
+            if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE && (q == none || !serves(q))) continue; // k = 0, or another path's
             const float * x = exec_operand(ctx_, scratch, piece_, red.args[0], i, m, n_ops);
             switch (red.kind) {
                 case MERGE_REDUCTION_SUM_SQUARES: add_products(lanes[r], x, x, m); break;
                 case MERGE_REDUCTION_DOT: add_products(lanes[r], x, exec_operand(ctx_, scratch, piece_, red.args[1], i, m, n_ops + 1), m); break;
                 default: {
-                    const size_t q = kth_index_[r];
-                    if (direct_) {
+                    if (mode_[q] == kth_direct) {
                         uint32_t * keys = keys_of(q) + i;
                         for (size_t e = 0; e < m; e++) keys[e] = key_of(x[e]);
                         break;
                     }
+                    if (mode_[q] == kth_bracketed) {
+                        const kth_bracket & br = bracket_[q];
+                        const size_t got = scan_(x, m, br.lo, br.hi, &counts_[(size_t) ith * n_kth_ + q], inside);
+                        if (got == 0) break;
+                        // Order in the buffer is irrelevant to the select; past the capacity only the count matters.
+                        const uint64_t at = inside_count_[q].fetch_add(got, std::memory_order_relaxed);
+                        if (at + got <= br.capacity) std::memcpy(inside_[q] + at, inside, got * sizeof(uint32_t));
+                        break;
+                    }
                     uint32_t * h = hist_[ith][q].data();
-                    if (pass == 0) {
-                        // Keys of the cached prefix are kept for pass 2 (blocks lie wholly inside or outside it).
+                    if (high) {
+                        // Keys of the cached prefix are kept for the low pass (blocks lie wholly inside or outside it).
                         if (i < cache_len_) {
                             uint32_t * keys = keys_of(q) + i;
                             for (size_t e = 0; e < m; e++) {
@@ -218,7 +276,7 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
             }
         }
     }
-    if (pass != 0) return;
+    if (kind != pass_main) return;
     for (size_t r = 0; r < n_red; r++) {
         if (sum_index_[r] == none) continue;
         const double * l = lanes[r];
@@ -234,16 +292,52 @@ void piece_reducer::end_chunk(int pass, uint64_t first, uint64_t count) {
 
 void piece_reducer::end_pass(int pass_index) {
     const merge_piece & p = ctx_.job->pieces[piece_];
-    if (kinds_[pass_index] == pass_columns) return;
-    const int pass = kinds_[pass_index] == pass_main ? 0 : 1;
-    for (size_t r = 0; r < p.reductions.size(); r++) {
-        if (pass == 0 && sum_index_[r] != none) results_[r] = totals_[sum_index_[r]];
-        const size_t q = kth_index_[r];
-        if (q == none) continue;
-        if (direct_) {
-            results_[r] = (double) select_kept_keys(keys_of(q), cache_len_, p.reductions[r].k);
+    const pass_kind kind = kinds_[pass_index];
+    if (kind == pass_columns) return;
+    if (kind == pass_sample) {
+        for (size_t q = 0; q < n_kth_; q++) {
+            const uint64_t cap = bracket_[q].capacity;
+            bracket_[q] = kth_bracket_from_sample(sample_[q], sample_plan_.size, p.n, p.reductions[kth_reduction_[q]].k);
+            bracket_[q].capacity = std::min(bracket_[q].capacity, cap);
+        }
+        return;
+    }
+    if (kind == pass_main)
+        for (size_t r = 0; r < p.reductions.size(); r++)
+            if (sum_index_[r] != none) results_[r] = totals_[sum_index_[r]];
+    bool missed = false;
+    for (size_t q = 0; q < n_kth_; q++) {
+        const size_t r = kth_reduction_[q];
+        const uint64_t k = p.reductions[r].k;
+        if (kind == pass_main && mode_[q] == kth_direct) {
+            results_[r] = (double) kth_select_kept_keys(keys_of(q), cache_len_, k);
+            mode_[q] = kth_done;
             continue;
         }
+        if (kind == pass_main && mode_[q] == kth_bracketed) {
+            kth_bracket_counts totals;
+            for (unsigned t = 0; t < threads_; t++) {
+                const kth_bracket_counts & c = counts_[(size_t) t * n_kth_ + q];
+                totals.above += c.above;
+                totals.at_hi += c.at_hi;
+                totals.at_lo += c.at_lo;
+            }
+            const uint64_t found = inside_count_[q].load(std::memory_order_relaxed);
+            uint32_t key;
+            if (kth_bracket_resolve(bracket_[q], totals, inside_[q], found, k, &key)) {
+                results_[r] = (double) key;
+                mode_[q] = kth_done;
+                bracket_hits_++;
+            } else {
+                mode_[q] = kth_radix;
+                bracket_misses_++;
+                missed = true;
+            }
+            continue;
+        }
+        if (mode_[q] != kth_radix) continue;
+        const bool high = kind == pass_kth_high || kind == pass_main;
+        if (kind == pass_main && !high) continue;
         std::vector<uint64_t> counts(bins, 0);
         for (auto & per_thread : hist_) {
             for (size_t b = 0; b < bins; b++) counts[b] += per_thread[q][b];
@@ -251,14 +345,21 @@ void piece_reducer::end_pass(int pass_index) {
         }
         uint32_t bin;
         uint64_t rank;
-        if (pass == 0) {
-            select_bin(counts, p.reductions[r].k, &bin, &rank);
+        if (high) {
+            select_bin(counts, k, &bin, &rank);
             bucket_[q] = bin;
             remaining_[q] = rank;
         } else {
             select_bin(counts, remaining_[q], &bin, &rank);
             results_[r] = (double) ((bucket_[q] << 16) | bin);
+            mode_[q] = kth_done;
         }
+    }
+    if (missed) {
+        // The exact radix path for the reductions whose bracket missed (rare: see kth_bracket.h).
+        start_radix();
+        kinds_.push_back(pass_kth_high);
+        kinds_.push_back(pass_kth_low);
     }
 }
 

@@ -4,7 +4,8 @@
  * reads them instead of evaluating the task vectors again; pieces too big for the budget fall
  * back to evaluating the rest. Whatever the budget (none, a prefix cut at a block boundary, the
  * whole piece), threads and windows, TIES must write the TS engine's bytes; the engine's own
- * counters say which path ran.
+ * counters say which path ran. The radix path runs when a piece's sampled bracket misses
+ * (kth-bracket.test.ts); here the bracket is off (TENSORMERGE_KTH_BRACKET=0) so every big piece takes it.
  */
 import { strict as assert } from "node:assert";
 import { readFileSync } from "node:fs";
@@ -71,7 +72,7 @@ describe("many-model methods: the native k-th magnitude key cache", function () 
     if (!ENGINES.includes("native")) this.skip();
     for (const b of budgets) {
       for (const [threads, windowMib] of [[1, undefined], [2, "1"]] as const) {
-        const restore = setEngineKnobs({ TENSORMERGE_REDUCTION_CACHE_KIB: b.kib, TENSORMERGE_WINDOW_MIB: windowMib });
+        const restore = setEngineKnobs({ TENSORMERGE_KTH_BRACKET: "0", TENSORMERGE_REDUCTION_CACHE_KIB: b.kib, TENSORMERGE_WINDOW_MIB: windowMib });
         try {
           const out = join(dir.path, `ties-${b.kib ?? "d"}-${threads}.safetensors`);
           lastStats = undefined;
@@ -92,7 +93,7 @@ describe("many-model methods: the native k-th magnitude key cache", function () 
     for (const density of [1 / N_BIG, 0.01, 0.5, 1 - 1e-6]) {
       const outs: Buffer[] = [];
       for (const kib of ["0", "1024", undefined]) {
-        const restore = setEngineKnobs({ TENSORMERGE_REDUCTION_CACHE_KIB: kib });
+        const restore = setEngineKnobs({ TENSORMERGE_KTH_BRACKET: "0", TENSORMERGE_REDUCTION_CACHE_KIB: kib });
         try {
           const out = join(dir.path, `one-${density}-${kib ?? "d"}.safetensors`);
           await merge({ recipeMetadata: false, engine: "native", threads: 2, method: "ties", params: { density }, base: paths[0], models: [paths[2]], out } as never);
