@@ -4,8 +4,8 @@
  * out here: p_r = fp32(up[row, r] · down[r, col]), P = p_0, P = fp32(P + p_r), r ascending
  * (LoHa: fp32(P · Q); LoKr: fp32(A[..] · B[..]) with low-rank factors in the same order).
  *
- * Ranks around the vector widths (1, 7, 8, 15, 16, 17), 128 and 300 (past the 256-rank chunk the
- * SIMD code splits the sum at), column counts that are not multiples of 8 or 16, fewer columns
+ * Ranks around the vector widths (1, 7, 8, 15, 16, 17), around and past the 64-rank chunks the SIMD
+ * code splits the sum at (64, 65, 128, 300), column counts that are not multiples of 8 or 16, fewer columns
  * than one vector, LoCon's flattened 3×3 convs, F16 / BF16 / F32 factors (down at a byte address
  * that is not 4-aligned too), 1 and 2 threads (other window cuts). The values span 2^±12, so a
  * different summation order changes bits: a self-check below proves the reference would see it.
@@ -14,6 +14,8 @@
  * (EXEC_LOWRANK_BAND, exec.h) and keeps 4 of them per thread: operands past 65536 elements (a
  * band ends mid-row, the last band is short) and an op chain reading 5 low-rank operands per
  * block (the fifth finds every band in use and is computed block by block) check those paths.
+ * A column tile that more than 4 rows read is widened once into a contiguous fp32 copy: the cases
+ * of more than 4 rows take that path (F16, BF16 and F32 down), those of 4 rows or fewer the other.
  */
 import { strict as assert } from "node:assert";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -70,8 +72,8 @@ interface Factor { bytes: Uint8Array; dtype: Dt }
 interface Case { name: string; rows: number; cols: number; rank: number; up: Dt; down: Dt; hadamardRank?: number; shift?: number }
 
 const CASES: Case[] = [
-  ...[1, 7, 8, 15, 16, 17, 128].map((rank): Case => ({ name: `rank ${rank}, 33 × 77 f16`, rows: 33, cols: 77, rank, up: DT.F16, down: DT.F16 })),
-  { name: "rank 300 (two rank chunks), 9 × 160 f16", rows: 9, cols: 160, rank: 300, up: DT.F16, down: DT.F16 },
+  ...[1, 7, 8, 15, 16, 17, 64, 65, 128].map((rank): Case => ({ name: `rank ${rank}, 33 × 77 f16`, rows: 33, cols: 77, rank, up: DT.F16, down: DT.F16 })),
+  { name: "rank 300 (five rank chunks), 9 × 160 f16", rows: 9, cols: 160, rank: 300, up: DT.F16, down: DT.F16 },
   { name: "rank 128, 40 × 1281 f16 (windows cut rows)", rows: 40, cols: 1281, rank: 128, up: DT.F16, down: DT.F16 },
   { name: "rank 16, 4 × 5000 bf16 (a window is part of a row)", rows: 4, cols: 5000, rank: 16, up: DT.BF16, down: DT.BF16 },
   { name: "rank 17, 300 × 5 f32 (fewer columns than a vector)", rows: 300, cols: 5, rank: 17, up: DT.F32, down: DT.F32 },
