@@ -19,6 +19,15 @@ struct merge_reduction_result;
 /** Scratch slots after the operand slots: a conversion slot and two low-rank slots (exec.cc). */
 constexpr size_t EXEC_EXTRA_SLOTS = 3;
 
+/**
+ * Elements of a low-rank band (64K floats = 256 KiB per band): at least 5 rows of the widest
+ * SD-size factor (a 3×3 conv of 1280 channels has 11520 columns) so that every `down` vector the
+ * product widens serves 4 output rows, where a 3072-element block covers one row or less.
+ */
+constexpr size_t EXEC_LOWRANK_BAND = 65536;
+/** Bands kept per thread: low-rank operands one op (a stack of LoRAs) can read without recomputing. */
+constexpr size_t EXEC_LOWRANK_BANDS = 4;
+
 /** Read-only state shared by all threads of one run. */
 struct exec_context {
     const merge_job * job;
@@ -69,6 +78,18 @@ public:
     void forget(size_t slot) { tags_[slot].generation = 0; }
     size_t slot_index(const float * s) const { return (size_t) (s - data_) / block_; }
 
+    /**
+     * Low-rank bands (exec.cc): a low-rank operand's values computed for up to
+     * EXEC_LOWRANK_BAND elements at once, then served to the blocks that follow. A band is
+     * identified by its operand (`key`) and element range; an entry read in the current block
+     * is never replaced, so the ops of one block can hold EXEC_LOWRANK_BANDS of them at a time.
+     */
+    const float * band_find(const void * key, uint64_t i, size_t m);
+    /** An entry not read in the current block, claimed for key on [i0, i1); nullptr if none. */
+    float * band_claim(const void * key, uint64_t i0, uint64_t i1);
+    /** EXEC_LOWRANK_BAND floats for a band's second (Hadamard) product. */
+    float * band_second() const { return bands_data_ + EXEC_LOWRANK_BANDS * EXEC_LOWRANK_BAND; }
+
 private:
     struct slot_tag {
         uint64_t generation = 0;
@@ -80,6 +101,13 @@ private:
     uint64_t generation_ = 1;
     std::vector<merge_nonfinite> nonfinite_; // per output
     float * data_ = nullptr;
+    struct band {
+        const void * key = nullptr;
+        uint64_t i0 = 0, i1 = 0;
+        uint64_t generation = 0; // last block that read it
+    };
+    band bands_[EXEC_LOWRANK_BANDS];
+    float * bands_data_ = nullptr; // EXEC_LOWRANK_BANDS + 1 bands; pages untouched until a job has low-rank operands
     size_t n_slots_, block_;
 };
 

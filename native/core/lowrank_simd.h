@@ -11,8 +11,10 @@
 // Blocking: the rank is cut in chunks of at most RANK_CHUNK (a chunk's partial sums go through
 // `out`, which is exact in fp32: the next chunk reloads P and goes on adding in order), so the
 // `down` rows a column tile reads (RANK_CHUNK × TILE_COLS values) stay in L1 while every output
-// row of the block reuses them; up to 4 output rows share each widened `down` vector, and up
-// rows are widened once per block into `tmp`. `down` is read in place (F16 / BF16 / F32). A row
+// row of the block reuses them; up to 4 output rows share each `down` vector, and up rows are
+// widened once per block into `tmp`. A tile that more than 4 rows read is widened once into a
+// contiguous fp32 copy (`pack`: no conversion in the inner loop, no L1 set conflicts between
+// rows of `down` a matrix row apart); otherwise `down` is read in place (F16 / BF16 / F32). A row
 // the range covers only in part (its first and last) runs the whole tile on a copy and keeps its
 // part: element-wise code at the range's edges cost 2/3 of the time at rank 128 (perf).
 //
@@ -35,7 +37,7 @@ struct lowrank_simd {
     typedef typename V::vf vf;
     static constexpr size_t W = V::W;
     static constexpr size_t NV = V::NV;
-    static constexpr uint32_t RANK_CHUNK = 256;
+    static constexpr uint32_t RANK_CHUNK = 64;
 
     template <uint32_t DT>
     static constexpr size_t elem() {
@@ -129,6 +131,7 @@ struct lowrank_simd {
         const uint64_t cols_v = cols / W * W;
         const uint64_t tile_cols = NV * W;
         alignas(64) float edge[4][NV * W];
+        alignas(64) float pack[RANK_CHUNK * NV * W]; // one tile of `down` widened: 16 KiB for AVX-512
         for (uint64_t b0 = 0; b0 < n_rows; b0 += batch) {
             const size_t nb = (size_t) (n_rows - b0 < batch ? n_rows - b0 : batch);
             for (uint32_t r0 = 0; r0 < f.rank; r0 += rc) {
@@ -148,7 +151,16 @@ struct lowrank_simd {
                     // into `edge` (its earlier partial sums copied in) and copies its part out.
                     size_t q = 0;
                     while (q < nb && !(lo_of(q) < c_end && hi_of(q) > c)) q++;
-                    while (q < nb && lo_of(q) < c_end && hi_of(q) > c) {
+                    size_t q_end = q;
+                    while (q_end < nb && lo_of(q_end) < c_end && hi_of(q_end) > c) q_end++;
+                    // More than one group of rows reads this tile: widen it once into `pack`
+                    // (contiguous rows; in place, the rows of `down` sit a row of the matrix apart
+                    // and map to few L1 sets) and let every group read fp32.
+                    const bool packed = q_end - q > 4;
+                    if (packed)
+                        for (uint32_t r = 0; r < nr; r++)
+                            for (size_t v = 0; v < nw; v++) V::storeu(pack + (r * nw + v) * W, load_down<DT>(down0 + (size_t) r * down_stride + (c + v * W) * es));
+                    while (q < q_end) {
                         size_t g = 0;
                         float * dst[4];
                         float * keep[4] = {};
@@ -168,12 +180,23 @@ struct lowrank_simd {
                             g++;
                         }
                         const float * up = tmp + q * nr;
-                        const uint8_t * down = down0 + c * es;
-                        switch (g) {
-                            case 1: tile_rows<DT, 1>(nw, up, nr, down, down_stride, dst, first); break;
-                            case 2: tile_rows<DT, 2>(nw, up, nr, down, down_stride, dst, first); break;
-                            case 3: tile_rows<DT, 3>(nw, up, nr, down, down_stride, dst, first); break;
-                            default: tile_rows<DT, 4>(nw, up, nr, down, down_stride, dst, first); break;
+                        if (packed) {
+                            const uint8_t * down = (const uint8_t *) pack;
+                            const size_t stride = nw * W * sizeof(float);
+                            switch (g) {
+                                case 1: tile_rows<ST_DTYPE_F32, 1>(nw, up, nr, down, stride, dst, first); break;
+                                case 2: tile_rows<ST_DTYPE_F32, 2>(nw, up, nr, down, stride, dst, first); break;
+                                case 3: tile_rows<ST_DTYPE_F32, 3>(nw, up, nr, down, stride, dst, first); break;
+                                default: tile_rows<ST_DTYPE_F32, 4>(nw, up, nr, down, stride, dst, first); break;
+                            }
+                        } else {
+                            const uint8_t * down = down0 + c * es;
+                            switch (g) {
+                                case 1: tile_rows<DT, 1>(nw, up, nr, down, down_stride, dst, first); break;
+                                case 2: tile_rows<DT, 2>(nw, up, nr, down, down_stride, dst, first); break;
+                                case 3: tile_rows<DT, 3>(nw, up, nr, down, down_stride, dst, first); break;
+                                default: tile_rows<DT, 4>(nw, up, nr, down, down_stride, dst, first); break;
+                            }
                         }
                         for (size_t k = 0; k < g; k++)
                             if (keep[k]) std::memcpy(keep[k], edge[k] + (from[k] - c), (size_t) (to[k] - from[k]) * sizeof(float));
