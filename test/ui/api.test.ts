@@ -313,16 +313,19 @@ describe("ui API", function () {
 
   it("cancels a run and leaves nothing; stopping the server mid-run does the same", async function () {
     this.timeout(120000);
-    // Slow enough that the TS engine, one thread, is still merging when the cancel arrives: multiply difference takes a pow per element.
+    // Slow enough that the TS engine, one thread, is still merging when the cancel arrives: multiply difference takes a pow per element
+    // (C differs from A and B: where A = C the engines skip the pow).
     const big = await startFixture({ engine: "js", threads: 1 }, (models) => {
       const n = 8 << 20;
-      for (const [name, fill] of [["x", 1], ["y", 2]] as const) {
+      for (const [name, fill] of [["x", 1], ["y", 2], ["z", 3]] as const) {
         writeModel(join(models, `${name}.safetensors`), { "model.diffusion_model.out.2.weight": { dtype: "F32", shape: [n], raw: new Uint8Array(n * 4).fill(fill) } });
       }
     });
+    // And the engine's test knob: a pause after each 1M-element chunk (each run's worker copies the environment).
+    process.env.TENSORMERGE_WINDOW_PAUSE_MS = "200";
     try {
-      const [x, y] = [join(big.models, "x.safetensors"), join(big.models, "y.safetensors")];
-      const body = { recipe: { rows: [{ name: "big", method: "multiply-difference", a: { model: x }, b: { model: y }, c: { model: x }, multiplier: "0.2,0.4" }] } };
+      const [x, y, z] = [join(big.models, "x.safetensors"), join(big.models, "y.safetensors"), join(big.models, "z.safetensors")];
+      const body = { recipe: { rows: [{ name: "big", method: "multiply-difference", a: { model: x }, b: { model: y }, c: { model: z }, multiplier: "0.2,0.4" }] } };
       const s = await events(big);
       const r = await call(big, "/api/runs", { body });
       const id = r.json.task.id;
@@ -348,6 +351,7 @@ describe("ui API", function () {
       assert.deepEqual(entries(big.out), []);
       s2.close();
     } finally {
+      delete process.env.TENSORMERGE_WINDOW_PAUSE_MS;
       await big.close();
     }
   });

@@ -33,12 +33,13 @@ describe("ui in a browser (chromium)", function () {
       this.skip();
     }
     const { chromium } = await import("playwright-core");
-    // The TS engine, one thread: multiply difference (a pow per element) of the big pair below is still running when Cancel is clicked (and
+    // The TS engine, one thread: multiply difference (a pow per element; C differs from A and B, or the
+    // engines skip the pow) of the big models below is still running when Cancel is clicked (and
     // the small board's outputs are checked against a native-engine library run: same bits).
     f = await startFixture({ engine: "js", threads: 1 }, (models) => {
       for (const [name, seed] of [["base", 1], ["style", 2], ["sd15", 3]] as const) writeBlockModel(join(models, `${name}.safetensors`), seed);
       const n = 8 << 20;
-      for (const [name, fill] of [["bigx", 1], ["bigy", 2]] as const) {
+      for (const [name, fill] of [["bigx", 1], ["bigy", 2], ["bigz", 3]] as const) {
         writeModel(join(models, `${name}.safetensors`), { "model.diffusion_model.out.2.weight": { dtype: "F32", shape: [n], raw: new Uint8Array(n * 4).fill(fill) } });
       }
     });
@@ -244,16 +245,23 @@ describe("ui in a browser (chromium)", function () {
   it("cancels a run from the page and leaves nothing", async () => {
     const before = entries(f.out);
     await page.getByRole("tab", { name: "Recipes" }).click();
-    await page.locator("#recipe-text").fill("big = bigx + bigy + bigx, 0.5, multiply-difference, safetensors\n");
+    await page.locator("#recipe-text").fill("big = bigx + bigy + bigz, 0.5, multiply-difference, safetensors\n");
     await page.getByRole("button", { name: "Load into the board" }).click();
     await page.getByRole("tab", { name: "Board" }).click();
     await page.locator("#plan-outputs", { hasText: "big.safetensors" }).waitFor();
-    await page.locator("#run").click();
-    await page.locator("#task-state", { hasText: /^merging$/ }).waitFor({ timeout: 30000 }).catch(async (e) => {
-      throw new Error(`${(e as Error).message}; check: ${await checkText()}; task: ${await page.locator("#task").textContent()}`);
-    });
-    await page.locator("#cancel").click();
-    await page.locator("#task-state", { hasText: /^cancelled$/ }).waitFor({ timeout: 30000 });
+    // The engine's test knob: a pause after each 1M-element chunk (the job's worker copies the
+    // environment when the run starts), so the run is still merging when Cancel is clicked.
+    process.env.TENSORMERGE_WINDOW_PAUSE_MS = "1000";
+    try {
+      await page.locator("#run").click();
+      await page.locator("#task-state", { hasText: /^merging$/ }).waitFor({ timeout: 30000 }).catch(async (e) => {
+        throw new Error(`${(e as Error).message}; check: ${await checkText()}; task: ${await page.locator("#task").textContent()}`);
+      });
+      await page.locator("#cancel").click();
+      await page.locator("#task-state", { hasText: /^cancelled$/ }).waitFor({ timeout: 30000 });
+    } finally {
+      delete process.env.TENSORMERGE_WINDOW_PAUSE_MS;
+    }
     await page.locator("#results", { hasText: "Cancelled: nothing was written." }).waitFor();
     await page.screenshot({ path: join(SHOTS, "board-cancelled.png"), fullPage: true });
     assert.deepEqual(entries(f.out), before);
