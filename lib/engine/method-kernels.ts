@@ -188,21 +188,39 @@ function scratch(i: number, n: number): Float32Array {
   return (scratchArrays[i] = new Float32Array(Math.max(n, 1 << 20)));
 }
 
+/** One train-difference element, statement for statement as native/core/method_kernels.cc. */
+export function trainDifferenceExact(ai: number, bi: number, ci: number, p0: number): number {
+  const t0 = f(bi - ci);
+  const d0 = absf(t0);
+  const d1 = absf(f(bi - ai));
+  const s = f(d0 + d1);
+  const q = s !== 0 ? f(d1 / s) : 0;
+  const sc = t0 > 0 ? q : t0 < 0 ? (q === q ? -q : q) : f(0 * q);
+  const nd = f(sc * d0);
+  const v = f(nd * p0);
+  return f(ai + v);
+}
+
 type Kernel = (out: Float32Array, x: Float32Array[], p: number[], n: number) => void;
 
 export const METHOD_KERNELS: Record<string, Kernel> = {
   "train-difference": (r, [a, b, c], p, n) => {
-    const p0 = f(p[0]!);
+    const p0 = f(p[0]!), xa = a!, xb = b!, xc = c!;
+    // Branch-free for the common element (the signs of B−C and B−A are random, so absf's and
+    // the sign choice's branches mispredict half the time): Math.abs equals absf but on a NaN,
+    // and sign(B−C)·q·|B−C| is the same product as q·(B−C). Where those can differ (a NaN
+    // anywhere, s = 0, a zero whose sign the sign choice decides) the result is NaN or ±0:
+    // those elements are recomputed exactly as native writes them.
     for (let i = 0; i < n; i++) {
-      const t0 = f(b![i]! - c![i]!);
-      const d0 = absf(t0);
-      const d1 = absf(f(b![i]! - a![i]!));
-      const s = f(d0 + d1);
-      const q = s !== 0 ? f(d1 / s) : 0;
-      const sc = t0 > 0 ? q : t0 < 0 ? (q === q ? -q : q) : f(0 * q);
-      const nd = f(sc * d0);
-      const v = f(nd * p0);
-      r[i] = f(a![i]! + v);
+      const ai = xa[i]!, bi = xb[i]!;
+      const t0 = f(bi - xc[i]!);
+      const d1 = Math.abs(f(bi - ai));
+      const s = f(Math.abs(t0) + d1);
+      const q = f(d1 / s);
+      const v = f(f(q * t0) * p0);
+      const ri = f(ai + v);
+      r[i] = ri;
+      if (ri !== ri || ri === 0) r[i] = trainDifferenceExact(ai, bi, xc[i]!, p0);
     }
   },
   "triple-sum": (r, [a, b, c], p, n) => {
@@ -227,8 +245,10 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
     // the two powers over the whole chunk first (powF32Array), then the combination
     const pa = scratch(0, n), pb = scratch(1, n);
     for (let i = 0; i < n; i++) {
-      pa[i] = absf(f(xa[i]! - xc[i]!));
-      pb[i] = absf(f(xb[i]! - xc[i]!));
+      // Math.abs, not absf: powF32Array turns any NaN into its own NaN, so a NaN's sign bit is
+      // lost either way, and a branch on a random sign mispredicts half the time
+      pa[i] = Math.abs(f(xa[i]! - xc[i]!));
+      pb[i] = Math.abs(f(xb[i]! - xc[i]!));
     }
     powF32Array(pa, p0, pa, n);
     powF32Array(pb, p1, pb, n);
