@@ -20,7 +20,6 @@ if ("part" in data && data.part) {
   runJsJob(data as Job).then(
     (result) => parentPort!.postMessage({ ok: true, result }),
     (e: unknown) => {
-      if (process.env.TS_ENGINE_DEBUG) console.error(e);
       const err = e instanceof MergeError ? e : new MergeError("INTERNAL", e instanceof Error ? e.message : String(e));
       parentPort!.postMessage({ ok: false, error: { code: err.code, message: err.message, path: err.path, tensor: err.tensor } });
     },

@@ -207,10 +207,12 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
   "train-difference": (r, [a, b, c], p, n) => {
     const p0 = f(p[0]!), xa = a!, xb = b!, xc = c!;
     // Branch-free for the common element (the signs of B−C and B−A are random, so absf's and
-    // the sign choice's branches mispredict half the time): Math.abs equals absf but on a NaN,
-    // and sign(B−C)·q·|B−C| is the same product as q·(B−C). Where those can differ (a NaN
-    // anywhere, s = 0, a zero whose sign the sign choice decides) the result is NaN or ±0:
-    // those elements are recomputed exactly as native writes them.
+    // the sign choice's branches mispredict half the time). Math.abs equals absf but on a NaN,
+    // and sign(B−C)·q·|B−C| is the product q·(B−C) but for its zero's sign when B−C = −0;
+    // that zero only reaches the result through A + v with v = ±0, where it changes nothing
+    // unless A = ±0, and then B − A is ±0 too, so s = 0. Every element where the two ways can
+    // differ (a NaN anywhere, s = 0 where q = 0/0 here) is therefore NaN here, and is
+    // recomputed as native computes it.
     for (let i = 0; i < n; i++) {
       const ai = xa[i]!, bi = xb[i]!;
       const t0 = f(bi - xc[i]!);
@@ -220,7 +222,7 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
       const v = f(f(q * t0) * p0);
       const ri = f(ai + v);
       r[i] = ri;
-      if (ri !== ri || ri === 0) r[i] = trainDifferenceExact(ai, bi, xc[i]!, p0);
+      if (ri !== ri) r[i] = trainDifferenceExact(ai, bi, xc[i]!, p0);
     }
   },
   "triple-sum": (r, [a, b, c], p, n) => {
