@@ -1,7 +1,7 @@
 /**
  * The TS engine's chunk loop: computes and writes the chunks a thread claims, with the next
- * chunk's reads in flight while the current one is computed and its writes still going out
- * (two buffer sets, alternating). Every buffer is allocated once per thread and reused: fp32
+ * chunk's reads in flight while the current one is computed and the previous one's writes
+ * still going out (three buffer sets, in turn). Every buffer is allocated once per thread and reused: fp32
  * inputs are used in place (no copy), an op rounded to the output's dtype is written from the
  * bytes its rounding produced (narrow(widen(c)) = c for every code a narrowing yields, so
  * those are the bytes encoding again would give). Each chunk's output bytes have fixed
@@ -20,6 +20,9 @@ import { computeReductions, reductionOps } from "./reductions";
 
 /** Elements per chunk: bounds memory to a few MiB per operand whatever the tensor size. */
 export const JS_CHUNK_ELEMENTS = 1 << 20;
+
+/** Buffer sets per thread (see runChunks). */
+const JS_BUFFER_SETS = 3;
 
 /** A piece's reduction results (native/core/reductions.h), as the kernels take them. */
 export interface PieceStats { values: number[]; columns: (Float64Array | undefined)[] }
@@ -247,7 +250,10 @@ export async function runChunks(
     return plan;
   };
   const pieceStats = new Map<number, PieceStats>();
-  const sets = [new BufferSet(), new BufferSet()];
+  // Three sets: the chunk computed, the next one's reads, and the previous one's writes, which
+  // O_DIRECT makes wait for the disk (a buffered write returned once copied): with two, the
+  // next chunk's reads waited for them and each thread kept one 1–4 MiB write in flight.
+  const sets = Array.from({ length: JS_BUFFER_SETS }, () => new BufferSet());
   let statsSet: BufferSet | undefined;
 
   const readFactor = async (f: LowRankFactor, first: number, count: number): Promise<Float32Array> => {
@@ -399,6 +405,7 @@ export async function runChunks(
     check();
     let g = claimChunk();
     if (g < 0) return 0;
+    let turn = 0;
     let cur = sets[0]!, next = sets[1]!;
     load(cur, g);
     while (g >= 0) {
@@ -423,7 +430,9 @@ export async function runChunks(
         if (gNext >= 0) load(next, gNext);
       }
       g = gNext;
-      [cur, next] = [next, cur];
+      turn++;
+      cur = next;
+      next = sets[(turn + 1) % sets.length]!;
     }
     await Promise.all(sets.map((s) => s.writing));
     return computedStats;
