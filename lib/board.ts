@@ -44,13 +44,14 @@ export function nonFiniteWarnings(counts: RunResult["nonFinite"], rename: (path:
 
 /**
  * Checks what can be checked before anything is written, after removing the temporary files
- * killed merges left beside the targets. Returns the paths of those removed.
+ * killed merges left beside the targets. Returns the paths of those removed. `extraFiles`: other
+ * files the run writes while it lasts (a bake's Tucker factors), counted by the free-space check.
  */
-export async function preflight(plan: BoardPlan, overwrite: boolean): Promise<string[]> {
+export async function preflight(plan: BoardPlan, overwrite: boolean, extraFiles: { path: string; size: number }[] = []): Promise<string[]> {
   const outputs = plan.passes.flatMap((p) => p.outputs);
   await checkTargets(outputs.map((o) => o.path), plan.inputs.map((m) => m.path), overwrite);
   const removed = await removeStaleTemps(outputs.map((o) => o.path));
-  const sides = sideFileNeeds(plan).map((s) => ({ path: s.path, size: s.bytes }));
+  const sides = [...sideFileNeeds(plan).map((s) => ({ path: s.path, size: s.bytes })), ...extraFiles];
   await checkFreeSpace([...outputs.map((o) => ({ path: o.path, size: o.layout.size })), ...sides]);
   return removed;
 }

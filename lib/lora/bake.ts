@@ -161,7 +161,7 @@ async function bakeChecked(options: BakeOptions, checked: ReturnType<typeof vali
   });
   const tucker = planTucker([...match.contributions.values()].flat().map((c) => ({ module: c.module, path: loras[c.lora]!.path })), tempPathFor(out));
   const plan = withLoras(copy, loras.map((l) => l.model), match.contributions, base, tucker);
-  await preflight(plan, overwrite);
+  await preflight(plan, overwrite, tucker ? [{ path: tucker.model.path, size: tucker.model.size }] : []);
   let run;
   try {
     await tucker?.write(options.signal);
