@@ -160,6 +160,67 @@ export function powF32Array(x: Float32Array, y: number, out: Float32Array, n: nu
   }
 }
 
+/**
+ * out[i] = powF32(x[i], y) and outU[i] = powF32(u[i], v) for i < n: powF32Array's operations,
+ * the two powers' statements interleaved. Each power is one long chain of dependent operations
+ * (the two polynomials), so one at a time the CPU waits on each result; two chains side by side
+ * give it independent work (the same operations on the same values: the same bits). Elements
+ * off the common path (a special or subnormal base, an over- or underflowing power) take
+ * powF32 itself. `out` may be `x` and `outU` may be `u`.
+ */
+export function powF32Pair(x: Float32Array, y: number, u: Float32Array, v: number, out: Float32Array, outU: Float32Array, n: number): void {
+  if (y === 0 || Number.isNaN(y) || v === 0 || Number.isNaN(v)) {
+    powF32Array(x, y, out, n);
+    powF32Array(u, v, outU, n);
+    return;
+  }
+  const l0 = LOGP64[0]!, l1 = LOGP64[1]!, l2 = LOGP64[2]!, l3 = LOGP64[3]!, l4 = LOGP64[4]!, l5 = LOGP64[5]!, l6 = LOGP64[6]!, l7 = LOGP64[7]!, l8 = LOGP64[8]!;
+  const e0 = EXPP64[0]!, e1 = EXPP64[1]!, e2 = EXPP64[2]!, e3 = EXPP64[3]!, e4 = EXPP64[4]!, e5 = EXPP64[5]!, e6 = EXPP64[6]!;
+  const xb = new Int32Array(x.buffer, x.byteOffset, n), ub = new Int32Array(u.buffer, u.byteOffset, n);
+  for (let i = 0; i < n; i++) {
+    const xi = x[i]!, ui = u[i]!;
+    const bx = xb[i]!, bu = ub[i]!;
+    // common path: both bases positive, normal, finite and not 1 (exponent field 1..254)
+    if (bx < 0x00800000 || bx >= 0x7f800000 || bu < 0x00800000 || bu >= 0x7f800000 || bx === 0x3f800000 || bu === 0x3f800000) {
+      out[i] = powF32(xi, y);
+      outU[i] = powF32(ui, v);
+      continue;
+    }
+    const ex = (bx >> 23) - 127, eu = (bu >> 23) - 127;
+    const jx = (bx >> 19) & (LOG_N - 1), ju = (bu >> 19) & (LOG_N - 1);
+    const mx = xi * UNSCALE[ex + 149]!, mu = ui * UNSCALE[eu + 149]!;
+    const rx = mx * INVC64[jx]! - 1, ru = mu * INVC64[ju]! - 1;
+    let px = l8, pu = l8;
+    px = px * rx; pu = pu * ru; px = px + l7; pu = pu + l7;
+    px = px * rx; pu = pu * ru; px = px + l6; pu = pu + l6;
+    px = px * rx; pu = pu * ru; px = px + l5; pu = pu + l5;
+    px = px * rx; pu = pu * ru; px = px + l4; pu = pu + l4;
+    px = px * rx; pu = pu * ru; px = px + l3; pu = pu + l3;
+    px = px * rx; pu = pu * ru; px = px + l2; pu = pu + l2;
+    px = px * rx; pu = pu * ru; px = px + l1; pu = pu + l1;
+    px = px * rx; pu = pu * ru; px = px + l0; pu = pu + l0;
+    const lpx = px * rx, lpu = pu * ru;
+    const tx = y * (ex + LOG2C64[jx]! + lpx), tu = v * (eu + LOG2C64[ju]! + lpu);
+    if (!(tx < 129 && tx > -160 && tu < 129 && tu > -160)) {
+      out[i] = powF32(xi, y);
+      outU[i] = powF32(ui, v);
+      continue;
+    }
+    const kx = Math.floor(tx * 16 + 0.5), ku = Math.floor(tu * 16 + 0.5);
+    const jjx = kx & (EXP_N - 1), jju = ku & (EXP_N - 1);
+    const wx0 = (tx - kx * 0.0625) * LN2, wu0 = (tu - ku * 0.0625) * LN2;
+    let wx = e6, wu = e6;
+    wx = wx * wx0; wu = wu * wu0; wx = wx + e5; wu = wu + e5;
+    wx = wx * wx0; wu = wu * wu0; wx = wx + e4; wu = wu + e4;
+    wx = wx * wx0; wu = wu * wu0; wx = wx + e3; wu = wu + e3;
+    wx = wx * wx0; wu = wu * wu0; wx = wx + e2; wu = wu + e2;
+    wx = wx * wx0; wu = wu * wu0; wx = wx + e1; wu = wu + e1;
+    wx = wx * wx0; wu = wu * wu0; wx = wx + e0; wu = wu + e0;
+    out[i] = wx * EXP2J64[jjx]! * POW2_64[(kx - jjx) * 0.0625 - POW2_MIN]!;
+    outU[i] = wu * EXP2J64[jju]! * POW2_64[(ku - jju) * 0.0625 - POW2_MIN]!;
+  }
+}
+
 /** |x| leaving a NaN as it is (Math.abs may or may not clear its sign bit); ±0 give +0. */
 const absf = (x: number): number => (x < 0 ? -x : x === 0 ? 0 : x);
 
@@ -200,6 +261,10 @@ export function trainDifferenceExact(ai: number, bi: number, ci: number, p0: num
   const v = f(nd * p0);
   return f(ai + v);
 }
+
+/** One fp32 value and its bits, for multiply difference's sign (per thread: module state). */
+const signScratch = new Float32Array(1);
+const signScratchBits = new Int32Array(signScratch.buffer);
 
 type Kernel = (out: Float32Array, x: Float32Array[], p: number[], n: number) => void;
 
@@ -244,7 +309,7 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
   "multiply-difference": (r, [a, b, c], p, n) => {
     const p0 = f(p[0]!), p1 = f(p[1]!), p2 = f(p[2]!), p3 = f(p[3]!);
     const xa = a!, xb = b!, xc = c!;
-    // the two powers over the whole chunk first (powF32Array), then the combination
+    // the two powers over the whole chunk first (powF32Pair), then the combination
     const pa = scratch(0, n), pb = scratch(1, n);
     for (let i = 0; i < n; i++) {
       // Math.abs, not absf: powF32Array turns any NaN into its own NaN, so a NaN's sign bit is
@@ -252,14 +317,19 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
       pa[i] = Math.abs(f(xa[i]! - xc[i]!));
       pb[i] = Math.abs(f(xb[i]! - xc[i]!));
     }
-    powF32Array(pa, p0, pa, n);
-    powF32Array(pb, p1, pb, n);
+    powF32Pair(pa, p0, pb, p1, pa, pb, n);
+    // copysign(m, lerp − C) on m's bits, without a branch on the sign (random: half of them
+    // mispredicted): m is a product of two powers, so +0 … +Inf or a NaN; where sg < 0 its
+    // sign bit is set, unless it is a NaN (kept as it is, as native keeps it).
+    const mf = signScratch, mi = signScratchBits;
     for (let i = 0; i < n; i++) {
       const ci = xc[i]!;
-      const m = f(pa[i]! * pb[i]!);
+      mf[0] = pa[i]! * pb[i]!; // the Float32Array store rounds: f(pa · pb)
+      const mb = mi[0]!;
       const w = f(f(xa[i]! * p2) + f(xb[i]! * p3));
       const sg = f(w - ci);
-      r[i] = f(ci + (sg < 0 && m === m ? -m : m));
+      mi[0] = mb | ((+(sg < 0) & +(mb <= 0x7f800000)) << 31);
+      r[i] = f(ci + mf[0]!);
     }
   },
   "similarity-add-difference": (r, [a, b, c], p, n) => {

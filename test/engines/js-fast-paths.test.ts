@@ -3,6 +3,9 @@
  * - train difference's branch-free loop (method-kernels.ts) against the formula written out
  *   here statement for statement as native/core/method_kernels.cc has it, over edge values
  *   (±0, ±Inf, NaNs of both signs with payloads, subnormals, equal operands);
+ * - multiply difference's branch-free sign and its two powers side by side (powF32Pair)
+ *   against the formula of method_kernels.cc with powF32 (the shared pow, its own tests in
+ *   js-pipeline.test.ts and the det-math suites);
  * - the fp8 pair tables (js-chunks.ts: one op of two fp8 inputs rounded to fp8) against the
  *   native engine and against the formula with PyTorch's fp8 rounding from lib/dtypes, on a
  *   tensor holding every pair of codes and crossing a chunk boundary;
@@ -15,7 +18,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { f32BitsToF8E4m3, f32BitsToF8E5m2, f8E4m3ToF32Bits, f8E5m2ToF32Bits } from "../../lib/dtypes";
 import { JS_CHUNK_ELEMENTS } from "../../lib/engine/js-chunks";
-import { METHOD_KERNELS } from "../../lib/engine/method-kernels";
+import { METHOD_KERNELS, powF32, powF32Pair } from "../../lib/engine/method-kernels";
 import { merge } from "../../lib/merge";
 import { ENGINES, setEngineKnobs } from "../helpers/engines";
 import { randomValues, readModel, tempDir, writeModel, type TestTensor } from "../helpers/models";
@@ -76,38 +79,95 @@ function assertSameButNaN(pathX: string, pathY: string, label: string): void {
   assert.equal(tx.size, ty.size, label);
 }
 
+/** native/core/method_kernels.cc multiply_difference, one element. */
+function multiplyDifferenceFormula(a: number, b: number, c: number, p: number[]): number {
+  const absf = (x: number): number => (x < 0 ? -x : x === 0 ? 0 : x);
+  const negf = (x: number): number => (x === x ? -x : x);
+  const da = absf(f(a - c)), db = absf(f(b - c));
+  const m = f(powF32(da, p[0]!) * powF32(db, p[1]!));
+  const w = f(f(a * p[2]!) + f(b * p[3]!));
+  const sg = f(w - c);
+  return f(c + (sg < 0 ? negf(m) : m));
+}
+
+const bitsOf = (u: number): number => new Float32Array(new Uint32Array([u]).buffer)[0]!;
+const EDGE_VALUES = [0, -0, 1, -1, 0.5, -2, Infinity, -Infinity, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38, bitsOf(0x7fc00001), bitsOf(0xffc00000), bitsOf(0x7f800001)].map(f);
+
+/** Every triple of edge values, then `count` random ones with ties (B = A, C = B, C = A). */
+function edgeTriples(seed: number, count: number): [Float32Array, Float32Array, Float32Array] {
+  const triples: number[][] = [];
+  for (const a of EDGE_VALUES) for (const b of EDGE_VALUES) for (const c of EDGE_VALUES) triples.push([a, b, c]);
+  const next = lcg(seed);
+  const rand = (): number => f(((next() >>> 8) / 2 ** 24 - 0.5) * 2 ** ((next() % 60) - 40));
+  for (let i = 0; i < count; i++) {
+    const a = rand(), b = i % 7 === 0 ? a : rand(), c = i % 5 === 0 ? b : i % 11 === 0 ? a : rand();
+    triples.push([a, b, c]);
+  }
+  const n = triples.length;
+  return [0, 1, 2].map((k) => {
+    const v = new Float32Array(n), w = new Uint32Array(v.buffer);
+    // through the bits, so the NaN payloads reach the kernel as written
+    triples.forEach((t, i) => { w[i] = new Uint32Array(new Float32Array([t[k]!]).buffer)[0]!; });
+    return v;
+  }) as [Float32Array, Float32Array, Float32Array];
+}
+
 describe("TS engine fast paths", function () {
   this.timeout(600_000);
 
-  it("train difference's branch-free loop gives the formula's bits (every triple of edge values, and random values with ties)", () => {
-    const bitsOf = (u: number): number => new Float32Array(new Uint32Array([u]).buffer)[0]!;
-    const specials = [0, -0, 1, -1, 0.5, -2, Infinity, -Infinity, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38, bitsOf(0x7fc00001), bitsOf(0xffc00000), bitsOf(0x7f800001)].map(f);
-    const triples: number[][] = [];
-    for (const a of specials) for (const b of specials) for (const c of specials) triples.push([a, b, c]);
-    const next = lcg(9);
-    const rand = (): number => f(((next() >>> 8) / 2 ** 24 - 0.5) * 2 ** ((next() % 60) - 40));
-    for (let i = 0; i < 200_000; i++) {
-      const a = rand(), b = i % 7 === 0 ? a : rand(), c = i % 5 === 0 ? b : i % 11 === 0 ? a : rand();
-      triples.push([a, b, c]);
+  it("multiply difference's branch-free sign and paired powers give the formula's bits (edge triples, random values with ties)", () => {
+    const [a, b, c] = edgeTriples(21, 100_000);
+    const n = a.length;
+    for (const [alpha, beta] of [[0.3, 0.5], [1, 0], [0, 1], [-0.5, 2]]) {
+      const p = [f(1 - alpha), f(alpha), f(1 - beta), f(beta)];
+      const got = new Float32Array(n), gotBits = new Uint32Array(got.buffer);
+      METHOD_KERNELS["multiply-difference"]!(got, [a, b, c], p, n);
+      const want = new Float32Array(1), wantBits = new Uint32Array(want.buffer);
+      for (let i = 0; i < n; i++) {
+        want[0] = multiplyDifferenceFormula(a[i]!, b[i]!, c[i]!, p);
+        const nanInputs = [a[i]!, b[i]!, c[i]!].filter((x) => x !== x).length;
+        const same = gotBits[i] === wantBits[0] || (nanInputs > 0 && Number.isNaN(got[i]!) && Number.isNaN(want[0]!));
+        if (!same) assert.fail(`α ${alpha} β ${beta}: md(${a[i]}, ${b[i]}, ${c[i]}) = 0x${gotBits[i]!.toString(16)}, want 0x${wantBits[0]!.toString(16)}`);
+      }
     }
-    const n = triples.length;
-    const [a, b, c] = [0, 1, 2].map((k) => {
-      const v = new Float32Array(n), w = new Uint32Array(v.buffer);
-      // through the bits, so the NaN payloads reach the kernel as written
-      triples.forEach((t, i) => { w[i] = new Uint32Array(new Float32Array([t[k]!]).buffer)[0]!; });
-      return v;
-    });
+  });
+
+  it("powF32Pair gives powF32's bits for both powers (specials, subnormals, overflow, underflow)", () => {
+    const n = 1 << 18;
+    const x = new Float32Array(n), u = new Float32Array(n), xb = new Uint32Array(x.buffer), ub = new Uint32Array(u.buffer);
+    const next = lcg(31);
+    for (let i = 0; i < n; i++) {
+      xb[i] = i % 3 === 0 ? next() : next() & 0x7fffffff;
+      ub[i] = i % 5 === 0 ? next() : next() & 0x7fffffff;
+    }
+    x.set(EDGE_VALUES, 0);
+    u.set(EDGE_VALUES.slice().reverse(), 0);
+    for (const [y, v] of [[0.3, 0.7], [2, -0.5], [-3, 1e-3], [0, 0.5], [0.5, Number.NaN], [Infinity, 1], [-Infinity, 40], [150, -150]].map((q) => q.map(f))) {
+      const out = new Float32Array(n), outU = new Float32Array(n);
+      powF32Pair(x, y!, u, v!, out, outU, n);
+      for (let i = 0; i < n; i++) {
+        for (const [base, e, got] of [[x[i]!, y!, out[i]!], [u[i]!, v!, outU[i]!]]) {
+          const want = powF32(base!, e!);
+          if (!Object.is(got, want) && !(Number.isNaN(want) && Number.isNaN(got!))) assert.fail(`pow(${base}, ${e}): ${got} ≠ ${want}`);
+        }
+      }
+    }
+  });
+
+  it("train difference's branch-free loop gives the formula's bits (every triple of edge values, and random values with ties)", () => {
+    const [a, b, c] = edgeTriples(9, 200_000);
+    const n = a.length;
     for (const p0 of [1.8, -1.8, 0, 1e-30].map(f)) {
       const got = new Float32Array(n);
-      METHOD_KERNELS["train-difference"]!(got, [a!, b!, c!], [p0], n);
+      METHOD_KERNELS["train-difference"]!(got, [a, b, c], [p0], n);
       const gotBits = new Uint32Array(got.buffer);
       const want = new Float32Array(1), wantBits = new Uint32Array(want.buffer);
       for (let i = 0; i < n; i++) {
-        want[0] = trainDifferenceFormula(a![i]!, b![i]!, c![i]!, p0);
-        const nanInputs = [a![i]!, b![i]!, c![i]!].filter((x) => x !== x).length;
+        want[0] = trainDifferenceFormula(a[i]!, b[i]!, c[i]!, p0);
+        const nanInputs = [a[i]!, b[i]!, c[i]!].filter((x) => x !== x).length;
         // an operation on two NaNs may return either one (JIT tier, operand order): only "a NaN" then
         const same = gotBits[i] === wantBits[0] || (nanInputs > 1 && Number.isNaN(got[i]!) && Number.isNaN(want[0]!));
-        if (!same) assert.fail(`p0 ${p0}: td(${a![i]}, ${b![i]}, ${c![i]}) = 0x${gotBits[i]!.toString(16)}, want 0x${wantBits[0]!.toString(16)}`);
+        if (!same) assert.fail(`p0 ${p0}: td(${a[i]}, ${b[i]}, ${c[i]}) = 0x${gotBits[i]!.toString(16)}, want 0x${wantBits[0]!.toString(16)}`);
       }
     }
   });
