@@ -301,6 +301,15 @@ void read_tuning(merge_tuning * t) {
     if (const char * v = std::getenv("TENSORMERGE_PREFETCH")) t->prefetch = std::atoi(v);
     if (const char * v = std::getenv("TENSORMERGE_RELEASE_INPUTS")) t->release_inputs = std::atoi(v);
     if (const char * v = std::getenv("TENSORMERGE_INTERLEAVE")) t->interleave = std::atoi(v);
+    if (const char * v = std::getenv("TENSORMERGE_BUFFERED_READS")) t->buffered_reads = std::atoi(v);
+    if (const char * v = std::getenv("TENSORMERGE_READ_BUFFER_MIB")) {
+        const long mib = std::atol(v);
+        if (mib > 0 && mib <= 1024) t->read_buffer_bytes = (uint64_t) mib << 20;
+    }
+    if (const char * v = std::getenv("TENSORMERGE_READERS")) {
+        const int n = std::atoi(v);
+        if (n >= 1 && n <= 16) t->readers = n;
+    }
     // Tests: pause after each window so a test can change an input at a known point of the job.
     if (const char * v = std::getenv("TENSORMERGE_WINDOW_PAUSE_MS")) {
         const long ms = std::atol(v);

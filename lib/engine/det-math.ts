@@ -2,6 +2,7 @@
  * sin, cos and acos in double from + − × ÷ and sqrt only: the same algorithm, operation for
  * operation, as native/core/det_math.cc, so both engines derive the same per-tensor
  * coefficients (SLERP's angles). Accuracy: a few ulps (test/methods/many/det-math.test.ts).
+ * Below them, the table-driven pow product of multiply-difference (native/core/method_kernels.h).
  */
 const PIO2_HI = 1.57079632673412561417e+00;
 const PIO2_LO = 6.07710050650619224932e-11;
@@ -67,4 +68,179 @@ export function detAcos(x: number): number {
   if (x > 0.5) return 2 * asinSmall(Math.sqrt((1 - x) / 2));
   if (x < -0.5) return (PI_HI - 2 * asinSmall(Math.sqrt((1 + x) / 2))) + PI_LO;
   return (PIO2_HI - asinSmall(x)) + PIO2_LO;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The product of two powers, x1^y1 · x2^y2 in fp32 (multiply-difference's |A−C|^(1−α)·|B−C|^α):
+// native/core/method_kernels.h merge_pow_product, operation for operation. The tables are built
+// by the same double operations in the same order as merge_pow_tables_make, so the same doubles
+// (see there for the algorithm and its error: within 0.505 fp32 ulp of the exact value;
+// test/native/pow-product.test.ts).
+
+const f32 = Math.fround;
+const LN2 = 0.6931471805599453;
+const LOG_BITS = 4;
+const LOG_N = 1 << LOG_BITS;
+const EXP_N = 16;
+const LOG_TERMS = 5;
+const EXP_TERMS = 5;
+const INVC = new Float64Array(LOG_N), LOG2C = new Float64Array(LOG_N), EXP2J = new Float64Array(EXP_N);
+for (let i = 0; i < LOG_N; i++) {
+  const mid = 1 + (i + 0.5) / LOG_N;
+  const v = Math.floor(1048576 / mid + 0.5) / 1048576;
+  INVC[i] = v;
+  const s = (v - 1) / (v + 1);
+  const z = s * s;
+  let q = 1 / 61;
+  for (let k = 29; k >= 0; k--) q = q * z + 1 / (2 * k + 1);
+  LOG2C[i] = -((2 * s * q) / LN2);
+}
+{
+  const invFact: number[] = [1];
+  for (let n = 1; n <= 28; n++) invFact.push(invFact[n - 1]! / n);
+  for (let j = 0; j < EXP_N; j++) {
+    const u = (j / EXP_N) * LN2;
+    let w = invFact[28]!;
+    for (let n = 27; n >= 0; n--) w = w * u + invFact[n]!;
+    EXP2J[j] = w;
+  }
+}
+const LOGP = Float64Array.from({ length: LOG_TERMS }, (_, k) => ((k + 1) % 2 ? 1 : -1) / ((k + 1) * LN2));
+/** EXPP[n] = ln2^n/n!: 2^f = Σ EXPP[n]·f^n. */
+const EXPP = new Float64Array(EXP_TERMS);
+EXPP[0] = 1;
+for (let n = 1; n < EXP_TERMS; n++) EXPP[n] = EXPP[n - 1]! * LN2 / n;
+/** POW2[k − POW2_MIN] = 2^k for k in [−160, 129], by exact doubling and halving (C++ uses ldexp: also exact). */
+const POW2_MIN = -160;
+const POW2 = new Float64Array(129 - POW2_MIN + 1);
+{
+  let v = 1;
+  for (let k = 0; k > POW2_MIN; k--) v /= 2;
+  for (let k = POW2_MIN; k <= 129; k++, v *= 2) POW2[k - POW2_MIN] = v;
+}
+/** UNSCALE[e + 149] = 2^−e for the exponents of positive fp32 values, e in [−149, 127] (exact). */
+const UNSCALE = new Float64Array(277);
+for (let k = 0, v = 2 ** 149; k < 277; k++, v /= 2) UNSCALE[k] = v;
+const F64 = new Float64Array(1);
+const U32 = new Uint32Array(F64.buffer); // [low word, high word] (little-endian, as every target)
+
+/** Whether operand (x, y) enters the log sum: y ≠ 0 and x > 0 finite, not 1 (pow_general). */
+const powGeneral = (x: number, y: number): boolean => y !== 0 && x > 0 && x < Infinity && x !== 1;
+
+/** IEEE pow's value for the other operands (pow_special). */
+function powSpecial(x: number, y: number): number {
+  if (y === 0) return 1; // pow(x, ±0) = 1 for every x, NaN included
+  if (Number.isNaN(x) || Number.isNaN(y) || x < 0) return NaN;
+  if (x === 0) return y > 0 ? 0 : Infinity;
+  if (x === Infinity) return y > 0 ? Infinity : 0;
+  return 1; // x = 1
+}
+
+/** log2 x for x > 0 finite (pow_log2): x = m·2^e from the bits of the double. */
+function powLog2(x: number): number {
+  F64[0] = x;
+  const hi = U32[1]!;
+  const e = ((hi >>> 20) & 0x7ff) - 1023;
+  const i = (hi >>> (20 - LOG_BITS)) & (LOG_N - 1);
+  U32[1] = (hi & 0xfffff) | 0x3ff00000;
+  return log2Reduced(e, i, F64[0]!);
+}
+
+/** e + log2c[i] + log2(1 + r), r = m·invc[i] − 1, for x = m·2^e, i the top bits of m. */
+function log2Reduced(e: number, i: number, m: number): number {
+  const r = m * INVC[i]! - 1;
+  let p = LOGP[4]!;
+  p = p * r; p = p + LOGP[3]!;
+  p = p * r; p = p + LOGP[2]!;
+  p = p * r; p = p + LOGP[1]!;
+  p = p * r; p = p + LOGP[0]!;
+  const lp = p * r;
+  return e + LOG2C[i]! + lp;
+}
+
+/** 2^t rounded once to fp32 (pow_exp2): +∞ from t >= 129, +0 from t <= −160, NaN from NaN. */
+function powExp2(t: number): number {
+  if (Number.isNaN(t)) return NaN;
+  if (t >= 129) return Infinity;
+  if (t <= -160) return 0;
+  const k = Math.floor(t * 16 + 0.5);
+  const j = k & (EXP_N - 1);
+  const kInt = (k - j) / EXP_N;
+  const fr = t - k * 0.0625;
+  let w = EXPP[4]!;
+  w = w * fr; w = w + EXPP[3]!;
+  w = w * fr; w = w + EXPP[2]!;
+  w = w * fr; w = w + EXPP[1]!;
+  w = w * fr; w = w + EXPP[0]!;
+  return f32(w * EXP2J[j]! * POW2[kInt - POW2_MIN]!);
+}
+
+/** x1^y1 · x2^y2 for fp32 x1, x2 >= 0 and fp32 y1, y2: the same bits as merge_pow_product. */
+export function powProductF32(x1: number, y1: number, x2: number, y2: number): number {
+  const g1 = powGeneral(x1, y1), g2 = powGeneral(x2, y2);
+  const t1 = g1 ? y1 * powLog2(x1) : 0;
+  const t2 = g2 ? y2 * powLog2(x2) : 0;
+  let m = powExp2(t1 + t2);
+  if (!g1) m = f32(m * powSpecial(x1, y1));
+  if (!g2) m = f32(m * powSpecial(x2, y2));
+  return m;
+}
+
+/** x^y for fp32 x >= 0 and y: powProductF32(x, y, 1, 1). */
+export function powF32(x: number, y: number): number {
+  return powProductF32(x, y, 1, 1);
+}
+
+/**
+ * out[i] = powProductF32(x1[i], y1, x2[i], y2) for i < n, in one loop: powProductF32's
+ * operations, inlined, where both operands are general and normal fp32 (their fp32 bits give e
+ * and i, and m = x·2^−e is exact; no clamp where pow_in_range says t cannot reach the cut-offs);
+ * x1 = 0 gives +0 where zero_kills says so (as the native kernel skips A = C); the other elements
+ * call powProductF32. `out` may be x1 or x2.
+ */
+export function powProductF32Array(x1: Float32Array, y1: number, x2: Float32Array, y2: number, out: Float32Array, n: number): void {
+  const b1 = new Uint32Array(x1.buffer, x1.byteOffset, n), b2 = new Uint32Array(x2.buffer, x2.byteOffset, n);
+  const finiteNonZero = y1 !== 0 && y2 !== 0 && Number.isFinite(y1) && Number.isFinite(y2);
+  // method_kernels_simd.h pow_in_range and zero_kills
+  const inRange = y1 >= 0 && y2 >= 0 && y1 + y2 <= 1 + 2 ** -20;
+  const zero1 = y1 > 0 && y2 >= 0 && y2 <= 1, zero2 = y2 > 0 && y1 >= 0 && y1 <= 1;
+  const i0 = INVC, c0 = LOG2C, lp0 = LOGP[0]!, lp1 = LOGP[1]!, lp2 = LOGP[2]!, lp3 = LOGP[3]!, lp4 = LOGP[4]!;
+  const ep0 = EXPP[0]!, ep1 = EXPP[1]!, ep2 = EXPP[2]!, ep3 = EXPP[3]!, ep4 = EXPP[4]!;
+  for (let i = 0; i < n; i++) {
+    const u = b1[i]!, v = b2[i]!;
+    // both normal positive finite (bits in [2^23, 0x7f800000)), not 1, and finite exponents ≠ 0
+    if (!finiteNonZero || u - 0x00800000 >>> 0 >= 0x7f000000 || u === 0x3f800000 || v - 0x00800000 >>> 0 >= 0x7f000000 || v === 0x3f800000) {
+      if ((zero1 && u === 0 && v < 0x7f800000) || (zero2 && v === 0 && u < 0x7f800000)) out[i] = 0; // A = C or B = C
+      else out[i] = powProductF32(x1[i]!, y1, x2[i]!, y2);
+      continue;
+    }
+    const e1 = (u >>> 23) - 127, j1 = (u >>> 19) & (LOG_N - 1);
+    const r1 = x1[i]! * UNSCALE[e1 + 149]! * i0[j1]! - 1;
+    let p1 = lp4;
+    p1 = p1 * r1; p1 = p1 + lp3;
+    p1 = p1 * r1; p1 = p1 + lp2;
+    p1 = p1 * r1; p1 = p1 + lp1;
+    p1 = p1 * r1; p1 = p1 + lp0;
+    const e2 = (v >>> 23) - 127, j2 = (v >>> 19) & (LOG_N - 1);
+    const r2 = x2[i]! * UNSCALE[e2 + 149]! * i0[j2]! - 1;
+    let p2 = lp4;
+    p2 = p2 * r2; p2 = p2 + lp3;
+    p2 = p2 * r2; p2 = p2 + lp2;
+    p2 = p2 * r2; p2 = p2 + lp1;
+    p2 = p2 * r2; p2 = p2 + lp0;
+    const t = y1 * (e1 + c0[j1]! + p1 * r1) + y2 * (e2 + c0[j2]! + p2 * r2);
+    if (!inRange) {
+      out[i] = powExp2(t);
+      continue;
+    }
+    const k = Math.floor(t * 16 + 0.5);
+    const j = k & (EXP_N - 1);
+    const fr = t - k * 0.0625;
+    let w = ep4;
+    w = w * fr; w = w + ep3;
+    w = w * fr; w = w + ep2;
+    w = w * fr; w = w + ep1;
+    w = w * fr; w = w + ep0;
+    out[i] = w * EXP2J[j]! * POW2[(k - j) / EXP_N - POW2_MIN]!; // the Float32Array store: the one rounding
+  }
 }

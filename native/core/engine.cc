@@ -31,12 +31,12 @@ constexpr uint64_t chunk_bytes = 1u << 20; // output bytes per work item (cancel
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
+/** An output window buffer: huge pages where the kernel allows (see merge_alloc_io_buffer). */
 struct aligned_buffer {
     uint8_t * data = nullptr;
     explicit aligned_buffer(uint64_t size) {
-        void * p = nullptr;
-        if (posix_memalign(&p, page, (size_t) size) != 0) throw std::bad_alloc();
-        data = (uint8_t *) p;
+        data = merge_alloc_io_buffer(size);
+        if (!data) throw std::bad_alloc();
     }
     ~aligned_buffer() { free(data); }
     aligned_buffer(const aligned_buffer &) = delete;
@@ -98,6 +98,8 @@ public:
         window_ = std::max<uint64_t>(page, job_.tuning.window_bytes & ~(page - 1));
         window_ = std::min(window_, (max_size + page - 1) & ~(page - 1));
         if (window_ == 0) window_ = page;
+        drop_behind_ = wants_drop_behind();
+        if (job_.tuning.buffered_reads == 1 || job_.tuning.buffered_reads == 2) start_reader();
         buffers_[0].reset(new aligned_buffer(window_ + slack));
         buffers_[1].reset(new aligned_buffer(window_ + slack));
 
@@ -116,19 +118,20 @@ public:
             const long kib = std::atol(v);
             if (kib >= 0 && kib <= (4l << 20)) reduction_cache_bytes_ = (uint64_t) kib << 10;
         }
-        ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_};
-        drop_behind_ = wants_drop_behind();
+        ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_, &staged_};
 
         crc_.resize(job_.outputs.size());
         for (size_t o = 0; o < job_.outputs.size(); o++) crc_[o].assign(job_.outputs[o].crc32_ranges.size(), 0);
 
         merge_thread_pool pool(n_threads);
         merge_prefetcher prefetcher(inputs_);
-        if (job_.tuning.prefetch) prefetcher.start();
+        if (job_.tuning.prefetch && !reader_) prefetcher.start();
         merge_writer writer(job_, outputs_);
         writer.start();
         s = stream(pool, writer, prefetcher);
         prefetcher.stop();
+        staged_ = nullptr;
+        if (reader_) reader_->stop();
         if (s.ok()) {
             writer.drain();
             if (writer.failed()) s = writer.status();
@@ -172,6 +175,10 @@ public:
             {"interleave", job_.tuning.interleave ? 1.0 : 0.0},
             {"outputSwitches", (double) n_switches_},
             {"secondsReduce", t_reduce_},
+            {"bufferedReads", reader_ ? 1.0 : 0.0},
+            {"bytesBufferedRead", reader_ ? (double) reader_->bytes_read() : 0.0},
+            {"secondsReading", reader_ ? reader_->seconds_reading() : 0.0},
+            {"secondsWaitRead", t_read_wait_},
             {"reductionCachedElements", (double) reduction_cached_},
             {"reductionKthElements", (double) reduction_elements_},
         };
@@ -185,6 +192,10 @@ private:
     std::vector<std::unique_ptr<merge_input_map>> inputs_;
     std::vector<merge_fault_range> fault_ranges_; // the input maps, for the SIGBUS guard
     std::vector<std::unique_ptr<merge_output_file>> outputs_;
+    std::vector<std::string> input_paths_;
+    std::unique_ptr<merge_input_reader> reader_; // buffered reads of uncached input runs (null: the maps only)
+    const staged_window * staged_ = nullptr;     // the window being computed's read runs (exec_context::staged)
+    double t_read_wait_ = 0;
     std::unique_ptr<aligned_buffer> buffers_[2];
     std::vector<std::unique_ptr<exec_scratch>> scratch_;
     exec_context ctx_{};
@@ -291,14 +302,22 @@ private:
             size_t last = first;
             while (last < spans.size() && spans[last].begin < w1) last++;
             fill(o, w0, w1, buf, first, last);
-            if (w0 == 0 || !job_.tuning.prefetch) note_window(o, w0, w1, first);
-            if (job_.tuning.prefetch) {
-                // The first window's reads are queued too: they start while it is computed.
-                if (w0 == 0) prefetcher.submit(window_inputs(o, w0, w1, first));
-                if (w1 < size) note_window(o, w1, std::min(size, w1 + window_), first);
-                prefetcher.submit(window_inputs(o, w1, std::min(size, w1 + window_), first));
+            if (reader_) {
+                t_fill_ += now() - t0;
+                t0 = now();
+                merge_status r = read_window(cursors, o, w0, w1, first);
+                t_read_wait_ += now() - t0;
+                if (!r.ok()) return r;
+            } else {
+                if (w0 == 0 || !job_.tuning.prefetch) note_window(o, w0, w1, first);
+                if (job_.tuning.prefetch) {
+                    // The first window's reads are queued too: they start while it is computed.
+                    if (w0 == 0) prefetcher.submit(window_inputs(o, w0, w1, first));
+                    if (w1 < size) note_window(o, w1, std::min(size, w1 + window_), first);
+                    prefetcher.submit(window_inputs(o, w1, std::min(size, w1 + window_), first));
+                }
+                t_fill_ += now() - t0;
             }
-            t_fill_ += now() - t0;
 
             t0 = now();
             merge_status s = compute(pool, w0, w1, buf, spans, first, last);
@@ -306,7 +325,8 @@ private:
             if (!s.ok()) return s;
             const int release = job_.tuning.release_inputs;
             if (release >= 1 && release <= 3) release_window(o, w0, w1, first);
-            if (drop_behind_) drop_window(w0);
+            if (drop_behind_) reader_ ? drop_read_runs() : drop_window(w0);
+            staged_ = nullptr;
             if (!job_.outputs[o].crc32_ranges.empty()) {
                 t0 = now();
                 crc_window(pool, o, w0, w1, buf);
@@ -392,6 +412,73 @@ private:
         }
         ranges.resize(n);
         return ranges;
+    }
+
+    /**
+     * Buffered reads (tuning.buffered_reads): 2 always; 1 (the default) when drop-behind applies
+     * (one output, inputs > RAM/2: wants_drop_behind) and at least 5% of the input bytes are not
+     * in the page cache when the job starts; 0 never. Cached runs are read through the map
+     * either way (merge_input_reader skips them), so a warm job loses nothing. Without
+     * drop-behind the pages read stay cached, each a fresh page either way, and the copy into
+     * the slots cost more system CPU than mapping them in 2 of 3 A/B runs of ws-sd15h (two 2 GB
+     * inputs; bench/RESULTS.md "Cold reads"), so those jobs keep the maps.
+     * With a reader, the window narrows so that one window's input runs fit in one read slot (a
+     * window of output bytes reads about window x input bytes / output bytes, plus a page of
+     * alignment per run): the reader's memory is 2 read slots, the engine's 2 windows.
+     */
+    void start_reader() {
+        if (job_.tuning.buffered_reads == 1) {
+            if (!drop_behind_) return;
+            double total = 0, missing = 0; // a cheap estimate first: a warm job takes no page snapshot
+            for (const auto & in : inputs_) {
+                total += (double) in->size();
+                missing += (1.0 - in->sampled_resident_fraction()) * (double) in->size();
+            }
+            if (total == 0 || missing < 0.05 * total) return;
+        }
+        for (const merge_input & in : job_.inputs) input_paths_.push_back(in.path);
+        const uint64_t slot = job_.tuning.read_buffer_bytes;
+        std::unique_ptr<merge_input_reader> reader(new merge_input_reader(inputs_, input_paths_, slot, (unsigned) job_.tuning.readers, job_.tuning.buffered_reads == 2, drop_behind_));
+        if (job_.tuning.buffered_reads == 1 && reader->uncached_fraction() < 0.05) return;
+        uint64_t in_total = 0, max_out = 0;
+        for (const merge_input & in : job_.inputs) in_total += in.size;
+        for (const merge_output & out : job_.outputs) max_out = std::max(max_out, out.size);
+        if (in_total > max_out && max_out > 0) {
+            const uint64_t room = slot > (job_.inputs.size() + 1) * page ? slot - (job_.inputs.size() + 1) * page : page;
+            const uint64_t fit = (uint64_t) ((unsigned __int128) room * max_out / in_total) & ~(page - 1);
+            window_ = std::min(window_, std::max<uint64_t>(fit, std::min<uint64_t>(window_, 4u << 20)));
+        }
+        reader->start();
+        reader_ = std::move(reader);
+    }
+
+    /**
+     * Window n_windows_ (output o's [w0, w1)) is about to be computed: queues the reads of the
+     * window that will follow it (next_output on the cursors as they will be, so interleaved
+     * outputs get theirs too) and waits for this one's, which the previous call queued.
+     */
+    merge_status read_window(const std::vector<output_cursor> & cursors, size_t o, uint64_t w0, uint64_t w1, size_t first) {
+        const uint64_t id = n_windows_;
+        if (id == 0) reader_->submit(0, window_runs(o, w0, w1, first));
+        std::vector<output_cursor> after = cursors;
+        after[o].w0 = w1;
+        const size_t next = next_output(after);
+        std::vector<prefetch_range> runs;
+        if (next != SIZE_MAX) {
+            output_cursor & c = after[next];
+            const std::vector<plan_span> & spans = plan_.spans[next];
+            while (c.first < spans.size() && spans[c.first].end <= c.w0) c.first++;
+            runs = window_runs(next, c.w0, std::min(job_.outputs[next].size, c.w0 + window_), c.first);
+        }
+        reader_->submit(id + 1, runs);
+        return reader_->wait(id, &staged_);
+    }
+
+    /** Drop-behind of the computed window's runs that were read from disk (see drop_window). */
+    void drop_read_runs() {
+        if (!staged_) return;
+        for (const staged_run & r : staged_->runs)
+            if (r.cold) inputs_[r.file]->drop_cached(r.offset, r.length);
     }
 
     /**

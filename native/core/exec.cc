@@ -79,8 +79,12 @@ struct block_eval {
     size_t n_ops;
     size_t p; // piece index (its reduction results)
 
-    const uint8_t * input_ptr(const merge_operand & a, uint64_t i) const {
-        return (*ctx.inputs)[a.file]->data() + a.offset + i * st_dtype_size(a.dtype);
+    /** Input a's elements [i, i + m): in the window's read copy when it holds them, else in the map. */
+    const uint8_t * input_ptr(const merge_operand & a, uint64_t i, uint64_t m) const {
+        const uint64_t size = st_dtype_size(a.dtype), offset = a.offset + i * size;
+        if (ctx.staged && *ctx.staged)
+            if (const uint8_t * copy = (*ctx.staged)->find(a.file, offset, m * size)) return copy;
+        return (*ctx.inputs)[a.file]->data() + offset;
     }
 
     // F32 inputs at 4-byte aligned addresses are read in place; everything else is widened
@@ -138,7 +142,7 @@ struct block_eval {
             return slot;
         }
         if (a.kind == MERGE_OPERAND_LOWRANK) return lowrank(piece.lowranks[a.index], i, m, slot);
-        const uint8_t * src = input_ptr(a, i);
+        const uint8_t * src = input_ptr(a, i, m);
         if (a.dtype == ST_DTYPE_F32 && ((uintptr_t) src & 3) == 0) return (const float *) src;
         if (scratch.holds(index, src, a.dtype, m)) return slot; // widened by an earlier op of this block
         merge_kernels_load(ctx.kernels, a.dtype)(slot, src, m);
@@ -195,7 +199,7 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
     const plan_write & pw = ctx.plan->writes[p][w];
     block_eval ev{ctx, scratch, piece, piece.ops.size(), p};
     if (pw.raw) {
-        std::memcpy(dst, ev.input_ptr(wr.source, i0), (size_t) ((i1 - i0) * pw.out_size));
+        std::memcpy(dst, ev.input_ptr(wr.source, i0, i1 - i0), (size_t) ((i1 - i0) * pw.out_size));
     } else {
         const merge_store_fn store = merge_kernels_store(ctx.kernels, wr.dtype);
         const size_t block = scratch.block();

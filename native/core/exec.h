@@ -28,6 +28,11 @@ struct exec_context {
     bool release_inputs; // MADV_DONTNEED input pages once a range is consumed
     /** Per piece, its reduction results (reductions.h), filled before the piece is written. */
     const std::vector<std::vector<merge_reduction_result>> * stats;
+    /**
+     * *staged: the current window's input runs read into memory (prefetch.h), or null. An
+     * input range one of its runs holds is read there, anything else through the map.
+     */
+    const staged_window * const * staged = nullptr;
 };
 
 /**

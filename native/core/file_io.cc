@@ -1,6 +1,8 @@
 #include "file_io.h"
 
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -19,6 +21,17 @@ int open_retry(const char * path, int flags, mode_t mode = 0) {
 }
 
 } // namespace
+
+uint8_t * merge_alloc_io_buffer(uint64_t size) {
+    constexpr uint64_t huge = 2u << 20;
+    const uint64_t rounded = (size + huge - 1) & ~(huge - 1);
+    void * p = nullptr;
+    if (posix_memalign(&p, huge, (size_t) rounded) != 0) return nullptr;
+#ifdef MADV_HUGEPAGE
+    madvise(p, (size_t) rounded, MADV_HUGEPAGE); // advice only
+#endif
+    return (uint8_t *) p;
+}
 
 merge_status merge_input_map::open(const std::string & path, uint64_t expected_size) {
     close();
@@ -75,6 +88,50 @@ double merge_input_map::resident_fraction(uint64_t offset, uint64_t length) cons
     size_t resident = 0;
     for (unsigned char v : vec) resident += v & 1;
     return (double) resident / (double) vec.size();
+}
+
+double merge_input_map::sampled_resident_fraction() const {
+    constexpr uint64_t samples = 256, sample = 64u << 10;
+    if (size_ <= samples * sample) return resident_fraction(0, size_);
+    double sum = 0;
+    for (uint64_t k = 0; k < samples; k++) sum += resident_fraction((size_ - sample) / (samples - 1) * k, sample);
+    return sum / (double) samples;
+}
+
+std::vector<unsigned char> merge_input_map::resident_pages() const {
+    if (!data_) return {};
+    std::vector<unsigned char> vec((size_t) (mapped_length() / page));
+    if (mincore((void *) data_, (size_t) mapped_length(), vec.data()) != 0) return {};
+    for (unsigned char & v : vec) v &= 1;
+    return vec;
+}
+
+merge_status merge_input_map::read_at(const std::string & path, uint64_t offset, uint64_t length, uint8_t * dst) const {
+    if (fd_ < 0 || offset > size_ || length > size_ - offset)
+        return merge_status::fail(merge_error::INTERNAL, path + ": a read past the end of the input was asked for", path);
+    while (length > 0) {
+        const size_t n = length > (1u << 30) ? (1u << 30) : (size_t) length;
+        const ssize_t r = pread(fd_, dst, n, (off_t) offset);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            const int err = errno;
+            merge_status changed = check_unchanged(path);
+            if (!changed.ok()) return changed;
+            return merge_status::fail(merge_error::IO_ERROR, path + ": reading bytes " + std::to_string(offset) + "-" + std::to_string(offset + length) +
+                    " of the file failed (" + std::strerror(err) + "); nothing was saved", path);
+        }
+        if (r == 0) return fault_status(path, offset); // end of file before the planned size: truncated or changed
+        dst += r;
+        offset += (uint64_t) r;
+        length -= (uint64_t) r;
+    }
+    return {};
+}
+
+void merge_input_map::advise_sequential() const {
+#ifdef POSIX_FADV_SEQUENTIAL
+    if (fd_ >= 0) posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
 }
 
 merge_status merge_input_map::check_unchanged(const std::string & path) const {

@@ -6,8 +6,18 @@
 #include <cstdint>
 #include <string>
 #include <ctime>
+#include <vector>
 
 #include "errors.h"
+
+/**
+ * A buffer for window-sized I/O: 2 MiB aligned and, where the kernel allows (transparent huge
+ * pages "madvise" or "always"), backed by huge pages. With 4 KiB pages, a copy into a 32 MiB
+ * buffer misses the TLB on every page, and in a VM each miss is a two-level page walk: that
+ * made read() into the engine's buffers cost 4-5x the CPU of the floor's 8 MiB buffer.
+ * Returns null if out of memory; release with free().
+ */
+uint8_t * merge_alloc_io_buffer(uint64_t size);
 
 /** A whole input file mapped PROT_READ, after checking that fstat() matches the job's size. */
 class merge_input_map {
@@ -36,6 +46,22 @@ public:
 
     /** Fraction of the pages of [offset, offset+length) in the page cache (mincore); 1 if unknown. */
     double resident_fraction(uint64_t offset, uint64_t length) const;
+
+    /** resident_fraction of the whole file, estimated from 256 evenly spaced 64 KiB samples (cheap). */
+    double sampled_resident_fraction() const;
+
+    /** Per page of the whole file, 1 if it is in the page cache (mincore); empty if unknown. */
+    std::vector<unsigned char> resident_pages() const;
+
+    /**
+     * Copies [offset, offset+length) of the file into dst with pread() (retries EINTR and short
+     * reads). A read that ends early gives FILE_TRUNCATED / INPUT_CHANGED as fault_status does;
+     * a failed read IO_ERROR, naming the file and the bytes.
+     */
+    merge_status read_at(const std::string & path, uint64_t offset, uint64_t length, uint8_t * dst) const;
+
+    /** POSIX_FADV_SEQUENTIAL on the whole file (a larger kernel readahead for read()). Advice only. */
+    void advise_sequential() const;
 
     /** The mapped bytes, rounded up to whole pages (a fault anywhere in it is about this file). */
     uint64_t mapped_length() const { return (size_ + 4095) & ~(uint64_t) 4095; }

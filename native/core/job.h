@@ -119,6 +119,9 @@ struct merge_tuning {
     int interleave = 1;                  // several outputs move through the inputs in step (engine.cc next_output)
     int fsync = 1;                       // fsync outputs before returning
     int window_pause_ms = 0;             // tests only: sleep after each window (act on the inputs mid-job)
+    int buffered_reads = 1;              // read() uncached input runs into memory: 0 never, 1 when inputs are uncached, 2 always (engine.cc)
+    uint64_t read_buffer_bytes = 32ull << 20; // each of the two read slots (prefetch.h merge_input_reader)
+    int readers = 2;                     // threads reading the input runs
 };
 
 struct merge_job {

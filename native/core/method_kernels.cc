@@ -1,4 +1,4 @@
-// See method_kernels.h. Every statement rounds once (fp32 or, inside merge_powf, double); the
+// See method_kernels.h. Every statement rounds once (fp32 or, inside merge_pow_product, double); the
 // build forbids contraction (-ffp-contract=off), so the TypeScript twin gets the same bits.
 #include "method_kernels.h"
 
@@ -8,16 +8,25 @@
 
 #include "kernels.h"
 
-float merge_powf(float x, float y) {
-    const float nan = std::numeric_limits<float>::quiet_NaN();
+namespace {
+
+// merge_pow_product's operand classes: "general" operands (y != 0, x > 0 finite, not 1) enter
+// the log sum; the others are the factor pow_special gives (IEEE pow's value for them).
+inline bool pow_general(float x, float y) { return y != 0.0f && x > 0.0f && x < std::numeric_limits<float>::infinity() && x != 1.0f; }
+
+inline float pow_special(float x, float y) {
     const float inf = std::numeric_limits<float>::infinity();
     if (y == 0.0f) return 1.0f; // pow(x, ±0) = 1 for every x, NaN included
-    if (x != x || y != y || x < 0.0f) return nan;
+    if (x != x || y != y || x < 0.0f) return std::numeric_limits<float>::quiet_NaN();
     if (x == 0.0f) return y > 0.0f ? 0.0f : inf;
     if (x == inf) return y > 0.0f ? inf : 0.0f;
-    if (x == 1.0f) return 1.0f;
+    return 1.0f; // x = 1
+}
+
+// log2 x for x > 0 finite: x = m·2^e from the bits of the double, where every fp32 value
+// (subnormals too) is normal.
+inline double pow_log2(float x) {
     const merge_pow_tables & T = MERGE_POW_TABLES;
-    // x = m·2^e from the bits of the double, where every fp32 value (subnormals too) is normal
     const double xd = (double) x;
     uint64_t bits;
     std::memcpy(&bits, &xd, 8);
@@ -34,22 +43,38 @@ float merge_powf(float x, float y) {
     }
     const double lp = p * r;
     const double hi = (double) e + T.log2c[i];
-    const double log2_x = hi + lp;
-    const double t = (double) y * log2_x;
-    if (t >= 129.0) return inf;
+    return hi + lp;
+}
+
+// 2^t rounded once to fp32 (+∞ from t >= 129, +0 from t <= −160, NaN from NaN).
+inline float pow_exp2(double t) {
+    const merge_pow_tables & T = MERGE_POW_TABLES;
+    if (t != t) return std::numeric_limits<float>::quiet_NaN();
+    if (t >= 129.0) return std::numeric_limits<float>::infinity();
     if (t <= -160.0) return 0.0f;
     const double k = std::floor(t * 16.0 + 0.5);
     const int j = (int) k & (merge_pow_tables::EXP_N - 1);
     const int k_int = ((int) k - j) / merge_pow_tables::EXP_N; // exact: ⌊k/16⌋
-    const double f = t - k * 0.0625; // exact
-    const double u = f * MERGE_POW_LN2;
+    const double f = t - k * 0.0625;                            // exact
     double w = T.expp[merge_pow_tables::EXP_TERMS - 1];
     for (int n = merge_pow_tables::EXP_TERMS - 2; n >= 0; n--) {
-        w = w * u;
+        w = w * f;
         w = w + T.expp[n];
     }
     const double v = w * T.exp2j[j];
     return (float) std::ldexp(v, k_int); // exact scaling, then the one fp32 rounding
+}
+
+} // namespace
+
+float merge_pow_product(float x1, float y1, float x2, float y2) {
+    const bool g1 = pow_general(x1, y1), g2 = pow_general(x2, y2);
+    const double t1 = g1 ? (double) y1 * pow_log2(x1) : 0.0;
+    const double t2 = g2 ? (double) y2 * pow_log2(x2) : 0.0;
+    float m = pow_exp2(t1 + t2);
+    if (!g1) m = m * pow_special(x1, y1);
+    if (!g2) m = m * pow_special(x2, y2);
+    return m;
 }
 
 namespace {
@@ -106,16 +131,15 @@ void sum_twice(float * r, const float * const * x, const float * p, size_t n) {
 }
 
 // sd-meh multiply_difference: C + copysign(|A−C|^(1−α)·|B−C|^α, (1−β)·A + β·B − C);
-// p = {1−α, α, 1−β, β}. The sign is negative iff that difference is < 0 (a zero or NaN counts
+// p = {1−α, α, 1−β, β}. The product of powers is one evaluation, rounded once (merge_pow_product;
+// sd-meh rounds each power and the product, in torch's fp32: within 1.5 ulp of ours). The sign is negative iff that difference is < 0 (a zero or NaN counts
 // as positive: torch copies the sign bit, which differs only for −0 and NaN).
 void multiply_difference(float * r, const float * const * x, const float * p, size_t n) {
     const float * a = x[0], * b = x[1], * c = x[2];
     for (size_t i = 0; i < n; i++) {
         const float da = absf(a[i] - c[i]);
         const float db = absf(b[i] - c[i]);
-        const float pa = merge_powf(da, p[0]);
-        const float pb = merge_powf(db, p[1]);
-        const float m = pa * pb;
+        const float m = merge_pow_product(da, p[0], db, p[1]);
         const float u = a[i] * p[2];
         const float v = b[i] * p[3];
         const float w = u + v;

@@ -4,22 +4,23 @@
 // branches become masks and blends with the same NaN and zero rules. Leftover elements (n not a
 // multiple of W) run the scalar kernel itself.
 //
-// pow: merge_powf's algorithm in double lanes, step for step (the same table entries, looked up
-// by register permutes, the same polynomials, floor, an exact 2^k scaling and the one rounding
-// to fp32), so the same bits. Each W fp32 lanes are widened to two halves of W/2 doubles, and
-// several vectors' pows run side by side (pow_halves).
+// pow product: merge_pow_product's algorithm in double lanes, step for step (the same table
+// entries, looked up by register permutes, the same polynomials, floor, an exact 2^k scaling and
+// the one rounding to fp32), so the same bits. Each W fp32 lanes are widened to two halves of W/2
+// doubles, and several vectors' logs and exps run side by side (log2_halves, exp2_halves).
 //
 // Besides kernels_simd.h's members, V provides: div, zero, set1; masks vm (lt, gt, le, eq:
 // ordered compares; unord; signbit), m_or, m_andnot(a, b) = ~a & b, blend(m, a, b) = m ? b : a,
-// clear_sign, flip_sign, all_pow_general (every lane > 0, finite, not 1); and doubles vd:
-// d_lo/d_hi (widen half the lanes), d_narrow (round both halves to fp32), d_add, d_sub, d_mul,
-// d_set1, d_min, d_max, d_floor, d_exponent (the unbiased exponent of a normal double, as a
-// double), d_mantissa (in [1, 2)); 64-bit lane integers vix: d_top_bits(x, b) (the top b mantissa
-// bits in the low b bits), d_int_bits(k) (the bits of k + 1.5·2^52 for an integral |k| < 2^51,
-// whose low bits are k's in two's complement), d_pow2_div16(d_int_bits(k)) (2^⌊k/16⌋, for k in
-// [−2560, 2064] as pow's clamp leaves it); a 16-entry table dtab = d_table16(entries) and d_lookup(table, i) (the entry
-// of i's low 4 bits, the other bits ignored); MD_UNROLL (fp32 vectors per multiply-difference
-// step).
+// clear_sign, flip_sign, all_pow_general (every lane > 0, finite, not 1), all_lanes(m); and
+// doubles vd: d_lo/d_hi (widen half the lanes), d_narrow (round both halves to fp32), d_add,
+// d_sub, d_mul, d_set1, d_min, d_max, d_floor, d_floor16 (⌊16x⌋/16), d_exponent (the unbiased
+// exponent of a normal double, as a double), d_mantissa (in [1, 2)); 64-bit lane integers vix:
+// d_top_bits(x, b) (the top b mantissa bits in the low b bits), d_int_bits_div16(k/16) (the
+// bits of k/16 + 1.5·2^48 for an integral |k| < 2^51, whose low bits are k's in two's
+// complement), d_scale_pow2_div16(v, d_int_bits_div16(k/16)) (v·2^⌊k/16⌋, exact, for k in
+// [−2560, 2064] as pow's clamp leaves it and v in [1, 2)); a
+// 16-entry table dtab = d_table16(entries) and d_lookup(table, i) (the entry of i's low 4 bits,
+// the other bits ignored); MD_UNROLL (fp32 vectors per multiply-difference step).
 #pragma once
 
 #include <cstring>
@@ -50,22 +51,17 @@ struct simd_methods {
     }
 
     /**
-     * merge_powf's general path (x > 0 finite, not 1) on K vectors of doubles at once,
-     * h[j] ← h[j]^y[j], in place. The steps are merge_powf's, rounding for rounding; they run
-     * over the K vectors side by side because each vector's work is one long chain of dependent
-     * operations (two Horner polynomials) whose latency, not the arithmetic, limits one vector.
-     *
-     * merge_powf's cut-offs (t >= 129 gives +∞, t <= −160 gives +0) come from clamping t to
-     * [−160, 129]: 2^129 and 2^−160 are exact here (f = 0, k mod 16 = 0) and round to +∞ and +0
-     * in the final fp32 rounding, and t inside the range is left as it is.
+     * h[j] ← log2 h[j] for K vectors of doubles at once (each lane > 0 finite: a normal
+     * double), merge_pow_product's pow_log2 rounding for rounding. The K vectors run side by
+     * side because each one's work is a chain of dependent operations (a Horner polynomial)
+     * whose latency, not the arithmetic, limits one vector.
      */
     template <int K>
-    static void pow_halves(vd (&h)[K], const double (&y)[K], const pow_tables & tb) {
+    static void log2_halves(vd (&h)[K], const pow_tables & tb) {
         typedef merge_pow_tables P;
         const P & T = MERGE_POW_TABLES;
-        static_assert(P::LOG_N == 16 && P::EXP_N == 16, "16-entry tables, and the 0.0625 and 16.0 below");
+        static_assert(P::LOG_N == 16, "16-entry tables");
         vd r[K], acc[K];
-        typename V::vix kb[K];
 #pragma GCC unroll 16
         for (int j = 0; j < K; j++) {
             r[j] = V::d_sub(V::d_mul(V::d_mantissa(h[j]), V::d_lookup(tb.invc, V::d_top_bits(h[j], P::LOG_BITS))), V::d_set1(1.0));
@@ -80,47 +76,67 @@ struct simd_methods {
         for (int j = 0; j < K; j++) {
             // e + log2c[i] only now: fewer registers live through the polynomial above
             const vd hi = V::d_add(V::d_exponent(h[j]), V::d_lookup(tb.log2c, V::d_top_bits(h[j], P::LOG_BITS)));
-            const vd log2_x = V::d_add(hi, V::d_mul(acc[j], r[j]));
-            const vd t = V::d_mul(V::d_set1(y[j]), log2_x);
-            const vd tc = V::d_min(V::d_max(t, V::d_set1(-160.0)), V::d_set1(129.0));
-            const vd k = V::d_floor(V::d_add(V::d_mul(tc, V::d_set1(16.0)), V::d_set1(0.5)));
-            kb[j] = V::d_int_bits(k);
-            const vd f = V::d_sub(tc, V::d_mul(k, V::d_set1(0.0625)));
-            r[j] = V::d_mul(f, V::d_set1(MERGE_POW_LN2)); // u
+            h[j] = V::d_add(hi, V::d_mul(acc[j], r[j]));
+        }
+    }
+
+    /**
+     * t[j] ← 2^t[j] for K vectors of doubles (finite t), merge_pow_product's pow_exp2 before its
+     * fp32 rounding. Its cut-offs (t >= 129 gives +∞, t <= −160 gives +0) come from clamping t
+     * to [−160, 129]: 2^129 and 2^−160 are exact here (f = 0, k mod 16 = 0) and round to +∞ and
+     * +0 in the final fp32 rounding, and t inside the range is left as it is. CLAMP false: the
+     * caller knows every t is inside (see pow_in_range).
+     */
+    template <int K, bool CLAMP>
+    static void exp2_halves(vd (&t)[K], const pow_tables & tb) {
+        typedef merge_pow_tables P;
+        const P & T = MERGE_POW_TABLES;
+        static_assert(P::EXP_N == 16, "16-entry tables, and the 1/32 and d_floor16 below");
+        vd f[K], acc[K];
+        typename V::vix kb[K];
+#pragma GCC unroll 16
+        for (int j = 0; j < K; j++) {
+            const vd tc = CLAMP ? V::d_min(V::d_max(t[j], V::d_set1(-160.0)), V::d_set1(129.0)) : t[j];
+            // k/16 = ⌊16t + ½⌋/16 = ⌊16(t + 1/32)⌋/16: t + 1/32 rounds as 16t + ½ does, scaled by 1/16
+            const vd k16 = V::d_floor16(V::d_add(tc, V::d_set1(0.03125)));
+            kb[j] = V::d_int_bits_div16(k16);
+            f[j] = V::d_sub(tc, k16);
             acc[j] = V::d_set1(T.expp[P::EXP_TERMS - 1]);
         }
 #pragma GCC unroll 16
         for (int n = P::EXP_TERMS - 2; n >= 0; n--) {
 #pragma GCC unroll 16
-            for (int j = 0; j < K; j++) acc[j] = V::d_add(V::d_mul(acc[j], r[j]), V::d_set1(T.expp[n]));
+            for (int j = 0; j < K; j++) acc[j] = V::d_add(V::d_mul(acc[j], f[j]), V::d_set1(T.expp[n]));
         }
 #pragma GCC unroll 16
         for (int j = 0; j < K; j++) {
             const vd v = V::d_mul(acc[j], V::d_lookup(tb.exp2j, kb[j])); // low 4 bits of k: k mod 16
-            h[j] = V::d_mul(v, V::d_pow2_div16(kb[j]));
+            t[j] = V::d_scale_pow2_div16(v, kb[j]);
         }
     }
 
     /**
-     * merge_powf's special cases over the fp32 lanes: `r` holds the general path's results, `x`
-     * the arguments; y is finite (the kernels check that before the vector loop). No branch on
-     * y alone: the compiler would sink each vector's pow chain into the branch that needs it,
-     * one after the other, undoing the interleaving of pow_halves.
+     * pow_special of merge_pow_product over the fp32 lanes: IEEE pow's value for the special
+     * lanes (x NaN, 0, ∞ or 1, or y = 0), 1 in the others; y is finite (the kernels check that
+     * before the vector loop).
      */
-    static vf pow_special(vf x, vf r, float y) {
-        // The common case: every lane on the general path (for y = ±0 that path gives 1 exactly:
-        // t = ±0, so k = 0, u = ±0, the polynomial 1 and 2^0 = 1).
-        if (V::all_pow_general(x)) return r;
+    static vf pow_special(vf x, float y) {
         const float inf = __builtin_inff();
         const vm nan = V::m_or(V::unord(x, x), V::lt(x, V::zero()));
+        vf r = V::set1(1.0f);
         r = V::blend(V::eq(x, V::zero()), r, V::set1(y > 0.0f ? 0.0f : inf));
         r = V::blend(V::eq(x, V::set1(inf)), r, V::set1(y > 0.0f ? inf : 0.0f));
-        r = V::blend(V::eq(x, V::set1(1.0f)), r, V::set1(1.0f));
         r = V::blend(nan, r, V::set1(__builtin_nanf("")));
         return V::blend(V::eq(V::set1(y), V::zero()), r, V::set1(1.0f)); // pow(x, ±0) = 1, NaN x too
     }
 
-    /** Whether the vector pow handles exponent y (finite); NaN and ±∞ exponents run merge_powf. */
+    /** 1 in the lanes that enter the log sum (x > 0 finite, not 1), 0 in the others. */
+    static vf pow_general_lanes(vf x) {
+        const vm special = V::m_or(V::m_or(V::le(x, V::zero()), V::unord(x, x)), V::m_or(V::eq(x, V::set1(__builtin_inff())), V::eq(x, V::set1(1.0f))));
+        return V::blend(special, V::set1(1.0f), V::zero());
+    }
+
+    /** Whether the vector pow handles exponent y (finite); NaN and ±∞ exponents run the scalar kernel. */
     static bool pow_vector_exponent(float y) { return y - y == 0.0f; }
 
     /** The scalar kernel on elements [i, n), so tails give the scalar bits by construction. */
@@ -175,34 +191,104 @@ struct simd_methods {
     }
 
     /**
-     * Elements [i, i + U·W): 4·U vectors of doubles in pow chains side by side, as many as the
-     * registers hold (U = V::MD_UNROLL; then U = 1 for what is left of full vectors).
+     * m[u] = merge_pow_product(da, y1, db, y2) lane by lane for U vectors: 4·U vectors of
+     * doubles in log chains side by side, then 2·U in exp chains. SPECIAL: some lane is not on
+     * the general path; its operand then enters the log sum as x = 1 times 0 (a zero, as the
+     * scalar's 0.0: t is the other term, or ±0 whose 2^t is 1 either way) and its pow_special
+     * factor is multiplied in after, as the scalar does (a factor 1 in general lanes is exact).
      */
+    template <int U, bool SPECIAL, bool CLAMP>
+    static void pow_product(vf (&m)[U], const vf (&da)[U], const vf (&db)[U], float y1, float y2, const pow_tables & tb) {
+        vd h[4 * U];
+        vf g1[U], g2[U];
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++) {
+            vf x1 = da[u], x2 = db[u];
+            if (SPECIAL) {
+                g1[u] = pow_general_lanes(x1), g2[u] = pow_general_lanes(x2);
+                x1 = V::blend(V::eq(g1[u], V::zero()), x1, V::set1(1.0f));
+                x2 = V::blend(V::eq(g2[u], V::zero()), x2, V::set1(1.0f));
+            }
+            h[2 * u] = V::d_lo(x1), h[2 * u + 1] = V::d_hi(x1);
+            h[2 * U + 2 * u] = V::d_lo(x2), h[2 * U + 2 * u + 1] = V::d_hi(x2);
+        }
+        log2_halves<4 * U>(h, tb);
+        vd t[2 * U];
+        const vd vy1 = V::d_set1((double) y1), vy2 = V::d_set1((double) y2);
+#pragma GCC unroll 16
+        for (int j = 0; j < 2 * U; j++) {
+            vd t1 = V::d_mul(vy1, h[j]), t2 = V::d_mul(vy2, h[2 * U + j]);
+            if (SPECIAL) {
+                t1 = V::d_mul(t1, j % 2 ? V::d_hi(g1[j / 2]) : V::d_lo(g1[j / 2]));
+                t2 = V::d_mul(t2, j % 2 ? V::d_hi(g2[j / 2]) : V::d_lo(g2[j / 2]));
+            }
+            t[j] = V::d_add(t1, t2);
+        }
+        exp2_halves<2 * U, CLAMP>(t, tb);
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++) {
+            m[u] = V::d_narrow(t[2 * u], t[2 * u + 1]);
+            if (SPECIAL) m[u] = V::mul(V::mul(m[u], pow_special(da[u], y1)), pow_special(db[u], y2));
+        }
+    }
+
+    /**
+     * Whether y1·log2 x1 + y2·log2 x2 stays inside pow's cut-offs (−160, 129) for every fp32 x
+     * (log2 x in [−149, 128)): y1, y2 >= 0 with y1 + y2 <= 1 (α in [0, 1]; the sum of the fp32
+     * 1 − α and α can exceed 1 by an ulp), so exp2_halves needs no clamp.
+     */
+    static bool pow_in_range(float y1, float y2) { return y1 >= 0.0f && y2 >= 0.0f && (double) y1 + (double) y2 <= 1.0 + 0x1p-20; }
+
+    /**
+     * Whether x1 = 0 makes the product +0 whatever the finite x2: x1^y1 = 0 (y1 > 0) and
+     * x2^y2 finite (0 <= y2 <= 1: at most max(x2, 1) before its rounding, which the 0.505 ulp
+     * bound keeps below the overflow threshold), so (2^t·0)·s2 with s2 in {0, 1} is +0. Then a
+     * step of identical A and C (common: an unchanged text encoder or VAE) skips the pow.
+     */
+    static bool zero_kills(float y1, float y2) { return y1 > 0.0f && y2 >= 0.0f && y2 <= 1.0f; }
+
+    struct md_params {
+        float y1, y2;
+        bool in_range, zero1, zero2; // pow_in_range; zero_kills(y1, y2), zero_kills(y2, y1)
+    };
+
+    /** Elements [i, i + U·W) (U = V::MD_UNROLL; then U = 1 for what is left of full vectors). */
     template <int U>
-    static void multiply_difference_step(float * r, const float * a, const float * b, const float * c, const float * p, const pow_tables & tb) {
-        constexpr int K = 4 * U;
-        double ys[K];
-        for (int j = 0; j < K; j++) ys[j] = (double) p[j < 2 * U ? 0 : 1];
-        const vf p2 = V::set1(p[2]), p3 = V::set1(p[3]), zero = V::zero();
-        vf va[U], vb[U], vc[U], da[U], db[U];
-        vd h[K];
+    static void multiply_difference_step(float * r, const float * a, const float * b, const float * c, const float * p, const md_params & q, const pow_tables & tb) {
+        const vf p2 = V::set1(p[2]), p3 = V::set1(p[3]), zero = V::zero(), inf = V::set1(__builtin_inff());
+        vf va[U], vb[U], vc[U], da[U], db[U], m[U];
+        bool general = true;
 #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
             va[u] = V::loadu(a + u * W), vb[u] = V::loadu(b + u * W), vc[u] = V::loadu(c + u * W);
-            da[u] = absf(V::sub(va[u], vc[u]));
-            db[u] = absf(V::sub(vb[u], vc[u]));
-            h[2 * u] = V::d_lo(da[u]), h[2 * u + 1] = V::d_hi(da[u]);
-            h[2 * U + 2 * u] = V::d_lo(db[u]), h[2 * U + 2 * u + 1] = V::d_hi(db[u]);
+            // |A − C| for the pow only: a NaN's sign bit does not matter there (pow_special's NaN)
+            da[u] = V::clear_sign(V::sub(va[u], vc[u]));
+            db[u] = V::clear_sign(V::sub(vb[u], vc[u]));
+            general = general && V::all_pow_general(da[u]) && V::all_pow_general(db[u]);
         }
-        pow_halves<K>(h, ys, tb);
+        // y = ±0 needs no special lanes: its general lanes' term is ±0, pow_special's factor 1
+        if (general) {
+            if (q.in_range) pow_product<U, false, false>(m, da, db, q.y1, q.y2, tb);
+            else pow_product<U, false, true>(m, da, db, q.y1, q.y2, tb);
+        } else {
+            bool zero1 = q.zero1, zero2 = q.zero2;
+#pragma GCC unroll 8
+            for (int u = 0; u < U; u++) {
+                zero1 = zero1 && V::all_lanes(V::eq(da[u], zero)) && V::all_lanes(V::lt(db[u], inf));
+                zero2 = zero2 && V::all_lanes(V::eq(db[u], zero)) && V::all_lanes(V::lt(da[u], inf));
+            }
+            if (zero1 || zero2) {
+#pragma GCC unroll 8
+                for (int u = 0; u < U; u++) m[u] = zero;
+            } else {
+                pow_product<U, true, true>(m, da, db, q.y1, q.y2, tb);
+            }
+        }
 #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
-            const vf pa = pow_special(da[u], V::d_narrow(h[2 * u], h[2 * u + 1]), p[0]);
-            const vf pb = pow_special(db[u], V::d_narrow(h[2 * U + 2 * u], h[2 * U + 2 * u + 1]), p[1]);
-            const vf m = V::mul(pa, pb);
             const vf w = V::add(V::mul(va[u], p2), V::mul(vb[u], p3));
             const vf sg = V::sub(w, vc[u]);
-            const vf d = V::blend(V::lt(sg, zero), m, negf(m));
+            const vf d = V::blend(V::lt(sg, zero), m[u], general ? V::flip_sign(m[u]) : negf(m[u])); // no NaN m on the general path
             V::storeu(r + u * W, V::add(vc[u], d));
         }
     }
@@ -213,8 +299,9 @@ struct simd_methods {
         if (pow_vector_exponent(p[0]) && pow_vector_exponent(p[1])) {
             constexpr int U = V::MD_UNROLL;
             const pow_tables tb = load_pow_tables();
-            for (; i + U * W <= n; i += U * W) multiply_difference_step<U>(r + i, a + i, b + i, c + i, p, tb);
-            for (; i + W <= n; i += W) multiply_difference_step<1>(r + i, a + i, b + i, c + i, p, tb);
+            const md_params q{p[0], p[1], pow_in_range(p[0], p[1]), zero_kills(p[0], p[1]), zero_kills(p[1], p[0])};
+            for (; i + U * W <= n; i += U * W) multiply_difference_step<U>(r + i, a + i, b + i, c + i, p, q, tb);
+            for (; i + W <= n; i += W) multiply_difference_step<1>(r + i, a + i, b + i, c + i, p, q, tb);
         }
         tail(MERGE_KERNEL_MULTIPLY_DIFFERENCE, r, x, p, i, n);
     }

@@ -1,5 +1,10 @@
 #include "prefetch.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <new>
+
 #include <sys/mman.h>
 
 namespace {
@@ -42,5 +47,131 @@ void merge_prefetcher::loop() {
             r.length = n;
         }
         inputs_[r.file]->advise(r.offset, r.length, MADV_WILLNEED);
+    }
+}
+
+namespace {
+constexpr uint64_t read_piece = 4u << 20; // one pread: the floor's chunk size order (bench/floor.c)
+constexpr uint64_t page = 4096;
+double seconds_now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+} // namespace
+
+void merge_input_reader::free_deleter::operator()(uint8_t * p) const { free(p); }
+
+merge_input_reader::merge_input_reader(const std::vector<std::unique_ptr<merge_input_map>> & inputs, const std::vector<std::string> & paths,
+                                       uint64_t slot_bytes, unsigned n_threads, bool all, bool drop_behind)
+    : inputs_(inputs), paths_(paths), slot_bytes_((slot_bytes + page - 1) & ~(page - 1)), n_threads_(n_threads < 1 ? 1 : n_threads), all_(all),
+      drop_behind_(drop_behind) {
+    for (const auto & in : inputs_) resident_.push_back(in->resident_pages());
+}
+
+double merge_input_reader::uncached_fraction() const {
+    double total = 0, missing = 0;
+    for (size_t f = 0; f < inputs_.size(); f++) {
+        const double size = (double) inputs_[f]->size();
+        total += size;
+        missing += (1.0 - was_resident((uint32_t) f, 0, inputs_[f]->size())) * size;
+    }
+    return total > 0 ? missing / total : 0.0;
+}
+
+double merge_input_reader::was_resident(uint32_t file, uint64_t offset, uint64_t length) const {
+    const std::vector<unsigned char> & pages = resident_[file];
+    if (pages.empty() || length == 0) return 1.0;
+    const uint64_t first = offset / page, last = std::min<uint64_t>(pages.size(), (offset + length + page - 1) / page);
+    if (first >= last) return 1.0;
+    uint64_t n = 0;
+    for (uint64_t i = first; i < last; i++) n += pages[i];
+    return (double) n / (double) (last - first);
+}
+
+void merge_input_reader::start() {
+    for (auto & slot : slots_) {
+        slot.reset(merge_alloc_io_buffer(slot_bytes_));
+        if (!slot) throw std::bad_alloc();
+    }
+    for (const auto & in : inputs_) in->advise_sequential();
+    for (unsigned t = 0; t < n_threads_; t++) threads_.emplace_back(&merge_input_reader::loop, this);
+}
+
+void merge_input_reader::submit(uint64_t id, const std::vector<prefetch_range> & runs) {
+    pending w;
+    w.id = id;
+    uint8_t * slot = slots_[id % 2].get();
+    uint64_t used = 0;
+    for (const prefetch_range & r : runs) {
+        if (r.length == 0) continue;
+        const bool cold = was_resident(r.file, r.offset, r.length) < 0.5;
+        if (!cold && !all_) continue; // cached: the map reads it without a disk access
+        // Same address modulo 4096 as in the map: aligned F32 tensors stay aligned (read in place).
+        const uint64_t at = ((used + page - 1) & ~(page - 1)) + (r.offset & (page - 1));
+        if (at > slot_bytes_ || r.length > slot_bytes_ - at) continue; // the slot is full: the map reads the rest
+        w.window.runs.push_back({r.file, r.offset, r.length, slot + at, cold});
+        for (uint64_t p = 0; p < r.length; p += read_piece)
+            w.pieces.push_back({r.file, r.offset + p, std::min(read_piece, r.length - p), slot + at + p, cold});
+        used = at + r.length;
+    }
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        while (!queue_.empty() && queue_.front().id + 2 <= id) queue_.pop_front();
+        queue_.push_back(std::move(w));
+    }
+    work_cv_.notify_all();
+}
+
+merge_status merge_input_reader::wait(uint64_t id, const staged_window ** window) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    pending * found = nullptr;
+    done_cv_.wait(lock, [&] {
+        if (!status_.ok() || stop_) return true;
+        for (pending & w : queue_)
+            if (w.id == id && w.done == w.pieces.size()) return (found = &w) != nullptr;
+        return false;
+    });
+    if (!status_.ok()) return status_;
+    if (!found) return merge_status::fail(merge_error::INTERNAL, "the input reader stopped");
+    *window = &found->window;
+    return {};
+}
+
+void merge_input_reader::stop() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stop_ = true;
+    }
+    work_cv_.notify_all();
+    done_cv_.notify_all();
+    for (std::thread & t : threads_)
+        if (t.joinable()) t.join();
+    threads_.clear();
+}
+
+void merge_input_reader::loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+        pending * w = nullptr;
+        work_cv_.wait(lock, [&] {
+            if (stop_) return true;
+            for (pending & q : queue_)
+                if (q.next < q.pieces.size()) return (w = &q) != nullptr;
+            return false;
+        });
+        if (stop_) return;
+        const piece pc = w->pieces[w->next++];
+        const bool skip = !status_.ok(); // after a failure the job is over: mark the rest done
+        lock.unlock();
+        merge_status s;
+        const double t0 = seconds_now();
+        if (!skip) s = inputs_[pc.file]->read_at(paths_[pc.file], pc.offset, pc.length, pc.dst);
+        // The bytes are in the slot now: their page-cache pages can go at once. A small page
+        // cache churn is what made the floor's read() cheap (bench/RESULTS.md, "Cold reads").
+        if (!skip && s.ok() && pc.cold && drop_behind_) inputs_[pc.file]->drop_cached(pc.offset, pc.length);
+        const double dt = seconds_now() - t0;
+        lock.lock();
+        seconds_reading_ += dt;
+        if (!skip && s.ok()) bytes_read_ += pc.length;
+        if (!s.ok() && status_.ok()) status_ = std::move(s);
+        w->done++; // w stays valid: queue_ drops only windows already waited for and computed
+        done_cv_.notify_all();
     }
 }

@@ -4,6 +4,7 @@
 // the readahead window (force_page_cache_ra reads at most max(io_pages, ra_pages) pages),
 // so a single call over a 64 MiB range would only read its first few MiB.
 // WILLNEED only fills the page cache; nothing is mapped into this process.
+// merge_input_reader (below) replaces it on cold jobs with inputs bigger than half the RAM.
 #pragma once
 
 #include <condition_variable>
@@ -11,6 +12,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -38,6 +40,8 @@ public:
 
 private:
     void loop();
+    /** Fraction of the pages of the file's [offset, offset+length) that were cached at the snapshot (1 if unknown). */
+    double was_resident(uint32_t file, uint64_t offset, uint64_t length) const;
 
     const std::vector<std::unique_ptr<merge_input_map>> & inputs_;
     std::thread thread_;
@@ -45,4 +49,112 @@ private:
     std::condition_variable cv_;
     std::deque<prefetch_range> queue_;
     bool stop_ = false;
+};
+
+/**
+ * Input runs of one window copied into memory with read(): the compute threads read them here
+ * instead of through the map. On a cold cache this is the cheap way in (bench/RESULTS.md,
+ * "Cold reads"): with inputs bigger than half the RAM (drop-behind), faulting fresh page-cache
+ * pages into a map after MADV_WILLNEED read-ahead cost seconds of system CPU per 10 GB on the
+ * benchmark VM; read() into huge-page buffers, dropping each piece once copied, costs less.
+ */
+struct staged_run {
+    uint32_t file;
+    uint64_t offset, length; // file bytes [offset, offset+length)
+    const uint8_t * data;    // their copy; data's address is offset's modulo 4096 (same alignment as the map)
+    bool cold;               // mostly not in the page cache at the reader's snapshot (drop-behind candidate)
+};
+
+struct staged_window {
+    std::vector<staged_run> runs; // sorted by (file, offset), non-overlapping
+
+    /** The copy of file bytes [offset, offset+length) if one run holds all of them, else null. */
+    const uint8_t * find(uint32_t file, uint64_t offset, uint64_t length) const {
+        size_t lo = 0, hi = runs.size();
+        while (lo < hi) { // first run after (file, offset)
+            const size_t mid = (lo + hi) / 2;
+            const staged_run & r = runs[mid];
+            if (r.file < file || (r.file == file && r.offset <= offset)) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo == 0) return nullptr;
+        const staged_run & r = runs[lo - 1];
+        if (r.file != file || offset - r.offset > r.length || length > r.length - (offset - r.offset)) return nullptr;
+        return r.data + (offset - r.offset);
+    }
+};
+
+/**
+ * Reads windows' input runs into two page-aligned slots of `slot_bytes` each (window k uses
+ * slot k % 2), on `n_threads` threads that share each window's reads in 4 MiB pieces, so the
+ * next window is read while this one is computed. Runs that were mostly in the page cache when
+ * the reader was made are left to the map (unless `all`), as are runs that no longer fit in
+ * the slot: the slots bound this reader's memory at 2 x slot_bytes whatever the job.
+ * Residency is judged from a snapshot taken then, not when a window is queued: by then the
+ * kernel's readahead for the previous window's reads (8-16 MiB on the benchmark VM) has
+ * already fetched most of it, and the snapshot also tells drop-behind which pages the merge
+ * brought in (staged_run::cold).
+ */
+class merge_input_reader {
+public:
+    merge_input_reader(const std::vector<std::unique_ptr<merge_input_map>> & inputs, const std::vector<std::string> & paths, uint64_t slot_bytes,
+                       unsigned n_threads, bool all, bool drop_behind);
+    ~merge_input_reader() { stop(); }
+    merge_input_reader(const merge_input_reader &) = delete;
+    merge_input_reader & operator=(const merge_input_reader &) = delete;
+
+    /** The fraction of the input bytes not in the page cache when the reader was made. */
+    double uncached_fraction() const;
+
+    /** Allocates the slots and starts the threads; throws std::bad_alloc / std::system_error. */
+    void start();
+    /**
+     * Queues window `id`'s runs (sorted, coalesced). Ids are submitted in increasing order, and
+     * at most two windows are pending or in use: id - 2 must have been waited for.
+     */
+    void submit(uint64_t id, const std::vector<prefetch_range> & runs);
+    /** Waits until window `id` is read; its runs, or the first read error of the job. */
+    merge_status wait(uint64_t id, const staged_window ** window);
+    /** Stops reading and joins. Idempotent. */
+    void stop();
+
+    uint64_t bytes_read() const { return bytes_read_; }
+    double seconds_reading() const { return seconds_reading_; }
+
+private:
+    struct piece {
+        uint32_t file;
+        uint64_t offset, length;
+        uint8_t * dst;
+        bool cold;
+    };
+    struct pending {
+        uint64_t id;
+        staged_window window;
+        std::vector<piece> pieces;
+        size_t next = 0, done = 0;
+    };
+    void loop();
+    /** Fraction of the pages of the file's [offset, offset+length) that were cached at the snapshot (1 if unknown). */
+    double was_resident(uint32_t file, uint64_t offset, uint64_t length) const;
+
+    const std::vector<std::unique_ptr<merge_input_map>> & inputs_;
+    const std::vector<std::string> & paths_;
+    const uint64_t slot_bytes_;
+    const unsigned n_threads_;
+    const bool all_;
+    const bool drop_behind_; // drop each cold piece from the page cache once copied (the floor's read technique)
+    std::vector<std::vector<unsigned char>> resident_; // per input, per page: cached when the reader was made
+    struct free_deleter {
+        void operator()(uint8_t * p) const;
+    };
+    std::unique_ptr<uint8_t, free_deleter> slots_[2];
+    std::vector<std::thread> threads_;
+    std::mutex mutex_;
+    std::condition_variable work_cv_, done_cv_;
+    std::deque<pending> queue_; // submitted, oldest first (at most two)
+    merge_status status_;       // first read error
+    bool stop_ = false;
+    uint64_t bytes_read_ = 0;
+    double seconds_reading_ = 0; // summed over the reader threads
 };

@@ -13,7 +13,10 @@ import { setEngineKnobs } from "../helpers/engines";
 import { DT, makeJob } from "../native/helpers";
 import { randomValues, tempDir, writeModel, type TestTensor } from "../helpers/models";
 
-const KNOB_NAMES = ["TENSORMERGE_WINDOW_MIB", "TENSORMERGE_RELEASE_INPUTS", "TENSORMERGE_PREFETCH", "TENSORMERGE_DIRECT_IO", "TENSORMERGE_INTERLEAVE"];
+const KNOB_NAMES = [
+  "TENSORMERGE_WINDOW_MIB", "TENSORMERGE_RELEASE_INPUTS", "TENSORMERGE_PREFETCH", "TENSORMERGE_DIRECT_IO", "TENSORMERGE_INTERLEAVE",
+  "TENSORMERGE_BUFFERED_READS", "TENSORMERGE_READ_BUFFER_MIB", "TENSORMERGE_READERS",
+];
 const KNOBS: Record<string, string>[] = [
   { TENSORMERGE_RELEASE_INPUTS: "0" },
   { TENSORMERGE_RELEASE_INPUTS: "1" },
@@ -22,6 +25,15 @@ const KNOBS: Record<string, string>[] = [
   { TENSORMERGE_RELEASE_INPUTS: "3", TENSORMERGE_PREFETCH: "0" },
   { TENSORMERGE_DIRECT_IO: "0", TENSORMERGE_RELEASE_INPUTS: "3" },
   { TENSORMERGE_INTERLEAVE: "0" },
+  // Buffered reads (prefetch.h merge_input_reader), forced on although the test's inputs are
+  // cached: every run read into the read slots, with drop-behind, with one reader thread, and
+  // with 1 MiB slots, too small for a window's runs (3 inputs x 1 MiB), so some runs of each
+  // window are read from the slot and the others through the map.
+  { TENSORMERGE_BUFFERED_READS: "2" },
+  { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_RELEASE_INPUTS: "3" },
+  { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_READERS: "1" },
+  { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_READ_BUFFER_MIB: "1" },
+  { TENSORMERGE_BUFFERED_READS: "0" },
 ];
 
 function buildModel(path: string, seed: number, half: boolean): void {
@@ -51,6 +63,12 @@ async function assertKnobsReachEngine(folder: string, knobs: Record<string, stri
   if (knobs.TENSORMERGE_DIRECT_IO === "0") assert.equal(stats.bytesDirectIo, 0, "TENSORMERGE_DIRECT_IO did not reach the addon");
   assert.equal(stats.interleave, knobs.TENSORMERGE_INTERLEAVE === "0" ? 0 : 1, "TENSORMERGE_INTERLEAVE did not reach the addon");
   assert.equal(stats.dropBehind, knobs.TENSORMERGE_RELEASE_INPUTS === "3" ? 1 : 0, "TENSORMERGE_RELEASE_INPUTS did not reach the addon");
+  // The probe's input was just written (cached): only the forced mode reads it into the slots,
+  // every byte of it unless the slots are too small for a window (then the map reads the rest).
+  const forced = knobs.TENSORMERGE_BUFFERED_READS === "2";
+  assert.equal(stats.bufferedReads, forced ? 1 : 0, "TENSORMERGE_BUFFERED_READS did not reach the addon");
+  if (forced && !knobs.TENSORMERGE_READ_BUFFER_MIB) assert.equal(stats.bytesBufferedRead, n * 4, "forced buffered reads did not read every input byte");
+  if (!forced) assert.equal(stats.bytesBufferedRead, 0);
 }
 
 describe("engine tuning knobs keep outputs bit-identical", function () {
@@ -67,6 +85,26 @@ describe("engine tuning knobs keep outputs bit-identical", function () {
   after(() => {
     restore();
     dir?.cleanup();
+  });
+
+  it("a sweep (interleaved outputs) with buffered reads forced: each output equals the TS engine's", async () => {
+    // Three outputs move through the inputs in step, so the window after each one is another
+    // output's (the reader must queue that one, engine.cc read_window); 2 MiB slots hold only
+    // part of a window's runs, so the rest goes through the map.
+    const p = (n: string) => join(dir.path, n);
+    const values = [0.1, 0.25, 0.7];
+    const base = { recipeMetadata: false, a: p("a.safetensors"), b: p("b.safetensors"), c: p("c.safetensors"), method: "add-difference" as const, multiplier: values, dtype: "fp16" as const };
+    mkdirSync(p("sweep-js"), { recursive: true });
+    await merge({ ...base, out: join(p("sweep-js"), "s.safetensors"), engine: "js" });
+    for (const knobs of [{ TENSORMERGE_BUFFERED_READS: "2" }, { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_READ_BUFFER_MIB: "2" }]) {
+      restore();
+      restore = setEngineKnobs({ ...Object.fromEntries(KNOB_NAMES.map((k) => [k, undefined])), TENSORMERGE_WINDOW_MIB: "1", ...knobs });
+      const sub = p(`sweep-native-${knobs.TENSORMERGE_READ_BUFFER_MIB ?? "32"}`);
+      mkdirSync(sub, { recursive: true });
+      await merge({ ...base, out: join(sub, "s.safetensors"), engine: "native", threads: 2 });
+      for (const m of values)
+        assert.ok(readFileSync(join(sub, `s-${m}.safetensors`)).equals(readFileSync(join(p("sweep-js"), `s-${m}.safetensors`))), `${JSON.stringify(knobs)}, M=${m}`);
+    }
   });
 
   for (const [method, dtype] of [["weighted-sum", "fp16"], ["add-difference", "fp32"]] as const) {

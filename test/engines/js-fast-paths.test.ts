@@ -3,9 +3,8 @@
  * - train difference's branch-free loop (method-kernels.ts) against the formula written out
  *   here statement for statement as native/core/method_kernels.cc has it, over edge values
  *   (±0, ±Inf, NaNs of both signs with payloads, subnormals, equal operands);
- * - multiply difference's branch-free sign and its two powers side by side (powF32Pair)
- *   against the formula of method_kernels.cc with powF32 (the shared pow, its own tests in
- *   js-pipeline.test.ts and the det-math suites);
+ * - multiply difference's branch-free sign against the formula of method_kernels.cc with
+ *   powProductF32 (the shared pow product, its own tests in js-pipeline.test.ts);
  * - the fp8 pair tables (js-chunks.ts: one op of two fp8 inputs rounded to fp8) against the
  *   native engine and against the formula with PyTorch's fp8 rounding from lib/dtypes, on a
  *   tensor holding every pair of codes and crossing a chunk boundary;
@@ -18,7 +17,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { f32BitsToF8E4m3, f32BitsToF8E5m2, f8E4m3ToF32Bits, f8E5m2ToF32Bits } from "../../lib/dtypes";
 import { JS_CHUNK_ELEMENTS } from "../../lib/engine/js-chunks";
-import { METHOD_KERNELS, powF32, powF32Pair } from "../../lib/engine/method-kernels";
+import { powProductF32 } from "../../lib/engine/det-math";
+import { METHOD_KERNELS } from "../../lib/engine/method-kernels";
 import { merge } from "../../lib/merge";
 import { ENGINES, setEngineKnobs } from "../helpers/engines";
 import { randomValues, readModel, tempDir, writeModel, type TestTensor } from "../helpers/models";
@@ -84,7 +84,7 @@ function multiplyDifferenceFormula(a: number, b: number, c: number, p: number[])
   const absf = (x: number): number => (x < 0 ? -x : x === 0 ? 0 : x);
   const negf = (x: number): number => (x === x ? -x : x);
   const da = absf(f(a - c)), db = absf(f(b - c));
-  const m = f(powF32(da, p[0]!) * powF32(db, p[1]!));
+  const m = powProductF32(da, p[0]!, db, p[1]!);
   const w = f(f(a * p[2]!) + f(b * p[3]!));
   const sg = f(w - c);
   return f(c + (sg < 0 ? negf(m) : m));
@@ -115,7 +115,7 @@ function edgeTriples(seed: number, count: number): [Float32Array, Float32Array, 
 describe("TS engine fast paths", function () {
   this.timeout(600_000);
 
-  it("multiply difference's branch-free sign and paired powers give the formula's bits (edge triples, random values with ties)", () => {
+  it("multiply difference's branch-free sign gives the formula's bits (edge triples, random values with ties)", () => {
     const [a, b, c] = edgeTriples(21, 100_000);
     const n = a.length;
     for (const [alpha, beta] of [[0.3, 0.5], [1, 0], [0, 1], [-0.5, 2]]) {
@@ -128,28 +128,6 @@ describe("TS engine fast paths", function () {
         const nanInputs = [a[i]!, b[i]!, c[i]!].filter((x) => x !== x).length;
         const same = gotBits[i] === wantBits[0] || (nanInputs > 0 && Number.isNaN(got[i]!) && Number.isNaN(want[0]!));
         if (!same) assert.fail(`α ${alpha} β ${beta}: md(${a[i]}, ${b[i]}, ${c[i]}) = 0x${gotBits[i]!.toString(16)}, want 0x${wantBits[0]!.toString(16)}`);
-      }
-    }
-  });
-
-  it("powF32Pair gives powF32's bits for both powers (specials, subnormals, overflow, underflow)", () => {
-    const n = 1 << 18;
-    const x = new Float32Array(n), u = new Float32Array(n), xb = new Uint32Array(x.buffer), ub = new Uint32Array(u.buffer);
-    const next = lcg(31);
-    for (let i = 0; i < n; i++) {
-      xb[i] = i % 3 === 0 ? next() : next() & 0x7fffffff;
-      ub[i] = i % 5 === 0 ? next() : next() & 0x7fffffff;
-    }
-    x.set(EDGE_VALUES, 0);
-    u.set(EDGE_VALUES.slice().reverse(), 0);
-    for (const [y, v] of [[0.3, 0.7], [2, -0.5], [-3, 1e-3], [0, 0.5], [0.5, Number.NaN], [Infinity, 1], [-Infinity, 40], [150, -150]].map((q) => q.map(f))) {
-      const out = new Float32Array(n), outU = new Float32Array(n);
-      powF32Pair(x, y!, u, v!, out, outU, n);
-      for (let i = 0; i < n; i++) {
-        for (const [base, e, got] of [[x[i]!, y!, out[i]!], [u[i]!, v!, outU[i]!]]) {
-          const want = powF32(base!, e!);
-          if (!Object.is(got, want) && !(Number.isNaN(want) && Number.isNaN(got!))) assert.fail(`pow(${base}, ${e}): ${got} ≠ ${want}`);
-        }
       }
     }
   });

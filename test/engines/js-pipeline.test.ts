@@ -5,7 +5,7 @@
  * to fp32, the formula written out here. Per-tensor statistics are computed once per tensor
  * whatever the thread count (issue 11), counted by the engine's `computedStats`. And the two
  * shortcuts the pipeline takes: writing an op's rounded bytes as they are (narrowing a
- * widened narrowing result gives it back), and the batched pow (powF32Array = powF32).
+ * widened narrowing result gives it back), and the batched pow product (powProductF32Array = powProductF32).
  */
 import { strict as assert } from "node:assert";
 import { readFileSync } from "node:fs";
@@ -14,7 +14,7 @@ import * as engine from "../../lib/engine";
 import { JS_CHUNK_ELEMENTS } from "../../lib/engine/js-chunks";
 import { countNonFinite } from "../../lib/engine/js-codec";
 import { narrowBf16, narrowF16, narrowF8, widenBf16, widenF16, widenF8 } from "../../lib/engine/conversions";
-import { powF32, powF32Array } from "../../lib/engine/method-kernels";
+import { powF32, powProductF32, powProductF32Array } from "../../lib/engine/det-math";
 import { merge } from "../../lib/merge";
 import type { Job, JobResult } from "../../lib/native/job";
 import { ENGINES } from "../helpers/engines";
@@ -176,18 +176,34 @@ describe("TS engine pipeline shortcuts", () => {
     }
   });
 
-  it("powF32Array gives powF32's bits for every element (specials, subnormals, all exponent signs)", () => {
-    const n = 1 << 20;
-    const x = new Float32Array(n), bits = new Uint32Array(x.buffer);
+  it("powProductF32Array gives powProductF32's bits for every element (specials, subnormals, all exponent signs)", () => {
+    const n = 1 << 19;
+    const x1 = new Float32Array(n), x2 = new Float32Array(n), b1 = new Uint32Array(x1.buffer), b2 = new Uint32Array(x2.buffer);
     const next = lcg(5);
-    for (let i = 0; i < n; i++) bits[i] = i % 3 === 0 ? next() : next() & 0x7fffffff;
-    x.set([0, -0, Infinity, -Infinity, NaN, 1, -1, 1e-45, 3.4028234663852886e38, 0.5], 0);
+    for (let i = 0; i < n; i++) {
+      b1[i] = i % 3 === 0 ? next() : next() & 0x7fffffff;
+      b2[i] = i % 5 === 0 ? next() : next() & 0x7fffffff;
+    }
+    x1.set([0, -0, Infinity, -Infinity, NaN, 1, -1, 1e-45, 3.4028234663852886e38, 0.5, 2, 0], 0);
+    x2.set([0.5, 2, 0, NaN, 1, 1e-45, Infinity, 0, 7, 1, 3.4028234663852886e38, 0], 0);
+    x1.fill(0, 100, 200); // A = C runs (the zero shortcut), with B = C inside one of them
+    x2.fill(0, 150, 400);
     const out = new Float32Array(n);
-    for (const y of [0, -0, 0.3, 0.7, 1, 2, -0.5, -3, 1e-3, NaN, Infinity, -Infinity].map(Math.fround)) {
-      powF32Array(x, y, out, n);
+    const ys = [0, -0, 0.3, 0.7, 1, 2, -0.5, -3, 1e-3, NaN, Infinity, -Infinity].map(Math.fround);
+    // (1 − α, α) for α in [0, 1] (no clamp, the zero shortcut), then mixed pairs of everything
+    const pairs: [number, number][] = [[0.7, 0.3], [0.3, 0.7], [1, 0], [0, 1], [0.5, 0.5], [0.999, 0.001]].map(([a, b]) => [Math.fround(a!), Math.fround(b!)]);
+    for (let k = 0; k < ys.length; k++) pairs.push([ys[k]!, ys[(k * 7 + 3) % ys.length]!]);
+    for (const [y1, y2] of pairs) {
+      powProductF32Array(x1, y1, x2, y2, out, n);
       for (let i = 0; i < n; i++) {
-        const want = powF32(x[i]!, y);
-        if (!Object.is(out[i], want) && !(Number.isNaN(want) && Number.isNaN(out[i]!))) assert.fail(`pow(${x[i]}, ${y}): ${out[i]} ≠ ${want}`);
+        const want = powProductF32(x1[i]!, y1, x2[i]!, y2);
+        if (!Object.is(out[i], want) && !(Number.isNaN(want) && Number.isNaN(out[i]!))) assert.fail(`pow(${x1[i]}, ${y1})·pow(${x2[i]}, ${y2}): ${out[i]} ≠ ${want}`);
+      }
+      // one operand: powF32
+      powProductF32Array(x1, y1, new Float32Array(n).fill(1), 1, out, n);
+      for (let i = 0; i < 4096; i++) {
+        const want = powF32(x1[i]!, y1);
+        if (!Object.is(out[i], want) && !(Number.isNaN(want) && Number.isNaN(out[i]!))) assert.fail(`pow(${x1[i]}, ${y1}): ${out[i]} ≠ ${want}`);
       }
     }
   });

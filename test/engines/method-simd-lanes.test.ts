@@ -3,8 +3,9 @@
  * against the TS engine's kernel (lib/engine/method-kernels.ts, a second implementation of the
  * same statements) and the forced scalar kernel set:
  *
- * - lengths around the vector step: one fp32 vector (8 or 16 lanes) and the unrolled step of two
- *   vectors (16 or 32 lanes), then single vectors, then the scalar tail;
+ * - lengths around the vector step: one fp32 vector (8 or 16 lanes) and the unrolled step
+ *   (AVX2: 4 vectors, 32 lanes; AVX-512: 3 vectors, 48 lanes), then single vectors, then the
+ *   scalar tail;
  * - vectors whose lanes are all on pow's general path (x > 0 finite, not 1: the SIMD kernel then
  *   skips the special-case blends), vectors with exactly one special lane (0, 1, +∞, NaN in
  *   |A − C| or |B − C|) at every lane position of the step, and vectors of specials only;
@@ -24,7 +25,7 @@ import { DT, KERNEL, isNaN32, makeJob, rng, tempDir, valueOf } from "../native/h
 const ISAS = ["scalar", "avx2", "avx512"] as const;
 const available = () => ISAS.filter((isa) => capabilities().isas.includes(isa));
 
-/** Around 8, 16, 32 (one vector, one unrolled step on AVX2 / AVX-512) and their multiples. */
+/** Around 8, 16, 32, 48 (one vector, one unrolled step on AVX2 / AVX-512) and their multiples. */
 const LENGTHS = [1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 40, 47, 48, 49, 63, 64, 65, 79, 80, 81, 95, 96, 97, 127, 128, 129];
 
 /** α, β of multiply-difference; the kernel takes {1 − α, α, 1 − β, β} as the planner computes them. */

@@ -18,7 +18,8 @@
  */
 import { strict as assert } from "node:assert";
 import { readFileSync, writeFileSync } from "node:fs";
-import { METHOD_KERNELS, powF32 } from "../../lib/engine/method-kernels";
+import { powF32 } from "../../lib/engine/det-math";
+import { METHOD_KERNELS } from "../../lib/engine/method-kernels";
 import { capabilities, runNativeJob } from "../../lib/native/binding";
 import type { JobPiece } from "../../lib/native/job";
 import { DT, KERNEL, bitsOf, isNaN32, makeJob, rng, tempDir, valueOf } from "../native/helpers";

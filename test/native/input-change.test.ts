@@ -31,10 +31,13 @@ interface ChildReport {
   second: string;
 }
 
-function runChild(dir: string, engine: "native" | "js", change: Change, trigger: "progress" | "start" = "progress"): ChildReport {
+/** The native engine reading its inputs into memory with read() (prefetch.h), not through the maps. */
+const BUFFERED_ENV = { TENSORMERGE_BUFFERED_READS: "2" };
+
+function runChild(dir: string, engine: "native" | "js", change: Change, trigger: "progress" | "start" = "progress", env: Record<string, string> = {}): ChildReport {
   const r = spawnSync(process.execPath, [CHILD, JSON.stringify({ dir, engine, change, trigger })], {
     encoding: "utf8",
-    env: { ...process.env, ...PAUSE_ENV },
+    env: { ...process.env, ...PAUSE_ENV, ...env },
     timeout: 60_000,
   });
   assert.equal(r.signal, null, `the merging process died of ${r.signal} (exit ${r.status}); stderr: ${r.stderr}`);
@@ -103,6 +106,45 @@ describe("an input changed during a merge", function () {
       });
     });
   }
+
+  describe("native engine, buffered reads (TENSORMERGE_BUFFERED_READS=2)", () => {
+    before(function () {
+      if (!nativeAvailable()) this.skip();
+    });
+
+    it("input truncated mid-merge: a short read() is FILE_TRUNCATED naming the file, no file left", () => {
+      const dir = tmp.fresh("truncate-buffered");
+      const report = runChild(dir, "native", "truncate", "progress", BUFFERED_ENV);
+      assert.ok(report.changedAt && report.changedAt.bytesDone < report.changedAt.bytesTotal, "the truncation did not happen mid-merge");
+      assert.equal(report.first.ok, false, "the merge succeeded although its input was truncated");
+      assert.equal(report.first.isMergeError, true);
+      assert.equal(report.first.code, "FILE_TRUNCATED", report.first.message);
+      assert.equal(report.first.path, join(dir, "a.safetensors"));
+      assert.match(report.first.message!, /truncated during the merge \(it is now 1000000 bytes/);
+      assert.deepEqual(report.filesAfter, ["a.safetensors", "b.safetensors"], "no output and no temporary file may remain");
+      assert.equal(report.second, "ok", "a second merge in the same process must work");
+    });
+
+    it("input truncated as soon as the job has started: FILE_TRUNCATED", () => {
+      const dir = tmp.fresh("start-buffered");
+      const report = runChild(dir, "native", "truncate", "start", BUFFERED_ENV);
+      assert.ok(report.changedAt, "the input was never truncated");
+      assert.equal(report.first.code, "FILE_TRUNCATED", report.first.message);
+      assert.equal(report.first.path, join(dir, "a.safetensors"));
+      assert.deepEqual(report.filesAfter, ["a.safetensors", "b.safetensors"]);
+      assert.equal(report.second, "ok");
+    });
+
+    it("input rewritten in place mid-merge: INPUT_CHANGED, nothing committed", () => {
+      const dir = tmp.fresh("rewrite-buffered");
+      const report = runChild(dir, "native", "rewrite", "progress", BUFFERED_ENV);
+      assert.ok(report.changedAt && report.changedAt.bytesDone < report.changedAt.bytesTotal, "the rewrite did not happen mid-merge");
+      assert.equal(report.first.code, "INPUT_CHANGED", report.first.message);
+      assert.equal(report.first.path, join(dir, "a.safetensors"));
+      assert.deepEqual(report.filesAfter, ["a.safetensors", "b.safetensors"]);
+      assert.equal(report.second, "ok");
+    });
+  });
 
   it("native: a SIGBUS that is not the engine's still ends the process as before (the handler chains)", function () {
     if (!nativeAvailable()) this.skip();

@@ -1,6 +1,7 @@
 /**
- * The one pow both engines use (merge_powf in native/core/method_kernels.cc, powF32 in
- * lib/engine/method-kernels.ts), for multiply-difference: millions of fp32 x (every exponent,
+ * The pow both engines use, one operand of the pow product (merge_pow_product in
+ * native/core/method_kernels.cc, powF32 = powProductF32(x, y, 1, 1) in lib/engine/det-math.ts;
+ * the two-operand product: pow-product.test.ts), for multiply-difference: millions of fp32 x (every exponent,
  * subnormals, random mantissas) per exponent y, native bits vs TS bits, and both against
  * Math.pow (within one fp32 ulp; special cases exact, as IEEE pow defines them).
  *
@@ -9,7 +10,7 @@
  */
 import { strict as assert } from "node:assert";
 import { readFileSync, writeFileSync } from "node:fs";
-import { powF32 } from "../../lib/engine/method-kernels";
+import { powF32 } from "../../lib/engine/det-math";
 import { capabilities, runNativeJob } from "../../lib/native/binding";
 import { DT, KERNEL, bitsOf, makeJob, rng, tempDir, valueOf } from "./helpers";
 
