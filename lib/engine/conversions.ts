@@ -100,16 +100,20 @@ export function widenF8(src: Uint8Array, dst: Uint32Array, n: number, dtype: "F8
 
 export function narrowF16(src: Uint32Array, dst: Uint16Array, n: number): void {
   const { base, shift, bias } = f16NarrowTables();
+  // The bits as int32 for the common case: a Uint32Array element above 2^31 is no small
+  // integer to the JIT, and the int32 compares and shifts below need none.
+  const signed = new Int32Array(src.buffer, src.byteOffset, n);
   for (let i = 0; i < n; i++) {
-    const bits = src[i]!;
-    const a = bits & 0x7fffffff;
-    if ((a - 0x38800000) >>> 0 < 0x0f000000) {
+    const word = signed[i]!;
+    const a = word & 0x7fffffff;
+    if (a >= 0x38800000 && a < 0x47800000) {
       // 2^-14 <= |x| < 2^16, the common case: rebias the exponent (−112 << 23) and round the
       // 13 dropped bits to nearest even in one add (0xfff + the kept lsb); a carry moves into
       // the exponent, and from 65504 into Inf, as the tables do.
-      dst[i] = ((bits >>> 16) & 0x8000) | ((a - 0x37fff001 + ((a >>> 13) & 1)) >>> 13);
+      dst[i] = ((word >> 16) & 0x8000) | ((a - 0x37fff001 + ((a >> 13) & 1)) >> 13);
       continue;
     }
+    const bits = word >>> 0;
     const se = bits >>> 23;
     if ((se & 0xff) === 0xff) {
       const man = bits & 0x7fffff;

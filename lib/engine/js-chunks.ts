@@ -1,17 +1,18 @@
 /**
  * The TS engine's chunk loop: computes and writes the chunks a thread claims, with the next
- * chunk's reads in flight while the current one is computed and its writes still going out
- * (two buffer sets, alternating). Every buffer is allocated once per thread and reused: fp32
+ * chunk's reads in flight while the current one is computed and the previous one's writes
+ * still going out (three buffer sets, in turn). Every buffer is allocated once per thread and reused: fp32
  * inputs are used in place (no copy), an op rounded to the output's dtype is written from the
  * bytes its rounding produced (narrow(widen(c)) = c for every code a narrowing yields, so
  * those are the bytes encoding again would give). Each chunk's output bytes have fixed
  * positions, so which thread computes which chunk, and when, changes nothing in the files.
  */
 import type { FileHandle } from "node:fs/promises";
-import { DTYPES, DTYPE_SIZE, type Dtype } from "../dtypes";
+import { DTYPES, DTYPE_SIZE, f8ToF32BitsTable, type Dtype } from "../dtypes";
 import { MergeError } from "../errors";
 import { KERNELS, type Job, type JobPiece, type LowRankFactor, type Operand } from "../native/job";
 import { alignedBuffer, countNonFinite, decode, encode, readExact, type NonFiniteCount } from "./js-codec";
+import { PAGE, pageAlignedBuffer, type OutputWriter } from "./js-direct";
 import { kroneckerValues, lowRankValues } from "./lowrank";
 import { MANY_KERNELS } from "./many-kernels";
 import { METHOD_KERNELS } from "./method-kernels";
@@ -19,6 +20,9 @@ import { computeReductions, reductionOps } from "./reductions";
 
 /** Elements per chunk: bounds memory to a few MiB per operand whatever the tensor size. */
 export const JS_CHUNK_ELEMENTS = 1 << 20;
+
+/** Buffer sets per thread (see runChunks). */
+const JS_BUFFER_SETS = 3;
 
 /** A piece's reduction results (native/core/reductions.h), as the kernels take them. */
 export interface PieceStats { values: number[]; columns: (Float64Array | undefined)[] }
@@ -60,12 +64,60 @@ interface PiecePlan {
   slotOf: Map<string, number>;
   /** Per op: whether its fp32 values are read after it ran (not only written in its rounding dtype). */
   opValuesRead: boolean[];
+  /**
+   * Per op: the output offset of the first write of its values as they are (its rounding
+   * dtype, or fp32 when it has none), so its buffers can sit where O_DIRECT takes them.
+   */
+  opWriteOffset: (number | undefined)[];
+  /** Set when the piece is one two-input op on fp8 codes rounded to fp8 (see pairOp). */
+  pair?: { slots: [number, number]; table?: Uint8Array };
+}
+
+/** Kernels of two inputs whose fp8 results the pair table may give (runKernel computes them). */
+const PAIR_KERNELS = new Set(["weighted-sum", "lerp"]);
+/** Below this many elements building the table (65536 results) costs more than it saves. */
+const PAIR_TABLE_MIN_ELEMENTS = 1 << 18;
+const isF8 = (d: Dtype | undefined): d is "F8_E4M3" | "F8_E5M2" => d === "F8_E4M3" || d === "F8_E5M2";
+
+/**
+ * Whether the piece is one op of PAIR_KERNELS on two fp8 inputs, rounded to fp8 and written
+ * only in that dtype: each result code is then a function of the two input codes, and a
+ * 65536-entry table of them (computed by the generic path itself, pairTable) replaces the
+ * widening, the kernel and the narrowing of every element.
+ */
+function pairOp(piece: JobPiece): boolean {
+  if (piece.ops.length !== 1 || piece.reductions?.length || piece.n < PAIR_TABLE_MIN_ELEMENTS) return false;
+  const op = piece.ops[0]!;
+  if (!PAIR_KERNELS.has(KERNELS[op.kernel] ?? "") || op.args.length !== 2 || !isF8(DTYPES[op.round])) return false;
+  if (!op.args.every((a) => a.kind === "input" && isF8(DTYPES[a.dtype]))) return false;
+  return piece.writes.every((w) => w.source.kind !== "op" || w.dtype === op.round);
+}
+
+/** The result code of `op` for every pair of input codes: table[(a << 8) | b]. */
+function pairTable(op: JobPiece["ops"][number]): Uint8Array {
+  const [x, y] = op.args as [Operand & { kind: "input" }, Operand & { kind: "input" }];
+  const wx = f8ToF32BitsTable(DTYPES[x.dtype] as "F8_E4M3" | "F8_E5M2"), wy = f8ToF32BitsTable(DTYPES[y.dtype] as "F8_E4M3" | "F8_E5M2");
+  const a = new Float32Array(65536), b = new Float32Array(65536), out = new Float32Array(65536);
+  const abits = new Uint32Array(a.buffer), bbits = new Uint32Array(b.buffer);
+  for (let c = 0; c < 65536; c++) {
+    abits[c] = wx[c >>> 8]!;
+    bbits[c] = wy[c & 255]!;
+  }
+  runKernel(op.kernel, [a, b], op.params, out, 65536);
+  const table = new Uint8Array(65536);
+  encode(out, 65536, DTYPES[op.round]!, table);
+  return table;
 }
 
 const inputKey = (o: { file: number; offset: number; dtype: number }): string => `${o.file}:${o.offset}:${o.dtype}`;
 
 function planPiece(piece: JobPiece): PiecePlan {
-  const plan: PiecePlan = { inputs: [], slotOf: new Map(), opValuesRead: piece.ops.map(() => false) };
+  const plan: PiecePlan = { inputs: [], slotOf: new Map(), opValuesRead: piece.ops.map(() => false), opWriteOffset: piece.ops.map(() => undefined) };
+  for (const w of piece.writes) {
+    if (w.source.kind !== "op") continue;
+    const k = w.source.index;
+    if (piece.ops[k]!.round === w.dtype) plan.opWriteOffset[k] ??= w.offset;
+  }
   const read = (o: Operand): void => { if (o.kind === "op") plan.opValuesRead[o.index] = true; };
   for (const op of piece.ops) op.args.forEach(read);
   for (const r of piece.reductions ?? []) r.args.forEach(read);
@@ -78,9 +130,14 @@ function planPiece(piece: JobPiece): PiecePlan {
     plan.slotOf.set(key, plan.inputs.length);
     plan.inputs.push({ file: o.file, offset: o.offset, dtype: DTYPES[o.dtype]!, values });
   };
-  for (const op of piece.ops) for (const a of op.args) add(a, true);
+  const pair = pairOp(piece);
+  for (const op of piece.ops) for (const a of op.args) add(a, !pair);
   for (const w of piece.writes) add(w.source, w.source.kind === "input" && w.source.dtype !== w.dtype);
   for (const r of piece.reductions ?? []) for (const a of r.args) add(a, true);
+  if (pair) {
+    const [x, y] = piece.ops[0]!.args as [Operand & { kind: "input" }, Operand & { kind: "input" }];
+    plan.pair = { slots: [plan.slotOf.get(inputKey(x))!, plan.slotOf.get(inputKey(y))!] };
+  }
   return plan;
 }
 
@@ -93,7 +150,8 @@ class BufferSet {
   opValues: Float32Array[] = [];
   /** Per op: its values as stored in its rounding dtype, when it has one. */
   opBytes: Uint8Array[] = [];
-  outBytes: Uint8Array[] = [];
+  /** The page-aligned memory under opValues, opBytes and converted write bytes (js-direct.ts). */
+  private memory = new Map<string, ArrayBuffer>();
   /** The reads of the chunk this set holds. */
   reading: Promise<void> = Promise.resolve();
   /** The writes from this set's buffers still going out. */
@@ -107,6 +165,26 @@ class BufferSet {
     if (have && have.length >= length) return have;
     return (list[i] = make(Math.max(length, JS_CHUNK_ELEMENTS)));
   }
+
+  /**
+   * `bytes` bytes of page-aligned memory (its own per `key`, reused), starting `shift` bytes
+   * into its first page: the offset modulo the page of the file position they will be written at.
+   */
+  placed(key: string, bytes: number, shift: number): Uint8Array {
+    let memory = this.memory.get(key);
+    if (!memory || memory.byteLength < bytes + PAGE) {
+      memory = pageAlignedBuffer(Math.max(bytes, JS_CHUNK_ELEMENTS * 4));
+      this.memory.set(key, memory);
+    }
+    return new Uint8Array(memory, shift, bytes);
+  }
+}
+
+/** The offset into a page of file position `position`, when a view of `size`-byte elements may start there. */
+function shiftFor(position: number | undefined, size: number): number {
+  if (position === undefined) return 0;
+  const shift = position % PAGE;
+  return shift % size === 0 ? shift : 0;
 }
 
 const bytesOf = (n: number): Uint8Array => alignedBuffer(n);
@@ -154,7 +232,7 @@ function runKernel(kernel: number, args: Float32Array[], params: number[], out: 
  * reduction results with the other threads. Returns how many pieces' statistics it computed.
  */
 export async function runChunks(
-  job: Job, inputs: FileHandle[], outputs: FileHandle[], claim: () => number,
+  job: Job, inputs: FileHandle[], outputs: OutputWriter[], claim: () => number,
   onBytes: (bytes: number) => void, nonFinite: NonFiniteCount[], stop?: Int32Array, exchange?: StatsExchange,
 ): Promise<number> {
   const pauseMs = chunkPauseMs();
@@ -172,7 +250,10 @@ export async function runChunks(
     return plan;
   };
   const pieceStats = new Map<number, PieceStats>();
-  const sets = [new BufferSet(), new BufferSet()];
+  // Three sets: the chunk computed, the next one's reads, and the previous one's writes, which
+  // O_DIRECT makes wait for the disk (a buffered write returned once copied): with two, the
+  // next chunk's reads waited for them and each thread kept one 1–4 MiB write in flight.
+  const sets = Array.from({ length: JS_BUFFER_SETS }, () => new BufferSet());
   let statsSet: BufferSet | undefined;
 
   const readFactor = async (f: LowRankFactor, first: number, count: number): Promise<Float32Array> => {
@@ -217,20 +298,34 @@ export async function runChunks(
   const runOps = async (set: BufferSet, stats: PieceStats | undefined, which?: number[]): Promise<void> => {
     const piece = job.pieces[set.piece]!, n = set.n;
     const plan = planOf(set.piece);
+    if (plan.pair && !which) {
+      const op = piece.ops[0]!;
+      const table = (plan.pair.table ??= pairTable(op));
+      const x = set.raw[plan.pair.slots[0]]!, y = set.raw[plan.pair.slots[1]]!;
+      const at = plan.opWriteOffset[0];
+      const codes = (set.opBytes[0] = set.placed("b0", n, at === undefined ? 0 : (at + set.start) % PAGE));
+      for (let i = 0; i < n; i++) codes[i] = table[(x[i]! << 8) | y[i]!]!;
+      return;
+    }
     for (const k of which ?? piece.ops.keys()) {
       const op = piece.ops[k]!;
       const args: Float32Array[] = [];
       for (const arg of op.args) args.push(await valuesOf(set, arg));
-      const out = BufferSet.grow(set.opValues, k, n, floatsOf);
+      const at = plan.opWriteOffset[k];
+      const round = DTYPES[op.round]!;
+      const roundSize = DTYPE_SIZE[round];
+      const shift = shiftFor(at === undefined ? undefined : at + set.start * roundSize, roundSize);
+      // fp32 values written as they are sit where O_DIRECT takes them; others anywhere
+      const values = set.placed(`v${k}`, n * 4, round === "F32" ? shift : 0);
+      const out = (set.opValues[k] = new Float32Array(values.buffer, values.byteOffset, n));
       const many = MANY_KERNELS[KERNELS[op.kernel] ?? ""];
       if (many) {
         const ids = op.stats ?? [];
         many(out, { x: args, params: op.params, stats: ids.map((r) => stats!.values[r]!), columns: ids.map((r) => stats!.columns[r]), ints: op.ints ?? [], index: (op.elementStart ?? 0) + set.start }, n);
       } else runKernel(op.kernel, args, op.params, out, n);
-      const round = DTYPES[op.round]!;
       if (round !== "F32") {
         // Rounds through the dtype and back, as a saved and re-read file would hold the values.
-        const bytes = BufferSet.grow(set.opBytes, k, n * DTYPE_SIZE[round], bytesOf);
+        const bytes = (set.opBytes[k] = set.placed(`b${k}`, n * roundSize, shift));
         encode(out, n, round, bytes);
         if (plan.opValuesRead[k] || which) decode(bytes, round, out, n);
       }
@@ -273,20 +368,22 @@ export async function runChunks(
       if (src.kind === "input" && DTYPES[src.dtype] === dtype) {
         bytes = set.raw[plan.slotOf.get(inputKey(src))!]!;
       } else {
-        const computed = await valuesOf(set, src);
         const opIndex = src.kind === "op" ? src.index : -1;
         const op = opIndex >= 0 ? piece.ops[opIndex]! : undefined;
-        if (op && DTYPES[op.round] === dtype && dtype !== "F32") bytes = set.opBytes[opIndex]!;
+        // (an op's fp32 values are not looked at here when its rounded bytes are written: the
+        // pair table of a pair op makes only those)
+        const computed = op && DTYPES[op.round] === dtype && dtype !== "F32" ? undefined : await valuesOf(set, src);
+        if (!computed) bytes = set.opBytes[opIndex]!;
         else if (dtype === "F32") bytes = new Uint8Array(computed.buffer, computed.byteOffset, n * 4);
         else {
-          bytes = BufferSet.grow(set.outBytes, wi, n * size, bytesOf);
+          bytes = set.placed(`o${wi}`, n * size, shiftFor(position, size));
           encode(computed, n, dtype, bytes);
         }
         // A converted copy (the input, or the planner's copy op of one) counts only where the input was finite.
         const copied = op && KERNELS[op.kernel] === "copy" && op.args[0]!.kind === "input" ? await valuesOf(set, op.args[0]!) : undefined;
         countNonFinite(bytes, n, dtype, nonFinite[w.output]!, src.kind === "input" ? computed : copied);
       }
-      await outputs[w.output]!.write(bytes, 0, n * size, position);
+      await outputs[w.output]!.write(bytes, n * size, position);
       onBytes(n * size);
     })).then(() => undefined);
   };
@@ -308,6 +405,7 @@ export async function runChunks(
     check();
     let g = claimChunk();
     if (g < 0) return 0;
+    let turn = 0;
     let cur = sets[0]!, next = sets[1]!;
     load(cur, g);
     while (g >= 0) {
@@ -332,7 +430,9 @@ export async function runChunks(
         if (gNext >= 0) load(next, gNext);
       }
       g = gNext;
-      [cur, next] = [next, cur];
+      turn++;
+      cur = next;
+      next = sets[(turn + 1) % sets.length]!;
     }
     await Promise.all(sets.map((s) => s.writing));
     return computedStats;

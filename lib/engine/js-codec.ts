@@ -67,11 +67,16 @@ export function encode(values: Float32Array, n: number, dtype: Dtype, out: Uint8
   }
 }
 
+/** `count` 32-bit words of `bytes` from byte `skip` (a 4-byte boundary when count > 0). */
+function wordsAfter(bytes: Uint8Array, skip: number, count: number): Uint32Array {
+  return count > 0 ? new Uint32Array(bytes.buffer, bytes.byteOffset + skip, count) : new Uint32Array(0);
+}
+
 /** NaNs and infinities among one output's stored values. */
 export interface NonFiniteCount { nan: number; inf: number }
 
 /**
- * Adds the NaNs and infinities among n stored values (bytes in `dtype`, on an 8-byte boundary)
+ * Adds the NaNs and infinities among n stored values (bytes in `dtype`, on a boundary of its size)
  * to `count`, on the output's own bits as exec.cc counts them (e4m3fn has no infinity:
  * S.1111.111 is its NaN). With `source` (a converted copy of an input), only elements whose
  * fp32 source is finite count.
@@ -105,34 +110,34 @@ export function countNonFinite(bytes: Uint8Array, n: number, dtype: Dtype, count
     case "BF16": {
       const infBits = dtype === "F16" ? 0x7c00 : 0x7f80;
       const h = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+      const one = (i: number): void => {
+        const a = h[i]! & 0x7fff;
+        if (a < infBits) return;
+        if (src && (src[i]! & 0x7f800000) === 0x7f800000) return;
+        if (a > infBits) nan++;
+        else inf++;
+      };
       // Two values per word: a half whose magnitude reaches infBits carries into its bit 15
       // when (0x8000 − infBits) is added, so a word without such a carry holds two finite values.
-      const words = new Uint32Array(bytes.buffer, bytes.byteOffset, n >>> 1);
+      // The words start at the first 4-byte boundary (the bytes may start between two).
+      const lead = Math.min(n, (bytes.byteOffset & 3) >>> 1);
+      for (let i = 0; i < lead; i++) one(i);
+      const words = wordsAfter(bytes, 2 * lead, (n - lead) >>> 1);
       const add = (0x8000 - infBits) * 0x10001;
       for (let j = 0; j < words.length; j++) {
         if (((((words[j]! & 0x7fff7fff) + add) & 0x80008000) >>> 0) === 0) continue;
-        for (let i = 2 * j; i < 2 * j + 2; i++) {
-          const a = h[i]! & 0x7fff;
-          if (a < infBits) continue;
-          if (src && (src[i]! & 0x7f800000) === 0x7f800000) continue;
-          if (a > infBits) nan++;
-          else inf++;
-        }
+        one(lead + 2 * j);
+        one(lead + 2 * j + 1);
       }
-      for (let i = 2 * words.length; i < n; i++) {
-        const a = h[i]! & 0x7fff;
-        if (a < infBits) continue;
-        if (src && (src[i]! & 0x7f800000) === 0x7f800000) continue;
-        if (a > infBits) nan++;
-        else inf++;
-      }
+      for (let i = lead + 2 * words.length; i < n; i++) one(i);
       break;
     }
     case "F8_E5M2":
     case "F8_E4M3": {
       // Four codes per word, as above: e5m2 is non-finite from 0x7c, e4m3 only at 0x7f.
       const first = dtype === "F8_E5M2" ? 0x7c : 0x7f;
-      const words = new Uint32Array(bytes.buffer, bytes.byteOffset, n >>> 2);
+      const lead = Math.min(n, (4 - (bytes.byteOffset & 3)) & 3);
+      const words = wordsAfter(bytes, lead, (n - lead) >>> 2);
       const add = (0x80 - first) * 0x01010101;
       const one = (i: number): void => {
         const a = bytes[i]! & 0x7f;
@@ -142,11 +147,12 @@ export function countNonFinite(bytes: Uint8Array, n: number, dtype: Dtype, count
         else if (first === 0x7f) nan++;
         else inf++;
       };
+      for (let i = 0; i < lead; i++) one(i);
       for (let j = 0; j < words.length; j++) {
         if (((((words[j]! & 0x7f7f7f7f) + add) & 0x80808080) >>> 0) === 0) continue;
-        for (let i = 4 * j; i < 4 * j + 4; i++) one(i);
+        for (let i = lead + 4 * j; i < lead + 4 * j + 4; i++) one(i);
       }
-      for (let i = 4 * words.length; i < n; i++) one(i);
+      for (let i = lead + 4 * words.length; i < n; i++) one(i);
       break;
     }
     default:

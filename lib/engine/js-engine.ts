@@ -13,6 +13,7 @@ import { MergeError, fsError, type ErrorCode } from "../errors";
 import type { Job, JobResult } from "../native/job";
 import { JS_CHUNK_ELEMENTS, STOPPED, chunksOf, runChunks, type PieceStats, type StatsExchange } from "./js-chunks";
 import { alignedBuffer, readExact, type NonFiniteCount } from "./js-codec";
+import { OutputWriter, openDirect } from "./js-direct";
 
 export { JS_CHUNK_ELEMENTS } from "./js-chunks";
 export { countNonFinite } from "./js-codec";
@@ -122,6 +123,7 @@ function partExchange(claims: Int32Array, post: (m: PartMessage) => void): { exc
 export async function runPart(data: PartData, post: (m: PartMessage) => void, subscribe: (receive: (m: CoordinatorMessage) => void) => () => void): Promise<void> {
   const { job, shared } = data;
   const handles: FileHandle[] = [];
+  const writers: OutputWriter[] = [];
   const { exchange, receive } = partExchange(data.statsClaims, post);
   const unsubscribe = subscribe(receive);
   try {
@@ -130,13 +132,13 @@ export async function runPart(data: PartData, post: (m: PartMessage) => void, su
       inputs.push(await open(input.path, "r").catch((e) => { throw fsError(e, input.path, "opening an input"); }));
       handles.push(inputs[inputs.length - 1]!);
     }
-    const outputs: FileHandle[] = [];
     for (const output of job.outputs) {
-      outputs.push(await open(output.path, "r+").catch((e) => { throw fsError(e, output.path, "opening the output"); }));
-      handles.push(outputs[outputs.length - 1]!);
+      const handle = await open(output.path, "r+").catch((e) => { throw fsError(e, output.path, "opening the output"); });
+      handles.push(handle);
+      writers.push(new OutputWriter(handle, await openDirect(output.path)));
     }
     const nonFinite = job.outputs.map(() => ({ nan: 0, inf: 0 }));
-    const computedStats = await runChunks(job, inputs, outputs, () => Atomics.add(shared, 0, 1), (bytes) => post({ bytes }), nonFinite, shared.subarray(1), exchange);
+    const computedStats = await runChunks(job, inputs, writers, () => Atomics.add(shared, 0, 1), (bytes) => post({ bytes }), nonFinite, shared.subarray(1), exchange);
     post({ ok: true, nonFinite, computedStats });
   } catch (e) {
     if (e instanceof Error && e.message === STOPPED && !(e instanceof MergeError)) post({ ok: false, stopped: true });
@@ -146,6 +148,7 @@ export async function runPart(data: PartData, post: (m: PartMessage) => void, su
     }
   } finally {
     unsubscribe();
+    for (const w of writers) await w.close().catch(() => undefined);
     for (const h of handles) await h.close().catch(() => undefined);
   }
 }
@@ -158,6 +161,7 @@ export async function runPart(data: PartData, post: (m: PartMessage) => void, su
 export async function runJsJob(job: Job): Promise<JobResult> {
   const inputs: FileHandle[] = [];
   const outputs: FileHandle[] = [];
+  const writers: OutputWriter[] = [];
   const created: string[] = [];
   const control = job.control;
   let bytesWritten = 0;
@@ -187,7 +191,9 @@ export async function runJsJob(job: Job): Promise<JobResult> {
     if (threads > 1) computedStats = await runParts(job, threads, onBytes, nonFinite);
     else {
       let next = 0;
-      computedStats = await runChunks(job, inputs, outputs, () => next++, onBytes, nonFinite);
+      for (const o of job.outputs) writers.push(new OutputWriter(outputs[writers.length]!, await openDirect(o.path)));
+      computedStats = await runChunks(job, inputs, writers, () => next++, onBytes, nonFinite);
+      for (const w of writers) await w.close();
     }
     const raw = alignedBuffer(JS_CHUNK_ELEMENTS * 8);
     const crcs: number[][] = [];
@@ -212,6 +218,7 @@ export async function runJsJob(job: Job): Promise<JobResult> {
     for (const path of created) await unlink(path).catch(() => undefined);
     throw e;
   } finally {
+    for (const w of writers) await w.close().catch(() => undefined);
     for (const h of [...inputs, ...outputs]) await h.close().catch(() => undefined);
   }
 }

@@ -36,21 +36,41 @@ function scratch(i: number, n: number): Float32Array {
   return (scratchArrays[i] = new Float32Array(Math.max(n, 1 << 20)));
 }
 
+/** One train-difference element, statement for statement as native/core/method_kernels.cc. */
+export function trainDifferenceExact(ai: number, bi: number, ci: number, p0: number): number {
+  const t0 = f(bi - ci);
+  const d0 = absf(t0);
+  const d1 = absf(f(bi - ai));
+  const s = f(d0 + d1);
+  const q = s !== 0 ? f(d1 / s) : 0;
+  const sc = t0 > 0 ? q : t0 < 0 ? (q === q ? -q : q) : f(0 * q);
+  const nd = f(sc * d0);
+  const v = f(nd * p0);
+  return f(ai + v);
+}
+
 type Kernel = (out: Float32Array, x: Float32Array[], p: number[], n: number) => void;
 
 export const METHOD_KERNELS: Record<string, Kernel> = {
   "train-difference": (r, [a, b, c], p, n) => {
-    const p0 = f(p[0]!);
+    const p0 = f(p[0]!), xa = a!, xb = b!, xc = c!;
+    // Branch-free for the common element (the signs of B−C and B−A are random, so absf's and
+    // the sign choice's branches mispredict half the time). Math.abs equals absf but on a NaN,
+    // and sign(B−C)·q·|B−C| is the product q·(B−C) but for its zero's sign when B−C = −0;
+    // that zero only reaches the result through A + v with v = ±0, where it changes nothing
+    // unless A = ±0, and then B − A is ±0 too, so s = 0. Every element where the two ways can
+    // differ (a NaN anywhere, s = 0 where q = 0/0 here) is therefore NaN here, and is
+    // recomputed as native computes it.
     for (let i = 0; i < n; i++) {
-      const t0 = f(b![i]! - c![i]!);
-      const d0 = absf(t0);
-      const d1 = absf(f(b![i]! - a![i]!));
-      const s = f(d0 + d1);
-      const q = s !== 0 ? f(d1 / s) : 0;
-      const sc = t0 > 0 ? q : t0 < 0 ? (q === q ? -q : q) : f(0 * q);
-      const nd = f(sc * d0);
-      const v = f(nd * p0);
-      r[i] = f(a![i]! + v);
+      const ai = xa[i]!, bi = xb[i]!;
+      const t0 = f(bi - xc[i]!);
+      const d1 = Math.abs(f(bi - ai));
+      const s = f(Math.abs(t0) + d1);
+      const q = f(d1 / s);
+      const v = f(f(q * t0) * p0);
+      const ri = f(ai + v);
+      r[i] = ri;
+      if (ri !== ri) r[i] = trainDifferenceExact(ai, bi, xc[i]!, p0);
     }
   },
   "triple-sum": (r, [a, b, c], p, n) => {
@@ -79,12 +99,16 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
       pb[i] = absf(f(xb[i]! - xc[i]!));
     }
     powProductF32Array(pa, p0, pb, p1, pa, n);
+    // negf(m) where sg < 0, on m's bits, without a branch on the sign (random: half of them
+    // mispredicted): the sign bit flips unless m is a NaN (kept as it is, as native keeps it).
+    const mb = new Int32Array(pa.buffer, pa.byteOffset, n);
     for (let i = 0; i < n; i++) {
       const ci = xc[i]!;
-      const m = pa[i]!;
+      const bits = mb[i]!;
       const w = f(f(xa[i]! * p2) + f(xb[i]! * p3));
       const sg = f(w - ci);
-      r[i] = f(ci + (sg < 0 && m === m ? -m : m));
+      mb[i] = bits ^ ((+(sg < 0) & +((bits & 0x7fffffff) <= 0x7f800000)) << 31);
+      r[i] = f(ci + pa[i]!);
     }
   },
   "similarity-add-difference": (r, [a, b, c], p, n) => {
