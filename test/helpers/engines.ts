@@ -1,3 +1,5 @@
+import * as engine from "../../lib/engine";
+import type { Job, JobResult } from "../../lib/native/job";
 /** The engines every end-to-end test runs on. Both are required: a missing addon fails the tests. */
 export const ENGINES: ("native" | "js")[] = (process.env.TENSORMERGE_TEST_ENGINES?.split(",") as ("native" | "js")[] | undefined) ?? ["native", "js"];
 
@@ -17,4 +19,31 @@ export function setEngineKnobs(knobs: Record<string, string | undefined>): () =>
   };
   apply(Object.entries(knobs));
   return () => apply(saved);
+}
+
+/**
+ * Records the engine stats of each job the library runs (lib/engine's runJob, wrapped between
+ * install and restore), so a test can tell which path a merge took.
+ */
+export function captureEngineStats(): { install(): void; restore(): void; reset(): void; last(): Record<string, number> | undefined } {
+  const mod = engine as unknown as { runJob: (job: Job, e: "native" | "js") => Promise<JobResult> };
+  let original: typeof mod.runJob | undefined;
+  let last: Record<string, number> | undefined;
+  return {
+    install() {
+      original = mod.runJob;
+      const run = original;
+      mod.runJob = async (job, e) => {
+        const r = await run(job, e);
+        last = r.stats;
+        return r;
+      };
+    },
+    restore() {
+      if (original) mod.runJob = original;
+      original = undefined;
+    },
+    reset() { last = undefined; },
+    last: () => last,
+  };
 }

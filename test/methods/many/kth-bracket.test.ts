@@ -10,10 +10,8 @@ import { strict as assert } from "node:assert";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { capabilities } from "../../../lib/native/binding";
-import * as engine from "../../../lib/engine";
 import { merge } from "../../../lib/merge";
-import type { Job, JobResult } from "../../../lib/native/job";
-import { ENGINES, setEngineKnobs } from "../../helpers/engines";
+import { ENGINES, captureEngineStats, setEngineKnobs } from "../../helpers/engines";
 import { randomValues, tempDir, writeModel } from "../../helpers/models";
 import { taskMergeRef, tensorOf } from "./reference";
 
@@ -71,20 +69,13 @@ const CASES: Case[] = [
 describe("many-model methods: the native k-th magnitude's sampled bracket", function () {
   this.timeout(600000);
   let dir: ReturnType<typeof tempDir>;
-  let lastStats: Record<string, number> | undefined;
-  let original: ((job: Job, e: "native" | "js") => Promise<JobResult>) | undefined;
-  const mod = engine as unknown as { runJob: (job: Job, e: "native" | "js") => Promise<JobResult> };
+  const capture = captureEngineStats();
   before(() => {
     dir = tempDir("tm-many-bracket-");
-    original = mod.runJob;
-    mod.runJob = async (job, e) => {
-      const r = await original!(job, e);
-      lastStats = r.stats;
-      return r;
-    };
+    capture.install();
   });
   after(() => {
-    if (original) mod.runJob = original;
+    capture.restore();
     dir.cleanup();
   });
 
@@ -105,10 +96,10 @@ describe("many-model methods: the native k-th magnitude's sampled bracket", func
       const restore = setEngineKnobs(knobs);
       try {
         const out = join(dir.path, `big-${Object.keys(knobs).length}.safetensors`);
-        lastStats = undefined;
+        capture.reset();
         await merge({ ...options, engine: "native", threads: 2, out } as never);
         outs.push(readFileSync(out));
-        const stats = lastStats as Record<string, number> | undefined;
+        const stats = capture.last();
         if (!knobs.TENSORMERGE_KTH_BRACKET) assert.deepEqual([stats?.reductionBracketHits, stats?.reductionBracketMisses], [3, 0], "every k-th from its bracket");
       } finally {
         restore();
@@ -154,11 +145,11 @@ describe("many-model methods: the native k-th magnitude's sampled bracket", func
         const restore = setEngineKnobs(r.knobs);
         try {
           const out = join(dir.path, `c${index}-${r.isa}-${r.threads}-${Object.keys(r.knobs).join("-")}.safetensors`);
-          lastStats = undefined;
+          capture.reset();
           await merge({ ...options, engine: "native", isa: r.isa, threads: r.threads, out } as never);
           const label = `${c.what} (isa ${r.isa}, threads ${r.threads}, knobs ${JSON.stringify(r.knobs)})`;
           assert.deepEqual(tensorOf(out, KEY), expected, label);
-          const stats = lastStats as Record<string, number> | undefined;
+          const stats = capture.last();
           const hits = stats?.reductionBracketHits ?? -1, misses = stats?.reductionBracketMisses ?? -1;
           if (r.knobs.TENSORMERGE_KTH_BRACKET === "0") assert.equal(hits + misses, 0, `${label}: the bracket is off`);
           else if (c.expect === "hit") assert.deepEqual([hits, misses], [trimmed, 0], `${label}: every k-th from its bracket`);

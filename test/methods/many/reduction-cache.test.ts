@@ -10,10 +10,8 @@
 import { strict as assert } from "node:assert";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import * as engine from "../../../lib/engine";
 import { merge } from "../../../lib/merge";
-import type { Job, JobResult } from "../../../lib/native/job";
-import { ENGINES, setEngineKnobs } from "../../helpers/engines";
+import { ENGINES, captureEngineStats, setEngineKnobs } from "../../helpers/engines";
 import { randomValues, tempDir, writeModel, type TestTensor } from "../../helpers/models";
 
 const BIG = "model.diffusion_model.middle_block.1.proj_in.weight";
@@ -38,21 +36,14 @@ describe("many-model methods: the native k-th magnitude key cache", function () 
   this.timeout(300000);
   let dir: ReturnType<typeof tempDir>;
   let paths: string[];
-  let lastStats: Record<string, number> | undefined;
-  let original: ((job: Job, e: "native" | "js") => Promise<JobResult>) | undefined;
-  const mod = engine as unknown as { runJob: (job: Job, e: "native" | "js") => Promise<JobResult> };
+  const capture = captureEngineStats();
   before(() => {
     dir = tempDir("tm-many-cache-");
     paths = [0, 1, 2, 3].map((m) => writeInputs(dir.path, m));
-    original = mod.runJob;
-    mod.runJob = async (job, e) => {
-      const r = await original!(job, e);
-      lastStats = r.stats;
-      return r;
-    };
+    capture.install();
   });
   after(() => {
-    if (original) mod.runJob = original;
+    capture.restore();
     dir.cleanup();
   });
 
@@ -75,10 +66,10 @@ describe("many-model methods: the native k-th magnitude key cache", function () 
         const restore = setEngineKnobs({ TENSORMERGE_KTH_BRACKET: "0", TENSORMERGE_REDUCTION_CACHE_KIB: b.kib, TENSORMERGE_WINDOW_MIB: windowMib });
         try {
           const out = join(dir.path, `ties-${b.kib ?? "d"}-${threads}.safetensors`);
-          lastStats = undefined;
+          capture.reset();
           await merge({ ...options, engine: "native", threads, base: paths[0], models: paths.slice(1), out } as never);
           assert.ok(readFileSync(out).equals(expected), `${b.what} (cache ${b.kib ?? "default"} KiB, threads ${threads}): bytes differ from the TS engine`);
-          const stats = lastStats as Record<string, number> | undefined; // set by the runJob wrapper
+          const stats = capture.last();
           assert.equal(stats?.reductionKthElements, N_SMALL + 2 * N_BIG, "elements with a k-th magnitude");
           assert.equal(stats?.reductionCachedElements, b.cached, `${b.what}: cached elements`);
         } finally {
