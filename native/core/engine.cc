@@ -98,6 +98,7 @@ public:
         window_ = std::max<uint64_t>(page, job_.tuning.window_bytes & ~(page - 1));
         window_ = std::min(window_, (max_size + page - 1) & ~(page - 1));
         if (window_ == 0) window_ = page;
+        read_once_ = inputs_read_once();
         drop_behind_ = wants_drop_behind();
         if (job_.tuning.buffered_reads == 1 || job_.tuning.buffered_reads == 2) start_reader();
         buffers_[0].reset(new aligned_buffer(window_ + slack));
@@ -178,7 +179,7 @@ public:
             {"blockElements", (double) block},
             {"bytesDirectIo", (double) direct_bytes()},
             {"dropBehind", drop_behind_ ? 1.0 : 0.0},
-            {"inputsReadOnce", inputs_read_once() ? 1.0 : 0.0},
+            {"inputsReadOnce", read_once_ ? 1.0 : 0.0},
             {"interleave", job_.tuning.interleave ? 1.0 : 0.0},
             {"outputSwitches", (double) n_switches_},
             {"secondsReduce", t_reduce_},
@@ -220,6 +221,7 @@ private:
     uint64_t window_ = 0;
     uint64_t n_windows_ = 0;
     uint64_t n_switches_ = 0; // consecutive windows of different outputs
+    bool read_once_ = false; // inputs_read_once(), computed once per run
     bool drop_behind_ = false;
     struct window_drop {
         uint64_t w0;
@@ -398,7 +400,7 @@ private:
     bool wants_drop_behind() const {
         const int release = job_.tuning.release_inputs;
         if (release == 3) return true;
-        if (release != 1 || !inputs_read_once()) return false;
+        if (release != 1 || !read_once_) return false;
         uint64_t total = 0;
         for (const merge_input & in : job_.inputs) total += in.size;
         const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);

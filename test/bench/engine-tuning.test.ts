@@ -9,14 +9,10 @@ import { join } from "node:path";
 import { nativeAvailable } from "../../lib/engine";
 import { merge } from "../../lib/merge";
 import { runNativeJob } from "../../lib/native/binding";
-import { setEngineKnobs } from "../helpers/engines";
+import { setOnlyTuningKnobs } from "../helpers/engines";
 import { DT, makeJob } from "../native/helpers";
 import { randomValues, tempDir, writeModel, type TestTensor } from "../helpers/models";
 
-const KNOB_NAMES = [
-  "TENSORMERGE_WINDOW_MIB", "TENSORMERGE_RELEASE_INPUTS", "TENSORMERGE_PREFETCH", "TENSORMERGE_DIRECT_IO", "TENSORMERGE_INTERLEAVE",
-  "TENSORMERGE_BUFFERED_READS", "TENSORMERGE_READ_BUFFER_MIB", "TENSORMERGE_READERS",
-];
 const KNOBS: Record<string, string>[] = [
   { TENSORMERGE_RELEASE_INPUTS: "0" },
   { TENSORMERGE_RELEASE_INPUTS: "1" },
@@ -98,7 +94,7 @@ describe("engine tuning knobs keep outputs bit-identical", function () {
     await merge({ ...base, out: join(p("sweep-js"), "s.safetensors"), engine: "js" });
     for (const knobs of [{ TENSORMERGE_BUFFERED_READS: "2" }, { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_READ_BUFFER_MIB: "2" }]) {
       restore();
-      restore = setEngineKnobs({ ...Object.fromEntries(KNOB_NAMES.map((k) => [k, undefined])), TENSORMERGE_WINDOW_MIB: "1", ...knobs });
+      restore = setOnlyTuningKnobs({ TENSORMERGE_WINDOW_MIB: "1", ...knobs });
       const sub = p(`sweep-native-${knobs.TENSORMERGE_READ_BUFFER_MIB ?? "32"}`);
       mkdirSync(sub, { recursive: true });
       await merge({ ...base, out: join(sub, "s.safetensors"), engine: "native", threads: 2 });
@@ -120,7 +116,7 @@ describe("engine tuning knobs keep outputs bit-identical", function () {
       const expected = readFileSync(outIn("js"));
       for (const [k, knobs] of KNOBS.entries()) {
         restore();
-        restore = setEngineKnobs({ ...Object.fromEntries(KNOB_NAMES.map((k) => [k, undefined])), TENSORMERGE_WINDOW_MIB: "1", ...knobs });
+        restore = setOnlyTuningKnobs({ TENSORMERGE_WINDOW_MIB: "1", ...knobs });
         await assertKnobsReachEngine(dir.path, knobs);
         for (const threads of [1, 2]) {
           const out = outIn(`native-${k}-${threads}`);
