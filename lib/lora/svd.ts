@@ -27,10 +27,36 @@ function gaussian(seed: number): () => number {
 // ascending, c = fp64(c + x·b) one term at a time; four terms per pass over the output row only
 // save its loads and stores (the order, and so the bits, are those of one term at a time).
 
-/** C [m, k] = A [m, n] · B [n, k]. */
+/**
+ * C [m, k] = A [m, n] · B [n, k]. Two rows of C per pass share the loads of B's rows (each
+ * element keeps its own sum, the order above).
+ */
 function mul(a: Float64Array, m: number, n: number, b: Float64Array, k: number): Float64Array {
   const c = new Float64Array(m * k);
-  for (let i = 0; i < m; i++) {
+  let i = 0;
+  for (; i + 2 <= m; i += 2) {
+    const ci = i * k, cj = ci + k, ai = i * n, aj = ai + n;
+    let j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const x0 = a[ai + j]!, x1 = a[ai + j + 1]!, x2 = a[ai + j + 2]!, x3 = a[ai + j + 3]!;
+      const z0 = a[aj + j]!, z1 = a[aj + j + 1]!, z2 = a[aj + j + 2]!, z3 = a[aj + j + 3]!;
+      const b0 = j * k, b1 = b0 + k, b2 = b1 + k, b3 = b2 + k;
+      for (let l = 0; l < k; l++) {
+        const v0 = b[b0 + l]!, v1 = b[b1 + l]!, v2 = b[b2 + l]!, v3 = b[b3 + l]!;
+        c[ci + l] = c[ci + l]! + x0 * v0 + x1 * v1 + x2 * v2 + x3 * v3;
+        c[cj + l] = c[cj + l]! + z0 * v0 + z1 * v1 + z2 * v2 + z3 * v3;
+      }
+    }
+    for (; j < n; j++) {
+      const x = a[ai + j]!, z = a[aj + j]!, bj = j * k;
+      for (let l = 0; l < k; l++) {
+        const v = b[bj + l]!;
+        c[ci + l] = c[ci + l]! + x * v;
+        c[cj + l] = c[cj + l]! + z * v;
+      }
+    }
+  }
+  for (; i < m; i++) {
     const ci = i * k, ai = i * n;
     let j = 0;
     for (; j + 4 <= n; j += 4) {
@@ -46,14 +72,25 @@ function mul(a: Float64Array, m: number, n: number, b: Float64Array, k: number):
   return c;
 }
 
-/** C [n, k] = Aᵀ · Y, A [m, n], Y [m, k]. */
+/** C [n, k] = Aᵀ · Y, A [m, n], Y [m, k]. Two rows of C per pass share the loads of Y's rows. */
 function mulT(a: Float64Array, m: number, n: number, y: Float64Array, k: number): Float64Array {
   const c = new Float64Array(n * k);
   let i = 0;
   for (; i + 4 <= m; i += 4) {
     const a0 = i * n, a1 = a0 + n, a2 = a1 + n, a3 = a2 + n;
     const y0 = i * k, y1 = y0 + k, y2 = y1 + k, y3 = y2 + k;
-    for (let j = 0; j < n; j++) {
+    let j = 0;
+    for (; j + 2 <= n; j += 2) {
+      const x0 = a[a0 + j]!, x1 = a[a1 + j]!, x2 = a[a2 + j]!, x3 = a[a3 + j]!;
+      const z0 = a[a0 + j + 1]!, z1 = a[a1 + j + 1]!, z2 = a[a2 + j + 1]!, z3 = a[a3 + j + 1]!;
+      const cj = j * k, cz = cj + k;
+      for (let l = 0; l < k; l++) {
+        const v0 = y[y0 + l]!, v1 = y[y1 + l]!, v2 = y[y2 + l]!, v3 = y[y3 + l]!;
+        c[cj + l] = c[cj + l]! + x0 * v0 + x1 * v1 + x2 * v2 + x3 * v3;
+        c[cz + l] = c[cz + l]! + z0 * v0 + z1 * v1 + z2 * v2 + z3 * v3;
+      }
+    }
+    for (; j < n; j++) {
       const x0 = a[a0 + j]!, x1 = a[a1 + j]!, x2 = a[a2 + j]!, x3 = a[a3 + j]!;
       const cj = j * k;
       for (let l = 0; l < k; l++) c[cj + l] = c[cj + l]! + x0 * y[y0 + l]! + x1 * y[y1 + l]! + x2 * y[y2 + l]! + x3 * y[y3 + l]!;
@@ -83,6 +120,32 @@ function dotOf(x: Float64Array, a: number, y: Float64Array, b: number, n: number
 }
 
 /**
+ * x[a + i] = x[a + i] − d·x[p + i] for i < n, then Σ x[a + i]·x[q + i] over the updated values
+ * in dotOf's four partial sums (q may be a itself).
+ */
+function subtractThenDot(x: Float64Array, a: number, p: number, d: number, q: number, n: number): number {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const v0 = x[a + i]! - d * x[p + i]!, v1 = x[a + i + 1]! - d * x[p + i + 1]!;
+    const v2 = x[a + i + 2]! - d * x[p + i + 2]!, v3 = x[a + i + 3]! - d * x[p + i + 3]!;
+    x[a + i] = v0;
+    x[a + i + 1] = v1;
+    x[a + i + 2] = v2;
+    x[a + i + 3] = v3;
+    s0 += v0 * x[q + i]!;
+    s1 += v1 * x[q + i + 1]!;
+    s2 += v2 * x[q + i + 2]!;
+    s3 += v3 * x[q + i + 3]!;
+  }
+  for (; i < n; i++) {
+    const v = x[a + i]! - d * x[p + i]!;
+    x[a + i] = v;
+    s0 += v * x[q + i]!;
+  }
+  return (s0 + s1) + (s2 + s3);
+}
+
+/**
  * Orthonormalises the k columns of Y [m, k] in place (modified Gram–Schmidt, twice). Zero
  * columns stay zero. Works on Yᵀ so each column is contiguous.
  */
@@ -92,12 +155,12 @@ function orthonormalize(y: Float64Array, m: number, k: number): void {
   for (let pass = 0; pass < 2; pass++) {
     for (let c = 0; c < k; c++) {
       const tc = c * m;
-      for (let p = 0; p < c; p++) {
-        const tp = p * m;
-        const dot = dotOf(t, tc, t, tp, m);
-        for (let i = 0; i < m; i++) t[tc + i] = t[tc + i]! - dot * t[tp + i]!;
-      }
-      const norm = Math.sqrt(dotOf(t, tc, t, tc, m));
+      // Each projection's subtraction runs in one pass with the next dot product (of the
+      // updated column with the next column, or with itself for the norm): the same
+      // operations in the same order as subtracting, then calling dotOf, with one pass less.
+      let dot = c > 0 ? dotOf(t, tc, t, 0, m) : 0;
+      for (let p = 0; p < c; p++) dot = subtractThenDot(t, tc, p * m, dot, p + 1 < c ? (p + 1) * m : tc, m);
+      const norm = Math.sqrt(c > 0 ? dot : dotOf(t, tc, t, tc, m));
       for (let i = 0; i < m; i++) t[tc + i] = norm > 1e-300 ? t[tc + i]! / norm : 0;
     }
   }
@@ -176,13 +239,17 @@ export function truncatedSvd(a: Float64Array, m: number, n: number, rank: number
   }
   // B = Qᵀ A [k, n], computed as (Aᵀ Q)ᵀ
   const bt = mulT(a, m, n, y, k); // [n, k] = Bᵀ
+  // B·Bᵀ [k, k]: each (i, j ≥ i) summed over c ascending from 0, row c of Bᵀ at a time
+  // (contiguous reads), then mirrored.
   const bbt = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) for (let j = i; j < k; j++) {
-    let dot = 0;
-    for (let c = 0; c < n; c++) dot += bt[c * k + i]! * bt[c * k + j]!;
-    bbt[i * k + j] = dot;
-    bbt[j * k + i] = dot;
+  for (let c = 0; c < n; c++) {
+    const row = c * k;
+    for (let i = 0; i < k; i++) {
+      const x = bt[row + i]!, bi = i * k;
+      for (let j = i; j < k; j++) bbt[bi + j] = bbt[bi + j]! + x * bt[row + j]!;
+    }
   }
+  for (let i = 0; i < k; i++) for (let j = i + 1; j < k; j++) bbt[j * k + i] = bbt[i * k + j]!;
   const { values, vectors } = symmetricEigen(bbt, k);
   const s = new Float64Array(r), u = new Float64Array(m * r), vt = new Float64Array(r * n);
   for (let c = 0; c < r; c++) s[c] = Math.sqrt(Math.max(0, values[c]!));
