@@ -23,6 +23,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } 
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { openModel } from "../lib/formats";
+import { HashCache, getFileHashes } from "../lib/library/hash-cache";
 import { extractTargets } from "../lib/lora/targets";
 import { shrinkLayout, writeSyntheticModel, type LayoutEntry } from "../lib/synthetic";
 import { evictFiles, floorTechniques, runFloor, warmFiles, type FloorResult } from "./floor";
@@ -117,6 +118,13 @@ async function benchBake(a: Args, layoutsDir: string): Promise<Record<string, un
   await ensureModel(lora, () => loraLayout(layoutsDir, 128, a.shrink), 7);
   const out = join(a.dir, "baked.safetensors");
   const inputs = [model, lora];
+  // The bake records both files by sha256 (a once-per-file cost, kept in the hash cache). The
+  // children use a cache of this bench's own, filled here before any timed run: the shared
+  // ~/.cache one is rewritten by every other tensormerge process, and a lost entry made a
+  // timed run hash the 2.1 GB model again (3.8 CPU-s, the first run of the 15:31 quiet check).
+  process.env.TENSORMERGE_CACHE_DIR ??= join(a.dir, "hash-cache");
+  const cache = await HashCache.open();
+  for (const f of inputs) await getFileHashes(f, { cache });
   const variants: { name: string; engine: "native" | "js"; isa: "auto" | "scalar"; threads: number; caches: string[] }[] = [
     { name: "native, auto ISA, all cores", engine: "native", isa: "auto", threads: 0, caches: a.caches },
     ...(a.scalar ? [{ name: "native, scalar (before: no SIMD product), all cores", engine: "native" as const, isa: "scalar" as const, threads: 0, caches: ["warm"] }] : []),
