@@ -310,6 +310,12 @@ void read_tuning(merge_tuning * t) {
         const int n = std::atoi(v);
         if (n >= 1 && n <= 16) t->readers = n;
     }
+    // Windows in flight: a bake's windows differ ~50x in compute time (bench/RESULTS.md,
+    // "Bake: where the two threads wait"), which more, smaller windows could even out.
+    if (const char * v = std::getenv("TENSORMERGE_OUTPUT_BUFFERS")) {
+        const int n = std::atoi(v);
+        if (n >= 2 && n <= 64) t->output_buffers = n;
+    }
     // Tests: pause after each window so a test can change an input at a known point of the job.
     if (const char * v = std::getenv("TENSORMERGE_WINDOW_PAUSE_MS")) {
         const long ms = std::atol(v);

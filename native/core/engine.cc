@@ -101,8 +101,8 @@ public:
         read_once_ = inputs_read_once();
         drop_behind_ = wants_drop_behind();
         if (job_.tuning.buffered_reads == 1 || job_.tuning.buffered_reads == 2) start_reader();
-        buffers_[0].reset(new aligned_buffer(window_ + slack));
-        buffers_[1].reset(new aligned_buffer(window_ + slack));
+        const int n_buffers = std::max(2, std::min(64, job_.tuning.output_buffers));
+        for (int b = 0; b < n_buffers; b++) buffers_.emplace_back(new aligned_buffer(window_ + slack));
 
         const unsigned n_threads = job_.threads;
         const size_t block = exec_block_size(plan_.max_ops);
@@ -176,6 +176,7 @@ public:
             {"secondsSync", writer.seconds_sync()},
             {"windows", (double) n_windows_},
             {"windowBytes", (double) window_},
+            {"outputBuffers", (double) buffers_.size()},
             {"blockElements", (double) block},
             {"bytesDirectIo", (double) direct_bytes()},
             {"dropBehind", drop_behind_ ? 1.0 : 0.0},
@@ -206,7 +207,7 @@ private:
     std::unique_ptr<merge_input_reader> reader_; // buffered reads of uncached input runs (null: the maps only)
     const staged_window * staged_ = nullptr;     // the window being computed's read runs (exec_context::staged)
     double t_read_wait_ = 0;
-    std::unique_ptr<aligned_buffer> buffers_[2];
+    std::vector<std::unique_ptr<aligned_buffer>> buffers_; // tuning.output_buffers windows, used in turn
     std::vector<std::unique_ptr<exec_scratch>> scratch_;
     exec_context ctx_{};
     // Per piece, its reduction results once computed (a few doubles each; see reductions.h).
@@ -301,10 +302,11 @@ private:
             const uint64_t size = job_.outputs[o].size;
             const std::vector<plan_span> & spans = plan_.spans[o];
             const uint64_t w0 = cur.w0, w1 = std::min(size, w0 + window_);
-            uint8_t * buf = buffers_[submitted % 2]->data;
+            const uint64_t n_buffers = buffers_.size();
+            uint8_t * buf = buffers_[submitted % n_buffers]->data;
             double t0 = now();
-            // The buffer was used by window `submitted - 2`: wait until it is on disk.
-            if (submitted >= 2 && !writer.wait_completed(submitted - 1)) return writer.status();
+            // The buffer was used by window `submitted - n_buffers`: wait until it is on disk.
+            if (submitted >= n_buffers && !writer.wait_completed(submitted - n_buffers + 1)) return writer.status();
             t_wait_ += now() - t0;
             if (job_.control.cancelled()) return aborted();
 

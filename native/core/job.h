@@ -122,6 +122,7 @@ struct merge_tuning {
     int buffered_reads = 1;              // read() uncached input runs into memory: 0 never, 1 when inputs are uncached, 2 always (engine.cc)
     uint64_t read_buffer_bytes = 32ull << 20; // each of the two read slots (prefetch.h merge_input_reader)
     int readers = 2;                     // threads reading the input runs
+    int output_buffers = 2;              // output windows in flight (being computed or written), 2 to 64
 };
 
 struct merge_job {

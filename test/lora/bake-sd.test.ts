@@ -4,9 +4,10 @@
  * the names mapped by the tests' own kohya-direction mapping (fixtures.ts).
  */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { bake } from "../../lib/lora/bake";
-import { ENGINES } from "../helpers/engines";
+import { ENGINES, captureEngineStats, setOnlyTuningKnobs } from "../helpers/engines";
 import { readModel, tempDir, type ReadTensor } from "../helpers/models";
 import { addScaled, deltaF32, deltaF64, kohyaNameOfSd1, loraEntries, viaF16, writeBase, writeLora } from "./fixtures";
 
@@ -118,5 +119,31 @@ describe("lora: bake kohya LoRAs into SD 1.x", function () {
       }
       for (let i = 1; i < outs.length; i++) assert.ok(outs[i]!.equals(outs[0]!), `${dtype}: output ${i} differs from the first`);
     }
+  });
+
+  it("native: the same bytes whatever the number of output windows in flight (TENSORMERGE_OUTPUT_BUFFERS) and their size", async function () {
+    if (!ENGINES.includes("native")) this.skip();
+    const stats = captureEngineStats();
+    const outs: Buffer[] = [];
+    const seen: number[] = [];
+    stats.install();
+    try {
+      for (const [buffers, windowMib, threads] of [[undefined, undefined, 2], ["3", "1", 2], ["5", "1", 1], ["2", "1", 2]] as const) {
+        const restore = setOnlyTuningKnobs({ TENSORMERGE_OUTPUT_BUFFERS: buffers, TENSORMERGE_WINDOW_MIB: windowMib });
+        try {
+          const out = join(tmp.fresh("buffers"), "out.safetensors");
+          await bake({ model: base, loras: [{ path: locon, ratio: 0.9 }, { path: lora, ratio: 0.3 }], dtype: "fp16", out, engine: "native", threads, recipeMetadata: false });
+          outs.push(readFileSync(out));
+          seen.push(stats.last()!.outputBuffers!);
+          if (windowMib) assert.ok(stats.last()!.windows! >= 3, `${windowMib} MiB windows: ${stats.last()!.windows} windows, the case needs several`);
+        } finally {
+          restore();
+        }
+      }
+    } finally {
+      stats.restore();
+    }
+    assert.deepEqual(seen, [2, 3, 5, 2]);
+    for (let i = 1; i < outs.length; i++) assert.ok(outs[i]!.equals(outs[0]!), `run ${i} differs from the default`);
   });
 });
