@@ -177,17 +177,19 @@ async function benchExtract(a: Args, layoutsDir: string): Promise<Record<string,
     warmFiles([tuned, base]);
     const before = load1();
     rmSync(result, { force: true });
+    let stopped = false;
     try {
       // The child keeps this process's niceness (start the bench with `nice -n 5` for both tools).
       execFileSync("/usr/bin/python3", [join(__dirname, "..", "..", "bench", "kohya_extract_way.py"), tuned, base, list, String(rank), result, ...(a.kohyaBudget ? [String(a.kohyaBudget)] : [])], { stdio: ["ignore", "inherit", "inherit"] });
     } catch (e) {
       // Failed or stopped from outside: the script rewrites its result after every module, keep what it did.
+      stopped = true;
       log(`extract kohya: did not finish (${(e as Error).message.split("\n")[0]})`);
       if (!existsSync(result)) return { tuned, base, rank, modules: modules.length, ours: oursRow, kohya: { error: (e as Error).message.split("\n")[0], load1: [before, load1()] } };
     }
     const k = JSON.parse(readFileSync(result, "utf8")) as KohyaResult;
-    kohya = compareKohya(k, ours.report.modules as OurModule[], [before, load1()]);
-    log(`extract kohya: ${k.finished ? "finished" : `stopped by its budget after ${k.modulesDone} of ${k.modulesTotal} modules`}, ${k.seconds.toFixed(1)} s (${k.cpuSeconds.toFixed(1)} CPU-s, loading ${k.loadSeconds.toFixed(1)} s), peak RSS ${(k.peakRss / MiB).toFixed(0)} MiB; kept energy ours / theirs per module: ${JSON.stringify(kohya.keptRatio)}`);
+    kohya = { ...compareKohya(k, ours.report.modules as OurModule[], [before, load1()]), ...(stopped ? { stoppedFromOutside: true } : {}) };
+    log(`extract kohya: ${k.finished ? "finished" : `stopped ${stopped ? "from outside" : "by its budget"} after ${k.modulesDone} of ${k.modulesTotal} modules`}, ${k.seconds.toFixed(1)} s (${k.cpuSeconds.toFixed(1)} CPU-s, loading ${k.loadSeconds.toFixed(1)} s), peak RSS ${(k.peakRss / MiB).toFixed(0)} MiB; kept energy ours / theirs per module: ${JSON.stringify(kohya.keptRatio)}`);
   }
   return { tuned, base, rank, modules: modules.length, ours: oursRow, kohya };
 }
