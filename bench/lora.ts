@@ -23,7 +23,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } 
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { openModel } from "../lib/formats";
-import { HashCache, getFileHashes } from "../lib/library/hash-cache";
+import { HashCache, defaultHashCachePath, getFileHashes } from "../lib/library/hash-cache";
 import { extractTargets } from "../lib/lora/targets";
 import { shrinkLayout, writeSyntheticModel, type LayoutEntry } from "../lib/synthetic";
 import { evictFiles, floorTechniques, runFloor, warmFiles, type FloorResult } from "./floor";
@@ -58,9 +58,9 @@ const load1 = () => Number(loadavg()[0]!.toFixed(2));
 
 interface ChildResult { seconds: number; cpuSeconds: number; report: Record<string, unknown>; baseline: { anon?: number; hwm?: number }; peak: { anon?: number; hwm?: number } }
 
-function runChild(task: object): Promise<ChildResult> {
+function runChild(task: object, env: NodeJS.ProcessEnv = process.env): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(__dirname, "lora-child.js"), JSON.stringify(task)], { stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn(process.execPath, [join(__dirname, "lora-child.js"), JSON.stringify(task)], { stdio: ["ignore", "pipe", "inherit"], env });
     let out = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
     child.on("close", () => {
@@ -122,8 +122,9 @@ async function benchBake(a: Args, layoutsDir: string): Promise<Record<string, un
   // children use a cache of this bench's own, filled here before any timed run: the shared
   // ~/.cache one is rewritten by every other tensormerge process, and a lost entry made a
   // timed run hash the 2.1 GB model again (3.8 CPU-s, the first run of the 15:31 quiet check).
-  process.env.TENSORMERGE_CACHE_DIR ??= join(a.dir, "hash-cache");
-  const cache = await HashCache.open();
+  const hashCacheDir = process.env.TENSORMERGE_CACHE_DIR ?? join(a.dir, "hash-cache");
+  const childEnv = { ...process.env, TENSORMERGE_CACHE_DIR: hashCacheDir };
+  const cache = await HashCache.open(defaultHashCachePath(childEnv));
   for (const f of inputs) await getFileHashes(f, { cache });
   const variants: { name: string; engine: "native" | "js"; isa: "auto" | "scalar"; threads: number; caches: string[] }[] = [
     { name: "native, auto ISA, all cores", engine: "native", isa: "auto", threads: 0, caches: a.caches },
@@ -139,7 +140,7 @@ async function benchBake(a: Args, layoutsDir: string): Promise<Record<string, un
         if (cache === "warm") warmFiles(inputs);
         else evictFiles(inputs);
         const loadBefore = load1();
-        const r = await runChild({ bake: { model, loras: [{ path: lora, ratio: 0.8 }], out, overwrite: true, engine: v.engine, isa: v.isa, ...(v.threads ? { threads: v.threads } : {}) } });
+        const r = await runChild({ bake: { model, loras: [{ path: lora, ratio: 0.8 }], out, overwrite: true, engine: v.engine, isa: v.isa, ...(v.threads ? { threads: v.threads } : {}) } }, childEnv);
         const bytes = statSync(out).size;
         rmSync(out, { force: true });
         if (!floors[cache]) floors[cache] = bestFloor(inputs, join(a.dir, "floor.out"), bytes, cache);
