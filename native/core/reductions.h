@@ -48,6 +48,7 @@
 
 #include "exec.h"
 #include "kth_bracket.h"
+#include "reduction_lanes.h"
 
 enum merge_reduction_kind : uint32_t {
     MERGE_REDUCTION_SUM_SQUARES = 0,
@@ -178,6 +179,7 @@ private:
     std::unique_ptr<std::atomic<uint64_t>[]> inside_count_;
     std::vector<kth_bracket_counts> counts_;       // [thread · n_kth + q]
     kth_bracket_scan_fn scan_ = nullptr;
+    reduction_lanes_fn lanes_ = nullptr;          // the sums' lane kernel (reduction_lanes.h) for the job's ISA
     uint64_t bracket_hits_ = 0, bracket_misses_ = 0;
     std::vector<double> totals_;                   // per sum reduction
     std::vector<double> results_;
