@@ -131,6 +131,7 @@ public:
             const long kib = std::atol(v);
             if (kib >= 0 && kib <= (4l << 20)) reuse_bytes_ = (uint64_t) kib << 10;
         }
+        reduction_options_.descending = reuse_bytes_ > 0; // the same knob: 0 is the order before either
         ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_, &staged_};
 
         crc_.resize(job_.outputs.size());
@@ -658,15 +659,19 @@ private:
         if (!small_store_) small_store_.reset(new reduction_key_store(0));
         piece_reducer reducer(ctx_, p, pool.size(), reduction_options_, *key_store_, *small_store_);
         const uint64_t n_blocks = reducer.n_blocks();
+        const uint64_t n_chunks = (n_blocks + MERGE_REDUCTION_CHUNK_BLOCKS - 1) / MERGE_REDUCTION_CHUNK_BLOCKS;
+        const bool down = reducer.descending();
         for (int pass = 0; pass < reducer.passes(); pass++) {
-            for (uint64_t c0 = 0; c0 < n_blocks; c0 += MERGE_REDUCTION_CHUNK_BLOCKS) {
+            for (uint64_t ci = 0; ci < n_chunks; ci++) {
+                const uint64_t c0 = (down ? n_chunks - 1 - ci : ci) * MERGE_REDUCTION_CHUNK_BLOCKS;
                 const uint64_t count = std::min<uint64_t>(MERGE_REDUCTION_CHUNK_BLOCKS, n_blocks - c0);
                 // Items of reduction_group consecutive blocks: a thread's block is then mostly
                 // followed by the next one, whose inputs the reducer prefetches (results do not
                 // depend on which thread computes a block).
                 constexpr uint64_t reduction_group = 8;
                 merge_status s = run_items(pool, (count + reduction_group - 1) / reduction_group, reducer.active_threads(pass), [&](unsigned ith, uint64_t g) {
-                    for (uint64_t b = g * reduction_group; b < std::min(count, (g + 1) * reduction_group); b++) reducer.run_block(*scratch_[ith], ith, pass, c0 + b);
+                    for (uint64_t b = g * reduction_group; b < std::min(count, (g + 1) * reduction_group); b++)
+                        reducer.run_block(*scratch_[ith], ith, pass, down ? c0 + count - 1 - b : c0 + b);
                 });
                 if (!s.ok()) return s;
                 reducer.end_chunk(pass, c0, count);

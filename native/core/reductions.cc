@@ -119,6 +119,9 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
         scan_ = kth_bracket_scan_for(ctx.kernels->isa);
     }
     lanes_ = reduction_lanes_for(ctx.kernels->isa);
+    // Sums fold their block values in index order chunk by chunk, and per-column sums run in
+    // element order: only pieces with neither may take their blocks from the last to the first.
+    descending_ = options.descending && n_sums == 0 && !any_columns;
     partials_.assign(n_sums, std::vector<double>(MERGE_REDUCTION_CHUNK_BLOCKS, 0.0));
     totals_.assign(n_sums, 0.0);
 }
@@ -215,7 +218,15 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
     size_t n_sum = 0;
     for (uint64_t i = b0; i < b1; i += step) {
         const size_t m = (size_t) std::min<uint64_t>(step, b1 - i);
-        if (kind != pass_columns && i + m < p.n) prefetch(i + m, std::min<uint64_t>(step, p.n - (i + m)));
+        if (kind != pass_columns) {
+            // The step that comes next: this block's, or (at its end) the next block's first, which is
+            // block b − 1 in descending order.
+            if (i + m < b1 || !descending_) {
+                if (i + m < p.n) prefetch(i + m, std::min<uint64_t>(step, p.n - (i + m)));
+            } else if (b0 > 0) {
+                prefetch(b0 - MERGE_REDUCTION_BLOCK, std::min<uint64_t>(step, MERGE_REDUCTION_BLOCK));
+            }
+        }
         exec_run_ops(ctx_, scratch, piece_, ops_, i, m);
         // Operand a of a sum member: shared with an earlier member that read it, else into `slot`.
         auto sum_operand = [&](const merge_operand & a, size_t slot) {
