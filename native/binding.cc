@@ -306,6 +306,7 @@ void read_tuning(merge_tuning * t) {
         const long mib = std::atol(v);
         if (mib > 0 && mib <= 1024) t->read_buffer_bytes = (uint64_t) mib << 20;
     }
+    if (const char * v = std::getenv("TENSORMERGE_DIRECT_READS")) t->direct_reads = std::atoi(v);
     if (const char * v = std::getenv("TENSORMERGE_READERS")) {
         const int n = std::atoi(v);
         if (n >= 1 && n <= 16) t->readers = n;
