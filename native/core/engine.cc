@@ -494,7 +494,7 @@ private:
         const int direct = job_.tuning.direct_reads;
         readers_ = job_.tuning.readers > 0 ? (unsigned) job_.tuning.readers : direct != 0 ? 4u : 2u;
         std::unique_ptr<merge_input_reader> reader(
-                new merge_input_reader(inputs_, input_paths_, slot, readers_, job_.tuning.buffered_reads == 2, drop_behind_, direct));
+                new merge_input_reader(inputs_, input_paths_, slot, readers_, job_.tuning.buffered_reads == 2, drop_behind_, direct, job_.tuning.read_piece_bytes));
         if (job_.tuning.buffered_reads == 1 && reader->uncached_fraction() < 0.05) return;
         uint64_t in_total = 0, max_out = 0;
         for (const merge_input & in : job_.inputs) in_total += in.size;

@@ -51,7 +51,6 @@ void merge_prefetcher::loop() {
 }
 
 namespace {
-constexpr uint64_t read_piece = 4u << 20; // one pread: the floor's chunk size order (bench/floor.c)
 constexpr uint64_t page = 4096;
 double seconds_now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 } // namespace
@@ -59,9 +58,9 @@ double seconds_now() { return std::chrono::duration<double>(std::chrono::steady_
 void merge_input_reader::free_deleter::operator()(uint8_t * p) const { free(p); }
 
 merge_input_reader::merge_input_reader(const std::vector<std::unique_ptr<merge_input_map>> & inputs, const std::vector<std::string> & paths,
-                                       uint64_t slot_bytes, unsigned n_threads, bool all, bool drop_behind, int direct)
-    : inputs_(inputs), paths_(paths), slot_bytes_((slot_bytes + page - 1) & ~(page - 1)), n_threads_(n_threads < 1 ? 1 : n_threads), all_(all),
-      drop_behind_(drop_behind), direct_(direct) {
+                                       uint64_t slot_bytes, unsigned n_threads, bool all, bool drop_behind, int direct, uint64_t piece_bytes)
+    : inputs_(inputs), paths_(paths), slot_bytes_((slot_bytes + page - 1) & ~(page - 1)), n_threads_(n_threads < 1 ? 1 : n_threads),
+      piece_bytes_(std::max<uint64_t>(page, piece_bytes & ~(page - 1))), all_(all), drop_behind_(drop_behind), direct_(direct) {
     for (const auto & in : inputs_) resident_.push_back(in->resident_pages());
 }
 
@@ -117,13 +116,13 @@ void merge_input_reader::submit(uint64_t id, const std::vector<prefetch_range> &
         if (direct) {
             // Whole pages from the one holding r.offset: slot + at - head is 4096-aligned.
             const uint64_t head = r.offset & (page - 1), begin = r.offset - head, end = r.offset + r.length;
-            for (uint64_t p = begin; p < end; p += read_piece) {
-                const uint64_t n = std::min(read_piece, end - p);
+            for (uint64_t p = begin; p < end; p += piece_bytes_) {
+                const uint64_t n = std::min(piece_bytes_, end - p);
                 w.pieces.push_back({r.file, p, n, slot + at - head + (p - begin), p == begin ? n - head : n, cold, true});
             }
         } else {
-            for (uint64_t p = 0; p < r.length; p += read_piece) {
-                const uint64_t n = std::min(read_piece, r.length - p);
+            for (uint64_t p = 0; p < r.length; p += piece_bytes_) {
+                const uint64_t n = std::min(piece_bytes_, r.length - p);
                 w.pieces.push_back({r.file, r.offset + p, n, slot + at + p, n, cold, false});
             }
         }

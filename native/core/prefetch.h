@@ -87,7 +87,8 @@ struct staged_window {
 
 /**
  * Reads windows' input runs into two page-aligned slots of `slot_bytes` each (window k uses
- * slot k % 2), on `n_threads` threads that share each window's reads in 4 MiB pieces, so the
+ * slot k % 2), on `n_threads` threads that share each window's reads in pieces of `piece_bytes`
+ * (one pread each, so n_threads requests in flight), so the
  * next window is read while this one is computed. Runs that were mostly in the page cache when
  * the reader was made are left to the map (unless `all`), as are runs that no longer fit in
  * the slot: the slots bound this reader's memory at 2 x slot_bytes whatever the job.
@@ -108,7 +109,7 @@ struct staged_window {
 class merge_input_reader {
 public:
     merge_input_reader(const std::vector<std::unique_ptr<merge_input_map>> & inputs, const std::vector<std::string> & paths, uint64_t slot_bytes,
-                       unsigned n_threads, bool all, bool drop_behind, int direct = 0);
+                       unsigned n_threads, bool all, bool drop_behind, int direct = 0, uint64_t piece_bytes = 4u << 20);
     ~merge_input_reader() { stop(); }
     merge_input_reader(const merge_input_reader &) = delete;
     merge_input_reader & operator=(const merge_input_reader &) = delete;
@@ -158,6 +159,7 @@ private:
     const std::vector<std::string> & paths_;
     const uint64_t slot_bytes_;
     const unsigned n_threads_;
+    const uint64_t piece_bytes_; // one pread (a multiple of 4096): the floor's chunk size order (bench/floor.c)
     const bool all_;
     const bool drop_behind_; // drop each cold piece from the page cache once copied (the floor's read technique)
     const int direct_;       // 0 never, 1 cold runs, 2 every run, 3 refused for tests (class comment)

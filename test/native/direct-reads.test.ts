@@ -10,7 +10,7 @@
  */
 import { strict as assert } from "node:assert";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { nativeAvailable } from "../../lib/engine";
 import { merge } from "../../lib/merge";
@@ -191,6 +191,29 @@ describe("native engine: direct (O_DIRECT) reads", function () {
     } finally {
       rmSync(shm, { recursive: true, force: true });
     }
+  });
+
+  it("cancel mid-merge during direct reads: ABORTED, no output, no temporary file", async () => {
+    // 1 MiB windows with a pause after each (TENSORMERGE_WINDOW_PAUSE_MS): the abort lands while
+    // the reader has the next window's direct reads queued or in flight.
+    restore = setOnlyTuningKnobs({ TENSORMERGE_WINDOW_MIB: "1", TENSORMERGE_WINDOW_PAUSE_MS: "150", ...DIRECT });
+    const sub = p("cancel");
+    mkdirSync(sub, { recursive: true });
+    const out = join(sub, "cancelled.safetensors");
+    const controller = new AbortController();
+    let sawProgress = false;
+    const pending = merge({
+      a: p("a.safetensors"), b: p("b.safetensors"), method: "weighted-sum", multiplier: 0.5, out, engine: "native", threads: 2, signal: controller.signal,
+      onProgress: (q) => {
+        if (q.bytesDone > 0 && q.bytesDone < q.bytesTotal && !sawProgress) {
+          sawProgress = true;
+          controller.abort();
+        }
+      },
+    });
+    await assert.rejects(pending, (e: unknown) => (e as { code?: string }).code === "ABORTED");
+    assert.ok(sawProgress, "no progress report arrived mid-merge");
+    assert.deepEqual(readdirSync(sub), [], "no output and no temporary file may remain");
   });
 
   it("the default (TENSORMERGE_DIRECT_READS unset) reads cached runs buffered, not direct", async () => {
