@@ -1,12 +1,12 @@
 /**
  * Back-to-back A/B of the native engine's cold input reader (prefetch.h merge_input_reader):
- * one add-difference of 3 SD 1.5 fp32 models (private copies in --dir, so no other process
- * caches them), inputs evicted before every merge, variants (environments: knobs, or an older
+ * one add-difference of 3 SD 1.5 fp32 models → fp32 (--method add-difference), or a SLERP of
+ * 2 → fp16 (--method slerp), private copies in --dir (so no other process caches them), inputs evicted before every merge, variants (environments: knobs, or an older
  * addon via TENSORMERGE_NATIVE) taken in turn round after round, each round also timing the
  * floor (bench/floor.c) with buffered reads + drop-behind and with O_DIRECT reads: ratios are
  * to the round's best floor, CPU seconds (user + system) are per merge.
  *
- *   node dist/bench/reader-ab.js --dir DIR [--shrink 2] [--rounds 3] [--out-json FILE]
+ *   node dist/bench/reader-ab.js --dir DIR [--method add-difference|slerp] [--shrink 2] [--rounds 3] [--out-json FILE]
  *     --variant 'label:K=V,K=V' ...
  * Without --variant: the reader forced with drop-behind (the >RAM/2 regime), buffered vs direct.
  */
@@ -38,6 +38,7 @@ async function main(): Promise<void> {
     options: {
       dir: { type: "string" }, shrink: { type: "string", default: "2" }, rounds: { type: "string", default: "3" },
       variant: { type: "string", multiple: true }, "out-json": { type: "string" }, "no-floor": { type: "boolean", default: false },
+      method: { type: "string", default: "add-difference" },
     },
   });
   if (!values.dir) throw new Error("--dir DIR");
@@ -47,10 +48,11 @@ async function main(): Promise<void> {
     ? values.variant.map(parseVariant)
     : [{ label: "buffered", env: { ...forced, TENSORMERGE_DIRECT_READS: "0" } }, { label: "direct", env: { ...forced, TENSORMERGE_DIRECT_READS: "1" } }];
   const layoutsDir = defaultLayoutsDir();
-  const specs: ModelSpec[] = [1, 2, 3].map((seed) => ({ layout: "sd15", seed, ...(shrink > 1 ? { shrink } : {}) }));
+  const slerp = values.method === "slerp";
+  const specs: ModelSpec[] = (slerp ? [1, 2] : [1, 2, 3]).map((seed) => ({ layout: "sd15", seed, ...(shrink > 1 ? { shrink } : {}) }));
   const inputs = await ensureModels(specs, { dir, layoutsDir, keep: [], budgetBytes: 8 * GB, reserveBytes: modelSize(layoutsDir, specs[0]!), minFreeBytes: 25 * GB, log: (l) => process.stderr.write(`${l}\n`) });
   const out = join(dir, "reader-ab-out.safetensors");
-  const outBytes = modelSize(layoutsDir, specs[0]!);
+  const outBytes = slerp ? Math.ceil(modelSize(layoutsDir, specs[0]!) / 2) : modelSize(layoutsDir, specs[0]!); // fp16 output: about half
   const cores = availableParallelism();
   const floors: FloorTechnique[] = [
     { read: "read", write: "direct", readers: cores, ahead: 0, dropBehind: true },
@@ -72,7 +74,10 @@ async function main(): Promise<void> {
       rmSync(out, { force: true });
       evictFiles(inputs);
       const load1 = loadavg()[0]!;
-      const r = await runMergeChild({ a: inputs[0]!, b: inputs[1]!, c: inputs[2]!, method: "add-difference", multiplier: 0.3, dtype: "fp32", out, engine: "native", threads: cores, recipeMetadata: false }, v.env);
+      const options = slerp
+        ? { a: inputs[0]!, b: inputs[1]!, method: "slerp" as const, multiplier: 0.3, dtype: "fp16" as const }
+        : { a: inputs[0]!, b: inputs[1]!, c: inputs[2]!, method: "add-difference" as const, multiplier: 0.3, dtype: "fp32" as const };
+      const r = await runMergeChild({ ...options, out, engine: "native", threads: cores, recipeMetadata: false }, v.env);
       rmSync(out, { force: true });
       const es = r.engineStats ?? {};
       const run = { variant: v.label, round, load1, seconds: r.seconds, cpuUser: r.cpuSeconds.user, cpuSystem: r.cpuSeconds.system, peakAnon: r.peak.anon, engineStats: es };

@@ -475,6 +475,11 @@ private:
      * drop-behind the pages read stay cached, each a fresh page either way, and the copy into
      * the slots cost more system CPU than mapping them in 2 of 3 A/B runs of ws-sd15h (two 2 GB
      * inputs; bench/RESULTS.md "Cold reads"), so those jobs keep the maps.
+     * The reader reads uncached runs with O_DIRECT (tuning.direct_reads, prefetch.h): the
+     * kernel DMAs them into the slots, no page-cache page is made, copied or dropped; on the
+     * benchmark VM that took system CPU from ~0.8 to ~0.17 s per 3.2 GB read (bench/RESULTS.md,
+     * "Direct reads"). A direct read waits for the device, so tuning.readers (0: 4 with direct
+     * reads, as the floor's O_DIRECT technique, else 2) is also the number of requests in flight.
      * With a reader, the window narrows so that one window's input runs fit in one read slot (a
      * window of output bytes reads about window x input bytes / output bytes, plus a page of
      * alignment per run): the reader's memory is 2 read slots, the engine's 2 windows.
