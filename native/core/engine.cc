@@ -191,7 +191,10 @@ public:
             {"outputSwitches", (double) n_switches_},
             {"secondsReduce", t_reduce_},
             {"bufferedReads", reader_ ? 1.0 : 0.0},
-            {"bytesBufferedRead", reader_ ? (double) reader_->bytes_read() : 0.0},
+            {"bytesBufferedRead", reader_ ? (double) reader_->bytes_buffered() : 0.0},
+            {"bytesDirectRead", reader_ ? (double) reader_->bytes_direct() : 0.0},
+            {"directReadFallbacks", reader_ ? (double) reader_->direct_fallbacks() : 0.0},
+            {"readers", reader_ ? (double) readers_ : 0.0},
             {"secondsReading", reader_ ? reader_->seconds_reading() : 0.0},
             {"secondsWaitRead", t_read_wait_},
             {"reductionCachedElements", (double) reduction_cached_},
@@ -213,6 +216,7 @@ private:
     std::unique_ptr<merge_input_reader> reader_; // buffered reads of uncached input runs (null: the maps only)
     const staged_window * staged_ = nullptr;     // the window being computed's read runs (exec_context::staged)
     double t_read_wait_ = 0;
+    unsigned readers_ = 0; // the reader's threads
     std::unique_ptr<aligned_buffer> buffers_[2];
     std::vector<std::unique_ptr<exec_scratch>> scratch_;
     exec_context ctx_{};
@@ -479,6 +483,11 @@ private:
      * drop-behind the pages read stay cached, each a fresh page either way, and the copy into
      * the slots cost more system CPU than mapping them in 2 of 3 A/B runs of ws-sd15h (two 2 GB
      * inputs; bench/RESULTS.md "Cold reads"), so those jobs keep the maps.
+     * The reader reads uncached runs with O_DIRECT (tuning.direct_reads, prefetch.h): the
+     * kernel DMAs them into the slots, no page-cache page is made, copied or dropped; on the
+     * benchmark VM that took system CPU from ~0.8 to ~0.17 s per 3.2 GB read (bench/RESULTS.md,
+     * "Direct reads"). A direct read waits for the device, so tuning.readers (0: 4 with direct
+     * reads, as the floor's O_DIRECT technique, else 2) is also the number of requests in flight.
      * With a reader, the window narrows so that one window's input runs fit in one read slot (a
      * window of output bytes reads about window x input bytes / output bytes, plus a page of
      * alignment per run): the reader's memory is 2 read slots, the engine's 2 windows.
@@ -495,7 +504,10 @@ private:
         }
         for (const merge_input & in : job_.inputs) input_paths_.push_back(in.path);
         const uint64_t slot = job_.tuning.read_buffer_bytes;
-        std::unique_ptr<merge_input_reader> reader(new merge_input_reader(inputs_, input_paths_, slot, (unsigned) job_.tuning.readers, job_.tuning.buffered_reads == 2, drop_behind_));
+        const int direct = job_.tuning.direct_reads;
+        readers_ = job_.tuning.readers > 0 ? (unsigned) job_.tuning.readers : direct != 0 ? 4u : 2u;
+        std::unique_ptr<merge_input_reader> reader(
+                new merge_input_reader(inputs_, input_paths_, slot, readers_, job_.tuning.buffered_reads == 2, drop_behind_, direct, job_.tuning.read_piece_bytes));
         if (job_.tuning.buffered_reads == 1 && reader->uncached_fraction() < 0.05) return;
         uint64_t in_total = 0, max_out = 0;
         for (const merge_input & in : job_.inputs) in_total += in.size;
@@ -534,8 +546,8 @@ private:
     /** Drop-behind of the computed window's runs that were read from disk (see drop_window). */
     void drop_read_runs() {
         if (!staged_) return;
-        for (const staged_run & r : staged_->runs)
-            if (r.cold) inputs_[r.file]->drop_cached(r.offset, r.length);
+        for (const staged_run & r : staged_->runs) // a direct run left nothing in the page cache
+            if (r.cold && !(r.direct && inputs_[r.file]->reads_direct())) inputs_[r.file]->drop_cached(r.offset, r.length);
     }
 
     /**
