@@ -52,7 +52,7 @@ export function captureEngineStats(): { install(): void; restore(): void; reset(
 export const TUNING_KNOB_NAMES = [
   "TENSORMERGE_WINDOW_MIB", "TENSORMERGE_RELEASE_INPUTS", "TENSORMERGE_PREFETCH", "TENSORMERGE_DIRECT_IO", "TENSORMERGE_INTERLEAVE",
   "TENSORMERGE_BUFFERED_READS", "TENSORMERGE_READ_BUFFER_MIB", "TENSORMERGE_READERS", "TENSORMERGE_DIRECT_READS", "TENSORMERGE_READ_PIECE_KIB",
-  "TENSORMERGE_OUTPUT_BUFFERS",
+  "TENSORMERGE_OUTPUT_BUFFERS", "TENSORMERGE_REDUCE_GROUP_KIB",
 ];
 
 /** setEngineKnobs with every other tuning knob unset, so a knob from the environment cannot leak into a case. */
