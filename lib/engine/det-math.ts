@@ -227,35 +227,49 @@ export function powProductF32Array(x1: Float32Array, y1: number, x2: Float32Arra
   const lp0 = LOGP[0]!, lp1 = LOGP[1]!, lp2 = LOGP[2]!, lp3 = LOGP[3]!, lp4 = LOGP[4]!;
   const ep0 = EXPP[0]!, ep1 = EXPP[1]!, ep2 = EXPP[2]!, ep3 = EXPP[3]!, ep4 = EXPP[4]!;
   const scale = LOG_SCALE, hi = LOG_HI, exps = EXP_SCALE;
-  for (let i = 0; i < n; i++) {
+  /** Element i the slow way: the A = C / B = C shortcut, else powProductF32. */
+  const one = (i: number): void => {
     const u = b1[i]!, v = b2[i]!;
-    // both normal positive finite (bits in [2^23, 0x7f800000)), not 1; one test, `|` not `||`
-    // (each is almost always false: one well-predicted branch instead of four)
-    if (!fast || ((+((u - 0x00800000) >>> 0 >= 0x7f000000) | +(u === 0x3f800000) | +((v - 0x00800000) >>> 0 >= 0x7f000000) | +(v === 0x3f800000)) !== 0)) {
-      if ((zero1 && u === 0 && v >>> 0 < 0x7f800000) || (zero2 && v === 0 && u >>> 0 < 0x7f800000)) out[i] = 0; // A = C or B = C
-      else out[i] = powProductF32(x1[i]!, y1, x2[i]!, y2);
+    if ((zero1 && u === 0 && v >>> 0 < 0x7f800000) || (zero2 && v === 0 && u >>> 0 < 0x7f800000)) out[i] = 0;
+    else out[i] = powProductF32(x1[i]!, y1, x2[i]!, y2);
+  };
+  let i = 0;
+  // Two elements per step: their four logs and two exps are independent Horner chains, which
+  // the CPU overlaps (each chain is latency-bound), and one test covers both elements.
+  if (fast) for (; i + 1 < n; i += 2) {
+    const u1 = b1[i]!, v1 = b2[i]!, u2 = b1[i + 1]!, v2 = b2[i + 1]!;
+    // each operand normal positive finite (bits in [2^23, 0x7f800000)), not 1: `|` not `||`,
+    // so one well-predicted branch instead of eight
+    if ((+((u1 - 0x00800000) >>> 0 >= 0x7f000000) | +(u1 === 0x3f800000) | +((v1 - 0x00800000) >>> 0 >= 0x7f000000) | +(v1 === 0x3f800000)
+      | +((u2 - 0x00800000) >>> 0 >= 0x7f000000) | +(u2 === 0x3f800000) | +((v2 - 0x00800000) >>> 0 >= 0x7f000000) | +(v2 === 0x3f800000)) !== 0) {
+      one(i);
+      one(i + 1);
       continue;
     }
-    const s1 = u >> 19, s2 = v >> 19;
-    // the two logs side by side: two independent Horner chains overlap
+    const s1 = u1 >> 19, s2 = v1 >> 19, s3 = u2 >> 19, s4 = v2 >> 19;
     const r1 = x1[i]! * scale[s1]! - 1, r2 = x2[i]! * scale[s2]! - 1;
-    let p1 = lp4, p2 = lp4;
-    p1 = p1 * r1; p2 = p2 * r2;
-    p1 = p1 + lp3; p2 = p2 + lp3;
-    p1 = p1 * r1; p2 = p2 * r2;
-    p1 = p1 + lp2; p2 = p2 + lp2;
-    p1 = p1 * r1; p2 = p2 * r2;
-    p1 = p1 + lp1; p2 = p2 + lp1;
-    p1 = p1 * r1; p2 = p2 * r2;
-    p1 = p1 + lp0; p2 = p2 + lp0;
-    const t = y1 * (hi[s1]! + p1 * r1) + y2 * (hi[s2]! + p2 * r2);
-    const k = Math.floor(t * 16 + 0.5);
-    const fr = t - k * 0.0625;
-    let w = ep4;
-    w = w * fr; w = w + ep3;
-    w = w * fr; w = w + ep2;
-    w = w * fr; w = w + ep1;
-    w = w * fr; w = w + ep0;
-    out[i] = w * exps[(k | 0) - EXP_K_MIN]!; // the Float32Array store: the one rounding
+    const r3 = x1[i + 1]! * scale[s3]! - 1, r4 = x2[i + 1]! * scale[s4]! - 1;
+    let p1 = lp4, p2 = lp4, p3 = lp4, p4 = lp4;
+    p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
+    p1 = p1 + lp3; p2 = p2 + lp3; p3 = p3 + lp3; p4 = p4 + lp3;
+    p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
+    p1 = p1 + lp2; p2 = p2 + lp2; p3 = p3 + lp2; p4 = p4 + lp2;
+    p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
+    p1 = p1 + lp1; p2 = p2 + lp1; p3 = p3 + lp1; p4 = p4 + lp1;
+    p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
+    p1 = p1 + lp0; p2 = p2 + lp0; p3 = p3 + lp0; p4 = p4 + lp0;
+    const t1 = y1 * (hi[s1]! + p1 * r1) + y2 * (hi[s2]! + p2 * r2);
+    const t2 = y1 * (hi[s3]! + p3 * r3) + y2 * (hi[s4]! + p4 * r4);
+    const k1 = Math.floor(t1 * 16 + 0.5), k2 = Math.floor(t2 * 16 + 0.5);
+    const f1 = t1 - k1 * 0.0625, f2 = t2 - k2 * 0.0625;
+    let w1 = ep4, w2 = ep4;
+    w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep3; w2 = w2 + ep3;
+    w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep2; w2 = w2 + ep2;
+    w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep1; w2 = w2 + ep1;
+    w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep0; w2 = w2 + ep0;
+    // the Float32Array stores: the one rounding of each
+    out[i] = w1 * exps[(k1 | 0) - EXP_K_MIN]!;
+    out[i + 1] = w2 * exps[(k2 | 0) - EXP_K_MIN]!;
   }
+  for (; i < n; i++) one(i);
 }

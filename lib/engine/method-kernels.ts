@@ -107,13 +107,16 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
       powProductF32Array(pa, p0, pb, p1, pa, len);
       for (let j = 0; j < len; j++) {
         const i = start + j, ci = xc[i]!;
-        const sg = f(f(f(xa[i]! * p2) + f(xb[i]! * p3)) - ci);
+        // native's sg = w − C < 0, as w < C: an fp32 difference is negative exactly when its
+        // operands are ordered so (a nonzero exact difference is at least 2^−149, so it never
+        // rounds to −0; overflow keeps the sign; ∞ − ∞ and NaN compare false both ways)
+        const w = f(f(xa[i]! * p2) + f(xb[i]! * p3));
         // negf(m) where sg < 0 as a product by ±1, without a branch on the (random) sign: a
         // product by −1 negates a number exactly and gives back a NaN operand as it is (IEEE
         // 754 6.2.3 keeps its payload; x86-64 and AArch64 keep its sign too), which is negf. The
         // Float32Array store rounds the double sum C + m once (fp32 operands: the exact sum
         // rounded to fp32 then, as native's fp32 add).
-        r[i] = ci + pa[j]! * (1 - 2 * +(sg < 0));
+        r[i] = ci + pa[j]! * (1 - 2 * +(w < ci));
       }
     }
   },
