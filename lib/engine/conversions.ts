@@ -98,31 +98,47 @@ export function widenF8(src: Uint8Array, dst: Uint32Array, n: number, dtype: "F8
   for (let i = 0; i < n; i++) dst[i] = table[src[i]!]!;
 }
 
-export function narrowF16(src: Uint32Array, dst: Uint16Array, n: number): void {
+/**
+ * fp32 bits -> fp16 bits. With `count`, also adds the NaNs and infinities among the results to
+ * it (what countNonFinite would find in `dst`), at no cost to the common element: the integer
+ * path takes only |x| < 65520, whose results are finite, and the other path counts.
+ */
+export function narrowF16(src: Uint32Array, dst: Uint16Array, n: number, count?: { nan: number; inf: number }): void {
   const { base, shift, bias } = f16NarrowTables();
   // The bits as int32 for the common case: a Uint32Array element above 2^31 is no small
   // integer to the JIT, and the int32 compares and shifts below need none.
   const signed = new Int32Array(src.buffer, src.byteOffset, n);
+  let nan = 0, inf = 0;
   for (let i = 0; i < n; i++) {
     const word = signed[i]!;
     const a = word & 0x7fffffff;
-    if (a >= 0x38800000 && a < 0x47800000) {
-      // 2^-14 <= |x| < 2^16, the common case: rebias the exponent (−112 << 23) and round the
+    if (a >= 0x38800000 && a < 0x477ff000) {
+      // 2^-14 <= |x| < 65520, the common case: rebias the exponent (−112 << 23) and round the
       // 13 dropped bits to nearest even in one add (0xfff + the kept lsb); a carry moves into
-      // the exponent, and from 65504 into Inf, as the tables do.
+      // the exponent, as the tables do (never into Inf: 65520, half-way above 65504, is the
+      // first value that rounds to it).
       dst[i] = ((word >> 16) & 0x8000) | ((a - 0x37fff001 + ((a >> 13) & 1)) >> 13);
       continue;
     }
     const bits = word >>> 0;
     const se = bits >>> 23;
+    let h: number;
     if ((se & 0xff) === 0xff) {
       const man = bits & 0x7fffff;
-      dst[i] = ((bits >>> 16) & 0x8000) | (man !== 0 ? 0x7e00 | (man >>> 13) : 0x7c00);
-      continue;
+      h = ((bits >>> 16) & 0x8000) | (man !== 0 ? 0x7e00 | (man >>> 13) : 0x7c00);
+    } else {
+      const m = (bits & 0x7fffff) | 0x800000;
+      const s = shift[se]!;
+      h = base[se]! + ((m + bias[se]! + ((m >>> s) & 1)) >>> s);
     }
-    const m = (bits & 0x7fffff) | 0x800000;
-    const s = shift[se]!;
-    dst[i] = base[se]! + ((m + bias[se]! + ((m >>> s) & 1)) >>> s);
+    dst[i] = h;
+    const ha = h & 0x7fff;
+    if (ha > 0x7c00) nan++;
+    else if (ha === 0x7c00) inf++;
+  }
+  if (count) {
+    count.nan += nan;
+    count.inf += inf;
   }
 }
 

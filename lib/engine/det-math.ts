@@ -191,56 +191,85 @@ export function powF32(x: number, y: number): number {
   return powProductF32(x, y, 1, 1);
 }
 
+// Tables of the batched pow product below, each entry one of the algorithm's own steps done
+// once here instead of per element, with the same double result (so the same bits):
+// - LOG_SCALE[u >>> 19] = 2^−e·invc[i] and LOG_HI[u >>> 19] = e + log2c[i], for the fp32 bits u
+//   of a normal positive x = m·2^e (i: the top 4 mantissa bits). (x·2^−e)·invc rounds the same
+//   real number as x·(2^−e·invc): both scalings by 2^−e are exact (the products stay normal
+//   doubles, within [0.5, 2]), and the sum e + log2c[i] is the same operation on the same operands.
+// - EXP_SCALE[k − EXP_K_MIN] = exp2j[k & 15]·2^⌊k/16⌋ for k = ⌊16t + ½⌋ over pow_exp2's range
+//   (t in (−160, 129)): (w·exp2j[j])·2^⌊k/16⌋ rounds once, then scales exactly, as the one
+//   rounding of w·(exp2j[j]·2^⌊k/16⌋) does (the products lie in [2^−161, 2^130], normal doubles).
+const LOG_SCALE = new Float64Array(4096), LOG_HI = new Float64Array(4096);
+for (let idx = 1 << 4; idx < 255 << 4; idx++) {
+  const e = (idx >>> 4) - 127, i = idx & (LOG_N - 1);
+  LOG_SCALE[idx] = UNSCALE[e + 149]! * INVC[i]!;
+  LOG_HI[idx] = e + LOG2C[i]!;
+}
+const EXP_K_MIN = -160 * EXP_N, EXP_K_MAX = 129 * EXP_N;
+const EXP_SCALE = new Float64Array(EXP_K_MAX - EXP_K_MIN + 1);
+for (let k = EXP_K_MIN; k <= EXP_K_MAX; k++) EXP_SCALE[k - EXP_K_MIN] = EXP2J[k & (EXP_N - 1)]! * POW2[(k >> 4) - POW2_MIN]!;
+
 /**
- * out[i] = powProductF32(x1[i], y1, x2[i], y2) for i < n, in one loop: powProductF32's
- * operations, inlined, where both operands are general and normal fp32 (their fp32 bits give e
- * and i, and m = x·2^−e is exact; no clamp where pow_in_range says t cannot reach the cut-offs);
- * x1 = 0 gives +0 where zero_kills says so (as the native kernel skips A = C); the other elements
- * call powProductF32. `out` may be x1 or x2.
+ * out[i] = powProductF32(x1[i], y1, x2[i], y2) for i < n: powProductF32's operations, inlined,
+ * for the common element (both operands general and normal fp32: their fp32 bits give e and
+ * i, and the tables above replace the per-element scaling; exponents with pow_in_range, so no
+ * clamp); x1 = 0 gives +0 where zero_kills says so (as the native kernel skips A = C); every
+ * other element, and every element of exponents outside pow_in_range, calls powProductF32.
+ * `out` may be x1 or x2. multiply-difference calls it on blocks of a few thousand elements.
  */
 export function powProductF32Array(x1: Float32Array, y1: number, x2: Float32Array, y2: number, out: Float32Array, n: number): void {
-  const b1 = new Uint32Array(x1.buffer, x1.byteOffset, n), b2 = new Uint32Array(x2.buffer, x2.byteOffset, n);
-  const finiteNonZero = y1 !== 0 && y2 !== 0 && Number.isFinite(y1) && Number.isFinite(y2);
+  // int32 views: a Uint32Array element above 2^31 is no small integer to the JIT (a slower path)
+  const b1 = new Int32Array(x1.buffer, x1.byteOffset, n), b2 = new Int32Array(x2.buffer, x2.byteOffset, n);
   // method_kernels_simd.h pow_in_range and zero_kills
-  const inRange = y1 >= 0 && y2 >= 0 && y1 + y2 <= 1 + 2 ** -20;
+  const fast = y1 !== 0 && y2 !== 0 && Number.isFinite(y1) && Number.isFinite(y2) && y1 >= 0 && y2 >= 0 && y1 + y2 <= 1 + 2 ** -20;
   const zero1 = y1 > 0 && y2 >= 0 && y2 <= 1, zero2 = y2 > 0 && y1 >= 0 && y1 <= 1;
-  const i0 = INVC, c0 = LOG2C, lp0 = LOGP[0]!, lp1 = LOGP[1]!, lp2 = LOGP[2]!, lp3 = LOGP[3]!, lp4 = LOGP[4]!;
+  const lp0 = LOGP[0]!, lp1 = LOGP[1]!, lp2 = LOGP[2]!, lp3 = LOGP[3]!, lp4 = LOGP[4]!;
   const ep0 = EXPP[0]!, ep1 = EXPP[1]!, ep2 = EXPP[2]!, ep3 = EXPP[3]!, ep4 = EXPP[4]!;
-  for (let i = 0; i < n; i++) {
+  const scale = LOG_SCALE, hi = LOG_HI, exps = EXP_SCALE;
+  /** Element i the slow way: the A = C / B = C shortcut, else powProductF32. */
+  const one = (i: number): void => {
     const u = b1[i]!, v = b2[i]!;
-    // both normal positive finite (bits in [2^23, 0x7f800000)), not 1, and finite exponents ≠ 0
-    if (!finiteNonZero || u - 0x00800000 >>> 0 >= 0x7f000000 || u === 0x3f800000 || v - 0x00800000 >>> 0 >= 0x7f000000 || v === 0x3f800000) {
-      if ((zero1 && u === 0 && v < 0x7f800000) || (zero2 && v === 0 && u < 0x7f800000)) out[i] = 0; // A = C or B = C
-      else out[i] = powProductF32(x1[i]!, y1, x2[i]!, y2);
+    if ((zero1 && u === 0 && v >>> 0 < 0x7f800000) || (zero2 && v === 0 && u >>> 0 < 0x7f800000)) out[i] = 0;
+    else out[i] = powProductF32(x1[i]!, y1, x2[i]!, y2);
+  };
+  let i = 0;
+  // Two elements per step: their four logs and two exps are independent Horner chains, which
+  // the CPU overlaps (each chain is latency-bound), and one test covers both elements.
+  if (fast) for (; i + 1 < n; i += 2) {
+    const u1 = b1[i]!, v1 = b2[i]!, u2 = b1[i + 1]!, v2 = b2[i + 1]!;
+    // each operand normal positive finite (bits in [2^23, 0x7f800000)), not 1: `|` not `||`,
+    // so one well-predicted branch instead of eight
+    if ((+((u1 - 0x00800000) >>> 0 >= 0x7f000000) | +(u1 === 0x3f800000) | +((v1 - 0x00800000) >>> 0 >= 0x7f000000) | +(v1 === 0x3f800000)
+      | +((u2 - 0x00800000) >>> 0 >= 0x7f000000) | +(u2 === 0x3f800000) | +((v2 - 0x00800000) >>> 0 >= 0x7f000000) | +(v2 === 0x3f800000)) !== 0) {
+      one(i);
+      one(i + 1);
       continue;
     }
-    const e1 = (u >>> 23) - 127, j1 = (u >>> 19) & (LOG_N - 1);
-    const r1 = x1[i]! * UNSCALE[e1 + 149]! * i0[j1]! - 1;
-    let p1 = lp4;
-    p1 = p1 * r1; p1 = p1 + lp3;
-    p1 = p1 * r1; p1 = p1 + lp2;
-    p1 = p1 * r1; p1 = p1 + lp1;
-    p1 = p1 * r1; p1 = p1 + lp0;
-    const e2 = (v >>> 23) - 127, j2 = (v >>> 19) & (LOG_N - 1);
-    const r2 = x2[i]! * UNSCALE[e2 + 149]! * i0[j2]! - 1;
-    let p2 = lp4;
-    p2 = p2 * r2; p2 = p2 + lp3;
-    p2 = p2 * r2; p2 = p2 + lp2;
-    p2 = p2 * r2; p2 = p2 + lp1;
-    p2 = p2 * r2; p2 = p2 + lp0;
-    const t = y1 * (e1 + c0[j1]! + p1 * r1) + y2 * (e2 + c0[j2]! + p2 * r2);
-    if (!inRange) {
-      out[i] = powExp2(t);
-      continue;
-    }
-    const k = Math.floor(t * 16 + 0.5);
-    const j = k & (EXP_N - 1);
-    const fr = t - k * 0.0625;
-    let w = ep4;
-    w = w * fr; w = w + ep3;
-    w = w * fr; w = w + ep2;
-    w = w * fr; w = w + ep1;
-    w = w * fr; w = w + ep0;
-    out[i] = w * EXP2J[j]! * POW2[(k - j) / EXP_N - POW2_MIN]!; // the Float32Array store: the one rounding
+    const s1 = u1 >> 19, s2 = v1 >> 19, s3 = u2 >> 19, s4 = v2 >> 19;
+    const r1 = x1[i]! * scale[s1]! - 1, r2 = x2[i]! * scale[s2]! - 1;
+    const r3 = x1[i + 1]! * scale[s3]! - 1, r4 = x2[i + 1]! * scale[s4]! - 1;
+    let p1 = lp4, p2 = lp4, p3 = lp4, p4 = lp4;
+    p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
+    p1 = p1 + lp3; p2 = p2 + lp3; p3 = p3 + lp3; p4 = p4 + lp3;
+    p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
+    p1 = p1 + lp2; p2 = p2 + lp2; p3 = p3 + lp2; p4 = p4 + lp2;
+    p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
+    p1 = p1 + lp1; p2 = p2 + lp1; p3 = p3 + lp1; p4 = p4 + lp1;
+    p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
+    p1 = p1 + lp0; p2 = p2 + lp0; p3 = p3 + lp0; p4 = p4 + lp0;
+    const t1 = y1 * (hi[s1]! + p1 * r1) + y2 * (hi[s2]! + p2 * r2);
+    const t2 = y1 * (hi[s3]! + p3 * r3) + y2 * (hi[s4]! + p4 * r4);
+    const k1 = Math.floor(t1 * 16 + 0.5), k2 = Math.floor(t2 * 16 + 0.5);
+    const f1 = t1 - k1 * 0.0625, f2 = t2 - k2 * 0.0625;
+    let w1 = ep4, w2 = ep4;
+    w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep3; w2 = w2 + ep3;
+    w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep2; w2 = w2 + ep2;
+    w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep1; w2 = w2 + ep1;
+    w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep0; w2 = w2 + ep0;
+    // the Float32Array stores: the one rounding of each
+    out[i] = w1 * exps[(k1 | 0) - EXP_K_MIN]!;
+    out[i + 1] = w2 * exps[(k2 | 0) - EXP_K_MIN]!;
   }
+  for (; i < n; i++) one(i);
 }

@@ -150,6 +150,8 @@ class BufferSet {
   opValues: Float32Array[] = [];
   /** Per op: its values as stored in its rounding dtype, when it has one. */
   opBytes: Uint8Array[] = [];
+  /** Per op: the NaNs and infinities among opBytes, counted while encoding them (else undefined). */
+  opNonFinite: (NonFiniteCount | undefined)[] = [];
   /** The page-aligned memory under opValues, opBytes and converted write bytes (js-direct.ts). */
   private memory = new Map<string, ArrayBuffer>();
   /** The reads of the chunk this set holds. */
@@ -305,6 +307,7 @@ export async function runChunks(
       const at = plan.opWriteOffset[0];
       const codes = (set.opBytes[0] = set.placed("b0", n, at === undefined ? 0 : (at + set.start) % PAGE));
       for (let i = 0; i < n; i++) codes[i] = table[(x[i]! << 8) | y[i]!]!;
+      set.opNonFinite[0] = undefined;
       return;
     }
     for (const k of which ?? piece.ops.keys()) {
@@ -326,7 +329,8 @@ export async function runChunks(
       if (round !== "F32") {
         // Rounds through the dtype and back, as a saved and re-read file would hold the values.
         const bytes = (set.opBytes[k] = set.placed(`b${k}`, n * roundSize, shift));
-        encode(out, n, round, bytes);
+        const count = (set.opNonFinite[k] = { nan: 0, inf: 0 });
+        encode(out, n, round, bytes, count);
         if (plan.opValuesRead[k] || which) decode(bytes, round, out, n);
       }
     }
@@ -381,7 +385,12 @@ export async function runChunks(
         }
         // A converted copy (the input, or the planner's copy op of one) counts only where the input was finite.
         const copied = op && KERNELS[op.kernel] === "copy" && op.args[0]!.kind === "input" ? await valuesOf(set, op.args[0]!) : undefined;
-        countNonFinite(bytes, n, dtype, nonFinite[w.output]!, src.kind === "input" ? computed : copied);
+        const counted = !computed && !copied ? set.opNonFinite[opIndex] : undefined;
+        if (counted) {
+          // the op's own rounded bytes, counted when runOps encoded them
+          nonFinite[w.output]!.nan += counted.nan;
+          nonFinite[w.output]!.inf += counted.inf;
+        } else countNonFinite(bytes, n, dtype, nonFinite[w.output]!, src.kind === "input" ? computed : copied);
       }
       await outputs[w.output]!.write(bytes, n * size, position);
       onBytes(n * size);

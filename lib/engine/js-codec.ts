@@ -40,8 +40,21 @@ export function decode(bytes: Uint8Array, dtype: Dtype, out: Float32Array, n: nu
   }
 }
 
-/** Narrows n fp32 values into `out` (on an 8-byte boundary) as `dtype`. */
-export function encode(values: Float32Array, n: number, dtype: Dtype, out: Uint8Array): void {
+/**
+ * Narrows n fp32 values into `out` (on an 8-byte boundary) as `dtype`. With `count`, also adds
+ * the NaNs and infinities among the stored values to it, as countNonFinite(out, n, dtype, count)
+ * does (fp16 counts them while narrowing, without a second pass).
+ */
+export function encode(values: Float32Array, n: number, dtype: Dtype, out: Uint8Array, count?: NonFiniteCount): void {
+  if (dtype === "F16") {
+    narrowF16(new Uint32Array(values.buffer, values.byteOffset, n), new Uint16Array(out.buffer, out.byteOffset, n), n, count);
+    return;
+  }
+  encodeBytes(values, n, dtype, out);
+  if (count) countNonFinite(out, n, dtype, count);
+}
+
+function encodeBytes(values: Float32Array, n: number, dtype: Dtype, out: Uint8Array): void {
   const bits = new Uint32Array(values.buffer, values.byteOffset, n);
   switch (dtype) {
     case "F32":

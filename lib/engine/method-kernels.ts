@@ -28,13 +28,11 @@ function maxf(x: number, y: number): number {
   return signbit(x) ? y : x;
 }
 
-/** Per-thread scratch arrays of the kernels, grown on demand and reused. */
-const scratchArrays: Float32Array[] = [];
-function scratch(i: number, n: number): Float32Array {
-  const have = scratchArrays[i];
-  if (have && have.length >= n) return have;
-  return (scratchArrays[i] = new Float32Array(Math.max(n, 1 << 20)));
-}
+/** Elements per block of multiply-difference: its two fp32 scratch blocks (16 KiB) stay in L1. */
+const MD_BLOCK = 2048;
+
+/** multiply-difference's scratch blocks, one pair per thread (each worker has its own module). */
+const mdAbsA = new Float32Array(MD_BLOCK), mdAbsB = new Float32Array(MD_BLOCK);
 
 /** One train-difference element, statement for statement as native/core/method_kernels.cc. */
 export function trainDifferenceExact(ai: number, bi: number, ci: number, p0: number): number {
@@ -92,23 +90,34 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
   "multiply-difference": (r, [a, b, c], p, n) => {
     const p0 = f(p[0]!), p1 = f(p[1]!), p2 = f(p[2]!), p3 = f(p[3]!);
     const xa = a!, xb = b!, xc = c!;
-    // the product of powers over the whole chunk first (powProductF32Array), then the combination
-    const pa = scratch(0, n), pb = scratch(1, n);
-    for (let i = 0; i < n; i++) {
-      pa[i] = absf(f(xa[i]! - xc[i]!));
-      pb[i] = absf(f(xb[i]! - xc[i]!));
-    }
-    powProductF32Array(pa, p0, pb, p1, pa, n);
-    // negf(m) where sg < 0, on m's bits, without a branch on the sign (random: half of them
-    // mispredicted): the sign bit flips unless m is a NaN (kept as it is, as native keeps it).
-    const mb = new Int32Array(pa.buffer, pa.byteOffset, n);
-    for (let i = 0; i < n; i++) {
-      const ci = xc[i]!;
-      const bits = mb[i]!;
-      const w = f(f(xa[i]! * p2) + f(xb[i]! * p3));
-      const sg = f(w - ci);
-      mb[i] = bits ^ ((+(sg < 0) & +((bits & 0x7fffffff) <= 0x7f800000)) << 31);
-      r[i] = f(ci + pa[i]!);
+    // Block by block, so the two scratch arrays stay in L1 between the three passes: |A − C| and
+    // |B − C|, their product of powers (powProductF32Array), then the combination.
+    const pa = mdAbsA, pb = mdAbsB;
+    for (let start = 0; start < n; start += MD_BLOCK) {
+      const len = Math.min(MD_BLOCK, n - start);
+      // Math.abs, not absf (whose branch on a random sign mispredicts half the time): they
+      // differ only in a NaN's sign bit, which the pow product never reads (pow_special's
+      // NaN is its own), as the native kernel clears it too. The Float32Array store rounds
+      // A − C once, and |round(x)| = round(|x|).
+      for (let j = 0; j < len; j++) {
+        const ci = xc[start + j]!;
+        pa[j] = Math.abs(xa[start + j]! - ci);
+        pb[j] = Math.abs(xb[start + j]! - ci);
+      }
+      powProductF32Array(pa, p0, pb, p1, pa, len);
+      for (let j = 0; j < len; j++) {
+        const i = start + j, ci = xc[i]!;
+        // native's sg = w − C < 0, as w < C: an fp32 difference is negative exactly when its
+        // operands are ordered so (a nonzero exact difference is at least 2^−149, so it never
+        // rounds to −0; overflow keeps the sign; ∞ − ∞ and NaN compare false both ways)
+        const w = f(f(xa[i]! * p2) + f(xb[i]! * p3));
+        // negf(m) where sg < 0 as a product by ±1, without a branch on the (random) sign: a
+        // product by −1 negates a number exactly and gives back a NaN operand as it is (IEEE
+        // 754 6.2.3 keeps its payload; x86-64 and AArch64 keep its sign too), which is negf. The
+        // Float32Array store rounds the double sum C + m once (fp32 operands: the exact sum
+        // rounded to fp32 then, as native's fp32 add).
+        r[i] = ci + pa[j]! * (1 - 2 * +(w < ci));
+      }
     }
   },
   "similarity-add-difference": (r, [a, b, c], p, n) => {
