@@ -62,10 +62,11 @@ public:
     merge_status read_at(const std::string & path, uint64_t offset, uint64_t length, uint8_t * dst) const;
 
     /**
-     * Opens a second, O_DIRECT descriptor for read_direct_at and learns the file's direct I/O
-     * offset alignment (statx STATX_DIOALIGN where the kernel reports it, else 4096). False if
-     * the filesystem refuses O_DIRECT (tmpfs) or needs an alignment coarser than 4096 (the
-     * reader's slots keep each run's bytes at their file offset modulo 4096): reads stay buffered.
+     * Opens a second, O_DIRECT descriptor of the same file for read_direct_at. False (reads stay
+     * buffered) if the filesystem refuses O_DIRECT, or if statx STATX_DIOALIGN (where the kernel
+     * reports it) says the file takes no direct I/O or needs an offset or memory alignment
+     * coarser than 4096: the reader aligns offsets, lengths and buffers to 4096 only (its slots
+     * keep each run's bytes at their file offset modulo 4096). Call before the reads start.
      */
     bool open_direct();
 
