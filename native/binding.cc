@@ -310,7 +310,6 @@ void read_tuning(merge_tuning * t) {
         const int n = std::atoi(v);
         if (n >= 1 && n <= 16) t->readers = n;
     }
-    if (const char * v = std::getenv("TENSORMERGE_BLOCK_PREFETCH")) t->block_prefetch = std::atoi(v);
     if (const char * v = std::getenv("TENSORMERGE_SAMPLED_RESIDENCY")) t->sampled_residency = std::atoi(v);
     // Tests: pause after each window so a test can change an input at a known point of the job.
     if (const char * v = std::getenv("TENSORMERGE_WINDOW_PAUSE_MS")) {

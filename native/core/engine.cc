@@ -185,7 +185,6 @@ public:
             {"outputSwitches", (double) n_switches_},
             {"secondsReduce", t_reduce_},
             {"sampledResidency", job_.tuning.sampled_residency != 0 ? 1.0 : 0.0},
-            {"blockPrefetch", job_.tuning.block_prefetch != 0 ? 1.0 : 0.0},
             {"bufferedReads", reader_ ? 1.0 : 0.0},
             {"bytesBufferedRead", reader_ ? (double) reader_->bytes_read() : 0.0},
             {"secondsReading", reader_ ? reader_->seconds_reading() : 0.0},

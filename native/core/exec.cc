@@ -254,23 +254,6 @@ struct block_eval {
     }
 };
 
-/**
- * Asks for the input bytes of elements [i, i + m) of a write before its current block is
- * computed. The hardware prefetchers stop at every 4 KiB page of the input maps, so each page
- * started as a stream of demand misses: the element-wise kernels waited on memory (perf: the
- * hot instructions of a warm train difference were its loads). A prefetch never faults (an
- * unmapped or truncated page is skipped; the load then faults, under the guard). Map reads
- * only: a staged window (buffered reads) is already in memory the reader just wrote.
- */
-void prefetch_block(const exec_context & ctx, const plan_write & pw, uint64_t i, uint64_t m) {
-    for (const plan_input_ref & r : pw.inputs) {
-        const merge_input_map & in = *(*ctx.inputs)[r.file];
-        if (!in.data()) continue;
-        const uint8_t * a = in.data() + r.offset + i * r.elem_size, * e = a + m * r.elem_size;
-        for (const uint8_t * l = (const uint8_t *) ((uintptr_t) a & ~(uintptr_t) 63); l < e; l += 64) __builtin_prefetch(l, 0, 3);
-    }
-}
-
 } // namespace
 
 void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p, size_t w, uint64_t i0, uint64_t i1, uint8_t * dst) {
@@ -284,10 +267,8 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
     } else {
         const merge_store_fn store = merge_kernels_store(ctx.kernels, wr.dtype);
         const size_t block = scratch.block();
-        const bool ahead = ctx.job->tuning.block_prefetch != 0 && !(ctx.staged && *ctx.staged);
         for (uint64_t i = i0; i < i1; i += block) {
             const size_t m = (size_t) (i1 - i < block ? i1 - i : block);
-            if (ahead && i + m < i1) prefetch_block(ctx, pw, i + m, std::min<uint64_t>(block, i1 - (i + m)));
             scratch.begin_block();
             const float * v;
             if (wr.source.kind == MERGE_OPERAND_INPUT) {

@@ -122,7 +122,6 @@ struct merge_tuning {
     int buffered_reads = 1;              // read() uncached input runs into memory: 0 never, 1 when inputs are uncached, 2 always (engine.cc)
     uint64_t read_buffer_bytes = 32ull << 20; // each of the two read slots (prefetch.h merge_input_reader)
     int readers = 2;                     // threads reading the input runs
-    int block_prefetch = 1;              // software prefetch of the next block's input bytes (exec.cc prefetch_block)
     int sampled_residency = 1;           // drop-behind / read-ahead: sample long runs' pages, skip cached runs' read-ahead (residency.h)
 };
 

@@ -52,7 +52,6 @@ export function captureEngineStats(): { install(): void; restore(): void; reset(
 export const TUNING_KNOB_NAMES = [
   "TENSORMERGE_WINDOW_MIB", "TENSORMERGE_RELEASE_INPUTS", "TENSORMERGE_PREFETCH", "TENSORMERGE_DIRECT_IO", "TENSORMERGE_INTERLEAVE",
   "TENSORMERGE_BUFFERED_READS", "TENSORMERGE_READ_BUFFER_MIB", "TENSORMERGE_READERS", "TENSORMERGE_SAMPLED_RESIDENCY",
-  "TENSORMERGE_BLOCK_PREFETCH",
 ];
 
 /** setEngineKnobs with every other tuning knob unset, so a knob from the environment cannot leak into a case. */
