@@ -7,11 +7,28 @@
  *   node dist/bench/hf-child.js '{"config": "ties.yml", "out": "./out", "shardSize": "5GB", "threads": 2}'
  */
 import * as engine from "../lib/engine";
+import type { Job, JobResult } from "../lib/native/job";
 import { MemorySampler, sampleMemory } from "../lib/bench/memory";
 import { runMergekit, type MergekitOptions } from "../lib/hf/mergekit";
 
 async function main(): Promise<void> {
   const options = JSON.parse(process.argv[2] ?? "{}") as MergekitOptions;
+  // runJob is looked up on the module object at call time, so wrapping the export is enough.
+  let engineStats: Record<string, number> | undefined;
+  const mod = engine as unknown as { runJob: (job: Job, e: "native" | "js") => Promise<JobResult> };
+  const original = mod.runJob;
+  try {
+    mod.runJob = async (job, e) => {
+      const r = await original(job, e);
+      const sum: Record<string, number> = engineStats ?? { jobs: 0 };
+      sum.jobs = (sum.jobs ?? 0) + 1;
+      for (const [k, v] of Object.entries(r.stats ?? {})) sum[k] = (sum[k] ?? 0) + v;
+      engineStats = sum;
+      return r;
+    };
+  } catch {
+    // A frozen module namespace: run without engine stats.
+  }
   engine.nativeAvailable(); // load the addon before the clock starts
   const baseline = sampleMemory();
   const sampler = new MemorySampler("self", 10);
@@ -23,7 +40,7 @@ async function main(): Promise<void> {
   const cpu = process.cpuUsage(cpu0);
   const peak = sampler.stop();
   const { stats: _stats, ...rest } = report as typeof report & { stats?: unknown };
-  process.stdout.write(JSON.stringify({ seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, report: rest, baseline, peak }) + "\n");
+  process.stdout.write(JSON.stringify({ seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, cpuUser: cpu.user / 1e6, cpuSystem: cpu.system / 1e6, report: rest, engineStats, baseline, peak }) + "\n");
 }
 
 main().catch((e: unknown) => {

@@ -61,11 +61,15 @@ interface OurRun {
   rep: number;
   seconds: number;
   cpuSeconds: number;
+  cpuUser?: number;
+  cpuSystem?: number;
   bytesRead: number;
   bytesWritten: number;
   shards: number;
   peak: MemorySample;
   baseline: MemorySample;
+  /** The native engine's stats summed over the merge's jobs (bench/hf-child.ts): bufferedReads, bytesDirectRead... */
+  engineStats?: Record<string, number>;
   load1: number;
   residency: number;
   floor?: FloorResult & { load1: number };
@@ -103,7 +107,7 @@ function prepare(paths: string[], cache: Cache): number {
   return meanResidency(paths);
 }
 
-function runOurs(config: string, out: string, shardSize: string, threads: number): Promise<{ seconds: number; cpuSeconds: number; report: { bytesRead: number; bytesWritten: number; shards: unknown[] }; baseline: MemorySample; peak: MemorySample }> {
+function runOurs(config: string, out: string, shardSize: string, threads: number): Promise<{ seconds: number; cpuSeconds: number; cpuUser?: number; cpuSystem?: number; engineStats?: Record<string, number>; report: { bytesRead: number; bytesWritten: number; shards: unknown[] }; baseline: MemorySample; peak: MemorySample }> {
   return new Promise((res, rej) => {
     const child = spawn(process.execPath, [join(__dirname, "hf-child.js"), JSON.stringify({ config, out, shardSize, threads })], { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "", stderr = "";
@@ -234,9 +238,14 @@ export async function runHfBench(o: HfBenchOptions): Promise<void> {
         const r = await runOurs(config, out, o.shardSize, o.threads);
         const written = folderBytes(out);
         await rm(out, { recursive: true, force: true });
-        const run: OurRun = { scenario: s.id, cache, rep, seconds: r.seconds, cpuSeconds: r.cpuSeconds, bytesRead: r.report.bytesRead, bytesWritten: written, shards: r.report.shards.length, peak: r.peak, baseline: r.baseline, load1, residency: res };
+        const run: OurRun = {
+          scenario: s.id, cache, rep, seconds: r.seconds, cpuSeconds: r.cpuSeconds, cpuUser: r.cpuUser, cpuSystem: r.cpuSystem, bytesRead: r.report.bytesRead, bytesWritten: written,
+          shards: r.report.shards.length, peak: r.peak, baseline: r.baseline, ...(r.engineStats ? { engineStats: r.engineStats } : {}), load1, residency: res,
+        };
         ours.push(run);
-        log(`${s.id} ${cache} #${rep + 1}: tensormerge ${r.seconds.toFixed(1)} s, cpu ${r.cpuSeconds.toFixed(1)} s, ${run.shards} shards, ${(written / GB).toFixed(2)} GB written, peak private ${formatMiB(r.peak.anon)} (Node before: ${formatMiB(r.baseline.anon)}), cached before ${(res * 100).toFixed(0)}%`);
+        const es = r.engineStats;
+        const reads = es ? `, reader ${es.bufferedReads ? `on (${((es.bytesDirectRead ?? 0) / GB).toFixed(1)} GB direct, ${((es.bytesBufferedRead ?? 0) / GB).toFixed(1)} GB buffered)` : "off"}` : "";
+        log(`${s.id} ${cache} #${rep + 1}: tensormerge ${r.seconds.toFixed(1)} s, cpu ${r.cpuSeconds.toFixed(1)} s${reads}, ${run.shards} shards, ${(written / GB).toFixed(2)} GB written, peak private ${formatMiB(r.peak.anon)} (Node before: ${formatMiB(r.baseline.anon)}), cached before ${(res * 100).toFixed(0)}%`);
         // The floor of this run: the same input shards read, the same output bytes written.
         const candidates = technique.has(cache) ? [technique.get(cache)!] : floorCandidates(availableParallelism(), cache, bestWrite);
         let best: (FloorResult & { load1: number }) | undefined;

@@ -306,6 +306,11 @@ void read_tuning(merge_tuning * t) {
         const long mib = std::atol(v);
         if (mib > 0 && mib <= 1024) t->read_buffer_bytes = (uint64_t) mib << 20;
     }
+    if (const char * v = std::getenv("TENSORMERGE_DIRECT_READS")) t->direct_reads = std::atoi(v);
+    if (const char * v = std::getenv("TENSORMERGE_READ_PIECE_KIB")) {
+        const long kib = std::atol(v);
+        if (kib >= 4 && kib <= (256l << 10)) t->read_piece_bytes = (uint64_t) kib << 10;
+    }
     if (const char * v = std::getenv("TENSORMERGE_READERS")) {
         const int n = std::atoi(v);
         if (n >= 1 && n <= 16) t->readers = n;

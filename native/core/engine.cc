@@ -126,6 +126,13 @@ public:
             const long keys = std::atol(v);
             if (keys > 0 && keys <= (1l << 30)) reduction_options_.bracket_keys = (uint64_t) keys;
         }
+        // The input bytes of a group of pieces reduced then written (compute()): half the L3 of
+        // the machine this was measured on (bench/RESULTS.md); 0 reduces a whole window first.
+        if (const char * v = std::getenv("TENSORMERGE_REDUCE_GROUP_KIB")) {
+            const long kib = std::atol(v);
+            if (kib >= 0 && kib <= (4l << 20)) reuse_bytes_ = (uint64_t) kib << 10;
+        }
+        reduction_options_.descending = reuse_bytes_ > 0; // the same knob: 0 is the order before either
         ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_, &staged_};
 
         crc_.resize(job_.outputs.size());
@@ -186,7 +193,10 @@ public:
             {"secondsReduce", t_reduce_},
             {"sampledResidency", job_.tuning.sampled_residency != 0 ? 1.0 : 0.0},
             {"bufferedReads", reader_ ? 1.0 : 0.0},
-            {"bytesBufferedRead", reader_ ? (double) reader_->bytes_read() : 0.0},
+            {"bytesBufferedRead", reader_ ? (double) reader_->bytes_buffered() : 0.0},
+            {"bytesDirectRead", reader_ ? (double) reader_->bytes_direct() : 0.0},
+            {"directReadFallbacks", reader_ ? (double) reader_->direct_fallbacks() : 0.0},
+            {"readers", reader_ ? (double) readers_ : 0.0},
             {"secondsReading", reader_ ? reader_->seconds_reading() : 0.0},
             {"secondsWaitRead", t_read_wait_},
             {"reductionCachedElements", (double) reduction_cached_},
@@ -208,6 +218,7 @@ private:
     std::unique_ptr<merge_input_reader> reader_; // buffered reads of uncached input runs (null: the maps only)
     const staged_window * staged_ = nullptr;     // the window being computed's read runs (exec_context::staged)
     double t_read_wait_ = 0;
+    unsigned readers_ = 0; // the reader's threads
     std::unique_ptr<aligned_buffer> buffers_[2];
     std::vector<std::unique_ptr<exec_scratch>> scratch_;
     exec_context ctx_{};
@@ -215,6 +226,7 @@ private:
     std::vector<std::vector<merge_reduction_result>> piece_stats_;
     std::vector<bool> reduced_;
     reduction_options reduction_options_;
+    uint64_t reuse_bytes_ = 16ull << 20; // compute(): input bytes of a group of spans reduced, then written
     std::unique_ptr<reduction_key_store> key_store_;   // the radix path's k-th magnitude key cache (allocated when that path runs)
     std::unique_ptr<reduction_key_store> small_store_; // small pieces' keys, the brackets' samples and buffers
     uint64_t reduction_cached_ = 0, reduction_elements_ = 0; // k-th magnitude elements whose keys were cached, of all
@@ -391,7 +403,7 @@ private:
 
     /**
      * Drop-behind: whether consumed input pages that were not in the page cache before the
-     * merge asked for them leave it again (see note_window / drop_window). release_inputs: 3
+     * merge asked for them leave it again (see plan_window_reads / drop_window). release_inputs: 3
      * always, 1 (the default) when no input byte is read twice (inputs_read_once: one output, or
      * the disjoint shards of one model) and
      * its inputs are more than half the RAM (so they could not stay cached anyway: growing the
@@ -473,6 +485,11 @@ private:
      * drop-behind the pages read stay cached, each a fresh page either way, and the copy into
      * the slots cost more system CPU than mapping them in 2 of 3 A/B runs of ws-sd15h (two 2 GB
      * inputs; bench/RESULTS.md "Cold reads"), so those jobs keep the maps.
+     * The reader reads uncached runs with O_DIRECT (tuning.direct_reads, prefetch.h): the
+     * kernel DMAs them into the slots, no page-cache page is made, copied or dropped; on the
+     * benchmark VM that took system CPU from ~0.8 to ~0.17 s per 3.2 GB read (bench/RESULTS.md,
+     * "Direct reads"). A direct read waits for the device, so tuning.readers (0: 4 with direct
+     * reads, as the floor's O_DIRECT technique, else 2) is also the number of requests in flight.
      * With a reader, the window narrows so that one window's input runs fit in one read slot (a
      * window of output bytes reads about window x input bytes / output bytes, plus a page of
      * alignment per run): the reader's memory is 2 read slots, the engine's 2 windows.
@@ -489,7 +506,10 @@ private:
         }
         for (const merge_input & in : job_.inputs) input_paths_.push_back(in.path);
         const uint64_t slot = job_.tuning.read_buffer_bytes;
-        std::unique_ptr<merge_input_reader> reader(new merge_input_reader(inputs_, input_paths_, slot, (unsigned) job_.tuning.readers, job_.tuning.buffered_reads == 2, drop_behind_));
+        const int direct = job_.tuning.direct_reads;
+        readers_ = job_.tuning.readers > 0 ? (unsigned) job_.tuning.readers : direct != 0 ? 4u : 2u;
+        std::unique_ptr<merge_input_reader> reader(
+                new merge_input_reader(inputs_, input_paths_, slot, readers_, job_.tuning.buffered_reads == 2, drop_behind_, direct, job_.tuning.read_piece_bytes));
         if (job_.tuning.buffered_reads == 1 && reader->uncached_fraction() < 0.05) return;
         uint64_t in_total = 0, max_out = 0;
         for (const merge_input & in : job_.inputs) in_total += in.size;
@@ -528,8 +548,8 @@ private:
     /** Drop-behind of the computed window's runs that were read from disk (see drop_window). */
     void drop_read_runs() {
         if (!staged_) return;
-        for (const staged_run & r : staged_->runs)
-            if (r.cold) inputs_[r.file]->drop_cached(r.offset, r.length);
+        for (const staged_run & r : staged_->runs) // a direct run left nothing in the page cache
+            if (r.cold && !(r.direct && inputs_[r.file]->reads_direct())) inputs_[r.file]->drop_cached(r.offset, r.length);
     }
 
     /**
@@ -666,15 +686,19 @@ private:
         if (!small_store_) small_store_.reset(new reduction_key_store(0));
         piece_reducer reducer(ctx_, p, pool.size(), reduction_options_, *key_store_, *small_store_);
         const uint64_t n_blocks = reducer.n_blocks();
+        const uint64_t n_chunks = (n_blocks + MERGE_REDUCTION_CHUNK_BLOCKS - 1) / MERGE_REDUCTION_CHUNK_BLOCKS;
+        const bool down = reducer.descending();
         for (int pass = 0; pass < reducer.passes(); pass++) {
-            for (uint64_t c0 = 0; c0 < n_blocks; c0 += MERGE_REDUCTION_CHUNK_BLOCKS) {
+            for (uint64_t ci = 0; ci < n_chunks; ci++) {
+                const uint64_t c0 = (down ? n_chunks - 1 - ci : ci) * MERGE_REDUCTION_CHUNK_BLOCKS;
                 const uint64_t count = std::min<uint64_t>(MERGE_REDUCTION_CHUNK_BLOCKS, n_blocks - c0);
                 // Items of reduction_group consecutive blocks: a thread's block is then mostly
                 // followed by the next one, whose inputs the reducer prefetches (results do not
                 // depend on which thread computes a block).
                 constexpr uint64_t reduction_group = 8;
                 merge_status s = run_items(pool, (count + reduction_group - 1) / reduction_group, reducer.active_threads(pass), [&](unsigned ith, uint64_t g) {
-                    for (uint64_t b = g * reduction_group; b < std::min(count, (g + 1) * reduction_group); b++) reducer.run_block(*scratch_[ith], ith, pass, c0 + b);
+                    for (uint64_t b = g * reduction_group; b < std::min(count, (g + 1) * reduction_group); b++)
+                        reducer.run_block(*scratch_[ith], ith, pass, down ? c0 + count - 1 - b : c0 + b);
                 });
                 if (!s.ok()) return s;
                 reducer.end_chunk(pass, c0, count);
@@ -691,23 +715,66 @@ private:
         return {};
     }
 
+    /** Input bytes piece p's writes read (its distinct input streams over all its elements). */
+    uint64_t piece_input_bytes(size_t p) const {
+        uint64_t bytes = 0;
+        for (const plan_write & pw : plan_.writes[p])
+            for (const plan_input_ref & r : pw.inputs) bytes += job_.pieces[p].n * r.elem_size;
+        return bytes;
+    }
+
+    /**
+     * Computes window [w0, w1) of an output: spans [first, last) in groups. Each group's pieces
+     * with statistics are reduced (reduce_piece), then the group's bytes are written. A group
+     * ends before the span that would take its pieces' input bytes above reuse_bytes_ (a group
+     * holds at least one span): the output pass then reads, from the CPU caches, the inputs the
+     * statistics pass of the same group has just read (the inputs of every piece of a window
+     * reduced first, then written, went back to memory in between: the window reads 4× its
+     * output bytes or more). reuse_bytes_ 0: the whole window is one group.
+     */
     merge_status compute(merge_thread_pool & pool, uint64_t w0, uint64_t w1, uint8_t * buf, const std::vector<plan_span> & spans, size_t first, size_t last) {
         if (reduced_.empty()) reduced_.assign(job_.pieces.size(), false);
-        for (size_t i = first; i < last; i++) {
-            const size_t p = spans[i].piece;
-            if (p == plan_literal || reduced_[p] || job_.pieces[p].reductions.empty()) continue;
-            const double t0 = now();
-            merge_status s = reduce_piece(pool, p);
-            t_reduce_ += now() - t0;
+        for (size_t g0 = first; g0 < last;) {
+            size_t g1 = g0;
+            uint64_t bytes = 0;
+            bool reduces = false;
+            while (g1 < last) {
+                const size_t p = spans[g1].piece;
+                const uint64_t own = p == plan_literal ? 0 : piece_input_bytes(p);
+                if (reuse_bytes_ > 0 && g1 > g0 && bytes + own > reuse_bytes_) break;
+                bytes += own;
+                reduces = reduces || (p != plan_literal && !reduced_[p] && !job_.pieces[p].reductions.empty());
+                g1++;
+            }
+            // Without statistics to compute the whole rest of the window is one group (one pool run).
+            if (!reduces)
+                while (g1 < last && (spans[g1].piece == plan_literal || reduced_[spans[g1].piece] || job_.pieces[spans[g1].piece].reductions.empty())) g1++;
+            for (size_t i = g0; i < g1; i++) {
+                const size_t p = spans[i].piece;
+                if (p == plan_literal || reduced_[p] || job_.pieces[p].reductions.empty()) continue;
+                const double t0 = now();
+                merge_status s = reduce_piece(pool, p);
+                t_reduce_ += now() - t0;
+                if (!s.ok()) return s;
+                reduced_[p] = true;
+            }
+            const uint64_t lo = g0 == first ? w0 : std::max(w0, spans[g0].begin), hi = g1 == last ? w1 : std::max(lo, std::min(w1, spans[g1].begin));
+            merge_status s = write_group(pool, lo, hi, w0, buf, spans, g0, g1);
             if (!s.ok()) return s;
-            reduced_[p] = true;
+            g0 = g1;
         }
-        const uint64_t n_chunks = (w1 - w0 + chunk_bytes - 1) / chunk_bytes;
+        return {};
+    }
+
+    /** Writes the elements of spans [first, last) that start in [lo, hi) (window w0's buffer). */
+    merge_status write_group(merge_thread_pool & pool, uint64_t lo, uint64_t hi, uint64_t w0, uint8_t * buf, const std::vector<plan_span> & spans, size_t first, size_t last) {
+        if (hi <= lo) return {};
+        const uint64_t n_chunks = (hi - lo + chunk_bytes - 1) / chunk_bytes;
         // Chunks come in increasing order per thread, so each thread's span cursor only moves forward.
         std::vector<size_t> cursor(pool.size(), first);
         return run_items(pool, n_chunks, pool.size(), [&](unsigned ith, uint64_t c) {
             exec_scratch & scratch = *scratch_[ith];
-            const uint64_t c0 = w0 + c * chunk_bytes, c1 = std::min(w1, c0 + chunk_bytes);
+            const uint64_t c0 = lo + c * chunk_bytes, c1 = std::min(hi, c0 + chunk_bytes);
             size_t & span = cursor[ith];
             while (span < last && spans[span].end <= c0) span++;
             for (size_t i = span; i < last && spans[i].begin < c1; i++) {

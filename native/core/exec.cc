@@ -254,6 +254,25 @@ struct block_eval {
     }
 };
 
+/**
+ * Asks for the input lines of the next block of a write reading several inputs (TIES's base and
+ * models, a weighted sum's two): each block's loads then find their lines on the way, where the
+ * hardware prefetchers, starting afresh on every 4 KiB page of each stream, would let the first
+ * loads of each page wait. A prefetch never faults (a truncated input faults in the load).
+ */
+void prefetch_inputs(const exec_context & ctx, const plan_write & pw, uint64_t i, size_t m) {
+    for (const plan_input_ref & r : pw.inputs) {
+        const uint64_t offset = r.offset + i * r.elem_size, length = (uint64_t) m * r.elem_size;
+        const uint8_t * a = ctx.staged && *ctx.staged ? (*ctx.staged)->find(r.file, offset, length) : nullptr;
+        if (!a) {
+            const uint8_t * map = (*ctx.inputs)[r.file]->data();
+            if (!map) continue;
+            a = map + offset;
+        }
+        for (const uint8_t * l = (const uint8_t *) ((uintptr_t) a & ~(uintptr_t) 63), * e = a + length; l < e; l += 64) __builtin_prefetch(l, 0, 3);
+    }
+}
+
 } // namespace
 
 void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p, size_t w, uint64_t i0, uint64_t i1, uint8_t * dst) {
@@ -269,6 +288,7 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
         const size_t block = scratch.block();
         for (uint64_t i = i0; i < i1; i += block) {
             const size_t m = (size_t) (i1 - i < block ? i1 - i : block);
+            if (i + m < i1 && pw.inputs.size() > 1) prefetch_inputs(ctx, pw, i + m, (size_t) (i1 - (i + m) < block ? i1 - (i + m) : block));
             scratch.begin_block();
             const float * v;
             if (wr.source.kind == MERGE_OPERAND_INPUT) {

@@ -57,8 +57,11 @@ merge_status merge_input_map::open(const std::string & path, uint64_t expected_s
 void merge_input_map::close() {
     if (data_) munmap((void *) data_, (size_t) size_);
     if (fd_ >= 0) ::close(fd_);
+    if (fd_direct_ >= 0) ::close(fd_direct_);
     data_ = nullptr;
-    fd_ = -1;
+    fd_ = fd_direct_ = -1;
+    direct_refused_.store(false, std::memory_order_relaxed);
+    test_refuse_direct_ = false;
     size_ = 0;
 }
 
@@ -106,6 +109,13 @@ std::vector<unsigned char> merge_input_map::resident_pages() const {
     return vec;
 }
 
+merge_status merge_input_map::read_failed(const std::string & path, uint64_t offset, uint64_t length, int err) const {
+    merge_status changed = check_unchanged(path);
+    if (!changed.ok()) return changed;
+    return merge_status::fail(merge_error::IO_ERROR, path + ": reading bytes " + std::to_string(offset) + "-" + std::to_string(offset + length) +
+            " of the file failed (" + std::strerror(err) + "); nothing was saved", path);
+}
+
 merge_status merge_input_map::read_at(const std::string & path, uint64_t offset, uint64_t length, uint8_t * dst) const {
     if (fd_ < 0 || offset > size_ || length > size_ - offset)
         return merge_status::fail(merge_error::INTERNAL, path + ": a read past the end of the input was asked for", path);
@@ -114,17 +124,69 @@ merge_status merge_input_map::read_at(const std::string & path, uint64_t offset,
         const ssize_t r = pread(fd_, dst, n, (off_t) offset);
         if (r < 0) {
             if (errno == EINTR) continue;
-            const int err = errno;
-            merge_status changed = check_unchanged(path);
-            if (!changed.ok()) return changed;
-            return merge_status::fail(merge_error::IO_ERROR, path + ": reading bytes " + std::to_string(offset) + "-" + std::to_string(offset + length) +
-                    " of the file failed (" + std::strerror(err) + "); nothing was saved", path);
+            return read_failed(path, offset, length, errno);
         }
         if (r == 0) return fault_status(path, offset); // end of file before the planned size: truncated or changed
         dst += r;
         offset += (uint64_t) r;
         length -= (uint64_t) r;
     }
+    return {};
+}
+
+bool merge_input_map::open_direct() {
+#ifdef O_DIRECT
+    if (fd_ < 0 || fd_direct_ >= 0) return fd_direct_ >= 0;
+#ifdef STATX_DIOALIGN
+    // Where the kernel reports it (6.1+): 0 means no direct I/O for this file, and an alignment
+    // coarser than 4096 does not fit the reader, whose offsets, lengths and buffers are aligned
+    // to 4096 (which covers the usual 512 and 4096). Elsewhere the first read tells (EINVAL).
+    struct statx stx;
+    if (statx(fd_, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 && (stx.stx_mask & STATX_DIOALIGN))
+        if (stx.stx_dio_offset_align == 0 || stx.stx_dio_offset_align > page || stx.stx_dio_mem_align > page) return false;
+#endif
+    const std::string self = "/proc/self/fd/" + std::to_string(fd_);
+    // Reopen the same file (not the path: it may have been replaced since), read-only and direct.
+    fd_direct_ = open_retry(self.c_str(), O_RDONLY | O_DIRECT);
+    return fd_direct_ >= 0;
+#else
+    return false;
+#endif
+}
+
+merge_status merge_input_map::read_direct_at(const std::string & path, uint64_t offset, uint64_t length, uint8_t * dst, bool * direct) const {
+    *direct = false;
+    if (fd_ < 0 || offset > size_ || length > size_ - offset)
+        return merge_status::fail(merge_error::INTERNAL, path + ": a read past the end of the input was asked for", path);
+    if (!reads_direct() || (offset & (page - 1)) != 0 || ((uintptr_t) dst & (page - 1)) != 0) return read_at(path, offset, length, dst);
+    const uint64_t end = offset + length;
+    while (offset < end) {
+        // Whole blocks: the last one may pass the end of the file, where the read stops short.
+        const uint64_t want = ((end - offset) + page - 1) & ~(page - 1);
+        const size_t n = want > (1u << 30) ? (1u << 30) : (size_t) want;
+        ssize_t r;
+        if (test_refuse_direct_) {
+            errno = EINVAL;
+            r = -1;
+        } else {
+            r = pread(fd_direct_, dst, n, (off_t) offset);
+        }
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EINVAL) {
+                direct_refused_.store(true, std::memory_order_relaxed);
+                return read_at(path, offset, end - offset, dst); // the rest (all of it, on a first read) buffered
+            }
+            return read_failed(path, offset, end - offset, errno);
+        }
+        if (r == 0) return fault_status(path, offset); // end of file before the planned size: truncated or changed
+        dst += r;
+        offset += (uint64_t) r;
+        // A short read that is not whole blocks ended at the end of the file: the next direct read
+        // would be unaligned, and the file is shorter than planned if bytes are still missing.
+        if (offset < end && ((uint64_t) r & (page - 1)) != 0) return fault_status(path, offset);
+    }
+    *direct = true;
     return {};
 }
 

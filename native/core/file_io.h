@@ -3,6 +3,7 @@
 // every pool thread (reads and madvise only), an output is written by the writer thread only.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <ctime>
@@ -60,6 +61,34 @@ public:
      */
     merge_status read_at(const std::string & path, uint64_t offset, uint64_t length, uint8_t * dst) const;
 
+    /**
+     * Opens a second, O_DIRECT descriptor for read_direct_at and learns the file's direct I/O
+     * offset alignment (statx STATX_DIOALIGN where the kernel reports it, else 4096). False if
+     * the filesystem refuses O_DIRECT (tmpfs) or needs an alignment coarser than 4096 (the
+     * reader's slots keep each run's bytes at their file offset modulo 4096): reads stay buffered.
+     */
+    bool open_direct();
+
+    /** open_direct succeeded and no direct read has been refused since. Thread-safe. */
+    bool reads_direct() const { return fd_direct_ >= 0 && !direct_refused_.load(std::memory_order_relaxed); }
+
+    /**
+     * Copies [offset, offset+length) of the file into dst through the O_DIRECT descriptor
+     * (the page cache is bypassed; Linux writes dirty cached pages back first, so the bytes
+     * are the file's current ones). `offset` and `dst` must be 4096-aligned; up to `length`
+     * rounded up to 4096 bytes of dst are written (the device reads whole blocks). If a read
+     * is refused with EINVAL (a filesystem that opened O_DIRECT but will not do it), the file
+     * turns buffered for good (reads_direct() false) and this read is done by read_at:
+     * *direct says which way it went. Errors as read_at. Thread-safe.
+     */
+    merge_status read_direct_at(const std::string & path, uint64_t offset, uint64_t length, uint8_t * dst, bool * direct) const;
+
+    /**
+     * Tests only: the next direct read fails with EINVAL, as on a filesystem that opens O_DIRECT
+     * but refuses the reads (Linux 6.6+ tmpfs accepts them, so the fallback needs a stand-in).
+     */
+    void refuse_direct_reads_for_tests() { test_refuse_direct_ = true; }
+
     /** POSIX_FADV_SEQUENTIAL on the whole file (a larger kernel readahead for read()). Advice only. */
     void advise_sequential() const;
 
@@ -79,7 +108,12 @@ public:
     merge_status fault_status(const std::string & path, uint64_t offset) const;
 
 private:
+    merge_status read_failed(const std::string & path, uint64_t offset, uint64_t length, int err) const;
+
     int fd_ = -1;
+    int fd_direct_ = -1; // O_DIRECT twin of fd_ (open_direct), or -1
+    mutable std::atomic<bool> direct_refused_{false}; // a direct read got EINVAL: read buffered from then on
+    bool test_refuse_direct_ = false;
     const uint8_t * data_ = nullptr;
     uint64_t size_ = 0;
     struct timespec mtime_ = {};

@@ -121,7 +121,9 @@ struct merge_tuning {
     int window_pause_ms = 0;             // tests only: sleep after each window (act on the inputs mid-job)
     int buffered_reads = 1;              // read() uncached input runs into memory: 0 never, 1 when inputs are uncached, 2 always (engine.cc)
     uint64_t read_buffer_bytes = 32ull << 20; // each of the two read slots (prefetch.h merge_input_reader)
-    int readers = 2;                     // threads reading the input runs
+    int readers = 0;                     // threads reading the input runs (requests in flight); 0: 4 with direct reads, else 2 (engine.cc start_reader)
+    uint64_t read_piece_bytes = 4ull << 20; // one pread of the reader (prefetch.h)
+    int direct_reads = 1;                // O_DIRECT for the reader's runs: 0 never, 1 cold runs, 2 every run it reads, 3 tests: as 2, refused (prefetch.h)
     int sampled_residency = 1;           // drop-behind / read-ahead: sample long runs' pages, skip cached runs' read-ahead (residency.h)
 };
 

@@ -51,7 +51,6 @@ void merge_prefetcher::loop() {
 }
 
 namespace {
-constexpr uint64_t read_piece = 4u << 20; // one pread: the floor's chunk size order (bench/floor.c)
 constexpr uint64_t page = 4096;
 double seconds_now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 } // namespace
@@ -59,9 +58,9 @@ double seconds_now() { return std::chrono::duration<double>(std::chrono::steady_
 void merge_input_reader::free_deleter::operator()(uint8_t * p) const { free(p); }
 
 merge_input_reader::merge_input_reader(const std::vector<std::unique_ptr<merge_input_map>> & inputs, const std::vector<std::string> & paths,
-                                       uint64_t slot_bytes, unsigned n_threads, bool all, bool drop_behind)
-    : inputs_(inputs), paths_(paths), slot_bytes_((slot_bytes + page - 1) & ~(page - 1)), n_threads_(n_threads < 1 ? 1 : n_threads), all_(all),
-      drop_behind_(drop_behind) {
+                                       uint64_t slot_bytes, unsigned n_threads, bool all, bool drop_behind, int direct, uint64_t piece_bytes)
+    : inputs_(inputs), paths_(paths), slot_bytes_((slot_bytes + page - 1) & ~(page - 1)), n_threads_(n_threads < 1 ? 1 : n_threads),
+      piece_bytes_(std::max<uint64_t>(page, piece_bytes & ~(page - 1))), all_(all), drop_behind_(drop_behind), direct_(direct) {
     for (const auto & in : inputs_) resident_.push_back(in->resident_pages());
 }
 
@@ -90,7 +89,13 @@ void merge_input_reader::start() {
         slot.reset(merge_alloc_io_buffer(slot_bytes_));
         if (!slot) throw std::bad_alloc();
     }
-    for (const auto & in : inputs_) in->advise_sequential();
+    for (const auto & in : inputs_) {
+        in->advise_sequential();
+        // Only files with a byte to read direct: a warm input keeps its one descriptor.
+        const bool want = direct_ >= 2 || (direct_ == 1 && was_resident((uint32_t) wants_direct_.size(), 0, in->size()) < 1.0);
+        wants_direct_.push_back(want);
+        if (want && in->open_direct() && direct_ == 3) in->refuse_direct_reads_for_tests(); // refused: reads stay buffered (direct_fallbacks)
+    }
     for (unsigned t = 0; t < n_threads_; t++) threads_.emplace_back(&merge_input_reader::loop, this);
 }
 
@@ -106,10 +111,22 @@ void merge_input_reader::submit(uint64_t id, const std::vector<prefetch_range> &
         // Same address modulo 4096 as in the map: aligned F32 tensors stay aligned (read in place).
         const uint64_t at = ((used + page - 1) & ~(page - 1)) + (r.offset & (page - 1));
         if (at > slot_bytes_ || r.length > slot_bytes_ - at) continue; // the slot is full: the map reads the rest
-        w.window.runs.push_back({r.file, r.offset, r.length, slot + at, cold});
-        for (uint64_t p = 0; p < r.length; p += read_piece)
-            w.pieces.push_back({r.file, r.offset + p, std::min(read_piece, r.length - p), slot + at + p, cold});
-        used = at + r.length;
+        const bool direct = (direct_ >= 2 || (direct_ == 1 && cold)) && inputs_[r.file]->reads_direct();
+        w.window.runs.push_back({r.file, r.offset, r.length, slot + at, cold, direct});
+        if (direct) {
+            // Whole pages from the one holding r.offset: slot + at - head is 4096-aligned.
+            const uint64_t head = r.offset & (page - 1), begin = r.offset - head, end = r.offset + r.length;
+            for (uint64_t p = begin; p < end; p += piece_bytes_) {
+                const uint64_t n = std::min(piece_bytes_, end - p);
+                w.pieces.push_back({r.file, p, n, slot + at - head + (p - begin), p == begin ? n - head : n, cold, true});
+            }
+        } else {
+            for (uint64_t p = 0; p < r.length; p += piece_bytes_) {
+                const uint64_t n = std::min(piece_bytes_, r.length - p);
+                w.pieces.push_back({r.file, r.offset + p, n, slot + at + p, n, cold, false});
+            }
+        }
+        used = at + r.length; // a direct read's tail up to the page boundary stays below the next run's page
     }
     {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -146,6 +163,12 @@ void merge_input_reader::stop() {
     threads_.clear();
 }
 
+uint64_t merge_input_reader::direct_fallbacks() const {
+    uint64_t n = 0;
+    for (size_t f = 0; f < wants_direct_.size(); f++) n += wants_direct_[f] && !inputs_[f]->reads_direct();
+    return n;
+}
+
 void merge_input_reader::loop() {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
@@ -161,15 +184,20 @@ void merge_input_reader::loop() {
         const bool skip = !status_.ok(); // after a failure the job is over: mark the rest done
         lock.unlock();
         merge_status s;
+        bool direct = false;
         const double t0 = seconds_now();
-        if (!skip) s = inputs_[pc.file]->read_at(paths_[pc.file], pc.offset, pc.length, pc.dst);
+        if (!skip) {
+            if (pc.direct) s = inputs_[pc.file]->read_direct_at(paths_[pc.file], pc.offset, pc.length, pc.dst, &direct);
+            else s = inputs_[pc.file]->read_at(paths_[pc.file], pc.offset, pc.length, pc.dst);
+        }
         // The bytes are in the slot now: their page-cache pages can go at once. A small page
         // cache churn is what made the floor's read() cheap (bench/RESULTS.md, "Cold reads").
-        if (!skip && s.ok() && pc.cold && drop_behind_) inputs_[pc.file]->drop_cached(pc.offset, pc.length);
+        // A direct read made no page-cache pages.
+        if (!skip && s.ok() && !direct && pc.cold && drop_behind_) inputs_[pc.file]->drop_cached(pc.offset, pc.length);
         const double dt = seconds_now() - t0;
         lock.lock();
         seconds_reading_ += dt;
-        if (!skip && s.ok()) bytes_read_ += pc.length;
+        if (!skip && s.ok()) (direct ? bytes_direct_ : bytes_buffered_) += pc.run_bytes;
         if (!s.ok() && status_.ok()) status_ = std::move(s);
         w->done++; // w stays valid: queue_ drops only windows already waited for and computed
         done_cv_.notify_all();

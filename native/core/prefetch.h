@@ -63,6 +63,7 @@ struct staged_run {
     uint64_t offset, length; // file bytes [offset, offset+length)
     const uint8_t * data;    // their copy; data's address is offset's modulo 4096 (same alignment as the map)
     bool cold;               // mostly not in the page cache at the reader's snapshot (drop-behind candidate)
+    bool direct;             // read with O_DIRECT (unless its file was refused since: merge_input_map::reads_direct)
 };
 
 struct staged_window {
@@ -86,7 +87,8 @@ struct staged_window {
 
 /**
  * Reads windows' input runs into two page-aligned slots of `slot_bytes` each (window k uses
- * slot k % 2), on `n_threads` threads that share each window's reads in 4 MiB pieces, so the
+ * slot k % 2), on `n_threads` threads that share each window's reads in pieces of `piece_bytes`
+ * (one pread each, so n_threads requests in flight), so the
  * next window is read while this one is computed. Runs that were mostly in the page cache when
  * the reader was made are left to the map (unless `all`), as are runs that no longer fit in
  * the slot: the slots bound this reader's memory at 2 x slot_bytes whatever the job.
@@ -94,11 +96,20 @@ struct staged_window {
  * kernel's readahead for the previous window's reads (8-16 MiB on the benchmark VM) has
  * already fetched most of it, and the snapshot also tells drop-behind which pages the merge
  * brought in (staged_run::cold).
+ *
+ * Direct reads (`direct`: 0 never, 1 cold runs, 2 every run it reads, 3 as 2 with each file's
+ * direct reads refused, for tests: merge_input_map::refuse_direct_reads_for_tests): a run is read with
+ * O_DIRECT from its offset rounded down to 4096 to its end rounded up, into the slot at the
+ * address that already keeps offset modulo 4096 (the bytes before and after the run, up to the
+ * page boundaries, belong to no other run), so the kernel DMAs into the slots: no page-cache
+ * page is made, copied or dropped, the cheapest way in on the benchmark VM (bench/floor.c
+ * "direct", bench/RESULTS.md "Direct reads"). Files whose filesystem refuses O_DIRECT (tmpfs)
+ * are read buffered, counted in direct_fallbacks().
  */
 class merge_input_reader {
 public:
     merge_input_reader(const std::vector<std::unique_ptr<merge_input_map>> & inputs, const std::vector<std::string> & paths, uint64_t slot_bytes,
-                       unsigned n_threads, bool all, bool drop_behind);
+                       unsigned n_threads, bool all, bool drop_behind, int direct = 0, uint64_t piece_bytes = 4u << 20);
     ~merge_input_reader() { stop(); }
     merge_input_reader(const merge_input_reader &) = delete;
     merge_input_reader & operator=(const merge_input_reader &) = delete;
@@ -118,15 +129,21 @@ public:
     /** Stops reading and joins. Idempotent. */
     void stop();
 
-    uint64_t bytes_read() const { return bytes_read_; }
+    /** Run bytes read into the slots, with buffered pread / with O_DIRECT (after stop()). */
+    uint64_t bytes_buffered() const { return bytes_buffered_; }
+    uint64_t bytes_direct() const { return bytes_direct_; }
+    /** Inputs that were to be read direct but whose filesystem refused O_DIRECT (after stop()). */
+    uint64_t direct_fallbacks() const;
     double seconds_reading() const { return seconds_reading_; }
 
 private:
     struct piece {
         uint32_t file;
-        uint64_t offset, length;
+        uint64_t offset, length; // the bytes read: for a direct piece from a 4096-aligned offset
         uint8_t * dst;
+        uint64_t run_bytes;      // of them, bytes inside the run (a direct piece also reads the page head before it)
         bool cold;
+        bool direct;
     };
     struct pending {
         uint64_t id;
@@ -142,8 +159,11 @@ private:
     const std::vector<std::string> & paths_;
     const uint64_t slot_bytes_;
     const unsigned n_threads_;
+    const uint64_t piece_bytes_; // one pread (a multiple of 4096): the floor's chunk size order (bench/floor.c)
     const bool all_;
     const bool drop_behind_; // drop each cold piece from the page cache once copied (the floor's read technique)
+    const int direct_;       // 0 never, 1 cold runs, 2 every run, 3 refused for tests (class comment)
+    std::vector<bool> wants_direct_; // per input: open_direct was tried
     std::vector<std::vector<unsigned char>> resident_; // per input, per page: cached when the reader was made
     struct free_deleter {
         void operator()(uint8_t * p) const;
@@ -155,6 +175,6 @@ private:
     std::deque<pending> queue_; // submitted, oldest first (at most two)
     merge_status status_;       // first read error
     bool stop_ = false;
-    uint64_t bytes_read_ = 0;
+    uint64_t bytes_buffered_ = 0, bytes_direct_ = 0;
     double seconds_reading_ = 0; // summed over the reader threads
 };

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "dtype.h"
+#include "reduction_lanes.h"
 
 namespace {
 
@@ -32,14 +33,8 @@ void select_bin(const std::vector<uint64_t> & counts, uint64_t k, uint32_t * bin
     *rank = k - above; // unreachable for 1 <= k <= n (validation)
 }
 
-/** Lane sums of x·y on elements [i, i + m) (i a multiple of the lane count): lane l takes elements ≡ l, in order. */
-inline void add_products(double * lanes, const float * x, const float * y, size_t m) {
-    size_t e = 0;
-    // Eight independent lanes per step: the compiler vectorises this over the lanes, each lane's
-    // additions still in element order, so the sums are those of the element-by-element loop.
-    for (; e + MERGE_REDUCTION_LANES <= m; e += MERGE_REDUCTION_LANES)
-        for (uint32_t l = 0; l < MERGE_REDUCTION_LANES; l++) lanes[l] += (double) x[e + l] * (double) y[e + l];
-    for (; e < m; e++) lanes[e % MERGE_REDUCTION_LANES] += (double) x[e] * (double) y[e];
+inline bool same_operand(const merge_operand & a, const merge_operand & b) {
+    return a.kind == b.kind && a.file == b.file && a.offset == b.offset && a.dtype == b.dtype && a.index == b.index;
 }
 
 } // namespace
@@ -123,6 +118,10 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
         counts_.assign((size_t) threads * n_kth, kth_bracket_counts{});
         scan_ = kth_bracket_scan_for(ctx.kernels->isa);
     }
+    lanes_ = reduction_lanes_for(ctx.kernels->isa);
+    // Sums fold their block values in index order chunk by chunk, and per-column sums run in
+    // element order: only pieces with neither may take their blocks from the last to the first.
+    descending_ = options.descending && n_sums == 0 && !any_columns;
     partials_.assign(n_sums, std::vector<double>(MERGE_REDUCTION_CHUNK_BLOCKS, 0.0));
     totals_.assign(n_sums, 0.0);
 }
@@ -208,10 +207,37 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
     }
     const size_t step = scratch.block(); // a multiple of 64, so lanes stay aligned to element indices
     uint32_t inside[4096 + 16];          // a bracket's keys of one step (scratch blocks are at most 4096)
+    // The step's sum reductions, summed together (reduction_lanes.h) in groups of sum_group: each
+    // member's operands have their own scratch slots (2 per member, of the MERGE_MAX_ARGS operand
+    // slots), an operand already read by an earlier member is shared.
+    constexpr size_t sum_group = MERGE_MAX_ARGS / 2;
+    const float * sum_x[sum_group], * sum_y[sum_group];
+    double * sum_lanes[sum_group];
+    const merge_operand * sum_args[2 * sum_group];
+    const float * sum_values[2 * sum_group];
+    size_t n_sum = 0;
     for (uint64_t i = b0; i < b1; i += step) {
         const size_t m = (size_t) std::min<uint64_t>(step, b1 - i);
-        if (kind != pass_columns && i + m < p.n) prefetch(i + m, std::min<uint64_t>(step, p.n - (i + m)));
+        if (kind != pass_columns) {
+            // The step that comes next: this block's, or (at its end) the next block's first, which is
+            // block b − 1 in descending order.
+            if (i + m < b1 || !descending_) {
+                if (i + m < p.n) prefetch(i + m, std::min<uint64_t>(step, p.n - (i + m)));
+            } else if (b0 > 0) {
+                prefetch(b0 - MERGE_REDUCTION_BLOCK, std::min<uint64_t>(step, MERGE_REDUCTION_BLOCK));
+            }
+        }
         exec_run_ops(ctx_, scratch, piece_, ops_, i, m);
+        // Operand a of a sum member: shared with an earlier member that read it, else into `slot`.
+        auto sum_operand = [&](const merge_operand & a, size_t slot) {
+            for (size_t at = 0; at < slot - n_ops; at++)
+                if (same_operand(*sum_args[at], a)) return sum_values[at];
+            return exec_operand(ctx_, scratch, piece_, a, i, m, slot);
+        };
+        auto flush_sums = [&] {
+            if (n_sum > 0) lanes_(n_sum, sum_x, sum_y, sum_lanes, m);
+            n_sum = 0;
+        };
         for (size_t r = 0; r < n_red; r++) {
             const merge_reduction & red = p.reductions[r];
             if (kind == pass_columns) {
@@ -232,10 +258,25 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
             if (red.kind != MERGE_REDUCTION_KTH_MAGNITUDE && kind != pass_main) continue; // sums: the main pass only
             const size_t q = kth_index_[r];
             if (red.kind == MERGE_REDUCTION_KTH_MAGNITUDE && (q == none || !serves(q))) continue; // k = 0, or another path's
+            if (red.kind != MERGE_REDUCTION_KTH_MAGNITUDE) {
+                // Member g's operands: slots n_ops + 2g and n_ops + 2g + 1 (when widened).
+                const size_t g = n_sum;
+                const float * x = sum_operand(red.args[0], n_ops + 2 * g);
+                sum_args[2 * g] = &red.args[0];
+                sum_values[2 * g] = x;
+                const merge_operand & b = red.kind == MERGE_REDUCTION_DOT ? red.args[1] : red.args[0];
+                const float * y = red.kind == MERGE_REDUCTION_DOT ? sum_operand(b, n_ops + 2 * g + 1) : x;
+                sum_args[2 * g + 1] = &b;
+                sum_values[2 * g + 1] = y;
+                sum_x[g] = x;
+                sum_y[g] = y;
+                sum_lanes[g] = lanes[r];
+                if (++n_sum == sum_group) flush_sums();
+                continue;
+            }
+            flush_sums(); // the k-th's operand takes slot n_ops
             const float * x = exec_operand(ctx_, scratch, piece_, red.args[0], i, m, n_ops);
             switch (red.kind) {
-                case MERGE_REDUCTION_SUM_SQUARES: add_products(lanes[r], x, x, m); break;
-                case MERGE_REDUCTION_DOT: add_products(lanes[r], x, exec_operand(ctx_, scratch, piece_, red.args[1], i, m, n_ops + 1), m); break;
                 default: {
                     if (mode_[q] == kth_direct) {
                         uint32_t * keys = keys_of(q) + i;
@@ -275,6 +316,7 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
                 }
             }
         }
+        flush_sums();
     }
     if (kind != pass_main) return;
     for (size_t r = 0; r < n_red; r++) {

@@ -48,6 +48,7 @@
 
 #include "exec.h"
 #include "kth_bracket.h"
+#include "reduction_lanes.h"
 
 enum merge_reduction_kind : uint32_t {
     MERGE_REDUCTION_SUM_SQUARES = 0,
@@ -106,6 +107,7 @@ struct reduction_options {
     uint64_t cache_bytes = MERGE_REDUCTION_CACHE_BYTES; // the key cache budget of the radix path
     bool bracket = true;                                // the sampled bracket first (kth_bracket.h)
     uint64_t bracket_keys = 0;                          // buffer keys per reduction; 0: KTH_BRACKET_BUDGET_BYTES shared
+    bool descending = true;                             // blocks from the last to the first where results allow (descending())
 };
 
 /** Computes one piece's reductions; the engine drives it (threads, fault guard, chunks). */
@@ -141,6 +143,13 @@ public:
     /** k-th magnitude reductions resolved by their bracket, and those that fell back to the radix path. */
     uint64_t bracket_hits() const { return bracket_hits_; }
     uint64_t bracket_misses() const { return bracket_misses_; }
+    /**
+     * Whether the engine runs the blocks of each pass from the last to the first: the piece's
+     * results do not depend on the order (no sums: the k-th magnitude's counts, keys and
+     * histograms are order-free), and the output pass, which starts at element 0, then finds
+     * the inputs of the piece's first elements still in the CPU caches.
+     */
+    bool descending() const { return descending_; }
     /** Whether the piece has a k-th magnitude to select (k > 0). */
     bool selects() const { return n_kth_ > 0; }
 
@@ -178,6 +187,8 @@ private:
     std::unique_ptr<std::atomic<uint64_t>[]> inside_count_;
     std::vector<kth_bracket_counts> counts_;       // [thread · n_kth + q]
     kth_bracket_scan_fn scan_ = nullptr;
+    bool descending_ = false;
+    reduction_lanes_fn lanes_ = nullptr;          // the sums' lane kernel (reduction_lanes.h) for the job's ISA
     uint64_t bracket_hits_ = 0, bracket_misses_ = 0;
     std::vector<double> totals_;                   // per sum reduction
     std::vector<double> results_;

@@ -51,7 +51,8 @@ export function captureEngineStats(): { install(): void; restore(): void; reset(
 /** The engines' tuning knobs (native/binding.cc read_tuning; the TS engine reads some of them). */
 export const TUNING_KNOB_NAMES = [
   "TENSORMERGE_WINDOW_MIB", "TENSORMERGE_RELEASE_INPUTS", "TENSORMERGE_PREFETCH", "TENSORMERGE_DIRECT_IO", "TENSORMERGE_INTERLEAVE",
-  "TENSORMERGE_BUFFERED_READS", "TENSORMERGE_READ_BUFFER_MIB", "TENSORMERGE_READERS", "TENSORMERGE_SAMPLED_RESIDENCY",
+  "TENSORMERGE_BUFFERED_READS", "TENSORMERGE_READ_BUFFER_MIB", "TENSORMERGE_READERS", "TENSORMERGE_DIRECT_READS", "TENSORMERGE_READ_PIECE_KIB",
+  "TENSORMERGE_SAMPLED_RESIDENCY",
 ];
 
 /** setEngineKnobs with every other tuning knob unset, so a knob from the environment cannot leak into a case. */

@@ -13,6 +13,7 @@ import { closeSync, copyFileSync, openSync, readdirSync, renameSync, truncateSyn
 import { join } from "node:path";
 import { merge, type MergeProgress } from "../../lib";
 import { MergeError } from "../../lib/errors";
+import { captureEngineStats } from "../helpers/engines";
 import { writeModel, type TestTensor } from "../helpers/models";
 
 /** 16 F32 tensors of 1 MiB each: 16 windows of 1 MiB in the native engine, 16 chunks in the TS one. */
@@ -89,13 +90,19 @@ async function main(): Promise<void> {
   const c = join(dir, "c.safetensors");
   model(c, 3);
   let second: string;
+  // Which way the second merge read its inputs (the knobs are the same for both merges).
+  const stats = captureEngineStats();
+  stats.install();
   try {
     await merge({ a: c, b, method: "weighted-sum", multiplier: 0.25, out: join(dir, "again.safetensors"), engine, threads: 2 });
     second = "ok";
   } catch (e) {
     second = `${(e as MergeError).code}: ${(e as Error).message}`;
   }
-  process.stdout.write(`${JSON.stringify({ first, changedAt: changedAt ?? null, filesAfter, second })}\n`);
+  stats.restore();
+  const s = stats.last();
+  const secondReads = s ? { bytesBufferedRead: s.bytesBufferedRead ?? 0, bytesDirectRead: s.bytesDirectRead ?? 0 } : null;
+  process.stdout.write(`${JSON.stringify({ first, changedAt: changedAt ?? null, filesAfter, second, secondReads })}\n`);
 }
 
 if (require.main === module) {

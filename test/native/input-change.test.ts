@@ -29,10 +29,14 @@ interface ChildReport {
   changedAt: { bytesDone: number; bytesTotal: number } | null;
   filesAfter: string[];
   second: string;
+  /** The second merge's reader stats (native engine). */
+  secondReads: { bytesBufferedRead: number; bytesDirectRead: number } | null;
 }
 
 /** The native engine reading its inputs into memory with read() (prefetch.h), not through the maps. */
-const BUFFERED_ENV = { TENSORMERGE_BUFFERED_READS: "2" };
+const BUFFERED_ENV = { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_DIRECT_READS: "0" };
+/** The same reads with O_DIRECT (prefetch.h, direct reads). */
+const DIRECT_ENV = { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_DIRECT_READS: "2" };
 
 function runChild(dir: string, engine: "native" | "js", change: Change, trigger: "progress" | "start" = "progress", env: Record<string, string> = {}): ChildReport {
   const r = spawnSync(process.execPath, [CHILD, JSON.stringify({ dir, engine, change, trigger })], {
@@ -107,14 +111,17 @@ describe("an input changed during a merge", function () {
     });
   }
 
-  describe("native engine, buffered reads (TENSORMERGE_BUFFERED_READS=2)", () => {
+  // The reader's two ways in: buffered pread, and O_DIRECT (a direct short read ends inside a
+  // block, at the new end of the file). The second merge's stats show which way the child read.
+  for (const [label, env, tag] of [["buffered reads (TENSORMERGE_BUFFERED_READS=2)", BUFFERED_ENV, "buffered"], ["direct reads (TENSORMERGE_DIRECT_READS=2)", DIRECT_ENV, "direct"]] as const)
+  describe(`native engine, ${label}`, () => {
     before(function () {
       if (!nativeAvailable()) this.skip();
     });
 
-    it("input truncated mid-merge: a short read() is FILE_TRUNCATED naming the file, no file left", () => {
-      const dir = tmp.fresh("truncate-buffered");
-      const report = runChild(dir, "native", "truncate", "progress", BUFFERED_ENV);
+    it("input truncated mid-merge: a short read is FILE_TRUNCATED naming the file, no file left", () => {
+      const dir = tmp.fresh(`truncate-${tag}`);
+      const report = runChild(dir, "native", "truncate", "progress", env);
       assert.ok(report.changedAt && report.changedAt.bytesDone < report.changedAt.bytesTotal, "the truncation did not happen mid-merge");
       assert.equal(report.first.ok, false, "the merge succeeded although its input was truncated");
       assert.equal(report.first.isMergeError, true);
@@ -123,11 +130,13 @@ describe("an input changed during a merge", function () {
       assert.match(report.first.message!, /truncated during the merge \(it is now 1000000 bytes/);
       assert.deepEqual(report.filesAfter, ["a.safetensors", "b.safetensors"], "no output and no temporary file may remain");
       assert.equal(report.second, "ok", "a second merge in the same process must work");
+      const reads = report.secondReads!;
+      assert.ok(tag === "direct" ? reads.bytesDirectRead > 0 && reads.bytesBufferedRead === 0 : reads.bytesDirectRead === 0 && reads.bytesBufferedRead > 0, JSON.stringify(reads));
     });
 
     it("input truncated as soon as the job has started: FILE_TRUNCATED", () => {
-      const dir = tmp.fresh("start-buffered");
-      const report = runChild(dir, "native", "truncate", "start", BUFFERED_ENV);
+      const dir = tmp.fresh(`start-${tag}`);
+      const report = runChild(dir, "native", "truncate", "start", env);
       assert.ok(report.changedAt, "the input was never truncated");
       assert.equal(report.first.code, "FILE_TRUNCATED", report.first.message);
       assert.equal(report.first.path, join(dir, "a.safetensors"));
@@ -136,8 +145,8 @@ describe("an input changed during a merge", function () {
     });
 
     it("input rewritten in place mid-merge: INPUT_CHANGED, nothing committed", () => {
-      const dir = tmp.fresh("rewrite-buffered");
-      const report = runChild(dir, "native", "rewrite", "progress", BUFFERED_ENV);
+      const dir = tmp.fresh(`rewrite-${tag}`);
+      const report = runChild(dir, "native", "rewrite", "progress", env);
       assert.ok(report.changedAt && report.changedAt.bytesDone < report.changedAt.bytesTotal, "the rewrite did not happen mid-merge");
       assert.equal(report.first.code, "INPUT_CHANGED", report.first.message);
       assert.equal(report.first.path, join(dir, "a.safetensors"));
