@@ -53,6 +53,7 @@
         "native/core/many_kernels.cc",
         "native/core/det_math.cc",
         "native/core/reductions.cc",
+        "native/core/residency.cc",
         "native/core/plan.cc",
         "native/core/prefetch.cc",
         "native/core/thread_pool.cc",

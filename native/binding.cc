@@ -321,6 +321,7 @@ void read_tuning(merge_tuning * t) {
         const int n = std::atoi(v);
         if (n >= 2 && n <= 64) t->output_buffers = n;
     }
+    if (const char * v = std::getenv("TENSORMERGE_SAMPLED_RESIDENCY")) t->sampled_residency = std::atoi(v);
     // Tests: pause after each window so a test can change an input at a known point of the job.
     if (const char * v = std::getenv("TENSORMERGE_WINDOW_PAUSE_MS")) {
         const long ms = std::atol(v);

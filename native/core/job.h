@@ -125,6 +125,7 @@ struct merge_tuning {
     uint64_t read_piece_bytes = 4ull << 20; // one pread of the reader (prefetch.h)
     int direct_reads = 1;                // O_DIRECT for the reader's runs: 0 never, 1 cold runs, 2 every run it reads, 3 tests: as 2, refused (prefetch.h)
     int output_buffers = 2;              // output windows in flight (being computed or written), 2 to 64
+    int sampled_residency = 1;           // drop-behind / read-ahead: sample long runs' pages, skip cached runs' read-ahead (residency.h)
 };
 
 struct merge_job {

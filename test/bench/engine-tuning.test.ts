@@ -30,6 +30,9 @@ const KNOBS: Record<string, string>[] = [
   { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_READERS: "1" },
   { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_READ_BUFFER_MIB: "1" },
   { TENSORMERGE_BUFFERED_READS: "0" },
+  // Drop-behind and read-ahead checking every page of each run (the path before sampling, residency.h).
+  { TENSORMERGE_SAMPLED_RESIDENCY: "0" },
+  { TENSORMERGE_SAMPLED_RESIDENCY: "0", TENSORMERGE_RELEASE_INPUTS: "3" },
 ];
 
 function buildModel(path: string, seed: number, half: boolean): void {
@@ -65,6 +68,7 @@ async function assertKnobsReachEngine(folder: string, knobs: Record<string, stri
   assert.equal(stats.bufferedReads, forced ? 1 : 0, "TENSORMERGE_BUFFERED_READS did not reach the addon");
   if (forced && !knobs.TENSORMERGE_READ_BUFFER_MIB) assert.equal(stats.bytesBufferedRead, n * 4, "forced buffered reads did not read every input byte");
   if (!forced) assert.equal(stats.bytesBufferedRead, 0);
+  assert.equal(stats.sampledResidency, knobs.TENSORMERGE_SAMPLED_RESIDENCY === "0" ? 0 : 1, "TENSORMERGE_SAMPLED_RESIDENCY did not reach the addon");
 }
 
 describe("engine tuning knobs keep outputs bit-identical", function () {
