@@ -227,7 +227,9 @@ private:
     std::vector<std::vector<merge_reduction_result>> piece_stats_;
     std::vector<bool> reduced_;
     reduction_options reduction_options_;
-    uint64_t reuse_bytes_ = 16ull << 20; // compute(): input bytes of a group of spans reduced, then written
+    // compute(): input bytes of a group of spans reduced, then written. Off by default: with groups
+    // (16 MiB) 2 x 7B TIES took 195 CPU-s against 41 without (bench/RESULTS.md "Night check").
+    uint64_t reuse_bytes_ = 0;
     std::unique_ptr<reduction_key_store> key_store_;   // the radix path's k-th magnitude key cache (allocated when that path runs)
     std::unique_ptr<reduction_key_store> small_store_; // small pieces' keys, the brackets' samples and buffers
     uint64_t reduction_cached_ = 0, reduction_elements_ = 0; // k-th magnitude elements whose keys were cached, of all
