@@ -123,7 +123,7 @@ struct merge_tuning {
     uint64_t read_buffer_bytes = 32ull << 20; // each of the two read slots (prefetch.h merge_input_reader)
     int readers = 0;                     // threads reading the input runs (requests in flight); 0: 4 with direct reads, else 2 (engine.cc start_reader)
     uint64_t read_piece_bytes = 4ull << 20; // one pread of the reader (prefetch.h)
-    int direct_reads = 0;                // O_DIRECT for the reader's runs: 0 never (default: 2 x 7B SLERP took 46.5 s direct against 25.6 s buffered, bench/RESULTS.md "Night check"), 1 cold runs, 2 every run it reads, 3 tests: as 2, refused (prefetch.h)
+    int direct_reads = 1;                // O_DIRECT for the reader's runs: 0 never, 1 cold runs (default), 2 every run it reads, 3 tests: as 2, refused (prefetch.h)
     int output_buffers = 2;              // output windows in flight (being computed or written), 2 to 64
     int sampled_residency = 1;           // drop-behind / read-ahead: sample long runs' pages, skip cached runs' read-ahead (residency.h)
 };

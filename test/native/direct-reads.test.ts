@@ -216,7 +216,7 @@ describe("native engine: direct (O_DIRECT) reads", function () {
     assert.deepEqual(readdirSync(sub), [], "no output and no temporary file may remain");
   });
 
-  it("the default (TENSORMERGE_DIRECT_READS unset) reads buffered, not direct, with two readers", async () => {
+  it("the default (TENSORMERGE_DIRECT_READS unset) reads cached runs buffered, not direct", async () => {
     restore = setOnlyTuningKnobs({ TENSORMERGE_WINDOW_MIB: "1", TENSORMERGE_BUFFERED_READS: "2" });
     const size = (1 << 20) + 5;
     const input = p("cached.bin");
@@ -228,6 +228,6 @@ describe("native engine: direct (O_DIRECT) reads", function () {
     assert.ok(readFileSync(out).equals(bytes.subarray(0, n * 4)));
     assert.equal(s.bytesDirectRead, 0);
     assert.equal(s.bytesBufferedRead, n * 4);
-    assert.equal(s.readers, 2, "default readers with direct reads off");
+    assert.equal(s.readers, 4, "default readers with direct reads on");
   });
 });
