@@ -510,7 +510,14 @@ private:
         }
         for (const merge_input & in : job_.inputs) input_paths_.push_back(in.path);
         const uint64_t slot = job_.tuning.read_buffer_bytes;
-        const int direct = job_.tuning.direct_reads;
+        // A job with statistics reads each such tensor twice: its statistics pass through the map
+        // (which leaves the pages cached), its output pass through the reader. A buffered read finds
+        // those pages cached; a direct read goes to the disk again (2 x 7B SLERP: 46.5 s direct,
+        // 25.6-31.7 s buffered; bench/RESULTS.md "Night check"). So the default (1) reads such
+        // jobs buffered; 2 and 3 still force direct reads.
+        bool statistics = false;
+        for (const auto & piece : job_.pieces) statistics = statistics || !piece.reductions.empty();
+        const int direct = job_.tuning.direct_reads == 1 && statistics ? 0 : job_.tuning.direct_reads;
         readers_ = job_.tuning.readers > 0 ? (unsigned) job_.tuning.readers : direct != 0 ? 4u : 2u;
         std::unique_ptr<merge_input_reader> reader(
                 new merge_input_reader(inputs_, input_paths_, slot, readers_, job_.tuning.buffered_reads == 2, drop_behind_, direct, job_.tuning.read_piece_bytes));
