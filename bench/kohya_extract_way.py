@@ -15,7 +15,9 @@ through torch.frombuffer.
 
 Debian's torch links the netlib reference BLAS / LAPACK (BLAS_INFO=generic, /etc/alternatives/
 libblas.so.3 -> blas/libblas.so.3): single-threaded and unblocked, the reason a full SVD of a
-10240 x 1280 module takes minutes here. That is the pattern as this machine runs it.
+10240 x 1280 module takes minutes here. That is the pattern as this machine runs it by default;
+the bench's --kohya-blas openblas runs it on Debian's threaded OpenBLAS instead (LD_LIBRARY_PATH),
+closer to the MKL build kohya's users have. OUT.json lists the libraries loaded ("blas").
 
 usage: kohya_extract_way.py TUNED BASE MODULES.json RANK OUT.json [BUDGET_SECONDS]
 MODULES.json: [{"name", "tensor", "rowStart", "rowCount"}, ...] (the same targets as ours).
@@ -53,6 +55,12 @@ def load(path):
     return data, tensors
 
 
+def blas_libraries():
+    """The BLAS / LAPACK shared objects this process loaded (the bench's --kohya-blas picks them)."""
+    with open("/proc/self/maps") as f:
+        return sorted({line.split()[-1] for line in f if ("blas" in line or "lapack" in line) and "/" in line})
+
+
 def cpu_seconds():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -73,7 +81,7 @@ def main():
     def report(finished):
         result = {"finished": finished, "modulesTotal": len(modules), "modulesDone": len(done), "seconds": time.time() - t0, "loadSeconds": t_load,
                   "cpuSeconds": cpu_seconds(), "peakRss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "threads": torch.get_num_threads(),
-                  "torch": torch.__version__, "budgetSeconds": budget if budget != float("inf") else None, "kept": kept, "modules": done}
+                  "torch": torch.__version__, "blas": blas_libraries(), "budgetSeconds": budget if budget != float("inf") else None, "kept": kept, "modules": done}
         tmp = out_path + ".partial"
         with open(tmp, "w") as f:
             json.dump(result, f)

@@ -15,6 +15,7 @@
  * Options: --dir DIR (models and outputs; pre-generated models may be symlinked in), --only bake|extract,
  * --cache warm,cold, --runs N, --shrink N (tiny models, a smoke test), --no-kohya, --no-js, --no-scalar
  * (skips the 60 CPU-second scalar row), --json FILE,
+ * --kohya-blas reference|openblas (the LAPACK kohya's child runs on; default Debian's reference)
  * --kohya-budget SECONDS (kohya's pattern starts no module after that: on Debian's reference LAPACK
  * its full SVDs take about an hour for SD 1.5; the modules it did are compared, the rest listed).
  */
@@ -32,10 +33,10 @@ import { machineInfo, techniqueName } from "./run";
 
 const MiB = 1024 ** 2;
 
-interface Args { dir: string; only?: "bake" | "extract"; caches: ("warm" | "cold")[]; runs: number; shrink: number; kohya: boolean; kohyaBudget?: number; scalar: boolean; js: boolean; json?: string }
+interface Args { dir: string; only?: "bake" | "extract"; caches: ("warm" | "cold")[]; runs: number; shrink: number; kohya: boolean; kohyaBudget?: number; kohyaBlas: "reference" | "openblas"; scalar: boolean; js: boolean; json?: string }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { dir: join(tmpdir(), "tensormerge-bench-lora"), caches: ["warm", "cold"], runs: 1, shrink: 1, kohya: true, scalar: true, js: true };
+  const a: Args = { dir: join(tmpdir(), "tensormerge-bench-lora"), caches: ["warm", "cold"], runs: 1, shrink: 1, kohya: true, kohyaBlas: "reference", scalar: true, js: true };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!, v = () => argv[++i] ?? "";
     if (k === "--dir") a.dir = v();
@@ -45,6 +46,11 @@ function parseArgs(argv: string[]): Args {
     else if (k === "--shrink") a.shrink = Number(v());
     else if (k === "--no-kohya") a.kohya = false;
     else if (k === "--kohya-budget") a.kohyaBudget = Number(v());
+    else if (k === "--kohya-blas") {
+      const blas = v();
+      if (blas !== "reference" && blas !== "openblas") throw new Error(`--kohya-blas takes reference or openblas, not ${blas}`);
+      a.kohyaBlas = blas;
+    }
     else if (k === "--no-js") a.js = false;
     else if (k === "--no-scalar") a.scalar = false;
     else if (k === "--json") a.json = v();
@@ -181,7 +187,7 @@ async function benchExtract(a: Args, layoutsDir: string): Promise<Record<string,
     let stopped = false;
     try {
       // The child keeps this process's niceness (start the bench with `nice -n 5` for both tools).
-      execFileSync("/usr/bin/python3", [join(__dirname, "..", "..", "bench", "kohya_extract_way.py"), tuned, base, list, String(rank), result, ...(a.kohyaBudget ? [String(a.kohyaBudget)] : [])], { stdio: ["ignore", "inherit", "inherit"] });
+      execFileSync("/usr/bin/python3", [join(__dirname, "..", "..", "bench", "kohya_extract_way.py"), tuned, base, list, String(rank), result, ...(a.kohyaBudget ? [String(a.kohyaBudget)] : [])], { stdio: ["ignore", "inherit", "inherit"], env: kohyaEnv(a.kohyaBlas) });
     } catch (e) {
       // Failed or stopped from outside: the script rewrites its result after every module, keep what it did.
       stopped = true;
@@ -195,8 +201,28 @@ async function benchExtract(a: Args, layoutsDir: string): Promise<Record<string,
   return { tuned, base, rank, modules: modules.length, ours: oursRow, kohya };
 }
 
+/**
+ * Debian's torch calls BLAS / LAPACK through /usr/lib/x86_64-linux-gnu/lib{blas,lapack}.so.3, which
+ * the alternatives system points at the netlib reference build by default. `--kohya-blas openblas`
+ * puts Debian's OpenBLAS (package libopenblas0-pthread, threaded) first on the library path for
+ * kohya's child only: closer to the MKL build of torch that kohya's users run, and ~12x faster per
+ * SVD here (bench/RESULTS.md). The script reports the libraries it actually loaded.
+ */
+function kohyaEnv(blas: Args["kohyaBlas"]): NodeJS.ProcessEnv {
+  if (blas === "reference") return process.env;
+  const dir = "/usr/lib/x86_64-linux-gnu/openblas-pthread";
+  if (!existsSync(join(dir, "liblapack.so.3"))) throw new Error(`--kohya-blas openblas: ${dir}/liblapack.so.3 is missing (apt-get install libopenblas0-pthread)`);
+  return { ...process.env, LD_LIBRARY_PATH: [dir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(":") };
+}
+
 interface OurModule { name: string; rows: number; cols: number; keptEnergy: number }
-interface KohyaResult { finished: boolean; modulesTotal: number; modulesDone: number; seconds: number; loadSeconds: number; cpuSeconds: number; peakRss: number; threads: number; torch: string; budgetSeconds: number | null; kept: Record<string, number>; modules: { name: string; rows: number; cols: number; seconds: number; kept: number }[] }
+interface KohyaResult { finished: boolean; modulesTotal: number; modulesDone: number; seconds: number; loadSeconds: number; cpuSeconds: number; peakRss: number; threads: number; torch: string; blas?: string[]; budgetSeconds: number | null; kept: Record<string, number>; modules: { name: string; rows: number; cols: number; seconds: number; kept: number }[] }
+
+/** The LAPACK kohya's child loaded, from the libraries it reported (older result files have none). */
+function blasName(libs: string[] | undefined): string {
+  if (!libs) return "netlib reference LAPACK";
+  return libs.some((l) => l.includes("openblas")) ? "OpenBLAS LAPACK" : libs.some((l) => /\/(blas|lapack)\//.test(l)) ? "netlib reference LAPACK" : libs.join(", ");
+}
 
 /**
  * Kept energy per module, ours beside kohya's pattern's, for the modules it did; for a run its
@@ -213,7 +239,7 @@ function compareKohya(k: KohyaResult, ours: OurModule[], load: number[]): Record
   const estimateLeft = left.reduce((s, m) => s + (shapeSeconds.get(`${m.rows}x${m.cols}`) ?? 0), 0);
   const stat = (xs: number[]) => (xs.length ? { min: Math.min(...xs), mean: xs.reduce((s, x) => s + x, 0) / xs.length, max: Math.max(...xs) } : undefined);
   return {
-    tool: `kohya pattern (torch ${k.torch}, ${k.threads} threads, torch.linalg.svd, netlib reference LAPACK)`,
+    tool: `kohya pattern (torch ${k.torch}, ${k.threads} torch threads, torch.linalg.svd, ${blasName(k.blas)})`, blas: k.blas,
     finished: k.finished, modulesDone: k.modulesDone, modulesTotal: k.modulesTotal, budgetSeconds: k.budgetSeconds,
     seconds: k.seconds, cpuSeconds: k.cpuSeconds, loadSeconds: k.loadSeconds, peakRssMiB: k.peakRss / MiB, load1: load,
     ...(k.finished ? {} : { estimatedSecondsLeft: estimateLeft, modulesLeftOfUntimedShape: unknown.map((m) => `${m.name} ${m.rows}x${m.cols}`) }),
