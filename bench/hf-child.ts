@@ -7,44 +7,14 @@
  *   node dist/bench/hf-child.js '{"config": "ties.yml", "out": "./out", "shardSize": "5GB", "threads": 2}'
  */
 import * as engine from "../lib/engine";
-import type { Job, JobResult } from "../lib/native/job";
-import { MemorySampler, sampleMemory } from "../lib/bench/memory";
 import { runMergekit, type MergekitOptions } from "../lib/hf/mergekit";
+import { captureEngineStats, measure, runChild } from "./child-measure";
 
-async function main(): Promise<void> {
+runChild(async () => {
   const options = JSON.parse(process.argv[2] ?? "{}") as MergekitOptions;
-  // runJob is looked up on the module object at call time, so wrapping the export is enough.
-  let engineStats: Record<string, number> | undefined;
-  const mod = engine as unknown as { runJob: (job: Job, e: "native" | "js") => Promise<JobResult> };
-  const original = mod.runJob;
-  try {
-    mod.runJob = async (job, e) => {
-      const r = await original(job, e);
-      const sum: Record<string, number> = engineStats ?? { jobs: 0 };
-      sum.jobs = (sum.jobs ?? 0) + 1;
-      for (const [k, v] of Object.entries(r.stats ?? {})) sum[k] = (sum[k] ?? 0) + v;
-      engineStats = sum;
-      return r;
-    };
-  } catch {
-    // A frozen module namespace: run without engine stats.
-  }
+  const engineStats = captureEngineStats("sum"); // one job per output shard group: summed
   engine.nativeAvailable(); // load the addon before the clock starts
-  const baseline = sampleMemory();
-  const sampler = new MemorySampler("self", 10);
-  sampler.start();
-  const cpu0 = process.cpuUsage();
-  const t0 = process.hrtime.bigint();
-  const report = await runMergekit({ ...options, engine: "native" });
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  const cpu = process.cpuUsage(cpu0);
-  const peak = sampler.stop();
-  const { stats: _stats, ...rest } = report as typeof report & { stats?: unknown };
-  process.stdout.write(JSON.stringify({ seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, cpuUser: cpu.user / 1e6, cpuSystem: cpu.system / 1e6, report: rest, engineStats, baseline, peak }) + "\n");
-}
-
-main().catch((e: unknown) => {
-  const err = e as { code?: string; message?: string };
-  process.stdout.write(JSON.stringify({ error: { code: err.code ?? "INTERNAL", message: err.message ?? String(e) } }) + "\n");
-  process.exitCode = 1;
+  const m = await measure(() => runMergekit({ ...options, engine: "native" }));
+  const { stats: _stats, ...rest } = m.result as typeof m.result & { stats?: unknown };
+  return { seconds: m.seconds, cpuSeconds: m.cpuUser + m.cpuSystem, cpuUser: m.cpuUser, cpuSystem: m.cpuSystem, report: rest, engineStats: engineStats(), baseline: m.baseline, peak: m.peak };
 });

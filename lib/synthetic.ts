@@ -8,10 +8,11 @@ import { open } from "node:fs/promises";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { DTYPE_SIZE, f32BitsToBf16, f32BitsToF16, f32BitsToF8E4m3, f32BitsToF8E5m2, f32ToBits, isDtype, type Dtype } from "./dtypes";
+import { DTYPE_SIZE, f32BitsToBf16, f32BitsToF16, f32BitsToF8E4m3, f32BitsToF8E5m2, isDtype, type Dtype } from "./dtypes";
 import { layoutSafetensors } from "./formats/safetensors";
 import { numelOf } from "./model";
 import { MergeError } from "./errors";
+import { fillFp8Normal } from "./synthetic-fp8";
 
 export type LayoutEntry = [name: string, shape: number[], dtype: Dtype];
 
@@ -45,16 +46,27 @@ export function withFloatDtype(layout: LayoutEntry[], dtype: Dtype): LayoutEntry
   return layout.map(([name, shape, d]) => [name, shape, d === "F32" || d === "F16" || d === "BF16" ? dtype : d]);
 }
 
-/** mulberry32: small, fast, good enough for test data; seeded so files are reproducible. */
-export function seededRandom(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
+/**
+ * mulberry32: small, fast, good enough for test data; seeded so files are reproducible. Its whole
+ * state is a counter (`state`), which the fast fp8 fill (lib/synthetic-fp8.ts) advances in place.
+ */
+export class SeededGenerator {
+  state: number;
+  constructor(seed: number) {
+    this.state = seed >>> 0;
+  }
+  next(): number {
+    const s = (this.state = (this.state + 0x6d2b79f5) >>> 0);
     let t = s;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  }
+}
+
+export function seededRandom(seed: number): () => number {
+  const generator = new SeededGenerator(seed);
+  return () => generator.next();
 }
 
 function normalFill(out: Float32Array, random: () => number, mean: number, std: number): void {
@@ -73,23 +85,38 @@ function statisticsFor(name: string): { mean: number; std: number } {
   return { mean: 0, std: 0.02 };
 }
 
+/** out[i] = encode(bits of values[i]), 1- or 2-byte little-endian codes (a plain loop: forEach and writeUInt16LE cost more than the encoding). */
+function encodeEach(values: Float32Array, out: Buffer, width: 1 | 2, encode: (bits: number) => number): void {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  if (width === 1) {
+    for (let i = 0; i < bits.length; i++) out[i] = encode(bits[i]!);
+    return;
+  }
+  for (let i = 0; i < bits.length; i++) {
+    const c = encode(bits[i]!);
+    out[2 * i] = c & 0xff;
+    out[2 * i + 1] = c >>> 8;
+  }
+}
+
 /** Encodes fp32 values into `dtype` little-endian bytes. */
 export function encodeFloats(values: Float32Array, dtype: Dtype): Buffer {
   const out = Buffer.alloc(values.length * DTYPE_SIZE[dtype]);
   switch (dtype) {
     case "F32": Buffer.from(values.buffer, values.byteOffset, values.byteLength).copy(out); break;
     case "F64": values.forEach((v, i) => out.writeDoubleLE(v, i * 8)); break;
-    case "F16": values.forEach((v, i) => out.writeUInt16LE(f32BitsToF16(f32ToBits(v)), i * 2)); break;
-    case "BF16": values.forEach((v, i) => out.writeUInt16LE(f32BitsToBf16(f32ToBits(v)), i * 2)); break;
-    case "F8_E4M3": values.forEach((v, i) => (out[i] = f32BitsToF8E4m3(f32ToBits(v)))); break;
-    case "F8_E5M2": values.forEach((v, i) => (out[i] = f32BitsToF8E5m2(f32ToBits(v)))); break;
+    case "F16": encodeEach(values, out, 2, f32BitsToF16); break;
+    case "BF16": encodeEach(values, out, 2, f32BitsToBf16); break;
+    case "F8_E4M3": encodeEach(values, out, 1, f32BitsToF8E4m3); break;
+    case "F8_E5M2": encodeEach(values, out, 1, f32BitsToF8E5m2); break;
     default: throw new MergeError("INTERNAL", `encodeFloats: ${dtype} is not a float type`);
   }
   return out;
 }
 
-function tensorBytes(name: string, shape: number[], dtype: Dtype, random: () => number, start: number, count: number): Buffer {
+function tensorBytes(name: string, dtype: Dtype, generator: SeededGenerator, fp8: Fp8Fill, start: number, count: number): Buffer {
   const n = count;
+  const random = () => generator.next();
   if (dtype === "I64" || dtype === "I32" || dtype === "I16" || dtype === "I8" || dtype === "U8" || dtype === "BOOL") {
     // Integer buffers in checkpoints are indices or counters: position_ids = 0..n-1.
     const out = Buffer.alloc(n * DTYPE_SIZE[dtype]);
@@ -107,14 +134,28 @@ function tensorBytes(name: string, shape: number[], dtype: Dtype, random: () => 
     for (let i = 0; i < out.length; i++) out[i] = Math.floor(random() * 256);
     return out;
   }
-  const values = new Float32Array(n);
   const { mean, std } = statisticsFor(name);
+  if ((dtype === "F8_E4M3" || dtype === "F8_E5M2") && fp8 === "table") {
+    const out = Buffer.alloc(n);
+    generator.state = fillFp8Normal(out, dtype, mean, std, generator.state);
+    return out;
+  }
+  const values = new Float32Array(n);
   normalFill(values, random, mean, std);
   return encodeFloats(values, dtype);
 }
 
+/**
+ * How fp8 tensors are filled: "table" (default) draws each code from the exact distribution of
+ * fp8(N(mean, std)), one generator draw an element (lib/synthetic-fp8.ts, ~20x faster);
+ * "box-muller" encodes the fp32 normals as the other float types do (the files written before
+ * the table existed). Layouts without fp8 tensors give the same bytes either way.
+ */
+export type Fp8Fill = "table" | "box-muller";
+
 export interface SyntheticOptions {
   seed: number;
+  fp8?: Fp8Fill;
   metadata?: Record<string, string>;
 }
 
@@ -123,7 +164,8 @@ export interface SyntheticOptions {
  * 4 Mi elements, so even a full-size layout needs only a few tens of MiB.
  */
 export async function writeSyntheticModel(path: string, layout: LayoutEntry[], options: SyntheticOptions): Promise<number> {
-  const random = seededRandom(options.seed);
+  const generator = new SeededGenerator(options.seed);
+  const fp8 = options.fp8 ?? "table";
   const entries = layout.map(([name, shape, dtype]) => ({ name, shape, dtype }));
   const plan = layoutSafetensors(entries, options.metadata ?? {});
   const handle = await open(path, "wx");
@@ -134,7 +176,7 @@ export async function writeSyntheticModel(path: string, layout: LayoutEntry[], o
     for (const [name, shape, dtype] of layout) {
       const n = numelOf(shape);
       for (let start = 0; start < n; start += chunk) {
-        const bytes = tensorBytes(name, shape, dtype, random, start, Math.min(chunk, n - start));
+        const bytes = tensorBytes(name, dtype, generator, fp8, start, Math.min(chunk, n - start));
         await handle.write(bytes, 0, bytes.length, position);
         position += bytes.length;
       }
