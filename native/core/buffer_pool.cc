@@ -72,7 +72,7 @@ void merge_buffers_populate(const std::vector<std::shared_ptr<merge_io_buffer>> 
     for (uint64_t at = 0; at < longest; at += huge)
         for (const auto & b : buffers) {
             if (at >= b->size) continue;
-            const uint64_t len = std::min(huge, ((b->size + huge - 1) & ~(huge - 1)) - at);
+            const uint64_t len = std::min(huge, ((b->size + 4095) & ~(uint64_t) 4095) - at); // not the rounding's tail: the engine never touches it
             // Not a write: the engine may already be filling this buffer. Kernels before 5.14
             // refuse the advice (EINVAL): the engine then faults the pages in itself, as before.
             if (madvise(b->data + at, (size_t) len, MADV_POPULATE_WRITE) != 0) return;
