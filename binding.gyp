@@ -57,7 +57,8 @@
         "native/core/plan.cc",
         "native/core/prefetch.cc",
         "native/core/thread_pool.cc",
-        "native/core/writer.cc"
+        "native/core/writer.cc",
+        "native/core/buffer_pool.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { basename, extname } from "node:path";
 import { GuardedCallback, cancellable } from "./callback";
 import { OUTPUT_DTYPES, type OutputDtype } from "./dtypes";
-import { defaultThreads, resolveEngine, type EngineName } from "./engine";
+import { defaultThreads, discardPreparedOutput, prepareNativeOutput, resolveEngine, type EngineName } from "./engine";
 import { MergeError } from "./errors";
 import { openModel } from "./formats";
 import { outputFormatForPath, type OutputFormat } from "./formats/output";
@@ -367,6 +367,8 @@ async function mergeInner(caller: MergeOptions, started: number): Promise<MergeR
   } catch (e) {
     progress?.check();
     throw e;
+  } finally {
+    discardPreparedOutput(checked.engine);
   }
 }
 
@@ -379,6 +381,8 @@ async function mergeChecked(options: MergeOptions, checked: ReturnType<typeof va
   const cache = await HashCache.open();
   const resolveOptions = { cache, ...(options.modelDirs ? { dirs: options.modelDirs } : {}), ...(options.signal ? { signal: options.signal } : {}) };
   for (const slot of method.inputs) paths[slot] = await resolveModel(paths[slot]!, resolveOptions);
+  // The output windows are faulted in on a worker while the rest of this function plans the job.
+  if (!dryRun) await prepareNativeOutput(engine, method.inputs.map((s) => paths[s]!));
   const vaePath = checked.vae === undefined ? undefined : await resolveModel(checked.vae, resolveOptions);
 
   const inputPaths = method.inputs.map((s) => paths[s]!);

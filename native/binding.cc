@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "core/buffer_pool.h"
 #include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/engine.h"
@@ -322,6 +323,12 @@ void read_tuning(merge_tuning * t) {
         if (n >= 2 && n <= 64) t->output_buffers = n;
     }
     if (const char * v = std::getenv("TENSORMERGE_SAMPLED_RESIDENCY")) t->sampled_residency = std::atoi(v);
+    // Ramp windows (engine.cc window_end): the first write starts after a small window's compute,
+    // and the last write after compute ends is short. 0 turns it off (every window full size).
+    if (const char * v = std::getenv("TENSORMERGE_RAMP_KIB")) {
+        const long kib = std::atol(v);
+        if (kib >= 0 && kib <= (4l << 20)) t->ramp_bytes = (uint64_t) kib << 10;
+    }
     // Tests: pause after each window so a test can change an input at a known point of the job.
     if (const char * v = std::getenv("TENSORMERGE_WINDOW_PAUSE_MS")) {
         const long ms = std::atol(v);
@@ -411,6 +418,62 @@ Napi::Value run_job(const Napi::CallbackInfo & info) {
     return promise;
 }
 
+/** Faults in pooled output window buffers on a libuv worker (buffer_pool.h). */
+class prepare_buffers_worker : public Napi::AsyncWorker {
+public:
+    prepare_buffers_worker(Napi::Env env, std::vector<std::shared_ptr<merge_io_buffer>> buffers)
+        : Napi::AsyncWorker(env, "tensormerge.prepareOutputBuffers"), deferred_(Napi::Promise::Deferred::New(env)), buffers_(std::move(buffers)) {}
+
+    Napi::Promise promise() const { return deferred_.Promise(); }
+    void Execute() override { merge_buffers_populate(buffers_); }
+    void OnOK() override {
+        buffers_.clear(); // the pool (or the job that took them) keeps them
+        deferred_.Resolve(Napi::Number::New(Env(), (double) merge_buffer_pool_bytes()));
+    }
+    void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
+
+private:
+    Napi::Promise::Deferred deferred_;
+    std::vector<std::shared_ptr<merge_io_buffer>> buffers_;
+};
+
+/**
+ * prepareOutputBuffers(maxOutputBytes) -> Promise<number>: pools the output window buffers of a
+ * job about to be planned whose largest output has that size, and faults them in on a worker,
+ * so the job's first windows do not pay the first touch of fresh memory. Resolves to the bytes
+ * pooled when done. TENSORMERGE_PREFAULT_BUFFERS=0 pools nothing (the engine allocates as before).
+ * The next job to end empties the pool; discardOutputBuffers() empties it now.
+ */
+Napi::Value prepare_output_buffers(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber()) throw make_error(env, "INVALID_ARGUMENT", "prepareOutputBuffers expects the largest output's size in bytes");
+    const double max_output = info[0].As<Napi::Number>().DoubleValue();
+    if (!(max_output >= 0) || max_output > 9.0e15) throw make_error(env, "INVALID_ARGUMENT", "prepareOutputBuffers: invalid output size");
+    std::vector<std::shared_ptr<merge_io_buffer>> buffers;
+    const char * knob = std::getenv("TENSORMERGE_PREFAULT_BUFFERS");
+    if (max_output > 0 && !(knob && std::atoi(knob) == 0)) {
+        merge_tuning tuning;
+        read_tuning(&tuning);
+        const int n = std::max(2, std::min(64, tuning.output_buffers));
+        try {
+            buffers = merge_buffer_pool_add(merge_window_buffer_bytes(tuning, (uint64_t) max_output), n);
+        } catch (const std::bad_alloc &) {
+            merge_buffer_pool_clear(); // advice only: the job allocates its own (and reports memory errors)
+            buffers.clear();
+        }
+    }
+    auto * worker = new prepare_buffers_worker(env, std::move(buffers));
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
+}
+
+/** discardOutputBuffers(): empties the pool of prepareOutputBuffers (a job planned but not run). */
+Napi::Value discard_output_buffers(const Napi::CallbackInfo & info) {
+    merge_buffer_pool_clear();
+    return info.Env().Undefined();
+}
+
 /** capabilities() -> { isas, best, cpu, kernels, dtypes, errorCodes } */
 Napi::Value capabilities(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
@@ -449,6 +512,8 @@ Napi::Value capabilities(const Napi::CallbackInfo & info) {
 Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("runJob", Napi::Function::New(env, run_job, "runJob"));
     exports.Set("capabilities", Napi::Function::New(env, capabilities, "capabilities"));
+    exports.Set("prepareOutputBuffers", Napi::Function::New(env, prepare_output_buffers, "prepareOutputBuffers"));
+    exports.Set("discardOutputBuffers", Napi::Function::New(env, discard_output_buffers, "discardOutputBuffers"));
     return exports;
 }
 

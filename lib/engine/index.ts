@@ -1,4 +1,5 @@
 /** Runs a job on the chosen engine: "native" (the addon), "js" (pure TS, in a worker thread) or "auto". */
+import { stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
@@ -40,6 +41,8 @@ interface NativeModule {
   nativeAvailable(): boolean;
   requireNative(): unknown;
   runNativeJob(job: Job): Promise<JobResult>;
+  prepareOutputBuffers(maxOutputBytes: number): void;
+  discardOutputBuffers(): void;
 }
 let nativeModule: NativeModule | null | undefined;
 function native(): NativeModule | null {
@@ -76,4 +79,30 @@ export function resolveEngine(engine: EngineName): "native" | "js" {
 export async function runJob(job: Job, engine: "native" | "js"): Promise<JobResult> {
   if (engine === "js") return runInWorker(job);
   return native()!.runNativeJob(job);
+}
+
+/**
+ * The output windows' size (native/core/job.h window_bytes) times 4: an input of at least this
+ * size gives an output of at least one window in any dtype of 8 bits or more, so the prepared
+ * buffers fit it; smaller jobs (tests, tiny models) allocate their own as before.
+ */
+const PREPARE_MIN_INPUT_BYTES = 128 * 2 ** 20;
+
+/**
+ * Before planning a native job that reads `inputPaths`: faults in its
+ * output window buffers on a libuv worker while the planning runs (lib/native/binding.ts
+ * prepareOutputBuffers). Call discardPreparedOutput() in a finally: it frees them if the job
+ * never ran. Does nothing for the TS engine.
+ */
+export async function prepareNativeOutput(engine: "native" | "js", inputPaths: string[]): Promise<void> {
+  if (engine !== "native") return;
+  // A file that cannot be read fails later with the planner's own error, not here.
+  const sizes = await Promise.all(inputPaths.map((p) => stat(p).then((s) => s.size, () => 0)));
+  const largest = Math.max(0, ...sizes);
+  if (largest >= PREPARE_MIN_INPUT_BYTES) native()?.prepareOutputBuffers(largest);
+}
+
+/** Frees what prepareNativeOutput pooled and no job took (a job empties the pool when it ends). */
+export function discardPreparedOutput(engine: "native" | "js"): void {
+  if (engine === "native") native()?.discardOutputBuffers();
 }

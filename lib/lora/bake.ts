@@ -11,7 +11,7 @@ import { basename } from "node:path";
 import { GuardedCallback, cancellable } from "../callback";
 import { executePlan, nonFiniteWarnings, preflight } from "../board";
 import { OUTPUT_DTYPES, type OutputDtype } from "../dtypes";
-import { defaultThreads, resolveEngine, type EngineName } from "../engine";
+import { defaultThreads, discardPreparedOutput, prepareNativeOutput, resolveEngine, type EngineName } from "../engine";
 import { MergeError } from "../errors";
 import { openModel } from "../formats";
 import { outputFormatForPath } from "../formats/output";
@@ -132,6 +132,8 @@ export async function bake(options: BakeOptions): Promise<BakeReport> {
     } catch (e) {
       progress?.check();
       throw e;
+    } finally {
+      discardPreparedOutput(checked.engine);
     }
   } catch (e) {
     if (e instanceof MergeError && stack) e.stack = `${e.name} [${e.code}]: ${e.message}\n${stack.split("\n").slice(1).join("\n")}`;
@@ -144,6 +146,8 @@ async function bakeChecked(options: BakeOptions, checked: ReturnType<typeof vali
   await checkTargets([out], [], overwrite);
   const cache = await HashCache.open();
   const modelPath = await resolveModel(checked.model, { cache, ...(options.models ? { dirs: options.models } : {}), ...(options.signal ? { signal: options.signal } : {}) });
+  // The output windows are faulted in on a worker while the rest of this function plans the job.
+  await prepareNativeOutput(engine, [modelPath]);
   const readFiles = await ProtectedFiles.of([{ path: modelPath, what: "the model" }, ...checked.loras.map((l, i) => ({ path: l.path, what: `LoRA ${i + 1}` }))]);
   await checkTargets([out], readFiles, overwrite);
   const base = await openModel(modelPath);

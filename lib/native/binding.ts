@@ -40,6 +40,10 @@ export interface NativeBinding {
   /** Runs a job on a libuv worker; rejects with an Error carrying `code`, `path`, `tensor`. */
   runJob(job: Job): Promise<JobResult>;
   capabilities(): NativeCapabilities;
+  /** Pools and faults in the output window buffers of a job about to run (absent from addons built before it). */
+  prepareOutputBuffers?(maxOutputBytes: number): Promise<number>;
+  /** Empties that pool. */
+  discardOutputBuffers?(): void;
 }
 
 interface LoadState {
@@ -179,6 +183,30 @@ export async function runNativeJob(job: Job): Promise<JobResult> {
   } catch (err) {
     throw toMergeError(err, callerStack);
   }
+}
+
+/**
+ * Starts faulting in, on a libuv worker, the output window buffers of a native job about to be
+ * planned whose largest output has about `maxOutputBytes` (native/core/buffer_pool.h: on VMs
+ * that hand freed memory back to the host a fresh page costs a host fault, and the engine's
+ * first windows paid it on the critical path). The job takes them when it starts; the end of
+ * any job empties the pool. Advice only: never throws, never waits; without the addon (or with
+ * an older one) it does nothing. TENSORMERGE_PREFAULT_BUFFERS=0 turns it off.
+ */
+export function prepareOutputBuffers(maxOutputBytes: number): void {
+  const binding = loadNative();
+  if (!binding || typeof binding.prepareOutputBuffers !== "function") return;
+  try {
+    binding.prepareOutputBuffers(maxOutputBytes).catch(() => {});
+  } catch {
+    // advice only
+  }
+}
+
+/** Empties the pool of prepareOutputBuffers (a job that was planned but did not run). */
+export function discardOutputBuffers(): void {
+  const binding = loadNative();
+  if (binding && typeof binding.discardOutputBuffers === "function") binding.discardOutputBuffers();
 }
 
 /**

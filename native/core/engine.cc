@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "buffer_pool.h"
 #include "cpu.h"
 #include "crc32.h"
 #include "exec.h"
@@ -32,17 +33,12 @@ constexpr uint64_t chunk_bytes = 1u << 20; // output bytes per work item (cancel
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-/** An output window buffer: huge pages where the kernel allows (see merge_alloc_io_buffer). */
-struct aligned_buffer {
-    uint8_t * data = nullptr;
-    explicit aligned_buffer(uint64_t size) {
-        data = merge_alloc_io_buffer(size);
-        if (!data) throw std::bad_alloc();
-    }
-    ~aligned_buffer() { free(data); }
-    aligned_buffer(const aligned_buffer &) = delete;
-    aligned_buffer & operator=(const aligned_buffer &) = delete;
-};
+/** Output bytes per window: tuning.window_bytes in pages, at most the largest output (in pages). */
+uint64_t window_bytes_for(const merge_tuning & tuning, uint64_t max_output_bytes) {
+    uint64_t w = std::max<uint64_t>(page, tuning.window_bytes & ~(page - 1));
+    w = std::min(w, (max_output_bytes + page - 1) & ~(page - 1));
+    return w == 0 ? page : w;
+}
 
 /** First failure wins; workers poll `stop` between chunks. */
 struct run_state {
@@ -60,6 +56,7 @@ struct run_state {
 class engine {
 public:
     engine(const merge_job & job, merge_result * result) : job_(job), result_(result) {}
+    ~engine() { merge_buffer_pool_clear(); } // what the job's preparation pooled and it did not take
 
     merge_status run() {
         const double t_start = now();
@@ -96,14 +93,13 @@ public:
 
         uint64_t max_size = 0;
         for (const merge_output & out : job_.outputs) max_size = std::max(max_size, out.size);
-        window_ = std::max<uint64_t>(page, job_.tuning.window_bytes & ~(page - 1));
-        window_ = std::min(window_, (max_size + page - 1) & ~(page - 1));
-        if (window_ == 0) window_ = page;
+        window_ = window_bytes_for(job_.tuning, max_size);
         read_once_ = inputs_read_once();
         drop_behind_ = wants_drop_behind();
         if (job_.tuning.buffered_reads == 1 || job_.tuning.buffered_reads == 2) start_reader();
+        set_ramp(); // after start_reader, which may narrow the window
         const int n_buffers = std::max(2, std::min(64, job_.tuning.output_buffers));
-        for (int b = 0; b < n_buffers; b++) buffers_.emplace_back(new aligned_buffer(window_ + slack));
+        take_buffers(n_buffers);
 
         const unsigned n_threads = job_.threads;
         const size_t block = exec_block_size(plan_.max_ops);
@@ -144,6 +140,7 @@ public:
         merge_writer writer(job_, outputs_);
         writer.start();
         s = stream(pool, writer, prefetcher);
+        const double t_computed = now();
         prefetcher.stop();
         staged_ = nullptr;
         if (reader_) reader_->stop();
@@ -153,6 +150,7 @@ public:
         } else {
             writer.stop();
         }
+        const double t_drained = now();
         if (s.ok() && job_.control.cancelled()) s = aborted();
         // An input rewritten in place (same size) reads without a fault but mixes two versions.
         for (size_t i = 0; s.ok() && i < inputs_.size(); i++) s = inputs_[i]->check_unchanged(job_.inputs[i].path);
@@ -180,11 +178,18 @@ public:
             {"secondsFill", t_fill_},
             {"secondsWaitWriter", t_wait_},
             {"secondsWrite", writer.seconds_writing()},
+            // The pipeline's two ends: job start to the first write, and the writes left once the
+            // last window is computed; the writer's idle time in between (waiting for a window).
+            {"secondsFirstWrite", writer.first_write_at() > 0 ? writer.first_write_at() - t_start : 0.0},
+            {"secondsDrain", t_drained - t_computed},
+            {"secondsWriterIdle", writer.seconds_idle()},
+            {"rampBytes", (double) ramp_},
             {"secondsCrc32", t_crc_},
             {"secondsSync", writer.seconds_sync()},
             {"windows", (double) n_windows_},
             {"windowBytes", (double) window_},
             {"outputBuffers", (double) buffers_.size()},
+            {"outputBuffersPrefaulted", (double) prefaulted_},
             {"blockElements", (double) block},
             {"bytesDirectIo", (double) direct_bytes()},
             {"dropBehind", drop_behind_ ? 1.0 : 0.0},
@@ -220,7 +225,8 @@ private:
     const staged_window * staged_ = nullptr;     // the window being computed's read runs (exec_context::staged)
     double t_read_wait_ = 0;
     unsigned readers_ = 0; // the reader's threads
-    std::vector<std::unique_ptr<aligned_buffer>> buffers_; // tuning.output_buffers windows, used in turn
+    std::vector<std::shared_ptr<merge_io_buffer>> buffers_; // tuning.output_buffers windows, used in turn
+    int prefaulted_ = 0; // of them, taken from the pool (prepareOutputBuffers in the binding)
     std::vector<std::unique_ptr<exec_scratch>> scratch_;
     exec_context ctx_{};
     // Per piece, its reduction results once computed (a few doubles each; see reductions.h).
@@ -236,6 +242,9 @@ private:
     uint64_t bracket_hits_ = 0, bracket_misses_ = 0;         // k-th magnitude reductions resolved by their bracket, or not
     double t_reduce_ = 0;
     uint64_t window_ = 0;
+    uint64_t ramp_ = 0;      // the ramp windows' smallest size (window_end); 0: no ramp
+    uint64_t total_out_ = 0; // output bytes of the whole job
+    uint64_t done_ = 0;      // output bytes of the windows computed so far
     uint64_t n_windows_ = 0;
     uint64_t n_switches_ = 0; // consecutive windows of different outputs
     bool read_once_ = false; // inputs_read_once(), computed once per run
@@ -303,6 +312,46 @@ private:
         return best;
     }
 
+    /**
+     * The output window buffers: those the job's preparation faulted in (buffer_pool.h) where
+     * their size fits this job's window, fresh ones (huge pages where the kernel allows) for the rest.
+     */
+    void take_buffers(int n_buffers) {
+        for (int b = 0; b < n_buffers; b++) {
+            std::shared_ptr<merge_io_buffer> buf = merge_buffer_pool_take(window_ + slack);
+            if (buf) prefaulted_++;
+            else buf = std::make_shared<merge_io_buffer>(window_ + slack);
+            buffers_.push_back(std::move(buf));
+        }
+    }
+
+    /** The ramp's smallest window: tuning.ramp_bytes in pages, at most a window; 0 when a ramp would not shorten anything. */
+    void set_ramp() {
+        for (const merge_output & out : job_.outputs) total_out_ += out.size;
+        ramp_ = std::min(window_, job_.tuning.ramp_bytes & ~(page - 1));
+        if (ramp_ >= window_) ramp_ = 0;
+    }
+
+    /**
+     * The end of output o's window that starts at w0, when `done` output bytes of the job were
+     * computed before it. Windows are window_ bytes, except with a ramp (ramp_ > 0): the job's
+     * first windows are ramp_, ramp_, 2 ramp_, 4 ramp_, ... (each at most the bytes done so
+     * far), so the writer starts after a small window's compute instead of a whole one's, and
+     * the fresh pages of the window buffers are first touched a little at a time; over the
+     * job's last 2 windows each window is half the bytes left (at least ramp_), so the write
+     * left once compute ends is short. Every length but an output's last is a whole number of
+     * pages (O_DIRECT offsets). Where windows end never changes the bytes (the carry in stream()).
+     */
+    uint64_t window_end(size_t o, uint64_t w0, uint64_t done) const {
+        uint64_t len = window_;
+        if (ramp_ > 0) {
+            len = std::min(len, std::max(ramp_, done & ~(page - 1)));
+            const uint64_t left = total_out_ - std::min(total_out_, done);
+            if (left < 2 * window_) len = std::min(len, std::max(ramp_, (left / 2 + page - 1) & ~(page - 1)));
+        }
+        return std::min(job_.outputs[o].size, w0 + len);
+    }
+
     merge_status stream(merge_thread_pool & pool, merge_writer & writer, merge_prefetcher & prefetcher) {
         uint64_t submitted = 0;
         for (size_t o = 0; o < job_.outputs.size(); o++) {
@@ -317,7 +366,7 @@ private:
             output_cursor & cur = cursors[o];
             const uint64_t size = job_.outputs[o].size;
             const std::vector<plan_span> & spans = plan_.spans[o];
-            const uint64_t w0 = cur.w0, w1 = std::min(size, w0 + window_);
+            const uint64_t w0 = cur.w0, w1 = window_end(o, w0, done_);
             const uint64_t n_buffers = buffers_.size();
             uint8_t * buf = buffers_[submitted % n_buffers]->data;
             double t0 = now();
@@ -345,7 +394,7 @@ private:
                 } else {
                     // The first window's reads are queued too: they start while it is computed.
                     if (w0 == 0) plan_window_reads(o, w0, w1, first, &prefetcher);
-                    if (w1 < size) plan_window_reads(o, w1, std::min(size, w1 + window_), first, &prefetcher);
+                    if (w1 < size) plan_window_reads(o, w1, window_end(o, w1, done_ + (w1 - w0)), first, &prefetcher);
                 }
                 t_fill_ += now() - t0;
             }
@@ -363,11 +412,12 @@ private:
                 crc_window(pool, o, w0, w1, buf);
                 t_crc_ += now() - t0;
             }
-            if (w1 < size) std::memcpy(cur.carry, buf + window_, slack);
+            if (w1 < size) std::memcpy(cur.carry, buf + (w1 - w0), slack);
 
             writer.submit({o, buf, w0, w1 - w0, w1 == size});
             submitted++;
             n_windows_++;
+            done_ += w1 - w0;
             cur.w0 = w1;
             // Test knob: lets a test act on the inputs at a known point of the job.
             if (job_.tuning.window_pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(job_.tuning.window_pause_ms));
@@ -550,7 +600,7 @@ private:
             output_cursor & c = after[next];
             const std::vector<plan_span> & spans = plan_.spans[next];
             while (c.first < spans.size() && spans[c.first].end <= c.w0) c.first++;
-            runs = window_runs(next, c.w0, std::min(job_.outputs[next].size, c.w0 + window_), c.first);
+            runs = window_runs(next, c.w0, window_end(next, c.w0, done_ + (w1 - w0)), c.first);
         }
         reader_->submit(id + 1, runs);
         return reader_->wait(id, &staged_);
@@ -801,6 +851,8 @@ private:
 };
 
 } // namespace
+
+uint64_t merge_window_buffer_bytes(const merge_tuning & tuning, uint64_t max_output_bytes) { return window_bytes_for(tuning, max_output_bytes) + slack; }
 
 merge_status merge_engine_run(const merge_job & job, merge_result * result) {
     try {

@@ -27,3 +27,9 @@
 #include "job.h"
 
 merge_status merge_engine_run(const merge_job & job, merge_result * result);
+
+/**
+ * The bytes of one output window buffer of a job whose largest output is `max_output_bytes`,
+ * before any narrowing for the reader (engine.cc start_reader): what prepareOutputBuffers pools.
+ */
+uint64_t merge_window_buffer_bytes(const merge_tuning & tuning, uint64_t max_output_bytes);

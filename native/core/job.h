@@ -126,6 +126,7 @@ struct merge_tuning {
     int direct_reads = 1;                // O_DIRECT for the reader's runs: 0 never, 1 cold runs (default), 2 every run it reads, 3 tests: as 2, refused (prefetch.h)
     int output_buffers = 2;              // output windows in flight (being computed or written), 2 to 64
     int sampled_residency = 1;           // drop-behind / read-ahead: sample long runs' pages, skip cached runs' read-ahead (residency.h)
+    uint64_t ramp_bytes = 2ull << 20;    // the job's first and last windows start at this size and double up to window_bytes (engine.cc window_end); 0: every window full size
 };
 
 struct merge_job {

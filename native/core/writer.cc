@@ -57,6 +57,7 @@ merge_status merge_writer::status() {
 merge_status merge_writer::process(const writer_task & t) {
     if (t.length > 0) {
         const double t0 = now();
+        if (t_first_ == 0) t_first_ = t0;
         merge_status s = outputs_[t.output]->write(t.buf, t.offset, t.length);
         t_write_ += now() - t0;
         if (!s.ok()) return s;
@@ -77,7 +78,10 @@ void merge_writer::loop() {
         writer_task task;
         {
             std::unique_lock<std::mutex> lock(mutex_);
+            // Idle: waiting with nothing queued once writing began (not the wait for the first window).
+            const double t0 = queue_.empty() && completed_ > 0 && !stop_ && !draining_ ? now() : 0;
             cv_task_.wait(lock, [&] { return stop_ || !queue_.empty() || draining_; });
+            if (t0 > 0) t_idle_ += now() - t0;
             if (stop_ || (queue_.empty() && draining_)) break;
             task = queue_.front();
         }

@@ -43,6 +43,10 @@ public:
     merge_status status();
     double seconds_writing() const { return t_write_; }
     double seconds_sync() const { return t_sync_; }
+    /** When (steady clock, seconds) the first write started; 0 if none did. Read after drain/stop. */
+    double first_write_at() const { return t_first_; }
+    /** Time the thread waited for a window between its first task and its last. */
+    double seconds_idle() const { return t_idle_; }
 
 private:
     void loop();
@@ -59,4 +63,5 @@ private:
     merge_status status_;
     double bytes_done_ = 0;
     double t_write_ = 0, t_sync_ = 0;
+    double t_first_ = 0, t_idle_ = 0;
 };

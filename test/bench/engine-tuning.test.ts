@@ -33,6 +33,11 @@ const KNOBS: Record<string, string>[] = [
   // Drop-behind and read-ahead checking every page of each run (the path before sampling, residency.h).
   { TENSORMERGE_SAMPLED_RESIDENCY: "0" },
   { TENSORMERGE_SAMPLED_RESIDENCY: "0", TENSORMERGE_RELEASE_INPUTS: "3" },
+  // Ramp windows (engine.cc window_end): 4 KiB first and last windows, with the reader forced
+  // (read_window queues the next, smaller window's runs) and with drop-behind.
+  { TENSORMERGE_RAMP_KIB: "4" },
+  { TENSORMERGE_RAMP_KIB: "12", TENSORMERGE_BUFFERED_READS: "2" },
+  { TENSORMERGE_RAMP_KIB: "4", TENSORMERGE_RELEASE_INPUTS: "3" },
 ];
 
 function buildModel(path: string, seed: number, half: boolean): void {
@@ -69,6 +74,8 @@ async function assertKnobsReachEngine(folder: string, knobs: Record<string, stri
   if (forced && !knobs.TENSORMERGE_READ_BUFFER_MIB) assert.equal(stats.bytesBufferedRead, n * 4, "forced buffered reads did not read every input byte");
   if (!forced) assert.equal(stats.bytesBufferedRead, 0);
   assert.equal(stats.sampledResidency, knobs.TENSORMERGE_SAMPLED_RESIDENCY === "0" ? 0 : 1, "TENSORMERGE_SAMPLED_RESIDENCY did not reach the addon");
+  // The default ramp (2 MiB) is no smaller than these 1 MiB windows: off.
+  assert.equal(stats.rampBytes, knobs.TENSORMERGE_RAMP_KIB ? Number(knobs.TENSORMERGE_RAMP_KIB) * 1024 : 0, "TENSORMERGE_RAMP_KIB did not reach the addon");
 }
 
 describe("engine tuning knobs keep outputs bit-identical", function () {
@@ -96,10 +103,10 @@ describe("engine tuning knobs keep outputs bit-identical", function () {
     const base = { recipeMetadata: false, a: p("a.safetensors"), b: p("b.safetensors"), c: p("c.safetensors"), method: "add-difference" as const, multiplier: values, dtype: "fp16" as const };
     mkdirSync(p("sweep-js"), { recursive: true });
     await merge({ ...base, out: join(p("sweep-js"), "s.safetensors"), engine: "js" });
-    for (const knobs of [{ TENSORMERGE_BUFFERED_READS: "2" }, { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_READ_BUFFER_MIB: "2" }]) {
+    for (const knobs of [{ TENSORMERGE_BUFFERED_READS: "2" }, { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_READ_BUFFER_MIB: "2" }, { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_RAMP_KIB: "8" }]) {
       restore();
       restore = setOnlyTuningKnobs({ TENSORMERGE_WINDOW_MIB: "1", ...knobs });
-      const sub = p(`sweep-native-${knobs.TENSORMERGE_READ_BUFFER_MIB ?? "32"}`);
+      const sub = p(`sweep-native-${knobs.TENSORMERGE_READ_BUFFER_MIB ?? "32"}-${knobs.TENSORMERGE_RAMP_KIB ?? "default"}`);
       mkdirSync(sub, { recursive: true });
       await merge({ ...base, out: join(sub, "s.safetensors"), engine: "native", threads: 2 });
       for (const m of values)

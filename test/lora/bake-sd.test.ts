@@ -128,8 +128,10 @@ describe("lora: bake kohya LoRAs into SD 1.x", function () {
     const seen: number[] = [];
     stats.install();
     try {
-      for (const [buffers, windowMib, threads] of [[undefined, undefined, 2], ["3", "1", 2], ["5", "1", 1], ["2", "1", 2]] as const) {
-        const restore = setOnlyTuningKnobs({ TENSORMERGE_OUTPUT_BUFFERS: buffers, TENSORMERGE_WINDOW_MIB: windowMib });
+      // Ramp windows (TENSORMERGE_RAMP_KIB): the first and last windows from 8 or 12 KiB up, so window
+      // boundaries fall inside the LoRA-updated tensors at many more places.
+      for (const [buffers, windowMib, threads, ramp] of [[undefined, undefined, 2, undefined], ["3", "1", 2, "0"], ["5", "1", 1, "12"], ["2", "1", 2, "8"], ["2", undefined, 2, "0"]] as const) {
+        const restore = setOnlyTuningKnobs({ TENSORMERGE_OUTPUT_BUFFERS: buffers, TENSORMERGE_WINDOW_MIB: windowMib, TENSORMERGE_RAMP_KIB: ramp });
         try {
           const out = join(tmp.fresh("buffers"), "out.safetensors");
           await bake({ model: base, loras: [{ path: locon, ratio: 0.9 }, { path: lora, ratio: 0.3 }], dtype: "fp16", out, engine: "native", threads, recipeMetadata: false });
@@ -143,7 +145,7 @@ describe("lora: bake kohya LoRAs into SD 1.x", function () {
     } finally {
       stats.restore();
     }
-    assert.deepEqual(seen, [2, 3, 5, 2]);
+    assert.deepEqual(seen, [2, 3, 5, 2, 2]);
     for (let i = 1; i < outs.length; i++) assert.ok(outs[i]!.equals(outs[0]!), `run ${i} differs from the default`);
   });
 });
