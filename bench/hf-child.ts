@@ -10,6 +10,17 @@ import * as engine from "../lib/engine";
 import type { Job, JobResult } from "../lib/native/job";
 import { MemorySampler, sampleMemory } from "../lib/bench/memory";
 import { runMergekit, type MergekitOptions } from "../lib/hf/mergekit";
+import { readFileSync } from "node:fs";
+
+/** Bytes this process made the kernel read from storage so far (/proc/self/io read_bytes; 0 if unknown). */
+function storageReadBytes(): number {
+  try {
+    const m = /^read_bytes:\s*(\d+)/m.exec(readFileSync("/proc/self/io", "utf8"));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
 
 async function main(): Promise<void> {
   const options = JSON.parse(process.argv[2] ?? "{}") as MergekitOptions;
@@ -33,14 +44,16 @@ async function main(): Promise<void> {
   const baseline = sampleMemory();
   const sampler = new MemorySampler("self", 10);
   sampler.start();
+  const read0 = storageReadBytes();
   const cpu0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const report = await runMergekit({ ...options, engine: "native" });
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = process.cpuUsage(cpu0);
   const peak = sampler.stop();
+  const diskReadBytes = storageReadBytes() - read0;
   const { stats: _stats, ...rest } = report as typeof report & { stats?: unknown };
-  process.stdout.write(JSON.stringify({ seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, cpuUser: cpu.user / 1e6, cpuSystem: cpu.system / 1e6, report: rest, engineStats, baseline, peak }) + "\n");
+  process.stdout.write(JSON.stringify({ seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, cpuUser: cpu.user / 1e6, cpuSystem: cpu.system / 1e6, diskReadBytes, report: rest, engineStats, baseline, peak }) + "\n");
 }
 
 main().catch((e: unknown) => {
