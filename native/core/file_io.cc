@@ -65,12 +65,12 @@ void merge_input_map::close() {
     size_ = 0;
 }
 
-void merge_input_map::advise(uint64_t offset, uint64_t length, int advice) const {
-    if (!data_ || length == 0 || offset >= size_) return;
+int merge_input_map::advise(uint64_t offset, uint64_t length, int advice) const {
+    if (!data_ || length == 0 || offset >= size_) return 0;
     uint64_t end = offset + length < offset || offset + length > size_ ? size_ : offset + length;
     const uint64_t begin = offset & ~(page - 1);
     end = (end + page - 1) & ~(page - 1); // the map's last page may extend past size_: still ours
-    madvise((void *) (data_ + begin), (size_t) (end - begin), advice);
+    return madvise((void *) (data_ + begin), (size_t) (end - begin), advice);
 }
 
 void merge_input_map::drop_cached(uint64_t offset, uint64_t length) const {

@@ -35,8 +35,8 @@ public:
     const uint8_t * data() const { return data_; }
     uint64_t size() const { return size_; }
 
-    /** madvise() over [offset, offset+length), rounded out to pages and clamped to the map. */
-    void advise(uint64_t offset, uint64_t length, int advice) const;
+    /** madvise() over [offset, offset+length), rounded out to pages and clamped to the map: its result (errno set), 0 if nothing to do. */
+    int advise(uint64_t offset, uint64_t length, int advice) const;
 
     /**
      * Drops the whole pages inside [offset, offset+length) from the page cache

@@ -1,11 +1,16 @@
 #include "prefetch.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <new>
 
 #include <sys/mman.h>
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 // Linux 5.14 (older headers lack it; older kernels refuse it with EINVAL)
+#endif
 
 namespace {
 constexpr uint64_t step = 4u << 20;
@@ -31,7 +36,27 @@ void merge_prefetcher::stop() {
     if (thread_.joinable()) thread_.join();
 }
 
+void merge_prefetcher::bring_in(const prefetch_range & r, uint8_t * buffer) {
+    const merge_input_map & in = *inputs_[r.file];
+    if (mode_ == prefetch_mode::populate) {
+        // EINVAL: a kernel before 5.14 (no MADV_POPULATE_READ). Other errors (EFAULT for a file
+        // truncated under the map, EINTR, ENOMEM) are left to the compute threads' own reads,
+        // which fault under the SIGBUS guard and name the file.
+        if (in.advise(r.offset, r.length, MADV_POPULATE_READ) == 0 || errno != EINVAL) return;
+        mode_ = prefetch_mode::willneed;
+    }
+    if (mode_ == prefetch_mode::pread && buffer) {
+        for (uint64_t at = 0; at < r.length; at += step)
+            if (!in.read_at(std::string(), r.offset + at, std::min(step, r.length - at), buffer).ok()) return; // advice only
+        return;
+    }
+    in.advise(r.offset, r.length, MADV_WILLNEED);
+}
+
 void merge_prefetcher::loop() {
+    // The pread mode's buffer, thrown away after each read (allocated here: start() stays cheap).
+    std::unique_ptr<uint8_t[]> buffer;
+    if (mode_ == prefetch_mode::pread) buffer.reset(new (std::nothrow) uint8_t[step]);
     for (;;) {
         prefetch_range r;
         {
@@ -46,7 +71,8 @@ void merge_prefetcher::loop() {
             if (queue_.front().length == 0) queue_.pop_front();
             r.length = n;
         }
-        inputs_[r.file]->advise(r.offset, r.length, MADV_WILLNEED);
+        bring_in(r, buffer.get());
+        bytes_ahead_ += r.length;
     }
 }
 
