@@ -75,9 +75,10 @@ public:
         merge_fault_thread_scope sigbus_unblocked;
 
         inputs_.resize(job_.inputs.size());
+        const bool sequential_maps = map_sequential();
         for (size_t i = 0; i < job_.inputs.size(); i++) {
             inputs_[i].reset(new merge_input_map());
-            s = inputs_[i]->open(job_.inputs[i].path, job_.inputs[i].size);
+            s = inputs_[i]->open(job_.inputs[i].path, job_.inputs[i].size, sequential_maps);
             if (!s.ok()) return s;
             if (inputs_[i]->data())
                 fault_ranges_.push_back({(uintptr_t) inputs_[i]->data(), (uintptr_t) inputs_[i]->data() + inputs_[i]->mapped_length()});
@@ -142,7 +143,11 @@ public:
         merge_thread_pool pool(n_threads);
         merge_prefetcher prefetcher(inputs_);
         if (job_.tuning.prefetch && !reader_) prefetcher.start();
-        merge_prefetcher statistics_ahead(inputs_, statistics_read_ == 2 ? prefetch_mode::willneed : statistics_read_ == 3 ? prefetch_mode::pread : prefetch_mode::populate);
+        // TENSORMERGE_STATISTICS_READERS: the statistics read's helper threads (requests in flight).
+        unsigned statistics_readers = 1;
+        if (const char * v = std::getenv("TENSORMERGE_STATISTICS_READERS")) statistics_readers = (unsigned) std::max(1, std::min(8, std::atoi(v)));
+        merge_prefetcher statistics_ahead(inputs_, statistics_read_ == 2 ? prefetch_mode::willneed : statistics_read_ == 3 ? prefetch_mode::pread : prefetch_mode::populate,
+                                          statistics_readers);
         if (statistics_read_ > 0) {
             statistics_ahead.start();
             statistics_ahead_ = &statistics_ahead;
@@ -214,6 +219,7 @@ public:
             {"reductionBracketMisses", (double) bracket_misses_},
             {"statisticsRead", (double) (statistics_read_ > 0 && statistics_ahead.mode() == prefetch_mode::willneed ? 2 : statistics_read_)},
             {"bytesStatisticsAhead", (double) statistics_ahead.bytes_ahead()},
+            {"mapSequential", map_sequential() ? 1.0 : 0.0},
         };
         return {};
     }
@@ -775,6 +781,17 @@ private:
         int mode = 1;
         if (const char * v = std::getenv("TENSORMERGE_STATISTICS_READ")) mode = std::atoi(v);
         return mode >= 0 && mode <= 3 ? mode : 1;
+    }
+
+    /**
+     * TENSORMERGE_MAP_SEQUENTIAL: MADV_SEQUENTIAL on the input maps (1), or the default advice
+     * (0). Default: 0 for jobs with the statistics read on (their pieces are populated from
+     * unaligned offsets, where the sequential advice costs 4 KiB folios: file_io.h open), 1 for
+     * the others (as before).
+     */
+    bool map_sequential() const {
+        if (const char * v = std::getenv("TENSORMERGE_MAP_SEQUENTIAL")) return std::atoi(v) != 0;
+        return statistics_read_mode() == 0;
     }
 
     /** Piece p's input byte ranges over all its elements, sorted and coalesced per file. */

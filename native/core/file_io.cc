@@ -33,7 +33,7 @@ uint8_t * merge_alloc_io_buffer(uint64_t size) {
     return (uint8_t *) p;
 }
 
-merge_status merge_input_map::open(const std::string & path, uint64_t expected_size) {
+merge_status merge_input_map::open(const std::string & path, uint64_t expected_size, bool sequential) {
     close();
     fd_ = open_retry(path.c_str(), O_RDONLY);
     if (fd_ < 0) return merge_status_from_errno(errno, path, "opening an input");
@@ -50,7 +50,7 @@ merge_status merge_input_map::open(const std::string & path, uint64_t expected_s
     void * p = mmap(nullptr, (size_t) size_, PROT_READ, MAP_SHARED, fd_, 0);
     if (p == MAP_FAILED) return merge_status_from_errno(errno, path, "mapping an input");
     data_ = (const uint8_t *) p;
-    madvise(p, (size_t) size_, MADV_SEQUENTIAL);
+    if (sequential) madvise(p, (size_t) size_, MADV_SEQUENTIAL);
     return {};
 }
 

@@ -9,6 +9,7 @@
 // pass (engine.cc queue_statistics_reads, TENSORMERGE_STATISTICS_READ), in one of the modes below.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -38,22 +39,23 @@ enum class prefetch_mode { willneed, populate, pread };
 
 class merge_prefetcher {
 public:
-    explicit merge_prefetcher(const std::vector<std::unique_ptr<merge_input_map>> & inputs, prefetch_mode mode = prefetch_mode::willneed)
-        : inputs_(inputs), mode_(mode) {}
+    /** `threads` helper threads take the queue's steps in turn (so as many requests are in flight). */
+    explicit merge_prefetcher(const std::vector<std::unique_ptr<merge_input_map>> & inputs, prefetch_mode mode = prefetch_mode::willneed, unsigned threads = 1)
+        : inputs_(inputs), n_threads_(threads < 1 ? 1 : threads), mode_((int) mode) {}
     ~merge_prefetcher() { stop(); }
     merge_prefetcher(const merge_prefetcher &) = delete;
     merge_prefetcher & operator=(const merge_prefetcher &) = delete;
 
-    /** Starts the thread; throws std::system_error. */
+    /** Starts the threads; throws std::system_error. */
     void start();
     /** Queues ranges (advice only: errors are ignored, order is kept). */
     void submit(std::vector<prefetch_range> ranges);
     /** Drops what is queued and joins. Idempotent. */
     void stop();
     /** Bytes of the ranges taken from the queue (after stop()). */
-    uint64_t bytes_ahead() const { return bytes_ahead_; }
+    uint64_t bytes_ahead() const { return bytes_ahead_.load(); }
     /** The mode in effect: populate turns willneed if the kernel refused MADV_POPULATE_READ (after stop()). */
-    prefetch_mode mode() const { return mode_; }
+    prefetch_mode mode() const { return (prefetch_mode) mode_.load(); }
 
 private:
     void loop();
@@ -62,13 +64,14 @@ private:
     double was_resident(uint32_t file, uint64_t offset, uint64_t length) const;
 
     const std::vector<std::unique_ptr<merge_input_map>> & inputs_;
-    std::thread thread_;
+    const unsigned n_threads_;
+    std::vector<std::thread> threads_;
     std::mutex mutex_;
     std::condition_variable cv_;
     std::deque<prefetch_range> queue_;
     bool stop_ = false;
-    prefetch_mode mode_;          // the loop's thread only, once started
-    uint64_t bytes_ahead_ = 0;    // the loop's thread only, once started
+    std::atomic<int> mode_;                // a prefetch_mode
+    std::atomic<uint64_t> bytes_ahead_{0};
 };
 
 /**
