@@ -531,6 +531,9 @@ private:
      * benchmark VM that took system CPU from ~0.8 to ~0.17 s per 3.2 GB read (bench/RESULTS.md,
      * "Direct reads"). A direct read waits for the device, so tuning.readers (0: 4 with direct
      * reads, as the floor's O_DIRECT technique, else 2) is also the number of requests in flight.
+     * With the statistics read on (statistics_read_mode), the reader leaves the pieces with
+     * statistics to the map (their statistics pass brought them in), so each byte it reads is
+     * read once by the whole job and direct reads stay on for the others.
      * With a reader, the window narrows so that one window's input runs fit in one read slot (a
      * window of output bytes reads about window x input bytes / output bytes, plus a page of
      * alignment per run): the reader's memory is 2 read slots, the engine's 2 windows.
@@ -608,17 +611,19 @@ private:
      * that are not wholly cached. tuning.sampled_residency (default 1) checks long runs on a
      * sample of their pages and skips the read-ahead of cached runs (residency.h: both were
      * page-by-page page-cache walks, a fifth of a warm merge's CPU); 0 checks every page and
-     * reads ahead every run.
+     * reads ahead every run. With the statistics read on, the pieces with statistics are left
+     * to it (MADV_WILLNEED read-ahead fills the page cache with 4 KiB folios, which its
+     * MADV_POPULATE_READ would then map one by one) and to drop_statistics_runs.
      */
     void plan_window_reads(size_t o, uint64_t w0, uint64_t w1, size_t first, merge_prefetcher * prefetcher) {
         const bool sampled = job_.tuning.sampled_residency != 0;
         if (!drop_behind_ && !(prefetcher && sampled)) {
-            if (prefetcher) prefetcher->submit(window_runs(o, w0, w1, first));
+            if (prefetcher) prefetcher->submit(window_runs(o, w0, w1, first, runs_of::not_read_ahead));
             return;
         }
         window_drop d{w0, {}};
         std::vector<prefetch_range> ahead;
-        for (const prefetch_range & r : window_runs(o, w0, w1, first)) {
+        for (const prefetch_range & r : window_runs(o, w0, w1, first, runs_of::not_read_ahead)) {
             const double resident = merge_run_residency(*inputs_[r.file], r.offset, r.length, sampled);
             if (drop_behind_ && resident < 0.5) d.cold.push_back(r);
             if (prefetcher && (!sampled || resident < 1.0)) ahead.push_back(r);
@@ -734,7 +739,7 @@ private:
     merge_status reduce_piece(merge_thread_pool & pool, size_t p) {
         if (!key_store_) key_store_.reset(new reduction_key_store(reduction_options_.cache_bytes));
         if (!small_store_) small_store_.reset(new reduction_key_store(0));
-        piece_reducer reducer(ctx_, p, pool.size(), reduction_options_, *key_store_, *small_store_);
+        piece_reducer reducer(ctx_, p, pool.size(), piece_reduction_options(p), *key_store_, *small_store_);
         const uint64_t n_blocks = reducer.n_blocks();
         const uint64_t n_chunks = (n_blocks + MERGE_REDUCTION_CHUNK_BLOCKS - 1) / MERGE_REDUCTION_CHUNK_BLOCKS;
         const bool down = reducer.descending();
@@ -864,6 +869,19 @@ private:
      */
     void drop_statistics_runs(size_t o, uint64_t w0, uint64_t w1, size_t first) {
         for (const prefetch_range & r : window_runs(o, w0, w1, first, runs_of::cold_read_ahead)) inputs_[r.file]->drop_cached(r.offset, r.length);
+    }
+
+    /**
+     * The reduction options for piece p: the descending block order (reduce groups on) only for
+     * a piece whose inputs fit the group budget, whose output pass then reads them from the CPU
+     * caches; a bigger piece is reduced forwards, so its statistics pass never reads a big cold
+     * tensor backwards against the kernel's read-ahead (that cost 2 x 7B TIES 195 CPU-s against
+     * 41; bench/RESULTS.md "Night check"). Results do not depend on the order (reductions.h).
+     */
+    reduction_options piece_reduction_options(size_t p) const {
+        reduction_options options = reduction_options_;
+        if (options.descending && piece_input_bytes(p) > reuse_bytes_) options.descending = false;
+        return options;
     }
 
     /** Input bytes piece p's writes read (its distinct input streams over all its elements). */
