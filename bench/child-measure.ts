@@ -5,6 +5,7 @@
  * VmHWM), and print one JSON line, or an `error` line and exit code 1. A fresh process per run
  * keeps the peaks honest: VmHWM would otherwise remember earlier runs.
  */
+import { readFileSync } from "node:fs";
 import * as engine from "../lib/engine";
 import type { Job, JobResult } from "../lib/native/job";
 import { MemorySampler, sampleMemory, type MemorySample } from "../lib/bench/memory";
@@ -46,8 +47,19 @@ export interface Measured<T> {
   /** CPU of every thread of the process, in seconds: less sensitive to other load than wall time. */
   cpuUser: number;
   cpuSystem: number;
+  /** Bytes the process made the kernel read from storage during `work` (/proc/self/io read_bytes; 0 if unknown). */
+  diskReadBytes: number;
   baseline: MemorySample;
   peak: ReturnType<MemorySampler["stop"]>;
+}
+
+function storageReadBytes(): number {
+  try {
+    const m = /^read_bytes:\s*(\d+)/m.exec(readFileSync("/proc/self/io", "utf8"));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
 }
 
 /** Runs `work` with the clock, the CPU counters and the memory sampler around it. */
@@ -55,13 +67,14 @@ export async function measure<T>(work: () => Promise<T>): Promise<Measured<T>> {
   const baseline = sampleMemory();
   const sampler = new MemorySampler("self", 10);
   sampler.start();
+  const read0 = storageReadBytes();
   const cpu0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const result = await work();
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = process.cpuUsage(cpu0);
   const peak = sampler.stop();
-  return { result, seconds, cpuUser: cpu.user / 1e6, cpuSystem: cpu.system / 1e6, baseline, peak };
+  return { result, seconds, cpuUser: cpu.user / 1e6, cpuSystem: cpu.system / 1e6, diskReadBytes: storageReadBytes() - read0, baseline, peak };
 }
 
 /** Runs a child's main: its JSON line on success, `{"error": {code, message}}` and exit code 1 on failure. */

@@ -16,5 +16,5 @@ runChild(async () => {
   engine.nativeAvailable(); // load the addon before the clock starts
   const m = await measure(() => runMergekit({ ...options, engine: "native" }));
   const { stats: _stats, ...rest } = m.result as typeof m.result & { stats?: unknown };
-  return { seconds: m.seconds, cpuSeconds: m.cpuUser + m.cpuSystem, cpuUser: m.cpuUser, cpuSystem: m.cpuSystem, report: rest, engineStats: engineStats(), baseline: m.baseline, peak: m.peak };
+  return { seconds: m.seconds, cpuSeconds: m.cpuUser + m.cpuSystem, cpuUser: m.cpuUser, cpuSystem: m.cpuSystem, diskReadBytes: m.diskReadBytes, report: rest, engineStats: engineStats(), baseline: m.baseline, peak: m.peak };
 });

@@ -64,6 +64,7 @@ interface OurRun {
   cpuUser?: number;
   cpuSystem?: number;
   bytesRead: number;
+  diskReadBytes?: number; // the merge process's storage reads (/proc/self/io read_bytes)
   bytesWritten: number;
   shards: number;
   peak: MemorySample;
@@ -107,7 +108,7 @@ function prepare(paths: string[], cache: Cache): number {
   return meanResidency(paths);
 }
 
-function runOurs(config: string, out: string, shardSize: string, threads: number): Promise<{ seconds: number; cpuSeconds: number; cpuUser?: number; cpuSystem?: number; engineStats?: Record<string, number>; report: { bytesRead: number; bytesWritten: number; shards: unknown[] }; baseline: MemorySample; peak: MemorySample }> {
+function runOurs(config: string, out: string, shardSize: string, threads: number): Promise<{ seconds: number; diskReadBytes?: number; cpuSeconds: number; cpuUser?: number; cpuSystem?: number; engineStats?: Record<string, number>; report: { bytesRead: number; bytesWritten: number; shards: unknown[] }; baseline: MemorySample; peak: MemorySample }> {
   return new Promise((res, rej) => {
     const child = spawn(process.execPath, [join(__dirname, "hf-child.js"), JSON.stringify({ config, out, shardSize, threads })], { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "", stderr = "";
@@ -239,12 +240,13 @@ export async function runHfBench(o: HfBenchOptions): Promise<void> {
         const written = folderBytes(out);
         await rm(out, { recursive: true, force: true });
         const run: OurRun = {
-          scenario: s.id, cache, rep, seconds: r.seconds, cpuSeconds: r.cpuSeconds, cpuUser: r.cpuUser, cpuSystem: r.cpuSystem, bytesRead: r.report.bytesRead, bytesWritten: written,
+          scenario: s.id, cache, rep, seconds: r.seconds, cpuSeconds: r.cpuSeconds, cpuUser: r.cpuUser, cpuSystem: r.cpuSystem, bytesRead: r.report.bytesRead, ...(r.diskReadBytes !== undefined ? { diskReadBytes: r.diskReadBytes } : {}), bytesWritten: written,
           shards: r.report.shards.length, peak: r.peak, baseline: r.baseline, ...(r.engineStats ? { engineStats: r.engineStats } : {}), load1, residency: res,
         };
         ours.push(run);
         const es = r.engineStats;
-        const reads = es ? `, reader ${es.bufferedReads ? `on (${((es.bytesDirectRead ?? 0) / GB).toFixed(1)} GB direct, ${((es.bytesBufferedRead ?? 0) / GB).toFixed(1)} GB buffered)` : "off"}` : "";
+        const disk = r.diskReadBytes !== undefined ? `, ${(r.diskReadBytes / GB).toFixed(2)} GB from disk` : "";
+        const reads = disk + (es ? `, reader ${es.bufferedReads ? `on (${((es.bytesDirectRead ?? 0) / GB).toFixed(1)} GB direct, ${((es.bytesBufferedRead ?? 0) / GB).toFixed(1)} GB buffered)` : "off"}` : "");
         log(`${s.id} ${cache} #${rep + 1}: tensormerge ${r.seconds.toFixed(1)} s, cpu ${r.cpuSeconds.toFixed(1)} s${reads}, ${run.shards} shards, ${(written / GB).toFixed(2)} GB written, peak private ${formatMiB(r.peak.anon)} (Node before: ${formatMiB(r.baseline.anon)}), cached before ${(res * 100).toFixed(0)}%`);
         // The floor of this run: the same input shards read, the same output bytes written.
         const candidates = technique.has(cache) ? [technique.get(cache)!] : floorCandidates(availableParallelism(), cache, bestWrite);

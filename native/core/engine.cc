@@ -72,9 +72,10 @@ public:
         merge_fault_thread_scope sigbus_unblocked;
 
         inputs_.resize(job_.inputs.size());
+        const bool sequential_maps = map_sequential();
         for (size_t i = 0; i < job_.inputs.size(); i++) {
             inputs_[i].reset(new merge_input_map());
-            s = inputs_[i]->open(job_.inputs[i].path, job_.inputs[i].size);
+            s = inputs_[i]->open(job_.inputs[i].path, job_.inputs[i].size, sequential_maps);
             if (!s.ok()) return s;
             if (inputs_[i]->data())
                 fault_ranges_.push_back({(uintptr_t) inputs_[i]->data(), (uintptr_t) inputs_[i]->data() + inputs_[i]->mapped_length()});
@@ -96,6 +97,7 @@ public:
         window_ = window_bytes_for(job_.tuning, max_size);
         read_once_ = inputs_read_once();
         drop_behind_ = wants_drop_behind();
+        statistics_read_ = statistics_read_mode();
         if (job_.tuning.buffered_reads == 1 || job_.tuning.buffered_reads == 2) start_reader();
         set_ramp(); // after start_reader, which may narrow the window
         const int n_buffers = std::max(2, std::min(64, job_.tuning.output_buffers));
@@ -137,11 +139,22 @@ public:
         merge_thread_pool pool(n_threads);
         merge_prefetcher prefetcher(inputs_);
         if (job_.tuning.prefetch && !reader_) prefetcher.start();
+        // TENSORMERGE_STATISTICS_READERS: the statistics read's helper threads (requests in flight).
+        unsigned statistics_readers = 1;
+        if (const char * v = std::getenv("TENSORMERGE_STATISTICS_READERS")) statistics_readers = (unsigned) std::max(1, std::min(8, std::atoi(v)));
+        merge_prefetcher statistics_ahead(inputs_, statistics_read_ == 2 ? prefetch_mode::willneed : statistics_read_ == 3 ? prefetch_mode::pread : prefetch_mode::populate,
+                                          statistics_readers);
+        if (statistics_read_ > 0) {
+            statistics_ahead.start();
+            statistics_ahead_ = &statistics_ahead;
+        }
         merge_writer writer(job_, outputs_);
         writer.start();
         s = stream(pool, writer, prefetcher);
         const double t_computed = now();
         prefetcher.stop();
+        statistics_ahead.stop();
+        statistics_ahead_ = nullptr;
         staged_ = nullptr;
         if (reader_) reader_->stop();
         if (s.ok()) {
@@ -209,6 +222,9 @@ public:
             {"reductionKthElements", (double) reduction_elements_},
             {"reductionBracketHits", (double) bracket_hits_},
             {"reductionBracketMisses", (double) bracket_misses_},
+            {"statisticsRead", (double) (statistics_read_ > 0 && statistics_ahead.mode() == prefetch_mode::willneed ? 2 : statistics_read_)},
+            {"bytesStatisticsAhead", (double) statistics_ahead.bytes_ahead()},
+            {"mapSequential", map_sequential() ? 1.0 : 0.0},
         };
         return {};
     }
@@ -248,6 +264,11 @@ private:
     uint64_t n_windows_ = 0;
     uint64_t n_switches_ = 0; // consecutive windows of different outputs
     bool read_once_ = false; // inputs_read_once(), computed once per run
+    // The statistics read (statistics_read_mode): 0 off, else the mode of statistics_ahead_.
+    int statistics_read_ = 0;
+    merge_prefetcher * statistics_ahead_ = nullptr; // run()'s statistics prefetcher while stream() runs
+    // Per piece: 0 not queued for the statistics read, 1 queued (mostly cached), 2 queued cold (drop-behind)
+    std::vector<uint8_t> statistics_queued_;
     bool drop_behind_ = false;
     struct window_drop {
         uint64_t w0;
@@ -399,6 +420,7 @@ private:
                 t_fill_ += now() - t0;
             }
 
+            if (statistics_ahead_) queue_statistics_reads(o, w0, first);
             t0 = now();
             merge_status s = compute(pool, w0, w1, buf, spans, first, last);
             t_compute_ += now() - t0;
@@ -406,6 +428,7 @@ private:
             const int release = job_.tuning.release_inputs;
             if (release >= 1 && release <= 3) release_window(o, w0, w1, first);
             if (drop_behind_) reader_ ? drop_read_runs() : drop_window(w0);
+            if (drop_behind_ && statistics_ahead_) drop_statistics_runs(o, w0, w1, first);
             staged_ = nullptr;
             if (!job_.outputs[o].crc32_ranges.empty()) {
                 t0 = now();
@@ -441,13 +464,27 @@ private:
         if (pos < w1) std::memset(buf + (pos - w0), 0, (size_t) (w1 - pos));
     }
 
+    /** Which pieces' inputs window_inputs lists. */
+    enum class runs_of {
+        all,
+        not_read_ahead,  // without the pieces the statistics read brings in (the reader's share)
+        cold_read_ahead, // only those of them that were not cached (drop_statistics_runs)
+    };
+
+    /** Whether window_inputs lists piece p under `which`. */
+    bool lists(size_t p, runs_of which) const {
+        if (which == runs_of::all) return true;
+        const uint8_t queued = statistics_queued_.empty() || !statistics_ahead_ ? 0 : statistics_queued_[p];
+        return which == runs_of::not_read_ahead ? !(statistics_ahead_ && !job_.pieces[p].reductions.empty()) : queued == 2;
+    }
+
     /** The input byte ranges read by the elements that start in [w0, w1) of output o. */
-    std::vector<prefetch_range> window_inputs(size_t o, uint64_t w0, uint64_t w1, size_t first) {
+    std::vector<prefetch_range> window_inputs(size_t o, uint64_t w0, uint64_t w1, size_t first, runs_of which = runs_of::all) {
         std::vector<prefetch_range> ranges;
         const std::vector<plan_span> & spans = plan_.spans[o];
         for (size_t i = first; i < spans.size() && spans[i].begin < w1; i++) {
             const plan_span & sp = spans[i];
-            if (sp.piece == plan_literal || sp.end <= w0) continue;
+            if (sp.piece == plan_literal || sp.end <= w0 || !lists(sp.piece, which)) continue;
             uint64_t i0, i1;
             plan_elements_starting_in(sp.begin, plan_.writes[sp.piece][sp.index].out_size, job_.pieces[sp.piece].n, w0, w1, &i0, &i1);
             exec_collect_inputs(ctx_, sp.piece, sp.index, i0, i1, &ranges);
@@ -512,8 +549,8 @@ private:
     }
 
     /** The window's input ranges, sorted and coalesced per file (one syscall per contiguous run). */
-    std::vector<prefetch_range> window_runs(size_t o, uint64_t w0, uint64_t w1, size_t first) {
-        std::vector<prefetch_range> ranges = window_inputs(o, w0, w1, first);
+    std::vector<prefetch_range> window_runs(size_t o, uint64_t w0, uint64_t w1, size_t first, runs_of which = runs_of::all) {
+        std::vector<prefetch_range> ranges = window_inputs(o, w0, w1, first, which);
         std::sort(ranges.begin(), ranges.end(), [](const prefetch_range & x, const prefetch_range & y) {
             return x.file != y.file ? x.file < y.file : x.offset < y.offset;
         });
@@ -544,6 +581,9 @@ private:
      * benchmark VM that took system CPU from ~0.8 to ~0.17 s per 3.2 GB read (bench/RESULTS.md,
      * "Direct reads"). A direct read waits for the device, so tuning.readers (0: 4 with direct
      * reads, as the floor's O_DIRECT technique, else 2) is also the number of requests in flight.
+     * With the statistics read on (statistics_read_mode), the reader leaves the pieces with
+     * statistics to the map (their statistics pass brought them in), so each byte it reads is
+     * read once by the whole job and direct reads stay on for the others.
      * With a reader, the window narrows so that one window's input runs fit in one read slot (a
      * window of output bytes reads about window x input bytes / output bytes, plus a page of
      * alignment per run): the reader's memory is 2 read slots, the engine's 2 windows.
@@ -567,7 +607,9 @@ private:
         // jobs buffered; 2 and 3 still force direct reads.
         bool statistics = false;
         for (const auto & piece : job_.pieces) statistics = statistics || !piece.reductions.empty();
-        const int direct = job_.tuning.direct_reads == 1 && statistics ? 0 : job_.tuning.direct_reads;
+        // With the statistics read on, the reader leaves those pieces to the map (queue_statistics_reads):
+        // every byte it reads is then read once by the whole job, and direct reads apply again.
+        const int direct = job_.tuning.direct_reads == 1 && statistics && statistics_read_ == 0 ? 0 : job_.tuning.direct_reads;
         readers_ = job_.tuning.readers > 0 ? (unsigned) job_.tuning.readers : direct != 0 ? 4u : 2u;
         std::unique_ptr<merge_input_reader> reader(
                 new merge_input_reader(inputs_, input_paths_, slot, readers_, job_.tuning.buffered_reads == 2, drop_behind_, direct, job_.tuning.read_piece_bytes));
@@ -591,7 +633,7 @@ private:
      */
     merge_status read_window(const std::vector<output_cursor> & cursors, size_t o, uint64_t w0, uint64_t w1, size_t first) {
         const uint64_t id = n_windows_;
-        if (id == 0) reader_->submit(0, window_runs(o, w0, w1, first));
+        if (id == 0) reader_->submit(0, window_runs(o, w0, w1, first, runs_of::not_read_ahead));
         std::vector<output_cursor> after = cursors;
         after[o].w0 = w1;
         const size_t next = next_output(after);
@@ -600,7 +642,7 @@ private:
             output_cursor & c = after[next];
             const std::vector<plan_span> & spans = plan_.spans[next];
             while (c.first < spans.size() && spans[c.first].end <= c.w0) c.first++;
-            runs = window_runs(next, c.w0, window_end(next, c.w0, done_ + (w1 - w0)), c.first);
+            runs = window_runs(next, c.w0, window_end(next, c.w0, done_ + (w1 - w0)), c.first, runs_of::not_read_ahead);
         }
         reader_->submit(id + 1, runs);
         return reader_->wait(id, &staged_);
@@ -619,17 +661,19 @@ private:
      * that are not wholly cached. tuning.sampled_residency (default 1) checks long runs on a
      * sample of their pages and skips the read-ahead of cached runs (residency.h: both were
      * page-by-page page-cache walks, a fifth of a warm merge's CPU); 0 checks every page and
-     * reads ahead every run.
+     * reads ahead every run. With the statistics read on, the pieces with statistics are left
+     * to it (MADV_WILLNEED read-ahead fills the page cache with 4 KiB folios, which its
+     * MADV_POPULATE_READ would then map one by one) and to drop_statistics_runs.
      */
     void plan_window_reads(size_t o, uint64_t w0, uint64_t w1, size_t first, merge_prefetcher * prefetcher) {
         const bool sampled = job_.tuning.sampled_residency != 0;
         if (!drop_behind_ && !(prefetcher && sampled)) {
-            if (prefetcher) prefetcher->submit(window_runs(o, w0, w1, first));
+            if (prefetcher) prefetcher->submit(window_runs(o, w0, w1, first, runs_of::not_read_ahead));
             return;
         }
         window_drop d{w0, {}};
         std::vector<prefetch_range> ahead;
-        for (const prefetch_range & r : window_runs(o, w0, w1, first)) {
+        for (const prefetch_range & r : window_runs(o, w0, w1, first, runs_of::not_read_ahead)) {
             const double resident = merge_run_residency(*inputs_[r.file], r.offset, r.length, sampled);
             if (drop_behind_ && resident < 0.5) d.cold.push_back(r);
             if (prefetcher && (!sampled || resident < 1.0)) ahead.push_back(r);
@@ -745,7 +789,7 @@ private:
     merge_status reduce_piece(merge_thread_pool & pool, size_t p) {
         if (!key_store_) key_store_.reset(new reduction_key_store(reduction_options_.cache_bytes));
         if (!small_store_) small_store_.reset(new reduction_key_store(0));
-        piece_reducer reducer(ctx_, p, pool.size(), reduction_options_, *key_store_, *small_store_);
+        piece_reducer reducer(ctx_, p, pool.size(), piece_reduction_options(p), *key_store_, *small_store_);
         const uint64_t n_blocks = reducer.n_blocks();
         const uint64_t n_chunks = (n_blocks + MERGE_REDUCTION_CHUNK_BLOCKS - 1) / MERGE_REDUCTION_CHUNK_BLOCKS;
         const bool down = reducer.descending();
@@ -774,6 +818,120 @@ private:
         }
         piece_stats_[p] = reducer.results();
         return {};
+    }
+
+    /**
+     * TENSORMERGE_STATISTICS_READ: how the inputs of pieces with statistics are brought in ahead
+     * of their statistics pass (queue_statistics_reads). 0: not at all (the statistics pass
+     * faults them into the map, 4 KiB at a time; the reader, if any, reads them again for the
+     * output pass); 1 (the default) MADV_POPULATE_READ, 2 MADV_WILLNEED, 3 read() into a thrown-away
+     * buffer, each by a helper thread (prefetch.h prefetch_mode). With 1-3 the reader leaves those
+     * pieces to the map: the output pass finds their pages mapped by the statistics pass.
+     * 0 for a job without statistics.
+     */
+    int statistics_read_mode() const {
+        bool statistics = false;
+        for (const auto & piece : job_.pieces) statistics = statistics || !piece.reductions.empty();
+        if (!statistics) return 0;
+        int mode = 1;
+        if (const char * v = std::getenv("TENSORMERGE_STATISTICS_READ")) mode = std::atoi(v);
+        return mode >= 0 && mode <= 3 ? mode : 1;
+    }
+
+    /**
+     * TENSORMERGE_MAP_SEQUENTIAL: MADV_SEQUENTIAL on the input maps (1), or the default advice
+     * (0). Default: 0 for jobs with the statistics read on (their pieces are populated from
+     * unaligned offsets, where the sequential advice costs 4 KiB folios: file_io.h open), 1 for
+     * the others (as before).
+     */
+    bool map_sequential() const {
+        if (const char * v = std::getenv("TENSORMERGE_MAP_SEQUENTIAL")) return std::atoi(v) != 0;
+        return statistics_read_mode() == 0;
+    }
+
+    /** Piece p's input byte ranges over all its elements, sorted and coalesced per file. */
+    std::vector<prefetch_range> piece_input_runs(size_t p) const {
+        std::vector<prefetch_range> ranges;
+        for (const plan_write & pw : plan_.writes[p])
+            for (const plan_input_ref & r : pw.inputs) ranges.push_back({r.file, r.offset, job_.pieces[p].n * r.elem_size});
+        std::sort(ranges.begin(), ranges.end(), [](const prefetch_range & x, const prefetch_range & y) {
+            return x.file != y.file ? x.file < y.file : x.offset < y.offset;
+        });
+        size_t n = 0;
+        for (const prefetch_range & r : ranges) {
+            if (r.length == 0) continue;
+            if (n > 0 && ranges[n - 1].file == r.file && r.offset <= ranges[n - 1].offset + ranges[n - 1].length) {
+                prefetch_range & last = ranges[n - 1];
+                last.length = std::max(last.offset + last.length, r.offset + r.length) - last.offset;
+            } else {
+                ranges[n++] = r;
+            }
+        }
+        ranges.resize(n);
+        return ranges;
+    }
+
+    /**
+     * Queues for statistics_ahead_ the whole inputs of each piece with statistics, not yet
+     * queued, that has elements in output o's window at w0 or the next one: the helper reads
+     * them in while the pool computes (the next piece's while this one's output pass runs), in
+     * steps that advance every input of the piece at the same pace, as the statistics pass
+     * reads them. A piece that is already cached is populated (mode 1: its pages get mapped
+     * without faults) or skipped (the other modes). Records which pieces were cold, for
+     * drop_statistics_runs.
+     */
+    void queue_statistics_reads(size_t o, uint64_t w0, size_t first) {
+        if (statistics_queued_.empty()) statistics_queued_.assign(job_.pieces.size(), 0);
+        const std::vector<plan_span> & spans = plan_.spans[o];
+        const uint64_t horizon = w0 + 2 * window_;
+        const bool sampled = job_.tuning.sampled_residency != 0;
+        constexpr uint64_t step = 4u << 20;
+        for (size_t i = first; i < spans.size() && spans[i].begin < horizon; i++) {
+            const size_t p = spans[i].piece;
+            if (p == plan_literal || job_.pieces[p].reductions.empty() || statistics_queued_[p] != 0) continue;
+            if (!reduced_.empty() && reduced_[p]) continue;
+            const std::vector<prefetch_range> runs = piece_input_runs(p);
+            double bytes = 0, cached = 0;
+            uint64_t longest = 0;
+            for (const prefetch_range & r : runs) {
+                bytes += (double) r.length;
+                cached += merge_run_residency(*inputs_[r.file], r.offset, r.length, sampled) * (double) r.length;
+                longest = std::max(longest, r.length);
+            }
+            const double resident = bytes > 0 ? cached / bytes : 1.0;
+            statistics_queued_[p] = resident < 0.5 ? 2 : 1;
+            if (resident >= 1.0 && statistics_read_ != 1) continue;
+            // Step k of every run covers the same fraction of it: [k/K, (k+1)/K) of its bytes.
+            const uint64_t k_steps = std::max<uint64_t>(1, (longest + step - 1) / step);
+            std::vector<prefetch_range> steps;
+            for (uint64_t k = 0; k < k_steps; k++)
+                for (const prefetch_range & r : runs) {
+                    const uint64_t a = (uint64_t) ((unsigned __int128) r.length * k / k_steps), b = (uint64_t) ((unsigned __int128) r.length * (k + 1) / k_steps);
+                    if (b > a) steps.push_back({r.file, r.offset + a, b - a});
+                }
+            statistics_ahead_->submit(std::move(steps));
+        }
+    }
+
+    /**
+     * Drop-behind for the pieces the statistics read brought in cold: once window w0 of output
+     * o is computed and released (unmapped), their input runs in it leave the page cache.
+     */
+    void drop_statistics_runs(size_t o, uint64_t w0, uint64_t w1, size_t first) {
+        for (const prefetch_range & r : window_runs(o, w0, w1, first, runs_of::cold_read_ahead)) inputs_[r.file]->drop_cached(r.offset, r.length);
+    }
+
+    /**
+     * The reduction options for piece p: the descending block order (reduce groups on) only for
+     * a piece whose inputs fit the group budget, whose output pass then reads them from the CPU
+     * caches; a bigger piece is reduced forwards, so its statistics pass never reads a big cold
+     * tensor backwards against the kernel's read-ahead (that cost 2 x 7B TIES 195 CPU-s against
+     * 41; bench/RESULTS.md "Night check"). Results do not depend on the order (reductions.h).
+     */
+    reduction_options piece_reduction_options(size_t p) const {
+        reduction_options options = reduction_options_;
+        if (options.descending && piece_input_bytes(p) > reuse_bytes_) options.descending = false;
+        return options;
     }
 
     /** Input bytes piece p's writes read (its distinct input streams over all its elements). */

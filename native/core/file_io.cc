@@ -33,7 +33,7 @@ uint8_t * merge_alloc_io_buffer(uint64_t size) {
     return (uint8_t *) p;
 }
 
-merge_status merge_input_map::open(const std::string & path, uint64_t expected_size) {
+merge_status merge_input_map::open(const std::string & path, uint64_t expected_size, bool sequential) {
     close();
     fd_ = open_retry(path.c_str(), O_RDONLY);
     if (fd_ < 0) return merge_status_from_errno(errno, path, "opening an input");
@@ -50,7 +50,7 @@ merge_status merge_input_map::open(const std::string & path, uint64_t expected_s
     void * p = mmap(nullptr, (size_t) size_, PROT_READ, MAP_SHARED, fd_, 0);
     if (p == MAP_FAILED) return merge_status_from_errno(errno, path, "mapping an input");
     data_ = (const uint8_t *) p;
-    madvise(p, (size_t) size_, MADV_SEQUENTIAL);
+    if (sequential) madvise(p, (size_t) size_, MADV_SEQUENTIAL);
     return {};
 }
 
@@ -65,12 +65,12 @@ void merge_input_map::close() {
     size_ = 0;
 }
 
-void merge_input_map::advise(uint64_t offset, uint64_t length, int advice) const {
-    if (!data_ || length == 0 || offset >= size_) return;
+int merge_input_map::advise(uint64_t offset, uint64_t length, int advice) const {
+    if (!data_ || length == 0 || offset >= size_) return 0;
     uint64_t end = offset + length < offset || offset + length > size_ ? size_ : offset + length;
     const uint64_t begin = offset & ~(page - 1);
     end = (end + page - 1) & ~(page - 1); // the map's last page may extend past size_: still ours
-    madvise((void *) (data_ + begin), (size_t) (end - begin), advice);
+    return madvise((void *) (data_ + begin), (size_t) (end - begin), advice);
 }
 
 void merge_input_map::drop_cached(uint64_t offset, uint64_t length) const {

@@ -28,15 +28,23 @@ public:
     merge_input_map(const merge_input_map &) = delete;
     merge_input_map & operator=(const merge_input_map &) = delete;
 
-    /** FILE_NOT_FOUND / IO_ERROR on open, SIZE_MISMATCH if the file changed since planning. */
-    merge_status open(const std::string & path, uint64_t expected_size);
+    /**
+     * FILE_NOT_FOUND / IO_ERROR on open, SIZE_MISMATCH if the file changed since planning.
+     * `sequential`: MADV_SEQUENTIAL on the map. On Linux 6.x that advice makes a fault's
+     * read-ahead fill the page cache with 4 KiB folios whenever the faulting range does not start
+     * on a 2 MiB boundary (a tensor's), each then mapped by its own PTE: 0.44 s of system CPU
+     * per GB read cold, against 0.07 s with the default advice, whose read-ahead makes large
+     * folios that the kernel maps 2 MiB at a time (MADV_POPULATE_READ of 4 MiB steps from an
+     * unaligned offset of a 1 GB ext4 file; bench/RESULTS.md "Statistics read").
+     */
+    merge_status open(const std::string & path, uint64_t expected_size, bool sequential = true);
     void close();
 
     const uint8_t * data() const { return data_; }
     uint64_t size() const { return size_; }
 
-    /** madvise() over [offset, offset+length), rounded out to pages and clamped to the map. */
-    void advise(uint64_t offset, uint64_t length, int advice) const;
+    /** madvise() over [offset, offset+length), rounded out to pages and clamped to the map: its result (errno set), 0 if nothing to do. */
+    int advise(uint64_t offset, uint64_t length, int advice) const;
 
     /**
      * Drops the whole pages inside [offset, offset+length) from the page cache

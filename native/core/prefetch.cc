@@ -1,24 +1,31 @@
 #include "prefetch.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <new>
 
 #include <sys/mman.h>
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 // Linux 5.14 (older headers lack it; older kernels refuse it with EINVAL)
+#endif
+
 namespace {
 constexpr uint64_t step = 4u << 20;
 }
 
-void merge_prefetcher::start() { thread_ = std::thread(&merge_prefetcher::loop, this); }
+void merge_prefetcher::start() {
+    for (unsigned t = 0; t < n_threads_; t++) threads_.emplace_back(&merge_prefetcher::loop, this);
+}
 
 void merge_prefetcher::submit(std::vector<prefetch_range> ranges) {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         for (const prefetch_range & r : ranges) queue_.push_back(r);
     }
-    cv_.notify_one();
+    cv_.notify_all();
 }
 
 void merge_prefetcher::stop() {
@@ -27,11 +34,34 @@ void merge_prefetcher::stop() {
         stop_ = true;
         queue_.clear();
     }
-    cv_.notify_one();
-    if (thread_.joinable()) thread_.join();
+    cv_.notify_all();
+    for (std::thread & t : threads_)
+        if (t.joinable()) t.join();
+    threads_.clear();
+}
+
+void merge_prefetcher::bring_in(const prefetch_range & r, uint8_t * buffer) {
+    const merge_input_map & in = *inputs_[r.file];
+    const prefetch_mode mode = (prefetch_mode) mode_.load(std::memory_order_relaxed);
+    if (mode == prefetch_mode::populate) {
+        // EINVAL: a kernel before 5.14 (no MADV_POPULATE_READ). Other errors (EFAULT for a file
+        // truncated under the map, EINTR, ENOMEM) are left to the compute threads' own reads,
+        // which fault under the SIGBUS guard and name the file.
+        if (in.advise(r.offset, r.length, MADV_POPULATE_READ) == 0 || errno != EINVAL) return;
+        mode_.store((int) prefetch_mode::willneed, std::memory_order_relaxed);
+    }
+    if (mode == prefetch_mode::pread && buffer) {
+        for (uint64_t at = 0; at < r.length; at += step)
+            if (!in.read_at(std::string(), r.offset + at, std::min(step, r.length - at), buffer).ok()) return; // advice only
+        return;
+    }
+    in.advise(r.offset, r.length, MADV_WILLNEED);
 }
 
 void merge_prefetcher::loop() {
+    // The pread mode's buffer, thrown away after each read (allocated here: start() stays cheap).
+    std::unique_ptr<uint8_t[]> buffer;
+    if (mode_.load() == (int) prefetch_mode::pread) buffer.reset(new (std::nothrow) uint8_t[step]);
     for (;;) {
         prefetch_range r;
         {
@@ -46,7 +76,8 @@ void merge_prefetcher::loop() {
             if (queue_.front().length == 0) queue_.pop_front();
             r.length = n;
         }
-        inputs_[r.file]->advise(r.offset, r.length, MADV_WILLNEED);
+        bring_in(r, buffer.get());
+        bytes_ahead_ += r.length;
     }
 }
 

@@ -5,8 +5,11 @@
 // so a single call over a 64 MiB range would only read its first few MiB.
 // WILLNEED only fills the page cache; nothing is mapped into this process.
 // merge_input_reader (below) replaces it on cold jobs with inputs bigger than half the RAM.
+// A second prefetcher reads the inputs of pieces with statistics ahead of their statistics
+// pass (engine.cc queue_statistics_reads, TENSORMERGE_STATISTICS_READ), in one of the modes below.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -24,31 +27,51 @@ struct prefetch_range {
     uint64_t length;
 };
 
+/**
+ * How a merge_prefetcher brings a range in. willneed: MADV_WILLNEED (page cache only; the
+ * compute threads then fault each page into the map). populate: MADV_POPULATE_READ (Linux 5.14+;
+ * reads the pages in and maps them, one call per step, so the compute threads take no page
+ * faults; falls back to willneed for good where the kernel refuses it). pread: read() into a
+ * small buffer of the thread's, thrown away (read()'s sequential read-ahead fills the page cache;
+ * the compute threads still fault the pages into the map, minor faults only).
+ */
+enum class prefetch_mode { willneed, populate, pread };
+
 class merge_prefetcher {
 public:
-    explicit merge_prefetcher(const std::vector<std::unique_ptr<merge_input_map>> & inputs) : inputs_(inputs) {}
+    /** `threads` helper threads take the queue's steps in turn (so as many requests are in flight). */
+    explicit merge_prefetcher(const std::vector<std::unique_ptr<merge_input_map>> & inputs, prefetch_mode mode = prefetch_mode::willneed, unsigned threads = 1)
+        : inputs_(inputs), n_threads_(threads < 1 ? 1 : threads), mode_((int) mode) {}
     ~merge_prefetcher() { stop(); }
     merge_prefetcher(const merge_prefetcher &) = delete;
     merge_prefetcher & operator=(const merge_prefetcher &) = delete;
 
-    /** Starts the thread; throws std::system_error. */
+    /** Starts the threads; throws std::system_error. */
     void start();
     /** Queues ranges (advice only: errors are ignored, order is kept). */
     void submit(std::vector<prefetch_range> ranges);
     /** Drops what is queued and joins. Idempotent. */
     void stop();
+    /** Bytes of the ranges taken from the queue (after stop()). */
+    uint64_t bytes_ahead() const { return bytes_ahead_.load(); }
+    /** The mode in effect: populate turns willneed if the kernel refused MADV_POPULATE_READ (after stop()). */
+    prefetch_mode mode() const { return (prefetch_mode) mode_.load(); }
 
 private:
     void loop();
+    void bring_in(const prefetch_range & r, uint8_t * buffer);
     /** Fraction of the pages of the file's [offset, offset+length) that were cached at the snapshot (1 if unknown). */
     double was_resident(uint32_t file, uint64_t offset, uint64_t length) const;
 
     const std::vector<std::unique_ptr<merge_input_map>> & inputs_;
-    std::thread thread_;
+    const unsigned n_threads_;
+    std::vector<std::thread> threads_;
     std::mutex mutex_;
     std::condition_variable cv_;
     std::deque<prefetch_range> queue_;
     bool stop_ = false;
+    std::atomic<int> mode_;                // a prefetch_mode
+    std::atomic<uint64_t> bytes_ahead_{0};
 };
 
 /**

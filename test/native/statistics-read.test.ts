@@ -1,0 +1,91 @@
+/**
+ * The statistics read (native/core/engine.cc queue_statistics_reads, TENSORMERGE_STATISTICS_READ):
+ * the inputs of pieces with statistics brought in ahead of their statistics pass by a helper
+ * thread (1 MADV_POPULATE_READ, 2 MADV_WILLNEED, 3 read() thrown away; 0 off), and the reader
+ * leaving those pieces to the map. Only where the bytes come from changes, so every mode, with
+ * the reader forced on or off, drop-behind forced, windows that split the big tensors, and 1 or 2
+ * threads must give the TS engine's bytes (an independent implementation of the methods). One
+ * input is evicted from the page cache before each run so the cold paths (drop-behind of the
+ * pieces read ahead) run too.
+ */
+import { strict as assert } from "node:assert";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { evictFiles } from "../../bench/floor";
+import { merge } from "../../lib/merge";
+import { ENGINES, captureEngineStats, setOnlyTuningKnobs } from "../helpers/engines";
+import { randomValues, tempDir, writeModel, type TestTensor } from "../helpers/models";
+
+/** Small tensors, and big ones that span several 1 MiB windows (fp32: 4 MB and 2.4 MB; fp16: 2 MB). */
+const LENGTHS = [7, 4097, 1_000_003, 65, 600_001, 1_048_577];
+
+function writeModelSet(dir: string, m: number): string {
+  const tensors: Record<string, TestTensor> = {};
+  LENGTHS.forEach((n, i) => {
+    tensors[`model.diffusion_model.input_blocks.${i}.0.proj.weight`] = { dtype: i === 5 ? "F16" : "F32", shape: [n], values: randomValues(n, 17 * m + i, false) };
+  });
+  tensors["model.diffusion_model.out.bias"] = { dtype: "F32", shape: [3], values: randomValues(3, 5 + m, false) };
+  const path = join(dir, `m${m}.safetensors`);
+  writeModel(path, tensors);
+  return path;
+}
+
+describe("native engine: the statistics read (inputs of pieces with statistics read ahead)", function () {
+  this.timeout(600000);
+  let dir: ReturnType<typeof tempDir>;
+  let paths: string[];
+  const capture = captureEngineStats();
+  before(() => {
+    dir = tempDir("tm-stats-read-");
+    paths = [0, 1, 2].map((m) => writeModelSet(dir.path, m));
+    capture.install();
+  });
+  after(() => {
+    capture.restore();
+    dir.cleanup();
+  });
+
+  const cases = [
+    { method: "slerp", multiplier: 0.35, inputs: () => ({ a: paths[0], b: paths[1] }) },
+    { method: "ties", params: { density: 0.3 }, modelWeights: [1, -0.6], inputs: () => ({ base: paths[0], models: paths.slice(1) }) },
+  ];
+  for (const c of cases) {
+    it(`${c.method}: modes 0-3, reader on/off, drop-behind, 1 MiB windows, threads 1/2: the TS engine's bytes`, async function () {
+      if (!ENGINES.includes("native")) this.skip();
+      const { inputs, ...rest } = c;
+      const options = { recipeMetadata: false, dtype: "fp16", ...inputs(), ...rest };
+      const ref = join(dir.path, `${c.method}-js.safetensors`);
+      await merge({ ...options, engine: "js", threads: 1, out: ref } as never);
+      const expected = readFileSync(ref);
+      const readerBytes: Record<string, number> = {};
+      for (const mode of ["0", "1", "2", "3"]) {
+        for (const reader of ["0", "2"]) {
+          for (const threads of [1, 2]) {
+            const knobs = {
+              TENSORMERGE_STATISTICS_READ: mode, TENSORMERGE_BUFFERED_READS: reader, TENSORMERGE_RELEASE_INPUTS: "3", TENSORMERGE_WINDOW_MIB: "1",
+              TENSORMERGE_DIRECT_READS: "0",
+            };
+            const restore = setOnlyTuningKnobs(knobs);
+            try {
+              evictFiles([paths[1]!]);
+              const out = join(dir.path, `${c.method}-${mode}-${reader}-${threads}.safetensors`);
+              capture.reset();
+              await merge({ ...options, engine: "native", threads, out } as never);
+              const stats = capture.last()!;
+              assert.ok(readFileSync(out).equals(expected), `${c.method}: ${JSON.stringify(knobs)}, threads ${threads}`);
+              assert.equal(stats.statisticsRead, Number(mode), "TENSORMERGE_STATISTICS_READ did not reach the engine (or POPULATE_READ was refused)");
+              assert.equal(stats.bufferedReads, reader === "2" ? 1 : 0, "reader forced");
+              if (mode === "1") assert.ok(stats.bytesStatisticsAhead! > 4e6, `mode 1 populates every piece with statistics: ${stats.bytesStatisticsAhead}`);
+              if (mode === "0") assert.equal(stats.bytesStatisticsAhead, 0);
+              if (reader === "2") readerBytes[mode] = stats.bytesBufferedRead! + stats.bytesDirectRead!;
+            } finally {
+              restore();
+            }
+          }
+        }
+      }
+      // With the statistics read on, the reader leaves the pieces with statistics to the map.
+      for (const mode of ["1", "2", "3"]) assert.ok(readerBytes[mode]! < readerBytes["0"]! / 4, `reader bytes, mode ${mode}: ${readerBytes[mode]} vs ${readerBytes["0"]} with it off`);
+    });
+  }
+});
