@@ -551,9 +551,8 @@ private:
         return true;
     }
 
-    /** The window's input ranges, sorted and coalesced per file (one syscall per contiguous run). */
-    std::vector<prefetch_range> window_runs(size_t o, uint64_t w0, uint64_t w1, size_t first, runs_of which = runs_of::all) {
-        std::vector<prefetch_range> ranges = window_inputs(o, w0, w1, first, which);
+    /** `ranges` sorted by (file, offset), empty ones dropped, overlapping or touching ones merged. */
+    static std::vector<prefetch_range> sorted_coalesced(std::vector<prefetch_range> ranges) {
         std::sort(ranges.begin(), ranges.end(), [](const prefetch_range & x, const prefetch_range & y) {
             return x.file != y.file ? x.file < y.file : x.offset < y.offset;
         });
@@ -569,6 +568,12 @@ private:
         }
         ranges.resize(n);
         return ranges;
+    }
+
+    /** The window's input ranges, sorted and coalesced per file (one syscall per contiguous run). */
+    std::vector<prefetch_range> window_runs(size_t o, uint64_t w0, uint64_t w1, size_t first, runs_of which = runs_of::all) {
+        std::vector<prefetch_range> ranges = window_inputs(o, w0, w1, first, which);
+        return sorted_coalesced(std::move(ranges));
     }
 
     /**
@@ -857,21 +862,7 @@ private:
         std::vector<prefetch_range> ranges;
         for (const plan_write & pw : plan_.writes[p])
             for (const plan_input_ref & r : pw.inputs) ranges.push_back({r.file, r.offset, job_.pieces[p].n * r.elem_size});
-        std::sort(ranges.begin(), ranges.end(), [](const prefetch_range & x, const prefetch_range & y) {
-            return x.file != y.file ? x.file < y.file : x.offset < y.offset;
-        });
-        size_t n = 0;
-        for (const prefetch_range & r : ranges) {
-            if (r.length == 0) continue;
-            if (n > 0 && ranges[n - 1].file == r.file && r.offset <= ranges[n - 1].offset + ranges[n - 1].length) {
-                prefetch_range & last = ranges[n - 1];
-                last.length = std::max(last.offset + last.length, r.offset + r.length) - last.offset;
-            } else {
-                ranges[n++] = r;
-            }
-        }
-        ranges.resize(n);
-        return ranges;
+        return sorted_coalesced(std::move(ranges));
     }
 
     /**
