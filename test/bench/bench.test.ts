@@ -21,15 +21,7 @@ import { loadBuiltinLayout, shrinkLayout, withFloatDtype, type LayoutEntry } fro
 import { gunzipSync } from "node:zlib";
 import { layoutsDir as libraryLayoutsDir } from "../library/fixtures";
 import { runSweepBench } from "../../bench/sweep";
-
-function haveCompiler(): boolean {
-  try {
-    execFileSync(process.env.CC ?? "cc", ["--version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { haveCompiler } from "../helpers/compiler";
 
 describe("bench (smoke, tiny models)", function () {
   this.timeout(180000);

@@ -11,7 +11,6 @@
  * engine's.
  */
 import { strict as assert } from "node:assert";
-import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { evictFiles, residency, warmFiles } from "../../bench/floor";
@@ -19,15 +18,7 @@ import { nativeAvailable } from "../../lib/engine";
 import { merge } from "../../lib/merge";
 import { captureEngineStats, setOnlyTuningKnobs } from "../helpers/engines";
 import { tempDir, writeModel } from "../helpers/models";
-
-function haveCompiler(): boolean {
-  try {
-    execFileSync(process.env.CC ?? "cc", ["--version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { haveCompiler } from "../helpers/compiler";
 
 const N = 4 << 20; // F32 elements per input: 16 MiB
 
