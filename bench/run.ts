@@ -53,6 +53,8 @@ export interface BenchOptions {
   coldMethod: "evict" | "drop";
   /** Extra environment for the merge processes (engine tuning knobs, for A/B runs). */
   engineEnv: Record<string, string>;
+  /** The native engine's kernel set (merge option `isa`), for example "avx2" on an AVX-512 CPU; default auto. */
+  isa?: NonNullable<MergeOptions["isa"]>;
   /** Restrict the floor to these techniques (default: calibrate over all of them). */
   floorTechniques?: FloorTechnique[];
   /** Many-model scenarios: one more cold merge in a memory cgroup capped at this many GiB (bytes read ÷ inputs). */
@@ -274,7 +276,7 @@ function variantsFor(scenario: Scenario, options: BenchOptions): Variant[] {
   return out;
 }
 
-export function mergeOptionsFor(scenario: Scenario, inputs: string[], out: string, variant: Variant): MergeOptions {
+export function mergeOptionsFor(scenario: Scenario, inputs: string[], out: string, variant: Variant, isa?: MergeOptions["isa"]): MergeOptions {
   const [a, b, c] = inputs;
   const many = resolveMethod(scenario.method).many !== undefined;
   return {
@@ -287,6 +289,7 @@ export function mergeOptionsFor(scenario: Scenario, inputs: string[], out: strin
     out,
     engine: variant.engine,
     threads: variant.threads,
+    ...(isa && variant.engine === "native" ? { isa } : {}),
     // The recipe metadata would hash every input on its first run (cached afterwards): a
     // one-off cost of the library, not of the merge being measured.
     recipeMetadata: false,
@@ -439,7 +442,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
           await rm(out, { force: true });
           const res = prepareCache(inputs, cache, options.coldMethod);
           const load1 = loadavg()[0]!;
-          const r = await runMergeChild(mergeOptionsFor(scenario, inputs, out, variant), engineEnv);
+          const r = await runMergeChild(mergeOptionsFor(scenario, inputs, out, variant, options.isa), engineEnv);
           await rm(out, { force: true });
           exactOut ??= r.report.bytesWritten;
           const m: Measurement = {
@@ -479,7 +482,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
     const many = resolveMethod(scenario.method).many !== undefined;
     const allCores = variants.filter((v) => v.engine === "native").sort((x, y) => y.threads - x.threads)[0];
     if (many && allCores && (options.cappedGiB ?? 0) > 0) {
-      const r = await cappedRead(scenario, inputs, mergeOptionsFor(scenario, inputs, out, allCores), engineEnv, options.cappedGiB! * 2 ** 30, () => prepareCache(inputs, "cold", options.coldMethod), runMergeChild, log);
+      const r = await cappedRead(scenario, inputs, mergeOptionsFor(scenario, inputs, out, allCores, options.isa), engineEnv, options.cappedGiB! * 2 ** 30, () => prepareCache(inputs, "cold", options.coldMethod), runMergeChild, log);
       if (r) cappedReads.push(r);
     }
     if (options.torchWay && scenario.method === "ties") {
@@ -538,6 +541,7 @@ Full-size merges vs the I/O floor (see bench/README.md).
   --min-free-gb N      free space to leave on the disk (default 25)
   --cold drop|evict    how to empty the cache: drop the whole page cache or evict our files (default evict)
   --env K=V            environment for the merge processes (engine tuning), repeatable
+  --isa NAME           the native engine's kernels: auto (default), scalar, avx2, avx512
   --json FILE          write every measurement as JSON
   --results FILE       update the generated part of a RESULTS.md
   --label TEXT         a label stored with the results
@@ -559,7 +563,7 @@ export async function main(argv: string[]): Promise<number> {
     options: {
       dir: { type: "string" }, layouts: { type: "string" }, scenarios: { type: "string" }, runs: { type: "string" }, "js-runs": { type: "string" },
       cache: { type: "string" }, threads: { type: "string" }, "no-js": { type: "boolean" }, shrink: { type: "string" }, "budget-gb": { type: "string" },
-      "min-free-gb": { type: "string" }, cold: { type: "string" }, env: { type: "string", multiple: true }, json: { type: "string" }, results: { type: "string" },
+      "min-free-gb": { type: "string" }, cold: { type: "string" }, env: { type: "string", multiple: true }, isa: { type: "string" }, json: { type: "string" }, results: { type: "string" },
       label: { type: "string" }, clean: { type: "boolean" }, help: { type: "boolean", short: "h" }, "capped-gib": { type: "string" }, "torch-way": { type: "boolean" },
     },
     strict: true,
@@ -584,6 +588,9 @@ export async function main(argv: string[]): Promise<number> {
     engineEnv[kv.slice(0, i)] = kv.slice(i + 1);
   }
   const runs = num(values.runs, 3);
+  const isas = ["auto", "scalar", "avx2", "avx512"] as const;
+  const isa = isas.find((name) => name === values.isa);
+  if (values.isa !== undefined && !isa) throw new Error(`--isa expects one of ${isas.join(", ")}, got ${values.isa}`);
   await runBench({
     dir,
     layoutsDir: resolve(values.layouts ?? defaultLayoutsDir()),
@@ -598,6 +605,7 @@ export async function main(argv: string[]): Promise<number> {
     minFreeBytes: num(values["min-free-gb"], 25) * GB,
     coldMethod: values.cold === "drop" ? "drop" : "evict",
     engineEnv,
+    ...(isa ? { isa } : {}),
     ...(values["capped-gib"] ? { cappedGiB: Number(values["capped-gib"]) } : {}),
     ...(values["torch-way"] ? { torchWay: true } : {}),
     ...(values.json ? { jsonPath: resolve(values.json) } : {}),

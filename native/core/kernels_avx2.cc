@@ -8,6 +8,13 @@
 
 namespace {
 
+constexpr bool invc_exact_in_f32(const merge_pow_tables & T) {
+    for (double v : T.invc)
+        if ((double) (float) v != v) return false;
+    return true;
+}
+static_assert(invc_exact_in_f32(MERGE_POW_TABLES), "v_avx2 holds invc as fp32 lanes");
+
 struct v_avx2 {
     static constexpr size_t W = 8;
     typedef __m256 vf;
@@ -36,11 +43,11 @@ struct v_avx2 {
     static vf clear_sign(vf x) { return _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fffffff))); }
     static vf flip_sign(vf x) { return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(x), _mm256_set1_epi32((int) 0x80000000u))); }
 
-    // Every lane > 0, finite and not 1 (as bits: 0 < b < +Inf's, b != 1's).
+    // Every lane normal > 0, finite and not 1 (as bits: FLT_MIN's <= b < +Inf's, b != 1's).
     static bool all_pow_general(vf x) {
         const __m256i b = _mm256_castps_si256(x);
         const __m256i ok = _mm256_andnot_si256(_mm256_cmpeq_epi32(b, _mm256_set1_epi32(0x3f800000)),
-                                               _mm256_and_si256(_mm256_cmpgt_epi32(b, _mm256_setzero_si256()), _mm256_cmpgt_epi32(_mm256_set1_epi32(0x7f800000), b)));
+                                               _mm256_and_si256(_mm256_cmpgt_epi32(b, _mm256_set1_epi32(0x007fffff)), _mm256_cmpgt_epi32(_mm256_set1_epi32(0x7f800000), b)));
         return _mm256_movemask_ps(_mm256_castsi256_ps(ok)) == 0xff;
     }
     typedef __m256d vd;
@@ -57,19 +64,7 @@ struct v_avx2 {
     static vd d_floor(vd x) { return _mm256_round_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
     // ⌊16x⌋/16 (16x and the /16 are exact scalings)
     static vd d_floor16(vd x) { return _mm256_mul_pd(d_floor(_mm256_mul_pd(x, _mm256_set1_pd(16.0))), _mm256_set1_pd(0.0625)); }
-    // The biased exponent put in the mantissa of 2^52 (exact), minus 2^52 + 1023.
-    static vd d_exponent(vd x) {
-        const __m256i e = _mm256_and_si256(_mm256_srli_epi64(_mm256_castpd_si256(x), 52), _mm256_set1_epi64x(0x7ff));
-        const __m256d biased = _mm256_castsi256_pd(_mm256_or_si256(e, _mm256_set1_epi64x(0x4330000000000000)));
-        return _mm256_sub_pd(biased, _mm256_set1_pd(4503599627371519.0)); // 2^52 + 1023
-    }
-    static vd d_mantissa(vd x) {
-        const __m256i m = _mm256_and_si256(_mm256_castpd_si256(x), _mm256_set1_epi64x(0x000fffffffffffff));
-        return _mm256_castsi256_pd(_mm256_or_si256(m, _mm256_set1_epi64x(0x3ff0000000000000)));
-    }
     typedef __m256i vix;
-    // Only the low 4 bits of an index count (d_lookup reads no more), so no masking.
-    static vix d_top_bits(vd x, int b) { return _mm256_srli_epi64(_mm256_castpd_si256(x), 52 - b); }
     // k/16 + 1.5·2^48 for k/16 a multiple of 1/16 (|k| < 2^51): its ulp is 1/16, so it holds
     // k + 2^51 in its low mantissa bits (exact): its low bits are k's, in two's complement.
     static vix d_int_bits_div16(vd k16) { return _mm256_castpd_si256(_mm256_add_pd(k16, _mm256_set1_pd(422212465065984.0))); }
@@ -78,22 +73,83 @@ struct v_avx2 {
     static vd d_scale_pow2_div16(vd v, vix kb) {
         return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(v), _mm256_slli_epi64(_mm256_andnot_si256(_mm256_set1_epi64x(15), kb), 48)));
     }
-    // A 16-entry table of doubles in four registers of four, looked up by vpermps on the 32-bit
-    // halves (dwords 2(i mod 4) and 2(i mod 4) + 1 of each register) and two levels of blends on
-    // bits 2 and 3 of i: register permutes instead of a gather.
-    struct dtab {
-        __m256 q[4];
+    // The pow tables as fp32 lanes, looked up by vpermps on the fp32 lanes of x (8 lanes per
+    // lookup, where a lookup in 64-bit lanes gives 4): an index's low 3 bits pick a lane of one
+    // register, a blend on bit 3 picks the register. invc is exact in fp32 (21 bits), so one
+    // fp32 table widened; log2c and exp2j are two tables, of the low and the high 32 bits of
+    // each double, whose lookups are interleaved (unpcklps/unpckhps) into doubles.
+    struct pow_tabs {
+        __m256 invc[2], log2c_lo[2], log2c_hi[2], exp2j_lo[2], exp2j_hi[2];
     };
-    static dtab d_table16(const double * t) {
-        return dtab{{_mm256_loadu_ps((const float *) t), _mm256_loadu_ps((const float *) (t + 4)), _mm256_loadu_ps((const float *) (t + 8)), _mm256_loadu_ps((const float *) (t + 12))}};
+    static void split_table16(const double * t, __m256 (&lo)[2], __m256 (&hi)[2]) {
+        uint32_t l[16], h[16];
+        for (int i = 0; i < 16; i++) {
+            uint64_t b;
+            std::memcpy(&b, t + i, 8);
+            l[i] = (uint32_t) b, h[i] = (uint32_t) (b >> 32);
+        }
+        lo[0] = _mm256_loadu_ps((const float *) l), lo[1] = _mm256_loadu_ps((const float *) (l + 8));
+        hi[0] = _mm256_loadu_ps((const float *) h), hi[1] = _mm256_loadu_ps((const float *) (h + 8));
     }
-    static vd d_lookup(const dtab & t, vix i) {
-        const __m256i twice = _mm256_slli_epi64(i, 1);
-        const __m256i idx = _mm256_or_si256(_mm256_shuffle_epi32(twice, _MM_SHUFFLE(2, 2, 0, 0)), _mm256_set1_epi64x(1ll << 32));
-        const __m256d bit2 = _mm256_castsi256_pd(_mm256_slli_epi64(i, 61)), bit3 = _mm256_castsi256_pd(_mm256_slli_epi64(i, 60));
-        const __m256d v0 = _mm256_castps_pd(_mm256_permutevar8x32_ps(t.q[0], idx)), v1 = _mm256_castps_pd(_mm256_permutevar8x32_ps(t.q[1], idx));
-        const __m256d v2 = _mm256_castps_pd(_mm256_permutevar8x32_ps(t.q[2], idx)), v3 = _mm256_castps_pd(_mm256_permutevar8x32_ps(t.q[3], idx));
-        return _mm256_blendv_pd(_mm256_blendv_pd(v0, v1, bit2), _mm256_blendv_pd(v2, v3, bit2), bit3);
+    static pow_tabs load_pow_tabs(const merge_pow_tables & T) {
+        pow_tabs tb;
+        float c[16];
+        for (int i = 0; i < 16; i++) c[i] = (float) T.invc[i];
+        tb.invc[0] = _mm256_loadu_ps(c), tb.invc[1] = _mm256_loadu_ps(c + 8);
+        split_table16(T.log2c, tb.log2c_lo, tb.log2c_hi);
+        split_table16(T.exp2j, tb.exp2j_lo, tb.exp2j_hi);
+        return tb;
+    }
+    // Entry i of t for i in bits 2-0 of idx's lanes, bit 3 in the sign bit of sel's.
+    static __m256 lookup16(const __m256 (&t)[2], __m256i idx, __m256 sel) {
+        return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t[0], idx), _mm256_permutevar8x32_ps(t[1], idx), sel);
+    }
+    // The doubles of lanes 0-3 and 4-7 from the low and high 32 bits of lookups whose lanes
+    // are lanes 0, 1, 4, 5, 2, 3, 6, 7 of x: unpcklps then gives lanes 0-3, unpckhps 4-7.
+    static void join_halves(__m256 lo, __m256 hi, vd (&c)[2]) {
+        c[0] = _mm256_castps_pd(_mm256_unpacklo_ps(lo, hi)), c[1] = _mm256_castps_pd(_mm256_unpackhi_ps(lo, hi));
+    }
+    // x's bits as those of a normal fp32 and the exponent to add: a subnormal's bits are its
+    // value in units of 2^−149, an integer < 2^23, so vcvtdq2ps gives x·2^149 exactly (the
+    // same mantissa as the double x; with DAZ too); 0 and −149 for the normal lanes (SUB false:
+    // all of them).
+    template <bool SUB>
+    static __m256i normal_bits(vf x, __m256i & e_add) {
+        const __m256i b = _mm256_castps_si256(x);
+        e_add = _mm256_setzero_si256();
+        if (!SUB) return b;
+        const __m256i sub = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x00800000), b);
+        e_add = _mm256_and_si256(sub, _mm256_set1_epi32(-149));
+        return _mm256_blendv_epi8(b, _mm256_castps_si256(_mm256_cvtepi32_ps(b)), sub);
+    }
+    template <bool SUB>
+    static void log_m_invc(vf x, const pow_tabs & tb, vd (&m)[2], vd (&c)[2]) {
+        __m256i e_add;
+        const __m256i b = normal_bits<SUB>(x, e_add);
+        const __m256 m8 = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(b, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f800000)));
+        const __m256 c8 = lookup16(tb.invc, _mm256_srli_epi32(b, 23 - 4), _mm256_castsi256_ps(_mm256_slli_epi32(b, 9)));
+        m[0] = d_lo(m8), m[1] = d_hi(m8);
+        c[0] = d_lo(c8), c[1] = d_hi(c8);
+    }
+    template <bool SUB>
+    static void log_e_log2c(vf x, const pow_tabs & tb, vd (&e)[2], vd (&c)[2]) {
+        __m256i e_add;
+        const __m256i b = normal_bits<SUB>(x, e_add);
+        const __m256i e8 = _mm256_add_epi32(_mm256_sub_epi32(_mm256_srli_epi32(b, 23), _mm256_set1_epi32(127)), e_add);
+        e[0] = _mm256_cvtepi32_pd(_mm256_castsi256_si128(e8)), e[1] = _mm256_cvtepi32_pd(_mm256_extracti128_si256(e8, 1));
+        const __m256i bp = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
+        const __m256i idx = _mm256_srli_epi32(bp, 23 - 4);
+        const __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(bp, 9));
+        join_halves(lookup16(tb.log2c_lo, idx, sel), lookup16(tb.log2c_hi, idx, sel), c);
+    }
+    // The low 32 bits of kb0's and kb1's lanes side by side (shufps: lanes 0, 1 of kb0, 0, 1 of
+    // kb1, then lanes 2, 3 of each), the order join_halves expects for kb0 then kb1.
+    static void exp2j_pair(const pow_tabs & tb, vix kb0, vix kb1, vd & c0, vd & c1) {
+        const __m256i idx = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(kb0), _mm256_castsi256_ps(kb1), _MM_SHUFFLE(2, 0, 2, 0)));
+        const __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
+        vd c[2];
+        join_halves(lookup16(tb.exp2j_lo, idx, sel), lookup16(tb.exp2j_hi, idx, sel), c);
+        c0 = c[0], c1 = c[1];
     }
     static constexpr int MD_UNROLL = 4; // 16 log chains and 8 exp chains of 4 doubles: spills, still 10% faster than 2
 

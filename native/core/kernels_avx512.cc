@@ -37,11 +37,11 @@ struct v_avx512 {
     static vf clear_sign(vf x) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff))); }
     static vf flip_sign(vf x) { return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int) 0x80000000u))); }
 
-    // Every lane > 0, finite and not 1 (as bits: 0 < b < +Inf's, b != 1's; b − 1 < +Inf's − 1
-    // unsigned is the first two, for a negative lane too).
+    // Every lane normal > 0, finite and not 1 (as bits: FLT_MIN's <= b < +Inf's, b != 1's;
+    // b − FLT_MIN's < +Inf's − FLT_MIN's unsigned is the first two, for a negative lane too).
     static bool all_pow_general(vf x) {
         const __m512i b = _mm512_castps_si512(x);
-        const __mmask16 ok = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(b, _mm512_set1_epi32(1)), _mm512_set1_epi32(0x7f7fffff)) &
+        const __mmask16 ok = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(b, _mm512_set1_epi32(0x00800000)), _mm512_set1_epi32(0x7f000000)) &
                              _mm512_cmpneq_epi32_mask(b, _mm512_set1_epi32(0x3f800000));
         return ok == 0xffff;
     }
@@ -80,6 +80,23 @@ struct v_avx512 {
     };
     static dtab d_table16(const double * t) { return dtab{_mm512_loadu_pd(t), _mm512_loadu_pd(t + 8)}; }
     static vd d_lookup(const dtab & t, vix i) { return _mm512_permutex2var_pd(t.lo, i, t.hi); }
+    // The pow tables and their lookups (method_kernels_simd.h) on the widened doubles, where
+    // getexp, getmant and a two-register permute are one instruction each.
+    struct pow_tabs {
+        dtab invc, log2c, exp2j;
+    };
+    static pow_tabs load_pow_tabs(const merge_pow_tables & T) { return pow_tabs{d_table16(T.invc), d_table16(T.log2c), d_table16(T.exp2j)}; }
+    template <bool SUB>
+    static void log_m_invc(vf x, const pow_tabs & tb, vd (&m)[2], vd (&c)[2]) {
+        const vd h[2] = {d_lo(x), d_hi(x)}; // an fp32 subnormal is a normal double
+        for (int k = 0; k < 2; k++) m[k] = d_mantissa(h[k]), c[k] = d_lookup(tb.invc, d_top_bits(h[k], merge_pow_tables::LOG_BITS));
+    }
+    template <bool SUB>
+    static void log_e_log2c(vf x, const pow_tabs & tb, vd (&e)[2], vd (&c)[2]) {
+        const vd h[2] = {d_lo(x), d_hi(x)};
+        for (int k = 0; k < 2; k++) e[k] = d_exponent(h[k]), c[k] = d_lookup(tb.log2c, d_top_bits(h[k], merge_pow_tables::LOG_BITS));
+    }
+    static void exp2j_pair(const pow_tabs & tb, vix kb0, vix kb1, vd & c0, vd & c1) { c0 = d_lookup(tb.exp2j, kb0), c1 = d_lookup(tb.exp2j, kb1); }
     static constexpr int MD_UNROLL = 3; // 12 log chains and 6 exp chains of 8 doubles (2: 5% slower, 4: no faster)
 
     // See v_avx2::load_f16: re-signal the NaNs that vcvtph2ps quiets.

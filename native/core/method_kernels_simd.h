@@ -6,21 +6,24 @@
 //
 // pow product: merge_pow_product's algorithm in double lanes, step for step (the same table
 // entries, looked up by register permutes, the same polynomials, floor, an exact 2^k scaling and
-// the one rounding to fp32), so the same bits. Each W fp32 lanes are widened to two halves of W/2
-// doubles, and several vectors' logs and exps run side by side (log2_halves, exp2_halves).
+// the one rounding to fp32), so the same bits. Each W fp32 lanes give two halves of W/2 doubles,
+// and several vectors' logs and exps run side by side (log2_halves, exp2_halves).
 //
 // Besides kernels_simd.h's members, V provides: div, zero, set1; masks vm (lt, gt, le, eq:
 // ordered compares; unord; signbit), m_or, m_andnot(a, b) = ~a & b, blend(m, a, b) = m ? b : a,
-// clear_sign, flip_sign, all_pow_general (every lane > 0, finite, not 1), all_lanes(m); and
-// doubles vd: d_lo/d_hi (widen half the lanes), d_narrow (round both halves to fp32), d_add,
-// d_sub, d_mul, d_set1, d_min, d_max, d_floor, d_floor16 (⌊16x⌋/16), d_exponent (the unbiased
-// exponent of a normal double, as a double), d_mantissa (in [1, 2)); 64-bit lane integers vix:
-// d_top_bits(x, b) (the top b mantissa bits in the low b bits), d_int_bits_div16(k/16) (the
-// bits of k/16 + 1.5·2^48 for an integral |k| < 2^51, whose low bits are k's in two's
-// complement), d_scale_pow2_div16(v, d_int_bits_div16(k/16)) (v·2^⌊k/16⌋, exact, for k in
-// [−2560, 2064] as pow's clamp leaves it and v in [1, 2)); a
-// 16-entry table dtab = d_table16(entries) and d_lookup(table, i) (the entry of i's low 4 bits,
-// the other bits ignored); MD_UNROLL (fp32 vectors per multiply-difference step).
+// clear_sign, flip_sign, all_pow_general (every lane a normal fp32 > 0, finite, not 1: fp32
+// subnormals take the special path), all_lanes(m); and doubles vd: d_lo/d_hi (widen half the
+// lanes), d_narrow (round both halves to fp32), d_add, d_sub, d_mul, d_set1, d_min, d_max,
+// d_floor16 (⌊16x⌋/16); 64-bit lane integers vix: d_int_bits_div16(k/16) (the bits of
+// k/16 + 1.5·2^48 for an integral |k| < 2^51, whose low bits are k's in two's complement),
+// d_scale_pow2_div16(v, d_int_bits_div16(k/16)) (v·2^⌊k/16⌋, exact, for k in [−2560, 2064] as
+// pow's clamp leaves it and v in [1, 2)); the pow tables in V's lookup form, pow_tabs =
+// load_pow_tabs(MERGE_POW_TABLES), and their lookups, each giving the two halves of doubles of
+// an fp32 vector x (lanes > 0 finite; SUB false: every lane normal): log_m_invc<SUB>(x, tb, m, c)
+// (the mantissa in [1, 2) of each lane and invc[i], i its top LOG_BITS mantissa bits),
+// log_e_log2c<SUB>(x, tb, e, c) (the unbiased exponent as a double and log2c[i]), and
+// exp2j_pair(tb, kb0, kb1, v0, v1) (exp2j of the low 4 bits of each lane of two vix); MD_UNROLL
+// (fp32 vectors per multiply-difference step).
 #pragma once
 
 #include <cstring>
@@ -42,41 +45,43 @@ struct simd_methods {
     static vf negf(vf x) { return V::blend(V::eq(x, x), x, V::flip_sign(x)); }
 
     /** The three pow tables, loaded once per kernel call into V's lookup form. */
-    struct pow_tables {
-        typename V::dtab invc, log2c, exp2j;
-    };
-    static pow_tables load_pow_tables() {
-        const merge_pow_tables & T = MERGE_POW_TABLES;
-        return pow_tables{V::d_table16(T.invc), V::d_table16(T.log2c), V::d_table16(T.exp2j)};
-    }
+    typedef typename V::pow_tabs pow_tables;
+    static pow_tables load_pow_tables() { return V::load_pow_tabs(MERGE_POW_TABLES); }
 
     /**
-     * h[j] ← log2 h[j] for K vectors of doubles at once (each lane > 0 finite: a normal
-     * double), merge_pow_product's pow_log2 rounding for rounding. The K vectors run side by
-     * side because each one's work is a chain of dependent operations (a Horner polynomial)
-     * whose latency, not the arithmetic, limits one vector.
+     * h[2j], h[2j + 1] ← log2 of the two halves of x[j] for N fp32 vectors at once (each lane
+     * > 0 finite; SUB false: normal), merge_pow_product's pow_log2 rounding for rounding. The
+     * 2N chains run side by side because each one's work is a chain of dependent operations (a
+     * Horner polynomial) whose latency, not the arithmetic, limits one vector.
      */
-    template <int K>
-    static void log2_halves(vd (&h)[K], const pow_tables & tb) {
+    template <int N, bool SUB>
+    static void log2_halves(const vf (&x)[N], vd (&h)[2 * N], const pow_tables & tb) {
         typedef merge_pow_tables P;
         const P & T = MERGE_POW_TABLES;
         static_assert(P::LOG_N == 16, "16-entry tables");
-        vd r[K], acc[K];
+        vd r[2 * N], acc[2 * N];
 #pragma GCC unroll 16
-        for (int j = 0; j < K; j++) {
-            r[j] = V::d_sub(V::d_mul(V::d_mantissa(h[j]), V::d_lookup(tb.invc, V::d_top_bits(h[j], P::LOG_BITS))), V::d_set1(1.0));
-            acc[j] = V::d_set1(T.logp[P::LOG_TERMS - 1]);
+        for (int j = 0; j < N; j++) {
+            vd m[2], c[2];
+            V::template log_m_invc<SUB>(x[j], tb, m, c);
+#pragma GCC unroll 2
+            for (int k = 0; k < 2; k++) {
+                r[2 * j + k] = V::d_sub(V::d_mul(m[k], c[k]), V::d_set1(1.0));
+                acc[2 * j + k] = V::d_set1(T.logp[P::LOG_TERMS - 1]);
+            }
         }
 #pragma GCC unroll 16
         for (int n = P::LOG_TERMS - 2; n >= 0; n--) {
 #pragma GCC unroll 16
-            for (int j = 0; j < K; j++) acc[j] = V::d_add(V::d_mul(acc[j], r[j]), V::d_set1(T.logp[n]));
+            for (int j = 0; j < 2 * N; j++) acc[j] = V::d_add(V::d_mul(acc[j], r[j]), V::d_set1(T.logp[n]));
         }
 #pragma GCC unroll 16
-        for (int j = 0; j < K; j++) {
+        for (int j = 0; j < N; j++) {
             // e + log2c[i] only now: fewer registers live through the polynomial above
-            const vd hi = V::d_add(V::d_exponent(h[j]), V::d_lookup(tb.log2c, V::d_top_bits(h[j], P::LOG_BITS)));
-            h[j] = V::d_add(hi, V::d_mul(acc[j], r[j]));
+            vd e[2], c[2];
+            V::template log_e_log2c<SUB>(x[j], tb, e, c);
+#pragma GCC unroll 2
+            for (int k = 0; k < 2; k++) h[2 * j + k] = V::d_add(V::d_add(e[k], c[k]), V::d_mul(acc[2 * j + k], r[2 * j + k]));
         }
     }
 
@@ -92,6 +97,7 @@ struct simd_methods {
         typedef merge_pow_tables P;
         const P & T = MERGE_POW_TABLES;
         static_assert(P::EXP_N == 16, "16-entry tables, and the 1/32 and d_floor16 below");
+        static_assert(K % 2 == 0, "the table is looked up for two vectors at once");
         vd f[K], acc[K];
         typename V::vix kb[K];
 #pragma GCC unroll 16
@@ -109,9 +115,11 @@ struct simd_methods {
             for (int j = 0; j < K; j++) acc[j] = V::d_add(V::d_mul(acc[j], f[j]), V::d_set1(T.expp[n]));
         }
 #pragma GCC unroll 16
-        for (int j = 0; j < K; j++) {
-            const vd v = V::d_mul(acc[j], V::d_lookup(tb.exp2j, kb[j])); // low 4 bits of k: k mod 16
-            t[j] = V::d_scale_pow2_div16(v, kb[j]);
+        for (int j = 0; j < K; j += 2) {
+            vd c0, c1;
+            V::exp2j_pair(tb, kb[j], kb[j + 1], c0, c1); // low 4 bits of k: k mod 16
+            t[j] = V::d_scale_pow2_div16(V::d_mul(acc[j], c0), kb[j]);
+            t[j + 1] = V::d_scale_pow2_div16(V::d_mul(acc[j + 1], c1), kb[j + 1]);
         }
     }
 
@@ -199,7 +207,7 @@ struct simd_methods {
      */
     template <int U, bool SPECIAL, bool CLAMP>
     static void pow_product(vf (&m)[U], const vf (&da)[U], const vf (&db)[U], float y1, float y2, const pow_tables & tb) {
-        vd h[4 * U];
+        vf xs[2 * U];
         vf g1[U], g2[U];
 #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
@@ -209,10 +217,10 @@ struct simd_methods {
                 x1 = V::blend(V::eq(g1[u], V::zero()), x1, V::set1(1.0f));
                 x2 = V::blend(V::eq(g2[u], V::zero()), x2, V::set1(1.0f));
             }
-            h[2 * u] = V::d_lo(x1), h[2 * u + 1] = V::d_hi(x1);
-            h[2 * U + 2 * u] = V::d_lo(x2), h[2 * U + 2 * u + 1] = V::d_hi(x2);
+            xs[u] = x1, xs[U + u] = x2;
         }
-        log2_halves<4 * U>(h, tb);
+        vd h[4 * U];
+        log2_halves<2 * U, SPECIAL>(xs, h, tb); // the special path's general lanes may be subnormal
         vd t[2 * U];
         const vd vy1 = V::d_set1((double) y1), vy2 = V::d_set1((double) y2);
 #pragma GCC unroll 16

@@ -91,6 +91,14 @@ describe("bench (smoke, tiny models)", function () {
     assert.deepEqual([td.method, td.multiplier, td.beta, td.threads], ["train-difference", 1, undefined, 2]);
   });
 
+  it("--isa forces the native engine's kernels (and leaves the TS engine alone)", async () => {
+    const native = { id: "native-2t", engine: "native" as const, threads: 2 };
+    assert.equal(mergeOptionsFor(scenarioById("md-sd15"), ["a", "b", "c"], "out", native, "avx2").isa, "avx2");
+    assert.equal(mergeOptionsFor(scenarioById("md-sd15"), ["a", "b", "c"], "out", native).isa, undefined);
+    assert.equal(mergeOptionsFor(scenarioById("md-sd15"), ["a", "b", "c"], "out", { id: "js", engine: "js", threads: 1 }, "avx2").isa, undefined);
+    await assert.rejects(main(["--isa", "avx3", "--scenarios", "md-sd15"]), /--isa expects one of/);
+  });
+
   it("runs the element-wise method and fp8 Flux scenarios, native and TS, warm and cold", async function () {
     if (!haveCompiler()) this.skip();
     const res = await runBench({

@@ -201,4 +201,42 @@ describe("pow: SIMD = scalar = TS over millions of values and many exponents", f
       });
     }
   });
+
+  it("native gives TS's bits on every ISA for products of two general operands (the vector loop's general path)", async () => {
+    // A = xs, B = other positive fp32 of every exponent, C = 0: both operands are general in
+    // nearly every vector (the pow test above has B = 1, a special operand in every lane), so
+    // this covers the general path's table lookups over every exponent; the subnormal lanes
+    // send their vectors to the special path.
+    const size = N * 4;
+    const next2 = rng(777);
+    const x2 = new Float32Array(N);
+    for (let i = 0; i < N; i++) x2[i] = i % 3 === 0 ? Math.fround(0.02 * (next2() + 0.01)) : valueOf(Math.floor(next2() * 0x7f800000));
+    const aPath = dir.file("pp-a.bin"), bPath = dir.file("pp-b.bin"), zeroPath = dir.file("pp-zero.bin");
+    writeFileSync(aPath, Buffer.from(xs.buffer));
+    writeFileSync(bPath, Buffer.from(x2.buffer));
+    writeFileSync(zeroPath, Buffer.alloc(size));
+    const PARAMS = [[0.6, 0.4, 0.5, 0.5], [0.999, 0.001, 0.2, 0.8], [1 - 1.7, 1.7, 0.5, 0.5], [0.5, 0.5, 1, 0]].map((p) => p.map(Math.fround));
+    const input = (file: number) => ({ kind: "input" as const, file, offset: 0, dtype: DT.F32 });
+    const pieces = PARAMS.map((params, k) => ({
+      name: `pp.${k}`, n: N,
+      ops: [{ kernel: KERNEL.multiplyDifference, args: [input(0), input(1), input(2)], params, round: DT.F32 }],
+      writes: [{ output: 0, offset: k * size, dtype: DT.F32, source: { kind: "op" as const, index: 0 } }],
+    }));
+    const expected = PARAMS.map((params) => {
+      const r = new Float32Array(N);
+      METHOD_KERNELS["multiply-difference"]!(r, [xs, x2, new Float32Array(N)], params, N);
+      return new Uint32Array(r.buffer);
+    });
+    for (const isa of available()) {
+      const out = dir.file(`pp.${isa}.bin`);
+      await runNativeJob(makeJob({ inputs: [{ path: aPath, size }, { path: bPath, size }, { path: zeroPath, size }], outputs: [{ path: out, size: size * PARAMS.length, literals: [] }], pieces, isa, threads: 2 }));
+      const got = new Uint32Array(readFileSync(out).buffer.slice(0));
+      PARAMS.forEach((params, k) => {
+        for (let i = 0; i < N; i++) {
+          const g = got[k * N + i]!, e = expected[k]![i]!;
+          if (g !== e && !(isNaN32(g) && isNaN32(e))) assert.fail(`${isa}: A ${xs[i]}, B ${x2[i]}, p ${params}: native ${valueOf(g)} vs TS ${valueOf(e)}`);
+        }
+      });
+    }
+  });
 });
