@@ -153,14 +153,12 @@ inline float sign_of(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0
 inline float canonical(float v) { return v != v ? std::numeric_limits<float>::quiet_NaN() : v; }
 
 // W fp32 lanes (GCC vector extensions: one SSE2 / NEON, AVX2 or AVX-512 register per
-// vector). Lane arithmetic is the scalar IEEE operation; a comparison gives an all-ones or zero
-// int lane, and `m ? a : b` picks lane by lane (a bit select: no value is rounded or changed).
+// vector). Lane arithmetic is the scalar IEEE operation; `x > y ? a : b` picks lane by lane (a bit select: no value is rounded or changed).
 // (The helpers below take and return vectors wider than the baseline ABI's registers: they are
 // always inlined into the ISA-targeted kernels, so no call passes one.)
 #pragma GCC diagnostic ignored "-Wpsabi"
 template <int W> struct tm_vec {
     typedef float f __attribute__((vector_size(4 * W)));
-    typedef int32_t i __attribute__((vector_size(4 * W)));
     typedef uint32_t u __attribute__((vector_size(4 * W)));
 };
 
@@ -335,8 +333,9 @@ TM_BODY void task_merge_models(float * r, const merge_many_args & a, size_t n) {
 
 /**
  * Without DROP, the one pass (the common model counts with their loops unrolled, any other count
- * with a loop): 1.4 → 0.9 ns per element for TIES on 3 models at AVX-512. With DROP the Philox
- * words dominate and the runs measured as fast or faster (scalar: 9.9 against 17 ns).
+ * with a loop): 0.91 → 0.54 ns per element for TIES on 3 models at AVX-512, 1.10 → 0.84 at AVX2
+ * (bench/kernel_micro.cc). With DROP the Philox words dominate and the runs measured as fast or
+ * faster (scalar: 9.9 against 17 ns), so DARE and DARE-TIES keep them.
  */
 template <int Isa, int W>
 TM_BODY void task_merge_body(float * r, const merge_many_args & a, size_t n) {
