@@ -52,6 +52,56 @@ __attribute__((target("avx512f"))) void group_avx512(const float * const * x, co
     }
 }
 
+// SLERP's a·b, a·a, b·b: each operand loaded and converted once (group_avx512<3> converts each
+// six times in all: it cannot know that its pointers are the same two). The same lane sums.
+__attribute__((target("avx512f"))) void pair_avx512(const float * a, const float * b, double * const * lanes, size_t m) {
+    __m512d ab = _mm512_loadu_pd(lanes[0]), aa = _mm512_loadu_pd(lanes[1]), bb = _mm512_loadu_pd(lanes[2]);
+    size_t e = 0;
+    for (; e + lanes_n <= m; e += lanes_n) {
+        const __m512d va = _mm512_maskz_cvtps_pd(0xff, _mm256_loadu_ps(a + e)), vb = _mm512_maskz_cvtps_pd(0xff, _mm256_loadu_ps(b + e));
+        ab = _mm512_add_pd(ab, _mm512_mul_pd(va, vb));
+        aa = _mm512_add_pd(aa, _mm512_mul_pd(va, va));
+        bb = _mm512_add_pd(bb, _mm512_mul_pd(vb, vb));
+    }
+    _mm512_storeu_pd(lanes[0], ab);
+    _mm512_storeu_pd(lanes[1], aa);
+    _mm512_storeu_pd(lanes[2], bb);
+    lanes_tail(a, b, lanes[0], e, m);
+    lanes_tail(a, a, lanes[1], e, m);
+    lanes_tail(b, b, lanes[2], e, m);
+}
+
+__attribute__((target("avx2"))) void pair_avx2(const float * a, const float * b, double * const * lanes, size_t m) {
+    __m256d lo[3], hi[3];
+    for (size_t g = 0; g < 3; g++) {
+        lo[g] = _mm256_loadu_pd(lanes[g]);
+        hi[g] = _mm256_loadu_pd(lanes[g] + 4);
+    }
+    size_t e = 0;
+    for (; e + lanes_n <= m; e += lanes_n) {
+        const __m256d a0 = _mm256_cvtps_pd(_mm_loadu_ps(a + e)), b0 = _mm256_cvtps_pd(_mm_loadu_ps(b + e));
+        const __m256d a1 = _mm256_cvtps_pd(_mm_loadu_ps(a + e + 4)), b1 = _mm256_cvtps_pd(_mm_loadu_ps(b + e + 4));
+        lo[0] = _mm256_add_pd(lo[0], _mm256_mul_pd(a0, b0));
+        hi[0] = _mm256_add_pd(hi[0], _mm256_mul_pd(a1, b1));
+        lo[1] = _mm256_add_pd(lo[1], _mm256_mul_pd(a0, a0));
+        hi[1] = _mm256_add_pd(hi[1], _mm256_mul_pd(a1, a1));
+        lo[2] = _mm256_add_pd(lo[2], _mm256_mul_pd(b0, b0));
+        hi[2] = _mm256_add_pd(hi[2], _mm256_mul_pd(b1, b1));
+    }
+    for (size_t g = 0; g < 3; g++) {
+        _mm256_storeu_pd(lanes[g], lo[g]);
+        _mm256_storeu_pd(lanes[g] + 4, hi[g]);
+    }
+    lanes_tail(a, b, lanes[0], e, m);
+    lanes_tail(a, a, lanes[1], e, m);
+    lanes_tail(b, b, lanes[2], e, m);
+}
+
+/** The reductions are a·b, a·a, b·b (SLERP's statistics, in its order). */
+inline bool is_pair(size_t count, const float * const * x, const float * const * y) {
+    return count == 3 && x[1] == x[0] && y[1] == x[0] && x[2] == y[0] && y[2] == y[0];
+}
+
 // Lanes 0–3 in one register, 4–7 in the other.
 template <size_t G>
 __attribute__((target("avx2"))) void group_avx2(const float * const * x, const float * const * y, double * const * lanes, size_t m) {
@@ -75,8 +125,9 @@ __attribute__((target("avx2"))) void group_avx2(const float * const * x, const f
     }
 }
 
-#define TM_LANES_GROUPS(name, group)                                                                                 \
+#define TM_LANES_GROUPS(name, group, pair)                                                                           \
     void name(size_t count, const float * const * x, const float * const * y, double * const * lanes, size_t m) {   \
+        if (is_pair(count, x, y)) return pair(x[0], y[0], lanes, m);                                                 \
         for (size_t r = 0; r < count; r += group_max) {                                                              \
             switch (count - r < group_max ? count - r : group_max) {                                                 \
                 case 1: group<1>(x + r, y + r, lanes + r, m); break;                                                  \
@@ -86,8 +137,8 @@ __attribute__((target("avx2"))) void group_avx2(const float * const * x, const f
             }                                                                                                        \
         }                                                                                                            \
     }
-TM_LANES_GROUPS(lanes_avx512, group_avx512)
-TM_LANES_GROUPS(lanes_avx2, group_avx2)
+TM_LANES_GROUPS(lanes_avx512, group_avx512, pair_avx512)
+TM_LANES_GROUPS(lanes_avx2, group_avx2, pair_avx2)
 #undef TM_LANES_GROUPS
 #endif
 

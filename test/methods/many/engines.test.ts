@@ -74,6 +74,27 @@ describe("many-model methods: engines, threads, windows and masks", function () 
     });
   }
 
+  it("ties with 1, 2, 4 and 6 models (the task merge's unrolled model counts and its loop), by count, unnormalised: native at every ISA equals the TS engine", async function () {
+    const more = [4, 5, 6].map((m) => writeBig(dir.path, m));
+    const all = [...paths, ...more];
+    const variants = [{}, { "sign-by-count": 1 }, { normalize: 0 }];
+    for (const models of [1, 2, 4, 6]) {
+      for (const [v, params] of variants.entries()) {
+        const c = { method: "ties", params: { density: 0.3, ...params }, modelWeights: [1, 0.8, 0.6, 1.2, 0.5, 0.9].slice(0, models) };
+        const ref = join(dir.path, `ties-n${models}-${v}-js.safetensors`);
+        await merge({ recipeMetadata: false, engine: "js", threads: 1, base: all[0], models: all.slice(1, models + 1), out: ref, ...c } as never);
+        const expected = bytesOf(ref);
+        if (!ENGINES.includes("native")) continue;
+        for (const isa of ["scalar", "avx2", "avx512"] as const) {
+          if (!capabilities().isas.includes(isa)) continue;
+          const out = join(dir.path, `ties-n${models}-${v}-${isa}.safetensors`);
+          await merge({ recipeMetadata: false, engine: "native", isa, threads: 2, base: all[0], models: all.slice(1, models + 1), out, ...c } as never);
+          assert.ok(bytesOf(out).equals(expected), `${models} models, variant ${v}, ${isa}`);
+        }
+      }
+    }
+  });
+
   it("slerp, slerp-mecha, add-cosine-a/b: native (threads 1/2, 1 MiB windows) equals TS bit for bit (the shared acos/sin, per-column sums)", async () => {
     for (const method of ["slerp", "slerp-mecha", "add-cosine-a", "add-cosine-b"] as const) {
       for (const t of [0.1, 0.5, 0.77, 1.3]) {

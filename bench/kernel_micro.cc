@@ -1,0 +1,76 @@
+// Kernel microbenchmark (issue 11): ns per element of the task-merge kernel (TIES flags) and of
+// SLERP's lane sums (a·b, a·a, b·b), on one 4096-element block in L1, best of 15 × 2000 calls,
+// with a hash of the results (equal between two builds = the same bits). Not built by default:
+//   g++ -O2 -std=c++17 -Inative/core bench/kernel_micro.cc build/libtensormerge_core.a -o /tmp/kernel_micro
+//   /tmp/kernel_micro avx512 41     (ISA: scalar | avx2 | avx512; task-merge flags, 41 = TIES)
+// Link it against another build's libtensormerge_core.a (and its native/core headers) for an A/B.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels.h"
+#include "many_kernels.h"
+#include "reduction_lanes.h"
+
+template <class F> double best_ns(F && f, size_t n) {
+    double best = 1e9;
+    for (int rep = 0; rep < 15; rep++) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int k = 0; k < 2000; k++) f(k);
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / (2000.0 * n) * 1e9);
+    }
+    return best;
+}
+
+int main(int argc, char ** argv) {
+    const char * isa = argc > 1 ? argv[1] : "avx512";
+    const uint32_t flags = argc > 2 ? (uint32_t) atoi(argv[2]) : 41;
+    const size_t n = 4096;
+    std::mt19937 g(1);
+    std::normal_distribution<float> d(0, 0.02f);
+    std::vector<float> x[4];
+    for (auto & v : x) {
+        v.resize(n + 5);
+        for (auto & e : v) e = d(g);
+    }
+    for (int j = 1; j < 4; j++)
+        for (size_t i = 0; i < n; i++) x[j][i] = x[0][i] + d(g) * 0.05f; // task vectors of ~1e-3
+    const float * xs[4] = {x[0].data(), x[1].data(), x[2].data(), x[3].data()};
+    float params[7] = {1, 0.8f, 0.6f, 1, 0.5f, 0.5f, 0.5f};
+    const float threshold = 0.0015f; // keeps ~20% of each task vector
+    uint32_t key;
+    std::memcpy(&key, &threshold, 4);
+    const double stats[3] = {(double) key, (double) key, (double) key};
+    const uint32_t ints[7] = {flags, 1, 2, 3, 1u << 31, 1u << 31, 1u << 31};
+    std::vector<float> r(n);
+    merge_many_args a{xs, 4, params, 7, stats, (uint32_t) ((flags & TASK_MERGE_TRIM) ? 3 : 0), ints, 7, 0, nullptr};
+    const merge_many_fn f = merge_many_kernel(MERGE_KERNEL_TASK_MERGE, isa);
+    const double tm = best_ns([&](int k) { a.index = (uint64_t) k * n; f(r.data(), a, n); }, n);
+    uint32_t h = 0;
+    for (float v : r) {
+        uint32_t b;
+        std::memcpy(&b, &v, 4);
+        h = h * 31 + b;
+    }
+    std::printf("%s task-merge flags %u: %.3f ns/element (hash %08x)\n", isa, flags, tm, h);
+
+    const size_t m = n + 5; // a tail past the lanes
+    const float * lx[3] = {xs[0], xs[0], xs[1]}, * ly[3] = {xs[1], xs[0], xs[1]};
+    double l[3][8] = {};
+    double * lanes[3] = {l[0], l[1], l[2]};
+    const reduction_lanes_fn sums = reduction_lanes_for(isa);
+    const double ls = best_ns([&](int) { sums(3, lx, ly, lanes, m); }, m);
+    uint64_t hl = 0;
+    for (auto & row : l)
+        for (double v : row) {
+            uint64_t b;
+            std::memcpy(&b, &v, 8);
+            hl = hl * 31 + b;
+        }
+    std::printf("%s slerp lane sums: %.3f ns/element (hash %016llx)\n", isa, ls, (unsigned long long) hl);
+}
