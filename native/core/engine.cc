@@ -157,8 +157,9 @@ public:
         unsigned statistics_readers = 1;
         if (const char * v = std::getenv("TENSORMERGE_STATISTICS_READERS")) statistics_readers = (unsigned) std::max(1, std::min(8, std::atoi(v)));
         // TENSORMERGE_STATISTICS_TOUCH (default 1): the helper reads each line it populated once
-        // (prefetch.h), so the statistics pass reads data already touched: 2 x 7B at 1/2 size,
-        // its seconds fell from 6-15 to 2-5 (bench/RESULTS.md "Statistics read ahead").
+        // (prefetch.h), so the statistics pass reads data already touched: cold 2 x 7B at 1/2 size,
+        // its seconds fell from 12.5-20.5 to 4.5-7.1 in 5 of 6 runs; SD 1.5 with the page cache
+        // empty showed no gain (bench/RESULTS.md "Statistics read ahead").
         bool statistics_touch = true;
         if (const char * v = std::getenv("TENSORMERGE_STATISTICS_TOUCH")) statistics_touch = std::atoi(v) != 0;
         merge_prefetcher statistics_ahead(inputs_, statistics_read_ == 2 ? prefetch_mode::willneed : statistics_read_ == 3 ? prefetch_mode::pread : prefetch_mode::populate,
