@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -38,6 +39,18 @@ uint64_t window_bytes_for(const merge_tuning & tuning, uint64_t max_output_bytes
     uint64_t w = std::max<uint64_t>(page, tuning.window_bytes & ~(page - 1));
     w = std::min(w, (max_output_bytes + page - 1) & ~(page - 1));
     return w == 0 ? page : w;
+}
+
+/** /proc/meminfo's MemAvailable in bytes (free memory plus what the kernel can reclaim), or 0 if unknown. */
+uint64_t merge_available_memory_bytes() {
+    FILE * f = std::fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kib = 0;
+    bool found = false;
+    while (!found && std::fgets(line, sizeof line, f)) found = std::sscanf(line, "MemAvailable: %llu kB", &kib) == 1;
+    std::fclose(f);
+    return found ? (uint64_t) kib << 10 : 0;
 }
 
 /** First failure wins; workers poll `stop` between chunks. */
@@ -98,6 +111,7 @@ public:
         read_once_ = inputs_read_once();
         drop_behind_ = wants_drop_behind();
         statistics_read_ = statistics_read_mode();
+        statistics_ahead_budget_ = statistics_read_ > 0 ? statistics_ahead_budget_for() : 0;
         if (job_.tuning.buffered_reads == 1 || job_.tuning.buffered_reads == 2) start_reader();
         set_ramp(); // after start_reader, which may narrow the window
         const int n_buffers = std::max(2, std::min(64, job_.tuning.output_buffers));
@@ -142,8 +156,14 @@ public:
         // TENSORMERGE_STATISTICS_READERS: the statistics read's helper threads (requests in flight).
         unsigned statistics_readers = 1;
         if (const char * v = std::getenv("TENSORMERGE_STATISTICS_READERS")) statistics_readers = (unsigned) std::max(1, std::min(8, std::atoi(v)));
+        // TENSORMERGE_STATISTICS_TOUCH (default 1): the helper reads each line it populated once
+        // (prefetch.h), so the statistics pass reads data already touched: cold 2 x 7B at 1/2 size,
+        // its seconds fell from 12.5-20.5 to 4.5-7.1 in 5 of 6 runs; SD 1.5 with the page cache
+        // empty showed no gain (bench/RESULTS.md "Statistics read ahead").
+        bool statistics_touch = true;
+        if (const char * v = std::getenv("TENSORMERGE_STATISTICS_TOUCH")) statistics_touch = std::atoi(v) != 0;
         merge_prefetcher statistics_ahead(inputs_, statistics_read_ == 2 ? prefetch_mode::willneed : statistics_read_ == 3 ? prefetch_mode::pread : prefetch_mode::populate,
-                                          statistics_readers);
+                                          statistics_readers, statistics_touch);
         if (statistics_read_ > 0) {
             statistics_ahead.start();
             statistics_ahead_ = &statistics_ahead;
@@ -224,6 +244,9 @@ public:
             {"reductionBracketMisses", (double) bracket_misses_},
             {"statisticsRead", (double) (statistics_read_ > 0 && statistics_ahead.mode() == prefetch_mode::willneed ? 2 : statistics_read_)},
             {"bytesStatisticsAhead", (double) statistics_ahead.bytes_ahead()},
+            {"statisticsAheadBudget", (double) statistics_ahead_budget_},
+            {"statisticsTouch", statistics_read_ == 1 && statistics_ahead.touches() ? 1.0 : 0.0},
+            {"statisticsAheadPeak", (double) statistics_ahead_peak_},
             {"mapSequential", map_sequential() ? 1.0 : 0.0},
         };
         return {};
@@ -267,6 +290,8 @@ private:
     // The statistics read (statistics_read_mode): 0 off, else the mode of statistics_ahead_.
     int statistics_read_ = 0;
     merge_prefetcher * statistics_ahead_ = nullptr; // run()'s statistics prefetcher while stream() runs
+    uint64_t statistics_ahead_budget_ = 0; // statistics_ahead_budget_for()
+    uint64_t statistics_ahead_peak_ = 0;   // the most input bytes queue_statistics_reads counted ahead of the output pass
     // Per piece: 0 not queued for the statistics read, 1 queued (mostly cached), 2 queued cold (drop-behind)
     std::vector<uint8_t> statistics_queued_;
     bool drop_behind_ = false;
@@ -880,9 +905,18 @@ private:
         const uint64_t horizon = w0 + 2 * window_;
         const bool sampled = job_.tuning.sampled_residency != 0;
         constexpr uint64_t step = 4u << 20;
-        for (size_t i = first; i < spans.size() && spans[i].begin < horizon; i++) {
-            const size_t p = spans[i].piece;
-            if (p == plan_literal || job_.pieces[p].reductions.empty() || statistics_queued_[p] != 0) continue;
+        uint64_t ahead = 0; // input bytes of pieces with statistics from w0 on, still to be used by the output pass
+        for (size_t i = first; i < spans.size(); i++) {
+            const plan_span & sp = spans[i];
+            const size_t p = sp.piece;
+            if (sp.begin >= horizon && statistics_ahead_budget_ == 0) break;
+            if (p == plan_literal || job_.pieces[p].reductions.empty()) continue;
+            // Beyond the next window a piece is queued only if it fits the budget, in output order.
+            const uint64_t own = span_inputs_left(sp, w0);
+            if (sp.begin >= horizon && ahead + own > statistics_ahead_budget_) break;
+            ahead += own;
+            statistics_ahead_peak_ = std::max(statistics_ahead_peak_, ahead);
+            if (statistics_queued_[p] != 0) continue;
             if (!reduced_.empty() && reduced_[p]) continue;
             const std::vector<prefetch_range> runs = piece_input_runs(p);
             double bytes = 0, cached = 0;
@@ -905,6 +939,37 @@ private:
                 }
             statistics_ahead_->submit(std::move(steps));
         }
+    }
+
+    /**
+     * The input bytes span sp still reads from w0 on (its write's inputs, in proportion to the
+     * output bytes left): what of them the page cache must still hold for the output pass.
+     */
+    uint64_t span_inputs_left(const plan_span & sp, uint64_t w0) const {
+        uint64_t bytes = 0;
+        for (const plan_input_ref & r : plan_.writes[sp.piece][sp.index].inputs) bytes += job_.pieces[sp.piece].n * r.elem_size;
+        if (w0 <= sp.begin || sp.end <= sp.begin) return bytes;
+        return (uint64_t) ((unsigned __int128) bytes * (sp.end - std::min(w0, sp.end)) / (sp.end - sp.begin));
+    }
+
+    /**
+     * TENSORMERGE_STATISTICS_AHEAD_MIB (default 512): how far ahead of the output pass the
+     * statistics read may go, in input bytes of pieces with statistics (those of this window and
+     * the next are always queued; 0: only those, the behaviour before). Without it a big
+     * tensor's reads waited for the previous one's output pass instead of overlapping its writes.
+     * Capped at a quarter of the memory available (MemAvailable) when the job starts, so that
+     * nothing read ahead is evicted before both passes used it. The pages are the page cache's,
+     * mapped shared: they never count as the process's private memory.
+     */
+    static uint64_t statistics_ahead_budget_for() {
+        uint64_t mib = 512;
+        if (const char * v = std::getenv("TENSORMERGE_STATISTICS_AHEAD_MIB")) {
+            const long n = std::atol(v);
+            mib = n < 0 ? 0 : (uint64_t) std::min(n, 1l << 20);
+        }
+        const uint64_t available = merge_available_memory_bytes();
+        const uint64_t budget = mib << 20;
+        return available > 0 ? std::min(budget, available / 4) : budget;
     }
 
     /**

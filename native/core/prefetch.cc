@@ -1,5 +1,7 @@
 #include "prefetch.h"
 
+#include "fault_guard.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -47,7 +49,11 @@ void merge_prefetcher::bring_in(const prefetch_range & r, uint8_t * buffer) {
         // EINVAL: a kernel before 5.14 (no MADV_POPULATE_READ). Other errors (EFAULT for a file
         // truncated under the map, EINTR, ENOMEM) are left to the compute threads' own reads,
         // which fault under the SIGBUS guard and name the file.
-        if (in.advise(r.offset, r.length, MADV_POPULATE_READ) == 0 || errno != EINVAL) return;
+        if (in.advise(r.offset, r.length, MADV_POPULATE_READ) == 0) {
+            if (touch_) touch(in, r);
+            return;
+        }
+        if (errno != EINVAL) return;
         mode_.store((int) prefetch_mode::willneed, std::memory_order_relaxed);
     }
     if (mode == prefetch_mode::pread && buffer) {
@@ -56,6 +62,18 @@ void merge_prefetcher::bring_in(const prefetch_range & r, uint8_t * buffer) {
         return;
     }
     in.advise(r.offset, r.length, MADV_WILLNEED);
+}
+
+void merge_prefetcher::touch(const merge_input_map & in, const prefetch_range & r) {
+    if (!in.data() || r.length == 0 || r.offset >= in.size()) return;
+    const uint64_t end = std::min<uint64_t>(in.size(), r.offset + r.length);
+    const merge_fault_range range{(uintptr_t) in.data(), (uintptr_t) in.data() + in.mapped_length()};
+    uintptr_t address = 0;
+    // A file truncated under the map faults here: the touch stops, the compute threads' own
+    // reads report it. One (volatile: kept) load per cache line.
+    merge_fault_run(&range, 1, &address, [&] {
+        for (uint64_t at = r.offset & ~(uint64_t) 63; at < end; at += 64) (void) *(const volatile uint8_t *) (in.data() + at);
+    });
 }
 
 void merge_prefetcher::loop() {

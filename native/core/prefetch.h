@@ -40,8 +40,13 @@ enum class prefetch_mode { willneed, populate, pread };
 class merge_prefetcher {
 public:
     /** `threads` helper threads take the queue's steps in turn (so as many requests are in flight). */
-    explicit merge_prefetcher(const std::vector<std::unique_ptr<merge_input_map>> & inputs, prefetch_mode mode = prefetch_mode::willneed, unsigned threads = 1)
-        : inputs_(inputs), n_threads_(threads < 1 ? 1 : threads), mode_((int) mode) {}
+    /**
+     * `touch` (populate mode): after each step is populated, read one byte of each of its cache
+     * lines, so that the first read of data fresh from the disk, which on the benchmark VM costs
+     * more than the later ones (bench/RESULTS.md "Statistics read ahead"), is paid on this thread.
+     */
+    explicit merge_prefetcher(const std::vector<std::unique_ptr<merge_input_map>> & inputs, prefetch_mode mode = prefetch_mode::willneed, unsigned threads = 1, bool touch = false)
+        : inputs_(inputs), n_threads_(threads < 1 ? 1 : threads), touch_(touch), mode_((int) mode) {}
     ~merge_prefetcher() { stop(); }
     merge_prefetcher(const merge_prefetcher &) = delete;
     merge_prefetcher & operator=(const merge_prefetcher &) = delete;
@@ -54,17 +59,22 @@ public:
     void stop();
     /** Bytes of the ranges taken from the queue (after stop()). */
     uint64_t bytes_ahead() const { return bytes_ahead_.load(); }
+    /** Whether populated steps are touched (the constructor's `touch`). */
+    bool touches() const { return touch_; }
     /** The mode in effect: populate turns willneed if the kernel refused MADV_POPULATE_READ (after stop()). */
     prefetch_mode mode() const { return (prefetch_mode) mode_.load(); }
 
 private:
     void loop();
     void bring_in(const prefetch_range & r, uint8_t * buffer);
+    /** Reads one byte per cache line of the mapped range (under the SIGBUS guard). */
+    void touch(const merge_input_map & in, const prefetch_range & r);
     /** Fraction of the pages of the file's [offset, offset+length) that were cached at the snapshot (1 if unknown). */
     double was_resident(uint32_t file, uint64_t offset, uint64_t length) const;
 
     const std::vector<std::unique_ptr<merge_input_map>> & inputs_;
     const unsigned n_threads_;
+    const bool touch_;
     std::vector<std::thread> threads_;
     std::mutex mutex_;
     std::condition_variable cv_;

@@ -2,7 +2,9 @@
  * Child process of input-change.test.ts: runs merges whose input is changed mid-merge, in its
  * own process, so an engine that dies of SIGBUS shows as a failed test, not a dead mocha.
  *
- * argv[2]: JSON { dir, engine: "native" | "js", change: "truncate" | "rewrite" | "replace", trigger }.
+ * argv[2]: JSON { dir, engine: "native" | "js", change: "truncate" | "rewrite" | "replace", trigger, method? }
+ * (method: "weighted-sum", the default, or "slerp": a method with statistics, whose inputs a
+ * helper thread populates and touches ahead, engine.cc queue_statistics_reads).
  * The parent sets TENSORMERGE_WINDOW_MIB=1 and TENSORMERGE_WINDOW_PAUSE_MS so the job runs
  * long enough for the first progress report to arrive mid-merge; the input is changed from
  * that report (trigger "progress"), or as soon as the engine has created its temporary output
@@ -54,7 +56,7 @@ export function change(path: string, how: Change): void {
 }
 
 async function main(): Promise<void> {
-  const { dir, engine, change: how, trigger } = JSON.parse(process.argv[2]!) as { dir: string; engine: "native" | "js"; change: Change; trigger: "progress" | "start" };
+  const { dir, engine, change: how, trigger, method = "weighted-sum" } = JSON.parse(process.argv[2]!) as { dir: string; engine: "native" | "js"; change: Change; trigger: "progress" | "start"; method?: "weighted-sum" | "slerp" };
   const a = join(dir, "a.safetensors"), b = join(dir, "b.safetensors");
   model(a, 1);
   model(b, 2);
@@ -74,7 +76,7 @@ async function main(): Promise<void> {
   const poll = setInterval(onStart, 2);
   const first: Record<string, unknown> = {};
   try {
-    await merge({ a, b, method: "weighted-sum", multiplier: 0.25, out: join(dir, "out.safetensors"), engine, threads: 2, onProgress });
+    await merge({ a, b, method, multiplier: 0.25, out: join(dir, "out.safetensors"), engine, threads: 2, onProgress });
     first.ok = true;
   } catch (e) {
     first.ok = false;

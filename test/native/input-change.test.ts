@@ -38,8 +38,8 @@ const BUFFERED_ENV = { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_DIRECT_READS
 /** The same reads with O_DIRECT (prefetch.h, direct reads). */
 const DIRECT_ENV = { TENSORMERGE_BUFFERED_READS: "2", TENSORMERGE_DIRECT_READS: "2" };
 
-function runChild(dir: string, engine: "native" | "js", change: Change, trigger: "progress" | "start" = "progress", env: Record<string, string> = {}): ChildReport {
-  const r = spawnSync(process.execPath, [CHILD, JSON.stringify({ dir, engine, change, trigger })], {
+function runChild(dir: string, engine: "native" | "js", change: Change, trigger: "progress" | "start" = "progress", env: Record<string, string> = {}, method = "weighted-sum"): ChildReport {
+  const r = spawnSync(process.execPath, [CHILD, JSON.stringify({ dir, engine, change, trigger, method })], {
     encoding: "utf8",
     env: { ...process.env, ...PAUSE_ENV, ...env },
     timeout: 60_000,
@@ -110,6 +110,27 @@ describe("an input changed during a merge", function () {
       });
     });
   }
+
+  // SLERP: a helper thread populates and touches the pieces' inputs ahead of the statistics
+  // pass (TENSORMERGE_STATISTICS_TOUCH, prefetch.cc touch, under the SIGBUS guard): a
+  // truncation that lands while it reads must fail the job, not kill the process.
+  describe("native engine, SLERP (statistics read ahead and touched)", () => {
+    before(function () {
+      if (!nativeAvailable()) this.skip();
+    });
+    for (const trigger of ["progress", "start"] as const) {
+      it(`input truncated (${trigger === "start" ? "as soon as the job has started" : "mid-merge"}): FILE_TRUNCATED, no file left, the next merge works`, () => {
+        const dir = tmp.fresh(`slerp-${trigger}`);
+        const report = runChild(dir, "native", "truncate", trigger, { TENSORMERGE_STATISTICS_TOUCH: "1" }, "slerp");
+        assert.ok(report.changedAt, "the input was never truncated");
+        assert.equal(report.first.ok, false, "the merge succeeded although its input was truncated");
+        assert.equal(report.first.code, "FILE_TRUNCATED", report.first.message);
+        assert.equal(report.first.path, join(dir, "a.safetensors"));
+        assert.deepEqual(report.filesAfter, ["a.safetensors", "b.safetensors"], "no output and no temporary file may remain");
+        assert.equal(report.second, "ok", "a second merge in the same process must work");
+      });
+    }
+  });
 
   // The reader's two ways in: buffered pread, and O_DIRECT (a direct short read ends inside a
   // block, at the new end of the file). The second merge's stats show which way the child read.

@@ -4,7 +4,9 @@
  * thread (1 MADV_POPULATE_READ, 2 MADV_WILLNEED, 3 read() thrown away; 0 off), and the reader
  * leaving those pieces to the map. Only where the bytes come from changes, so every mode, with
  * the reader forced on or off, drop-behind forced, windows that split the big tensors, and 1 or 2
- * threads must give the TS engine's bytes (an independent implementation of the methods). One
+ * threads must give the TS engine's bytes (an independent implementation of the methods), as must
+ * every read-ahead budget (TENSORMERGE_STATISTICS_AHEAD_MIB: none, tiny, the whole model), with the
+ * helper touching what it populated or not (TENSORMERGE_STATISTICS_TOUCH). One
  * input is evicted from the page cache before each run so the cold paths (drop-behind of the
  * pieces read ahead) run too.
  */
@@ -86,6 +88,51 @@ describe("native engine: the statistics read (inputs of pieces with statistics r
       }
       // With the statistics read on, the reader leaves the pieces with statistics to the map.
       for (const mode of ["1", "2", "3"]) assert.ok(readerBytes[mode]! < readerBytes["0"]! / 4, `reader bytes, mode ${mode}: ${readerBytes[mode]} vs ${readerBytes["0"]} with it off`);
+    });
+
+    it(`${c.method}: read-ahead budgets 0, 1 MiB, the whole model (TENSORMERGE_STATISTICS_AHEAD_MIB), touch on/off, reader on/off, threads 1/2: the TS engine's bytes`, async function () {
+      if (!ENGINES.includes("native")) this.skip();
+      const { inputs, ...rest } = c;
+      const options = { recipeMetadata: false, dtype: "fp16", ...inputs(), ...rest };
+      const ref = join(dir.path, `${c.method}-ahead-js.safetensors`);
+      await merge({ ...options, engine: "js", threads: 1, out: ref } as never);
+      const expected = readFileSync(ref);
+      const peaks: Record<string, number> = {};
+      for (const [mode, touch] of [["1", "1"], ["1", "0"], ["2", "1"]] as const) {
+        for (const mib of ["0", "1", "4096"]) {
+          for (const reader of ["0", "2"]) {
+            for (const threads of [1, 2]) {
+              if (mode === "2" && (reader === "0" || threads === 1)) continue; // WILLNEED: one case per budget
+              const knobs = {
+                TENSORMERGE_STATISTICS_READ: mode, TENSORMERGE_STATISTICS_AHEAD_MIB: mib, TENSORMERGE_STATISTICS_TOUCH: touch, TENSORMERGE_BUFFERED_READS: reader,
+                TENSORMERGE_RELEASE_INPUTS: "3", TENSORMERGE_WINDOW_MIB: "1", TENSORMERGE_DIRECT_READS: "0",
+              };
+              const restore = setOnlyTuningKnobs(knobs);
+              try {
+                evictFiles([paths[1]!]);
+                const out = join(dir.path, `${c.method}-ahead-${mode}-${touch}-${mib}-${reader}-${threads}.safetensors`);
+                capture.reset();
+                await merge({ ...options, engine: "native", threads, out } as never);
+                const stats = capture.last()!;
+                assert.ok(readFileSync(out).equals(expected), `${c.method}: ${JSON.stringify(knobs)}, threads ${threads}`);
+                // The budget is capped at a quarter of MemAvailable, which may be under 4 GiB.
+                assert.ok(stats.statisticsAheadBudget! <= Number(mib) * 2 ** 20, `budget ${stats.statisticsAheadBudget} > ${mib} MiB`);
+                if (mib !== "4096") assert.equal(stats.statisticsAheadBudget, Number(mib) * 2 ** 20, "TENSORMERGE_STATISTICS_AHEAD_MIB did not reach the engine");
+                if (mode === "1") assert.ok(stats.bytesStatisticsAhead! > 4e6, `mode 1 populates every piece with statistics: ${stats.bytesStatisticsAhead}`);
+                // The touch applies to populated steps only (mode 1).
+                assert.equal(stats.statisticsTouch, mode === "1" && touch === "1" ? 1 : 0, "TENSORMERGE_STATISTICS_TOUCH did not reach the engine");
+                if (mode === "1" && touch === "1" && reader === "2" && threads === 2) peaks[mib] = stats.statisticsAheadPeak!;
+              } finally {
+                restore();
+              }
+            }
+          }
+        }
+      }
+      // The whole model's statistics inputs are counted ahead at the first window (> 5 MB: the
+      // first model's big tensors alone); 1 MiB adds at most a piece beyond the next window.
+      assert.ok(peaks["4096"]! > 5e6 && peaks["4096"]! > peaks["1"]!, `peaks ahead: ${JSON.stringify(peaks)}`);
+      assert.ok(peaks["1"]! >= peaks["0"]!, `peaks ahead: ${JSON.stringify(peaks)}`);
     });
   }
 });
