@@ -244,6 +244,7 @@ public:
             {"reductionBracketMisses", (double) bracket_misses_},
             {"statisticsRead", (double) (statistics_read_ > 0 && statistics_ahead.mode() == prefetch_mode::willneed ? 2 : statistics_read_)},
             {"bytesStatisticsAhead", (double) statistics_ahead.bytes_ahead()},
+            {"bytesStatisticsTouched", (double) statistics_ahead.bytes_touched()},
             {"statisticsAheadBudget", (double) statistics_ahead_budget_},
             {"statisticsTouch", statistics_read_ == 1 && statistics_ahead.touches() ? 1.0 : 0.0},
             {"statisticsAheadPeak", (double) statistics_ahead_peak_},

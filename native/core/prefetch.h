@@ -44,6 +44,7 @@ public:
      * `touch` (populate mode): after each step is populated, read one byte of each of its cache
      * lines, so that the first read of data fresh from the disk, which on the benchmark VM costs
      * more than the later ones (bench/RESULTS.md "Statistics read ahead"), is paid on this thread.
+     * Steps wholly cached before their populate are not touched (no first read to pay).
      */
     explicit merge_prefetcher(const std::vector<std::unique_ptr<merge_input_map>> & inputs, prefetch_mode mode = prefetch_mode::willneed, unsigned threads = 1, bool touch = false)
         : inputs_(inputs), n_threads_(threads < 1 ? 1 : threads), touch_(touch), mode_((int) mode) {}
@@ -59,6 +60,8 @@ public:
     void stop();
     /** Bytes of the ranges taken from the queue (after stop()). */
     uint64_t bytes_ahead() const { return bytes_ahead_.load(); }
+    /** Bytes of the populated steps that were touched: those not wholly cached before (after stop()). */
+    uint64_t bytes_touched() const { return bytes_touched_.load(); }
     /** Whether populated steps are touched (the constructor's `touch`). */
     bool touches() const { return touch_; }
     /** The mode in effect: populate turns willneed if the kernel refused MADV_POPULATE_READ (after stop()). */
@@ -82,6 +85,7 @@ private:
     bool stop_ = false;
     std::atomic<int> mode_;                // a prefetch_mode
     std::atomic<uint64_t> bytes_ahead_{0};
+    std::atomic<uint64_t> bytes_touched_{0};
 };
 
 /**

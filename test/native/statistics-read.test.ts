@@ -121,6 +121,11 @@ describe("native engine: the statistics read (inputs of pieces with statistics r
                 if (mode === "1") assert.ok(stats.bytesStatisticsAhead! > 4e6, `mode 1 populates every piece with statistics: ${stats.bytesStatisticsAhead}`);
                 // The touch applies to populated steps only (mode 1).
                 assert.equal(stats.statisticsTouch, mode === "1" && touch === "1" ? 1 : 0, "TENSORMERGE_STATISTICS_TOUCH did not reach the engine");
+                // Only steps not wholly cached are touched: here the evicted input's, not the others' (just written, cached).
+                if (mode === "1" && touch === "1") {
+                  assert.ok(stats.bytesStatisticsTouched! > 0, `the evicted input's steps are touched: ${stats.bytesStatisticsTouched}`);
+                  assert.ok(stats.bytesStatisticsTouched! < stats.bytesStatisticsAhead!, `cached steps are not touched: ${stats.bytesStatisticsTouched} of ${stats.bytesStatisticsAhead}`);
+                } else assert.equal(stats.bytesStatisticsTouched, 0);
                 if (mode === "1" && touch === "1" && reader === "2" && threads === 2) peaks[mib] = stats.statisticsAheadPeak!;
               } finally {
                 restore();
