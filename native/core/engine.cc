@@ -922,21 +922,31 @@ private:
             const std::vector<prefetch_range> runs = piece_input_runs(p);
             double bytes = 0, cached = 0;
             uint64_t longest = 0;
-            for (const prefetch_range & r : runs) {
+            std::vector<bool> run_cold(runs.size());
+            for (size_t j = 0; j < runs.size(); j++) {
+                const prefetch_range & r = runs[j];
+                const double run_resident = merge_run_residency(*inputs_[r.file], r.offset, r.length, sampled);
+                run_cold[j] = run_resident < 1.0;
                 bytes += (double) r.length;
-                cached += merge_run_residency(*inputs_[r.file], r.offset, r.length, sampled) * (double) r.length;
+                cached += run_resident * (double) r.length;
                 longest = std::max(longest, r.length);
             }
             const double resident = bytes > 0 ? cached / bytes : 1.0;
+            // The touch (prefetch.h) pays the first read of pages fresh from the disk; an input run
+            // all cached when its piece is queued has none, and touching it is one more read of every line (warm SLERP
+            // 2 x SD 1.5: +0.25 s of user CPU). Decided here, well ahead of the populate: just before
+            // it, the kernel's read-ahead of the previous step makes cold steps look cached (2 x 7B:
+            // 2.2 of 29 GB touched that way, 25.4 -> 30.1 s; bench/RESULTS.md "Quiet check, sixth session").
             statistics_queued_[p] = resident < 0.5 ? 2 : 1;
             if (resident >= 1.0 && statistics_read_ != 1) continue;
             // Step k of every run covers the same fraction of it: [k/K, (k+1)/K) of its bytes.
             const uint64_t k_steps = std::max<uint64_t>(1, (longest + step - 1) / step);
             std::vector<prefetch_range> steps;
             for (uint64_t k = 0; k < k_steps; k++)
-                for (const prefetch_range & r : runs) {
+                for (size_t j = 0; j < runs.size(); j++) {
+                    const prefetch_range & r = runs[j];
                     const uint64_t a = (uint64_t) ((unsigned __int128) r.length * k / k_steps), b = (uint64_t) ((unsigned __int128) r.length * (k + 1) / k_steps);
-                    if (b > a) steps.push_back({r.file, r.offset + a, b - a});
+                    if (b > a) steps.push_back({r.file, r.offset + a, b - a, run_cold[j]});
                 }
             statistics_ahead_->submit(std::move(steps));
         }

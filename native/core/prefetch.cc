@@ -1,7 +1,6 @@
 #include "prefetch.h"
 
 #include "fault_guard.h"
-#include "residency.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -50,11 +49,7 @@ void merge_prefetcher::bring_in(const prefetch_range & r, uint8_t * buffer) {
         // EINVAL: a kernel before 5.14 (no MADV_POPULATE_READ). Other errors (EFAULT for a file
         // truncated under the map, EINTR, ENOMEM) are left to the compute threads' own reads,
         // which fault under the SIGBUS guard and name the file.
-        // Touch only a step that was not wholly cached before: the first read of pages already
-        // in the page cache is no dearer than the passes' own, so touching them is one more read
-        // of every line for nothing (warm SLERP 2 x SD 1.5: +0.25 s of user CPU, bench/RESULTS.md
-        // "Quiet check, sixth session"). A sampled check: a few mincore pages per step.
-        const bool touch_step = touch_ && merge_run_residency(in, r.offset, r.length, true) < 1.0;
+        const bool touch_step = touch_ && r.touch;
         if (in.advise(r.offset, r.length, MADV_POPULATE_READ) == 0) {
             if (touch_step) {
                 touch(in, r);

@@ -25,6 +25,8 @@ struct prefetch_range {
     uint32_t file;
     uint64_t offset;
     uint64_t length;
+    /** Populate mode with touch on: touch this range's lines (false: the run was all cached when its piece was queued). */
+    bool touch = true;
 };
 
 /**
@@ -44,7 +46,7 @@ public:
      * `touch` (populate mode): after each step is populated, read one byte of each of its cache
      * lines, so that the first read of data fresh from the disk, which on the benchmark VM costs
      * more than the later ones (bench/RESULTS.md "Statistics read ahead"), is paid on this thread.
-     * Steps wholly cached before their populate are not touched (no first read to pay).
+     * Ranges queued with `touch` false (their run was wholly cached when its piece was queued) are not touched.
      */
     explicit merge_prefetcher(const std::vector<std::unique_ptr<merge_input_map>> & inputs, prefetch_mode mode = prefetch_mode::willneed, unsigned threads = 1, bool touch = false)
         : inputs_(inputs), n_threads_(threads < 1 ? 1 : threads), touch_(touch), mode_((int) mode) {}
@@ -60,7 +62,7 @@ public:
     void stop();
     /** Bytes of the ranges taken from the queue (after stop()). */
     uint64_t bytes_ahead() const { return bytes_ahead_.load(); }
-    /** Bytes of the populated steps that were touched: those not wholly cached before (after stop()). */
+    /** Bytes of the populated steps that were touched (after stop()). */
     uint64_t bytes_touched() const { return bytes_touched_.load(); }
     /** Whether populated steps are touched (the constructor's `touch`). */
     bool touches() const { return touch_; }
