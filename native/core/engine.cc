@@ -922,6 +922,11 @@ private:
             const std::vector<prefetch_range> runs = piece_input_runs(p);
             double bytes = 0, cached = 0;
             uint64_t longest = 0;
+            // The touch (prefetch.h) pays the first read of pages fresh from the disk; an input run
+            // all cached when its piece is queued has none, and touching it is one more read of every line (warm SLERP
+            // 2 x SD 1.5: +0.25 s of user CPU). run_cold decides it here, well ahead of the populate: just before
+            // it, the kernel's read-ahead of the previous step makes cold steps look cached (2 x 7B:
+            // 2.2 of 29 GB touched that way, 25.4 -> 30.1 s; bench/RESULTS.md "Quiet check, sixth session").
             std::vector<bool> run_cold(runs.size());
             for (size_t j = 0; j < runs.size(); j++) {
                 const prefetch_range & r = runs[j];
@@ -932,11 +937,6 @@ private:
                 longest = std::max(longest, r.length);
             }
             const double resident = bytes > 0 ? cached / bytes : 1.0;
-            // The touch (prefetch.h) pays the first read of pages fresh from the disk; an input run
-            // all cached when its piece is queued has none, and touching it is one more read of every line (warm SLERP
-            // 2 x SD 1.5: +0.25 s of user CPU). Decided here, well ahead of the populate: just before
-            // it, the kernel's read-ahead of the previous step makes cold steps look cached (2 x 7B:
-            // 2.2 of 29 GB touched that way, 25.4 -> 30.1 s; bench/RESULTS.md "Quiet check, sixth session").
             statistics_queued_[p] = resident < 0.5 ? 2 : 1;
             if (resident >= 1.0 && statistics_read_ != 1) continue;
             // Step k of every run covers the same fraction of it: [k/K, (k+1)/K) of its bytes.
