@@ -24,8 +24,8 @@ function parseTempName(name: string): { target: string; pid: number } | null {
   return m ? { target: m[1]!, pid: Number(m[2]) } : null;
 }
 
-/** A temp file older than this with a dead owner is stale (a live writer touches it far more often). */
-const STALE_TEMP_SECONDS = 10;
+/** A temp file (or folder) older than this with a dead owner is stale (a live writer touches it far more often). */
+export const STALE_TEMP_SECONDS = 10;
 
 /**
  * Removes the temporary files that killed merges left beside these targets (a kill cannot clean
@@ -56,7 +56,8 @@ export async function removeStaleTemps(targets: string[], now = Date.now()): Pro
   return removed;
 }
 
-function processRuns(pid: number): boolean {
+/** Whether process `pid` runs on this machine (the owner of a temporary name). */
+export function processRuns(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);

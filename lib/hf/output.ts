@@ -21,7 +21,7 @@ import { MergeError, fsError } from "../errors";
 import type { MergeProgress } from "../merge";
 import { resolveMethod } from "../methods/registry";
 import { numelOf } from "../model";
-import { diskNeeds, tempPathFor } from "../outputs";
+import { STALE_TEMP_SECONDS, diskNeeds, processRuns, tempPathFor } from "../outputs";
 import { planBoard, type BoardPlan, type BoardRow, type PlanStats } from "../plan";
 import type { PlannedLayout } from "../plan-layouts";
 import { CONFIG_FILE, INDEX_FILE, shardFileName } from "./folder";
@@ -174,9 +174,6 @@ function resultEntries(rows: BoardRow[], row: number): { name: string; bytes: nu
   return layout.entries.map((e) => ({ name: e.name, bytes: numelOf(e.shape) * DTYPE_SIZE[e.dtype] }));
 }
 
-/** Older than this, a temporary folder whose writer is gone is stale (as lib/outputs.ts judges temp files). */
-const STALE_SECONDS = 10;
-
 /**
  * Removes the temporary folders killed runs into `target` left beside it (a kill cannot clean
  * up): `.<name>.tensormerge-<pid>-<hex>.tmp` (and its `.old`), a folder, whose process no
@@ -192,20 +189,10 @@ async function removeStaleTempFolders(target: string): Promise<string[]> {
     if (!m || processRuns(Number(m[1]))) continue;
     const path = join(dir, entry);
     const info = await lstat(path).catch(() => undefined);
-    if (!info?.isDirectory() || Date.now() - info.mtimeMs < STALE_SECONDS * 1000) continue;
+    if (!info?.isDirectory() || Date.now() - info.mtimeMs < STALE_TEMP_SECONDS * 1000) continue;
     if (await rm(path, { recursive: true, force: true }).then(() => true, () => false)) removed.push(path);
   }
   return removed;
-}
-
-function processRuns(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 async function lexists(path: string): Promise<boolean> {
