@@ -4,8 +4,10 @@
  *    cgroup capped at N GiB, page cache included (bench/sweep.ts makeMemoryCgroup; root only),
  *    so the inputs cannot all stay cached; the merge process's storage reads (/proc/<pid>/io
  *    read_bytes) ÷ the input bytes says whether each input byte came from the disk once;
- *  - TIES the way whole-tensor tools do it (bench/ties_torch_way.py: real PyTorch, whole state
- *    dicts in RAM, mergekit's formula), warm, its time and peak memory beside our warm merge.
+ *  - the same merge the way whole-state-dict tools do it, warm, its time and peak memory beside
+ *    our warm merge: TIES as mergekit computes it (bench/ties_torch_way.py), and the classic
+ *    weighted sum and add difference as AUTOMATIC1111's checkpoint merger runs them
+ *    (bench/a1111_way.py); real PyTorch, every input's whole state dict in RAM.
  */
 import { spawn } from "node:child_process";
 import { statSync } from "node:fs";
@@ -63,14 +65,27 @@ export async function cappedRead(scenario: Scenario, inputs: string[], options: 
   }
 }
 
-/** bench/ties_torch_way.py on the scenario's inputs (base first), with the scenario's density and λ. */
+/** The scenarios `--torch-way` has a whole-state-dict counterpart for. */
+export function hasTorchWay(scenario: Scenario): boolean {
+  return scenario.method === "ties" || scenario.method === "weighted-sum" || scenario.method === "add-difference";
+}
+
+/**
+ * The scenario's merge the way whole-state-dict tools do it: bench/ties_torch_way.py (base first,
+ * the scenario's density and λ) for TIES, bench/a1111_way.py (A, B[, C], the multiplier, "save as
+ * float16" when the scenario writes fp16) for the classic methods.
+ */
 export async function torchWay(scenario: Scenario, inputs: string[], dir: string, log: (s: string) => void): Promise<TorchWay | undefined> {
-  if (scenario.method !== "ties") return undefined;
-  const script = resolve(__dirname, "..", "..", "bench", "ties_torch_way.py");
+  if (!hasTorchWay(scenario)) return undefined;
+  const ties = scenario.method === "ties";
+  const scriptName = ties ? "ties_torch_way.py" : "a1111_way.py";
+  const script = resolve(__dirname, "..", "..", "bench", scriptName);
   const out = join(dir, "out-torch-way.safetensors");
   await rm(out, { force: true });
-  const density = String(scenario.params?.density ?? 1), lambda = String(scenario.multiplier ?? 1);
-  const py = spawn("/usr/bin/python3", [script, out, density, lambda, ...inputs], { stdio: ["ignore", "pipe", "inherit"] });
+  const args = ties
+    ? [String(scenario.params?.density ?? 1), String(scenario.multiplier ?? 1)]
+    : [scenario.method, String(scenario.multiplier ?? 0.5), scenario.dtype === "fp16" ? "1" : "0"];
+  const py = spawn("/usr/bin/python3", [script, out, ...args, ...inputs], { stdio: ["ignore", "pipe", "inherit"] });
   const sampler = new MemorySampler(py.pid!, 10);
   sampler.start();
   let stdout = "";
@@ -79,11 +94,11 @@ export async function torchWay(scenario: Scenario, inputs: string[], dir: string
   const peak = sampler.stop();
   await rm(out, { force: true });
   if (code !== 0) {
-    log(`  the torch way (bench/ties_torch_way.py) failed (exit ${code}; python3-torch missing, or out of memory?)`);
+    log(`  the torch way (bench/${scriptName}) failed (exit ${code}; python3-torch missing, or out of memory?)`);
     return undefined;
   }
   const r = JSON.parse(stdout.trim().split("\n").pop()!) as { seconds: number; secondsLoad: number; secondsMerge: number; secondsWrite: number; peakRss: number; threads: number };
   const row = { scenario: scenario.id, ...r, peakAnon: peak.anon ?? NaN };
-  log(`  the torch way (whole state dicts, PyTorch ${r.threads} threads): ${r.seconds.toFixed(1)} s (load ${r.secondsLoad.toFixed(1)}, merge ${r.secondsMerge.toFixed(1)}, write ${r.secondsWrite.toFixed(1)}), peak anon ${(row.peakAnon / 2 ** 20).toFixed(0)} MiB, peak RSS ${(r.peakRss / 2 ** 20).toFixed(0)} MiB`);
+  log(`  the torch way (bench/${scriptName}: whole state dicts, PyTorch ${r.threads} threads): ${r.seconds.toFixed(1)} s (load ${r.secondsLoad.toFixed(1)}, merge ${r.secondsMerge.toFixed(1)}, write ${r.secondsWrite.toFixed(1)}), peak anon ${(row.peakAnon / 2 ** 20).toFixed(0)} MiB, peak RSS ${(r.peakRss / 2 ** 20).toFixed(0)} MiB`);
   return row;
 }

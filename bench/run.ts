@@ -24,7 +24,7 @@ import { cleanModels, defaultLayoutsDir, ensureModels, freeBytes, GB, modelPath,
 import { DEFAULT_SCENARIOS, scenarioById, type Scenario } from "./scenarios";
 import { writeResultsMarkdown } from "./report";
 import { hfBenchMain, isHfScenario } from "./hf-llm";
-import { cappedRead, torchWay, type CappedRead, type TorchWay } from "./many-extras";
+import { cappedRead, hasTorchWay, torchWay, type CappedRead, type TorchWay } from "./many-extras";
 
 export type CacheState = "warm" | "cold";
 
@@ -485,7 +485,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
       const r = await cappedRead(scenario, inputs, mergeOptionsFor(scenario, inputs, out, allCores, options.isa), engineEnv, options.cappedGiB! * 2 ** 30, () => prepareCache(inputs, "cold", options.coldMethod), runMergeChild, log);
       if (r) cappedReads.push(r);
     }
-    if (options.torchWay && scenario.method === "ties") {
+    if (options.torchWay && hasTorchWay(scenario)) {
       prepareCache(inputs, "warm", options.coldMethod);
       const t = await torchWay(scenario, inputs, options.dir, log);
       const ours = measurements.filter((m) => m.scenario === scenario.id && m.cache === "warm" && m.variant === allCores?.id);
@@ -547,8 +547,10 @@ Full-size merges vs the I/O floor (see bench/README.md).
   --label TEXT         a label stored with the results
   --capped-gib N       many-model scenarios: one more cold merge in a memory cgroup capped at N GiB
                        (root), reporting the bytes read from disk ÷ the input bytes
-  --torch-way          ties scenarios: the same TIES with PyTorch over whole state dicts
-                       (bench/ties_torch_way.py), warm, time and peak memory
+  --torch-way          the same merge with PyTorch over whole state dicts, warm, time and peak
+                       memory: ties scenarios as mergekit computes TIES (bench/ties_torch_way.py),
+                       weighted sum and add difference as AUTOMATIC1111's checkpoint merger
+                       (bench/a1111_way.py)
   --clean              delete the models and outputs in the folder, then exit
 `;
 
