@@ -244,6 +244,64 @@ __attribute__((target("avx512f,avx2,f16c"))) size_t scan_f16_sum_avx512(const ui
     return w + scan_scalar(x, m - i, lo, hi, c, inside + w);
 }
 #pragma GCC diagnostic pop
+
+// kernels_avx2.cc v_avx2::load_f16, the same instructions (see load_f16_avx512).
+__attribute__((target("avx2,f16c"))) inline __m256 load_f16_avx2(const uint8_t * p) {
+    const __m128i h = _mm_loadu_si128((const __m128i *) p);
+    const __m256 f = _mm256_cvtph_ps(h);
+    const __m128i is_nan = _mm_cmpgt_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7c00));
+    const __m128i is_quiet = _mm_cmpeq_epi16(_mm_and_si128(h, _mm_set1_epi16(0x0200)), _mm_set1_epi16(0x0200));
+    const __m128i snan = _mm_andnot_si128(is_quiet, is_nan);
+    if (_mm_testz_si128(snan, snan)) return f;
+    const __m256i fix = _mm256_and_si256(_mm256_cvtepi16_epi32(snan), _mm256_set1_epi32(0x00400000));
+    return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(f), fix));
+}
+
+// scan_avx2 on x = a·p0 + b·p1 per vector (see scan_f16_sum_avx512).
+__attribute__((target("avx2,f16c"))) size_t scan_f16_sum_avx2(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t m, uint32_t lo, uint32_t hi,
+                                                             kth_bracket_counts * c, uint32_t * inside) {
+    const __m256 v0 = _mm256_set1_ps(p0), v1 = _mm256_set1_ps(p1);
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), flip = _mm256_set1_epi32((int) 0x80000000u);
+    const __m256i vlo = _mm256_set1_epi32((int) lo), vhi = _mm256_set1_epi32((int) hi);
+    const __m256i flo = _mm256_xor_si256(vlo, flip), fhi = _mm256_xor_si256(vhi, flip);
+    __m256i n_above = _mm256_setzero_si256(), n_hi = _mm256_setzero_si256(), n_lo = _mm256_setzero_si256();
+    size_t w = 0, i = 0;
+    for (; i + 8 <= m; i += 8) {
+        const __m256 x = _mm256_add_ps(_mm256_mul_ps(load_f16_avx2(a + 2 * i), v0), _mm256_mul_ps(load_f16_avx2(b + 2 * i), v1));
+        const __m256i k = _mm256_and_si256(_mm256_castps_si256(x), abs_mask);
+        const __m256i fk = _mm256_xor_si256(k, flip);
+        n_above = _mm256_sub_epi32(n_above, _mm256_cmpgt_epi32(fk, fhi));
+        n_hi = _mm256_sub_epi32(n_hi, _mm256_cmpeq_epi32(k, vhi));
+        n_lo = _mm256_sub_epi32(n_lo, _mm256_cmpeq_epi32(k, vlo));
+        const __m256i mid = _mm256_and_si256(_mm256_cmpgt_epi32(fk, flo), _mm256_cmpgt_epi32(fhi, fk));
+        const unsigned bits = (unsigned) _mm256_movemask_ps(_mm256_castsi256_ps(mid));
+        if (bits) {
+            alignas(32) uint32_t lanes[8];
+            _mm256_store_si256((__m256i *) lanes, k);
+            for (int l = 0; l < 8; l++)
+                if (bits >> l & 1) inside[w++] = lanes[l];
+        }
+    }
+    alignas(32) uint32_t sums[3][8];
+    _mm256_store_si256((__m256i *) sums[0], n_above);
+    _mm256_store_si256((__m256i *) sums[1], n_hi);
+    _mm256_store_si256((__m256i *) sums[2], n_lo);
+    for (int l = 0; l < 8; l++) {
+        c->above += sums[0][l];
+        c->at_hi += sums[1][l];
+        c->at_lo += sums[2][l];
+    }
+    float x[8];
+    for (size_t e = 0; i + e < m; e++) {
+        uint16_t ha, hb;
+        std::memcpy(&ha, a + 2 * (i + e), 2);
+        std::memcpy(&hb, b + 2 * (i + e), 2);
+        const float xa = st_f16_to_f32(ha) * p0;
+        const float xb = st_f16_to_f32(hb) * p1;
+        x[e] = xa + xb;
+    }
+    return w + scan_scalar(x, m - i, lo, hi, c, inside + w);
+}
 #endif
 
 } // namespace
@@ -251,6 +309,7 @@ __attribute__((target("avx512f,avx2,f16c"))) size_t scan_f16_sum_avx512(const ui
 kth_bracket_scan_f16_sum_fn kth_bracket_scan_f16_sum_for(const char * isa) {
 #if defined(__x86_64__) || defined(__i386__)
     if (isa && std::strcmp(isa, "avx512") == 0) return scan_f16_sum_avx512;
+    if (isa && std::strcmp(isa, "avx2") == 0) return scan_f16_sum_avx2;
 #else
     (void) isa;
 #endif
