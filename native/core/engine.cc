@@ -134,6 +134,9 @@ public:
         // The k-th magnitude's sampled bracket (kth_bracket.h): 0 turns it off (the radix path
         // only); TENSORMERGE_KTH_BRACKET_KEYS caps each reduction's buffer (a tiny one forces the fallback).
         if (const char * v = std::getenv("TENSORMERGE_KTH_BRACKET")) reduction_options_.bracket = std::atol(v) != 0;
+        // TENSORMERGE_KTH_FUSED=0: the bracket pass of TIES's task vectors through scratch slots
+        // (exec_run_ops, then the scan), not straight from the F16 inputs; the same bits either way.
+        if (const char * v = std::getenv("TENSORMERGE_KTH_FUSED")) reduction_options_.fused = std::atol(v) != 0;
         if (const char * v = std::getenv("TENSORMERGE_KTH_BRACKET_KEYS")) {
             const long keys = std::atol(v);
             if (keys > 0 && keys <= (1l << 30)) reduction_options_.bracket_keys = (uint64_t) keys;
@@ -242,6 +245,7 @@ public:
             {"reductionKthElements", (double) reduction_elements_},
             {"reductionBracketHits", (double) bracket_hits_},
             {"reductionBracketMisses", (double) bracket_misses_},
+            {"reductionFusedElements", (double) fused_elements_},
             {"statisticsRead", (double) (statistics_read_ > 0 && statistics_ahead.mode() == prefetch_mode::willneed ? 2 : statistics_read_)},
             {"bytesStatisticsAhead", (double) statistics_ahead.bytes_ahead()},
             {"bytesStatisticsTouched", (double) statistics_ahead.bytes_touched()},
@@ -280,6 +284,7 @@ private:
     std::unique_ptr<reduction_key_store> small_store_; // small pieces' keys, the brackets' samples and buffers
     uint64_t reduction_cached_ = 0, reduction_elements_ = 0; // k-th magnitude elements whose keys were cached, of all
     uint64_t bracket_hits_ = 0, bracket_misses_ = 0;         // k-th magnitude reductions resolved by their bracket, or not
+    uint64_t fused_elements_ = 0;                             // elements of pieces whose bracket pass was fused (reductions.h fused())
     double t_reduce_ = 0;
     uint64_t window_ = 0;
     uint64_t ramp_ = 0;      // the ramp windows' smallest size (window_end); 0: no ramp
@@ -849,6 +854,7 @@ private:
             reduction_elements_ += job_.pieces[p].n;
             bracket_hits_ += reducer.bracket_hits();
             bracket_misses_ += reducer.bracket_misses();
+            if (reducer.fused()) fused_elements_ += job_.pieces[p].n;
         }
         piece_stats_[p] = reducer.results();
         return {};

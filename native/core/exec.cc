@@ -127,12 +127,7 @@ struct block_eval {
     uint64_t range_end = 0;
 
     /** Input a's elements [i, i + m): in the window's read copy when it holds them, else in the map. */
-    const uint8_t * input_ptr(const merge_operand & a, uint64_t i, uint64_t m) const {
-        const uint64_t size = st_dtype_size(a.dtype), offset = a.offset + i * size;
-        if (ctx.staged && *ctx.staged)
-            if (const uint8_t * copy = (*ctx.staged)->find(a.file, offset, m * size)) return copy;
-        return (*ctx.inputs)[a.file]->data() + offset;
-    }
+    const uint8_t * input_ptr(const merge_operand & a, uint64_t i, uint64_t m) const { return exec_input_ptr(ctx, a, i, m); }
 
     // F32 inputs at 4-byte aligned addresses are read in place; everything else is widened
     // into `slot` (a plain copy for unaligned F32: same bits either way).
@@ -331,6 +326,13 @@ const float * exec_operand(const exec_context & ctx, exec_scratch & scratch, siz
     const merge_piece & piece = ctx.job->pieces[p];
     block_eval ev{ctx, scratch, piece, piece.ops.size(), p};
     return ev.operand(a, i, m, scratch.slot(slot));
+}
+
+const uint8_t * exec_input_ptr(const exec_context & ctx, const merge_operand & a, uint64_t i, uint64_t m) {
+    const uint64_t size = st_dtype_size(a.dtype), offset = a.offset + i * size;
+    if (ctx.staged && *ctx.staged)
+        if (const uint8_t * copy = (*ctx.staged)->find(a.file, offset, m * size)) return copy;
+    return (*ctx.inputs)[a.file]->data() + offset;
 }
 
 void exec_advise_inputs(const exec_context & ctx, size_t p, size_t w, uint64_t i0, uint64_t i1, int advice) {

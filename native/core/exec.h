@@ -138,6 +138,9 @@ void exec_run_ops(const exec_context & ctx, exec_scratch & scratch, size_t p, co
 /** Operand a's values on [i, i + m): an op's slot, an aligned F32 input in place, or widened into scratch.slot(slot). */
 const float * exec_operand(const exec_context & ctx, exec_scratch & scratch, size_t p, const merge_operand & a, uint64_t i, size_t m, size_t slot);
 
+/** Input operand a's bytes of elements [i, i + m): in the window's read copy when it holds them, else in the map (as every op reads them). */
+const uint8_t * exec_input_ptr(const exec_context & ctx, const merge_operand & a, uint64_t i, uint64_t m);
+
 /** Advises (e.g. MADV_DONTNEED) the input bytes of elements [i0, i1) of a write. */
 void exec_advise_inputs(const exec_context & ctx, size_t p, size_t w, uint64_t i0, uint64_t i1, int advice);
 

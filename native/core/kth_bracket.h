@@ -63,6 +63,19 @@ typedef size_t (*kth_bracket_scan_fn)(const float * x, size_t m, uint32_t lo, ui
 kth_bracket_scan_fn kth_bracket_scan_for(const char * isa);
 
 /**
+ * The bracket pass of a k-th whose operand is the weighted sum a·p0 + b·p1 of two F16 inputs
+ * (TIES's task vector δ = M − base, merge_op WEIGHTED_SUM with round F32): widens both, sums
+ * and scans in registers, where the generic pass widens into scratch, sums into another slot and
+ * scans that (the same lanes: vcvtph2ps with the sNaN fix of kernels_avx2.cc / kernels_avx512.cc, one product per
+ * input, one addition, in weighted_sum's order; the tail through st_f16_to_f32). Counts and
+ * keys are scan_fn's on those values, in the same order. a and b need no alignment; inside has
+ * room for m + 16 keys. nullptr where the ISA has none (scalar: the generic pass runs).
+ */
+typedef size_t (*kth_bracket_scan_f16_sum_fn)(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t m, uint32_t lo, uint32_t hi, kth_bracket_counts * counts,
+                                              uint32_t * inside);
+kth_bracket_scan_f16_sum_fn kth_bracket_scan_f16_sum_for(const char * isa);
+
+/**
  * The k-th largest key from a pass's totals, or false (a miss: the caller selects exactly
  * another way). `inside`: the buffer (`stored` keys, stored ≤ capacity; reordered),
  * `inside_count`: how many keys the pass found strictly inside (may exceed the capacity).
