@@ -156,14 +156,19 @@ public:
         // TENSORMERGE_STATISTICS_READERS: the statistics read's helper threads (requests in flight).
         unsigned statistics_readers = 1;
         if (const char * v = std::getenv("TENSORMERGE_STATISTICS_READERS")) statistics_readers = (unsigned) std::max(1, std::min(8, std::atoi(v)));
-        // TENSORMERGE_STATISTICS_TOUCH (default 1): the helper reads each line it populated once
-        // (prefetch.h), so the statistics pass reads data already touched: cold 2 x 7B at 1/2 size,
-        // its seconds fell from 12.5-20.5 to 4.5-7.1 in 5 of 6 runs; SD 1.5 with the page cache
-        // empty showed no gain (bench/RESULTS.md "Statistics read ahead").
-        bool statistics_touch = true;
-        if (const char * v = std::getenv("TENSORMERGE_STATISTICS_TOUCH")) statistics_touch = std::atoi(v) != 0;
+        // TENSORMERGE_STATISTICS_TOUCH: the helper reads what it populated (prefetch.h), so the
+        // statistics pass reads data already touched: cold 2 x 7B at 1/2 size, its seconds fell
+        // from 12.5-20.5 to 4.5-7.1 in 5 of 6 runs; SD 1.5 with the page cache empty showed no gain
+        // (bench/RESULTS.md "Statistics read ahead"). 1 (default): one byte per 4 KiB page, which
+        // pays the fresh page's cost; 2: one per 64-byte line (the behaviour before, a third read
+        // of every line); 0: no touch.
+        uint32_t statistics_touch_stride = 4096;
+        if (const char * v = std::getenv("TENSORMERGE_STATISTICS_TOUCH")) {
+            const int t = std::atoi(v);
+            statistics_touch_stride = t == 0 ? 0 : t == 2 ? 64 : 4096;
+        }
         merge_prefetcher statistics_ahead(inputs_, statistics_read_ == 2 ? prefetch_mode::willneed : statistics_read_ == 3 ? prefetch_mode::pread : prefetch_mode::populate,
-                                          statistics_readers, statistics_touch);
+                                          statistics_readers, statistics_touch_stride);
         if (statistics_read_ > 0) {
             statistics_ahead.start();
             statistics_ahead_ = &statistics_ahead;
@@ -247,6 +252,7 @@ public:
             {"bytesStatisticsTouched", (double) statistics_ahead.bytes_touched()},
             {"statisticsAheadBudget", (double) statistics_ahead_budget_},
             {"statisticsTouch", statistics_read_ == 1 && statistics_ahead.touches() ? 1.0 : 0.0},
+            {"statisticsTouchStride", statistics_read_ == 1 ? (double) statistics_ahead.touch_stride() : 0.0},
             {"statisticsAheadPeak", (double) statistics_ahead_peak_},
             {"mapSequential", map_sequential() ? 1.0 : 0.0},
         };
