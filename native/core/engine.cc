@@ -610,7 +610,7 @@ private:
 
     /**
      * Buffered reads (tuning.buffered_reads): 2 always; 1 (the default) when drop-behind applies
-     * (inputs read once, inputs > RAM/2: wants_drop_behind) and at least 5% of the input bytes are not
+     * (inputs read once, inputs > RAM/2: wants_drop_behind), the reader has pieces to read (reader_has_work) and at least 5% of the input bytes are not
      * in the page cache when the job starts; 0 never. Cached runs are read through the map
      * either way (merge_input_reader skips them), so a warm job loses nothing. Without
      * drop-behind the pages read stay cached, each a fresh page either way, and the copy into
@@ -631,6 +631,7 @@ private:
     void start_reader() {
         if (job_.tuning.buffered_reads == 1) {
             if (!drop_behind_) return;
+            if (!reader_has_work()) return;
             double total = 0, missing = 0; // a cheap estimate first: a warm job takes no page snapshot
             for (const auto & in : inputs_) {
                 total += (double) in->size();
@@ -664,6 +665,25 @@ private:
         }
         reader->start();
         reader_ = std::move(reader);
+    }
+
+    /**
+     * Whether the reader would read anything: with the statistics read on it leaves the pieces
+     * with statistics to the map (queue_statistics_reads), so a job whose every piece that reads
+     * an input has statistics (2 x 7B SLERP and TIES: every tensor) gives it nothing. Started
+     * anyway, it cost a page-cache lookup of every input page (its mincore snapshot: 29 GB of
+     * inputs looked up per output shard, ~3% of the CPU of a cold 2 x 7B SLERP, perf) and
+     * narrowed the windows to fit its slots (16 instead of 32 MiB: twice the windows, each with
+     * its syscalls), for no byte read (bench/RESULTS.md "2 x 7B: where the CPU goes").
+     */
+    bool reader_has_work() const {
+        if (statistics_read_ == 0) return true;
+        for (size_t p = 0; p < job_.pieces.size(); p++) {
+            if (!job_.pieces[p].reductions.empty()) continue;
+            for (const plan_write & pw : plan_.writes[p])
+                if (!pw.inputs.empty()) return true;
+        }
+        return false;
     }
 
     /**
