@@ -159,14 +159,19 @@ public:
         // TENSORMERGE_STATISTICS_READERS: the statistics read's helper threads (requests in flight).
         unsigned statistics_readers = 1;
         if (const char * v = std::getenv("TENSORMERGE_STATISTICS_READERS")) statistics_readers = (unsigned) std::max(1, std::min(8, std::atoi(v)));
-        // TENSORMERGE_STATISTICS_TOUCH (default 1): the helper reads each line it populated once
-        // (prefetch.h), so the statistics pass reads data already touched: cold 2 x 7B at 1/2 size,
-        // its seconds fell from 12.5-20.5 to 4.5-7.1 in 5 of 6 runs; SD 1.5 with the page cache
-        // empty showed no gain (bench/RESULTS.md "Statistics read ahead").
-        bool statistics_touch = true;
-        if (const char * v = std::getenv("TENSORMERGE_STATISTICS_TOUCH")) statistics_touch = std::atoi(v) != 0;
+        // TENSORMERGE_STATISTICS_TOUCH: the helper reads what it populated (prefetch.h), so the
+        // statistics pass reads data already touched: cold 2 x 7B at 1/2 size, its seconds fell
+        // from 12.5-20.5 to 4.5-7.1 in 5 of 6 runs; SD 1.5 with the page cache empty showed no gain
+        // (bench/RESULTS.md "Statistics read ahead"). 1 (default): one byte per 4 KiB page, which
+        // pays the fresh page's cost; 2: one per 64-byte line (the behaviour before, a third read
+        // of every line); 0: no touch.
+        uint32_t statistics_touch_stride = 4096;
+        if (const char * v = std::getenv("TENSORMERGE_STATISTICS_TOUCH")) {
+            const int t = std::atoi(v);
+            statistics_touch_stride = t == 0 ? 0 : t == 2 ? 64 : 4096;
+        }
         merge_prefetcher statistics_ahead(inputs_, statistics_read_ == 2 ? prefetch_mode::willneed : statistics_read_ == 3 ? prefetch_mode::pread : prefetch_mode::populate,
-                                          statistics_readers, statistics_touch);
+                                          statistics_readers, statistics_touch_stride);
         if (statistics_read_ > 0) {
             statistics_ahead.start();
             statistics_ahead_ = &statistics_ahead;
@@ -251,6 +256,7 @@ public:
             {"bytesStatisticsTouched", (double) statistics_ahead.bytes_touched()},
             {"statisticsAheadBudget", (double) statistics_ahead_budget_},
             {"statisticsTouch", statistics_read_ == 1 && statistics_ahead.touches() ? 1.0 : 0.0},
+            {"statisticsTouchStride", statistics_read_ == 1 ? (double) statistics_ahead.touch_stride() : 0.0},
             {"statisticsAheadPeak", (double) statistics_ahead_peak_},
             {"mapSequential", map_sequential() ? 1.0 : 0.0},
         };
@@ -609,7 +615,7 @@ private:
 
     /**
      * Buffered reads (tuning.buffered_reads): 2 always; 1 (the default) when drop-behind applies
-     * (inputs read once, inputs > RAM/2: wants_drop_behind) and at least 5% of the input bytes are not
+     * (inputs read once, inputs > RAM/2: wants_drop_behind), the reader has pieces to read (reader_has_work) and at least 5% of the input bytes are not
      * in the page cache when the job starts; 0 never. Cached runs are read through the map
      * either way (merge_input_reader skips them), so a warm job loses nothing. Without
      * drop-behind the pages read stay cached, each a fresh page either way, and the copy into
@@ -630,6 +636,7 @@ private:
     void start_reader() {
         if (job_.tuning.buffered_reads == 1) {
             if (!drop_behind_) return;
+            if (!reader_has_work()) return;
             double total = 0, missing = 0; // a cheap estimate first: a warm job takes no page snapshot
             for (const auto & in : inputs_) {
                 total += (double) in->size();
@@ -663,6 +670,25 @@ private:
         }
         reader->start();
         reader_ = std::move(reader);
+    }
+
+    /**
+     * Whether the reader would read anything: with the statistics read on it leaves the pieces
+     * with statistics to the map (queue_statistics_reads), so a job whose every piece that reads
+     * an input has statistics (2 x 7B SLERP and TIES: every tensor) gives it nothing. Started
+     * anyway, it cost a page-cache lookup of every input page (its mincore snapshot: 29 GB of
+     * inputs looked up per output shard, ~3% of the CPU of a cold 2 x 7B SLERP, perf) and
+     * narrowed the windows to fit its slots (16 instead of 32 MiB: twice the windows, each with
+     * its syscalls), for no byte read (bench/RESULTS.md "2 x 7B: where the CPU goes").
+     */
+    bool reader_has_work() const {
+        if (statistics_read_ == 0) return true;
+        for (size_t p = 0; p < job_.pieces.size(); p++) {
+            if (!job_.pieces[p].reductions.empty()) continue;
+            for (const plan_write & pw : plan_.writes[p])
+                if (!pw.inputs.empty()) return true;
+        }
+        return false;
     }
 
     /**

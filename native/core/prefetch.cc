@@ -49,7 +49,7 @@ void merge_prefetcher::bring_in(const prefetch_range & r, uint8_t * buffer) {
         // EINVAL: a kernel before 5.14 (no MADV_POPULATE_READ). Other errors (EFAULT for a file
         // truncated under the map, EINTR, ENOMEM) are left to the compute threads' own reads,
         // which fault under the SIGBUS guard and name the file.
-        const bool touch_step = touch_ && r.touch;
+        const bool touch_step = touch_stride_ != 0 && r.touch;
         if (in.advise(r.offset, r.length, MADV_POPULATE_READ) == 0) {
             if (touch_step) {
                 touch(in, r);
@@ -74,9 +74,11 @@ void merge_prefetcher::touch(const merge_input_map & in, const prefetch_range & 
     const merge_fault_range range{(uintptr_t) in.data(), (uintptr_t) in.data() + in.mapped_length()};
     uintptr_t address = 0;
     // A file truncated under the map faults here: the touch stops, the compute threads' own
-    // reads report it. One (volatile: kept) load per cache line.
+    // reads report it. One (volatile: kept) load per stride, from the stride boundary at or
+    // below the range's start (a power of two: a page's or a line's first byte).
+    const uint64_t stride = touch_stride_;
     merge_fault_run(&range, 1, &address, [&] {
-        for (uint64_t at = r.offset & ~(uint64_t) 63; at < end; at += 64) (void) *(const volatile uint8_t *) (in.data() + at);
+        for (uint64_t at = r.offset & ~(stride - 1); at < end; at += stride) (void) *(const volatile uint8_t *) (in.data() + at);
     });
 }
 

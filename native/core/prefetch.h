@@ -43,13 +43,18 @@ class merge_prefetcher {
 public:
     /** `threads` helper threads take the queue's steps in turn (so as many requests are in flight). */
     /**
-     * `touch` (populate mode): after each step is populated, read one byte of each of its cache
-     * lines, so that the first read of data fresh from the disk, which on the benchmark VM costs
-     * more than the later ones (bench/RESULTS.md "Statistics read ahead"), is paid on this thread.
+     * `touch_stride` (populate mode; 0: no touch): after each step is populated, read one byte
+     * every `touch_stride` bytes of it, so that the first read of data fresh from the disk, which
+     * on the benchmark VM costs more than the later ones (bench/RESULTS.md "Statistics read
+     * ahead"), is paid on this thread. That cost is per 4 KiB page, not per line (a page the VM's
+     * host maps on its first access): one load per page pays all of it, and the compute threads'
+     * later reads of the page cost what a second read does (bench/RESULTS.md "The touch, one
+     * load per page"); a load per 64-byte line also pulled every line through the caches, from
+     * which it was evicted long before the statistics pass read it.
      * Ranges queued with `touch` false (their run was wholly cached when its piece was queued) are not touched.
      */
-    explicit merge_prefetcher(const std::vector<std::unique_ptr<merge_input_map>> & inputs, prefetch_mode mode = prefetch_mode::willneed, unsigned threads = 1, bool touch = false)
-        : inputs_(inputs), n_threads_(threads < 1 ? 1 : threads), touch_(touch), mode_((int) mode) {}
+    explicit merge_prefetcher(const std::vector<std::unique_ptr<merge_input_map>> & inputs, prefetch_mode mode = prefetch_mode::willneed, unsigned threads = 1, uint32_t touch_stride = 0)
+        : inputs_(inputs), n_threads_(threads < 1 ? 1 : threads), touch_stride_(touch_stride), mode_((int) mode) {}
     ~merge_prefetcher() { stop(); }
     merge_prefetcher(const merge_prefetcher &) = delete;
     merge_prefetcher & operator=(const merge_prefetcher &) = delete;
@@ -64,22 +69,24 @@ public:
     uint64_t bytes_ahead() const { return bytes_ahead_.load(); }
     /** Bytes of the populated steps that were touched (after stop()). */
     uint64_t bytes_touched() const { return bytes_touched_.load(); }
-    /** Whether populated steps are touched (the constructor's `touch`). */
-    bool touches() const { return touch_; }
+    /** Whether populated steps are touched (the constructor's `touch_stride` is not 0). */
+    bool touches() const { return touch_stride_ != 0; }
+    /** Bytes between two touched bytes (0: no touch). */
+    uint32_t touch_stride() const { return touch_stride_; }
     /** The mode in effect: populate turns willneed if the kernel refused MADV_POPULATE_READ (after stop()). */
     prefetch_mode mode() const { return (prefetch_mode) mode_.load(); }
 
 private:
     void loop();
     void bring_in(const prefetch_range & r, uint8_t * buffer);
-    /** Reads one byte per cache line of the mapped range (under the SIGBUS guard). */
+    /** Reads one byte every touch_stride_ bytes of the mapped range (under the SIGBUS guard). */
     void touch(const merge_input_map & in, const prefetch_range & r);
     /** Fraction of the pages of the file's [offset, offset+length) that were cached at the snapshot (1 if unknown). */
     double was_resident(uint32_t file, uint64_t offset, uint64_t length) const;
 
     const std::vector<std::unique_ptr<merge_input_map>> & inputs_;
     const unsigned n_threads_;
-    const bool touch_;
+    const uint32_t touch_stride_;
     std::vector<std::thread> threads_;
     std::mutex mutex_;
     std::condition_variable cv_;
