@@ -24,7 +24,7 @@ import { formatMiB, gbPerSecond, textTable } from "../lib/bench/stats";
 import { MemorySampler, type MemorySample } from "../lib/bench/memory";
 import { buildFloorTool, evictFiles, residency, runFloor, warmFiles, type FloorResult, type FloorTechnique, type WriteTechnique } from "./floor";
 import { ensureHfFolder, mistral7bLayout, type GeneratedFolder } from "./hf-models";
-import { defaultLayoutsDir, freeBytes, GB } from "./models";
+import { claimBenchFolder, defaultLayoutsDir, freeBytes, GB } from "./models";
 
 export interface HfScenario {
   id: string;
@@ -192,6 +192,16 @@ export interface HfBenchOptions {
 }
 
 export async function runHfBench(o: HfBenchOptions): Promise<void> {
+  await mkdir(o.dir, { recursive: true });
+  const release = claimBenchFolder(o.dir);
+  try {
+    await runHfBenchIn(o);
+  } finally {
+    release();
+  }
+}
+
+async function runHfBenchIn(o: HfBenchOptions): Promise<void> {
   const started = Date.now();
   const stamp = () => new Date().toISOString().slice(11, 19);
   const log = (line: string) => o.log(`[${stamp()} load ${loadavg()[0]!.toFixed(1)}] ${line}`);

@@ -7,11 +7,42 @@
  * The disk is shared: `ensureModels` checks free space before each file and, past a budget,
  * deletes models that no remaining scenario needs.
  */
-import { readFileSync, statfsSync } from "node:fs";
+import { readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { layoutSafetensors } from "../lib/formats/safetensors";
+import { processRuns } from "../lib/outputs";
 import { parseLayout, shrinkLayout, writeSyntheticModel, type LayoutEntry } from "../lib/synthetic";
+
+/** The file in a bench folder that names the run using it (its pid). */
+export const BENCH_LOCK = ".bench-run.pid";
+
+/**
+ * Claims a bench folder for this run, or throws when another live run holds it: a run deletes
+ * its folder's outputs, floor files and addon snapshot when it starts and ends, so two runs in
+ * one folder would delete each other's files mid-merge. A claim left by a run that no longer
+ * runs is taken over. Returns the release (call it when the run ends).
+ */
+export function claimBenchFolder(dir: string): () => void {
+  const lock = join(dir, BENCH_LOCK);
+  let holder = NaN;
+  try {
+    holder = Number(readFileSync(lock, "utf8").trim());
+  } catch {
+    // no claim yet
+  }
+  if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processRuns(holder)) {
+    throw new Error(`bench folder ${dir} is in use by another bench run (pid ${holder}); give this run its own --dir (models can be shared as symbolic links)`);
+  }
+  writeFileSync(lock, `${process.pid}\n`);
+  return () => {
+    try {
+      if (Number(readFileSync(lock, "utf8").trim()) === process.pid) rmSync(lock, { force: true });
+    } catch {
+      // already gone
+    }
+  };
+}
 
 /** A layout file name in the layouts folder, without `.json`. */
 export type LayoutName = "sd15" | "sd15_fp16_pruned" | "sd21" | "sdxl" | string;

@@ -20,7 +20,7 @@ import type { MemorySample } from "../lib/bench/memory";
 import type { MergeOptions, MergeReport } from "../lib/merge";
 import { resolveMethod } from "../lib/methods/registry";
 import { buildFloorTool, evictFiles, floorTechniques, residency, runFloor, warmFiles, type FloorResult, type FloorTechnique } from "./floor";
-import { cleanModels, defaultLayoutsDir, ensureModels, freeBytes, GB, modelPath, modelSize, type ModelSpec } from "./models";
+import { claimBenchFolder, cleanModels, defaultLayoutsDir, ensureModels, freeBytes, GB, modelPath, modelSize, type ModelSpec } from "./models";
 import { DEFAULT_SCENARIOS, scenarioById, type Scenario } from "./scenarios";
 import { writeResultsMarkdown } from "./report";
 import { hfBenchMain, isHfScenario } from "./hf-llm";
@@ -395,9 +395,18 @@ async function removeOutputs(dir: string): Promise<void> {
 }
 
 export async function runBench(options: BenchOptions): Promise<BenchResults> {
+  await mkdir(options.dir, { recursive: true });
+  const release = claimBenchFolder(options.dir);
+  try {
+    return await runBenchIn(options);
+  } finally {
+    release();
+  }
+}
+
+async function runBenchIn(options: BenchOptions): Promise<BenchResults> {
   const started = Date.now();
   const log = options.log;
-  await mkdir(options.dir, { recursive: true });
   await removeOutputs(options.dir);
   buildFloorTool();
   const machine = machineInfo(options.dir);

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { main, mergeOptionsFor, runBench, type BenchOptions } from "../../bench/run";
 import { scenarioById } from "../../bench/scenarios";
-import { ensureModels, modelPath } from "../../bench/models";
+import { BENCH_LOCK, claimBenchFolder, ensureModels, modelPath } from "../../bench/models";
 import { BEGIN, END } from "../../bench/report";
 import { ioFloor } from "../../lib/bench/floor";
 import { parseProcStatus, sampleMemory } from "../../lib/bench/memory";
@@ -48,6 +48,21 @@ describe("bench (smoke, tiny models)", function () {
     assert.equal(s.n, 3);
     assert.equal(s.median, 2);
     assert.equal(s.spread, 1);
+  });
+
+  it("claims its folder: a second live run is refused, a dead run's claim is taken over", () => {
+    const folder = mkdtempSync(join(root, "claim-"));
+    const release = claimBenchFolder(folder);
+    assert.equal(readFileSync(join(folder, BENCH_LOCK), "utf8").trim(), String(process.pid));
+    release();
+    assert.ok(!existsSync(join(folder, BENCH_LOCK)));
+    // Another live process (this one's parent) holds it: refused, naming the pid.
+    writeFileSync(join(folder, BENCH_LOCK), `${process.ppid}\n`);
+    assert.throws(() => claimBenchFolder(folder), new RegExp(`in use by another bench run \\(pid ${process.ppid}\\)`));
+    // A claim whose process is gone (a pid above the kernel's limit) is taken over.
+    writeFileSync(join(folder, BENCH_LOCK), "4194305\n");
+    claimBenchFolder(folder)();
+    assert.ok(!existsSync(join(folder, BENCH_LOCK)));
   });
 
   it("parses /proc/<pid>/status", () => {
