@@ -206,7 +206,7 @@ struct simd_methods {
      * factor is multiplied in after, as the scalar does (a factor 1 in general lanes is exact).
      */
     template <int U, bool SPECIAL, bool CLAMP>
-    __attribute__((always_inline)) static void pow_product(vf (&m)[U], const vf (&da)[U], const vf (&db)[U], float y1, float y2, const pow_tables & tb) {
+    static void pow_product(vf (&m)[U], const vf (&da)[U], const vf (&db)[U], float y1, float y2, const pow_tables & tb) {
         vf xs[2 * U];
         vf g1[U], g2[U];
 #pragma GCC unroll 8
@@ -268,13 +268,10 @@ struct simd_methods {
      * pow_special's 1 or 0) and pow_special(0, y > 0) is +0. So its zero operand is replaced by
      * 2 (any general value: its term is thrown away), the general pow runs, and the lane is set
      * to +0 after. False, with m untouched, when some lane needs the full special path
-     * (subnormal, 1, ∞ or NaN operands; a zero whose zero_kills does not hold). Not inlined,
-     * and the step and pow_product always are: otherwise GCC called the general path's
-     * pow_product (AVX2: md-sd15 --isa avx2 +4% user CPU in 3 of 4 pairs) or the step (AVX-512:
-     * +5% in a microbenchmark) out of line.
+     * (subnormal, 1, ∞ or NaN operands; a zero whose zero_kills does not hold).
      */
     template <int U>
-    __attribute__((noinline)) static bool zero_lanes(vf (&m)[U], const vf (&da)[U], const vf (&db)[U], const md_params & q, const pow_tables & tb) {
+    static bool zero_lanes(vf (&m)[U], const vf (&da)[U], const vf (&db)[U], const md_params & q, const pow_tables & tb) {
         if (!q.zero1 && !q.zero2) return false;
         const vf zero = V::zero(), two = V::set1(2.0f);
         const vm none = V::lt(zero, zero);
@@ -299,7 +296,7 @@ struct simd_methods {
 
     /** Elements [i, i + U·W) (U = V::MD_UNROLL; then U = 1 for what is left of full vectors). */
     template <int U>
-    __attribute__((always_inline)) static void multiply_difference_step(float * r, const float * a, const float * b, const float * c, const float * p, const md_params & q, const pow_tables & tb) {
+    static void multiply_difference_step(float * r, const float * a, const float * b, const float * c, const float * p, const md_params & q, const pow_tables & tb) {
         const vf p2 = V::set1(p[2]), p3 = V::set1(p[3]), zero = V::zero(), inf = V::set1(__builtin_inff());
         vf va[U], vb[U], vc[U], da[U], db[U], m[U];
         bool general = true;
