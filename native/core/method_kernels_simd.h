@@ -260,6 +260,40 @@ struct simd_methods {
         bool in_range, zero1, zero2; // pow_in_range; zero_kills(y1, y2), zero_kills(y2, y1)
     };
 
+    /**
+     * The special path's common case, run at the general path's cost: every lane is general or
+     * has an operand exactly 0 whose zero_kills holds (A = C or B = C in places, as in a
+     * fine-tune that left some weights as they were, or stored them in fp16). Such a lane's
+     * product is +0 exactly, as in the scalar: its other factor is finite (2^t with t < 129, or
+     * pow_special's 1 or 0) and pow_special(0, y > 0) is +0. So its zero operand is replaced by
+     * 2 (any general value: its term is thrown away), the general pow runs, and the lane is set
+     * to +0 after. False, with m untouched, when some lane needs the full special path
+     * (subnormal, 1, ∞ or NaN operands; a zero whose zero_kills does not hold).
+     */
+    template <int U>
+    static bool zero_lanes(vf (&m)[U], const vf (&da)[U], const vf (&db)[U], const md_params & q, const pow_tables & tb) {
+        if (!q.zero1 && !q.zero2) return false;
+        const vf zero = V::zero(), two = V::set1(2.0f);
+        const vm none = V::lt(zero, zero);
+        vf xa[U], xb[U];
+        vm z[U];
+        bool ok = true;
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++) {
+            const vm za = q.zero1 ? V::eq(da[u], zero) : none, zb = q.zero2 ? V::eq(db[u], zero) : none;
+            z[u] = V::m_or(za, zb);
+            xa[u] = q.zero1 ? V::blend(za, da[u], two) : da[u];
+            xb[u] = q.zero2 ? V::blend(zb, db[u], two) : db[u];
+            ok = ok && V::all_pow_general(xa[u]) && V::all_pow_general(xb[u]);
+        }
+        if (!ok) return false;
+        if (q.in_range) pow_product<U, false, false>(m, xa, xb, q.y1, q.y2, tb);
+        else pow_product<U, false, true>(m, xa, xb, q.y1, q.y2, tb);
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++) m[u] = V::blend(z[u], m[u], zero);
+        return true;
+    }
+
     /** Elements [i, i + U·W) (U = V::MD_UNROLL; then U = 1 for what is left of full vectors). */
     template <int U>
     static void multiply_difference_step(float * r, const float * a, const float * b, const float * c, const float * p, const md_params & q, const pow_tables & tb) {
@@ -288,7 +322,7 @@ struct simd_methods {
             if (zero1 || zero2) {
 #pragma GCC unroll 8
                 for (int u = 0; u < U; u++) m[u] = zero;
-            } else {
+            } else if (!zero_lanes<U>(m, da, db, q, tb)) {
                 pow_product<U, true, true>(m, da, db, q.y1, q.y2, tb);
             }
         }

@@ -8,7 +8,9 @@
  *   scalar tail;
  * - vectors whose lanes are all on pow's general path (x > 0 finite, not 1: the SIMD kernel then
  *   skips the special-case blends), vectors with exactly one special lane (0, 1, +∞, NaN in
- *   |A − C| or |B − C|) at every lane position of the step, and vectors of specials only;
+ *   |A − C| or |B − C|) at every lane position of the step, vectors of specials only, and
+ *   vectors whose only specials are zero differences (A = C, B = C or both, at every lane
+ *   position: the kernel's zero_lanes path, checked against the formula as well);
  * - exponents 1 − α and α with α = 0 and 1 (pow(x, 0) = 1 through the general path), negative,
  *   above 1, and large enough to reach pow's 0 and ∞ cut-offs;
  * - every kernel set the CPU has, with 1 and 2 threads.
@@ -31,8 +33,8 @@ const LENGTHS = [1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 40, 47, 48, 49,
 /** α, β of multiply-difference; the kernel takes {1 − α, α, 1 − β, β} as the planner computes them. */
 const PARAMS: [number, number][] = [[0.3, 0.5], [0, 0.5], [1, 0.25], [-0.5, 1], [1.7, 0], [40, 0.5], [-25, 0.5]];
 
-type Pattern = "general" | "one-special" | "all-special";
-const PATTERNS: Pattern[] = ["general", "one-special", "all-special"];
+type Pattern = "general" | "one-special" | "all-special" | "zero-lanes";
+const PATTERNS: Pattern[] = ["general", "one-special", "all-special", "zero-lanes"];
 
 /**
  * A, B, C with |A − C| and |B − C| of the pattern's kind. Specials, as (A, B, C): |A − C| = 0,
@@ -67,6 +69,15 @@ function operands(pattern: Pattern, n: number, seed: number): [Float32Array, Flo
     }
   } else if (pattern === "all-special") {
     for (let i = 0; i < n; i++) special(i, i + seed);
+  } else if (pattern === "zero-lanes") {
+    // zero differences only: one lane per 16-lane block at a moving position (every lane of a
+    // step), and about one lane in six more at random; A = C, B = C or both
+    const zero = (i: number, kind: number) => {
+      if (kind % 3 !== 1) a[i] = c[i]!;
+      if (kind % 3 !== 0) b[i] = c[i]!;
+    };
+    for (let block = 0; block * 16 < n; block++) zero(block * 16 + ((block * 5 + seed) % Math.min(16, n - block * 16)), block + seed);
+    for (let i = 0; i < n; i++) if (next() < 1 / 6) zero(i, Math.floor(next() * 3));
   }
   return [a, b, c];
 }
@@ -129,8 +140,42 @@ describe("multiply difference SIMD pow: step boundaries, special lanes, forced I
       const s = specialLanes(c.x);
       if (c.piece.name.startsWith("general")) assert.equal(s, 0, c.piece.name);
       else if (c.piece.name.startsWith("one-special")) assert.ok(s >= Math.ceil(c.x[0]!.length / 16) && s <= 2 * Math.ceil(c.x[0]!.length / 16), `${c.piece.name}: ${s}`);
+      else if (c.piece.name.startsWith("zero-lanes")) {
+        // every special is a zero difference, and there is one in every 16-lane block
+        let zeros = 0;
+        for (let i = 0; i < c.x[0]!.length; i++) zeros += +(c.x[0]![i] === c.x[2]![i]) + +(c.x[1]![i] === c.x[2]![i]);
+        assert.ok(s === zeros && s >= Math.ceil(c.x[0]!.length / 16), `${c.piece.name}: ${s} specials, ${zeros} zeros`);
+      }
       else assert.ok(s >= c.x[0]!.length, `${c.piece.name}: ${s}`);
     }
+  });
+
+  it("zero differences give C + ±0 on every ISA (a zero factor with a positive exponent: the formula)", async () => {
+    // C + copysign(|A − C|^(1 − α) · |B − C|^α, (1 − β)·A + β·B − C): a factor 0^y with y > 0
+    // (the other's exponent in [0, 1], so that factor finite) makes the product +0, negated
+    // where the sign term is < 0
+    const zeroCases = cases.filter((c) => c.piece.name.startsWith("zero-lanes"));
+    let checked = 0;
+    for (const isa of available()) {
+      const path = dir.file(`md-zero.${isa}.bin`);
+      await runNativeJob(makeJob({ inputs: files, outputs: [{ path, size: out, literals: [] }], pieces: cases.map((c) => c.piece), isa, threads: 2 }));
+      const got = new Float32Array(readFileSync(path).buffer.slice(0));
+      for (const c of zeroCases) {
+        const p = c.piece.ops[0]!.params!;
+        const [y1, y2] = [p[0]!, p[1]!];
+        const [a, b, cc] = c.x as [Float32Array, Float32Array, Float32Array];
+        for (let i = 0; i < c.piece.n; i++) {
+          const zeroA = a[i] === cc[i] && y1 > 0 && y2 >= 0 && y2 <= 1, zeroB = b[i] === cc[i] && y2 > 0 && y1 >= 0 && y1 <= 1;
+          if (!zeroA && !zeroB) continue;
+          const w = Math.fround(Math.fround(a[i]! * p[2]!) + Math.fround(b[i]! * p[3]!));
+          const sg = Math.fround(w - cc[i]!);
+          const want = Math.fround(cc[i]! + (sg < 0 ? -0 : 0));
+          assert.ok(Object.is(got[c.out / 4 + i], want), `${isa} ${c.piece.name}[${i}]: ${got[c.out / 4 + i]}, want ${want}`);
+          checked++;
+        }
+      }
+    }
+    assert.ok(checked > 1000, `${checked} zero lanes checked`);
   });
 
   for (const threads of [1, 2]) {
