@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 
+#include "f16_simd.h"
 #include "kernels_simd.h"
 
 namespace {
@@ -153,18 +154,7 @@ struct v_avx2 {
     }
     static constexpr int MD_UNROLL = 4; // 16 log chains and 8 exp chains of 4 doubles: spills, still 10% faster than 2
 
-    // vcvtph2ps quiets signalling NaNs; the contract widens exactly, so clear the quiet bit
-    // again in lanes whose input was a signalling NaN (rare: tested on the 16-bit lanes first).
-    static vf load_f16(const void * p) {
-        const __m128i h = _mm_loadu_si128((const __m128i *) p);
-        const __m256 f = _mm256_cvtph_ps(h);
-        const __m128i is_nan = _mm_cmpgt_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7c00));
-        const __m128i is_quiet = _mm_cmpeq_epi16(_mm_and_si128(h, _mm_set1_epi16(0x0200)), _mm_set1_epi16(0x0200));
-        const __m128i snan = _mm_andnot_si128(is_quiet, is_nan);
-        if (_mm_testz_si128(snan, snan)) return f;
-        const __m256i fix = _mm256_and_si256(_mm256_cvtepi16_epi32(snan), _mm256_set1_epi32(0x00400000));
-        return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(f), fix));
-    }
+    static vf load_f16(const void * p) { return f16_widen_avx2(p); } // exact, signalling NaNs kept (f16_simd.h)
     static void store_f16(void * p, vf x) { _mm_storeu_si128((__m128i *) p, _mm256_cvtps_ph(x, 0)); }
 
     static __m256i to_bf16_bits(vf x) {

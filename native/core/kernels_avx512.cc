@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 
+#include "f16_simd.h"
 #include "kernels_simd.h"
 
 namespace {
@@ -99,17 +100,7 @@ struct v_avx512 {
     static void exp2j_pair(const pow_tabs & tb, vix kb0, vix kb1, vd & c0, vd & c1) { c0 = d_lookup(tb.exp2j, kb0), c1 = d_lookup(tb.exp2j, kb1); }
     static constexpr int MD_UNROLL = 3; // 12 log chains and 6 exp chains of 8 doubles (2: 5% slower, 4: no faster)
 
-    // See v_avx2::load_f16: re-signal the NaNs that vcvtph2ps quiets.
-    static vf load_f16(const void * p) {
-        const __m256i h = _mm256_loadu_si256((const __m256i *) p);
-        const __m512 f = _mm512_cvtph_ps(h);
-        const __m256i is_nan = _mm256_cmpgt_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7fff)), _mm256_set1_epi16(0x7c00));
-        const __m256i is_quiet = _mm256_cmpeq_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x0200)), _mm256_set1_epi16(0x0200));
-        const __m256i snan = _mm256_andnot_si256(is_quiet, is_nan);
-        if (_mm256_testz_si256(snan, snan)) return f;
-        const __m512i fix = _mm512_and_si512(_mm512_cvtepi16_epi32(snan), _mm512_set1_epi32(0x00400000));
-        return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(f), fix));
-    }
+    static vf load_f16(const void * p) { return f16_widen_avx512(p); } // exact, signalling NaNs kept (f16_simd.h)
     static void store_f16(void * p, vf x) { _mm256_storeu_si256((__m256i *) p, _mm512_cvtps_ph(x, 0)); }
 
     static __m512i to_bf16_bits(vf x) {

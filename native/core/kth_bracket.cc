@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "convert.h"
+#include "f16_simd.h"
 #include "reductions.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -122,16 +123,22 @@ size_t scan_scalar(const float * x, size_t m, uint32_t lo, uint32_t hi, kth_brac
 }
 
 #if defined(__x86_64__) || defined(__i386__)
+// One ISA's bracket pass over whole vectors, on keys that `keys(i)` gives for elements [i, i + lanes):
+// the plain scan loads them from fp32 slots, the fused one computes them from two fp16 inputs. The
+// counts and the keys inside come out the same either way. Returns the keys written; *done = the
+// elements covered (the caller scans the last m mod lanes with scan_scalar, as the generic pass does).
+
 // Unsigned compares by flipping the top bit (hi may be KTH_NO_UPPER); counts in int32 lanes
 // (m ≤ a block: no overflow); the rare vector with keys inside is stored lane by lane in order.
-__attribute__((target("avx2"))) size_t scan_avx2(const float * x, size_t m, uint32_t lo, uint32_t hi, kth_bracket_counts * c, uint32_t * inside) {
-    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), flip = _mm256_set1_epi32((int) 0x80000000u);
+template <class Keys>
+__attribute__((target("avx2,f16c"))) inline size_t count_avx2(size_t m, uint32_t lo, uint32_t hi, kth_bracket_counts * c, uint32_t * inside, size_t * done, const Keys & keys) {
+    const __m256i flip = _mm256_set1_epi32((int) 0x80000000u);
     const __m256i vlo = _mm256_set1_epi32((int) lo), vhi = _mm256_set1_epi32((int) hi);
     const __m256i flo = _mm256_xor_si256(vlo, flip), fhi = _mm256_xor_si256(vhi, flip);
     __m256i n_above = _mm256_setzero_si256(), n_hi = _mm256_setzero_si256(), n_lo = _mm256_setzero_si256();
     size_t w = 0, i = 0;
     for (; i + 8 <= m; i += 8) {
-        const __m256i k = _mm256_and_si256(_mm256_loadu_si256((const __m256i *) (x + i)), abs_mask);
+        const __m256i k = keys(i);
         const __m256i fk = _mm256_xor_si256(k, flip);
         n_above = _mm256_sub_epi32(n_above, _mm256_cmpgt_epi32(fk, fhi));
         n_hi = _mm256_sub_epi32(n_hi, _mm256_cmpeq_epi32(k, vhi));
@@ -154,19 +161,21 @@ __attribute__((target("avx2"))) size_t scan_avx2(const float * x, size_t m, uint
         c->at_hi += sums[1][l];
         c->at_lo += sums[2][l];
     }
-    return w + scan_scalar(x + i, m - i, lo, hi, c, inside + w);
+    *done = i;
+    return w;
 }
 
 // Compress into a register, then a whole-vector store (a compressing store to memory is slow
 // on some cores; inside has 16 keys of slack), every vector: with a few percent of the keys
 // inside, a branch on "any inside" would mispredict often. Counts in masked int32 lanes.
-__attribute__((target("avx512f"))) size_t scan_avx512(const float * x, size_t m, uint32_t lo, uint32_t hi, kth_bracket_counts * c, uint32_t * inside) {
-    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1);
+template <class Keys>
+__attribute__((target("avx512f,avx2,f16c"))) inline size_t count_avx512(size_t m, uint32_t lo, uint32_t hi, kth_bracket_counts * c, uint32_t * inside, size_t * done, const Keys & keys) {
+    const __m512i one = _mm512_set1_epi32(1);
     const __m512i vlo = _mm512_set1_epi32((int) lo), vhi = _mm512_set1_epi32((int) hi);
     __m512i n_above = _mm512_setzero_si512(), n_hi = _mm512_setzero_si512(), n_lo = _mm512_setzero_si512();
     size_t w = 0, i = 0;
     for (; i + 16 <= m; i += 16) {
-        const __m512i k = _mm512_and_si512(_mm512_loadu_si512((const void *) (x + i)), abs_mask);
+        const __m512i k = keys(i);
         n_above = _mm512_mask_add_epi32(n_above, _mm512_cmpgt_epu32_mask(k, vhi), n_above, one);
         n_hi = _mm512_mask_add_epi32(n_hi, _mm512_cmpeq_epi32_mask(k, vhi), n_hi, one);
         n_lo = _mm512_mask_add_epi32(n_lo, _mm512_cmpeq_epi32_mask(k, vlo), n_lo, one);
@@ -183,55 +192,59 @@ __attribute__((target("avx512f"))) size_t scan_avx512(const float * x, size_t m,
         c->at_hi += sums[1][l];
         c->at_lo += sums[2][l];
     }
+    *done = i;
+    return w;
+}
+
+/** Keys of fp32 slots, 8 or 16 at a time. */
+struct f32_keys_avx2 {
+    const float * x;
+    __attribute__((target("avx2,f16c"))) __m256i operator()(size_t i) const {
+        return _mm256_and_si256(_mm256_loadu_si256((const __m256i *) (x + i)), _mm256_set1_epi32(0x7fffffff));
+    }
+};
+struct f32_keys_avx512 {
+    const float * x;
+    __attribute__((target("avx512f,avx2,f16c"))) __m512i operator()(size_t i) const {
+        return _mm512_and_si512(_mm512_loadu_si512((const void *) (x + i)), _mm512_set1_epi32(0x7fffffff));
+    }
+};
+
+__attribute__((target("avx2,f16c"))) size_t scan_avx2(const float * x, size_t m, uint32_t lo, uint32_t hi, kth_bracket_counts * c, uint32_t * inside) {
+    size_t i = 0;
+    const size_t w = count_avx2(m, lo, hi, c, inside, &i, f32_keys_avx2{x});
     return w + scan_scalar(x + i, m - i, lo, hi, c, inside + w);
 }
 
-// GCC 12 warns on its own _mm512_cvtph_ps / _mm512_cvtepi16_epi32 (an undefined first operand);
-// kernels_avx512.cc is built with -Wno-maybe-uninitialized for the same reason.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// kernels_avx512.cc v_avx512::load_f16, the same instructions: vcvtph2ps, then the signalling
-// NaNs it quiets re-signalled (so the lanes hold the bits the generic pass widens).
-__attribute__((target("avx512f,avx2,f16c"))) inline __m512 load_f16_avx512(const uint8_t * p) {
-    const __m256i h = _mm256_loadu_si256((const __m256i *) p);
-    const __m512 f = _mm512_cvtph_ps(h);
-    const __m256i is_nan = _mm256_cmpgt_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7fff)), _mm256_set1_epi16(0x7c00));
-    const __m256i is_quiet = _mm256_cmpeq_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x0200)), _mm256_set1_epi16(0x0200));
-    const __m256i snan = _mm256_andnot_si256(is_quiet, is_nan);
-    if (_mm256_testz_si256(snan, snan)) return f;
-    const __m512i fix = _mm512_and_si512(_mm512_cvtepi16_epi32(snan), _mm512_set1_epi32(0x00400000));
-    return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(f), fix));
+__attribute__((target("avx512f,avx2,f16c"))) size_t scan_avx512(const float * x, size_t m, uint32_t lo, uint32_t hi, kth_bracket_counts * c, uint32_t * inside) {
+    size_t i = 0;
+    const size_t w = count_avx512(m, lo, hi, c, inside, &i, f32_keys_avx512{x});
+    return w + scan_scalar(x + i, m - i, lo, hi, c, inside + w);
 }
 
-// scan_avx512 on x = a·p0 + b·p1 computed per vector (weighted_sum's two products and one sum,
-// never fused: -ffp-contract=off), so no scratch slot is written or read.
-__attribute__((target("avx512f,avx2,f16c"))) size_t scan_f16_sum_avx512(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t m, uint32_t lo, uint32_t hi,
-                                                                        kth_bracket_counts * c, uint32_t * inside) {
-    const __m512 v0 = _mm512_set1_ps(p0), v1 = _mm512_set1_ps(p1);
-    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1);
-    const __m512i vlo = _mm512_set1_epi32((int) lo), vhi = _mm512_set1_epi32((int) hi);
-    __m512i n_above = _mm512_setzero_si512(), n_hi = _mm512_setzero_si512(), n_lo = _mm512_setzero_si512();
-    size_t w = 0, i = 0;
-    for (; i + 16 <= m; i += 16) {
-        const __m512 x = _mm512_add_ps(_mm512_mul_ps(load_f16_avx512(a + 2 * i), v0), _mm512_mul_ps(load_f16_avx512(b + 2 * i), v1));
-        const __m512i k = _mm512_and_si512(_mm512_castps_si512(x), abs_mask);
-        n_above = _mm512_mask_add_epi32(n_above, _mm512_cmpgt_epu32_mask(k, vhi), n_above, one);
-        n_hi = _mm512_mask_add_epi32(n_hi, _mm512_cmpeq_epi32_mask(k, vhi), n_hi, one);
-        n_lo = _mm512_mask_add_epi32(n_lo, _mm512_cmpeq_epi32_mask(k, vlo), n_lo, one);
-        const __mmask16 mid = _mm512_cmpgt_epu32_mask(k, vlo) & _mm512_cmplt_epu32_mask(k, vhi);
-        _mm512_storeu_si512((void *) (inside + w), _mm512_maskz_compress_epi32(mid, k));
-        w += (size_t) __builtin_popcount((unsigned) mid);
+/** Keys of x = a·p0 + b·p1 over two fp16 inputs (weighted_sum's two products and one sum, never
+ * fused: -ffp-contract=off), computed per vector, so no scratch slot is written or read. */
+struct f16_sum_keys_avx2 {
+    const uint8_t * a;
+    const uint8_t * b;
+    float p0, p1;
+    __attribute__((target("avx2,f16c"))) __m256i operator()(size_t i) const {
+        const __m256 x = _mm256_add_ps(_mm256_mul_ps(f16_widen_avx2(a + 2 * i), _mm256_set1_ps(p0)), _mm256_mul_ps(f16_widen_avx2(b + 2 * i), _mm256_set1_ps(p1)));
+        return _mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fffffff));
     }
-    alignas(64) uint32_t sums[3][16];
-    _mm512_store_si512((void *) sums[0], n_above);
-    _mm512_store_si512((void *) sums[1], n_hi);
-    _mm512_store_si512((void *) sums[2], n_lo);
-    for (int l = 0; l < 16; l++) {
-        c->above += sums[0][l];
-        c->at_hi += sums[1][l];
-        c->at_lo += sums[2][l];
+};
+struct f16_sum_keys_avx512 {
+    const uint8_t * a;
+    const uint8_t * b;
+    float p0, p1;
+    __attribute__((target("avx512f,avx2,f16c"))) __m512i operator()(size_t i) const {
+        const __m512 x = _mm512_add_ps(_mm512_mul_ps(f16_widen_avx512(a + 2 * i), _mm512_set1_ps(p0)), _mm512_mul_ps(f16_widen_avx512(b + 2 * i), _mm512_set1_ps(p1)));
+        return _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff));
     }
-    // The last m mod 16 elements as simd_kernels::load_f16 and weighted_sum's scalar tails.
+};
+
+/** The last elements [i, m) of a fused scan as simd_kernels::load_f16 and weighted_sum's scalar tails. */
+size_t scan_f16_sum_tail(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t i, size_t m, uint32_t lo, uint32_t hi, kth_bracket_counts * c, uint32_t * inside) {
     float x[16];
     for (size_t e = 0; i + e < m; e++) {
         uint16_t ha, hb;
@@ -241,66 +254,21 @@ __attribute__((target("avx512f,avx2,f16c"))) size_t scan_f16_sum_avx512(const ui
         const float xb = st_f16_to_f32(hb) * p1;
         x[e] = xa + xb;
     }
-    return w + scan_scalar(x, m - i, lo, hi, c, inside + w);
-}
-#pragma GCC diagnostic pop
-
-// kernels_avx2.cc v_avx2::load_f16, the same instructions (see load_f16_avx512).
-__attribute__((target("avx2,f16c"))) inline __m256 load_f16_avx2(const uint8_t * p) {
-    const __m128i h = _mm_loadu_si128((const __m128i *) p);
-    const __m256 f = _mm256_cvtph_ps(h);
-    const __m128i is_nan = _mm_cmpgt_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7c00));
-    const __m128i is_quiet = _mm_cmpeq_epi16(_mm_and_si128(h, _mm_set1_epi16(0x0200)), _mm_set1_epi16(0x0200));
-    const __m128i snan = _mm_andnot_si128(is_quiet, is_nan);
-    if (_mm_testz_si128(snan, snan)) return f;
-    const __m256i fix = _mm256_and_si256(_mm256_cvtepi16_epi32(snan), _mm256_set1_epi32(0x00400000));
-    return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(f), fix));
+    return scan_scalar(x, m - i, lo, hi, c, inside);
 }
 
-// scan_avx2 on x = a·p0 + b·p1 per vector (see scan_f16_sum_avx512).
+__attribute__((target("avx512f,avx2,f16c"))) size_t scan_f16_sum_avx512(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t m, uint32_t lo, uint32_t hi,
+                                                                        kth_bracket_counts * c, uint32_t * inside) {
+    size_t i = 0;
+    const size_t w = count_avx512(m, lo, hi, c, inside, &i, f16_sum_keys_avx512{a, b, p0, p1});
+    return w + scan_f16_sum_tail(a, b, p0, p1, i, m, lo, hi, c, inside + w);
+}
+
 __attribute__((target("avx2,f16c"))) size_t scan_f16_sum_avx2(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t m, uint32_t lo, uint32_t hi,
                                                              kth_bracket_counts * c, uint32_t * inside) {
-    const __m256 v0 = _mm256_set1_ps(p0), v1 = _mm256_set1_ps(p1);
-    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), flip = _mm256_set1_epi32((int) 0x80000000u);
-    const __m256i vlo = _mm256_set1_epi32((int) lo), vhi = _mm256_set1_epi32((int) hi);
-    const __m256i flo = _mm256_xor_si256(vlo, flip), fhi = _mm256_xor_si256(vhi, flip);
-    __m256i n_above = _mm256_setzero_si256(), n_hi = _mm256_setzero_si256(), n_lo = _mm256_setzero_si256();
-    size_t w = 0, i = 0;
-    for (; i + 8 <= m; i += 8) {
-        const __m256 x = _mm256_add_ps(_mm256_mul_ps(load_f16_avx2(a + 2 * i), v0), _mm256_mul_ps(load_f16_avx2(b + 2 * i), v1));
-        const __m256i k = _mm256_and_si256(_mm256_castps_si256(x), abs_mask);
-        const __m256i fk = _mm256_xor_si256(k, flip);
-        n_above = _mm256_sub_epi32(n_above, _mm256_cmpgt_epi32(fk, fhi));
-        n_hi = _mm256_sub_epi32(n_hi, _mm256_cmpeq_epi32(k, vhi));
-        n_lo = _mm256_sub_epi32(n_lo, _mm256_cmpeq_epi32(k, vlo));
-        const __m256i mid = _mm256_and_si256(_mm256_cmpgt_epi32(fk, flo), _mm256_cmpgt_epi32(fhi, fk));
-        const unsigned bits = (unsigned) _mm256_movemask_ps(_mm256_castsi256_ps(mid));
-        if (bits) {
-            alignas(32) uint32_t lanes[8];
-            _mm256_store_si256((__m256i *) lanes, k);
-            for (int l = 0; l < 8; l++)
-                if (bits >> l & 1) inside[w++] = lanes[l];
-        }
-    }
-    alignas(32) uint32_t sums[3][8];
-    _mm256_store_si256((__m256i *) sums[0], n_above);
-    _mm256_store_si256((__m256i *) sums[1], n_hi);
-    _mm256_store_si256((__m256i *) sums[2], n_lo);
-    for (int l = 0; l < 8; l++) {
-        c->above += sums[0][l];
-        c->at_hi += sums[1][l];
-        c->at_lo += sums[2][l];
-    }
-    float x[8];
-    for (size_t e = 0; i + e < m; e++) {
-        uint16_t ha, hb;
-        std::memcpy(&ha, a + 2 * (i + e), 2);
-        std::memcpy(&hb, b + 2 * (i + e), 2);
-        const float xa = st_f16_to_f32(ha) * p0;
-        const float xb = st_f16_to_f32(hb) * p1;
-        x[e] = xa + xb;
-    }
-    return w + scan_scalar(x, m - i, lo, hi, c, inside + w);
+    size_t i = 0;
+    const size_t w = count_avx2(m, lo, hi, c, inside, &i, f16_sum_keys_avx2{a, b, p0, p1});
+    return w + scan_f16_sum_tail(a, b, p0, p1, i, m, lo, hi, c, inside + w);
 }
 #endif
 
