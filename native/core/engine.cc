@@ -149,6 +149,9 @@ public:
         }
         reduction_options_.descending = reuse_bytes_ > 0; // the same knob: 0 is the order before either
         ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_, &staged_};
+        // TENSORMERGE_TASK_MERGE_FUSED=0: TIES's output pass on fp16 inputs through scratch slots
+        // (widened, merged, stored), not the fused kernel (exec.h fused_task_merge); the same bits.
+        if (const char * v = std::getenv("TENSORMERGE_TASK_MERGE_FUSED")) ctx_.fused_task_merge = std::atol(v) != 0;
 
         crc_.resize(job_.outputs.size());
         for (size_t o = 0; o < job_.outputs.size(); o++) crc_[o].assign(job_.outputs[o].crc32_ranges.size(), 0);
@@ -200,11 +203,14 @@ public:
         for (auto & out : outputs_) out->keep();
         result_->crc32 = crc_;
         result_->nonfinite.assign(job_.outputs.size(), merge_nonfinite{});
-        for (const auto & sc : scratch_)
+        uint64_t task_merge_fused = 0;
+        for (const auto & sc : scratch_) {
             for (size_t o = 0; o < job_.outputs.size(); o++) {
                 result_->nonfinite[o].nan += sc->nonfinite()[o].nan;
                 result_->nonfinite[o].inf += sc->nonfinite()[o].inf;
             }
+            task_merge_fused += sc->fused_elements();
+        }
         result_->isa = kernels->isa;
         result_->threads = n_threads;
         uint64_t total = 0;
@@ -251,6 +257,7 @@ public:
             {"reductionBracketHits", (double) bracket_hits_},
             {"reductionBracketMisses", (double) bracket_misses_},
             {"reductionFusedElements", (double) fused_elements_},
+            {"taskMergeFusedElements", (double) task_merge_fused},
             {"statisticsRead", (double) (statistics_read_ > 0 && statistics_ahead.mode() == prefetch_mode::willneed ? 2 : statistics_read_)},
             {"bytesStatisticsAhead", (double) statistics_ahead.bytes_ahead()},
             {"bytesStatisticsTouched", (double) statistics_ahead.bytes_touched()},

@@ -209,6 +209,27 @@ struct block_eval {
         return slot;
     }
 
+    /** Many-model op `op`'s kernel arguments on elements from i, its statistics put in stats and columns (MERGE_MAX_STATS each). */
+    merge_many_args many_args(const merge_op & op, const float * const * x, uint64_t i, double * stats, const double ** columns) const {
+        const std::vector<merge_reduction_result> & results = (*ctx.stats)[p];
+        for (size_t j = 0; j < op.stats.size(); j++) {
+            stats[j] = results[op.stats[j]].value;
+            columns[j] = results[op.stats[j]].columns.data();
+        }
+        return merge_many_args{x, (uint32_t) op.args.size(), op.params.data(), (uint32_t) op.params.size(), stats, (uint32_t) op.stats.size(),
+                               op.ints.data(), (uint32_t) op.ints.size(), op.element_start + i, columns};
+    }
+
+    /** Task-merge op k on elements [i, i + m) by the fused kernel f, straight from its fp16 inputs to out (fused_task_merge). */
+    void task_merge_f16(merge_task_merge_f16_fn f, uint32_t k, uint64_t i, size_t m, uint8_t * out) const {
+        const merge_op & op = piece.ops[k];
+        const uint8_t * src[MERGE_MAX_ARGS];
+        for (size_t j = 0; j < op.args.size(); j++) src[j] = input_ptr(op.args[j], i, m);
+        double stats[MERGE_MAX_STATS];
+        const double * columns[MERGE_MAX_STATS];
+        f(out, src, many_args(op, nullptr, i, stats, columns), m);
+    }
+
     /**
      * `round` false skips the op's fp16/bf16 rounding: only for the op a write stores in that
      * same dtype, where the store rounds identically (narrowing to fp16, bf16 or fp8 is idempotent,
@@ -229,14 +250,7 @@ struct block_eval {
                 if (op.kernel >= MERGE_KERNEL_TASK_MERGE) {
                     double stats[MERGE_MAX_STATS];
                     const double * columns[MERGE_MAX_STATS];
-                    const std::vector<merge_reduction_result> & results = (*ctx.stats)[p];
-                    for (size_t j = 0; j < op.stats.size(); j++) {
-                        stats[j] = results[op.stats[j]].value;
-                        columns[j] = results[op.stats[j]].columns.data();
-                    }
-                    const merge_many_args args{x, (uint32_t) op.args.size(), op.params.data(), (uint32_t) op.params.size(), stats, (uint32_t) op.stats.size(),
-                                               op.ints.data(), (uint32_t) op.ints.size(), op.element_start + i, columns};
-                    merge_many_kernel(op.kernel, kt->isa)(r, args, m); // ids and counts checked by validation
+                    merge_many_kernel(op.kernel, kt->isa)(r, many_args(op, x, i, stats, columns), m); // ids and counts checked by validation
                     break;
                 }
                 const merge_method_fn f = merge_method_kernel_for(kt, op.kernel);
@@ -268,6 +282,23 @@ void prefetch_inputs(const exec_context & ctx, const plan_write & pw, uint64_t i
     }
 }
 
+/**
+ * The ISA's fused task merge (kernels.h merge_task_merge_f16_fn) when it gives write w's bytes,
+ * else nullptr: the write stores as fp16 a task-merge op without DROP, the only op it runs, every
+ * operand of it an fp16 input, its own rounding none or fp16 (which the fp16 store repeats).
+ */
+merge_task_merge_f16_fn fused_task_merge(const exec_context & ctx, const merge_piece & piece, const merge_write & wr, const plan_write & pw) {
+    const merge_task_merge_f16_fn f = ctx.kernels->task_merge_f16;
+    if (!f || !ctx.fused_task_merge || wr.dtype != ST_DTYPE_F16 || wr.source.kind != MERGE_OPERAND_OP) return nullptr;
+    if (pw.ops.size() != 1 || pw.ops[0] != wr.source.index) return nullptr;
+    const merge_op & op = piece.ops[wr.source.index];
+    if (op.kernel != MERGE_KERNEL_TASK_MERGE || (op.ints[0] & TASK_MERGE_DROP)) return nullptr;
+    if (op.round != ST_DTYPE_F16 && merge_kernels_round(ctx.kernels, op.round) != nullptr) return nullptr;
+    for (const merge_operand & a : op.args)
+        if (a.kind != MERGE_OPERAND_INPUT || a.dtype != ST_DTYPE_F16) return nullptr;
+    return f;
+}
+
 } // namespace
 
 void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p, size_t w, uint64_t i0, uint64_t i1, uint8_t * dst) {
@@ -280,13 +311,17 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
         std::memcpy(dst, ev.input_ptr(wr.source, i0, i1 - i0), (size_t) ((i1 - i0) * pw.out_size));
     } else {
         const merge_store_fn store = merge_kernels_store(ctx.kernels, wr.dtype);
+        const merge_task_merge_f16_fn fused = fused_task_merge(ctx, piece, wr, pw);
+        if (fused) scratch.fused_elements() += i1 - i0;
         const size_t block = scratch.block();
         for (uint64_t i = i0; i < i1; i += block) {
             const size_t m = (size_t) (i1 - i < block ? i1 - i : block);
             if (i + m < i1 && pw.inputs.size() > 1) prefetch_inputs(ctx, pw, i + m, (size_t) (i1 - (i + m) < block ? i1 - (i + m) : block));
             scratch.begin_block();
-            const float * v;
-            if (wr.source.kind == MERGE_OPERAND_INPUT) {
+            const float * v = nullptr;
+            if (fused) {
+                ev.task_merge_f16(fused, wr.source.index, i, m, dst + (i - i0) * pw.out_size);
+            } else if (wr.source.kind == MERGE_OPERAND_INPUT) {
                 v = ev.operand(wr.source, i, m, scratch.slot(ev.n_ops + MERGE_MAX_ARGS));
             } else {
                 // pw.ops ascend and ops read only earlier ops: the source is the last one run.
@@ -295,7 +330,7 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
                 for (uint32_t k : pw.ops) ev.run_op(k, i, m, !(k == last && store_rounds));
                 v = scratch.slot(wr.source.index);
             }
-            store(dst + (i - i0) * pw.out_size, v, m);
+            if (!fused) store(dst + (i - i0) * pw.out_size, v, m);
             if (wr.output < scratch.nonfinite().size()) {
                 // A converted copy (the input itself, or the planner's copy op of an input, see
                 // convertedTo in plan.ts) counts only where the input was finite: compare with

@@ -42,6 +42,12 @@ struct exec_context {
      * input range one of its runs holds is read there, anything else through the map.
      */
     const staged_window * const * staged = nullptr;
+    /**
+     * A write that stores one task-merge op of fp16 inputs as fp16 runs the ISA's fused kernel
+     * (kernels.h merge_task_merge_f16_fn) instead of widening into slots; false: the slots' path
+     * (TENSORMERGE_TASK_MERGE_FUSED=0). The same bits either way.
+     */
+    bool fused_task_merge = true;
 };
 
 /**
@@ -62,6 +68,8 @@ public:
     size_t n_slots() const { return n_slots_; }
     std::vector<merge_nonfinite> & nonfinite() { return nonfinite_; }
     const std::vector<merge_nonfinite> & nonfinite() const { return nonfinite_; }
+    /** Elements this thread wrote through the fused task merge (the engine stat taskMergeFusedElements). */
+    uint64_t & fused_elements() { return fused_elements_; }
 
     /**
      * Widened-input reuse inside one block evaluation: ops of a piece often read the same input
@@ -100,6 +108,7 @@ private:
     std::vector<slot_tag> tags_;
     uint64_t generation_ = 1;
     std::vector<merge_nonfinite> nonfinite_; // per output
+    uint64_t fused_elements_ = 0;
     float * data_ = nullptr;
     struct band {
         const void * key = nullptr;

@@ -76,6 +76,14 @@ typedef void (*merge_load_fn)(float * dst, const void * src, size_t n);
 typedef void (*merge_method_fn)(float * r, const float * const * x, const float * p, size_t n);
 typedef void (*merge_store_fn)(void * dst, const float * src, size_t n);
 typedef void (*merge_round_fn)(float * x, size_t n);
+struct merge_many_args;
+/**
+ * The task merge without DROP (many_kernels.h MERGE_KERNEL_TASK_MERGE) with every operand an fp16
+ * input and the result stored as fp16: src[j] points at operand j's first element (a.x is not
+ * read), dst at the output's. The bytes of widening the operands into slots, the fp32 kernel, then
+ * store_f16 (task_merge_lanes.h): the output pass of TIES on fp16 models without its slots.
+ */
+typedef void (*merge_task_merge_f16_fn)(void * dst, const uint8_t * const * src, const merge_many_args & a, size_t n);
 
 struct merge_kernels {
     const char * isa; // "scalar", "avx2", "avx512"
@@ -99,6 +107,9 @@ struct merge_kernels {
     // This ISA's method kernel for an id, nullptr where it has none (merge_method_kernel_for
     // then falls back to the scalar one).
     merge_method_fn (*method)(uint32_t kernel);
+
+    // nullptr for the scalar ISA (the slots' path then runs: its widening is per element anyway).
+    merge_task_merge_f16_fn task_merge_f16;
 };
 
 /** The scalar reference, always available. */

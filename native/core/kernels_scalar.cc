@@ -121,6 +121,7 @@ const merge_kernels table = {
     round_f16, round_bf16,
     weighted_sum, add_difference, lerp,
     merge_method_kernel,
+    nullptr,
 };
 
 } // namespace

@@ -15,6 +15,7 @@
 #include "convert.h"
 #include "kernels.h"
 #include "method_kernels_simd.h"
+#include "task_merge_lanes.h"
 
 namespace {
 
@@ -201,6 +202,42 @@ struct simd_kernels {
         }
     }
 
+    // The fused task merge (kernels.h merge_task_merge_f16_fn): the model counts of
+    // task_merge_body (many_kernels.cc) unrolled, any other with a loop.
+    template <uint32_t Models>
+    static void task_merge_f16_models(void * dst, const uint8_t * const * src, const merge_many_args & a, size_t n) {
+        typedef typename tm_vec<W>::f F;
+        const task_merge_lanes<W, Models> lanes(a);
+        char * d = (char *) dst;
+        size_t i = 0;
+        for (; i + W <= n; i += W) {
+            const F v = lanes.step([&](uint32_t j) TM_BODY_LAMBDA { return (F) V::load_f16(src[j] + 2 * i); });
+            V::store_f16(d + 2 * i, (vf) v);
+        }
+        if (i == n) return;
+        float out[W];
+        lanes.tail(
+                n - i,
+                [&](uint32_t j, size_t e) TM_BODY_LAMBDA {
+                    uint16_t h;
+                    std::memcpy(&h, src[j] + 2 * (i + e), 2);
+                    return st_f16_to_f32(h);
+                },
+                out);
+        for (size_t e = 0; i + e < n; e++) {
+            const uint16_t h = st_f32_to_f16(out[e]);
+            std::memcpy(d + 2 * (i + e), &h, 2);
+        }
+    }
+    static void task_merge_f16(void * dst, const uint8_t * const * src, const merge_many_args & a, size_t n) {
+        switch (a.n_args - 1) {
+            case 2: return task_merge_f16_models<2>(dst, src, a, n);
+            case 3: return task_merge_f16_models<3>(dst, src, a, n);
+            case 4: return task_merge_f16_models<4>(dst, src, a, n);
+            default: return task_merge_f16_models<0>(dst, src, a, n);
+        }
+    }
+
     // constexpr: the tables must be constant-initialized, since dynamic initialization would
     // run code compiled with AVX flags when the addon loads, before any CPU check.
     static constexpr merge_kernels table(const char * isa) {
@@ -212,6 +249,7 @@ struct simd_kernels {
             round_f16, round_bf16,
             weighted_sum, add_difference, lerp,
             simd_methods<V>::lookup,
+            task_merge_f16,
         };
     }
 };

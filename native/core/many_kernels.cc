@@ -8,6 +8,7 @@
 #include "det_math.h"
 #include "kernels.h"
 #include "philox.h"
+#include "task_merge_lanes.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -19,8 +20,7 @@ namespace {
 // baseline ISA and, through target attributes, for AVX2 and AVX-512, where the compiler
 // vectorises the element loops. Element arithmetic is the same IEEE fp32 operation either way
 // (no reassociation, no contraction: -ffp-contract=off), so every ISA writes the same bits.
-#define TM_BODY inline __attribute__((always_inline))
-#define TM_BODY_LAMBDA __attribute__((always_inline))
+// (TM_BODY, TM_BODY_LAMBDA: task_merge_lanes.h.)
 
 /** Which philox4x32_10_groups a kernel body calls: 0 the portable loop, 1 AVX2, 2 AVX-512. */
 template <int Isa>
@@ -152,29 +152,6 @@ inline float sign_of(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0
  */
 inline float canonical(float v) { return v != v ? std::numeric_limits<float>::quiet_NaN() : v; }
 
-// W fp32 lanes (GCC vector extensions: one SSE2 / NEON, AVX2 or AVX-512 register per
-// vector). Lane arithmetic is the scalar IEEE operation; `x > y ? a : b` picks lane by lane (a bit select: no value is rounded or changed).
-// (The helpers below take and return vectors wider than the baseline ABI's registers: they are
-// always inlined into the ISA-targeted kernels, so no call passes one.)
-#pragma GCC diagnostic ignored "-Wpsabi"
-template <int W> struct tm_vec {
-    typedef float f __attribute__((vector_size(4 * W)));
-    typedef uint32_t u __attribute__((vector_size(4 * W)));
-};
-
-template <class V> TM_BODY V tm_load(const void * p) {
-    V v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-
-/** sign(x) as ±1 or 0 (0 for a NaN), lane by lane. */
-template <class F> TM_BODY F tm_sign(F x) {
-    const F zero = {};
-    const F r = x > 0.0f ? zero + 1.0f : zero;
-    return x < 0.0f ? zero - 1.0f : r;
-}
-
 /**
  * Generalised task arithmetic (mergekit generalized_task_arithmetic.py), per element:
  *   δj = Mj − base; TRIM: δj = δj·[key(δj) ≥ tj]; DROP: δj = δj·[word ≥ threshold j], then
@@ -258,77 +235,17 @@ TM_BODY void task_merge_runs(float * r, const merge_many_args & a, size_t n_tota
     }
 }
 
-/**
- * task_merge_runs's operations in one pass per W elements, every model's wδj in registers (there:
- * one loop per model and per step over 256-element arrays, 10 passes through L1 for TIES on 3
- * models). "·[cond]" keeps δ where cond holds and is δ·0 elsewhere (an infinite δ gives NaN, as
- * the multiplication does). Per lane the operations and their order are task_merge_runs's, so
- * W = 4, 8 and 16 write the same bits.
- */
+/** task_merge_lanes (task_merge_lanes.h) on fp32 operands: the kernel for slots, every ISA. */
 template <int W, uint32_t Models>
 TM_BODY void task_merge_models(float * r, const merge_many_args & a, size_t n) {
     typedef typename tm_vec<W>::f F;
-    typedef typename tm_vec<W>::u U;
-    const uint32_t models = Models > 0 ? Models : a.n_args - 1; // a constant: the model loops unroll, each wδj stays in a register
-    const float * w = a.params;
-    const float lambda = a.params[models];
-    const uint32_t flags = a.ints[0];
-    const bool trim = flags & TASK_MERGE_TRIM, consensus = flags & TASK_MERGE_CONSENSUS, by_count = flags & TASK_MERGE_BY_COUNT;
-    const bool normalize = flags & TASK_MERGE_NORMALIZE;
-    uint32_t trim_key[MERGE_MAX_ARGS] = {};
-    if (trim)
-        for (uint32_t j = 0; j < models; j++) {
-            const double v = a.stats[j]; // as task_merge_runs
-            trim_key[j] = v >= 0 && v <= 2147483648.0 ? (uint32_t) v : 2147483648u;
-        }
-    float divisor_all = 0;
-    for (uint32_t j = 0; j < models; j++) divisor_all = j == 0 ? w[0] : divisor_all + w[j];
-    if (std::fabs(divisor_all) < 1e-8f) divisor_all = 1;
-    const F zero = {}, one = zero + 1.0f, minus_one = zero - 1.0f;
-    const F v_lambda = zero + lambda, v_divisor_all = zero + divisor_all, v_nan = zero + std::numeric_limits<float>::quiet_NaN();
-    // Elements [i, i + W) of the operands xs (each wδj in a register), stored at out.
-    auto step = [&](const float * const * xs, size_t i, float * out) TM_BODY_LAMBDA {
-        const F base = tm_load<F>(xs[0] + i);
-        F wd[Models > 0 ? Models : MERGE_MAX_ARGS - 1];
-        wd[0] = zero; // (validation: at least one model)
-        for (uint32_t j = 0; j < models; j++) {
-            F d = tm_load<F>(xs[j + 1] + i) - base;
-            if (trim) d = ((U) d & 0x7fffffffu) >= trim_key[j] ? d : d * 0.0f;
-            wd[j] = d * w[j];
-        }
-        F mixed = zero, divisor = zero;
-        if (consensus) {
-            F s = by_count ? tm_sign(wd[0]) : wd[0];
-            for (uint32_t j = 1; j < models; j++) s = s + (by_count ? tm_sign(wd[j]) : wd[j]);
-            const F elected = s >= 0.0f ? one : minus_one;
-            for (uint32_t j = 0; j < models; j++) {
-                const F c = tm_sign(wd[j]) == elected ? one : zero;
-                mixed = j == 0 ? wd[0] * c : mixed + wd[j] * c;
-                divisor = j == 0 ? w[0] * c : divisor + w[j] * c;
-            }
-            divisor = divisor == 0.0f ? one : divisor;
-        } else {
-            mixed = wd[0];
-            for (uint32_t j = 1; j < models; j++) mixed = mixed + wd[j];
-            divisor = v_divisor_all;
-        }
-        if (normalize) mixed = mixed / divisor;
-        const F v = base + mixed * v_lambda;
-        const F result = v != v ? v_nan : v;
-        std::memcpy(out, &result, sizeof result);
-    };
+    const task_merge_lanes<W, Models> lanes(a);
     size_t i = 0;
-    for (; i + W <= n; i += W) step(a.x, i, r + i);
-    if (i == n) return;
-    // The last n mod W elements: one vector of copies padded with zeros.
-    alignas(64) float tail_in[MERGE_MAX_ARGS][W], tail_out[W];
-    const float * tail[MERGE_MAX_ARGS];
-    for (uint32_t j = 0; j <= models; j++) {
-        for (size_t l = 0; l < W; l++) tail_in[j][l] = i + l < n ? a.x[j][i + l] : 0.0f;
-        tail[j] = tail_in[j];
+    for (; i + W <= n; i += W) {
+        const F v = lanes.step([&](uint32_t j) TM_BODY_LAMBDA { return tm_load<F>(a.x[j] + i); });
+        std::memcpy(r + i, &v, sizeof v);
     }
-    step(tail, 0, tail_out);
-    std::memcpy(r + i, tail_out, (n - i) * sizeof(float));
+    if (i < n) lanes.tail(n - i, [&](uint32_t j, size_t e) TM_BODY_LAMBDA { return a.x[j][i + e]; }, r + i);
 }
 
 /**
