@@ -1,5 +1,8 @@
-// Kernel microbenchmark (issue 11): ns per element of the task-merge kernel (TIES flags) and of
-// SLERP's lane sums (a·b, a·a, b·b), on one 4096-element block in L1, best of 15 × 2000 calls,
+// Kernel microbenchmark (issue 11): ns per element of the task-merge kernel (TIES flags), of
+// SLERP's lane sums (a·b, a·a, b·b) and, on fp16 copies of the operands (AVX2 / AVX-512), of
+// TIES's output pass by slots (4 widenings, the kernel, the fp16 store) and fused
+// (merge_task_merge_f16_fn), and of its bracket pass (3 fused scans of base and a model), on one
+// 4096-element block in L1, best of 15 × 2000 calls,
 // with a hash of the results (equal between two builds = the same bits). Not built by default:
 //   g++ -O2 -std=c++17 -Inative/core bench/kernel_micro.cc build/libtensormerge_core.a -o /tmp/kernel_micro
 //   /tmp/kernel_micro avx512 41     (ISA: scalar | avx2 | avx512; task-merge flags, 41 = TIES)
@@ -14,6 +17,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "kth_bracket.h"
 #include "many_kernels.h"
 #include "reduction_lanes.h"
 
@@ -73,4 +77,45 @@ int main(int argc, char ** argv) {
             hl = hl * 31 + b;
         }
     std::printf("%s slerp lane sums: %.3f ns/element (hash %016llx)\n", isa, ls, (unsigned long long) hl);
+
+    const merge_kernels * kt = std::strcmp(isa, "avx512") == 0 ? merge_kernels_avx512() : std::strcmp(isa, "avx2") == 0 ? merge_kernels_avx2() : nullptr;
+    if (!kt || !kt->task_merge_f16 || (flags & TASK_MERGE_DROP)) return 0;
+    std::vector<uint16_t> h16[4];
+    const uint8_t * src[4];
+    for (int j = 0; j < 4; j++) {
+        h16[j].resize(n);
+        kt->store_f16(h16[j].data(), xs[j], n);
+        src[j] = (const uint8_t *) h16[j].data();
+    }
+    std::vector<float> slots[4];
+    for (auto & v : slots) v.resize(n);
+    const float * sx[4] = {slots[0].data(), slots[1].data(), slots[2].data(), slots[3].data()};
+    std::vector<uint16_t> out(n);
+    auto hash16 = [&] {
+        uint32_t hh = 0;
+        for (uint16_t v : out) hh = hh * 31 + v;
+        return hh;
+    };
+    merge_many_args as{sx, 4, params, 7, stats, a.n_stats, ints, 7, 0, nullptr};
+    const double by_slots = best_ns([&](int) {
+        for (int j = 0; j < 4; j++) kt->load_f16(slots[j].data(), src[j], n);
+        f(r.data(), as, n);
+        kt->store_f16(out.data(), r.data(), n);
+    }, n);
+    const uint32_t h_slots = hash16();
+    const double fused = best_ns([&](int) { kt->task_merge_f16(out.data(), src, as, n); }, n);
+    std::printf("%s TIES output pass fp16: slots %.3f, fused %.3f ns/element (hashes %08x %08x)\n", isa, by_slots, fused, h_slots, hash16());
+    const kth_bracket_scan_f16_sum_fn scan = kth_bracket_scan_f16_sum_for(isa);
+    std::vector<uint32_t> inside(n + 16);
+    kth_bracket_counts c{};
+    // A bracket with ~2.6% of the keys inside (|δ| in [0.00145, 0.00155), δ ~ N(0, 0.001)), as TIES's are.
+    const float bracket_lo = 0.00145f, bracket_hi = 0.00155f;
+    uint32_t lo, hi;
+    std::memcpy(&lo, &bracket_lo, 4);
+    std::memcpy(&hi, &bracket_hi, 4);
+    uint64_t kept = 0;
+    const double bracket = best_ns([&](int) {
+        for (int j = 1; j < 4; j++) kept += scan(src[j], src[0], 1.0f, -1.0f, n, lo, hi, &c, inside.data());
+    }, n);
+    std::printf("%s TIES bracket pass fp16, 3 models: %.3f ns/element (above %.4f, inside %.4f of the keys)\n", isa, bracket, (double) c.above / (3.0 * n * 2000 * 15), (double) kept / (3.0 * n * 2000 * 15));
 }
