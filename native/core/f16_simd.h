@@ -20,6 +20,13 @@ __attribute__((target("avx2,f16c"))) static inline __m256 f16_widen_avx2(const v
     return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(f), fix));
 }
 
+// vcvtph2ps alone, a signalling NaN coming out quiet (quiet bit set, payload kept): only for
+// callers whose every use of a widened lane is as an operand of an IEEE arithmetic operation
+// (the fused TIES kernels: Mi − base, a·p0 + b·p1), which quiets a signalling NaN in exactly that
+// way, so the bits that follow are those of the exact widening (test/methods/many/*-fused tests:
+// signalling NaNs in every input).
+__attribute__((target("avx2,f16c"))) static inline __m256 f16_widen_quieted_avx2(const void * p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) p)); }
+
 // GCC 12 warns on its own _mm512_cvtph_ps / _mm512_cvtepi16_epi32 (an undefined first operand).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -33,5 +40,6 @@ __attribute__((target("avx512f,avx2,f16c"))) static inline __m512 f16_widen_avx5
     const __m512i fix = _mm512_and_si512(_mm512_cvtepi16_epi32(snan), _mm512_set1_epi32(0x00400000));
     return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(f), fix));
 }
+__attribute__((target("avx512f,avx2,f16c"))) static inline __m512 f16_widen_quieted_avx512(const void * p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) p)); }
 #pragma GCC diagnostic pop
 #endif

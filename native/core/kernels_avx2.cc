@@ -155,6 +155,7 @@ struct v_avx2 {
     static constexpr int MD_UNROLL = 4; // 16 log chains and 8 exp chains of 4 doubles: spills, still 10% faster than 2
 
     static vf load_f16(const void * p) { return f16_widen_avx2(p); } // exact, signalling NaNs kept (f16_simd.h)
+    static vf load_f16_quieted(const void * p) { return f16_widen_quieted_avx2(p); } // for arithmetic operands only (f16_simd.h)
     static void store_f16(void * p, vf x) { _mm_storeu_si128((__m128i *) p, _mm256_cvtps_ph(x, 0)); }
 
     static __m256i to_bf16_bits(vf x) {

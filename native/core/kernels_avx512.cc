@@ -101,6 +101,7 @@ struct v_avx512 {
     static constexpr int MD_UNROLL = 3; // 12 log chains and 6 exp chains of 8 doubles (2: 5% slower, 4: no faster)
 
     static vf load_f16(const void * p) { return f16_widen_avx512(p); } // exact, signalling NaNs kept (f16_simd.h)
+    static vf load_f16_quieted(const void * p) { return f16_widen_quieted_avx512(p); } // for arithmetic operands only (f16_simd.h)
     static void store_f16(void * p, vf x) { _mm256_storeu_si256((__m256i *) p, _mm512_cvtps_ph(x, 0)); }
 
     static __m512i to_bf16_bits(vf x) {

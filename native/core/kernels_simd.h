@@ -203,7 +203,8 @@ struct simd_kernels {
     }
 
     // The fused task merge (kernels.h merge_task_merge_f16_fn): the model counts of
-    // task_merge_body (many_kernels.cc) unrolled, any other with a loop.
+    // task_merge_body (many_kernels.cc) unrolled, any other with a loop. Every operand is used
+    // only in subtractions and an addition, so the quieting widening gives the same bits.
     template <uint32_t Models>
     static void task_merge_f16_models(void * dst, const uint8_t * const * src, const merge_many_args & a, size_t n) {
         typedef typename tm_vec<W>::f F;
@@ -211,7 +212,7 @@ struct simd_kernels {
         char * d = (char *) dst;
         size_t i = 0;
         for (; i + W <= n; i += W) {
-            const F v = lanes.step([&](uint32_t j) TM_BODY_LAMBDA { return (F) V::load_f16(src[j] + 2 * i); });
+            const F v = lanes.step([&](uint32_t j) TM_BODY_LAMBDA { return (F) V::load_f16_quieted(src[j] + 2 * i); });
             V::store_f16(d + 2 * i, (vf) v);
         }
         if (i == n) return;

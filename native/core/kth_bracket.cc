@@ -223,13 +223,14 @@ __attribute__((target("avx512f,avx2,f16c"))) size_t scan_avx512(const float * x,
 }
 
 /** Keys of x = a·p0 + b·p1 over two fp16 inputs (weighted_sum's two products and one sum, never
- * fused: -ffp-contract=off), computed per vector, so no scratch slot is written or read. */
+ * fused: -ffp-contract=off), computed per vector, so no scratch slot is written or read. The
+ * inputs are widened by vcvtph2ps alone: each is a product's operand (f16_simd.h). */
 struct f16_sum_keys_avx2 {
     const uint8_t * a;
     const uint8_t * b;
     float p0, p1;
     __attribute__((target("avx2,f16c"))) __m256i operator()(size_t i) const {
-        const __m256 x = _mm256_add_ps(_mm256_mul_ps(f16_widen_avx2(a + 2 * i), _mm256_set1_ps(p0)), _mm256_mul_ps(f16_widen_avx2(b + 2 * i), _mm256_set1_ps(p1)));
+        const __m256 x = _mm256_add_ps(_mm256_mul_ps(f16_widen_quieted_avx2(a + 2 * i), _mm256_set1_ps(p0)), _mm256_mul_ps(f16_widen_quieted_avx2(b + 2 * i), _mm256_set1_ps(p1)));
         return _mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fffffff));
     }
 };
@@ -238,7 +239,7 @@ struct f16_sum_keys_avx512 {
     const uint8_t * b;
     float p0, p1;
     __attribute__((target("avx512f,avx2,f16c"))) __m512i operator()(size_t i) const {
-        const __m512 x = _mm512_add_ps(_mm512_mul_ps(f16_widen_avx512(a + 2 * i), _mm512_set1_ps(p0)), _mm512_mul_ps(f16_widen_avx512(b + 2 * i), _mm512_set1_ps(p1)));
+        const __m512 x = _mm512_add_ps(_mm512_mul_ps(f16_widen_quieted_avx512(a + 2 * i), _mm512_set1_ps(p0)), _mm512_mul_ps(f16_widen_quieted_avx512(b + 2 * i), _mm512_set1_ps(p1)));
         return _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff));
     }
 };
