@@ -177,6 +177,11 @@ unsigned piece_reducer::active_threads(int pass) const {
     }
 }
 
+namespace {
+/** Sampled blocks whose runs pass_sample prefetches ahead of the one it computes. */
+constexpr uint64_t sample_prefetch_blocks = 4;
+} // namespace
+
 void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_index, uint64_t b) {
     const merge_piece & p = ctx_.job->pieces[piece_];
     const pass_kind kind = kinds_[pass_index];
@@ -186,6 +191,16 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
         uint64_t first, count, at;
         kth_sample_run(sample_plan_, p.n, b, &first, &count, &at);
         if (count == 0) return;
+        // The runs are KTH_SAMPLE_RUN elements a block apart, a stride no hardware prefetcher
+        // follows, and each is the first access to its input pages: the next sampled blocks' runs
+        // (in the order blocks are taken) are asked for while this one is computed.
+        for (uint64_t d = 1; d <= sample_prefetch_blocks; d++) {
+            const uint64_t step = d * sample_plan_.every;
+            if (descending_ ? b < step : b + step >= n_blocks()) break;
+            uint64_t ahead, ahead_count, ahead_at;
+            kth_sample_run(sample_plan_, p.n, descending_ ? b - step : b + step, &ahead, &ahead_count, &ahead_at);
+            if (ahead_count > 0) prefetch(ahead, ahead_count);
+        }
         exec_run_ops(ctx_, scratch, piece_, ops_, first, (size_t) count);
         for (size_t q = 0; q < n_kth_; q++) {
             const float * x = exec_operand(ctx_, scratch, piece_, p.reductions[kth_reduction_[q]].args[0], first, (size_t) count, n_ops);
