@@ -16,7 +16,8 @@ import { join } from "node:path";
 import { capabilities } from "../../../lib/native/binding";
 import { merge } from "../../../lib/merge";
 import { ENGINES, captureEngineStats, setOnlyTuningKnobs } from "../../helpers/engines";
-import { encodeValues, readModel, tempDir, writeModel } from "../../helpers/models";
+import { readModel, tempDir } from "../../helpers/models";
+import { writeF16Family } from "./fixtures";
 
 // Element counts: n mod 16 = 0, 1, 15, 7, and one tensor below the k-th's direct-select size (2^18).
 const SIZES: Record<string, number> = {
@@ -26,25 +27,6 @@ const SIZES: Record<string, number> = {
   "model.diffusion_model.output_blocks.3.1.proj_out.weight": 1031,
 };
 const TOTAL = Object.values(SIZES).reduce((a, b) => a + b, 0);
-// fp16 bit patterns written over random elements: ±qNaN, ±sNaN (the widening re-signals them), ±inf, subnormals, ±0.
-const SPECIALS = [0x7e00, 0xfe00, 0x7d01, 0xfc55, 0x7c00, 0xfc00, 0x0001, 0x83ff, 0x0000, 0x8000];
-
-/** A seeded uniform in [0, 1). */
-function uniform(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296;
-}
-
-/** fp16 bytes: base values near 0.05, a model's a small task vector added; one element in 500 a special pattern. */
-function f16Bytes(n: number, seed: number, base?: Float32Array): { bytes: Uint8Array; values: Float32Array } {
-  const next = uniform(seed);
-  const values = new Float32Array(n);
-  for (let i = 0; i < n; i++) values[i] = base ? base[i]! + (next() - 0.5) * 0.01 : (next() - 0.5) * 0.1;
-  const bytes = encodeValues("F16", values);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  for (let i = 0; i < n; i++) if (next() < 0.002) view.setUint16(2 * i, SPECIALS[Math.floor(next() * SPECIALS.length)]!, true);
-  return { bytes, values };
-}
 
 describe("many-model methods: the fused task merge of the output pass (AVX-512 / AVX2, F16 → F16)", function () {
   this.timeout(600000);
@@ -54,18 +36,7 @@ describe("many-model methods: the fused task merge of the output pass (AVX-512 /
   before(() => {
     dir = tempDir("tm-task-merge-fused-");
     capture.install();
-    const bases: Record<string, Float32Array> = {};
-    paths = [0, 1, 2, 3, 4, 5].map((m) => {
-      const tensors: Record<string, { dtype: "F16"; shape: number[]; raw: Uint8Array }> = {};
-      Object.entries(SIZES).forEach(([key, n], t) => {
-        const { bytes, values } = f16Bytes(n, 10 * m + t + 1, m === 0 ? undefined : bases[key]);
-        if (m === 0) bases[key] = values;
-        tensors[key] = { dtype: "F16", shape: [n], raw: bytes };
-      });
-      const p = join(dir.path, `m${m}.safetensors`);
-      writeModel(p, tensors);
-      return p;
-    });
+    paths = writeF16Family(dir.path, SIZES, 5);
   });
   after(() => {
     capture.restore();
