@@ -4,6 +4,7 @@
  * order); the product of powers of multiply-difference is det-math.ts's powProductF32Array
  * (merge_pow_product's algorithm: doubles inside, one rounding).
  */
+import { runAsm } from "./asm-kernels";
 import { powProductF32Array } from "./det-math";
 
 const f = Math.fround;
@@ -52,24 +53,15 @@ type Kernel = (out: Float32Array, x: Float32Array[], p: number[], n: number) => 
 export const METHOD_KERNELS: Record<string, Kernel> = {
   "train-difference": (r, [a, b, c], p, n) => {
     const p0 = f(p[0]!), xa = a!, xb = b!, xc = c!;
-    // Branch-free for the common element (the signs of B−C and B−A are random, so absf's and
-    // the sign choice's branches mispredict half the time). Math.abs equals absf but on a NaN,
-    // and sign(B−C)·q·|B−C| is the product q·(B−C) but for its zero's sign when B−C = −0;
-    // that zero only reaches the result through A + v with v = ±0, where it changes nothing
-    // unless A = ±0, and then B − A is ±0 too, so s = 0. Every element where the two ways can
-    // differ (a NaN anywhere, s = 0 where q = 0/0 here) is therefore NaN here, and is
-    // recomputed as native computes it.
-    for (let i = 0; i < n; i++) {
-      const ai = xa[i]!, bi = xb[i]!;
-      const t0 = f(bi - xc[i]!);
-      const d1 = Math.abs(f(bi - ai));
-      const s = f(Math.abs(t0) + d1);
-      const q = f(d1 / s);
-      const v = f(f(q * t0) * p0);
-      const ri = f(ai + v);
-      r[i] = ri;
-      if (ri !== ri) r[i] = trainDifferenceExact(ai, bi, xc[i]!, p0);
-    }
+    // asm-kernels.ts's loop, branch-free for the common element (the signs of B−C and B−A are
+    // random, so absf's and the sign choice's branches would mispredict half the time). Math.abs
+    // equals absf but on a NaN, and sign(B−C)·q·|B−C| is the product q·(B−C) but for its zero's
+    // sign when B−C = −0; that zero only reaches the result through A + v with v = ±0, where it
+    // changes nothing unless A = ±0, and then B − A is ±0 too, so s = 0. Every element where the
+    // two ways can differ (a NaN anywhere, s = 0 where q = 0/0 there) is therefore NaN there, and
+    // is recomputed here as native computes it.
+    const someNaN = runAsm((k, [oa, ob, oc, or], len) => k.trainDifference(oa!, ob!, oc!, or!, len, p0), r, [xa, xb, xc], n);
+    if (someNaN) for (let i = 0; i < n; i++) if (r[i] !== r[i]) r[i] = trainDifferenceExact(xa[i]!, xb[i]!, xc[i]!, p0);
   },
   "triple-sum": (r, [a, b, c], p, n) => {
     const p0 = f(p[0]!), p1 = f(p[1]!), p2 = f(p[2]!);
