@@ -16,6 +16,7 @@
  * 16 MiB). The chunk loop keeps each thread's chunk buffers in such heaps (js-chunks.ts), so
  * the kernels run where the inputs were read; operands anywhere else go through a scratch heap.
  */
+import { f16NarrowTables } from "./conversions";
 import { PAGE, pageAlignedBuffer } from "./js-direct";
 
 /** asm.js heap sizes are multiples of this (V8: a power of two below 16 MiB, else multiples). */
@@ -27,6 +28,8 @@ function kernelModule(stdlib: typeof globalThis, _foreign: unknown, heap: ArrayB
   var fround = stdlib.Math.fround;
   var abs = stdlib.Math.abs;
   var F32 = new stdlib.Float32Array(heap);
+  var I32 = new stdlib.Int32Array(heap);
+  var U16 = new stdlib.Uint16Array(heap);
 
   /**
    * out = train difference of (a, b, c) with multiplier p0, statement for statement as
@@ -51,10 +54,57 @@ function kernelModule(stdlib: typeof globalThis, _foreign: unknown, heap: ArrayB
     return bad | 0;
   }
 
-  return { trainDifference: trainDifference };
+  /**
+   * fp32 bits at `src` -> fp16 bits at `dst`, n elements, as conversions.ts narrowF16 (its
+   * comments explain both paths); the tables of the rare path sit at the heap's start
+   * (HEAP_TABLES), and the NaNs and infinities among the results are stored at COUNTS.
+   */
+  function narrowF16(src: number, dst: number, n: number): void {
+    src = src | 0; dst = dst | 0; n = n | 0;
+    var i = 0, word = 0, a = 0, se = 0, man = 0, m = 0, s = 0, h = 0, ha = 0, nan = 0, inf = 0;
+    for (i = 0; (i | 0) < (n | 0); i = (i + 1) | 0) {
+      word = I32[(src + (i << 2)) >> 2] | 0;
+      a = word & 0x7fffffff;
+      if (((a - 0x38800000) >>> 0) < 0x0effe000) {
+        // 2^-14 <= |x| < 65520, the common case: rebias the exponent (−112 << 23) and round the
+        // 13 dropped bits to nearest even in one add (0xfff + the kept lsb); a carry moves into
+        // the exponent, as the tables do (never into Inf: 65520, half-way above 65504, is the
+        // first value that rounds to it). These results are finite: nothing to count.
+        U16[(dst + (i << 1)) >> 1] = ((word >> 16) & 0x8000) | ((a - 0x37fff001 + ((a >> 13) & 1)) >> 13);
+        continue;
+      }
+      // the table method (conversions.ts, top comment): Inf and NaN by a branch, the rest by
+      // base + rne(mantissa | implicit bit, shift) for its sign and exponent
+      se = (word >>> 23) | 0;
+      if ((se & 0xff) == 0xff) {
+        man = word & 0x7fffff;
+        h = ((word >>> 16) & 0x8000) | ((man | 0) != 0 ? 0x7e00 | (man >>> 13) : 0x7c00);
+      } else {
+        m = (word & 0x7fffff) | 0x800000;
+        s = I32[(2048 + (se << 2)) >> 2] | 0;
+        h = ((I32[(se << 2) >> 2] | 0) + ((m + (I32[(4096 + (se << 2)) >> 2] | 0) + ((m >>> s) & 1)) >>> s)) | 0;
+      }
+      U16[(dst + (i << 1)) >> 1] = h;
+      ha = h & 0x7fff;
+      if ((ha | 0) > 0x7c00) nan = (nan + 1) | 0;
+      else if ((ha | 0) == 0x7c00) inf = (inf + 1) | 0;
+    }
+    I32[1536] = nan;
+    I32[1537] = inf;
+  }
+
+  return { trainDifference: trainDifference, narrowF16: narrowF16 };
 }
 
-type Kernels = ReturnType<typeof kernelModule>;
+/** A module instance and the counts words of its heap (see HEAP_RESERVED). */
+export interface Kernels { k: ReturnType<typeof kernelModule>; counts: Int32Array }
+
+/**
+ * The first bytes of every heap hold narrowF16's tables (Int32 base, shift and bias per sign
+ * and exponent, at bytes 0, 2048 and 4096; conversions.ts f16NarrowTables) and its two counts
+ * (bytes 6144 and 6148, Int32 words 1536 and 1537); buffers start at HEAP_RESERVED.
+ */
+export const HEAP_RESERVED = 8192;
 
 const instances = new WeakMap<ArrayBufferLike, Kernels>();
 
@@ -65,41 +115,46 @@ const instances = new WeakMap<ArrayBufferLike, Kernels>();
 export function asmHeap(bytes: number): ArrayBuffer {
   const size = Math.max(1, Math.ceil(bytes / ASM_HEAP_UNIT)) * ASM_HEAP_UNIT;
   const heap = pageAlignedBuffer(size - PAGE); // pageAlignedBuffer adds a page of room
-  instances.set(heap, kernelModule(globalThis, undefined, heap));
+  const { base, shift, bias } = f16NarrowTables();
+  const words = new Int32Array(heap, 0, 1536);
+  words.set(base, 0);
+  words.set(shift, 512);
+  words.set(bias, 1024);
+  instances.set(heap, { k: kernelModule(globalThis, undefined, heap), counts: new Int32Array(heap, 6144, 2) });
   return heap;
 }
 
 /** The kernels bound to the heap all of `arrays` are views of, if they share one. */
-function kernelsFor(arrays: Float32Array[]): Kernels | undefined {
+function kernelsFor(arrays: ArrayBufferView[]): Kernels | undefined {
   const buffer = arrays[0]!.buffer;
   for (const a of arrays) if (a.buffer !== buffer) return undefined;
   return instances.get(buffer);
 }
 
-/** Elements per pass through the scratch heap: four operands of this many fp32 fit one unit. */
-const SCRATCH_ELEMENTS = ASM_HEAP_UNIT / 16;
-let scratch: { heap: ArrayBuffer; f32: Float32Array } | undefined;
+type View = Float32Array | Int32Array | Uint32Array | Uint16Array;
+/** Elements per pass through the scratch heap: four operands of up to 4 bytes each fit one unit. */
+const SCRATCH_ELEMENTS = (ASM_HEAP_UNIT - HEAP_RESERVED) / 16;
+let scratch: ArrayBuffer | undefined;
 
 /**
- * Runs `kernel(offsets of args..., offset of out, count)` on n elements: in place when `out`
- * and `args` are views of one asm heap, else through the scratch heap block by block.
+ * Runs `kernel(kernels, [byte offsets of args..., of out], count)` on n elements: in place
+ * when `out` and `args` are views of one asm heap, else through a scratch heap, block by block.
  * Returns the OR of the kernel's results.
  */
-export function runAsm(kernel: (k: Kernels, offsets: number[], n: number) => number, out: Float32Array, args: Float32Array[], n: number): number {
+export function runAsm<T extends View>(kernel: (k: Kernels, offsets: number[], n: number) => number, out: T, args: View[], n: number): number {
   const direct = kernelsFor([out, ...args]);
   if (direct) return kernel(direct, [...args.map((a) => a.byteOffset), out.byteOffset], n);
-  if (!scratch) {
-    const heap = asmHeap(ASM_HEAP_UNIT);
-    scratch = { heap, f32: new Float32Array(heap) };
-  }
-  const k = instances.get(scratch.heap)!, f32 = scratch.f32;
-  const offsets = [...args.keys(), args.length].map((j) => j * SCRATCH_ELEMENTS * 4);
+  const heap = (scratch ??= asmHeap(ASM_HEAP_UNIT));
+  const k = instances.get(heap)!;
+  const offsets = [...args.keys(), args.length].map((j) => HEAP_RESERVED + j * SCRATCH_ELEMENTS * 4);
+  const view = <V extends View>(like: V, j: number, len: number): V =>
+    new (like.constructor as new (b: ArrayBuffer, o: number, l: number) => V)(heap, offsets[j]!, len);
   let result = 0;
   for (let start = 0; start < n; start += SCRATCH_ELEMENTS) {
     const len = Math.min(SCRATCH_ELEMENTS, n - start);
-    args.forEach((a, j) => f32.set(a.subarray(start, start + len), j * SCRATCH_ELEMENTS));
+    args.forEach((a, j) => view(a, j, len).set(a.subarray(start, start + len) as never));
     result |= kernel(k, offsets, len);
-    out.set(f32.subarray(args.length * SCRATCH_ELEMENTS, args.length * SCRATCH_ELEMENTS + len), start);
+    out.set(view(out, args.length, len) as never, start);
   }
   return result;
 }

@@ -12,7 +12,7 @@ import { DTYPES, DTYPE_SIZE, f8ToF32BitsTable, type Dtype } from "../dtypes";
 import { MergeError } from "../errors";
 import { KERNELS, type Job, type JobPiece, type LowRankFactor, type Operand } from "../native/job";
 import { alignedBuffer, countNonFinite, decode, encode, readExact, type NonFiniteCount } from "./js-codec";
-import { ASM_HEAP_UNIT, asmHeap } from "./asm-kernels";
+import { ASM_HEAP_UNIT, HEAP_RESERVED, asmHeap } from "./asm-kernels";
 import { PAGE, type OutputWriter } from "./js-direct";
 import { kroneckerValues, lowRankValues } from "./lowrank";
 import { MANY_KERNELS } from "./many-kernels";
@@ -159,7 +159,7 @@ class BufferSet {
   private heap: ArrayBuffer | undefined;
   /** Per key: its region of `heap`, [offset, offset + bytes); regions are bump-allocated from `top`. */
   private regions = new Map<string, { offset: number; bytes: number }>();
-  private top = 0;
+  private top = HEAP_RESERVED;
   /** The reads of the chunk this set holds. */
   reading: Promise<void> = Promise.resolve();
   /** The writes from this set's buffers still going out. */
@@ -179,9 +179,9 @@ class BufferSet {
     if (!region || region.bytes < bytes + PAGE) {
       const size = Math.ceil(Math.max(bytes, JS_CHUNK_ELEMENTS * 4) / PAGE) * PAGE + PAGE;
       if (!this.heap || this.top + size > this.heap.byteLength) {
-        this.heap = asmHeap(Math.max(2 * (this.heap?.byteLength ?? ASM_HEAP_UNIT), size));
+        this.heap = asmHeap(Math.max(2 * (this.heap?.byteLength ?? ASM_HEAP_UNIT), HEAP_RESERVED + size));
         this.regions.clear();
-        this.top = 0;
+        this.top = HEAP_RESERVED;
       }
       region = { offset: this.top, bytes: size };
       this.top += size;

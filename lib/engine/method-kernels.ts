@@ -60,7 +60,7 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
     // changes nothing unless A = ±0, and then B − A is ±0 too, so s = 0. Every element where the
     // two ways can differ (a NaN anywhere, s = 0 where q = 0/0 there) is therefore NaN there, and
     // is recomputed here as native computes it.
-    const someNaN = runAsm((k, [oa, ob, oc, or], len) => k.trainDifference(oa!, ob!, oc!, or!, len, p0), r, [xa, xb, xc], n);
+    const someNaN = runAsm(({ k }, [oa, ob, oc, or], len) => k.trainDifference(oa!, ob!, oc!, or!, len, p0), r, [xa, xb, xc], n);
     if (someNaN) for (let i = 0; i < n; i++) if (r[i] !== r[i]) r[i] = trainDifferenceExact(xa[i]!, xb[i]!, xc[i]!, p0);
   },
   "triple-sum": (r, [a, b, c], p, n) => {
