@@ -93,7 +93,37 @@ function kernelModule(stdlib: typeof globalThis, _foreign: unknown, heap: ArrayB
     I32[1537] = inf;
   }
 
-  return { trainDifference: trainDifference, narrowF16: narrowF16 };
+  /**
+   * Multiply difference's first pass over a block of n <= MD_BLOCK elements: |A − C| and
+   * |B − C| into the heap's two scratch blocks (MD_SCRATCH), for the pow product.
+   */
+  function mdAbs(a: number, b: number, c: number, n: number): void {
+    a = a | 0; b = b | 0; c = c | 0; n = n | 0;
+    var i = 0, end = 0, ci = fround(0);
+    end = n << 2;
+    for (i = 0; (i | 0) < (end | 0); i = (i + 4) | 0) {
+      ci = fround(F32[(c + i) >> 2]);
+      F32[(8192 + i) >> 2] = fround(abs(fround(fround(F32[(a + i) >> 2]) - ci)));
+      F32[(16384 + i) >> 2] = fround(abs(fround(fround(F32[(b + i) >> 2]) - ci)));
+    }
+  }
+
+  /**
+   * Its last pass: out = C + m, or C − m where w = A·p2 + B·p3 < C, for m the pow product the
+   * first scratch block holds (method-kernels.ts says why these are native's operations).
+   */
+  function mdCombine(a: number, b: number, c: number, out: number, n: number, p2: number, p3: number): void {
+    a = a | 0; b = b | 0; c = c | 0; out = out | 0; n = n | 0; p2 = fround(p2); p3 = fround(p3);
+    var i = 0, end = 0, ci = fround(0), w = fround(0);
+    end = n << 2;
+    for (i = 0; (i | 0) < (end | 0); i = (i + 4) | 0) {
+      ci = fround(F32[(c + i) >> 2]);
+      w = fround(fround(fround(F32[(a + i) >> 2]) * p2) + fround(fround(F32[(b + i) >> 2]) * p3));
+      F32[(out + i) >> 2] = fround(ci + fround(fround(F32[(8192 + i) >> 2]) * fround((1 - (((w < ci) as unknown as number) << 1)) | 0)));
+    }
+  }
+
+  return { trainDifference: trainDifference, narrowF16: narrowF16, mdAbs: mdAbs, mdCombine: mdCombine };
 }
 
 /** A module instance and the counts words of its heap (see HEAP_RESERVED). */
@@ -101,10 +131,13 @@ export interface Kernels { k: ReturnType<typeof kernelModule>; counts: Int32Arra
 
 /**
  * The first bytes of every heap hold narrowF16's tables (Int32 base, shift and bias per sign
- * and exponent, at bytes 0, 2048 and 4096; conversions.ts f16NarrowTables) and its two counts
- * (bytes 6144 and 6148, Int32 words 1536 and 1537); buffers start at HEAP_RESERVED.
+ * and exponent, at bytes 0, 2048 and 4096; conversions.ts f16NarrowTables), its two counts
+ * (bytes 6144 and 6148, Int32 words 1536 and 1537) and multiply difference's two scratch
+ * blocks of MD_BLOCK fp32 (MD_SCRATCH, MD_SCRATCH + 4 · MD_BLOCK); buffers start at HEAP_RESERVED.
  */
-export const HEAP_RESERVED = 8192;
+export const MD_SCRATCH = 8192;
+export const MD_BLOCK = 2048;
+export const HEAP_RESERVED = MD_SCRATCH + 8 * MD_BLOCK;
 
 const instances = new WeakMap<ArrayBufferLike, Kernels>();
 
