@@ -15,6 +15,7 @@
  *   (the sticky part of a tie). One 131072-entry table indexed by `hi16 << 1 | (lo16 != 0)`,
  *   filled from the scalar conversion, is therefore exact for every fp32 value.
  */
+import { runAsm } from "./asm-kernels";
 import {
   f16BitsToF32Bits, f32BitsToBf16, f32BitsToF8E4m3, f32BitsToF8E5m2, f8ToF32BitsTable,
 } from "../dtypes";
@@ -104,38 +105,14 @@ export function widenF8(src: Uint8Array, dst: Uint32Array, n: number, dtype: "F8
  * path takes only |x| < 65520, whose results are finite, and the other path counts.
  */
 export function narrowF16(src: Uint32Array, dst: Uint16Array, n: number, count?: { nan: number; inf: number }): void {
-  const { base, shift, bias } = f16NarrowTables();
-  // The bits as int32 for the common case: a Uint32Array element above 2^31 is no small
-  // integer to the JIT, and the int32 compares and shifts below need none.
-  const signed = new Int32Array(src.buffer, src.byteOffset, n);
+  // asm-kernels.ts narrowF16: the loop below as asm.js (no per-element checks), where it runs
   let nan = 0, inf = 0;
-  for (let i = 0; i < n; i++) {
-    const word = signed[i]!;
-    const a = word & 0x7fffffff;
-    if (a >= 0x38800000 && a < 0x477ff000) {
-      // 2^-14 <= |x| < 65520, the common case: rebias the exponent (−112 << 23) and round the
-      // 13 dropped bits to nearest even in one add (0xfff + the kept lsb); a carry moves into
-      // the exponent, as the tables do (never into Inf: 65520, half-way above 65504, is the
-      // first value that rounds to it).
-      dst[i] = ((word >> 16) & 0x8000) | ((a - 0x37fff001 + ((a >> 13) & 1)) >> 13);
-      continue;
-    }
-    const bits = word >>> 0;
-    const se = bits >>> 23;
-    let h: number;
-    if ((se & 0xff) === 0xff) {
-      const man = bits & 0x7fffff;
-      h = ((bits >>> 16) & 0x8000) | (man !== 0 ? 0x7e00 | (man >>> 13) : 0x7c00);
-    } else {
-      const m = (bits & 0x7fffff) | 0x800000;
-      const s = shift[se]!;
-      h = base[se]! + ((m + bias[se]! + ((m >>> s) & 1)) >>> s);
-    }
-    dst[i] = h;
-    const ha = h & 0x7fff;
-    if (ha > 0x7c00) nan++;
-    else if (ha === 0x7c00) inf++;
-  }
+  runAsm(({ k, counts }, [from, to], len) => {
+    k.narrowF16(from!, to!, len);
+    nan += counts[0]!;
+    inf += counts[1]!;
+    return 0;
+  }, dst, [src], n);
   if (count) {
     count.nan += nan;
     count.inf += inf;

@@ -12,7 +12,8 @@ import { DTYPES, DTYPE_SIZE, f8ToF32BitsTable, type Dtype } from "../dtypes";
 import { MergeError } from "../errors";
 import { KERNELS, type Job, type JobPiece, type LowRankFactor, type Operand } from "../native/job";
 import { alignedBuffer, countNonFinite, decode, encode, readExact, type NonFiniteCount } from "./js-codec";
-import { PAGE, pageAlignedBuffer, type OutputWriter } from "./js-direct";
+import { ASM_HEAP_UNIT, HEAP_RESERVED, asmHeap } from "./asm-kernels";
+import { PAGE, type OutputWriter } from "./js-direct";
 import { kroneckerValues, lowRankValues } from "./lowrank";
 import { MANY_KERNELS } from "./many-kernels";
 import { METHOD_KERNELS } from "./method-kernels";
@@ -141,19 +142,24 @@ function planPiece(piece: JobPiece): PiecePlan {
   return plan;
 }
 
-/** One chunk's buffers: grown on demand, then reused for every chunk this set holds. */
+/**
+ * One chunk's buffers: regions of one asm heap (asm-kernels.ts, so the kernels run where the
+ * inputs were read), grown on demand, then reused for every chunk this set holds.
+ */
 class BufferSet {
   raw: Uint8Array[] = [];
-  /** Per input slot: its fp32 values (a view of `raw` for fp32, else `widened`). */
+  /** Per input slot: its fp32 values (a view of `raw` for fp32, else widened into their own region). */
   inputValues: Float32Array[] = [];
-  widened: Float32Array[] = [];
   opValues: Float32Array[] = [];
   /** Per op: its values as stored in its rounding dtype, when it has one. */
   opBytes: Uint8Array[] = [];
   /** Per op: the NaNs and infinities among opBytes, counted while encoding them (else undefined). */
   opNonFinite: (NonFiniteCount | undefined)[] = [];
-  /** The page-aligned memory under opValues, opBytes and converted write bytes (js-direct.ts). */
-  private memory = new Map<string, ArrayBuffer>();
+  /** The page-aligned heap under every buffer of the set (js-direct.ts takes it for O_DIRECT). */
+  private heap: ArrayBuffer | undefined;
+  /** Per key: its region of `heap`, [offset, offset + bytes); regions are bump-allocated from `top`. */
+  private regions = new Map<string, { offset: number; bytes: number }>();
+  private top = HEAP_RESERVED;
   /** The reads of the chunk this set holds. */
   reading: Promise<void> = Promise.resolve();
   /** The writes from this set's buffers still going out. */
@@ -162,23 +168,32 @@ class BufferSet {
   start = 0;
   n = 0;
 
-  static grow<T extends Uint8Array | Float32Array>(list: T[], i: number, length: number, make: (n: number) => T): T {
-    const have = list[i];
-    if (have && have.length >= length) return have;
-    return (list[i] = make(Math.max(length, JS_CHUNK_ELEMENTS)));
-  }
-
   /**
-   * `bytes` bytes of page-aligned memory (its own per `key`, reused), starting `shift` bytes
-   * into its first page: the offset modulo the page of the file position they will be written at.
+   * `bytes` bytes of the set's heap (its own region per `key`, page-aligned, reused), starting
+   * `shift` (< PAGE) bytes into its first page: the offset modulo the page of the file position
+   * they will be written at. A region that does not fit moves the set to a larger heap; views
+   * handed out before keep the old one (alive while they are), so nothing in them is lost.
    */
   placed(key: string, bytes: number, shift: number): Uint8Array {
-    let memory = this.memory.get(key);
-    if (!memory || memory.byteLength < bytes + PAGE) {
-      memory = pageAlignedBuffer(Math.max(bytes, JS_CHUNK_ELEMENTS * 4));
-      this.memory.set(key, memory);
+    let region = this.regions.get(key);
+    if (!region || region.bytes < bytes + PAGE) {
+      const size = Math.ceil(Math.max(bytes, JS_CHUNK_ELEMENTS * 4) / PAGE) * PAGE + PAGE;
+      if (!this.heap || this.top + size > this.heap.byteLength) {
+        this.heap = asmHeap(Math.max(2 * (this.heap?.byteLength ?? ASM_HEAP_UNIT), HEAP_RESERVED + size));
+        this.regions.clear();
+        this.top = HEAP_RESERVED;
+      }
+      region = { offset: this.top, bytes: size };
+      this.top += size;
+      this.regions.set(key, region);
     }
-    return new Uint8Array(memory, shift, bytes);
+    return new Uint8Array(this.heap!, region.offset + shift, bytes);
+  }
+
+  /** n fp32 values in the region of `key` (see placed). */
+  floats(key: string, n: number, shift = 0): Float32Array {
+    const bytes = this.placed(key, n * 4, shift);
+    return new Float32Array(bytes.buffer, bytes.byteOffset, n);
   }
 }
 
@@ -188,9 +203,6 @@ function shiftFor(position: number | undefined, size: number): number {
   const shift = position % PAGE;
   return shift % size === 0 ? shift : 0;
 }
-
-const bytesOf = (n: number): Uint8Array => alignedBuffer(n);
-const floatsOf = (n: number): Float32Array => new Float32Array(n);
 
 /** Starts a promise whose rejection is handled later, when it is awaited. */
 function track(p: Promise<void>): Promise<void> {
@@ -276,12 +288,12 @@ export async function runChunks(
     const plan = planOf(p);
     set.reading = track(Promise.all(plan.inputs.map(async (input, s) => {
       const size = DTYPE_SIZE[input.dtype];
-      const raw = BufferSet.grow(set.raw, s, n * size, bytesOf);
+      const raw = (set.raw[s] = set.placed(`r${s}`, n * size, 0));
       await readExact(inputs[input.file]!, raw, n * size, input.offset + start * size, job.inputs[input.file]!.path);
       // fp32 is used where it was read; other dtypes are widened once per chunk
       if (!input.values) return;
       if (input.dtype === "F32") set.inputValues[s] = new Float32Array(raw.buffer, raw.byteOffset, n);
-      else decode(raw, input.dtype, (set.inputValues[s] = BufferSet.grow(set.widened, s, n, floatsOf)), n);
+      else decode(raw, input.dtype, (set.inputValues[s] = set.floats(`w${s}`, n)), n);
     })).then(() => undefined));
   };
 
@@ -319,8 +331,7 @@ export async function runChunks(
       const roundSize = DTYPE_SIZE[round];
       const shift = shiftFor(at === undefined ? undefined : at + set.start * roundSize, roundSize);
       // fp32 values written as they are sit where O_DIRECT takes them; others anywhere
-      const values = set.placed(`v${k}`, n * 4, round === "F32" ? shift : 0);
-      const out = (set.opValues[k] = new Float32Array(values.buffer, values.byteOffset, n));
+      const out = (set.opValues[k] = set.floats(`v${k}`, n, round === "F32" ? shift : 0));
       const many = MANY_KERNELS[KERNELS[op.kernel] ?? ""];
       if (many) {
         const ids = op.stats ?? [];

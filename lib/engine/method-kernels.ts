@@ -4,6 +4,7 @@
  * order); the product of powers of multiply-difference is det-math.ts's powProductF32Array
  * (merge_pow_product's algorithm: doubles inside, one rounding).
  */
+import { MD_BLOCK, MD_SCRATCH, runAsm } from "./asm-kernels";
 import { powProductF32Array } from "./det-math";
 
 const f = Math.fround;
@@ -28,12 +29,6 @@ function maxf(x: number, y: number): number {
   return signbit(x) ? y : x;
 }
 
-/** Elements per block of multiply-difference: its two fp32 scratch blocks (16 KiB) stay in L1. */
-const MD_BLOCK = 2048;
-
-/** multiply-difference's scratch blocks, one pair per thread (each worker has its own module). */
-const mdAbsA = new Float32Array(MD_BLOCK), mdAbsB = new Float32Array(MD_BLOCK);
-
 /** One train-difference element, statement for statement as native/core/method_kernels.cc. */
 export function trainDifferenceExact(ai: number, bi: number, ci: number, p0: number): number {
   const t0 = f(bi - ci);
@@ -52,24 +47,15 @@ type Kernel = (out: Float32Array, x: Float32Array[], p: number[], n: number) => 
 export const METHOD_KERNELS: Record<string, Kernel> = {
   "train-difference": (r, [a, b, c], p, n) => {
     const p0 = f(p[0]!), xa = a!, xb = b!, xc = c!;
-    // Branch-free for the common element (the signs of B−C and B−A are random, so absf's and
-    // the sign choice's branches mispredict half the time). Math.abs equals absf but on a NaN,
-    // and sign(B−C)·q·|B−C| is the product q·(B−C) but for its zero's sign when B−C = −0;
-    // that zero only reaches the result through A + v with v = ±0, where it changes nothing
-    // unless A = ±0, and then B − A is ±0 too, so s = 0. Every element where the two ways can
-    // differ (a NaN anywhere, s = 0 where q = 0/0 here) is therefore NaN here, and is
-    // recomputed as native computes it.
-    for (let i = 0; i < n; i++) {
-      const ai = xa[i]!, bi = xb[i]!;
-      const t0 = f(bi - xc[i]!);
-      const d1 = Math.abs(f(bi - ai));
-      const s = f(Math.abs(t0) + d1);
-      const q = f(d1 / s);
-      const v = f(f(q * t0) * p0);
-      const ri = f(ai + v);
-      r[i] = ri;
-      if (ri !== ri) r[i] = trainDifferenceExact(ai, bi, xc[i]!, p0);
-    }
+    // asm-kernels.ts's loop, branch-free for the common element (the signs of B−C and B−A are
+    // random, so absf's and the sign choice's branches would mispredict half the time). Math.abs
+    // equals absf but on a NaN, and sign(B−C)·q·|B−C| is the product q·(B−C) but for its zero's
+    // sign when B−C = −0; that zero only reaches the result through A + v with v = ±0, where it
+    // changes nothing unless A = ±0, and then B − A is ±0 too, so s = 0. Every element where the
+    // two ways can differ (a NaN anywhere, s = 0 where q = 0/0 there) is therefore NaN there, and
+    // is recomputed here as native computes it.
+    const someNaN = runAsm(({ k }, [oa, ob, oc, or], len) => k.trainDifference(oa!, ob!, oc!, or!, len, p0), r, [xa, xb, xc], n);
+    if (someNaN) for (let i = 0; i < n; i++) if (r[i] !== r[i]) r[i] = trainDifferenceExact(xa[i]!, xb[i]!, xc[i]!, p0);
   },
   "triple-sum": (r, [a, b, c], p, n) => {
     const p0 = f(p[0]!), p1 = f(p[1]!), p2 = f(p[2]!);
@@ -89,36 +75,28 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
   },
   "multiply-difference": (r, [a, b, c], p, n) => {
     const p0 = f(p[0]!), p1 = f(p[1]!), p2 = f(p[2]!), p3 = f(p[3]!);
-    const xa = a!, xb = b!, xc = c!;
-    // Block by block, so the two scratch arrays stay in L1 between the three passes: |A − C| and
-    // |B − C|, their product of powers (powProductF32Array), then the combination.
-    const pa = mdAbsA, pb = mdAbsB;
-    for (let start = 0; start < n; start += MD_BLOCK) {
-      const len = Math.min(MD_BLOCK, n - start);
-      // Math.abs, not absf (whose branch on a random sign mispredicts half the time): they
-      // differ only in a NaN's sign bit, which the pow product never reads (pow_special's
-      // NaN is its own), as the native kernel clears it too. The Float32Array store rounds
-      // A − C once, and |round(x)| = round(|x|).
-      for (let j = 0; j < len; j++) {
-        const ci = xc[start + j]!;
-        pa[j] = Math.abs(xa[start + j]! - ci);
-        pb[j] = Math.abs(xb[start + j]! - ci);
+    // Block by block, so the two scratch blocks (in the operands' asm heap) stay in L1 between
+    // the three passes: |A − C| and |B − C| (asm-kernels.ts mdAbs), their product of powers
+    // (powProductF32Array), then the combination (mdCombine).
+    // - mdAbs: abs, not absf (whose branch on a random sign would mispredict half the time):
+    //   they differ only in a NaN's sign bit, which the pow product never reads (pow_special's
+    //   NaN is its own), as the native kernel clears it too; |round(x)| = round(|x|).
+    // - mdCombine: native's sg = w − C < 0, as w < C: an fp32 difference is negative exactly
+    //   when its operands are ordered so (a nonzero exact difference is at least 2^−149, so it
+    //   never rounds to −0; overflow keeps the sign; ∞ − ∞ and NaN compare false both ways).
+    //   negf(m) where sg < 0 as a product by ±1, without a branch on the (random) sign: a
+    //   product by −1 negates a number exactly and gives back a NaN operand as it is (IEEE 754
+    //   6.2.3 keeps its payload; x86-64 and AArch64 keep its sign too), which is negf.
+    runAsm(({ k, counts }, [oa, ob, oc, or], len) => {
+      const pa = new Float32Array(counts.buffer, MD_SCRATCH, MD_BLOCK), pb = new Float32Array(counts.buffer, MD_SCRATCH + 4 * MD_BLOCK, MD_BLOCK);
+      for (let start = 0; start < len; start += MD_BLOCK) {
+        const block = Math.min(MD_BLOCK, len - start), at = 4 * start;
+        k.mdAbs(oa! + at, ob! + at, oc! + at, block);
+        powProductF32Array(pa, p0, pb, p1, pa, block);
+        k.mdCombine(oa! + at, ob! + at, oc! + at, or! + at, block, p2, p3);
       }
-      powProductF32Array(pa, p0, pb, p1, pa, len);
-      for (let j = 0; j < len; j++) {
-        const i = start + j, ci = xc[i]!;
-        // native's sg = w − C < 0, as w < C: an fp32 difference is negative exactly when its
-        // operands are ordered so (a nonzero exact difference is at least 2^−149, so it never
-        // rounds to −0; overflow keeps the sign; ∞ − ∞ and NaN compare false both ways)
-        const w = f(f(xa[i]! * p2) + f(xb[i]! * p3));
-        // negf(m) where sg < 0 as a product by ±1, without a branch on the (random) sign: a
-        // product by −1 negates a number exactly and gives back a NaN operand as it is (IEEE
-        // 754 6.2.3 keeps its payload; x86-64 and AArch64 keep its sign too), which is negf. The
-        // Float32Array store rounds the double sum C + m once (fp32 operands: the exact sum
-        // rounded to fp32 then, as native's fp32 add).
-        r[i] = ci + pa[j]! * (1 - 2 * +(w < ci));
-      }
-    }
+      return 0;
+    }, r, [a!, b!, c!], n);
   },
   "similarity-add-difference": (r, [a, b, c], p, n) => {
     const p0 = f(p[0]!), p1 = f(p[1]!), p2 = f(p[2]!), p3 = f(p[3]!);

@@ -15,7 +15,9 @@
 import { strict as assert } from "node:assert";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { f32BitsToF8E4m3, f32BitsToF8E5m2, f8E4m3ToF32Bits, f8E5m2ToF32Bits } from "../../lib/dtypes";
+import { f32BitsToF16, f32BitsToF8E4m3, f32BitsToF8E5m2, f8E4m3ToF32Bits, f8E5m2ToF32Bits } from "../../lib/dtypes";
+import { HEAP_RESERVED, asmHeap } from "../../lib/engine/asm-kernels";
+import { narrowF16 } from "../../lib/engine/conversions";
 import { JS_CHUNK_ELEMENTS } from "../../lib/engine/js-chunks";
 import { powProductF32 } from "../../lib/engine/det-math";
 import { METHOD_KERNELS } from "../../lib/engine/method-kernels";
@@ -135,18 +137,54 @@ describe("TS engine fast paths", function () {
   it("train difference's branch-free loop gives the formula's bits (every triple of edge values, and random values with ties)", () => {
     const [a, b, c] = edgeTriples(9, 200_000);
     const n = a.length;
-    for (const p0 of [1.8, -1.8, 0, 1e-30].map(f)) {
-      const got = new Float32Array(n);
-      METHOD_KERNELS["train-difference"]!(got, [a, b, c], [p0], n);
-      const gotBits = new Uint32Array(got.buffer);
+    // the asm kernel where the chunk loop runs it (operands in one asm heap) and through its scratch heap
+    const heap = asmHeap(16 * n + HEAP_RESERVED);
+    const inHeap = [a, b, c].map((x, k) => {
+      const v = new Float32Array(heap, HEAP_RESERVED + 4 * n * k, n);
+      new Uint32Array(v.buffer, v.byteOffset, n).set(new Uint32Array(x.buffer));
+      return v;
+    });
+    for (const [p0, placed] of [1.8, -1.8, 0, 1e-30].map(f).flatMap((p) => [[p, false], [p, true]] as const)) {
+      const got = placed ? new Float32Array(heap, HEAP_RESERVED + 12 * n, n) : new Float32Array(n);
+      METHOD_KERNELS["train-difference"]!(got, placed ? inHeap : [a, b, c], [p0], n);
+      const gotBits = new Uint32Array(got.buffer, got.byteOffset, n);
       const want = new Float32Array(1), wantBits = new Uint32Array(want.buffer);
       for (let i = 0; i < n; i++) {
         want[0] = trainDifferenceFormula(a[i]!, b[i]!, c[i]!, p0);
         const nanInputs = [a[i]!, b[i]!, c[i]!].filter((x) => x !== x).length;
         // an operation on two NaNs may return either one (JIT tier, operand order): only "a NaN" then
         const same = gotBits[i] === wantBits[0] || (nanInputs > 1 && Number.isNaN(got[i]!) && Number.isNaN(want[0]!));
-        if (!same) assert.fail(`p0 ${p0}: td(${a[i]}, ${b[i]}, ${c[i]}) = 0x${gotBits[i]!.toString(16)}, want 0x${wantBits[0]!.toString(16)}`);
+        if (!same) assert.fail(`p0 ${p0}${placed ? " (in an asm heap)" : ""}: td(${a[i]}, ${b[i]}, ${c[i]}) = 0x${gotBits[i]!.toString(16)}, want 0x${wantBits[0]!.toString(16)}`);
       }
+    }
+  });
+
+  it("fp32 -> fp16 narrowing (asm kernel) gives dtypes.f32BitsToF16's bits and counts, in an asm heap and through the scratch heap", () => {
+    // every exponent and sign with edge and random mantissas (both paths, rounding ties, Inf/NaN)
+    const words: number[] = [];
+    const next = lcg(5);
+    for (let se = 0; se < 512; se++) {
+      for (const m of [0, 1, 0xfff, 0x1000, 0x1001, 0x2000, 0x3000, 0x7fffff, 0x7fe000, 0x7ff000]) words.push(((se << 23) | m) >>> 0);
+      for (let k = 0; k < 64; k++) words.push(((se << 23) | (next() & 0x7fffff)) >>> 0);
+    }
+    const n = words.length;
+    const heap = asmHeap(6 * n + HEAP_RESERVED);
+    const placements = [
+      { name: "in an asm heap", src: new Uint32Array(heap, HEAP_RESERVED, n), dst: new Uint16Array(heap, HEAP_RESERVED + 4 * n, n) },
+      { name: "through the scratch heap", src: new Uint32Array(n), dst: new Uint16Array(n) },
+    ];
+    for (const { name, src, dst } of placements) {
+      src.set(words);
+      const count = { nan: 0, inf: 0 };
+      narrowF16(src, dst, n, count);
+      let nan = 0, inf = 0;
+      for (let i = 0; i < n; i++) {
+        const want = f32BitsToF16(words[i]!);
+        if (dst[i] !== want) assert.fail(`${name}: 0x${words[i]!.toString(16)} gave 0x${dst[i]!.toString(16)}, want 0x${want.toString(16)}`);
+        if ((want & 0x7fff) > 0x7c00) nan++;
+        else if ((want & 0x7fff) === 0x7c00) inf++;
+      }
+      assert.deepEqual(count, { nan, inf }, name);
     }
   });
 
