@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <tuple>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -249,6 +250,7 @@ public:
             {"secondsReduce", t_reduce_},
             {"reduceAhead", ahead_started_ ? 1.0 : 0.0},
             {"secondsReduceAhead", t_reduce_ahead_},
+            {"secondsReduceAheadWaitRead", t_ahead_wait_},
             {"piecesReducedAhead", (double) pieces_reduced_ahead_},
             {"sampledResidency", job_.tuning.sampled_residency != 0 ? 1.0 : 0.0},
             {"bufferedReads", reader_ ? 1.0 : 0.0},
@@ -311,11 +313,13 @@ private:
     std::mutex ahead_mutex_;                  // guards the fields below and the reduction counters
     std::condition_variable ahead_cv_;        // a piece was queued, or stop
     std::condition_variable ahead_done_cv_;   // a piece was reduced, or the thread failed
-    std::deque<size_t> ahead_queue_;
+    std::deque<std::pair<size_t, uint64_t>> ahead_queue_; // a piece, and the statistics read's bytes submitted up to its last step
+    std::atomic<bool> ahead_abandon_{false};  // stop_reduce_ahead: stop waiting for the statistics read
     std::vector<uint8_t> ahead_state_;        // per piece: 0 not given to the thread, 1 queued, 2 reduced (or failed)
     merge_status ahead_status_;               // the thread's first failure
     bool ahead_stop_ = false, ahead_started_ = false, ahead_exited_ = false;
     double t_reduce_ahead_ = 0;               // the thread's time in statistics passes
+    double t_ahead_wait_ = 0;                 // the thread's time waiting for the statistics read (its thread only)
     uint64_t pieces_reduced_ahead_ = 0;
     uint64_t reduction_cached_ = 0, reduction_elements_ = 0; // k-th magnitude elements whose keys were cached, of all
     uint64_t bracket_hits_ = 0, bracket_misses_ = 0;         // k-th magnitude reductions resolved by their bracket, or not
@@ -951,6 +955,7 @@ private:
             ahead_stop_ = true;
             ahead_queue_.clear();
         }
+        ahead_abandon_ = true;
         ahead_cv_.notify_all();
         if (ahead_thread_.joinable()) ahead_thread_.join();
     }
@@ -960,7 +965,7 @@ private:
             std::lock_guard<std::mutex> lock(ahead_mutex_);
             if (ahead_state_[p] != 0 || ahead_stop_) return;
             ahead_state_[p] = 1;
-            ahead_queue_.push_back(p);
+            ahead_queue_.push_back({p, statistics_ahead_->bytes_submitted()});
         }
         ahead_cv_.notify_all();
     }
@@ -975,14 +980,20 @@ private:
             reduce_crew crew{pool, scratch, {}, {}};
             for (;;) {
                 size_t p;
+                uint64_t brought_in;
                 {
                     std::unique_lock<std::mutex> lock(ahead_mutex_);
                     ahead_cv_.wait(lock, [&] { return ahead_stop_ || !ahead_queue_.empty(); });
                     if (ahead_stop_) break;
-                    p = ahead_queue_.front();
+                    std::tie(p, brought_in) = ahead_queue_.front();
                     ahead_queue_.pop_front();
                 }
+                // Not before the statistics read has brought the piece in: a pass that overtook it would
+                // fault the pages in itself, 4 KiB at a time, each fresh page's first access on a pool thread.
+                const double t_wait = now();
+                statistics_ahead_->wait_brought_in(brought_in, ahead_abandon_);
                 const double t0 = now();
+                t_ahead_wait_ += t0 - t_wait;
                 merge_status s = reduce_piece(crew, p);
                 const bool failed = !s.ok();
                 {
@@ -1110,8 +1121,10 @@ private:
             }
             const double resident = bytes > 0 ? cached / bytes : 1.0;
             statistics_queued_[p] = resident < 0.5 ? 2 : 1;
-            if (ahead_started_) queue_reduce_ahead(p);
-            if (resident >= 1.0 && statistics_read_ != 1) continue;
+            if (resident >= 1.0 && statistics_read_ != 1) {
+                if (ahead_started_) queue_reduce_ahead(p);
+                continue;
+            }
             // Step k of every run covers the same fraction of it: [k/K, (k+1)/K) of its bytes.
             const uint64_t k_steps = std::max<uint64_t>(1, (longest + step - 1) / step);
             std::vector<prefetch_range> steps;
@@ -1122,6 +1135,7 @@ private:
                     if (b > a) steps.push_back({r.file, r.offset + a, b - a, run_cold[j]});
                 }
             statistics_ahead_->submit(std::move(steps));
+            if (ahead_started_) queue_reduce_ahead(p);
         }
     }
 
