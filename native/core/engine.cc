@@ -184,6 +184,12 @@ public:
         }
         main_crew_.reset(new reduce_crew{pool, scratch_, {}, {}});
         if (statistics_read_ > 0 && reduce_ahead_enabled()) start_reduce_ahead();
+        // Joins the reduce-ahead thread before statistics_ahead, which it waits on, goes (also when
+        // an exception leaves run()).
+        struct reduce_ahead_scope {
+            engine & e;
+            ~reduce_ahead_scope() { e.stop_reduce_ahead(); }
+        } reduce_ahead_joined{*this};
         merge_writer writer(job_, outputs_);
         writer.start();
         s = stream(pool, writer, prefetcher);
