@@ -16,10 +16,12 @@
 /**
  * Default for TENSORMERGE_PAIR_TABLE_MIN_ELEMENTS: writes sharing one table (same kernel,
  * parameters and dtypes) must cover at least this many elements together, else the generic path
- * runs. Building a table is the generic path over 65,536 elements; a lookup costs about a
- * quarter of it (bench/RESULTS.md, "fp8 pair tables in the native engine").
+ * runs. Building a table (60-160 us at AVX-512, 0.4-0.5 ms at AVX2, 0.7-2 ms scalar, loaded
+ * machine) saves itself after about 300K elements at AVX-512 (0.2 ns each from memory, none in
+ * cache), far fewer at AVX2 and scalar (bench/RESULTS.md, "fp8 pair tables in the native
+ * engine"); the TS engine's threshold is the same.
  */
-constexpr uint64_t PAIR_TABLE_MIN_ELEMENTS = 1u << 17;
+constexpr uint64_t PAIR_TABLE_MIN_ELEMENTS = 1u << 18;
 
 /** Bytes after a table's 65,536 entries: a SIMD gather reads 4 bytes at each entry. */
 constexpr size_t PAIR_TABLE_PAD = 4;
