@@ -1,5 +1,6 @@
 #include "pair_table.h"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 
@@ -72,12 +73,20 @@ void merge_pair_tables_build(const merge_job & job, const merge_kernels * k, uin
             g.writes.push_back({p, w});
         }
     }
-    for (auto & entry : groups) {
-        const group & g = entry.second;
-        if (g.elements < min_elements || g.elements == 0) continue;
+    // The largest groups first, while the tables fit PAIR_TABLE_MAX_BYTES.
+    std::vector<const group *> order;
+    for (const auto & entry : groups)
+        if (entry.second.elements >= min_elements && entry.second.elements > 0) order.push_back(&entry.second);
+    std::stable_sort(order.begin(), order.end(), [](const group * x, const group * y) { return x->elements > y->elements; });
+    uint64_t bytes = 0;
+    for (const group * gp : order) {
+        const group & g = *gp;
         const merge_piece & first = job.pieces[g.writes[0].first];
         const merge_write & write = first.writes[g.writes[0].second];
-        std::unique_ptr<uint8_t[]> table(new uint8_t[65536 * st_dtype_size(write.dtype) + PAIR_TABLE_PAD]);
+        const uint64_t size = 65536 * st_dtype_size(write.dtype) + PAIR_TABLE_PAD;
+        if (bytes + size > PAIR_TABLE_MAX_BYTES) continue;
+        bytes += size;
+        std::unique_ptr<uint8_t[]> table(new uint8_t[size]);
         merge_pair_table_fill(k, first.ops[write.source.index], write.dtype, table.get());
         for (const auto & pw : g.writes) out->of_write[pw.first][pw.second] = table.get();
         out->tables.push_back(std::move(table));

@@ -23,6 +23,12 @@
  */
 constexpr uint64_t PAIR_TABLE_MIN_ELEMENTS = 1u << 18;
 
+/**
+ * Private memory all of a job's tables may take (the largest groups get them): 127 fp8 tables,
+ * 31 fp32 ones; a recipe with a multiplier per tensor would otherwise hold a table per tensor.
+ */
+constexpr uint64_t PAIR_TABLE_MAX_BYTES = 8u << 20;
+
 /** Bytes after a table's 65,536 entries: a SIMD gather reads 4 bytes at each entry. */
 constexpr size_t PAIR_TABLE_PAD = 4;
 
@@ -42,7 +48,7 @@ bool merge_pair_table_applies(const merge_piece & piece, const merge_write & wri
 
 /**
  * Builds the tables (with kernels `k`) of the job's applicable writes whose groups cover at least
- * min_elements elements. Throws std::bad_alloc only.
+ * min_elements elements, largest groups first, within PAIR_TABLE_MAX_BYTES. Throws std::bad_alloc only.
  */
 void merge_pair_tables_build(const merge_job & job, const merge_kernels * k, uint64_t min_elements, merge_pair_tables * out);
 

@@ -189,4 +189,24 @@ describe("native fp8 pair tables", function () {
       }
     }
   });
+
+  it("keeps the tables within 8 MiB: 127 fp8 tables for 130 multipliers, the rest on the generic path with the same bytes", async () => {
+    const cases: PairCase[] = [];
+    let size = 1;
+    for (let k = 0; k < 130; k++) {
+      const n = 1000 + k; // distinct sizes: the largest 127 groups get the tables
+      const piece: JobPiece = {
+        name: `ws${k}`, n,
+        ops: [{ kernel: KERNEL.weightedSum, args: [{ kind: "input", file: 0, offset: offsets[0]! + k, dtype: DT.F8_E4M3 }, { kind: "input", file: 0, offset: offsets[1]! + k, dtype: DT.F8_E4M3 }], params: [Math.fround(1 - k / 200), Math.fround(k / 200)], round: DT.F8_E4M3 }],
+        writes: [{ output: 0, offset: size, dtype: DT.F8_E4M3, source: { kind: "op", index: 0 } }],
+      };
+      size += n + 1;
+      cases.push({ piece, byPair: [], outDtype: DT.F8_E4M3, a, b });
+    }
+    const tables = await run(cases, size, dir.file("cap-t.bin"), "auto", { TENSORMERGE_PAIR_TABLE_MIN_ELEMENTS: "1000" });
+    assert.equal(tables.result.stats!.pairTables, 127);
+    const generic = await run(cases, size, dir.file("cap-g.bin"), "auto", { TENSORMERGE_PAIR_TABLE_MIN_ELEMENTS: String(2 ** 52) });
+    assert.ok(tables.bytes.equals(generic.bytes));
+    assert.deepEqual(tables.result.nonFinite, generic.result.nonFinite);
+  });
 });
