@@ -50,6 +50,7 @@
         "native/core/kernels_scalar.cc",
         "native/core/lowrank.cc",
         "native/core/method_kernels.cc",
+        "native/core/pair_table.cc",
         "native/core/many_kernels.cc",
         "native/core/det_math.cc",
         "native/core/reductions.cc",

@@ -170,3 +170,10 @@ static inline float st_f8_e4m3_to_f32(uint8_t c) { return st_bits_f32(st_f8_tabl
 static inline float st_f8_e5m2_to_f32(uint8_t c) { return st_bits_f32(st_f8_table.e5m2[c]); }
 static inline uint8_t st_f32_to_f8_e4m3(float x) { return st_f32_bits_to_f8_e4m3(st_f32_bits(x)); }
 static inline uint8_t st_f32_to_f8_e5m2(float x) { return st_f32_bits_to_f8_e5m2(st_f32_bits(x)); }
+
+// fp8 pair-table lookup (pair_table.h), the scalar loop every ISA's leftover elements use:
+// dst[i] = entry (a[i] << 8) | b[i] of `table`, `size` bytes per entry.
+template <size_t size>
+static inline void st_pair_lookup(uint8_t * dst, const uint8_t * a, const uint8_t * b, const uint8_t * table, size_t n) {
+    for (size_t i = 0; i < n; i++) std::memcpy(dst + i * size, table + (((size_t) a[i] << 8) | b[i]) * size, size);
+}

@@ -153,8 +153,18 @@ public:
             if (kib >= 0 && kib <= (4l << 20)) reuse_bytes_ = (uint64_t) kib << 10;
         }
         reduction_options_.descending = reuse_bytes_ > 0; // the same knob: 0 is the order before either
+        // fp8 pair tables (pair_table.h); TENSORMERGE_PAIR_TABLE_MIN_ELEMENTS: the elements a
+        // table's writes must cover together (a test and benchmark knob; a huge value turns them off).
+        uint64_t pair_min = PAIR_TABLE_MIN_ELEMENTS;
+        if (const char * v = std::getenv("TENSORMERGE_PAIR_TABLE_MIN_ELEMENTS")) {
+            const long long e = std::atoll(v);
+            if (e >= 0) pair_min = (uint64_t) e;
+        }
+        const double t_pair = now();
+        merge_pair_tables_build(job_, kernels, pair_min, &pair_tables_);
+        const double t_pair_built = now();
         if (reuse_bytes_ > 0) reduce_ahead_off_ = true;   // the groups read a piece's statistics and output passes back to back
-        ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_, &staged_};
+        ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_, &staged_, &pair_tables_};
         // TENSORMERGE_TASK_MERGE_FUSED=0: TIES's output pass on fp16 inputs through scratch slots
         // (widened, merged, stored), not the fused kernel (exec.h fused_task_merge); the same bits.
         if (const char * v = std::getenv("TENSORMERGE_TASK_MERGE_FUSED")) ctx_.fused_task_merge = std::atol(v) != 0;
@@ -264,6 +274,8 @@ public:
             {"secondsReduceAhead", t_reduce_ahead_},
             {"secondsReduceAheadWaitRead", t_ahead_wait_},
             {"piecesReducedAhead", (double) pieces_reduced_ahead_},
+            {"pairTables", (double) pair_tables_.tables.size()},
+            {"secondsPairTables", t_pair_built - t_pair},
             {"sampledResidency", job_.tuning.sampled_residency != 0 ? 1.0 : 0.0},
             {"bufferedReads", reader_ ? 1.0 : 0.0},
             {"bytesBufferedRead", reader_ ? (double) reader_->bytes_buffered() : 0.0},
@@ -305,6 +317,7 @@ private:
     std::vector<std::shared_ptr<merge_io_buffer>> buffers_; // tuning.output_buffers windows, used in turn
     int prefaulted_ = 0; // of them, taken from the pool (prepareOutputBuffers in the binding)
     std::vector<std::unique_ptr<exec_scratch>> scratch_;
+    merge_pair_tables pair_tables_;
     exec_context ctx_{};
     // Per piece, its reduction results once computed (a few doubles each; see reductions.h).
     std::vector<std::vector<merge_reduction_result>> piece_stats_;

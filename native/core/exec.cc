@@ -299,6 +299,24 @@ merge_task_merge_f16_fn fused_task_merge(const exec_context & ctx, const merge_p
     return f;
 }
 
+/**
+ * Elements [i0, i1) of a write that has a pair table: a lookup per element from the two fp8
+ * inputs' codes, in chunks whose output bytes the non-finite count reads while they are in L1.
+ * Those bytes are the generic path's (pair_table.h), so they count the same.
+ */
+void write_by_pair_table(const block_eval & ev, const merge_write & wr, const plan_write & pw, const uint8_t * table, uint64_t i0, uint64_t i1, uint8_t * dst) {
+    constexpr uint64_t chunk = 16384;
+    const merge_op & op = ev.piece.ops[wr.source.index];
+    const uint8_t * a = ev.input_ptr(op.args[0], i0, i1 - i0), * b = ev.input_ptr(op.args[1], i0, i1 - i0);
+    const bool count = wr.output < ev.scratch.nonfinite().size();
+    for (uint64_t i = 0; i < i1 - i0; i += chunk) {
+        const size_t m = (size_t) (i1 - i0 - i < chunk ? i1 - i0 - i : chunk);
+        uint8_t * out = dst + i * pw.out_size;
+        ev.ctx.kernels->pair_lookup(out, a + i, b + i, table, pw.out_size, m);
+        if (count) count_nonfinite(wr.dtype, out, nullptr, m, &ev.scratch.nonfinite()[wr.output]);
+    }
+}
+
 } // namespace
 
 void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p, size_t w, uint64_t i0, uint64_t i1, uint8_t * dst) {
@@ -307,8 +325,11 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
     const merge_write & wr = piece.writes[w];
     const plan_write & pw = ctx.plan->writes[p][w];
     block_eval ev{ctx, scratch, piece, piece.ops.size(), p, i1};
+    const uint8_t * table = ctx.pair_tables ? ctx.pair_tables->find(p, w) : nullptr;
     if (pw.raw) {
         std::memcpy(dst, ev.input_ptr(wr.source, i0, i1 - i0), (size_t) ((i1 - i0) * pw.out_size));
+    } else if (table) {
+        write_by_pair_table(ev, wr, pw, table, i0, i1, dst);
     } else {
         const merge_store_fn store = merge_kernels_store(ctx.kernels, wr.dtype);
         const merge_task_merge_f16_fn fused = fused_task_merge(ctx, piece, wr, pw);

@@ -11,6 +11,7 @@
 #include "file_io.h"
 #include "job.h"
 #include "kernels.h"
+#include "pair_table.h"
 #include "plan.h"
 #include "prefetch.h"
 
@@ -42,6 +43,8 @@ struct exec_context {
      * input range one of its runs holds is read there, anything else through the map.
      */
     const staged_window * const * staged = nullptr;
+    /** The job's fp8 pair tables (pair_table.h): a write that has one is a lookup per element. */
+    const merge_pair_tables * pair_tables = nullptr;
     /**
      * A write that stores one task-merge op of fp16 inputs as fp16 runs the ISA's fused kernel
      * (kernels.h merge_task_merge_f16_fn) instead of widening into slots; false: the slots' path

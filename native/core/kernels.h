@@ -84,6 +84,11 @@ struct merge_many_args;
  * store_f16 (task_merge_lanes.h): the output pass of TIES on fp16 models without its slots.
  */
 typedef void (*merge_task_merge_f16_fn)(void * dst, const uint8_t * const * src, const merge_many_args & a, size_t n);
+/**
+ * fp8 pair-table lookup (pair_table.h): element i of dst (out_size 1, 2 or 4 bytes) is entry
+ * (a[i] << 8) | b[i] of `table`, which holds 65,536 entries and PAIR_TABLE_PAD more bytes.
+ */
+typedef void (*merge_pair_lookup_fn)(void * dst, const uint8_t * a, const uint8_t * b, const uint8_t * table, uint32_t out_size, size_t n);
 
 struct merge_kernels {
     const char * isa; // "scalar", "avx2", "avx512"
@@ -103,6 +108,8 @@ struct merge_kernels {
     void (*weighted_sum)(float * r, const float * a, const float * b, float p0, float p1, size_t n);
     void (*add_difference)(float * r, const float * a, const float * b, const float * c, float p0, size_t n);
     void (*lerp)(float * r, const float * a, const float * b, float p0, size_t n);
+
+    merge_pair_lookup_fn pair_lookup; // scalar: byte loads; AVX2 / AVX-512: 32-bit gathers
 
     // This ISA's method kernel for an id, nullptr where it has none (merge_method_kernel_for
     // then falls back to the scalar one).

@@ -262,6 +262,29 @@ struct v_avx2 {
 
     static vf round_f16(vf x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, 0)); }
     static vf round_bf16(vf x) { return _mm256_castsi256_ps(_mm256_slli_epi32(to_bf16_bits(x), 16)); }
+
+    // 8 entries (a << 8) | b gathered as 32-bit words (the table's padding covers the last
+    // entry's), each cut to its low `size` bytes (the entry, little-endian) by a byte shuffle.
+    template <size_t size>
+    static void pair_gather(uint8_t * dst, const uint8_t * a, const uint8_t * b, const uint8_t * table) {
+        const __m256i ia = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) a));
+        const __m256i ib = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) b));
+        const __m256i g = _mm256_i32gather_epi32((const int *) table, _mm256_or_si256(_mm256_slli_epi32(ia, 8), ib), size);
+        if (size == 1) {
+            const __m256i c = _mm256_shuffle_epi8(g, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                                      0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+            const uint32_t lo = (uint32_t) _mm_cvtsi128_si32(_mm256_castsi256_si128(c));
+            const uint32_t hi = (uint32_t) _mm_cvtsi128_si32(_mm256_extracti128_si256(c, 1));
+            const uint64_t v = (uint64_t) lo | ((uint64_t) hi << 32);
+            std::memcpy(dst, &v, 8);
+        } else if (size == 2) {
+            const __m256i c = _mm256_shuffle_epi8(g, _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                                      0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1));
+            _mm_storeu_si128((__m128i *) dst, _mm256_castsi256_si128(_mm256_permute4x64_epi64(c, 0x08)));
+        } else {
+            _mm256_storeu_si256((__m256i *) dst, g);
+        }
+    }
 };
 
 constexpr merge_kernels table = simd_kernels<v_avx2>::table("avx2");

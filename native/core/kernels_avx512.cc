@@ -188,6 +188,18 @@ struct v_avx512 {
 
     static vf round_f16(vf x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, 0)); }
     static vf round_bf16(vf x) { return _mm512_castsi512_ps(_mm512_slli_epi32(to_bf16_bits(x), 16)); }
+
+    // 16 entries (a << 8) | b gathered as 32-bit words (the table's padding covers the last
+    // entry's), each truncated to its low `size` bytes: the entry, little-endian.
+    template <size_t size>
+    static void pair_gather(uint8_t * dst, const uint8_t * a, const uint8_t * b, const uint8_t * table) {
+        const __m512i ia = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *) a));
+        const __m512i ib = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *) b));
+        const __m512i g = _mm512_i32gather_epi32(_mm512_or_si512(_mm512_slli_epi32(ia, 8), ib), (const void *) table, size);
+        if (size == 1) _mm_storeu_si128((__m128i *) dst, _mm512_cvtepi32_epi8(g));
+        else if (size == 2) _mm256_storeu_si256((__m256i *) dst, _mm512_cvtepi32_epi16(g));
+        else _mm512_storeu_si512((void *) dst, g);
+    }
 };
 
 constexpr merge_kernels table = simd_kernels<v_avx512>::table("avx512");

@@ -113,6 +113,15 @@ void lerp(float * r, const float * a, const float * b, float p0, size_t n) {
     }
 }
 
+void pair_lookup(void * dst, const uint8_t * a, const uint8_t * b, const uint8_t * table, uint32_t out_size, size_t n) {
+    uint8_t * d = (uint8_t *) dst;
+    switch (out_size) {
+        case 1: st_pair_lookup<1>(d, a, b, table, n); break;
+        case 2: st_pair_lookup<2>(d, a, b, table, n); break;
+        default: st_pair_lookup<4>(d, a, b, table, n); break;
+    }
+}
+
 const merge_kernels table = {
     "scalar",
     load_f8_e4m3, load_f8_e5m2, store_f8_e4m3, store_f8_e5m2, round_f8_e4m3, round_f8_e5m2,
@@ -120,6 +129,7 @@ const merge_kernels table = {
     store_f16, store_bf16, store_f32, store_f64,
     round_f16, round_bf16,
     weighted_sum, add_difference, lerp,
+    pair_lookup,
     merge_method_kernel,
     nullptr,
 };

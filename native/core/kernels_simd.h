@@ -6,7 +6,8 @@
 // V provides: W (lanes), vf, loadu/storeu (fp32), add/sub/mul/set1 (and what the method kernels
 // need, see method_kernels_simd.h), load_f16/store_f16,
 // load_bf16/store_bf16, load_f64/store_f64, load/store_f8_e4m3 and _e5m2 (W elements at any
-// byte address), and round_f16/round_bf16 (narrow then widen). Leftover elements use the
+// byte address), round_f16/round_bf16 (narrow then widen), and pair_gather<size> (W pair-table
+// lookups, see merge_pair_lookup_fn). Leftover elements use the
 // scalar conversions of convert.h, which V's conversions must match bit for bit.
 #pragma once
 
@@ -239,6 +240,22 @@ struct simd_kernels {
         }
     }
 
+    // W lookups at a time by V::pair_gather<size> (32-bit gathers at entry * size, narrowed to size bytes).
+    template <size_t size>
+    static void pair_lookup_sized(uint8_t * dst, const uint8_t * a, const uint8_t * b, const uint8_t * table, size_t n) {
+        size_t i = 0;
+        for (; i + W <= n; i += W) V::template pair_gather<size>(dst + i * size, a + i, b + i, table);
+        st_pair_lookup<size>(dst + i * size, a + i, b + i, table, n - i);
+    }
+    static void pair_lookup(void * dst, const uint8_t * a, const uint8_t * b, const uint8_t * table, uint32_t out_size, size_t n) {
+        uint8_t * d = (uint8_t *) dst;
+        switch (out_size) {
+            case 1: pair_lookup_sized<1>(d, a, b, table, n); break;
+            case 2: pair_lookup_sized<2>(d, a, b, table, n); break;
+            default: pair_lookup_sized<4>(d, a, b, table, n); break;
+        }
+    }
+
     // constexpr: the tables must be constant-initialized, since dynamic initialization would
     // run code compiled with AVX flags when the addon loads, before any CPU check.
     static constexpr merge_kernels table(const char * isa) {
@@ -249,6 +266,7 @@ struct simd_kernels {
             store_f16, store_bf16, store_f32, store_f64,
             round_f16, round_bf16,
             weighted_sum, add_difference, lerp,
+            pair_lookup,
             simd_methods<V>::lookup,
             task_merge_f16,
         };
