@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -11,7 +10,6 @@
 #include <memory>
 #include <mutex>
 #include <thread>
-#include <tuple>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -71,10 +69,7 @@ struct run_state {
 class engine {
 public:
     engine(const merge_job & job, merge_result * result) : job_(job), result_(result) {}
-    ~engine() {
-        stop_reduce_ahead(); // before the members its thread reads go
-        merge_buffer_pool_clear(); // what the job's preparation pooled and it did not take
-    }
+    ~engine() { merge_buffer_pool_clear(); } // what the job's preparation pooled and it did not take
 
     merge_status run() {
         const double t_start = now();
@@ -163,7 +158,6 @@ public:
         const double t_pair = now();
         merge_pair_tables_build(job_, kernels, pair_min, &pair_tables_);
         const double t_pair_built = now();
-        if (reuse_bytes_ > 0) reduce_ahead_off_ = true;   // the groups read a piece's statistics and output passes back to back
         ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_, &staged_, &pair_tables_};
         // TENSORMERGE_TASK_MERGE_FUSED=0: TIES's output pass on fp16 inputs through scratch slots
         // (widened, merged, stored), not the fused kernel (exec.h fused_task_merge); the same bits.
@@ -195,20 +189,10 @@ public:
             statistics_ahead.start();
             statistics_ahead_ = &statistics_ahead;
         }
-        main_crew_.reset(new reduce_crew{pool, scratch_, {}, {}});
-        if (statistics_read_ > 0 && reduce_ahead_enabled()) start_reduce_ahead();
-        // Joins the reduce-ahead thread before statistics_ahead, which it waits on, goes (also when
-        // an exception leaves run()).
-        struct reduce_ahead_scope {
-            engine & e;
-            ~reduce_ahead_scope() { e.stop_reduce_ahead(); }
-        } reduce_ahead_joined{*this};
         merge_writer writer(job_, outputs_);
         writer.start();
         s = stream(pool, writer, prefetcher);
         const double t_computed = now();
-        stop_reduce_ahead();
-        main_crew_.reset();
         prefetcher.stop();
         statistics_ahead.stop();
         statistics_ahead_ = nullptr;
@@ -270,10 +254,6 @@ public:
             {"interleave", job_.tuning.interleave ? 1.0 : 0.0},
             {"outputSwitches", (double) n_switches_},
             {"secondsReduce", t_reduce_},
-            {"reduceAhead", ahead_started_ ? 1.0 : 0.0},
-            {"secondsReduceAhead", t_reduce_ahead_},
-            {"secondsReduceAheadWaitRead", t_ahead_wait_},
-            {"piecesReducedAhead", (double) pieces_reduced_ahead_},
             {"pairTables", (double) pair_tables_.tables.size()},
             {"secondsPairTables", t_pair_built - t_pair},
             {"sampledResidency", job_.tuning.sampled_residency != 0 ? 1.0 : 0.0},
@@ -326,31 +306,11 @@ private:
     // compute(): input bytes of a group of spans reduced, then written. Off by default: with groups
     // (16 MiB) 2 x 7B TIES took 195 CPU-s against 41 without (bench/RESULTS.md "Night check").
     uint64_t reuse_bytes_ = 0;
-    /** What statistics passes run on: a pool, a scratch per pool thread, and the k-th magnitude's key stores. */
-    struct reduce_crew {
-        merge_thread_pool & pool;
-        std::vector<std::unique_ptr<exec_scratch>> & scratch;
-        std::unique_ptr<reduction_key_store> key_store;   // the radix path's key cache (allocated when that path runs)
-        std::unique_ptr<reduction_key_store> small_store; // small pieces' keys, the brackets' samples and buffers
-    };
-    std::unique_ptr<reduce_crew> main_crew_; // the job's pool: pieces the reduce-ahead thread was not given
-    // The reduce-ahead thread (start_reduce_ahead): pieces queued by queue_statistics_reads, reduced in that order.
-    std::thread ahead_thread_;
-    std::mutex ahead_mutex_;                  // guards the fields below and the reduction counters
-    std::condition_variable ahead_cv_;        // a piece was queued, or stop
-    std::condition_variable ahead_done_cv_;   // a piece was reduced, or the thread failed
-    std::deque<std::pair<size_t, uint64_t>> ahead_queue_; // a piece, and the statistics read's bytes submitted up to its last step
-    std::atomic<bool> ahead_abandon_{false};  // stop_reduce_ahead: stop waiting for the statistics read
-    std::vector<uint8_t> ahead_state_;        // per piece: 0 not given to the thread, 1 queued, 2 reduced (or failed)
-    merge_status ahead_status_;               // the thread's first failure
-    bool ahead_stop_ = false, ahead_started_ = false, ahead_exited_ = false;
-    double t_reduce_ahead_ = 0;               // the thread's time in statistics passes
-    double t_ahead_wait_ = 0;                 // the thread's time waiting for the statistics read (its thread only)
-    uint64_t pieces_reduced_ahead_ = 0;
+    std::unique_ptr<reduction_key_store> key_store_;   // the radix path's k-th magnitude key cache (allocated when that path runs)
+    std::unique_ptr<reduction_key_store> small_store_; // small pieces' keys, the brackets' samples and buffers
     uint64_t reduction_cached_ = 0, reduction_elements_ = 0; // k-th magnitude elements whose keys were cached, of all
     uint64_t bracket_hits_ = 0, bracket_misses_ = 0;         // k-th magnitude reductions resolved by their bracket, or not
     uint64_t fused_elements_ = 0;                             // elements of pieces whose bracket pass was fused (reductions.h fused())
-    bool reduce_ahead_off_ = false;                           // reduce groups on: no reduce-ahead thread
     double t_reduce_ = 0;
     uint64_t window_ = 0;
     uint64_t ramp_ = 0;      // the ramp windows' smallest size (window_end); 0: no ramp
@@ -911,11 +871,10 @@ private:
      * the window release only unmaps the pages of elements already written, so the piece's later
      * windows read from the page cache what this pass faulted in (inputs read from disk once).
      */
-    merge_status reduce_piece(reduce_crew & crew, size_t p) {
-        merge_thread_pool & pool = crew.pool;
-        if (!crew.key_store) crew.key_store.reset(new reduction_key_store(reduction_options_.cache_bytes));
-        if (!crew.small_store) crew.small_store.reset(new reduction_key_store(0));
-        piece_reducer reducer(ctx_, p, pool.size(), piece_reduction_options(p), *crew.key_store, *crew.small_store);
+    merge_status reduce_piece(merge_thread_pool & pool, size_t p) {
+        if (!key_store_) key_store_.reset(new reduction_key_store(reduction_options_.cache_bytes));
+        if (!small_store_) small_store_.reset(new reduction_key_store(0));
+        piece_reducer reducer(ctx_, p, pool.size(), piece_reduction_options(p), *key_store_, *small_store_);
         const uint64_t n_blocks = reducer.n_blocks();
         const uint64_t n_chunks = (n_blocks + MERGE_REDUCTION_CHUNK_BLOCKS - 1) / MERGE_REDUCTION_CHUNK_BLOCKS;
         const bool down = reducer.descending();
@@ -929,7 +888,7 @@ private:
                 constexpr uint64_t reduction_group = 8;
                 merge_status s = run_items(pool, (count + reduction_group - 1) / reduction_group, reducer.active_threads(pass), [&](unsigned ith, uint64_t g) {
                     for (uint64_t b = g * reduction_group; b < std::min(count, (g + 1) * reduction_group); b++)
-                        reducer.run_block(*crew.scratch[ith], ith, pass, down ? c0 + count - 1 - b : c0 + b);
+                        reducer.run_block(*scratch_[ith], ith, pass, down ? c0 + count - 1 - b : c0 + b);
                 });
                 if (!s.ok()) return s;
                 reducer.end_chunk(pass, c0, count);
@@ -937,7 +896,6 @@ private:
             reducer.end_pass(pass);
         }
         if (reducer.selects()) {
-            std::lock_guard<std::mutex> lock(ahead_mutex_); // the counters: reduce_piece runs on two threads with reduce-ahead
             reduction_cached_ += reducer.cached_elements();
             reduction_elements_ += job_.pieces[p].n;
             bracket_hits_ += reducer.bracket_hits();
@@ -946,121 +904,6 @@ private:
         }
         piece_stats_[p] = reducer.results();
         return {};
-    }
-
-    /**
-     * TENSORMERGE_REDUCE_AHEAD (default 1; 0: off): the statistics passes of the pieces the
-     * statistics read queues (queue_statistics_reads) run on a thread of their own, with a pool
-     * of the job's size, while the job's pool writes the windows before them; compute() then
-     * waits for a piece's results instead of computing them. Without it the main loop ran each
-     * piece's statistics pass, then its output pass: while a big tensor's statistics were computed
-     * (waiting for its reads) no window was written, and while windows were written no
-     * statistics pass ran, so neither the disk nor the 2 cores were kept busy (2 x 7B: the writer
-     * idle 10.9 of 19.3 s, bench/RESULTS.md "2 x 7B: statistics passes ahead"). The pieces'
-     * results do not depend on the thread or pool that computed them (reductions.h); the
-     * statistics read's budget bounds how far ahead the passes go, so their pages stay cached
-     * for the output pass. Off with reduce groups (TENSORMERGE_REDUCE_GROUP_KIB), which read a
-     * piece's two passes back to back on purpose.
-     */
-    bool reduce_ahead_enabled() const {
-        if (reduce_ahead_off_) return false;
-        if (const char * v = std::getenv("TENSORMERGE_REDUCE_AHEAD")) return std::atoi(v) != 0;
-        return true;
-    }
-
-    void start_reduce_ahead() {
-        ahead_state_.assign(job_.pieces.size(), 0);
-        ahead_thread_ = std::thread(&engine::reduce_ahead_loop, this);
-        ahead_started_ = true;
-    }
-
-    /** Stops the reduce-ahead thread after the piece it is reducing, and joins it. Idempotent. */
-    void stop_reduce_ahead() {
-        {
-            std::lock_guard<std::mutex> lock(ahead_mutex_);
-            ahead_stop_ = true;
-            ahead_queue_.clear();
-        }
-        ahead_abandon_ = true;
-        ahead_cv_.notify_all();
-        if (ahead_thread_.joinable()) ahead_thread_.join();
-    }
-
-    void queue_reduce_ahead(size_t p) {
-        {
-            std::lock_guard<std::mutex> lock(ahead_mutex_);
-            if (ahead_state_[p] != 0 || ahead_stop_) return;
-            ahead_state_[p] = 1;
-            ahead_queue_.push_back({p, statistics_ahead_->bytes_submitted()});
-        }
-        ahead_cv_.notify_all();
-    }
-
-    /** The reduce-ahead thread: its own pool (run() is called from the pool's creator), scratch and key stores. */
-    void reduce_ahead_loop() {
-        merge_status failure;
-        try {
-            merge_thread_pool pool(job_.threads);
-            std::vector<std::unique_ptr<exec_scratch>> scratch;
-            for (unsigned t = 0; t < pool.size(); t++) scratch.emplace_back(new exec_scratch(plan_.max_ops, exec_block_size(plan_.max_ops), job_.outputs.size()));
-            reduce_crew crew{pool, scratch, {}, {}};
-            for (;;) {
-                size_t p;
-                uint64_t brought_in;
-                {
-                    std::unique_lock<std::mutex> lock(ahead_mutex_);
-                    ahead_cv_.wait(lock, [&] { return ahead_stop_ || !ahead_queue_.empty(); });
-                    if (ahead_stop_) break;
-                    std::tie(p, brought_in) = ahead_queue_.front();
-                    ahead_queue_.pop_front();
-                }
-                // Not before the statistics read has brought the piece in: a pass that overtook it would
-                // fault the pages in itself, 4 KiB at a time, each fresh page's first access on a pool thread.
-                const double t_wait = now();
-                statistics_ahead_->wait_brought_in(brought_in, ahead_abandon_);
-                const double t0 = now();
-                t_ahead_wait_ += t0 - t_wait;
-                merge_status s = reduce_piece(crew, p);
-                const bool failed = !s.ok();
-                {
-                    std::lock_guard<std::mutex> lock(ahead_mutex_);
-                    t_reduce_ahead_ += now() - t0;
-                    pieces_reduced_ahead_++;
-                    ahead_state_[p] = 2;
-                    if (failed && ahead_status_.ok()) ahead_status_ = std::move(s);
-                }
-                ahead_done_cv_.notify_all();
-                if (failed) break; // the job fails: the main loop reports it when it waits
-            }
-        } catch (const std::bad_alloc &) {
-            failure = merge_status::fail(merge_error::INTERNAL, "out of memory in the reduce-ahead thread");
-        } catch (...) {
-            failure = merge_status::fail(merge_error::INTERNAL, "unexpected exception in the reduce-ahead thread");
-        }
-        {
-            std::lock_guard<std::mutex> lock(ahead_mutex_);
-            if (!failure.ok() && ahead_status_.ok()) ahead_status_ = std::move(failure);
-            ahead_exited_ = true;
-        }
-        ahead_done_cv_.notify_all();
-    }
-
-    /**
-     * Piece p's statistics for compute(): waits for the reduce-ahead thread if it was given p,
-     * else computes them on the job's pool (no reduce-ahead, or a piece the statistics read did
-     * not queue).
-     */
-    merge_status reduced_ahead(size_t p) {
-        if (ahead_started_) {
-            std::unique_lock<std::mutex> lock(ahead_mutex_);
-            if (ahead_state_[p] != 0) {
-                ahead_done_cv_.wait(lock, [&] { return ahead_state_[p] == 2 || !ahead_status_.ok() || ahead_exited_; });
-                if (!ahead_status_.ok()) return ahead_status_;
-                if (ahead_state_[p] == 2) return {};
-                return merge_status::fail(merge_error::INTERNAL, "the reduce-ahead thread stopped");
-            }
-        }
-        return reduce_piece(*main_crew_, p);
     }
 
     /**
@@ -1147,10 +990,7 @@ private:
             }
             const double resident = bytes > 0 ? cached / bytes : 1.0;
             statistics_queued_[p] = resident < 0.5 ? 2 : 1;
-            if (resident >= 1.0 && statistics_read_ != 1) {
-                if (ahead_started_) queue_reduce_ahead(p);
-                continue;
-            }
+            if (resident >= 1.0 && statistics_read_ != 1) continue;
             // Step k of every run covers the same fraction of it: [k/K, (k+1)/K) of its bytes.
             const uint64_t k_steps = std::max<uint64_t>(1, (longest + step - 1) / step);
             std::vector<prefetch_range> steps;
@@ -1161,7 +1001,6 @@ private:
                     if (b > a) steps.push_back({r.file, r.offset + a, b - a, run_cold[j]});
                 }
             statistics_ahead_->submit(std::move(steps));
-            if (ahead_started_) queue_reduce_ahead(p);
         }
     }
 
@@ -1255,7 +1094,7 @@ private:
                 const size_t p = spans[i].piece;
                 if (p == plan_literal || reduced_[p] || job_.pieces[p].reductions.empty()) continue;
                 const double t0 = now();
-                merge_status s = reduced_ahead(p);
+                merge_status s = reduce_piece(pool, p);
                 t_reduce_ += now() - t0;
                 if (!s.ok()) return s;
                 reduced_[p] = true;

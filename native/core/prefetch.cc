@@ -25,10 +25,7 @@ void merge_prefetcher::start() {
 void merge_prefetcher::submit(std::vector<prefetch_range> ranges) {
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        for (const prefetch_range & r : ranges) {
-            queue_.push_back(r);
-            bytes_submitted_ += r.length;
-        }
+        for (const prefetch_range & r : ranges) queue_.push_back(r);
     }
     cv_.notify_all();
 }
@@ -104,18 +101,8 @@ void merge_prefetcher::loop() {
             r.length = n;
         }
         bring_in(r, buffer.get());
-        {
-            std::lock_guard<std::mutex> lock(mutex_); // so that wait_brought_in cannot miss the notify
-            bytes_ahead_ += r.length;
-        }
-        brought_in_cv_.notify_all();
+        bytes_ahead_ += r.length;
     }
-}
-
-void merge_prefetcher::wait_brought_in(uint64_t bytes, const std::atomic<bool> & abandon) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (bytes_ahead_.load() < bytes && !stop_ && !abandon.load())
-        brought_in_cv_.wait_for(lock, std::chrono::milliseconds(5));
 }
 
 namespace {

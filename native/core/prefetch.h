@@ -67,14 +67,6 @@ public:
     void stop();
     /** Bytes of the ranges taken from the queue (after stop()). */
     uint64_t bytes_ahead() const { return bytes_ahead_.load(); }
-    /** Bytes submitted so far: a range's end mark for wait_brought_in. */
-    uint64_t bytes_submitted() const { return bytes_submitted_.load(); }
-    /**
-     * Waits until the steps of the first `bytes` submitted bytes were brought in (with several
-     * threads, the steps before the last may still be in flight), the prefetcher stopped, or
-     * `abandon` is set (checked every few milliseconds).
-     */
-    void wait_brought_in(uint64_t bytes, const std::atomic<bool> & abandon);
     /** Bytes of the populated steps that were touched (after stop()). */
     uint64_t bytes_touched() const { return bytes_touched_.load(); }
     /** Whether populated steps are touched (the constructor's `touch_stride` is not 0). */
@@ -103,8 +95,6 @@ private:
     std::atomic<int> mode_;                // a prefetch_mode
     std::atomic<uint64_t> bytes_ahead_{0};
     std::atomic<uint64_t> bytes_touched_{0};
-    std::atomic<uint64_t> bytes_submitted_{0};
-    std::condition_variable brought_in_cv_; // a step was brought in (wait_brought_in)
 };
 
 /**

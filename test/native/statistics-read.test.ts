@@ -8,7 +8,7 @@
  * every read-ahead budget (TENSORMERGE_STATISTICS_AHEAD_MIB: none, tiny, the whole model), with the
  * helper touching what it populated once per page, once per line or not (TENSORMERGE_STATISTICS_TOUCH). One
  * input is evicted from the page cache before each run so the cold paths (drop-behind of the
- * pieces read ahead) run too. The statistics passes on the reduce-ahead thread, on or off, give the same bytes.
+ * pieces read ahead) run too.
  */
 import { strict as assert } from "node:assert";
 import { readFileSync } from "node:fs";
@@ -146,53 +146,5 @@ describe("native engine: the statistics read (inputs of pieces with statistics r
       assert.ok(peaks["4096"]! > 5e6 && peaks["4096"]! > peaks["1"]!, `peaks ahead: ${JSON.stringify(peaks)}`);
       assert.ok(peaks["1"]! >= peaks["0"]!, `peaks ahead: ${JSON.stringify(peaks)}`);
     });
-
-    // The reduce-ahead thread (engine.cc reduce_ahead_loop, TENSORMERGE_REDUCE_AHEAD): the statistics
-    // passes of the pieces the statistics read queues run on a thread and pool of their own while the
-    // job's pool writes the windows before them. Only when and where each piece's statistics are
-    // computed changes: on or off, with a budget of none (only the next window's pieces queued) or the
-    // whole model (every piece queued at the first window), the bytes are the TS engine's.
-    it(`${c.method}: reduce-ahead on/off, budgets 0 and the whole model, 1 MiB windows, drop-behind, threads 1/2: the TS engine's bytes`, async function () {
-      if (!ENGINES.includes("native")) this.skip();
-      const { inputs, ...rest } = c;
-      const options = { recipeMetadata: false, dtype: "fp16", ...inputs(), ...rest };
-      const ref = join(dir.path, `${c.method}-reduce-ahead-js.safetensors`);
-      await merge({ ...options, engine: "js", threads: 1, out: ref } as never);
-      const expected = readFileSync(ref);
-      for (const ahead of ["1", "0"]) {
-        for (const mib of ["0", "4096"]) {
-          for (const threads of [1, 2]) {
-            const knobs = { TENSORMERGE_REDUCE_AHEAD: ahead, TENSORMERGE_STATISTICS_AHEAD_MIB: mib, TENSORMERGE_WINDOW_MIB: "1", TENSORMERGE_RELEASE_INPUTS: "3" };
-            const restore = setOnlyTuningKnobs(knobs);
-            try {
-              evictFiles([paths[1]!]);
-              const out = join(dir.path, `${c.method}-reduce-ahead-${ahead}-${mib}-${threads}.safetensors`);
-              capture.reset();
-              await merge({ ...options, engine: "native", threads, out } as never);
-              const stats = capture.last()!;
-              assert.ok(readFileSync(out).equals(expected), `${c.method}: ${JSON.stringify(knobs)}, threads ${threads}`);
-              assert.equal(stats.reduceAhead, Number(ahead), "TENSORMERGE_REDUCE_AHEAD did not reach the engine");
-              // Every tensor (LENGTHS and the bias) is merged with statistics, and the statistics read queues each one.
-              assert.equal(stats.piecesReducedAhead, ahead === "1" ? LENGTHS.length + 1 : 0, "pieces reduced on the thread");
-            } finally {
-              restore();
-            }
-          }
-        }
-      }
-    });
   }
-
-  it("no statistics read (TENSORMERGE_STATISTICS_READ=0): no reduce-ahead thread", async function () {
-    if (!ENGINES.includes("native")) this.skip();
-    const restore = setOnlyTuningKnobs({ TENSORMERGE_STATISTICS_READ: "0" });
-    try {
-      capture.reset();
-      await merge({ recipeMetadata: false, dtype: "fp16", a: paths[0], b: paths[2], method: "slerp", multiplier: 0.7, engine: "native", threads: 2, out: join(dir.path, "no-read.safetensors") } as never);
-      assert.equal(capture.last()!.reduceAhead, 0);
-      assert.equal(capture.last()!.piecesReducedAhead, 0);
-    } finally {
-      restore();
-    }
-  });
 });
