@@ -1,5 +1,5 @@
 /**
- * A/B of the pipeline's two ends (engine.cc window_end, native/core/buffer_pool.h): alternating
+ * A/B of the pipeline's two ends (engine_stream.cc window_end, native/core/buffer_pool.h): alternating
  * fresh-process runs (A, B, B, A, ...) of one full-size job, inputs re-read into the page cache
  * before each run, printing the engine's timeline stats, which survive a loaded machine better
  * than wall time: secondsFirstWrite (job start to the first write), secondsDrain (the writes and

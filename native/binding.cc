@@ -323,7 +323,7 @@ void read_tuning(merge_tuning * t) {
         if (n >= 2 && n <= 64) t->output_buffers = n;
     }
     if (const char * v = std::getenv("TENSORMERGE_SAMPLED_RESIDENCY")) t->sampled_residency = std::atoi(v);
-    // Ramp windows (engine.cc window_end): the first write starts after a small window's compute,
+    // Ramp windows (engine_stream.cc window_end): the first write starts after a small window's compute,
     // and the last write after compute ends is short. 0 turns it off (every window full size).
     if (const char * v = std::getenv("TENSORMERGE_RAMP_KIB")) {
         const long kib = std::atol(v);

@@ -15,7 +15,7 @@
 // When the inputs are bigger than half the RAM (and the job has one output), consumed pages
 // that were not cached before the merge asked for them are also dropped from the page cache
 // at the end of each window (drop-behind), so a cold merge does not grow the cache and warm
-// inputs stay warm: see wants_drop_behind() in engine.cc.
+// inputs stay warm: see wants_drop_behind() in engine_reads.cc.
 //
 // Inputs are mapped, not copied. The size is re-checked when the job starts. If another
 // process truncates an input during the job, the read faults (SIGBUS); the fault guard
@@ -30,6 +30,6 @@ merge_status merge_engine_run(const merge_job & job, merge_result * result);
 
 /**
  * The bytes of one output window buffer of a job whose largest output is `max_output_bytes`,
- * before any narrowing for the reader (engine.cc start_reader): what prepareOutputBuffers pools.
+ * before any narrowing for the reader (engine_reads.cc start_reader): what prepareOutputBuffers pools.
  */
 uint64_t merge_window_buffer_bytes(const merge_tuning & tuning, uint64_t max_output_bytes);

@@ -129,8 +129,9 @@ size_t exec_block_size(size_t max_ops);
 /**
  * Computes elements [i0, i1) of write `w` of piece `p` and stores them at dst, which points at
  * element i0's first byte in the output window. Reads inputs through the maps: call it inside
- * merge_fault_run (fault_guard.h), as engine.cc does, since a truncated input faults here. It
- * allocates nothing, takes no lock and keeps nothing with a destructor on the stack.
+ * merge_fault_run (fault_guard.h), as the engine does (engine_internal.h run_items), since a
+ * truncated input faults here. It allocates nothing, takes no lock and keeps nothing with a
+ * destructor on the stack.
  *
  * Non-finite values (the rule of MergeReport.nonFinite, the same in js-engine.ts): the NaNs and
  * infinities stored, in the output dtype's bits, are added to the scratch's counters of its

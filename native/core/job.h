@@ -116,17 +116,17 @@ struct merge_tuning {
     int direct_io = -1;                  // 0 buffered; otherwise try O_DIRECT for aligned blocks
     int prefetch = 1;                    // MADV_WILLNEED the next window's inputs
     int release_inputs = 1;              // MADV_DONTNEED input pages once consumed (bounded RSS)
-    int interleave = 1;                  // several outputs move through the inputs in step (engine.cc next_output)
+    int interleave = 1;                  // several outputs move through the inputs in step (engine_stream.cc next_output)
     int fsync = 1;                       // fsync outputs before returning
     int window_pause_ms = 0;             // tests only: sleep after each window (act on the inputs mid-job)
-    int buffered_reads = 1;              // read() uncached input runs into memory: 0 never, 1 when inputs are uncached, 2 always (engine.cc)
+    int buffered_reads = 1;              // read() uncached input runs into memory: 0 never, 1 when inputs are uncached, 2 always (engine_reads.cc start_reader)
     uint64_t read_buffer_bytes = 32ull << 20; // each of the two read slots (prefetch.h merge_input_reader)
-    int readers = 0;                     // threads reading the input runs (requests in flight); 0: 4 with direct reads, else 2 (engine.cc start_reader)
+    int readers = 0;                     // threads reading the input runs (requests in flight); 0: 4 with direct reads, else 2 (engine_reads.cc start_reader)
     uint64_t read_piece_bytes = 4ull << 20; // one pread of the reader (prefetch.h)
     int direct_reads = 1;                // O_DIRECT for the reader's runs: 0 never, 1 cold runs (default), 2 every run it reads, 3 tests: as 2, refused (prefetch.h)
     int output_buffers = 2;              // output windows in flight (being computed or written), 2 to 64
     int sampled_residency = 1;           // drop-behind / read-ahead: sample long runs' pages, skip cached runs' read-ahead (residency.h)
-    uint64_t ramp_bytes = 2ull << 20;    // the job's first and last windows start at this size and double up to window_bytes (engine.cc window_end); 0: every window full size
+    uint64_t ramp_bytes = 2ull << 20;    // the job's first and last windows start at this size and double up to window_bytes (engine_stream.cc window_end); 0: every window full size
 };
 
 struct merge_job {

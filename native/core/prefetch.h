@@ -6,7 +6,7 @@
 // WILLNEED only fills the page cache; nothing is mapped into this process.
 // merge_input_reader (below) replaces it on cold jobs with inputs bigger than half the RAM.
 // A second prefetcher reads the inputs of pieces with statistics ahead of their statistics
-// pass (engine.cc queue_statistics_reads, TENSORMERGE_STATISTICS_READ), in one of the modes below.
+// pass (engine_statistics_reads.cc queue_statistics_reads, TENSORMERGE_STATISTICS_READ), in one of the modes below.
 #pragma once
 
 #include <atomic>

@@ -1,5 +1,5 @@
 // Whether an input run is in the page cache, for the engine's drop-behind and read-ahead
-// decisions (engine.cc plan_window_reads). mincore over a run that is not mapped yet looks up
+// decisions (engine_reads.cc plan_window_reads). mincore over a run that is not mapped yet looks up
 // every 4 KiB page in the page cache: on a warm train difference (12.8 GB of inputs) those
 // lookups were 13% of the merge's CPU, and the read-ahead of runs already cached (MADV_WILLNEED
 // walks the page cache the same way) another 10% (perf, bench/RESULTS.md "Warm element-wise

@@ -64,7 +64,7 @@ describe("drop-behind with sampled input residency", function () {
       assert.ok(before[inputs[1]!]! < 0.01, `B evicted before the merge: ${JSON.stringify(before)}`);
       // Drop-behind forced (the inputs are far below RAM / 2), the map path (no buffered
       // reader, which has its own residency snapshot), the default 32 MiB window and no ramp
-      // windows (engine.cc window_end: they would cut this 8 MiB output into four): one window.
+      // windows (engine_stream.cc window_end: they would cut this 8 MiB output into four): one window.
       restore = setOnlyTuningKnobs({ TENSORMERGE_RELEASE_INPUTS: "3", TENSORMERGE_BUFFERED_READS: "0", TENSORMERGE_SAMPLED_RESIDENCY: sampled, TENSORMERGE_RAMP_KIB: "0" });
       stats.install();
       const out = join(p(`native-${sampled}`), "m.safetensors");

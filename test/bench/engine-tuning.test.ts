@@ -33,7 +33,7 @@ const KNOBS: Record<string, string>[] = [
   // Drop-behind and read-ahead checking every page of each run (the path before sampling, residency.h).
   { TENSORMERGE_SAMPLED_RESIDENCY: "0" },
   { TENSORMERGE_SAMPLED_RESIDENCY: "0", TENSORMERGE_RELEASE_INPUTS: "3" },
-  // Ramp windows (engine.cc window_end): 4 KiB first and last windows, with the reader forced
+  // Ramp windows (engine_stream.cc window_end): 4 KiB first and last windows, with the reader forced
   // (read_window queues the next, smaller window's runs) and with drop-behind.
   { TENSORMERGE_RAMP_KIB: "4" },
   { TENSORMERGE_RAMP_KIB: "12", TENSORMERGE_BUFFERED_READS: "2" },
@@ -96,7 +96,7 @@ describe("engine tuning knobs keep outputs bit-identical", function () {
 
   it("a sweep (interleaved outputs) with buffered reads forced: each output equals the TS engine's", async () => {
     // Three outputs move through the inputs in step, so the window after each one is another
-    // output's (the reader must queue that one, engine.cc read_window); 2 MiB slots hold only
+    // output's (the reader must queue that one, engine_reads.cc read_window); 2 MiB slots hold only
     // part of a window's runs, so the rest goes through the map.
     const p = (n: string) => join(dir.path, n);
     const values = [0.1, 0.25, 0.7];

@@ -4,7 +4,7 @@
  *
  * argv[2]: JSON { dir, engine: "native" | "js", change: "truncate" | "rewrite" | "replace", trigger, method? }
  * (method: "weighted-sum", the default, or "slerp": a method with statistics, whose inputs a
- * helper thread populates and touches ahead, engine.cc queue_statistics_reads).
+ * helper thread populates and touches ahead, engine_statistics_reads.cc queue_statistics_reads).
  * The parent sets TENSORMERGE_WINDOW_MIB=1 and TENSORMERGE_WINDOW_PAUSE_MS so the job runs
  * long enough for the first progress report to arrive mid-merge; the input is changed from
  * that report (trigger "progress"), or as soon as the engine has created its temporary output

@@ -1,5 +1,5 @@
 /**
- * The pipeline's two ends (engine.cc window_end, buffer_pool.h): ramp windows (the job's first
+ * The pipeline's two ends (engine_stream.cc window_end, buffer_pool.h): ramp windows (the job's first
  * and last windows small, doubling up to the window size: TENSORMERGE_RAMP_KIB) must not change
  * a byte, even with every element straddling a window boundary; output buffers faulted in before
  * the job (prepareOutputBuffers) are the ones the job takes, and the job leaves none behind.

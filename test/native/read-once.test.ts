@@ -1,5 +1,5 @@
 /**
- * Drop-behind (engine.cc wants_drop_behind) needs every input byte to be read by one write
+ * Drop-behind (engine_reads.cc wants_drop_behind) needs every input byte to be read by one write
  * only: the engine's `inputsReadOnce` stat. Shards of one model read disjoint bytes; a sweep's
  * two outputs, or one layer copied twice (a frankenmerge), read some bytes twice.
  */

@@ -1,5 +1,5 @@
 /**
- * The statistics read (native/core/engine.cc queue_statistics_reads, TENSORMERGE_STATISTICS_READ):
+ * The statistics read (native/core/engine_statistics_reads.cc queue_statistics_reads, TENSORMERGE_STATISTICS_READ):
  * the inputs of pieces with statistics brought in ahead of their statistics pass by a helper
  * thread (1 MADV_POPULATE_READ, 2 MADV_WILLNEED, 3 read() thrown away; 0 off), and the reader
  * leaving those pieces to the map. Only where the bytes come from changes, so every mode, with

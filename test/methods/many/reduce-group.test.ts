@@ -1,5 +1,5 @@
 /**
- * The native engine's order of work for per-tensor statistics (engine.cc compute): a window's
+ * The native engine's order of work for per-tensor statistics (engine_stream.cc compute): a window's
  * spans are taken in groups of at most TENSORMERGE_REDUCE_GROUP_KIB input bytes, each group
  * reduced and then written (0: the whole window reduced first, then written); and the sum
  * reductions' lane kernel (native/core/reduction_lanes.*) at each forced ISA. Neither may change
