@@ -35,8 +35,27 @@
       ]
     },
     {
+      "target_name": "tensormerge_lowrank_avx2",
+      "type": "static_library",
+      "sources": ["native/core/lowrank_avx2.cc"],
+      "conditions": [
+        ["target_arch=='x64'", { "cflags_cc": ["-mavx2", "-mf16c"], "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-mavx2", "-mf16c"] } }]
+      ]
+    },
+    {
+      "target_name": "tensormerge_lowrank_avx512",
+      "type": "static_library",
+      "sources": ["native/core/lowrank_avx512.cc"],
+      "conditions": [
+        ["target_arch=='x64'", {
+          "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mf16c", "-Wno-maybe-uninitialized"],
+          "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mf16c"] }
+        }]
+      ]
+    },
+    {
       "target_name": "tensormerge",
-      "dependencies": ["tensormerge_kernels_avx2", "tensormerge_kernels_avx512"],
+      "dependencies": ["tensormerge_kernels_avx2", "tensormerge_kernels_avx512", "tensormerge_lowrank_avx2", "tensormerge_lowrank_avx512"],
       "sources": [
         "native/binding.cc",
         "native/core/cpu.cc",
@@ -51,6 +70,7 @@
         "native/core/fault_guard.cc",
         "native/core/file_io.cc",
         "native/core/job.cc",
+        "native/core/kth_bracket.cc",
         "native/core/kernels_scalar.cc",
         "native/core/lowrank.cc",
         "native/core/method_kernels.cc",
@@ -58,6 +78,7 @@
         "native/core/many_kernels.cc",
         "native/core/det_math.cc",
         "native/core/reductions.cc",
+        "native/core/reduction_lanes.cc",
         "native/core/residency.cc",
         "native/core/plan.cc",
         "native/core/prefetch.cc",
