@@ -14,7 +14,8 @@ import { sameShape } from "./keys";
 import type { ArgRef } from "./methods/define";
 import { paramResolver, type RowParams } from "./methods/params";
 import { numelOf, shapeToString } from "./model";
-import { callExpr, fixedTensor, keptTensor, withDtype, type BoardRow, type Expr, type PlanStats, type RowResult, type RowTensor, type VirtualModel } from "./plan";
+import type { BoardRow, PlanStats } from "./plan";
+import { callExpr, fixedTensor, keptTensor, withDtype, type Expr, type RowResult, type RowTensor, type VirtualModel } from "./plan-expr";
 import { refuseScaledFp8, type Fp8Scale } from "./scaled-fp8";
 
 /** A model's parameters over the row's: its values, patterns (first) and block values win. */
