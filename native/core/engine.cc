@@ -135,7 +135,7 @@ public:
         // only); TENSORMERGE_KTH_BRACKET_KEYS caps each reduction's buffer (a tiny one forces the fallback).
         if (const char * v = std::getenv("TENSORMERGE_KTH_BRACKET")) reduction_options_.bracket = std::atol(v) != 0;
         // TENSORMERGE_KTH_FUSED=0: the bracket pass of TIES's task vectors through scratch slots
-        // (exec_run_ops, then the scan), not straight from the F16 inputs; the same bits either way.
+        // (exec_run_ops, then the scan), not straight from the F16 / BF16 inputs; the same bits either way.
         if (const char * v = std::getenv("TENSORMERGE_KTH_FUSED")) reduction_options_.fused = std::atol(v) != 0;
         if (const char * v = std::getenv("TENSORMERGE_KTH_BRACKET_KEYS")) {
             const long keys = std::atol(v);
@@ -159,7 +159,7 @@ public:
         merge_pair_tables_build(job_, kernels, pair_min, &pair_tables_);
         const double t_pair_built = now();
         ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_, &staged_, &pair_tables_};
-        // TENSORMERGE_TASK_MERGE_FUSED=0: TIES's output pass on fp16 inputs through scratch slots
+        // TENSORMERGE_TASK_MERGE_FUSED=0: TIES's output pass on fp16 / bf16 inputs through scratch slots
         // (widened, merged, stored), not the fused kernel (exec.h fused_task_merge); the same bits.
         if (const char * v = std::getenv("TENSORMERGE_TASK_MERGE_FUSED")) ctx_.fused_task_merge = std::atol(v) != 0;
 
