@@ -1,7 +1,7 @@
 // Kernel microbenchmark (issue 11): ns per element of the task-merge kernel (TIES flags), of
 // SLERP's lane sums (a·b, a·a, b·b) and, on fp16 copies of the operands (AVX2 / AVX-512), of
 // TIES's output pass by slots (4 widenings, the kernel, the fp16 store) and fused
-// (merge_task_merge_f16_fn), and of its bracket pass (3 fused scans of base and a model), on one
+// (merge_task_merge_half_fn), and of its bracket pass (3 fused scans of base and a model), on one
 // 4096-element block in L1, best of 15 × 2000 calls,
 // with a hash of the results (equal between two builds = the same bits). Not built by default:
 //   g++ -O2 -std=c++17 -Inative/core bench/kernel_micro.cc build/libtensormerge_core.a -o /tmp/kernel_micro
@@ -16,6 +16,7 @@
 #include <random>
 #include <vector>
 
+#include "dtype.h"
 #include "kernels.h"
 #include "kth_bracket.h"
 #include "many_kernels.h"
@@ -79,7 +80,8 @@ int main(int argc, char ** argv) {
     std::printf("%s slerp lane sums: %.3f ns/element (hash %016llx)\n", isa, ls, (unsigned long long) hl);
 
     const merge_kernels * kt = std::strcmp(isa, "avx512") == 0 ? merge_kernels_avx512() : std::strcmp(isa, "avx2") == 0 ? merge_kernels_avx2() : nullptr;
-    if (!kt || !kt->task_merge_f16 || (flags & TASK_MERGE_DROP)) return 0;
+    const merge_task_merge_half_fn tm16 = kt ? merge_task_merge_half_for(kt, ST_DTYPE_F16, ST_DTYPE_F16) : nullptr;
+    if (!tm16 || (flags & TASK_MERGE_DROP)) return 0;
     std::vector<uint16_t> h16[4];
     const uint8_t * src[4];
     for (int j = 0; j < 4; j++) {
@@ -103,9 +105,9 @@ int main(int argc, char ** argv) {
         kt->store_f16(out.data(), r.data(), n);
     }, n);
     const uint32_t h_slots = hash16();
-    const double fused = best_ns([&](int) { kt->task_merge_f16(out.data(), src, as, n); }, n);
+    const double fused = best_ns([&](int) { tm16(out.data(), src, as, n); }, n);
     std::printf("%s TIES output pass fp16: slots %.3f, fused %.3f ns/element (hashes %08x %08x)\n", isa, by_slots, fused, h_slots, hash16());
-    const kth_bracket_scan_f16_sum_fn scan = kth_bracket_scan_f16_sum_for(isa);
+    const kth_bracket_scan_half_sum_fn scan = kth_bracket_scan_half_sum_for(isa, ST_DTYPE_F16);
     std::vector<uint32_t> inside(n + 16);
     kth_bracket_counts c{};
     // A bracket with ~2.6% of the keys inside (|δ| in [0.00145, 0.00155), δ ~ N(0, 0.001)), as TIES's are.

@@ -89,7 +89,7 @@ merge_status engine::run() {
     merge_pair_tables_build(job_, kernels, pair_min, &pair_tables_);
     const double t_pair_built = now();
     ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_, &staged_, &pair_tables_};
-    // TENSORMERGE_TASK_MERGE_FUSED=0: TIES's output pass on fp16 inputs through scratch slots
+    // TENSORMERGE_TASK_MERGE_FUSED=0: TIES's output pass on fp16 / bf16 inputs through scratch slots
     // (widened, merged, stored), not the fused kernel (exec.h fused_task_merge); the same bits.
     if (const char * v = std::getenv("TENSORMERGE_TASK_MERGE_FUSED")) ctx_.fused_task_merge = std::atol(v) != 0;
 

@@ -16,7 +16,7 @@ void engine::set_reduction_options() {
     // only); TENSORMERGE_KTH_BRACKET_KEYS caps each reduction's buffer (a tiny one forces the fallback).
     if (const char * v = std::getenv("TENSORMERGE_KTH_BRACKET")) reduction_options_.bracket = std::atol(v) != 0;
     // TENSORMERGE_KTH_FUSED=0: the bracket pass of TIES's task vectors through scratch slots
-    // (exec_run_ops, then the scan), not straight from the F16 inputs; the same bits either way.
+    // (exec_run_ops, then the scan), not straight from the F16 / BF16 inputs; the same bits either way.
     if (const char * v = std::getenv("TENSORMERGE_KTH_FUSED")) reduction_options_.fused = std::atol(v) != 0;
     if (const char * v = std::getenv("TENSORMERGE_KTH_BRACKET_KEYS")) {
         const long keys = std::atol(v);

@@ -220,8 +220,8 @@ struct block_eval {
                                op.ints.data(), (uint32_t) op.ints.size(), op.element_start + i, columns};
     }
 
-    /** Task-merge op k on elements [i, i + m) by the fused kernel f, straight from its fp16 inputs to out (fused_task_merge). */
-    void task_merge_f16(merge_task_merge_f16_fn f, uint32_t k, uint64_t i, size_t m, uint8_t * out) const {
+    /** Task-merge op k on elements [i, i + m) by the fused kernel f, straight from its 16-bit inputs to out (fused_task_merge). */
+    void task_merge_half(merge_task_merge_half_fn f, uint32_t k, uint64_t i, size_t m, uint8_t * out) const {
         const merge_op & op = piece.ops[k];
         const uint8_t * src[MERGE_MAX_ARGS];
         for (size_t j = 0; j < op.args.size(); j++) src[j] = input_ptr(op.args[j], i, m);
@@ -283,20 +283,20 @@ void prefetch_inputs(const exec_context & ctx, const plan_write & pw, uint64_t i
 }
 
 /**
- * The ISA's fused task merge (kernels.h merge_task_merge_f16_fn) when it gives write w's bytes,
- * else nullptr: the write stores as fp16 a task-merge op without DROP, the only op it runs, every
- * operand of it an fp16 input, its own rounding none or fp16 (which the fp16 store repeats).
+ * The ISA's fused task merge (kernels.h merge_task_merge_half_fn) when it gives write w's bytes,
+ * else nullptr: the write stores as fp16 or bf16 a task-merge op without DROP, the only op it
+ * runs, every operand of it an input of one dtype, fp16 or bf16, the op's own rounding none or
+ * the write's dtype (which the store repeats).
  */
-merge_task_merge_f16_fn fused_task_merge(const exec_context & ctx, const merge_piece & piece, const merge_write & wr, const plan_write & pw) {
-    const merge_task_merge_f16_fn f = ctx.kernels->task_merge_f16;
-    if (!f || !ctx.fused_task_merge || wr.dtype != ST_DTYPE_F16 || wr.source.kind != MERGE_OPERAND_OP) return nullptr;
+merge_task_merge_half_fn fused_task_merge(const exec_context & ctx, const merge_piece & piece, const merge_write & wr, const plan_write & pw) {
+    if (!ctx.fused_task_merge || wr.source.kind != MERGE_OPERAND_OP) return nullptr;
     if (pw.ops.size() != 1 || pw.ops[0] != wr.source.index) return nullptr;
     const merge_op & op = piece.ops[wr.source.index];
-    if (op.kernel != MERGE_KERNEL_TASK_MERGE || (op.ints[0] & TASK_MERGE_DROP)) return nullptr;
-    if (op.round != ST_DTYPE_F16 && merge_kernels_round(ctx.kernels, op.round) != nullptr) return nullptr;
+    if (op.kernel != MERGE_KERNEL_TASK_MERGE || (op.ints[0] & TASK_MERGE_DROP) || op.args.empty()) return nullptr;
+    if (op.round != wr.dtype && merge_kernels_round(ctx.kernels, op.round) != nullptr) return nullptr;
     for (const merge_operand & a : op.args)
-        if (a.kind != MERGE_OPERAND_INPUT || a.dtype != ST_DTYPE_F16) return nullptr;
-    return f;
+        if (a.kind != MERGE_OPERAND_INPUT || a.dtype != op.args[0].dtype) return nullptr;
+    return merge_task_merge_half_for(ctx.kernels, op.args[0].dtype, wr.dtype);
 }
 
 /**
@@ -332,7 +332,7 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
         write_by_pair_table(ev, wr, pw, table, i0, i1, dst);
     } else {
         const merge_store_fn store = merge_kernels_store(ctx.kernels, wr.dtype);
-        const merge_task_merge_f16_fn fused = fused_task_merge(ctx, piece, wr, pw);
+        const merge_task_merge_half_fn fused = fused_task_merge(ctx, piece, wr, pw);
         if (fused) scratch.fused_elements() += i1 - i0;
         const size_t block = scratch.block();
         for (uint64_t i = i0; i < i1; i += block) {
@@ -341,7 +341,7 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
             scratch.begin_block();
             const float * v = nullptr;
             if (fused) {
-                ev.task_merge_f16(fused, wr.source.index, i, m, dst + (i - i0) * pw.out_size);
+                ev.task_merge_half(fused, wr.source.index, i, m, dst + (i - i0) * pw.out_size);
             } else if (wr.source.kind == MERGE_OPERAND_INPUT) {
                 v = ev.operand(wr.source, i, m, scratch.slot(ev.n_ops + MERGE_MAX_ARGS));
             } else {

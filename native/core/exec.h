@@ -46,8 +46,8 @@ struct exec_context {
     /** The job's fp8 pair tables (pair_table.h): a write that has one is a lookup per element. */
     const merge_pair_tables * pair_tables = nullptr;
     /**
-     * A write that stores one task-merge op of fp16 inputs as fp16 runs the ISA's fused kernel
-     * (kernels.h merge_task_merge_f16_fn) instead of widening into slots; false: the slots' path
+     * A write that stores one task-merge op of fp16 or bf16 inputs as fp16 or bf16 runs the ISA's fused kernel
+     * (kernels.h merge_task_merge_half_fn) instead of widening into slots; false: the slots' path
      * (TENSORMERGE_TASK_MERGE_FUSED=0). The same bits either way.
      */
     bool fused_task_merge = true;

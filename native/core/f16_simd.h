@@ -1,4 +1,6 @@
-// fp16 → fp32 widening of 8 (AVX2) or 16 (AVX-512) lanes, exact for every code: vcvtph2ps quiets
+// fp16 and bf16 → fp32 widening of 8 (AVX2) or 16 (AVX-512) lanes.
+//
+// fp16, exact for every code: vcvtph2ps quiets
 // signalling NaNs, so the quiet bit is cleared again in lanes whose input was a signalling NaN
 // (rare: the 16-bit lanes are first tested for any NaN, the one test most vectors take, and only a
 // vector with a NaN tells quiet from signalling). One definition for the merge kernels
@@ -41,5 +43,14 @@ __attribute__((target("avx512f,avx2,f16c"))) static inline __m512 f16_widen_avx5
     return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(f), fix));
 }
 __attribute__((target("avx512f,avx2,f16c"))) static inline __m512 f16_widen_quieted_avx512(const void * p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) p)); }
+
+// bf16: the upper half of an fp32, so a 16-bit shift, exact for every code (a signalling NaN
+// stays signalling; the arithmetic that uses it quiets it as it would the slot's exact copy).
+__attribute__((target("avx2,f16c"))) static inline __m256 bf16_widen_avx2(const void * p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *) p)), 16));
+}
+__attribute__((target("avx512f,avx2,f16c"))) static inline __m512 bf16_widen_avx512(const void * p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *) p)), 16));
+}
 #pragma GCC diagnostic pop
 #endif

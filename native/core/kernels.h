@@ -78,12 +78,13 @@ typedef void (*merge_store_fn)(void * dst, const float * src, size_t n);
 typedef void (*merge_round_fn)(float * x, size_t n);
 struct merge_many_args;
 /**
- * The task merge without DROP (many_kernels.h MERGE_KERNEL_TASK_MERGE) with every operand an fp16
- * input and the result stored as fp16: src[j] points at operand j's first element (a.x is not
- * read), dst at the output's. The bytes of widening the operands into slots, the fp32 kernel, then
- * store_f16 (task_merge_lanes.h): the output pass of TIES on fp16 models without its slots.
+ * The task merge without DROP (many_kernels.h MERGE_KERNEL_TASK_MERGE) with every operand an input
+ * of one 16-bit float dtype (F16 or BF16) and the result stored as F16 or BF16: src[j] points at
+ * operand j's first element (a.x is not read), dst at the output's. The bytes of widening the
+ * operands into slots, the fp32 kernel, then the store (task_merge_lanes.h): the output pass of
+ * TIES on fp16 or bf16 models without its slots. merge_task_merge_half_for picks one.
  */
-typedef void (*merge_task_merge_f16_fn)(void * dst, const uint8_t * const * src, const merge_many_args & a, size_t n);
+typedef void (*merge_task_merge_half_fn)(void * dst, const uint8_t * const * src, const merge_many_args & a, size_t n);
 /**
  * fp8 pair-table lookup (pair_table.h): element i of dst (out_size 1, 2 or 4 bytes) is entry
  * (a[i] << 8) | b[i] of `table`, which holds 65,536 entries and PAIR_TABLE_PAD more bytes.
@@ -115,8 +116,10 @@ struct merge_kernels {
     // then falls back to the scalar one).
     merge_method_fn (*method)(uint32_t kernel);
 
-    // nullptr for the scalar ISA (the slots' path then runs: its widening is per element anyway).
-    merge_task_merge_f16_fn task_merge_f16;
+    // The fused task merge from operands of dtype `in` to an output of dtype `out`, nullptr for
+    // other dtypes; the field is nullptr for the scalar ISA (the slots' path then runs: its
+    // widening is per element anyway). Callers use merge_task_merge_half_for.
+    merge_task_merge_half_fn (*task_merge_half)(uint32_t in, uint32_t out);
 };
 
 /** The scalar reference, always available. */
@@ -129,5 +132,7 @@ const merge_kernels * merge_kernels_avx512();
 /** The load/store for a math dtype id (F16, BF16, F32, F64, F8_E4M3, F8_E5M2), nullptr otherwise. */
 merge_load_fn merge_kernels_load(const merge_kernels * k, uint32_t dtype);
 merge_store_fn merge_kernels_store(const merge_kernels * k, uint32_t dtype);
+/** The ISA's fused task merge from `in` operands to an `out` output (F16 / BF16 each), or nullptr. */
+merge_task_merge_half_fn merge_task_merge_half_for(const merge_kernels * k, uint32_t in, uint32_t out);
 /** The in-place rounding through a narrow dtype (F16, BF16, F8_*); nullptr for F32 and F64. */
 merge_round_fn merge_kernels_round(const merge_kernels * k, uint32_t dtype);

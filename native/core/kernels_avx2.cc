@@ -167,10 +167,7 @@ struct v_avx2 {
         const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7fff)), lsb), 16);
         return _mm256_blendv_epi8(rounded, nan, is_nan);
     }
-    static vf load_bf16(const void * p) {
-        const __m128i h = _mm_loadu_si128((const __m128i *) p);
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    }
+    static vf load_bf16(const void * p) { return bf16_widen_avx2(p); } // exact (f16_simd.h)
     static void store_bf16(void * p, vf x) {
         const __m256i b = to_bf16_bits(x);
         _mm_storeu_si128((__m128i *) p, _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));

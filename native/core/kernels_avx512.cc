@@ -113,10 +113,7 @@ struct v_avx512 {
         const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16);
         return _mm512_mask_blend_epi32(is_nan, rounded, nan);
     }
-    static vf load_bf16(const void * p) {
-        const __m256i h = _mm256_loadu_si256((const __m256i *) p);
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    }
+    static vf load_bf16(const void * p) { return bf16_widen_avx512(p); } // exact (f16_simd.h)
     static void store_bf16(void * p, vf x) { _mm256_storeu_si256((__m256i *) p, _mm512_cvtepi32_epi16(to_bf16_bits(x))); }
 
     static vf load_f64(const void * p) {

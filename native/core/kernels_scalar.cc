@@ -171,3 +171,5 @@ merge_round_fn merge_kernels_round(const merge_kernels * k, uint32_t dtype) {
         default: return nullptr;
     }
 }
+
+merge_task_merge_half_fn merge_task_merge_half_for(const merge_kernels * k, uint32_t in, uint32_t out) { return k->task_merge_half ? k->task_merge_half(in, out) : nullptr; }

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "convert.h"
+#include "dtype.h"
 #include "kernels.h"
 #include "method_kernels_simd.h"
 #include "task_merge_lanes.h"
@@ -203,18 +204,34 @@ struct simd_kernels {
         }
     }
 
-    // The fused task merge (kernels.h merge_task_merge_f16_fn): the model counts of
-    // task_merge_body (many_kernels.cc) unrolled, any other with a loop. Every operand is used
-    // only in subtractions and an addition, so the quieting widening gives the same bits.
-    template <uint32_t Models>
-    static void task_merge_f16_models(void * dst, const uint8_t * const * src, const merge_many_args & a, size_t n) {
+    // The 16-bit float formats of the fused task merge: W elements and one element, each way.
+    // fp16 operands widen by vcvtph2ps alone: every operand is used only in subtractions and an
+    // addition, which quiet a signalling NaN as vcvtph2ps does, so the bits are the slots' path's.
+    struct half_f16 {
+        static vf load(const void * p) { return V::load_f16_quieted(p); }
+        static void store(void * p, vf x) { V::store_f16(p, x); }
+        static float widen(uint16_t h) { return st_f16_to_f32(h); }
+        static uint16_t narrow(float x) { return st_f32_to_f16(x); }
+    };
+    struct half_bf16 {
+        static vf load(const void * p) { return V::load_bf16(p); } // exact: the slots' widening
+        static void store(void * p, vf x) { V::store_bf16(p, x); }
+        static float widen(uint16_t h) { return st_bf16_to_f32(h); }
+        static uint16_t narrow(float x) { return st_f32_to_bf16(x); }
+    };
+
+    // The fused task merge (kernels.h merge_task_merge_half_fn) from In operands to an Out
+    // output: the model counts of task_merge_body (many_kernels.cc) unrolled, any other with a
+    // loop; the tail widens and narrows as the slots' loads and stores do on theirs.
+    template <uint32_t Models, class In, class Out>
+    static void task_merge_half_models(void * dst, const uint8_t * const * src, const merge_many_args & a, size_t n) {
         typedef typename tm_vec<W>::f F;
         const task_merge_lanes<W, Models> lanes(a);
         char * d = (char *) dst;
         size_t i = 0;
         for (; i + W <= n; i += W) {
-            const F v = lanes.step([&](uint32_t j) TM_BODY_LAMBDA { return (F) V::load_f16_quieted(src[j] + 2 * i); });
-            V::store_f16(d + 2 * i, (vf) v);
+            const F v = lanes.step([&](uint32_t j) TM_BODY_LAMBDA { return (F) In::load(src[j] + 2 * i); });
+            Out::store(d + 2 * i, (vf) v);
         }
         if (i == n) return;
         float out[W];
@@ -223,21 +240,28 @@ struct simd_kernels {
                 [&](uint32_t j, size_t e) TM_BODY_LAMBDA {
                     uint16_t h;
                     std::memcpy(&h, src[j] + 2 * (i + e), 2);
-                    return st_f16_to_f32(h);
+                    return In::widen(h);
                 },
                 out);
         for (size_t e = 0; i + e < n; e++) {
-            const uint16_t h = st_f32_to_f16(out[e]);
+            const uint16_t h = Out::narrow(out[e]);
             std::memcpy(d + 2 * (i + e), &h, 2);
         }
     }
-    static void task_merge_f16(void * dst, const uint8_t * const * src, const merge_many_args & a, size_t n) {
+    template <class In, class Out>
+    static void task_merge_half(void * dst, const uint8_t * const * src, const merge_many_args & a, size_t n) {
         switch (a.n_args - 1) {
-            case 2: return task_merge_f16_models<2>(dst, src, a, n);
-            case 3: return task_merge_f16_models<3>(dst, src, a, n);
-            case 4: return task_merge_f16_models<4>(dst, src, a, n);
-            default: return task_merge_f16_models<0>(dst, src, a, n);
+            case 2: return task_merge_half_models<2, In, Out>(dst, src, a, n);
+            case 3: return task_merge_half_models<3, In, Out>(dst, src, a, n);
+            case 4: return task_merge_half_models<4, In, Out>(dst, src, a, n);
+            default: return task_merge_half_models<0, In, Out>(dst, src, a, n);
         }
+    }
+    template <class In> static merge_task_merge_half_fn task_merge_half_to(uint32_t out) {
+        return out == ST_DTYPE_F16 ? task_merge_half<In, half_f16> : out == ST_DTYPE_BF16 ? task_merge_half<In, half_bf16> : nullptr;
+    }
+    static merge_task_merge_half_fn task_merge_half_for(uint32_t in, uint32_t out) {
+        return in == ST_DTYPE_F16 ? task_merge_half_to<half_f16>(out) : in == ST_DTYPE_BF16 ? task_merge_half_to<half_bf16>(out) : nullptr;
     }
 
     // W lookups at a time by V::pair_gather<size> (32-bit gathers at entry * size, narrowed to size bytes).
@@ -268,7 +292,7 @@ struct simd_kernels {
             weighted_sum, add_difference, lerp,
             pair_lookup,
             simd_methods<V>::lookup,
-            task_merge_f16,
+            task_merge_half_for,
         };
     }
 };

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "convert.h"
+#include "dtype.h"
 #include "f16_simd.h"
 #include "reductions.h"
 
@@ -124,7 +125,7 @@ size_t scan_scalar(const float * x, size_t m, uint32_t lo, uint32_t hi, kth_brac
 
 #if defined(__x86_64__) || defined(__i386__)
 // One ISA's bracket pass over whole vectors, on keys that `keys(i)` gives for elements [i, i + lanes):
-// the plain scan loads them from fp32 slots, the fused one computes them from two fp16 inputs. The
+// the plain scan loads them from fp32 slots, the fused one computes them from two fp16 or bf16 inputs. The
 // counts and the keys inside come out the same either way. Returns the keys written; *done = the
 // elements covered (the caller scans the last m mod lanes with scan_scalar, as the generic pass does).
 
@@ -222,65 +223,88 @@ __attribute__((target("avx512f,avx2,f16c"))) size_t scan_avx512(const float * x,
     return w + scan_scalar(x + i, m - i, lo, hi, c, inside + w);
 }
 
-/** Keys of x = a·p0 + b·p1 over two fp16 inputs (weighted_sum's two products and one sum, never
- * fused: -ffp-contract=off), computed per vector, so no scratch slot is written or read. The
- * inputs are widened by vcvtph2ps alone: each is a product's operand (f16_simd.h). */
-struct f16_sum_keys_avx2 {
+/** How a fused scan widens its 16-bit inputs, W lanes at a time and one element (the tail).
+ * fp16: vcvtph2ps alone, each widened lane being a product's operand (f16_simd.h); bf16: the
+ * 16-bit shift (exact). The scalar widenings are simd_kernels::load_f16's and load_bf16's tails. */
+struct widen_f16 {
+    __attribute__((target("avx2,f16c"))) static __m256 avx2(const uint8_t * p) { return f16_widen_quieted_avx2(p); }
+    __attribute__((target("avx512f,avx2,f16c"))) static __m512 avx512(const uint8_t * p) { return f16_widen_quieted_avx512(p); }
+    static float scalar(uint16_t h) { return st_f16_to_f32(h); }
+};
+struct widen_bf16 {
+    __attribute__((target("avx2,f16c"))) static __m256 avx2(const uint8_t * p) { return bf16_widen_avx2(p); }
+    __attribute__((target("avx512f,avx2,f16c"))) static __m512 avx512(const uint8_t * p) { return bf16_widen_avx512(p); }
+    static float scalar(uint16_t h) { return st_bf16_to_f32(h); }
+};
+
+/** Keys of x = a·p0 + b·p1 over two 16-bit float inputs (weighted_sum's two products and one sum,
+ * never fused: -ffp-contract=off), computed per vector, so no scratch slot is written or read. */
+template <class Widen> struct half_sum_keys_avx2 {
     const uint8_t * a;
     const uint8_t * b;
     float p0, p1;
     __attribute__((target("avx2,f16c"))) __m256i operator()(size_t i) const {
-        const __m256 x = _mm256_add_ps(_mm256_mul_ps(f16_widen_quieted_avx2(a + 2 * i), _mm256_set1_ps(p0)), _mm256_mul_ps(f16_widen_quieted_avx2(b + 2 * i), _mm256_set1_ps(p1)));
+        const __m256 x = _mm256_add_ps(_mm256_mul_ps(Widen::avx2(a + 2 * i), _mm256_set1_ps(p0)), _mm256_mul_ps(Widen::avx2(b + 2 * i), _mm256_set1_ps(p1)));
         return _mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fffffff));
     }
 };
-struct f16_sum_keys_avx512 {
+template <class Widen> struct half_sum_keys_avx512 {
     const uint8_t * a;
     const uint8_t * b;
     float p0, p1;
     __attribute__((target("avx512f,avx2,f16c"))) __m512i operator()(size_t i) const {
-        const __m512 x = _mm512_add_ps(_mm512_mul_ps(f16_widen_quieted_avx512(a + 2 * i), _mm512_set1_ps(p0)), _mm512_mul_ps(f16_widen_quieted_avx512(b + 2 * i), _mm512_set1_ps(p1)));
+        const __m512 x = _mm512_add_ps(_mm512_mul_ps(Widen::avx512(a + 2 * i), _mm512_set1_ps(p0)), _mm512_mul_ps(Widen::avx512(b + 2 * i), _mm512_set1_ps(p1)));
         return _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff));
     }
 };
 
-/** The last elements [i, m) of a fused scan as simd_kernels::load_f16 and weighted_sum's scalar tails. */
-size_t scan_f16_sum_tail(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t i, size_t m, uint32_t lo, uint32_t hi, kth_bracket_counts * c, uint32_t * inside) {
+/** The last elements [i, m) of a fused scan as simd_kernels' load tails and weighted_sum's scalar tail. */
+template <class Widen>
+size_t scan_half_sum_tail(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t i, size_t m, uint32_t lo, uint32_t hi, kth_bracket_counts * c, uint32_t * inside) {
     float x[16];
     for (size_t e = 0; i + e < m; e++) {
         uint16_t ha, hb;
         std::memcpy(&ha, a + 2 * (i + e), 2);
         std::memcpy(&hb, b + 2 * (i + e), 2);
-        const float xa = st_f16_to_f32(ha) * p0;
-        const float xb = st_f16_to_f32(hb) * p1;
+        const float xa = Widen::scalar(ha) * p0;
+        const float xb = Widen::scalar(hb) * p1;
         x[e] = xa + xb;
     }
     return scan_scalar(x, m - i, lo, hi, c, inside);
 }
 
-__attribute__((target("avx512f,avx2,f16c"))) size_t scan_f16_sum_avx512(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t m, uint32_t lo, uint32_t hi,
-                                                                        kth_bracket_counts * c, uint32_t * inside) {
+template <class Widen>
+__attribute__((target("avx512f,avx2,f16c"))) size_t scan_half_sum_avx512(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t m, uint32_t lo, uint32_t hi,
+                                                                         kth_bracket_counts * c, uint32_t * inside) {
     size_t i = 0;
-    const size_t w = count_avx512(m, lo, hi, c, inside, &i, f16_sum_keys_avx512{a, b, p0, p1});
-    return w + scan_f16_sum_tail(a, b, p0, p1, i, m, lo, hi, c, inside + w);
+    const size_t w = count_avx512(m, lo, hi, c, inside, &i, half_sum_keys_avx512<Widen>{a, b, p0, p1});
+    return w + scan_half_sum_tail<Widen>(a, b, p0, p1, i, m, lo, hi, c, inside + w);
 }
 
-__attribute__((target("avx2,f16c"))) size_t scan_f16_sum_avx2(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t m, uint32_t lo, uint32_t hi,
-                                                             kth_bracket_counts * c, uint32_t * inside) {
+template <class Widen>
+__attribute__((target("avx2,f16c"))) size_t scan_half_sum_avx2(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t m, uint32_t lo, uint32_t hi,
+                                                              kth_bracket_counts * c, uint32_t * inside) {
     size_t i = 0;
-    const size_t w = count_avx2(m, lo, hi, c, inside, &i, f16_sum_keys_avx2{a, b, p0, p1});
-    return w + scan_f16_sum_tail(a, b, p0, p1, i, m, lo, hi, c, inside + w);
+    const size_t w = count_avx2(m, lo, hi, c, inside, &i, half_sum_keys_avx2<Widen>{a, b, p0, p1});
+    return w + scan_half_sum_tail<Widen>(a, b, p0, p1, i, m, lo, hi, c, inside + w);
+}
+
+template <class Widen> kth_bracket_scan_half_sum_fn scan_half_sum_for(const char * isa) {
+    if (isa && std::strcmp(isa, "avx512") == 0) return scan_half_sum_avx512<Widen>;
+    if (isa && std::strcmp(isa, "avx2") == 0) return scan_half_sum_avx2<Widen>;
+    return nullptr;
 }
 #endif
 
 } // namespace
 
-kth_bracket_scan_f16_sum_fn kth_bracket_scan_f16_sum_for(const char * isa) {
+kth_bracket_scan_half_sum_fn kth_bracket_scan_half_sum_for(const char * isa, uint32_t dtype) {
 #if defined(__x86_64__) || defined(__i386__)
-    if (isa && std::strcmp(isa, "avx512") == 0) return scan_f16_sum_avx512;
-    if (isa && std::strcmp(isa, "avx2") == 0) return scan_f16_sum_avx2;
+    if (dtype == ST_DTYPE_F16) return scan_half_sum_for<widen_f16>(isa);
+    if (dtype == ST_DTYPE_BF16) return scan_half_sum_for<widen_bf16>(isa);
 #else
     (void) isa;
+    (void) dtype;
 #endif
     return nullptr;
 }

@@ -63,17 +63,18 @@ typedef size_t (*kth_bracket_scan_fn)(const float * x, size_t m, uint32_t lo, ui
 kth_bracket_scan_fn kth_bracket_scan_for(const char * isa);
 
 /**
- * The bracket pass of a k-th whose operand is the weighted sum a·p0 + b·p1 of two F16 inputs
- * (TIES's task vector δ = M − base, merge_op WEIGHTED_SUM with round F32): widens both, sums
- * and scans in registers, where the generic pass widens into scratch, sums into another slot and
- * scans that (the same lanes: vcvtph2ps with the sNaN fix of kernels_avx2.cc / kernels_avx512.cc, one product per
- * input, one addition, in weighted_sum's order; the tail through st_f16_to_f32). Counts and
- * keys are scan_fn's on those values, in the same order. a and b need no alignment; inside has
- * room for m + 16 keys. nullptr where the ISA has none (scalar: the generic pass runs).
+ * The bracket pass of a k-th whose operand is the weighted sum a·p0 + b·p1 of two inputs of one
+ * 16-bit float dtype, F16 or BF16 (TIES's task vector δ = M − base, merge_op WEIGHTED_SUM with
+ * round F32): widens both, sums and scans in registers, where the generic pass widens into
+ * scratch, sums into another slot and scans that (the same lanes: fp16 by vcvtph2ps, whose
+ * quieting is the product's, f16_simd.h; bf16 by a shift, exact; one product per input, one addition, in
+ * weighted_sum's order; the tail through st_f16_to_f32 / st_bf16_to_f32). Counts and keys are
+ * scan_fn's on those values, in the same order. a and b need no alignment; inside has room for
+ * m + 16 keys. nullptr where the ISA has none (scalar: the generic pass runs) or for another dtype.
  */
-typedef size_t (*kth_bracket_scan_f16_sum_fn)(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t m, uint32_t lo, uint32_t hi, kth_bracket_counts * counts,
-                                              uint32_t * inside);
-kth_bracket_scan_f16_sum_fn kth_bracket_scan_f16_sum_for(const char * isa);
+typedef size_t (*kth_bracket_scan_half_sum_fn)(const uint8_t * a, const uint8_t * b, float p0, float p1, size_t m, uint32_t lo, uint32_t hi, kth_bracket_counts * counts,
+                                               uint32_t * inside);
+kth_bracket_scan_half_sum_fn kth_bracket_scan_half_sum_for(const char * isa, uint32_t dtype);
 
 /**
  * The k-th largest key from a pass's totals, or false (a miss: the caller selects exactly

@@ -118,10 +118,11 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
         for (size_t q = 0; q < n_kth; q++) inside_count_[q].store(0, std::memory_order_relaxed);
         counts_.assign((size_t) threads * n_kth, kth_bracket_counts{});
         scan_ = kth_bracket_scan_for(ctx.kernels->isa);
-        // The fused bracket pass: every k-th's operand a weighted sum of two F16 inputs (TIES's
-        // task vectors) and nothing else to compute in the main pass.
-        const kth_bracket_scan_f16_sum_fn fused = options.fused && n_sums == 0 && !any_columns ? kth_bracket_scan_f16_sum_for(ctx.kernels->isa) : nullptr;
-        bool all = fused != nullptr;
+        // The fused bracket pass: every k-th's operand a weighted sum of two F16 or two BF16 inputs
+        // (TIES's task vectors; the base is an operand of each, so they share its dtype) and
+        // nothing else to compute in the main pass.
+        kth_bracket_scan_half_sum_fn fused = nullptr;
+        bool all = options.fused && n_sums == 0 && !any_columns;
         for (size_t q = 0; all && q < n_kth; q++) {
             const merge_operand & x = p.reductions[kth_reduction_[q]].args[0];
             if (x.kind != MERGE_OPERAND_OP) {
@@ -129,11 +130,13 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
                 break;
             }
             const merge_op & op = p.ops[x.index];
-            all = op.kernel == MERGE_KERNEL_WEIGHTED_SUM && op.round == ST_DTYPE_F32 && op.args.size() == 2 && op.params.size() == 2;
-            for (size_t j = 0; all && j < 2; j++)
-                all = op.args[j].kind == MERGE_OPERAND_INPUT && op.args[j].dtype == ST_DTYPE_F16 && (*ctx.inputs)[op.args[j].file]->data() != nullptr;
+            all = op.kernel == MERGE_KERNEL_WEIGHTED_SUM && op.round == ST_DTYPE_F32 && op.args.size() == 2 && op.params.size() == 2 && op.args[0].dtype == op.args[1].dtype;
+            for (size_t j = 0; all && j < 2; j++) all = op.args[j].kind == MERGE_OPERAND_INPUT && (*ctx.inputs)[op.args[j].file]->data() != nullptr;
+            const kth_bracket_scan_half_sum_fn f = all ? kth_bracket_scan_half_sum_for(ctx.kernels->isa, op.args[0].dtype) : nullptr;
+            all = f != nullptr && (q == 0 || f == fused);
+            fused = f;
         }
-        if (all) scan_f16_sum_ = fused;
+        if (all) scan_half_sum_ = fused;
     }
     lanes_ = reduction_lanes_for(ctx.kernels->isa);
     // Sums fold their block values in index order chunk by chunk, and per-column sums run in
@@ -259,12 +262,12 @@ void piece_reducer::run_block(exec_scratch & scratch, unsigned ith, int pass_ind
                 prefetch(b0 - MERGE_REDUCTION_BLOCK, std::min<uint64_t>(step, MERGE_REDUCTION_BLOCK));
             }
         }
-        if (kind == pass_main && scan_f16_sum_) {
-            // Every reduction is a bracketed k-th of a weighted sum of two F16 inputs (the constructor).
+        if (kind == pass_main && scan_half_sum_) {
+            // Every reduction is a bracketed k-th of a weighted sum of two F16 or two BF16 inputs (the constructor).
             for (size_t q = 0; q < n_kth_; q++) {
                 const merge_op & op = p.ops[p.reductions[kth_reduction_[q]].args[0].index];
                 const kth_bracket & br = bracket_[q];
-                const size_t got = scan_f16_sum_(exec_input_ptr(ctx_, op.args[0], i, m), exec_input_ptr(ctx_, op.args[1], i, m), op.params[0], op.params[1], m, br.lo, br.hi,
+                const size_t got = scan_half_sum_(exec_input_ptr(ctx_, op.args[0], i, m), exec_input_ptr(ctx_, op.args[1], i, m), op.params[0], op.params[1], m, br.lo, br.hi,
                                                  &counts_[(size_t) ith * n_kth_ + q], inside);
                 if (got == 0) continue;
                 const uint64_t at = inside_count_[q].fetch_add(got, std::memory_order_relaxed);

@@ -108,7 +108,7 @@ struct reduction_options {
     bool bracket = true;                                // the sampled bracket first (kth_bracket.h)
     uint64_t bracket_keys = 0;                          // buffer keys per reduction; 0: KTH_BRACKET_BUDGET_BYTES shared
     bool descending = true;                             // blocks from the last to the first where results allow (descending())
-    bool fused = true;                                  // the fused bracket pass where it applies (kth_bracket_scan_f16_sum_for)
+    bool fused = true;                                  // the fused bracket pass where it applies (kth_bracket_scan_half_sum_for)
 };
 
 /** Computes one piece's reductions; the engine drives it (threads, fault guard, chunks). */
@@ -151,8 +151,8 @@ public:
      * the inputs of the piece's first elements still in the CPU caches.
      */
     bool descending() const { return descending_; }
-    /** Whether the main pass scans its task vectors straight from the F16 inputs (kth_bracket_scan_f16_sum_fn). */
-    bool fused() const { return scan_f16_sum_ != nullptr; }
+    /** Whether the main pass scans its task vectors straight from the F16 or BF16 inputs (kth_bracket_scan_half_sum_fn). */
+    bool fused() const { return scan_half_sum_ != nullptr; }
     /** Whether the piece has a k-th magnitude to select (k > 0). */
     bool selects() const { return n_kth_ > 0; }
 
@@ -190,7 +190,7 @@ private:
     std::unique_ptr<std::atomic<uint64_t>[]> inside_count_;
     std::vector<kth_bracket_counts> counts_;       // [thread · n_kth + q]
     kth_bracket_scan_fn scan_ = nullptr;
-    kth_bracket_scan_f16_sum_fn scan_f16_sum_ = nullptr; // the fused main pass, when every k-th's operand allows it
+    kth_bracket_scan_half_sum_fn scan_half_sum_ = nullptr; // the fused main pass, when every k-th's operand allows it
     bool descending_ = false;
     reduction_lanes_fn lanes_ = nullptr;          // the sums' lane kernel (reduction_lanes.h) for the job's ISA
     uint64_t bracket_hits_ = 0, bracket_misses_ = 0;

@@ -51,6 +51,11 @@ export function asStored(key: string, values: number[]): number[] {
 
 /** fp16 bit patterns the fused-kernel tests write over random elements: ±qNaN, ±sNaN (the widening re-signals them), ±inf, subnormals, ±0. */
 export const F16_SPECIALS = [0x7e00, 0xfe00, 0x7d01, 0xfc55, 0x7c00, 0xfc00, 0x0001, 0x83ff, 0x0000, 0x8000];
+/** bf16's: ±qNaN (one with a payload), ±sNaN with payloads (the arithmetic quiets them), ±inf, subnormals, ±0. */
+export const BF16_SPECIALS = [0x7fc0, 0xffc0, 0x7fd3, 0x7f81, 0xff95, 0x7f80, 0xff80, 0x0001, 0x807f, 0x0000, 0x8000];
+
+/** The 16-bit float dtypes of the fused kernels' fixtures. */
+export type HalfDtype = "F16" | "BF16";
 
 /** A seeded uniform in [0, 1). */
 function uniform(seed: number): () => number {
@@ -58,28 +63,32 @@ function uniform(seed: number): () => number {
   return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296;
 }
 
-/** fp16 bytes: base values near 0.05, a model's a small task vector added; one element in 500 a special pattern. */
-function f16Bytes(n: number, seed: number, base?: Float32Array): { bytes: Uint8Array; values: Float32Array } {
+/** 16-bit float bytes: base values near 0.05, a model's a small task vector added; one element in 500 a special pattern. */
+function halfBytes(dtype: HalfDtype, n: number, seed: number, base?: Float32Array): { bytes: Uint8Array; values: Float32Array } {
   const next = uniform(seed);
   const values = new Float32Array(n);
   for (let i = 0; i < n; i++) values[i] = base ? base[i]! + (next() - 0.5) * 0.01 : (next() - 0.5) * 0.1;
-  const bytes = encodeValues("F16", values);
+  const bytes = encodeValues(dtype, values);
+  const specials = dtype === "F16" ? F16_SPECIALS : BF16_SPECIALS;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  for (let i = 0; i < n; i++) if (next() < 0.002) view.setUint16(2 * i, F16_SPECIALS[Math.floor(next() * F16_SPECIALS.length)]!, true);
+  for (let i = 0; i < n; i++) if (next() < 0.002) view.setUint16(2 * i, specials[Math.floor(next() * specials.length)]!, true);
   return { bytes, values };
 }
 
-/** Writes m0 (the base) .. m`count` in `dir`: one fp16 tensor per key of `sizes` (key → elements), from f16Bytes. Returns their paths. */
-export function writeF16Family(dir: string, sizes: Record<string, number>, count: number): string[] {
+/**
+ * Writes m0 (the base) .. m`count` in `dir`: one tensor of `dtype` per key of `sizes` (key →
+ * elements), from halfBytes; `dtypeOf(m)` overrides the dtype of model m. Returns their paths.
+ */
+export function writeHalfFamily(dir: string, sizes: Record<string, number>, count: number, dtype: HalfDtype = "F16", dtypeOf: (m: number) => HalfDtype = () => dtype): string[] {
   const bases: Record<string, Float32Array> = {};
   return Array.from({ length: count + 1 }, (_, m) => {
-    const tensors: Record<string, { dtype: "F16"; shape: number[]; raw: Uint8Array }> = {};
+    const tensors: Record<string, { dtype: HalfDtype; shape: number[]; raw: Uint8Array }> = {};
     Object.entries(sizes).forEach(([key, n], t) => {
-      const { bytes, values } = f16Bytes(n, 10 * m + t + 1, m === 0 ? undefined : bases[key]);
+      const { bytes, values } = halfBytes(dtypeOf(m), n, 10 * m + t + 1, m === 0 ? undefined : bases[key]);
       if (m === 0) bases[key] = values;
-      tensors[key] = { dtype: "F16", shape: [n], raw: bytes };
+      tensors[key] = { dtype: dtypeOf(m), shape: [n], raw: bytes };
     });
-    const p = join(dir, `m${m}.safetensors`);
+    const p = join(dir, `${dtype.toLowerCase()}-m${m}${dtypeOf(m) === dtype ? "" : `-${dtypeOf(m).toLowerCase()}`}.safetensors`);
     writeModel(p, tensors);
     return p;
   });

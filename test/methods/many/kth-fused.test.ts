@@ -1,12 +1,13 @@
 /**
- * The fused bracket pass (native/core/kth_bracket.h kth_bracket_scan_f16_sum_fn): at AVX-512 and AVX2, a
- * TIES piece of F16 inputs above the direct-select size (2^18 elements) scans its task vectors
+ * The fused bracket pass (native/core/kth_bracket.h kth_bracket_scan_half_sum_fn): at AVX-512 and AVX2, a
+ * TIES piece of F16 or of BF16 inputs above the direct-select size (2^18 elements) scans its task vectors
  * δ = M − base straight from the inputs, where the generic pass widens them into scratch slots,
  * sums and scans there. Counts and keys must be the same, so the output must be the TS engine's
  * bytes, and the generic pass's (TENSORMERGE_KTH_FUSED=0), for tensors just below and above the
- * direct-select size, with vector tails of 0, 1 and 15 elements, and with fp16 NaNs (quiet and
- * signalling, both signs), infinities, subnormals and signed zeros in every input. The engine's
- * counter says which pieces took the fused pass, so a case meant to use it does.
+ * direct-select size, with vector tails of 0, 1 and 15 elements, and with NaNs (quiet and
+ * signalling, both signs, with payloads), infinities, subnormals and signed zeros in every input.
+ * The engine's counter says which pieces took the fused pass, so a case meant to use it does; an
+ * fp16 base with bf16 models (two dtypes in one task vector) takes the generic pass.
  */
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
@@ -14,7 +15,7 @@ import { capabilities } from "../../../lib/native/binding";
 import { merge } from "../../../lib/merge";
 import { ENGINES, captureEngineStats, setEngineKnobs } from "../../helpers/engines";
 import { readModel, tempDir } from "../../helpers/models";
-import { writeF16Family } from "./fixtures";
+import { writeHalfFamily, type HalfDtype } from "./fixtures";
 
 const DIRECT = 2 ** 18; // MERGE_DIRECT_SELECT: pieces this small keep every key, no bracket
 // Element counts: the direct path (not fused), then fused ones whose last vector of 16 holds 1, 15 and 16 elements.
@@ -26,7 +27,7 @@ const SIZES: Record<string, number> = {
 };
 const FUSED = Object.values(SIZES).filter((n) => n > DIRECT).reduce((a, b) => a + b, 0);
 
-describe("many-model methods: the fused k-th bracket pass (AVX-512 / AVX2, F16 task vectors)", function () {
+describe("many-model methods: the fused k-th bracket pass (AVX-512 / AVX2, F16 and BF16 task vectors)", function () {
   this.timeout(600000);
   let dir: ReturnType<typeof tempDir>;
   const capture = captureEngineStats();
@@ -39,11 +40,10 @@ describe("many-model methods: the fused k-th bracket pass (AVX-512 / AVX2, F16 t
     dir.cleanup();
   });
 
-  it("gives the TS engine's bytes and the generic pass's, at every ISA, threads 1/2, windows of 1 MiB, buffered reads", async function () {
-    if (!ENGINES.includes("native") || !ENGINES.includes("js")) this.skip();
-    const paths = writeF16Family(dir.path, SIZES, 3);
-    const options = { recipeMetadata: false, method: "ties", modelWeights: [1, -0.8, 0.6], modelParams: [{ density: 0.2 }, { density: 0.05 }, { density: 0.7 }], base: paths[0], models: paths.slice(1), dtype: "fp16" };
-    const js = join(dir.path, "js.safetensors");
+  /** TIES over the family against the TS engine's bytes at every ISA and knob; `fused`: whether its pieces above DIRECT may take the fused pass. */
+  async function check(tag: string, paths: string[], dtype: string, fused: boolean) {
+    const options = { recipeMetadata: false, method: "ties", modelWeights: [1, -0.8, 0.6], modelParams: [{ density: 0.2 }, { density: 0.05 }, { density: 0.7 }], base: paths[0], models: paths.slice(1), dtype };
+    const js = join(dir.path, `${tag}-js.safetensors`);
     await merge({ ...options, engine: "js", threads: 1, out: js } as never);
     const expected = readModel(js).tensors;
 
@@ -61,19 +61,31 @@ describe("many-model methods: the fused k-th bracket pass (AVX-512 / AVX2, F16 t
     for (const r of runs) {
       const restore = setEngineKnobs(r.knobs);
       try {
-        const out = join(dir.path, `n-${r.isa}-${r.threads}-${Object.keys(r.knobs).join("-")}.safetensors`);
+        const out = join(dir.path, `${tag}-n-${r.isa}-${r.threads}-${Object.keys(r.knobs).join("-")}.safetensors`);
         capture.reset();
         await merge({ ...options, engine: "native", isa: r.isa, threads: r.threads, out } as never);
-        const label = `isa ${r.isa}, threads ${r.threads}, knobs ${JSON.stringify(r.knobs)}`;
+        const label = `${tag}: isa ${r.isa}, threads ${r.threads}, knobs ${JSON.stringify(r.knobs)}`;
         const got = readModel(out).tensors;
         for (const key of Object.keys(SIZES)) assert.ok(Buffer.from(got.get(key)!.bytes).equals(Buffer.from(expected.get(key)!.bytes)), `${key} (${label}): not the TS engine's bytes`);
         const stats = capture.last();
-        const fused = r.isa !== "scalar" && r.knobs.TENSORMERGE_KTH_FUSED !== "0" ? FUSED : 0;
-        assert.equal(stats?.reductionFusedElements, fused, `${label}: elements of the pieces that took the fused pass`);
+        const want = fused && r.isa !== "scalar" && r.knobs.TENSORMERGE_KTH_FUSED !== "0" ? FUSED : 0;
+        assert.equal(stats?.reductionFusedElements, want, `${label}: elements of the pieces that took the fused pass`);
         assert.equal(stats?.reductionBracketMisses, 0, `${label}: every bracket hits`);
       } finally {
         restore();
       }
     }
+  }
+
+  for (const [dtype, out] of [["F16", "fp16"], ["BF16", "bf16"]] as [HalfDtype, string][]) {
+    it(`${dtype} models: the TS engine's bytes and the generic pass's, at every ISA, threads 1/2, windows of 1 MiB, buffered reads`, async function () {
+      if (!ENGINES.includes("native") || !ENGINES.includes("js")) this.skip();
+      await check(dtype.toLowerCase(), writeHalfFamily(dir.path, SIZES, 3, dtype), out, true);
+    });
+  }
+
+  it("an fp16 base with bf16 models: not fused (the generic pass), the TS engine's bytes", async function () {
+    if (!ENGINES.includes("native") || !ENGINES.includes("js")) this.skip();
+    await check("mixed", writeHalfFamily(dir.path, SIZES, 3, "F16", (m) => (m === 0 ? "F16" : "BF16")), "bf16", false);
   });
 });
