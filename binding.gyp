@@ -80,6 +80,7 @@
         "native/core/reductions.cc",
         "native/core/reduction_lanes.cc",
         "native/core/residency.cc",
+        "native/core/slerp_fused.cc",
         "native/core/plan.cc",
         "native/core/prefetch.cc",
         "native/core/thread_pool.cc",

@@ -92,6 +92,7 @@ merge_status engine::run() {
     // TENSORMERGE_TASK_MERGE_FUSED=0: TIES's output pass on fp16 / bf16 inputs through scratch slots
     // (widened, merged, stored), not the fused kernel (exec.h fused_task_merge); the same bits.
     if (const char * v = std::getenv("TENSORMERGE_TASK_MERGE_FUSED")) ctx_.fused_task_merge = std::atol(v) != 0;
+    if (const char * v = std::getenv("TENSORMERGE_SLERP_FUSED")) ctx_.fused_slerp = std::atol(v) != 0; // the same for SLERP → fp16 (exec.h fused_slerp)
 
     crc_.resize(job_.outputs.size());
     for (size_t o = 0; o < job_.outputs.size(); o++) crc_[o].assign(job_.outputs[o].crc32_ranges.size(), 0);
@@ -143,13 +144,14 @@ merge_status engine::run() {
     for (auto & out : outputs_) out->keep();
     result_->crc32 = crc_;
     result_->nonfinite.assign(job_.outputs.size(), merge_nonfinite{});
-    uint64_t task_merge_fused = 0;
+    uint64_t task_merge_fused = 0, slerp_fused = 0;
     for (const auto & sc : scratch_) {
         for (size_t o = 0; o < job_.outputs.size(); o++) {
             result_->nonfinite[o].nan += sc->nonfinite()[o].nan;
             result_->nonfinite[o].inf += sc->nonfinite()[o].inf;
         }
         task_merge_fused += sc->fused_elements();
+        slerp_fused += sc->slerp_fused_elements();
     }
     result_->isa = kernels->isa;
     result_->threads = n_threads;
@@ -200,6 +202,7 @@ merge_status engine::run() {
         {"reductionBracketMisses", (double) bracket_misses_},
         {"reductionFusedElements", (double) fused_elements_},
         {"taskMergeFusedElements", (double) task_merge_fused},
+        {"slerpFusedElements", (double) slerp_fused},
         {"statisticsRead", (double) (statistics_read_ > 0 && statistics_ahead.mode() == prefetch_mode::willneed ? 2 : statistics_read_)},
         {"bytesStatisticsAhead", (double) statistics_ahead.bytes_ahead()},
         {"bytesStatisticsTouched", (double) statistics_ahead.bytes_touched()},

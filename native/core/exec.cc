@@ -10,6 +10,7 @@
 #include "many_kernels.h"
 #include "method_kernels.h"
 #include "reductions.h"
+#include "slerp_fused.h"
 
 exec_scratch::exec_scratch(size_t max_ops, size_t block, size_t n_outputs)
     : tags_(max_ops + MERGE_MAX_ARGS + EXEC_EXTRA_SLOTS), nonfinite_(n_outputs), n_slots_(max_ops + MERGE_MAX_ARGS + EXEC_EXTRA_SLOTS), block_(block) {
@@ -300,6 +301,22 @@ merge_task_merge_half_fn fused_task_merge(const exec_context & ctx, const merge_
 }
 
 /**
+ * The ISA's fused SLERP store (slerp_fused.h) when it gives write w's bytes, else nullptr: the
+ * write stores as fp16 a SLERP op, the only op it runs, both operands F32 or F16 inputs, the op's
+ * own rounding none or fp16 (which the fp16 store repeats).
+ */
+slerp_store_f16_fn fused_slerp(const exec_context & ctx, const merge_piece & piece, const merge_write & wr, const plan_write & pw) {
+    if (!ctx.fused_slerp || wr.dtype != ST_DTYPE_F16 || wr.source.kind != MERGE_OPERAND_OP) return nullptr;
+    if (pw.ops.size() != 1 || pw.ops[0] != wr.source.index) return nullptr;
+    const merge_op & op = piece.ops[wr.source.index];
+    if (op.kernel != MERGE_KERNEL_SLERP) return nullptr;
+    if (op.round != ST_DTYPE_F16 && merge_kernels_round(ctx.kernels, op.round) != nullptr) return nullptr;
+    for (const merge_operand & a : op.args)
+        if (a.kind != MERGE_OPERAND_INPUT || (a.dtype != ST_DTYPE_F32 && a.dtype != ST_DTYPE_F16)) return nullptr;
+    return slerp_store_f16_for(ctx.kernels->isa);
+}
+
+/**
  * Elements [i0, i1) of a write that has a pair table: a lookup per element from the two fp8
  * inputs' codes, in chunks whose output bytes the non-finite count reads while they are in L1.
  * Those bytes are the generic path's (pair_table.h), so they count the same.
@@ -334,14 +351,27 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
         const merge_store_fn store = merge_kernels_store(ctx.kernels, wr.dtype);
         const merge_task_merge_half_fn fused = fused_task_merge(ctx, piece, wr, pw);
         if (fused) scratch.fused_elements() += i1 - i0;
+        const slerp_store_f16_fn slerp = fused ? nullptr : fused_slerp(ctx, piece, wr, pw);
+        float slerp_a = 0, slerp_b = 0; // its coefficients, once for the range (the slots' kernel computes them per block)
+        if (slerp) {
+            double stats[MERGE_MAX_STATS];
+            const double * columns[MERGE_MAX_STATS];
+            merge_slerp_coefficients(ev.many_args(piece.ops[wr.source.index], nullptr, i0, stats, columns), &slerp_a, &slerp_b);
+            scratch.slerp_fused_elements() += i1 - i0;
+        }
         const size_t block = scratch.block();
         for (uint64_t i = i0; i < i1; i += block) {
             const size_t m = (size_t) (i1 - i < block ? i1 - i : block);
             if (i + m < i1 && pw.inputs.size() > 1) prefetch_inputs(ctx, pw, i + m, (size_t) (i1 - (i + m) < block ? i1 - (i + m) : block));
             scratch.begin_block();
             const float * v = nullptr;
+            bool finite = false; // every stored value known to be finite: nothing to count
             if (fused) {
                 ev.task_merge_half(fused, wr.source.index, i, m, dst + (i - i0) * pw.out_size);
+            } else if (slerp) {
+                const merge_op & op = piece.ops[wr.source.index];
+                finite = !slerp(dst + (i - i0) * pw.out_size, ev.input_ptr(op.args[0], i, m), ev.input_ptr(op.args[1], i, m), op.args[0].dtype == ST_DTYPE_F16,
+                                op.args[1].dtype == ST_DTYPE_F16, slerp_a, slerp_b, m);
             } else if (wr.source.kind == MERGE_OPERAND_INPUT) {
                 v = ev.operand(wr.source, i, m, scratch.slot(ev.n_ops + MERGE_MAX_ARGS));
             } else {
@@ -351,8 +381,8 @@ void exec_write_range(const exec_context & ctx, exec_scratch & scratch, size_t p
                 for (uint32_t k : pw.ops) ev.run_op(k, i, m, !(k == last && store_rounds));
                 v = scratch.slot(wr.source.index);
             }
-            if (!fused) store(dst + (i - i0) * pw.out_size, v, m);
-            if (wr.output < scratch.nonfinite().size()) {
+            if (!fused && !slerp) store(dst + (i - i0) * pw.out_size, v, m);
+            if (wr.output < scratch.nonfinite().size() && !finite) {
                 // A converted copy (the input itself, or the planner's copy op of an input, see
                 // convertedTo in plan.ts) counts only where the input was finite: compare with
                 // its widened values (in place for aligned F32, else loaded again: copies only).

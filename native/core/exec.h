@@ -51,6 +51,12 @@ struct exec_context {
      * (TENSORMERGE_TASK_MERGE_FUSED=0). The same bits either way.
      */
     bool fused_task_merge = true;
+    /**
+     * A write that stores one SLERP op of F32 / F16 inputs as fp16 runs the ISA's fused store
+     * (slerp_fused.h) instead of a slot and store_f16; false: the slots' path
+     * (TENSORMERGE_SLERP_FUSED=0). The same bits either way.
+     */
+    bool fused_slerp = true;
 };
 
 /**
@@ -73,6 +79,8 @@ public:
     const std::vector<merge_nonfinite> & nonfinite() const { return nonfinite_; }
     /** Elements this thread wrote through the fused task merge (the engine stat taskMergeFusedElements). */
     uint64_t & fused_elements() { return fused_elements_; }
+    /** Elements this thread wrote through the fused SLERP store (the engine stat slerpFusedElements). */
+    uint64_t & slerp_fused_elements() { return slerp_fused_elements_; }
 
     /**
      * Widened-input reuse inside one block evaluation: ops of a piece often read the same input
@@ -112,6 +120,7 @@ private:
     uint64_t generation_ = 1;
     std::vector<merge_nonfinite> nonfinite_; // per output
     uint64_t fused_elements_ = 0;
+    uint64_t slerp_fused_elements_ = 0;
     float * data_ = nullptr;
     struct band {
         const void * key = nullptr;

@@ -278,7 +278,7 @@ TM_BODY void combine(float * r, const float * x, const float * y, float ca, floa
  * ω = acos dot, r = (â·sin((1−t)ω) + b̂·sin(tω))/sin ω · ((1−t)|a| + t|b|); where that is not
  * finite (sin ω = 0, a zero norm) the weighted sum (1−t)·a + t·b, as sd-mecha falls back.
  */
-TM_BODY void slerp_body(float * r, const merge_many_args & a, size_t n) {
+void slerp_coefficients(const merge_many_args & a, float * out_a, float * out_b) {
     const double t = a.params[0];
     const double ab = a.stats[0], na = std::sqrt(a.stats[1]), nb = std::sqrt(a.stats[2]);
     double ca = 1 - t, cb = t;
@@ -300,7 +300,14 @@ TM_BODY void slerp_body(float * r, const merge_many_args & a, size_t n) {
         const double xa = det_sin((1 - t) * omega) / s * scale / na, xb = det_sin(t * omega) / s * scale / nb;
         if (std::isfinite(xa) && std::isfinite(xb)) ca = xa, cb = xb;
     }
-    combine(r, a.x[0], a.x[1], (float) ca, (float) cb, n);
+    *out_a = (float) ca;
+    *out_b = (float) cb;
+}
+
+TM_BODY void slerp_body(float * r, const merge_many_args & a, size_t n) {
+    float ca, cb;
+    slerp_coefficients(a, &ca, &cb);
+    combine(r, a.x[0], a.x[1], ca, cb, n);
 }
 
 /**
@@ -392,6 +399,8 @@ TM_ISA_VARIANTS(model_stock, TM_MODEL_STOCK)
 TM_ISA_VARIANTS(add_cosine, TM_ADD_COSINE)
 
 } // namespace
+
+void merge_slerp_coefficients(const merge_many_args & a, float * ca, float * cb) { slerp_coefficients(a, ca, cb); }
 
 merge_many_fn merge_many_kernel(uint32_t kernel, const char * isa) {
     const int level = isa && std::strcmp(isa, "avx512") == 0 ? 2 : (isa && std::strcmp(isa, "avx2") == 0 ? 1 : 0);

@@ -32,6 +32,13 @@ typedef void (*merge_many_fn)(float * r, const merge_many_args & a, size_t n);
 merge_many_fn merge_many_kernel(uint32_t kernel, const char * isa = "scalar");
 
 /**
+ * SLERP's fp32 coefficients of a and b for one tensor, from the op's parameter t, its stats
+ * [a·b, a·a, b·b] and ints [variant]: its kernel's r = canonical(a·ca + b·cb) (slerp_fused.h
+ * stores the same values straight as fp16).
+ */
+void merge_slerp_coefficients(const merge_many_args & a, float * ca, float * cb);
+
+/**
  * Whether the counts of an op of a many kernel fit its layout; on failure `why` says what is
  * wrong (job validation, before anything runs).
  */
