@@ -17,6 +17,7 @@
  * the kernels run where the inputs were read; operands anywhere else go through a scratch heap.
  */
 import { f16NarrowTables } from "./conversions";
+import { powHeapTables } from "./det-math";
 import { PAGE, pageAlignedBuffer } from "./js-direct";
 
 /** asm.js heap sizes are multiples of this (V8: a power of two below 16 MiB, else multiples). */
@@ -27,7 +28,9 @@ function kernelModule(stdlib: typeof globalThis, _foreign: unknown, heap: ArrayB
   "use asm";
   var fround = stdlib.Math.fround;
   var abs = stdlib.Math.abs;
+  var floor = stdlib.Math.floor;
   var F32 = new stdlib.Float32Array(heap);
+  var F64 = new stdlib.Float64Array(heap);
   var I32 = new stdlib.Int32Array(heap);
   var U16 = new stdlib.Uint16Array(heap);
 
@@ -123,7 +126,106 @@ function kernelModule(stdlib: typeof globalThis, _foreign: unknown, heap: ArrayB
     }
   }
 
-  return { trainDifference: trainDifference, narrowF16: narrowF16, mdAbs: mdAbs, mdCombine: mdCombine };
+  /**
+   * Multiply difference's pow product over the two scratch blocks, in place in the first:
+   * det-math.ts powProductF32Array's fast path, operation for operation (the same doubles in the
+   * same order; its comments say why they equal native's merge_pow_product), for exponents
+   * y1, y2 with pow_in_range (the caller checks; else it runs powProductF32Array). Its tables
+   * are in the heap (POW_TABLES: the log and exp coefficients, then LOG_SCALE, LOG_HI and
+   * EXP_SCALE as doubles). Elements with both operands normal, positive, finite and not 1 are
+   * computed here, two at a time when both of a pair are (independent chains the CPU overlaps);
+   * zero1 / zero2 (zero_kills) make an exact-zero first / second operand give +0 where the other
+   * is finite, as native skips A = C; the indices of the rest are listed at MD_LIST, for the
+   * caller to compute with powProductF32. Returns their count.
+   */
+  function mdPow(n: number, y1: number, y2: number, zero1: number, zero2: number): number {
+    n = n | 0; y1 = +y1; y2 = +y2; zero1 = zero1 | 0; zero2 = zero2 | 0;
+    var i = 0, end = 0, left = 0, u1 = 0, v1 = 0, u2 = 0, v2 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0;
+    var lp0 = 0.0, lp1 = 0.0, lp2 = 0.0, lp3 = 0.0, lp4 = 0.0, ep0 = 0.0, ep1 = 0.0, ep2 = 0.0, ep3 = 0.0, ep4 = 0.0;
+    var r1 = 0.0, r2 = 0.0, r3 = 0.0, r4 = 0.0, p1 = 0.0, p2 = 0.0, p3 = 0.0, p4 = 0.0;
+    var t1 = 0.0, t2 = 0.0, k1 = 0.0, k2 = 0.0, f1 = 0.0, f2 = 0.0, w1 = 0.0, w2 = 0.0;
+    lp0 = +F64[4096]; lp1 = +F64[4097]; lp2 = +F64[4098]; lp3 = +F64[4099]; lp4 = +F64[4100];
+    ep0 = +F64[4101]; ep1 = +F64[4102]; ep2 = +F64[4103]; ep3 = +F64[4104]; ep4 = +F64[4105];
+    end = n << 2;
+    for (i = 0; ((i + 4) | 0) < (end | 0); i = (i + 8) | 0) {
+      u1 = I32[(8192 + i) >> 2] | 0; v1 = I32[(16384 + i) >> 2] | 0;
+      u2 = I32[(8196 + i) >> 2] | 0; v2 = I32[(16388 + i) >> 2] | 0;
+      // each operand's bits in [2^23, 0x7f800000) and not 1.0's: `|`, one branch for the eight tests
+      if ((((((u1 - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((u1 | 0) == 0x3f800000) as unknown as number) | ((((v1 - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((v1 | 0) == 0x3f800000) as unknown as number)
+        | ((((u2 - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((u2 | 0) == 0x3f800000) as unknown as number) | ((((v2 - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((v2 | 0) == 0x3f800000) as unknown as number)) != 0) {
+        left = mdPowOne(i, left, y1, y2, zero1, zero2) | 0;
+        left = mdPowOne((i + 4) | 0, left, y1, y2, zero1, zero2) | 0;
+        continue;
+      }
+      s1 = u1 >> 19; s2 = v1 >> 19; s3 = u2 >> 19; s4 = v2 >> 19;
+      r1 = +F32[(8192 + i) >> 2] * +F64[(32896 + (s1 << 3)) >> 3] - 1.0;
+      r2 = +F32[(16384 + i) >> 2] * +F64[(32896 + (s2 << 3)) >> 3] - 1.0;
+      r3 = +F32[(8196 + i) >> 2] * +F64[(32896 + (s3 << 3)) >> 3] - 1.0;
+      r4 = +F32[(16388 + i) >> 2] * +F64[(32896 + (s4 << 3)) >> 3] - 1.0;
+      p1 = lp4 * r1; p2 = lp4 * r2; p3 = lp4 * r3; p4 = lp4 * r4;
+      p1 = p1 + lp3; p2 = p2 + lp3; p3 = p3 + lp3; p4 = p4 + lp3;
+      p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
+      p1 = p1 + lp2; p2 = p2 + lp2; p3 = p3 + lp2; p4 = p4 + lp2;
+      p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
+      p1 = p1 + lp1; p2 = p2 + lp1; p3 = p3 + lp1; p4 = p4 + lp1;
+      p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
+      p1 = p1 + lp0; p2 = p2 + lp0; p3 = p3 + lp0; p4 = p4 + lp0;
+      t1 = y1 * (+F64[(65664 + (s1 << 3)) >> 3] + p1 * r1) + y2 * (+F64[(65664 + (s2 << 3)) >> 3] + p2 * r2);
+      t2 = y1 * (+F64[(65664 + (s3 << 3)) >> 3] + p3 * r3) + y2 * (+F64[(65664 + (s4 << 3)) >> 3] + p4 * r4);
+      k1 = +floor(t1 * 16.0 + 0.5); k2 = +floor(t2 * 16.0 + 0.5);
+      f1 = t1 - k1 * 0.0625; f2 = t2 - k2 * 0.0625;
+      w1 = ep4 * f1; w2 = ep4 * f2; w1 = w1 + ep3; w2 = w2 + ep3;
+      w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep2; w2 = w2 + ep2;
+      w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep1; w2 = w2 + ep1;
+      w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep0; w2 = w2 + ep0;
+      // the fp32 stores: the one rounding of each (EXP_SCALE index k − EXP_K_MIN, EXP_K_MIN = −2560)
+      F32[(8192 + i) >> 2] = w1 * +F64[(98432 + ((((~~k1) + 2560) | 0) << 3)) >> 3];
+      F32[(8196 + i) >> 2] = w2 * +F64[(98432 + ((((~~k2) + 2560) | 0) << 3)) >> 3];
+    }
+    if ((i | 0) < (end | 0)) left = mdPowOne(i, left, y1, y2, zero1, zero2) | 0;
+    return left | 0;
+  }
+
+  /**
+   * mdPow's element at byte offset i of the scratch blocks, alone: computed as there when both
+   * operands are general and normal, +0 where zero1 / zero2 say so, else its index appended to
+   * MD_LIST. Returns the new count of listed elements.
+   */
+  function mdPowOne(i: number, left: number, y1: number, y2: number, zero1: number, zero2: number): number {
+    i = i | 0; left = left | 0; y1 = +y1; y2 = +y2; zero1 = zero1 | 0; zero2 = zero2 | 0;
+    var u = 0, v = 0, s1 = 0, s2 = 0, r1 = 0.0, r2 = 0.0, p1 = 0.0, p2 = 0.0, t = 0.0, k = 0.0, fr = 0.0, w = 0.0;
+    u = I32[(8192 + i) >> 2] | 0; v = I32[(16384 + i) >> 2] | 0;
+    if ((zero1 & (((u | 0) == 0) as unknown as number) & (((v >>> 0) < 0x7f800000) as unknown as number) | zero2 & (((v | 0) == 0) as unknown as number) & (((u >>> 0) < 0x7f800000) as unknown as number)) != 0) {
+      F32[(8192 + i) >> 2] = fround(0);
+      return left | 0;
+    }
+    if ((((((u - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((u | 0) == 0x3f800000) as unknown as number) | ((((v - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((v | 0) == 0x3f800000) as unknown as number)) != 0) {
+      I32[(24576 + (left << 2)) >> 2] = i >> 2;
+      return (left + 1) | 0;
+    }
+    s1 = u >> 19; s2 = v >> 19;
+    r1 = +F32[(8192 + i) >> 2] * +F64[(32896 + (s1 << 3)) >> 3] - 1.0;
+    r2 = +F32[(16384 + i) >> 2] * +F64[(32896 + (s2 << 3)) >> 3] - 1.0;
+    p1 = +F64[4100] * r1; p2 = +F64[4100] * r2;
+    p1 = p1 + +F64[4099]; p2 = p2 + +F64[4099];
+    p1 = p1 * r1; p2 = p2 * r2;
+    p1 = p1 + +F64[4098]; p2 = p2 + +F64[4098];
+    p1 = p1 * r1; p2 = p2 * r2;
+    p1 = p1 + +F64[4097]; p2 = p2 + +F64[4097];
+    p1 = p1 * r1; p2 = p2 * r2;
+    p1 = p1 + +F64[4096]; p2 = p2 + +F64[4096];
+    t = y1 * (+F64[(65664 + (s1 << 3)) >> 3] + p1 * r1) + y2 * (+F64[(65664 + (s2 << 3)) >> 3] + p2 * r2);
+    k = +floor(t * 16.0 + 0.5);
+    fr = t - k * 0.0625;
+    w = +F64[4105] * fr; w = w + +F64[4104];
+    w = w * fr; w = w + +F64[4103];
+    w = w * fr; w = w + +F64[4102];
+    w = w * fr; w = w + +F64[4101];
+    F32[(8192 + i) >> 2] = w * +F64[(98432 + ((((~~k) + 2560) | 0) << 3)) >> 3];
+    return left | 0;
+  }
+
+  return { trainDifference: trainDifference, narrowF16: narrowF16, mdAbs: mdAbs, mdPow: mdPow, mdCombine: mdCombine };
 }
 
 /** A module instance and the counts words of its heap (see HEAP_RESERVED). */
@@ -132,12 +234,22 @@ export interface Kernels { k: ReturnType<typeof kernelModule>; counts: Int32Arra
 /**
  * The first bytes of every heap hold narrowF16's tables (Int32 base, shift and bias per sign
  * and exponent, at bytes 0, 2048 and 4096; conversions.ts f16NarrowTables), its two counts
- * (bytes 6144 and 6148, Int32 words 1536 and 1537) and multiply difference's two scratch
- * blocks of MD_BLOCK fp32 (MD_SCRATCH, MD_SCRATCH + 4 · MD_BLOCK); buffers start at HEAP_RESERVED.
+ * (bytes 6144 and 6148, Int32 words 1536 and 1537), multiply difference's two scratch
+ * blocks of MD_BLOCK fp32 (MD_SCRATCH, MD_SCRATCH + 4 · MD_BLOCK), mdPow's list (MD_LIST) and
+ * its tables (POW_TABLES); buffers start at HEAP_RESERVED.
  */
 export const MD_SCRATCH = 8192;
 export const MD_BLOCK = 2048;
-export const HEAP_RESERVED = MD_SCRATCH + 8 * MD_BLOCK;
+/** mdPow's list of the elements it left to the caller: MD_BLOCK Int32 indices. */
+export const MD_LIST = MD_SCRATCH + 8 * MD_BLOCK;
+/**
+ * The pow product's tables (det-math.ts powHeapTables), as doubles: the five log and five exp
+ * coefficients (16 slots), then LOG_SCALE and LOG_HI (4096 each) and EXP_SCALE (4625).
+ */
+export const POW_TABLES = MD_LIST + 4 * MD_BLOCK;
+const POW_LOG_SCALE = POW_TABLES + 8 * 16, POW_LOG_HI = POW_LOG_SCALE + 8 * 4096, POW_EXP_SCALE = POW_LOG_HI + 8 * 4096;
+/** Where buffers start: after the pow tables, rounded up to a page (the O_DIRECT writer takes them). */
+export const HEAP_RESERVED = Math.ceil((POW_EXP_SCALE + 8 * 4625) / 4096) * 4096;
 
 const instances = new WeakMap<ArrayBufferLike, Kernels>();
 
@@ -153,8 +265,22 @@ export function asmHeap(bytes: number): ArrayBuffer {
   words.set(base, 0);
   words.set(shift, 512);
   words.set(bias, 1024);
+  // mdPow's literal offsets (asm.js takes no constants from outside the module) are these
+  const pow = powHeapTables();
+  if (MD_LIST !== 24576 || POW_TABLES !== 32768 || POW_LOG_SCALE !== 32896 || POW_LOG_HI !== 65664 || POW_EXP_SCALE !== 98432 || pow.expScale.length !== 4625) throw new Error("asm heap layout");
+  const doubles = new Float64Array(heap, POW_TABLES, (POW_EXP_SCALE - POW_TABLES) / 8 + pow.expScale.length);
+  doubles.set(pow.logp, 0);
+  doubles.set(pow.expp, 5);
+  doubles.set(pow.logScale, (POW_LOG_SCALE - POW_TABLES) / 8);
+  doubles.set(pow.logHi, (POW_LOG_HI - POW_TABLES) / 8);
+  doubles.set(pow.expScale, (POW_EXP_SCALE - POW_TABLES) / 8);
   instances.set(heap, { k: kernelModule(globalThis, undefined, heap), counts: new Int32Array(heap, 6144, 2) });
   return heap;
+}
+
+/** The kernels bound to `heap`, if it is an asm heap (asmHeap). */
+export function kernelsOf(heap: ArrayBufferLike): Kernels | undefined {
+  return instances.get(heap);
 }
 
 /** The kernels bound to the heap all of `arrays` are views of, if they share one. */
