@@ -97,6 +97,34 @@ function kernelModule(stdlib: typeof globalThis, _foreign: unknown, heap: ArrayB
   }
 
   /**
+   * fp16 bits at `src` -> fp32 bits at `dst`, n elements: dtypes.f16BitsToF32Bits for every
+   * code. A normal value (exponent field 1..30) is rebiased in one add (112 << 10) and shifted;
+   * zeros, subnormals (m·2^−24, exact in fp32, then the sign), infinities and NaNs (payload
+   * shifted, quiet bit kept) by branches a model's weights seldom take.
+   */
+  function widenF16(src: number, dst: number, n: number): void {
+    src = src | 0; dst = dst | 0; n = n | 0;
+    var i = 0, h = 0, e = 0, m = 0, sign = 0, at = 0;
+    for (i = 0; (i | 0) < (n | 0); i = (i + 1) | 0) {
+      h = U16[(src + (i << 1)) >> 1] | 0;
+      e = h & 0x7c00;
+      at = (dst + (i << 2)) | 0;
+      if (((e - 0x400) >>> 0) < 0x7800) {
+        I32[at >> 2] = ((h & 0x8000) << 16) | (((h & 0x7fff) + 0x1c000) << 13);
+        continue;
+      }
+      sign = (h & 0x8000) << 16;
+      m = h & 0x3ff;
+      if ((e | 0) == 0x7c00) I32[at >> 2] = sign | 0x7f800000 | (m << 13);
+      else if ((m | 0) == 0) I32[at >> 2] = sign;
+      else {
+        F32[at >> 2] = fround(fround(m | 0) * fround(5.9604644775390625e-8));
+        I32[at >> 2] = I32[at >> 2] | sign;
+      }
+    }
+  }
+
+  /**
    * Multiply difference's first pass over a block of n <= MD_BLOCK elements: |A − C| and
    * |B − C| into the heap's two scratch blocks (MD_SCRATCH), for the pow product.
    */
@@ -133,99 +161,67 @@ function kernelModule(stdlib: typeof globalThis, _foreign: unknown, heap: ArrayB
    * y1, y2 with pow_in_range (the caller checks; else it runs powProductF32Array). Its tables
    * are in the heap (POW_TABLES: the log and exp coefficients, then LOG_SCALE, LOG_HI and
    * EXP_SCALE as doubles). Elements with both operands normal, positive, finite and not 1 are
-   * computed here, two at a time when both of a pair are (independent chains the CPU overlaps);
-   * zero1 / zero2 (zero_kills) make an exact-zero first / second operand give +0 where the other
+   * computed here, one per step (two per step, as powProductF32Array does, ran slower here:
+   * V8's wasm code spilled to the stack); zero1 / zero2 (zero_kills) make an exact-zero first / second operand give +0 where the other
    * is finite, as native skips A = C; the indices of the rest are listed at MD_LIST, for the
    * caller to compute with powProductF32. Returns their count.
    */
   function mdPow(n: number, y1: number, y2: number, zero1: number, zero2: number): number {
     n = n | 0; y1 = +y1; y2 = +y2; zero1 = zero1 | 0; zero2 = zero2 | 0;
-    var i = 0, end = 0, left = 0, u1 = 0, v1 = 0, u2 = 0, v2 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0;
+    var i = 0, end = 0, left = 0, u = 0, v = 0, s1 = 0, s2 = 0;
     var lp0 = 0.0, lp1 = 0.0, lp2 = 0.0, lp3 = 0.0, lp4 = 0.0, ep0 = 0.0, ep1 = 0.0, ep2 = 0.0, ep3 = 0.0, ep4 = 0.0;
-    var r1 = 0.0, r2 = 0.0, r3 = 0.0, r4 = 0.0, p1 = 0.0, p2 = 0.0, p3 = 0.0, p4 = 0.0;
-    var t1 = 0.0, t2 = 0.0, k1 = 0.0, k2 = 0.0, f1 = 0.0, f2 = 0.0, w1 = 0.0, w2 = 0.0;
+    var r1 = 0.0, r2 = 0.0, p1 = 0.0, p2 = 0.0, t = 0.0, k = 0.0, fr = 0.0, w = 0.0;
     lp0 = +F64[4096]; lp1 = +F64[4097]; lp2 = +F64[4098]; lp3 = +F64[4099]; lp4 = +F64[4100];
     ep0 = +F64[4101]; ep1 = +F64[4102]; ep2 = +F64[4103]; ep3 = +F64[4104]; ep4 = +F64[4105];
     end = n << 2;
-    for (i = 0; ((i + 4) | 0) < (end | 0); i = (i + 8) | 0) {
-      u1 = I32[(8192 + i) >> 2] | 0; v1 = I32[(16384 + i) >> 2] | 0;
-      u2 = I32[(8196 + i) >> 2] | 0; v2 = I32[(16388 + i) >> 2] | 0;
-      // each operand's bits in [2^23, 0x7f800000) and not 1.0's: `|`, one branch for the eight tests
-      if ((((((u1 - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((u1 | 0) == 0x3f800000) as unknown as number) | ((((v1 - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((v1 | 0) == 0x3f800000) as unknown as number)
-        | ((((u2 - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((u2 | 0) == 0x3f800000) as unknown as number) | ((((v2 - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((v2 | 0) == 0x3f800000) as unknown as number)) != 0) {
-        left = mdPowOne(i, left, y1, y2, zero1, zero2) | 0;
-        left = mdPowOne((i + 4) | 0, left, y1, y2, zero1, zero2) | 0;
+    for (i = 0; (i | 0) < (end | 0); i = (i + 4) | 0) {
+      u = I32[(8192 + i) >> 2] | 0; v = I32[(16384 + i) >> 2] | 0;
+      // both operands' bits in [2^23, 0x7f800000) and not 1.0's: `|`, one branch for the four tests
+      if ((((((u - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((u | 0) == 0x3f800000) as unknown as number) | ((((v - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((v | 0) == 0x3f800000) as unknown as number)) != 0) {
+        left = mdPowOne(i, left, zero1, zero2) | 0;
         continue;
       }
-      s1 = u1 >> 19; s2 = v1 >> 19; s3 = u2 >> 19; s4 = v2 >> 19;
+      s1 = u >> 19; s2 = v >> 19;
       r1 = +F32[(8192 + i) >> 2] * +F64[(32896 + (s1 << 3)) >> 3] - 1.0;
       r2 = +F32[(16384 + i) >> 2] * +F64[(32896 + (s2 << 3)) >> 3] - 1.0;
-      r3 = +F32[(8196 + i) >> 2] * +F64[(32896 + (s3 << 3)) >> 3] - 1.0;
-      r4 = +F32[(16388 + i) >> 2] * +F64[(32896 + (s4 << 3)) >> 3] - 1.0;
-      p1 = lp4 * r1; p2 = lp4 * r2; p3 = lp4 * r3; p4 = lp4 * r4;
-      p1 = p1 + lp3; p2 = p2 + lp3; p3 = p3 + lp3; p4 = p4 + lp3;
-      p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
-      p1 = p1 + lp2; p2 = p2 + lp2; p3 = p3 + lp2; p4 = p4 + lp2;
-      p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
-      p1 = p1 + lp1; p2 = p2 + lp1; p3 = p3 + lp1; p4 = p4 + lp1;
-      p1 = p1 * r1; p2 = p2 * r2; p3 = p3 * r3; p4 = p4 * r4;
-      p1 = p1 + lp0; p2 = p2 + lp0; p3 = p3 + lp0; p4 = p4 + lp0;
-      t1 = y1 * (+F64[(65664 + (s1 << 3)) >> 3] + p1 * r1) + y2 * (+F64[(65664 + (s2 << 3)) >> 3] + p2 * r2);
-      t2 = y1 * (+F64[(65664 + (s3 << 3)) >> 3] + p3 * r3) + y2 * (+F64[(65664 + (s4 << 3)) >> 3] + p4 * r4);
-      k1 = +floor(t1 * 16.0 + 0.5); k2 = +floor(t2 * 16.0 + 0.5);
-      f1 = t1 - k1 * 0.0625; f2 = t2 - k2 * 0.0625;
-      w1 = ep4 * f1; w2 = ep4 * f2; w1 = w1 + ep3; w2 = w2 + ep3;
-      w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep2; w2 = w2 + ep2;
-      w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep1; w2 = w2 + ep1;
-      w1 = w1 * f1; w2 = w2 * f2; w1 = w1 + ep0; w2 = w2 + ep0;
-      // the fp32 stores: the one rounding of each (EXP_SCALE index k − EXP_K_MIN, EXP_K_MIN = −2560)
-      F32[(8192 + i) >> 2] = w1 * +F64[(98432 + ((((~~k1) + 2560) | 0) << 3)) >> 3];
-      F32[(8196 + i) >> 2] = w2 * +F64[(98432 + ((((~~k2) + 2560) | 0) << 3)) >> 3];
+      p1 = lp4 * r1; p2 = lp4 * r2;
+      p1 = p1 + lp3; p2 = p2 + lp3;
+      p1 = p1 * r1; p2 = p2 * r2;
+      p1 = p1 + lp2; p2 = p2 + lp2;
+      p1 = p1 * r1; p2 = p2 * r2;
+      p1 = p1 + lp1; p2 = p2 + lp1;
+      p1 = p1 * r1; p2 = p2 * r2;
+      p1 = p1 + lp0; p2 = p2 + lp0;
+      t = y1 * (+F64[(65664 + (s1 << 3)) >> 3] + p1 * r1) + y2 * (+F64[(65664 + (s2 << 3)) >> 3] + p2 * r2);
+      k = +floor(t * 16.0 + 0.5);
+      fr = t - k * 0.0625;
+      w = ep4 * fr; w = w + ep3;
+      w = w * fr; w = w + ep2;
+      w = w * fr; w = w + ep1;
+      w = w * fr; w = w + ep0;
+      // the fp32 store: the one rounding (EXP_SCALE index k − EXP_K_MIN, EXP_K_MIN = −2560)
+      F32[(8192 + i) >> 2] = w * +F64[(98432 + ((((~~k) + 2560) | 0) << 3)) >> 3];
     }
-    if ((i | 0) < (end | 0)) left = mdPowOne(i, left, y1, y2, zero1, zero2) | 0;
     return left | 0;
   }
 
   /**
-   * mdPow's element at byte offset i of the scratch blocks, alone: computed as there when both
-   * operands are general and normal, +0 where zero1 / zero2 say so, else its index appended to
-   * MD_LIST. Returns the new count of listed elements.
+   * mdPow's element at byte offset i of the scratch blocks with a special operand: +0 where
+   * zero1 / zero2 say so, else its index appended to MD_LIST. Returns the new count listed.
    */
-  function mdPowOne(i: number, left: number, y1: number, y2: number, zero1: number, zero2: number): number {
-    i = i | 0; left = left | 0; y1 = +y1; y2 = +y2; zero1 = zero1 | 0; zero2 = zero2 | 0;
-    var u = 0, v = 0, s1 = 0, s2 = 0, r1 = 0.0, r2 = 0.0, p1 = 0.0, p2 = 0.0, t = 0.0, k = 0.0, fr = 0.0, w = 0.0;
+  function mdPowOne(i: number, left: number, zero1: number, zero2: number): number {
+    i = i | 0; left = left | 0; zero1 = zero1 | 0; zero2 = zero2 | 0;
+    var u = 0, v = 0;
     u = I32[(8192 + i) >> 2] | 0; v = I32[(16384 + i) >> 2] | 0;
     if ((zero1 & (((u | 0) == 0) as unknown as number) & (((v >>> 0) < 0x7f800000) as unknown as number) | zero2 & (((v | 0) == 0) as unknown as number) & (((u >>> 0) < 0x7f800000) as unknown as number)) != 0) {
       F32[(8192 + i) >> 2] = fround(0);
       return left | 0;
     }
-    if ((((((u - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((u | 0) == 0x3f800000) as unknown as number) | ((((v - 0x00800000) >>> 0) >= 0x7f000000) as unknown as number) | (((v | 0) == 0x3f800000) as unknown as number)) != 0) {
-      I32[(24576 + (left << 2)) >> 2] = i >> 2;
-      return (left + 1) | 0;
-    }
-    s1 = u >> 19; s2 = v >> 19;
-    r1 = +F32[(8192 + i) >> 2] * +F64[(32896 + (s1 << 3)) >> 3] - 1.0;
-    r2 = +F32[(16384 + i) >> 2] * +F64[(32896 + (s2 << 3)) >> 3] - 1.0;
-    p1 = +F64[4100] * r1; p2 = +F64[4100] * r2;
-    p1 = p1 + +F64[4099]; p2 = p2 + +F64[4099];
-    p1 = p1 * r1; p2 = p2 * r2;
-    p1 = p1 + +F64[4098]; p2 = p2 + +F64[4098];
-    p1 = p1 * r1; p2 = p2 * r2;
-    p1 = p1 + +F64[4097]; p2 = p2 + +F64[4097];
-    p1 = p1 * r1; p2 = p2 * r2;
-    p1 = p1 + +F64[4096]; p2 = p2 + +F64[4096];
-    t = y1 * (+F64[(65664 + (s1 << 3)) >> 3] + p1 * r1) + y2 * (+F64[(65664 + (s2 << 3)) >> 3] + p2 * r2);
-    k = +floor(t * 16.0 + 0.5);
-    fr = t - k * 0.0625;
-    w = +F64[4105] * fr; w = w + +F64[4104];
-    w = w * fr; w = w + +F64[4103];
-    w = w * fr; w = w + +F64[4102];
-    w = w * fr; w = w + +F64[4101];
-    F32[(8192 + i) >> 2] = w * +F64[(98432 + ((((~~k) + 2560) | 0) << 3)) >> 3];
-    return left | 0;
+    I32[(24576 + (left << 2)) >> 2] = i >> 2;
+    return (left + 1) | 0;
   }
 
-  return { trainDifference: trainDifference, narrowF16: narrowF16, mdAbs: mdAbs, mdPow: mdPow, mdCombine: mdCombine };
+  return { trainDifference: trainDifference, narrowF16: narrowF16, widenF16: widenF16, mdAbs: mdAbs, mdPow: mdPow, mdCombine: mdCombine };
 }
 
 /** A module instance and the counts words of its heap (see HEAP_RESERVED). */
