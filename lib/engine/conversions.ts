@@ -2,7 +2,8 @@
  * Table-driven array conversions for the TS engine: the same bits as the scalar conversions in
  * lib/dtypes.ts (the definitions, kept as they are), several times faster per element.
  *
- * - Widening: fp16 by a 65536-entry table of fp32 bits, bf16 by a shift, fp8 by 256-entry tables.
+ * - Widening: fp16 by an asm.js rebias (asm-kernels.ts; f16WidenTable holds the same bits), bf16
+ *   by a shift, fp8 by 256-entry tables.
  *   Values move as bits (Uint32Array), never through a JS number, so NaN payloads survive.
  * - fp32 -> fp16: for results in the normal range an integer rebias-and-round (narrowF16); else
  *   the classic exponent-indexed table method. The sign and exponent (the top 9
@@ -85,9 +86,12 @@ export function f32BitsToF8ByTable(bits: number, dtype: "F8_E4M3" | "F8_E5M2"): 
   return f8NarrowTable(dtype)[((bits >>> 16) << 1) | (((bits & 0xffff) + 0xffff) >>> 16)]!;
 }
 
+/** fp16 bits -> fp32 bits: asm-kernels.ts widenF16 (the same bits as f16WidenTable's entries). */
 export function widenF16(src: Uint16Array, dst: Uint32Array, n: number): void {
-  const table = f16WidenTable();
-  for (let i = 0; i < n; i++) dst[i] = table[src[i]!]!;
+  runAsm(({ k }, [from, to], len) => {
+    k.widenF16(from!, to!, len);
+    return 0;
+  }, dst, [src], n);
 }
 
 export function widenBf16(src: Uint16Array, dst: Uint32Array, n: number): void {

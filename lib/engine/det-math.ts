@@ -210,6 +210,18 @@ const EXP_K_MIN = -160 * EXP_N, EXP_K_MAX = 129 * EXP_N;
 const EXP_SCALE = new Float64Array(EXP_K_MAX - EXP_K_MIN + 1);
 for (let k = EXP_K_MIN; k <= EXP_K_MAX; k++) EXP_SCALE[k - EXP_K_MIN] = EXP2J[k & (EXP_N - 1)]! * POW2[(k >> 4) - POW2_MIN]!;
 
+/** The tables above, for asm-kernels.ts mdPow (which copies them into each asm heap). */
+export function powHeapTables(): { logp: Float64Array; expp: Float64Array; logScale: Float64Array; logHi: Float64Array; expScale: Float64Array } {
+  return { logp: LOGP, expp: EXPP, logScale: LOG_SCALE, logHi: LOG_HI, expScale: EXP_SCALE };
+}
+
+/** Whether powProductF32Array (and mdPow) may take their fast path: pow_in_range (method_kernels_simd.h). */
+export function powFastExponents(y1: number, y2: number): boolean {
+  return y1 !== 0 && y2 !== 0 && Number.isFinite(y1) && Number.isFinite(y2) && y1 >= 0 && y2 >= 0 && y1 + y2 <= 1 + 2 ** -20;
+}
+/** zero_kills(y1, y2): x1 = 0 makes the product +0 whatever the finite x2 (method_kernels_simd.h). */
+export const powZeroKills = (y1: number, y2: number): boolean => y1 > 0 && y2 >= 0 && y2 <= 1;
+
 /**
  * out[i] = powProductF32(x1[i], y1, x2[i], y2) for i < n: powProductF32's operations, inlined,
  * for the common element (both operands general and normal fp32: their fp32 bits give e and
@@ -222,8 +234,8 @@ export function powProductF32Array(x1: Float32Array, y1: number, x2: Float32Arra
   // int32 views: a Uint32Array element above 2^31 is no small integer to the JIT (a slower path)
   const b1 = new Int32Array(x1.buffer, x1.byteOffset, n), b2 = new Int32Array(x2.buffer, x2.byteOffset, n);
   // method_kernels_simd.h pow_in_range and zero_kills
-  const fast = y1 !== 0 && y2 !== 0 && Number.isFinite(y1) && Number.isFinite(y2) && y1 >= 0 && y2 >= 0 && y1 + y2 <= 1 + 2 ** -20;
-  const zero1 = y1 > 0 && y2 >= 0 && y2 <= 1, zero2 = y2 > 0 && y1 >= 0 && y1 <= 1;
+  const fast = powFastExponents(y1, y2);
+  const zero1 = powZeroKills(y1, y2), zero2 = powZeroKills(y2, y1);
   const lp0 = LOGP[0]!, lp1 = LOGP[1]!, lp2 = LOGP[2]!, lp3 = LOGP[3]!, lp4 = LOGP[4]!;
   const ep0 = EXPP[0]!, ep1 = EXPP[1]!, ep2 = EXPP[2]!, ep3 = EXPP[3]!, ep4 = EXPP[4]!;
   const scale = LOG_SCALE, hi = LOG_HI, exps = EXP_SCALE;

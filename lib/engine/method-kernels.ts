@@ -1,11 +1,11 @@
 /**
  * The element-wise method kernels of the TS engine: native/core/method_kernels.cc statement for
  * statement. Every fp32 operation is wrapped in Math.fround (one rounding each, in the written
- * order); the product of powers of multiply-difference is det-math.ts's powProductF32Array
- * (merge_pow_product's algorithm: doubles inside, one rounding).
+ * order); the product of powers of multiply-difference is merge_pow_product's algorithm
+ * (doubles inside, one rounding): asm-kernels.ts mdPow, or det-math.ts's powProductF32Array.
  */
-import { MD_BLOCK, MD_SCRATCH, runAsm } from "./asm-kernels";
-import { powProductF32Array } from "./det-math";
+import { ASM_HEAP_UNIT, MD_BLOCK, MD_LIST, MD_SCRATCH, asmHeap, kernelsOf, runAsm, type Kernels } from "./asm-kernels";
+import { powFastExponents, powProductF32, powProductF32Array, powZeroKills } from "./det-math";
 
 const f = Math.fround;
 
@@ -41,6 +41,51 @@ export function trainDifferenceExact(ai: number, bi: number, ci: number, p0: num
   const v = f(nd * p0);
   return f(ai + v);
 }
+
+/**
+ * The pow product x1^y1 · x2^y2 of the n <= MD_BLOCK elements in a heap's two scratch blocks,
+ * in place in the first: asm-kernels.ts mdPow where pow_in_range holds (the elements it lists
+ * back, with a special operand, by powProductF32), else powProductF32Array.
+ */
+function mdPowOf(y1: number, y2: number): (kernels: Kernels, n: number) => void {
+  const views = (buffer: ArrayBufferLike) => ({
+    x1: new Float32Array(buffer, MD_SCRATCH, MD_BLOCK), x2: new Float32Array(buffer, MD_SCRATCH + 4 * MD_BLOCK, MD_BLOCK),
+    list: new Int32Array(buffer, MD_LIST, MD_BLOCK),
+  });
+  if (!powFastExponents(y1, y2)) return ({ counts }, n) => {
+    const { x1, x2 } = views(counts.buffer);
+    powProductF32Array(x1, y1, x2, y2, x1, n);
+  };
+  const zero1 = +powZeroKills(y1, y2), zero2 = +powZeroKills(y2, y1);
+  return ({ k, counts }, n) => {
+    const left = k.mdPow(n, y1, y2, zero1, zero2);
+    if (left === 0) return;
+    const { x1, x2, list } = views(counts.buffer);
+    for (let j = 0; j < left; j++) {
+      const i = list[j]!;
+      x1[i] = powProductF32(x1[i]!, y1, x2[i]!, y2);
+    }
+  };
+}
+
+/**
+ * out[i] = x1[i]^y1 · x2[i]^y2 for i < n, computed as multiply-difference computes it (mdPowOf,
+ * through the scratch blocks of an asm heap of its own): for tests, beside powProductF32Array.
+ */
+export function powProductF32Blocks(x1: Float32Array, y1: number, x2: Float32Array, y2: number, out: Float32Array, n: number): void {
+  const heap = (testHeap ??= asmHeap(ASM_HEAP_UNIT));
+  const kernels = kernelsOf(heap)!;
+  const pow = mdPowOf(y1, y2);
+  const s1 = new Float32Array(heap, MD_SCRATCH, MD_BLOCK), s2 = new Float32Array(heap, MD_SCRATCH + 4 * MD_BLOCK, MD_BLOCK);
+  for (let start = 0; start < n; start += MD_BLOCK) {
+    const block = Math.min(MD_BLOCK, n - start);
+    s1.set(x1.subarray(start, start + block));
+    s2.set(x2.subarray(start, start + block));
+    pow(kernels, block);
+    out.set(s1.subarray(0, block), start);
+  }
+}
+let testHeap: ArrayBuffer | undefined;
 
 type Kernel = (out: Float32Array, x: Float32Array[], p: number[], n: number) => void;
 
@@ -87,13 +132,14 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
     //   negf(m) where sg < 0 as a product by ±1, without a branch on the (random) sign: a
     //   product by −1 negates a number exactly and gives back a NaN operand as it is (IEEE 754
     //   6.2.3 keeps its payload; x86-64 and AArch64 keep its sign too), which is negf.
-    runAsm(({ k, counts }, [oa, ob, oc, or], len) => {
-      const pa = new Float32Array(counts.buffer, MD_SCRATCH, MD_BLOCK), pb = new Float32Array(counts.buffer, MD_SCRATCH + 4 * MD_BLOCK, MD_BLOCK);
+    // - the pow product: mdPowOf.
+    const pow = mdPowOf(p0, p1);
+    runAsm((kernels, [oa, ob, oc, or], len) => {
       for (let start = 0; start < len; start += MD_BLOCK) {
         const block = Math.min(MD_BLOCK, len - start), at = 4 * start;
-        k.mdAbs(oa! + at, ob! + at, oc! + at, block);
-        powProductF32Array(pa, p0, pb, p1, pa, block);
-        k.mdCombine(oa! + at, ob! + at, oc! + at, or! + at, block, p2, p3);
+        kernels.k.mdAbs(oa! + at, ob! + at, oc! + at, block);
+        pow(kernels, block);
+        kernels.k.mdCombine(oa! + at, ob! + at, oc! + at, or! + at, block, p2, p3);
       }
       return 0;
     }, r, [a!, b!, c!], n);

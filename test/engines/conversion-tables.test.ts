@@ -9,6 +9,7 @@
  * The scalar conversions of lib/dtypes.ts must agree on the same inputs (the engines' contract).
  */
 import { strict as assert } from "node:assert";
+import { HEAP_RESERVED, asmHeap } from "../../lib/engine/asm-kernels";
 import { f32BitsToF16, f32BitsToF8E4m3, f32BitsToF8E5m2 } from "../../lib/dtypes";
 import {
   f16WidenTable, f32BitsToF16ByTable, f32BitsToF8ByTable, narrowF16, narrowF8, widenBf16, widenF16, widenF8,
@@ -78,8 +79,14 @@ describe("engine conversion tables against an independent formula", function () 
     const f16 = new Uint32Array(65536), bf16 = new Uint32Array(65536);
     widenF16(codes, f16, 65536);
     widenBf16(codes, bf16, 65536);
+    // the asm kernel also where the chunk loop runs it: codes and results in one asm heap
+    const heap = asmHeap(HEAP_RESERVED + 6 * 65536);
+    const heapCodes = new Uint16Array(heap, HEAP_RESERVED, 65536), heapF16 = new Uint32Array(heap, HEAP_RESERVED + 2 * 65536, 65536);
+    heapCodes.set(codes);
+    widenF16(heapCodes, heapF16, 65536);
     for (let h = 0; h < 65536; h++) {
       assert.equal(f16[h], widenReference(h, F16, f16Nan), `fp16 0x${h.toString(16)}`);
+      assert.equal(heapF16[h], f16[h], `fp16 0x${h.toString(16)} in an asm heap`);
       assert.equal(f16WidenTable()[h], f16[h]);
       assert.equal(bf16[h], h * 65536, `bf16 0x${h.toString(16)}`);
     }

@@ -3,7 +3,8 @@
  * (det-math.ts powProductF32Array, method-kernels.ts), which replace per-element steps by
  * table entries (LOG_SCALE, LOG_HI, EXP_SCALE) and run the kernel in blocks of 2048 elements:
  *
- * - powProductF32Array over millions of values (every fp32 exponent, subnormals, values near 1,
+ * - powProductF32Array, and the asm.js kernel multiply-difference runs (asm-kernels.ts mdPow,
+ *   through method-kernels.ts powProductF32Blocks), over millions of values (every fp32 exponent, subnormals, values near 1,
  *   weight-difference sizes, exact powers of two, ±0, ∞, NaN) against an independent reference,
  *   Math.pow(x1, y1)·Math.pow(x2, y2) in double (relative error ~2^-52): within the algorithm's
  *   documented 0.505 fp32 ulp; exactly the reference where the result is a power of two (the
@@ -16,7 +17,7 @@
 import { strict as assert } from "node:assert";
 import { readFileSync, writeFileSync } from "node:fs";
 import { powProductF32, powProductF32Array } from "../../lib/engine/det-math";
-import { METHOD_KERNELS } from "../../lib/engine/method-kernels";
+import { METHOD_KERNELS, powProductF32Blocks } from "../../lib/engine/method-kernels";
 import { capabilities, runNativeJob } from "../../lib/native/binding";
 import { DT, KERNEL, makeJob, rng, tempDir, valueOf } from "../native/helpers";
 
@@ -58,16 +59,18 @@ describe("multiply-difference's pow product by blocks and tables (TS engine)", f
     ([y1, y2]) => [f(y1!), f(y2!)] as [number, number],
   );
 
-  it("is within 0.505 ulp of Math.pow·Math.pow in double, exact on powers of two, IEEE pow on special operands, powProductF32's bits", () => {
-    const out = new Float32Array(N);
+  it("is within 0.505 ulp of Math.pow·Math.pow in double, exact on powers of two, IEEE pow on special operands, powProductF32's bits (JS and asm.js)", () => {
+    const out = new Float32Array(N), outAsm = new Float32Array(N);
     for (const [y1, y2] of pairs) {
       powProductF32Array(x1, y1, x2, y2, out, N);
+      powProductF32Blocks(x1, y1, x2, y2, outAsm, N);
       let worst = 0, compared = 0, exact = 0;
       for (let i = 0; i < N; i++) {
         const a = x1[i]!, b = x2[i]!, got = out[i]!;
         const want = Math.pow(a, y1) * Math.pow(b, y2);
         const scalar = powProductF32(a, y1, b, y2);
         if (!Object.is(got, scalar) && !(Number.isNaN(got) && Number.isNaN(scalar))) assert.fail(`(${y1}, ${y2}) pow(${a})·pow(${b}): ${got}, scalar ${scalar}`);
+        if (!Object.is(outAsm[i], scalar) && !(Number.isNaN(outAsm[i]!) && Number.isNaN(scalar))) assert.fail(`(${y1}, ${y2}) pow(${a})·pow(${b}): asm ${outAsm[i]}, scalar ${scalar}`);
         // powProductF32's operand classes: a general operand enters the log sum, another is
         // the factor IEEE pow gives it (Math.pow is IEEE pow there)
         const g1 = y1 !== 0 && a > 0 && a < Infinity && a !== 1, g2 = y2 !== 0 && b > 0 && b < Infinity && b !== 1;
