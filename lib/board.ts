@@ -10,12 +10,15 @@ import { MergeError } from "./errors";
 import type { MergeProgress } from "./merge";
 import { checkFreeSpace, checkTargets, commitFile, patchFile, removeQuietly, removeStaleTemps, tempPathFor } from "./outputs";
 import { materialiseSideFile } from "./formats/ckpt/strided";
+import type { InputCache } from "./native/job";
 import type { BoardPlan } from "./plan";
 
 export interface RunOptions {
   engine: "native" | "js";
   threads?: number;
   isa?: "auto" | "scalar" | "avx2" | "avx512";
+  /** Page cache policy for uncached inputs (Job.inputCache); default "auto". */
+  inputCache?: InputCache;
   overwrite?: boolean;
   onProgress?: (progress: MergeProgress) => void;
   signal?: AbortSignal;
@@ -101,6 +104,7 @@ export async function executePlan(plan: BoardPlan, options: RunOptions, started 
           pieces: pass.pieces,
           threads,
           isa: options.isa ?? "auto",
+          ...(options.inputCache ? { inputCache: options.inputCache } : {}),
           control,
         },
         options.engine,

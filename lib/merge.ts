@@ -24,6 +24,7 @@ import { blockMapOf, rowParamsOf, type RecipeRow } from "./recipes/types";
 import { checkParamName, checkRowParams, perBlockOption } from "./methods/params";
 import { ProtectedFiles, checkTargets, diskNeeds, planConfigCopies, type ConfigCopy } from "./outputs";
 import { missingKeyWarnings, type MissingKeysWarning } from "./keys";
+import { INPUT_CACHE_MODES, type InputCache } from "./native/job";
 import { planBoard, type BoardPlan, type PlanStats } from "./plan";
 import { mergeHfFolders, mergesFolders } from "./hf/merge-folders";
 import { manyMethodNames, mergeMany, validateManyInputs } from "./merge-many";
@@ -114,6 +115,14 @@ export interface MergeOptions {
   threads?: number;
   /** Force a kernel set of the native engine ("auto" by default). */
   isa?: "auto" | "scalar" | "avx2" | "avx512";
+  /**
+   * What the native engine does with the page cache when it reads inputs that are not cached:
+   * "keep" leaves them cached for the next merge of the same models (unless they are more than
+   * half the RAM), "bypass" reads them with O_DIRECT and leaves nothing cached, "auto" (default)
+   * bypasses on a virtual machine, where each fresh page-cache page costs a host fault, and keeps
+   * on bare metal. The bytes written are the same either way.
+   */
+  inputCache?: InputCache;
   /** Extra safetensors metadata for the outputs. */
   metadata?: Record<string, string>;
   /**
@@ -207,7 +216,7 @@ export interface MergeReport {
   shards?: { name: string; tensors: number; bytes: number }[];
 }
 
-const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "blocks", "betaBlocks", "paramWeights", "paramBlocks", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "metadata", "recipeMetadata", "base", "models", "modelWeights", "params", "modelParams", "modelDirs", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal", "shardSize"] as const;
+const OPTION_KEYS = ["a", "b", "c", "method", "multiplier", "alpha", "beta", "weights", "betaWeights", "blocks", "betaBlocks", "paramWeights", "paramBlocks", "clamp", "dtype", "out", "format", "overwrite", "engine", "threads", "isa", "inputCache", "metadata", "recipeMetadata", "base", "models", "modelWeights", "params", "modelParams", "modelDirs", "vae", "discard", "prune", "config", "dryRun", "onProgress", "signal", "shardSize"] as const;
 
 /** Output path for one multiplier of a sweep. */
 export function sweepOutputPath(out: string, multiplier: number, count: number): string {
@@ -286,6 +295,7 @@ function validateOptions(options: MergeOptions) {
     engine: resolveEngine(options.engine === undefined ? "auto" : requireOneOf("engine", options.engine, ["auto", "native", "js"] as const)),
     threads: options.threads === undefined ? defaultThreads() : requireInteger("threads", options.threads, 1, 1024),
     isa: options.isa === undefined ? "auto" as const : requireOneOf("isa", options.isa, ["auto", "scalar", "avx2", "avx512"] as const),
+    inputCache: options.inputCache === undefined ? undefined : requireOneOf("inputCache", options.inputCache, INPUT_CACHE_MODES),
     format: options.format === undefined ? undefined : requireOneOf("format", options.format, ["safetensors", "ckpt"] as const),
     overwrite: optionalBoolean("overwrite", options.overwrite) === true,
     dryRun: optionalBoolean("dryRun", options.dryRun) === true,
@@ -472,6 +482,7 @@ export async function finishMerge(
   const removedTemps = await preflight(plan, run.overwrite);
   const result = await executePlan(plan, {
     engine: run.engine, threads: run.threads, isa: run.isa, overwrite: run.overwrite,
+    ...(options.inputCache ? { inputCache: options.inputCache } : {}),
     ...(options.onProgress ? { onProgress: (p: MergeProgress) => options.onProgress!({ phase: "merging", ...p }) } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   }, started);

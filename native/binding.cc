@@ -57,6 +57,14 @@ public:
         else if (isa == "avx2") job->isa = MERGE_ISA_AVX2;
         else if (isa == "avx512") job->isa = MERGE_ISA_AVX512;
         else fail("job.isa must be \"auto\", \"scalar\", \"avx2\" or \"avx512\", got \"" + isa + "\"");
+        // Optional (older callers and the tests' jobs leave it out): "auto" then.
+        if (js.Has("inputCache") && !js.Get("inputCache").IsUndefined()) {
+            const std::string cache = string(js, "inputCache", "job");
+            if (cache == "auto") job->input_cache = MERGE_INPUT_CACHE_AUTO;
+            else if (cache == "keep") job->input_cache = MERGE_INPUT_CACHE_KEEP;
+            else if (cache == "bypass") job->input_cache = MERGE_INPUT_CACHE_BYPASS;
+            else fail("job.inputCache must be \"auto\", \"keep\" or \"bypass\", got \"" + cache + "\"");
+        }
     }
 
 private:

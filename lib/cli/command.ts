@@ -47,6 +47,11 @@ export const ENGINE_OPTIONS: Record<string, CommandOption> = {
   isa: { type: "string", value: "NAME", description: "force a kernel set: auto, scalar, avx2, avx512" },
 };
 
+/** The page cache policy of merge and mergekit (MergeOptions.inputCache). */
+export const INPUT_CACHE_OPTION: Record<string, CommandOption> = {
+  "input-cache": { type: "string", value: "MODE", description: "uncached inputs: auto (default: bypass on a VM, keep on bare metal), keep (leave them in the page cache for the next merge) or bypass (direct reads, nothing left cached)" },
+};
+
 /** Where models given by name or hash are looked up; every command that finds models has it. */
 export const MODEL_DIR_OPTION: Record<string, CommandOption> = {
   "model-dir": { type: "string", multiple: true, value: "DIR", description: "folder to find models given by name or hash in (repeatable; default $TENSORMERGE_MODELS or ./models)" },

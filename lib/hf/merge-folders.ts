@@ -117,6 +117,7 @@ export async function mergeHfFolders(options: MergeOptions & { shardSize?: numbe
     engine: input.engine,
     threads: input.threads,
     isa: input.isa,
+    ...(options.inputCache ? { inputCache: options.inputCache } : {}),
     ...(options.onProgress ? { onProgress: (p) => options.onProgress!({ phase: "merging", ...p }) } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   });

@@ -22,6 +22,8 @@ import { alignSlices, type AlignedModels } from "./mergekit-layout";
 import { linearStep, taskVectorStep } from "./mergekit-methods";
 import { DEFAULT_SHARD_SIZE, parseShardSize, writeHfFolder, type HfWriteReport } from "./output";
 import { modelCard, outputConfig, supportFiles } from "./support-files";
+import { INPUT_CACHE_MODES, type InputCache } from "../native/job";
+import { requireOneOf } from "../validate";
 
 export interface MergekitOptions {
   /** Path of the YAML file. */
@@ -35,6 +37,8 @@ export interface MergekitOptions {
   engine?: EngineName;
   threads?: number;
   isa?: "auto" | "scalar" | "avx2" | "avx512";
+  /** Page cache policy for uncached inputs (MergeOptions.inputCache). */
+  inputCache?: InputCache;
   onProgress?: (p: MergeProgress) => void;
   signal?: AbortSignal;
 }
@@ -283,6 +287,7 @@ export async function runMergekit(options: MergekitOptions): Promise<MergekitRep
 export async function runMergekitConfig(config: MergekitConfig, options: Omit<MergekitOptions, "config">): Promise<MergekitReport> {
   const shardSize = options.shardSize === undefined ? DEFAULT_SHARD_SIZE : parseShardSize(options.shardSize);
   const engine = resolveEngine(options.engine ?? "auto");
+  if (options.inputCache !== undefined) requireOneOf("inputCache", options.inputCache, INPUT_CACHE_MODES);
   const refs = new Map<string, string>();
   for (const s of config.models ?? config.slices!.flatMap((x) => x.sources)) refs.set(s.model, s.ref);
   if (config.baseModel) refs.set(config.baseModel.model, config.baseModel.ref);
@@ -317,6 +322,7 @@ export async function runMergekitConfig(config: MergekitConfig, options: Omit<Me
     engine,
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
     ...(options.isa ? { isa: options.isa } : {}),
+    ...(options.inputCache ? { inputCache: options.inputCache } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   });

@@ -23,6 +23,7 @@ import { resolveMethod } from "../methods/registry";
 import { numelOf } from "../model";
 import { STALE_TEMP_SECONDS, diskNeeds, processRuns, tempPathFor } from "../outputs";
 import { planBoard, type BoardPlan, type BoardRow, type PlanStats } from "../plan";
+import type { InputCache } from "../native/job";
 import type { PlannedLayout } from "../plan-layouts";
 import { CONFIG_FILE, INDEX_FILE, shardFileName } from "./folder";
 
@@ -87,6 +88,7 @@ export interface HfWriteRequest {
   engine: "native" | "js";
   threads?: number;
   isa?: "auto" | "scalar" | "avx2" | "avx512";
+  inputCache?: InputCache;
   onProgress?: (p: MergeProgress) => void;
   signal?: AbortSignal;
   /**
@@ -298,6 +300,7 @@ export async function writeHfFolder(request: HfWriteRequest): Promise<HfWriteRep
       engine: request.engine,
       ...(request.threads !== undefined ? { threads: request.threads } : {}),
       ...(request.isa ? { isa: request.isa } : {}),
+      ...(request.inputCache ? { inputCache: request.inputCache } : {}),
       ...(request.onProgress ? { onProgress: labelledProgress(plan, request.onProgress) } : {}),
       ...(request.signal ? { signal: request.signal } : {}),
     }, started);

@@ -261,6 +261,10 @@ export interface JobOutput {
   crc32Ranges?: { offset: number; length: number }[];
 }
 
+/** What a merge does with the page cache when it reads uncached inputs (Job.inputCache). */
+export type InputCache = "auto" | "keep" | "bypass";
+export const INPUT_CACHE_MODES: readonly InputCache[] = ["auto", "keep", "bypass"];
+
 export interface Job {
   inputs: { path: string; size: number }[];
   outputs: JobOutput[];
@@ -270,6 +274,13 @@ export interface Job {
   threads: number;
   /** Kernel set: "auto" picks the best the CPU supports. */
   isa: "auto" | "scalar" | "avx2" | "avx512";
+  /**
+   * Uncached input bytes: "keep" reads them through the page cache (they stay cached for the next
+   * merge, unless the inputs are more than half the RAM), "bypass" reads them with O_DIRECT (no
+   * page-cache page is made), "auto" (default) bypasses under a hypervisor and keeps on bare
+   * metal (native/core/job.h merge_input_cache). The TS engine reads through the cache always.
+   */
+  inputCache?: InputCache;
   /**
    * Shared control block: [0] cancel flag (JS sets 1), [1] output bytes done (native writes),
    * [2] total output bytes (set by JS).

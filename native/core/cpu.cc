@@ -23,6 +23,7 @@ merge_cpu_features detect() {
     const bool osxsave = (ecx >> 27) & 1;
     f.avx = (ecx >> 28) & 1;
     f.f16c = (ecx >> 29) & 1;
+    f.hypervisor = (ecx >> 31) & 1;
     if (osxsave) {
         const unsigned long long xcr0 = read_xcr0();
         f.os_ymm = (xcr0 & 0x6) == 0x6;

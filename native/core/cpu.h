@@ -10,6 +10,7 @@ struct merge_cpu_features {
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
     bool os_ymm = false; // the OS saves YMM state (XCR0 bits 1-2)
     bool os_zmm = false; // the OS saves opmask/ZMM state (XCR0 bits 5-7)
+    bool hypervisor = false; // CPUID.1:ECX bit 31: running under a hypervisor (merge_input_cache AUTO)
 };
 
 const merge_cpu_features & merge_cpu_detect();

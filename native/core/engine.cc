@@ -190,6 +190,7 @@ merge_status engine::run() {
         {"secondsPairTables", t_pair_built - t_pair},
         {"sampledResidency", job_.tuning.sampled_residency != 0 ? 1.0 : 0.0},
         {"bufferedReads", reader_ ? 1.0 : 0.0},
+        {"inputCacheBypass", bypass_cache() ? 1.0 : 0.0},
         {"bytesBufferedRead", reader_ ? (double) reader_->bytes_buffered() : 0.0},
         {"bytesDirectRead", reader_ ? (double) reader_->bytes_direct() : 0.0},
         {"directReadFallbacks", reader_ ? (double) reader_->direct_fallbacks() : 0.0},

@@ -153,6 +153,7 @@ private:
     bool inputs_read_once() const;
     static std::vector<prefetch_range> sorted_coalesced(std::vector<prefetch_range> ranges);
     std::vector<prefetch_range> window_runs(size_t o, uint64_t w0, uint64_t w1, size_t first, runs_of which = runs_of::all);
+    bool bypass_cache() const;
     void start_reader();
     bool reader_has_work() const;
     merge_status read_window(const std::vector<output_cursor> & cursors, size_t o, uint64_t w0, uint64_t w1, size_t first);

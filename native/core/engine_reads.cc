@@ -110,14 +110,22 @@ std::vector<prefetch_range> engine::window_runs(size_t o, uint64_t w0, uint64_t 
     return sorted_coalesced(std::move(ranges));
 }
 
+/** Whether uncached input runs skip the page cache (merge_input_cache, job.h). */
+bool engine::bypass_cache() const {
+    const merge_input_cache c = job_.input_cache;
+    return c == MERGE_INPUT_CACHE_BYPASS || (c == MERGE_INPUT_CACHE_AUTO && merge_cpu_detect().hypervisor);
+}
+
 /**
  * Buffered reads (tuning.buffered_reads): 2 always; 1 (the default) when drop-behind applies
- * (inputs read once, inputs > RAM/2: wants_drop_behind), the reader has pieces to read (reader_has_work) and at least 5% of the input bytes are not
+ * (inputs read once, inputs > RAM/2: wants_drop_behind) or the job bypasses the page cache
+ * (bypass_cache), the reader has pieces to read (reader_has_work) and at least 5% of the input bytes are not
  * in the page cache when the job starts; 0 never. Cached runs are read through the map
  * either way (merge_input_reader skips them), so a warm job loses nothing. Without
  * drop-behind the pages read stay cached, each a fresh page either way, and the copy into
  * the slots cost more system CPU than mapping them in 2 of 3 A/B runs of ws-sd15h (two 2 GB
- * inputs; bench/RESULTS.md "Cold reads"), so those jobs keep the maps.
+ * inputs; bench/RESULTS.md "Cold reads"), so those jobs keep the maps unless they bypass the
+ * cache (then the reader's direct reads make no page-cache page at all).
  * The reader reads uncached runs with O_DIRECT (tuning.direct_reads, prefetch.h): the
  * kernel DMAs them into the slots, no page-cache page is made, copied or dropped; on the
  * benchmark VM that took system CPU from ~0.8 to ~0.17 s per 3.2 GB read (bench/RESULTS.md,
@@ -132,7 +140,10 @@ std::vector<prefetch_range> engine::window_runs(size_t o, uint64_t w0, uint64_t 
  */
 void engine::start_reader() {
     if (job_.tuning.buffered_reads == 1) {
-        if (!drop_behind_) return;
+        // Without drop-behind the maps keep what they read cached, unless the job bypasses the
+        // cache; a job that reads some bytes twice (a sweep, a frankenmerge) keeps the maps, so
+        // its second read finds them cached instead of going to the disk again.
+        if (!drop_behind_ && !(bypass_cache() && read_once_)) return;
         if (!reader_has_work()) return;
         double total = 0, missing = 0; // a cheap estimate first: a warm job takes no page snapshot
         for (const auto & in : inputs_) {

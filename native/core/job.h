@@ -91,6 +91,23 @@ enum merge_isa : uint32_t {
 };
 
 /**
+ * What happens to the page cache when a job reads uncached input bytes (engine.cc start_reader).
+ * KEEP reads them through the maps, so they stay cached for the next merge of the same models,
+ * except when the inputs are more than half the RAM (they could not stay cached: those are read
+ * directly and dropped behind either way). BYPASS reads every uncached run with O_DIRECT into the
+ * engine's own buffers: no page-cache page is made, so nothing is left cached either. AUTO is
+ * BYPASS under a hypervisor (CPUID's hypervisor bit) and KEEP on bare metal: on a VM whose free
+ * memory goes back to the host, each fresh page-cache page is a host fault (2 x SD 1.5 cold,
+ * maps 12-56 s against direct 6-8 s; bench/RESULTS.md "Input cache"), and its idle page cache
+ * is reclaimed within minutes anyway; on bare metal a fresh page is cheap and the next merge warm.
+ */
+enum merge_input_cache {
+    MERGE_INPUT_CACHE_AUTO = 0,
+    MERGE_INPUT_CACHE_KEEP = 1,
+    MERGE_INPUT_CACHE_BYPASS = 2,
+};
+
+/**
  * The shared control block (a JS Float64Array): [0] cancel flag, [1] output bytes done.
  * The memory belongs to JS (the binding keeps it alive); C++ threads only touch it through
  * relaxed atomic loads/stores. `cells` may be null (no cancel, no progress).
@@ -135,6 +152,7 @@ struct merge_job {
     std::vector<merge_piece> pieces;
     uint32_t threads = 1;
     merge_isa isa = MERGE_ISA_AUTO;
+    merge_input_cache input_cache = MERGE_INPUT_CACHE_AUTO;
     merge_control control;
     merge_tuning tuning;
 };

@@ -4,7 +4,7 @@ import { merge, type MergeOptions } from "../../merge";
 import { METHODS, resolveMethod } from "../../methods/registry";
 import { formatBytes } from "../../outputs";
 import { stat } from "node:fs/promises";
-import { defineCommand, ENGINE_OPTIONS, MODEL_DIR_OPTION, MODELS_IS_NOT_A_FOLDER, flagArg, listArg, modelDirArgs, requiredArg, stringArg, type CliIo, type CommandOption } from "../command";
+import { defineCommand, ENGINE_OPTIONS, INPUT_CACHE_OPTION, MODEL_DIR_OPTION, MODELS_IS_NOT_A_FOLDER, flagArg, listArg, modelDirArgs, requiredArg, stringArg, type CliIo, type CommandOption } from "../command";
 import { keyValueArg, methodParamOptions, modelWeightsArg, namedParamArgs, numberArg } from "../method-params";
 import { printPlan, refuseShortDisk, type PlanView } from "./run";
 import { createMergeProgressPrinter } from "../progress";
@@ -98,6 +98,7 @@ const FIXED_OPTIONS: Record<string, CommandOption> = {
     prune: { type: "boolean", description: "leave out EMA weights and training-only keys" },
     config: { type: "string", value: "FROM", description: "copy <model>.yaml beside the output from: abc (first found, default), a, b, c, none" },
     ...ENGINE_OPTIONS,
+    ...INPUT_CACHE_OPTION,
     "no-metadata": { type: "boolean", description: "leave the recipe out of the output's metadata" },
     quiet: { type: "boolean", short: "q", description: "no progress output" },
     verbose: { type: "boolean", description: "stack traces on errors" },
@@ -146,6 +147,8 @@ export const mergeCommand = defineCommand({
       if (v !== undefined) (options as unknown as Record<string, unknown>)[key] = v;
     }
     if (threads !== undefined) options.threads = Number(threads);
+    const inputCache = stringArg(args, "input-cache");
+    if (inputCache !== undefined) options.inputCache = inputCache as MergeOptions["inputCache"] & string;
     const alpha = stringArg(args, "alpha"), lambda = stringArg(args, "lambda");
     if (alpha !== undefined && lambda !== undefined) throw new MergeError("INVALID_ARGUMENT", "--alpha and --lambda are the same option (--multiplier): give one");
     if (alpha !== undefined || lambda !== undefined) options.alpha = (alpha ?? lambda)!;

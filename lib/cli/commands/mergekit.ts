@@ -1,7 +1,7 @@
 /** `tensormerge mergekit CONFIG OUT`: a mergekit YAML configuration, written as a Hugging Face folder. */
 import { runMergekit, type MergekitOptions, type MergekitReport } from "../../hf/mergekit";
 import { formatBytes } from "../../outputs";
-import { defineCommand, ENGINE_OPTIONS, flagArg, stringArg, type CliIo } from "../command";
+import { defineCommand, ENGINE_OPTIONS, INPUT_CACHE_OPTION, flagArg, stringArg, type CliIo } from "../command";
 import { createMergeProgressPrinter } from "../progress";
 import { refuseShortDisk } from "./run";
 
@@ -27,6 +27,7 @@ export const mergekitCommand = defineCommand({
     "dry-run": { type: "boolean", short: "n", description: "check the config and the models, print the shards and the disk space, write nothing" },
     overwrite: { type: "boolean", description: "replace an existing output model folder" },
     ...ENGINE_OPTIONS,
+    ...INPUT_CACHE_OPTION,
     quiet: { type: "boolean", short: "q", description: "no progress output" },
     verbose: { type: "boolean", description: "stack traces on errors" },
   },
@@ -43,6 +44,8 @@ export const mergekitCommand = defineCommand({
     if (engine !== undefined) options.engine = engine as MergekitOptions["engine"] & string;
     if (isa !== undefined) options.isa = isa as MergekitOptions["isa"] & string;
     if (threads !== undefined) options.threads = Number(threads);
+    const inputCache = stringArg(args, "input-cache");
+    if (inputCache !== undefined) options.inputCache = inputCache as MergekitOptions["inputCache"] & string;
     const printer = options.dryRun || flagArg(args, "quiet") ? undefined : createMergeProgressPrinter(io.err, io.isTTY);
     if (printer) options.onProgress = (p) => printer.update(p);
     const report = await runMergekit(options).finally(() => printer?.done());
