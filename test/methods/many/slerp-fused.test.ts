@@ -21,7 +21,7 @@ import { capabilities } from "../../../lib/native/binding";
 import { merge } from "../../../lib/merge";
 import { ENGINES, captureEngineStats, setOnlyTuningKnobs } from "../../helpers/engines";
 import { encodeValues, readModel, tempDir, writeModel, type TestTensor } from "../../helpers/models";
-import { F16_SPECIALS, writeF16Family } from "./fixtures";
+import { F16_SPECIALS, writeHalfFamily } from "./fixtures";
 
 const key = (block: number, name: string) => `model.diffusion_model.input_blocks.${block}.1.${name}.weight`;
 // Element counts mod 32: 0, 7, 1, 15, 31, 16, 17, 1 (key order is the file order; the U8 tensors of 3
@@ -107,7 +107,7 @@ describe("many-model methods: the fused SLERP store of the output pass (AVX-512 
     dir = tempDir("tm-slerp-fused-");
     capture.install();
     f32 = writeF32Pair(dir.path);
-    f16 = writeF16Family(dir.path, F16_SIZES, 1);
+    f16 = writeHalfFamily(dir.path, F16_SIZES, 1);
   });
   after(() => {
     capture.restore();
