@@ -114,8 +114,12 @@ merge_status engine::run() {
         const int t = std::atoi(v);
         statistics_touch_stride = t == 0 ? 0 : t == 2 ? 64 : 4096;
     }
+    // TENSORMERGE_STATISTICS_TOUCH_THREAD=1: the touch on a thread of its own, so the populate
+    // never waits for it (prefetch.h merge_prefetcher); 0: each helper touches what it populated.
+    bool statistics_touch_thread = false;
+    if (const char * v = std::getenv("TENSORMERGE_STATISTICS_TOUCH_THREAD")) statistics_touch_thread = std::atoi(v) != 0;
     merge_prefetcher statistics_ahead(inputs_, statistics_read_ == 2 ? prefetch_mode::willneed : statistics_read_ == 3 ? prefetch_mode::pread : prefetch_mode::populate,
-                                      statistics_readers, statistics_touch_stride);
+                                      statistics_readers, statistics_touch_stride, statistics_touch_thread);
     if (statistics_read_ > 0) {
         statistics_ahead.start();
         statistics_ahead_ = &statistics_ahead;
@@ -210,6 +214,8 @@ merge_status engine::run() {
         {"statisticsAheadBudget", (double) statistics_ahead_budget_},
         {"statisticsTouch", statistics_read_ == 1 && statistics_ahead.touches() ? 1.0 : 0.0},
         {"statisticsTouchStride", statistics_read_ == 1 ? (double) statistics_ahead.touch_stride() : 0.0},
+        {"statisticsTouchThread", statistics_read_ == 1 && statistics_ahead.touch_thread() ? 1.0 : 0.0},
+        {"bytesStatisticsTouchSkipped", (double) statistics_ahead.bytes_touch_skipped()},
         {"statisticsAheadPeak", (double) statistics_ahead_peak_},
         {"mapSequential", map_sequential() ? 1.0 : 0.0},
     };
