@@ -17,20 +17,14 @@ import { join } from "node:path";
 import { evictFiles } from "../../bench/floor";
 import { merge } from "../../lib/merge";
 import { ENGINES, captureEngineStats, setOnlyTuningKnobs } from "../helpers/engines";
-import { randomValues, tempDir, writeModel, type TestTensor } from "../helpers/models";
+import { tempDir } from "../helpers/models";
+import { writeStatisticsModelSet } from "./helpers";
 
 /** Small tensors, and big ones that span several 1 MiB windows (fp32: 4 MB and 2.4 MB; fp16: 2 MB). */
 const LENGTHS = [7, 4097, 1_000_003, 65, 600_001, 1_048_577];
 
 function writeModelSet(dir: string, m: number): string {
-  const tensors: Record<string, TestTensor> = {};
-  LENGTHS.forEach((n, i) => {
-    tensors[`model.diffusion_model.input_blocks.${i}.0.proj.weight`] = { dtype: i === 5 ? "F16" : "F32", shape: [n], values: randomValues(n, 17 * m + i, false) };
-  });
-  tensors["model.diffusion_model.out.bias"] = { dtype: "F32", shape: [3], values: randomValues(3, 5 + m, false) };
-  const path = join(dir, `m${m}.safetensors`);
-  writeModel(path, tensors);
-  return path;
+  return writeStatisticsModelSet(dir, m, LENGTHS, 17, 5);
 }
 
 describe("native engine: the statistics read (inputs of pieces with statistics read ahead)", function () {
