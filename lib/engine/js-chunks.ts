@@ -161,6 +161,8 @@ class BufferSet {
   /** Per key: its region of `heap`, [offset, offset + bytes); regions are bump-allocated from `top`. */
   private regions = new Map<string, { offset: number; bytes: number }>();
   private top = HEAP_RESERVED;
+  /** Heaps this set moved to because a region did not fit (regionsBound should make it 0). */
+  growths = 0;
   /**
    * @param reserve bytes the set's first heap gets (regionsBound): enough for every region
    * the job's pieces ask for, so the heap never grows, since each heap it outgrew stayed
@@ -186,6 +188,7 @@ class BufferSet {
     if (!region || region.bytes < bytes + PAGE) {
       const size = Math.ceil(Math.max(bytes, JS_CHUNK_ELEMENTS * 4) / PAGE) * PAGE + PAGE;
       if (!this.heap || this.top + size > this.heap.byteLength) {
+        if (this.heap) this.growths++;
         this.heap = asmHeap(Math.max(this.heap ? 2 * this.heap.byteLength : Math.max(ASM_HEAP_UNIT, this.reserve), HEAP_RESERVED + size));
         this.regions.clear();
         this.top = HEAP_RESERVED;
@@ -275,12 +278,13 @@ function runKernel(kernel: number, args: Float32Array[], params: number[], out: 
 /**
  * Computes and writes the chunks handed out by `claim` (indexes into chunksOf(job), -1 when none
  * is left). `stop` (when set) is raised when another thread failed; `exchange` (when set) shares
- * reduction results with the other threads. Returns how many pieces' statistics it computed.
+ * reduction results with the other threads. Returns how many pieces' statistics it computed,
+ * and how many times a buffer set's heap had to grow (regionsBound sizes them so it does not).
  */
 export async function runChunks(
   job: Job, inputs: FileHandle[], outputs: OutputWriter[], claim: () => number,
   onBytes: (bytes: number) => void, nonFinite: NonFiniteCount[], stop?: Int32Array, exchange?: StatsExchange,
-): Promise<number> {
+): Promise<{ computedStats: number; heapGrowths: number }> {
   const pauseMs = chunkPauseMs();
   let computedStats = 0;
   const chunks = chunksOf(job);
@@ -457,7 +461,7 @@ export async function runChunks(
   try {
     check();
     let g = claimChunk();
-    if (g < 0) return 0;
+    if (g < 0) return { computedStats: 0, heapGrowths: 0 };
     let turn = 0;
     let cur = sets[0]!, next = sets[1]!;
     load(cur, g);
@@ -488,7 +492,8 @@ export async function runChunks(
       next = sets[(turn + 1) % sets.length]!;
     }
     await Promise.all(sets.map((s) => s.writing));
-    return computedStats;
+    const heapGrowths = [...sets, ...(statsSet ? [statsSet] : [])].reduce((sum, s) => sum + s.growths, 0);
+    return { computedStats, heapGrowths };
   } finally {
     // Nothing may still use a handle or a buffer when the caller closes them.
     await Promise.allSettled(sets.flatMap((s) => [s.reading, s.writing]));

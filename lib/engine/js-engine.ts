@@ -29,13 +29,13 @@ export interface PartData {
 }
 /** A piece's statistics, sent by the worker that computed them and relayed to the others. */
 type StatsMessage = { stats: number; values: number[]; columns: (Float64Array | undefined)[] };
-type PartMessage = { bytes: number } | StatsMessage | { ok: true; nonFinite: NonFiniteCount[]; computedStats: number } | { ok: false; stopped?: boolean; error?: { code: ErrorCode; message: string; path?: string; tensor?: string } };
+type PartMessage = { bytes: number } | StatsMessage | { ok: true; nonFinite: NonFiniteCount[]; computedStats: number; heapGrowths: number } | { ok: false; stopped?: boolean; error?: { code: ErrorCode; message: string; path?: string; tensor?: string } };
 /** From the coordinator to a part worker: another worker's statistics, or "stop waiting". */
 export type CoordinatorMessage = StatsMessage | { stop: true };
 
 /** Runs `threads` part workers over the job's chunks; the first real error wins, after all stopped. */
-async function runParts(job: Job, threads: number, onBytes: (bytes: number) => void, nonFinite: NonFiniteCount[]): Promise<number> {
-  let computedStats = 0;
+async function runParts(job: Job, threads: number, onBytes: (bytes: number) => void, nonFinite: NonFiniteCount[]): Promise<{ computedStats: number; heapGrowths: number }> {
+  let computedStats = 0, heapGrowths = 0;
   const shared = new Int32Array(new SharedArrayBuffer(8));
   const statsClaims = new Int32Array(new SharedArrayBuffer(4 * Math.max(1, job.pieces.length)));
   const partJob: Job = { ...job, outputs: job.outputs.map((o) => ({ ...o, literals: [] })) };
@@ -62,6 +62,7 @@ async function runParts(job: Job, threads: number, onBytes: (bytes: number) => v
       if (m.ok) {
         m.nonFinite.forEach((c, o) => { nonFinite[o]!.nan += c.nan; nonFinite[o]!.inf += c.inf; });
         computedStats += m.computedStats;
+        heapGrowths += m.heapGrowths;
       }
       if (!m.ok && !m.stopped) {
         const { code, message, ...context } = m.error!;
@@ -75,7 +76,7 @@ async function runParts(job: Job, threads: number, onBytes: (bytes: number) => v
     });
   })));
   if (failure) throw failure;
-  return computedStats;
+  return { computedStats, heapGrowths };
 }
 
 /**
@@ -138,8 +139,8 @@ export async function runPart(data: PartData, post: (m: PartMessage) => void, su
       writers.push(new OutputWriter(handle, await openDirect(output.path)));
     }
     const nonFinite = job.outputs.map(() => ({ nan: 0, inf: 0 }));
-    const computedStats = await runChunks(job, inputs, writers, () => Atomics.add(shared, 0, 1), (bytes) => post({ bytes }), nonFinite, shared.subarray(1), exchange);
-    post({ ok: true, nonFinite, computedStats });
+    const counts = await runChunks(job, inputs, writers, () => Atomics.add(shared, 0, 1), (bytes) => post({ bytes }), nonFinite, shared.subarray(1), exchange);
+    post({ ok: true, nonFinite, ...counts });
   } catch (e) {
     if (e instanceof Error && e.message === STOPPED && !(e instanceof MergeError)) post({ ok: false, stopped: true });
     else {
@@ -187,12 +188,12 @@ export async function runJsJob(job: Job): Promise<JobResult> {
     // Per output, by the rule of exec.h (exec_write_range): op results, and converted copies where the input was finite.
     const nonFinite = job.outputs.map(() => ({ nan: 0, inf: 0 }));
     const threads = Math.max(1, Math.min(job.threads || 1, chunksOf(job).length));
-    let computedStats: number;
-    if (threads > 1) computedStats = await runParts(job, threads, onBytes, nonFinite);
+    let counts: { computedStats: number; heapGrowths: number };
+    if (threads > 1) counts = await runParts(job, threads, onBytes, nonFinite);
     else {
       let next = 0;
       for (const o of job.outputs) writers.push(new OutputWriter(outputs[writers.length]!, await openDirect(o.path)));
-      computedStats = await runChunks(job, inputs, writers, () => next++, onBytes, nonFinite);
+      counts = await runChunks(job, inputs, writers, () => next++, onBytes, nonFinite);
       for (const w of writers) await w.close();
     }
     const raw = alignedBuffer(JS_CHUNK_ELEMENTS * 8);
@@ -212,8 +213,9 @@ export async function runJsJob(job: Job): Promise<JobResult> {
       crcs.push(sums);
       await outputs[o]!.sync();
     }
-    // computedStats: pieces whose reductions were computed, all threads together (each once)
-    return { bytesWritten, isa: "js", threads, crc32: crcs, nonFinite, stats: { computedStats } };
+    // computedStats: pieces whose reductions were computed, all threads together (each once);
+    // heapGrowths: buffer-set heaps outgrown (regionsBound sizes them up front: 0)
+    return { bytesWritten, isa: "js", threads, crc32: crcs, nonFinite, stats: counts };
   } catch (e) {
     for (const path of created) await unlink(path).catch(() => undefined);
     throw e;

@@ -3,7 +3,8 @@
  * just after chunk boundaries, mixed with small ones, merged with 1, 2 and 3 worker threads,
  * must give the native engine's bytes (an independent implementation) and, for add difference
  * to fp32, the formula written out here. Per-tensor statistics are computed once per tensor
- * whatever the thread count (issue 11), counted by the engine's `computedStats`. And the two
+ * whatever the thread count (issue 11), counted by the engine's `computedStats`; no buffer set's
+ * heap ever grows (`heapGrowths`: js-chunks.ts regionsBound sized them up front). And the two
  * shortcuts the pipeline takes: writing an op's rounded bytes as they are (narrowing a
  * widened narrowing result gives it back), and the batched pow product (powProductF32Array = powProductF32).
  */
@@ -97,7 +98,8 @@ describe("TS engine pipeline: chunk boundaries, thread counts, shared statistics
       const outs: string[] = [];
       for (const threads of [1, 2, 3]) {
         const out = join(dir.path, `${c.method}-${c.dtype}-js-${threads}.safetensors`);
-        await merge({ recipeMetadata: false, a: paths[0]!, b: paths[1]!, c: paths[2]!, method: c.method, multiplier: 0.7, ...("beta" in c ? { beta: c.beta } : {}), dtype: c.dtype, out, engine: "js", threads });
+        const { runs } = await recording(() => merge({ recipeMetadata: false, a: paths[0]!, b: paths[1]!, c: paths[2]!, method: c.method, multiplier: 0.7, ...("beta" in c ? { beta: c.beta } : {}), dtype: c.dtype, out, engine: "js", threads }));
+        assert.equal(runs[0]!.result.stats?.heapGrowths, 0, `threads ${threads}: regionsBound made every buffer set's heap big enough`);
         outs.push(out);
       }
       assertSameButNaN(outs[1]!, outs[0]!, "threads 2 vs 1");
@@ -137,6 +139,7 @@ describe("TS engine pipeline: chunk boundaries, thread counts, shared statistics
         const withStats = runs[0]!.job.pieces.filter((p) => p.reductions?.length).length;
         assert.ok(runs[0]!.job.pieces.some((p) => p.reductions?.length && p.n > CHUNK), "a multi-chunk tensor has statistics");
         assert.equal(runs[0]!.result.stats?.computedStats, withStats, `threads ${threads}: one computation per tensor`);
+        assert.equal(runs[0]!.result.stats?.heapGrowths, 0, `threads ${threads}: regionsBound made every buffer set's heap big enough`);
         outs.push(readFileSync(out));
       }
       assert.ok(outs[1]!.equals(outs[0]!) && outs[2]!.equals(outs[0]!), "same bytes for threads 1, 2, 3");
