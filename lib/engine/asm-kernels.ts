@@ -19,7 +19,7 @@
 import { f16NarrowTables } from "./conversions";
 import { powHeapTables } from "./det-math";
 import { PAGE, memoryOf, pageAlignedBuffer } from "./js-direct";
-import { mdPowWasm, type MdPow } from "./wasm/md-pow";
+import { MD_WASM_GROUP, mdPowWasm, type MdPow } from "./wasm/md-pow";
 
 /** asm.js heap sizes are multiples of this (V8: a power of two below 16 MiB, else multiples). */
 export const ASM_HEAP_UNIT = 1 << 24;
@@ -276,6 +276,7 @@ export function asmHeap(bytes: number): ArrayBuffer {
   doubles.set(pow.logHi, (POW_LOG_HI - POW_TABLES) / 8);
   doubles.set(pow.expScale, (POW_EXP_SCALE - POW_TABLES) / 8);
   const layout = { x1: MD_SCRATCH, x2: MD_SCRATCH + 4 * MD_BLOCK, list: MD_LIST, logScale: POW_LOG_SCALE, logHi: POW_LOG_HI, expScale: POW_EXP_SCALE };
+  if (MD_BLOCK % MD_WASM_GROUP !== 0) throw new Error("md block");
   const wasmPow = mdPowWasm(memoryOf(heap)!, layout, pow);
   instances.set(heap, { k: kernelModule(globalThis, undefined, heap), counts: new Int32Array(heap, 6144, 2), wasmPow });
   return heap;
