@@ -59,11 +59,12 @@ describe("multiply-difference's pow product by blocks and tables (TS engine)", f
     ([y1, y2]) => [f(y1!), f(y2!)] as [number, number],
   );
 
-  it("is within 0.505 ulp of Math.pow·Math.pow in double, exact on powers of two, IEEE pow on special operands, powProductF32's bits (JS and asm.js)", () => {
-    const out = new Float32Array(N), outAsm = new Float32Array(N);
+  it("is within 0.505 ulp of Math.pow·Math.pow in double, exact on powers of two, IEEE pow on special operands, powProductF32's bits (JS, asm.js, WebAssembly SIMD)", () => {
+    const out = new Float32Array(N), outAsm = new Float32Array(N), outWasm = new Float32Array(N);
     for (const [y1, y2] of pairs) {
       powProductF32Array(x1, y1, x2, y2, out, N);
-      powProductF32Blocks(x1, y1, x2, y2, outAsm, N);
+      powProductF32Blocks(x1, y1, x2, y2, outAsm, N, true);
+      powProductF32Blocks(x1, y1, x2, y2, outWasm, N); // the WebAssembly SIMD kernel where there is one
       let worst = 0, compared = 0, exact = 0;
       for (let i = 0; i < N; i++) {
         const a = x1[i]!, b = x2[i]!, got = out[i]!;
@@ -71,6 +72,7 @@ describe("multiply-difference's pow product by blocks and tables (TS engine)", f
         const scalar = powProductF32(a, y1, b, y2);
         if (!Object.is(got, scalar) && !(Number.isNaN(got) && Number.isNaN(scalar))) assert.fail(`(${y1}, ${y2}) pow(${a})·pow(${b}): ${got}, scalar ${scalar}`);
         if (!Object.is(outAsm[i], scalar) && !(Number.isNaN(outAsm[i]!) && Number.isNaN(scalar))) assert.fail(`(${y1}, ${y2}) pow(${a})·pow(${b}): asm ${outAsm[i]}, scalar ${scalar}`);
+        if (!Object.is(outWasm[i], scalar) && !(Number.isNaN(outWasm[i]!) && Number.isNaN(scalar))) assert.fail(`(${y1}, ${y2}) pow(${a})·pow(${b}): wasm ${outWasm[i]}, scalar ${scalar}`);
         // powProductF32's operand classes: a general operand enters the log sum, another is
         // the factor IEEE pow gives it (Math.pow is IEEE pow there)
         const g1 = y1 !== 0 && a > 0 && a < Infinity && a !== 1, g2 = y2 !== 0 && b > 0 && b < Infinity && b !== 1;

@@ -32,21 +32,18 @@ export const MD_WASM_GROUP = 8;
 /** k − EXP_K_MIN indexes EXP_SCALE (det-math.ts: EXP_K_MIN = −2560). */
 const EXP_K_BIAS = 2560;
 
-/** fix(i, left, zero1, zero2) → left: function 1 of the module (see the top comment). */
+/**
+ * fix(i, left, zero1, zero2) → left: function 1 of the module, for a special element at byte
+ * offset i of the blocks (its operands put back; see the top comment). The caller knows it is
+ * special from the step's lane masks: the first block's other elements already hold results,
+ * which may look special (a product of exactly 1).
+ */
 function fixBody(L: PowLayout): FunctionBody {
   const b = new FunctionBody([I32, I32, I32, I32], [I32]);
   const [i, left, zero1, zero2] = [0, 1, 2, 3];
   const u = b.local(I32), v = b.local(I32);
   b.get(i).mem("i32.load", 2, L.x1).set(u);
   b.get(i).mem("i32.load", 2, L.x2).set(v);
-  // special: (u − 2^23) >=u 0x7f000000 | u == 1.0f | the same for v
-  const special = (x: number): void => {
-    b.get(x).i32(0x00800000).op("i32.sub").i32(0x7f000000).op("i32.ge_u");
-    b.get(x).i32(0x3f800000).op("i32.eq").op("i32.or");
-  };
-  special(u);
-  special(v);
-  b.op("i32.or").op("i32.eqz").open("if").get(left).op("br", 1).op("end");
   // zero1 & u == 0 & v <u +∞ | zero2 & v == 0 & u <u +∞: +0
   b.get(zero1).get(u).op("i32.eqz").op("i32.and").get(v).i32(0x7f800000).op("i32.lt_u").op("i32.and");
   b.get(zero2).get(v).op("i32.eqz").op("i32.and").get(u).i32(0x7f800000).op("i32.lt_u").op("i32.and");
@@ -151,13 +148,13 @@ function powBody(L: PowLayout, C: PowCoefficients, group: number): FunctionBody 
   for (let q = 0; q < Q; q++) {
     b.get(i).get(orig[q]!).get(i).mem("v128.load", 0, L.x1 + 16 * q).get(bad[q]!).simd("v128.bitselect").mem("v128.store", 0, L.x1 + 16 * q);
   }
-  b.get(i).set(e);
-  b.open("block").open("loop");
-  b.get(e).get(n4).op("i32.ge_u").op("br_if", 1);
-  b.get(e).get(i).i32(4 * group).op("i32.add").op("i32.ge_u").op("br_if", 1);
-  b.get(e).get(left).get(zero1).get(zero2).op("call", 1).set(left);
-  b.get(e).i32(4).op("i32.add").set(e);
-  b.op("br", 0).op("end").op("end");
+  // one by one (lanes known: unrolled), below n only
+  for (let k = 0; k < group; k++) {
+    b.get(i).i32(4 * k).op("i32.add").tee(e).get(n4).op("i32.lt_u");
+    b.get(bad[k >> 2]!).simd("i32x4.extract_lane", k & 3).op("i32.and").open("if");
+    b.get(e).get(left).get(zero1).get(zero2).op("call", 1).set(left);
+    b.op("end");
+  }
   b.op("end"); // if
   b.get(i).i32(4 * group).op("i32.add").set(i);
   b.op("br", 0).op("end").op("end");
