@@ -80,6 +80,15 @@ function powBody(L: PowLayout, C: PowCoefficients, group: number): FunctionBody 
   };
   /** p ← p ⊙ c for every chain (⊙ = f64x2.mul by a vector local, or add of a constant). */
   const each = (chains: number[], f: (k: number) => void): void => chains.forEach((c, k) => { b.get(c); f(k); b.set(c); });
+  /** acc ← c[4]·x, then + c[3], ·x, + c[2], ·x, + c[1], ·x, + c[0], every chain step by step (interleaved). */
+  const horner = (acc: number[], x: number[], c: Float64Array): void => {
+    acc.forEach((a, k) => b.f64x2(c[4]!).get(x[k]!).simd("f64x2.mul").set(a));
+    for (const n of [3, 2, 1]) {
+      each(acc, () => b.f64x2(c[n]!).simd("f64x2.add"));
+      each(acc, (k) => b.get(x[k]!).simd("f64x2.mul"));
+    }
+    each(acc, () => b.f64x2(c[0]!).simd("f64x2.add"));
+  };
 
   b.open("block").open("loop");
   b.get(i).get(end).op("i32.ge_u").op("br_if", 1);
@@ -107,12 +116,7 @@ function powBody(L: PowLayout, C: PowCoefficients, group: number): FunctionBody 
   }
   const rs = r.flat(), ps = p.flat();
   // p = LOGP[4]·r, then + LOGP[3], ·r, + LOGP[2], ·r, + LOGP[1], ·r, + LOGP[0]
-  ps.forEach((pc, k) => b.f64x2(C.logp[4]!).get(rs[k]!).simd("f64x2.mul").set(pc));
-  for (const c of [3, 2, 1]) {
-    each(ps, () => b.f64x2(C.logp[c]!).simd("f64x2.add"));
-    each(ps, (k) => b.get(rs[k]!).simd("f64x2.mul"));
-  }
-  each(ps, () => b.f64x2(C.logp[0]!).simd("f64x2.add"));
+  horner(ps, rs, C.logp);
   // log2 x = LOG_HI[s] + p·r; t = y1·log2 x1 + y2·log2 x2
   for (let j = 0; j < J; j++) {
     b.get(y1v);
@@ -131,12 +135,7 @@ function powBody(L: PowLayout, C: PowCoefficients, group: number): FunctionBody 
     for (let l = 0; l < 2; l++) b.get(w[j]!).simd("i32x4.extract_lane", 2 * l).i32(EXP_K_BIAS).op("i32.add").i32(8191).op("i32.and").i32(3).op("i32.shl").set(ke[j]![l]!);
     b.get(t[j]!).get(fr[j]!).f64x2(0.0625).simd("f64x2.mul").simd("f64x2.sub").set(fr[j]!);
   }
-  w.forEach((wc, k) => b.f64x2(C.expp[4]!).get(fr[k]!).simd("f64x2.mul").set(wc));
-  for (const c of [3, 2, 1]) {
-    each(w, () => b.f64x2(C.expp[c]!).simd("f64x2.add"));
-    each(w, (k) => b.get(fr[k]!).simd("f64x2.mul"));
-  }
-  each(w, () => b.f64x2(C.expp[0]!).simd("f64x2.add"));
+  horner(w, fr, C.expp);
   // w·EXP_SCALE[k − EXP_K_MIN], rounded once to fp32, stored over the first operand
   for (let j = 0; j < J; j++) {
     b.get(i).get(w[j]!);
