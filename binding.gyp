@@ -64,6 +64,8 @@
         "native/core/engine_reads.cc",
         "native/core/engine_reduce.cc",
         "native/core/engine_statistics_reads.cc",
+        "native/core/engine_statistics_hold.cc",
+        "native/core/statistics_hold.cc",
         "native/core/engine_stream.cc",
         "native/core/errors.cc",
         "native/core/exec.cc",

@@ -13,6 +13,7 @@ import { MergeError } from "../errors";
 import { KERNELS, type Job, type JobPiece, type LowRankFactor, type Operand } from "../native/job";
 import { alignedBuffer, countNonFinite, decode, encode, readExact, type NonFiniteCount } from "./js-codec";
 import { ASM_HEAP_UNIT, HEAP_RESERVED, asmHeap } from "./asm-kernels";
+import { linearKernelsFor } from "./asm-linear";
 import { PAGE, type OutputWriter } from "./js-direct";
 import { kroneckerValues, lowRankValues } from "./lowrank";
 import { MANY_KERNELS } from "./many-kernels";
@@ -160,6 +161,12 @@ class BufferSet {
   /** Per key: its region of `heap`, [offset, offset + bytes); regions are bump-allocated from `top`. */
   private regions = new Map<string, { offset: number; bytes: number }>();
   private top = HEAP_RESERVED;
+  /**
+   * @param reserve bytes the set's first heap gets (regionsBound): enough for every region
+   * the job's pieces ask for, so the heap never grows, since each heap it outgrew stayed
+   * resident (its touched pages) until collected. Untouched pages cost no memory.
+   */
+  constructor(private readonly reserve = 0) {}
   /** The reads of the chunk this set holds. */
   reading: Promise<void> = Promise.resolve();
   /** The writes from this set's buffers still going out. */
@@ -179,7 +186,7 @@ class BufferSet {
     if (!region || region.bytes < bytes + PAGE) {
       const size = Math.ceil(Math.max(bytes, JS_CHUNK_ELEMENTS * 4) / PAGE) * PAGE + PAGE;
       if (!this.heap || this.top + size > this.heap.byteLength) {
-        this.heap = asmHeap(Math.max(2 * (this.heap?.byteLength ?? ASM_HEAP_UNIT), HEAP_RESERVED + size));
+        this.heap = asmHeap(Math.max(this.heap ? 2 * this.heap.byteLength : Math.max(ASM_HEAP_UNIT, this.reserve), HEAP_RESERVED + size));
         this.regions.clear();
         this.top = HEAP_RESERVED;
       }
@@ -195,6 +202,24 @@ class BufferSet {
     const bytes = this.placed(key, n * 4, shift);
     return new Float32Array(bytes.buffer, bytes.byteOffset, n);
   }
+}
+
+/**
+ * An upper bound of the heap bytes a buffer set takes for any chunk of the job: every region
+ * (BufferSet.placed) is at most a chunk of the widest dtype (F64) plus two pages, and a piece
+ * asks for at most two per input (read, widened), two per op (values, rounded bytes) and one
+ * per write (encoded).
+ */
+export function regionsBound(job: Job): number {
+  let regions = 0;
+  for (const piece of job.pieces) {
+    const inputs = new Set<string>();
+    for (const o of [...piece.ops.flatMap((op) => op.args), ...piece.writes.map((w) => w.source), ...(piece.reductions ?? []).flatMap((r) => r.args)]) {
+      if (o.kind === "input") inputs.add(inputKey(o));
+    }
+    regions = Math.max(regions, 2 * inputs.size + 2 * piece.ops.length + piece.writes.length);
+  }
+  return HEAP_RESERVED + regions * (JS_CHUNK_ELEMENTS * 8 + 2 * PAGE);
 }
 
 /** The offset into a page of file position `position`, when a view of `size`-byte elements may start there. */
@@ -217,19 +242,26 @@ function runKernel(kernel: number, args: Float32Array[], params: number[], out: 
     case "copy":
       out.set(a.subarray(0, n));
       return;
+    // asm-linear.ts where the operands share an asm heap (the chunk buffers), else the same loop here
     case "weighted-sum": {
       const p0 = f(params[0]!), p1 = f(params[1]!), bb = b!;
-      for (let i = 0; i < n; i++) out[i] = f(f(a[i]! * p0) + f(bb[i]! * p1));
+      const k = linearKernelsFor(out, [a, bb]);
+      if (k) k.weightedSum(a.byteOffset, bb.byteOffset, out.byteOffset, n, p0, p1);
+      else for (let i = 0; i < n; i++) out[i] = f(f(a[i]! * p0) + f(bb[i]! * p1));
       return;
     }
     case "add-difference": {
       const p0 = f(params[0]!), bb = b!, cc = c!;
-      for (let i = 0; i < n; i++) out[i] = f(a[i]! + f(f(bb[i]! - cc[i]!) * p0));
+      const k = linearKernelsFor(out, [a, bb, cc]);
+      if (k) k.addDifference(a.byteOffset, bb.byteOffset, cc.byteOffset, out.byteOffset, n, p0);
+      else for (let i = 0; i < n; i++) out[i] = f(a[i]! + f(f(bb[i]! - cc[i]!) * p0));
       return;
     }
     case "lerp": {
       const p0 = f(params[0]!), bb = b!;
-      for (let i = 0; i < n; i++) out[i] = f(a[i]! + f(f(bb[i]! - a[i]!) * p0));
+      const k = linearKernelsFor(out, [a, bb]);
+      if (k) k.lerp(a.byteOffset, bb.byteOffset, out.byteOffset, n, p0);
+      else for (let i = 0; i < n; i++) out[i] = f(a[i]! + f(f(bb[i]! - a[i]!) * p0));
       return;
     }
     default: {
@@ -267,7 +299,8 @@ export async function runChunks(
   // Three sets: the chunk computed, the next one's reads, and the previous one's writes, which
   // O_DIRECT makes wait for the disk (a buffered write returned once copied): with two, the
   // next chunk's reads waited for them and each thread kept one 1–4 MiB write in flight.
-  const sets = Array.from({ length: JS_BUFFER_SETS }, () => new BufferSet());
+  const reserve = regionsBound(job);
+  const sets = Array.from({ length: JS_BUFFER_SETS }, () => new BufferSet(reserve));
   let statsSet: BufferSet | undefined;
 
   const readFactor = async (f: LowRankFactor, first: number, count: number): Promise<Float32Array> => {
@@ -356,7 +389,7 @@ export async function runChunks(
     else {
       const piece = job.pieces[p]!;
       const ops = reductionOps(piece);
-      const set = (statsSet ??= new BufferSet());
+      const set = (statsSet ??= new BufferSet(reserve));
       stats = await computeReductions(piece, JS_CHUNK_ELEMENTS, async (s0, count) => {
         startReads(set, p, s0, count);
         await set.reading;

@@ -64,6 +64,7 @@ merge_status engine::run() {
     statistics_read_ = statistics_read_mode();
     statistics_ahead_budget_ = statistics_read_ > 0 ? statistics_ahead_budget_for() : 0;
     if (job_.tuning.buffered_reads == 1 || job_.tuning.buffered_reads == 2) start_reader();
+    start_statistics_hold();
     set_ramp(); // after start_reader, which may narrow the window
     const int n_buffers = std::max(2, std::min(64, job_.tuning.output_buffers));
     take_buffers(n_buffers);
@@ -89,6 +90,7 @@ merge_status engine::run() {
     merge_pair_tables_build(job_, kernels, pair_min, &pair_tables_);
     const double t_pair_built = now();
     ctx_ = exec_context{&job_, &plan_, kernels, &inputs_, job_.tuning.release_inputs == 4, &piece_stats_, &staged_, &pair_tables_};
+    ctx_.held = &held_window_;
     // TENSORMERGE_TASK_MERGE_FUSED=0: TIES's output pass on fp16 / bf16 inputs through scratch slots
     // (widened, merged, stored), not the fused kernel (exec.h fused_task_merge); the same bits.
     if (const char * v = std::getenv("TENSORMERGE_TASK_MERGE_FUSED")) ctx_.fused_task_merge = std::atol(v) != 0;
@@ -114,8 +116,12 @@ merge_status engine::run() {
         const int t = std::atoi(v);
         statistics_touch_stride = t == 0 ? 0 : t == 2 ? 64 : 4096;
     }
+    // TENSORMERGE_STATISTICS_TOUCH_THREAD=1: the touch on a thread of its own, so the populate
+    // never waits for it (prefetch.h merge_prefetcher); 0: each helper touches what it populated.
+    bool statistics_touch_thread = false;
+    if (const char * v = std::getenv("TENSORMERGE_STATISTICS_TOUCH_THREAD")) statistics_touch_thread = std::atoi(v) != 0;
     merge_prefetcher statistics_ahead(inputs_, statistics_read_ == 2 ? prefetch_mode::willneed : statistics_read_ == 3 ? prefetch_mode::pread : prefetch_mode::populate,
-                                      statistics_readers, statistics_touch_stride);
+                                      statistics_readers, statistics_touch_stride, statistics_touch_thread);
     if (statistics_read_ > 0) {
         statistics_ahead.start();
         statistics_ahead_ = &statistics_ahead;
@@ -129,6 +135,7 @@ merge_status engine::run() {
     statistics_ahead_ = nullptr;
     staged_ = nullptr;
     if (reader_) reader_->stop();
+    if (hold_) hold_->stop();
     if (s.ok()) {
         writer.drain();
         if (writer.failed()) s = writer.status();
@@ -210,8 +217,17 @@ merge_status engine::run() {
         {"statisticsAheadBudget", (double) statistics_ahead_budget_},
         {"statisticsTouch", statistics_read_ == 1 && statistics_ahead.touches() ? 1.0 : 0.0},
         {"statisticsTouchStride", statistics_read_ == 1 ? (double) statistics_ahead.touch_stride() : 0.0},
+        {"statisticsTouchThread", statistics_read_ == 1 && statistics_ahead.touch_thread() ? 1.0 : 0.0},
+        {"bytesStatisticsTouchSkipped", (double) statistics_ahead.bytes_touch_skipped()},
         {"statisticsAheadPeak", (double) statistics_ahead_peak_},
         {"mapSequential", map_sequential() ? 1.0 : 0.0},
+        // The statistics hold (statistics_hold.h): input bytes read into it (direct or, where refused, buffered), pieces, arena.
+        {"statisticsHeldBytes", hold_ ? (double) (hold_->bytes_direct() + hold_->bytes_buffered()) : 0.0},
+        {"statisticsHeldDirectBytes", hold_ ? (double) hold_->bytes_direct() : 0.0},
+        {"statisticsHeldPieces", hold_ ? (double) hold_->pieces() : 0.0},
+        {"statisticsHoldBudget", hold_ ? (double) hold_->budget() : 0.0},
+        {"statisticsHoldPeak", hold_ ? (double) hold_->peak_bytes() : 0.0},
+        {"secondsStatisticsHoldReading", hold_ ? hold_->seconds_reading() : 0.0},
     };
     return {};
 }

@@ -10,6 +10,8 @@
 //                               release and drop-behind, and whether those apply to the job
 //   engine_statistics_reads.cc  the statistics read: the inputs of pieces with statistics,
 //                               brought in by a helper thread ahead of their statistics pass
+//   engine_statistics_hold.cc   the statistics hold: pieces with statistics read with O_DIRECT
+//                               into private memory held from their statistics pass to their output
 //   engine_reduce.cc            per-piece reductions (reductions.h) on the pool
 #pragma once
 
@@ -33,6 +35,7 @@
 #include "plan.h"
 #include "prefetch.h"
 #include "reductions.h"
+#include "statistics_hold.h"
 #include "thread_pool.h"
 
 class merge_writer;
@@ -105,8 +108,15 @@ private:
     merge_prefetcher * statistics_ahead_ = nullptr; // run()'s statistics prefetcher while stream() runs
     uint64_t statistics_ahead_budget_ = 0; // statistics_ahead_budget_for()
     uint64_t statistics_ahead_peak_ = 0;   // the most input bytes queue_statistics_reads counted ahead of the output pass
-    // Per piece: 0 not queued for the statistics read, 1 queued (mostly cached), 2 queued cold (drop-behind)
+    // Per piece: 0 not queued for the statistics read, 1 queued (mostly cached), 2 queued cold (drop-behind), 3 held (statistics_hold.h)
     std::vector<uint8_t> statistics_queued_;
+    // The statistics hold (statistics_hold.h, engine_statistics_hold.cc); null: every piece takes the map path.
+    std::unique_ptr<merge_statistics_hold> hold_;
+    enum : uint8_t { hold_undecided, hold_submitted, hold_ready, hold_map };
+    std::vector<uint8_t> hold_state_;        // per piece
+    std::vector<staged_window> hold_copies_; // per piece: its copy while ready
+    staged_window held_window_;              // the ready pieces' copies (exec_context::held)
+    uint64_t window_w1_ = 0;                 // the end of the window about to be computed (hold_piece)
     bool drop_behind_ = false;
     struct window_drop {
         uint64_t w0;
@@ -170,6 +180,14 @@ private:
     uint64_t span_inputs_left(const plan_span & sp, uint64_t w0) const;
     static uint64_t statistics_ahead_budget_for();
     void drop_statistics_runs(size_t o, uint64_t w0, uint64_t w1, size_t first);
+
+    // engine_statistics_hold.cc
+    enum class hold_answer { held, map, later };
+    uint64_t statistics_hold_budget() const;
+    void start_statistics_hold();
+    hold_answer hold_piece(size_t p, const plan_span & sp);
+    merge_status wait_held(size_t p);
+    void release_held(size_t o, uint64_t w1, size_t first, size_t last);
 
     // engine_reduce.cc
     void set_reduction_options();

@@ -89,6 +89,13 @@ void engine::queue_statistics_reads(size_t o, uint64_t w0, size_t first) {
         statistics_ahead_peak_ = std::max(statistics_ahead_peak_, ahead);
         if (statistics_queued_[p] != 0) continue;
         if (!reduced_.empty() && reduced_[p]) continue;
+        // Held (statistics_hold.h): read into the hold, not the page cache; later: nothing after it is queued yet.
+        const hold_answer hold = hold_piece(p, sp);
+        if (hold == hold_answer::later) break;
+        if (hold == hold_answer::held) {
+            statistics_queued_[p] = 3;
+            continue;
+        }
         const std::vector<prefetch_range> runs = piece_input_runs(p);
         double bytes = 0, cached = 0;
         uint64_t longest = 0;

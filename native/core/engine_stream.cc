@@ -109,6 +109,7 @@ merge_status engine::stream(merge_thread_pool & pool, merge_writer & writer, mer
             t_fill_ += now() - t0;
         }
 
+        window_w1_ = w1;
         if (statistics_ahead_) queue_statistics_reads(o, w0, first);
         t0 = now();
         merge_status s = compute(pool, w0, w1, buf, spans, first, last);
@@ -118,6 +119,7 @@ merge_status engine::stream(merge_thread_pool & pool, merge_writer & writer, mer
         if (release >= 1 && release <= 3) release_window(o, w0, w1, first);
         if (drop_behind_) reader_ ? drop_read_runs() : drop_window(w0);
         if (drop_behind_ && statistics_ahead_) drop_statistics_runs(o, w0, w1, first);
+        release_held(o, w1, first, last);
         staged_ = nullptr;
         if (!job_.outputs[o].crc32_ranges.empty()) {
             t0 = now();
@@ -213,7 +215,8 @@ merge_status engine::compute(merge_thread_pool & pool, uint64_t w0, uint64_t w1,
             const size_t p = spans[i].piece;
             if (p == plan_literal || reduced_[p] || job_.pieces[p].reductions.empty()) continue;
             const double t0 = now();
-            merge_status s = reduce_piece(pool, p);
+            merge_status s = wait_held(p);
+            if (s.ok()) s = reduce_piece(pool, p);
             t_reduce_ += now() - t0;
             if (!s.ok()) return s;
             reduced_[p] = true;

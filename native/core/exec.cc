@@ -273,7 +273,8 @@ struct block_eval {
 void prefetch_inputs(const exec_context & ctx, const plan_write & pw, uint64_t i, size_t m) {
     for (const plan_input_ref & r : pw.inputs) {
         const uint64_t offset = r.offset + i * r.elem_size, length = (uint64_t) m * r.elem_size;
-        const uint8_t * a = ctx.staged && *ctx.staged ? (*ctx.staged)->find(r.file, offset, length) : nullptr;
+        const uint8_t * a = ctx.held && !ctx.held->runs.empty() ? ctx.held->find(r.file, offset, length) : nullptr;
+        if (!a && ctx.staged && *ctx.staged) a = (*ctx.staged)->find(r.file, offset, length);
         if (!a) {
             const uint8_t * map = (*ctx.inputs)[r.file]->data();
             if (!map) continue;
@@ -416,6 +417,8 @@ const float * exec_operand(const exec_context & ctx, exec_scratch & scratch, siz
 
 const uint8_t * exec_input_ptr(const exec_context & ctx, const merge_operand & a, uint64_t i, uint64_t m) {
     const uint64_t size = st_dtype_size(a.dtype), offset = a.offset + i * size;
+    if (ctx.held && !ctx.held->runs.empty())
+        if (const uint8_t * copy = ctx.held->find(a.file, offset, m * size)) return copy;
     if (ctx.staged && *ctx.staged)
         if (const uint8_t * copy = (*ctx.staged)->find(a.file, offset, m * size)) return copy;
     return (*ctx.inputs)[a.file]->data() + offset;

@@ -57,6 +57,11 @@ struct exec_context {
      * (TENSORMERGE_SLERP_FUSED=0). The same bits either way.
      */
     bool fused_slerp = true;
+    /**
+     * The held pieces' input runs (statistics_hold.h), or null: an input range one of them
+     * holds is read there (before *staged and the map).
+     */
+    const staged_window * held = nullptr;
 };
 
 /**

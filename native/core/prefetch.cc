@@ -20,6 +20,7 @@ constexpr uint64_t step = 4u << 20;
 
 void merge_prefetcher::start() {
     for (unsigned t = 0; t < n_threads_; t++) threads_.emplace_back(&merge_prefetcher::loop, this);
+    if (touch_thread_) toucher_ = std::thread(&merge_prefetcher::touch_loop, this);
 }
 
 void merge_prefetcher::submit(std::vector<prefetch_range> ranges) {
@@ -35,11 +36,14 @@ void merge_prefetcher::stop() {
         std::lock_guard<std::mutex> lock(mutex_);
         stop_ = true;
         queue_.clear();
+        touch_queue_.clear();
     }
     cv_.notify_all();
+    touch_cv_.notify_all();
     for (std::thread & t : threads_)
         if (t.joinable()) t.join();
     threads_.clear();
+    if (toucher_.joinable()) toucher_.join();
 }
 
 void merge_prefetcher::bring_in(const prefetch_range & r, uint8_t * buffer) {
@@ -51,6 +55,15 @@ void merge_prefetcher::bring_in(const prefetch_range & r, uint8_t * buffer) {
         // which fault under the SIGBUS guard and name the file.
         const bool touch_step = touch_stride_ != 0 && r.touch;
         if (in.advise(r.offset, r.length, MADV_POPULATE_READ) == 0) {
+            if (touch_step && touch_thread_) {
+                std::unique_lock<std::mutex> lock(mutex_);
+                if (touch_queue_.size() < touch_lag_steps) {
+                    touch_queue_.push_back(r);
+                    lock.unlock();
+                    touch_cv_.notify_one();
+                    return;
+                }
+            }
             if (touch_step) {
                 touch(in, r);
                 bytes_touched_ += r.length;
@@ -80,6 +93,27 @@ void merge_prefetcher::touch(const merge_input_map & in, const prefetch_range & 
     merge_fault_run(&range, 1, &address, [&] {
         for (uint64_t at = r.offset & ~(stride - 1); at < end; at += stride) (void) *(const volatile uint8_t *) (in.data() + at);
     });
+}
+
+void merge_prefetcher::touch_loop() {
+    for (;;) {
+        prefetch_range r;
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            touch_cv_.wait(lock, [&] { return stop_ || !touch_queue_.empty(); });
+            if (stop_) return;
+            r = touch_queue_.front();
+            touch_queue_.pop_front();
+        }
+        const merge_input_map & in = *inputs_[r.file];
+        // Dropped behind (or evicted) since it was populated: touching it would read it again.
+        if (in.resident_fraction(r.offset, r.length) < 1.0) {
+            bytes_touch_skipped_ += r.length;
+            continue;
+        }
+        touch(in, r);
+        bytes_touched_ += r.length;
+    }
 }
 
 void merge_prefetcher::loop() {

@@ -53,8 +53,19 @@ public:
      * which it was evicted long before the statistics pass read it.
      * Ranges queued with `touch` false (their run was wholly cached when its piece was queued) are not touched.
      */
-    explicit merge_prefetcher(const std::vector<std::unique_ptr<merge_input_map>> & inputs, prefetch_mode mode = prefetch_mode::willneed, unsigned threads = 1, uint32_t touch_stride = 0)
-        : inputs_(inputs), n_threads_(threads < 1 ? 1 : threads), touch_stride_(touch_stride), mode_((int) mode) {}
+    /**
+     * `touch_thread` (populate mode with a touch stride): the touch runs on a thread of its own,
+     * fed the populated steps in order, so the populating threads go straight on to the next
+     * step's read instead of leaving the disk idle while they touch (bench/RESULTS.md
+     * "Statistics read: the touch on its own thread"). At most `touch_lag_steps` steps wait for
+     * it; a step populated while that many wait is touched by its populating thread, as
+     * without the touch thread. A step whose pages are no longer all cached when its turn comes
+     * (dropped behind, or evicted) is not touched: the touch would read it again from the disk.
+     */
+    explicit merge_prefetcher(const std::vector<std::unique_ptr<merge_input_map>> & inputs, prefetch_mode mode = prefetch_mode::willneed, unsigned threads = 1, uint32_t touch_stride = 0,
+                              bool touch_thread = false)
+        : inputs_(inputs), n_threads_(threads < 1 ? 1 : threads), touch_stride_(touch_stride), touch_thread_(touch_thread && touch_stride != 0 && mode == prefetch_mode::populate),
+          mode_((int) mode) {}
     ~merge_prefetcher() { stop(); }
     merge_prefetcher(const merge_prefetcher &) = delete;
     merge_prefetcher & operator=(const merge_prefetcher &) = delete;
@@ -71,6 +82,12 @@ public:
     uint64_t bytes_touched() const { return bytes_touched_.load(); }
     /** Whether populated steps are touched (the constructor's `touch_stride` is not 0). */
     bool touches() const { return touch_stride_ != 0; }
+    /** Whether the touch runs on its own thread (the constructor's `touch_thread`, in populate mode with a touch). */
+    bool touch_thread() const { return touch_thread_; }
+    /** Bytes of populated steps the touch thread skipped: no longer all cached at their turn (after stop()). */
+    uint64_t bytes_touch_skipped() const { return bytes_touch_skipped_.load(); }
+    /** Most steps the touch thread lets wait before populating threads touch their own steps again. */
+    static constexpr size_t touch_lag_steps = 16;
     /** Bytes between two touched bytes (0: no touch). */
     uint32_t touch_stride() const { return touch_stride_; }
     /** The mode in effect: populate turns willneed if the kernel refused MADV_POPULATE_READ (after stop()). */
@@ -78,6 +95,8 @@ public:
 
 private:
     void loop();
+    /** The touch thread's loop (touch_thread_): touches the populated steps handed to it, in order. */
+    void touch_loop();
     void bring_in(const prefetch_range & r, uint8_t * buffer);
     /** Reads one byte every touch_stride_ bytes of the mapped range (under the SIGBUS guard). */
     void touch(const merge_input_map & in, const prefetch_range & r);
@@ -87,7 +106,11 @@ private:
     const std::vector<std::unique_ptr<merge_input_map>> & inputs_;
     const unsigned n_threads_;
     const uint32_t touch_stride_;
+    const bool touch_thread_;
     std::vector<std::thread> threads_;
+    std::thread toucher_;
+    std::condition_variable touch_cv_;        // under mutex_
+    std::deque<prefetch_range> touch_queue_;  // populated steps waiting for the touch thread
     std::mutex mutex_;
     std::condition_variable cv_;
     std::deque<prefetch_range> queue_;
@@ -95,6 +118,7 @@ private:
     std::atomic<int> mode_;                // a prefetch_mode
     std::atomic<uint64_t> bytes_ahead_{0};
     std::atomic<uint64_t> bytes_touched_{0};
+    std::atomic<uint64_t> bytes_touch_skipped_{0};
 };
 
 /**

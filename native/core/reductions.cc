@@ -74,9 +74,8 @@ piece_reducer::piece_reducer(const exec_context & ctx, size_t piece, unsigned th
     for (uint32_t k : ops_)
         for (const merge_operand & a : p.ops[k].args) {
             if (a.kind != MERGE_OPERAND_INPUT) continue;
-            const uint8_t * data = (*ctx.inputs)[a.file]->data();
-            if (!data) continue;
-            const input_stream st{data + a.offset, (uint32_t) st_dtype_size(a.dtype)};
+            if (!(*ctx.inputs)[a.file]->data()) continue;
+            const input_stream st{exec_input_ptr(ctx, a, 0, p.n), (uint32_t) st_dtype_size(a.dtype)}; // the held copy, if any (exec_context::held)
             bool seen = false;
             for (const input_stream & o : streams_) seen = seen || o.data == st.data;
             if (!seen) streams_.push_back(st);

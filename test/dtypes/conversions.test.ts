@@ -1,7 +1,7 @@
 import { strict as assert } from "node:assert";
 import { getFloat16, setFloat16 } from "@petamoriken/float16";
 import { bf16BitsToF32Bits, bitsToF32, f16BitsToF32Bits, f32BitsToBf16, f32BitsToF16, f32ToBits } from "../../lib/dtypes";
-import { bf16FromF32 } from "../helpers/models";
+import { bf16FromF32, f16BitsOfF32 } from "../helpers/models";
 
 const dv = new DataView(new ArrayBuffer(8));
 function referenceF16(x: number): number {
@@ -75,5 +75,37 @@ describe("dtype conversions (lib/dtypes.ts) against independent implementations"
     assert.equal(f32BitsToBf16(0x7f800000), 0x7f80); // +Inf
     assert.equal(f32BitsToBf16(0x7f7fffff), 0x7f80); // max float rounds up to Inf
     assert.equal(bitsToF32(bf16BitsToF32Bits(0x3f80)), 1);
+  });
+
+  it("the fixtures' fast fp16 formula (test/helpers f16BitsOfF32) gives @petamoriken/float16's bits", function () {
+    this.timeout(60000);
+    const bits = new Uint32Array(1);
+    const f = new Float32Array(bits.buffer);
+    let checked = 0;
+    const check = (): void => {
+      const x = f[0]!;
+      const ours = f16BitsOfF32(x);
+      if (Number.isNaN(x)) return assert.equal(ours, -1, "a NaN is left to setFloat16");
+      if (ours !== referenceF16(x)) assert.fail(`0x${bits[0]!.toString(16)} (${x}): ours 0x${ours.toString(16)} ref 0x${referenceF16(x).toString(16)}`);
+      checked++;
+    };
+    // every exponent, both signs, mantissas around the 13 dropped bits' tie
+    for (let e = 0; e < 256; e++)
+      for (const sign of [0, 1])
+        for (const m of [0, 1, 0xfff, 0x1000, 0x1001, 0x1fff, 0x2000, 0x3000, 0x3001, 0x400000, 0x401000, 0x402000, 0x7fe000, 0x7fefff, 0x7ff000, 0x7fffff]) {
+          bits[0] = ((sign << 31) | (e << 23) | m) >>> 0;
+          check();
+        }
+    // the subnormal range and its edges (2^-25 and below round to 0), and the overflow edge at 65520
+    for (let b = 0x33000000 - 4096; b < 0x38900000; b += 61) (bits[0] = b), check();
+    for (let b = 0x477fe000; b < 0x47800010; b++) (bits[0] = b), check();
+    let s = 4242;
+    for (let i = 0; i < 500_000; i++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      bits[0] = s;
+      check();
+    }
+    assert.equal(f16BitsOfF32(0.1), -1, "a double that is not an fp32 is left to setFloat16 (one rounding)");
+    assert.ok(checked > 500_000);
   });
 });

@@ -1,5 +1,7 @@
 /**
  * The TS engine's fast paths against the slow ways they replace:
+ * - the asm.js linear kernels (asm-linear.ts: weighted sum, add difference, lerp) against
+ *   their formulas written out here with Math.fround, over edge triples and random values;
  * - train difference's branch-free loop (method-kernels.ts) against the formula written out
  *   here statement for statement as native/core/method_kernels.cc has it, over edge values
  *   (±0, ±Inf, NaNs of both signs with payloads, subnormals, equal operands);
@@ -17,6 +19,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { f32BitsToF16, f32BitsToF8E4m3, f32BitsToF8E5m2, f8E4m3ToF32Bits, f8E5m2ToF32Bits } from "../../lib/dtypes";
 import { HEAP_RESERVED, asmHeap } from "../../lib/engine/asm-kernels";
+import { linearKernelsFor } from "../../lib/engine/asm-linear";
 import { narrowF16 } from "../../lib/engine/conversions";
 import { JS_CHUNK_ELEMENTS } from "../../lib/engine/js-chunks";
 import { powProductF32 } from "../../lib/engine/det-math";
@@ -116,6 +119,39 @@ function edgeTriples(seed: number, count: number): [Float32Array, Float32Array, 
 
 describe("TS engine fast paths", function () {
   this.timeout(600_000);
+
+  it("the asm.js linear kernels give their formulas' bits (edge triples, random values, several parameters)", () => {
+    const [a, b, c] = edgeTriples(7, 200_000);
+    const n = a.length;
+    const heap = asmHeap(HEAP_RESERVED + 16 * n + 4096);
+    const view = (j: number): Float32Array => new Float32Array(heap, HEAP_RESERVED + 4 * n * j, n);
+    const [ha, hb, hc, out] = [view(0), view(1), view(2), view(3)];
+    ha.set(a); hb.set(b); hc.set(c);
+    const bits = new Uint32Array(heap, out.byteOffset, n);
+    const expected = new Float32Array(1), expectedBits = new Uint32Array(expected.buffer);
+    const isNaN32 = (x: number): boolean => x !== x;
+    const formulas: [string, (x: number, y: number, z: number, p0: number, p1: number) => number, (p0: number, p1: number) => void][] = [
+      ["weighted-sum", (x, y, _z, p0, p1) => f(f(x * p0) + f(y * p1)), (p0, p1) => k.weightedSum(ha.byteOffset, hb.byteOffset, out.byteOffset, n, p0, p1)],
+      ["add-difference", (x, y, z, p0) => f(x + f(f(y - z) * p0)), (p0) => k.addDifference(ha.byteOffset, hb.byteOffset, hc.byteOffset, out.byteOffset, n, p0)],
+      ["lerp", (x, y, _z, p0) => f(x + f(f(y - x) * p0)), (p0) => k.lerp(ha.byteOffset, hb.byteOffset, out.byteOffset, n, p0)],
+    ];
+    const k = linearKernelsFor(out, [ha, hb, hc])!;
+    assert.ok(k, "the views of one asm heap get the kernels");
+    assert.equal(linearKernelsFor(out, [new Float32Array(n)]), undefined, "operands outside the heap get none");
+    for (const [name, formula, run] of formulas) {
+      for (const [p0, p1] of [[0.3, 0.7], [f(1 / 3), f(2 / 3)], [1e-40, 1], [-1.5, 2.5e38]].map(([x, y]) => [f(x!), f(y!)])) {
+        run(p0!, p1!);
+        for (let i = 0; i < n; i++) {
+          expected[0] = formula(a[i]!, b[i]!, c[i]!, p0!, p1!);
+          if (bits[i] === expectedBits[0]) continue;
+          // two NaN operands: which one an operation returns is up to the JIT (see assertSameButNaN)
+          const nans = [a[i]!, b[i]!, c[i]!, p0!, p1!].filter(isNaN32).length;
+          if (nans >= 2 && isNaN32(out[i]!) && isNaN32(expected[0]!)) continue;
+          assert.fail(`${name} (${p0}, ${p1}) element ${i} (${a[i]}, ${b[i]}, ${c[i]}): 0x${bits[i]!.toString(16)}, expected 0x${expectedBits[0]!.toString(16)}`);
+        }
+      }
+    }
+  });
 
   it("multiply difference's branch-free sign gives the formula's bits (edge triples, random values with ties)", () => {
     const [a, b, c] = edgeTriples(21, 100_000);

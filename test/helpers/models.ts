@@ -36,6 +36,38 @@ export function bf16FromF32(x: number): number {
   return upper;
 }
 
+const F32 = new Float32Array(1);
+const F32_BITS = new Uint32Array(F32.buffer);
+
+/**
+ * fp16 bits of a value that is an fp32, round to nearest even: an integer bit formula, so the
+ * fixtures of tests with millions of fp16 values take seconds, not minutes (the float16
+ * package's setFloat16 took ~100 s for 4 x 2^24 values). -1 where it does not apply (a value
+ * that is not an fp32, where rounding twice could differ, or a NaN, whose payload the
+ * package keeps): the caller then uses setFloat16. test/dtypes/conversions.test.ts checks it
+ * against setFloat16.
+ */
+export function f16BitsOfF32(v: number): number {
+  F32[0] = v;
+  if (F32[0] !== v) return -1;
+  const bits = F32_BITS[0]!, sign = (bits >>> 16) & 0x8000, abs = bits & 0x7fffffff;
+  if (abs > 0x7f800000) return -1;
+  if (abs >= 0x477ff000) return sign | 0x7c00; // 65520 and above round to infinity
+  if (abs >= 0x38800000) {
+    // Normal: rebias the exponent (127 - 15 = 112), keep 10 mantissa bits, round on the 13 dropped.
+    let h = (((abs >>> 23) - 112) << 10) | ((abs & 0x7fffff) >>> 13);
+    const rest = abs & 0x1fff;
+    if (rest > 0x1000 || (rest === 0x1000 && (h & 1) === 1)) h++;
+    return sign | h;
+  }
+  // Subnormal or zero: a multiple of 2^-24, exact in double before the rounding.
+  const x = Math.abs(v) * 16777216;
+  let h = Math.floor(x);
+  const r = x - h;
+  if (r > 0.5 || (r === 0.5 && (h & 1) === 1)) h++;
+  return sign | h;
+}
+
 export function encodeValues(dtype: TestDtype, values: ArrayLike<number>): Uint8Array {
   const out = new Uint8Array(values.length * SIZE[dtype]);
   const dv = new DataView(out.buffer);
@@ -44,7 +76,12 @@ export function encodeValues(dtype: TestDtype, values: ArrayLike<number>): Uint8
     switch (dtype) {
       case "F32": dv.setFloat32(i * 4, v, true); break;
       case "F64": dv.setFloat64(i * 8, v, true); break;
-      case "F16": setFloat16(dv, i * 2, v, true); break;
+      case "F16": {
+        const h = f16BitsOfF32(v);
+        if (h >= 0) dv.setUint16(i * 2, h, true);
+        else setFloat16(dv, i * 2, v, true);
+        break;
+      }
       case "BF16": dv.setUint16(i * 2, bf16FromF32(v), true); break;
       case "I64": dv.setBigInt64(i * 8, BigInt(Math.trunc(v)), true); break;
       case "I32": dv.setInt32(i * 4, v, true); break;

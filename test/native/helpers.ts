@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { getFloat16, setFloat16 } from "@petamoriken/float16";
 import type { Job, JobOutput, JobPiece } from "../../lib/native/job";
 import { E4M3, E5M2, refF32BitsToFp8, refFp8ToF32Bits } from "../dtypes/fp8-reference";
+import { randomValues, writeModel, type TestTensor } from "../helpers/models";
 
 export const DT = { BOOL: 0, U8: 1, I8: 2, F8_E5M2: 3, F8_E4M3: 4, I16: 5, F16: 7, BF16: 8, I32: 9, F32: 11, F64: 12, I64: 13 } as const;
 const FP8 = { [DT.F8_E5M2]: E5M2, [DT.F8_E4M3]: E4M3 } as Record<number, typeof E4M3>;
@@ -341,4 +342,20 @@ function hexBytes(b: number[]): string {
 }
 function hex(buf: Uint8Array, offset: number, n: number): string {
   return hexBytes([...buf.subarray(offset, offset + n)]);
+}
+
+/**
+ * Model m of a set for the statistics-read tests: one tensor per length (the sixth fp16, the
+ * others fp32; odd lengths give unaligned offsets) and a 3-element bias, values seeded by
+ * seedStep * m + i (the bias by biasSeed + m).
+ */
+export function writeStatisticsModelSet(dir: string, m: number, lengths: number[], seedStep: number, biasSeed: number): string {
+  const tensors: Record<string, TestTensor> = {};
+  lengths.forEach((n, i) => {
+    tensors[`model.diffusion_model.input_blocks.${i}.0.proj.weight`] = { dtype: i === 5 ? "F16" : "F32", shape: [n], values: randomValues(n, seedStep * m + i, false) };
+  });
+  tensors["model.diffusion_model.out.bias"] = { dtype: "F32", shape: [3], values: randomValues(3, biasSeed + m, false) };
+  const path = join(dir, `m${m}.safetensors`);
+  writeModel(path, tensors);
+  return path;
 }

@@ -6,7 +6,8 @@
  * the reader forced on or off, drop-behind forced, windows that split the big tensors, and 1 or 2
  * threads must give the TS engine's bytes (an independent implementation of the methods), as must
  * every read-ahead budget (TENSORMERGE_STATISTICS_AHEAD_MIB: none, tiny, the whole model), with the
- * helper touching what it populated once per page, once per line or not (TENSORMERGE_STATISTICS_TOUCH). One
+ * helper touching what it populated once per page, once per line or not (TENSORMERGE_STATISTICS_TOUCH), on the
+ * populating thread or on a thread of its own (TENSORMERGE_STATISTICS_TOUCH_THREAD). One
  * input is evicted from the page cache before each run so the cold paths (drop-behind of the
  * pieces read ahead) run too.
  */
@@ -16,20 +17,14 @@ import { join } from "node:path";
 import { evictFiles } from "../../bench/floor";
 import { merge } from "../../lib/merge";
 import { ENGINES, captureEngineStats, setOnlyTuningKnobs } from "../helpers/engines";
-import { randomValues, tempDir, writeModel, type TestTensor } from "../helpers/models";
+import { tempDir } from "../helpers/models";
+import { writeStatisticsModelSet } from "./helpers";
 
 /** Small tensors, and big ones that span several 1 MiB windows (fp32: 4 MB and 2.4 MB; fp16: 2 MB). */
 const LENGTHS = [7, 4097, 1_000_003, 65, 600_001, 1_048_577];
 
 function writeModelSet(dir: string, m: number): string {
-  const tensors: Record<string, TestTensor> = {};
-  LENGTHS.forEach((n, i) => {
-    tensors[`model.diffusion_model.input_blocks.${i}.0.proj.weight`] = { dtype: i === 5 ? "F16" : "F32", shape: [n], values: randomValues(n, 17 * m + i, false) };
-  });
-  tensors["model.diffusion_model.out.bias"] = { dtype: "F32", shape: [3], values: randomValues(3, 5 + m, false) };
-  const path = join(dir, `m${m}.safetensors`);
-  writeModel(path, tensors);
-  return path;
+  return writeStatisticsModelSet(dir, m, LENGTHS, 17, 5);
 }
 
 describe("native engine: the statistics read (inputs of pieces with statistics read ahead)", function () {
@@ -145,6 +140,43 @@ describe("native engine: the statistics read (inputs of pieces with statistics r
       // first model's big tensors alone); 1 MiB adds at most a piece beyond the next window.
       assert.ok(peaks["4096"]! > 5e6 && peaks["4096"]! > peaks["1"]!, `peaks ahead: ${JSON.stringify(peaks)}`);
       assert.ok(peaks["1"]! >= peaks["0"]!, `peaks ahead: ${JSON.stringify(peaks)}`);
+    });
+
+    it(`${c.method}: the touch on its own thread or not (TENSORMERGE_STATISTICS_TOUCH_THREAD), 1/2 helpers, reader on/off, threads 1/2: the TS engine's bytes`, async function () {
+      if (!ENGINES.includes("native")) this.skip();
+      const { inputs, ...rest } = c;
+      const options = { recipeMetadata: false, dtype: "fp16", ...inputs(), ...rest };
+      const ref = join(dir.path, `${c.method}-touch-thread-js.safetensors`);
+      await merge({ ...options, engine: "js", threads: 1, out: ref } as never);
+      const expected = readFileSync(ref);
+      for (const touchThread of ["0", "1"]) {
+        for (const readers of ["1", "2"]) {
+          for (const reader of ["0", "2"]) {
+            for (const threads of [1, 2]) {
+              const knobs = {
+                TENSORMERGE_STATISTICS_READ: "1", TENSORMERGE_STATISTICS_TOUCH_THREAD: touchThread, TENSORMERGE_STATISTICS_READERS: readers, TENSORMERGE_BUFFERED_READS: reader,
+                TENSORMERGE_RELEASE_INPUTS: "3", TENSORMERGE_WINDOW_MIB: "1", TENSORMERGE_DIRECT_READS: "0",
+              };
+              const restore = setOnlyTuningKnobs(knobs);
+              try {
+                evictFiles([paths[1]!]);
+                const out = join(dir.path, `${c.method}-touch-thread-${touchThread}-${readers}-${reader}-${threads}.safetensors`);
+                capture.reset();
+                await merge({ ...options, engine: "native", threads, out } as never);
+                const stats = capture.last()!;
+                assert.ok(readFileSync(out).equals(expected), `${c.method}: ${JSON.stringify(knobs)}, threads ${threads}`);
+                assert.equal(stats.statisticsTouchThread, Number(touchThread), "TENSORMERGE_STATISTICS_TOUCH_THREAD did not reach the engine");
+                // The evicted input's steps are populated cold and handed to the touch: touched, or skipped if dropped meanwhile.
+                assert.ok(stats.bytesStatisticsTouched! + stats.bytesStatisticsTouchSkipped! > 0, `cold steps reach the touch: ${stats.bytesStatisticsTouched}`);
+                assert.ok(stats.bytesStatisticsTouched! + stats.bytesStatisticsTouchSkipped! < stats.bytesStatisticsAhead!, "cached steps are not touched");
+                if (touchThread === "0") assert.equal(stats.bytesStatisticsTouchSkipped, 0, "only the touch thread skips steps");
+              } finally {
+                restore();
+              }
+            }
+          }
+        }
+      }
     });
   }
 });
