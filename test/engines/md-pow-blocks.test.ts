@@ -12,13 +12,21 @@
  *   IEEE pow's value for the special operands; and the scalar powProductF32's bits everywhere;
  * - the multiply-difference kernel against the native engine's bytes (every ISA, 2 threads) over
  *   millions of elements (random values, A = C and B = C runs and single elements, edge values),
- *   in tensors whose lengths end on, before and after block boundaries.
+ *   in tensors whose lengths end on, before and after block boundaries;
+ * - a whole multiply-difference merge in the TS engine with the WebAssembly SIMD kernel and with
+ *   TENSORMERGE_TS_WASM=0 (the asm.js one), 1 and 2 threads, fp32 and fp16 out: the same bytes
+ *   as each other and as the native engine.
  */
 import { strict as assert } from "node:assert";
 import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { ASM_HEAP_UNIT, asmHeap, kernelsOf } from "../../lib/engine/asm-kernels";
 import { powProductF32, powProductF32Array } from "../../lib/engine/det-math";
 import { METHOD_KERNELS, powProductF32Blocks } from "../../lib/engine/method-kernels";
 import { capabilities, runNativeJob } from "../../lib/native/binding";
+import { merge } from "../../lib/merge";
+import { ENGINES, setEngineKnobs } from "../helpers/engines";
+import { writeModel, type TestTensor } from "../helpers/models";
 import { DT, KERNEL, makeJob, rng, tempDir, valueOf } from "../native/helpers";
 
 const f = Math.fround;
@@ -173,6 +181,50 @@ describe("multiply-difference's pow product by blocks and tables (TS engine)", f
         }
         assert.ok(nanInputs < total / 100, `${isa}: ${nanInputs} NaN elements compared loosely`);
       }
+    }
+  });
+
+  it("a whole merge in the TS engine gives the same bytes with the WebAssembly kernel, with TENSORMERGE_TS_WASM=0 and in the native engine", async () => {
+    // the knob is read where a heap is made: check that it switches the kernel there
+    for (const [knob, wasm] of [[undefined, true], ["0", false]] as const) {
+      const restore = setEngineKnobs({ TENSORMERGE_TS_WASM: knob });
+      try {
+        assert.equal(kernelsOf(asmHeap(ASM_HEAP_UNIT))!.wasmPow !== undefined, wasm, `TENSORMERGE_TS_WASM=${knob}`);
+      } finally {
+        restore();
+      }
+    }
+    const next = rng(4242);
+    // lengths around the 8-element wasm step and the 2048-element block
+    const lengths = [1, 7, 8, 9, 2047, 2048, 2049, 16_383, 100_003, 300_000];
+    const models = ["a", "b", "c"].map((name) => join(dir.path, `whole-${name}.safetensors`));
+    const tensors: Record<string, TestTensor>[] = [{}, {}, {}];
+    lengths.forEach((n, t) => {
+      const c = Float32Array.from({ length: n }, () => (next() - 0.5) * 0.2);
+      const a = c.map((v) => (next() < 0.1 ? v : v + (next() - 0.5) * 0.04)); // A = C here and there
+      const b = t === 4 ? c.slice() : c.map((v) => v + (next() - 0.5) * 0.04); // a tensor B leaves as C
+      const name = `model.diffusion_model.input_blocks.${t}.0.weight`;
+      [a, b, c].forEach((values, m) => (tensors[m]![name] = { dtype: "F32", shape: [n], values }));
+    });
+    models.forEach((path, m) => writeModel(path, tensors[m]!));
+    for (const dtype of ["fp32", "fp16"] as const) {
+      const outs: { label: string; bytes: Buffer }[] = [];
+      const run = async (label: string, engine: "js" | "native", threads: number, knob: string | undefined) => {
+        const restore = setEngineKnobs({ TENSORMERGE_TS_WASM: knob });
+        try {
+          const out = join(dir.path, `whole-${dtype}-${label}.safetensors`);
+          await merge({ recipeMetadata: false, a: models[0]!, b: models[1]!, c: models[2]!, method: "multiply-difference", multiplier: 0.35, beta: 0.6, dtype, out, engine, threads });
+          outs.push({ label, bytes: readFileSync(out) });
+        } finally {
+          restore();
+        }
+      };
+      await run("wasm-1", "js", 1, undefined);
+      await run("wasm-2", "js", 2, undefined);
+      await run("asm-1", "js", 1, "0");
+      await run("asm-2", "js", 2, "0");
+      if (ENGINES.includes("native")) await run("native", "native", 2, undefined);
+      for (const { label, bytes } of outs.slice(1)) assert.ok(bytes.equals(outs[0]!.bytes), `${dtype}: ${label} vs ${outs[0]!.label}`);
     }
   });
 });
