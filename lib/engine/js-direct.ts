@@ -14,19 +14,27 @@ import { constants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 
 // Node has WebAssembly; the project's TypeScript libs (no DOM) do not declare it.
-declare const WebAssembly: { Memory: new (descriptor: { initial: number; maximum?: number }) => { buffer: ArrayBuffer } };
+declare const WebAssembly: { Memory: new (descriptor: { initial: number; maximum?: number }) => WasmMemory };
+/** A WebAssembly.Memory (the kernels' wasm modules import it: asm-kernels.ts). */
+export interface WasmMemory { buffer: ArrayBuffer }
 
 /** The alignment O_DIRECT gets here (a page: at least every block size in use). */
 export const PAGE = 4096;
 
-const pageAligned = new WeakSet<ArrayBufferLike>();
+/** Every page-aligned buffer, with the memory it is the buffer of. */
+const pageAligned = new WeakMap<ArrayBufferLike, WasmMemory>();
 
 /** `bytes` (plus a page of room to shift views by) in memory whose first byte is page-aligned. */
 export function pageAlignedBuffer(bytes: number): ArrayBuffer {
   const pages = Math.max(1, Math.ceil((bytes + PAGE) / 65536));
-  const buffer = new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer;
-  pageAligned.add(buffer);
-  return buffer;
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
+  pageAligned.set(memory.buffer, memory);
+  return memory.buffer;
+}
+
+/** The WebAssembly.Memory whose buffer `buffer` is, if pageAlignedBuffer made it. */
+export function memoryOf(buffer: ArrayBufferLike): WasmMemory | undefined {
+  return pageAligned.get(buffer);
 }
 
 /** The O_DIRECT flag, or undefined where the platform has none or TENSORMERGE_DIRECT_IO=0. */

@@ -47,7 +47,7 @@ export function trainDifferenceExact(ai: number, bi: number, ci: number, p0: num
  * in place in the first: asm-kernels.ts mdPow where pow_in_range holds (the elements it lists
  * back, with a special operand, by powProductF32), else powProductF32Array.
  */
-function mdPowOf(y1: number, y2: number): (kernels: Kernels, n: number) => void {
+function mdPowOf(y1: number, y2: number, asm = false): (kernels: Kernels, n: number) => void {
   const views = (buffer: ArrayBufferLike) => ({
     x1: new Float32Array(buffer, MD_SCRATCH, MD_BLOCK), x2: new Float32Array(buffer, MD_SCRATCH + 4 * MD_BLOCK, MD_BLOCK),
     list: new Int32Array(buffer, MD_LIST, MD_BLOCK),
@@ -57,8 +57,8 @@ function mdPowOf(y1: number, y2: number): (kernels: Kernels, n: number) => void 
     powProductF32Array(x1, y1, x2, y2, x1, n);
   };
   const zero1 = +powZeroKills(y1, y2), zero2 = +powZeroKills(y2, y1);
-  return ({ k, counts }, n) => {
-    const left = k.mdPow(n, y1, y2, zero1, zero2);
+  return ({ k, counts, wasmPow }, n) => {
+    const left = wasmPow && !asm ? wasmPow(n, y1, y2, zero1, zero2) : k.mdPow(n, y1, y2, zero1, zero2);
     if (left === 0) return;
     const { x1, x2, list } = views(counts.buffer);
     for (let j = 0; j < left; j++) {
@@ -71,11 +71,12 @@ function mdPowOf(y1: number, y2: number): (kernels: Kernels, n: number) => void 
 /**
  * out[i] = x1[i]^y1 · x2[i]^y2 for i < n, computed as multiply-difference computes it (mdPowOf,
  * through the scratch blocks of an asm heap of its own): for tests, beside powProductF32Array.
+ * `asm`: the asm.js kernel even where the WebAssembly SIMD one is there.
  */
-export function powProductF32Blocks(x1: Float32Array, y1: number, x2: Float32Array, y2: number, out: Float32Array, n: number): void {
+export function powProductF32Blocks(x1: Float32Array, y1: number, x2: Float32Array, y2: number, out: Float32Array, n: number, asm = false): void {
   const heap = (testHeap ??= asmHeap(ASM_HEAP_UNIT));
   const kernels = kernelsOf(heap)!;
-  const pow = mdPowOf(y1, y2);
+  const pow = mdPowOf(y1, y2, asm);
   const s1 = new Float32Array(heap, MD_SCRATCH, MD_BLOCK), s2 = new Float32Array(heap, MD_SCRATCH + 4 * MD_BLOCK, MD_BLOCK);
   for (let start = 0; start < n; start += MD_BLOCK) {
     const block = Math.min(MD_BLOCK, n - start);

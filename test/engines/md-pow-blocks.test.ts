@@ -12,13 +12,21 @@
  *   IEEE pow's value for the special operands; and the scalar powProductF32's bits everywhere;
  * - the multiply-difference kernel against the native engine's bytes (every ISA, 2 threads) over
  *   millions of elements (random values, A = C and B = C runs and single elements, edge values),
- *   in tensors whose lengths end on, before and after block boundaries.
+ *   in tensors whose lengths end on, before and after block boundaries;
+ * - a whole multiply-difference merge in the TS engine with the WebAssembly SIMD kernel and with
+ *   TENSORMERGE_TS_WASM=0 (the asm.js one), 1 and 2 threads, fp32 and fp16 out: the same bytes
+ *   as each other and as the native engine.
  */
 import { strict as assert } from "node:assert";
 import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { ASM_HEAP_UNIT, asmHeap, kernelsOf } from "../../lib/engine/asm-kernels";
 import { powProductF32, powProductF32Array } from "../../lib/engine/det-math";
 import { METHOD_KERNELS, powProductF32Blocks } from "../../lib/engine/method-kernels";
 import { capabilities, runNativeJob } from "../../lib/native/binding";
+import { merge } from "../../lib/merge";
+import { ENGINES, setEngineKnobs } from "../helpers/engines";
+import { writeModel, type TestTensor } from "../helpers/models";
 import { DT, KERNEL, makeJob, rng, tempDir, valueOf } from "../native/helpers";
 
 const f = Math.fround;
@@ -59,11 +67,12 @@ describe("multiply-difference's pow product by blocks and tables (TS engine)", f
     ([y1, y2]) => [f(y1!), f(y2!)] as [number, number],
   );
 
-  it("is within 0.505 ulp of Math.pow·Math.pow in double, exact on powers of two, IEEE pow on special operands, powProductF32's bits (JS and asm.js)", () => {
-    const out = new Float32Array(N), outAsm = new Float32Array(N);
+  it("is within 0.505 ulp of Math.pow·Math.pow in double, exact on powers of two, IEEE pow on special operands, powProductF32's bits (JS, asm.js, WebAssembly SIMD)", () => {
+    const out = new Float32Array(N), outAsm = new Float32Array(N), outWasm = new Float32Array(N);
     for (const [y1, y2] of pairs) {
       powProductF32Array(x1, y1, x2, y2, out, N);
-      powProductF32Blocks(x1, y1, x2, y2, outAsm, N);
+      powProductF32Blocks(x1, y1, x2, y2, outAsm, N, true);
+      powProductF32Blocks(x1, y1, x2, y2, outWasm, N); // the WebAssembly SIMD kernel where there is one
       let worst = 0, compared = 0, exact = 0;
       for (let i = 0; i < N; i++) {
         const a = x1[i]!, b = x2[i]!, got = out[i]!;
@@ -71,6 +80,7 @@ describe("multiply-difference's pow product by blocks and tables (TS engine)", f
         const scalar = powProductF32(a, y1, b, y2);
         if (!Object.is(got, scalar) && !(Number.isNaN(got) && Number.isNaN(scalar))) assert.fail(`(${y1}, ${y2}) pow(${a})·pow(${b}): ${got}, scalar ${scalar}`);
         if (!Object.is(outAsm[i], scalar) && !(Number.isNaN(outAsm[i]!) && Number.isNaN(scalar))) assert.fail(`(${y1}, ${y2}) pow(${a})·pow(${b}): asm ${outAsm[i]}, scalar ${scalar}`);
+        if (!Object.is(outWasm[i], scalar) && !(Number.isNaN(outWasm[i]!) && Number.isNaN(scalar))) assert.fail(`(${y1}, ${y2}) pow(${a})·pow(${b}): wasm ${outWasm[i]}, scalar ${scalar}`);
         // powProductF32's operand classes: a general operand enters the log sum, another is
         // the factor IEEE pow gives it (Math.pow is IEEE pow there)
         const g1 = y1 !== 0 && a > 0 && a < Infinity && a !== 1, g2 = y2 !== 0 && b > 0 && b < Infinity && b !== 1;
@@ -171,6 +181,50 @@ describe("multiply-difference's pow product by blocks and tables (TS engine)", f
         }
         assert.ok(nanInputs < total / 100, `${isa}: ${nanInputs} NaN elements compared loosely`);
       }
+    }
+  });
+
+  it("a whole merge in the TS engine gives the same bytes with the WebAssembly kernel, with TENSORMERGE_TS_WASM=0 and in the native engine", async () => {
+    // the knob is read where a heap is made: check that it switches the kernel there
+    for (const [knob, wasm] of [[undefined, true], ["0", false]] as const) {
+      const restore = setEngineKnobs({ TENSORMERGE_TS_WASM: knob });
+      try {
+        assert.equal(kernelsOf(asmHeap(ASM_HEAP_UNIT))!.wasmPow !== undefined, wasm, `TENSORMERGE_TS_WASM=${knob}`);
+      } finally {
+        restore();
+      }
+    }
+    const next = rng(4242);
+    // lengths around the 8-element wasm step and the 2048-element block
+    const lengths = [1, 7, 8, 9, 2047, 2048, 2049, 16_383, 100_003, 300_000];
+    const models = ["a", "b", "c"].map((name) => join(dir.path, `whole-${name}.safetensors`));
+    const tensors: Record<string, TestTensor>[] = [{}, {}, {}];
+    lengths.forEach((n, t) => {
+      const c = Float32Array.from({ length: n }, () => (next() - 0.5) * 0.2);
+      const a = c.map((v) => (next() < 0.1 ? v : v + (next() - 0.5) * 0.04)); // A = C here and there
+      const b = t === 4 ? c.slice() : c.map((v) => v + (next() - 0.5) * 0.04); // a tensor B leaves as C
+      const name = `model.diffusion_model.input_blocks.${t}.0.weight`;
+      [a, b, c].forEach((values, m) => (tensors[m]![name] = { dtype: "F32", shape: [n], values }));
+    });
+    models.forEach((path, m) => writeModel(path, tensors[m]!));
+    for (const dtype of ["fp32", "fp16"] as const) {
+      const outs: { label: string; bytes: Buffer }[] = [];
+      const run = async (label: string, engine: "js" | "native", threads: number, knob: string | undefined) => {
+        const restore = setEngineKnobs({ TENSORMERGE_TS_WASM: knob });
+        try {
+          const out = join(dir.path, `whole-${dtype}-${label}.safetensors`);
+          await merge({ recipeMetadata: false, a: models[0]!, b: models[1]!, c: models[2]!, method: "multiply-difference", multiplier: 0.35, beta: 0.6, dtype, out, engine, threads });
+          outs.push({ label, bytes: readFileSync(out) });
+        } finally {
+          restore();
+        }
+      };
+      await run("wasm-1", "js", 1, undefined);
+      await run("wasm-2", "js", 2, undefined);
+      await run("asm-1", "js", 1, "0");
+      await run("asm-2", "js", 2, "0");
+      if (ENGINES.includes("native")) await run("native", "native", 2, undefined);
+      for (const { label, bytes } of outs.slice(1)) assert.ok(bytes.equals(outs[0]!.bytes), `${dtype}: ${label} vs ${outs[0]!.label}`);
     }
   });
 });
