@@ -11,13 +11,16 @@
 /**
  * TENSORMERGE_STATISTICS_HOLD_MIB (default 128; 0: off, the map path for every piece): the
  * hold's arena, when the job has statistics read ahead (statistics_read_mode), reads each
- * input byte once (inputs_read_once) and either bypasses the page cache (bypass_cache) or
- * drops behind (drop_behind_); else 0. The arena is the hold's whole memory: with the output
+ * input byte once (inputs_read_once) and bypasses the page cache (bypass_cache), but does not
+ * drop behind (inputs > RAM/2: drop_behind_); else 0. On 2 x Mistral-7B (drop-behind) the hold
+ * held 3.2 of 29 GB, read 1.7 GB twice (30.7 GB from disk) and doubled private memory (88 ->
+ * 194 MiB) without a faster merge (bench/RESULTS.md, "The hold and the 7B pair"), so such
+ * jobs keep the statistics read's populate path. The arena is the hold's whole memory: with the output
  * windows (2 x 32 MiB by default) and the reader's slots, if any, it bounds what the job keeps
  * privately (README "Library"). An eighth of the RAM at most.
  */
 uint64_t engine::statistics_hold_budget() const {
-    if (statistics_read_ == 0 || !read_once_ || !(bypass_cache() || drop_behind_)) return 0;
+    if (statistics_read_ == 0 || !read_once_ || !bypass_cache() || drop_behind_) return 0;
     uint64_t mib = 128;
     if (const char * v = std::getenv("TENSORMERGE_STATISTICS_HOLD_MIB")) {
         const long n = std::atol(v);
