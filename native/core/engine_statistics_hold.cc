@@ -13,7 +13,7 @@
  * hold's arena, when the job has statistics read ahead (statistics_read_mode), reads each
  * input byte once (inputs_read_once) and bypasses the page cache (bypass_cache), but does not
  * drop behind (inputs > RAM/2: drop_behind_); else 0. On 2 x Mistral-7B (drop-behind) the hold
- * held 3.2 of 29 GB, read 1.7 GB twice (30.7 GB from disk) and doubled private memory (88 ->
+ * held 3.2 of 29 GB, read 30.7 GB from disk instead of 29.0 and doubled private memory (88 ->
  * 194 MiB) without a faster merge (bench/RESULTS.md, "The hold and the 7B pair"), so such
  * jobs keep the statistics read's populate path. The arena is the hold's whole memory: with the output
  * windows (2 x 32 MiB by default) and the reader's slots, if any, it bounds what the job keeps
