@@ -19,7 +19,8 @@
 import { f16NarrowTables } from "./conversions";
 import { powHeapTables } from "./det-math";
 import { PAGE, memoryOf, pageAlignedBuffer } from "./js-direct";
-import { MD_WASM_GROUP, mdPowWasm, type MdPow } from "./wasm/md-pow";
+import { MD_WASM_GROUP, mdPowWasm, type MdBlock, type MdPow } from "./wasm/md-pow";
+import { narrowF16Wasm, type NarrowF16 } from "./wasm/narrow-f16";
 
 /** asm.js heap sizes are multiples of this (V8: a power of two below 16 MiB, else multiples). */
 export const ASM_HEAP_UNIT = 1 << 24;
@@ -227,10 +228,15 @@ function kernelModule(stdlib: typeof globalThis, _foreign: unknown, heap: ArrayB
 
 /**
  * A module instance and the counts words of its heap (see HEAP_RESERVED); wasmPow: mdPow's
- * SIMD128 WebAssembly form (wasm/md-pow.ts, the same bits), bound to the same heap, where the
- * platform has it and TENSORMERGE_TS_WASM is not 0.
+ * SIMD128 WebAssembly form (wasm/md-pow.ts, the same bits), and wasmBlock: mdAbs, it and
+ * mdCombine in one call (wasm/md-block.ts), and wasmNarrowF16: narrowF16 in SIMD128
+ * (wasm/narrow-f16.ts, the same bits and counts), bound to the same heap, where the platform
+ * has them and TENSORMERGE_TS_WASM is not 0.
  */
-export interface Kernels { k: ReturnType<typeof kernelModule>; counts: Int32Array; wasmPow: MdPow | undefined }
+export interface Kernels {
+  k: ReturnType<typeof kernelModule>; counts: Int32Array;
+  wasmPow: MdPow | undefined; wasmBlock: MdBlock | undefined; wasmNarrowF16: NarrowF16 | undefined;
+}
 
 /**
  * The first bytes of every heap hold narrowF16's tables (Int32 base, shift and bias per sign
@@ -277,8 +283,10 @@ export function asmHeap(bytes: number): ArrayBuffer {
   doubles.set(pow.expScale, (POW_EXP_SCALE - POW_TABLES) / 8);
   const layout = { x1: MD_SCRATCH, x2: MD_SCRATCH + 4 * MD_BLOCK, list: MD_LIST, logScale: POW_LOG_SCALE, logHi: POW_LOG_HI, expScale: POW_EXP_SCALE };
   if (MD_BLOCK % MD_WASM_GROUP !== 0) throw new Error("md block");
-  const wasmPow = mdPowWasm(memoryOf(heap)!, layout, pow);
-  instances.set(heap, { k: kernelModule(globalThis, undefined, heap), counts: new Int32Array(heap, 6144, 2), wasmPow });
+  const wasm = mdPowWasm(memoryOf(heap)!, layout, pow);
+  instances.set(heap, {
+    k: kernelModule(globalThis, undefined, heap), counts: new Int32Array(heap, 6144, 2), wasmPow: wasm?.pow, wasmBlock: wasm?.block, wasmNarrowF16: narrowF16Wasm(memoryOf(heap)!),
+  });
   return heap;
 }
 

@@ -111,8 +111,9 @@ export function widenF8(src: Uint8Array, dst: Uint32Array, n: number, dtype: "F8
 export function narrowF16(src: Uint32Array, dst: Uint16Array, n: number, count?: { nan: number; inf: number }): void {
   // asm-kernels.ts narrowF16: the loop below as asm.js (no per-element checks), where it runs
   let nan = 0, inf = 0;
-  runAsm(({ k, counts }, [from, to], len) => {
-    k.narrowF16(from!, to!, len);
+  runAsm(({ k, counts, wasmNarrowF16 }, [from, to], len) => {
+    if (wasmNarrowF16) wasmNarrowF16(from!, to!, len); // the same bits and counts in SIMD128
+    else k.narrowF16(from!, to!, len);
     nan += counts[0]!;
     inf += counts[1]!;
     return 0;

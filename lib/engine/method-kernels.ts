@@ -42,29 +42,36 @@ export function trainDifferenceExact(ai: number, bi: number, ci: number, p0: num
   return f(ai + v);
 }
 
+/** The scratch blocks and mdPow's list in a heap. */
+const scratchViews = (buffer: ArrayBufferLike) => ({
+  x1: new Float32Array(buffer, MD_SCRATCH, MD_BLOCK), x2: new Float32Array(buffer, MD_SCRATCH + 4 * MD_BLOCK, MD_BLOCK),
+  list: new Int32Array(buffer, MD_LIST, MD_BLOCK),
+});
+
+/** The `left` elements mdPow listed (special operands), by powProductF32, in place in the first scratch block. */
+function powListed({ counts }: Kernels, left: number, y1: number, y2: number): void {
+  const { x1, x2, list } = scratchViews(counts.buffer);
+  for (let j = 0; j < left; j++) {
+    const i = list[j]!;
+    x1[i] = powProductF32(x1[i]!, y1, x2[i]!, y2);
+  }
+}
+
 /**
  * The pow product x1^y1 · x2^y2 of the n <= MD_BLOCK elements in a heap's two scratch blocks,
  * in place in the first: asm-kernels.ts mdPow where pow_in_range holds (the elements it lists
  * back, with a special operand, by powProductF32), else powProductF32Array.
  */
 function mdPowOf(y1: number, y2: number, asm = false): (kernels: Kernels, n: number) => void {
-  const views = (buffer: ArrayBufferLike) => ({
-    x1: new Float32Array(buffer, MD_SCRATCH, MD_BLOCK), x2: new Float32Array(buffer, MD_SCRATCH + 4 * MD_BLOCK, MD_BLOCK),
-    list: new Int32Array(buffer, MD_LIST, MD_BLOCK),
-  });
   if (!powFastExponents(y1, y2)) return ({ counts }, n) => {
-    const { x1, x2 } = views(counts.buffer);
+    const { x1, x2 } = scratchViews(counts.buffer);
     powProductF32Array(x1, y1, x2, y2, x1, n);
   };
   const zero1 = +powZeroKills(y1, y2), zero2 = +powZeroKills(y2, y1);
-  return ({ k, counts, wasmPow }, n) => {
+  return (kernels, n) => {
+    const { k, wasmPow } = kernels;
     const left = wasmPow && !asm ? wasmPow(n, y1, y2, zero1, zero2) : k.mdPow(n, y1, y2, zero1, zero2);
-    if (left === 0) return;
-    const { x1, x2, list } = views(counts.buffer);
-    for (let j = 0; j < left; j++) {
-      const i = list[j]!;
-      x1[i] = powProductF32(x1[i]!, y1, x2[i]!, y2);
-    }
+    if (left !== 0) powListed(kernels, left, y1, y2);
   };
 }
 
@@ -134,13 +141,25 @@ export const METHOD_KERNELS: Record<string, Kernel> = {
     //   product by −1 negates a number exactly and gives back a NaN operand as it is (IEEE 754
     //   6.2.3 keeps its payload; x86-64 and AArch64 keep its sign too), which is negf.
     // - the pow product: mdPowOf.
+    // - one block in one call where the WebAssembly kernels are there (wasm/md-block.ts: its
+    //   passes are f32x4; a block whose pow product listed elements comes back uncombined, and
+    //   is finished here as without it).
     const pow = mdPowOf(p0, p1);
+    const fused = powFastExponents(p0, p1);
+    const zero1 = +powZeroKills(p0, p1), zero2 = +powZeroKills(p1, p0);
     runAsm((kernels, [oa, ob, oc, or], len) => {
+      const { k, wasmBlock } = kernels;
       for (let start = 0; start < len; start += MD_BLOCK) {
         const block = Math.min(MD_BLOCK, len - start), at = 4 * start;
-        kernels.k.mdAbs(oa! + at, ob! + at, oc! + at, block);
-        pow(kernels, block);
-        kernels.k.mdCombine(oa! + at, ob! + at, oc! + at, or! + at, block, p2, p3);
+        if (fused && wasmBlock) {
+          const left = wasmBlock(oa! + at, ob! + at, oc! + at, or! + at, block, p0, p1, zero1, zero2, p2, p3);
+          if (left === 0) continue;
+          powListed(kernels, left, p0, p1);
+        } else {
+          k.mdAbs(oa! + at, ob! + at, oc! + at, block);
+          pow(kernels, block);
+        }
+        k.mdCombine(oa! + at, ob! + at, oc! + at, or! + at, block, p2, p3);
       }
       return 0;
     }, r, [a!, b!, c!], n);

@@ -7,8 +7,8 @@
  * instructions (prefix 0xfd, then the opcode as an unsigned LEB128).
  */
 
-export const I32 = 0x7f, F64 = 0x7c, V128 = 0x7b;
-export type ValType = typeof I32 | typeof F64 | typeof V128;
+export const I32 = 0x7f, F32 = 0x7d, F64 = 0x7c, V128 = 0x7b;
+export type ValType = typeof I32 | typeof F32 | typeof F64 | typeof V128;
 
 function uleb(v: number, out: number[]): void {
   do {
@@ -31,20 +31,23 @@ function sleb(v: number, out: number[]): void {
 const OP = {
   block: 0x02, loop: 0x03, if: 0x04, else: 0x05, end: 0x0b, br: 0x0c, br_if: 0x0d, call: 0x10,
   "local.get": 0x20, "local.set": 0x21, "local.tee": 0x22,
-  "i32.load": 0x28, "i32.store": 0x36, "f32.store": 0x38,
-  "i32.const": 0x41, "f64.const": 0x44,
-  "i32.eqz": 0x45, "i32.eq": 0x46, "i32.ne": 0x47, "i32.lt_u": 0x49, "i32.ge_u": 0x4f,
+  select: 0x1b,
+  "i32.load": 0x28, "f32.load": 0x2a, "i32.load16_u": 0x2f, "i32.store": 0x36, "f32.store": 0x38, "i32.store16": 0x3b,
+  "i32.const": 0x41, "f32.const": 0x43, "f64.const": 0x44,
+  "i32.eqz": 0x45, "i32.eq": 0x46, "i32.ne": 0x47, "i32.lt_u": 0x49, "i32.gt_u": 0x4b, "i32.ge_u": 0x4f, "f32.lt": 0x5d,
   "i32.add": 0x6a, "i32.sub": 0x6b, "i32.and": 0x71, "i32.or": 0x72, "i32.shl": 0x74, "i32.shr_s": 0x75, "i32.shr_u": 0x76,
+  "f32.abs": 0x8b, "f32.add": 0x92, "f32.sub": 0x93, "f32.mul": 0x94,
 } as const;
 /** SIMD128 opcodes used (after the 0xfd prefix). */
 const SIMD = {
   "v128.load": 0x00, "v128.store": 0x0b, "v128.const": 0x0c,
-  "i32x4.splat": 0x11, "f64x2.splat": 0x14, "i32x4.extract_lane": 0x1b,
-  "i32x4.eq": 0x37, "i32x4.ge_u": 0x40, "f32x4.lt": 0x43,
+  "i32x4.splat": 0x11, "f32x4.splat": 0x13, "f64x2.splat": 0x14, "i32x4.extract_lane": 0x1b,
+  "i32x4.eq": 0x37, "i32x4.lt_u": 0x3a, "i32x4.ge_u": 0x40, "f32x4.lt": 0x43,
   "v128.and": 0x4e, "v128.or": 0x50, "v128.xor": 0x51, "v128.bitselect": 0x52, "v128.any_true": 0x53,
   "v128.load64_lane": 0x57, "v128.store64_lane": 0x5b, "v128.load64_zero": 0x5d,
   "f32x4.demote_f64x2_zero": 0x5e, "f64x2.promote_low_f32x4": 0x5f,
-  "f64x2.floor": 0x75, "i32x4.add": 0xae, "i32x4.sub": 0xb1,
+  "f64x2.floor": 0x75, "i16x8.narrow_i32x4_u": 0x86, "i32x4.all_true": 0xa3,
+  "i32x4.shl": 0xab, "i32x4.shr_s": 0xac, "i32x4.shr_u": 0xad, "i32x4.add": 0xae, "i32x4.sub": 0xb1,
   "f32x4.abs": 0xe0, "f32x4.add": 0xe4, "f32x4.sub": 0xe5, "f32x4.mul": 0xe6,
   "f64x2.add": 0xf0, "f64x2.sub": 0xf1, "f64x2.mul": 0xf2,
 } as const;
@@ -91,6 +94,11 @@ export class FunctionBody {
   i32(v: number): this {
     this.code.push(OP["i32.const"]);
     sleb(v | 0, this.code);
+    return this;
+  }
+  f32(v: number): this {
+    this.code.push(OP["f32.const"]);
+    this.code.push(...new Uint8Array(Float32Array.of(v).buffer));
     return this;
   }
   f64(v: number): this {

@@ -21,6 +21,7 @@
  * multiple of it), and only elements below n are fixed or listed.
  */
 import { F64, FunctionBody, I32, V128, moduleBytes } from "./emit";
+import { mdAbsBody, mdBlockBody, mdCombineBody } from "./md-block";
 
 /** Byte offsets in the heap (asm-kernels.ts): the two scratch blocks, the list, the tables. */
 export interface PowLayout { x1: number; x2: number; list: number; logScale: number; logHi: number; expScale: number }
@@ -161,11 +162,17 @@ function powBody(L: PowLayout, C: PowCoefficients, group: number): FunctionBody 
   return b;
 }
 
-/** The module's bytes: exports mdPow (function 0) and fix (function 1), memory imported as env.memory. */
+/**
+ * The module's bytes: exports mdPow (function 0), fix (1), and md-block.ts's mdAbs (2),
+ * mdCombine (3) and mdBlock (4); memory imported as env.memory.
+ */
 export function mdPowModuleBytes(layout: PowLayout, coefficients: PowCoefficients, group = MD_WASM_GROUP): Uint8Array {
   return moduleBytes([
     { name: "mdPow", body: powBody(layout, coefficients, group) },
     { name: "fix", body: fixBody(layout) },
+    { name: "mdAbs", body: mdAbsBody(layout) },
+    { name: "mdCombine", body: mdCombineBody(layout) },
+    { name: "mdBlock", body: mdBlockBody() },
   ]);
 }
 
@@ -178,20 +185,25 @@ declare const WebAssembly: {
 
 /** mdPow of asm-kernels.ts's kernels: the same arguments and result. */
 export type MdPow = (n: number, y1: number, y2: number, zero1: number, zero2: number) => number;
+/** md-block.ts mdBlock: byte offsets of A, B, C and the result, n, the pow product's arguments, p2, p3. */
+export type MdBlock = (a: number, b: number, c: number, out: number, n: number, y1: number, y2: number, zero1: number, zero2: number, p2: number, p3: number) => number;
+/** The module's kernels bound to one memory. */
+export interface MdWasm { pow: MdPow; block: MdBlock }
 
 let compiled: { layout: PowLayout; module: object | undefined } | undefined;
 
 /**
- * The SIMD pow kernel bound to `memory`, or undefined where this WebAssembly has no SIMD128
+ * The SIMD pow kernel and md-block.ts's block kernel bound to `memory`, or undefined where this WebAssembly has no SIMD128
  * (the module does not validate) or TENSORMERGE_TS_WASM=0 asks for the asm.js kernel. The
  * module is compiled once per thread (the layout is the same for every heap).
  */
-export function mdPowWasm(memory: object, layout: PowLayout, coefficients: PowCoefficients): MdPow | undefined {
+export function mdPowWasm(memory: object, layout: PowLayout, coefficients: PowCoefficients): MdWasm | undefined {
   if (process.env.TENSORMERGE_TS_WASM === "0" || typeof WebAssembly !== "object") return undefined;
   if (!compiled) {
     const bytes = mdPowModuleBytes(layout, coefficients);
     compiled = { layout, module: WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : undefined };
   }
   if (!compiled.module) return undefined;
-  return new WebAssembly.Instance(compiled.module, { env: { memory } }).exports.mdPow as MdPow;
+  const { exports } = new WebAssembly.Instance(compiled.module, { env: { memory } });
+  return { pow: exports.mdPow as MdPow, block: exports.mdBlock as MdBlock };
 }
