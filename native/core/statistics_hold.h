@@ -41,6 +41,8 @@ public:
     static uint64_t bytes_for(const std::vector<prefetch_range> & runs);
     /** Whether `runs` could ever be held (bytes_for <= the budget). */
     bool could_hold(const std::vector<prefetch_range> & runs) const { return bytes_for(runs) <= budget_; }
+    /** The biggest region submit could take now (0 if the arena could not be allocated). Engine thread. */
+    uint64_t room();
 
     /**
      * Takes room for piece `id`'s runs (sorted, coalesced) in the arena and queues their reads;
