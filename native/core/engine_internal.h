@@ -193,6 +193,7 @@ private:
     uint64_t statistics_hold_budget() const;
     void start_statistics_hold();
     hold_answer hold_piece(size_t p, const plan_span & sp);
+    void settle_held(size_t p);
     merge_status wait_held(size_t p);
     bool release_held(size_t o, uint64_t w1, size_t first, size_t last);
     bool hold_waits(size_t p) const { return hold_ && hold_state_[p] == hold_waiting; }

@@ -120,14 +120,13 @@ engine::hold_answer engine::hold_piece(size_t p, const plan_span &) {
 }
 
 /**
- * Before piece p's statistics pass: a piece still waiting is settled now (the room of the
- * pieces before it was given back): held whole if it fits, else its runs' first part as fits
- * (the rest through the statistics read), else the map. Then waits for its reads if it is
- * held, and lists its copy for exec (exec_context::held).
+ * Before piece p's statistics pass, if it still waits: settles it now (the room of the pieces
+ * before it was given back): held whole if it fits, else its runs' first part as fits (the rest
+ * through the statistics read), else the map.
  */
-merge_status engine::wait_held(size_t p) {
-    if (!hold_) return {};
-    if (hold_state_[p] == hold_waiting) {
+void engine::settle_held(size_t p) {
+    if (!hold_ || hold_state_[p] != hold_waiting) return;
+    {
         const std::vector<prefetch_range> runs = piece_input_runs(p);
         uint64_t total = 0;
         for (const prefetch_range & r : runs) total += r.length;
@@ -148,7 +147,11 @@ merge_status engine::wait_held(size_t p) {
         }
         if (hold_state_[p] == hold_submitted) statistics_queued_[p] = 3;
     }
-    if (hold_state_[p] != hold_submitted) return {};
+}
+
+/** Before piece p's statistics pass (settle_held first): waits for its reads if it is held, and lists its copy for exec (exec_context::held). */
+merge_status engine::wait_held(size_t p) {
+    if (!hold_ || hold_state_[p] != hold_submitted) return {};
     staged_window & copy = hold_copies_[p];
     merge_status s = hold_->wait(p, &copy);
     if (!s.ok()) return s;

@@ -217,6 +217,11 @@ merge_status engine::compute(merge_thread_pool & pool, size_t o, uint64_t w0, ui
             const size_t p = spans[i].piece;
             if (p == plan_literal || reduced_[p] || job_.pieces[p].reductions.empty()) continue;
             const double t0 = now();
+            // A piece that waited takes its room now; the pieces after it may then be read while it computes.
+            if (hold_waits(p)) {
+                settle_held(p);
+                if (statistics_ahead_) queue_statistics_reads(o, w0, first);
+            }
             merge_status s = wait_held(p);
             if (s.ok()) s = reduce_piece(pool, p);
             t_reduce_ += now() - t0;
