@@ -122,7 +122,6 @@ private:
     uint64_t hold_miss_other_ = 0, hold_miss_cached_ = 0, hold_miss_room_ = 0, hold_rest_bytes_ = 0;
     std::vector<staged_window> hold_copies_; // per piece: its copy while ready
     staged_window held_window_;              // the ready pieces' copies (exec_context::held)
-    uint64_t window_w1_ = 0;                 // the end of the window about to be computed (hold_piece)
     bool drop_behind_ = false;
     struct window_drop {
         uint64_t w0;
@@ -192,7 +191,7 @@ private:
     enum class hold_answer { held, map, later };
     uint64_t statistics_hold_budget() const;
     void start_statistics_hold();
-    hold_answer hold_piece(size_t p, const plan_span & sp);
+    hold_answer hold_piece(size_t p);
     void settle_held(size_t p);
     merge_status wait_held(size_t p);
     bool release_held(size_t o, uint64_t w1, size_t first, size_t last);

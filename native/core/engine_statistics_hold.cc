@@ -93,7 +93,7 @@ std::vector<prefetch_range> hold_rest(const std::vector<prefetch_range> & runs, 
  * gives room back in the order it was taken, and a big piece is not starved by the small ones
  * after it.
  */
-engine::hold_answer engine::hold_piece(size_t p, const plan_span &) {
+engine::hold_answer engine::hold_piece(size_t p) {
     if (!hold_) return hold_answer::map;
     if (hold_state_[p] == hold_submitted || hold_state_[p] == hold_ready) return hold_answer::held;
     if (hold_state_[p] == hold_map) return hold_answer::map;

@@ -90,7 +90,7 @@ void engine::queue_statistics_reads(size_t o, uint64_t w0, size_t first) {
         if (!reduced_.empty() && reduced_[p]) continue;
         // Held (statistics_hold.h): read into the hold, not the page cache; later: it waits for room
         // (queued again at the next call), and the pieces after it wait too (hold_blocked_).
-        const hold_answer hold = hold_piece(p, sp);
+        const hold_answer hold = hold_piece(p);
         if (hold == hold_answer::later) continue;
         if (hold == hold_answer::held) {
             statistics_queued_[p] = 3;

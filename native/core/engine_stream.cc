@@ -109,7 +109,6 @@ merge_status engine::stream(merge_thread_pool & pool, merge_writer & writer, mer
             t_fill_ += now() - t0;
         }
 
-        window_w1_ = w1;
         if (statistics_ahead_) queue_statistics_reads(o, w0, first);
         t0 = now();
         merge_status s = compute(pool, o, w0, w1, buf, spans, first, last);
