@@ -228,6 +228,11 @@ merge_status engine::run() {
         {"statisticsHoldBudget", hold_ ? (double) hold_->budget() : 0.0},
         {"statisticsHoldPeak", hold_ ? (double) hold_->peak_bytes() : 0.0},
         {"secondsStatisticsHoldReading", hold_ ? hold_->seconds_reading() : 0.0},
+        // Input bytes of pieces with statistics the hold left to the map, by why (engine_statistics_hold.cc).
+        {"statisticsHoldMissOtherBytes", (double) hold_miss_other_},
+        {"statisticsHoldMissCachedBytes", (double) hold_miss_cached_},
+        {"statisticsHoldMissRoomBytes", (double) hold_miss_room_},
+        {"statisticsHoldRestBytes", (double) hold_rest_bytes_},
     };
     return {};
 }

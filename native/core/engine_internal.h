@@ -112,11 +112,16 @@ private:
     std::vector<uint8_t> statistics_queued_;
     // The statistics hold (statistics_hold.h, engine_statistics_hold.cc); null: every piece takes the map path.
     std::unique_ptr<merge_statistics_hold> hold_;
-    enum : uint8_t { hold_undecided, hold_submitted, hold_ready, hold_map };
+    // waiting: cold and one write, not submitted yet (no room, or bigger than the arena): decided
+    // when the arena has room, at the latest at its statistics pass (wait_held).
+    enum : uint8_t { hold_undecided, hold_waiting, hold_submitted, hold_ready, hold_map };
     std::vector<uint8_t> hold_state_;        // per piece
+    bool hold_blocked_ = false;              // in this queue_statistics_reads pass a piece waits: none after it is submitted (the ring's order is the output order)
+    // Input bytes of pieces with statistics not held, by why: too big or with several writes / mostly cached /
+    // no room at their statistics pass; and the part of partly held pieces left to the map.
+    uint64_t hold_miss_other_ = 0, hold_miss_cached_ = 0, hold_miss_room_ = 0, hold_rest_bytes_ = 0;
     std::vector<staged_window> hold_copies_; // per piece: its copy while ready
     staged_window held_window_;              // the ready pieces' copies (exec_context::held)
-    uint64_t window_w1_ = 0;                 // the end of the window about to be computed (hold_piece)
     bool drop_behind_ = false;
     struct window_drop {
         uint64_t w0;
@@ -147,7 +152,7 @@ private:
     merge_status stream(merge_thread_pool & pool, merge_writer & writer, merge_prefetcher & prefetcher);
     void fill(size_t o, uint64_t w0, uint64_t w1, uint8_t * buf, size_t first, size_t last);
     void crc_window(merge_thread_pool & pool, size_t o, uint64_t w0, uint64_t w1, const uint8_t * buf);
-    merge_status compute(merge_thread_pool & pool, uint64_t w0, uint64_t w1, uint8_t * buf, const std::vector<plan_span> & spans, size_t first, size_t last);
+    merge_status compute(merge_thread_pool & pool, size_t o, uint64_t w0, uint64_t w1, uint8_t * buf, const std::vector<plan_span> & spans, size_t first, size_t last);
     merge_status write_group(merge_thread_pool & pool, uint64_t lo, uint64_t hi, uint64_t w0, uint8_t * buf, const std::vector<plan_span> & spans, size_t first, size_t last);
 
     // engine_reads.cc
@@ -177,6 +182,7 @@ private:
     bool map_sequential() const;
     std::vector<prefetch_range> piece_input_runs(size_t p) const;
     void queue_statistics_reads(size_t o, uint64_t w0, size_t first);
+    void queue_statistics_populate(size_t p, const std::vector<prefetch_range> & runs);
     uint64_t span_inputs_left(const plan_span & sp, uint64_t w0) const;
     static uint64_t statistics_ahead_budget_for();
     void drop_statistics_runs(size_t o, uint64_t w0, uint64_t w1, size_t first);
@@ -185,9 +191,11 @@ private:
     enum class hold_answer { held, map, later };
     uint64_t statistics_hold_budget() const;
     void start_statistics_hold();
-    hold_answer hold_piece(size_t p, const plan_span & sp);
+    hold_answer hold_piece(size_t p);
+    void settle_held(size_t p);
     merge_status wait_held(size_t p);
-    void release_held(size_t o, uint64_t w1, size_t first, size_t last);
+    bool release_held(size_t o, uint64_t w1, size_t first, size_t last);
+    bool hold_waits(size_t p) const { return hold_ && hold_state_[p] == hold_waiting; }
 
     // engine_reduce.cc
     void set_reduction_options();

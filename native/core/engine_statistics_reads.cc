@@ -74,8 +74,7 @@ void engine::queue_statistics_reads(size_t o, uint64_t w0, size_t first) {
     if (statistics_queued_.empty()) statistics_queued_.assign(job_.pieces.size(), 0);
     const std::vector<plan_span> & spans = plan_.spans[o];
     const uint64_t horizon = w0 + 2 * window_;
-    const bool sampled = job_.tuning.sampled_residency != 0;
-    constexpr uint64_t step = 4u << 20;
+    hold_blocked_ = false;
     uint64_t ahead = 0; // input bytes of pieces with statistics from w0 on, still to be used by the output pass
     for (size_t i = first; i < spans.size(); i++) {
         const plan_span & sp = spans[i];
@@ -89,44 +88,54 @@ void engine::queue_statistics_reads(size_t o, uint64_t w0, size_t first) {
         statistics_ahead_peak_ = std::max(statistics_ahead_peak_, ahead);
         if (statistics_queued_[p] != 0) continue;
         if (!reduced_.empty() && reduced_[p]) continue;
-        // Held (statistics_hold.h): read into the hold, not the page cache; later: nothing after it is queued yet.
-        const hold_answer hold = hold_piece(p, sp);
-        if (hold == hold_answer::later) break;
+        // Held (statistics_hold.h): read into the hold, not the page cache; later: it waits for room
+        // (queued again at the next call), and the pieces after it wait too (hold_blocked_).
+        const hold_answer hold = hold_piece(p);
+        if (hold == hold_answer::later) continue;
         if (hold == hold_answer::held) {
             statistics_queued_[p] = 3;
             continue;
         }
-        const std::vector<prefetch_range> runs = piece_input_runs(p);
-        double bytes = 0, cached = 0;
-        uint64_t longest = 0;
-        // The touch (prefetch.h) pays the first read of pages fresh from the disk; an input run
-        // all cached when its piece is queued has none, and touching it is one more read of every line (warm SLERP
-        // 2 x SD 1.5: +0.25 s of user CPU). run_cold decides it here, well ahead of the populate: just before
-        // it, the kernel's read-ahead of the previous step makes cold steps look cached (2 x 7B:
-        // 2.2 of 29 GB touched that way, 25.4 -> 30.1 s; bench/RESULTS.md "Quiet check, sixth session").
-        std::vector<bool> run_cold(runs.size());
+        queue_statistics_populate(p, piece_input_runs(p));
+    }
+}
+
+/**
+ * Queues `runs` (piece p's input runs, or the part of them its hold left out) for the statistics
+ * read; records whether they were mostly cold (drop_statistics_runs).
+ */
+void engine::queue_statistics_populate(size_t p, const std::vector<prefetch_range> & runs) {
+    const bool sampled = job_.tuning.sampled_residency != 0;
+    constexpr uint64_t step = 4u << 20;
+    double bytes = 0, cached = 0;
+    uint64_t longest = 0;
+    // The touch (prefetch.h) pays the first read of pages fresh from the disk; an input run
+    // all cached when its piece is queued has none, and touching it is one more read of every line (warm SLERP
+    // 2 x SD 1.5: +0.25 s of user CPU). run_cold decides it here, well ahead of the populate: just before
+    // it, the kernel's read-ahead of the previous step makes cold steps look cached (2 x 7B:
+    // 2.2 of 29 GB touched that way, 25.4 -> 30.1 s; bench/RESULTS.md "Quiet check, sixth session").
+    std::vector<bool> run_cold(runs.size());
+    for (size_t j = 0; j < runs.size(); j++) {
+        const prefetch_range & r = runs[j];
+        const double run_resident = merge_run_residency(*inputs_[r.file], r.offset, r.length, sampled);
+        run_cold[j] = run_resident < 1.0;
+        bytes += (double) r.length;
+        cached += run_resident * (double) r.length;
+        longest = std::max(longest, r.length);
+    }
+    const double resident = bytes > 0 ? cached / bytes : 1.0;
+    statistics_queued_[p] = resident < 0.5 ? 2 : 1;
+    if (resident >= 1.0 && statistics_read_ != 1) return;
+    // Step k of every run covers the same fraction of it: [k/K, (k+1)/K) of its bytes.
+    const uint64_t k_steps = std::max<uint64_t>(1, (longest + step - 1) / step);
+    std::vector<prefetch_range> steps;
+    for (uint64_t k = 0; k < k_steps; k++)
         for (size_t j = 0; j < runs.size(); j++) {
             const prefetch_range & r = runs[j];
-            const double run_resident = merge_run_residency(*inputs_[r.file], r.offset, r.length, sampled);
-            run_cold[j] = run_resident < 1.0;
-            bytes += (double) r.length;
-            cached += run_resident * (double) r.length;
-            longest = std::max(longest, r.length);
+            const uint64_t a = (uint64_t) ((unsigned __int128) r.length * k / k_steps), b = (uint64_t) ((unsigned __int128) r.length * (k + 1) / k_steps);
+            if (b > a) steps.push_back({r.file, r.offset + a, b - a, run_cold[j]});
         }
-        const double resident = bytes > 0 ? cached / bytes : 1.0;
-        statistics_queued_[p] = resident < 0.5 ? 2 : 1;
-        if (resident >= 1.0 && statistics_read_ != 1) continue;
-        // Step k of every run covers the same fraction of it: [k/K, (k+1)/K) of its bytes.
-        const uint64_t k_steps = std::max<uint64_t>(1, (longest + step - 1) / step);
-        std::vector<prefetch_range> steps;
-        for (uint64_t k = 0; k < k_steps; k++)
-            for (size_t j = 0; j < runs.size(); j++) {
-                const prefetch_range & r = runs[j];
-                const uint64_t a = (uint64_t) ((unsigned __int128) r.length * k / k_steps), b = (uint64_t) ((unsigned __int128) r.length * (k + 1) / k_steps);
-                if (b > a) steps.push_back({r.file, r.offset + a, b - a, run_cold[j]});
-            }
-        statistics_ahead_->submit(std::move(steps));
-    }
+    statistics_ahead_->submit(std::move(steps));
 }
 
 /**

@@ -109,10 +109,9 @@ merge_status engine::stream(merge_thread_pool & pool, merge_writer & writer, mer
             t_fill_ += now() - t0;
         }
 
-        window_w1_ = w1;
         if (statistics_ahead_) queue_statistics_reads(o, w0, first);
         t0 = now();
-        merge_status s = compute(pool, w0, w1, buf, spans, first, last);
+        merge_status s = compute(pool, o, w0, w1, buf, spans, first, last);
         t_compute_ += now() - t0;
         if (!s.ok()) return s;
         const int release = job_.tuning.release_inputs;
@@ -194,7 +193,7 @@ void engine::crc_window(merge_thread_pool & pool, size_t o, uint64_t w0, uint64_
  * reduced first, then written, went back to memory in between: the window reads 4× its
  * output bytes or more). reuse_bytes_ 0: the whole window is one group.
  */
-merge_status engine::compute(merge_thread_pool & pool, uint64_t w0, uint64_t w1, uint8_t * buf, const std::vector<plan_span> & spans, size_t first, size_t last) {
+merge_status engine::compute(merge_thread_pool & pool, size_t o, uint64_t w0, uint64_t w1, uint8_t * buf, const std::vector<plan_span> & spans, size_t first, size_t last) {
     if (reduced_.empty()) reduced_.assign(job_.pieces.size(), false);
     for (size_t g0 = first; g0 < last;) {
         size_t g1 = g0;
@@ -204,6 +203,8 @@ merge_status engine::compute(merge_thread_pool & pool, uint64_t w0, uint64_t w1,
             const size_t p = spans[g1].piece;
             const uint64_t own = p == plan_literal ? 0 : piece_input_bytes(p);
             if (reuse_bytes_ > 0 && g1 > g0 && bytes + own > reuse_bytes_) break;
+            // A piece waiting for the hold's room starts a group: the room of the pieces before it is given back first.
+            if (g1 > g0 && p != plan_literal && !reduced_[p] && hold_waits(p)) break;
             bytes += own;
             reduces = reduces || (p != plan_literal && !reduced_[p] && !job_.pieces[p].reductions.empty());
             g1++;
@@ -215,6 +216,11 @@ merge_status engine::compute(merge_thread_pool & pool, uint64_t w0, uint64_t w1,
             const size_t p = spans[i].piece;
             if (p == plan_literal || reduced_[p] || job_.pieces[p].reductions.empty()) continue;
             const double t0 = now();
+            // A piece that waited takes its room now; the pieces after it may then be read while it computes.
+            if (hold_waits(p)) {
+                settle_held(p);
+                if (statistics_ahead_) queue_statistics_reads(o, w0, first);
+            }
             merge_status s = wait_held(p);
             if (s.ok()) s = reduce_piece(pool, p);
             t_reduce_ += now() - t0;
@@ -224,6 +230,8 @@ merge_status engine::compute(merge_thread_pool & pool, uint64_t w0, uint64_t w1,
         const uint64_t lo = g0 == first ? w0 : std::max(w0, spans[g0].begin), hi = g1 == last ? w1 : std::max(lo, std::min(w1, spans[g1].begin));
         merge_status s = write_group(pool, lo, hi, w0, buf, spans, g0, g1);
         if (!s.ok()) return s;
+        // The held pieces this group finished give their room back, at once taken by the next ones.
+        if (release_held(o, hi, g0, g1) && statistics_ahead_) queue_statistics_reads(o, w0, first);
         g0 = g1;
     }
     return {};

@@ -42,6 +42,15 @@ uint64_t merge_statistics_hold::place(uint64_t size) const {
     return tail - head_ >= size ? head_ : UINT64_MAX; // wrapped: free [head_, tail)
 }
 
+uint64_t merge_statistics_hold::room() {
+    if (alloc_failed_) return 0;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (held_.empty()) return budget_;
+    const uint64_t tail = held_.front().begin;
+    if (held_.back().begin >= tail) return std::max(budget_ - head_, tail);
+    return tail - head_;
+}
+
 bool merge_statistics_hold::submit(uint64_t id, const std::vector<prefetch_range> & runs) {
     const uint64_t size = bytes_for(runs);
     if (size == 0 || size > budget_ || alloc_failed_) return false;

@@ -2,9 +2,9 @@
 // (TIES, DARE-TIES, SLERP, model stock, cosine) read with O_DIRECT into private memory held
 // from its statistics pass until its output pass is done with it, so both passes read them
 // there and no page-cache page is made (on a VM each fresh page-cache page costs a host
-// fault). Used by the engine when the job bypasses the page cache or drops behind
-// (engine_statistics_reads.cc hold_piece); pieces that do not fit keep the map path
-// (the statistics read, prefetch.h).
+// fault). Used by the engine when the job bypasses the page cache and does not drop behind
+// (engine_statistics_hold.cc hold_piece, settle_held); a piece bigger than the room is held in
+// part, and one that finds no room keeps the map path (the statistics read, prefetch.h).
 #pragma once
 
 #include <condition_variable>
@@ -41,6 +41,8 @@ public:
     static uint64_t bytes_for(const std::vector<prefetch_range> & runs);
     /** Whether `runs` could ever be held (bytes_for <= the budget). */
     bool could_hold(const std::vector<prefetch_range> & runs) const { return bytes_for(runs) <= budget_; }
+    /** The biggest region submit could take now (0 if the arena could not be allocated). Engine thread. */
+    uint64_t room();
 
     /**
      * Takes room for piece `id`'s runs (sorted, coalesced) in the arena and queues their reads;
