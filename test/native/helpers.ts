@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { getFloat16, setFloat16 } from "@petamoriken/float16";
 import type { Job, JobOutput, JobPiece } from "../../lib/native/job";
 import { E4M3, E5M2, refF32BitsToFp8, refFp8ToF32Bits } from "../dtypes/fp8-reference";
+import { captureEngineStats } from "../helpers/engines";
 import { randomValues, writeModel, type TestTensor } from "../helpers/models";
 
 export const DT = { BOOL: 0, U8: 1, I8: 2, F8_E5M2: 3, F8_E4M3: 4, I16: 5, F16: 7, BF16: 8, I32: 9, F32: 11, F64: 12, I64: 13 } as const;
@@ -358,4 +359,29 @@ export function writeStatisticsModelSet(dir: string, m: number, lengths: number[
   const path = join(dir, `m${m}.safetensors`);
   writeModel(path, tensors);
   return path;
+}
+
+/**
+ * The statistics tests' suite fixture (call inside describe): three model sets written by
+ * `write` into a temp folder before the suite and the engine stats captured, both undone after.
+ */
+export function statisticsSuite(prefix: string, write: (dir: string, m: number) => string) {
+  let folder: ReturnType<typeof tempDir> | undefined;
+  let paths: string[] = [];
+  const capture = captureEngineStats();
+  before(() => {
+    folder = tempDir(prefix);
+    paths = [0, 1, 2].map((m) => write(folder!.path, m));
+    capture.install();
+  });
+  after(() => {
+    capture.restore();
+    folder?.cleanup();
+  });
+  return {
+    capture,
+    /** The temp folder (valid inside the suite's tests). */
+    get dir(): string { return folder!.path; },
+    get paths(): string[] { return paths; },
+  };
 }

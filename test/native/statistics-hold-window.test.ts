@@ -12,8 +12,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { evictFiles } from "../../bench/floor";
 import { merge } from "../../lib/merge";
-import { ENGINES, captureEngineStats, setOnlyTuningKnobs } from "../helpers/engines";
-import { randomValues, tempDir, writeModel, type TestTensor } from "../helpers/models";
+import { statisticsSuite } from "./helpers";
+import { ENGINES, setOnlyTuningKnobs } from "../helpers/engines";
+import { randomValues, writeModel, type TestTensor } from "../helpers/models";
 
 const MIB = 2 ** 20;
 const ARENA_MIB = 4;
@@ -37,22 +38,12 @@ function arenaBytes(n: number, files: number): number {
 
 describe("native engine: the statistics hold gives each piece's room back after its output pass", function () {
   this.timeout(600000);
-  let dir: ReturnType<typeof tempDir>;
-  let paths: string[];
-  const capture = captureEngineStats();
-  before(() => {
-    dir = tempDir("tm-stats-hold-window-");
-    paths = [0, 1, 2].map((m) => writeModelSet(dir.path, m));
-    capture.install();
-  });
-  after(() => {
-    capture.restore();
-    dir.cleanup();
-  });
+  const suite = statisticsSuite("tm-stats-hold-window-", writeModelSet);
+  const capture = suite.capture;
 
   const cases = [
-    { method: "ties", params: { density: 0.25 }, modelWeights: [1, 0.7], inputs: () => ({ base: paths[0], models: paths.slice(1) }), files: 3 },
-    { method: "slerp", multiplier: 0.3, inputs: () => ({ a: paths[1], b: paths[2] }), files: 2 },
+    { method: "ties", params: { density: 0.25 }, modelWeights: [1, 0.7], inputs: () => ({ base: suite.paths[0], models: suite.paths.slice(1) }), files: 3 },
+    { method: "slerp", multiplier: 0.3, inputs: () => ({ a: suite.paths[1], b: suite.paths[2] }), files: 2 },
   ];
   for (const c of cases) {
     it(`${c.method}: a ${ARENA_MIB} MiB arena, 1 MiB windows, threads 1/2: every piece that fits alone held, the big one in part, the TS engine's bytes`, async function () {
@@ -60,7 +51,7 @@ describe("native engine: the statistics hold gives each piece's room back after 
       const { inputs, files, ...rest } = c;
       const options = { recipeMetadata: false, dtype: "fp16", inputCache: "bypass", ...inputs(), ...rest };
       const used = [...new Set(Object.values(inputs()).flat() as string[])];
-      const ref = join(dir.path, `${c.method}-js.safetensors`);
+      const ref = join(suite.dir, `${c.method}-js.safetensors`);
       await merge({ ...options, engine: "js", threads: 1, out: ref } as never);
       const expected = readFileSync(ref);
       // Each piece's input bytes; those that fit the arena alone must all be held.
@@ -71,7 +62,7 @@ describe("native engine: the statistics hold gives each piece's room back after 
         const restore = setOnlyTuningKnobs({ TENSORMERGE_STATISTICS_HOLD_MIB: String(ARENA_MIB), TENSORMERGE_WINDOW_MIB: "1" });
         try {
           evictFiles(used);
-          const out = join(dir.path, `${c.method}-${threads}.safetensors`);
+          const out = join(suite.dir, `${c.method}-${threads}.safetensors`);
           capture.reset();
           await merge({ ...options, engine: "native", threads, out } as never);
           const s = capture.last()!;

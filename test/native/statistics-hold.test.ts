@@ -14,9 +14,8 @@ import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { evictFiles } from "../../bench/floor";
 import { merge } from "../../lib/merge";
-import { ENGINES, captureEngineStats, setOnlyTuningKnobs } from "../helpers/engines";
-import { tempDir } from "../helpers/models";
-import { writeStatisticsModelSet } from "./helpers";
+import { ENGINES, setOnlyTuningKnobs } from "../helpers/engines";
+import { writeStatisticsModelSet, statisticsSuite } from "./helpers";
 
 /** Small tensors, and big ones that span several 1 MiB windows (fp32: 4 MB and 2.4 MB; fp16: 2 MB); odd lengths: unaligned offsets. */
 const LENGTHS = [7, 4097, 1_000_003, 65, 600_001, 1_048_577, 33_333];
@@ -27,25 +26,15 @@ function writeModelSet(dir: string, m: number): string {
 
 describe("native engine: the statistics hold (pieces with statistics read direct into held memory)", function () {
   this.timeout(600000);
-  let dir: ReturnType<typeof tempDir>;
-  let paths: string[];
-  const capture = captureEngineStats();
-  before(() => {
-    dir = tempDir("tm-stats-hold-");
-    paths = [0, 1, 2].map((m) => writeModelSet(dir.path, m));
-    capture.install();
-  });
-  after(() => {
-    capture.restore();
-    dir.cleanup();
-  });
+  const suite = statisticsSuite("tm-stats-hold-", writeModelSet);
+  const capture = suite.capture;
 
   const cases = [
-    { method: "ties", params: { density: 0.3 }, modelWeights: [1, -0.6], inputs: () => ({ base: paths[0], models: paths.slice(1) }), files: 3 },
-    { method: "dare-ties", params: { "drop-rate": 0.6, seed: 7 }, inputs: () => ({ base: paths[0], models: paths.slice(1) }), files: 3 },
-    { method: "slerp", multiplier: 0.35, inputs: () => ({ a: paths[0], b: paths[1] }), files: 2 },
-    { method: "slerp-mecha", multiplier: 0.6, inputs: () => ({ a: paths[1], b: paths[2] }), files: 2 },
-    { method: "model-stock", inputs: () => ({ base: paths[0], models: paths.slice(1) }), files: 3 },
+    { method: "ties", params: { density: 0.3 }, modelWeights: [1, -0.6], inputs: () => ({ base: suite.paths[0], models: suite.paths.slice(1) }), files: 3 },
+    { method: "dare-ties", params: { "drop-rate": 0.6, seed: 7 }, inputs: () => ({ base: suite.paths[0], models: suite.paths.slice(1) }), files: 3 },
+    { method: "slerp", multiplier: 0.35, inputs: () => ({ a: suite.paths[0], b: suite.paths[1] }), files: 2 },
+    { method: "slerp-mecha", multiplier: 0.6, inputs: () => ({ a: suite.paths[1], b: suite.paths[2] }), files: 2 },
+    { method: "model-stock", inputs: () => ({ base: suite.paths[0], models: suite.paths.slice(1) }), files: 3 },
   ];
   for (const c of cases) {
     it(`${c.method}: hold budgets 0, 2 MiB, 6 MiB, 256 MiB, threads 1/2, reader on/off, bypass: the TS engine's bytes`, async function () {
@@ -55,7 +44,7 @@ describe("native engine: the statistics hold (pieces with statistics read direct
       const used = [...new Set(Object.values(inputs()).flat() as string[])];
       assert.equal(used.length, files);
       const inputBytes = used.reduce((s, p) => s + statSync(p).size, 0);
-      const ref = join(dir.path, `${c.method}-js.safetensors`);
+      const ref = join(suite.dir, `${c.method}-js.safetensors`);
       await merge({ ...options, engine: "js", threads: 1, out: ref } as never);
       const expected = readFileSync(ref);
       const held: Record<string, number> = {};
@@ -66,7 +55,7 @@ describe("native engine: the statistics hold (pieces with statistics read direct
             const restore = setOnlyTuningKnobs(knobs);
             try {
               evictFiles(used);
-              const out = join(dir.path, `${c.method}-${mib}-${reader}-${threads}.safetensors`);
+              const out = join(suite.dir, `${c.method}-${mib}-${reader}-${threads}.safetensors`);
               capture.reset();
               await merge({ ...options, engine: "native", threads, out } as never);
               const stats = capture.last()!;
@@ -98,13 +87,13 @@ describe("native engine: the statistics hold (pieces with statistics read direct
     // On 2 x Mistral-7B the hold re-read what its pieces shared with the next window and doubled
     // private memory for no faster merge (bench/RESULTS.md "The hold and the 7B pair").
     if (!ENGINES.includes("native")) this.skip();
-    const options = { method: "ties", params: { density: 0.3 }, base: paths[0], models: paths.slice(1), dtype: "fp16", inputCache: "bypass", recipeMetadata: false };
-    const ref = join(dir.path, "drop-js.safetensors");
+    const options = { method: "ties", params: { density: 0.3 }, base: suite.paths[0], models: suite.paths.slice(1), dtype: "fp16", inputCache: "bypass", recipeMetadata: false };
+    const ref = join(suite.dir, "drop-js.safetensors");
     await merge({ ...options, engine: "js", threads: 1, out: ref } as never);
     const restore = setOnlyTuningKnobs({ TENSORMERGE_STATISTICS_HOLD_MIB: "256", TENSORMERGE_RELEASE_INPUTS: "3", TENSORMERGE_WINDOW_MIB: "1" });
     try {
-      evictFiles(paths);
-      const out = join(dir.path, "drop-native.safetensors");
+      evictFiles(suite.paths);
+      const out = join(suite.dir, "drop-native.safetensors");
       capture.reset();
       await merge({ ...options, engine: "native", threads: 2, out } as never);
       const stats = capture.last()!;
@@ -122,9 +111,9 @@ describe("native engine: the statistics hold (pieces with statistics read direct
     if (!ENGINES.includes("native")) this.skip();
     const restore = setOnlyTuningKnobs({ TENSORMERGE_STATISTICS_HOLD_MIB: "256", TENSORMERGE_WINDOW_MIB: "1" });
     try {
-      for (const p of paths) readFileSync(p); // cached
+      for (const p of suite.paths) readFileSync(p); // cached
       capture.reset();
-      await merge({ method: "slerp", a: paths[0], b: paths[1], multiplier: 0.35, dtype: "fp16", inputCache: "bypass", recipeMetadata: false, engine: "native", threads: 2, out: join(dir.path, "warm.safetensors") } as never);
+      await merge({ method: "slerp", a: suite.paths[0], b: suite.paths[1], multiplier: 0.35, dtype: "fp16", inputCache: "bypass", recipeMetadata: false, engine: "native", threads: 2, out: join(suite.dir, "warm.safetensors") } as never);
       assert.equal(capture.last()!.statisticsHeldBytes, 0);
     } finally {
       restore();

@@ -16,9 +16,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { evictFiles } from "../../bench/floor";
 import { merge } from "../../lib/merge";
-import { ENGINES, captureEngineStats, setOnlyTuningKnobs } from "../helpers/engines";
-import { tempDir } from "../helpers/models";
-import { writeStatisticsModelSet } from "./helpers";
+import { ENGINES, setOnlyTuningKnobs } from "../helpers/engines";
+import { writeStatisticsModelSet, statisticsSuite } from "./helpers";
 
 /** Small tensors, and big ones that span several 1 MiB windows (fp32: 4 MB and 2.4 MB; fp16: 2 MB). */
 const LENGTHS = [7, 4097, 1_000_003, 65, 600_001, 1_048_577];
@@ -29,29 +28,19 @@ function writeModelSet(dir: string, m: number): string {
 
 describe("native engine: the statistics read (inputs of pieces with statistics read ahead)", function () {
   this.timeout(600000);
-  let dir: ReturnType<typeof tempDir>;
-  let paths: string[];
-  const capture = captureEngineStats();
-  before(() => {
-    dir = tempDir("tm-stats-read-");
-    paths = [0, 1, 2].map((m) => writeModelSet(dir.path, m));
-    capture.install();
-  });
-  after(() => {
-    capture.restore();
-    dir.cleanup();
-  });
+  const suite = statisticsSuite("tm-stats-read-", writeModelSet);
+  const capture = suite.capture;
 
   const cases = [
-    { method: "slerp", multiplier: 0.35, inputs: () => ({ a: paths[0], b: paths[1] }) },
-    { method: "ties", params: { density: 0.3 }, modelWeights: [1, -0.6], inputs: () => ({ base: paths[0], models: paths.slice(1) }) },
+    { method: "slerp", multiplier: 0.35, inputs: () => ({ a: suite.paths[0], b: suite.paths[1] }) },
+    { method: "ties", params: { density: 0.3 }, modelWeights: [1, -0.6], inputs: () => ({ base: suite.paths[0], models: suite.paths.slice(1) }) },
   ];
   for (const c of cases) {
     it(`${c.method}: modes 0-3, reader on/off, drop-behind, 1 MiB windows, threads 1/2: the TS engine's bytes`, async function () {
       if (!ENGINES.includes("native")) this.skip();
       const { inputs, ...rest } = c;
       const options = { recipeMetadata: false, dtype: "fp16", ...inputs(), ...rest };
-      const ref = join(dir.path, `${c.method}-js.safetensors`);
+      const ref = join(suite.dir, `${c.method}-js.safetensors`);
       await merge({ ...options, engine: "js", threads: 1, out: ref } as never);
       const expected = readFileSync(ref);
       const readerBytes: Record<string, number> = {};
@@ -65,8 +54,8 @@ describe("native engine: the statistics read (inputs of pieces with statistics r
             };
             const restore = setOnlyTuningKnobs(knobs);
             try {
-              evictFiles([paths[1]!]);
-              const out = join(dir.path, `${c.method}-${mode}-${reader}-${threads}.safetensors`);
+              evictFiles([suite.paths[1]!]);
+              const out = join(suite.dir, `${c.method}-${mode}-${reader}-${threads}.safetensors`);
               capture.reset();
               await merge({ ...options, engine: "native", threads, out } as never);
               const stats = capture.last()!;
@@ -93,7 +82,7 @@ describe("native engine: the statistics read (inputs of pieces with statistics r
       if (!ENGINES.includes("native")) this.skip();
       const { inputs, ...rest } = c;
       const options = { recipeMetadata: false, dtype: "fp16", ...inputs(), ...rest };
-      const ref = join(dir.path, `${c.method}-ahead-js.safetensors`);
+      const ref = join(suite.dir, `${c.method}-ahead-js.safetensors`);
       await merge({ ...options, engine: "js", threads: 1, out: ref } as never);
       const expected = readFileSync(ref);
       const peaks: Record<string, number> = {};
@@ -109,8 +98,8 @@ describe("native engine: the statistics read (inputs of pieces with statistics r
               };
               const restore = setOnlyTuningKnobs(knobs);
               try {
-                evictFiles([paths[1]!]);
-                const out = join(dir.path, `${c.method}-ahead-${mode}-${touch}-${mib}-${reader}-${threads}.safetensors`);
+                evictFiles([suite.paths[1]!]);
+                const out = join(suite.dir, `${c.method}-ahead-${mode}-${touch}-${mib}-${reader}-${threads}.safetensors`);
                 capture.reset();
                 await merge({ ...options, engine: "native", threads, out } as never);
                 const stats = capture.last()!;
@@ -146,7 +135,7 @@ describe("native engine: the statistics read (inputs of pieces with statistics r
       if (!ENGINES.includes("native")) this.skip();
       const { inputs, ...rest } = c;
       const options = { recipeMetadata: false, dtype: "fp16", ...inputs(), ...rest };
-      const ref = join(dir.path, `${c.method}-touch-thread-js.safetensors`);
+      const ref = join(suite.dir, `${c.method}-touch-thread-js.safetensors`);
       await merge({ ...options, engine: "js", threads: 1, out: ref } as never);
       const expected = readFileSync(ref);
       for (const touchThread of ["0", "1"]) {
@@ -159,8 +148,8 @@ describe("native engine: the statistics read (inputs of pieces with statistics r
               };
               const restore = setOnlyTuningKnobs(knobs);
               try {
-                evictFiles([paths[1]!]);
-                const out = join(dir.path, `${c.method}-touch-thread-${touchThread}-${readers}-${reader}-${threads}.safetensors`);
+                evictFiles([suite.paths[1]!]);
+                const out = join(suite.dir, `${c.method}-touch-thread-${touchThread}-${readers}-${reader}-${threads}.safetensors`);
                 capture.reset();
                 await merge({ ...options, engine: "native", threads, out } as never);
                 const stats = capture.last()!;
