@@ -126,27 +126,25 @@ engine::hold_answer engine::hold_piece(size_t p) {
  */
 void engine::settle_held(size_t p) {
     if (!hold_ || hold_state_[p] != hold_waiting) return;
-    {
-        const std::vector<prefetch_range> runs = piece_input_runs(p);
-        uint64_t total = 0;
-        for (const prefetch_range & r : runs) total += r.length;
-        if (hold_->could_hold(runs) && hold_->submit(p, runs)) {
+    const std::vector<prefetch_range> runs = piece_input_runs(p);
+    uint64_t total = 0;
+    for (const prefetch_range & r : runs) total += r.length;
+    if (hold_->could_hold(runs) && hold_->submit(p, runs)) {
+        hold_state_[p] = hold_submitted;
+    } else {
+        const std::vector<prefetch_range> prefix = hold_prefix(runs, hold_->room());
+        if (!prefix.empty() && hold_->submit(p, prefix)) {
             hold_state_[p] = hold_submitted;
+            const std::vector<prefetch_range> rest = hold_rest(runs, prefix);
+            for (const prefetch_range & r : rest) hold_rest_bytes_ += r.length;
+            queue_statistics_populate(p, rest);
         } else {
-            const std::vector<prefetch_range> prefix = hold_prefix(runs, hold_->room());
-            if (!prefix.empty() && hold_->submit(p, prefix)) {
-                hold_state_[p] = hold_submitted;
-                const std::vector<prefetch_range> rest = hold_rest(runs, prefix);
-                for (const prefetch_range & r : rest) hold_rest_bytes_ += r.length;
-                queue_statistics_populate(p, rest);
-            } else {
-                hold_state_[p] = hold_map;
-                hold_miss_room_ += total;
-                queue_statistics_populate(p, runs);
-            }
+            hold_state_[p] = hold_map;
+            hold_miss_room_ += total;
+            queue_statistics_populate(p, runs);
         }
-        if (hold_state_[p] == hold_submitted) statistics_queued_[p] = 3;
     }
+    if (hold_state_[p] == hold_submitted) statistics_queued_[p] = 3;
 }
 
 /** Before piece p's statistics pass (settle_held first): waits for its reads if it is held, and lists its copy for exec (exec_context::held). */

@@ -175,3 +175,28 @@ export function moduleBytes(functions: { name: string; body: FunctionBody }[]): 
   section(10, vec(functions.map((f) => f.body.encode())), out);
   return Uint8Array.from(out);
 }
+
+// Node has WebAssembly; the project's TypeScript libs (no DOM) do not declare it.
+declare const WebAssembly: {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
+};
+
+/**
+ * One kernel module, compiled once per thread from the bytes `build` gives the first time, and
+ * instantiated on each asm heap's memory (`env.memory`). `exports` is undefined where this
+ * WebAssembly has no SIMD128 (the module does not validate) or TENSORMERGE_TS_WASM=0 asks for
+ * the asm.js kernels.
+ */
+export class KernelModule {
+  private module: object | null | undefined; // null: did not validate
+  exports(memory: object, build: () => Uint8Array): Record<string, unknown> | undefined {
+    if (process.env.TENSORMERGE_TS_WASM === "0" || typeof WebAssembly !== "object") return undefined;
+    if (this.module === undefined) {
+      const bytes = build();
+      this.module = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+    }
+    return this.module === null ? undefined : new WebAssembly.Instance(this.module, { env: { memory } }).exports;
+  }
+}

@@ -20,7 +20,7 @@
  * scratch blocks' next elements (inside the block: n is rounded up to GROUP, MD_BLOCK is a
  * multiple of it), and only elements below n are fixed or listed.
  */
-import { F64, FunctionBody, I32, V128, moduleBytes } from "./emit";
+import { F64, FunctionBody, I32, KernelModule, V128, moduleBytes } from "./emit";
 import { mdAbsBody, mdBlockBody, mdCombineBody } from "./md-block";
 
 /** Byte offsets in the heap (asm-kernels.ts): the two scratch blocks, the list, the tables. */
@@ -176,13 +176,6 @@ export function mdPowModuleBytes(layout: PowLayout, coefficients: PowCoefficient
   ]);
 }
 
-// Node has WebAssembly; the project's TypeScript libs (no DOM) do not declare it.
-declare const WebAssembly: {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
-};
-
 /** mdPow of asm-kernels.ts's kernels: the same arguments and result. */
 export type MdPow = (n: number, y1: number, y2: number, zero1: number, zero2: number) => number;
 /** md-block.ts mdBlock: byte offsets of A, B, C and the result, n, the pow product's arguments, p2, p3. */
@@ -190,20 +183,14 @@ export type MdBlock = (a: number, b: number, c: number, out: number, n: number, 
 /** The module's kernels bound to one memory. */
 export interface MdWasm { pow: MdPow; block: MdBlock }
 
-let compiled: { layout: PowLayout; module: object | undefined } | undefined;
+const compiled = new KernelModule();
 
 /**
- * The SIMD pow kernel and md-block.ts's block kernel bound to `memory`, or undefined where this WebAssembly has no SIMD128
- * (the module does not validate) or TENSORMERGE_TS_WASM=0 asks for the asm.js kernel. The
- * module is compiled once per thread (the layout is the same for every heap).
+ * The SIMD pow kernel and md-block.ts's block kernel bound to `memory`, or undefined where this
+ * WebAssembly has no SIMD128 or TENSORMERGE_TS_WASM=0 asks for the asm.js kernel (KernelModule;
+ * the layout is the same for every heap, so the first one's builds the module).
  */
 export function mdPowWasm(memory: object, layout: PowLayout, coefficients: PowCoefficients): MdWasm | undefined {
-  if (process.env.TENSORMERGE_TS_WASM === "0" || typeof WebAssembly !== "object") return undefined;
-  if (!compiled) {
-    const bytes = mdPowModuleBytes(layout, coefficients);
-    compiled = { layout, module: WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : undefined };
-  }
-  if (!compiled.module) return undefined;
-  const { exports } = new WebAssembly.Instance(compiled.module, { env: { memory } });
-  return { pow: exports.mdPow as MdPow, block: exports.mdBlock as MdBlock };
+  const exports = compiled.exports(memory, () => mdPowModuleBytes(layout, coefficients));
+  return exports && { pow: exports.mdPow as MdPow, block: exports.mdBlock as MdBlock };
 }

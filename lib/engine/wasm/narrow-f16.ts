@@ -11,7 +11,7 @@
  * small weights, subnormals, overflow, Inf, NaN) runs all eight through `one`, the scalar code
  * of asm-kernels.ts narrowF16 (its table path, and the counts), as do the last n mod 8.
  */
-import { FunctionBody, I32, V128, moduleBytes } from "./emit";
+import { FunctionBody, I32, KernelModule, V128, moduleBytes } from "./emit";
 
 /** COUNTS (asm-kernels.ts): the NaN and Inf counts' byte offsets; the tables at 0, 2048, 4096. */
 const NAN_AT = 6144, INF_AT = 6148;
@@ -107,27 +107,12 @@ export function narrowF16ModuleBytes(): Uint8Array {
   return moduleBytes([{ name: "narrowF16", body: narrowBody() }, { name: "one", body: oneBody() }]);
 }
 
-declare const WebAssembly: {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
-};
-
 /** asm-kernels.ts narrowF16's signature. */
 export type NarrowF16 = (src: number, dst: number, n: number) => void;
 
-let compiled: { module: object | undefined } | undefined;
+const compiled = new KernelModule();
 
-/**
- * The SIMD narrowing bound to `memory` (an asm heap's), or undefined where this WebAssembly has
- * no SIMD128 or TENSORMERGE_TS_WASM=0 asks for the asm.js kernel; compiled once per thread.
- */
+/** The SIMD narrowing bound to `memory` (an asm heap's), or undefined (KernelModule: no SIMD128, or TENSORMERGE_TS_WASM=0). */
 export function narrowF16Wasm(memory: object): NarrowF16 | undefined {
-  if (process.env.TENSORMERGE_TS_WASM === "0" || typeof WebAssembly !== "object") return undefined;
-  if (!compiled) {
-    const bytes = narrowF16ModuleBytes();
-    compiled = { module: WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : undefined };
-  }
-  if (!compiled.module) return undefined;
-  return new WebAssembly.Instance(compiled.module, { env: { memory } }).exports.narrowF16 as NarrowF16;
+  return compiled.exports(memory, narrowF16ModuleBytes)?.narrowF16 as NarrowF16 | undefined;
 }
